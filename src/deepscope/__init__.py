@@ -1,0 +1,29 @@
+"""deepscope: see inside PyTorch neural networks.
+
+>>> import deepscope as ds
+>>> e = ds.explain(model, images, method="gradcam")
+>>> e.heatmap.shape   # [N, H, W]
+"""
+
+from .errors import BadInputError, DeepscopeError, LayerNotFoundError, TargetError
+from .explain import describe, explain, methods
+from .explanation import Explanation
+from .render import compare, overlay
+from .targets import Unit
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BadInputError",
+    "DeepscopeError",
+    "Explanation",
+    "LayerNotFoundError",
+    "TargetError",
+    "Unit",
+    "__version__",
+    "compare",
+    "describe",
+    "explain",
+    "methods",
+    "overlay",
+]

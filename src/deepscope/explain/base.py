@@ -1,0 +1,287 @@
+"""The method registry, the base class every method extends, and ``explain()`` itself."""
+
+from __future__ import annotations
+
+import warnings
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar, TypeVar
+
+import torch
+from torch import Tensor, nn
+
+from .. import probe
+from ..errors import BadInputError, close_names
+from ..explanation import Explanation
+from ..targets import Target, TargetSpec
+
+# The shared option vocabulary: one meaning per name across every method.
+VOCABULARY: dict[str, str] = {
+    "baseline": 'what "absent" looks like: a number, "mean" (per-channel mean of the inputs), "blur" '
+    "(a blurred copy of each input), or a tensor broadcastable to the inputs",
+    "steps": "number of steps along a path (integrated gradients)",
+    "batch_size": "how many model inputs are evaluated in one forward pass",
+    "samples": "number of random samples (SmoothGrad noise draws, LIME perturbations)",
+    "noise": "standard deviation of the Gaussian noise, as a fraction of each input's value range",
+    "window": "size of the occluding patch: an int, an (h, w) pair, or a list of them to average several sizes",
+    "stride": "step of the sliding window: an int or an (h, w) pair",
+    "rule": "the LRP rule: 'epsilon', 'gamma', 'alpha_beta' (first layer: z-box unless first_rule says otherwise)",
+    "reshape": "how to make a layer's token output (N, tokens, C) a spatial map: True (square grid, class token "
+    "dropped) or a callable returning (N, C, H, W)",
+    "reduce": "how channels become the heatmap: 'max_abs', 'sum_abs' or 'sum'",
+    "call": "which call of a layer that runs more than once per forward pass is explained (default: the last)",
+    "seed": "seed of the random generator, for reproducible samples",
+    "base": "the gradient method SmoothGrad averages ('saliency', 'guided_backprop', ...)",
+    "probability": "occlusion measures the drop in the target's softmax probability instead of its score",
+    "segments": "LIME's interpretable features: 'grid', 'slic' (needs scikit-image), or a tensor of segment ids",
+    "grid": "cells per side of LIME's grid segmentation",
+    "kernel_width": "width of LIME's exponential kernel on the cosine distance of a sample to the input",
+    "epsilon": "LRP epsilon stabiliser",
+    "gamma": "LRP gamma: weight of positive contributions",
+    "alpha": "LRP alpha (beta = alpha - 1)",
+    "first_rule": "LRP rule of the first layer: 'zbox', 'flat', 'wsquare' or None (same as the rest)",
+    "low": "lowest input value (z-box rule); default: the inputs' minimum",
+    "high": "highest input value (z-box rule); default: the inputs' maximum",
+    "head": "CAM: the linear layer after global average pooling (default: the last nn.Linear)",
+}
+
+M = TypeVar("M", bound="type[Method]")
+
+_REGISTRY: dict[str, type[Method]] = {}
+
+
+def register(name: str) -> Callable[[M], M]:
+    """Class decorator: make a method available to ``ds.explain`` under ``name``."""
+
+    def add(cls: M) -> M:
+        if name in _REGISTRY:
+            raise RuntimeError(f"method {name!r} registered twice")
+        cls.name = name
+        unknown = set(cls.options) - set(VOCABULARY)
+        if unknown:
+            raise RuntimeError(f"{name}: options {sorted(unknown)} are not in the shared vocabulary")
+        _REGISTRY[name] = cls
+        return cls
+
+    return add
+
+
+def methods() -> list[str]:
+    """The names ``ds.explain`` accepts, in registration order."""
+    return list(_REGISTRY)
+
+
+def method_class(name: str) -> type[Method]:
+    if name not in _REGISTRY:
+        near = close_names(str(name), _REGISTRY)
+        hint = f" Did you mean {', '.join(near)}?" if near else ""
+        raise BadInputError(f"unknown method {name!r}.{hint} Known methods: {', '.join(_REGISTRY)}.")
+    return _REGISTRY[name]
+
+
+def describe(name: str) -> str:
+    """A method's documentation and its options with their defaults."""
+    cls = method_class(name)
+    lines = [f"{name}: {(cls.__doc__ or '').strip()}", "", "options:"]
+    for option, default in cls.options.items():
+        lines.append(f"  {option}={default!r}: {VOCABULARY[option]}")
+    if cls.uses_layer:
+        lines.append("  layer: a name from model.named_modules()")
+    return "\n".join(lines)
+
+
+@dataclass
+class Result:
+    """What a method computes; the base class turns it into an :class:`Explanation`."""
+
+    attribution: Tensor | None = None
+    heatmap: Tensor | None = None
+
+
+class Method(ABC):
+    """One explanation method. Subclasses set ``options`` (defaults) and implement :meth:`attribute`.
+
+    The instance lives for one ``explain`` call: ``self.model``, ``self.inputs`` (on the model's device),
+    ``self.target``, ``self.layer`` and ``self.opts`` (options with defaults filled in) are set for it.
+    """
+
+    name: ClassVar[str]
+    options: ClassVar[Mapping[str, Any]] = {}
+    uses_layer: ClassVar[bool] = False
+    needs_spatial: ClassVar[bool] = False
+    default_reduce: ClassVar[str] = "sum"
+
+    def __init__(
+        self, model: nn.Module, inputs: Tensor, target: Target, layer: str | None, opts: dict[str, Any]
+    ) -> None:
+        self.model = model
+        self.inputs = inputs
+        self.target = target
+        self.layer = layer
+        self.opts = opts
+        self.scores: Tensor | None = None
+
+    @abstractmethod
+    def attribute(self) -> Result:
+        """Compute the attribution and/or heatmap for ``self.inputs``."""
+
+    # Shared machinery ------------------------------------------------------------------------------------
+
+    def forward(self, inputs: Tensor, hooks: probe.Hooks | None = None) -> tuple[Tensor, Tensor]:
+        """Run the model; return (one target score per row, the model's output)."""
+        with probe.Hooks() as own:
+            unit = probe.capture(hooks or own, self.model, self.target.layer) if self.target.layer else None
+            output = probe.run(self.model, inputs)
+            scores = self.target.scores(unit.output() if unit else output)
+        return scores, output
+
+    def clean_scores(self) -> Tensor:
+        """The target's scores on the clean inputs (binding a predicted-class target), without gradients."""
+        with torch.no_grad():
+            scores, _ = self.forward(self.inputs)
+        self.scores = scores.detach()
+        return self.scores
+
+    def input_gradient(self, inputs: Tensor, record: bool = True) -> Tensor:
+        """d(target score)/d(inputs) for each row; parameters' ``.grad`` are never touched.
+
+        Backward rules (guided backprop, deconvnet) apply when the caller wraps this in a rewrite.
+        """
+        x = inputs.detach().requires_grad_(True)
+        with torch.enable_grad():
+            scores, _ = self.forward(x)
+            (grad,) = torch.autograd.grad(scores.sum(), x)
+        if record and self.scores is None:
+            self.scores = scores.detach()
+        return grad
+
+    def reduce(self, attribution: Tensor) -> Tensor:
+        """Channels to heatmap, by the ``reduce`` option (images and signals); feature vectors stay as they are."""
+        if attribution.ndim <= 2:
+            return attribution
+        how = self.opts.get("reduce", self.default_reduce)
+        if how == "max_abs":
+            return attribution.abs().amax(dim=1)
+        if how == "sum_abs":
+            return attribution.abs().sum(dim=1)
+        if how == "sum":
+            return attribution.sum(dim=1)
+        raise BadInputError(f"reduce={how!r} is not one of 'max_abs', 'sum_abs', 'sum'.")
+
+
+# explain() -----------------------------------------------------------------------------------------------
+
+
+def _check_inputs(model: nn.Module, inputs: object) -> Tensor:
+    if not isinstance(model, nn.Module):
+        raise BadInputError(f"model must be a torch.nn.Module, not {type(model).__name__}.")
+    if not isinstance(inputs, Tensor):
+        raise BadInputError(
+            f"inputs must be a torch.Tensor batch (N first), not {type(inputs).__name__}; "
+            "convert with torch.as_tensor and add a batch axis for a single input."
+        )
+    if not inputs.is_floating_point():
+        raise BadInputError(f"inputs have dtype {inputs.dtype}; pass floating-point inputs (x.float()).")
+    if inputs.ndim < 2:
+        raise BadInputError(
+            f"inputs have shape {tuple(inputs.shape)}; a batch needs a leading N axis (x.unsqueeze(0))."
+        )
+    if inputs.shape[0] == 0:
+        raise BadInputError("inputs are an empty batch (N = 0); pass at least one input.")
+    if not torch.isfinite(inputs).all():
+        raise BadInputError("inputs contain NaN or infinite values; clean them before explaining.")
+    dtype = probe.model_dtype(model)
+    autocast = torch.is_autocast_enabled(inputs.device.type)
+    if dtype is not None and dtype != inputs.dtype and not autocast:
+        raise BadInputError(
+            f"inputs are {inputs.dtype} but the model's parameters are {dtype}; convert one to the other "
+            f"(x.to({dtype}) or model.to({inputs.dtype}))."
+        )
+    device = probe.model_device(model)
+    return inputs.detach().to(device)
+
+
+def _check_options(cls: type[Method], options: dict[str, Any]) -> dict[str, Any]:
+    unknown = [k for k in options if k not in cls.options]
+    if unknown:
+        valid = ", ".join(cls.options) or "none"
+        raise BadInputError(f"{cls.name} has no option {unknown[0]!r}; its options are: {valid}.")
+    return {**cls.options, **options}
+
+
+def _to_input_resolution(heatmap: Tensor, inputs: Tensor) -> Tensor:
+    spatial = tuple(inputs.shape[2:])
+    if inputs.ndim <= 2 or heatmap.ndim == inputs.ndim - 1 and tuple(heatmap.shape[1:]) == spatial:
+        return heatmap
+    mode = {1: "linear", 2: "bilinear", 3: "trilinear"}[len(spatial)]
+    resized = torch.nn.functional.interpolate(heatmap[:, None].float(), size=spatial, mode=mode, align_corners=False)
+    return resized[:, 0]
+
+
+def explain(
+    model: nn.Module,
+    inputs: Tensor,
+    method: str = "saliency",
+    target: TargetSpec = None,
+    layer: str | None = None,
+    **options: Any,
+) -> Explanation:
+    """Explain ``model``'s outputs on a batch of ``inputs`` with one attribution method.
+
+    Args:
+        model: any ``nn.Module`` that takes one tensor. It is left as it was found: hooks removed, modes and
+            ``requires_grad`` flags restored, even when an error is raised.
+        inputs: a batch ``[N, C, H, W]`` (images), ``[N, C, L]`` (signals) or ``[N, F]`` (feature vectors).
+        method: one of :func:`methods`; :func:`describe` documents each method's options.
+        target: ``None`` (the predicted class), an int, one int per input, a callable from the output to one
+            scalar per input, or a :class:`deepscope.Unit`.
+        layer: for layer methods (the CAM family), a name from ``model.named_modules()``; the default is the
+            last convolutional feature map.
+        **options: the method's options (shared vocabulary: ``baseline``, ``steps``, ``batch_size``,
+            ``samples``, ``noise``, ``window``, ``stride``, ``rule``, ``reshape``, ...).
+
+    Returns:
+        An :class:`Explanation` with ``heatmap`` ``[N, H, W]`` on the CPU for every method and ``attribution``
+        ``[N, C, H, W]`` where the method has one.
+    """
+    cls = method_class(method)
+    x = _check_inputs(model, inputs)
+    opts = _check_options(cls, options)
+    if layer is not None and not cls.uses_layer:
+        raise BadInputError(f"{method} does not use a layer; drop layer={layer!r} (layer methods: CAM family).")
+    if cls.needs_spatial and x.ndim < 3:
+        raise BadInputError(f"{method} needs inputs with spatial axes (N, C, H, W); got {tuple(x.shape)}.")
+    if layer is not None:
+        probe.named_layer(model, layer)
+    resolved = Target(target, x.shape[0])
+    if resolved.layer is not None:
+        probe.named_layer(model, resolved.layer)
+    if model.training:
+        warnings.warn(
+            f"{type(model).__name__} is in training mode: dropout and batch statistics make explanations "
+            "random and batch-dependent. Call model.eval() first (deepscope does not change the mode for you).",
+            stacklevel=2,
+        )
+    with probe.preserved(model):
+        if cls.uses_layer and layer is None:
+            layer = probe.default_cam_layer(model, x)
+        instance = cls(model, x, resolved, layer, opts)
+        result = instance.attribute()
+        if instance.scores is None:
+            instance.clean_scores()
+    assert instance.scores is not None
+    attribution = None if result.attribution is None else result.attribution.detach().float().cpu()
+    heatmap = result.heatmap if result.heatmap is not None else instance.reduce(result.attribution)  # type: ignore[arg-type]
+    heatmap = _to_input_resolution(heatmap.detach().float(), x).cpu()
+    return Explanation(
+        method=method,
+        heatmap=heatmap,
+        attribution=attribution,
+        targets=resolved.classes.clone() if resolved.classes is not None else None,
+        scores=instance.scores.detach().float().cpu(),
+        inputs=x.detach().float().cpu(),
+        layer=layer,
+        options=opts,
+        labels=resolved.describe(),
+    )

@@ -1,0 +1,166 @@
+"""Gradient methods: saliency, input x gradient, integrated gradients, SmoothGrad."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..errors import BadInputError
+from .base import Method, Result, method_class, register
+
+
+class GradientMethod(Method):
+    """A method whose attribution is built from d(score)/d(input); subclasses may change the backward rule."""
+
+    def gradient(self, inputs: Tensor) -> Tensor:
+        return self.input_gradient(inputs)
+
+
+@register("saliency")
+class Saliency(GradientMethod):
+    """Simonyan et al. 2014: the gradient of the unnormalised class score w.r.t. the input.
+
+    ``attribution`` is the signed gradient; ``heatmap`` its maximum absolute value over channels
+    (``reduce='sum_abs'`` sums instead).
+    """
+
+    options = {"reduce": "max_abs"}
+    default_reduce = "max_abs"
+
+    def attribute(self) -> Result:
+        return Result(attribution=self.gradient(self.inputs))
+
+
+@register("input_x_gradient")
+class InputXGradient(GradientMethod):
+    """Input times gradient (Shrikumar et al. 2016); heatmap: the channel sum."""
+
+    options = {"reduce": "sum"}
+
+    def attribute(self) -> Result:
+        return Result(attribution=self.inputs * self.gradient(self.inputs))
+
+
+def make_baseline(baseline: object, inputs: Tensor) -> Tensor:
+    """The baseline tensor for a ``baseline`` option (see the shared vocabulary)."""
+    if isinstance(baseline, Tensor):
+        try:
+            return torch.broadcast_to(baseline.to(inputs), inputs.shape)
+        except RuntimeError:
+            raise BadInputError(
+                f"baseline of shape {tuple(baseline.shape)} does not broadcast to inputs {tuple(inputs.shape)}."
+            ) from None
+    if isinstance(baseline, (int, float)) and not isinstance(baseline, bool):
+        return torch.full_like(inputs, float(baseline))
+    if baseline == "mean":
+        axes = [0, *range(2, inputs.ndim)] if inputs.ndim > 2 else [0]
+        return inputs.mean(dim=axes, keepdim=True).expand_as(inputs).clone()
+    if baseline == "blur":
+        if inputs.ndim != 4:
+            raise BadInputError("baseline='blur' needs images (N, C, H, W).")
+        return gaussian_blur(inputs, sigma=max(inputs.shape[-2:]) / 20)
+    raise BadInputError(f"baseline={baseline!r} is not a number, 'mean', 'blur' or a tensor.")
+
+
+def gaussian_blur(images: Tensor, sigma: float) -> Tensor:
+    """Separable Gaussian blur of ``[N, C, H, W]`` with reflected borders."""
+    radius = max(1, int(3 * sigma))
+    radius = min(radius, min(images.shape[-2:]) - 1)
+    offsets = torch.arange(-radius, radius + 1, dtype=torch.float32, device=images.device)
+    kernel = torch.exp(-(offsets**2) / (2 * sigma**2))
+    kernel = (kernel / kernel.sum()).to(images.dtype)
+    channels = images.shape[1]
+    padded = torch.nn.functional.pad(images, (radius, radius, radius, radius), mode="reflect")
+    horizontal = kernel.view(1, 1, 1, -1).repeat(channels, 1, 1, 1)
+    vertical = kernel.view(1, 1, -1, 1).repeat(channels, 1, 1, 1)
+    out = torch.nn.functional.conv2d(padded, horizontal, groups=channels)
+    return torch.nn.functional.conv2d(out, vertical, groups=channels)
+
+
+@register("integrated_gradients")
+class IntegratedGradients(GradientMethod):
+    """Sundararajan et al. 2017: (x - baseline) times the path integral of the gradient from baseline to x.
+
+    The integral uses Gauss-Legendre quadrature with ``steps`` nodes (Captum's default); all steps of all inputs
+    go through the model in batches of ``batch_size`` rows. The attributions sum to about
+    f(x) - f(baseline) (completeness).
+    """
+
+    options = {"baseline": 0.0, "steps": 50, "batch_size": 64, "reduce": "sum"}
+
+    def attribute(self) -> Result:
+        steps, batch_size = int(self.opts["steps"]), int(self.opts["batch_size"])
+        if steps < 1 or batch_size < 1:
+            raise BadInputError("steps and batch_size must be positive integers.")
+        self.clean_scores()
+        x = self.inputs
+        baseline = make_baseline(self.opts["baseline"], x)
+        nodes, weights = np.polynomial.legendre.leggauss(steps)
+        alphas = torch.tensor((nodes + 1) / 2, dtype=x.dtype, device=x.device)
+        weights_t = torch.tensor(weights / 2, dtype=torch.float32, device=x.device)
+        total = torch.zeros_like(x, dtype=torch.float32)
+        n = x.shape[0]
+        # Rows are (step, input) pairs, step-major, so one chunk holds whole steps when batch_size >= n.
+        per_chunk = max(1, batch_size // n)
+        for start in range(0, steps, per_chunk):
+            chunk = alphas[start : start + per_chunk]
+            shape = (-1,) + (1,) * x.ndim
+            path = baseline + chunk.view(shape) * (x - baseline)
+            grads = self.input_gradient(path.reshape(-1, *x.shape[1:]), record=False)
+            grads = grads.reshape(len(chunk), *x.shape).float()
+            total += (grads * weights_t[start : start + per_chunk].view(shape)).sum(dim=0)
+        return Result(attribution=(x - baseline).float() * total)
+
+
+@register("smoothgrad")
+class SmoothGrad(Method):
+    """Smilkov et al. 2017: the average over noisy copies of the input of another gradient method.
+
+    ``base`` names the averaged method (``saliency`` by default; ``guided_backprop``, ``input_x_gradient``,
+    ``deconvnet``, ``integrated_gradients`` work too). The attribution is the mean of the base's attributions,
+    the heatmap the mean of its heatmaps. ``noise`` is the standard deviation as a fraction of each input's
+    value range (the paper's 10-20 %).
+    """
+
+    options = {"base": "saliency", "samples": 25, "noise": 0.15, "batch_size": 64, "seed": None}
+
+    def attribute(self) -> Result:
+        base_cls = method_class(str(self.opts["base"]))
+        if not issubclass(base_cls, GradientMethod) or base_cls is type(self):
+            raise BadInputError(
+                f"smoothgrad cannot average {self.opts['base']!r}; use a gradient method such as 'saliency', "
+                "'input_x_gradient', 'guided_backprop' or 'deconvnet'."
+            )
+        samples = int(self.opts["samples"])
+        if samples < 1:
+            raise BadInputError("samples must be at least 1.")
+        self.clean_scores()
+        x = self.inputs
+        n = x.shape[0]
+        flat = x.reshape(n, -1)
+        sigma = float(self.opts["noise"]) * (flat.amax(dim=1) - flat.amin(dim=1))
+        sigma = sigma.view((n,) + (1,) * (x.ndim - 1))
+        generator = torch.Generator(device=x.device)
+        if self.opts["seed"] is None:
+            generator.seed()
+        else:
+            generator.manual_seed(int(self.opts["seed"]))
+        base = base_cls(self.model, x, self.target, None, {**base_cls.options})
+        per_chunk = max(1, int(self.opts["batch_size"]) // n)
+        attribution = torch.zeros_like(x, dtype=torch.float32)
+        heatmap: Tensor | None = None
+        for start in range(0, samples, per_chunk):
+            k = min(per_chunk, samples - start)
+            noise = torch.randn((k, *x.shape), generator=generator, device=x.device, dtype=x.dtype)
+            noisy = (x.unsqueeze(0) + noise * sigma.unsqueeze(0)).reshape(k * n, *x.shape[1:])
+            base.inputs = noisy
+            part = base.attribute().attribution
+            assert part is not None
+            part = part.reshape(k, *x.shape).float()
+            attribution += part.sum(dim=0)
+            maps = base.reduce(part.reshape(k * n, *x.shape[1:]))
+            maps = maps.reshape(k, n, *maps.shape[1:])
+            heatmap = maps.sum(dim=0) if heatmap is None else heatmap + maps.sum(dim=0)
+        assert heatmap is not None
+        return Result(attribution=attribution / samples, heatmap=heatmap / samples)

@@ -1,0 +1,1 @@
+"""Perturbation methods: occlusion and LIME."""

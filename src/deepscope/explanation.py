@@ -1,0 +1,66 @@
+"""The result of ``ds.explain``: plain tensors plus what produced them, displayable in Jupyter."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from torch import Tensor
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+    from PIL import Image
+
+
+@dataclass
+class Explanation:
+    """What one method says about a batch of inputs.
+
+    Attributes:
+        method: the method's name (one of ``ds.methods()``).
+        heatmap: float32 CPU tensor ``[N, *spatial]`` at the input's resolution (``[N, H, W]`` for images,
+            ``[N, L]`` for signals, ``[N, F]`` for feature vectors).
+        attribution: float32 CPU tensor shaped like the inputs, where the method gives one value per input
+            element (gradients, occlusion, LRP, ...); ``None`` for the CAM family.
+        targets: the class explained for each input (``[N]`` long), or ``None`` for a callable or unit target.
+        scores: the model's score for the target on the clean inputs (``[N]`` float32), e.g. the class logit.
+        inputs: the inputs explained (CPU float32), kept for rendering.
+        layer: the layer a layer method used, ``None`` otherwise.
+        options: every option the method ran with, defaults included.
+        labels: a label per input's target, for figures.
+    """
+
+    method: str
+    heatmap: Tensor
+    attribution: Tensor | None
+    targets: Tensor | None
+    scores: Tensor
+    inputs: Tensor
+    layer: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+    labels: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return self.heatmap.shape[0]
+
+    def overlay(self, index: int = 0, cmap: str = "jet", alpha: float = 0.5) -> Image.Image:
+        """Input ``index`` with its heatmap laid over it, as a PIL image."""
+        from .render import overlay
+
+        return overlay(self.inputs[index], self.heatmap[index], cmap=cmap, alpha=alpha)
+
+    def figure(self, cmap: str = "jet", alpha: float = 0.5, max_inputs: int = 8) -> Figure:
+        """A matplotlib figure: each input and its overlay, with target and score."""
+        from .render import explanation_grid
+
+        return explanation_grid([self], cmap=cmap, alpha=alpha, max_inputs=max_inputs)
+
+    def _repr_png_(self) -> bytes:
+        from .render import figure_png
+
+        return figure_png(self.figure())
+
+    def __repr__(self) -> str:
+        shape = tuple(self.heatmap.shape)
+        layer = f", layer={self.layer!r}" if self.layer else ""
+        return f"Explanation(method={self.method!r}{layer}, heatmap={shape})"

@@ -1,0 +1,249 @@
+"""Layer lookup by name, and every hook or model change deepscope makes, in one place.
+
+Every change to a model goes through :class:`Hooks` or :func:`preserved` and is undone in ``finally``, so an
+error raised half-way through an explanation never leaves a hook, a changed mode or a changed flag behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from .errors import BadInputError, LayerNotFoundError, close_names
+
+
+def named_layer(model: nn.Module, name: str) -> nn.Module:
+    """The submodule called ``name`` in ``model.named_modules()``; a wrong name lists the closest ones."""
+    modules = dict(model.named_modules())
+    if not isinstance(name, str) or name not in modules or name == "":
+        names = [n for n in modules if n]
+        near = close_names(str(name), names)
+        hint = f" Closest names: {', '.join(near)}." if near else f" Some names: {', '.join(names[:8])}."
+        raise LayerNotFoundError(
+            f"no layer {name!r} in {type(model).__name__}.{hint} "
+            "Layer names are those of model.named_modules()."
+        )
+    return modules[name]
+
+
+class Hooks(contextlib.AbstractContextManager["Hooks"]):
+    """The hook handles of one operation; all removed on exit, whether or not an error was raised."""
+
+    def __init__(self) -> None:
+        self._handles: list[torch.utils.hooks.RemovableHandle] = []
+
+    def add(self, handle: torch.utils.hooks.RemovableHandle) -> None:
+        self._handles.append(handle)
+
+    def remove(self) -> None:
+        while self._handles:
+            self._handles.pop().remove()
+
+    def __exit__(self, *exc: object) -> None:
+        self.remove()
+
+
+@contextlib.contextmanager
+def preserved(model: nn.Module) -> Iterator[None]:
+    """Restore every module's train/eval mode and every parameter's ``requires_grad`` flag on exit."""
+    modes = [(m, m.training) for m in model.modules()]
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    try:
+        yield
+    finally:
+        for module, training in modes:
+            module.training = training
+        for param, requires_grad in flags:
+            param.requires_grad_(requires_grad)
+
+
+@dataclass
+class Capture:
+    """The outputs one layer produced during a forward pass (a module may be called more than once)."""
+
+    name: str
+    outputs: list[Tensor] = field(default_factory=list)
+    call: int | None = None
+
+    def output(self) -> Tensor:
+        """The output of the chosen call (the last one unless ``call`` says otherwise)."""
+        if not self.outputs:
+            raise BadInputError(
+                f"layer {self.name!r} was not called in the forward pass, so it has no output to explain; "
+                "choose a layer that the model's forward() uses."
+            )
+        calls = len(self.outputs)
+        if self.call is None:
+            if calls > 1:
+                warnings.warn(
+                    f"layer {self.name!r} was called {calls} times in one forward pass; explaining its last call. "
+                    f"Pass call=0..{calls - 1} to choose another.",
+                    stacklevel=4,
+                )
+            return self.outputs[-1]
+        if not -calls <= self.call < calls:
+            raise BadInputError(f"call={self.call} but layer {self.name!r} was called {calls} time(s).")
+        return self.outputs[self.call]
+
+
+def _first_tensor(output: object) -> Tensor:
+    if isinstance(output, Tensor):
+        return output
+    if isinstance(output, (tuple, list)) and output and isinstance(output[0], Tensor):
+        return output[0]
+    raise BadInputError(f"the layer's output is a {type(output).__name__}, not a tensor; choose a layer that returns one.")
+
+
+def capture(hooks: Hooks, model: nn.Module, name: str, call: int | None = None) -> Capture:
+    """Record what layer ``name`` outputs in later forward passes, until ``hooks`` is closed."""
+    record = Capture(name, call=call)
+
+    def hook(_module: nn.Module, _inputs: object, output: object) -> None:
+        record.outputs.append(_first_tensor(output))
+
+    hooks.add(named_layer(model, name).register_forward_hook(hook))
+    return record
+
+
+def replace_output(hooks: Hooks, model: nn.Module, name: str, fn: Callable[[Tensor], Tensor]) -> None:
+    """Make layer ``name`` return ``fn(output)`` instead of its output, until ``hooks`` is closed."""
+
+    def hook(_module: nn.Module, _inputs: object, output: object) -> Tensor:
+        return fn(_first_tensor(output))
+
+    hooks.add(named_layer(model, name).register_forward_hook(hook))
+
+
+def model_device(model: nn.Module) -> torch.device:
+    for tensor in list(model.parameters()) + list(model.buffers()):
+        return tensor.device
+    return torch.device("cpu")
+
+
+def model_dtype(model: nn.Module) -> torch.dtype | None:
+    for param in model.parameters():
+        if param.is_floating_point():
+            return param.dtype
+    return None
+
+
+def run(model: nn.Module, inputs: Tensor) -> Tensor:
+    """``model(inputs)``, with a failure of the model on these inputs reported as bad input."""
+    try:
+        output = model(inputs)
+    except (RuntimeError, ValueError, TypeError, IndexError) as error:
+        if isinstance(error, BadInputError):
+            raise
+        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise BadInputError(
+            f"{type(model).__name__} could not run on inputs of shape {tuple(inputs.shape)} and dtype "
+            f"{inputs.dtype}: {message}. Pass a batch shaped as the model expects (N first)."
+        ) from None
+    if not isinstance(output, Tensor):
+        output = _first_tensor(output)
+    return output
+
+
+def spatial_layers(model: nn.Module, inputs: Tensor) -> list[tuple[str, tuple[int, ...]]]:
+    """Every named module with its output shape, in the order the forward pass finishes them."""
+    order: list[tuple[str, tuple[int, ...]]] = []
+    with Hooks() as hooks, torch.no_grad():
+        for name, module in model.named_modules():
+            if not name:
+                continue
+
+            def hook(_m: nn.Module, _i: object, output: object, name: str = name) -> None:
+                if isinstance(output, Tensor):
+                    order.append((name, tuple(output.shape)))
+
+            hooks.add(module.register_forward_hook(hook))
+        run(model, inputs)
+    return order
+
+
+_CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+
+def default_cam_layer(model: nn.Module, inputs: Tensor) -> str:
+    """The layer the CAM family explains by default: the last feature map at or after the last convolution.
+
+    Found by one forward pass of the first input: the last module (in the order the forward pass finishes them)
+    whose output has more than one spatial position, among those that finish after the last convolution.
+    On torchvision's ResNets that is ``layer4``, on VGG the pooled ``features``.
+    """
+    modules = dict(model.named_modules())
+    order = spatial_layers(model, inputs[:1])
+    last_conv = max((i for i, (n, _) in enumerate(order) if isinstance(modules[n], _CONV)), default=None)
+    if last_conv is None:
+        raise BadInputError(
+            f"{type(model).__name__} has no convolution layer, so there is no default layer for a CAM method; "
+            "pass layer=<name> with a spatial output."
+        )
+    chosen = order[last_conv][0]
+    for name, shape in order[last_conv:]:
+        if len(shape) >= 3 and _positions(shape) > 1 and shape[0] == 1:
+            chosen = name
+    return chosen
+
+
+def _positions(shape: tuple[int, ...]) -> int:
+    count = 1
+    for size in shape[2:]:
+        count *= size
+    return count
+
+
+class _Rewrite(torch.overrides.TorchFunctionMode):
+    """Calls ``replacements[func]`` instead of ``func`` for the torch functions named there."""
+
+    def __init__(self, replacements: dict[Callable[..., object], Callable[..., object]]) -> None:
+        super().__init__()
+        self.replacements = replacements
+        self.calls = 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+        kwargs = kwargs or {}
+        replacement = self.replacements.get(func)
+        if replacement is not None:
+            result = replacement(*args, **kwargs)
+            if result is not NotImplemented:
+                self.calls += 1
+                return result
+        return func(*args, **kwargs)
+
+
+@contextlib.contextmanager
+def rewrite(replacements: dict[Callable[..., object], Callable[..., object]]) -> Iterator[_Rewrite]:
+    """Within the block, torch functions in ``replacements`` are replaced (module or functional calls alike).
+
+    This is how backward rules reach ReLUs that a model calls as ``F.relu`` or ``torch.relu`` rather than through
+    ``nn.ReLU`` modules. A replacement may return ``NotImplemented`` to let the original run. The mode's
+    ``calls`` counts the replacements made, so a caller can tell when a rule never applied.
+    """
+    mode = _Rewrite(replacements)
+    with mode:
+        yield mode
+
+
+RELU_FUNCTIONS: tuple[Callable[..., object], ...] = (
+    torch.nn.functional.relu,
+    torch.nn.functional.relu_,
+    torch.relu,
+    torch.relu_,
+    Tensor.relu,
+    Tensor.relu_,
+)
+
+
+def relu_rewrite(replacement: Callable[[Tensor], Tensor]) -> dict[Callable[..., object], Callable[..., object]]:
+    """Replacements that send every ReLU call, in-place or not, to ``replacement(x)``."""
+
+    def call(x: Tensor, *_args: object, **_kwargs: object) -> Tensor:
+        return replacement(x)
+
+    return dict.fromkeys(RELU_FUNCTIONS, call)

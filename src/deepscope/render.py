@@ -1,0 +1,157 @@
+"""Rendering, in one place: colour maps, heatmap overlays, grids of methods by inputs (PIL and matplotlib)."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+    from torch import nn
+
+    from .explanation import Explanation
+
+
+def to_image_array(image: Tensor) -> np.ndarray:
+    """An input ``[C, H, W]`` (1 or 3 channels, any range) or ``[H, W]`` as a float RGB array in [0, 1]."""
+    image = image.detach().float().cpu()
+    if image.ndim == 3 and image.shape[0] not in (1, 3):
+        image = image.mean(dim=0)
+    if image.ndim == 3:
+        image = image.permute(1, 2, 0)
+    else:
+        image = image[..., None]
+    low, high = image.min(), image.max()
+    image = (image - low) / (high - low) if high > low else torch.zeros_like(image)
+    array = image.numpy()
+    return np.repeat(array, 3, axis=2) if array.shape[2] == 1 else array
+
+
+def is_signed(heatmap: Tensor) -> bool:
+    """Whether a map has negative values worth showing (more than 1 % of its largest magnitude)."""
+    peak = heatmap.abs().max()
+    return bool(peak > 0 and heatmap.min() < -0.01 * peak)
+
+
+def normalise(heatmap: Tensor) -> tuple[np.ndarray, bool]:
+    """A map scaled to [0, 1] for a colour map: by its maximum if non-negative, symmetric around 0.5 if signed."""
+    heatmap = heatmap.detach().float().cpu()
+    signed = is_signed(heatmap)
+    peak = float(heatmap.abs().max())
+    if peak == 0:
+        return np.zeros(tuple(heatmap.shape), dtype=np.float32), signed
+    if signed:
+        return (heatmap / (2 * peak) + 0.5).numpy(), signed
+    low = float(heatmap.min())
+    return ((heatmap - low) / (peak - low if peak > low else 1.0)).numpy(), signed
+
+
+def colorize(heatmap: Tensor, cmap: str | None = None) -> np.ndarray:
+    """A map as an RGB float array through a matplotlib colour map ('jet', or 'bwr' for signed maps)."""
+    from matplotlib import colormaps
+
+    values, signed = normalise(heatmap)
+    name = cmap or ("bwr" if signed else "jet")
+    return colormaps[name](values)[..., :3]
+
+
+def overlay(image: Tensor, heatmap: Tensor, cmap: str | None = None, alpha: float = 0.5) -> Image.Image:
+    """``heatmap`` ``[H, W]`` blended over ``image`` ``[C, H, W]`` as a PIL image."""
+    if not 0 <= alpha <= 1:
+        raise ValueError(f"alpha={alpha} must lie in [0, 1].")
+    base = to_image_array(image)
+    if heatmap.ndim != 2 or tuple(heatmap.shape) != base.shape[:2]:
+        raise ValueError(f"heatmap shape {tuple(heatmap.shape)} does not match the image {base.shape[:2]}.")
+    blended = (1 - alpha) * base + alpha * colorize(heatmap, cmap)
+    return Image.fromarray((blended.clip(0, 1) * 255).astype(np.uint8))
+
+
+def explanation_grid(
+    explanations: Sequence[Explanation],
+    cmap: str | None = None,
+    alpha: float = 0.5,
+    max_inputs: int = 8,
+    titles: Sequence[str] | None = None,
+    marks: Sequence[str] | None = None,
+) -> Figure:
+    """Rows of inputs, columns of methods: the input, then each explanation's overlay.
+
+    ``titles`` labels each row (say "label: coat"); ``marks`` adds a line per row (say "misclassified").
+    """
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    from matplotlib.figure import Figure
+
+    if not explanations:
+        raise ValueError("no explanations to draw.")
+    first = explanations[0]
+    rows = min(len(first), max_inputs)
+    cols = 1 + len(explanations)
+    figure = Figure(figsize=(2.2 * cols, 2.3 * rows), layout="constrained")
+    axes = np.atleast_2d(figure.subplots(rows, cols, squeeze=False))
+    for r in range(rows):
+        image = first.inputs[r]
+        axes[r, 0].imshow(to_image_array(image))
+        label = titles[r] if titles else f"input {r}"
+        if marks and marks[r]:
+            label += f"\n{marks[r]}"
+        axes[r, 0].set_title(label, fontsize=8)
+        for c, explanation in enumerate(explanations, start=1):
+            if explanation.heatmap[r].ndim == 2:
+                axes[r, c].imshow(overlay(image, explanation.heatmap[r], cmap=cmap, alpha=alpha))
+            else:
+                axes[r, c].plot(explanation.heatmap[r].numpy())
+            score = float(explanation.scores[r])
+            axes[r, c].set_title(f"{explanation.method}\n{explanation.labels[r]}: {score:.2f}", fontsize=8)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    return figure
+
+
+def compare(
+    model: nn.Module,
+    inputs: Tensor,
+    methods: Sequence[str] = ("saliency", "guided_backprop", "gradcam", "guided_gradcam"),
+    target: Any = None,
+    options: dict[str, dict[str, Any]] | None = None,
+    **grid: Any,
+) -> Figure:
+    """Explain ``inputs`` with several methods and draw them side by side (inputs as rows).
+
+    ``options`` maps a method name to its options, e.g. ``{"occlusion": {"window": 8}}``.
+    """
+    from .explain import explain
+
+    options = options or {}
+    explanations = [explain(model, inputs, method=m, target=target, **options.get(m, {})) for m in methods]
+    return explanation_grid(explanations, **grid)
+
+
+def figure_png(figure: Figure, dpi: int = 100) -> bytes:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=dpi)
+    return buffer.getvalue()
+
+
+def save_figure(figure: Figure, path: str, dpi: int = 100) -> None:
+    figure.savefig(path, dpi=dpi)
+
+
+def tile(images: Sequence[Image.Image], columns: int) -> Image.Image:
+    """PIL images of one size pasted into a grid."""
+    if not images:
+        raise ValueError("no images to tile.")
+    width, height = images[0].size
+    rows = -(-len(images) // columns)
+    canvas = Image.new("RGB", (columns * width, rows * height), "white")
+    for i, image in enumerate(images):
+        canvas.paste(image, ((i % columns) * width, (i // columns) * height))
+    return canvas
