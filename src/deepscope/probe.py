@@ -103,8 +103,13 @@ def capture(hooks: Hooks, model: nn.Module, name: str, call: int | None = None) 
     """Record what layer ``name`` outputs in later forward passes, until ``hooks`` is closed."""
     record = Capture(name, call=call)
 
-    def hook(_module: nn.Module, _inputs: object, output: object) -> None:
-        record.outputs.append(_first_tensor(output))
+    def hook(_module: nn.Module, _inputs: object, output: object) -> object:
+        tensor = _first_tensor(output)
+        record.outputs.append(tensor)
+        # The model goes on with a copy, so an in-place op after the layer (ReLU(inplace=True)) cannot change
+        # the recorded output, and autograd still sees the recorded tensor on the path to the output.
+        copy = tensor.clone()
+        return copy if isinstance(output, Tensor) else (copy, *output[1:])  # type: ignore[index]
 
     hooks.add(named_layer(model, name).register_forward_hook(hook))
     return record

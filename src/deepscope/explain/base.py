@@ -43,6 +43,7 @@ VOCABULARY: dict[str, str] = {
     "first_rule": "LRP rule of the first layer: 'zbox', 'flat', 'wsquare' or None (same as the rest)",
     "low": "lowest input value (z-box rule); default: the inputs' minimum",
     "high": "highest input value (z-box rule); default: the inputs' maximum",
+    "ridge": "LIME: penalty of the weighted ridge regression (LIME's default 1.0; 0 for least squares)",
     "head": "CAM: the linear layer after global average pooling (default: the last nn.Linear)",
 }
 

@@ -133,7 +133,7 @@ class GradCAMPlusPlus(CAMMethod):
         axes = _spatial_axes(grads)
         g2, g3 = grads.pow(2), grads.pow(3)
         total = activations.sum(dim=axes, keepdim=True)
-        alpha = g2 / (2 * g2 + total * g3 + 1e-7)
+        alpha = g2 / (2 * g2 + total * g3 + 1e-6)
         alpha = torch.where(grads != 0, alpha, torch.zeros_like(alpha))
         weights = (grads.clamp(min=0) * alpha).sum(dim=axes, keepdim=True)
         return (weights * activations).sum(dim=1).clamp(min=0)

@@ -1,1 +1,621 @@
-"""Layer-wise relevance propagation."""
+"""Layer-wise relevance propagation (Bach et al. 2015; Montavon et al. 2019, "LRP: an overview").
+
+Relevance travels backwards as autograd's "gradient": the gradient that reaches a tensor *is* that tensor's
+relevance. Four kinds of operation get their own backward, all installed for one forward pass and all undone
+when it ends:
+
+* Conv1d/2d/3d and Linear layers (forward hooks): the output is wrapped in :class:`_Relevance`, whose backward
+  applies an LRP rule to the layer (with a BatchNorm that directly follows it folded in, see below).
+* average pooling (``avg_pool*``, ``adaptive_avg_pool*``, ``mean``; modules and functional calls alike, through
+  :func:`deepscope.probe.rewrite`): the epsilon rule on the pooling as a linear map, i.e. proportional.
+* element-wise activations (ReLU and its relatives, also functional and in-place): relevance passes unchanged.
+* the sum of two tensors (``a + b``, ``torch.add``, ``out += identity``): relevance is split in proportion to
+  the two summands, so it is conserved through residual connections. Autograd's gradient of ``a + b`` would
+  copy the relevance to both branches, which is why peer implementations blow up on ResNets.
+
+Everything else (max pooling, flatten, views, concatenation, dropout in eval mode) passes relevance the way
+its gradient does, which is the LRP rule for them (max pooling: winner takes all).
+
+A rule is declarative: a sum of *parts*, each a signed sum of *terms* ``layer(inputs(x); params(W), params(b))``
+that share one denominator ``z``; a term's relevance is ``inputs(x) * d/dinputs [term] . R / z``. The epsilon,
+gamma, alpha-beta, z-box, flat and w-square rules below are a few lines each.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .. import probe
+from ..errors import BadInputError, close_names
+from .base import Method, Result, register
+
+# Rules -----------------------------------------------------------------------------------------------------
+
+Modifier = Callable[[Tensor], Tensor]
+
+
+def _same(t: Tensor) -> Tensor:
+    return t
+
+
+def _positive(t: Tensor) -> Tensor:
+    return t.clamp(min=0)
+
+
+def _negative(t: Tensor) -> Tensor:
+    return t.clamp(max=0)
+
+
+def _input(x: Tensor, _call: _Call) -> Tensor:
+    return x
+
+
+def _input_positive(x: Tensor, _call: _Call) -> Tensor:
+    return x.clamp(min=0)
+
+
+def _input_negative(x: Tensor, _call: _Call) -> Tensor:
+    return x.clamp(max=0)
+
+
+def _ones(x: Tensor, _call: _Call) -> Tensor:
+    return torch.ones_like(x)
+
+
+def _low(x: Tensor, call: _Call) -> Tensor:
+    assert call.low is not None
+    return torch.zeros_like(x) + call.low
+
+
+def _high(x: Tensor, call: _Call) -> Tensor:
+    assert call.high is not None
+    return torch.zeros_like(x) + call.high
+
+
+@dataclass(frozen=True)
+class Term:
+    """``sign * layer(inputs(x); params(weight), params(bias) if bias else None)``."""
+
+    inputs: Callable[[Tensor, _Call], Tensor] = _input
+    params: Modifier = _same
+    bias: bool = True
+    sign: float = 1.0
+
+
+@dataclass(frozen=True)
+class Part:
+    """Terms that share one denominator ``z`` (their sum); the part's relevance is weighted by ``scale``."""
+
+    terms: tuple[Term, ...]
+    scale: float = 1.0
+
+
+@dataclass(frozen=True)
+class Rule:
+    """An LRP rule: the relevance of a layer's input is the sum of its parts' relevances."""
+
+    name: str
+    parts: tuple[Part, ...]
+
+
+EPSILON = Rule("epsilon", (Part((Term(),)),))
+# Z-box (Montavon et al. 2017): x w - low w+ - high w-; low/high bound the inputs, so relevance stays positive.
+ZBOX = Rule(
+    "zbox",
+    (
+        Part(
+            (
+                Term(),
+                Term(inputs=_low, params=_positive, bias=False, sign=-1.0),
+                Term(inputs=_high, params=_negative, bias=False, sign=-1.0),
+            )
+        ),
+    ),
+)
+# Flat and w-square ignore the inputs: relevance spreads over the receptive field (uniformly / by w^2).
+FLAT = Rule("flat", (Part((Term(inputs=_ones, params=torch.ones_like, bias=False),)),))
+WSQUARE = Rule("wsquare", (Part((Term(inputs=_ones, params=torch.square, bias=False),)),))
+
+
+def gamma_rule(gamma: float) -> Rule:
+    """Weights (and bias) ``w + gamma * w+``: favours positive contributions."""
+
+    def params(t: Tensor) -> Tensor:
+        return t + gamma * t.clamp(min=0)
+
+    return Rule("gamma", (Part((Term(params=params),)),))
+
+
+def alpha_beta_rule(alpha: float) -> Rule:
+    """``alpha * (positive contributions) - beta * (negative contributions)``, ``beta = alpha - 1``.
+
+    A contribution ``x w`` is positive when ``x`` and ``w`` share a sign, so each part sums two terms: that
+    works for inputs of either sign, not only after a ReLU.
+    """
+    positive = Part(
+        (Term(_input_positive, _positive), Term(_input_negative, _negative, bias=False)),
+        scale=alpha,
+    )
+    negative = Part(
+        (Term(_input_positive, _negative), Term(_input_negative, _positive, bias=False)),
+        scale=-(alpha - 1.0),
+    )
+    return Rule("alpha_beta", (positive, negative))
+
+
+def _divide(relevance: Tensor, z: Tensor, epsilon: float) -> Tensor:
+    """``relevance / (z + epsilon * sign(z))`` with sign(0) = 1 (Captum's convention); 0 where that is 0."""
+    denominator = z + epsilon * torch.where(z >= 0, 1.0, -1.0).to(z.dtype)
+    safe = torch.where(denominator == 0, torch.ones_like(denominator), denominator)
+    return torch.where(denominator == 0, torch.zeros_like(relevance), relevance / safe)
+
+
+# Relevance through one layer call ---------------------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class _Call:
+    """One call of a linear layer in the forward pass: what its rule needs to recompute it.
+
+    ``weight``/``bias`` are detached copies (a following BatchNorm may replace them by the folded ones before
+    the backward pass); the module's own parameters are never touched.
+    """
+
+    compute: Callable[[Tensor, Tensor | None, Tensor | None], Tensor]
+    weight: Tensor | None
+    bias: Tensor | None
+    rule: Rule
+    epsilon: float
+    channels_first: bool = False
+    low: Tensor | None = None
+    high: Tensor | None = None
+
+    def relevance(self, x: Tensor, relevance: Tensor) -> Tensor:
+        total = torch.zeros_like(x)
+        with torch.enable_grad():
+            for part in self.rule.parts:
+                inputs = [term.inputs(x, self).detach().requires_grad_(True) for term in part.terms]
+                z: Tensor | None = None
+                for term, xt in zip(part.terms, inputs):
+                    weight = None if self.weight is None else term.params(self.weight)
+                    bias = None if self.bias is None or not term.bias else term.params(self.bias)
+                    out = self.compute(xt, weight, bias)
+                    out = out if term.sign == 1.0 else term.sign * out
+                    z = out if z is None else z + out
+                assert z is not None
+                grads = torch.autograd.grad(z, inputs, _divide(relevance, z.detach(), self.epsilon))
+                for xt, grad in zip(inputs, grads):
+                    total = total + part.scale * (xt.detach() * grad)
+        return total
+
+
+class _Relevance(torch.autograd.Function):
+    """Returns a layer's output unchanged; its backward maps output relevance to input relevance by the rule."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, output: Tensor, call: _Call) -> Tensor:
+        ctx.call = call
+        ctx.save_for_backward(x)
+        return output.clone()
+
+    @staticmethod
+    def backward(ctx: Any, relevance: Tensor) -> tuple[Tensor, None, None]:
+        (x,) = ctx.saved_tensors
+        return ctx.call.relevance(x, relevance), None, None
+
+
+class _PassThrough(torch.autograd.Function):
+    """Returns ``output``; relevance reaches ``x`` unchanged (activations, a BatchNorm folded into its layer)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, output: Tensor) -> Tensor:
+        return output.clone()
+
+    @staticmethod
+    def backward(ctx: Any, relevance: Tensor) -> tuple[Tensor, None]:
+        return relevance, None
+
+
+class _Split(torch.autograd.Function):
+    """``a + b``; relevance is shared in proportion to the summands (epsilon-stabilised), broadcasting undone."""
+
+    @staticmethod
+    def forward(ctx: Any, a: Tensor, b: Tensor, epsilon: float) -> Tensor:
+        ctx.save_for_backward(a, b)
+        ctx.epsilon = epsilon
+        return a + b
+
+    @staticmethod
+    def backward(ctx: Any, relevance: Tensor) -> tuple[Tensor | None, Tensor | None, None]:
+        a, b = ctx.saved_tensors
+        share = _divide(relevance, a + b, ctx.epsilon)
+        to_a = (a * share).sum_to_size(a.shape) if ctx.needs_input_grad[0] else None
+        to_b = (b * share).sum_to_size(b.shape) if ctx.needs_input_grad[1] else None
+        return to_a, to_b, None
+
+
+# Rewrites of torch functions ---------------------------------------------------------------------------------
+
+
+def _tracked(x: object) -> bool:
+    return isinstance(x, Tensor) and x.requires_grad and x.is_floating_point()
+
+
+ACTIVATIONS: tuple[Callable[..., object], ...] = (
+    *probe.RELU_FUNCTIONS,
+    F.relu6,
+    F.hardtanh,
+    F.hardtanh_,
+    F.leaky_relu,
+    F.leaky_relu_,
+    F.elu,
+    F.elu_,
+    F.gelu,
+    F.silu,
+    F.softplus,
+    torch.tanh,
+    Tensor.tanh,
+    F.tanh,
+    torch.sigmoid,
+    Tensor.sigmoid,
+    F.sigmoid,
+)
+POOLINGS: tuple[Callable[..., object], ...] = (
+    F.avg_pool1d,
+    F.avg_pool2d,
+    F.avg_pool3d,
+    F.adaptive_avg_pool1d,
+    F.adaptive_avg_pool2d,
+    F.adaptive_avg_pool3d,
+    torch.mean,
+    Tensor.mean,
+)
+ADDITIONS: tuple[Callable[..., object], ...] = (
+    torch.add,
+    Tensor.add,
+    Tensor.add_,
+    Tensor.__add__,
+    Tensor.__iadd__,
+)
+
+
+def _rewrites(epsilon: float) -> dict[Callable[..., object], Callable[..., object]]:
+    """Replacements for activations, average poolings and additions; untracked tensors are left alone."""
+
+    def activation(func: Callable[..., Tensor], x: object, *args: object, **kwargs: object) -> object:
+        if not _tracked(x):
+            return NotImplemented
+        assert isinstance(x, Tensor)
+        # On a copy, so that in-place variants (nn.ReLU(inplace=True)) leave the graph intact.
+        return _PassThrough.apply(x, func(x.detach().clone(), *args, **kwargs))
+
+    def pooling(func: Callable[..., Tensor], x: object, *args: object, **kwargs: object) -> object:
+        if not _tracked(x):
+            return NotImplemented
+        assert isinstance(x, Tensor)
+
+        def compute(t: Tensor, _weight: Tensor | None, _bias: Tensor | None) -> Tensor:
+            return func(t, *args, **kwargs)
+
+        output = compute(x.detach(), None, None)
+        return _Relevance.apply(x, output, _Call(compute, None, None, EPSILON, epsilon))
+
+    def addition(a: object, b: object, *args: object, **kwargs: object) -> object:
+        plain = args or set(kwargs) - {"alpha"} or kwargs.get("alpha", 1) != 1
+        if plain or not isinstance(a, Tensor) or not isinstance(b, Tensor) or not (_tracked(a) or _tracked(b)):
+            return NotImplemented
+        # In-place forms (out += identity) return a new tensor: Python rebinds the name to it.
+        return _Split.apply(a, b, epsilon)
+
+    table: dict[Callable[..., object], Callable[..., object]] = {}
+    for func in ACTIVATIONS:
+        table[func] = partial(activation, func)
+    for func in POOLINGS:
+        table[func] = partial(pooling, func)
+    for func in ADDITIONS:
+        table[func] = addition
+    return table
+
+
+# One forward pass with the rules in place ---------------------------------------------------------------------
+
+_CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+_RULES = ("epsilon", "gamma", "alpha_beta")
+_FIRST_RULES = ("zbox", "flat", "wsquare", None)
+
+
+def _linear(x: Tensor, weight: Tensor | None, bias: Tensor | None) -> Tensor:
+    assert weight is not None
+    return F.linear(x, weight, bias)
+
+
+def _reads_inputs(tensor: Tensor, inputs: Tensor) -> bool:
+    """Whether ``tensor`` is computed from ``inputs`` without passing through a Conv/Linear layer."""
+    if tensor is inputs:
+        return True
+    found, seen, stack = False, set(), [tensor.grad_fn]
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        if isinstance(node, _Relevance._backward_cls) and node.call.weight is not None:  # type: ignore[attr-defined]
+            return False
+        if getattr(node, "variable", None) is inputs:
+            found = True
+        stack.extend(next_node for next_node, _ in node.next_functions)
+    return found
+
+
+def _batch_norm_affine(norm: nn.Module, x: Tensor) -> tuple[Tensor, Tensor]:
+    """BatchNorm as ``x * scale + shift`` per channel, with the statistics the forward pass used."""
+    assert isinstance(norm, _NORMS)
+    if norm.training or norm.running_mean is None or norm.running_var is None:
+        dims = [0, *range(2, x.ndim)]
+        mean, var = x.detach().mean(dims), x.detach().var(dims, unbiased=False)
+    else:
+        mean, var = norm.running_mean.to(x.dtype), norm.running_var.to(x.dtype)
+    scale = torch.rsqrt(var + norm.eps)
+    if norm.weight is not None:
+        scale = scale * norm.weight.detach().to(x.dtype)
+    shift = -mean * scale
+    if norm.bias is not None:
+        shift = shift + norm.bias.detach().to(x.dtype)
+    return scale, shift
+
+
+@dataclass(eq=False)
+class _Propagation:
+    """The hooks' shared state during one forward pass."""
+
+    inputs: Tensor
+    rule: Rule
+    first_rule: Rule | None
+    epsilon: float
+    low: float | Tensor | None
+    high: float | Tensor | None
+    # Outputs of Conv/Linear calls not yet consumed, by id, for BatchNorm folding.
+    pending: dict[int, tuple[Tensor, _Call]] = field(default_factory=dict)
+    layers: int = 0
+    first_layers: int = 0
+    folded: int = 0
+
+    def attach(self, hooks: probe.Hooks, model: nn.Module) -> None:
+        for module in model.modules():
+            if isinstance(module, _CONVS):
+                compute = module._conv_forward
+                hooks.add(module.register_forward_hook(partial(self.layer, compute=compute, channels_first=True)))
+            elif isinstance(module, nn.Linear):
+                hooks.add(module.register_forward_hook(partial(self.layer, compute=_linear, channels_first=False)))
+            elif isinstance(module, _NORMS):
+                hooks.add(module.register_forward_hook(self.batch_norm))
+
+    def layer(
+        self,
+        module: nn.Module,
+        args: tuple[object, ...],
+        output: object,
+        compute: Callable[..., Tensor],
+        channels_first: bool,
+    ) -> Tensor | None:
+        x = args[0] if args else None
+        if not isinstance(x, Tensor) or not _tracked(x) or not isinstance(output, Tensor):
+            return None
+        first = self.first_rule is not None and _reads_inputs(x, self.inputs)
+        rule = self.first_rule if first and self.first_rule is not None else self.rule
+        weight = module.weight.detach()
+        bias = module.bias.detach() if module.bias is not None else None
+        call = _Call(compute, weight, bias, rule, self.epsilon, channels_first=channels_first or output.ndim == 2)
+        if rule is ZBOX:
+            call.low, call.high = self.bound(self.low, x, low=True), self.bound(self.high, x, low=False)
+        result = _Relevance.apply(x, output.detach(), call)
+        self.pending[id(result)] = (result, call)
+        self.layers += 1
+        self.first_layers += first
+        return result
+
+    def batch_norm(self, module: nn.Module, args: tuple[object, ...], output: object) -> Tensor | None:
+        x = args[0] if args else None
+        if not isinstance(x, Tensor) or not _tracked(x) or not isinstance(output, Tensor):
+            return None
+        scale, shift = _batch_norm_affine(module, x)
+        produced, call = self.pending.pop(id(x), (None, None))
+        if produced is x and call is not None and call.weight is not None and self.foldable(call, scale):
+            shape = (-1,) + (1,) * (call.weight.ndim - 1)
+            call.weight = call.weight * scale.view(shape)
+            call.bias = shift if call.bias is None else call.bias * scale + shift
+            self.folded += 1
+            return _PassThrough.apply(x, output.detach())
+        # Not directly after a Conv/Linear: an element-wise affine map, under the epsilon rule.
+        view = (1, -1) + (1,) * (x.ndim - 2)
+
+        def affine(t: Tensor, weight: Tensor | None, bias: Tensor | None) -> Tensor:
+            assert weight is not None
+            return t * weight.view(view) + (0 if bias is None else bias.view(view))
+
+        call = _Call(affine, scale, shift, EPSILON, self.epsilon)
+        return _Relevance.apply(x, output.detach(), call)
+
+    @staticmethod
+    def foldable(call: _Call, scale: Tensor) -> bool:
+        return call.channels_first and call.weight is not None and call.weight.shape[0] == scale.numel()
+
+    def bound(self, value: float | Tensor | None, x: Tensor, low: bool) -> Tensor:
+        """The z-box bound for the first layer's input ``x``: given, or the per-input minimum/maximum."""
+        if value is None:
+            flat = x.detach().flatten(1)
+            extreme = flat.amin(dim=1) if low else flat.amax(dim=1)
+            return extreme.view(-1, *(1,) * (x.ndim - 1))
+        bound = torch.as_tensor(value, dtype=x.dtype, device=x.device)
+        if bound.ndim == 0:
+            return bound
+        bound = torch.broadcast_to(bound, self.inputs.shape)
+        if bound.shape == x.shape:
+            return bound
+        if bound.numel() == x.numel():
+            # The first layer reads a reshaped view of the inputs (an MLP after Flatten).
+            return bound.reshape(x.shape)
+        raise BadInputError(
+            f"low/high of shape {tuple(bound.shape)} cannot be matched to the first layer's input "
+            f"{tuple(x.shape)}; pass numbers instead."
+        )
+
+
+def _unsupported(model: nn.Module) -> list[str]:
+    """Types of leaf modules with parameters that no rule covers."""
+    names = set()
+    for module in model.modules():
+        has_params = any(True for _ in module.parameters(recurse=False))
+        if has_params and not isinstance(module, (*_CONVS, nn.Linear, *_NORMS)):
+            names.add(type(module).__name__)
+    return sorted(names)
+
+
+# The method ------------------------------------------------------------------------------------------------
+
+
+@register("lrp")
+class LRP(Method):
+    """Layer-wise relevance propagation: the target's logit redistributed, layer by layer, onto the inputs.
+
+    ``attribution`` is the relevance of each input element (it sums to about the target's score when the
+    network has no biases); ``heatmap`` its channel sum (``reduce='sum'``).
+
+    Options (defaults):
+        rule ('epsilon'): the rule of every Conv/Linear layer (a BatchNorm directly after one is folded into
+            it). 'epsilon': ``z + epsilon * sign(z)``; 'gamma': weights ``w + gamma * w+``; 'alpha_beta':
+            ``alpha * positive - (alpha - 1) * negative`` contributions.
+        epsilon (1e-6): the stabiliser added, with z's sign, to every denominator (and the epsilon rule's
+            epsilon). Poolings, additions and BatchNorms not folded use the epsilon rule with it.
+        gamma (0.25): the gamma rule's weight of positive contributions.
+        alpha (2.0): the alpha-beta rule's alpha (beta = alpha - 1; alpha=1 is the DeepTaylor alpha1-beta0).
+        first_rule ('zbox'): the rule of the layers that read the inputs directly (through views only):
+            'zbox' (the DeepTaylor choice for bounded inputs such as pixels), 'flat', 'wsquare', or None for
+            ``rule``.
+        low, high (None): the z-box bounds of the inputs, numbers or tensors broadcastable to the inputs
+            (e.g. per channel, ``[1, C, 1, 1]``); by default each input's own minimum and maximum.
+        reduce ('sum'): how channels become the heatmap.
+
+    Relevance passes element-wise activations unchanged, is split in proportion to the summands at every
+    ``a + b`` (so it is conserved through residual connections), goes to the winner in max pooling and in
+    proportion to the inputs in average pooling (``mean`` included). Multiplications, attention and
+    normalisations other than BatchNorm have no rule: relevance crosses them as a plain gradient.
+    """
+
+    options = {
+        "rule": "epsilon",
+        "epsilon": 1e-6,
+        "gamma": 0.25,
+        "alpha": 2.0,
+        "first_rule": "zbox",
+        "low": None,
+        "high": None,
+        "reduce": "sum",
+    }
+
+    def attribute(self) -> Result:
+        propagation = self.propagation()
+        unsupported = _unsupported(self.model)
+        if unsupported:
+            warnings.warn(
+                f"lrp has no rule for {', '.join(unsupported)}: relevance crosses them as a plain gradient, "
+                "so it is not conserved there.",
+                stacklevel=3,
+            )
+        x = propagation.inputs
+        with probe.Hooks() as hooks, torch.enable_grad():
+            propagation.attach(hooks, self.model)
+            with probe.rewrite(_rewrites(propagation.epsilon)):
+                scores, _ = self.forward(x)
+            self.scores = scores.detach()
+            if not scores.requires_grad:
+                raise BadInputError(
+                    "the target's score does not depend on the inputs (no graph reaches them), so there is no "
+                    "relevance to propagate."
+                )
+            # Outside the rewrite: the rules' own arithmetic must run unmodified.
+            (relevance,) = torch.autograd.grad(scores, x, grad_outputs=scores.detach(), allow_unused=True)
+        if propagation.layers == 0:
+            warnings.warn(
+                "lrp: the forward pass ran no Conv/Linear layer on the inputs, so no rule applied.", stacklevel=3
+            )
+        elif propagation.first_rule is not None and propagation.first_layers == 0:
+            warnings.warn(
+                f"lrp: no Conv/Linear layer reads the inputs directly, so first_rule={propagation.first_rule.name!r} "
+                "applied nowhere (operations before the first layer pass relevance as a plain gradient).",
+                stacklevel=3,
+            )
+        if relevance is None:
+            relevance = torch.zeros_like(x)
+        return Result(attribution=relevance.detach())
+
+    def propagation(self) -> _Propagation:
+        """The validated options as the state of one propagation."""
+        opts = self.opts
+        epsilon, gamma, alpha = (self.number(name) for name in ("epsilon", "gamma", "alpha"))
+        if epsilon < 0 or gamma < 0:
+            raise BadInputError(f"epsilon and gamma must be >= 0; got epsilon={epsilon}, gamma={gamma}.")
+        if alpha < 1:
+            raise BadInputError(f"alpha must be >= 1 (beta = alpha - 1 >= 0); got alpha={alpha}.")
+        name = opts["rule"]
+        if name not in _RULES:
+            near = close_names(str(name), _RULES)
+            hint = f" Did you mean {near[0]!r}?" if near else ""
+            raise BadInputError(f"rule={name!r} is not one of {', '.join(map(repr, _RULES))}.{hint}")
+        rule = {"epsilon": EPSILON, "gamma": gamma_rule(gamma), "alpha_beta": alpha_beta_rule(alpha)}[name]
+        first = opts["first_rule"]
+        if first not in _FIRST_RULES:
+            raise BadInputError(f"first_rule={first!r} is not one of {', '.join(map(repr, _FIRST_RULES))}.")
+        first_rule = {"zbox": ZBOX, "flat": FLAT, "wsquare": WSQUARE, None: None}[first]
+        low, high = self.bounds()
+        x = self.inputs.detach().requires_grad_(True)
+        return _Propagation(x, rule, first_rule, epsilon, low, high)
+
+    def number(self, name: str) -> float:
+        value = self.opts[name]
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise BadInputError(f"{name} must be a number, not {value!r}.")
+        return float(value)
+
+    def bounds(self) -> tuple[float | Tensor | None, float | Tensor | None]:
+        """``low``/``high`` checked against the inputs: broadcastable, ``low <= high``; a warning if exceeded."""
+        x = self.inputs
+        values: list[float | Tensor | None] = []
+        for name in ("low", "high"):
+            value = self.opts[name]
+            if value is None:
+                values.append(None)
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float, Tensor)):
+                raise BadInputError(f"{name} must be None, a number or a tensor, not {type(value).__name__}.")
+            if isinstance(value, Tensor):
+                try:
+                    torch.broadcast_shapes(value.shape, x.shape)
+                except RuntimeError:
+                    raise BadInputError(
+                        f"{name} of shape {tuple(value.shape)} does not broadcast to the inputs {tuple(x.shape)}; "
+                        "use e.g. [1, C, 1, 1] for per-channel bounds."
+                    ) from None
+                value = value.detach().to(x)
+            values.append(value)
+        low, high = values
+        low_t = x.detach().amin() if low is None else torch.as_tensor(low).to(x)
+        high_t = x.detach().amax() if high is None else torch.as_tensor(high).to(x)
+        if low is not None and high is not None and bool((low_t > high_t).any()):
+            raise BadInputError("low must not exceed high (they bound the inputs for the z-box rule).")
+        if self.opts["first_rule"] == "zbox" and bool(((x < low_t) | (x > high_t)).any()):
+            warnings.warn(
+                "lrp: some inputs lie outside [low, high]; the z-box rule assumes low <= x <= high and may give "
+                "relevance of the wrong sign there.",
+                stacklevel=5,
+            )
+        return low, high

@@ -1,1 +1,151 @@
-"""Perturbation methods: occlusion and LIME."""
+"""Perturbation methods that need no gradient. LIME lives here; occlusion has its own module."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from .. import probe
+from ..errors import BadInputError
+from .base import Method, Result, register
+from .gradients import make_baseline
+
+
+def grid_segments(shape: tuple[int, ...], cells: int) -> Tensor:
+    """Segment ids ``[*spatial]`` for a grid of ``cells`` per side (the last cells may be smaller)."""
+    axes = []
+    for size in shape:
+        step = -(-size // min(cells, size))
+        axes.append(torch.arange(size) // step)
+    if len(axes) == 1:
+        return axes[0]
+    per_row = int(axes[1].max()) + 1
+    return axes[0][:, None] * per_row + axes[1][None, :]
+
+
+def slic_segments(image: Tensor, count: int) -> Tensor:
+    """SLIC superpixels of one image ``[C, H, W]`` (needs scikit-image: ``pip install deepscope[lime]``)."""
+    try:
+        from skimage.segmentation import slic
+    except ImportError:
+        raise BadInputError(
+            "segments='slic' needs scikit-image: pip install 'deepscope[lime]' (or use segments='grid')."
+        ) from None
+    array = image.detach().float().cpu()
+    array = (array - array.min()) / (array.max() - array.min() + 1e-12)
+    channel_axis = 0 if array.shape[0] in (1, 3) else None
+    if channel_axis is None:
+        array = array.mean(dim=0, keepdim=True)
+    labels = slic(array.numpy(), n_segments=count, channel_axis=0, start_label=0)
+    return torch.as_tensor(labels, dtype=torch.long)
+
+
+@register("lime")
+class Lime(Method):
+    """Ribeiro et al. 2016: fit a weighted linear model to the model's scores on random perturbations.
+
+    The input is split into interpretable features (``segments``: a grid of ``grid`` x ``grid`` cells by default,
+    SLIC superpixels, your own segment ids, or each feature of a feature vector); each sample switches a random
+    half of them to the ``baseline``; samples are weighted by LIME's exponential kernel on the cosine distance to
+    the unperturbed input; the ridge regression's coefficients are the attributions, spread over each segment's
+    elements. The first sample is always the unperturbed input.
+    """
+
+    options = {
+        "segments": "grid",
+        "grid": 8,
+        "samples": 500,
+        "baseline": 0.0,
+        "kernel_width": 0.25,
+        "ridge": 1.0,
+        "batch_size": 64,
+        "seed": None,
+    }
+
+    def attribute(self) -> Result:
+        samples, batch_size = int(self.opts["samples"]), int(self.opts["batch_size"])
+        if samples < 2 or batch_size < 1:
+            raise BadInputError("lime needs samples >= 2 and batch_size >= 1.")
+        self.clean_scores()
+        x = self.inputs
+        baseline = make_baseline(self.opts["baseline"], x)
+        generator = torch.Generator()
+        if self.opts["seed"] is None:
+            generator.seed()
+        else:
+            generator.manual_seed(int(self.opts["seed"]))
+        attribution = torch.zeros_like(x, dtype=torch.float32)
+        for i in tqdm(range(x.shape[0]), desc="lime", disable=x.shape[0] < 4, leave=False):
+            segments = self.segments(i)
+            count = int(segments.max()) + 1
+            present = (torch.rand(samples, count, generator=generator) < 0.5).float()
+            present[0] = 1.0
+            scores = self.perturbed_scores(i, segments, present, baseline[i], batch_size)
+            coefficients = self.fit(present, scores)
+            attribution[i] = coefficients[segments.to(x.device)].expand_as(x[i])
+        heatmap = attribution[:, 0] if x.ndim > 2 else attribution
+        return Result(attribution=attribution, heatmap=heatmap)
+
+    def segments(self, i: int) -> Tensor:
+        """Segment ids of input ``i``: ``[*spatial]`` for images/signals, ``[F]`` for feature vectors."""
+        x = self.inputs
+        spec = self.opts["segments"]
+        spatial = tuple(x.shape[2:]) if x.ndim > 2 else tuple(x.shape[1:])
+        if isinstance(spec, Tensor):
+            ids = spec[i] if spec.ndim == len(spatial) + 1 else spec
+            if tuple(ids.shape) != spatial or ids.is_floating_point():
+                raise BadInputError(
+                    f"segments must be integer ids shaped {spatial} (or {(x.shape[0], *spatial)}); got "
+                    f"{tuple(spec.shape)} {spec.dtype}."
+                )
+            _, ids = torch.unique(ids.long().cpu(), return_inverse=True)
+            return ids
+        if x.ndim == 2:
+            return torch.arange(x.shape[1])
+        if spec == "grid":
+            return grid_segments(spatial, int(self.opts["grid"]))
+        if spec == "slic":
+            if x.ndim != 4:
+                raise BadInputError("segments='slic' needs images (N, C, H, W).")
+            return slic_segments(x[i], int(self.opts["grid"]) ** 2)
+        raise BadInputError(f"segments={spec!r} is not 'grid', 'slic' or a tensor of segment ids.")
+
+    def perturbed_scores(
+        self, i: int, segments: Tensor, present: Tensor, baseline: Tensor, batch_size: int
+    ) -> Tensor:
+        x = self.inputs[i]
+        segments = segments.to(x.device)
+        scores = []
+        with torch.no_grad():
+            for start in range(0, present.shape[0], batch_size):
+                keep = present[start : start + batch_size].to(x.device)[:, segments]
+                keep = keep.unsqueeze(1) if x.ndim > 1 else keep
+                batch = baseline + keep.to(x.dtype) * (x - baseline)
+                # Every row explains input i: its class repeats for the whole batch.
+                output = self.forward_single(batch, i)
+                scores.append(output.float().cpu())
+        return torch.cat(scores)
+
+    def forward_single(self, batch: Tensor, i: int) -> Tensor:
+        target = self.target
+        if target.classes is not None:
+            output = probe.run(self.model, batch)
+            return output[:, int(target.classes[i])]
+        scores, _ = self.forward(batch)
+        return scores
+
+    def fit(self, present: Tensor, scores: Tensor) -> Tensor:
+        """Weighted ridge regression of ``scores`` on ``present`` (with intercept); the coefficients."""
+        ones = torch.ones(present.shape[1])
+        cosine = (present @ ones) / (present.norm(dim=1) * ones.norm() + 1e-12)
+        distance = 1 - cosine
+        width = float(self.opts["kernel_width"])
+        weights = torch.sqrt(torch.exp(-(distance**2) / width**2)).double()
+        design = torch.cat([present, torch.ones(present.shape[0], 1)], dim=1).double()
+        weighted = design * weights[:, None]
+        gram = design.T @ weighted
+        penalty = float(self.opts["ridge"]) * torch.eye(design.shape[1], dtype=torch.float64)
+        penalty[-1, -1] = 0.0  # the intercept is not penalised
+        solution = torch.linalg.lstsq(gram + penalty, weighted.T @ scores.double()[:, None]).solution
+        return solution[:-1, 0].float()

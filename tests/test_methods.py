@@ -1,0 +1,174 @@
+"""Properties every registered method must have, parametrised over the registry."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+from conftest import FAST_OPTIONS, explain_fast, hooks_left, tiny_cnn
+from torch import nn
+
+import deepscope as ds
+
+METHODS = ds.methods()
+CAM_FAMILY = {"cam", "gradcam", "gradcam++", "scorecam", "guided_gradcam"}
+NO_ATTRIBUTION = {"cam", "gradcam", "gradcam++", "scorecam"}
+
+
+def test_registry_lists_the_methods_of_the_brief():
+    expected = {
+        "saliency",
+        "input_x_gradient",
+        "integrated_gradients",
+        "smoothgrad",
+        "guided_backprop",
+        "deconvnet",
+        "cam",
+        "gradcam",
+        "gradcam++",
+        "scorecam",
+        "guided_gradcam",
+        "occlusion",
+        "lime",
+        "lrp",
+    }
+    assert expected <= set(METHODS)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_shapes_dtypes_and_devices(method, images):
+    model = tiny_cnn()
+    e = explain_fast(model, images, method)
+    assert e.heatmap.shape == (3, 16, 16)
+    assert e.heatmap.dtype == torch.float32 and e.heatmap.device.type == "cpu"
+    assert torch.isfinite(e.heatmap).all()
+    assert e.heatmap.abs().sum() > 0, "an all-zero map hides a failure"
+    if method in NO_ATTRIBUTION:
+        assert e.attribution is None
+    else:
+        assert e.attribution is not None and e.attribution.shape == images.shape
+    predicted = model(images).argmax(1)
+    assert torch.equal(e.targets, predicted)
+    assert torch.allclose(e.scores, model(images).gather(1, predicted[:, None])[:, 0], atol=1e-5)
+    assert e.method == method and repr(e).startswith("Explanation(")
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_model_left_as_found(method, images):
+    model = tiny_cnn(kind="inplace")
+    model.conv1.weight.requires_grad_(False)
+    model.fc.train()  # an odd mix of modes must survive too
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    modes = [m.training for m in model.modules()]
+    explain_fast(model, images, method)
+    assert hooks_left(model) == 0
+    assert [m.training for m in model.modules()] == modes
+    assert not model.conv1.weight.requires_grad and model.conv2.weight.requires_grad
+    assert all(p.grad is None for p in model.parameters()), "no parameter gradient may be accumulated"
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, before[key]), key
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_hooks_removed_when_an_error_is_raised(method, images):
+    model = tiny_cnn()
+
+    def explode(_module, _inputs, _output):
+        raise RuntimeError("boom inside the model")
+
+    handle = model.conv3.register_forward_hook(explode)
+    try:
+        with pytest.raises((ds.BadInputError, RuntimeError)):
+            explain_fast(model, images, method)
+    finally:
+        handle.remove()
+    assert hooks_left(model) == 0
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_batch_equals_one_by_one(method, images):
+    """An input's explanation does not depend on the other inputs in its batch."""
+    model = tiny_cnn()
+    if method in {"smoothgrad", "lime"}:
+        pytest.skip("random samples are drawn for the whole batch at once")
+    options = {"baseline": 0.0} if method == "occlusion" else {}
+    whole = explain_fast(model, images, method, **options)
+    single = explain_fast(model, images[1:2], method, **options)
+    torch.testing.assert_close(whole.heatmap[1:2], single.heatmap, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_functional_relu_model_gives_the_same_result(method, images):
+    """A model calling F.relu/torch.relu/Tensor.relu is explained exactly like its nn.ReLU twin."""
+    if method in CAM_FAMILY - {"guided_gradcam"}:
+        layer = {"layer": "conv3"}
+    elif method == "guided_gradcam":
+        layer = {"layer": "conv3"}
+    else:
+        layer = {}
+    modules = explain_fast(tiny_cnn("modules"), images, method, **layer)
+    functional = explain_fast(tiny_cnn("functional"), images, method, **layer)
+    torch.testing.assert_close(modules.heatmap, functional.heatmap, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_float16_inputs_and_model(method, images):
+    model = tiny_cnn().half()
+    e = explain_fast(model, images.half(), method)
+    reference = explain_fast(tiny_cnn(), images, method)
+    assert e.heatmap.dtype == torch.float32 and torch.isfinite(e.heatmap).all()
+    from conftest import spearman
+
+    assert spearman(e.heatmap, reference.heatmap) > 0.9
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_autocast(method, images):
+    model = tiny_cnn()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        e = explain_fast(model, images, method)
+    assert torch.isfinite(e.heatmap).all() and e.heatmap.abs().sum() > 0
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_unknown_option_is_named(method, images):
+    with pytest.raises(ds.BadInputError, match="no option 'bogus'"):
+        ds.explain(tiny_cnn(), images, method=method, bogus=1)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_describe_documents_every_option(method):
+    text = ds.describe(method)
+    cls_options = FAST_OPTIONS.get(method, {})
+    for option in cls_options:
+        assert option in text
+
+
+def test_training_mode_is_kept_and_warned(images):
+    model = tiny_cnn().train()
+    with pytest.warns(UserWarning, match="training mode"):
+        ds.explain(model, images, method="saliency")
+    assert model.training
+
+
+def test_feature_vectors():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3)).eval()
+    x = torch.randn(4, 6)
+    for method in ["saliency", "input_x_gradient", "integrated_gradients", "smoothgrad", "guided_backprop", "lime"]:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            e = explain_fast(model, x, method)
+        assert e.heatmap.shape == (4, 6) and e.attribution.shape == (4, 6)
+
+
+def test_signals_1d():
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv1d(2, 4, 5, padding=2), nn.ReLU(), nn.AdaptiveAvgPool1d(1), nn.Flatten(), nn.Linear(4, 3)
+    ).eval()
+    x = torch.randn(2, 2, 32)
+    for method in ["saliency", "integrated_gradients", "gradcam", "cam"]:
+        e = explain_fast(model, x, method)
+        assert e.heatmap.shape == (2, 32)
