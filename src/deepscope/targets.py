@@ -50,6 +50,7 @@ class Target:
         self.classes: Tensor | None = None
         self.fn: Callable[[Tensor], Tensor] | None = None
         self.unit: Unit | None = None
+        self.bound = False
         if spec is None:
             pass
         elif isinstance(spec, Unit):
@@ -84,7 +85,7 @@ class Target:
 
     def bind(self, output: Tensor) -> None:
         """Fix the classes (the predicted ones for ``None``) from the clean inputs' output, and check them."""
-        if self.fn is not None or self.unit is not None:
+        if self.fn is not None or self.unit is not None or self.bound:
             return
         if output.ndim != 2:
             raise TargetError(
@@ -100,6 +101,7 @@ class Target:
                 f"target {self.classes[bad][0].item()} is out of range: the model has {classes} outputs "
                 f"(0..{classes - 1})."
             )
+        self.bound = True
 
     def scores(self, output: Tensor) -> Tensor:
         """One score per input: the class's logit, the callable's value, or the unit's activation.
@@ -122,8 +124,7 @@ class Target:
                     f"input, shape ({rows},)."
                 )
             return values
-        if self.classes is None:
-            self.bind(output)
+        self.bind(output)
         assert self.classes is not None
         if rows % self.count:
             raise TargetError(f"{rows} rows cannot be matched to {self.count} targets.")
