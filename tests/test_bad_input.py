@@ -66,7 +66,7 @@ def test_layer_given_to_a_method_without_layers(x):
 
 
 def test_model_that_is_not_a_module(x):
-    with pytest.raises(ds.BadInputError, match="torch.nn.Module"):
+    with pytest.raises(ds.BadInputError, match=r"torch\.nn\.Module"):
         ds.explain(lambda t: t, x, method="saliency")
 
 

@@ -410,3 +410,26 @@ def test_hooks_are_removed_when_an_error_is_raised(where):
 def test_bad_options_are_explained(options, message):
     with pytest.raises(ds.BadInputError, match=message):
         lrp(small_cnn(), images(), **options)
+
+
+def test_z_box_bounds_follow_the_inputs_through_a_flatten():
+    torch.manual_seed(0)
+    linear = nn.Linear(48, 4).eval()
+    x = torch.rand(2, 3, 4, 4)
+    low, high = torch.tensor([-1.0, 0.0, -0.5]).view(1, 3, 1, 1), torch.tensor([1.0, 2.0, 1.5]).view(1, 3, 1, 1)
+    flat = lrp(nn.Sequential(nn.Flatten(), linear).eval(), x, low=low, high=high)
+    direct = lrp(linear, x.flatten(1), low=low.expand_as(x).flatten(1), high=high.expand_as(x).flatten(1))
+    torch.testing.assert_close(flat.attribution.flatten(1), direct.attribution)
+
+
+def test_normalisation_inside_the_model_is_reported():
+    class Normalised(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = small_cnn()
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.net((x - 0.5) / 0.25)
+
+    with pytest.warns(UserWarning, match="Normalise the inputs"):
+        ds.explain(Normalised().eval(), images(), method="lrp")

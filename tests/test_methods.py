@@ -101,12 +101,7 @@ def test_batch_equals_one_by_one(method, images):
 @pytest.mark.parametrize("method", METHODS)
 def test_functional_relu_model_gives_the_same_result(method, images):
     """A model calling F.relu/torch.relu/Tensor.relu is explained exactly like its nn.ReLU twin."""
-    if method in CAM_FAMILY - {"guided_gradcam"}:
-        layer = {"layer": "conv3"}
-    elif method == "guided_gradcam":
-        layer = {"layer": "conv3"}
-    else:
-        layer = {}
+    layer = {"layer": "conv3"} if method in CAM_FAMILY else {}
     modules = explain_fast(tiny_cnn("modules"), images, method, **layer)
     functional = explain_fast(tiny_cnn("functional"), images, method, **layer)
     torch.testing.assert_close(modules.heatmap, functional.heatmap, rtol=1e-4, atol=1e-6)

@@ -101,7 +101,9 @@ def test_integrated_gradients_on_resnet_equals_captum():
     torch.testing.assert_close(e.attribution, expected, rtol=1e-3, atol=1e-5)
 
 
-@pytest.mark.parametrize(("ours", "peer"), [("guided_backprop", captum.GuidedBackprop), ("deconvnet", captum.Deconvolution)])
+@pytest.mark.parametrize(
+    ("ours", "peer"), [("guided_backprop", captum.GuidedBackprop), ("deconvnet", captum.Deconvolution)]
+)
 def test_relu_rules_equal_captum(arch, ours, peer):
     model, _, x, _ = arch
     e = ds.explain(model, x, method=ours)

@@ -25,8 +25,7 @@ def named_layer(model: nn.Module, name: str) -> nn.Module:
         near = close_names(str(name), names)
         hint = f" Closest names: {', '.join(near)}." if near else f" Some names: {', '.join(names[:8])}."
         raise LayerNotFoundError(
-            f"no layer {name!r} in {type(model).__name__}.{hint} "
-            "Layer names are those of model.named_modules()."
+            f"no layer {name!r} in {type(model).__name__}.{hint} Layer names are those of model.named_modules()."
         )
     return modules[name]
 
@@ -96,7 +95,9 @@ def _first_tensor(output: object) -> Tensor:
         return output
     if isinstance(output, (tuple, list)) and output and isinstance(output[0], Tensor):
         return output[0]
-    raise BadInputError(f"the layer's output is a {type(output).__name__}, not a tensor; choose a layer that returns one.")
+    raise BadInputError(
+        f"the layer's output is a {type(output).__name__}, not a tensor; choose a layer that returns one."
+    )
 
 
 def capture(hooks: Hooks, model: nn.Module, name: str, call: int | None = None) -> Capture:

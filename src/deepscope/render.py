@@ -23,10 +23,7 @@ def to_image_array(image: Tensor) -> np.ndarray:
     image = image.detach().float().cpu()
     if image.ndim == 3 and image.shape[0] not in (1, 3):
         image = image.mean(dim=0)
-    if image.ndim == 3:
-        image = image.permute(1, 2, 0)
-    else:
-        image = image[..., None]
+    image = image.permute(1, 2, 0) if image.ndim == 3 else image[..., None]
     low, high = image.min(), image.max()
     image = (image - low) / (high - low) if high > low else torch.zeros_like(image)
     array = image.numpy()

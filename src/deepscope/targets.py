@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Union
 
 import torch
 from torch import Tensor
@@ -34,7 +33,7 @@ class Unit:
         return f"{self.layer}[{self.channel}]{where}"
 
 
-TargetSpec = Union[None, int, Sequence[int], Tensor, Callable[[Tensor], Tensor], Unit]
+TargetSpec = None | int | Sequence[int] | Tensor | Callable[[Tensor], Tensor] | Unit
 
 
 class Target:
@@ -149,7 +148,8 @@ class Target:
             raise TargetError(
                 f"position {position} does not fit layer {unit.layer!r}'s spatial shape {tuple(channel.shape[1:])}."
             )
-        return channel[(slice(None), *position)]
+        index: tuple[slice | int, ...] = (slice(None), *position)
+        return channel[index]
 
     def describe(self) -> list[str]:
         """A label per input, for figures."""

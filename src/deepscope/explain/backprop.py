@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from .. import probe
-from .base import Result, register
+from .base import Result, defaults, register
 from .gradients import GradientMethod
 
 
@@ -48,7 +48,7 @@ class ReLURuleMethod(GradientMethod):
     """A gradient method that backpropagates through every ReLU with ``relu_rule`` instead."""
 
     relu_rule: type[torch.autograd.Function]
-    options = {"reduce": "max_abs"}
+    options = defaults(reduce="max_abs")
     default_reduce = "max_abs"
 
     def gradient(self, inputs: Tensor) -> Tensor:

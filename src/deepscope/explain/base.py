@@ -6,6 +6,7 @@ import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any, ClassVar, TypeVar
 
 import torch
@@ -34,6 +35,7 @@ VOCABULARY: dict[str, str] = {
     "seed": "seed of the random generator, for reproducible samples",
     "base": "the gradient method SmoothGrad averages ('saliency', 'guided_backprop', ...)",
     "probability": "occlusion measures the drop in the target's softmax probability instead of its score",
+    "incremental": "occlusion recomputes only what each patch changes: None (where the model allows), True, False",
     "segments": "LIME's interpretable features: 'grid', 'slic' (needs scikit-image), or a tensor of segment ids",
     "grid": "cells per side of LIME's grid segmentation",
     "kernel_width": "width of LIME's exponential kernel on the cosine distance of a sample to the input",
@@ -48,6 +50,12 @@ VOCABULARY: dict[str, str] = {
 }
 
 M = TypeVar("M", bound="type[Method]")
+
+
+def defaults(**options: Any) -> Mapping[str, Any]:
+    """A method's option defaults, read-only so that no call can change them for the next."""
+    return MappingProxyType(options)
+
 
 _REGISTRY: dict[str, type[Method]] = {}
 
@@ -108,7 +116,7 @@ class Method(ABC):
     """
 
     name: ClassVar[str]
-    options: ClassVar[Mapping[str, Any]] = {}
+    options: ClassVar[Mapping[str, Any]] = MappingProxyType({})
     uses_layer: ClassVar[bool] = False
     needs_spatial: ClassVar[bool] = False
     default_reduce: ClassVar[str] = "sum"
@@ -213,7 +221,7 @@ def _check_options(cls: type[Method], options: dict[str, Any]) -> dict[str, Any]
 
 def _to_input_resolution(heatmap: Tensor, inputs: Tensor) -> Tensor:
     spatial = tuple(inputs.shape[2:])
-    if inputs.ndim <= 2 or heatmap.ndim == inputs.ndim - 1 and tuple(heatmap.shape[1:]) == spatial:
+    if inputs.ndim <= 2 or (heatmap.ndim == inputs.ndim - 1 and tuple(heatmap.shape[1:]) == spatial):
         return heatmap
     mode = {1: "linear", 2: "bilinear", 3: "trilinear"}[len(spatial)]
     resized = torch.nn.functional.interpolate(heatmap[:, None].float(), size=spatial, mode=mode, align_corners=False)

@@ -17,7 +17,7 @@ from .. import probe
 from ..errors import BadInputError, TargetError
 from ..targets import Target
 from .backprop import GuidedBackprop
-from .base import Method, Result, register
+from .base import Method, Result, defaults, register
 
 
 def tokens_to_map(activation: Tensor) -> Tensor:
@@ -40,7 +40,7 @@ class CAMMethod(Method):
 
     uses_layer = True
     needs_spatial = True
-    options = {"reshape": None, "call": None}
+    options = defaults(reshape=None, call=None)
     needs_gradient = True
 
     def attribute(self) -> Result:
@@ -58,8 +58,10 @@ class CAMMethod(Method):
             return reshape(activation)
         if reshape is True:
             if activation.ndim != 3:
-                raise BadInputError(f"reshape=True expects a (N, tokens, C) output; layer {self.layer!r} gives "
-                                    f"{tuple(activation.shape)}.")
+                raise BadInputError(
+                    f"reshape=True expects a (N, tokens, C) output; layer {self.layer!r} gives "
+                    f"{tuple(activation.shape)}."
+                )
             return tokens_to_map(activation)
         if reshape not in (None, False):
             raise BadInputError(f"reshape={reshape!r} is not True, None or a callable.")
@@ -93,7 +95,7 @@ class CAMMethod(Method):
         with probe.Hooks() as hooks, torch.no_grad():
             probe.replace_output(hooks, self.model, self.layer, start_graph)
             record = probe.capture(hooks, self.model, self.layer, call=self.opts.get("call"))
-            scores, output = self.forward(self.inputs, hooks)
+            scores, _ = self.forward(self.inputs, hooks)
             activation = record.output()
             grads = None
             if self.needs_gradient:
@@ -145,7 +147,7 @@ class ScoreCAM(CAMMethod):
     the masked inputs, softmaxed over channels, weigh the channels (as pytorch-grad-cam does). Gradient-free;
     costs one forward pass per channel and input, batched by ``batch_size``."""
 
-    options = {**CAMMethod.options, "batch_size": 64}
+    options = defaults(**CAMMethod.options, batch_size=64)
     needs_gradient = False
 
     def cam(self, activations: Tensor, grads: Tensor | None) -> Tensor:
@@ -194,7 +196,7 @@ class CAM(CAMMethod):
     weights in that layer (``head``, default the last ``nn.Linear``) weigh the layer's feature maps.
     No ReLU: the map's spatial mean equals the class logit minus its bias."""
 
-    options = {**CAMMethod.options, "head": None}
+    options = defaults(**CAMMethod.options, head=None)
     needs_gradient = False
 
     def cam(self, activations: Tensor, grads: Tensor | None) -> Tensor:
@@ -238,4 +240,3 @@ class GuidedGradCAM(GradCAM):
         gradient = guided.gradient(self.inputs).float()
         attribution = gradient * upsampled
         return Result(attribution=attribution, heatmap=attribution.abs().amax(dim=1))
-

@@ -7,7 +7,7 @@ import torch
 from torch import Tensor
 
 from ..errors import BadInputError
-from .base import Method, Result, method_class, register
+from .base import Method, Result, defaults, method_class, register
 
 
 class GradientMethod(Method):
@@ -25,7 +25,7 @@ class Saliency(GradientMethod):
     (``reduce='sum_abs'`` sums instead).
     """
 
-    options = {"reduce": "max_abs"}
+    options = defaults(reduce="max_abs")
     default_reduce = "max_abs"
 
     def attribute(self) -> Result:
@@ -36,7 +36,7 @@ class Saliency(GradientMethod):
 class InputXGradient(GradientMethod):
     """Input times gradient (Shrikumar et al. 2016); heatmap: the channel sum."""
 
-    options = {"reduce": "sum"}
+    options = defaults(reduce="sum")
 
     def attribute(self) -> Result:
         return Result(attribution=self.inputs * self.gradient(self.inputs))
@@ -87,7 +87,7 @@ class IntegratedGradients(GradientMethod):
     f(x) - f(baseline) (completeness).
     """
 
-    options = {"baseline": 0.0, "steps": 50, "batch_size": 64, "reduce": "sum"}
+    options = defaults(baseline=0.0, steps=50, batch_size=64, reduce="sum")
 
     def attribute(self) -> Result:
         steps, batch_size = int(self.opts["steps"]), int(self.opts["batch_size"])
@@ -123,7 +123,7 @@ class SmoothGrad(Method):
     value range (the paper's 10-20 %).
     """
 
-    options = {"base": "saliency", "samples": 25, "noise": 0.15, "batch_size": 64, "seed": None}
+    options = defaults(base="saliency", samples=25, noise=0.15, batch_size=64, seed=None)
 
     def attribute(self) -> Result:
         base_cls = method_class(str(self.opts["base"]))

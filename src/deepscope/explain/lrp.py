@@ -24,10 +24,10 @@ gamma, alpha-beta, z-box, flat and w-square rules below are a few lines each.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -290,14 +290,14 @@ ADDITIONS: tuple[Callable[..., object], ...] = (
 def _rewrites(epsilon: float) -> dict[Callable[..., object], Callable[..., object]]:
     """Replacements for activations, average poolings and additions; untracked tensors are left alone."""
 
-    def activation(func: Callable[..., Tensor], x: object, *args: object, **kwargs: object) -> object:
+    def activation(func: Callable[..., Any], x: object, *args: object, **kwargs: object) -> object:
         if not _tracked(x):
             return NotImplemented
         assert isinstance(x, Tensor)
         # On a copy, so that in-place variants (nn.ReLU(inplace=True)) leave the graph intact.
         return _PassThrough.apply(x, func(x.detach().clone(), *args, **kwargs))
 
-    def pooling(func: Callable[..., Tensor], x: object, *args: object, **kwargs: object) -> object:
+    def pooling(func: Callable[..., Any], x: object, *args: object, **kwargs: object) -> object:
         if not _tracked(x):
             return NotImplemented
         assert isinstance(x, Tensor)
@@ -388,6 +388,7 @@ class _Propagation:
     layers: int = 0
     first_layers: int = 0
     folded: int = 0
+    indirect: bool = False
 
     def attach(self, hooks: probe.Hooks, model: nn.Module) -> None:
         for module in model.modules():
@@ -410,6 +411,7 @@ class _Propagation:
         x = args[0] if args else None
         if not isinstance(x, Tensor) or not _tracked(x) or not isinstance(output, Tensor):
             return None
+        assert isinstance(module, (*_CONVS, nn.Linear))
         first = self.first_rule is not None and _reads_inputs(x, self.inputs)
         rule = self.first_rule if first and self.first_rule is not None else self.rule
         weight = module.weight.detach()
@@ -421,6 +423,9 @@ class _Propagation:
         self.pending[id(result)] = (result, call)
         self.layers += 1
         self.first_layers += first
+        # Operations other than views between the inputs and a first layer (normalisation inside the model)
+        # pass relevance as a plain gradient: x / std scales it by 1 / std.
+        self.indirect = self.indirect or (first and x is not self.inputs and x._base is not self.inputs)
         return result
 
     def batch_norm(self, module: nn.Module, args: tuple[object, ...], output: object) -> Tensor | None:
@@ -511,7 +516,7 @@ class LRP(Method):
     normalisations other than BatchNorm have no rule: relevance crosses them as a plain gradient.
     """
 
-    options = {
+    options: ClassVar[Mapping[str, Any]] = {
         "rule": "epsilon",
         "epsilon": 1e-6,
         "gamma": 0.25,
@@ -552,6 +557,13 @@ class LRP(Method):
             warnings.warn(
                 f"lrp: no Conv/Linear layer reads the inputs directly, so first_rule={propagation.first_rule.name!r} "
                 "applied nowhere (operations before the first layer pass relevance as a plain gradient).",
+                stacklevel=3,
+            )
+        if propagation.indirect:
+            warnings.warn(
+                "lrp: the first layer reads the inputs through operations other than reshaping (normalisation "
+                "inside the model?); relevance crosses them as a plain gradient and is not conserved there. "
+                "Normalise the inputs before passing them to the model to avoid this.",
                 stacklevel=3,
             )
         if relevance is None:

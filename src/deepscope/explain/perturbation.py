@@ -8,7 +8,7 @@ from tqdm.auto import tqdm
 
 from .. import probe
 from ..errors import BadInputError
-from .base import Method, Result, register
+from .base import Method, Result, defaults, register
 from .gradients import make_baseline
 
 
@@ -52,16 +52,16 @@ class Lime(Method):
     elements. The first sample is always the unperturbed input.
     """
 
-    options = {
-        "segments": "grid",
-        "grid": 8,
-        "samples": 500,
-        "baseline": 0.0,
-        "kernel_width": 0.25,
-        "ridge": 1.0,
-        "batch_size": 64,
-        "seed": None,
-    }
+    options = defaults(
+        segments="grid",
+        grid=8,
+        samples=500,
+        baseline=0.0,
+        kernel_width=0.25,
+        ridge=1.0,
+        batch_size=64,
+        seed=None,
+    )
 
     def attribute(self) -> Result:
         samples, batch_size = int(self.opts["samples"]), int(self.opts["batch_size"])
@@ -111,9 +111,7 @@ class Lime(Method):
             return slic_segments(x[i], int(self.opts["grid"]) ** 2)
         raise BadInputError(f"segments={spec!r} is not 'grid', 'slic' or a tensor of segment ids.")
 
-    def perturbed_scores(
-        self, i: int, segments: Tensor, present: Tensor, baseline: Tensor, batch_size: int
-    ) -> Tensor:
+    def perturbed_scores(self, i: int, segments: Tensor, present: Tensor, baseline: Tensor, batch_size: int) -> Tensor:
         x = self.inputs[i]
         segments = segments.to(x.device)
         scores = []

@@ -1,0 +1,64 @@
+"""Integrated gradients with internal batching: deepscope vs Captum, same steps and batch size, 1 thread.
+
+Goal (issue 2): no slower than Captum. Run: .venv/bin/python bench/bench_integrated_gradients.py
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+import torchvision
+from captum.attr import IntegratedGradients
+from common import report, timed
+
+import deepscope as ds
+
+
+def main(argv: list[str] | None = None) -> dict[str, float]:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--size", type=int, default=112)
+    parser.add_argument("--steps", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18().eval()
+    x = torch.randn(args.batch, 3, args.size, args.size)
+    with torch.no_grad():
+        classes = model(x).argmax(1)
+    captum = IntegratedGradients(model)
+    results = {}
+
+    def ours() -> None:
+        results["ours"] = ds.explain(
+            model, x, method="integrated_gradients", target=classes, steps=args.steps, batch_size=args.batch_size
+        ).attribution
+
+    def peer() -> None:
+        results["captum"] = captum.attribute(
+            x, baselines=torch.zeros_like(x), target=classes, n_steps=args.steps, internal_batch_size=args.batch_size
+        )
+
+    rows = [
+        ("deepscope integrated_gradients", timed(ours, args.repeat)),
+        ("captum IntegratedGradients", timed(peer, args.repeat)),
+    ]
+    times = report(
+        f"Integrated gradients, resnet18, batch {args.batch}, {args.size} px, {args.steps} steps, "
+        f"batch_size {args.batch_size}",
+        rows,
+        "deepscope integrated_gradients",
+    )
+    difference = (results["ours"] - results["captum"]).abs().max().item()
+    print(f"  max |ours - captum| = {difference:.2e}")
+    print(
+        f"  captum / deepscope = {times['captum IntegratedGradients'] / times['deepscope integrated_gradients']:.2f} (goal >= 1)"
+    )
+    return times
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,131 @@
+"""Occlusion speed: deepscope (plain and incremental) against Captum's ``Occlusion``, in one process.
+
+The setting of the issue: torchvision's resnet18 with random weights in eval mode, 224x224 inputs, a 32x32 window
+with stride 16 (13 x 13 = 169 windows per image), one CPU thread (``torch.set_num_threads(1)``, so the numbers do
+not depend on how many cores the machine lends), Captum with ``perturbations_per_eval=64`` and deepscope with
+``batch_size=64``. Every method gets the same inputs, window, stride, baseline (the per-channel mean of the
+inputs) and target (the predicted class); the script prints the largest difference between the attributions,
+the times (best of ``--repeats``) and Captum's time divided by ours.
+
+    python bench/bench_occlusion.py            # one image
+    python bench/bench_occlusion.py --images 2 --repeats 3
+
+``main(argv)`` returns the figures as a dict, for ``bench/run.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+
+def _best_time(fn: Callable[[], Tensor], repeats: int) -> tuple[float, Tensor]:
+    best, result = float("inf"), None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = fn()
+        best = min(best, time.perf_counter() - start)
+    assert result is not None
+    return best, result
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """Run the benchmark; print a report and return its figures."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=1, help="inputs explained together (default 1)")
+    parser.add_argument("--size", type=int, default=224, help="input side in pixels (default 224)")
+    parser.add_argument("--window", type=int, default=32, help="window side (default 32)")
+    parser.add_argument("--stride", type=int, default=16, help="window stride (default 16)")
+    parser.add_argument("--batch", type=int, default=64, help="windows per forward pass, both libraries (default 64)")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    parser.add_argument("--repeats", type=int, default=1, help="timed runs per method; the best counts (default 1)")
+    parser.add_argument("--no-captum", action="store_true", help="skip Captum (then no ratio)")
+    args = parser.parse_args(argv)
+
+    import torchvision
+
+    import deepscope as ds
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(weights=None).eval()
+    x = torch.randn(args.images, 3, args.size, args.size)
+    baseline = x.mean(dim=(0, 2, 3), keepdim=True)
+    with torch.no_grad():
+        target = model(x).argmax(dim=1)
+    per_axis = -(-(args.size - args.window) // args.stride) + 1
+    figures: dict[str, Any] = {
+        "model": "resnet18 (random weights, eval)",
+        "images": args.images,
+        "size": args.size,
+        "window": args.window,
+        "stride": args.stride,
+        "windows_per_image": per_axis**2,
+        "batch": args.batch,
+        "threads": torch.get_num_threads(),
+        "device": "cpu",
+    }
+    print(
+        f"resnet18 (random weights, eval), {args.images} x 3 x {args.size} x {args.size}, window {args.window} "
+        f"stride {args.stride} ({per_axis**2} windows per image), {args.batch} per pass, "
+        f"torch.set_num_threads({args.threads}), torch {torch.__version__}"
+    )
+
+    def ours(incremental: bool) -> Tensor:
+        e = ds.explain(
+            model,
+            x,
+            method="occlusion",
+            target=target,
+            window=args.window,
+            stride=args.stride,
+            baseline=baseline,
+            batch_size=args.batch,
+            incremental=incremental,
+        )
+        assert e.attribution is not None
+        return e.attribution
+
+    results: dict[str, Tensor] = {}
+    for name, fn in (("incremental", lambda: ours(True)), ("plain", lambda: ours(False))):
+        seconds, results[name] = _best_time(fn, args.repeats)
+        figures[f"{name}_s"] = seconds
+        print(f"deepscope {name:<12} {seconds:8.2f} s")
+    diff = (results["incremental"] - results["plain"]).abs().max().item()
+    figures["max_abs_diff_incremental_vs_plain"] = diff
+    figures["max_abs_attribution"] = results["plain"].abs().max().item()
+    print(f"max |incremental - plain| = {diff:.3g} (largest |attribution| {figures['max_abs_attribution']:.3g})")
+
+    if not args.no_captum:
+        from captum.attr import Occlusion
+
+        def captum() -> Tensor:
+            return Occlusion(model).attribute(
+                x,
+                sliding_window_shapes=(3, args.window, args.window),
+                strides=(3, args.stride, args.stride),
+                baselines=baseline,
+                target=target,
+                perturbations_per_eval=args.batch,
+            )
+
+        seconds, reference = _best_time(captum, args.repeats)
+        figures["captum_s"] = seconds
+        print(f"captum Occlusion       {seconds:8.2f} s  (perturbations_per_eval={args.batch})")
+        for name in ("plain", "incremental"):
+            diff = (results[name] - reference).abs().max().item()
+            figures[f"max_abs_diff_{name}_vs_captum"] = diff
+            figures[f"speedup_{name}"] = seconds / figures[f"{name}_s"]
+            print(
+                f"{name:<12} vs captum: max |diff| = {diff:.3g}, captum / ours = {figures[f'speedup_{name}']:.2f}x"
+            )
+    return figures
+
+
+if __name__ == "__main__":
+    main()

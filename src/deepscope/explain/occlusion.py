@@ -1,0 +1,277 @@
+"""Occlusion (Zeiler & Fergus 2014): how much the target's score drops when a patch of the input is hidden.
+
+A window slides over the input; inside it every channel is replaced by the baseline (the inputs' per-channel mean
+by default), and the drop ``score(x) - score(occluded x)`` is credited to the hidden elements. Each element's
+attribution is the mean drop over the windows that cover it, as in Captum's ``Occlusion``, so the two can be
+compared number for number.
+
+All windows of all inputs go through the model in batches of ``batch_size``. With ``incremental`` (the default
+where the model allows it) the batches do not run the whole model: see :mod:`._incremental`, which recomputes
+only the part of each layer that a patch changes, and gives the same result within float rounding.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import warnings
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from .. import probe
+from ..errors import BadInputError
+from ._incremental import Boxes, Engine, Unsupported
+from .base import Method, Result, register
+from .gradients import make_baseline
+
+# Keep the clean values of at most this many bytes per chunk of inputs in the incremental mode.
+_CACHE_BYTES = 1 << 30
+# A progress bar appears from this many batches on (and only on a terminal: tqdm's disable=None).
+_PROGRESS_FROM = 8
+
+
+def _shape(value: object, d: int, what: str) -> tuple[int, ...]:
+    """An int or a d-tuple of ints as a d-tuple; anything else is bad input."""
+    if isinstance(value, bool):
+        raise BadInputError(f"{what} must be an int or a tuple of {d} ints, not a bool.")
+    if isinstance(value, (int, np.integer)):
+        return (int(value),) * d
+    if isinstance(value, tuple) and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in value):
+        if len(value) != d:
+            raise BadInputError(
+                f"{what}={value!r} has {len(value)} sizes but the inputs have {d} spatial axes; give {d} "
+                f"(one per axis) or a single int."
+            )
+        return tuple(int(v) for v in value)
+    raise BadInputError(f"{what}={value!r} is not an int or a tuple of {d} ints.")
+
+
+def _starts(size: int, window: int, stride: int) -> list[int]:
+    """Window starts along one axis, Captum's way: the last window may stick out and is cut at the border."""
+    return [i * stride for i in range(math.ceil((size - window) / stride) + 1)]
+
+
+@register("occlusion")
+class Occlusion(Method):
+    """Zeiler & Fergus 2014: the drop in the target's score when a sliding patch hides part of the input.
+
+    ``window`` is the patch (an int, an ``(h, w)`` pair, or a list of them whose maps are averaged; default: an
+    eighth of each side), ``stride`` its step (default: half the window); the patch covers every channel and
+    holds the ``baseline`` ("mean": the per-channel mean of the inputs, so pass a batch drawn from the data set,
+    or a number, or a tensor). ``attribution`` [N, C, *spatial] is, per element, the mean of
+    ``score(x) - score(occluded x)`` over the windows that cover it (Captum's convention; a window that reaches
+    past the border is cut there, and elements no window covers get 0). ``heatmap`` is its channel mean.
+    ``probability=True`` measures the softmax probability of the target instead of its score (as Zeiler & Fergus
+    did); the explanation's ``scores`` stay the clean scores.
+
+    ``incremental=None`` (default) recomputes only what each patch changes where the model allows it (torch.fx
+    traceable, no hooks, eval mode, a class or callable target), else runs whole forward passes; ``True`` asks
+    for it (a warning says why when it cannot be had), ``False`` always runs whole passes. Both give the same
+    numbers within float rounding.
+    """
+
+    options = {
+        "window": None,
+        "stride": None,
+        "baseline": "mean",
+        "batch_size": 64,
+        "probability": False,
+        "incremental": None,
+    }
+    needs_spatial = True
+
+    def attribute(self) -> Result:
+        x = self.inputs
+        spatial = tuple(x.shape[2:])
+        windows, strides = self._geometry(spatial)
+        batch_size = self.opts["batch_size"]
+        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+            raise BadInputError(f"batch_size={batch_size!r} must be a positive int.")
+        incremental = self.opts["incremental"]
+        if incremental not in (None, True, False):
+            raise BadInputError(f"incremental={incremental!r} must be None (automatic), True or False.")
+        probability = self.opts["probability"]
+        if not isinstance(probability, bool):
+            raise BadInputError(f"probability={probability!r} must be True or False.")
+        if probability and self.target.unit is not None:
+            raise BadInputError(
+                "probability=True needs the model's class output; a Unit target reads a layer, so drop probability."
+            )
+        baseline = make_baseline(self.opts["baseline"], x)
+
+        with torch.no_grad():
+            self.scores, output = self.forward(x)
+            self.scores = self.scores.detach()
+            reference = self._scores(output, torch.arange(x.shape[0], device=x.device), output_only=True)
+
+        engine = self._engine(output) if incremental is not False else None
+        total = torch.zeros_like(x, dtype=torch.float32)
+        batches = sum(math.ceil(x.shape[0] * math.prod(len(s) for s in self._axes(spatial, w, st)) / batch_size)
+                      for w, st in zip(windows, strides))  # fmt: skip
+        disable = True if batches < _PROGRESS_FROM else None
+        with tqdm(total=batches, desc="occlusion", unit="batch", disable=disable, leave=False) as progress:
+            for window, stride in zip(windows, strides):
+                total += self._one_size(window, stride, baseline, reference, engine, int(batch_size), progress)
+        attribution = (total / len(windows)).to(x.dtype)
+        return Result(attribution=attribution, heatmap=attribution.mean(dim=1))
+
+    # Options ----------------------------------------------------------------------------------------------------
+
+    def _geometry(self, spatial: tuple[int, ...]) -> tuple[list[tuple[int, ...]], list[tuple[int, ...]]]:
+        """The window sizes and their strides, checked against the input's spatial size."""
+        d = len(spatial)
+        option = self.opts["window"]
+        if option is None:
+            sizes = [tuple(max(1, s // 8) for s in spatial)]
+        elif isinstance(option, list):
+            if not option:
+                raise BadInputError("window=[] names no window size; give at least one.")
+            sizes = [_shape(w, d, "window") for w in option]
+        else:
+            sizes = [_shape(option, d, "window")]
+        strides = []
+        for size in sizes:
+            if min(size) < 1:
+                raise BadInputError(f"window={size} must be at least 1 along every axis.")
+            if any(w > s for w, s in zip(size, spatial)):
+                raise BadInputError(
+                    f"window {size} is larger than the inputs' spatial size {spatial}; use a window at most that big."
+                )
+            if self.opts["stride"] is None:
+                strides.append(tuple(max(1, w // 2) for w in size))
+            else:
+                stride = _shape(self.opts["stride"], d, "stride")
+                if min(stride) < 1:
+                    raise BadInputError(f"stride={self.opts['stride']!r} must be positive along every axis.")
+                strides.append(stride)
+        return sizes, strides
+
+    @staticmethod
+    def _axes(spatial: tuple[int, ...], window: tuple[int, ...], stride: tuple[int, ...]) -> list[list[int]]:
+        return [_starts(s, w, st) for s, w, st in zip(spatial, window, stride)]
+
+    # Scores ------------------------------------------------------------------------------------------------------
+
+    def _scores(self, output: Tensor, rows: Tensor, output_only: bool = False) -> Tensor:
+        """The target's score (or probability) for each row of a model output; ``rows`` names each row's input."""
+        if self.opts["probability"]:
+            if output.ndim != 2:
+                raise BadInputError(
+                    f"probability=True needs a (N, classes) output; the model's output has shape "
+                    f"{tuple(output.shape)}."
+                )
+            output = output.softmax(dim=1)
+        if self.target.fn is not None:
+            return self.target.scores(output)
+        if self.target.classes is None:
+            self.target.bind(output)
+        assert self.target.classes is not None
+        classes = self.target.classes.to(output.device)[rows]
+        return output.gather(1, classes[:, None])[:, 0]
+
+    def _batch_scores(self, batch: Tensor, rows: Tensor) -> Tensor:
+        """Scores of a plain batch of occluded inputs."""
+        if self.target.unit is not None:
+            scores, _ = self.forward(batch)
+            return scores
+        return self._scores(probe.run(self.model, batch), rows)
+
+    # The sliding window ---------------------------------------------------------------------------------------
+
+    def _one_size(
+        self,
+        window: tuple[int, ...],
+        stride: tuple[int, ...],
+        baseline: Tensor,
+        reference: Tensor,
+        engine: Engine | None,
+        batch_size: int,
+        progress: tqdm,
+    ) -> Tensor:
+        """The attribution for one window size: the mean score drop over the windows covering each element."""
+        x = self.inputs
+        spatial = tuple(x.shape[2:])
+        starts = np.array(list(itertools.product(*self._axes(spatial, window, stride))), dtype=np.int64)
+        lo = starts
+        hi = np.minimum(starts + np.array(window), np.array(spatial))
+        total = torch.zeros_like(x, dtype=torch.float32)
+        count = torch.zeros(spatial, dtype=torch.float32, device=x.device)
+        for low, high in zip(lo, hi):
+            count[tuple(slice(a, b) for a, b in zip(low, high))] += 1
+        with torch.no_grad():
+            for rows, windows, drops in self._drops(lo, hi, baseline, reference, engine, batch_size, progress):
+                for row, w, drop in zip(rows.tolist(), windows.tolist(), drops.tolist()):
+                    region = tuple(slice(int(a), int(b)) for a, b in zip(lo[w], hi[w]))
+                    total[(row, slice(None), *region)] += drop
+        return total / count.clamp(min=1)
+
+    def _drops(
+        self,
+        lo: np.ndarray,
+        hi: np.ndarray,
+        baseline: Tensor,
+        reference: Tensor,
+        engine: Engine | None,
+        batch_size: int,
+        progress: tqdm,
+    ) -> Iterator[tuple[Tensor, np.ndarray, Tensor]]:
+        """Batches of (input index, window index, score drop), by whole passes or incrementally."""
+        x = self.inputs
+        n, count = x.shape[0], lo.shape[0]
+        if engine is None:
+            pairs = np.array(list(itertools.product(range(n), range(count))), dtype=np.int64)
+            for first in range(0, len(pairs), batch_size):
+                chunk = pairs[first : first + batch_size]
+                rows = torch.as_tensor(chunk[:, 0], device=x.device)
+                batch = x[rows].clone()
+                for b, (row, w) in enumerate(chunk):
+                    region = tuple(slice(int(a), int(c)) for a, c in zip(lo[w], hi[w]))
+                    batch[(b, slice(None), *region)] = baseline[(row, slice(None), *region)]
+                yield rows, chunk[:, 1], reference[rows] - self._batch_scores(batch, rows)
+                progress.update(1)
+            return
+        per_chunk = max(1, min(n, _CACHE_BYTES // max(1, engine.bytes_per_input), -(-batch_size // count)))
+        for first in range(0, n, per_chunk):
+            images = x[first : first + per_chunk]
+            engine.load(images)
+            local = np.repeat(np.arange(images.shape[0]), count)
+            w_index = np.tile(np.arange(count), images.shape[0])
+            boxes = engine.boxes(lo[w_index], hi[w_index])
+            # Windows whose boxes have the same sizes layer by layer go together: no batch pads a small box.
+            cost = engine.cost(boxes)
+            order = np.lexsort(cost.T[::-1]) if cost.size else np.arange(len(local))
+            for start in range(0, len(order), batch_size):
+                pick = order[start : start + batch_size]
+                rows = torch.as_tensor(local[pick], device=x.device)
+                chosen: Boxes = {k: (v[0][pick], v[1][pick]) for k, v in boxes.items()}
+                output = engine.run(rows, chosen, baseline[first : first + per_chunk])
+                scores = self._scores(output, rows + first)
+                yield rows + first, w_index[pick], reference[rows + first] - scores
+                progress.update(1)
+
+    def _engine(self, output: Tensor) -> Engine | None:
+        """The incremental engine, or None (with a warning when ``incremental=True`` asked for it) for plain passes."""
+        reason = None
+        if self.target.unit is not None:
+            reason = "a Unit target reads a layer inside the model"
+        else:
+            try:
+                engine = Engine(self.model, self.inputs[:1])
+                clean, expected = engine.sample_output, output[:1]
+                tolerance = 1e-5 * float(expected.abs().max()) + 1e-6
+                if clean.shape != expected.shape or not torch.allclose(clean, expected, rtol=1e-4, atol=tolerance):
+                    reason = "the traced graph does not reproduce the model's output"
+            except Unsupported as why:
+                reason = str(why)
+        if reason is None:
+            return engine
+        if self.opts["incremental"]:
+            warnings.warn(
+                f"occlusion runs whole forward passes instead of incremental ones: {reason}.", stacklevel=4
+            )
+        return None
+
