@@ -121,9 +121,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             diff = (results[name] - reference).abs().max().item()
             figures[f"max_abs_diff_{name}_vs_captum"] = diff
             figures[f"speedup_{name}"] = seconds / figures[f"{name}_s"]
-            print(
-                f"{name:<12} vs captum: max |diff| = {diff:.3g}, captum / ours = {figures[f'speedup_{name}']:.2f}x"
-            )
+            print(f"{name:<12} vs captum: max |diff| = {diff:.3g}, captum / ours = {figures[f'speedup_{name}']:.2f}x")
     return figures
 
 

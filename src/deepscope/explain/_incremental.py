@@ -83,9 +83,9 @@ _BINARY_FUNCTIONS: dict[Callable[..., Any], Callable[..., Any]] = {
     operator.itruediv: operator.truediv,
 }
 _BINARY_METHODS = {"add", "sub", "mul", "div"}
-_CONV = {nn.Conv1d: F.conv1d, nn.Conv2d: F.conv2d}
-_MAX_POOL = {nn.MaxPool1d: F.max_pool1d, nn.MaxPool2d: F.max_pool2d}
-_AVG_POOL = {nn.AvgPool1d: F.avg_pool1d, nn.AvgPool2d: F.avg_pool2d}
+_CONV: dict[type[nn.Module], Callable[..., Tensor]] = {nn.Conv1d: F.conv1d, nn.Conv2d: F.conv2d}
+_MAX_POOL: dict[type[nn.Module], Callable[..., Tensor]] = {nn.MaxPool1d: F.max_pool1d, nn.MaxPool2d: F.max_pool2d}
+_AVG_POOL: dict[type[nn.Module], Callable[..., Tensor]] = {nn.AvgPool1d: F.avg_pool1d, nn.AvgPool2d: F.avg_pool2d}
 
 
 @dataclass
@@ -124,14 +124,17 @@ class _Step:
     inplace: bool = False  # generic: the operation writes into its first argument
 
 
-def _tuple(value: int | Sequence[int], d: int) -> tuple[int, ...]:
+def _tuple(value: Any, d: int) -> tuple[int, ...]:
     return tuple(int(v) for v in value) if isinstance(value, (tuple, list)) else (int(value),) * d
 
 
 def _has_hooks(model: nn.Module) -> bool:
     from torch.nn.modules import module as torch_module
 
-    global_hooks = (torch_module._global_forward_hooks, torch_module._global_forward_pre_hooks)
+    global_hooks = (
+        getattr(torch_module, "_global_forward_hooks", {}),
+        getattr(torch_module, "_global_forward_pre_hooks", {}),
+    )
     if any(len(h) for h in global_hooks):
         return True
     names = ("_forward_hooks", "_forward_pre_hooks")
@@ -182,6 +185,11 @@ class Engine:
     def _output_node(self) -> torch.fx.Node:
         return next(n for n in self.nodes if n.op == "output")
 
+    def _result(self) -> torch.fx.Node:
+        result = self._output_node().args[0]
+        assert isinstance(result, torch.fx.Node)
+        return result
+
     def _call(self, node: torch.fx.Node, args: Sequence[Any], kwargs: dict[str, Any]) -> Any:
         if node.op == "call_module":
             return self.modules[str(node.target)](*args, **kwargs)
@@ -207,6 +215,7 @@ class Engine:
             return in_place_op or bool(node.kwargs.get("inplace")) or (name.endswith("_") and not name.endswith("__"))
         return False
 
+    @torch.no_grad()
     def _clean_pass(self, inputs: Tensor) -> dict[torch.fx.Node, Any]:
         values: dict[torch.fx.Node, Any] = {}
         for node in self.nodes:
@@ -236,9 +245,9 @@ class Engine:
                 step = _Step(node, "const")
             else:
                 depends.add(node)
-                if self._is_inplace(node) and node.args and isinstance(node.args[0], torch.fx.Node):
-                    if len(node.args[0].users) > 1:
-                        raise Unsupported(f"in-place operation {node.name} changes a value that is read elsewhere")
+                first = node.args[0] if node.args else None
+                if self._is_inplace(node) and isinstance(first, torch.fx.Node) and len(first.users) > 1:
+                    raise Unsupported(f"in-place operation {node.name} changes a value that is read elsewhere")
                 step = self._plan_node(node, values, depends, by_node)
             steps.append(step)
             by_node[node] = step
@@ -294,7 +303,7 @@ class Engine:
                 )
             if isinstance(module, nn.ReLU):
                 return F.relu
-            if isinstance(module, _UNARY_MODULES) or isinstance(module, (nn.Identity,)):
+            if isinstance(module, _UNARY_MODULES):
                 if getattr(module, "inplace", False):
                     return lambda t: module(t.clone())
                 return module
@@ -341,58 +350,47 @@ class Engine:
         kwargs = dict(node.kwargs)
         return lambda *args: fn(*args, **kwargs)
 
-    def _plan_window(
-        self, node: torch.fx.Node, module: nn.Module, values: dict[torch.fx.Node, Any], generic: _Step
-    ) -> _Step:
+    def _plan_window(self, node: torch.fx.Node, module: Any, values: dict[torch.fx.Node, Any], generic: _Step) -> _Step:
+        """A convolution or pooling step: its geometry, and its operation on slices and on whole maps."""
         d = self.d
         source = node.args[0]
         assert isinstance(source, torch.fx.Node)
         in_size = tuple(values[source].shape[2:])
         out_size = tuple(values[node].shape[2:])
-        if isinstance(module, (nn.Conv1d, nn.Conv2d)):
-            size = _tuple(module.kernel_size, d)
-            dilation = _tuple(module.dilation, d)
-            stride = _tuple(module.stride, d)
-            if module.padding == "same":
-                total = [dl * (k - 1) for dl, k in zip(dilation, size)]
-                pad_lo = tuple(t // 2 for t in total)
-            elif module.padding == "valid":
-                pad_lo = (0,) * d
+        size = _tuple(module.kernel_size, d)
+        stride = _tuple(module.stride or module.kernel_size, d)
+        dilation = _tuple(getattr(module, "dilation", 1), d)
+        tile_fn: Callable[[Tensor], Tensor]
+        full_fn: Callable[[Tensor], Tensor] = module
+        fill = 0.0
+        if type(module) in _CONV:
+            kind = "conv"
+            if module.padding == "same":  # PyTorch pads the odd one out on the right
+                pad_lo = tuple(dl * (k - 1) // 2 for dl, k in zip(dilation, size))
             else:
-                pad_lo = _tuple(module.padding, d)  # type: ignore[arg-type]
+                pad_lo = (0,) * d if module.padding == "valid" else _tuple(module.padding, d)
             tile_fn = _conv_fn(module, module.weight, module.bias, 0)
             full_fn = _conv_fn(module, module.weight, module.bias, module.padding)
-            fill = 0.0
-            kind = "conv"
+        elif type(module) in _MAX_POOL:
+            if module.return_indices:
+                return generic
+            kind, fill, pad_lo = "pool", float("-inf"), _tuple(module.padding, d)
+            max_pool = _MAX_POOL[type(module)]
+
+            def tile_fn(x: Tensor) -> Tensor:
+                # ceil_mode needs nothing here: the slice already holds the -inf padding a last window reads.
+                return max_pool(x, size, stride, 0, dilation, False)
+
         else:
-            size = _tuple(module.kernel_size, d)  # type: ignore[arg-type]
-            stride = _tuple(module.stride or module.kernel_size, d)  # type: ignore[arg-type]
-            pad_lo = _tuple(module.padding, d)  # type: ignore[arg-type]
-            if type(module) in _MAX_POOL:
-                if module.return_indices:  # type: ignore[union-attr]
-                    return generic
-                dilation = _tuple(module.dilation, d)  # type: ignore[arg-type]
-                pool = _MAX_POOL[type(module)]  # type: ignore[index]
+            kind, pad_lo = "pool", _tuple(module.padding, d)
+            if module.ceil_mode or (not module.count_include_pad and any(pad_lo)):
+                return generic  # divisors that change at the border
+            avg_pool = _AVG_POOL[type(module)]
+            extra = {"divisor_override": module.divisor_override} if d == 2 else {}
 
-                def tile_fn(x: Tensor) -> Tensor:
-                    return pool(x, size, stride, 0, dilation, False)
+            def tile_fn(x: Tensor) -> Tensor:
+                return avg_pool(x, size, stride, 0, False, True, **extra)
 
-                fill = float("-inf")
-            else:
-                dilation = (1,) * d
-                include_pad = module.count_include_pad  # type: ignore[union-attr]
-                if module.ceil_mode or (not include_pad and any(pad_lo)):  # type: ignore[union-attr]
-                    return generic
-                pool = _AVG_POOL[type(module)]  # type: ignore[index]
-                extra = {"divisor_override": module.divisor_override} if d == 2 else {}  # type: ignore[union-attr]
-
-                def tile_fn(x: Tensor) -> Tensor:
-                    return pool(x, size, stride, 0, False, True, **extra)
-
-                fill = 0.0
-
-            full_fn = module  # type: ignore[assignment]
-            kind = "pool"
         kernel = tuple(dl * (k - 1) + 1 for dl, k in zip(dilation, size))
         pad_hi = tuple(
             max(0, (o - 1) * s - p + k - n) for o, s, p, k, n in zip(out_size, stride, pad_lo, kernel, in_size)
@@ -442,9 +440,11 @@ class Engine:
         self._padded.clear()
         self.clean = self._clean_pass(inputs)
         self.count = inputs.shape[0]
-        return self.clean[self._output_node().args[0]]
+        return self.clean[self._result()]
 
-    def _padded_clean(self, node: torch.fx.Node, pad_lo: tuple[int, ...], pad_hi: tuple[int, ...], fill: float) -> Tensor:
+    def _padded_clean(
+        self, node: torch.fx.Node, pad_lo: tuple[int, ...], pad_hi: tuple[int, ...], fill: float
+    ) -> Tensor:
         """The clean value padded by ``fill`` and channels last ([N, *spatial, C]), so slices gather whole rows."""
         key = (node.name, pad_lo, pad_hi, fill)
         if key not in self._padded:
@@ -494,6 +494,7 @@ class Engine:
 
     # Running windows ----------------------------------------------------------------------------------------
 
+    @torch.no_grad()
     def run(self, rows: Tensor, boxes: Boxes, baseline: Tensor) -> Tensor:
         """The model's output for each window: input ``rows[b]`` with box ``boxes[input][b]`` set to ``baseline``.
 
@@ -502,7 +503,7 @@ class Engine:
             boxes: :meth:`boxes` of these B windows.
             baseline: [N, C, *spatial], aligned with the loaded inputs.
         """
-        env: dict[torch.fx.Node, _Patch | _Raw | Any] = {}
+        env: dict[torch.fx.Node, Any] = {}
         for step in self.steps:
             node = step.node
             if step.kind == "const":
@@ -510,8 +511,7 @@ class Engine:
             elif step.kind == "input":
                 env[node] = self._input_patch(step, rows, boxes[node.name], baseline)
             elif step.kind == "output":
-                out = self._whole(node.args[0], env, rows)  # type: ignore[arg-type]
-                return out
+                return self._whole(self._result(), env, rows)
             elif step.kind == "identity":
                 assert step.source is not None
                 env[node] = env[step.source]
@@ -575,9 +575,7 @@ class Engine:
         for arg in step.node.args:
             value = env[arg] if isinstance(arg, torch.fx.Node) else arg
             if isinstance(value, _Patch):
-                if start is None and value.start is None:
-                    value = value.tile
-                elif (
+                if (start is None and value.start is None) or (
                     start is not None
                     and value.start is not None
                     and tuple(value.tile.shape[2:]) == size
@@ -629,8 +627,8 @@ class Engine:
                 low, high = np.maximum(rel, 0), np.minimum(rel + extent, np.array(size))
                 if (high <= low).any():
                     continue
-                into = tuple(slice(int(a), int(c)) for a, c in zip(low, high))
-                take = tuple(slice(int(a - r), int(c - r)) for a, c, r in zip(low, high, rel))
+                into: tuple[Any, ...] = tuple(slice(int(a), int(c)) for a, c in zip(low, high))
+                take: tuple[Any, ...] = tuple(slice(int(a - r), int(c - r)) for a, c, r in zip(low, high, rel))
                 members = np.flatnonzero(groups.reshape(-1) == g)
                 if len(members) == batch:
                     out[(slice(None), *into)] = tile[(slice(None), *take)]
@@ -681,7 +679,7 @@ def _conv_fn(conv: nn.Module, weight: Tensor, bias: Tensor | None, padding: Any)
     return apply
 
 
-def _slices(corner: np.ndarray, size: Sequence[int]) -> tuple[slice, ...]:
+def _slices(corner: np.ndarray, size: Sequence[int]) -> tuple[Any, ...]:
     return tuple(slice(int(c), int(c) + int(e)) for c, e in zip(corner, size))
 
 

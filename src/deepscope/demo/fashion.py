@@ -1,0 +1,260 @@
+"""The main journey: train a small CNN on FashionMNIST, then explain 10 random test images with four methods."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from .cpu import choose_threads, cpu_threads
+from .data import CLASSES, FashionData, load_fashion_mnist, to_inputs
+from .gallery import explain_and_save
+from .models import FashionCNN
+
+Log = Callable[[str], None]
+
+METHODS: tuple[str, ...] = ("gradcam", "saliency", "guided_gradcam", "occlusion")
+# A 4 x 4 patch is about one garment detail on a 28 x 28 image; stride 2 keeps it to 169 model calls per image.
+# The patch holds the data set's mean pixel (0 after normalisation), whichever images are in the batch.
+OPTIONS: dict[str, dict[str, object]] = {"occlusion": {"window": 4, "stride": 2, "baseline": 0.0}}
+
+
+@dataclass
+class Sample:
+    """One explained test image: its index in the test set, true and predicted class, and the overlays."""
+
+    index: int
+    label: str
+    prediction: str
+    overlays: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def correct(self) -> bool:
+        return self.label == self.prediction
+
+
+@dataclass
+class FashionResult:
+    """What ``deepscope demo`` did and where it wrote it."""
+
+    out: Path
+    source: str
+    train_size: int
+    epochs: int
+    accuracy: float
+    train_seconds: float
+    explain_seconds: float
+    model_path: Path
+    grid: Path
+    summary: Path
+    samples: list[Sample]
+    skipped: list[str]
+
+
+def train(
+    model: nn.Module,
+    images: Tensor,
+    labels: Tensor,
+    epochs: int = 1,
+    batch_size: int = 128,
+    lr: float = 0.01,
+    generator: torch.Generator | None = None,
+    progress: bool = True,
+) -> list[float]:
+    """Adam with a one-cycle learning rate over ``epochs``; the mean loss of each epoch. Leaves ``model`` in eval."""
+    inputs = to_inputs(images)
+    steps = -(-len(inputs) // batch_size)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=epochs * steps)
+    losses = []
+    model.train()
+    try:
+        for epoch in range(epochs):
+            order = torch.randperm(len(inputs), generator=generator)
+            total = 0.0
+            bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{epochs}", unit="batch", disable=not progress)
+            for step in bar:
+                batch = order[step * batch_size : (step + 1) * batch_size]
+                loss = F.cross_entropy(model(inputs[batch]), labels[batch])
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                schedule.step()
+                total += loss.item() * len(batch)
+                if step % 20 == 0:
+                    bar.set_postfix(loss=f"{loss.item():.3f}")
+            losses.append(total / len(inputs))
+    finally:
+        model.eval()
+    return losses
+
+
+@torch.no_grad()
+def predict(model: nn.Module, images: Tensor, batch_size: int = 1000, progress: bool = True) -> Tensor:
+    """The predicted class of each uint8 image ``[N, 28, 28]``."""
+    chunks = range(0, len(images), batch_size)
+    return torch.cat(
+        [
+            model(to_inputs(images[i : i + batch_size])).argmax(dim=1)
+            for i in tqdm(chunks, desc="testing", unit="batch", disable=not progress)
+        ]
+    )
+
+
+def run(
+    out: str | os.PathLike[str] = "deepscope-demo",
+    epochs: int = 1,
+    limit: int | None = None,
+    seed: int = 0,
+    samples: int = 10,
+    offline: bool = False,
+    data: str | os.PathLike[str] | None = None,
+    install: bool = True,
+    log: Log = print,
+    progress: bool = True,
+    dataset: FashionData | None = None,
+    threads: int | None = None,
+) -> FashionResult:
+    """Train :class:`FashionCNN` on FashionMNIST and explain ``samples`` random test images; write it all to ``out``.
+
+    Args:
+        out: output folder: ``model.pt`` (state dict), ``grid.png``, ``overlays/NN_method.png``, ``summary.json``.
+        epochs: passes over the training images.
+        limit: train on the first ``limit`` images of a seeded shuffle of the training set (all by default).
+        seed: seeds the initial weights, the shuffles and the choice of test images.
+        samples: how many test images to explain.
+        offline: never try to download (see :func:`deepscope.demo.data.load_fashion_mnist`).
+        data: a folder of the four FashionMNIST IDX files to use instead.
+        install: when no source works, install the Debian package if running as root with apt-get.
+        log: where messages go.
+        progress: show tqdm bars.
+        dataset: data already loaded (skips loading).
+        threads: CPU threads torch uses while the demo runs (default :func:`choose_threads`); restored after.
+    """
+    out = Path(out)
+    if epochs < 1:
+        raise ValueError(f"epochs={epochs}: train for at least 1 epoch.")
+    if limit is not None and limit < 1:
+        raise ValueError(f"limit={limit}: train on at least 1 image.")
+    if dataset is None:
+        dataset = load_fashion_mnist(folder=data, offline=offline, install=install, log=log)
+    log(f"data: {dataset.source}")
+    with cpu_threads(threads or choose_threads(), log):
+        return _journey(dataset, out, epochs, limit, seed, samples, log, progress)
+
+
+def _journey(
+    dataset: FashionData, out: Path, epochs: int, limit: int | None, seed: int, samples: int, log: Log, progress: bool
+) -> FashionResult:
+    generator = torch.Generator().manual_seed(seed)
+    train_images, train_labels = dataset.train_images, dataset.train_labels
+    if limit is not None and limit < len(train_images):
+        keep = torch.randperm(len(train_images), generator=generator)[:limit]
+        train_images, train_labels = train_images[keep], train_labels[keep]
+    log(f"training a small CNN on {len(train_images)} images for {epochs} epoch(s), seed {seed} ...")
+
+    torch.manual_seed(seed)
+    model = FashionCNN(classes=len(CLASSES))
+    start = time.perf_counter()
+    losses = train(model, train_images, train_labels, epochs=epochs, generator=generator, progress=progress)
+    train_seconds = time.perf_counter() - start
+    predictions = predict(model, dataset.test_images, progress=progress)
+    accuracy = float((predictions == dataset.test_labels).float().mean())
+    log(
+        f"trained in {train_seconds:.1f} s; final loss {losses[-1]:.3f}; "
+        f"test accuracy {accuracy:.2%} on {len(dataset.test_images)} images"
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    model_path = out / "model.pt"
+    torch.save(model.state_dict(), model_path)
+
+    count = min(samples, len(dataset.test_images))
+    chosen = torch.randperm(len(dataset.test_images), generator=generator)[:count]
+    picked = [
+        Sample(int(i), CLASSES[int(dataset.test_labels[i])], CLASSES[int(predictions[i])]) for i in chosen.tolist()
+    ]
+    titles = [f"#{s.index} label: {s.label}" for s in picked]
+    marks = [f"pred: {s.prediction} ({'correct' if s.correct else 'MISCLASSIFIED'})" for s in picked]
+    start = time.perf_counter()
+    gallery = explain_and_save(
+        model,
+        to_inputs(dataset.test_images[chosen]),
+        out,
+        METHODS,
+        titles,
+        marks,
+        options=OPTIONS,
+        class_names=CLASSES,
+        scale=4,
+        log=log,
+        progress=progress,
+    )
+    explain_seconds = time.perf_counter() - start
+    for i, sample in enumerate(picked):
+        sample.overlays = {method: str(paths[i]) for method, paths in gallery.overlays.items()}
+
+    summary = out / "summary.json"
+    result = FashionResult(
+        out=out,
+        source=dataset.source,
+        train_size=len(train_images),
+        epochs=epochs,
+        accuracy=accuracy,
+        train_seconds=train_seconds,
+        explain_seconds=explain_seconds,
+        model_path=model_path,
+        grid=gallery.grid,
+        summary=summary,
+        samples=picked,
+        skipped=gallery.skipped,
+    )
+    summary.write_text(json.dumps(_summary(result, seed, losses), indent=2) + "\n")
+    _report(result, log)
+    return result
+
+
+def _summary(result: FashionResult, seed: int, losses: list[float]) -> dict[str, object]:
+    return {
+        "data": result.source,
+        "train_images": result.train_size,
+        "epochs": result.epochs,
+        "seed": seed,
+        "epoch_losses": losses,
+        "test_accuracy": result.accuracy,
+        "train_seconds": round(result.train_seconds, 2),
+        "explain_seconds": round(result.explain_seconds, 2),
+        "model": str(result.model_path),
+        "grid": str(result.grid),
+        "methods": list(result.samples[0].overlays) if result.samples else [],
+        "skipped_methods": result.skipped,
+        "samples": [
+            {
+                "test_index": s.index,
+                "label": s.label,
+                "prediction": s.prediction,
+                "correct": s.correct,
+                "overlays": s.overlays,
+            }
+            for s in result.samples
+        ],
+    }
+
+
+def _report(result: FashionResult, log: Log) -> None:
+    wrong = [s for s in result.samples if not s.correct]
+    log(f"explained {len(result.samples)} test images, {len(wrong)} misclassified:")
+    for i, s in enumerate(result.samples):
+        verdict = "correct" if s.correct else f"MISCLASSIFIED as {s.prediction}"
+        log(f"  {i:02d}  test #{s.index:<5} {s.label:<12} {verdict}")
+    log(f"grid of every method:   {result.grid}")
+    log(f"overlays per method:    {result.out / 'overlays'}/NN_<method>.png")
+    log(f"trained model weights:  {result.model_path}  (FashionCNN state dict)")
+    log(f"summary:                {result.summary}")
