@@ -444,3 +444,24 @@ def test_normalisation_inside_the_model_is_reported():
 
     with pytest.warns(UserWarning, match="Normalise the inputs"):
         ds.explain(Normalised().eval(), images(), method="lrp")
+
+
+class _PaddedConv(nn.Conv2d):
+    """A Conv2d subclass with its own forward (TensorFlow's asymmetric "SAME" padding done by hand)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(F.pad(x, (0, 1, 0, 1)), self.weight, self.bias, self.stride)
+
+
+def test_conv_subclass_with_its_own_forward_conserves_relevance():
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        _PaddedConv(3, 4, 2, stride=2, bias=False),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(4, 3, bias=False),
+    ).eval()
+    x = torch.randn(2, 3, 9, 9)
+    e = ds.explain(model, x, method="lrp", first_rule=None, epsilon=1e-9)
+    torch.testing.assert_close(e.attribution.sum(dim=(1, 2, 3)), e.scores, rtol=1e-4, atol=1e-6)

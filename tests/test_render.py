@@ -64,3 +64,11 @@ def test_tile_pastes_a_grid():
     grid = render.tile(images, columns=2)
     assert grid.size == (8, 8)
     assert grid.getpixel((5, 1)) == (0, 128, 0) and grid.getpixel((5, 5)) == (255, 255, 255)
+
+
+def test_one_extreme_pixel_does_not_darken_the_rest():
+    heatmap = torch.full((40, 40), 1.0)
+    heatmap[0, 0] = 1000.0
+    heatmap[20:, :] = 0.0
+    values, _ = render.normalise(heatmap)
+    assert values[0, 0] == 1.0 and values[10, 10] > 0.9 and values[30, 30] == 0.0

@@ -36,17 +36,29 @@ def is_signed(heatmap: Tensor) -> bool:
     return bool(peak > 0 and heatmap.min() < -0.01 * peak)
 
 
-def normalise(heatmap: Tensor) -> tuple[np.ndarray, bool]:
-    """A map scaled to [0, 1] for a colour map: by its maximum if non-negative, symmetric around 0.5 if signed."""
+def normalise(heatmap: Tensor, percentile: float = 99.5) -> tuple[np.ndarray, bool]:
+    """A map scaled to [0, 1] for a colour map, and whether it is signed.
+
+    The scale is the ``percentile`` of the map's magnitudes, not its maximum, and values beyond it are clipped:
+    gradient maps have a few extreme pixels that would otherwise leave the rest of the picture dark (the
+    visualisation of Smilkov et al.). Non-negative maps run from their minimum to that scale; signed maps are
+    symmetric, with zero at 0.5.
+    """
     heatmap = heatmap.detach().float().cpu()
     signed = is_signed(heatmap)
-    peak = float(heatmap.abs().max())
-    if peak == 0:
+    magnitudes = heatmap.abs().flatten()
+    if magnitudes.numel() > 1_000_000:  # quantile's limit; a strided sample is plenty for a display scale
+        magnitudes = magnitudes[:: magnitudes.numel() // 1_000_000 + 1]
+    scale = float(torch.quantile(magnitudes, percentile / 100)) if magnitudes.numel() else 0.0
+    if scale == 0:
+        scale = float(magnitudes.max()) if magnitudes.numel() else 0.0
+    if scale == 0:
         return np.zeros(tuple(heatmap.shape), dtype=np.float32), signed
     if signed:
-        return (heatmap / (2 * peak) + 0.5).numpy(), signed
+        return (heatmap / (2 * scale) + 0.5).clamp(0, 1).numpy(), signed
     low = float(heatmap.min())
-    return ((heatmap - low) / (peak - low if peak > low else 1.0)).numpy(), signed
+    span = scale - low if scale > low else 1.0
+    return ((heatmap - low) / span).clamp(0, 1).numpy(), signed
 
 
 def colorize(heatmap: Tensor, cmap: str | None = None) -> np.ndarray:

@@ -328,6 +328,7 @@ def _rewrites(epsilon: float) -> dict[Callable[..., object], Callable[..., objec
 # One forward pass with the rules in place ---------------------------------------------------------------------
 
 _CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+_PLAIN_FORWARDS = {nn.Conv1d.forward, nn.Conv2d.forward, nn.Conv3d.forward, nn.Linear.forward}
 _NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 _RULES = ("epsilon", "gamma", "alpha_beta")
 _FIRST_RULES = ("zbox", "flat", "wsquare", None)
@@ -389,16 +390,30 @@ class _Propagation:
     first_layers: int = 0
     folded: int = 0
     indirect: bool = False
+    recomputing: bool = False
 
     def attach(self, hooks: probe.Hooks, model: nn.Module) -> None:
         for module in model.modules():
-            if isinstance(module, _CONVS):
-                compute = module._conv_forward
-                hooks.add(module.register_forward_hook(partial(self.layer, compute=compute, channels_first=True)))
-            elif isinstance(module, nn.Linear):
-                hooks.add(module.register_forward_hook(partial(self.layer, compute=_linear, channels_first=False)))
+            if isinstance(module, (*_CONVS, nn.Linear)):
+                channels_first = isinstance(module, _CONVS)
+                if type(module).forward in _PLAIN_FORWARDS:
+                    compute = module._conv_forward if channels_first else _linear  # type: ignore[operator]
+                else:
+                    # A subclass with its own forward (TensorFlow-style "SAME" padding, weight standardisation):
+                    # recompute through that forward, with the rule's parameters swapped in.
+                    compute = partial(self.own_forward, module)
+                hook = partial(self.layer, compute=compute, channels_first=channels_first)
+                hooks.add(module.register_forward_hook(hook))
             elif isinstance(module, _NORMS):
                 hooks.add(module.register_forward_hook(self.batch_norm))
+
+    def own_forward(self, module: nn.Module, x: Tensor, weight: Tensor | None, bias: Tensor | None) -> Tensor:
+        """``module``'s own forward with ``weight``/``bias`` in place of its parameters; our hooks stand aside."""
+        self.recomputing = True
+        try:
+            return torch.func.functional_call(module, {"weight": weight, "bias": bias}, (x,))
+        finally:
+            self.recomputing = False
 
     def layer(
         self,
@@ -409,7 +424,7 @@ class _Propagation:
         channels_first: bool,
     ) -> Tensor | None:
         x = args[0] if args else None
-        if not isinstance(x, Tensor) or not _tracked(x) or not isinstance(output, Tensor):
+        if self.recomputing or not isinstance(x, Tensor) or not _tracked(x) or not isinstance(output, Tensor):
             return None
         assert isinstance(module, (*_CONVS, nn.Linear))
         first = self.first_rule is not None and _reads_inputs(x, self.inputs)

@@ -1,0 +1,27 @@
+"""Run every benchmark in this folder, each against its peer in the same process.
+
+Run: .venv/bin/python bench/run.py [name ...]   (names: gradcam, integrated_gradients, occlusion)
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+BENCHMARKS = ["gradcam", "integrated_gradients", "occlusion"]
+
+
+def main(argv: list[str] | None = None) -> None:
+    names = (argv if argv is not None else sys.argv[1:]) or BENCHMARKS
+    unknown = sorted(set(names) - set(BENCHMARKS))
+    if unknown:
+        raise SystemExit(f"unknown benchmark(s) {unknown}; choose from {BENCHMARKS}")
+    for name in names:
+        importlib.import_module(f"bench_{name}").main([])
+
+
+if __name__ == "__main__":
+    main()
