@@ -140,11 +140,15 @@ def test_describe_documents_every_option(method):
         assert option in text
 
 
-def test_training_mode_is_kept_and_warned(images):
-    model = tiny_cnn().train()
+def test_training_mode_is_kept_and_warned_where_it_matters(images):
+    model = nn.Sequential(tiny_cnn(), nn.Dropout(0.5)).train()
     with pytest.warns(UserWarning, match="training mode"):
         ds.explain(model, images, method="saliency")
-    assert model.training
+    assert model.training and model[1].training
+    plain = tiny_cnn().train()  # no dropout or batch norm: training mode changes nothing, so no warning
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ds.explain(plain, images, method="saliency")
 
 
 def test_feature_vectors():

@@ -182,6 +182,10 @@ class Method(ABC):
 # explain() -----------------------------------------------------------------------------------------------
 
 
+# Modules that compute differently in training mode; a model in training mode without them explains the same.
+_MODE_DEPENDENT = (nn.modules.dropout._DropoutNd, nn.modules.batchnorm._BatchNorm)
+
+
 def _check_inputs(model: nn.Module, inputs: object) -> Tensor:
     if not isinstance(model, nn.Module):
         raise BadInputError(f"model must be a torch.nn.Module, not {type(model).__name__}.")
@@ -266,7 +270,7 @@ def explain(
     resolved = Target(target, x.shape[0])
     if resolved.layer is not None:
         probe.named_layer(model, resolved.layer)
-    if model.training:
+    if any(m.training and isinstance(m, _MODE_DEPENDENT) for m in model.modules()):
         warnings.warn(
             f"{type(model).__name__} is in training mode: dropout and batch statistics make explanations "
             "random and batch-dependent. Call model.eval() first (deepscope does not change the mode for you).",
