@@ -209,6 +209,17 @@ def test_irrelevant_region_gets_zero(incremental: bool) -> None:
 
 
 @pytest.mark.parametrize("incremental", MODES)
+def test_stride_past_the_window_leaves_gaps_at_zero(incremental: bool) -> None:
+    """Windows at 0, 5 and 10 (cut to 10..11) of size 2: rows and columns 2-4 and 7-9 are never hidden."""
+    model, x = geometry_cnn(), _inputs(1, 3, 12, 12)
+    e = _explain(model, x, window=2, stride=5, target=0, incremental=incremental)
+    gaps = [2, 3, 4, 7, 8, 9]
+    assert (e.heatmap[0, gaps, :] == 0).all() and (e.heatmap[0, :, gaps] == 0).all()
+    covered = e.heatmap[0][[0, 1, 5, 6, 10, 11]][:, [0, 1, 5, 6, 10, 11]]
+    assert (covered != 0).all()
+
+
+@pytest.mark.parametrize("incremental", MODES)
 def test_several_windows_average_single_runs(incremental: bool) -> None:
     model, x = geometry_cnn(), _inputs(2, 3, 24, 24)
     sizes = [4, (6, 3), 8]

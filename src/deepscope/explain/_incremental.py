@@ -8,8 +8,11 @@ the kernel needs (stride, padding and dilation respected), and stands the result
 
 Many windows run together: at each layer all windows of a batch get a box of the same size (the largest in the
 batch; a box near a border is moved inward, which only recomputes a few unchanged values), so the slices stack
-into one batch for one ``conv2d`` call. Where a layer makes the box the whole map (global pooling, a linear
-layer, an operation the engine does not know), that layer and every later one run in full, which is cheap there.
+into one batch for one ``conv2d`` call. Where the box grows to the whole map (the cone of a deep layer, global
+pooling, a linear layer, an operation the engine does not know), the layer runs in full on the batch, as in a
+plain pass. What is saved is therefore the work of the early, high-resolution layers; on resnet18 at 224x224
+with 32x32 windows the cone covers layer4 and most of layer3, which bounds the gain to about 2x in operations
+(the measured gain is larger: the early layers are also the memory-bound ones).
 
 Supported incrementally: ``Conv1d/2d`` (zero padding), ``BatchNorm1d/2d`` in eval mode (folded into the
 convolution before it), ``MaxPool1d/2d``, ``AvgPool1d/2d`` (without ``ceil_mode``), ReLU and other element-wise
@@ -176,8 +179,9 @@ class Engine:
             raise Unsupported("its output is not a single tensor")
         self.sample_output = output
         self.steps = self._plan(values)
+        self._liveness()
         self.bytes_per_input = sum(v.numel() * v.element_size() for v in values.values() if isinstance(v, Tensor))
-        self.clean: dict[torch.fx.Node, Any] = {}
+        self.clean: dict[torch.fx.Node, Any] = values  # the sample is loaded
         self._padded: dict[tuple[str, tuple[int, ...], tuple[int, ...], float], Tensor] = {}
 
     # Planning ----------------------------------------------------------------------------------------------
@@ -253,6 +257,14 @@ class Engine:
             by_node[node] = step
         self._fold_batch_norms(steps, by_node)
         return steps
+
+    def _liveness(self) -> None:
+        """Per step, the values that no later step reads, to free them after it (as a plain forward pass does)."""
+        position = {step.node: i for i, step in enumerate(self.steps)}
+        last = {step.node: max((position[u] for u in step.node.users), default=i) for i, step in enumerate(self.steps)}
+        self._last_read: list[list[torch.fx.Node]] = [[] for _ in self.steps]
+        for node, i in last.items():
+            self._last_read[i].append(node)
 
     def _spatial_shape(self, value: Any) -> tuple[int, ...] | None:
         if isinstance(value, Tensor) and value.ndim == 2 + self.d and value.shape[0] == 1:
@@ -437,9 +449,10 @@ class Engine:
 
     def load(self, inputs: Tensor) -> Tensor:
         """Run the clean ``inputs`` once, keeping every intermediate value; return the model's output."""
-        self._padded.clear()
-        self.clean = self._clean_pass(inputs)
-        self.count = inputs.shape[0]
+        loaded = self.clean.get(self.input)
+        if loaded is None or loaded.shape != inputs.shape or not torch.equal(loaded, inputs):
+            self._padded.clear()
+            self.clean = self._clean_pass(inputs)
         return self.clean[self._result()]
 
     def _padded_clean(
@@ -487,10 +500,21 @@ class Engine:
             boxes[name] = (b_lo, b_hi)
         return boxes
 
-    def cost(self, boxes: Boxes) -> np.ndarray:
-        """Per window, the box sizes of every convolution and pooling layer ([W, layers * d]), to sort by."""
-        parts = [boxes[s.node.name][1] - boxes[s.node.name][0] for s in self.steps if s.kind in ("conv", "pool")]
-        return np.concatenate(parts, axis=1) if parts else np.zeros((0, 0), dtype=np.int64)
+    def order(self, boxes: Boxes) -> np.ndarray:
+        """An order of the windows in which neighbours have boxes of alike sizes, to cut into batches.
+
+        A batch's tiles take its largest box's size, so windows go by their box heights first (summed over the
+        convolutions, weighted by their weights' size, as the work is), then by their widths: a batch of windows
+        near the top and bottom borders, whose deep boxes are cut short, is not padded to an inner window's box.
+        """
+        count = next(iter(boxes.values()))[0].shape[0]
+        convs = [s for s in self.steps if s.kind == "conv"]
+        if not convs:
+            return np.arange(count)
+        weights = np.array([self.modules[str(s.node.target)].weight.numel() for s in convs], dtype=np.float64)
+        extents = np.stack([boxes[s.node.name][1] - boxes[s.node.name][0] for s in convs], axis=1)  # [W, convs, d]
+        keys = (extents * weights[None, :, None]).sum(axis=1)  # [W, d]
+        return np.lexsort(keys.T[::-1])
 
     # Running windows ----------------------------------------------------------------------------------------
 
@@ -503,8 +527,11 @@ class Engine:
             boxes: :meth:`boxes` of these B windows.
             baseline: [N, C, *spatial], aligned with the loaded inputs.
         """
+        return self._evaluate(rows, boxes, baseline)
+
+    def _evaluate(self, rows: Tensor, boxes: Boxes, baseline: Tensor) -> Tensor:
         env: dict[torch.fx.Node, Any] = {}
-        for step in self.steps:
+        for index, step in enumerate(self.steps):
             node = step.node
             if step.kind == "const":
                 env[node] = self.clean[node]
@@ -525,6 +552,8 @@ class Engine:
                 env[node] = self._binary_op(step, env, rows, boxes[node.name])
             else:
                 env[node] = self._generic(step, env, rows)
+            for done in self._last_read[index]:
+                env.pop(done, None)  # free what no later step reads
         raise Unsupported("the graph has no output")
 
     def _tile_box(self, step: _Step, box: tuple[np.ndarray, np.ndarray]) -> tuple[tuple[int, ...], np.ndarray | None]:

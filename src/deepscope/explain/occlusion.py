@@ -53,7 +53,8 @@ def _shape(value: object, d: int, what: str) -> tuple[int, ...]:
 
 def _starts(size: int, window: int, stride: int) -> list[int]:
     """Window starts along one axis, Captum's way: the last window may stick out and is cut at the border."""
-    return [i * stride for i in range(math.ceil((size - window) / stride) + 1)]
+    steps = -(-(size - window) // stride)
+    return [i * stride for i in range(steps + 1) if i * stride < size]
 
 
 @register("occlusion")
@@ -238,9 +239,7 @@ class Occlusion(Method):
             local = np.repeat(np.arange(images.shape[0]), count)
             w_index = np.tile(np.arange(count), images.shape[0])
             boxes = engine.boxes(lo[w_index], hi[w_index])
-            # Windows whose boxes have the same sizes layer by layer go together: no batch pads a small box.
-            cost = engine.cost(boxes)
-            order = np.lexsort(cost.T[::-1]) if cost.size else np.arange(len(local))
+            order = engine.order(boxes)
             for start in range(0, len(order), batch_size):
                 pick = order[start : start + batch_size]
                 rows = torch.as_tensor(local[pick], device=x.device)
