@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 import torchvision
 from captum.attr import LayerGradCam
-from common import report, timed
+from common import report, timed_together
 from pytorch_grad_cam import GradCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
@@ -24,7 +24,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--size", type=int, default=224)
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     torch.manual_seed(0)
@@ -58,13 +58,14 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        rows = [
-            ("forward only (no grad)", timed(forward, args.repeat)),
-            ("forward + backward to the input", timed(forward_backward, args.repeat)),
-            ("deepscope gradcam", timed(ours, args.repeat)),
-            ("captum LayerGradCam + upsample", timed(captum_gradcam, args.repeat)),
-            ("pytorch-grad-cam GradCAM", timed(grad_cam_peer, args.repeat)),
-        ]
+        functions = {
+            "forward only (no grad)": forward,
+            "forward + backward to the input": forward_backward,
+            "deepscope gradcam": ours,
+            "captum LayerGradCam + upsample": captum_gradcam,
+            "pytorch-grad-cam GradCAM": grad_cam_peer,
+        }
+        rows = timed_together(functions, args.repeat)
     times = report(f"Grad-CAM, resnet18, batch {args.batch}, {args.size} px", rows, "deepscope gradcam")
     ours = times["deepscope gradcam"]
     print(f"  deepscope gradcam / forward = {ours / times['forward only (no grad)']:.2f} (goal <= 1.2)")

@@ -10,7 +10,7 @@ import argparse
 import torch
 import torchvision
 from captum.attr import IntegratedGradients
-from common import report, timed
+from common import report, timed_together
 
 import deepscope as ds
 
@@ -21,7 +21,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument("--size", type=int, default=112)
     parser.add_argument("--steps", type=int, default=32)
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     torch.manual_seed(0)
@@ -42,10 +42,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             x, baselines=torch.zeros_like(x), target=classes, n_steps=args.steps, internal_batch_size=args.batch_size
         )
 
-    rows = [
-        ("deepscope integrated_gradients", timed(ours, args.repeat)),
-        ("captum IntegratedGradients", timed(peer, args.repeat)),
-    ]
+    rows = timed_together({"deepscope integrated_gradients": ours, "captum IntegratedGradients": peer}, args.repeat)
     times = report(
         f"Integrated gradients, resnet18, batch {args.batch}, {args.size} px, {args.steps} steps, "
         f"batch_size {args.batch_size}",

@@ -3,23 +3,27 @@
 from __future__ import annotations
 
 import platform
-import statistics
 import time
 from collections.abc import Callable
 
 import torch
 
 
-def timed(fn: Callable[[], object], repeat: int = 3, warmup: int = 1) -> float:
-    """Median wall time of ``fn`` over ``repeat`` runs after ``warmup`` runs, in seconds."""
-    for _ in range(warmup):
+def timed_together(functions: dict[str, Callable[[], object]], repeat: int = 5) -> list[tuple[str, float]]:
+    """Best wall time of each function, in seconds, over ``repeat`` rounds that run them in turn.
+
+    Interleaving the rounds spreads drift in the machine's load over all of them alike, and the minimum is the
+    figure least disturbed by other work (as ``timeit`` advises). One warm-up round comes first.
+    """
+    for fn in functions.values():
         fn()
-    times = []
+    best = dict.fromkeys(functions, float("inf"))
     for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for name, fn in functions.items():
+            start = time.perf_counter()
+            fn()
+            best[name] = min(best[name], time.perf_counter() - start)
+    return list(best.items())
 
 
 def machine() -> str:
