@@ -11,9 +11,8 @@ import warnings
 
 import torch
 import torch.nn.functional as F
-import torchvision
 from captum.attr import LayerGradCam
-from common import report, timed_together
+from common import report, resnet18_batch, timed_together
 from pytorch_grad_cam import GradCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
@@ -26,12 +25,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args(argv)
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    model = torchvision.models.resnet18().eval()
-    x = torch.randn(args.batch, 3, args.size, args.size)
-    with torch.no_grad():
-        classes = model(x).argmax(1)
+    model, x, classes = resnet18_batch(args.batch, args.size)
 
     def forward() -> None:
         with torch.no_grad():

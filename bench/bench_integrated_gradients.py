@@ -8,9 +8,8 @@ from __future__ import annotations
 import argparse
 
 import torch
-import torchvision
 from captum.attr import IntegratedGradients
-from common import report, timed_together
+from common import report, resnet18_batch, timed_together
 
 import deepscope as ds
 
@@ -23,12 +22,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args(argv)
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    model = torchvision.models.resnet18().eval()
-    x = torch.randn(args.batch, 3, args.size, args.size)
-    with torch.no_grad():
-        classes = model(x).argmax(1)
+    model, x, classes = resnet18_batch(args.batch, args.size)
     captum = IntegratedGradients(model)
     results = {}
 

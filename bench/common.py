@@ -26,6 +26,19 @@ def timed_together(functions: dict[str, Callable[[], object]], repeat: int = 5) 
     return list(best.items())
 
 
+def resnet18_batch(batch: int, size: int) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
+    """One thread, fixed seed: resnet18 with random weights in eval mode, a random batch, its predicted classes."""
+    import torchvision
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18().eval()
+    x = torch.randn(batch, 3, size, size)
+    with torch.no_grad():
+        classes = model(x).argmax(1)
+    return model, x, classes
+
+
 def machine() -> str:
     return (
         f"{platform.processor() or platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} thread(s)"

@@ -97,6 +97,10 @@ def test_bad_option_values(x):
         ds.explain(model, x, method="integrated_gradients", baseline=torch.zeros(5, 5))
     with pytest.raises(ds.BadInputError, match="cannot average"):
         ds.explain(model, x, method="smoothgrad", base="gradcam")
-    with pytest.raises(ds.BadInputError, match="steps and batch_size"):
+    with pytest.raises(ds.BadInputError, match="steps=0 must be an integer of at least 1"):
         ds.explain(model, x, method="integrated_gradients", steps=0)
+    with pytest.raises(ds.BadInputError, match="samples=1 must be an integer of at least 2"):
+        ds.explain(model, x, method="lime", samples=1)
+    with pytest.raises(ds.BadInputError, match=r"batch_size=2\.5"):
+        ds.explain(model, x, method="scorecam", batch_size=2.5)
     assert hooks_left(model) == 0

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, ClassVar, TypeVar
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -136,6 +137,23 @@ class Method(ABC):
         """Compute the attribution and/or heatmap for ``self.inputs``."""
 
     # Shared machinery ------------------------------------------------------------------------------------
+
+    def count(self, name: str, minimum: int = 1) -> int:
+        """Integer option ``name``, checked to be at least ``minimum``."""
+        value = self.opts[name]
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+            raise BadInputError(f"{self.name}: {name}={value!r} must be an integer of at least {minimum}.")
+        return int(value)
+
+    def generator(self, device: torch.device | str = "cpu") -> torch.Generator:
+        """The random generator for the ``seed`` option: seeded with it, or freshly seeded when it is None."""
+        generator = torch.Generator(device=device)
+        seed = self.opts.get("seed")
+        if seed is None:
+            generator.seed()
+        else:
+            generator.manual_seed(int(seed))
+        return generator
 
     def forward(self, inputs: Tensor, hooks: probe.Hooks | None = None) -> tuple[Tensor, Tensor]:
         """Run the model; return (one target score per row, the model's output)."""

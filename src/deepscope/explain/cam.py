@@ -150,6 +150,10 @@ class ScoreCAM(CAMMethod):
     options = defaults(**CAMMethod.options, batch_size=64)
     needs_gradient = False
 
+    def attribute(self) -> Result:
+        self.count("batch_size")  # checked before the forward pass
+        return super().attribute()
+
     def cam(self, activations: Tensor, grads: Tensor | None) -> Tensor:
         x = self.inputs
         n, k = activations.shape[:2]
@@ -159,7 +163,7 @@ class ScoreCAM(CAMMethod):
         flat = masks.reshape(n, k, -1)
         low, high = flat.amin(dim=2, keepdim=True), flat.amax(dim=2, keepdim=True)
         masks = ((flat - low) / (high - low + 1e-8)).reshape(n, k, *spatial).to(x.dtype)
-        batch_size = int(self.opts["batch_size"])
+        batch_size = self.count("batch_size")
         scores = torch.empty(n, k, device=x.device)
         # One input at a time: its k masked copies run in batches; the target repeats for each copy.
         with torch.no_grad():

@@ -90,9 +90,7 @@ class IntegratedGradients(GradientMethod):
     options = defaults(baseline=0.0, steps=50, batch_size=64, reduce="sum")
 
     def attribute(self) -> Result:
-        steps, batch_size = int(self.opts["steps"]), int(self.opts["batch_size"])
-        if steps < 1 or batch_size < 1:
-            raise BadInputError("steps and batch_size must be positive integers.")
+        steps, batch_size = self.count("steps"), self.count("batch_size")
         self.clean_scores()
         x = self.inputs
         baseline = make_baseline(self.opts["baseline"], x)
@@ -132,22 +130,16 @@ class SmoothGrad(Method):
                 f"smoothgrad cannot average {self.opts['base']!r}; use a gradient method such as 'saliency', "
                 "'input_x_gradient', 'guided_backprop' or 'deconvnet'."
             )
-        samples = int(self.opts["samples"])
-        if samples < 1:
-            raise BadInputError("samples must be at least 1.")
+        samples, batch_size = self.count("samples"), self.count("batch_size")
         self.clean_scores()
         x = self.inputs
         n = x.shape[0]
         flat = x.reshape(n, -1)
         sigma = float(self.opts["noise"]) * (flat.amax(dim=1) - flat.amin(dim=1))
         sigma = sigma.view((n,) + (1,) * (x.ndim - 1))
-        generator = torch.Generator(device=x.device)
-        if self.opts["seed"] is None:
-            generator.seed()
-        else:
-            generator.manual_seed(int(self.opts["seed"]))
+        generator = self.generator(x.device)
         base = base_cls(self.model, x, self.target, None, {**base_cls.options})
-        per_chunk = max(1, int(self.opts["batch_size"]) // n)
+        per_chunk = max(1, batch_size // n)
         attribution = torch.zeros_like(x, dtype=torch.float32)
         heatmap: Tensor | None = None
         for start in range(0, samples, per_chunk):

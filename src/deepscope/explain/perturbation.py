@@ -64,17 +64,11 @@ class Lime(Method):
     )
 
     def attribute(self) -> Result:
-        samples, batch_size = int(self.opts["samples"]), int(self.opts["batch_size"])
-        if samples < 2 or batch_size < 1:
-            raise BadInputError("lime needs samples >= 2 and batch_size >= 1.")
+        samples, batch_size = self.count("samples", minimum=2), self.count("batch_size")
         self.clean_scores()
         x = self.inputs
         baseline = make_baseline(self.opts["baseline"], x)
-        generator = torch.Generator()
-        if self.opts["seed"] is None:
-            generator.seed()
-        else:
-            generator.manual_seed(int(self.opts["seed"]))
+        generator = self.generator()
         attribution = torch.zeros_like(x, dtype=torch.float32)
         for i in tqdm(range(x.shape[0]), desc="lime", disable=x.shape[0] < 4, leave=False):
             segments = self.segments(i)
@@ -104,11 +98,11 @@ class Lime(Method):
         if x.ndim == 2:
             return torch.arange(x.shape[1])
         if spec == "grid":
-            return grid_segments(spatial, int(self.opts["grid"]))
+            return grid_segments(spatial, self.count("grid"))
         if spec == "slic":
             if x.ndim != 4:
                 raise BadInputError("segments='slic' needs images (N, C, H, W).")
-            return slic_segments(x[i], int(self.opts["grid"]) ** 2)
+            return slic_segments(x[i], self.count("grid") ** 2)
         raise BadInputError(f"segments={spec!r} is not 'grid', 'slic' or a tensor of segment ids.")
 
     def perturbed_scores(self, i: int, segments: Tensor, present: Tensor, baseline: Tensor, batch_size: int) -> Tensor:
