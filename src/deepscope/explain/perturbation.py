@@ -77,7 +77,7 @@ class Lime(Method):
             present[0] = 1.0
             scores = self.perturbed_scores(i, segments, present, baseline[i], batch_size)
             coefficients = self.fit(present, scores)
-            attribution[i] = coefficients[segments.to(x.device)].expand_as(x[i])
+            attribution[i] = coefficients.to(x.device)[segments.to(x.device)].expand_as(x[i])
         heatmap = attribution[:, 0] if x.ndim > 2 else attribution
         return Result(attribution=attribution, heatmap=heatmap)
 

@@ -1,0 +1,65 @@
+"""What a training run records: small typed records, the contract between what computes them and the store.
+
+Computing code (``watch``, ``graph``, the evaluation functions) produces these; :class:`deepscope.Run` hands
+them to the store. Neither side needs to know the other.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+HistogramKind = Literal["weight", "bias", "gradient", "activation", "other"]
+
+
+@dataclass(frozen=True)
+class Scalar:
+    """One value of a series at a step (and optionally an epoch); ``value`` may be NaN or infinite."""
+
+    tag: str
+    value: float
+    step: int
+    epoch: int | None = None
+    wall_time: float | None = None
+
+
+@dataclass(frozen=True)
+class Histogram:
+    """A tensor's distribution at a step: ``counts`` over ``len(counts)`` uniform bins from ``low`` to ``high``.
+
+    ``layer`` is the module name and ``kind`` what the tensor is (weights, biases, gradients, activations), so a
+    view can group them; the summary statistics come from the whole tensor, not from the bins.
+    """
+
+    tag: str
+    step: int
+    low: float
+    high: float
+    counts: np.ndarray
+    layer: str = ""
+    kind: HistogramKind = "other"
+    mean: float = float("nan")
+    std: float = float("nan")
+    zero_fraction: float = float("nan")
+    norm: float = float("nan")
+    count: int = 0
+    nonfinite: int = 0
+    wall_time: float | None = None
+
+
+@dataclass(frozen=True)
+class Graph:
+    """A model's structure as data a dashboard can draw.
+
+    ``modules``: the module hierarchy, nodes ``{"name", "type", "parent", "params", "shape"}``.
+    ``ops``: the op-level graph, ``{"nodes": [{"name", "op", "target", "shape"}], "edges": [[src, dst], ...]}``,
+    or ``None`` with ``ops_method`` saying why (e.g. ``"unavailable: <reason>"``).
+    """
+
+    modules: list[dict[str, Any]]
+    ops: dict[str, Any] | None
+    ops_method: str
+    tag: str = "model"
+    notes: list[str] = field(default_factory=list)
