@@ -10,6 +10,7 @@ from .explain import describe, explain, methods
 from .explanation import Explanation
 from .render import compare, overlay
 from .targets import Unit
+from .track import Run
 
 __version__ = "0.1.0"
 
@@ -18,6 +19,7 @@ __all__ = [
     "DeepscopeError",
     "Explanation",
     "LayerNotFoundError",
+    "Run",
     "TargetError",
     "Unit",
     "__version__",

@@ -25,6 +25,10 @@ class TargetError(DeepscopeError):
     """A target does not name one scalar per input."""
 
 
+class StoreError(DeepscopeError):
+    """A run's store cannot be used: not ours, unreadable, read-only, full, corrupted, or in use elsewhere."""
+
+
 def close_names(name: str, names: Iterable[str], n: int = 5) -> list[str]:
     """The names closest to ``name``: by spelling first, then those sharing its last part."""
     names = list(names)

@@ -63,3 +63,30 @@ class Graph:
     ops_method: str
     tag: str = "model"
     notes: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Text:
+    """A text note at a step (a remark, a log line, a description of the run)."""
+
+    tag: str
+    text: str
+    step: int = 0
+    wall_time: float | None = None
+
+
+@dataclass(frozen=True)
+class Image:
+    """An image at a step: ``pixels`` uint8 ``[H, W]``, ``[H, W, 3]`` or ``[H, W, 4]`` (or floats in [0, 1]).
+
+    The store keeps it as a PNG file beside the run's database; reading it back gives uint8 pixels.
+    """
+
+    tag: str
+    step: int
+    pixels: np.ndarray
+    caption: str = ""
+    wall_time: float | None = None
+
+
+Record = Scalar | Histogram | Graph | Text | Image

@@ -1,0 +1,68 @@
+"""Which runs live under a directory: a scan of the file system, not a shared catalog file.
+
+A run is any directory holding a ``run.db``. Scanning needs no lock and no file that every run must update, so
+concurrent runs never contend, a crash can leave no stale entry, and runs moved, copied or deleted with ordinary
+file tools are listed correctly the next time. The cost is one ``stat`` per directory and one small read-only
+query per run (well under a millisecond each), paid by the dashboard, not by training.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import DeepscopeError
+from . import schema
+from .reader import Reader
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """One run found under a root.
+
+    Attributes:
+        name: the run directory's path relative to the root, with ``/`` separators.
+        path: the run directory.
+        status: ``"running"`` (a writer holds it), ``"finished"``, ``"failed"`` (closed by an exception),
+            ``"interrupted"`` (its writer died without closing it) or ``"unreadable"`` (see ``error``).
+        created_at: seconds since the epoch, or ``None`` if unreadable.
+        tags: tag name -> kind.
+        error: why the run could not be read, for ``"unreadable"``.
+    """
+
+    name: str
+    path: Path
+    status: str
+    created_at: float | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+    error: str | None = None
+
+
+def list_runs(root: str | os.PathLike[str]) -> list[RunSummary]:
+    """Every run under ``root`` (at any depth; a run's own directory is not searched further), sorted by name.
+
+    A run that cannot be read is listed as ``"unreadable"`` with the reason, so one damaged file does not hide
+    the others.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DeepscopeError(f"{root} is not a directory")
+    found = []
+    for directory, subdirectories, files in os.walk(root):
+        if schema.DB_NAME in files:
+            subdirectories.clear()
+            found.append(_summary(root, Path(directory)))
+        else:
+            subdirectories.sort()
+    return sorted(found, key=lambda run: run.name)
+
+
+def _summary(root: Path, run_dir: Path) -> RunSummary:
+    name = run_dir.relative_to(root).as_posix() if run_dir != root else run_dir.name
+    try:
+        with Reader(run_dir) as reader:
+            info = reader.info()
+            return RunSummary(name, run_dir, info.get("status", "unknown"), info.get("created_at"), reader.tags())
+    except DeepscopeError as e:
+        return RunSummary(name, run_dir, "unreadable", error=str(e))

@@ -1,0 +1,328 @@
+"""Read-only access to one run, safe while the run is being written (what a dashboard uses).
+
+Every query starts a new snapshot, so a reader sees each batch the writer commits (at least every
+``flush_interval``) on its next call. A query that spans several tables runs in one read transaction, so it never
+sees a batch half applied. A damaged file raises ``StoreError`` naming it; the reader never writes to a run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import BadInputError, StoreError, close_names
+from ..track.records import Graph, Histogram, Image, Text
+from . import schema
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
+
+
+@dataclass(frozen=True)
+class Series:
+    """Points of one scalar tag, in the order they were logged.
+
+    Attributes:
+        tag: the tag.
+        steps: int64 ``[n]``.
+        values: float64 ``[n]``; NaN and infinities are kept as logged.
+        epochs: int64 ``[n]``, -1 where no epoch was given.
+        wall_times: float64 ``[n]``, seconds since the epoch when each point was logged.
+        total: how many points the tag has in the requested step range; more than ``len(steps)`` when the
+            series was downsampled.
+    """
+
+    tag: str
+    steps: np.ndarray
+    values: np.ndarray
+    epochs: np.ndarray
+    wall_times: np.ndarray
+    total: int
+
+    def __len__(self) -> int:
+        return len(self.steps)
+
+    @property
+    def downsampled(self) -> bool:
+        return len(self.steps) < self.total
+
+
+class Reader:
+    """One run, read-only: its info, config, tags and records.
+
+    Args:
+        path: the run directory (or its ``run.db``).
+
+    A ``Reader`` may be shared between threads (a web server's workers): calls are serialised.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        given = Path(path)
+        self.db = given if given.name == schema.DB_NAME and given.is_file() else schema.db_path(given)
+        self.path = self.db.parent
+        if not self.db.is_file():
+            raise StoreError(f"no deepscope run at {given}: there is no {self.db}")
+        self._conn = schema.connect_readonly(self.db)
+        self._lock = threading.Lock()
+        try:
+            current = schema.version(self._conn, self.db)
+        except BaseException:
+            self._conn.close()
+            raise
+        if current != schema.SCHEMA_VERSION:
+            self._conn.close()
+            if current == 0:
+                raise StoreError(f"{self.db} is empty: its run stopped before writing anything")
+            raise StoreError(
+                f"{self.db} has schema version {current}; this deepscope reads version {schema.SCHEMA_VERSION}. "
+                "Open it once with deepscope.Run(path, resume=True) to bring it up to date"
+            )
+
+    # ---- what the run is ----------------------------------------------------------------------------------------
+
+    def info(self) -> dict[str, Any]:
+        """The run's name, creation time, host, pid and status; ``status`` is ``"running"`` only while a writer
+        holds the run (a run whose writer died says ``"interrupted"``)."""
+        with self._reading():
+            info = {key: json.loads(value) for key, value in self._conn.execute("SELECT key, value FROM run_info")}
+        if info.get("status") == "running" and not writer_alive(self.path):
+            info["status"] = "interrupted"
+        return info
+
+    def config(self) -> dict[str, Any]:
+        """The run's configuration (hyperparameters), as logged."""
+        with self._reading():
+            return {key: json.loads(value) for key, value in self._conn.execute("SELECT key, value FROM config")}
+
+    def tags(self, kind: str | None = None) -> dict[str, str]:
+        """Every tag and its kind (``"scalar"``, ``"histogram"``, ``"graph"``, ``"text"``, ``"image"``), by name."""
+        with self._reading():
+            rows = self._conn.execute("SELECT name, kind FROM tags ORDER BY name").fetchall()
+        return {name: k for name, k in rows if kind is None or k == kind}
+
+    # ---- scalars ------------------------------------------------------------------------------------------------
+
+    def scalars(
+        self, tag: str, start: int | None = None, end: int | None = None, max_points: int | None = None
+    ) -> Series:
+        """The points of a scalar tag with ``start <= step <= end`` (either bound optional), in the order logged.
+
+        With ``max_points``, a longer series is downsampled to at most that many points by :func:`downsample`
+        (per step bucket its minimum and maximum, plus the first and last points), over the requested range: ask
+        again with a narrower range to zoom in.
+        """
+        tag_id = self._tag_id(tag, "scalar")
+        where, bounds = "", []
+        if start is not None:
+            where += " AND step_max >= ?"
+            bounds.append(int(start))
+        if end is not None:
+            where += " AND step_min <= ?"
+            bounds.append(int(end))
+        with self._reading():
+            self._conn.execute("BEGIN")  # chunks and rows from one snapshot: the writer moves rows into chunks
+            try:
+                chunks = self._conn.execute(
+                    f"SELECT steps, vals, epochs, wall_times FROM scalar_chunks WHERE tag_id = ?{where} ORDER BY id",
+                    (tag_id, *bounds),
+                ).fetchall()
+                rows = self._conn.execute(
+                    "SELECT step, value, coalesce(epoch, -1), wall_time FROM scalars WHERE tag_id = ? ORDER BY rowid",
+                    (tag_id,),
+                ).fetchall()
+            finally:
+                self._conn.execute("COMMIT")
+        columns = []
+        for k, dtype in enumerate((np.int64, np.float64, np.int64, np.float64)):
+            packed = [np.frombuffer(chunk[k], dtype=np.dtype(dtype).newbyteorder("<")) for chunk in chunks]
+            loose = np.array([row[k] for row in rows], dtype=dtype)  # NULL (a NaN) reads as NaN
+            columns.append(np.concatenate((*packed, loose)).astype(dtype, copy=False))
+        steps, values, epochs, walls = columns
+        if start is not None or end is not None:
+            keep = np.ones(len(steps), dtype=bool)
+            if start is not None:
+                keep &= steps >= start
+            if end is not None:
+                keep &= steps <= end
+            steps, values, epochs, walls = steps[keep], values[keep], epochs[keep], walls[keep]
+        total = len(steps)
+        if max_points is not None and total > max_points:
+            kept = downsample(steps, values, max_points)
+            steps, values, epochs, walls = steps[kept], values[kept], epochs[kept], walls[kept]
+        return Series(tag, steps, values, epochs, walls, total)
+
+    # ---- everything else ----------------------------------------------------------------------------------------
+
+    def records(
+        self, tag: str, start: int | None = None, end: int | None = None
+    ) -> list[Histogram | Graph | Text | Image]:
+        """The records of a non-scalar tag with ``start <= step <= end``, in the order logged.
+
+        Histograms come back as :class:`Histogram` (counts with the dtype they were logged with), graphs as
+        :class:`Graph`, notes as :class:`Text`, images as :class:`Image` with uint8 pixels read from their file.
+        """
+        kind = self.tags().get(tag)
+        if kind == "scalar":
+            raise BadInputError(f"{tag!r} holds scalars: read it with Reader.scalars({tag!r})")
+        tag_id = self._tag_id(tag, kind)
+        table, key = ("histograms", "id") if kind == "histogram" else ("objects", "id")
+        where, bounds = "", []
+        if start is not None:
+            where += " AND step >= ?"
+            bounds.append(int(start))
+        if end is not None:
+            where += " AND step <= ?"
+            bounds.append(int(end))
+        with self._reading():
+            cursor = self._conn.execute(
+                f"SELECT * FROM {table} WHERE tag_id = ?{where} ORDER BY {key}", (tag_id, *bounds)
+            )
+            names = [d[0] for d in cursor.description]
+            rows = [dict(zip(names, row)) for row in cursor.fetchall()]
+        return [self._record(tag, kind, row) for row in rows]
+
+    def _record(self, tag: str, kind: str | None, row: dict[str, Any]) -> Histogram | Graph | Text | Image:
+        if kind == "histogram":
+            return Histogram(
+                tag=tag,
+                step=row["step"],
+                low=_real(row["low"]),
+                high=_real(row["high"]),
+                counts=np.frombuffer(row["counts"], dtype=row["counts_dtype"]),
+                layer=row["layer"],
+                kind=row["kind"],
+                mean=_real(row["mean"]),
+                std=_real(row["std"]),
+                zero_fraction=_real(row["zero_fraction"]),
+                norm=_real(row["norm"]),
+                count=row["count"],
+                nonfinite=row["nonfinite"],
+                wall_time=row["wall_time"],
+            )
+        data = json.loads(row["data"])
+        if kind == "graph":
+            return Graph(data["modules"], data["ops"], data["ops_method"], tag=tag, notes=data["notes"])
+        if kind == "text":
+            return Text(tag, data["text"], step=row["step"], wall_time=row["wall_time"])
+        if kind == "image":
+            from PIL import Image as PILImage
+
+            file = self.path / row["file"]
+            try:
+                with PILImage.open(file) as image:
+                    pixels = np.asarray(image)
+            except OSError as e:
+                raise StoreError(f"{file}, an image of {tag!r} at step {row['step']}, cannot be read: {e}") from e
+            return Image(tag, row["step"], pixels, caption=data["caption"], wall_time=row["wall_time"])
+        raise StoreError(f"{self.db}: tag {tag!r} has kind {kind!r}, which this deepscope cannot read")
+
+    # ---- plumbing -----------------------------------------------------------------------------------------------
+
+    def _tag_id(self, tag: str, kind: str | None) -> int:
+        with self._reading():
+            row = self._conn.execute("SELECT id, kind FROM tags WHERE name = ?", (tag,)).fetchone()
+        if row is None:
+            names = list(self.tags())
+            hint = close_names(tag, names)
+            raise BadInputError(
+                f"{self.path} has no tag {tag!r}"
+                + (f"; close names: {', '.join(map(repr, hint))}" if hint else f"; it has {len(names)} tags")
+            )
+        if kind is not None and row[1] != kind:
+            raise BadInputError(f"{tag!r} holds {row[1]} records, not {kind} records")
+        return int(row[0])
+
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[None]:
+        with self._lock:
+            try:
+                yield
+            except sqlite3.DatabaseError as e:
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
+                raise StoreError(f"{self.db} cannot be read ({e}); it was left untouched") from e
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def __enter__(self) -> Reader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Reader({str(self.path)!r})"
+
+
+def downsample(steps: np.ndarray, values: np.ndarray, max_points: int) -> np.ndarray:
+    """Indices of at most ``max_points`` points that keep the shape of a series, ascending.
+
+    The step range is cut into equal buckets; each keeps its lowest and highest value (infinities included), its
+    first NaN if it has one, and the series keeps its first and last points. A spike therefore survives any
+    zoom level, unlike with averaging or striding. ``steps`` need not be sorted (a restarted loop).
+
+    Args:
+        steps: int ``[n]``.
+        values: float ``[n]``.
+        max_points: at least 4.
+    """
+    n = len(steps)
+    if max_points < 4:
+        raise BadInputError(f"max_points must be at least 4, not {max_points}")
+    if n <= max_points:
+        return np.arange(n)
+    nan = np.isnan(values)
+    buckets = max(1, (max_points - 2) // (3 if nan.any() else 2))
+    order = None
+    if (np.diff(steps) < 0).any():
+        order = np.argsort(steps, kind="stable")
+        steps, values, nan = steps[order], values[order], nan[order]
+    low, high = int(steps[0]), int(steps[-1])
+    span = high - low + 1
+    bucket = ((steps - low).astype(np.float64) * (buckets / span)).astype(np.int64)
+    starts = np.flatnonzero(np.diff(bucket, prepend=-1))
+    sizes = np.diff(starts, append=n)
+    keep = [np.array([0, n - 1])]
+    for fill, reduce in ((np.inf, np.minimum), (-np.inf, np.maximum)):
+        filled = np.where(nan, fill, values)
+        extreme = reduce.reduceat(filled, starts)
+        hit = np.flatnonzero(filled == np.repeat(extreme, sizes))
+        keep.append(hit[np.unique(bucket[hit], return_index=True)[1]])  # the first hit of each bucket
+    if nan.any():
+        where = np.flatnonzero(nan)
+        keep.append(where[np.unique(bucket[where], return_index=True)[1]])
+    kept = np.unique(np.concatenate(keep))
+    return kept if order is None else np.sort(order[kept])
+
+
+def writer_alive(run_dir: Path) -> bool:
+    """Whether some process holds the run's writer lock right now (without taking it for more than a moment)."""
+    path = run_dir / schema.LOCK_NAME
+    if fcntl is None or not path.exists():  # pragma: no cover - without locks, trust the stored status
+        return fcntl is None
+    try:
+        with open(path) as handle:
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+            return False
+    except OSError:
+        return False
+
+
+def _real(value: float | None) -> float:
+    return float("nan") if value is None else float(value)

@@ -1,0 +1,504 @@
+"""``deepscope.Run``: a training run that logs scalars, histograms, graphs, notes and images into the store.
+
+The training thread only checks and queues what it is given; a background writer puts it on disk in batches (see
+:mod:`deepscope.store.writer`). A run is closed by ``close()``, by leaving its ``with`` block, or, if forgotten, when
+it is garbage-collected or the interpreter exits (``weakref.finalize``): whatever was logged is written then.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import numbers
+import os
+import time
+import warnings
+import weakref
+from collections.abc import Iterable, Iterator, Mapping, MutableMapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from ..errors import BadInputError, StoreError
+from ..store.writer import DeferredScalars, ScalarBatch, SetValue, Writer
+from .records import Graph, Histogram, Image, Record, Scalar, Text
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from .watch import Watcher
+
+_KIND = {Scalar: "scalar", Histogram: "histogram", Graph: "graph", Text: "text", Image: "image"}
+_LIVE: weakref.WeakSet[Run] = weakref.WeakSet()
+
+
+class Run:
+    """A training run in the embedded store; a context manager.
+
+    >>> with ds.Run("runs/fmnist-relu", config={"lr": 1e-3}) as run:
+    ...     run.watch(model, every=100)
+    ...     for step, (x, y) in enumerate(loader):
+    ...         ...
+    ...         run.log({"train/loss": loss, "train/acc": acc}, step=step)
+    ...     run.log({"val/loss": vl, "val/acc": va}, epoch=epoch)
+
+    Args:
+        path: the run's directory, created if missing (with its parents). It must be new, empty, or (with
+            ``resume=True``) an earlier deepscope run; any other directory is refused untouched.
+        config: hyperparameters and settings, stored with the run; also ``run.config[key] = value`` later.
+        resume: add to the run already at ``path`` (steps continue from the last ones stored).
+        flush_interval: the longest time, in seconds, that a logged value waits before it is committed to disk.
+        max_pending: how many values may wait in memory for the writer; beyond that, logging waits for the
+            writer (it never drops a value).
+
+    Raises:
+        StoreError: ``path`` is not ours, cannot be written, holds a corrupted or newer database, or is being
+            written by another process.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        config: Mapping[str, Any] | None = None,
+        *,
+        resume: bool = False,
+        flush_interval: float = 2.0,
+        max_pending: int = 100_000,
+    ) -> None:
+        self.path = Path(path)
+        self.name = self.path.name
+        self._writer = Writer(self.path, resume=resume, flush_interval=flush_interval, max_pending=max_pending)
+        state = self._writer.state
+        self._kinds: dict[str, str] = dict(state.kinds)
+        self._last: dict[str, int] = dict(state.last_steps)
+        self._warned: set[str] = set()
+        self._watchers: list[Watcher] = []
+        self._closed: str | None = None  # why this run takes no more values, once it does not
+        self._pid = os.getpid()
+        self.config = Config(self._writer, state.config)
+        self._finalizer = weakref.finalize(self, _close_forgotten, self._writer, self._watchers)
+        _LIVE.add(self)
+        if config is not None:
+            self.config.update(config)
+
+    # ---- logging ------------------------------------------------------------------------------------------------
+
+    def log(self, values: Mapping[str, Any], step: int | None = None, epoch: int | None = None) -> None:
+        """Log scalars: ``{"train/loss": loss, "train/acc": acc}`` at one step (and optionally one epoch).
+
+        Values may be Python or NumPy numbers, or one-element tensors; NaN and infinities are stored as such.
+        Tensors on a CUDA device are copied to the host without making this call wait for the GPU. Without
+        ``step``, each tag continues from its own last step (0 for a new tag). A step smaller than the tag's last
+        one is kept, with a warning (once per tag): a restarted loop. The wall time is recorded for every value.
+        """
+        if self._closed is not None:
+            raise StoreError(self._closed)
+        wall = time.time()
+        if step is not None and (type(step) is not int or step < 0):
+            step = _whole(step, "step")
+        if epoch is None:
+            epoch = -1
+        elif type(epoch) is not int or epoch < 0:
+            epoch = _whole(epoch, "epoch")
+        if type(values) is not dict and not isinstance(values, Mapping):
+            raise BadInputError(
+                f"run.log takes a mapping of tag to value, e.g. run.log({{'loss': 0.3}}), not {type(values).__name__}"
+            )
+        kinds, last = self._kinds, self._last
+        checked: list[tuple[str, Any]] = []
+        on_gpu: list[tuple[str, torch.Tensor]] = []
+        for tag, value in values.items():  # check everything before changing anything: a call is all or nothing
+            if kinds.get(tag) != "scalar":
+                self._check_tag(tag, "scalar")
+            kind = type(value)
+            if kind is float:
+                checked.append((tag, value))
+            elif kind is int:
+                checked.append((tag, float(value)))
+            elif (
+                isinstance(value, torch.Tensor)
+                and value.device.type == "cuda"
+                and value.numel() == 1
+                and not value.is_complex()
+            ):
+                on_gpu.append((tag, value))
+            else:
+                checked.append((tag, _number(tag, value)))
+        rows: list[Any] = []
+        for tag, value in checked:
+            previous = last.get(tag)
+            if previous is None:
+                kinds[tag] = "scalar"
+                at = 0 if step is None else step
+            elif step is None:
+                at = previous + 1
+            else:
+                at = step
+                if at < previous and tag not in self._warned:
+                    self._warn_backwards(tag, previous, at)
+            last[tag] = at
+            rows.append((tag, at, epoch, wall, value))
+        if on_gpu:
+            rows.append(_copy_from_gpu(on_gpu, [self._step(tag, step, "scalar") for tag, _ in on_gpu], epoch, wall))
+        self._writer.put(rows, len(values))
+
+    def log_series(
+        self,
+        tag: str,
+        steps: Sequence[int] | np.ndarray,
+        values: Sequence[float] | np.ndarray,
+        epochs: Sequence[int] | np.ndarray | None = None,
+        wall_times: Sequence[float] | np.ndarray | None = None,
+    ) -> None:
+        """Log many points of one scalar tag at once (an import, a metric computed after the fact).
+
+        ``epochs`` uses -1 for "none"; ``wall_times`` defaults to now for every point.
+        """
+        if self._closed is not None:
+            raise StoreError(self._closed)
+        self._check_tag(tag, "scalar")
+        steps_array = np.asarray(steps)
+        n = len(steps_array)
+        if steps_array.ndim != 1 or not (np.issubdtype(steps_array.dtype, np.integer) or n == 0):
+            raise BadInputError(f"log_series({tag!r}): steps must be a 1-D sequence of whole numbers")
+        columns = {
+            "values": np.asarray(values, dtype=np.float64),
+            "epochs": np.full(n, -1, dtype=np.int64) if epochs is None else np.asarray(epochs, dtype=np.int64),
+            "wall_times": np.full(n, time.time()) if wall_times is None else np.asarray(wall_times, np.float64),
+        }
+        for name, column in columns.items():
+            if column.shape != (n,):
+                raise BadInputError(f"log_series({tag!r}): {name} has shape {column.shape}, steps has ({n},)")
+        if n == 0:
+            return
+        steps_array = steps_array.astype(np.int64)
+        previous = self._last.get(tag)
+        drops = np.flatnonzero(np.diff(steps_array) < 0)
+        if tag not in self._warned:
+            if previous is not None and steps_array[0] < previous:
+                self._warn_backwards(tag, previous, int(steps_array[0]))
+            elif len(drops):
+                self._warn_backwards(tag, int(steps_array[drops[0]]), int(steps_array[drops[0] + 1]))
+        self._kinds[tag] = "scalar"
+        self._last[tag] = int(steps_array[-1])
+        self._writer.put([ScalarBatch(tag, steps_array, **columns)], n)
+
+    def log_records(self, records: Iterable[Record]) -> None:
+        """Log records made elsewhere (by :class:`~deepscope.track.watch.Watcher`, ``model_graph``, ...).
+
+        Accepts :class:`Scalar`, :class:`Histogram`, :class:`Graph`, :class:`Text` and :class:`Image`. A tag keeps
+        the kind it was first logged with: logging another kind under it is an error.
+        """
+        if self._closed is not None:
+            raise StoreError(self._closed)
+        now = time.time()
+        checked: list[Record] = []
+        new_tags: dict[str, str] = {}  # tags first seen in this call, so that two kinds cannot both claim one
+        for record in records:
+            kind = _KIND.get(type(record))
+            if kind is None:
+                raise BadInputError(
+                    f"cannot log a {type(record).__name__}; log_records takes {', '.join(t.__name__ for t in _KIND)}"
+                )
+            self._check_tag(record.tag, kind)
+            if new_tags.setdefault(record.tag, kind) != kind:
+                raise BadInputError(f"tag {record.tag!r} is given both {new_tags[record.tag]} and {kind} records")
+            checked.append(_checked(record, now))
+        items: list[Any] = []
+        weight = 0
+        for record in checked:
+            if isinstance(record, Scalar):
+                epoch = -1 if record.epoch is None else record.epoch
+                step = self._step(record.tag, record.step, "scalar")
+                items.append((record.tag, step, epoch, record.wall_time, record.value))
+                weight += 1
+            else:
+                if not isinstance(record, Graph):
+                    self._step(record.tag, record.step, _KIND[type(record)])
+                else:
+                    self._kinds[record.tag] = "graph"
+                items.append(record)
+                weight += 1 + (record.counts.size // 64 if isinstance(record, Histogram) else 0)
+        self._writer.put(items, weight)
+
+    def note(self, text: str, step: int | None = None, tag: str = "notes") -> None:
+        """Store a text note (a remark on the run, a description); ``step`` continues the tag's own count."""
+        if not isinstance(text, str):
+            raise BadInputError(f"run.note takes a str, not {type(text).__name__}")
+        if step is None:
+            step = self._last.get(tag, -1) + 1
+        self.log_records([Text(tag, text, step=step)])
+
+    # ---- what other modules compute ----------------------------------------------------------------------------
+
+    def watch(self, model: nn.Module, every: int = 100, **options: Any) -> Watcher:
+        """Record histograms of ``model``'s weights, biases, gradients and activations every ``every`` steps.
+
+        ``options`` go to :class:`deepscope.track.watch.Watcher` (``kinds``, ``bins``, ``optimizer``). The watcher
+        is removed (its last step written) when the run closes; ``watcher.remove()`` stops it earlier.
+        """
+        if self._closed is not None:
+            raise StoreError(self._closed)
+        from .watch import Watcher
+
+        watcher = Watcher(model, every, sink=self.log_records, **options)
+        self._watchers.append(watcher)
+        return watcher
+
+    def graph(self, model: nn.Module, example: Any, tag: str = "model") -> Graph:
+        """Store ``model``'s module hierarchy and op-level graph (traced on ``example``) and return it."""
+        from .graph import model_graph
+
+        graph = model_graph(model, example, tag=tag)
+        self.log_records([graph])
+        return graph
+
+    # ---- lifetime -----------------------------------------------------------------------------------------------
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Wait until everything logged so far is on disk (readers see it)."""
+        self._writer.flush(timeout)
+
+    def close(self, status: str = "finished") -> None:
+        """Remove the watchers, write everything still queued, and release the run. Safe to call twice."""
+        if os.getpid() != self._pid:  # a forked child: the run is its parent's
+            return
+        if self._closed is not None and self._writer.closed:
+            self._writer.close(status)  # re-raises a write error, else returns
+            return
+        try:
+            _remove_watchers(self._watchers)  # their last recorded step still goes through log_records
+        finally:
+            self._closed = f"the run at {self.path} is closed; open it again with resume=True to add to it"
+            self._finalizer.detach()
+            self._writer.close(status)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed is not None
+
+    def __enter__(self) -> Run:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, _tb: object) -> None:
+        if kind is not None and not self.closed:
+            self.note(f"{kind.__name__}: {error}", tag="run/error")
+        self.close("failed" if kind is not None else "finished")
+
+    def __repr__(self) -> str:
+        return f"Run({str(self.path)!r}{', closed' if self.closed else ''})"
+
+    # ---- checks -------------------------------------------------------------------------------------------------
+
+    def _check_tag(self, tag: object, kind: str) -> None:
+        if not isinstance(tag, str) or not tag.strip():
+            raise BadInputError(f"a tag is a non-empty str such as 'train/loss', not {tag!r}")
+        known = self._kinds.get(tag)
+        if known is not None and known != kind:
+            raise BadInputError(
+                f"tag {tag!r} holds {known} values; it cannot take a {kind}. Log the {kind} under another tag, "
+                f"e.g. {tag + '/' + kind!r}"
+            )
+
+    def _step(self, tag: str, step: int | None, kind: str) -> int:
+        previous = self._last.get(tag)
+        if previous is None:
+            self._kinds[tag] = kind
+            step = 0 if step is None else step
+        elif step is None:
+            step = previous + 1
+        elif step < previous and tag not in self._warned:
+            self._warn_backwards(tag, previous, step, depth=4)
+        self._last[tag] = step
+        return step
+
+    def _warn_backwards(self, tag: str, previous: int, step: int, depth: int = 3) -> None:
+        self._warned.add(tag)
+        warnings.warn(
+            f"tag {tag!r}: step {step} after step {previous}: the steps went backwards (a restarted loop?). Every "
+            "point is kept, in the order logged; this is said once per tag.",
+            UserWarning,
+            stacklevel=depth,  # the user's call
+        )
+
+
+class Config(MutableMapping[str, Any]):
+    """A run's configuration: a dict whose changes are written to the store.
+
+    Values are kept as JSON: numbers, strings, booleans, ``None``, lists and dicts of these; tensors and NumPy
+    arrays become lists, paths strings, and any other object its ``str()``.
+    """
+
+    def __init__(self, writer: Writer, stored: dict[str, Any]) -> None:
+        self._writer = writer
+        self._values = dict(stored)
+
+    def __getitem__(self, key: str) -> Any:
+        return self._values[key]
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        if not isinstance(key, str):
+            raise BadInputError(f"config keys are str, not {type(key).__name__} ({key!r})")
+        value = _plain(value)
+        self._writer.put([SetValue("config", key, json.dumps(value))], 1)
+        self._values[key] = value
+
+    def __delitem__(self, key: str) -> None:
+        del self._values[key]
+        self._writer.put([SetValue("config", key, None)], 1)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __repr__(self) -> str:
+        return f"Config({self._values!r})"
+
+
+def _number(tag: str, value: object) -> float:
+    """A loggable value as a float, or a clear error."""
+    if isinstance(value, torch.Tensor):
+        if value.numel() != 1:
+            raise BadInputError(
+                f"{tag!r}: a scalar is one number, but this tensor has shape {list(value.shape)}. Reduce it "
+                "(.mean(), .norm()) or log its distribution with Watcher / a Histogram record"
+            )
+        if value.is_complex():
+            raise BadInputError(f"{tag!r}: a complex tensor is not a scalar; log its .abs() or .real")
+        return float(value.item())
+    if isinstance(value, np.ndarray) and value.size == 1 and value.dtype.kind in "biuf":
+        return float(value.reshape(()))
+    if isinstance(value, numbers.Real):
+        return float(value)
+    raise BadInputError(
+        f"{tag!r}: cannot log a {type(value).__name__} ({value!r:.60}) as a scalar; log numbers or one-element "
+        "tensors (text goes to run.note)"
+    )
+
+
+def _whole(value: object, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or int(value) < 0:
+        raise BadInputError(f"{name} must be a whole number >= 0, not {value!r}")
+    return int(value)
+
+
+def _copy_from_gpu(items: list[tuple[str, torch.Tensor]], steps: list[int], epoch: int, wall: float) -> Any:
+    """Queue one device-to-host copy recorded by an event: the writer thread waits for it, training does not.
+
+    The values are stacked first (a new tensor, in stream order), so changing the logged tensors in place
+    afterwards cannot change what is stored. Tensors spread over several GPUs in one call are read at once.
+    """
+    tags = [tag for tag, _ in items]
+    devices = {tensor.device for _, tensor in items}
+    if len(devices) > 1:
+        values = torch.tensor([_number(tag, tensor) for tag, tensor in items], dtype=torch.float64)
+        return DeferredScalars(tags, steps, epoch, wall, values, _Done())
+    (device,) = devices
+    with torch.no_grad():
+        stacked = torch.stack([tensor.detach().reshape(()).to(torch.float64) for _, tensor in items])
+    host = torch.empty(stacked.shape, dtype=torch.float64, pin_memory=True)
+    host.copy_(stacked, non_blocking=True)
+    event = torch.cuda.Event()
+    event.record(torch.cuda.current_stream(device))
+    return DeferredScalars(tags, steps, epoch, wall, host, event)
+
+
+class _Done:
+    """An event that has already happened."""
+
+    def synchronize(self) -> None:
+        pass
+
+
+def _checked(record: Record, now: float) -> Record:
+    """``record`` with its fields checked and normalised (wall time filled in, pixels as uint8)."""
+    if isinstance(record, Graph):
+        return record
+    if not isinstance(record.step, numbers.Integral) or isinstance(record.step, bool) or record.step < 0:
+        raise BadInputError(f"{record.tag!r}: step must be a whole number >= 0, not {record.step!r}")
+    changes: dict[str, Any] = {}
+    if record.wall_time is None:
+        changes["wall_time"] = now
+    if isinstance(record, Scalar):
+        changes["value"] = _number(record.tag, record.value)
+        if record.epoch is not None:
+            changes["epoch"] = _whole(record.epoch, "epoch")
+    elif isinstance(record, Histogram):
+        counts = np.asarray(record.counts)
+        if counts.ndim != 1 or counts.dtype.kind not in "iuf":
+            raise BadInputError(
+                f"{record.tag!r}: histogram counts must be a 1-D numeric array, not {counts.dtype} {counts.shape}"
+            )
+        changes["counts"] = counts
+    elif isinstance(record, Text):
+        if not isinstance(record.text, str):
+            raise BadInputError(f"{record.tag!r}: Text.text must be a str, not {type(record.text).__name__}")
+    elif isinstance(record, Image):
+        changes["pixels"] = _pixels(record.tag, record.pixels)
+    return dataclasses.replace(record, **changes) if changes else record
+
+
+def _pixels(tag: str, pixels: object) -> np.ndarray:
+    array = pixels.detach().cpu().numpy() if isinstance(pixels, torch.Tensor) else np.asarray(pixels)
+    shape_ok = array.ndim == 2 or (array.ndim == 3 and array.shape[2] in (1, 3, 4))
+    if not shape_ok:
+        raise BadInputError(f"{tag!r}: an image is [H, W], [H, W, 3] or [H, W, 4] (channels last), not {array.shape}")
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[:, :, 0]
+    if array.dtype == np.uint8:
+        return np.ascontiguousarray(array)
+    if array.dtype.kind == "f":
+        if not np.isfinite(array).all() or array.min() < 0 or array.max() > 1:
+            raise BadInputError(f"{tag!r}: float pixels must lie in [0, 1]; scale them, or pass uint8")
+        return np.round(array * 255).astype(np.uint8)
+    raise BadInputError(f"{tag!r}: pixels must be uint8 or float in [0, 1], not {array.dtype}")
+
+
+def _plain(value: Any) -> Any:
+    """``value`` as JSON-compatible data (see :class:`Config`)."""
+    if value is None or isinstance(value, str | bool | int):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    if isinstance(value, torch.Tensor | np.ndarray | np.generic):
+        return _plain(value.tolist())
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_plain(v) for v in value]
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    return str(value)
+
+
+def _remove_watchers(watchers: list[Watcher]) -> None:
+    try:
+        while watchers:
+            watchers.pop().remove()
+    finally:
+        watchers.clear()
+
+
+def _close_forgotten(writer: Writer, watchers: list[Watcher]) -> None:
+    """What a forgotten ``close()`` does, at garbage collection or interpreter exit: store everything logged."""
+    try:
+        _remove_watchers(watchers)
+    finally:
+        writer.close("finished")
+
+
+def _after_fork_in_child() -> None:
+    # The writer thread does not exist in a forked child (a DataLoader worker): refuse to log there rather than
+    # queue values nobody will write, and never let the child's exit touch the parent's run.
+    for run in list(_LIVE):
+        run._closed = f"the run at {run.path} belongs to process {os.getppid()}; log from that process"
+        run._finalizer.detach()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

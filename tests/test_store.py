@@ -1,0 +1,382 @@
+"""The embedded store: schema and migrations, crash safety, live reading, downsampling, and refusing bad files."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+import pytest
+
+import deepscope as ds
+from deepscope.errors import StoreError
+from deepscope.store import Reader, downsample, list_runs, schema
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def integrity(path: Path) -> str:
+    with sqlite3.connect(path) as conn:
+        return conn.execute("PRAGMA integrity_check").fetchone()[0]
+
+
+def small_run(path: Path, points: int = 10) -> Path:
+    with ds.Run(path) as run:
+        for i in range(points):
+            run.log({"loss": 1.0 / (i + 1)}, step=i)
+    return path
+
+
+# ---- schema ------------------------------------------------------------------------------------------------------
+
+
+def test_new_run_has_schema_version_migrations_and_wal(tmp_path):
+    with ds.Run(tmp_path / "r") as run:
+        run.log({"a": 1.0})
+        run.flush()
+        conn = sqlite3.connect(tmp_path / "r" / "run.db")
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert conn.execute("PRAGMA application_id").fetchone()[0] == schema.APPLICATION_ID
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == schema.SCHEMA_VERSION
+        versions = [row[0] for row in conn.execute("SELECT version FROM migrations ORDER BY version")]
+        assert versions == list(range(1, schema.SCHEMA_VERSION + 1))
+        conn.close()
+
+
+def test_migration_runs_on_resume_and_older_readers_refuse_the_newer_file(tmp_path, monkeypatch):
+    path = small_run(tmp_path / "r")
+    step = schema.Migration(schema.SCHEMA_VERSION + 1, "test: an extra table", "CREATE TABLE extra (x INTEGER)")
+    with monkeypatch.context() as m:
+        m.setattr(schema, "MIGRATIONS", (*schema.MIGRATIONS, step))
+        m.setattr(schema, "SCHEMA_VERSION", step.version)
+        with ds.Run(path, resume=True) as run:
+            run.log({"loss": 0.0})
+        with Reader(path) as reader:  # a reader of the same version reads the migrated run, old data included
+            assert len(reader.scalars("loss")) == 11
+    conn = sqlite3.connect(path / "run.db")
+    assert conn.execute("SELECT name FROM migrations WHERE version = ?", (step.version,)).fetchone() == (step.name,)
+    assert conn.execute("SELECT count(*) FROM extra").fetchone() == (0,)
+    conn.close()
+    before = digest(path / "run.db")
+    with pytest.raises(StoreError, match="newer than this deepscope"):
+        Reader(path)
+    with pytest.raises(StoreError, match="newer than this deepscope"):
+        ds.Run(path, resume=True)
+    assert digest(path / "run.db") == before
+
+
+# ---- crash safety ------------------------------------------------------------------------------------------------
+
+CHILD = """
+import sys, time
+import deepscope as ds
+run = ds.Run(sys.argv[1], flush_interval=0.2)
+i = 0
+while True:
+    run.log({"x": float(i), "y": -float(i)}, step=i)
+    if i == 2000:
+        run.flush()
+        print("flushed", i, flush=True)
+    i += 1
+"""
+
+
+def test_sigkill_mid_logging_leaves_an_intact_database_with_every_flushed_point(tmp_path):
+    path = tmp_path / "killed"
+    child = subprocess.Popen([sys.executable, "-c", CHILD, str(path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().split() == ["flushed", "2000"]
+        time.sleep(0.8)  # several flush intervals of logging as fast as the loop goes
+        killed_at = time.time()
+        child.send_signal(signal.SIGKILL)
+    finally:
+        child.kill()
+        child.wait()
+    db = path / "run.db"
+    assert integrity(db) == "ok"
+    with Reader(path) as reader:
+        x, y = reader.scalars("x"), reader.scalars("y")
+        assert reader.info()["status"] == "interrupted"
+    last = int(x.steps[-1])
+    assert last > 2000  # written by the interval flushes alone, after the explicit flush
+    np.testing.assert_array_equal(x.steps, np.arange(last + 1))  # a prefix of what was logged: no gap, no loss
+    np.testing.assert_array_equal(x.values, np.arange(last + 1, dtype=float))
+    np.testing.assert_array_equal(y.steps[: last + 1], x.steps[: len(y.steps)])
+    assert abs(len(y) - len(x)) <= 1  # x and y of one call are in the same batch, y at most one call behind
+    assert x.wall_times[-1] > killed_at - 1.2  # at most a flush interval (and a busy machine's slack) lost
+
+
+def test_reader_sees_new_points_within_the_flush_interval_while_the_run_is_written(tmp_path):
+    interval = 0.2
+    run = ds.Run(tmp_path / "live", flush_interval=interval)
+    run.log({"loss": 0.0}, step=0)
+    run.flush()
+    reader = Reader(tmp_path / "live")
+    delays = []
+    stop = threading.Event()
+
+    def train() -> None:
+        step = 1
+        while not stop.is_set():
+            run.log({"loss": float(step)}, step=step)
+            step += 1
+            time.sleep(0.001)
+
+    thread = threading.Thread(target=train)
+    thread.start()
+    try:
+        for _ in range(5):
+            logged_at = time.time()
+            target = reader.scalars("loss").steps[-1] + 1  # a step not yet on disk when asked
+            while reader.scalars("loss").steps[-1] < target:
+                time.sleep(0.01)
+            delays.append(time.time() - logged_at)
+        assert reader.info()["status"] == "running"
+    finally:
+        stop.set()
+        thread.join()
+        run.close()
+    assert max(delays) < interval + 0.5, delays
+    series = reader.scalars("loss")
+    np.testing.assert_array_equal(series.steps, np.arange(len(series)))
+    reader.close()
+
+
+def test_a_full_queue_makes_logging_wait_never_drop(tmp_path):
+    with ds.Run(tmp_path / "r", max_pending=16, flush_interval=0.05) as run:
+        for i in range(3000):
+            run.log({"a": float(i), "b": float(-i)}, step=i)
+    with Reader(tmp_path / "r") as reader:
+        for tag, sign in (("a", 1), ("b", -1)):
+            series = reader.scalars(tag)
+            np.testing.assert_array_equal(series.steps, np.arange(3000))
+            np.testing.assert_array_equal(series.values, sign * np.arange(3000.0))
+
+
+def test_disk_full_is_a_clear_error_and_keeps_what_was_written(tmp_path, monkeypatch):
+    path = tmp_path / "full"
+    monkeypatch.setattr(schema, "WRITE_PRAGMAS", (*schema.WRITE_PRAGMAS, "max_page_count=40"))
+    run = ds.Run(path, flush_interval=0.05)
+    run.log({"kept": 1.0})
+    run.flush()
+    rng = np.random.default_rng(0)
+    with pytest.raises(StoreError, match=r"full.*not in the store.*intact"):
+        for i in range(200):
+            run.log({f"tag{i}/{j}": float(v) for j, v in enumerate(rng.random(100))}, step=i)
+        run.flush()
+    with pytest.raises(StoreError, match="full"):
+        run.close()
+    assert integrity(path / "run.db") == "ok"
+    with Reader(path) as reader:
+        assert reader.scalars("kept").values.tolist() == [1.0]
+
+
+# ---- refusing what is not ours -----------------------------------------------------------------------------------
+
+
+def test_a_directory_that_is_not_a_run_is_refused_untouched(tmp_path):
+    target = tmp_path / "photos"
+    target.mkdir()
+    (target / "cat.jpg").write_bytes(b"not a run")
+    with pytest.raises(StoreError, match=r"not a deepscope run: it holds cat\.jpg"):
+        ds.Run(target)
+    with pytest.raises(StoreError, match="no deepscope run"):
+        Reader(target)
+    assert sorted(p.name for p in target.iterdir()) == ["cat.jpg"]
+
+
+def test_an_existing_run_needs_resume_and_a_second_writer_is_refused(tmp_path):
+    path = small_run(tmp_path / "r")
+    with pytest.raises(StoreError, match="already holds a run; pass resume=True"):
+        ds.Run(path)
+    with ds.Run(path, resume=True), pytest.raises(StoreError, match="being written by another process"):
+        ds.Run(path, resume=True)
+
+
+@pytest.mark.parametrize("damage", ["garbage", "foreign sqlite", "damaged page"])
+def test_a_corrupted_or_foreign_database_is_named_and_left_untouched(tmp_path, damage):
+    path = tmp_path / "r"
+    db = path / "run.db"
+    if damage == "garbage":
+        path.mkdir()
+        db.write_bytes(np.random.default_rng(0).bytes(8192))
+    elif damage == "foreign sqlite":
+        path.mkdir()
+        with sqlite3.connect(db) as conn:
+            conn.execute("CREATE TABLE songs (title TEXT)")
+        conn.close()
+    else:
+        small_run(path, points=schema.CHUNK * 3)
+        size = db.stat().st_size
+        page = sqlite3.connect(db).execute("PRAGMA page_size").fetchone()[0]
+        with open(db, "r+b") as handle:  # overwrite a page in the middle of the file
+            handle.seek((size // page // 2) * page)
+            handle.write(b"\xff" * page)
+    before = digest(db)
+    with pytest.raises(StoreError, match=str(db)):
+        ds.Run(path, resume=True)
+    with pytest.raises(StoreError, match=str(db)), Reader(path) as reader:
+        for tag in reader.tags():
+            reader.scalars(tag)
+    assert digest(db) == before
+    assert not (path / "run.db-wal").exists() or damage == "damaged page"
+
+
+READ_ONLY_CHILD = """
+import sys
+import deepscope as ds
+from deepscope.errors import StoreError
+for target in sys.argv[1:]:
+    try:
+        ds.Run(target)
+        print("created", target)
+    except StoreError as e:
+        print("StoreError", e)
+"""
+
+
+def test_a_read_only_directory_is_a_clear_error_at_creation(tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    command = [sys.executable, "-c", READ_ONLY_CHILD, str(locked / "new-run"), str(locked)]
+    if os.geteuid() == 0:  # root ignores permissions unless it gives up the capability to
+        if shutil.which("setpriv") is None:
+            pytest.skip("running as root without setpriv: cannot make a directory read-only")
+        command = ["setpriv", "--bounding-set=-dac_override,-fowner", *command]
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    finally:
+        locked.chmod(0o755)
+    lines = result.stdout.splitlines()
+    assert result.returncode == 0, result.stderr
+    assert len(lines) == 2 and all(line.startswith("StoreError") for line in lines), lines
+    assert "cannot create the run directory" in lines[0] and "Permission denied" in lines[0]
+    assert "cannot write in" in lines[1] and "Permission denied" in lines[1]
+    assert list(locked.iterdir()) == []
+
+
+# ---- reading -----------------------------------------------------------------------------------------------------
+
+
+def test_list_runs_finds_runs_at_any_depth_with_status_and_tag_kinds(tmp_path):
+    small_run(tmp_path / "a")
+    small_run(tmp_path / "group" / "b")
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "run.db").write_bytes(b"x" * 4096)
+    (tmp_path / "empty-dir").mkdir()
+    with ds.Run(tmp_path / "group" / "live") as live:
+        live.note("hello")
+        live.flush()
+        runs = {run.name: run for run in list_runs(tmp_path)}
+    assert sorted(runs) == ["a", "bad", "group/b", "group/live"]
+    assert runs["a"].status == "finished" and runs["a"].tags == {"loss": "scalar"}
+    assert runs["group/live"].status == "running" and runs["group/live"].tags == {"notes": "text"}
+    assert runs["bad"].status == "unreadable" and "run.db" in runs["bad"].error
+    assert list_runs(tmp_path)[3].status == "finished"
+
+
+def test_reading_a_missing_tag_or_the_wrong_kind_is_a_clear_error(tmp_path):
+    path = small_run(tmp_path / "r")
+    with ds.Run(path, resume=True) as run:
+        run.note("hi")
+    with Reader(path) as reader:
+        with pytest.raises(ds.BadInputError, match=r"no tag 'los'.*'loss'"):
+            reader.scalars("los")
+        with pytest.raises(ds.BadInputError, match="holds scalars"):
+            reader.records("loss")
+        with pytest.raises(ds.BadInputError, match="'notes' holds text records, not scalar"):
+            reader.scalars("notes")
+
+
+def _envelope_holds(steps, values, kept, width):
+    """Every point has a kept point within ``width`` steps that is at most as low and one at most as high (a NaN:
+    a kept NaN within ``width``): the downsampled line bounds the original at its resolution."""
+    ks, kv = steps[kept], values[kept]
+    near = np.abs(steps[:, None] - ks[None, :]) < width
+    finite = ~np.isnan(values)
+    lower = (near & (kv[None, :] <= values[:, None])).any(axis=1)
+    upper = (near & (kv[None, :] >= values[:, None])).any(axis=1)
+    nan_near = (near & np.isnan(kv)[None, :]).any(axis=1)
+    return bool((lower & upper)[finite].all() and nan_near[~finite].all())
+
+
+@pytest.mark.parametrize("case", ["sorted", "restarted loop", "nan and inf", "uneven steps"])
+def test_downsample_keeps_the_envelope_first_and_last(case):
+    rng = np.random.default_rng(len(case))
+    n = 4000
+    steps = np.arange(n) * 3
+    values = np.cumsum(rng.normal(size=n))
+    if case == "restarted loop":
+        steps = np.concatenate((np.arange(2500), np.arange(1000, 2500)))
+    elif case == "nan and inf":
+        values[rng.choice(n, 30, replace=False)] = np.nan
+        values[rng.choice(n, 5, replace=False)] = np.inf
+        values[rng.choice(n, 5, replace=False)] = -np.inf
+    elif case == "uneven steps":
+        steps = np.sort(rng.choice(10**7, n, replace=False))
+    kept = downsample(steps, values, 200)
+    assert len(kept) <= 200 and (np.diff(kept) > 0).all()
+    order = np.argsort(steps, kind="stable")
+    assert {order[0], order[-1]} <= set(kept.tolist())
+    width = (steps.max() - steps.min() + 1) / ((200 - 2) // (3 if np.isnan(values).any() else 2))
+    assert _envelope_holds(steps, values, kept, width)
+    assert not _envelope_holds(steps, values, kept[::2], width)  # the check can fail
+
+
+def test_a_million_points_downsample_to_two_thousand_keeping_spikes_and_zoom_refines(tmp_path):
+    n = 1_000_000
+    rng = np.random.default_rng(0)
+    steps = np.arange(n)
+    values = np.sin(steps / 5000.0) + rng.normal(0, 0.01, n)
+    spikes = np.array([1234, 250_001, 999_000])
+    values[spikes] = [50.0, -50.0, np.nan]
+    with ds.Run(tmp_path / "big") as run:
+        run.log_series("signal", steps, values)
+    with Reader(tmp_path / "big") as reader:
+        full = reader.scalars("signal")
+        np.testing.assert_array_equal(full.values, values)  # bit-exact, NaN included
+        coarse = reader.scalars("signal", max_points=2000)
+        assert 1000 < len(coarse) <= 2000 and coarse.total == n and coarse.downsampled
+        assert {0, n - 1, *spikes} <= set(coarse.steps.tolist())
+        assert np.nanmax(coarse.values) == 50.0 and np.nanmin(coarse.values) == -50.0
+        zoom = reader.scalars("signal", start=250_000, end=252_000, max_points=2000)
+        assert zoom.total == 2001 and len(zoom) <= 2000 and 250_001 in zoom.steps
+        assert zoom.steps.min() >= 250_000 and zoom.steps.max() <= 252_000
+        exact = reader.scalars("signal", start=250_000, end=251_000, max_points=2000)
+        np.testing.assert_array_equal(exact.values, values[250_000:251_001])  # fits: nothing dropped
+
+
+def test_values_still_on_their_way_from_a_gpu_are_awaited_by_the_writer_thread_in_order(tmp_path):
+    import torch
+
+    from deepscope.store.writer import DeferredScalars, Writer
+
+    class Event:  # stands in for torch.cuda.Event: says which thread waited for it
+        waited_in: ClassVar[list[str]] = []
+
+        def synchronize(self) -> None:
+            self.waited_in.append(threading.current_thread().name)
+
+    writer = Writer(tmp_path / "r")
+    writer.put([("a", 0, -1, 1.0, 0.0)], 1)
+    host = torch.tensor([1.0, 5.0], dtype=torch.float64)
+    writer.put([DeferredScalars(["a", "b"], [1, 0], 3, 2.0, host, Event())], 2)
+    writer.put([("a", 2, -1, 3.0, 2.0)], 1)
+    writer.close()
+    assert len(Event.waited_in) == 1 and Event.waited_in[0].startswith("deepscope-writer")
+    with Reader(tmp_path / "r") as reader:
+        a, b = reader.scalars("a"), reader.scalars("b")
+    assert a.steps.tolist() == [0, 1, 2] and a.values.tolist() == [0.0, 1.0, 2.0]
+    assert (b.steps.tolist(), b.values.tolist(), b.epochs.tolist(), b.wall_times.tolist()) == ([0], [5.0], [3], [2.0])
