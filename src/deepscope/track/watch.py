@@ -98,8 +98,8 @@ class Watcher(contextlib.AbstractContextManager["Watcher"]):
             raise BadInputError(f"every={every!r}: pass a positive whole number of steps, e.g. every=100.")
         if not callable(sink):
             raise BadInputError(f"sink={sink!r} is not callable; pass a function that takes a list of records.")
-        kinds = (kinds,) if isinstance(kinds, str) else tuple(kinds)
-        unknown = sorted(set(kinds) - set(KINDS))
+        chosen: tuple[str, ...] = (kinds,) if isinstance(kinds, str) else tuple(kinds)
+        unknown = sorted(set(chosen) - set(KINDS))
         if unknown:
             raise BadInputError(f"unknown kind(s) {unknown}; choose from {list(KINDS)}.")
         check_bins(bins)
@@ -107,7 +107,7 @@ class Watcher(contextlib.AbstractContextManager["Watcher"]):
             raise BadInputError(f"optimizer= takes a torch.optim.Optimizer, not a {type(optimizer).__name__}.")
         self.every = every
         self.bins = bins
-        self.kinds = frozenset(kinds)
+        self.kinds = frozenset(chosen)
         self._sink = sink
         self._root = type(model).__name__
         self._params = [(name, param, _owner(name), _param_kind(name)) for name, param in model.named_parameters()]
