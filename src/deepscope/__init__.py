@@ -11,6 +11,7 @@ from .explanation import Explanation
 from .render import compare, overlay
 from .targets import Unit
 from .track import Run
+from .track.tensorboard import SummaryWriter
 
 __version__ = "0.1.0"
 
@@ -20,6 +21,7 @@ __all__ = [
     "Explanation",
     "LayerNotFoundError",
     "Run",
+    "SummaryWriter",
     "TargetError",
     "Unit",
     "__version__",

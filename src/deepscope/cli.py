@@ -1,4 +1,5 @@
-"""The ``deepscope`` command: ``deepscope demo [imagenet]``, ``deepscope methods [NAME]``."""
+"""The ``deepscope`` command: ``deepscope demo [imagenet]``, ``deepscope methods [NAME]``,
+``deepscope import-tensorboard LOGDIR``."""
 
 from __future__ import annotations
 
@@ -81,6 +82,20 @@ def build_parser() -> argparse.ArgumentParser:
     listing = commands.add_parser("methods", help="list the explanation methods, one line each")
     listing.add_argument("name", nargs="?", help="show this method's full description and options")
     listing.set_defaults(handler=_methods)
+
+    tb = commands.add_parser(
+        "import-tensorboard",
+        help="import a TensorBoard log directory (scalars, histograms, images, text, PR curves) as runs",
+        description=(
+            "Import every directory of TensorBoard event files under LOGDIR as one deepscope run under --into "
+            "(named by its path below LOGDIR). Needs the tensorboard package."
+        ),
+    )
+    tb.add_argument("logdir", metavar="LOGDIR", help="the TensorBoard log directory")
+    tb.add_argument(
+        "--into", metavar="DIR", default="deepscope-runs", help="where the runs go (default: deepscope-runs)"
+    )
+    tb.set_defaults(handler=_import_tensorboard)
     return parser
 
 
@@ -147,6 +162,20 @@ def _methods(args: argparse.Namespace) -> int:
     for name in names:
         print(f"{name:<{width}}  {summary_line(name)}")
     print("\n`deepscope methods NAME` shows a method's options; use them as ds.explain(model, x, method=NAME, ...).")
+    return 0
+
+
+def _import_tensorboard(args: argparse.Namespace) -> int:
+    from .errors import DeepscopeError
+    from .track.importer import import_tensorboard
+
+    try:
+        runs = import_tensorboard(args.logdir, args.into)
+    except (DeepscopeError, ImportError) as error:
+        print(f"deepscope import-tensorboard: {error}", file=sys.stderr)
+        return 1
+    for run in runs:
+        print(run)
     return 0
 
 

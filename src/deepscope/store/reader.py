@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import BadInputError, StoreError, close_names
-from ..track.records import Graph, Histogram, Image, Text
+from ..track.records import Embedding, Graph, Histogram, Image, PRCurve, Text
 from . import schema
 
 try:
@@ -106,7 +106,8 @@ class Reader:
             return {key: json.loads(value) for key, value in self._conn.execute("SELECT key, value FROM config")}
 
     def tags(self, kind: str | None = None) -> dict[str, str]:
-        """Every tag and its kind (``"scalar"``, ``"histogram"``, ``"graph"``, ``"text"``, ``"image"``), by name."""
+        """Every tag and its kind (``"scalar"``, ``"histogram"``, ``"graph"``, ``"text"``, ``"image"``,
+        ``"embedding"``, ``"pr_curve"``), by name."""
         with self._reading():
             rows = self._conn.execute("SELECT name, kind FROM tags ORDER BY name").fetchall()
         return {name: k for name, k in rows if kind is None or k == kind}
@@ -166,11 +167,12 @@ class Reader:
 
     def records(
         self, tag: str, start: int | None = None, end: int | None = None
-    ) -> list[Histogram | Graph | Text | Image]:
+    ) -> list[Histogram | Graph | Text | Image | Embedding | PRCurve]:
         """The records of a non-scalar tag with ``start <= step <= end``, in the order logged.
 
         Histograms come back as :class:`Histogram` (counts with the dtype they were logged with), graphs as
-        :class:`Graph`, notes as :class:`Text`, images as :class:`Image` with uint8 pixels read from their file.
+        :class:`Graph`, notes as :class:`Text`, images as :class:`Image` with uint8 pixels read from their file,
+        embeddings as :class:`Embedding` (float32 features, uint8 thumbnails), PR curves as :class:`PRCurve`.
         """
         kind = self.tags().get(tag)
         if kind == "scalar":
@@ -192,7 +194,9 @@ class Reader:
             rows = [dict(zip(names, row)) for row in cursor.fetchall()]
         return [self._record(tag, kind, row) for row in rows]
 
-    def _record(self, tag: str, kind: str | None, row: dict[str, Any]) -> Histogram | Graph | Text | Image:
+    def _record(
+        self, tag: str, kind: str | None, row: dict[str, Any]
+    ) -> Histogram | Graph | Text | Image | Embedding | PRCurve:
         if kind == "histogram":
             return Histogram(
                 tag=tag,
@@ -225,6 +229,26 @@ class Reader:
             except OSError as e:
                 raise StoreError(f"{file}, an image of {tag!r} at step {row['step']}, cannot be read: {e}") from e
             return Image(tag, row["step"], pixels, caption=data["caption"], wall_time=row["wall_time"])
+        if kind == "pr_curve":
+            arrays = {name: np.asarray(values, dtype=np.float64) for name, values in data.items()}
+            return PRCurve(tag, row["step"], wall_time=row["wall_time"], **arrays)
+        if kind == "embedding":
+            file = self.path / row["file"]
+            try:
+                with np.load(file) as arrays:
+                    features = arrays["features"]
+                    thumbnails = arrays["thumbnails"] if "thumbnails" in arrays.files else None
+            except (OSError, ValueError, KeyError) as e:
+                raise StoreError(f"{file}, an embedding of {tag!r} at step {row['step']}, cannot be read: {e}") from e
+            return Embedding(
+                tag,
+                row["step"],
+                features,
+                labels=data["labels"],
+                label_header=data["label_header"],
+                thumbnails=thumbnails,
+                wall_time=row["wall_time"],
+            )
         raise StoreError(f"{self.db}: tag {tag!r} has kind {kind!r}, which this deepscope cannot read")
 
     # ---- plumbing -----------------------------------------------------------------------------------------------

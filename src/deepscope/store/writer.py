@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import StoreError
-from ..track.records import Graph, Histogram, Image, Text
+from ..track.records import Embedding, Graph, Histogram, Image, PRCurve, Text
 from . import schema
 
 try:  # POSIX: one writing process per run, enforced by an advisory lock released even on SIGKILL
@@ -434,6 +434,26 @@ class Writer:
             data = {"caption": item.caption, "shape": list(item.pixels.shape)}
             wall = item.wall_time if item.wall_time is not None else now
             self._object(tag_id, item.step, wall, data, relative.as_posix())
+        elif isinstance(item, Embedding):
+            tag_id = self._tag(item.tag, "embedding")
+            relative = Path(schema.FILES_DIR, str(tag_id), f"{item.step}-{uuid.uuid4().hex[:12]}.npz")
+            arrays = {"features": item.features}
+            if item.thumbnails is not None:
+                arrays["thumbnails"] = item.thumbnails
+            _write_npz(self.path / relative, arrays)
+            written.append(self.path / relative)
+            described: dict[str, Any] = {
+                "labels": item.labels,
+                "label_header": item.label_header,
+                "shape": list(item.features.shape),
+            }
+            wall = item.wall_time if item.wall_time is not None else now
+            self._object(tag_id, item.step, wall, described, relative.as_posix())
+        elif isinstance(item, PRCurve):
+            names = ("thresholds", "tp", "fp", "tn", "fn", "precision", "recall")
+            data = {name: np.asarray(getattr(item, name), dtype=np.float64).tolist() for name in names}
+            wall = item.wall_time if item.wall_time is not None else now
+            self._object(self._tag(item.tag, "pr_curve"), item.step, wall, data, None)
         else:  # pragma: no cover - the Run only queues the types above
             raise TypeError(f"the store cannot write {type(item).__name__}")
 
@@ -451,6 +471,15 @@ def _write_png(path: Path, pixels: np.ndarray) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_suffix(".tmp")
     PILImage.fromarray(pixels).save(temporary, format="PNG")
+    os.replace(temporary, path)
+
+
+def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """Like :func:`_write_png`: a temporary name, then a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(".tmp")
+    with open(temporary, "wb") as handle:
+        np.savez(handle, **arrays)  # type: ignore[arg-type]  # numpy's stub mistypes **kwds
     os.replace(temporary, path)
 
 

@@ -1,6 +1,6 @@
 """Training runs: :class:`Run` logs into the embedded store; :mod:`.watch` and :mod:`.graph` compute what it logs."""
 
-from .records import Graph, Histogram, Image, Scalar, Text
+from .records import Embedding, Graph, Histogram, Image, PRCurve, Scalar, Text
 from .run import Config, Run
 
-__all__ = ["Config", "Graph", "Histogram", "Image", "Run", "Scalar", "Text"]
+__all__ = ["Config", "Embedding", "Graph", "Histogram", "Image", "PRCurve", "Run", "Scalar", "Text"]

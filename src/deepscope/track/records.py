@@ -89,4 +89,42 @@ class Image:
     wall_time: float | None = None
 
 
-Record = Scalar | Histogram | Graph | Text | Image
+@dataclass(frozen=True)
+class Embedding:
+    """Feature vectors at a step, for a projection view: ``features`` float ``[N, D]``, one label row per vector.
+
+    ``labels`` is ``None``, ``N`` strings, or ``N`` rows of strings with ``label_header`` naming the columns;
+    ``thumbnails`` (optional) uint8 ``[N, H, W]`` or ``[N, H, W, 3]`` (or floats in [0, 1]), one image per vector.
+    The store keeps the arrays in a ``.npz`` file beside the run's database and the labels in the database.
+    """
+
+    tag: str
+    step: int
+    features: np.ndarray
+    labels: list[str] | list[list[str]] | None = None
+    label_header: list[str] | None = None
+    thumbnails: np.ndarray | None = None
+    wall_time: float | None = None
+
+
+@dataclass(frozen=True)
+class PRCurve:
+    """A precision-recall curve at a step: counts and rates at ``len(thresholds)`` ascending score thresholds.
+
+    At threshold ``t`` a prediction counts as positive when its score is at least ``t``; ``tp``, ``fp``, ``tn``,
+    ``fn`` are (weighted) counts, ``precision`` and ``recall`` float arrays of the same length.
+    """
+
+    tag: str
+    step: int
+    thresholds: np.ndarray
+    tp: np.ndarray
+    fp: np.ndarray
+    tn: np.ndarray
+    fn: np.ndarray
+    precision: np.ndarray
+    recall: np.ndarray
+    wall_time: float | None = None
+
+
+Record = Scalar | Histogram | Graph | Text | Image | Embedding | PRCurve

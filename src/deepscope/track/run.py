@@ -24,14 +24,22 @@ import torch
 
 from ..errors import BadInputError, StoreError
 from ..store.writer import DeferredScalars, ScalarBatch, SetValue, Writer
-from .records import Graph, Histogram, Image, Record, Scalar, Text
+from .records import Embedding, Graph, Histogram, Image, PRCurve, Record, Scalar, Text
 
 if TYPE_CHECKING:
     from torch import nn
 
     from .watch import Watcher
 
-_KIND = {Scalar: "scalar", Histogram: "histogram", Graph: "graph", Text: "text", Image: "image"}
+_KIND = {
+    Scalar: "scalar",
+    Histogram: "histogram",
+    Graph: "graph",
+    Text: "text",
+    Image: "image",
+    Embedding: "embedding",
+    PRCurve: "pr_curve",
+}
 _LIVE: weakref.WeakSet[Run] = weakref.WeakSet()
 
 
@@ -189,7 +197,8 @@ class Run:
     def log_records(self, records: Iterable[Record]) -> None:
         """Log records made elsewhere (by :class:`~deepscope.track.watch.Watcher`, ``model_graph``, ...).
 
-        Accepts :class:`Scalar`, :class:`Histogram`, :class:`Graph`, :class:`Text` and :class:`Image`. A tag keeps
+        Accepts :class:`Scalar`, :class:`Histogram`, :class:`Graph`, :class:`Text`, :class:`Image`,
+        :class:`Embedding` and :class:`PRCurve`. A tag keeps
         the kind it was first logged with: logging another kind under it is an error.
         """
         if self._closed is not None:
@@ -440,6 +449,10 @@ def _checked(record: Record, now: float) -> Record:
             raise BadInputError(f"{record.tag!r}: Text.text must be a str, not {type(record.text).__name__}")
     elif isinstance(record, Image):
         changes["pixels"] = _pixels(record.tag, record.pixels)
+    elif isinstance(record, Embedding):
+        changes.update(_embedding(record))
+    elif isinstance(record, PRCurve):
+        changes.update(_pr_curve(record))
     return dataclasses.replace(record, **changes) if changes else record
 
 
@@ -457,6 +470,49 @@ def _pixels(tag: str, pixels: object) -> np.ndarray:
             raise BadInputError(f"{tag!r}: float pixels must lie in [0, 1]; scale them, or pass uint8")
         return np.round(array * 255).astype(np.uint8)
     raise BadInputError(f"{tag!r}: pixels must be uint8 or float in [0, 1], not {array.dtype}")
+
+
+def _array(value: object) -> np.ndarray:
+    return value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
+
+
+def _embedding(record: Embedding) -> dict[str, Any]:
+    tag = record.tag
+    features = _array(record.features)
+    if features.ndim != 2 or features.dtype.kind not in "iuf" or features.shape[0] == 0:
+        raise BadInputError(f"{tag!r}: embedding features are a numeric [N, D] array with N >= 1, not {features.shape}")
+    n = features.shape[0]
+    changes: dict[str, Any] = {"features": np.ascontiguousarray(features, dtype=np.float32)}
+    if record.labels is not None:
+        labels: list[Any] = [
+            [str(v) for v in row] if isinstance(row, list | tuple) else str(row) for row in record.labels
+        ]
+        if len(labels) != n:
+            raise BadInputError(f"{tag!r}: {len(labels)} labels for {n} feature vectors; give one per vector")
+        rows = {len(row) if isinstance(row, list) else None for row in labels}
+        header = record.label_header
+        if rows != {None} and (len(rows) != 1 or header is None or len(header) != next(iter(rows))):
+            raise BadInputError(
+                f"{tag!r}: labels with several columns need rows of equal length and a label_header naming each"
+            )
+        changes["labels"] = labels
+    if record.thumbnails is not None:
+        thumbnails = _array(record.thumbnails)
+        if thumbnails.ndim not in (3, 4) or len(thumbnails) != n:
+            raise BadInputError(
+                f"{tag!r}: thumbnails are [N, H, W] or [N, H, W, C] with N = {n}, not {list(thumbnails.shape)}"
+            )
+        changes["thumbnails"] = np.stack([_pixels(tag, image) for image in thumbnails])
+    return changes
+
+
+def _pr_curve(record: PRCurve) -> dict[str, Any]:
+    fields = ("thresholds", "tp", "fp", "tn", "fn", "precision", "recall")
+    arrays = {name: _array(getattr(record, name)).astype(np.float64) for name in fields}
+    shapes = {array.shape for array in arrays.values()}
+    if len(shapes) != 1 or next(iter(shapes)) == () or len(next(iter(shapes))) != 1:
+        raise BadInputError(f"{record.tag!r}: a PR curve's arrays are 1-D and of one length, not {sorted(shapes)}")
+    return arrays
 
 
 def _plain(value: Any) -> Any:

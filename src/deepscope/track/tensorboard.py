@@ -1,0 +1,417 @@
+"""A drop-in for ``torch.utils.tensorboard.SummaryWriter`` that logs into a :class:`deepscope.Run`.
+
+>>> from deepscope.track.tensorboard import SummaryWriter  # was: from torch.utils.tensorboard import SummaryWriter
+>>> writer = SummaryWriter("runs/exp1")
+>>> writer.add_scalar("train/loss", loss, global_step=step)
+
+Every ``add_*`` call turns into the records of :mod:`deepscope.track.records`, logged with
+:meth:`deepscope.Run.log` / :meth:`~deepscope.Run.log_records`; nothing here writes to disk by itself. The
+methods keep TensorBoard's names, argument names and defaults. Where the meaning differs, or an argument is
+accepted but has no effect, the method's docstring says so (and ``docs/tracking.md`` lists them all).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import BadInputError
+from ..store import schema
+from .histogram import check_bins, histogram
+from .records import Embedding, Image, PRCurve, Scalar, Text
+from .run import Run
+
+DEFAULT_BINS = 64  # TensorBoard's "tensorflow" buckets are exponential; ours are uniform (see add_histogram)
+GRID_COLUMNS = 8  # add_images tiles a batch into one image, 8 per row, as TensorBoard does
+
+# TensorBoard methods this drop-in does not have, so that calling one says so instead of a bare AttributeError.
+_UNSUPPORTED = (
+    "add_audio",
+    "add_custom_scalars",
+    "add_custom_scalars_marginchart",
+    "add_custom_scalars_multilinechart",
+    "add_figure",
+    "add_histogram_raw",
+    "add_image_with_boxes",
+    "add_mesh",
+    "add_onnx_graph",
+    "add_video",
+)
+
+
+class SummaryWriter:
+    """TensorBoard's ``SummaryWriter``, writing a deepscope run (``self.run``) instead of event files.
+
+    Args:
+        log_dir: the run's directory. ``None``: ``runs/<date>_<host><comment>``, as TensorBoard. A directory that
+            already holds a deepscope run is added to (TensorBoard appends a new event file); a directory of
+            TensorBoard event files is refused (import it with :func:`deepscope.track.importer.import_tensorboard`).
+        comment: appended to the default ``log_dir``; ignored when ``log_dir`` is given (as TensorBoard).
+        purge_step: not supported: anything but ``None`` is an error (a run never drops what it holds).
+        max_queue: no effect; the run's writer batches by time and size (``Run(max_pending=...)``).
+        flush_secs: the longest time a value waits before it is on disk. Default 2 (TensorBoard: 120).
+        filename_suffix: no effect (there are no event files).
+
+    Steps: ``global_step=None`` means step 0, as in TensorBoard (``Run.log`` would continue the tag's count).
+    """
+
+    def __init__(
+        self,
+        log_dir: str | os.PathLike[str] | None = None,
+        comment: str = "",
+        purge_step: int | None = None,
+        max_queue: int = 10,
+        flush_secs: float = 2,
+        filename_suffix: str = "",
+    ) -> None:
+        if purge_step is not None:
+            raise BadInputError(
+                "SummaryWriter(purge_step=...) is not supported: a deepscope run never drops stored points. Log to "
+                "a new log_dir instead, or read only the steps you want (Reader.scalars(tag, start, end))."
+            )
+        if log_dir is None:
+            stamp = datetime.now().strftime("%b%d_%H-%M-%S")
+            log_dir = os.path.join("runs", f"{stamp}_{socket.gethostname()}{comment}")
+        self.log_dir = os.fspath(log_dir)
+        resume = (Path(self.log_dir) / schema.DB_NAME).is_file()
+        self.run = Run(self.log_dir, resume=resume, flush_interval=float(flush_secs))
+
+    def get_logdir(self) -> str:
+        """The run's directory."""
+        return self.log_dir
+
+    # ---- scalars ------------------------------------------------------------------------------------------------
+
+    def add_scalar(
+        self,
+        tag: str,
+        scalar_value: Any,
+        global_step: int | None = None,
+        walltime: float | None = None,
+        new_style: bool = False,
+        double_precision: bool = False,
+    ) -> None:
+        """One scalar. ``new_style`` and ``double_precision`` have no effect: values are always kept as float64."""
+        step = _step(global_step)
+        if walltime is None:
+            self.run.log({tag: scalar_value}, step=step)
+        else:
+            self.run.log_records([Scalar(tag, scalar_value, step, wall_time=float(walltime))])
+
+    def add_scalars(
+        self,
+        main_tag: str,
+        tag_scalar_dict: Mapping[str, Any],
+        global_step: int | None = None,
+        walltime: float | None = None,
+    ) -> None:
+        """Several scalars, stored under the tags ``main_tag/key`` of this run.
+
+        TensorBoard writes each key into its own run (a subdirectory ``main_tag_key``) under the tag ``main_tag``;
+        here they stay in one run, so that they are read and drawn together.
+        """
+        if not isinstance(tag_scalar_dict, Mapping):
+            raise BadInputError(f"add_scalars takes a dict of name to value, not {type(tag_scalar_dict).__name__}")
+        values = {f"{main_tag}/{key}": value for key, value in tag_scalar_dict.items()}
+        step = _step(global_step)
+        if walltime is None:
+            self.run.log(values, step=step)
+        else:
+            self.run.log_records([Scalar(tag, v, step, wall_time=float(walltime)) for tag, v in values.items()])
+
+    # ---- distributions ------------------------------------------------------------------------------------------
+
+    def add_histogram(
+        self,
+        tag: str,
+        values: Any,
+        global_step: int | None = None,
+        bins: int | str = "tensorflow",
+        walltime: float | None = None,
+        max_bins: int | None = None,
+    ) -> None:
+        """The distribution of ``values`` (tensor, array or list), computed where the tensor lives.
+
+        The bins are uniform between the minimum and maximum (:func:`deepscope.track.histogram.histogram`, as
+        ``Run.watch`` uses), with mean, std, norm and the share of zeros of all values. ``bins``: a whole number
+        of bins, or any string (TensorBoard's ``"tensorflow"`` or a NumPy rule such as ``"auto"``), which means 64
+        uniform bins. ``max_bins`` caps the number of bins.
+        """
+        tensor = _tensor(values, "add_histogram")
+        if isinstance(bins, str):
+            count = DEFAULT_BINS
+        else:
+            check_bins(bins)
+            count = bins
+        if max_bins is not None:
+            check_bins(max_bins)
+            count = min(count, max_bins)
+        record = histogram(tensor, count, tag=tag, step=_step(global_step))
+        if walltime is not None:
+            record = _with_wall(record, walltime)
+        self.run.log_records([record])
+
+    def add_pr_curve(
+        self,
+        tag: str,
+        labels: Any,
+        predictions: Any,
+        global_step: int | None = None,
+        num_thresholds: int = 127,
+        weights: Any = None,
+        walltime: float | None = None,
+    ) -> None:
+        """A precision-recall curve of binary ``labels`` (0/1 or bool) against ``predictions`` in [0, 1].
+
+        Thresholds are ``i / (num_thresholds - 1)``; counts and rates follow TensorBoard's definition (see
+        :func:`pr_curve`), so the stored curve equals TensorBoard's.
+        """
+        record = pr_curve(
+            tag, labels, predictions, step=_step(global_step), num_thresholds=num_thresholds, weights=weights
+        )
+        if walltime is not None:
+            record = _with_wall(record, walltime)
+        self.run.log_records([record])
+
+    # ---- images, text, embeddings -------------------------------------------------------------------------------
+
+    def add_image(
+        self,
+        tag: str,
+        img_tensor: Any,
+        global_step: int | None = None,
+        walltime: float | None = None,
+        dataformats: str = "CHW",
+    ) -> None:
+        """One image: ``dataformats`` names the axes of ``img_tensor`` (``"CHW"``, ``"HWC"``, ``"HW"``, ...).
+
+        Pixels are uint8, or floats in [0, 1] (rounded to the nearest of 256 levels). Unlike TensorBoard, floats
+        outside [0, 1] are an error rather than clipped. One channel is stored as a grey image.
+        """
+        pixels = _grid(_nchw(img_tensor, dataformats, "add_image"))
+        self._image(tag, pixels, global_step, walltime)
+
+    def add_images(
+        self,
+        tag: str,
+        img_tensor: Any,
+        global_step: int | None = None,
+        walltime: float | None = None,
+        dataformats: str = "NCHW",
+    ) -> None:
+        """A batch of images, tiled into one image 8 per row (black where the last row is short), as TensorBoard."""
+        pixels = _grid(_nchw(img_tensor, dataformats, "add_images"))
+        self._image(tag, pixels, global_step, walltime)
+
+    def _image(self, tag: str, pixels: np.ndarray, global_step: int | None, walltime: float | None) -> None:
+        wall = None if walltime is None else float(walltime)
+        self.run.log_records([Image(tag, _step(global_step), pixels, wall_time=wall)])
+
+    def add_text(
+        self, tag: str, text_string: str, global_step: int | None = None, walltime: float | None = None
+    ) -> None:
+        """A text note (stored as given; TensorBoard renders it as Markdown)."""
+        wall = None if walltime is None else float(walltime)
+        self.run.log_records([Text(tag, text_string, step=_step(global_step), wall_time=wall)])
+
+    def add_embedding(
+        self,
+        mat: Any,
+        metadata: Sequence[Any] | None = None,
+        label_img: Any = None,
+        global_step: int | None = None,
+        tag: str = "default",
+        metadata_header: Sequence[str] | None = None,
+    ) -> None:
+        """Feature vectors ``mat`` ``[N, D]`` with optional labels and thumbnails ``label_img`` ``[N, C, H, W]``.
+
+        ``metadata``: ``N`` labels, or ``N`` rows of labels with ``metadata_header`` naming the columns.
+        Stored as an :class:`~deepscope.track.records.Embedding` record (arrays in a ``.npz`` file in the run).
+        """
+        features = _tensor(mat, "add_embedding").detach().cpu().numpy()
+        thumbnails = None
+        if label_img is not None:
+            images = _nchw(label_img, "NCHW", "add_embedding(label_img=...)")
+            thumbnails = images[:, 0] if images.shape[1] == 1 else images.transpose(0, 2, 3, 1)
+        labels = None if metadata is None else [list(row) if isinstance(row, list | tuple) else row for row in metadata]
+        header = None if metadata_header is None else [str(name) for name in metadata_header]
+        record = Embedding(tag, _step(global_step), features, labels, header, thumbnails)
+        self.run.log_records([record])
+
+    # ---- models and hyperparameters ------------------------------------------------------------------------------
+
+    def add_graph(
+        self, model: nn.Module, input_to_model: Any = None, verbose: bool = False, use_strict_trace: bool = True
+    ) -> None:
+        """The model's module hierarchy and op-level graph (:meth:`deepscope.Run.graph`), under the tag ``model``.
+
+        ``input_to_model`` (a tensor or a tuple of the forward pass's inputs) is required. ``verbose`` and
+        ``use_strict_trace`` have no effect: the graph comes from torch.fx or torch.export, not from a JIT trace.
+        """
+        if input_to_model is None:
+            raise BadInputError(
+                "add_graph needs input_to_model, an example batch for the forward pass: add_graph(model, x)"
+            )
+        self.run.graph(model, input_to_model)
+
+    def add_hparams(
+        self,
+        hparam_dict: Mapping[str, Any],
+        metric_dict: Mapping[str, Any],
+        hparam_domain_discrete: Mapping[str, Sequence[Any]] | None = None,
+        run_name: str | None = None,
+        global_step: int | None = None,
+    ) -> None:
+        """Hyperparameters into the run's config, and their metrics as scalars of this run at ``global_step``.
+
+        TensorBoard writes them into a new run in a subdirectory (``run_name``, default a timestamp); here they
+        belong to this run, so ``run_name`` has no effect. ``hparam_domain_discrete`` has no effect either.
+        """
+        for name, given in (("hparam_dict", hparam_dict), ("metric_dict", metric_dict)):
+            if not isinstance(given, Mapping):
+                raise BadInputError(f"add_hparams: {name} must be a dict, not {type(given).__name__}")
+        self.run.config.update(hparam_dict)
+        if metric_dict:
+            self.run.log(dict(metric_dict), step=_step(global_step))
+
+    # ---- lifetime -----------------------------------------------------------------------------------------------
+
+    def flush(self) -> None:
+        """Wait until everything added so far is on disk."""
+        self.run.flush()
+
+    def close(self) -> None:
+        """Write everything still queued and release the run. Safe to call twice."""
+        self.run.close()
+
+    def __enter__(self) -> SummaryWriter:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: object) -> None:
+        self.run.__exit__(kind, error, tb)
+
+    def __getattr__(self, name: str) -> Any:
+        if name in _UNSUPPORTED:
+            raise AttributeError(
+                f"deepscope's SummaryWriter has no {name}; it supports add_scalar(s), add_histogram, add_image(s), "
+                "add_text, add_graph, add_embedding, add_hparams and add_pr_curve. Log other data with "
+                "writer.run (a deepscope.Run), or keep torch.utils.tensorboard for it."
+            )
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def __repr__(self) -> str:
+        return f"SummaryWriter({self.log_dir!r})"
+
+
+def pr_curve(
+    tag: str,
+    labels: Any,
+    predictions: Any,
+    *,
+    step: int = 0,
+    num_thresholds: int = 127,
+    weights: Any = None,
+) -> PRCurve:
+    """The precision-recall curve of binary ``labels`` against scores ``predictions`` in [0, 1].
+
+    Threshold ``i`` is ``i / (num_thresholds - 1)``; a score counts as positive at threshold ``i`` when
+    ``floor(score * (num_thresholds - 1)) >= i`` (TensorBoard's bucketing, so a score on a threshold counts).
+    ``weights`` (optional, one per score) weigh the counts. Precision where nothing counts as positive is 0, and
+    recall with no positive label is 0, as in TensorBoard.
+    """
+    if isinstance(num_thresholds, bool) or not isinstance(num_thresholds, int) or num_thresholds < 2:
+        raise BadInputError(f"num_thresholds must be a whole number >= 2, not {num_thresholds!r}")
+    truth = _tensor(labels, "add_pr_curve(labels=...)").detach().cpu().numpy().reshape(-1)
+    scores = _tensor(predictions, "add_pr_curve(predictions=...)").detach().cpu().numpy().reshape(-1)
+    if truth.shape != scores.shape:
+        raise BadInputError(f"{tag!r}: {truth.size} labels for {scores.size} predictions; give one label per score")
+    if not np.isin(truth, (0, 1)).all():
+        raise BadInputError(f"{tag!r}: labels must be 0/1 or bool (one class against the rest)")
+    scores = scores.astype(np.float64)
+    if not np.isfinite(scores).all() or (scores.size and (scores.min() < 0 or scores.max() > 1)):
+        raise BadInputError(f"{tag!r}: predictions must be scores in [0, 1] (e.g. softmax probabilities)")
+    weight = np.ones_like(scores) if weights is None else np.broadcast_to(np.asarray(weights, np.float64), scores.shape)
+    bucket = np.floor(scores * (num_thresholds - 1)).astype(np.int64)
+    positive = truth.astype(np.float64) * weight
+    above = np.bincount(bucket, weights=positive, minlength=num_thresholds)
+    above_negative = np.bincount(bucket, weights=weight - positive, minlength=num_thresholds)
+    tp = np.cumsum(above[::-1])[::-1]  # weight of positives scoring at least each threshold
+    fp = np.cumsum(above_negative[::-1])[::-1]
+    tn, fn = fp[0] - fp, tp[0] - tp
+    precision = np.divide(tp, tp + fp, out=np.zeros_like(tp), where=tp + fp > 0)
+    recall = np.divide(tp, tp + fn, out=np.zeros_like(tp), where=tp + fn > 0)
+    thresholds = np.arange(num_thresholds) / (num_thresholds - 1)
+    return PRCurve(tag, step, thresholds, tp, fp, tn, fn, precision, recall)
+
+
+def _step(global_step: int | None) -> int:
+    if global_step is None:
+        return 0
+    if isinstance(global_step, torch.Tensor | np.ndarray | np.generic) and np.size(global_step) == 1:
+        global_step = int(global_step.item())
+    if isinstance(global_step, bool) or not isinstance(global_step, int | np.integer) or global_step < 0:
+        raise BadInputError(f"global_step must be a whole number >= 0 or None, not {global_step!r}")
+    return int(global_step)
+
+
+def _tensor(values: Any, where: str) -> torch.Tensor:
+    if isinstance(values, torch.Tensor):
+        return values
+    try:
+        array = np.asarray(values)
+    except (TypeError, ValueError) as e:
+        raise BadInputError(f"{where}: expected a tensor, an array or a list of numbers ({e})") from e
+    if array.dtype.kind not in "biuf":
+        raise BadInputError(f"{where}: expected numbers, not an array of {array.dtype}")
+    return torch.from_numpy(np.ascontiguousarray(array))
+
+
+def _nchw(images: Any, dataformats: str, where: str) -> np.ndarray:
+    """``images`` as a NumPy array ``[N, C, H, W]`` (C 1, 3 or 4), whatever order ``dataformats`` names."""
+    array = _tensor(images, where).detach().cpu().numpy()
+    axes = dataformats.upper() if isinstance(dataformats, str) else ""
+    if sorted(axes) not in (sorted("HW"), sorted("CHW"), sorted("NHW"), sorted("NCHW")):
+        raise BadInputError(
+            f"{where}: dataformats is a string of the axes N, C, H, W such as 'CHW', not {dataformats!r}"
+        )
+    if len(axes) != array.ndim:
+        raise BadInputError(
+            f"{where}: dataformats={dataformats!r} names {len(axes)} axes, but the images have shape {array.shape}"
+        )
+    for axis in "NC":
+        if axis not in axes:
+            array, axes = array[np.newaxis], axis + axes
+    array = array.transpose([axes.index(axis) for axis in "NCHW"])
+    if array.shape[1] not in (1, 3, 4):
+        raise BadInputError(
+            f"{where}: images have 1, 3 or 4 channels, not {array.shape[1]} (shape as NCHW: {array.shape})"
+        )
+    return array
+
+
+def _grid(images: np.ndarray) -> np.ndarray:
+    """``[N, C, H, W]`` tiled into one ``[H', W', C]`` image (``[H', W']`` for one channel), 8 per row."""
+    n, channels, height, width = images.shape
+    columns = min(n, GRID_COLUMNS)
+    rows = -(-n // columns)
+    canvas = np.zeros((rows * height, columns * width, channels), dtype=images.dtype)
+    for i, image in enumerate(images):
+        y, x = divmod(i, columns)
+        canvas[y * height : (y + 1) * height, x * width : (x + 1) * width] = image.transpose(1, 2, 0)
+    return canvas[:, :, 0] if channels == 1 else canvas
+
+
+def _with_wall(record: Any, walltime: float) -> Any:
+    return dataclasses.replace(record, wall_time=float(walltime))
+
+
+__all__ = ["SummaryWriter", "pr_curve"]
