@@ -1,6 +1,6 @@
 """Run every benchmark in this folder, each against its peer in the same process.
 
-Run: .venv/bin/python bench/run.py [name ...]   (names: gradcam, integrated_gradients, occlusion, scalars, watch)
+Run: .venv/bin/python bench/run.py [name ...]   (names: gradcam, integrated_gradients, occlusion, scalars, watch, board)
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-BENCHMARKS = ["gradcam", "integrated_gradients", "occlusion", "scalars", "watch"]
+BENCHMARKS = ["gradcam", "integrated_gradients", "occlusion", "scalars", "watch", "board"]
 
 
 def main(argv: list[str] | None = None) -> None:

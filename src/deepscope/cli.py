@@ -1,5 +1,5 @@
 """The ``deepscope`` command: ``deepscope demo [imagenet]``, ``deepscope methods [NAME]``,
-``deepscope import-tensorboard LOGDIR``."""
+``deepscope import-tensorboard LOGDIR``, ``deepscope board [DIR]``."""
 
 from __future__ import annotations
 
@@ -96,6 +96,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--into", metavar="DIR", default="deepscope-runs", help="where the runs go (default: deepscope-runs)"
     )
     tb.set_defaults(handler=_import_tensorboard)
+
+    board = commands.add_parser(
+        "board",
+        help="serve the dashboard over the runs in DIR (default: runs) at http://127.0.0.1:6006",
+        description=(
+            "Serve the dashboard (a web page and its JSON API) over every run under DIR, live while they are "
+            "written. Binds 127.0.0.1 by default; bound to any other address it requires a token (given with "
+            "--token, or generated and printed in the URL). Needs: pip install 'deepscope[board]'."
+        ),
+    )
+    board.add_argument("dir", nargs="?", default="runs", metavar="DIR", help="the directory of runs (default: runs)")
+    board.add_argument("--port", type=int, default=6006, help="port (default 6006)")
+    board.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    board.add_argument("--token", help="token every request must carry (?token=... or Authorization: Bearer)")
+    board.set_defaults(handler=_board)
     return parser
 
 
@@ -176,6 +191,23 @@ def _import_tensorboard(args: argparse.Namespace) -> int:
         return 1
     for run in runs:
         print(run)
+    return 0
+
+
+def _board(args: argparse.Namespace) -> int:
+    from .board import serve
+    from .errors import BadInputError
+
+    try:
+        serve(args.dir, host=args.host, port=args.port, token=args.token)
+    except ImportError as error:  # the extra is missing: the message says which pip install to run
+        print(f"deepscope board: {error}", file=sys.stderr)
+        return 1
+    except (BadInputError, ValueError) as error:
+        print(f"deepscope board: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        pass
     return 0
 
 

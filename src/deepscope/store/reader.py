@@ -194,6 +194,19 @@ class Reader:
             rows = [dict(zip(names, row)) for row in cursor.fetchall()]
         return [self._record(tag, kind, row) for row in rows]
 
+    def files(self, tag: str) -> list[tuple[int, str, dict[str, Any]]]:
+        """The files of an image or embedding tag without reading them, in the order logged: per record its step,
+        its path relative to the run directory (``/`` separators) and its stored metadata (``shape``, ...)."""
+        kind = self.tags().get(tag)
+        if kind not in (None, "image", "embedding"):
+            raise BadInputError(f"{tag!r} holds {kind} records, which have no files")
+        tag_id = self._tag_id(tag, kind)
+        with self._reading():
+            rows = self._conn.execute(
+                "SELECT step, file, data FROM objects WHERE tag_id = ? ORDER BY id", (tag_id,)
+            ).fetchall()
+        return [(int(step), file, json.loads(data)) for step, file, data in rows]
+
     def _record(
         self, tag: str, kind: str | None, row: dict[str, Any]
     ) -> Histogram | Graph | Text | Image | Embedding | PRCurve:

@@ -1,0 +1,136 @@
+"""The board's web app: thin FastAPI routes over :mod:`deepscope.board.api`, the static page, plotly.js.
+
+Needs the ``board`` extra (``pip install 'deepscope[board]'``). Every route is GET. With a token, every request
+(page, scripts, API, images) must carry it as ``?token=...`` or ``Authorization: Bearer ...``, else 401. Without
+one, the server answers only requests addressed to a loopback name (``Host: 127.0.0.1``, ``localhost``,
+``[::1]``), so a web page elsewhere cannot read it through DNS rebinding.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from pathlib import Path
+from typing import Any
+
+import plotly
+from fastapi import FastAPI, Query, Request
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+
+from ..errors import BadInputError
+from . import api
+
+STATIC = Path(__file__).parent / "static"
+PLOTLY_JS = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
+LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "[::1]", "::1"})
+
+
+class _JSON(JSONResponse):
+    """Compact JSON; the API already turned non-finite floats into strings, so NaN here is a bug."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, allow_nan=False, separators=(",", ":")).encode()
+
+
+def create_app(root: str | os.PathLike[str], token: str | None = None) -> FastAPI:
+    """The board's app serving the runs under ``root``; with ``token``, every request must carry it."""
+    base = api.served_root(root)
+    app = FastAPI(title="deepscope board", docs_url=None, redoc_url=None, openapi_url=None)
+
+    @app.exception_handler(api.NotFound)
+    def not_found(request: Request, error: api.NotFound) -> Response:
+        return _JSON({"detail": str(error)}, 404)
+
+    @app.exception_handler(BadInputError)
+    def bad_input(request: Request, error: BadInputError) -> Response:
+        return _JSON({"detail": str(error)}, 422)
+
+    @app.get("/api/runs")
+    def runs() -> Response:
+        return _JSON(api.runs(base))
+
+    @app.get("/api/views")
+    def views() -> Response:
+        return _JSON(api.views(base))
+
+    @app.get("/api/scalars")
+    def scalars(
+        run: str,
+        tag: str,
+        start: int | None = None,
+        end: int | None = None,
+        max_points: int = Query(api.DEFAULT_MAX_POINTS, ge=4, le=1_000_000),
+    ) -> Response:
+        return _JSON(api.scalars(base, run, tag, start, end, max_points))
+
+    @app.get("/api/histograms")
+    def histograms(run: str, tag: str) -> Response:
+        return _JSON(api.histograms(base, run, tag))
+
+    @app.get("/api/graph")
+    def graph(run: str, tag: str = "model") -> Response:
+        return _JSON(api.graph(base, run, tag))
+
+    @app.get("/api/images")
+    def images(run: str, tag: str) -> Response:
+        return _JSON(api.images(base, run, tag))
+
+    @app.get("/api/text")
+    def text(run: str, tag: str) -> Response:
+        return _JSON(api.text(base, run, tag))
+
+    @app.get("/api/file")
+    def file(run: str, path: str) -> Response:
+        return FileResponse(api.file_path(base, run, path), headers={"X-Content-Type-Options": "nosniff"})
+
+    @app.get("/")
+    def page() -> Response:
+        index = STATIC / "index.html"
+        if not index.is_file():
+            return _JSON({"detail": f"the page is missing from this installation ({index})"}, 404)
+        return FileResponse(index, headers={"Cache-Control": "no-cache"})
+
+    @app.get("/static/plotly.min.js")
+    def plotly_js() -> Response:
+        return FileResponse(PLOTLY_JS, media_type="text/javascript", headers={"Cache-Control": "max-age=86400"})
+
+    app.mount("/static", StaticFiles(directory=STATIC, check_dir=False), name="static")
+    app.add_middleware(_Guard, token=token)
+    return app
+
+
+class _Guard:
+    """Checks every HTTP request before any route sees it (a plain ASGI middleware: no per-request task).
+
+    With a token: the request must carry it (query ``token`` or ``Authorization: Bearer``), else 401. Without:
+    the ``Host`` header must name a loopback address, else 403.
+    """
+
+    def __init__(self, app: Any, token: str | None) -> None:
+        self.app = app
+        self.token = token.encode() if token is not None else None
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            refusal = self._refusal(Request(scope))
+            if refusal is not None:
+                await refusal(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+    def _refusal(self, request: Request) -> Response | None:
+        if self.token is not None:
+            given = request.query_params.get("token") or ""
+            header = request.headers.get("authorization", "")
+            if not given and header[:7].lower() == "bearer ":
+                given = header[7:].strip()
+            if secrets.compare_digest(given.encode(), self.token):
+                return None
+            return _JSON({"detail": "this board needs its token: open the URL it printed at start"}, 401)
+        host = request.headers.get("host", "").lower()
+        name = host if host.endswith("]") else host.rsplit(":", 1)[0]
+        if name in LOOPBACK_NAMES:
+            return None
+        return _JSON({"detail": f"this board answers only on 127.0.0.1/localhost, not {host!r}"}, 403)

@@ -1,0 +1,361 @@
+"""The board's server and JSON API, through FastAPI's test client, against runs each test writes with ds.Run."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import deepscope as ds
+from deepscope.track.records import Graph, Histogram, Image
+
+pytest.importorskip("fastapi")
+pytest.importorskip("plotly")
+from fastapi.testclient import TestClient
+
+from deepscope import board as board_module
+from deepscope.board import api, create_app
+
+LOCAL = "http://127.0.0.1"
+SPIKE_STEP = 1234
+
+
+def _write_runs(root: Path) -> dict[str, np.ndarray]:
+    """Two finished runs (one nested) with every kind the board shows; returns the logged loss values."""
+    rng = np.random.default_rng(0)
+    losses = {}
+    for name, scale in (("relu", 1.0), ("group/tanh", 2.0)):
+        values = scale * rng.random(5000)
+        values[SPIKE_STEP] = 1e6  # a spike that downsampling must keep
+        values[10] = float("nan")
+        values[11] = float("inf")
+        values[12] = float("-inf")
+        losses[name] = values
+        with ds.Run(root / name, config={"scale": scale}) as run:
+            run.log_series("train/loss", np.arange(5000), values, epochs=np.arange(5000) // 1000)
+            run.log({"val/acc": 0.5}, step=0)
+            run.log_records(
+                [
+                    Histogram(
+                        "weight/fc",
+                        step,
+                        -1.0,
+                        1.0,
+                        np.array([1, 2, 3, 4]),
+                        layer="fc",
+                        kind="weight",
+                        mean=0.1 * step,
+                        std=1.0,
+                        zero_fraction=0.0,
+                        norm=2.0,
+                        count=10,
+                    )
+                    for step in range(3)
+                ]
+            )
+            run.log_records(
+                [
+                    Graph(
+                        [{"name": "", "type": "Net", "parent": None, "params": 3, "shape": [1]}],
+                        None,
+                        "unavailable: test",
+                    )
+                ]
+            )
+            pixels = np.arange(4 * 6 * 3, dtype=np.uint8).reshape(4, 6, 3)
+            run.log_records([Image("samples", step, pixels + step, caption=f"step {step}") for step in range(2)])
+            run.note("first note", step=0)
+            run.note("second <b>note</b>", step=5)
+    return losses
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, np.ndarray]]:
+    root = tmp_path_factory.mktemp("runs")
+    losses = _write_runs(root)
+    broken = root / "broken"
+    broken.mkdir()
+    (broken / "run.db").write_bytes(b"this is not a database" * 100)
+    return root, losses
+
+
+@pytest.fixture(scope="module")
+def client(store: tuple[Path, dict[str, np.ndarray]]) -> TestClient:
+    return TestClient(create_app(store[0]), base_url=LOCAL)
+
+
+def _no_bare_constants(name: str) -> float:
+    raise AssertionError(f"the answer holds a bare {name}, which is not JSON")
+
+
+def _decode(values: list) -> np.ndarray:
+    return np.array([float(v.replace("Infinity", "inf")) if isinstance(v, str) else v for v in values])
+
+
+# ---- what the views answer ----------------------------------------------------------------------------------------
+
+
+def test_runs_lists_every_run_sorted_with_tags_and_keeps_unreadable_ones(client: TestClient) -> None:
+    runs = client.get("/api/runs").json()
+    assert [r["name"] for r in runs] == ["broken", "group/tanh", "relu"]
+    broken, tanh, relu = runs
+    assert broken["status"] == "unreadable" and broken["tags"] == {} and "not a readable" in broken["error"]
+    assert relu["status"] == tanh["status"] == "finished"
+    assert relu["tags"] == {
+        "train/loss": "scalar",
+        "val/acc": "scalar",
+        "weight/fc": "histogram",
+        "model": "graph",
+        "samples": "image",
+        "notes": "text",
+    }
+    assert isinstance(relu["created_at"], float)
+
+
+def test_views_are_the_kinds_present(client: TestClient, tmp_path: Path) -> None:
+    assert client.get("/api/views").json() == {
+        "scalars": True,
+        "distributions": True,
+        "graph": True,
+        "images": True,
+        "text": True,
+    }
+    with ds.Run(tmp_path / "only-scalars") as run:
+        run.log({"x": 1.0})
+    assert api.views(tmp_path) == {
+        "scalars": True,
+        "distributions": False,
+        "graph": False,
+        "images": False,
+        "text": False,
+    }
+
+
+def test_scalars_are_the_logged_values_with_non_finite_as_strings(
+    client: TestClient, store: tuple[Path, dict[str, np.ndarray]]
+) -> None:
+    logged = store[1]["group/tanh"]
+    answer = client.get("/api/scalars", params={"run": "group/tanh", "tag": "train/loss", "max_points": 10_000})
+    data = answer.json()
+    assert data["total"] == 5000 and not data["downsampled"]
+    assert data["steps"] == list(range(5000))
+    assert data["epochs"] == [s // 1000 for s in range(5000)]
+    assert data["values"][10:13] == ["NaN", "Infinity", "-Infinity"]
+    np.testing.assert_array_equal(_decode(data["values"]), logged)
+    json.loads(answer.text, parse_constant=_no_bare_constants)  # strict JSON: no bare NaN/Infinity anywhere
+    assert len(data["wall_times"]) == 5000 and all(math.isfinite(w) for w in data["wall_times"])
+
+
+def test_scalars_downsampled_keep_extremes_and_zoom_refines(client: TestClient) -> None:
+    params = {"run": "relu", "tag": "train/loss", "max_points": 200}
+    data = client.get("/api/scalars", params=params).json()
+    assert data["downsampled"] and data["total"] == 5000 and 2 < len(data["steps"]) <= 200
+    assert SPIKE_STEP in data["steps"] and 1e6 in data["values"]
+    assert {"NaN", "Infinity", "-Infinity"} <= {v for v in data["values"] if isinstance(v, str)}
+    zoom = client.get("/api/scalars", params={**params, "start": 1000, "end": 1099}).json()
+    assert zoom["steps"] == list(range(1000, 1100)) and zoom["total"] == 100 and not zoom["downsampled"]
+
+
+def test_histograms_distributions(client: TestClient) -> None:
+    data = client.get("/api/histograms", params={"run": "relu", "tag": "weight/fc"}).json()
+    assert (data["layer"], data["kind"]) == ("fc", "weight")
+    assert [p["step"] for p in data["points"]] == [0, 1, 2]
+    first = data["points"][1]
+    assert first["counts"] == [1, 2, 3, 4] and (first["low"], first["high"]) == (-1.0, 1.0)
+    assert first["mean"] == pytest.approx(0.1) and first["count"] == 10
+
+
+def test_graph_text_and_images(client: TestClient) -> None:
+    g = client.get("/api/graph", params={"run": "relu"}).json()
+    assert g["modules"][0]["type"] == "Net" and g["ops"] is None and g["ops_method"] == "unavailable: test"
+    t = client.get("/api/text", params={"run": "relu", "tag": "notes"}).json()
+    assert t["points"] == [{"step": 0, "text": "first note"}, {"step": 5, "text": "second <b>note</b>"}]
+    images = client.get("/api/images", params={"run": "group/tanh", "tag": "samples"}).json()["points"]
+    assert [(p["step"], p["width"], p["height"]) for p in images] == [(0, 6, 4), (1, 6, 4)]
+    from PIL import Image as PILImage
+
+    for p in images:
+        answer = client.get(p["url"])
+        assert answer.status_code == 200 and answer.headers["content-type"] == "image/png"
+        pixels = np.asarray(PILImage.open(io.BytesIO(answer.content)))
+        np.testing.assert_array_equal(pixels, np.arange(72, dtype=np.uint8).reshape(4, 6, 3) + p["step"])
+
+
+def test_page_and_plotly_come_from_this_installation(client: TestClient) -> None:
+    import plotly
+
+    js = client.get("/static/plotly.min.js")
+    bundled = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
+    assert js.status_code == 200 and js.content == bundled.read_bytes()
+    if (Path(board_module.__file__).parent / "static" / "index.html").is_file():
+        assert client.get("/").status_code == 200
+
+
+# ---- 404s and path traversal --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("route", "params"),
+    [
+        ("/api/scalars", {"run": "nope", "tag": "train/loss"}),
+        ("/api/scalars", {"run": "relu", "tag": "nope"}),
+        ("/api/scalars", {"run": "relu", "tag": "notes"}),  # a tag of another kind
+        ("/api/histograms", {"run": "relu", "tag": "train/loss"}),
+        ("/api/graph", {"run": "relu", "tag": "notes"}),
+        ("/api/images", {"run": "relu", "tag": "notes"}),
+        ("/api/text", {"run": "relu", "tag": "samples"}),
+        ("/api/scalars", {"run": "broken", "tag": "x"}),  # unreadable
+        ("/api/scalars", {"run": "group", "tag": "x"}),  # a directory, not a run
+        ("/api/scalars", {"run": "../runs0/relu", "tag": "train/loss"}),
+        ("/api/scalars", {"run": "group/../relu", "tag": "train/loss"}),
+        ("/api/scalars", {"run": "./relu", "tag": "train/loss"}),
+        ("/api/scalars", {"run": "relu/", "tag": "train/loss"}),
+        ("/api/file", {"run": "relu", "path": "run.db"}),  # only files/ is served
+        ("/api/file", {"run": "relu", "path": "files/../run.db"}),
+        ("/api/file", {"run": "relu", "path": "files/nope.png"}),
+        ("/api/file", {"run": "relu", "path": "../group/tanh/run.db"}),
+        ("/api/file", {"run": "relu", "path": "/etc/passwd"}),
+        ("/api/file", {"run": "relu", "path": "files\\..\\run.db"}),
+    ],
+)
+def test_unknown_or_escaping_names_are_404(client: TestClient, route: str, params: dict[str, str]) -> None:
+    answer = client.get(route, params=params)
+    assert answer.status_code == 404, answer.text
+    assert answer.json()["detail"]
+
+
+def test_absolute_run_names_and_symlinks_out_are_404(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    with ds.Run(outside / "secret") as run:
+        run.log({"x": 1.0})
+    (outside / "secret" / "files").mkdir(exist_ok=True)
+    (outside / "secret" / "files" / "secret.png").write_bytes(b"png")
+    served = tmp_path / "served"
+    with ds.Run(served / "mine") as run:
+        run.log({"x": 2.0})
+    (served / "link").symlink_to(outside / "secret")
+    (served / "mine" / "files").mkdir(exist_ok=True)
+    (served / "mine" / "files" / "out.png").symlink_to(outside / "secret" / "files" / "secret.png")
+    client = TestClient(create_app(served), base_url=LOCAL)
+    assert client.get("/api/scalars", params={"run": "mine", "tag": "x"}).status_code == 200
+    for run in (str(outside / "secret"), "link"):
+        assert client.get("/api/scalars", params={"run": run, "tag": "x"}).status_code == 404
+    assert client.get("/api/file", params={"run": "mine", "path": "files/out.png"}).status_code == 404
+    assert client.get("/api/file", params={"run": "link", "path": "files/secret.png"}).status_code == 404
+    assert [r["name"] for r in client.get("/api/runs").json()] == ["mine"]
+
+
+def test_bad_max_points_is_422(client: TestClient) -> None:
+    answer = client.get("/api/scalars", params={"run": "relu", "tag": "train/loss", "max_points": 3})
+    assert answer.status_code == 422
+
+
+# ---- live: new runs and new points without a restart ----------------------------------------------------------------
+
+
+def test_sees_runs_created_and_points_written_after_start(tmp_path: Path) -> None:
+    client = TestClient(create_app(tmp_path), base_url=LOCAL)
+    assert client.get("/api/runs").json() == []
+    with ds.Run(tmp_path / "live") as run:
+        run.log({"loss": 1.0}, step=0)
+        run.flush()
+        listed = client.get("/api/runs").json()
+        assert [(r["name"], r["status"]) for r in listed] == [("live", "running")]
+        params = {"run": "live", "tag": "loss"}
+        assert client.get("/api/scalars", params=params).json()["steps"] == [0]
+        run.log({"loss": 0.5}, step=1)
+        run.flush()
+        assert client.get("/api/scalars", params=params).json()["values"] == [1.0, 0.5]
+    assert client.get("/api/runs").json()[0]["status"] == "finished"
+
+
+# ---- access --------------------------------------------------------------------------------------------------------
+
+
+def test_token_is_required_on_every_route(store: tuple[Path, dict[str, np.ndarray]]) -> None:
+    client = TestClient(create_app(store[0], token="s3cret"), base_url="http://board.example:6006")
+    for route in ("/api/runs", "/api/views", "/static/plotly.min.js", "/", "/api/file?run=relu&path=files/x.png"):
+        assert client.get(route).status_code == 401, route
+        assert client.get(route, params={"token": "wrong"}).status_code == 401, route
+    assert client.get("/api/runs", params={"token": "s3cret"}).status_code == 200
+    assert client.get("/api/runs", headers={"Authorization": "Bearer s3cret"}).status_code == 200
+    assert client.get("/api/runs", headers={"Authorization": "Bearer nope"}).status_code == 401
+
+
+def test_without_token_only_loopback_host_names_are_answered(client: TestClient) -> None:
+    # DNS rebinding: a page on evil.example resolving to 127.0.0.1 sends Host: evil.example
+    assert client.get("/api/runs", headers={"Host": "evil.example"}).status_code == 403
+    for host in ("localhost:6006", "127.0.0.1:6006", "[::1]:6006"):
+        assert client.get("/api/runs", headers={"Host": host}).status_code == 200, host
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [
+        ("127.0.0.1", True),
+        ("localhost", True),
+        ("::1", True),
+        ("127.0.0.2", True),
+        ("0.0.0.0", False),
+        ("192.168.1.5", False),
+        ("::", False),
+        ("example.com", False),
+    ],
+)
+def test_non_loopback_hosts_get_a_generated_token(host: str, loopback: bool) -> None:
+    assert board_module.is_loopback(host) is loopback
+    token = board_module.access_token(host, None)
+    assert (token is None) is loopback
+    if token is not None:
+        assert len(token) >= 24 and token != board_module.access_token(host, None)
+    assert board_module.access_token(host, "given") == "given"
+
+
+# ---- packaging: notebook helper, CLI, no import cost -----------------------------------------------------------------
+
+
+def test_notebook_board_serves_in_a_thread(store: tuple[Path, dict[str, np.ndarray]]) -> None:
+    shown = board_module.board(store[0], height=400)
+    try:
+        assert shown.url.startswith("http://127.0.0.1:")
+        assert f'src="{shown.url}"' in shown._repr_html_() and 'height="400"' in shown._repr_html_()
+        with urllib.request.urlopen(shown.url + "api/runs", timeout=5) as answer:
+            assert [r["name"] for r in json.load(answer)] == ["broken", "group/tanh", "relu"]
+    finally:
+        shown.stop()
+    assert not shown._thread.is_alive()
+
+
+def test_importing_deepscope_does_not_import_the_web_stack() -> None:
+    code = (
+        "import sys, deepscope, deepscope.board, deepscope.cli;"
+        "print(sorted({'fastapi', 'uvicorn', 'plotly'} & set(sys.modules)))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_cli_without_the_extra_says_what_to_install(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    from deepscope import cli
+
+    monkeypatch.setitem(sys.modules, "uvicorn", None)  # as if not installed
+    assert cli.main(["board", str(tmp_path)]) == 1
+    assert "pip install 'deepscope[board]'" in capsys.readouterr().err
+
+
+def test_cli_refuses_a_missing_directory(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    from deepscope import cli
+
+    assert cli.main(["board", str(tmp_path / "nope"), "--port", "0"]) == 2
+    assert "is not a directory" in capsys.readouterr().err
+    assert os.listdir(tmp_path) == []

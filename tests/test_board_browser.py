@@ -1,0 +1,372 @@
+"""The board's page in a real browser: headless Chromium (Debian's ``chromium``) driven by Playwright.
+
+The real server (``deepscope.board.create_app`` under uvicorn, in a thread) serves a store this file fills with
+``ds.Run``; each tab must draw charts holding the logged data, the console must stay free of errors, a point
+logged while the page is open must appear, and a run named like an HTML tag must show as text and run no script.
+``.ci/run`` installs the browser and Playwright; elsewhere these tests skip, saying what is missing.
+"""
+
+from __future__ import annotations
+
+import math
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import deepscope as ds
+from deepscope.track.records import Image
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+HOSTILE = "<img src=x onerror=alert(1)>"
+STEPS = 6
+LONG = 5000  # more points than the page asks for (2000): the server downsamples until the user zooms in
+
+if not Path(CHROMIUM).exists():
+    pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium; .ci/run installs it)", allow_module_level=True)
+sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is missing (pip install -e '.[test]')")
+uvicorn = pytest.importorskip("uvicorn", reason="uvicorn is missing (pip install -e '.[board]')")
+pytest.importorskip("fastapi", reason="fastapi is missing (pip install -e '.[board]')")
+pytest.importorskip("plotly", reason="plotly is missing (pip install -e '.[board]')")
+
+from deepscope.board import create_app  # noqa: E402
+
+
+def _train(run: ds.Run, activation: type[nn.Module], seed: int) -> None:
+    """A few SGD steps of a tiny MLP, watched (histograms) and logged (scalars)."""
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Linear(4, 8), activation(), nn.Linear(8, 3))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    x, y = torch.randn(16, 4), torch.randint(0, 3, (16,))
+    run.watch(model, every=1, bins=16)
+    for step in range(STEPS):
+        loss = nn.functional.cross_entropy(model(x), y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        run.log({"train/loss": loss.item(), "train/acc": 1 / (1 + step)}, step=step)
+    run.graph(model, x)
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, ds.Run]]:
+    root = tmp_path_factory.mktemp("runs")
+    with ds.Run(root / "mlp-tanh") as run:
+        _train(run, nn.Tanh, 0)
+        rng = np.random.default_rng(0)
+        run.log_records([Image("samples", step, rng.integers(0, 256, (12, 16, 3), dtype=np.uint8)) for step in (0, 5)])
+        run.note("a tanh MLP: <b>not bold</b>")
+    with ds.Run(root / "mlp-relu") as run:
+        _train(run, nn.ReLU, 1)
+    with ds.Run(root / HOSTILE) as run:
+        run.log({"train/loss": 1.0}, step=0)
+        run.log({"train/loss": math.nan}, step=1)  # a gap, not an error
+    with ds.Run(root / "long") as run:
+        steps = np.arange(LONG)
+        run.log_series("zoom/sine", steps, np.sin(steps / 50.0))
+    live = ds.Run(root / "live", flush_interval=0.05)
+    for step in range(3):
+        live.log({"train/loss": 2.0 - step}, step=step)
+    live.flush()
+    yield root, live
+    live.close()
+
+
+@pytest.fixture(scope="module")
+def server(store: tuple[Path, ds.Run]) -> Iterator[str]:
+    root, _ = store
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    app = create_app(root)
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
+    served = uvicorn.Server(config)
+    thread = threading.Thread(target=served.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not served.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "the board did not start"
+        time.sleep(0.02)
+    yield f"http://127.0.0.1:{port}/"
+    served.should_exit = True
+    thread.join(timeout=5)
+
+
+@pytest.fixture(scope="module")
+def browser_page(server: str) -> Iterator[tuple[Any, list[str]]]:
+    """One page for the whole file (Chromium starts once); ``problems`` collects console errors, page errors and
+    dialogs (an ``alert`` would mean a run name ran as script)."""
+    problems: list[str] = []
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
+        page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+
+        def dialog(d: Any) -> None:
+            problems.append(f"dialog {d.type}: {d.message}")
+            d.dismiss()
+
+        page.on("dialog", dialog)
+        page.goto(server)
+        page.wait_for_selector("#tabs button", timeout=15_000)
+        yield page, problems
+        browser.close()
+
+
+def _open(page: Any, view: str) -> None:
+    page.click(f'#tabs button[data-view="{view}"]')
+    page.wait_for_selector(f'.view[data-view="{view}"]', state="attached")
+
+
+def _trace_lengths(page: Any, selector: str) -> list[int]:
+    """Points per plotly trace of every chart under ``selector`` (plotly keeps its traces on the div as ``data``)."""
+    return page.evaluate(
+        """(sel) => [...document.querySelectorAll(sel)].flatMap(
+               (gd) => (gd.data || []).map((t) => (t.x || t.values || []).length))""",
+        selector,
+    )
+
+
+def test_tabs_appear_only_for_data_that_exists(browser_page: tuple[Any, list[str]]) -> None:
+    page, problems = browser_page
+    tabs = page.eval_on_selector_all("#tabs button", "(bs) => bs.map((b) => b.dataset.view)")
+    assert tabs == ["scalars", "distributions", "graph", "images", "text"]
+    assert not problems
+
+
+def test_scalars_overlay_runs_and_escape_names(browser_page: tuple[Any, list[str]], tmp_path: Path) -> None:
+    page, problems = browser_page
+    _open(page, "scalars")
+    page.wait_for_function(
+        """() => { const gd = document.querySelector('.card[data-tag="train/acc"] .plot');
+                   return gd && gd.data && gd.data.length >= 4; }""",
+        timeout=10_000,
+    )
+    tags = page.eval_on_selector_all(".card[data-tag]", "(cs) => cs.map((c) => c.dataset.tag)")
+    assert sorted(tags) == ["grad_norm/0", "grad_norm/2", "train/acc", "train/loss", "zoom/sine"]
+    # train/acc: two runs, each a faint raw line and its smoothed line, every logged step drawn.
+    acc = page.evaluate(
+        """() => document.querySelector('.card[data-tag="train/acc"] .plot').data.map(
+               (t) => [t.meta, t.x.length, t.opacity])"""
+    )
+    assert sorted(acc) == sorted(
+        [["mlp-relu", STEPS, 0.25], ["mlp-relu", STEPS, 1], ["mlp-tanh", STEPS, 0.25], ["mlp-tanh", STEPS, 1]]
+    )
+    # The smoothed line is TensorBoard's debiased EMA of the raw one (weight 0.6 by default).
+    raw, smooth = page.evaluate(
+        """() => { const d = document.querySelector('.card[data-tag="train/acc"] .plot').data
+                       .filter((t) => t.meta === 'mlp-tanh');
+                   return [d[0].y, d[1].y]; }"""
+    )
+    expected, last = [], 0.0
+    for k, value in enumerate(raw, start=1):
+        last = 0.6 * last + 0.4 * value
+        expected.append(last / (1 - 0.6**k))
+    np.testing.assert_allclose(smooth, expected, rtol=1e-9)
+    np.testing.assert_allclose(raw, [1 / (1 + s) for s in range(STEPS)])
+    # The hostile run's name is text: in the run list and the legend, with no element made from it.
+    names = page.eval_on_selector_all(".runlist .run-name", "(ns) => ns.map((n) => n.textContent)")
+    assert HOSTILE in names
+    assert page.evaluate("() => document.querySelectorAll('img[src=\"x\"], main img').length") == 0
+    loss = page.evaluate(
+        """(name) => document.querySelector('.card[data-tag="train/loss"] .plot').data
+               .filter((t) => t.meta === name)[0].y""",
+        HOSTILE,
+    )
+    assert loss == [1.0, None]  # NaN arrives as "NaN" and is drawn as a gap
+    # plotly reads names as a small HTML dialect: the legend must still show the name exactly as typed.
+    legend = page.eval_on_selector_all(
+        '.card[data-tag="train/loss"] .legendtext', "(ns) => ns.map((n) => n.textContent)"
+    )
+    assert HOSTILE in legend
+    # The filter (a regex) narrows the runs shown.
+    for regex, shown in (("^mlp-(tanh)$", {"mlp-tanh"}), ("^mlp-", {"mlp-tanh", "mlp-relu"})):
+        page.fill("aside input[type=text]", regex)
+        page.wait_for_function(
+            """(shown) => { const names = document.querySelector('.card[data-tag="train/loss"] .plot').data
+                                .map((t) => t.meta);
+                            return names.length && names.every((n) => shown.includes(n))
+                                && shown.every((n) => names.includes(n)); }""",
+            arg=sorted(shown),
+        )
+    page.screenshot(path=str(tmp_path / "scalars.png"), full_page=True)
+    page.fill("aside input[type=text]", "")
+    assert not problems
+
+
+def test_new_points_appear_while_the_page_is_open(
+    browser_page: tuple[Any, list[str]], store: tuple[Path, ds.Run]
+) -> None:
+    page, problems = browser_page
+    _, live = store
+    _open(page, "scalars")
+    count = """() => { const gd = document.querySelector('.card[data-tag="train/loss"] .plot');
+                       const t = gd && gd.data && gd.data.find((t) => t.meta === 'live');
+                       return t ? t.x.length : 0; }"""
+    page.wait_for_function(f"() => ({count})() === 3", timeout=10_000)
+    live.log({"train/loss": 0.5}, step=3)
+    live.flush()
+    started = time.monotonic()
+    page.wait_for_function(f"() => ({count})() === 4", timeout=6_000)
+    assert time.monotonic() - started < 6
+    assert not problems
+
+
+def test_distributions_bands_and_ridgelines(browser_page: tuple[Any, list[str]], tmp_path: Path) -> None:
+    page, problems = browser_page
+    _open(page, "distributions")
+    page.wait_for_function("() => document.querySelectorAll('.side-by-side .plot .main-svg').length >= 2")
+    page.select_option('.view[data-view="distributions"] select >> nth=0', "weight/0.weight")
+    page.wait_for_function(
+        """() => [...document.querySelectorAll('.side-by-side .card .note')]
+               .every((n) => n.textContent.startsWith('weight/0.weight'))"""
+    )
+    titles = page.eval_on_selector_all(".side-by-side .card .title", "(ts) => ts.map((t) => t.textContent)")
+    assert sorted(titles) == ["mlp-relu", "mlp-tanh"]
+    lengths = _trace_lengths(page, ".side-by-side .plot")
+    assert len(lengths) == 2 * 9 and set(lengths) == {STEPS}  # 4 bands (2 lines each) + median, per run
+    # The median line lies inside the weights' range at every step.
+    medians = page.evaluate(
+        """() => [...document.querySelectorAll('.side-by-side .plot')].map(
+               (gd) => gd.data.find((t) => t.name === 'median').y)"""
+    )
+    for median in medians:
+        assert all(-1.0 < m < 1.0 for m in median)  # nn.Linear(4, 8) draws weights from U(-1/2, 1/2)
+    page.screenshot(path=str(tmp_path / "distributions.png"), full_page=True)
+    page.select_option('.view[data-view="distributions"] select >> nth=3', "ridges")
+    page.wait_for_function(
+        """() => [...document.querySelectorAll('.side-by-side .plot')].every(
+               (gd) => gd.data.length === 2 * 6 && gd.data[1].fill === 'tonexty')"""
+    )
+    page.screenshot(path=str(tmp_path / "ridgelines.png"), full_page=True)
+    assert not problems
+
+
+def test_graph_tree_and_parameters(browser_page: tuple[Any, list[str]], tmp_path: Path) -> None:
+    page, problems = browser_page
+    _open(page, "graph")
+    page.wait_for_selector(".tree [data-module]")
+    modules = page.eval_on_selector_all(".tree [data-module]", "(ns) => ns.map((n) => n.dataset.module)")
+    assert modules == ["", "0", "1", "2"]
+    text = page.inner_text(".tree")
+    assert "Linear" in text and "67 params" in text and "[16, 8]" in text  # 4*8+8 + 8*3+3 = 67 parameters
+    assert "op graph: " in page.inner_text('.view[data-view="graph"] aside')
+    values = page.evaluate("() => document.querySelector('.view[data-view=\"graph\"] .plot').data[0].values")
+    assert values == [67, 40, 0, 27]
+    page.screenshot(path=str(tmp_path / "graph.png"), full_page=True)
+    assert not problems
+
+
+def test_images_step_slider(browser_page: tuple[Any, list[str]], tmp_path: Path) -> None:
+    page, problems = browser_page
+    _open(page, "images")
+    page.wait_for_function("() => { const i = document.querySelector('.images img'); return i && i.naturalWidth; }")
+    assert page.evaluate("() => document.querySelector('.images img').naturalWidth") == 16
+    assert "step 5" in page.inner_text(".images .card .note")
+    page.fill(".images input[type=range]", "0")
+    page.wait_for_function("() => document.querySelector('.images .card .note').textContent.startsWith('step 0')")
+    page.screenshot(path=str(tmp_path / "images.png"), full_page=True)
+    assert not problems
+
+
+def test_text_is_shown_as_text(browser_page: tuple[Any, list[str]], tmp_path: Path) -> None:
+    page, problems = browser_page
+    _open(page, "text")
+    page.wait_for_selector(".texts pre")
+    assert page.inner_text(".texts pre") == "a tanh MLP: <b>not bold</b>"
+    assert page.evaluate("() => document.querySelectorAll('.texts b').length") == 0
+    page.screenshot(path=str(tmp_path / "text.png"), full_page=True)
+    assert not problems
+
+
+def test_chart_exports(browser_page: tuple[Any, list[str]], tmp_path: Path) -> None:
+    page, problems = browser_page
+    _open(page, "scalars")
+    card = '.card[data-tag="train/acc"]'
+    page.wait_for_selector(f"{card} .plot .main-svg")
+    with page.expect_download() as download:
+        page.click(f"{card} button.csv")
+    download.value.save_as(tmp_path / "acc.csv")
+    lines = (tmp_path / "acc.csv").read_text().strip().splitlines()
+    assert lines[0] == '"run","tag","step","epoch","wall_time","value"'
+    assert len(lines) == 1 + 2 * STEPS
+    png = page.evaluate(
+        f"""() => Plotly.toImage(document.querySelector('{card} .plot'), {{format: 'png', width: 400, height: 300}})"""
+    )
+    assert png.startswith("data:image/png;base64,") and len(png) > 1000
+    assert not problems
+
+
+def test_token_is_sent_with_every_request(store: tuple[Path, ds.Run], browser_page: tuple[Any, list[str]]) -> None:
+    """A board that requires a token: the page, its scripts and every API call carry the one in the page's URL."""
+    root, _ = store
+    page, _ = browser_page
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    served = uvicorn.Server(
+        uvicorn.Config(create_app(root, token="s3cret"), host="127.0.0.1", port=port, log_level="warning")
+    )
+    thread = threading.Thread(target=served.run, daemon=True)
+    thread.start()
+    try:
+        while not served.started:
+            assert thread.is_alive()
+            time.sleep(0.02)
+        second = page.context.browser.new_page()
+        refused: list[str] = []
+        second.on("response", lambda r: refused.append(r.url) if r.status == 401 else None)
+        second.goto(f"http://127.0.0.1:{port}/?token=s3cret&view=images")
+        second.wait_for_function(
+            "() => { const i = document.querySelector('.images img'); return i && i.naturalWidth; }", timeout=10_000
+        )
+        assert not refused
+        second.close()
+    finally:
+        served.should_exit = True
+        thread.join(timeout=5)
+
+
+def test_zooming_in_asks_the_server_for_the_full_detail(browser_page: tuple[Any, list[str]]) -> None:
+    page, problems = browser_page
+    _open(page, "scalars")
+    plot = '.card[data-tag="zoom/sine"] .plot'
+    steps = f"() => {{ const gd = document.querySelector('{plot}'); return gd && gd.data ? gd.data[0].x : []; }}"
+    page.wait_for_function(f"() => ({steps})().length > 0")
+    overview = page.evaluate(steps)
+    assert len(overview) <= 2000 and overview[0] == 0 and overview[-1] == LONG - 1  # downsampled, ends kept
+    assert "of 5000 points" in page.inner_text('.card[data-tag="zoom/sine"] .note')
+    page.evaluate(f"() => Plotly.relayout(document.querySelector('{plot}'), {{'xaxis.range': [1000, 1300]}})")
+    page.wait_for_function(f"() => ({steps})().length === 301")  # every step of the range: refined, not resampled
+    assert page.evaluate(steps) == list(range(1000, 1301))
+    page.evaluate(f"() => Plotly.relayout(document.querySelector('{plot}'), {{'xaxis.autorange': true}})")
+    page.wait_for_function(f"() => ({steps})().length === {len(overview)}")
+    # The other x axes: wall-clock dates, seconds since the run's first point, epochs (none logged here: gaps).
+    for mode, first in (("wall", str), ("relative", int), ("epoch", type(None))):
+        page.select_option('.view[data-view="scalars"] aside select', mode)
+        page.wait_for_function(
+            f"() => {{ const gd = document.querySelector('{plot}'); return gd.layout.xaxis.type === "
+            f"'{'date' if mode == 'wall' else 'linear'}' && gd.data[0].x.length === {len(overview)}; }}"
+        )
+        start = page.evaluate(f"() => document.querySelector('{plot}').data[0].x[0]")
+        assert isinstance(start, first)
+        assert mode == "wall" or start in (None, 0)  # relative time starts at 0
+    page.select_option('.view[data-view="scalars"] aside select', "step")
+    assert not problems
