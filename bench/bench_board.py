@@ -63,7 +63,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     from fastapi.testclient import TestClient
 
     import deepscope as ds
-    from deepscope.board import board, create_app
+    from deepscope.dashboard import board, create_app
 
     rng = np.random.default_rng(0)
     figures: dict[str, Any] = {}

@@ -21,8 +21,8 @@ pytest.importorskip("fastapi")
 pytest.importorskip("plotly")
 from fastapi.testclient import TestClient
 
-from deepscope import board as board_module
-from deepscope.board import api, create_app
+from deepscope import dashboard as board_module
+from deepscope.dashboard import api, create_app
 
 LOCAL = "http://127.0.0.1"
 SPIKE_STEP = 1234
@@ -336,7 +336,7 @@ def test_notebook_board_serves_in_a_thread(store: tuple[Path, dict[str, np.ndarr
 
 def test_importing_deepscope_does_not_import_the_web_stack() -> None:
     code = (
-        "import sys, deepscope, deepscope.board, deepscope.cli;"
+        "import sys, deepscope, deepscope.dashboard, deepscope.cli;"
         "print(sorted({'fastapi', 'uvicorn', 'plotly'} & set(sys.modules)))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
@@ -359,3 +359,9 @@ def test_cli_refuses_a_missing_directory(capsys: pytest.CaptureFixture[str], tmp
     assert cli.main(["board", str(tmp_path / "nope"), "--port", "0"]) == 2
     assert "is not a directory" in capsys.readouterr().err
     assert os.listdir(tmp_path) == []
+
+
+def test_ds_board_is_the_notebook_entry():
+    import deepscope as ds
+
+    assert ds.board is board_module.board

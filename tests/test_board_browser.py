@@ -1,6 +1,6 @@
 """The board's page in a real browser: headless Chromium (Debian's ``chromium``) driven by Playwright.
 
-The real server (``deepscope.board.create_app`` under uvicorn, in a thread) serves a store this file fills with
+The real server (``deepscope.dashboard.create_app`` under uvicorn, in a thread) serves a store this file fills with
 ``ds.Run``; each tab must draw charts holding the logged data, the console must stay free of errors, a point
 logged while the page is open must appear, and a run named like an HTML tag must show as text and run no script.
 ``.ci/run`` installs the browser and Playwright; elsewhere these tests skip, saying what is missing.
@@ -45,7 +45,7 @@ uvicorn = pytest.importorskip("uvicorn", reason="uvicorn is missing (pip install
 pytest.importorskip("fastapi", reason="fastapi is missing (pip install -e '.[board]')")
 pytest.importorskip("plotly", reason="plotly is missing (pip install -e '.[board]')")
 
-from deepscope.board import create_app  # noqa: E402
+from deepscope.dashboard import create_app  # noqa: E402
 
 
 def _train(run: ds.Run, activation: type[nn.Module], seed: int) -> None:

@@ -3,8 +3,10 @@
 >>> import deepscope as ds
 >>> e = ds.explain(model, images, method="gradcam")
 >>> e.heatmap.shape   # [N, H, W]
+>>> ds.board("runs")  # in a notebook: the dashboard inline
 """
 
+from .dashboard import board
 from .errors import BadInputError, DeepscopeError, LayerNotFoundError, TargetError
 from .explain import describe, explain, methods
 from .explanation import Explanation
@@ -25,6 +27,7 @@ __all__ = [
     "TargetError",
     "Unit",
     "__version__",
+    "board",
     "compare",
     "describe",
     "explain",

@@ -195,7 +195,7 @@ def _import_tensorboard(args: argparse.Namespace) -> int:
 
 
 def _board(args: argparse.Namespace) -> int:
-    from .board import serve
+    from .dashboard import serve
     from .errors import BadInputError
 
     try:

@@ -1,6 +1,6 @@
 """The dashboard: a local web app over the runs of a directory, live while they are written.
 
->>> from deepscope.board import board, serve
+>>> from deepscope.dashboard import board, serve
 >>> serve("runs")              # what `deepscope board runs` does: http://127.0.0.1:6006
 >>> board("runs")              # in a notebook: the same, in a background thread, shown inline
 
@@ -134,7 +134,7 @@ def board(
             probe.bind((host.strip("[]"), 0))
             port = probe.getsockname()[1]
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, name=f"deepscope-board-{port}", daemon=True)
+    thread = threading.Thread(target=server.run, name=f"deepscope-dashboard-{port}", daemon=True)
     thread.start()
     deadline = time.monotonic() + 10
     while not server.started:

@@ -1,4 +1,4 @@
-"""The board's web app: thin FastAPI routes over :mod:`deepscope.board.api`, the static page, plotly.js.
+"""The board's web app: thin FastAPI routes over :mod:`deepscope.dashboard.api`, the static page, plotly.js.
 
 Needs the ``board`` extra (``pip install 'deepscope[board]'``). Every route is GET. With a token, every request
 (page, scripts, API, images) must carry it as ``?token=...`` or ``Authorization: Bearer ...``, else 401. Without

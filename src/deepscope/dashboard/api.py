@@ -1,6 +1,6 @@
 """What the board's JSON API answers: pure functions from a served directory to JSON-able values, one per view.
 
-Nothing here knows about HTTP; :mod:`deepscope.board.server` maps each function to a route and
+Nothing here knows about HTTP; :mod:`deepscope.dashboard.server` maps each function to a route and
 :class:`NotFound` to a 404. Data is read only through :class:`deepscope.store.Reader`, opened anew for each call,
 so a call sees the runs and points written since the last one. A run name or a file path from a request is
 resolved by :func:`run_dir` and :func:`file_path`, which refuse anything outside the served directory.
