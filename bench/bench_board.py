@@ -2,7 +2,9 @@
 
 A directory of ``--runs`` runs (default 100) of ``--points`` points each (default 10,000, one tag) is written
 once; then, best of ``--repeats``: ``GET /api/runs`` (list and tags, no series), every run's
-``GET /api/scalars?max_points=2000`` (what the page asks for to draw 100 overlaid lines), and both together.
+``GET /api/scalars?max_points=2000`` (what the page asked for to draw 100 overlaid lines), and both together;
+then the batched view the page uses now, ``/api/runs`` and one ``GET /api/scalars/batch`` for all runs: cold
+(encoded-answer cache emptied first) and warm (finished runs from the cache).
 Separately, one tag of 1,000,000 points served downsampled to at most 2,000 points, and a zoom into 1 % of it.
 Goals (issue 4): the scalars view under 300 ms, the million-point series under 200 ms.
 
@@ -63,7 +65,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     from fastapi.testclient import TestClient
 
     import deepscope as ds
-    from deepscope.dashboard import board, create_app
+    from deepscope.dashboard import api, board, create_app
 
     rng = np.random.default_rng(0)
     figures: dict[str, Any] = {}
@@ -93,13 +95,37 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             runs()
             scalars()
 
+        def batch() -> None:
+            answer = client.get("/api/scalars/batch", params={"tag": "train/loss", "runs": names, "max_points": 2000})
+            assert answer.status_code == 200
+
+        def batch_view_cold() -> None:
+            api.ENCODED.clear()  # as on the first look: every run read, downsampled and encoded
+            runs()
+            batch()
+
+        def batch_view_warm() -> None:
+            runs()
+            batch()
+
         figures["runs_s"] = _best(runs, args.repeats)
+        figures["batch_view_cold_s"] = _best(batch_view_cold, args.repeats)
+        figures["batch_view_warm_s"] = _best(batch_view_warm, args.repeats)
         figures["scalars_all_runs_s"] = _best(scalars, args.repeats)
         figures["scalars_view_s"] = _best(view, args.repeats)
         served = board(root)  # a real server: uvicorn in a thread of this process
         try:
             paths = ["/api/runs"] + ["/api/scalars?" + urlencode({"run": n, "tag": "train/loss"}) for n in names]
             figures["served_view_s"] = _best(_requester(served.url, paths), args.repeats)
+            batched = ["/api/runs", "/api/scalars/batch?" + urlencode({"tag": "train/loss", "runs": names}, doseq=True)]
+            send = _requester(served.url, batched)
+
+            def served_cold() -> None:
+                api.ENCODED.clear()
+                send()
+
+            figures["served_batch_view_cold_s"] = _best(served_cold, args.repeats)
+            figures["served_batch_view_warm_s"] = _best(send, args.repeats)
         finally:
             served.stop()
 
@@ -119,6 +145,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     )
     print(f"scalars view (both; goal < 300 ms):             {figures['scalars_view_s'] * 1e3:8.1f} ms")
     print(f"the same from a uvicorn server, keep-alive:     {figures['served_view_s'] * 1e3:8.1f} ms")
+    print(f"batched view: /api/runs + /api/scalars/batch:   {figures['batch_view_cold_s'] * 1e3:8.1f} ms")
+    print(f"  again, finished runs from the cache:          {figures['batch_view_warm_s'] * 1e3:8.1f} ms")
+    print(f"  both from a uvicorn server, keep-alive:       {figures['served_batch_view_cold_s'] * 1e3:8.1f} ms")
+    print(f"  again, from the cache:                        {figures['served_batch_view_warm_s'] * 1e3:8.1f} ms")
     print(f"{args.big:,} points to <= 2,000 (goal < 200 ms):  {figures['big_downsampled_s'] * 1e3:8.1f} ms")
     print(f"zoom into 1 % of them:                          {figures['big_zoom_s'] * 1e3:8.1f} ms")
     return figures

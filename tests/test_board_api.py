@@ -164,6 +164,61 @@ def test_scalars_downsampled_keep_extremes_and_zoom_refines(client: TestClient) 
     assert zoom["steps"] == list(range(1000, 1100)) and zoom["total"] == 100 and not zoom["downsampled"]
 
 
+@pytest.mark.parametrize(
+    "params",
+    [{}, {"max_points": 10_000}, {"max_points": 200}, {"start": 1000, "end": 1099}, {"start": 4990, "max_points": 4}],
+)
+@pytest.mark.parametrize("runs", [["relu", "group/tanh"], ["group/tanh"], None])
+def test_scalars_batch_is_the_per_run_answers(client: TestClient, params: dict, runs: list[str] | None) -> None:
+    """The batched view answers exactly what /api/scalars answers for each run, in the order asked (all runs with
+    the tag, by name, when none are named), twice in a row (the second time from the cache)."""
+    named = runs if runs is not None else ["group/tanh", "relu"]  # "broken" has no tags
+    expected = [client.get("/api/scalars", params={"run": r, "tag": "train/loss", **params}).json() for r in named]
+    for _ in range(2):
+        query = {"tag": "train/loss", **({"runs": runs} if runs is not None else {}), **params}
+        answer = client.get("/api/scalars/batch", params=query)
+        assert answer.status_code == 200 and answer.headers["content-type"] == "application/json"
+        assert json.loads(answer.text, parse_constant=_no_bare_constants) == {"tag": "train/loss", "series": expected}
+
+
+@pytest.mark.parametrize(
+    ("runs", "tag", "named"),
+    [
+        (["relu", "nope"], "train/loss", "'nope'"),
+        (["relu", "broken"], "train/loss", "'broken'"),
+        (["relu", "../runs0/relu"], "train/loss", "'../runs0/relu'"),
+        (["relu"], "nope", "'nope'"),
+        (["relu"], "notes", "'notes'"),  # a tag of another kind
+    ],
+)
+def test_scalars_batch_unknown_run_or_tag_is_404_naming_it(
+    client: TestClient, runs: list[str], tag: str, named: str
+) -> None:
+    answer = client.get("/api/scalars/batch", params={"tag": tag, "runs": runs})
+    assert answer.status_code == 404 and named in answer.json()["detail"]
+
+
+def test_scalars_batch_sees_a_finished_run_resumed(tmp_path: Path) -> None:
+    """A cached answer is never served once the run's file changed: resumed and closed again, and while running."""
+    client = TestClient(create_app(tmp_path), base_url=LOCAL)
+    params = {"tag": "loss", "runs": ["a"]}
+    with ds.Run(tmp_path / "a") as run:
+        run.log({"loss": 1.0}, step=0)
+    for _ in range(2):
+        assert client.get("/api/scalars/batch", params=params).json()["series"][0]["values"] == [1.0]
+    with ds.Run(tmp_path / "a", resume=True) as run:
+        run.log({"loss": 0.5}, step=1)
+        run.flush()
+        assert client.get("/api/scalars/batch", params=params).json()["series"][0]["values"] == [1.0, 0.5]
+        run.log({"loss": 0.25}, step=2)
+        run.flush()
+        assert client.get("/api/scalars/batch", params=params).json()["series"][0]["values"] == [1.0, 0.5, 0.25]
+    run = ds.Run(tmp_path / "a", resume=True)
+    run.log({"loss": 0.125}, step=3)
+    run.close()
+    assert client.get("/api/scalars/batch", params=params).json()["series"][0]["values"] == [1.0, 0.5, 0.25, 0.125]
+
+
 def test_histograms_distributions(client: TestClient) -> None:
     data = client.get("/api/histograms", params={"run": "relu", "tag": "weight/fc"}).json()
     assert (data["layer"], data["kind"]) == ("fc", "weight")
@@ -255,6 +310,8 @@ def test_absolute_run_names_and_symlinks_out_are_404(tmp_path: Path) -> None:
 
 def test_bad_max_points_is_422(client: TestClient) -> None:
     answer = client.get("/api/scalars", params={"run": "relu", "tag": "train/loss", "max_points": 3})
+    assert answer.status_code == 422
+    answer = client.get("/api/scalars/batch", params={"tag": "train/loss", "max_points": 3})
     assert answer.status_code == 422
 
 

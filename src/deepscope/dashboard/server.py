@@ -12,7 +12,7 @@ import json
 import os
 import secrets
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import plotly
 from fastapi import FastAPI, Query, Request
@@ -64,6 +64,17 @@ def create_app(root: str | os.PathLike[str], token: str | None = None) -> FastAP
         max_points: int = Query(api.DEFAULT_MAX_POINTS, ge=4, le=1_000_000),
     ) -> Response:
         return _JSON(api.scalars(base, run, tag, start, end, max_points))
+
+    @app.get("/api/scalars/batch")
+    def scalars_batch(
+        tag: str,
+        runs: Annotated[list[str] | None, Query()] = None,
+        start: int | None = None,
+        end: int | None = None,
+        max_points: int = Query(api.DEFAULT_MAX_POINTS, ge=4, le=1_000_000),
+    ) -> Response:
+        # Already JSON: the per-run parts come encoded (and cached) from the API.
+        return Response(api.scalars_batch_json(base, tag, runs, start, end, max_points), media_type="application/json")
 
     @app.get("/api/histograms")
     def histograms(run: str, tag: str) -> Response:

@@ -10,6 +10,8 @@
 const Plotly = window.Plotly;
 const POLL_MS = 2000;
 const MAX_POINTS = 2000;
+// Characters of run names per /api/scalars/batch request: far below the request-line limits of HTTP servers.
+const BATCH_QUERY = 6000;
 const TOKEN = new URLSearchParams(window.location.search).get("token");
 const COLORS = [
   "#1f77b4", "#e8590c", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf",
@@ -27,11 +29,13 @@ function withToken(url) {
   return u.href;
 }
 
-/** GET api/<path> with query parameters; the parsed JSON, or an Error with the server's detail. */
+/** GET api/<path> with query parameters (an array: the key repeated); the parsed JSON, or an Error with the
+ * server's detail. */
 async function api(path, params = {}) {
   const query = new URLSearchParams();
   for (const [key, value] of Object.entries(params)) {
-    if (value !== undefined && value !== null) query.set(key, String(value));
+    if (Array.isArray(value)) for (const item of value) query.append(key, String(item));
+    else if (value !== undefined && value !== null) query.set(key, String(value));
   }
   if (TOKEN) query.set("token", TOKEN);
   const headers = TOKEN ? { Authorization: `Bearer ${TOKEN}` } : {};
@@ -46,6 +50,22 @@ async function api(path, params = {}) {
     throw new Error(`${path}: ${response.status} ${detail}`);
   }
   return response.json();
+}
+
+/** `names` cut into consecutive slices whose URL-encoded names add up to at most `size` characters each. */
+function slices(names, size) {
+  const out = [];
+  let length = Infinity;
+  for (const name of names) {
+    const cost = encodeURIComponent(name).length + 6; // "&runs="
+    if (length + cost > size) {
+      out.push([]);
+      length = 0;
+    }
+    out[out.length - 1].push(name);
+    length += cost;
+  }
+  return out;
 }
 
 /** An element with attributes/properties and children (strings become text nodes: never parsed as HTML). */
@@ -306,20 +326,29 @@ const scalars = {
   async refresh() {
     this.updateRunList();
     const runs = this.visibleRuns();
-    const jobs = [];
+    const wanted = new Map(); // tag -> names of the runs to fetch it for
     for (const run of runs) {
       for (const [tag, kind] of Object.entries(run.tags)) {
         if (kind !== "scalar") continue;
         const zoom = this.zoom.get(tag) || {};
-        const key = `${run.name}\u0000${tag}`;
-        const range = `${zoom.start}:${zoom.end}`;
-        const cached = this.series.get(key);
+        const cached = this.series.get(`${run.name}\u0000${tag}`);
         // A run no writer holds any more cannot change: fetched once per range, not on every poll.
-        if (cached && cached.range === range && run.status !== "running") continue;
+        if (cached && cached.range === `${zoom.start}:${zoom.end}` && run.status !== "running") continue;
+        if (!wanted.has(tag)) wanted.set(tag, []);
+        wanted.get(tag).push(run.name);
+      }
+    }
+    // One request per tag for all its runs (in slices, to keep URLs short), not one per run and tag.
+    const jobs = [];
+    for (const [tag, names] of wanted) {
+      const zoom = this.zoom.get(tag) || {};
+      const range = `${zoom.start}:${zoom.end}`;
+      for (const slice of slices(names, BATCH_QUERY)) {
+        const params = { tag, runs: slice, start: zoom.start, end: zoom.end, max_points: MAX_POINTS };
         jobs.push(
-          api("scalars", { run: run.name, tag, start: zoom.start, end: zoom.end, max_points: MAX_POINTS }).then(
-            (answer) => this.series.set(key, { ...answer, range }),
-          ),
+          api("scalars/batch", params).then((answer) => {
+            for (const series of answer.series) this.series.set(`${series.run}\u0000${tag}`, { ...series, range });
+          }),
         );
       }
     }
