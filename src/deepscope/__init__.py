@@ -8,6 +8,7 @@
 
 from .dashboard import board
 from .errors import BadInputError, DeepscopeError, LayerNotFoundError, TargetError
+from .evaluate import binary_report, confusion_matrix, evaluate_model, faithfulness
 from .explain import describe, explain, methods
 from .explanation import Explanation
 from .render import compare, overlay
@@ -27,10 +28,14 @@ __all__ = [
     "TargetError",
     "Unit",
     "__version__",
+    "binary_report",
     "board",
     "compare",
+    "confusion_matrix",
     "describe",
+    "evaluate_model",
     "explain",
+    "faithfulness",
     "methods",
     "overlay",
 ]
