@@ -8,7 +8,7 @@
 
 from .dashboard import board
 from .errors import BadInputError, DeepscopeError, LayerNotFoundError, TargetError
-from .evaluate import binary_report, confusion_matrix, evaluate_model, faithfulness
+from .evaluate import binary_report, confusion_matrix, evaluate_model, faithfulness, sanity_check
 from .explain import describe, explain, methods
 from .explanation import Explanation
 from .render import compare, overlay
@@ -38,4 +38,5 @@ __all__ = [
     "faithfulness",
     "methods",
     "overlay",
+    "sanity_check",
 ]

@@ -1,0 +1,349 @@
+"""Sanity checks for saliency maps: model-parameter randomisation (Adebayo et al. 2018).
+
+An explanation that explains the model must change when the model's learned parameters are destroyed. The
+check re-initialises the model's layers, from the output down to the input, and measures how similar each
+method's map on the randomised model stays to its map on the trained one. A method whose maps stay the same
+(an edge detector in disguise) fails the check, however convincing its pictures look.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .. import probe
+from ..errors import BadInputError
+from ..explain.base import _check_options, explain, method_class
+from ..targets import Target, TargetSpec
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+MapFunction = Callable[[nn.Module, Tensor], Tensor]
+
+METRICS = ("spearman", "spearman_abs", "ssim")
+_METRIC_LABELS = {"spearman": "Spearman rank correlation", "spearman_abs": "Spearman (absolute values)", "ssim": "SSIM"}
+
+# SSIM as Wang et al. 2004 and skimage's structural_similarity(gaussian_weights=True, sigma=1.5, win_size=7,
+# use_sample_covariance=False, data_range=1): Gaussian weights truncated at 3.5 sigma (scipy's default filter
+# extent there), symmetric padding, and the mean taken away from a border of half the 7-pixel window.
+_SSIM_SIGMA = 1.5
+_SSIM_WINDOW = 7
+_SSIM_K1, _SSIM_K2 = 0.01, 0.03
+
+
+@dataclass
+class SanityCheck:
+    """The similarity of each method's maps on progressively (or singly) randomised models to the original maps.
+
+    Attributes:
+        mode: ``"cascading"`` or ``"independent"``.
+        methods: the method names (a callable's ``__name__``), in the order given.
+        steps: ``"original"`` then the name of the layer re-initialised at each step (cascading: that layer and
+            every one before it in this list).
+        scores: ``scores[method][metric]`` a ``[steps, N]`` tensor, metric one of ``"spearman"``,
+            ``"spearman_abs"``, ``"ssim"``; row 0 compares the original map with itself.
+        maps: ``maps[method]`` the heatmaps ``[steps, N, H, W]`` (row 0: the trained model's).
+        inputs: the inputs checked (CPU float32), kept for rendering.
+        targets: the classes explained (the trained model's predictions by default), ``None`` for a callable or
+            unit target.
+    """
+
+    mode: str
+    methods: list[str]
+    steps: list[str]
+    scores: dict[str, dict[str, Tensor]]
+    maps: dict[str, Tensor]
+    inputs: Tensor
+    targets: Tensor | None = None
+
+    def figure(self, metrics: Sequence[str] = METRICS) -> Figure:
+        """One panel per metric: mean +- std similarity over the inputs against the layers randomised."""
+        import matplotlib
+
+        matplotlib.use("Agg", force=False)
+        from matplotlib.figure import Figure
+
+        unknown = [m for m in metrics if m not in METRICS]
+        if unknown or not metrics:
+            raise BadInputError(f"metrics {unknown or '(none)'} are not among {', '.join(METRICS)}.")
+        figure = Figure(figsize=(max(4.0, 0.45 * len(self.steps) + 1.5) * len(metrics), 3.8), layout="constrained")
+        axes = figure.subplots(1, len(metrics), squeeze=False)[0]
+        x = list(range(len(self.steps)))
+        for ax, metric in zip(axes, metrics, strict=True):
+            for method in self.methods:
+                values = self.scores[method][metric]
+                mean, std = values.mean(dim=1).numpy(), values.std(dim=1, unbiased=False).numpy()
+                (line,) = ax.plot(x, mean, marker="o", markersize=3, label=method)
+                ax.fill_between(x, mean - std, mean + std, color=line.get_color(), alpha=0.2)
+            ax.axhline(0, color="grey", linewidth=0.6)
+            ax.set_xticks(x, self.steps, rotation=60, ha="right", fontsize=7)
+            changed = "layers randomised (cumulative)" if self.mode == "cascading" else "layer randomised"
+            ax.set(xlabel=changed, ylabel=_METRIC_LABELS[metric], ylim=(-1.05, 1.05))
+            ax.set_title(f"{self.mode} randomisation", fontsize=9)
+        axes[0].legend(fontsize=7)
+        return figure
+
+    def grid(self, index: int = 0, cmap: str | None = None, alpha: float = 0.5) -> Figure:
+        """Input ``index``'s maps: one row per method, one column per step, as overlays on the input."""
+        import matplotlib
+
+        matplotlib.use("Agg", force=False)
+        from matplotlib.figure import Figure
+
+        from ..render import overlay, to_image_array
+
+        if not -len(self.inputs) <= index < len(self.inputs):
+            raise BadInputError(f"index={index} is out of range for {len(self.inputs)} inputs.")
+        rows, cols = len(self.methods), 1 + len(self.steps)
+        figure = Figure(figsize=(1.6 * cols, 1.8 * rows), layout="constrained")
+        axes = figure.subplots(rows, cols, squeeze=False)
+        image = self.inputs[index]
+        for r, method in enumerate(self.methods):
+            axes[r, 0].imshow(to_image_array(image))
+            axes[r, 0].set_title(method, fontsize=8)
+            for c, step in enumerate(self.steps, start=1):
+                axes[r, c].imshow(overlay(image, self.maps[method][c - 1, index], cmap=cmap, alpha=alpha))
+                if r == 0:
+                    axes[r, c].set_title(step, fontsize=7)
+        for ax in axes.flat:
+            ax.set_xticks([])
+            ax.set_yticks([])
+        return figure
+
+    def _repr_png_(self) -> bytes:
+        from ..render import figure_png
+
+        return figure_png(self.figure())
+
+
+def randomisable_layers(model: nn.Module) -> list[str]:
+    """The layers a sanity check re-initialises, output side first.
+
+    A layer is a module with parameters of its own (``Linear``, ``Conv``, ``BatchNorm``, ...); the order is the
+    reverse of ``model.named_modules()``, which for the usual sequential definition runs from the output down to
+    the input.
+    """
+    own = [name for name, module in model.named_modules() if next(module.parameters(recurse=False), None) is not None]
+    return own[::-1]
+
+
+def _reinitialise(module: nn.Module, seed: int, devices: list[int]) -> None:
+    # A private RNG stream: the same layer gets the same new weights in both modes, and the caller's RNG state
+    # is left exactly as found.
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        module.reset_parameters()  # type: ignore[operator]
+
+
+def sanity_check(
+    model: nn.Module,
+    inputs: Tensor,
+    methods: Sequence[str | MapFunction] = ("saliency", "guided_backprop", "gradcam"),
+    mode: Literal["cascading", "independent"] = "cascading",
+    target: TargetSpec = None,
+    options: Mapping[str, Mapping[str, Any]] | None = None,
+    seed: int = 0,
+) -> SanityCheck:
+    """Model-parameter randomisation test of explanation methods (Adebayo et al. 2018).
+
+    The layers with parameters (see :func:`randomisable_layers`) of a deep copy of ``model`` are re-initialised
+    with their ``reset_parameters()``, output side first: cumulatively in ``"cascading"`` mode (step k has the
+    top k layers random), or one layer at a time on a fresh copy in ``"independent"`` mode. At each step every
+    method explains the same inputs and the same targets as on the trained model, and its map is compared with
+    the trained model's map, per input: Spearman rank correlation of the maps and of their absolute values, and
+    SSIM of the maps min-max scaled to [0, 1]. A constant map has no ranking; its correlation with a
+    different map is counted as 0.
+
+    Args:
+        model: the trained model (left untouched: the randomisation works on copies; call ``model.eval()``).
+        inputs: an image batch ``[N, C, H, W]``, H and W at least 7.
+        methods: names from ``ds.methods()``, or callables ``f(model, inputs) -> [N, H, W]`` (a baseline that
+            ignores the model, such as an edge detector, should stay similar at every step).
+        mode: ``"cascading"`` or ``"independent"``.
+        target: as in ``ds.explain``; ``None`` explains the trained model's predicted classes at every step.
+        options: per-method options for ``ds.explain``, e.g. ``{"gradcam": {"layer": "features.3"}}``.
+        seed: seeds the re-initialisation (layer i uses ``seed + i``); the global RNG state is not changed.
+
+    Returns:
+        A :class:`SanityCheck` with ``steps``, ``scores[method][metric]`` ``[steps, N]`` and ``maps``.
+    """
+    names, options = _check(model, inputs, methods, mode, options, seed)
+    layers = randomisable_layers(model)
+    modules = dict(model.named_modules())
+    missing = [name for name in layers if not callable(getattr(modules[name], "reset_parameters", None))]
+    if missing:
+        raise BadInputError(
+            f"layers {missing} have parameters but no reset_parameters(), so they cannot be re-initialised; "
+            "give those modules a reset_parameters method."
+        )
+    if not layers:
+        raise BadInputError("the model has no parameters to randomise.")
+
+    x = inputs.detach().to(probe.model_device(model))
+    resolved = Target(target, x.shape[0])
+    spec: TargetSpec = target
+    if resolved.fn is None and resolved.unit is None:
+        with torch.no_grad(), probe.preserved(model):
+            resolved.bind(probe.run(model, x))
+        spec = resolved.classes
+    devices = sorted({p.device.index or 0 for p in model.parameters() if p.device.type == "cuda"})
+
+    def maps_of(network: nn.Module) -> dict[str, Tensor]:
+        result = {}
+        for name, method in zip(names, methods, strict=True):
+            if callable(method):
+                heatmap = method(network, x)
+                if not isinstance(heatmap, Tensor) or tuple(heatmap.shape) != (x.shape[0], *x.shape[2:]):
+                    shape = tuple(heatmap.shape) if isinstance(heatmap, Tensor) else type(heatmap).__name__
+                    raise BadInputError(
+                        f"{name} returned {shape}; a map function returns [N, H, W] = {(x.shape[0], *x.shape[2:])}."
+                    )
+                result[name] = heatmap.detach().float().cpu()
+            else:
+                opts = dict(options.get(name, {}))
+                layer = opts.pop("layer", None)
+                result[name] = explain(network, x, method=method, target=spec, layer=layer, **opts).heatmap
+        return result
+
+    original = maps_of(model)
+    collected: dict[str, list[Tensor]] = {name: [original[name]] for name in names}
+    cascade = copy.deepcopy(model) if mode == "cascading" else None
+    for i, layer in enumerate(layers):
+        network = cascade if cascade is not None else copy.deepcopy(model)
+        _reinitialise(dict(network.named_modules())[layer], seed + i, devices)
+        for name, heatmap in maps_of(network).items():
+            collected[name].append(heatmap)
+
+    maps = {name: torch.stack(collected[name]) for name in names}
+    scores = {name: _similarities(maps[name]) for name in names}
+    return SanityCheck(
+        mode=mode,
+        methods=names,
+        steps=["original", *layers],
+        scores=scores,
+        maps=maps,
+        inputs=x.detach().float().cpu(),
+        targets=resolved.classes.clone() if resolved.classes is not None else None,
+    )
+
+
+def _check(
+    model: object, inputs: object, methods: object, mode: object, options: object, seed: object
+) -> tuple[list[str], dict[str, Mapping[str, Any]]]:
+    if not isinstance(model, nn.Module):
+        raise BadInputError(f"model must be a torch.nn.Module, not {type(model).__name__}.")
+    if not isinstance(inputs, Tensor) or not inputs.is_floating_point() or inputs.ndim != 4 or not len(inputs):
+        raise BadInputError("inputs must be a non-empty floating-point image batch [N, C, H, W].")
+    if min(inputs.shape[2:]) < _SSIM_WINDOW:
+        raise BadInputError(f"inputs are {tuple(inputs.shape[2:])}; SSIM needs maps of at least 7x7 pixels.")
+    if mode not in ("cascading", "independent"):
+        raise BadInputError(f"mode={mode!r} is not 'cascading' or 'independent'.")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise BadInputError(f"seed={seed!r} must be an int.")
+    if isinstance(methods, str) or not isinstance(methods, Sequence) or not methods:
+        raise BadInputError("methods must be a non-empty list of method names or map functions.")
+    names: list[str] = []
+    for method in methods:
+        if isinstance(method, str):
+            method_class(method)
+            names.append(method)
+        elif callable(method):
+            names.append(getattr(method, "__name__", type(method).__name__))
+        else:
+            raise BadInputError(f"methods hold {method!r}; give names from ds.methods() or f(model, inputs).")
+    if len(set(names)) != len(names):
+        raise BadInputError(f"method names {names} repeat; give each method (or function) once.")
+    options = {} if options is None else options
+    if not isinstance(options, Mapping):
+        raise BadInputError("options must map a method name to a dict of its options.")
+    for name, opts in options.items():
+        if name not in names or not isinstance(opts, Mapping):
+            raise BadInputError(f"options[{name!r}] must be a dict for one of the methods {names}.")
+        if any(isinstance(m, str) and m == name for m in methods):
+            _check_options(method_class(name), {k: v for k, v in opts.items() if k != "layer"})
+    return names, dict(options)
+
+
+# Similarity measures ---------------------------------------------------------------------------------------------
+
+
+def _ranks(values: Tensor) -> Tensor:
+    """Ranks of each row's values, ties given their average rank (as scipy.stats.rankdata)."""
+    order = values.argsort(dim=1, stable=True)
+    ranks = torch.empty_like(values, dtype=torch.float64)
+    for row in range(values.shape[0]):
+        ordered = values[row, order[row]]
+        _, counts = torch.unique_consecutive(ordered, return_counts=True)
+        ends = counts.cumsum(0).double()
+        average = ends - (counts.double() - 1) / 2  # 1-based average rank of each tie group
+        ranks[row, order[row]] = average.repeat_interleave(counts)
+    return ranks
+
+
+def spearman(a: Tensor, b: Tensor) -> Tensor:
+    """Spearman rank correlation of each row of ``a`` with the same row of ``b`` (``[N, ...]`` -> ``[N]``).
+
+    A row without variation has no ranking; its correlation is 0 (1 where the two rows are equal).
+    """
+    a, b = a.reshape(len(a), -1), b.reshape(len(b), -1)
+    same = (a == b).all(dim=1)
+    ra, rb = _ranks(a), _ranks(b)
+    ra, rb = ra - ra.mean(dim=1, keepdim=True), rb - rb.mean(dim=1, keepdim=True)
+    denominator = (ra.square().sum(dim=1) * rb.square().sum(dim=1)).sqrt()
+    value = (ra * rb).sum(dim=1) / denominator.clamp_min(1e-300)
+    value = torch.where(denominator > 0, value, torch.zeros_like(value))
+    return torch.where(same, torch.ones_like(value), value).float()
+
+
+def _gaussian_filter(images: Tensor) -> Tensor:
+    """scipy.ndimage.gaussian_filter(sigma=1.5, truncate=3.5, mode='reflect') over the last two axes."""
+    radius = int(3.5 * _SSIM_SIGMA + 0.5)
+    offsets = torch.arange(-radius, radius + 1, dtype=images.dtype)
+    kernel = torch.exp(-0.5 * (offsets / _SSIM_SIGMA) ** 2)
+    kernel = kernel / kernel.sum()
+    x = images[:, None]
+    # scipy's 'reflect' repeats the edge pixel (numpy's 'symmetric'); torch has no such mode, so pad by hand.
+    x = torch.cat([x[..., :radius, :].flip(-2), x, x[..., -radius:, :].flip(-2)], dim=-2)
+    x = torch.cat([x[..., :radius].flip(-1), x, x[..., -radius:].flip(-1)], dim=-1)
+    x = F.conv2d(x, kernel.view(1, 1, -1, 1))
+    x = F.conv2d(x, kernel.view(1, 1, 1, -1))
+    return x[:, 0]
+
+
+def _unit_range(maps: Tensor) -> Tensor:
+    flat = maps.reshape(len(maps), -1)
+    low, high = flat.min(dim=1, keepdim=True).values, flat.max(dim=1, keepdim=True).values
+    span = high - low
+    scaled = torch.where(span > 0, (flat - low) / span.clamp_min(1e-300), torch.zeros_like(flat))
+    return scaled.reshape(maps.shape)
+
+
+def ssim(a: Tensor, b: Tensor) -> Tensor:
+    """Mean SSIM of each map ``a[i]`` with ``b[i]`` (``[N, H, W]`` -> ``[N]``), both min-max scaled to [0, 1]."""
+    x, y = _unit_range(a.double()), _unit_range(b.double())
+    mx, my = _gaussian_filter(x), _gaussian_filter(y)
+    vx = _gaussian_filter(x * x) - mx * mx
+    vy = _gaussian_filter(y * y) - my * my
+    vxy = _gaussian_filter(x * y) - mx * my
+    c1, c2 = _SSIM_K1**2, _SSIM_K2**2  # data range 1
+    s = ((2 * mx * my + c1) * (2 * vxy + c2)) / ((mx * mx + my * my + c1) * (vx + vy + c2))
+    pad = (_SSIM_WINDOW - 1) // 2
+    return s[:, pad:-pad, pad:-pad].mean(dim=(1, 2)).float()
+
+
+def _similarities(maps: Tensor) -> dict[str, Tensor]:
+    """``[steps, N, H, W]`` -> each metric's ``[steps, N]`` similarity to step 0."""
+    original = maps[0]
+    result: dict[str, list[Tensor]] = {metric: [] for metric in METRICS}
+    for step in maps:
+        result["spearman"].append(spearman(original, step))
+        result["spearman_abs"].append(spearman(original.abs(), step.abs()))
+        result["ssim"].append(ssim(original, step))
+    return {metric: torch.stack(values) for metric, values in result.items()}

@@ -1,0 +1,196 @@
+"""Sanity checks (Adebayo et al. 2018): randomisation separates model-dependent maps from an edge detector."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import TinyCNN
+from scipy.stats import spearmanr
+from skimage.metrics import structural_similarity
+from torch import nn
+
+import deepscope as ds
+from deepscope.evaluate.sanity import randomisable_layers, spearman, ssim
+
+
+def _squares(n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Noise images 3x16x16 with a 4x4 square anywhere, bright in one channel; the class is the channel."""
+    labels = torch.randint(0, 3, (n,), generator=generator)
+    images = 0.3 * torch.rand(n, 3, 16, 16, generator=generator)
+    corners = torch.randint(0, 13, (n, 2), generator=generator)
+    for i, (label, (top, left)) in enumerate(zip(labels.tolist(), corners.tolist(), strict=True)):
+        images[i, label, top : top + 4, left : left + 4] += 0.7
+    return images, labels
+
+
+@pytest.fixture(scope="module")
+def trained() -> tuple[nn.Module, torch.Tensor]:
+    generator = torch.Generator().manual_seed(0)
+    torch.manual_seed(0)
+    model = TinyCNN(classes=3)
+    optimiser = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(150):
+        images, labels = _squares(64, generator)
+        loss = F.cross_entropy(model(images), labels)
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    model.eval()
+    images, labels = _squares(200, generator)
+    with torch.no_grad():
+        accuracy = (model(images).argmax(dim=1) == labels).float().mean()
+    assert accuracy > 0.9, f"the test model did not learn the task (accuracy {accuracy:.2f})"
+    return model, images[:8]
+
+
+def edges(model: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
+    """An 'explanation' that ignores the model: the Sobel gradient magnitude of the input."""
+    sobel = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])
+    gray = inputs.mean(dim=1, keepdim=True)
+    gx = F.conv2d(gray, sobel.view(1, 1, 3, 3), padding=1)
+    gy = F.conv2d(gray, sobel.t().reshape(1, 1, 3, 3), padding=1)
+    return (gx.square() + gy.square()).sqrt()[:, 0]
+
+
+def test_cascading_tells_model_dependent_maps_from_an_edge_detector(trained: tuple[nn.Module, torch.Tensor]) -> None:
+    model, images = trained
+    weights = {k: v.clone() for k, v in model.state_dict().items()}
+    rng = torch.get_rng_state()
+    check = ds.sanity_check(model, images, methods=("saliency", "gradcam", edges))
+
+    assert check.steps == ["original", "fc", "conv3", "conv2", "conv1"]
+    assert check.maps["saliency"].shape == (5, 8, 16, 16)
+    for method in ("saliency", "gradcam", "edges"):
+        for metric in ("spearman", "spearman_abs", "ssim"):
+            assert check.scores[method][metric].shape == (5, 8)
+            torch.testing.assert_close(check.scores[method][metric][0], torch.ones(8))
+    # The check's verdict: maps that depend on the model fall apart, the edge detector does not move.
+    for method in ("saliency", "gradcam"):
+        assert check.scores[method]["spearman"][-1].mean() < 0.5, method
+    for metric in ("spearman", "spearman_abs", "ssim"):
+        assert check.scores["edges"][metric].min() > 0.999
+    # The user's model and random state are as they were.
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, weights[key]), key
+    assert torch.equal(torch.get_rng_state(), rng)
+    assert not model.training
+
+
+@pytest.mark.parametrize("mode", ["cascading", "independent"])
+def test_each_step_randomises_the_layers_it_names(trained: tuple[nn.Module, torch.Tensor], mode: str) -> None:
+    model, images = trained
+    seen: list[dict[str, list[torch.Tensor]]] = []
+
+    def record(network: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
+        seen.append({n: [p.detach().clone() for p in m.parameters(recurse=False)] for n, m in network.named_modules()})
+        return edges(network, inputs)
+
+    check = ds.sanity_check(model, images[:2], methods=[record], mode=mode, seed=3)
+    original = {n: list(m.parameters(recurse=False)) for n, m in model.named_modules()}
+    assert len(seen) == len(check.steps)
+    for k, params in enumerate(seen):
+        changed = {n for n, ps in params.items() if any(not torch.equal(p, q) for p, q in zip(ps, original[n]))}
+        expected = set(check.steps[1 : k + 1]) if mode == "cascading" else set(check.steps[k : k + 1]) - {"original"}
+        assert changed == expected, (k, changed)
+
+
+def test_same_seed_same_maps_and_modes_agree_on_the_first_step(trained: tuple[nn.Module, torch.Tensor]) -> None:
+    model, images = trained
+    a = ds.sanity_check(model, images[:3], methods=["saliency"], seed=1)
+    b = ds.sanity_check(model, images[:3], methods=["saliency"], mode="independent", seed=1)
+    c = ds.sanity_check(model, images[:3], methods=["saliency"], seed=2)
+    # Step 1 re-initialises only the top layer in both modes, with the same seed.
+    torch.testing.assert_close(a.maps["saliency"][:2], b.maps["saliency"][:2])
+    assert not torch.equal(a.maps["saliency"][1], c.maps["saliency"][1])
+
+
+def test_layer_order_is_reverse_named_modules() -> None:
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), nn.ReLU(), nn.Flatten(), nn.Linear(8, 2))
+    assert randomisable_layers(model) == ["4", "1", "0"]
+
+
+def test_ssim_matches_skimage() -> None:
+    generator = torch.Generator().manual_seed(0)
+    a = torch.rand(3, 20, 17, generator=generator)
+    b = 0.6 * a + 0.4 * torch.rand(3, 20, 17, generator=generator)
+    a[2] = F.avg_pool2d(a[2][None, None], 3, 1, 1)[0, 0] * 5 - 1  # any range: maps are min-max scaled first
+    ours = ssim(a, b)
+    for i in range(3):
+        x, y = (t[i].double().numpy() for t in (a, b))
+        x, y = ((v - v.min()) / (v.max() - v.min()) for v in (x, y))
+        reference = structural_similarity(
+            x, y, data_range=1.0, gaussian_weights=True, sigma=1.5, win_size=7, use_sample_covariance=False
+        )
+        assert abs(float(ours[i]) - reference) < 1e-3
+    assert abs(float(ssim(a, b)[0]) - float(ssim(b, a)[0])) < 1e-6
+
+
+def test_spearman_matches_scipy_with_ties() -> None:
+    generator = torch.Generator().manual_seed(0)
+    a = torch.randint(0, 5, (4, 6, 6), generator=generator).float()  # many ties, as in ReLU'd maps
+    b = a + torch.randint(0, 3, (4, 6, 6), generator=generator).float()
+    ours = spearman(a, b)
+    for i in range(4):
+        reference = spearmanr(a[i].flatten().numpy(), b[i].flatten().numpy()).statistic
+        assert abs(float(ours[i]) - reference) < 1e-6
+    assert float(spearman(a[:1], torch.zeros(1, 6, 6))[0]) == 0.0  # a constant map has no ranking
+
+
+def test_figures(trained: tuple[nn.Module, torch.Tensor]) -> None:
+    model, images = trained
+    check = ds.sanity_check(model, images[:2], methods=("saliency", edges), mode="independent")
+    assert check._repr_png_().startswith(b"\x89PNG")
+    assert len(check.figure(metrics=["ssim"]).axes) == 1
+    grid = check.grid(index=1)
+    assert len(grid.axes) == 2 * (1 + len(check.steps))
+    with pytest.raises(ds.BadInputError):
+        check.grid(index=5)
+
+
+class Counting(TinyCNN):
+    calls = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        Counting.calls += 1
+        return super().forward(x)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"methods": ["saliency", "no_such_method"]},
+        {"methods": []},
+        {"methods": [42]},
+        {"methods": ["saliency", "saliency"]},
+        {"mode": "top_down"},
+        {"seed": 1.5},
+        {"options": {"gradcam": {"steps": 3}}},
+        {"options": {"saliency": {"no_such_option": 1}}},
+        {"inputs": torch.rand(2, 3, 5, 5)},
+        {"inputs": torch.rand(2, 12)},
+    ],
+)
+def test_bad_input_before_work(kwargs: dict) -> None:
+    model = Counting(classes=4).eval()
+    inputs = kwargs.pop("inputs", torch.rand(2, 3, 16, 16))
+    Counting.calls = 0
+    with pytest.raises(ds.BadInputError):
+        ds.sanity_check(model, inputs, **kwargs)
+    assert Counting.calls == 0
+
+
+def test_layer_without_reset_parameters_is_bad_input() -> None:
+    class Scale(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.weight = nn.Parameter(torch.ones(1))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x * self.weight
+
+    model = nn.Sequential(nn.Conv2d(3, 2, 3), Scale(), nn.Flatten(), nn.Linear(2 * 14 * 14, 2)).eval()
+    with pytest.raises(ds.BadInputError, match="reset_parameters"):
+        ds.sanity_check(model, torch.rand(1, 3, 16, 16), methods=["saliency"])
+    np.testing.assert_equal(model[1].weight.detach().numpy(), [1.0])
