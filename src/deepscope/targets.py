@@ -102,11 +102,12 @@ class Target:
             )
         self.bound = True
 
-    def scores(self, output: Tensor) -> Tensor:
+    def scores(self, output: Tensor, of: int | None = None) -> Tensor:
         """One score per input: the class's logit, the callable's value, or the unit's activation.
 
         ``output`` is the model's output, or for a :class:`Unit` the output of its layer. A batch that repeats
-        the inputs (``k * N`` rows, as in integrated gradients) repeats the targets with it.
+        the inputs (``k * N`` rows, as in integrated gradients) repeats the targets with it; with ``of=i`` every
+        row is a variant of input ``i`` (LIME's perturbations, Score-CAM's masked copies) and gets its target.
         """
         rows = output.shape[0]
         if self.unit is not None:
@@ -125,6 +126,8 @@ class Target:
             return values
         self.bind(output)
         assert self.classes is not None
+        if of is not None:
+            return output[:, int(self.classes[of])]
         if rows % self.count:
             raise TargetError(f"{rows} rows cannot be matched to {self.count} targets.")
         index = self.classes.to(output.device).repeat(rows // self.count)

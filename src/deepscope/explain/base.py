@@ -155,12 +155,15 @@ class Method(ABC):
             generator.manual_seed(int(seed))
         return generator
 
-    def forward(self, inputs: Tensor, hooks: probe.Hooks | None = None) -> tuple[Tensor, Tensor]:
-        """Run the model; return (one target score per row, the model's output)."""
+    def forward(self, inputs: Tensor, hooks: probe.Hooks | None = None, of: int | None = None) -> tuple[Tensor, Tensor]:
+        """Run the model; return (one target score per row, the model's output).
+
+        With ``of=i`` every row is a variant of input ``i`` and is scored for input ``i``'s target.
+        """
         with probe.Hooks() as own:
             unit = probe.capture(hooks or own, self.model, self.target.layer) if self.target.layer else None
             output = probe.run(self.model, inputs)
-            scores = self.target.scores(unit.output() if unit else output)
+            scores = self.target.scores(unit.output() if unit else output, of=of)
         return scores, output
 
     def clean_scores(self) -> Tensor:

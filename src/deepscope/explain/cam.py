@@ -15,7 +15,6 @@ from torch import Tensor, nn
 
 from .. import probe
 from ..errors import BadInputError, TargetError
-from ..targets import Target
 from .backprop import GuidedBackprop
 from .base import Method, Result, defaults, register
 
@@ -164,34 +163,18 @@ class ScoreCAM(CAMMethod):
         low, high = flat.amin(dim=2, keepdim=True), flat.amax(dim=2, keepdim=True)
         masks = ((flat - low) / (high - low + 1e-8)).reshape(n, k, *spatial).to(x.dtype)
         batch_size = self.count("batch_size")
+        if self.target.unit is not None:
+            raise TargetError("scorecam explains model outputs; a Unit target needs a gradient method.")
         scores = torch.empty(n, k, device=x.device)
         # One input at a time: its k masked copies run in batches; the target repeats for each copy.
         with torch.no_grad():
             for i in range(n):
-                single = _SingleTarget(self.target, i)
                 for start in range(0, k, batch_size):
                     chunk = x[i : i + 1] * masks[i, start : start + batch_size, None]
                     output = probe.run(self.model, chunk)
-                    scores[i, start : start + batch_size] = single.scores(output).float()
+                    scores[i, start : start + batch_size] = self.target.scores(output, of=i).float()
         weights = scores.softmax(dim=1).view(n, k, *([1] * len(spatial)))
         return (weights.to(activations) * activations).sum(dim=1).clamp(min=0)
-
-
-class _SingleTarget:
-    """The target of input ``i`` applied to every row of a batch (Score-CAM's masked copies)."""
-
-    def __init__(self, target: Target, index: int) -> None:
-        self.target = target
-        self.index = index
-
-    def scores(self, output: Tensor) -> Tensor:
-        target = self.target
-        if target.unit is not None:
-            raise TargetError("scorecam explains model outputs; a Unit target needs a gradient method.")
-        if target.fn is not None:
-            return target.fn(output)
-        assert target.classes is not None
-        return output[:, int(target.classes[self.index])]
 
 
 @register("cam")

@@ -6,7 +6,6 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from .. import probe
 from ..errors import BadInputError
 from .base import Method, Result, defaults, register
 from .gradients import make_baseline
@@ -114,18 +113,9 @@ class Lime(Method):
                 keep = present[start : start + batch_size].to(x.device)[:, segments]
                 keep = keep.unsqueeze(1) if x.ndim > 1 else keep
                 batch = baseline + keep.to(x.dtype) * (x - baseline)
-                # Every row explains input i: its class repeats for the whole batch.
-                output = self.forward_single(batch, i)
-                scores.append(output.float().cpu())
+                batch_scores, _ = self.forward(batch, of=i)
+                scores.append(batch_scores.float().cpu())
         return torch.cat(scores)
-
-    def forward_single(self, batch: Tensor, i: int) -> Tensor:
-        target = self.target
-        if target.classes is not None:
-            output = probe.run(self.model, batch)
-            return output[:, int(target.classes[i])]
-        scores, _ = self.forward(batch)
-        return scores
 
     def fit(self, present: Tensor, scores: Tensor) -> Tensor:
         """Weighted ridge regression of ``scores`` on ``present`` (with intercept); the coefficients."""
