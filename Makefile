@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench setup browser clean
+.PHONY: demo test lint bench setup browser data clean
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -23,7 +23,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check src tests bench docs
 	$(BIN)/mypy
 
-test: lint browser
+test: lint browser data
 	$(BIN)/python -m pytest -n 2 -q
 
 # The browser test's browser: Debian's chromium (Playwright's own browser download is never used). Installed only
@@ -31,6 +31,12 @@ test: lint browser
 browser:
 	@if [ ! -x /usr/bin/chromium ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; fi
+
+# The FashionMNIST test's data, offline: Debian's dataset-fashion-mnist (IDX files in /usr/share/datasets), installed
+# when missing and we are root with apt-get (CI); elsewhere that test fails, saying to install it.
+data:
+	@if [ ! -d /usr/share/datasets/fashion-mnist ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist; fi
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py

@@ -159,11 +159,21 @@ def test_demo_end_to_end_on_a_small_data_set(tmp_path: Path, capsys: pytest.Capt
     model.load_state_dict(torch.load(out / "model.pt", weights_only=True), strict=True)
 
 
-def test_demo_restores_torch_threads(tmp_path: Path) -> None:
+def test_demo_restores_torch_threads_and_logs_a_run_it_replaces_when_run_again(tmp_path: Path) -> None:
+    from deepscope.store import Reader
+
     write_learnable_fashion(tmp_path / "data", train=64, test=20)
     before = torch.get_num_threads()
-    fashion.run(out=tmp_path / "out", data=tmp_path / "data", samples=2, threads=1, progress=False, log=lambda _: None)
+    for _ in range(2):  # a second demo replaces its run instead of refusing the existing directory
+        fashion.run(
+            out=tmp_path / "out", data=tmp_path / "data", samples=2, threads=1, progress=False, log=lambda _: None
+        )
     assert torch.get_num_threads() == before
+    with Reader(tmp_path / "out" / "runs" / "fashion-cnn") as reader:
+        loss = reader.scalars("train/loss")
+        assert len(loss.steps) == 1 and loss.steps[0] == 0  # 64 images = one batch, logged once: not twice
+        assert reader.scalars("test/acc").values.size == 1
+        assert reader.tags()["model"] == "graph"
 
 
 def test_demo_without_data_says_how_to_install(

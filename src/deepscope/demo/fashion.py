@@ -14,10 +14,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from ..track import Run
 from .cpu import choose_threads, cpu_threads
 from .data import CLASSES, FashionData, load_fashion_mnist, to_inputs
 from .gallery import explain_and_save
 from .models import FashionCNN
+from .runs import fresh_run_dir
 
 Log = Callable[[str], None]
 
@@ -68,8 +70,12 @@ def train(
     lr: float = 0.01,
     generator: torch.Generator | None = None,
     progress: bool = True,
+    run: Run | None = None,
 ) -> list[float]:
-    """Adam with a one-cycle learning rate over ``epochs``; the mean loss of each epoch. Leaves ``model`` in eval."""
+    """Adam with a one-cycle learning rate over ``epochs``; the mean loss of each epoch. Leaves ``model`` in eval.
+
+    With ``run``, logs ``train/loss`` and ``train/acc`` per batch and ``train/epoch_loss`` per epoch into it.
+    """
     inputs = to_inputs(images)
     steps = -(-len(inputs) // batch_size)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
@@ -83,15 +89,23 @@ def train(
             bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{epochs}", unit="batch", disable=not progress)
             for step in bar:
                 batch = order[step * batch_size : (step + 1) * batch_size]
-                loss = F.cross_entropy(model(inputs[batch]), labels[batch])
+                logits = model(inputs[batch])
+                loss = F.cross_entropy(logits, labels[batch])
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
                 schedule.step()
                 total += loss.item() * len(batch)
+                if run is not None:
+                    accuracy = (logits.detach().argmax(1) == labels[batch]).float().mean()
+                    run.log(
+                        {"train/loss": loss.detach(), "train/acc": accuracy}, step=epoch * steps + step, epoch=epoch
+                    )
                 if step % 20 == 0:
                     bar.set_postfix(loss=f"{loss.item():.3f}")
             losses.append(total / len(inputs))
+            if run is not None:
+                run.log({"train/epoch_loss": losses[-1]}, step=(epoch + 1) * steps, epoch=epoch)
     finally:
         model.eval()
     return losses
@@ -163,11 +177,19 @@ def _journey(
 
     torch.manual_seed(seed)
     model = FashionCNN(classes=len(CLASSES))
-    start = time.perf_counter()
-    losses = train(model, train_images, train_labels, epochs=epochs, generator=generator, progress=progress)
-    train_seconds = time.perf_counter() - start
-    predictions = predict(model, dataset.test_images, progress=progress)
-    accuracy = float((predictions == dataset.test_labels).float().mean())
+    run_dir = fresh_run_dir(out / "runs" / "fashion-cnn")
+    config = {"epochs": epochs, "train_size": len(train_images), "seed": seed, "optimizer": "adam, one-cycle lr 0.01"}
+    with Run(run_dir, config=config) as run:
+        run.graph(model, to_inputs(train_images[:2]))
+        run.watch(model, every=50)
+        start = time.perf_counter()
+        losses = train(
+            model, train_images, train_labels, epochs=epochs, generator=generator, progress=progress, run=run
+        )
+        train_seconds = time.perf_counter() - start
+        predictions = predict(model, dataset.test_images, progress=progress)
+        accuracy = float((predictions == dataset.test_labels).float().mean())
+        run.log({"test/acc": accuracy}, epoch=epochs - 1)
     log(
         f"trained in {train_seconds:.1f} s; final loss {losses[-1]:.3f}; "
         f"test accuracy {accuracy:.2%} on {len(dataset.test_images)} images"

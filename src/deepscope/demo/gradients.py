@@ -16,6 +16,8 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from .runs import fresh_run_dir
+
 Log = Callable[[str], None]
 
 DEPTH, WIDTH = 10, 16
@@ -66,7 +68,9 @@ def train(activation: str, out: Path, steps: int, every: int, seed: int, progres
     model = mlp(activation, seed=seed)
     optimiser = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     generator = torch.Generator().manual_seed(seed)
-    with ds.Run(out / activation, config={"activation": activation, "depth": DEPTH, "width": WIDTH}) as run:
+    with ds.Run(
+        fresh_run_dir(out / activation), config={"activation": activation, "depth": DEPTH, "width": WIDTH}
+    ) as run:
         run.graph(model, x[:8])
         run.watch(model, every=every)
         for step in tqdm(range(steps), desc=activation, disable=not progress, leave=False):
