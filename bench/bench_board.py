@@ -3,9 +3,11 @@
 A directory of ``--runs`` runs (default 100) of ``--points`` points each (default 10,000, one tag) is written
 once; then, best of ``--repeats``: ``GET /api/runs`` (list and tags, no series), every run's
 ``GET /api/scalars?max_points=2000`` (what the page asked for to draw 100 overlaid lines), and both together;
-then the batched view the page uses now, ``/api/runs`` and one ``GET /api/scalars/batch`` for all runs: cold
-(encoded-answer cache emptied first) and warm (finished runs from the cache).
-Separately, one tag of 1,000,000 points served downsampled to at most 2,000 points, and a zoom into 1 % of it.
+then the batched view the page uses now, ``/api/runs`` and one ``GET /api/scalars/batch?encoding=base64`` for
+all runs: cold (encoded-answer cache emptied first) and warm (finished runs from the cache), and cold with the
+arrays as JSON numbers (``encoding=json``, the default for other clients) for comparison.
+Separately, one tag of 1,000,000 points served downsampled to at most 2,000 points, and a zoom into 1 % of it;
+and a histogram series of ``--histograms`` steps (default 100,000) served thinned to 500 steps.
 Goals (issue 4): the scalars view under 300 ms, the million-point series under 200 ms.
 
     python bench/bench_board.py
@@ -59,6 +61,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--runs", type=int, default=100)
     parser.add_argument("--points", type=int, default=10_000)
     parser.add_argument("--big", type=int, default=1_000_000, help="points of the one long series")
+    parser.add_argument("--histograms", type=int, default=100_000, help="steps of the one long histogram series")
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args(argv)
 
@@ -95,14 +98,20 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             runs()
             scalars()
 
-        def batch() -> None:
-            answer = client.get("/api/scalars/batch", params={"tag": "train/loss", "runs": names, "max_points": 2000})
+        def batch(encoding: str = "base64") -> None:  # what the page asks for
+            params = {"tag": "train/loss", "runs": names, "max_points": 2000, "encoding": encoding}
+            answer = client.get("/api/scalars/batch", params=params)
             assert answer.status_code == 200
 
         def batch_view_cold() -> None:
             api.ENCODED.clear()  # as on the first look: every run read, downsampled and encoded
             runs()
             batch()
+
+        def batch_view_cold_json() -> None:
+            api.ENCODED.clear()
+            runs()
+            batch("json")
 
         def batch_view_warm() -> None:
             runs()
@@ -111,13 +120,15 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         figures["runs_s"] = _best(runs, args.repeats)
         figures["batch_view_cold_s"] = _best(batch_view_cold, args.repeats)
         figures["batch_view_warm_s"] = _best(batch_view_warm, args.repeats)
+        figures["batch_view_cold_json_s"] = _best(batch_view_cold_json, args.repeats)
         figures["scalars_all_runs_s"] = _best(scalars, args.repeats)
         figures["scalars_view_s"] = _best(view, args.repeats)
         served = board(root)  # a real server: uvicorn in a thread of this process
         try:
             paths = ["/api/runs"] + ["/api/scalars?" + urlencode({"run": n, "tag": "train/loss"}) for n in names]
             figures["served_view_s"] = _best(_requester(served.url, paths), args.repeats)
-            batched = ["/api/runs", "/api/scalars/batch?" + urlencode({"tag": "train/loss", "runs": names}, doseq=True)]
+            query = {"tag": "train/loss", "runs": names, "encoding": "base64"}
+            batched = ["/api/runs", "/api/scalars/batch?" + urlencode(query, doseq=True)]
             send = _requester(served.url, batched)
 
             def served_cold() -> None:
@@ -138,6 +149,19 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         figures["big_downsampled_s"] = _best(lambda: client.get("/api/scalars", params=big), args.repeats)
         figures["big_zoom_s"] = _best(lambda: client.get("/api/scalars", params=zoom), args.repeats)
 
+        from deepscope.track.records import Histogram
+
+        counts = rng.integers(0, 100, 64)
+        with ds.Run(root / "hist") as run:
+            run.log_records(
+                Histogram("w", step, -1.0, 1.0, counts, "fc", "weight", 0.0, 1.0, 0.0, 1.0, 6400)
+                for step in range(args.histograms)
+            )
+        long = {"run": "hist", "tag": "w"}
+        answer = client.get("/api/histograms", params=long).json()
+        assert answer["total"] == args.histograms and len(answer["points"]) == min(args.histograms, 500)
+        figures["histograms_thinned_s"] = _best(lambda: client.get("/api/histograms", params=long), args.repeats)
+
     print(f"create_app:                                     {figures['create_app_s'] * 1e3:8.1f} ms")
     print(f"GET /api/runs ({args.runs} runs):                        {figures['runs_s'] * 1e3:8.1f} ms")
     print(
@@ -147,10 +171,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     print(f"the same from a uvicorn server, keep-alive:     {figures['served_view_s'] * 1e3:8.1f} ms")
     print(f"batched view: /api/runs + /api/scalars/batch:   {figures['batch_view_cold_s'] * 1e3:8.1f} ms")
     print(f"  again, finished runs from the cache:          {figures['batch_view_warm_s'] * 1e3:8.1f} ms")
+    print(f"  nothing cached, arrays as JSON numbers:       {figures['batch_view_cold_json_s'] * 1e3:8.1f} ms")
     print(f"  both from a uvicorn server, keep-alive:       {figures['served_batch_view_cold_s'] * 1e3:8.1f} ms")
     print(f"  again, from the cache:                        {figures['served_batch_view_warm_s'] * 1e3:8.1f} ms")
     print(f"{args.big:,} points to <= 2,000 (goal < 200 ms):  {figures['big_downsampled_s'] * 1e3:8.1f} ms")
     print(f"zoom into 1 % of them:                          {figures['big_zoom_s'] * 1e3:8.1f} ms")
+    print(f"{args.histograms:,} histograms of 64 bins to 500 steps:   {figures['histograms_thinned_s'] * 1e3:8.1f} ms")
     return figures
 
 

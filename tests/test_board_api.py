@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import math
@@ -13,8 +14,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 import deepscope as ds
+from deepscope.evaluate.classification import binary_report, confusion_matrix
 from deepscope.track.records import Graph, Histogram, Image
 
 pytest.importorskip("fastapi")
@@ -126,6 +129,8 @@ def test_views_are_the_kinds_present(client: TestClient, tmp_path: Path) -> None
         "distributions": True,
         "graph": True,
         "images": True,
+        "explanations": False,
+        "evaluation": False,
         "text": True,
     }
     with ds.Run(tmp_path / "only-scalars") as run:
@@ -135,6 +140,8 @@ def test_views_are_the_kinds_present(client: TestClient, tmp_path: Path) -> None
         "distributions": False,
         "graph": False,
         "images": False,
+        "explanations": False,
+        "evaluation": False,
         "text": False,
     }
 
@@ -219,9 +226,46 @@ def test_scalars_batch_sees_a_finished_run_resumed(tmp_path: Path) -> None:
     assert client.get("/api/scalars/batch", params=params).json()["series"][0]["values"] == [1.0, 0.5, 0.25, 0.125]
 
 
+@pytest.mark.parametrize("params", [{"max_points": 10_000}, {"max_points": 200}, {"start": 5, "end": 20}])
+@pytest.mark.parametrize("route", ["/api/scalars", "/api/scalars/batch"])
+def test_scalars_in_base64_are_the_json_answer_bit_for_bit(
+    client: TestClient, store: tuple[Path, dict[str, np.ndarray]], route: str, params: dict
+) -> None:
+    """``encoding=base64`` (what the page asks for) sends each array's little-endian bytes: decoded, they are the
+    JSON answer's numbers, and the values are the logged float64s to the bit, NaN and infinities included."""
+    query = {"tag": "train/loss", **params, **({"run": "relu"} if route == "/api/scalars" else {"runs": ["relu"]})}
+    plain = client.get(route, params=query).json()
+    packed = client.get(route, params={**query, "encoding": "base64"})
+    json.loads(packed.text, parse_constant=_no_bare_constants)
+    if route != "/api/scalars":
+        plain, packed_series = plain["series"][0], packed.json()["series"][0]
+    else:
+        packed_series = packed.json()
+    arrays = {}
+    for name, dtype in (("steps", "<i8"), ("values", "<f8"), ("epochs", "<i8"), ("wall_times", "<f8")):
+        column = packed_series.pop(name)
+        assert column["dtype"] == dtype
+        arrays[name] = np.frombuffer(base64.b64decode(column["base64"]), dtype=dtype)
+    assert packed_series == {k: v for k, v in plain.items() if k not in arrays}  # run, tag, total, downsampled
+    assert arrays["steps"].tolist() == plain["steps"] and arrays["epochs"].tolist() == plain["epochs"]
+    assert arrays["wall_times"].tolist() == plain["wall_times"]  # JSON floats round-trip exactly
+    np.testing.assert_array_equal(arrays["values"], _decode(plain["values"]))
+    logged = store[1]["relu"][arrays["steps"]]
+    assert arrays["values"].tobytes() == logged.tobytes()
+    if "start" in params:
+        assert np.isnan(arrays["values"][10 - 5]) and arrays["values"][11 - 5] == np.inf
+
+
+def test_unknown_encoding_is_422(client: TestClient) -> None:
+    for route, params in (("/api/scalars", {"run": "relu"}), ("/api/scalars/batch", {})):
+        answer = client.get(route, params={"tag": "train/loss", "encoding": "msgpack", **params})
+        assert answer.status_code == 422 and "encoding" in answer.json()["detail"]
+
+
 def test_histograms_distributions(client: TestClient) -> None:
     data = client.get("/api/histograms", params={"run": "relu", "tag": "weight/fc"}).json()
     assert (data["layer"], data["kind"]) == ("fc", "weight")
+    assert data["total"] == 3 and not data["downsampled"]
     assert [p["step"] for p in data["points"]] == [0, 1, 2]
     first = data["points"][1]
     assert first["counts"] == [1, 2, 3, 4] and (first["low"], first["high"]) == (-1.0, 1.0)
@@ -252,6 +296,164 @@ def test_page_and_plotly_come_from_this_installation(client: TestClient) -> None
     assert js.status_code == 200 and js.content == bundled.read_bytes()
     if (Path(board_module.__file__).parent / "static" / "index.html").is_file():
         assert client.get("/").status_code == 200
+
+
+# ---- evaluation and explanations ----------------------------------------------------------------------------------
+
+HOSTILE_CLASS = "<b>bird</b>"
+CLASSES = ["cat", "dog", HOSTILE_CLASS]
+Y_TRUE = np.array([0, 0, 1, 1, 1, 2, 2, 0, 2, 1])
+Y_PRED = np.array([0, 1, 1, 1, 0, 2, 1, 0, 2, 2])
+# Scores on the thresholds 0, 1/4, ..., 1 (num_thresholds=5), so the stored counts lose nothing and the curves
+# must equal scikit-learn's computed from the raw scores.
+BINARY = np.array([0, 1, 1, 0, 1, 0, 1, 1, 0, 0])
+SCORES = np.array([0.0, 0.75, 1.0, 0.25, 0.5, 0.5, 0.25, 1.0, 0.75, 0.0])
+
+
+def _tiny_cnn() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 3, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.AdaptiveAvgPool2d(1),
+        torch.nn.Flatten(),
+        torch.nn.Linear(4, 3),
+    ).eval()
+
+
+@pytest.fixture(scope="module")
+def evaluated(tmp_path_factory: pytest.TempPathFactory) -> tuple[TestClient, dict]:
+    """A run with confusion matrices at two steps, a binary PR curve, one-vs-rest curves and an explanation set."""
+    root = tmp_path_factory.mktemp("evaluated")
+    model = _tiny_cnn()
+    inputs = torch.rand(4, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+    found = [ds.explain(model, inputs, method=m) for m in ("saliency", "gradcam")]
+    labels = [0, 1, 2, int(model(inputs).argmax(1)[3])]  # the last one classified correctly by construction
+    with ds.Run(root / "eval") as run:
+        run.log_confusion_matrix(confusion_matrix(Y_TRUE[:4], Y_PRED[:4], classes=CLASSES), step=0)
+        run.log_confusion_matrix(confusion_matrix(Y_TRUE, Y_PRED, classes=CLASSES), step=7)
+        run.log_pr_curve(binary_report(BINARY, SCORES), step=3, tag="binary", num_thresholds=5)
+        run.log_pr_curve(binary_report(Y_TRUE, np.eye(3)[Y_PRED] * 0.8 + 0.1, classes=CLASSES), tag="ovr")
+        stored = run.log_explanations(found, labels=labels, predictions=model(inputs), classes=CLASSES, step=2)
+    client = TestClient(create_app(root), base_url=LOCAL)
+    return client, {"root": root, "labels": labels, "stored": stored, "model": model, "inputs": inputs}
+
+
+def test_confusion_matrix_counts_normalised_and_steps(evaluated: tuple[TestClient, dict]) -> None:
+    from sklearn.metrics import confusion_matrix as reference
+
+    client, _ = evaluated
+    last = client.get("/api/confusion_matrix", params={"run": "eval", "tag": "confusion_matrix"}).json()
+    assert last["steps"] == [0, 7] and last["step"] == 7 and last["classes"] == CLASSES
+    np.testing.assert_array_equal(last["counts"], reference(Y_TRUE, Y_PRED))
+    np.testing.assert_allclose(last["normalized"], reference(Y_TRUE, Y_PRED, normalize="true"))
+    assert last["accuracy"] == pytest.approx((Y_TRUE == Y_PRED).mean()) and last["total"] == 10
+    first = client.get("/api/confusion_matrix", params={"run": "eval", "tag": "confusion_matrix", "step": 0}).json()
+    np.testing.assert_array_equal(first["counts"], reference(Y_TRUE[:4], Y_PRED[:4], labels=[0, 1, 2]))
+    assert first["normalized"][2] == [0.0, 0.0, 0.0]  # no sample of that class yet: zeros, not NaN
+
+
+def test_pr_curve_gives_the_roc_pr_and_score_distributions_of_the_raw_scores(
+    evaluated: tuple[TestClient, dict],
+) -> None:
+    from sklearn.metrics import precision_recall_curve, roc_auc_score, roc_curve
+
+    client, _ = evaluated
+    data = client.get("/api/pr_curve", params={"run": "eval", "tag": "binary"}).json()
+    assert data["steps"] == [3] and data["thresholds"] == [0.0, 0.25, 0.5, 0.75, 1.0]
+    fpr, tpr, thresholds = roc_curve(BINARY, SCORES, drop_intermediate=False)
+    ours = dict(zip(data["thresholds"], zip(data["fpr"], data["tpr"])))
+    for f, t, threshold in zip(fpr[1:], tpr[1:], thresholds[1:]):  # sklearn's first point is "nothing positive"
+        assert ours[threshold] == pytest.approx((f, t))
+    assert data["auc"] == pytest.approx(roc_auc_score(BINARY, SCORES))
+    precision, recall, pr_thresholds = precision_recall_curve(BINARY, SCORES)
+    for p, r, threshold in zip(precision, recall, pr_thresholds):
+        i = data["thresholds"].index(threshold)
+        assert (data["precision"][i], data["recall"][i]) == pytest.approx((p, r))
+    # Score distributions: how many of each class scored in each threshold's bin [t_i, t_i+1).
+    for key, scores in (("positives", SCORES[BINARY == 1]), ("negatives", SCORES[BINARY == 0])):
+        assert data[key] == [float(np.sum(scores == t)) for t in data["thresholds"]]
+    tags = {r["name"]: r["tags"] for r in client.get("/api/runs").json()}["eval"]
+    assert {tag for tag, kind in tags.items() if kind == "pr_curve"} == {
+        "binary",
+        "ovr/cat",
+        "ovr/dog",
+        f"ovr/{HOSTILE_CLASS}",
+    }
+
+
+def test_explanations_gallery_items_and_pictures(evaluated: tuple[TestClient, dict]) -> None:
+    from PIL import Image as PILImage
+
+    client, made = evaluated
+    data = client.get("/api/explanations", params={"run": "eval", "tag": "explanations"}).json()
+    predicted = [CLASSES[k] for k in made["model"](made["inputs"]).argmax(1).tolist()]
+    assert data["methods"] == ["saliency", "gradcam"] and data["steps"] == [2]
+    assert "Do not focus only on cases that are classified correctly" in data["advice"]
+    assert [(i["label"], i["prediction"]) for i in data["items"]] == list(
+        zip([CLASSES[k] for k in made["labels"]], predicted)
+    )
+    correct = [CLASSES[k] == p for k, p in zip(made["labels"], predicted)]
+    assert [i["correct"] for i in data["items"]] == correct and data["misclassified"] == correct.count(False)
+    assert correct[3]
+    stored = made["stored"]
+    item = data["items"][1]
+    assert [m["method"] for m in item["maps"]] == ["saliency", "gradcam"]
+    assert [m["target"] for m in item["maps"]] == [predicted[1]] * 2  # target=None: the predicted class, by name
+    assert item["maps"][0]["score"] == pytest.approx(float(stored.scores[0, 1]))
+
+    def pixels(url: str) -> np.ndarray:
+        answer = client.get(url)
+        assert answer.status_code == 200 and answer.headers["content-type"] == "image/png"
+        return np.asarray(PILImage.open(io.BytesIO(answer.content)))
+
+    np.testing.assert_array_equal(pixels(item["input"]), stored.inputs[1])
+    np.testing.assert_array_equal(pixels(item["maps"][1]["overlay"]), stored.overlays[1, 1])
+    np.testing.assert_array_equal(pixels(item["maps"][0]["heatmap"]), stored.heatmaps[0, 1])
+    # The overlay is render.overlay of the input and the method's heatmap, as ds.explain's figures draw it.
+    explanation = ds.explain(made["model"], made["inputs"], method="gradcam")
+    np.testing.assert_array_equal(pixels(item["maps"][1]["overlay"]), np.asarray(explanation.overlay(1)))
+
+
+@pytest.mark.parametrize(
+    ("route", "params"),
+    [
+        ("/api/confusion_matrix", {"run": "nope", "tag": "confusion_matrix"}),
+        ("/api/confusion_matrix", {"run": "eval", "tag": "binary"}),  # a tag of another kind
+        ("/api/confusion_matrix", {"run": "eval", "tag": "confusion_matrix", "step": 3}),  # no record there
+        ("/api/pr_curve", {"run": "eval", "tag": "confusion_matrix"}),
+        ("/api/pr_curve", {"run": "eval", "tag": "ovr"}),  # one-vs-rest curves live under ovr/<class>
+        ("/api/pr_curve", {"run": "../eval", "tag": "binary"}),
+        ("/api/explanations", {"run": "eval", "tag": "nope"}),
+        ("/api/explanations", {"run": "eval", "tag": "explanations", "step": 0}),
+        ("/api/file", {"run": "eval", "path": "files/../run.db"}),
+    ],
+)
+def test_evaluation_and_explanations_404(evaluated: tuple[TestClient, dict], route: str, params: dict) -> None:
+    answer = evaluated[0].get(route, params=params)
+    assert answer.status_code == 404 and answer.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    ("logs", "shown"),
+    [
+        ("confusion", {"evaluation"}),
+        ("pr curve", {"evaluation"}),
+        ("explanations", {"explanations"}),
+        ("nothing of these", set()),
+    ],
+)
+def test_evaluation_and_explanation_tabs_appear_only_with_their_data(tmp_path: Path, logs: str, shown: set) -> None:
+    with ds.Run(tmp_path / "r") as run:
+        run.log({"x": 1.0})
+        if logs == "confusion":
+            run.log_confusion_matrix(confusion_matrix([0, 1], [1, 1]))
+        elif logs == "pr curve":
+            run.log_pr_curve(binary_report([0, 1], [0.2, 0.9]))
+        elif logs == "explanations":
+            run.log_explanations(ds.explain(_tiny_cnn(), torch.rand(1, 3, 8, 8), method="saliency"))
+    views = TestClient(create_app(tmp_path), base_url=LOCAL).get("/api/views").json()
+    assert {view for view in ("evaluation", "explanations") if views[view]} == shown
 
 
 # ---- 404s and path traversal --------------------------------------------------------------------------------------
@@ -422,3 +624,29 @@ def test_ds_board_is_the_notebook_entry():
     import deepscope as ds
 
     assert ds.board is board_module.board
+
+
+def test_a_long_histogram_series_is_thinned_and_windows_show_every_step(tmp_path: Path) -> None:
+    """1,200 histograms: by default at most 500 go out, spread evenly with the first and last step; a step window
+    sends every histogram in it; ``max_steps`` thins further."""
+    steps = np.arange(0, 2400, 2)
+    with ds.Run(tmp_path / "long") as run:
+        run.log_records(
+            [
+                Histogram("w", int(s), 0.0, 1.0, np.array([int(s), 1]), "fc", "weight", 0.0, 1.0, 0.0, 1.0, 1)
+                for s in steps
+            ]
+        )
+    client = TestClient(create_app(tmp_path), base_url=LOCAL)
+    query = {"run": "long", "tag": "w"}
+    data = client.get("/api/histograms", params=query).json()
+    assert data["total"] == 1200 and data["downsampled"] and len(data["points"]) == api.DEFAULT_MAX_STEPS == 500
+    shown = [p["step"] for p in data["points"]]
+    assert shown == steps[np.linspace(0, 1199, 500).round().astype(int)].tolist()
+    assert shown[0] == 0 and shown[-1] == 2398 and all(p["counts"] == [p["step"], 1] for p in data["points"])
+    window = client.get("/api/histograms", params={**query, "start": 1000, "end": 1198}).json()
+    assert [p["step"] for p in window["points"]] == list(range(1000, 1200, 2)) and window["total"] == 100
+    assert not window["downsampled"]
+    few = client.get("/api/histograms", params={**query, "start": 1000, "max_steps": 3}).json()
+    assert [p["step"] for p in few["points"]] == [1000, 1700, 2398] and few["total"] == 700
+    assert client.get("/api/histograms", params={**query, "max_steps": 1}).status_code == 422

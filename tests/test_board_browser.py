@@ -64,6 +64,32 @@ def _train(run: ds.Run, activation: type[nn.Module], seed: int) -> None:
     run.graph(model, x)
 
 
+CLASSES = ["cat", "dog", HOSTILE]
+EXPLAINED = 4
+_rng = np.random.default_rng(0)
+TRUTH = _rng.integers(0, 3, 60)
+PREDICTED = np.where(_rng.random(60) < 0.7, TRUTH, _rng.integers(0, 3, 60))
+DOG_SCORES = np.clip(0.35 * (TRUTH == 1) + 0.65 * _rng.random(60), 0, 1)
+
+
+def _evaluate(run: ds.Run) -> None:
+    """A confusion matrix, one-vs-rest and binary PR curves, and two methods' explanations of a tiny CNN."""
+    from deepscope.evaluate.classification import binary_report, confusion_matrix
+
+    torch.manual_seed(2)
+    model = nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3)
+    ).eval()
+    run.log_confusion_matrix(confusion_matrix(TRUTH, PREDICTED, classes=CLASSES), step=0)
+    run.log_pr_curve(binary_report((TRUTH == 1).astype(int), DOG_SCORES), tag="dog-vs-rest", num_thresholds=21)
+    x = torch.rand(EXPLAINED, 3, 12, 12, generator=torch.Generator().manual_seed(3))
+    found = [ds.explain(model, x, method=m) for m in ("saliency", "gradcam")]
+    output = model(x).argmax(1)
+    labels = output.clone()
+    labels[0] = (labels[0] + 1) % 3  # one misclassified case for the filter
+    run.log_explanations(found, labels=labels, predictions=output, classes=CLASSES)
+
+
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, ds.Run]]:
     root = tmp_path_factory.mktemp("runs")
@@ -77,6 +103,8 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, ds.R
     with ds.Run(root / HOSTILE) as run:
         run.log({"train/loss": 1.0}, step=0)
         run.log({"train/loss": math.nan}, step=1)  # a gap, not an error
+    with ds.Run(root / "eval") as run:
+        _evaluate(run)
     with ds.Run(root / "long") as run:
         steps = np.arange(LONG)
         run.log_series("zoom/sine", steps, np.sin(steps / 50.0))
@@ -147,7 +175,7 @@ def _trace_lengths(page: Any, selector: str) -> list[int]:
 def test_tabs_appear_only_for_data_that_exists(browser_page: tuple[Any, list[str]]) -> None:
     page, problems = browser_page
     tabs = page.eval_on_selector_all("#tabs button", "(bs) => bs.map((b) => b.dataset.view)")
-    assert tabs == ["scalars", "distributions", "graph", "images", "text"]
+    assert tabs == ["scalars", "distributions", "graph", "images", "explanations", "evaluation", "text"]
     assert not problems
 
 
@@ -270,6 +298,19 @@ def test_graph_tree_and_parameters(browser_page: tuple[Any, list[str]], tmp_path
     assert "op graph: " in page.inner_text('.view[data-view="graph"] aside')
     values = page.evaluate("() => document.querySelector('.view[data-view=\"graph\"] .plot').data[0].values")
     assert values == [67, 40, 0, 27]
+    # The op-level graph: torch.fx's input, three modules, output; one node each, edges along the chain, laid out
+    # in one layer per node (a chain), data flowing downwards.
+    page.wait_for_function("() => document.querySelector('[data-chart=\"ops\"] .plot').data")
+    ops = page.evaluate(
+        """() => document.querySelector('[data-chart="ops"] .plot').data.map(
+               (t) => ({name: t.name, x: t.x, y: t.y, text: t.text}))"""
+    )
+    edges, *nodes = ops
+    assert sum(len(t["x"]) for t in nodes) == 5
+    assert len(edges["x"]) == 3 * 4  # 4 edges, each (a, b, gap)
+    ys = sorted(y for t in nodes for y in t["y"])
+    assert ys == [-4, -3, -2, -1, 0]
+    assert {t["name"] for t in nodes} == {"placeholder", "call_module", "output"}
     page.screenshot(path=str(tmp_path / "graph.png"), full_page=True)
     assert not problems
 
@@ -283,6 +324,63 @@ def test_images_step_slider(browser_page: tuple[Any, list[str]], tmp_path: Path)
     page.fill(".images input[type=range]", "0")
     page.wait_for_function("() => document.querySelector('.images .card .note').textContent.startsWith('step 0')")
     page.screenshot(path=str(tmp_path / "images.png"), full_page=True)
+    assert not problems
+
+
+def test_evaluation_confusion_matrix_roc_pr_and_scores(browser_page: tuple[Any, list[str]], tmp_path: Path) -> None:
+    page, problems = browser_page
+    _open(page, "evaluation")
+    matrix = '[data-chart="matrix"] .plot'
+    page.wait_for_function(f"() => {{ const gd = document.querySelector('{matrix}'); return gd && gd.data; }}")
+    z = page.evaluate(f"() => document.querySelector('{matrix}').data[0].z")
+    counts = np.zeros((3, 3), int)
+    np.add.at(counts, (TRUTH, PREDICTED), 1)
+    np.testing.assert_array_equal(z, counts)
+    # The class named like an HTML tag is a tick label shown as typed, and made no element.
+    ticks = page.eval_on_selector_all(f"{matrix} .xtick text", "(ts) => ts.map((t) => t.textContent)")
+    assert HOSTILE in ticks and page.evaluate("() => document.querySelectorAll('img[src=\"x\"]').length") == 0
+    page.check('.view[data-view="evaluation"] aside input[type=checkbox]')
+    page.wait_for_function(f"() => document.querySelector('{matrix}').data[0].zmax === 1")
+    rows = page.evaluate(f"() => document.querySelector('{matrix}').data[0].z.map((r) => r.reduce((a, b) => a + b))")
+    assert rows == pytest.approx([1.0, 1.0, 1.0])
+    for chart in ("roc", "pr"):
+        lengths = _trace_lengths(page, f'[data-chart="{chart}"] .plot')
+        assert lengths[0] == 21  # one point per stored threshold
+    roc = page.evaluate("() => document.querySelector('[data-chart=\"roc\"] .plot').data[0]")
+    assert roc["x"][0] == 1 and roc["y"][0] == 1 and roc["x"][-1] == 0  # threshold 0: all positive; 1: nearly none
+    assert "AUC" in roc["name"]
+    # Score distributions: every sample of each class in the bin of its score.
+    negatives, positives = page.evaluate(
+        "() => document.querySelector('[data-chart=\"scores\"] .plot').data.map((t) => t.customdata)"
+    )
+    for bars, scores in ((negatives, DOG_SCORES[TRUTH != 1]), (positives, DOG_SCORES[TRUTH == 1])):
+        expected = np.bincount(np.floor(scores * 20 + 1e-9).astype(int), minlength=21)
+        np.testing.assert_array_equal(bars, expected)
+    fractions = page.evaluate("() => document.querySelector('[data-chart=\"scores\"] .plot').data.map((t) => t.y)")
+    assert [sum(f) for f in fractions] == pytest.approx([1, 1])  # each class drawn as shares of its own samples
+    page.screenshot(path=str(tmp_path / "evaluation.png"), full_page=True)
+    assert not problems
+
+
+def test_explanation_gallery_side_by_side_with_misclassified_filter(
+    browser_page: tuple[Any, list[str]], tmp_path: Path
+) -> None:
+    page, problems = browser_page
+    _open(page, "explanations")
+    loaded = "() => [...document.querySelectorAll('.gallery img')].filter((i) => i.complete && i.naturalWidth).length"
+    page.wait_for_function(f"() => ({loaded})() === {EXPLAINED * 3}")  # the input and two methods per row
+    assert page.evaluate("() => document.querySelector('.gallery img').naturalWidth") == 12
+    head = page.eval_on_selector_all(".gallery-row.head span", "(ss) => ss.map((s) => s.textContent)")
+    assert head == ["input", "saliency", "gradcam"]
+    assert "Do not focus only on cases that are classified correctly" in page.inner_text(".advice")
+    assert page.eval_on_selector_all(".gallery-row.wrong", "(rs) => rs.map((r) => r.dataset.index)") == ["0"]
+    page.check('.view[data-view="explanations"] aside input[type=checkbox]')
+    page.wait_for_function("() => document.querySelectorAll('.gallery-row:not(.head)').length === 1")
+    assert page.eval_on_selector_all(".gallery-row:not(.head)", "(rs) => rs.map((r) => r.dataset.index)") == ["0"]
+    caption = page.inner_text(".gallery-row.wrong figcaption")
+    assert "label:" in caption and "predicted:" in caption and "✗" in caption
+    page.screenshot(path=str(tmp_path / "explanations.png"), full_page=True)
+    page.uncheck('.view[data-view="explanations"] aside input[type=checkbox]')
     assert not problems
 
 

@@ -205,9 +205,8 @@ def test_lightning_logger_bad_options(tmp_path: os.PathLike[str]) -> None:
 # ---- Keras -------------------------------------------------------------------------------------------------------
 
 
-def _keras_fit(path: os.PathLike[str], **options: object) -> tuple[object, object]:
-    from deepscope.track.integrations.keras import DeepscopeCallback
-
+def _keras_model() -> tuple[object, np.ndarray, np.ndarray]:
+    """A compiled two-layer classifier and 64 samples (4 batches of 16)."""
     keras = sys.modules["keras"]
     keras.utils.set_random_seed(0)
     rng = np.random.default_rng(0)
@@ -217,6 +216,13 @@ def _keras_fit(path: os.PathLike[str], **options: object) -> tuple[object, objec
         [keras.Input((4,)), keras.layers.Dense(8, activation="relu"), keras.layers.Dense(1, activation="sigmoid")]
     )
     model.compile(optimizer=keras.optimizers.Adam(0.01), loss="binary_crossentropy", metrics=["accuracy"])
+    return model, x, y
+
+
+def _keras_fit(path: os.PathLike[str], **options: object) -> tuple[object, object]:
+    from deepscope.track.integrations.keras import DeepscopeCallback
+
+    model, x, y = _keras_model()
     callback = DeepscopeCallback(path, **options)
     history = model.fit(
         x, y, batch_size=16, epochs=2, validation_data=(x[:16], y[:16]), callbacks=[callback], verbose=0
@@ -241,6 +247,10 @@ def test_keras_callback_matches_history(tmp_path: os.PathLike[str], update_freq:
         assert config["optimizer"]["class"] == "Adam"
         assert config["optimizer"]["learning_rate"] == pytest.approx(0.01)
         assert config["fit"]["epochs"] == 2
+        for name in ("loss", "accuracy"):  # fit's validation, also as TensorBoard's evaluation-vs-iterations
+            evaluation = reader.scalars(f"validation/evaluation_{name}_vs_iterations")
+            assert evaluation.steps.tolist() == [4, 8] and evaluation.epochs.tolist() == [0, 1]
+            np.testing.assert_allclose(evaluation.values, history.history[f"val_{name}"], rtol=1e-6)
         if batch_steps:
             batch = reader.scalars("train/batch_loss")
             np.testing.assert_array_equal(batch.steps, batch_steps)
@@ -262,6 +272,41 @@ def test_keras_callback_matches_history(tmp_path: os.PathLike[str], update_freq:
             if values.min() == values.max():  # one value (the last layer's bias): histogram() puts it in bin 0
                 expected = np.eye(len(last.counts), dtype=np.int64)[0] * len(values)
             np.testing.assert_array_equal(last.counts, expected)
+
+
+def test_keras_evaluate_alone_is_logged_and_a_later_fit_adds_to_the_run(tmp_path: os.PathLike[str]) -> None:
+    """``model.evaluate`` with the callback and no ``fit``: its results at step = optimizer iterations (0), its
+    batches' running results with ``update_freq``, all stored when it returns; after a ``fit`` of 4 batches a
+    second evaluation lands at step 4 of the same series. Values compared with what ``evaluate`` returned."""
+    _keras_integration()
+    from deepscope.track.integrations.keras import DeepscopeCallback
+
+    model, x, y = _keras_model()
+    callback = DeepscopeCallback(tmp_path, update_freq=2)
+    first = model.evaluate(x, y, batch_size=16, callbacks=[callback], verbose=0, return_dict=True)
+    with Reader(tmp_path) as reader:
+        assert reader.info()["status"] == "finished"  # closed by evaluate() itself
+        assert sorted(reader.tags()) == sorted(
+            [f"validation/evaluation_{name}_vs_iterations" for name in first]
+            + [f"validation/evaluation_batch_{name}" for name in first]
+        )
+        for name, value in first.items():
+            series = reader.scalars(f"validation/evaluation_{name}_vs_iterations")
+            assert series.steps.tolist() == [0] and series.epochs.tolist() == [-1]
+            np.testing.assert_allclose(series.values, [value], rtol=1e-6)
+        batches = reader.scalars("validation/evaluation_batch_loss")
+        assert batches.steps.tolist() == [2, 4]  # every 2nd of the 4 batches
+        np.testing.assert_allclose(batches.values[-1], first["loss"], rtol=1e-6)  # the running mean at the end
+
+    model.fit(x, y, batch_size=16, epochs=1, callbacks=[callback], verbose=0)
+    second = model.evaluate(x, y, batch_size=16, callbacks=[callback], verbose=0, return_dict=True)
+    with Reader(tmp_path) as reader:
+        series = reader.scalars("validation/evaluation_loss_vs_iterations")
+        assert series.steps.tolist() == [0, 4]
+        np.testing.assert_allclose(series.values, [first["loss"], second["loss"]], rtol=1e-6)
+        assert second["loss"] != first["loss"]  # the fit changed the model: a new evaluation, not the old one
+        assert reader.scalars("validation/evaluation_batch_loss").steps.tolist() == [2, 4, 6, 8]
+        assert reader.scalars("train/epoch_loss").steps.tolist() == [0]
 
 
 def test_keras_callback_bad_options(tmp_path: os.PathLike[str]) -> None:

@@ -21,6 +21,7 @@ from deepscope.errors import StoreError
 from deepscope.store import Reader
 from deepscope.store.reader import writer_alive
 from deepscope.track import Graph, Histogram, Image, Scalar, Text
+from deepscope.track.records import Confusion, ExplanationSet
 
 VALUES = {
     "float": (0.25, 0.25),
@@ -385,3 +386,138 @@ def test_cuda_values_are_read_without_waiting_and_as_they_were_when_logged(tmp_p
         np.testing.assert_array_equal(reader.scalars("loss").values, np.arange(1.0, 51.0))
         np.testing.assert_array_equal(reader.scalars("count").values, np.arange(50.0))
         assert reader.scalars("count").steps.tolist() == list(range(50))
+
+
+# ---- evaluation results and explanations ---------------------------------------------------------------------------
+
+
+def _tiny_cnn() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3)
+    )
+
+
+def test_confusion_matrices_and_pr_curves_from_evaluate_round_trip(tmp_path):
+    from deepscope.evaluate.classification import binary_report, confusion_matrix
+    from deepscope.track.tensorboard import pr_curve
+
+    matrix = confusion_matrix([0, 1, 2, 2, 1], [0, 2, 2, 2, 1], classes=["a", "b", "c"])
+    rng = np.random.default_rng(0)
+    labels, scores = rng.integers(0, 2, 50), rng.random(50)
+    with ds.Run(tmp_path / "r") as run:
+        run.log_confusion_matrix(matrix)
+        run.log_confusion_matrix(matrix)  # the tag counts on: step 1
+        run.log_pr_curve(binary_report(labels, scores), step=4, num_thresholds=11)
+        run.log_pr_curve(binary_report(labels, 3 * scores - 1), tag="logits")  # beyond [0, 1]
+    with Reader(tmp_path / "r") as reader:
+        first, second = reader.records("confusion_matrix")
+        assert (first.step, second.step, first.classes) == (0, 1, ["a", "b", "c"])
+        np.testing.assert_array_equal(first.counts, matrix.counts.numpy())
+        (curve,) = reader.records("pr_curve")
+        # On scores in [0, 1] the counts are TensorBoard's add_pr_curve counts (up to its float bucketing).
+        expected = pr_curve("pr_curve", labels, scores, num_thresholds=11)
+        for name in ("thresholds", "tp", "fp", "tn", "fn", "precision", "recall"):
+            np.testing.assert_allclose(getattr(curve, name), getattr(expected, name), err_msg=name)
+        (logits,) = reader.records("logits")
+        assert logits.thresholds[0] == pytest.approx(scores.min() * 3 - 1)
+        assert logits.thresholds[-1] == pytest.approx(scores.max() * 3 - 1)
+        np.testing.assert_array_equal(logits.tp + logits.fn, np.full(127, labels.sum()))
+        assert logits.tp[0] == labels.sum() and logits.fp[0] == len(labels) - labels.sum()
+
+
+def test_explanations_of_several_methods_round_trip_as_pictures(tmp_path):
+    from deepscope import render
+
+    model = _tiny_cnn().eval()
+    inputs = torch.rand(3, 3, 8, 8)
+    found = [ds.explain(model, inputs, method=m) for m in ("saliency", "gradcam")]
+    with ds.Run(tmp_path / "r") as run:
+        stored = run.log_explanations(
+            found, labels=torch.tensor([0, 1, 2]), predictions=["b", "b", "c"], classes=["a", "b", "c"]
+        )
+    with Reader(tmp_path / "r") as reader:
+        (back,) = reader.records("explanations")
+    assert back.methods == ["saliency", "gradcam"] and back.labels == ["a", "b", "c"]
+    assert back.predictions == ["b", "b", "c"]
+    predicted = model(inputs).argmax(1).tolist()
+    assert back.targets == [[["a", "b", "c"][k] for k in predicted]] * 2  # target=None: the predicted class
+    np.testing.assert_allclose(back.scores, np.stack([e.scores.numpy() for e in found]), rtol=1e-6)
+    for name in ("inputs", "heatmaps", "overlays"):
+        np.testing.assert_array_equal(getattr(back, name), getattr(stored, name), err_msg=name)
+    assert back.overlays.shape == (2, 3, 8, 8, 3)
+    np.testing.assert_array_equal(back.overlays[1, 2], np.asarray(found[1].overlay(2)))
+    np.testing.assert_array_equal(back.inputs[0], np.round(render.to_image_array(inputs[0]) * 255).astype(np.uint8))
+    assert len(list((tmp_path / "r" / "files").rglob("*.png"))) == 3 * (1 + 2 * 2)
+
+
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("other inputs", "explains other inputs"),
+        ("not images", "shows images"),
+        ("labels", "2 labels for 3 inputs"),
+        ("class out of range", "outside 0..2"),
+        ("not an explanation", "pass what ds.explain returns"),
+    ],
+)
+def test_bad_explanations_are_refused_before_drawing(tmp_path, case, message):
+    model = _tiny_cnn().eval()
+    x = torch.rand(3, 3, 8, 8)
+    given: dict = {"explanations": ds.explain(model, x, method="saliency")}
+    if case == "other inputs":
+        given["explanations"] = [given["explanations"], ds.explain(model, x + 1, method="saliency")]
+    elif case == "not images":
+        mlp = nn.Sequential(nn.Linear(4, 3))
+        given["explanations"] = ds.explain(mlp, torch.rand(3, 4), method="saliency")
+    elif case == "labels":
+        given["labels"] = [0, 1]
+    elif case == "class out of range":
+        given.update(labels=[0, 1, 5], classes=["a", "b", "c"])
+    else:
+        given["explanations"] = "saliency"
+    with ds.Run(tmp_path / "r") as run, pytest.raises(ds.BadInputError, match=message):
+        run.log_explanations(**given)
+    assert not (tmp_path / "r" / "files").exists()
+
+
+@pytest.mark.parametrize(
+    "record, message",
+    [
+        (Confusion("c", 0, np.ones((2, 3)), ["a", "b"]), "numeric \\[K, K\\] array"),
+        (Confusion("c", 0, np.array([[1, -1], [0, 2]]), ["a", "b"]), "whole numbers >= 0"),
+        (Confusion("c", 0, np.array([[1.5, 0], [0, 2]]), ["a", "b"]), "whole numbers >= 0"),
+        (Confusion("c", 0, np.eye(2), ["a"]), "one class name per row"),
+        (
+            ExplanationSet(
+                "e",
+                0,
+                np.zeros((2, 4, 4, 3), np.uint8),
+                ["m"],
+                np.zeros((1, 2, 4, 4, 3), np.uint8),
+                np.zeros((1, 2, 4, 3), np.uint8),
+                [["x", "y"]],
+                np.zeros((1, 2)),
+            ),
+            "overlays are uint8",
+        ),
+        (
+            ExplanationSet(
+                "e",
+                0,
+                np.zeros((2, 4, 4, 3), np.uint8),
+                ["m"],
+                np.zeros((1, 2, 4, 4, 3), np.uint8),
+                np.zeros((1, 2, 4, 4, 3), np.uint8),
+                [["x"]],
+                np.zeros((1, 2)),
+            ),
+            "one per method and input",
+        ),
+    ],
+)
+def test_bad_confusion_and_explanation_records_are_refused(tmp_path, record, message):
+    with ds.Run(tmp_path / "r") as run, pytest.raises(ds.BadInputError, match=message):
+        run.log_records([Scalar("fine", 1.0, 0), record])
+    with Reader(tmp_path / "r") as reader:
+        assert reader.tags() == {}

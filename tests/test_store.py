@@ -182,6 +182,28 @@ def test_disk_full_is_a_clear_error_and_keeps_what_was_written(tmp_path, monkeyp
         assert reader.scalars("kept").values.tolist() == [1.0]
 
 
+def test_a_failed_batch_leaves_no_picture_of_an_explanation_set_behind(tmp_path, monkeypatch):
+    """Pictures are written before their row commits; when the transaction fails they are removed again, so the
+    files/ directory never holds a picture that no row refers to (nor a row without its pictures)."""
+    from deepscope.track.records import Confusion, ExplanationSet
+
+    path = tmp_path / "full"
+    monkeypatch.setattr(schema, "WRITE_PRAGMAS", (*schema.WRITE_PRAGMAS, "max_page_count=40"))
+    run = ds.Run(path, flush_interval=0.05)
+    pictures = np.zeros((1, 2, 4, 4, 3), np.uint8)
+    explained = ExplanationSet("e", 0, pictures[0], ["m"], pictures, pictures, [["x", "y"]], np.zeros((1, 2)))
+    k = 300  # a confusion matrix too large for the 40 pages left: the batch's transaction fails after the PNGs
+    with pytest.raises(StoreError, match="full"):
+        run.log_records([explained, Confusion("c", 0, np.ones((k, k), np.int64), [str(i) for i in range(k)])])
+        run.flush()
+    with pytest.raises(StoreError):
+        run.close()
+    assert integrity(path / "run.db") == "ok"
+    assert not list(path.rglob("*.png"))
+    with Reader(path) as reader:
+        assert reader.tags() == {}
+
+
 # ---- refusing what is not ours -----------------------------------------------------------------------------------
 
 
@@ -380,3 +402,85 @@ def test_values_still_on_their_way_from_a_gpu_are_awaited_by_the_writer_thread_i
         a, b = reader.scalars("a"), reader.scalars("b")
     assert a.steps.tolist() == [0, 1, 2] and a.values.tolist() == [0.0, 1.0, 2.0]
     assert (b.steps.tolist(), b.values.tolist(), b.epochs.tolist(), b.wall_times.tolist()) == ([0], [5.0], [3], [2.0])
+
+
+# ---- the scalar layout: loose rows while written, packed chunks once closed --------------------------------------
+
+
+def _layout(db: Path, tag: str) -> tuple[int, list[int]]:
+    """How many loose rows ``tag`` has and the sizes of its chunks (checked against their blobs), oldest first."""
+    with sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True) as conn:
+        (tag_id,) = conn.execute("SELECT id FROM tags WHERE name = ?", (tag,)).fetchone()
+        loose = conn.execute("SELECT count(*) FROM scalars WHERE tag_id = ?", (tag_id,)).fetchone()[0]
+        chunks = conn.execute(
+            "SELECT n, length(steps), length(vals) FROM scalar_chunks WHERE tag_id = ? ORDER BY id", (tag_id,)
+        )
+        sizes = []
+        for n, steps_bytes, values_bytes in chunks:
+            assert steps_bytes == values_bytes == 8 * n
+            sizes.append(n)
+    return loose, sizes
+
+
+@pytest.mark.parametrize(
+    ("sessions", "chunks"),
+    [
+        ([10], [10]),
+        ([schema.CHUNK + 5], [schema.CHUNK, 5]),
+        ([3, 2 * schema.CHUNK - 1, 7], [3, schema.CHUNK, schema.CHUNK - 1, 7]),  # resumed twice
+    ],
+)
+def test_closing_packs_the_loose_points_and_every_read_is_exact(tmp_path, sessions, chunks):
+    """While a run is written, a tag's newest points (fewer than CHUNK) are loose rows; closing folds them into
+    a last, shorter chunk, so a finished run is read from packed blobs only. Live, closed and resumed, a read
+    gives back exactly the points logged, in order, NaN and infinities included."""
+    rng = np.random.default_rng(0)
+    path, db = tmp_path / "r", tmp_path / "r" / "run.db"
+    steps, values, epochs = np.empty(0, np.int64), np.empty(0), np.empty(0, np.int64)
+    for k, n in enumerate(sessions):
+        new = rng.standard_normal(n)
+        new[::7] = np.nan
+        new[1::11] = np.inf
+        new[2::13] = -np.inf
+        new_steps = np.arange(len(steps), len(steps) + n)
+        new_epochs = np.where(new_steps % 3 == 0, -1, new_steps // 100)
+        steps, values = np.concatenate((steps, new_steps)), np.concatenate((values, new))
+        epochs = np.concatenate((epochs, new_epochs))
+        run = ds.Run(path, resume=k > 0)
+        run.log_series("loss", new_steps, new, epochs=new_epochs)
+        run.flush()
+        assert _layout(db, "loss")[0] == n % schema.CHUNK  # still being written: the newest points are rows
+        for when in ("live", "closed"):
+            with Reader(path) as reader:
+                series = reader.scalars("loss")
+            np.testing.assert_array_equal(series.steps, steps, err_msg=when)
+            assert series.values.tobytes() == values.tobytes(), when  # bit for bit: NaN and infinities kept
+            np.testing.assert_array_equal(series.epochs, epochs, err_msg=when)
+            assert (np.diff(series.wall_times) >= 0).all() and len(series.wall_times) == len(steps)
+            if when == "live":
+                run.close()
+    assert _layout(db, "loss") == (0, chunks)
+
+
+def test_records_thinned_to_max_records_spread_evenly_with_first_and_last(tmp_path):
+    from deepscope.errors import BadInputError
+    from deepscope.track.records import Histogram
+
+    def record(step: int) -> Histogram:
+        return Histogram("w", step, 0.0, 1.0, np.array([step, 1]), "fc", "weight", step / 2, 1.0, 0.0, 1.0, step + 1)
+
+    with ds.Run(tmp_path / "r") as run:
+        run.log_records([record(step) for step in range(0, 100, 2)])  # 50 records, steps 0, 2, ..., 98
+        run.log({"s": 1.0})
+    with Reader(tmp_path / "r") as reader:
+        assert reader.count("w") == 50 and reader.count("w", 10, 30) == 11
+        thinned = reader.records("w", max_records=5)
+        # indices round(linspace(0, 49, 5)) = 0, 12, 24, 37, 49
+        assert [h.step for h in thinned] == [0, 24, 48, 74, 98]
+        assert all(h.counts.tolist() == [h.step, 1] and h.mean == h.step / 2 for h in thinned)  # whole rows
+        assert [h.step for h in reader.records("w", 10, 30, max_records=3)] == [10, 20, 30]
+        assert [h.step for h in reader.records("w", max_records=50)] == list(range(0, 100, 2))
+        with pytest.raises(BadInputError, match="max_records"):
+            reader.records("w", max_records=1)
+        with pytest.raises(BadInputError, match="holds scalars"):
+            reader.count("s")

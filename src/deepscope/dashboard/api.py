@@ -11,6 +11,7 @@ Adding a view: one function here, one route in ``server.py``, one key in :data:`
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 import os
@@ -28,16 +29,25 @@ from ..errors import BadInputError, StoreError
 from ..store import Reader, list_runs, schema
 from ..store.reader import writer_alive
 
-# Tab name -> the tag kind whose presence in any run makes the tab appear.
-VIEWS: dict[str, str] = {
-    "scalars": "scalar",
-    "distributions": "histogram",
-    "graph": "graph",
-    "images": "image",
-    "text": "text",
+# Tab name -> the tag kinds whose presence in any run makes the tab appear.
+VIEWS: dict[str, tuple[str, ...]] = {
+    "scalars": ("scalar",),
+    "distributions": ("histogram",),
+    "graph": ("graph",),
+    "images": ("image",),
+    "explanations": ("explanation",),
+    "evaluation": ("confusion_matrix", "pr_curve"),
+    "text": ("text",),
 }
 
+# Seed 000's advice, shown above the explanation gallery.
+ADVICE = "Do not focus only on cases that are classified correctly: deep neural networks are prone to taking shortcuts."
+
 DEFAULT_MAX_POINTS = 2000
+# Histograms per series sent at most by default (TensorBoard keeps 500 too); ask for a step window to see more.
+DEFAULT_MAX_STEPS = 500
+# How a scalar answer's four arrays are sent: JSON numbers, or each array's little-endian bytes in base64.
+ENCODINGS = ("json", "base64")
 
 
 class NotFound(LookupError):
@@ -61,8 +71,8 @@ def runs(root: Path) -> list[dict[str, Any]]:
 
 def views(root: Path) -> dict[str, bool]:
     """Which tabs have data in at least one run."""
-    kinds = {kind for run in list_runs(root) for kind in run.tags.values()}
-    return {view: kind in kinds for view, kind in VIEWS.items()}
+    present = {kind for run in list_runs(root) for kind in run.tags.values()}
+    return {view: not present.isdisjoint(kinds) for view, kinds in VIEWS.items()}
 
 
 def scalars(
@@ -72,25 +82,26 @@ def scalars(
     start: int | None = None,
     end: int | None = None,
     max_points: int = DEFAULT_MAX_POINTS,
+    encoding: str = "json",
 ) -> dict[str, Any]:
     """The points of a scalar tag with ``start <= step <= end``, downsampled to at most ``max_points``.
 
-    Non-finite values become the strings ``"NaN"``, ``"Infinity"``, ``"-Infinity"`` (JSON has no NaN).
+    With ``encoding="json"``, ``steps``, ``values``, ``epochs`` and ``wall_times`` are lists of numbers, and
+    non-finite values become the strings ``"NaN"``, ``"Infinity"``, ``"-Infinity"`` (JSON has no NaN). With
+    ``encoding="base64"`` (what the page asks for) each is ``{"dtype": "<i8" | "<f8", "base64": ...}``: the
+    array's little-endian bytes, exact to the bit, NaN and infinities included, no longer than decimal text and
+    much cheaper to make (no float formatting); the page reads it with a ``DataView``.
     """
-    if max_points < 4:
-        raise BadInputError(f"max_points must be at least 4, not {max_points}")
+    _check_scalar_options(max_points, encoding)
     with _reader(root, run) as reader:
         series = reader.scalars(tag, start=start, end=end, max_points=max_points)
-    return {
-        "run": run,
-        "tag": tag,
-        "steps": series.steps.tolist(),
-        "values": _floats(series.values),
-        "epochs": series.epochs.tolist(),
-        "wall_times": _floats(series.wall_times),
-        "total": series.total,
-        "downsampled": series.downsampled,
-    }
+    columns = {"steps": series.steps, "values": series.values, "epochs": series.epochs, "wall_times": series.wall_times}
+    encoded: dict[str, Any]
+    if encoding == "base64":
+        encoded = {name: _packed(column) for name, column in columns.items()}
+    else:
+        encoded = {name: _floats(c) if c.dtype.kind == "f" else c.tolist() for name, c in columns.items()}
+    return {"run": run, "tag": tag, **encoded, "total": series.total, "downsampled": series.downsampled}
 
 
 def scalars_batch(
@@ -100,13 +111,14 @@ def scalars_batch(
     start: int | None = None,
     end: int | None = None,
     max_points: int = DEFAULT_MAX_POINTS,
+    encoding: str = "json",
 ) -> dict[str, Any]:
     """One scalar tag of many runs: ``{"tag", "series": [the answer of :func:`scalars` for each run]}``.
 
     ``runs`` in the order given; ``None`` means every readable run that has ``tag`` as a scalar tag, by name.
     The first run that is unknown, unreadable or lacks the tag raises :class:`NotFound` naming it.
     """
-    return json.loads(scalars_batch_json(root, tag, runs, start, end, max_points))
+    return json.loads(scalars_batch_json(root, tag, runs, start, end, max_points, encoding))
 
 
 def scalars_batch_json(
@@ -116,6 +128,7 @@ def scalars_batch_json(
     start: int | None = None,
     end: int | None = None,
     max_points: int = DEFAULT_MAX_POINTS,
+    encoding: str = "json",
 ) -> bytes:
     """:func:`scalars_batch` as compact JSON bytes, which is what the server sends.
 
@@ -123,23 +136,40 @@ def scalars_batch_json(
     kept in :data:`ENCODED`, keyed by the run's file sizes and modification times, so asking again (a reload, a
     second viewer, zooming back out) costs a ``stat`` per run instead of a read, a downsampling and an encoding.
     """
-    if max_points < 4:
-        raise BadInputError(f"max_points must be at least 4, not {max_points}")
+    _check_scalar_options(max_points, encoding)
     if runs is None:
         runs = [run.name for run in list_runs(root) if run.tags.get(tag) == "scalar"]
-    parts = [_scalars_encoded(root, run, tag, start, end, max_points) for run in runs]
+    parts = [_scalars_encoded(root, run, tag, start, end, max_points, encoding) for run in runs]
     return b'{"tag":' + _dumps(tag) + b',"series":[' + b",".join(parts) + b"]}"
 
 
-def histograms(root: Path, run: str, tag: str) -> dict[str, Any]:
-    """Every histogram of a tag, in the order logged, with its bins and summary statistics."""
-    records = _records(root, run, tag, "histogram")
+def histograms(
+    root: Path,
+    run: str,
+    tag: str,
+    start: int | None = None,
+    end: int | None = None,
+    max_steps: int = DEFAULT_MAX_STEPS,
+) -> dict[str, Any]:
+    """The histograms of a tag with ``start <= step <= end``, in the order logged, with their bins and summary
+    statistics: at most ``max_steps`` of them, spread evenly over the range with the first and last included
+    (a series logged every step of a long run is never sent whole). ``total`` says how many the range holds;
+    ask again with a narrower range to see every step of a part.
+    """
+    if max_steps < 2:
+        raise BadInputError(f"max_steps must be at least 2 (the first and the last step), not {max_steps}")
+    with _reader(root, run) as reader:
+        _check_kind(reader, run, tag, "histogram")
+        total = reader.count(tag, start, end)
+        records: list[Any] = reader.records(tag, start, end, max_records=max_steps)  # Histograms: the kind is checked
     first = records[0] if records else None
     return {
         "run": run,
         "tag": tag,
         "layer": first.layer if first else "",
         "kind": first.kind if first else "other",
+        "total": total,
+        "downsampled": len(records) < total,
         "points": [
             {
                 "step": h.step,
@@ -174,6 +204,118 @@ def images(root: Path, run: str, tag: str) -> dict[str, Any]:
         url = "/api/file?" + urlencode({"run": run, "path": file})
         points.append({"step": step, "url": url, "width": width, "height": height, "caption": meta.get("caption", "")})
     return {"run": run, "tag": tag, "points": points}
+
+
+def confusion_matrix(root: Path, run: str, tag: str, step: int | None = None) -> dict[str, Any]:
+    """A confusion matrix at ``step`` (default: the last one logged under the tag), counts and row-normalised.
+
+    ``{"run", "tag", "steps": every step logged, "step", "classes", "counts": [K][K] (row = true class),
+    "normalized": each row divided by its total (0 for a class without samples), "accuracy", "total"}``.
+    """
+    records = _records(root, run, tag, "confusion_matrix")
+    chosen = _at_step(records, step, run, tag)
+    counts = np.asarray(chosen.counts, dtype=np.int64)
+    totals = counts.sum(axis=1, keepdims=True)
+    normalized = np.divide(counts, totals, out=np.zeros(counts.shape), where=totals > 0)
+    total = int(counts.sum())
+    return {
+        "run": run,
+        "tag": tag,
+        "steps": [r.step for r in records],
+        "step": chosen.step,
+        "classes": chosen.classes,
+        "counts": counts.tolist(),
+        "normalized": normalized.tolist(),
+        "accuracy": float(np.trace(counts)) / total if total else 0.0,
+        "total": total,
+    }
+
+
+def pr_curve(root: Path, run: str, tag: str, step: int | None = None) -> dict[str, Any]:
+    """ROC and PR curves and both classes' score distributions of a binary classifier at ``step`` (default: last).
+
+    From the counts stored per threshold: ``fpr = fp / (fp + tn)``, ``tpr = recall = tp / (tp + fn)``; ``auc`` is
+    the trapezoidal area under the ROC points, closed by (0, 0) and (1, 1). The scores of each class fall into
+    the bins between consecutive thresholds: ``positives[i] = tp[i] - tp[i + 1]`` (the last bin: ``tp[-1]``),
+    likewise ``negatives`` from ``fp``, so the distributions come from the same counts, with ``edges`` = the
+    thresholds. Keys: ``run, tag, steps, step, thresholds, tp, fp, tn, fn, precision, recall, fpr, tpr, auc,
+    positives, negatives``.
+    """
+    records = _records(root, run, tag, "pr_curve")
+    c = _at_step(records, step, run, tag)
+    tp, fp, tn, fn = (np.asarray(a, dtype=np.float64) for a in (c.tp, c.fp, c.tn, c.fn))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        fpr, tpr = fp / (fp + tn), tp / (tp + fn)
+    finite = np.isfinite(fpr) & np.isfinite(tpr)
+    x, y = np.r_[0.0, fpr[finite], 1.0], np.r_[0.0, tpr[finite], 1.0]
+    order = np.lexsort((y, x))
+    auc = float(np.trapezoid(y[order], x[order])) if finite.any() else float("nan")
+    return {
+        "run": run,
+        "tag": tag,
+        "steps": [r.step for r in records],
+        "step": c.step,
+        **{name: _floats(np.asarray(getattr(c, name), dtype=np.float64)) for name in ("thresholds", "precision")},
+        **{name: _floats(a) for name, a in (("tp", tp), ("fp", fp), ("tn", tn), ("fn", fn))},
+        "recall": _floats(np.asarray(c.recall, dtype=np.float64)),
+        "fpr": _floats(fpr),
+        "tpr": _floats(tpr),
+        "auc": _float(auc),
+        "positives": _floats(tp - np.r_[tp[1:], 0.0]),
+        "negatives": _floats(fp - np.r_[fp[1:], 0.0]),
+    }
+
+
+def explanations(root: Path, run: str, tag: str, step: int | None = None) -> dict[str, Any]:
+    """The explanation gallery at ``step`` (default: the last set logged under the tag): per input its picture,
+    true label, prediction, whether they agree, and per method the overlay and heatmap with what it explained.
+
+    ``{"run", "tag", "steps", "step", "methods", "advice", "misclassified": count, "items": [{"index", "label",
+    "prediction", "correct": true/false/null (unknown without labels or predictions), "input": url, "maps":
+    [{"method", "target", "score", "overlay": url, "heatmap": url}]}]}``; each url is ``/api/file?...``.
+    """
+    records = _records(root, run, tag, "explanation")
+    step_taken, _, data = _at_step(records, step, run, tag)
+
+    def url(path: str) -> str:
+        return "/api/file?" + urlencode({"run": run, "path": path})
+
+    labels, predictions = data.get("labels"), data.get("predictions")
+    items = []
+    for i, picture in enumerate(data["inputs"]):
+        label = labels[i] if labels else None
+        prediction = predictions[i] if predictions else None
+        maps = [
+            {
+                "method": method,
+                "target": data["targets"][m][i],
+                "score": _float(float(data["scores"][m][i])),
+                "overlay": url(data["overlays"][m][i]),
+                "heatmap": url(data["heatmaps"][m][i]),
+            }
+            for m, method in enumerate(data["methods"])
+        ]
+        correct = None if label is None or prediction is None else label == prediction
+        items.append(
+            {
+                "index": i,
+                "label": label,
+                "prediction": prediction,
+                "correct": correct,
+                "input": url(picture),
+                "maps": maps,
+            }
+        )
+    return {
+        "run": run,
+        "tag": tag,
+        "steps": [r[0] for r in records],
+        "step": step_taken,
+        "methods": data["methods"],
+        "advice": ADVICE,
+        "misclassified": sum(item["correct"] is False for item in items),
+        "items": items,
+    }
 
 
 def text(root: Path, run: str, tag: str) -> dict[str, Any]:
@@ -247,14 +389,29 @@ def _reader(root: Path, run: str) -> Iterator[Reader]:
         raise NotFound(f"run {run!r} cannot be read: {e}") from e
 
 
+def _check_kind(reader: Reader, run: str, tag: str, kind: str) -> None:
+    """:class:`NotFound` unless the run has ``tag`` and it holds records of ``kind``."""
+    found = reader.tags().get(tag)
+    if found != kind:
+        held = f" (it holds {found} records)" if found else ""
+        raise NotFound(f"run {run!r} has no {kind} tag {tag!r}{held}")
+
+
 def _records(root: Path, run: str, tag: str, kind: str) -> list[Any]:
     """The records of a tag of the given kind (for images: their files, unread), or :class:`NotFound`."""
     with _reader(root, run) as reader:
-        found = reader.tags().get(tag)
-        if found != kind:
-            held = f" (it holds {found} records)" if found else ""
-            raise NotFound(f"run {run!r} has no {kind} tag {tag!r}{held}")
-        return reader.files(tag) if kind == "image" else reader.records(tag)
+        _check_kind(reader, run, tag, kind)
+        return reader.files(tag) if kind in ("image", "explanation") else reader.records(tag)
+
+
+def _at_step(records: list[Any], step: int | None, run: str, tag: str) -> Any:
+    """The last record logged at ``step`` (records, or ``(step, file, data)`` rows), the last of all for ``None``."""
+    steps = [r[0] if isinstance(r, tuple) else r.step for r in records]
+    if step is None and records:
+        return records[-1]
+    if step in steps:
+        return records[len(steps) - 1 - steps[::-1].index(step)]
+    raise NotFound(f"run {run!r} has no {tag!r} record at step {step}" + (f"; its steps: {steps}" if steps else ""))
 
 
 class EncodedCache:
@@ -296,17 +453,19 @@ class EncodedCache:
 ENCODED = EncodedCache(64 * 2**20)
 
 
-def _scalars_encoded(root: Path, run: str, tag: str, start: int | None, end: int | None, max_points: int) -> bytes:
+def _scalars_encoded(
+    root: Path, run: str, tag: str, start: int | None, end: int | None, max_points: int, encoding: str
+) -> bytes:
     """The bytes ``/api/scalars`` sends for one run, from :data:`ENCODED` when the run cannot have changed."""
     directory = run_dir(root, run)
     # Stamped before reading: a write that lands during or after the read changes the stamp, so a stale answer
     # is never found again. The WAL holds commits not yet copied into run.db, so its stamp counts too.
     stamp = _stamp(directory)
-    key = (str(root), run, tag, start, end, max_points, stamp)
+    key = (str(root), run, tag, start, end, max_points, encoding, stamp)
     found = ENCODED.get(key) if stamp is not None else None
     if found is not None:
         return found
-    encoded = _dumps(scalars(root, run, tag, start, end, max_points))
+    encoded = _dumps(scalars(root, run, tag, start, end, max_points, encoding))
     if stamp is not None:
         ENCODED.put(key, encoded)
     return encoded
@@ -331,6 +490,19 @@ def _stamp(directory: Path) -> tuple[int, ...] | None:
 def _dumps(value: Any) -> bytes:
     """Compact JSON, as the server sends it; non-finite floats must already be strings."""
     return json.dumps(value, allow_nan=False, separators=(",", ":")).encode()
+
+
+def _check_scalar_options(max_points: int, encoding: str) -> None:
+    if max_points < 4:
+        raise BadInputError(f"max_points must be at least 4, not {max_points}")
+    if encoding not in ENCODINGS:
+        raise BadInputError(f"encoding={encoding!r}: pass one of {', '.join(map(repr, ENCODINGS))}")
+
+
+def _packed(values: np.ndarray) -> dict[str, str]:
+    """An int64 or float64 array as ``{"dtype", "base64"}``: its little-endian bytes, base64-encoded."""
+    dtype = "<f8" if values.dtype.kind == "f" else "<i8"
+    return {"dtype": dtype, "base64": base64.b64encode(np.ascontiguousarray(values, dtype=dtype).tobytes()).decode()}
 
 
 def _float(x: float) -> float | str:

@@ -62,8 +62,9 @@ def create_app(root: str | os.PathLike[str], token: str | None = None) -> FastAP
         start: int | None = None,
         end: int | None = None,
         max_points: int = Query(api.DEFAULT_MAX_POINTS, ge=4, le=1_000_000),
+        encoding: str = "json",
     ) -> Response:
-        return _JSON(api.scalars(base, run, tag, start, end, max_points))
+        return _JSON(api.scalars(base, run, tag, start, end, max_points, encoding))
 
     @app.get("/api/scalars/batch")
     def scalars_batch(
@@ -72,13 +73,21 @@ def create_app(root: str | os.PathLike[str], token: str | None = None) -> FastAP
         start: int | None = None,
         end: int | None = None,
         max_points: int = Query(api.DEFAULT_MAX_POINTS, ge=4, le=1_000_000),
+        encoding: str = "json",
     ) -> Response:
         # Already JSON: the per-run parts come encoded (and cached) from the API.
-        return Response(api.scalars_batch_json(base, tag, runs, start, end, max_points), media_type="application/json")
+        answer = api.scalars_batch_json(base, tag, runs, start, end, max_points, encoding)
+        return Response(answer, media_type="application/json")
 
     @app.get("/api/histograms")
-    def histograms(run: str, tag: str) -> Response:
-        return _JSON(api.histograms(base, run, tag))
+    def histograms(
+        run: str,
+        tag: str,
+        start: int | None = None,
+        end: int | None = None,
+        max_steps: int = Query(api.DEFAULT_MAX_STEPS, ge=2, le=1_000_000),
+    ) -> Response:
+        return _JSON(api.histograms(base, run, tag, start, end, max_steps))
 
     @app.get("/api/graph")
     def graph(run: str, tag: str = "model") -> Response:
@@ -87,6 +96,18 @@ def create_app(root: str | os.PathLike[str], token: str | None = None) -> FastAP
     @app.get("/api/images")
     def images(run: str, tag: str) -> Response:
         return _JSON(api.images(base, run, tag))
+
+    @app.get("/api/confusion_matrix")
+    def confusion_matrix(run: str, tag: str, step: int | None = None) -> Response:
+        return _JSON(api.confusion_matrix(base, run, tag, step))
+
+    @app.get("/api/pr_curve")
+    def pr_curve(run: str, tag: str, step: int | None = None) -> Response:
+        return _JSON(api.pr_curve(base, run, tag, step))
+
+    @app.get("/api/explanations")
+    def explanations(run: str, tag: str, step: int | None = None) -> Response:
+        return _JSON(api.explanations(base, run, tag, step))
 
     @app.get("/api/text")
     def text(run: str, tag: str) -> Response:

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import BadInputError, StoreError, close_names
-from ..track.records import Embedding, Graph, Histogram, Image, PRCurve, Text
+from ..track.records import Confusion, Embedding, ExplanationSet, Graph, Histogram, Image, PRCurve, Text
 from . import schema
 
 try:
@@ -107,7 +107,7 @@ class Reader:
 
     def tags(self, kind: str | None = None) -> dict[str, str]:
         """Every tag and its kind (``"scalar"``, ``"histogram"``, ``"graph"``, ``"text"``, ``"image"``,
-        ``"embedding"``, ``"pr_curve"``), by name."""
+        ``"embedding"``, ``"pr_curve"``, ``"confusion_matrix"``, ``"explanation"``), by name."""
         with self._reading():
             rows = self._conn.execute("SELECT name, kind FROM tags ORDER BY name").fetchall()
         return {name: k for name, k in rows if kind is None or k == kind}
@@ -166,39 +166,70 @@ class Reader:
     # ---- everything else ----------------------------------------------------------------------------------------
 
     def records(
-        self, tag: str, start: int | None = None, end: int | None = None
-    ) -> list[Histogram | Graph | Text | Image | Embedding | PRCurve]:
+        self, tag: str, start: int | None = None, end: int | None = None, max_records: int | None = None
+    ) -> list[Histogram | Graph | Text | Image | Embedding | PRCurve | Confusion | ExplanationSet]:
         """The records of a non-scalar tag with ``start <= step <= end``, in the order logged.
 
         Histograms come back as :class:`Histogram` (counts with the dtype they were logged with), graphs as
         :class:`Graph`, notes as :class:`Text`, images as :class:`Image` with uint8 pixels read from their file,
-        embeddings as :class:`Embedding` (float32 features, uint8 thumbnails), PR curves as :class:`PRCurve`.
+        embeddings as :class:`Embedding` (float32 features, uint8 thumbnails), PR curves as :class:`PRCurve`,
+        confusion matrices as :class:`Confusion` (int64 counts), explanation sets as :class:`ExplanationSet` with
+        uint8 pictures read from their files.
+
+        With ``max_records``, a longer series is thinned to that many records spread evenly over it in the order
+        logged, the first and the last always among them (:meth:`count` says how many there are); only those
+        rows are read.
         """
+        if max_records is not None and max_records < 2:
+            raise BadInputError(f"max_records must be at least 2 (the first and the last record), not {max_records}")
+        kind, table, key, where, bounds = self._record_query(tag, start, end)
+        query = f"SELECT * FROM {table} WHERE {where} ORDER BY {key}"
+        with self._reading():
+            if max_records is not None:  # choose among the ids alone, then read only the chosen rows
+                ids = [row[0] for row in self._conn.execute(f"SELECT {key} FROM {table} WHERE {where}", bounds)]
+                if len(ids) > max_records:
+                    ids.sort()
+                    chosen = [ids[i] for i in spread(len(ids), max_records).tolist()]
+                    query = f"SELECT * FROM {table} WHERE {key} IN (SELECT value FROM json_each(?)) ORDER BY {key}"
+                    bounds = [json.dumps(chosen)]
+            cursor = self._conn.execute(query, bounds)
+            names = [d[0] for d in cursor.description]
+            rows = [dict(zip(names, row)) for row in cursor.fetchall()]
+        return [self._record(tag, kind, row) for row in rows]
+
+    def count(self, tag: str, start: int | None = None, end: int | None = None) -> int:
+        """How many records a non-scalar tag holds with ``start <= step <= end`` (a scalar series says it in
+        :attr:`Series.total`)."""
+        _, table, _, where, bounds = self._record_query(tag, start, end)
+        with self._reading():
+            return int(self._conn.execute(f"SELECT count(*) FROM {table} WHERE {where}", bounds).fetchone()[0])
+
+    def _record_query(
+        self, tag: str, start: int | None, end: int | None
+    ) -> tuple[str | None, str, str, str, list[Any]]:
+        """The kind of a non-scalar tag, its table and key, and the ``WHERE`` clause with its arguments that
+        selects its records in the step range."""
         kind = self.tags().get(tag)
         if kind == "scalar":
             raise BadInputError(f"{tag!r} holds scalars: read it with Reader.scalars({tag!r})")
         tag_id = self._tag_id(tag, kind)
         table, key = ("histograms", "id") if kind == "histogram" else ("objects", "id")
-        where, bounds = "", []
+        where, bounds = "tag_id = ?", list[Any]([tag_id])
         if start is not None:
             where += " AND step >= ?"
             bounds.append(int(start))
         if end is not None:
             where += " AND step <= ?"
             bounds.append(int(end))
-        with self._reading():
-            cursor = self._conn.execute(
-                f"SELECT * FROM {table} WHERE tag_id = ?{where} ORDER BY {key}", (tag_id, *bounds)
-            )
-            names = [d[0] for d in cursor.description]
-            rows = [dict(zip(names, row)) for row in cursor.fetchall()]
-        return [self._record(tag, kind, row) for row in rows]
+        return kind, table, key, where, bounds
 
     def files(self, tag: str) -> list[tuple[int, str, dict[str, Any]]]:
-        """The files of an image or embedding tag without reading them, in the order logged: per record its step,
-        its path relative to the run directory (``/`` separators) and its stored metadata (``shape``, ...)."""
+        """The files of an image, embedding or explanation tag without reading them, in the order logged: per
+        record its step, its path relative to the run directory (``/`` separators; for an explanation set, the
+        folder of its pictures) and its stored metadata (``shape``, ...; for an explanation set, every picture's
+        path too)."""
         kind = self.tags().get(tag)
-        if kind not in (None, "image", "embedding"):
+        if kind not in (None, "image", "embedding", "explanation"):
             raise BadInputError(f"{tag!r} holds {kind} records, which have no files")
         tag_id = self._tag_id(tag, kind)
         with self._reading():
@@ -209,7 +240,7 @@ class Reader:
 
     def _record(
         self, tag: str, kind: str | None, row: dict[str, Any]
-    ) -> Histogram | Graph | Text | Image | Embedding | PRCurve:
+    ) -> Histogram | Graph | Text | Image | Embedding | PRCurve | Confusion | ExplanationSet:
         if kind == "histogram":
             return Histogram(
                 tag=tag,
@@ -242,6 +273,11 @@ class Reader:
             except OSError as e:
                 raise StoreError(f"{file}, an image of {tag!r} at step {row['step']}, cannot be read: {e}") from e
             return Image(tag, row["step"], pixels, caption=data["caption"], wall_time=row["wall_time"])
+        if kind == "confusion_matrix":
+            counts = np.asarray(data["counts"], dtype=np.int64)
+            return Confusion(tag, row["step"], counts, data["classes"], wall_time=row["wall_time"])
+        if kind == "explanation":
+            return self._explanation_set(tag, row, data)
         if kind == "pr_curve":
             arrays = {name: np.asarray(values, dtype=np.float64) for name, values in data.items()}
             return PRCurve(tag, row["step"], wall_time=row["wall_time"], **arrays)
@@ -263,6 +299,34 @@ class Reader:
                 wall_time=row["wall_time"],
             )
         raise StoreError(f"{self.db}: tag {tag!r} has kind {kind!r}, which this deepscope cannot read")
+
+    def _explanation_set(self, tag: str, row: dict[str, Any], data: dict[str, Any]) -> ExplanationSet:
+        from PIL import Image as PILImage
+
+        def read(relative: str) -> np.ndarray:
+            file = self.path / relative
+            try:
+                with PILImage.open(file) as image:
+                    return np.asarray(image)
+            except OSError as e:
+                raise StoreError(f"{file}, a picture of {tag!r} at step {row['step']}, cannot be read: {e}") from e
+
+        def stack(paths: list[str]) -> np.ndarray:
+            return np.stack([read(p) for p in paths])
+
+        return ExplanationSet(
+            tag,
+            row["step"],
+            inputs=stack(data["inputs"]),
+            methods=data["methods"],
+            heatmaps=np.stack([stack(paths) for paths in data["heatmaps"]]),
+            overlays=np.stack([stack(paths) for paths in data["overlays"]]),
+            targets=data["targets"],
+            scores=np.asarray(data["scores"], dtype=np.float64),
+            labels=data["labels"],
+            predictions=data["predictions"],
+            wall_time=row["wall_time"],
+        )
 
     # ---- plumbing -----------------------------------------------------------------------------------------------
 
@@ -331,17 +395,33 @@ def downsample(steps: np.ndarray, values: np.ndarray, max_points: int) -> np.nda
     bucket = ((steps - low).astype(np.float64) * (buckets / span)).astype(np.int64)
     starts = np.flatnonzero(np.diff(bucket, prepend=-1))
     sizes = np.diff(starts, append=n)
-    keep = [np.array([0, n - 1])]
+    kept = np.zeros(n, dtype=bool)  # a mask, not np.unique of the indices: O(n), no sort or hash
+    kept[[0, n - 1]] = True
     for fill, reduce in ((np.inf, np.minimum), (-np.inf, np.maximum)):
         filled = np.where(nan, fill, values)
         extreme = reduce.reduceat(filled, starts)
         hit = np.flatnonzero(filled == np.repeat(extreme, sizes))
-        keep.append(hit[np.unique(bucket[hit], return_index=True)[1]])  # the first hit of each bucket
+        kept[_first_of_each_bucket(hit, bucket)] = True
     if nan.any():
-        where = np.flatnonzero(nan)
-        keep.append(where[np.unique(bucket[where], return_index=True)[1]])
-    kept = np.unique(np.concatenate(keep))
-    return kept if order is None else np.sort(order[kept])
+        kept[_first_of_each_bucket(np.flatnonzero(nan), bucket)] = True
+    indices = np.flatnonzero(kept)
+    return indices if order is None else np.sort(order[indices])
+
+
+def spread(n: int, count: int) -> np.ndarray:
+    """``count`` indices into ``n`` items (all of them if ``n <= count``), evenly spaced, first and last included.
+
+    With ``n > count >= 2`` consecutive indices lie more than one apart before rounding, so none repeats.
+    """
+    if n <= count:
+        return np.arange(n)
+    return np.linspace(0, n - 1, count).round().astype(np.int64)
+
+
+def _first_of_each_bucket(where: np.ndarray, bucket: np.ndarray) -> np.ndarray:
+    """The first of the ascending indices ``where`` in each bucket (``bucket`` is non-decreasing along the series)."""
+    of = bucket[where]
+    return where[np.flatnonzero(np.diff(of, prepend=-1))]
 
 
 def writer_alive(run_dir: Path) -> bool:

@@ -5,9 +5,11 @@ process writing it) and ``files/`` (large arrays and images, referenced from the
 
 Scalars live in two tables. New points go to ``scalars`` (one row each); once a tag has ``CHUNK`` of them the
 writer moves them, oldest first, into one row of ``scalar_chunks`` holding four packed little-endian arrays
-(steps int64, values float64, epochs int64 with -1 for none, wall times float64). Each point is thus written at
-most twice, and reading a million points decodes a few hundred blobs instead of building a million rows. The
-points of a tag, in the order logged, are its chunks by ``id`` followed by its rows by ``rowid``.
+(steps int64, values float64, epochs int64 with -1 for none, wall times float64). When the run closes, each
+tag's remaining rows become one last chunk of ``n < CHUNK`` points, so a finished run reads from blobs alone. Each
+point is thus written at most twice, and reading a million points decodes a few hundred blobs instead of building
+a million rows. The points of a tag, in the order logged, are its chunks by ``id`` followed by its rows by
+``rowid``.
 
 SQLite stores a NaN ``REAL`` as ``NULL``; every ``REAL`` column here reads ``NULL`` back as NaN (a value is never
 missing otherwise). Infinities are stored as such; inside chunks every float keeps its exact bits.

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import StoreError
-from ..track.records import Embedding, Graph, Histogram, Image, PRCurve, Text
+from ..track.records import Confusion, Embedding, ExplanationSet, Graph, Histogram, Image, PRCurve, Text
 from . import schema
 
 try:  # POSIX: one writing process per run, enforced by an advisory lock released even on SIGKILL
@@ -36,6 +36,7 @@ except ImportError:  # pragma: no cover - Windows: no lock; SQLite still seriali
     fcntl = None  # type: ignore[assignment]
 
 ScalarRow = tuple[str, int, int, float, float]  # tag, step, epoch (-1: none), wall time, value
+_NO_POINTS = (np.empty(0, np.int64), np.empty(0, np.float64), np.empty(0, np.int64), np.empty(0, np.float64))
 
 
 @dataclass
@@ -256,7 +257,7 @@ class Writer:
                 self._cond.notify_all()
             if batch:
                 try:
-                    self._write(batch)
+                    self._write(batch, pack=stopping)
                 except BaseException as e:  # every failure is kept and raised to the user
                     with self._cond:
                         self._unwritten = len(batch) + len(self._pending)
@@ -277,7 +278,9 @@ class Writer:
             if stopping:
                 return
 
-    def _write(self, batch: list[Any]) -> None:
+    def _write(self, batch: list[Any], pack: bool = False) -> None:
+        """Write ``batch`` in one transaction; with ``pack`` (the run is closing) also fold every tag's remaining
+        loose scalar rows into a last, shorter chunk, so a finished run reads as packed blobs only."""
         conn = self._conn
         tag_ids, row_counts = dict(self._tag_ids), dict(self._row_counts)
         written: list[Path] = []
@@ -298,7 +301,10 @@ class Writer:
             if rows:
                 self._group_rows(rows, series)
             for tag_id, parts in series.items():
-                self._append_scalars(tag_id, *(np.concatenate(column) for column in zip(*parts)))
+                self._append_scalars(tag_id, *(np.concatenate(column) for column in zip(*parts)), pack=pack)
+            if pack:
+                for tag_id in [t for t, held in self._row_counts.items() if held and t not in series]:
+                    self._append_scalars(tag_id, *_NO_POINTS, pack=True)
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
@@ -338,10 +344,19 @@ class Writer:
             series.setdefault(int(ids[a]), []).append(tuple(column[part] for column in columns))
 
     def _append_scalars(
-        self, tag_id: int, steps: np.ndarray, values: np.ndarray, epochs: np.ndarray, walls: np.ndarray
+        self,
+        tag_id: int,
+        steps: np.ndarray,
+        values: np.ndarray,
+        epochs: np.ndarray,
+        walls: np.ndarray,
+        *,
+        pack: bool = False,
     ) -> None:
+        """Add points to a tag: full chunks of ``CHUNK`` points, the rest as loose rows; with ``pack`` the rest too
+        becomes a (shorter) chunk and no loose row is left."""
         conn, held = self._conn, self._row_counts.get(tag_id, 0)
-        if held + len(steps) >= schema.CHUNK:
+        if held + len(steps) >= schema.CHUNK or (pack and held + len(steps)):
             if held:  # the oldest points of the tag: fold them into the chunk with the new ones
                 old = conn.execute(
                     "SELECT step, value, coalesce(epoch, -1), wall_time FROM scalars WHERE tag_id = ? ORDER BY rowid",
@@ -353,14 +368,14 @@ class Writer:
                 values = np.concatenate((np.array(o_values, dtype=np.float64), values))
                 epochs = np.concatenate((np.array(o_epochs, dtype=np.int64), epochs))
                 walls = np.concatenate((np.array(o_walls, dtype=np.float64), walls))
-            full = len(steps) // schema.CHUNK * schema.CHUNK
+            full = len(steps) if pack else len(steps) // schema.CHUNK * schema.CHUNK
             conn.executemany(
                 "INSERT INTO scalar_chunks (tag_id, n, step_min, step_max, steps, vals, epochs, wall_times) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     (
                         tag_id,
-                        schema.CHUNK,
+                        len(steps[a : a + schema.CHUNK]),
                         int(steps[a : a + schema.CHUNK].min()),
                         int(steps[a : a + schema.CHUNK].max()),
                         steps[a : a + schema.CHUNK].astype("<i8").tobytes(),
@@ -454,6 +469,16 @@ class Writer:
             data = {name: np.asarray(getattr(item, name), dtype=np.float64).tolist() for name in names}
             wall = item.wall_time if item.wall_time is not None else now
             self._object(self._tag(item.tag, "pr_curve"), item.step, wall, data, None)
+        elif isinstance(item, Confusion):
+            data = {"counts": np.asarray(item.counts).tolist(), "classes": item.classes}
+            wall = item.wall_time if item.wall_time is not None else now
+            self._object(self._tag(item.tag, "confusion_matrix"), item.step, wall, data, None)
+        elif isinstance(item, ExplanationSet):
+            tag_id = self._tag(item.tag, "explanation")
+            folder = Path(schema.FILES_DIR, str(tag_id), f"{item.step}-{uuid.uuid4().hex[:12]}")
+            data = _explanation_files(item, folder, self.path, written)
+            wall = item.wall_time if item.wall_time is not None else now
+            self._object(tag_id, item.step, wall, data, folder.as_posix())
         else:  # pragma: no cover - the Run only queues the types above
             raise TypeError(f"the store cannot write {type(item).__name__}")
 
@@ -472,6 +497,30 @@ def _write_png(path: Path, pixels: np.ndarray) -> None:
     temporary = path.with_suffix(".tmp")
     PILImage.fromarray(pixels).save(temporary, format="PNG")
     os.replace(temporary, path)
+
+
+def _explanation_files(item: ExplanationSet, folder: Path, run_dir: Path, written: list[Path]) -> dict[str, Any]:
+    """Write an explanation set's pictures as PNGs into ``folder``; its description, with their paths relative to
+    the run directory (``inputs[i]``, ``heatmaps[m][i]``, ``overlays[m][i]``)."""
+
+    def png(name: str, pixels: np.ndarray) -> str:
+        relative = folder / name
+        _write_png(run_dir / relative, pixels)
+        written.append(run_dir / relative)
+        return relative.as_posix()
+
+    n, methods = len(item.inputs), range(len(item.methods))
+    return {
+        "methods": item.methods,
+        "targets": item.targets,
+        "scores": np.asarray(item.scores, dtype=np.float64).tolist(),  # NaN as JSON's NaN, read back as such
+        "labels": item.labels,
+        "predictions": item.predictions,
+        "shape": list(item.inputs.shape),
+        "inputs": [png(f"input-{i}.png", item.inputs[i]) for i in range(n)],
+        "heatmaps": [[png(f"heatmap-{m}-{i}.png", item.heatmaps[m, i]) for i in range(n)] for m in methods],
+        "overlays": [[png(f"overlay-{m}-{i}.png", item.overlays[m, i]) for i in range(n)] for m in methods],
+    }
 
 
 def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:

@@ -127,4 +127,44 @@ class PRCurve:
     wall_time: float | None = None
 
 
-Record = Scalar | Histogram | Graph | Text | Image | Embedding | PRCurve
+@dataclass(frozen=True)
+class Confusion:
+    """A confusion matrix at a step: ``counts`` ``[K, K]`` whole numbers, row = true class, column = predicted.
+
+    ``classes`` names the ``K`` classes in order. :func:`deepscope.track.convert.confusion` makes one from a
+    :class:`deepscope.evaluate.ConfusionMatrix`; the store keeps it as JSON in the database.
+    """
+
+    tag: str
+    step: int
+    counts: np.ndarray
+    classes: list[str]
+    wall_time: float | None = None
+
+
+@dataclass(frozen=True)
+class ExplanationSet:
+    """``N`` inputs explained by ``M`` methods at a step, as pictures with what the model made of each input.
+
+    ``inputs`` uint8 ``[N, H, W, 3]``; ``heatmaps`` (each method's map through a colour map) and ``overlays``
+    (that map laid over the input) uint8 ``[M, N, H, W, 3]``, one row per name in ``methods``. ``labels`` (the true
+    classes) and ``predictions`` hold ``N`` names or are ``None``; ``targets`` ``[M][N]`` says what each method
+    explained (a class name, ``"predicted"``, a unit), ``scores`` float ``[M, N]`` the model's score for it.
+    :func:`deepscope.track.convert.explanation_set` makes one from :class:`deepscope.Explanation` objects; the
+    store keeps every picture as a PNG file beside the run's database, as it does images.
+    """
+
+    tag: str
+    step: int
+    inputs: np.ndarray
+    methods: list[str]
+    heatmaps: np.ndarray
+    overlays: np.ndarray
+    targets: list[list[str]]
+    scores: np.ndarray
+    labels: list[str] | None = None
+    predictions: list[str] | None = None
+    wall_time: float | None = None
+
+
+Record = Scalar | Histogram | Graph | Text | Image | Embedding | PRCurve | Confusion | ExplanationSet

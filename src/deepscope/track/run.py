@@ -24,11 +24,13 @@ import torch
 
 from ..errors import BadInputError, StoreError
 from ..store.writer import DeferredScalars, ScalarBatch, SetValue, Writer
-from .records import Embedding, Graph, Histogram, Image, PRCurve, Record, Scalar, Text
+from .records import Confusion, Embedding, ExplanationSet, Graph, Histogram, Image, PRCurve, Record, Scalar, Text
 
 if TYPE_CHECKING:
     from torch import nn
 
+    from ..evaluate.classification import BinaryReport, ConfusionMatrix, OneVsRest
+    from ..explanation import Explanation
     from .watch import Watcher
 
 _KIND = {
@@ -39,6 +41,8 @@ _KIND = {
     Image: "image",
     Embedding: "embedding",
     PRCurve: "pr_curve",
+    Confusion: "confusion_matrix",
+    ExplanationSet: "explanation",
 }
 _LIVE: weakref.WeakSet[Run] = weakref.WeakSet()
 
@@ -198,7 +202,7 @@ class Run:
         """Log records made elsewhere (by :class:`~deepscope.track.watch.Watcher`, ``model_graph``, ...).
 
         Accepts :class:`Scalar`, :class:`Histogram`, :class:`Graph`, :class:`Text`, :class:`Image`,
-        :class:`Embedding` and :class:`PRCurve`. A tag keeps
+        :class:`Embedding`, :class:`PRCurve`, :class:`Confusion` and :class:`ExplanationSet`. A tag keeps
         the kind it was first logged with: logging another kind under it is an error.
         """
         if self._closed is not None:
@@ -230,7 +234,7 @@ class Run:
                 else:
                     self._kinds[record.tag] = "graph"
                 items.append(record)
-                weight += 1 + (record.counts.size // 64 if isinstance(record, Histogram) else 0)
+                weight += 1 + (record.counts.size // 64 if isinstance(record, Histogram | Confusion) else 0)
         self._writer.put(items, weight)
 
     def note(self, text: str, step: int | None = None, tag: str = "notes") -> None:
@@ -242,6 +246,60 @@ class Run:
         self.log_records([Text(tag, text, step=step)])
 
     # ---- what other modules compute ----------------------------------------------------------------------------
+
+    def log_confusion_matrix(
+        self, matrix: ConfusionMatrix, step: int | None = None, tag: str = "confusion_matrix"
+    ) -> None:
+        """Store a :class:`deepscope.evaluate.ConfusionMatrix` (counts and class names) for the Evaluation tab.
+
+        Without ``step``, the tag continues from its own last step (0 for a new tag).
+        """
+        from .convert import confusion
+
+        self.log_records([confusion(matrix, tag, self._next_step(tag, step))])
+
+    def log_pr_curve(
+        self,
+        report: BinaryReport | OneVsRest,
+        step: int | None = None,
+        tag: str = "pr_curve",
+        num_thresholds: int = 127,
+    ) -> None:
+        """Store the ROC / PR data of a :func:`deepscope.evaluate.binary_report`: the counts of true and false
+        positives and negatives at ``num_thresholds`` thresholds (:func:`deepscope.track.convert.pr_curves`).
+
+        A :class:`~deepscope.evaluate.OneVsRest` report is stored as one curve per class, under ``tag/<class>``.
+        """
+        from .convert import pr_curves
+
+        curves = pr_curves(report, tag, 0, num_thresholds)
+        self.log_records([dataclasses.replace(c, step=self._next_step(c.tag, step)) for c in curves])
+
+    def log_explanations(
+        self,
+        explanations: Explanation | Sequence[Explanation],
+        labels: Any = None,
+        predictions: Any = None,
+        classes: Sequence[str] | None = None,
+        step: int | None = None,
+        tag: str = "explanations",
+        **style: Any,
+    ) -> ExplanationSet:
+        """Store what ``ds.explain`` returned (one method, or several on the same images) for the board's gallery.
+
+        Each input is kept as a picture with each method's heatmap and overlay (PNG files beside the run), its
+        true class (``labels``), the model's class (``predictions``: indices, names or ``[N, K]`` scores), and
+        what each method explained with its score; ``classes`` names class indices. ``style``: ``cmap``,
+        ``alpha`` of the overlays. Returns the record stored (:func:`deepscope.track.convert.explanation_set`).
+        """
+        from .convert import explanation_set
+
+        if self._closed is not None:  # before drawing any picture
+            raise StoreError(self._closed)
+        self._check_tag(tag, "explanation")
+        record = explanation_set(explanations, labels, predictions, classes, tag, self._next_step(tag, step), **style)
+        self.log_records([record])
+        return record
 
     def watch(self, model: nn.Module, every: int = 100, **options: Any) -> Watcher:
         """Record histograms of ``model``'s weights, biases, gradients and activations every ``every`` steps.
@@ -311,6 +369,10 @@ class Run:
                 f"tag {tag!r} holds {known} values; it cannot take a {kind}. Log the {kind} under another tag, "
                 f"e.g. {tag + '/' + kind!r}"
             )
+
+    def _next_step(self, tag: str, step: int | None) -> int:
+        """``step``, or the step after the tag's last one (0 for a new tag)."""
+        return self._last.get(tag, -1) + 1 if step is None else step
 
     def _step(self, tag: str, step: int | None, kind: str) -> int:
         previous = self._last.get(tag)
@@ -453,6 +515,10 @@ def _checked(record: Record, now: float) -> Record:
         changes.update(_embedding(record))
     elif isinstance(record, PRCurve):
         changes.update(_pr_curve(record))
+    elif isinstance(record, Confusion):
+        changes.update(_confusion(record))
+    elif isinstance(record, ExplanationSet):
+        changes.update(_explanation_set(record))
     return dataclasses.replace(record, **changes) if changes else record
 
 
@@ -513,6 +579,48 @@ def _pr_curve(record: PRCurve) -> dict[str, Any]:
     if len(shapes) != 1 or next(iter(shapes)) == () or len(next(iter(shapes))) != 1:
         raise BadInputError(f"{record.tag!r}: a PR curve's arrays are 1-D and of one length, not {sorted(shapes)}")
     return arrays
+
+
+def _confusion(record: Confusion) -> dict[str, Any]:
+    counts = _array(record.counts)
+    k = counts.shape[0] if counts.ndim == 2 else 0
+    if counts.ndim != 2 or counts.shape != (k, k) or k == 0 or counts.dtype.kind not in "iuf":
+        raise BadInputError(f"{record.tag!r}: a confusion matrix is a numeric [K, K] array, not {counts.shape}")
+    if not np.isfinite(counts).all() or (counts < 0).any() or (counts != np.round(counts)).any():
+        raise BadInputError(f"{record.tag!r}: confusion counts must be whole numbers >= 0")
+    classes = [str(c) for c in record.classes] if isinstance(record.classes, Sequence) else None
+    if classes is None or isinstance(record.classes, str) or len(classes) != k:
+        raise BadInputError(f"{record.tag!r}: give one class name per row of the [{k}, {k}] matrix")
+    return {"counts": counts.astype(np.int64), "classes": classes}
+
+
+def _explanation_set(record: ExplanationSet) -> dict[str, Any]:
+    tag = record.tag
+    inputs = _array(record.inputs)
+    if inputs.ndim != 4 or inputs.shape[3] != 3 or inputs.dtype != np.uint8 or inputs.shape[0] == 0:
+        raise BadInputError(f"{tag!r}: inputs are uint8 pictures [N, H, W, 3] with N >= 1, not {inputs.shape}")
+    m, n = len(record.methods), inputs.shape[0]
+    pictures = (m, *inputs.shape)
+    for name in ("heatmaps", "overlays"):
+        array = _array(getattr(record, name))
+        if array.shape != pictures or array.dtype != np.uint8:
+            raise BadInputError(f"{tag!r}: {name} are uint8 [M, N, H, W, 3] = {list(pictures)}, not {array.shape}")
+    scores = _array(record.scores).astype(np.float64)
+    if scores.shape != (m, n) or len(record.targets) != m or any(len(row) != n for row in record.targets):
+        raise BadInputError(f"{tag!r}: targets and scores are one per method and input, [{m}, {n}]")
+    changes: dict[str, Any] = {
+        "inputs": np.ascontiguousarray(inputs),
+        "scores": scores,
+        "methods": [str(method) for method in record.methods],
+        "targets": [[str(t) for t in row] for row in record.targets],
+    }
+    for name in ("labels", "predictions"):
+        values = getattr(record, name)
+        if values is not None:
+            if len(values) != n:
+                raise BadInputError(f"{tag!r}: {len(values)} {name} for {n} inputs; give one per input")
+            changes[name] = [str(v) for v in values]
+    return changes
 
 
 def _plain(value: Any) -> Any:

@@ -91,6 +91,27 @@ function num(value) {
   return null;
 }
 
+/** An array the API sent as `{dtype: "<f8" | "<i8", base64}` (`encoding=base64`: little-endian bytes, cheap for
+ * the server to make) as plain numbers, with non-finite floats as the strings "NaN", "Infinity", "-Infinity",
+ * exactly as the JSON encoding sends them. */
+function unpack(packed) {
+  const text = atob(packed.base64);
+  const bytes = new Uint8Array(text.length);
+  for (let i = 0; i < text.length; i += 1) bytes[i] = text.charCodeAt(i);
+  const view = new DataView(bytes.buffer); // explicit little-endian reads, whatever the machine's byte order
+  const n = bytes.length / 8;
+  const out = new Array(n);
+  if (packed.dtype === "<i8") {
+    for (let i = 0; i < n; i += 1) out[i] = Number(view.getBigInt64(8 * i, true));
+  } else {
+    for (let i = 0; i < n; i += 1) {
+      const x = view.getFloat64(8 * i, true);
+      out[i] = Number.isFinite(x) ? x : Number.isNaN(x) ? "NaN" : x > 0 ? "Infinity" : "-Infinity";
+    }
+  }
+  return out;
+}
+
 /** Text for plotly, which reads trace names, labels and hover text as a small HTML dialect (<b>, <a href>,
  * &amp;): entities show every character as itself, so a run named "<b>x</b>" is drawn as typed. */
 function plain(text) {
@@ -344,10 +365,15 @@ const scalars = {
       const zoom = this.zoom.get(tag) || {};
       const range = `${zoom.start}:${zoom.end}`;
       for (const slice of slices(names, BATCH_QUERY)) {
-        const params = { tag, runs: slice, start: zoom.start, end: zoom.end, max_points: MAX_POINTS };
+        const { start, end } = zoom;
+        const params = { tag, runs: slice, start, end, max_points: MAX_POINTS, encoding: "base64" };
         jobs.push(
           api("scalars/batch", params).then((answer) => {
-            for (const series of answer.series) this.series.set(`${series.run}\u0000${tag}`, { ...series, range });
+            for (const series of answer.series) {
+              const arrays = { steps: 0, values: 0, epochs: 0, wall_times: 0 };
+              for (const name of Object.keys(arrays)) arrays[name] = unpack(series[name]);
+              this.series.set(`${series.run}\u0000${tag}`, { ...series, ...arrays, range });
+            }
           }),
         );
       }
@@ -666,6 +692,44 @@ const distributions = {
 
 // ---- graph ------------------------------------------------------------------------------------------------------
 
+/** A simple layered (Sugiyama-style) layout of a directed graph: each node in the layer of its longest path from
+ * a source, ordered inside its layer by the mean position of its predecessors (one downward sweep), centred.
+ * Returns x, y per node (in the order of `names`) and the number of layers. */
+function layered(names, edges) {
+  const index = new Map(names.map((name, i) => [name, i]));
+  const preds = names.map(() => []);
+  const succs = names.map(() => []);
+  for (const [source, target] of edges) {
+    const a = index.get(source);
+    const b = index.get(target);
+    if (a === undefined || b === undefined || a === b) continue;
+    preds[b].push(a);
+    succs[a].push(b);
+  }
+  // Kahn's order; nodes left on a cycle (not expected from a traced graph) keep layer 0.
+  const layer = names.map(() => 0);
+  const waiting = preds.map((p) => p.length);
+  const queue = names.map((_, i) => i).filter((i) => waiting[i] === 0);
+  for (let head = 0; head < queue.length; head += 1) {
+    const a = queue[head];
+    for (const b of succs[a]) {
+      layer[b] = Math.max(layer[b], layer[a] + 1);
+      waiting[b] -= 1;
+      if (waiting[b] === 0) queue.push(b);
+    }
+  }
+  const layers = Math.max(0, ...layer) + 1;
+  const rows = Array.from({ length: layers }, () => []);
+  names.forEach((_, i) => rows[layer[i]].push(i));
+  const x = names.map(() => 0);
+  for (const row of rows) {
+    const key = (i) => (preds[i].length ? preds[i].reduce((s, p) => s + x[p], 0) / preds[i].length : i);
+    row.sort((a, b) => key(a) - key(b) || a - b);
+    row.forEach((i, k) => { x[i] = k - (row.length - 1) / 2; });
+  }
+  return { x, y: layer.map((l) => -l), layers };
+}
+
 function formatCount(n) {
   if (n >= 1e6) return `${(n / 1e6).toFixed(2)}M`;
   if (n >= 1e3) return `${(n / 1e3).toFixed(1)}k`;
@@ -680,6 +744,8 @@ const graph = {
     this.summary = el("div", { class: "note" });
     this.tree = el("div", { class: "tree" });
     this.chart = chartCard("parameters by module", "click a block to zoom in", () => this.csv());
+    this.opsChart = chartCard("op graph", "", () => this.opsCsv());
+    this.opsChart.card.dataset.chart = "ops";
     container.append(
       el("aside", {}, el("label", {}, "Run", this.run), el("label", {}, "Graph", this.tag), this.summary),
       el(
@@ -689,6 +755,8 @@ const graph = {
           el("span", { class: "title" }, "module hierarchy")), this.tree),
         el("div", { style: "height:1rem" }),
         this.chart.card,
+        el("div", { style: "height:1rem" }),
+        this.opsChart.card,
       ),
     );
   },
@@ -728,6 +796,68 @@ const graph = {
       baseLayout({ margin: { l: 5, r: 5, t: 5, b: 5 } }),
       PLOT_CONFIG,
     );
+    this.drawOps(ops, answer.ops_method);
+  },
+
+  /** The op-level graph as a node-link diagram, data flowing downwards (see `layered`). */
+  drawOps(ops, method) {
+    this.ops = ops;
+    const card = this.opsChart;
+    card.card.hidden = !ops || !ops.nodes.length;
+    if (card.card.hidden) {
+      Plotly.purge(card.plot);
+      return;
+    }
+    const { x, y, layers } = layered(ops.nodes.map((n) => n.name), ops.edges);
+    const index = new Map(ops.nodes.map((n, i) => [n.name, i]));
+    const ex = [];
+    const ey = [];
+    for (const [source, target] of ops.edges) {
+      const a = index.get(source);
+      const b = index.get(target);
+      if (a === undefined || b === undefined) continue;
+      ex.push(x[a], x[b], null);
+      ey.push(y[a], y[b], null);
+    }
+    const kinds = [...new Set(ops.nodes.map((n) => n.op))];
+    const label = (n) => (n.op === "call_module" ? n.target : String(n.target).split(".").pop());
+    const traces = [{ x: ex, y: ey, mode: "lines", type: "scatter", line: { color: "#afb8c1", width: 1 },
+      hoverinfo: "skip", showlegend: false }];
+    for (const [k, kind] of kinds.entries()) {
+      const chosen = ops.nodes.map((n, i) => [n, i]).filter(([n]) => n.op === kind);
+      traces.push({
+        x: chosen.map(([, i]) => x[i]),
+        y: chosen.map(([, i]) => y[i]),
+        mode: "markers+text",
+        type: "scatter",
+        name: plain(kind),
+        marker: { size: 11, color: COLORS[k % COLORS.length], line: { color: "#fff", width: 1 } },
+        text: chosen.map(([n]) => plain(label(n))),
+        textposition: "middle right",
+        textfont: { size: 10 },
+        customdata: chosen.map(([n]) => plain(`${n.name} (${n.op}: ${n.target})${n.shape ? ` → [${n.shape}]` : ""}`)),
+        hovertemplate: "%{customdata}<extra></extra>",
+      });
+    }
+    card.noteNode.textContent = `${ops.nodes.length} nodes · ${ops.edges.length} edges · ${method}`;
+    // About 24 px per layer, so that labels do not overlap; the layout's height (not only the div's) makes
+    // plotly resize when another graph is chosen.
+    const height = Math.min(4000, Math.max(320, 24 * layers + 90));
+    card.plot.style.height = `${height}px`;
+    const hidden = { visible: false, zeroline: false, showgrid: false };
+    // A fixed scale per unit of x: a chain with a side branch stays narrow instead of spanning the card.
+    const xaxis = { ...hidden, range: [Math.min(...x) - 2, Math.max(...x) + 4] };
+    Plotly.react(card.plot, traces, baseLayout({ height, xaxis, yaxis: { ...hidden, range: [-layers, 1] },
+      margin: { l: 10, r: 10, t: 10, b: 10 }, legend: { orientation: "h", y: 1.0, yanchor: "bottom" } }),
+    PLOT_CONFIG);
+  },
+
+  opsCsv() {
+    const ops = this.ops || { nodes: [], edges: [] };
+    const inputs = new Map();
+    for (const [source, target] of ops.edges) inputs.set(target, [...(inputs.get(target) || []), source]);
+    return [["name", "op", "target", "shape", "inputs"], ops.nodes.map((n) => [n.name, n.op, n.target,
+      n.shape ? n.shape.join("x") : "", (inputs.get(n.name) || []).join(" ")])];
   },
 
   drawTree(modules) {
@@ -824,6 +954,254 @@ const images = {
   },
 };
 
+// ---- explanations -----------------------------------------------------------------------------------------------
+
+/** Runs holding a tag of one of `kinds`, and the select of their tags of those kinds. */
+function runsHolding(kinds) {
+  return state.runs.filter((run) => Object.values(run.tags).some((k) => kinds.includes(k))).map((run) => run.name);
+}
+
+function tagsIn(runName, kind) {
+  const run = state.runs.find((r) => r.name === runName);
+  return run ? Object.entries(run.tags).filter(([, k]) => k === kind).map(([tag]) => tag).sort() : [];
+}
+
+/** Fill a step <select> (newest last); keeps the user's choice, else follows the newest step. */
+function fillSteps(select, steps) {
+  const values = steps.map(String);
+  const follow = !select.value || select.value === select.options[select.options.length - 1]?.value;
+  fillSelect(select, values, values[values.length - 1]);
+  if (follow) select.value = values[values.length - 1] ?? "";
+  return select.value === "" ? undefined : Number(select.value);
+}
+
+/** Empty a step <select> when the run or tag it lists steps of has changed (their steps differ). */
+function forgetSteps(view, select, key) {
+  if (view.stepsOf !== key) select.replaceChildren();
+  view.stepsOf = key;
+}
+
+const explanations = {
+  title: "Explanations",
+  mount(container) {
+    const again = () => this.refresh().catch(report);
+    this.run = el("select", { onchange: again });
+    this.tag = el("select", { onchange: again });
+    this.step = el("select", { onchange: again });
+    this.show = el("select", { onchange: again }, el("option", { value: "overlay" }, "heatmap over input"),
+      el("option", { value: "heatmap" }, "heatmap alone"));
+    this.wrongOnly = el("input", { type: "checkbox", onchange: () => this.draw() });
+    this.info = el("p", { class: "note" });
+    this.advice = el("p", { class: "advice" });
+    this.gallery = el("div", { class: "gallery" });
+    container.append(
+      el("aside", {}, el("label", {}, "Run", this.run), el("label", {}, "Explanations", this.tag),
+        el("label", {}, "Step", this.step), el("label", {}, "Show", this.show),
+        el("label", { class: "inline" }, this.wrongOnly, "misclassified only"), this.info),
+      el("div", { class: "content" }, this.advice, this.gallery),
+    );
+  },
+
+  async refresh() {
+    const run = fillSelect(this.run, runsHolding(["explanation"]));
+    if (!run) return;
+    const tag = fillSelect(this.tag, tagsIn(run, "explanation"));
+    forgetSteps(this, this.step, `${run}\u0000${tag}`);
+    const step = this.step.value === "" ? undefined : Number(this.step.value);
+    let answer = await api("explanations", { run, tag, step });
+    const chosen = fillSteps(this.step, answer.steps);
+    if (chosen !== answer.step) answer = await api("explanations", { run, tag, step: chosen });
+    const key = `${run}\u0000${tag}\u0000${answer.step}\u0000${this.show.value}`;
+    this.answer = answer;
+    if (this.shown !== key) {
+      this.shown = key;
+      this.draw();
+    }
+  },
+
+  draw() {
+    const answer = this.answer;
+    if (!answer) return;
+    this.advice.textContent = answer.advice;
+    const known = answer.items.some((item) => item.correct !== null);
+    this.wrongOnly.disabled = !known;
+    const items = answer.items.filter((item) => !this.wrongOnly.checked || item.correct === false);
+    this.info.textContent = `${answer.items.length} inputs · ${answer.methods.length} methods`
+      + (known ? ` · ${answer.misclassified} misclassified` : " · no labels or predictions logged");
+    const picture = (url, alt) => el("img", { src: withToken(url), alt, title: alt });
+    const head = el("div", { class: "gallery-row head" }, el("span", {}, "input"),
+      answer.methods.map((method) => el("span", {}, method)));
+    const rows = items.map((item) => el(
+      "div",
+      { class: `gallery-row ${item.correct === false ? "wrong" : item.correct ? "right" : ""}`,
+        dataset: { index: String(item.index) } },
+      el("figure", {}, picture(item.input, `input ${item.index}`), el("figcaption", {},
+        el("div", {}, `label: ${item.label ?? "?"}`), el("div", { class: "prediction" },
+          `predicted: ${item.prediction ?? "?"}`, item.correct === false ? " ✗" : item.correct ? " ✓" : ""))),
+      item.maps.map((map) => el("figure", {}, picture(map[this.show.value], `${map.method} of input ${item.index}`),
+        el("figcaption", {}, `${map.method} · ${map.target}: ${typeof map.score === "number"
+          ? map.score.toFixed(3) : map.score}`))),
+    ));
+    this.gallery.style.setProperty("--columns", String(1 + answer.methods.length));
+    this.gallery.replaceChildren(head, ...rows);
+    if (!rows.length) this.gallery.append(el("p", { class: "empty" }, "No misclassified inputs in this set."));
+  },
+};
+
+// ---- evaluation -------------------------------------------------------------------------------------------------
+
+const evaluation = {
+  title: "Evaluation",
+  mount(container) {
+    const again = () => this.refresh().catch(report);
+    this.run = el("select", { onchange: again });
+    this.matrixTag = el("select", { onchange: again });
+    this.step = el("select", { onchange: again });
+    this.normalize = el("input", { type: "checkbox", onchange: () => this.drawMatrix() });
+    this.curveTag = el("select", { onchange: again });
+    this.matrix = chartCard("confusion matrix", "", () => this.matrixCsv());
+    this.roc = chartCard("ROC", "", () => this.curveCsv());
+    this.pr = chartCard("precision–recall", "", () => this.curveCsv());
+    this.scores = chartCard("score distributions", "", () => this.scoreCsv());
+    for (const [name, chart] of Object.entries({ matrix: this.matrix, roc: this.roc, pr: this.pr,
+      scores: this.scores })) chart.card.dataset.chart = name;
+    this.matrix.plot.classList.add("square");
+    container.append(
+      el("aside", {}, el("label", {}, "Run", this.run), el("label", {}, "Confusion matrix", this.matrixTag),
+        el("label", {}, "Step", this.step), el("label", { class: "inline" }, this.normalize, "row-normalised"),
+        el("label", {}, "Score distribution of", this.curveTag)),
+      el("div", { class: "content" }, el("div", { class: "grid" }, this.matrix.card, this.roc.card, this.pr.card,
+        this.scores.card)),
+    );
+  },
+
+  async refresh() {
+    const run = fillSelect(this.run, runsHolding(["confusion_matrix", "pr_curve"]));
+    if (!run) return;
+    const matrixTags = tagsIn(run, "confusion_matrix");
+    const curveTags = tagsIn(run, "pr_curve");
+    const matrixTag = fillSelect(this.matrixTag, matrixTags);
+    const curveTag = fillSelect(this.curveTag, curveTags);
+    this.matrix.card.hidden = !matrixTags.length;
+    for (const chart of [this.roc, this.pr, this.scores]) chart.card.hidden = !curveTags.length;
+    const jobs = [];
+    if (matrixTag) {
+      forgetSteps(this, this.step, `${run}\u0000${matrixTag}`);
+      const step = this.step.value === "" ? undefined : Number(this.step.value);
+      jobs.push(api("confusion_matrix", { run, tag: matrixTag, step }).then(async (answer) => {
+        const chosen = fillSteps(this.step, answer.steps);
+        this.matrixAnswer = chosen === answer.step ? answer
+          : await api("confusion_matrix", { run, tag: matrixTag, step: chosen });
+        this.drawMatrix();
+      }));
+    }
+    // Every curve of the run (one per class for one-vs-rest reports), each at its newest step.
+    jobs.push(Promise.all(curveTags.map((tag) => api("pr_curve", { run, tag }))).then((curves) => {
+      this.curves = curves;
+      this.drawCurves(curveTag);
+    }));
+    await Promise.all(jobs);
+  },
+
+  drawMatrix() {
+    const answer = this.matrixAnswer;
+    if (!answer) return;
+    const normalized = this.normalize.checked;
+    const z = normalized ? answer.normalized : answer.counts;
+    const names = answer.classes.map((c) => plain(c));
+    const k = names.length;
+    this.matrix.noteNode.textContent = `step ${answer.step} · accuracy ${answer.accuracy.toFixed(3)} · `
+      + `${answer.total} samples`;
+    Plotly.react(this.matrix.plot, [{
+      type: "heatmap",
+      z,
+      x: names,
+      y: names,
+      colorscale: "Blues",
+      reversescale: true, // plotly's Blues runs dark to light: the most frequent cell darkest, as matplotlib's
+      zmin: 0,
+      zmax: normalized ? 1 : Math.max(1, ...answer.counts.flat()),
+      texttemplate: k <= 30 ? (normalized ? "%{z:.2f}" : "%{z}") : "",
+      hovertemplate: "true %{y}<br>predicted %{x}<br>%{z}<extra></extra>",
+    }], baseLayout({
+      showlegend: false,
+      margin: { l: 90, r: 10, t: 10, b: 80 },
+      xaxis: { title: { text: "predicted" }, type: "category", tickangle: -45 },
+      yaxis: { title: { text: "true" }, type: "category", autorange: "reversed" },
+    }), PLOT_CONFIG);
+  },
+
+  drawCurves(selected) {
+    const curves = this.curves || [];
+    if (!curves.length) return;
+    const color = (i) => COLORS[i % COLORS.length];
+    const line = (i) => ({ color: color(i), width: 1.8 });
+    const roc = curves.map((c, i) => ({
+      x: c.fpr.map(num), y: c.tpr.map(num), type: "scatter", mode: "lines+markers", marker: { size: 3 },
+      line: line(i), name: plain(`${c.tag} (AUC ${typeof c.auc === "number" ? c.auc.toFixed(3) : c.auc})`),
+      customdata: c.thresholds, hovertemplate: "FPR %{x:.3f}, TPR %{y:.3f}<br>threshold %{customdata:.3g}",
+    }));
+    roc.push({ x: [0, 1], y: [0, 1], type: "scatter", mode: "lines", line: { color: "#afb8c1", dash: "dot", width: 1 },
+      hoverinfo: "skip", showlegend: false });
+    const pr = curves.map((c, i) => ({
+      x: c.recall.map(num), y: c.precision.map(num), type: "scatter", mode: "lines+markers", marker: { size: 3 },
+      line: { ...line(i), shape: "hv" }, name: plain(c.tag), customdata: c.thresholds,
+      hovertemplate: "recall %{x:.3f}, precision %{y:.3f}<br>threshold %{customdata:.3g}",
+    }));
+    const unit = { range: [-0.02, 1.02] };
+    // Legends inside the corner each curve leaves empty: ROC's lower right, PR's lower left.
+    const inside = (x) => ({ x, y: 0.02, xanchor: x ? "right" : "left", yanchor: "bottom", orientation: "v",
+      bgcolor: "rgba(255,255,255,0.8)", font: { size: 10 } });
+    Plotly.react(this.roc.plot, roc, baseLayout({ legend: inside(1), xaxis: { ...unit, title: { text:
+      "false positive rate" } }, yaxis: { ...unit, title: { text: "true positive rate" } } }), PLOT_CONFIG);
+    Plotly.react(this.pr.plot, pr, baseLayout({ legend: inside(0), xaxis: { ...unit, title: { text: "recall" } },
+      yaxis: { ...unit, title: { text: "precision" } } }), PLOT_CONFIG);
+    this.roc.noteNode.textContent = `${curves.length} curve${curves.length > 1 ? "s" : ""}`;
+    const c = curves.find((curve) => curve.tag === selected) || curves[0];
+    this.selected = c;
+    const t = c.thresholds.map(num);
+    // The bin between a threshold and the next one, drawn at its centre with its width.
+    const widths = t.map((v, i) => (i + 1 < t.length ? t[i + 1] - v : i > 0 ? v - t[i - 1] : 1));
+    const centres = t.map((v, i) => v + widths[i] / 2);
+    // Each class as the fraction of its own samples per bin: a rare positive class stays visible.
+    const bars = [["negatives", c.negatives, "#1f77b4"], ["positives", c.positives, "#e8590c"]].map(
+      ([name, counts, fill]) => {
+        const y = counts.map(num);
+        const total = y.reduce((sum, v) => sum + (v || 0), 0) || 1;
+        return { type: "bar", x: centres, y: y.map((v) => (v === null ? null : v / total)), customdata: y,
+          width: widths, name: `${name} (${total})`, opacity: 0.6, marker: { color: fill },
+          hovertemplate: "score %{x:.3g}: %{customdata} samples (%{y:.1%})<extra></extra>" };
+      });
+    this.scores.card.querySelector(".title").textContent = `score distributions · ${c.tag}`;
+    this.scores.noteNode.textContent = `step ${c.step}`;
+    Plotly.react(this.scores.plot, bars, baseLayout({ barmode: "overlay", bargap: 0,
+      xaxis: { title: { text: "score" } }, yaxis: { title: { text: "fraction of the class" } } }), PLOT_CONFIG);
+  },
+
+  matrixCsv() {
+    const a = this.matrixAnswer;
+    if (!a) return [["true", "predicted", "count", "row_fraction"], []];
+    const rows = [];
+    a.classes.forEach((t, i) => a.classes.forEach((p, j) => rows.push([t, p, a.counts[i][j], a.normalized[i][j]])));
+    return [["true", "predicted", "count", "row_fraction"], rows];
+  },
+
+  curveCsv() {
+    const rows = [];
+    for (const c of this.curves || []) {
+      c.thresholds.forEach((t, i) => rows.push([c.tag, c.step, t, c.tp[i], c.fp[i], c.tn[i], c.fn[i], c.precision[i],
+        c.recall[i], c.fpr[i]]));
+    }
+    return [["tag", "step", "threshold", "tp", "fp", "tn", "fn", "precision", "recall", "fpr"], rows];
+  },
+
+  scoreCsv() {
+    const c = this.selected;
+    if (!c) return [["threshold", "positives", "negatives"], []];
+    return [["threshold", "positives", "negatives"], c.thresholds.map((t, i) => [t, c.positives[i], c.negatives[i]])];
+  },
+};
+
 // ---- text -------------------------------------------------------------------------------------------------------
 
 const texts = {
@@ -851,7 +1229,7 @@ const texts = {
 
 // ---- the page ---------------------------------------------------------------------------------------------------
 
-const VIEWS = { scalars, distributions, graph, images, text: texts };
+const VIEWS = { scalars, distributions, graph, images, explanations, evaluation, text: texts };
 const state = { runs: [], views: {}, active: null, mounted: new Map(), busy: false };
 
 function report(error) {

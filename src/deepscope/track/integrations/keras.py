@@ -1,4 +1,5 @@
-"""Keras 3: :class:`DeepscopeCallback` logs ``model.fit`` into a run, in place of ``keras.callbacks.TensorBoard``.
+"""Keras 3: :class:`DeepscopeCallback` logs ``model.fit`` and ``model.evaluate`` into a run, in place of
+``keras.callbacks.TensorBoard``.
 
 >>> import os; os.environ["KERAS_BACKEND"] = "torch"  # before keras is first imported
 >>> from deepscope.track.integrations.keras import DeepscopeCallback
@@ -67,11 +68,18 @@ class DeepscopeCallback(keras.callbacks.Callback):
         * With ``histogram_freq=N``: a histogram of every weight of the model (``weight/<path>``, ``bias/<path>``)
           at the end of every ``N``-th epoch, at step ``epoch``, computed where the weight lives
           (:func:`deepscope.track.histogram.histogram`).
-        Every point also carries its epoch.
+        * At the end of every evaluation, ``model.evaluate(..., callbacks=[callback])`` alone as well as ``fit``'s
+          validation: its results as ``validation/evaluation_<name>_vs_iterations``, at step = the optimizer's
+          iterations (the training batches the model has taken; 0 before any training), as TensorBoard does.
+        * In an ``evaluate`` outside ``fit``, with ``update_freq="batch"`` or ``N``: the running results as
+          ``validation/evaluation_batch_<name>`` after every (``N``-th) batch, at step = the number of such
+          evaluation batches so far in this callback's evaluations.
+        Every point of a ``fit`` also carries its epoch.
 
-    The run is opened when ``fit`` starts and closed when it ends; a second ``fit`` with the same callback adds
-    to the same run. A ``fit`` that raises leaves the run open until ``callback.run.close("failed")``, garbage
-    collection or the interpreter's exit (Keras tells callbacks nothing about errors).
+    The run is opened when ``fit`` (or an ``evaluate`` outside ``fit``) starts and closed when it ends; a later
+    ``fit`` or ``evaluate`` with the same callback adds to the same run. A ``fit`` that raises leaves the run open
+    until ``callback.run.close("failed")``, garbage collection or the interpreter's exit (Keras tells callbacks
+    nothing about errors).
 
     Args:
         path: the run directory (as for ``ds.Run``).
@@ -108,7 +116,9 @@ class DeepscopeCallback(keras.callbacks.Callback):
         self._opened = False
         self._run: Run | None = None
         self._batches = 0  # training batches seen by this callback, over all its fits
+        self._test_batches = 0  # batches of evaluate() calls outside fit, over all of them
         self._epoch = 0
+        self._fitting = False
 
     @property
     def run(self) -> Run:
@@ -121,6 +131,7 @@ class DeepscopeCallback(keras.callbacks.Callback):
     # ---- Keras' hooks --------------------------------------------------------------------------------------------
 
     def on_train_begin(self, logs: Mapping[str, Any] | None = None) -> None:
+        self._fitting = True
         run = self.run
         optimizer = getattr(self.model, "optimizer", None)
         if optimizer is not None:
@@ -150,11 +161,38 @@ class DeepscopeCallback(keras.callbacks.Callback):
             run.log_records(self._weight_histograms(epoch))
 
     def on_train_end(self, logs: Mapping[str, Any] | None = None) -> None:
+        self._fitting = False
+        self._close()
+
+    def on_test_begin(self, logs: Mapping[str, Any] | None = None) -> None:
+        self.run  # noqa: B018 - an evaluate() outside fit opens the run here, before its first batch
+
+    def on_test_batch_end(self, batch: int, logs: Mapping[str, Any] | None = None) -> None:
+        if self._fitting:  # fit's validation is logged per epoch
+            return
+        self._test_batches += 1
+        if self.update_freq == "epoch" or self._test_batches % self.update_freq or not logs:
+            return
+        self.run.log({f"validation/evaluation_batch_{name}": value for name, value in logs.items()}, self._test_batches)
+
+    def on_test_end(self, logs: Mapping[str, Any] | None = None) -> None:
+        if logs:
+            values = {f"validation/evaluation_{name}_vs_iterations": value for name, value in logs.items()}
+            self.run.log(values, step=self._iterations(), epoch=self._epoch if self._fitting else None)
+        if not self._fitting:  # an evaluate() on its own: everything it logged is stored when it returns
+            self._close()
+
+    def _close(self) -> None:
         if self._run is not None:
             run, self._run = self._run, None
             run.close()
 
     # ---- what is logged ------------------------------------------------------------------------------------------
+
+    def _iterations(self) -> int:
+        """The training batches the model's optimizer has taken (what TensorBoard's callback uses as the step)."""
+        iterations = getattr(getattr(self.model, "optimizer", None), "iterations", None)
+        return 0 if iterations is None else int(keras.ops.convert_to_numpy(iterations))
 
     def _learning_rate(self) -> float | None:
         optimizer = getattr(self.model, "optimizer", None)

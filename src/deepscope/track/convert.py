@@ -1,0 +1,178 @@
+"""Records from the result objects of the rest of deepscope: what ``Run.log_confusion_matrix``, ``log_pr_curve``
+and ``log_explanations`` store.
+
+The evaluation and explanation code knows nothing of the store; these functions read their results' public
+attributes and return plain records (:mod:`deepscope.track.records`), checked before any picture is drawn.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from ..errors import BadInputError
+from .records import Confusion, ExplanationSet, PRCurve
+
+if TYPE_CHECKING:
+    from ..evaluate.classification import BinaryReport, ConfusionMatrix, OneVsRest
+    from ..explanation import Explanation
+
+
+def confusion(matrix: ConfusionMatrix, tag: str = "confusion_matrix", step: int = 0) -> Confusion:
+    """The record of a :class:`deepscope.evaluate.ConfusionMatrix` (its counts and class names)."""
+    counts = getattr(matrix, "counts", None)
+    classes = getattr(matrix, "classes", None)
+    if counts is None or classes is None:
+        raise BadInputError(
+            f"{tag!r}: expected a deepscope.evaluate.ConfusionMatrix (from confusion_matrix or evaluate_model), "
+            f"not {type(matrix).__name__}"
+        )
+    return Confusion(tag, step, _array(counts), [str(c) for c in classes])
+
+
+def pr_curves(
+    report: BinaryReport | OneVsRest, tag: str = "pr_curve", step: int = 0, num_thresholds: int = 127
+) -> list[PRCurve]:
+    """PR curves of a :class:`deepscope.evaluate.BinaryReport` (one record under ``tag``) or of a
+    :class:`~deepscope.evaluate.OneVsRest` (one record per class, under ``tag/<class>``).
+
+    The counts are taken at ``num_thresholds`` evenly spaced thresholds: ``0, 1/(n-1), ..., 1`` for scores in
+    [0, 1] (probabilities: the thresholds TensorBoard's ``add_pr_curve`` uses), else from the lowest to the
+    highest score (logits). From these counts the board draws ROC and PR curves and both classes' score
+    distributions.
+    """
+    if isinstance(num_thresholds, bool) or not isinstance(num_thresholds, int) or num_thresholds < 2:
+        raise BadInputError(f"num_thresholds must be a whole number >= 2, not {num_thresholds!r}")
+    reports = getattr(report, "reports", None)
+    if reports is not None:
+        classes = list(report.classes)  # type: ignore[union-attr]
+        return [_pr_curve(r, f"{tag}/{name}", step, num_thresholds) for r, name in zip(reports, classes)]
+    return [_pr_curve(report, tag, step, num_thresholds)]  # type: ignore[arg-type]
+
+
+def explanation_set(
+    explanations: Explanation | Sequence[Explanation],
+    labels: Any = None,
+    predictions: Any = None,
+    classes: Sequence[str] | None = None,
+    tag: str = "explanations",
+    step: int = 0,
+    cmap: str | None = None,
+    alpha: float = 0.5,
+) -> ExplanationSet:
+    """The record of one or more :class:`deepscope.Explanation` objects of the same images (methods side by side).
+
+    Args:
+        explanations: what ``ds.explain`` returned, for one method or several methods on the same inputs.
+        labels: the true class of each input: ``N`` class indices (tensor, array, list) or ``N`` names.
+        predictions: the model's class for each input: ``N`` indices or names, or ``[N, K]`` scores (argmax).
+        classes: class names, to show indices (labels, predictions, explained classes) by name.
+        cmap, alpha: how heatmaps are coloured and laid over the inputs (:func:`deepscope.render.overlay`).
+
+    Raises:
+        BadInputError: no explanations, explanations of different inputs, inputs that are not images, or labels
+            or predictions not one per input.
+    """
+    from .. import render
+
+    group = [explanations] if not isinstance(explanations, Sequence) else list(explanations)
+    if not group or not all(hasattr(e, "heatmap") and hasattr(e, "inputs") for e in group):
+        raise BadInputError(f"{tag!r}: pass what ds.explain returns (one Explanation or a list of them)")
+    first = group[0]
+    inputs = first.inputs
+    if inputs.ndim != 4 or inputs.shape[1] not in (1, 3):
+        raise BadInputError(
+            f"{tag!r}: the explanation gallery shows images [N, 1 or 3, H, W]; these inputs are {list(inputs.shape)}"
+        )
+    n = inputs.shape[0]
+    for e in group[1:]:
+        if e.inputs.shape != inputs.shape or not torch.equal(e.inputs, inputs):
+            raise BadInputError(
+                f"{tag!r}: {e.method} explains other inputs than {first.method}; log explanations of the same "
+                "images together, others under another tag"
+            )
+    for e in group:
+        if tuple(e.heatmap.shape) != (n, *inputs.shape[2:]):
+            raise BadInputError(f"{tag!r}: {e.method}'s heatmap is {list(e.heatmap.shape)}, not [N, H, W]")
+    names = None if classes is None else [str(c) for c in classes]
+    true = None if labels is None else _class_names(labels, n, names, "labels", tag)
+    predicted = None if predictions is None else _class_names(predictions, n, names, "predictions", tag)
+    targets = [_targets(e, names) for e in group]
+    pictures = [_uint8(render.to_image_array(inputs[i])) for i in range(n)]
+    heatmaps = [[_uint8(render.colorize(e.heatmap[i], cmap)) for i in range(n)] for e in group]
+    overlays = [[np.asarray(render.overlay(inputs[i], e.heatmap[i], cmap, alpha)) for i in range(n)] for e in group]
+    return ExplanationSet(
+        tag,
+        step,
+        inputs=np.stack(pictures),
+        methods=[e.method for e in group],
+        heatmaps=np.stack([np.stack(row) for row in heatmaps]),
+        overlays=np.stack([np.stack(row) for row in overlays]),
+        targets=targets,
+        scores=np.stack([e.scores.detach().cpu().numpy().astype(np.float64).reshape(n) for e in group]),
+        labels=true,
+        predictions=predicted,
+    )
+
+
+# ---- helpers ----------------------------------------------------------------------------------------------------
+
+
+def _array(values: Any) -> np.ndarray:
+    return values.detach().cpu().numpy() if isinstance(values, torch.Tensor) else np.asarray(values)
+
+
+def _uint8(rgb: np.ndarray) -> np.ndarray:
+    return np.round(np.clip(rgb, 0, 1) * 255).astype(np.uint8)
+
+
+def _pr_curve(report: BinaryReport, tag: str, step: int, num_thresholds: int) -> PRCurve:
+    labels = _array(getattr(report, "labels", None)).reshape(-1)
+    scores = _array(getattr(report, "scores", None)).astype(np.float64).reshape(-1)
+    if labels.shape != scores.shape or not labels.size or not np.isin(labels, (0, 1)).all():
+        raise BadInputError(
+            f"{tag!r}: expected a deepscope.evaluate.BinaryReport or OneVsRest (from binary_report), "
+            f"not {type(report).__name__}"
+        )
+    low, high = (0.0, 1.0) if scores.min() >= 0 and scores.max() <= 1 else (scores.min(), scores.max())
+    thresholds = np.linspace(low, high, num_thresholds)
+    positive = labels == 1
+    tp, fp = _at_least(scores[positive], thresholds), _at_least(scores[~positive], thresholds)
+    fn, tn = positive.sum() - tp, (~positive).sum() - fp
+    precision = np.divide(tp, tp + fp, out=np.zeros_like(tp), where=tp + fp > 0)
+    recall = np.divide(tp, tp + fn, out=np.zeros_like(tp), where=tp + fn > 0)
+    return PRCurve(tag, step, thresholds, tp, fp, tn, fn, precision, recall)
+
+
+def _at_least(scores: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+    """How many ``scores`` are at least each threshold (a sorted search, not an ``[N, T]`` comparison)."""
+    return (len(scores) - np.searchsorted(np.sort(scores), thresholds, side="left")).astype(np.float64)
+
+
+def _class_names(values: Any, n: int, names: list[str] | None, what: str, tag: str) -> list[str]:
+    """``N`` class names from indices, names, or ``[N, K]`` scores."""
+    if isinstance(values, Sequence) and not isinstance(values, str) and all(isinstance(v, str) for v in values):
+        found = list(values)
+    else:
+        array = _array(values)
+        if array.ndim == 2 and array.dtype.kind == "f":
+            array = array.argmax(axis=1)
+        if array.ndim != 1 or array.dtype.kind not in "iub":
+            raise BadInputError(f"{tag!r}: {what} are N class indices, N names or [N, K] scores, not {array.shape}")
+        indices = array.astype(np.int64).tolist()
+        if names is not None and any(not 0 <= k < len(names) for k in indices):
+            raise BadInputError(f"{tag!r}: {what} hold a class outside 0..{len(names) - 1} ({len(names)} classes)")
+        found = [names[k] if names is not None else str(k) for k in indices]
+    if len(found) != n:
+        raise BadInputError(f"{tag!r}: {len(found)} {what} for {n} inputs; give one per input")
+    return found
+
+
+def _targets(explanation: Explanation, names: list[str] | None) -> list[str]:
+    """What each input's map explains, a class shown by name where ``names`` has it."""
+    if explanation.targets is not None and names is not None:
+        return [names[k] if 0 <= k < len(names) else str(k) for k in explanation.targets.tolist()]
+    return [str(label) for label in explanation.labels]
