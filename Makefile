@@ -11,6 +11,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet "torch==2.14.1" "torchvision==0.29.1"
 	$(BIN)/pip install --quiet -e ".[test]"
+	# Lucent is the reference for the Fourier image test; its own requirements (coveralls, ipython, ...) are not used.
+	$(BIN)/pip install --quiet --no-deps "torch-lucent==0.1.8"
 	touch $(STAMP)
 
 setup: $(STAMP)

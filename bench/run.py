@@ -1,6 +1,7 @@
 """Run every benchmark in this folder, each against its peer in the same process.
 
-Run: .venv/bin/python bench/run.py [name ...]   (names: gradcam, integrated_gradients, occlusion, scalars, watch, board)
+Run: .venv/bin/python bench/run.py [name ...]
+(names: gradcam, integrated_gradients, occlusion, faithfulness, embed, tsne, scalars, watch, board)
 """
 
 from __future__ import annotations
@@ -11,7 +12,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-BENCHMARKS = ["gradcam", "integrated_gradients", "occlusion", "scalars", "watch", "board"]
+BENCHMARKS = [
+    "gradcam",
+    "integrated_gradients",
+    "occlusion",
+    "faithfulness",
+    "embed",
+    "tsne",
+    "scalars",
+    "watch",
+    "board",
+]
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -7,6 +7,7 @@
 """
 
 from .dashboard import board
+from .embed import Features, Neighbors, Projection, Projections, embed, neighbors, project
 from .errors import BadInputError, DeepscopeError, LayerNotFoundError, TargetError
 from .evaluate import binary_report, confusion_matrix, evaluate_model, faithfulness, sanity_check
 from .explain import describe, explain, methods
@@ -22,7 +23,11 @@ __all__ = [
     "BadInputError",
     "DeepscopeError",
     "Explanation",
+    "Features",
     "LayerNotFoundError",
+    "Neighbors",
+    "Projection",
+    "Projections",
     "Run",
     "SummaryWriter",
     "TargetError",
@@ -33,10 +38,13 @@ __all__ = [
     "compare",
     "confusion_matrix",
     "describe",
+    "embed",
     "evaluate_model",
     "explain",
     "faithfulness",
     "methods",
+    "neighbors",
     "overlay",
+    "project",
     "sanity_check",
 ]

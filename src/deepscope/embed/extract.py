@@ -1,0 +1,275 @@
+"""Features of any layer for a whole data set: one streamed pass, pooled per batch, with labels and thumbnails."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterable, Iterator, Sized
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from .. import probe
+from ..errors import BadInputError
+from ..track.records import Embedding
+
+Pool = Literal["avg", "max", "flatten"]
+POOLS: tuple[str, ...] = ("avg", "max", "flatten")
+
+# Modules that compute differently in training mode (as in explain): a model in training mode is warned about.
+_MODE_DEPENDENT = (nn.modules.dropout._DropoutNd, nn.modules.batchnorm._BatchNorm)
+
+
+@dataclass
+class Features:
+    """The features of one layer for a data set, one row per item, in the order the data gave them.
+
+    Attributes:
+        features: float32 ``[N, D]`` on the CPU (conv maps pooled over their spatial axes, or flattened).
+        labels: the data's labels ``[N]`` (long), or ``None`` when the data had none.
+        predictions: the model's predicted class ``[N]`` (argmax of its ``[B, K]`` output), or ``None`` when the
+            output is not a classifier's.
+        thumbnails: uint8 ``[N, h, w]`` (one channel) or ``[N, h, w, 3]``, each image scaled to its own range, or
+            ``None`` when the inputs are not images or thumbnails were turned off.
+        layer: the layer's name; ``pool``: how its maps were reduced.
+    """
+
+    features: Tensor
+    labels: Tensor | None = None
+    predictions: Tensor | None = None
+    thumbnails: np.ndarray | None = field(default=None, repr=False)
+    layer: str = ""
+    pool: str = "avg"
+
+    def __len__(self) -> int:
+        return int(self.features.shape[0])
+
+    def to_record(self, tag: str = "embedding", step: int = 0, classes: list[str] | None = None) -> Embedding:
+        """An :class:`~deepscope.track.records.Embedding` record for ``run.log_records([...])``.
+
+        Labels and predictions become the record's label columns (``label``, ``prediction``), named by
+        ``classes`` when given; thumbnails travel with it for the projector's hover images.
+        """
+
+        def names(values: Tensor) -> list[str]:
+            return [classes[int(v)] if classes is not None else str(int(v)) for v in values]
+
+        columns = {"label": self.labels, "prediction": self.predictions}
+        present = {name: names(values) for name, values in columns.items() if values is not None}
+        labels: list[str] | list[list[str]] | None = None
+        header: list[str] | None = None
+        if len(present) == 1:
+            labels = next(iter(present.values()))
+            header = list(present)
+        elif present:
+            header = list(present)
+            labels = [list(row) for row in zip(*present.values())]
+        return Embedding(
+            tag=tag,
+            step=step,
+            features=self.features.numpy(),
+            labels=labels,
+            label_header=header,
+            thumbnails=self.thumbnails,
+        )
+
+
+def _batches(data: object, batch_size: int) -> tuple[Iterable[Any], int | None]:
+    """The data as an iterable of batches, and the number of batches when known."""
+    if isinstance(data, Tensor):
+        if data.ndim < 2 or data.shape[0] == 0:
+            raise BadInputError(f"data has shape {tuple(data.shape)}; pass a batch [N, ...] with N >= 1.")
+        return data.split(batch_size), -(-data.shape[0] // batch_size)
+    if isinstance(data, (str, bytes)) or not isinstance(data, Iterable):
+        raise BadInputError(
+            f"data must be a DataLoader, an iterable of (inputs, labels) batches or a tensor, "
+            f"not {type(data).__name__}."
+        )
+    return data, len(data) if isinstance(data, Sized) else None
+
+
+def _split(batch: object) -> tuple[Tensor, Tensor | None]:
+    if isinstance(batch, Tensor):
+        return batch, None
+    if isinstance(batch, (tuple, list)) and batch and isinstance(batch[0], Tensor):
+        labels = torch.as_tensor(batch[1]).reshape(-1).long() if len(batch) > 1 else None
+        return batch[0], labels
+    raise BadInputError(
+        f"a batch is a {type(batch).__name__}; the data must yield tensors or (inputs, labels, ...) tuples."
+    )
+
+
+def pool_features(output: Tensor, pool: str) -> Tensor:
+    """A layer's output ``[B, C, ...]`` as ``[B, D]``: averaged or maxed over its spatial axes, or flattened."""
+    if output.ndim <= 2 or pool == "flatten":
+        return output.flatten(1)
+    axes = tuple(range(2, output.ndim))
+    return output.mean(dim=axes) if pool == "avg" else output.amax(dim=axes)
+
+
+def thumbnails(images: Tensor, size: int) -> np.ndarray | None:
+    """Images ``[B, C, H, W]`` (1 or 3 channels) as uint8, the longer side at most ``size``, each to its range."""
+    if images.ndim != 4 or images.shape[1] not in (1, 3):
+        return None
+    images = images.detach().float()
+    height, width = images.shape[2:]
+    scale = size / max(height, width)
+    if scale < 1:
+        shape = (max(1, round(height * scale)), max(1, round(width * scale)))
+        images = nn.functional.interpolate(images, size=shape, mode="bilinear", antialias=True, align_corners=False)
+    flat = images.flatten(1)
+    low, high = flat.amin(dim=1)[:, None, None, None], flat.amax(dim=1)[:, None, None, None]
+    scaled = ((images - low) / (high - low).clamp(min=1e-12) * 255).round().clamp(0, 255).to(torch.uint8)
+    scaled = scaled.permute(0, 2, 3, 1).cpu().numpy()
+    return scaled[..., 0] if scaled.shape[3] == 1 else scaled
+
+
+def embed(
+    model: nn.Module,
+    data: object,
+    layer: str,
+    pool: Pool = "avg",
+    progress: bool | None = None,
+    device: torch.device | str | None = None,
+    max_items: int | None = None,
+    batch_size: int = 256,
+    thumbnail_size: int | None = 32,
+) -> Features:
+    """The features of ``layer`` for every item of ``data``, with its labels, the model's predictions and thumbnails.
+
+    The data is streamed once through the model under ``torch.no_grad``; a hook pools the layer's output as soon as
+    it is produced, so no activation map outlives its batch. The model runs as given (call ``model.eval()`` first;
+    a model in training mode is warned about) and is left as found: hook removed, modes and flags restored.
+
+    Args:
+        model: any ``nn.Module`` that takes one tensor.
+        data: a DataLoader or iterable yielding ``(inputs, labels, ...)`` batches or bare input tensors, or one
+            tensor ``[N, ...]`` (split into ``batch_size`` batches).
+        layer: a name from ``model.named_modules()``; a wrong name lists the closest ones.
+        pool: ``"avg"`` (global average pooling of conv maps), ``"max"`` (global max pooling) or ``"flatten"``.
+            Outputs ``[B, D]`` are kept as they are.
+        progress: show a progress bar; ``None`` shows it on a terminal only.
+        device: where to run; default: the model's device.
+        max_items: stop after this many items.
+        batch_size: batch size when ``data`` is a tensor.
+        thumbnail_size: longer side of the kept thumbnails in pixels; ``None`` or 0 keeps none.
+
+    Returns:
+        :class:`Features` with ``features [N, D]``, ``labels``, ``predictions`` and ``thumbnails``.
+    """
+    if not isinstance(model, nn.Module):
+        raise BadInputError(f"model must be a torch.nn.Module, not {type(model).__name__}.")
+    if pool not in POOLS:
+        raise BadInputError(f"pool={pool!r} is not one of {', '.join(map(repr, POOLS))}.")
+    if max_items is not None and max_items < 1:
+        raise BadInputError(f"max_items={max_items}; pass a positive number of items, or None for all.")
+    if batch_size < 1:
+        raise BadInputError(f"batch_size={batch_size}; pass a positive batch size.")
+    module = probe.named_layer(model, layer)
+    batches, total = _batches(data, batch_size)
+    target = torch.device(device) if device is not None else probe.model_device(model)
+    if any(m.training and isinstance(m, _MODE_DEPENDENT) for m in model.modules()):
+        warnings.warn(
+            f"{type(model).__name__} is in training mode: dropout and batch statistics change the features. "
+            "Call model.eval() first (deepscope does not change the mode for you).",
+            stacklevel=2,
+        )
+
+    pooled: list[Tensor] = []
+
+    def hook(_module: nn.Module, _inputs: object, output: object) -> None:
+        # Pooled here, before an in-place op further on (ReLU(inplace=True)) can change the output; a flattened
+        # output is a view of it, so it is copied (the pooled ones are new tensors already).
+        tensor = probe._first_tensor(output).detach()
+        features = pool_features(tensor, pool)
+        same = features.untyped_storage().data_ptr() == tensor.untyped_storage().data_ptr()
+        pooled.append(features.clone() if same else features)
+
+    rows: list[Tensor] = []
+    labels: list[Tensor] = []
+    predictions: list[Tensor] = []
+    thumbs: list[np.ndarray] = []
+    count = 0
+    disable = None if progress is None else not progress
+    with probe.preserved(model), probe.Hooks() as hooks, torch.no_grad():
+        hooks.add(module.register_forward_hook(hook))
+        bar = tqdm(total=total, desc=f"embedding {layer}", unit="batch", disable=disable, leave=False)
+        with bar:
+            for batch in _iterate(batches, bar):
+                inputs, target_labels = _split(batch)
+                if max_items is not None:
+                    inputs = inputs[: max_items - count]
+                    target_labels = None if target_labels is None else target_labels[: max_items - count]
+                pooled.clear()
+                output = probe.run(model, inputs.to(target, non_blocking=True))
+                if not pooled:
+                    raise BadInputError(
+                        f"layer {layer!r} was not called in the forward pass; choose a layer that forward() uses."
+                    )
+                if len(pooled) > 1 and count == 0:
+                    warnings.warn(
+                        f"layer {layer!r} is called {len(pooled)} times per forward pass; keeping its last call.",
+                        stacklevel=2,
+                    )
+                rows.append(pooled[-1].float().cpu())
+                if output.ndim == 2 and output.shape[1] > 1:
+                    predictions.append(output.argmax(dim=1).cpu())
+                if target_labels is not None:
+                    if len(target_labels) != len(inputs):
+                        raise BadInputError(
+                            f"a batch has {len(inputs)} inputs but {len(target_labels)} labels; give one per input."
+                        )
+                    labels.append(target_labels.cpu())
+                if thumbnail_size:
+                    small = thumbnails(inputs, thumbnail_size)
+                    if small is not None:
+                        thumbs.append(small)
+                count += len(inputs)
+                if max_items is not None and count >= max_items:
+                    break
+    if not rows:
+        raise BadInputError("the data yielded no batches.")
+    features = torch.cat(rows)
+    return Features(
+        features=features,
+        labels=torch.cat(labels) if len(labels) == len(rows) else None,
+        predictions=torch.cat(predictions) if len(predictions) == len(rows) else None,
+        thumbnails=np.concatenate(thumbs) if len(thumbs) == len(rows) else None,
+        layer=layer,
+        pool=pool,
+    )
+
+
+def _iterate(batches: Iterable[Any], bar: tqdm) -> Iterator[Any]:
+    for batch in batches:
+        yield batch
+        bar.update(1)
+
+
+def as_matrix(features: object, what: str = "features") -> Tensor:
+    """``features`` (a :class:`Features`, tensor or array ``[N, D]``) as a float tensor, checked for NaN and inf."""
+    if isinstance(features, Features):
+        features = features.features
+    if isinstance(features, np.ndarray):
+        features = torch.from_numpy(features)
+    if not isinstance(features, Tensor):
+        try:
+            features = torch.as_tensor(np.asarray(features))
+        except (TypeError, ValueError) as error:
+            raise BadInputError(f"{what} cannot be read as an [N, D] array: {error}.") from None
+    if features.ndim != 2 or features.shape[0] == 0 or features.shape[1] == 0:
+        raise BadInputError(f"{what} has shape {tuple(features.shape)}; pass an [N, D] matrix, one row per item.")
+    if not (features.is_floating_point() or features.dtype in (torch.int32, torch.int64, torch.uint8)):
+        raise BadInputError(f"{what} has dtype {features.dtype}; pass numbers.")
+    features = features.detach().cpu()
+    features = features if features.is_floating_point() else features.float()
+    bad = int((~torch.isfinite(features)).any(dim=1).sum())
+    if bad:
+        raise BadInputError(
+            f"{what} has NaN or infinite values in {bad} of {features.shape[0]} rows; drop or fix those rows "
+            "(features[torch.isfinite(features).all(1)])."
+        )
+    return features

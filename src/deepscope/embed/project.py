@@ -1,0 +1,452 @@
+"""Projections of a feature space to 2D or 3D (PCA, t-SNE, UMAP), with how much neighbourhood structure survived."""
+
+from __future__ import annotations
+
+import sys
+import time
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from ..errors import BadInputError
+from .extract import Features, as_matrix
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+    from PIL import Image
+
+Method = Literal["pca", "tsne", "umap"]
+
+# Each method's options and their defaults; t-SNE's are openTSNE's names (learning_rate="auto" is N / 12).
+OPTIONS: dict[str, dict[str, Any]] = {
+    "pca": {},
+    "tsne": {
+        "perplexity": 30.0,
+        "early_exaggeration": 12.0,
+        "early_exaggeration_iter": 250,
+        "learning_rate": "auto",
+        "n_iter": 500,
+        "initialization": "pca",
+        "metric": "euclidean",
+        "n_jobs": -1,
+    },
+    "umap": {"n_neighbors": 15, "min_dist": 0.1, "metric": "euclidean", "n_epochs": None},
+}
+METHODS: tuple[str, ...] = tuple(OPTIONS)
+CAUTION = {
+    "tsne": "t-SNE keeps neighbourhoods, not global geometry: distances between clusters are not meaningful.",
+    "umap": "UMAP keeps neighbourhoods more than global geometry: distances between clusters are not reliable.",
+}
+QUALITY_K = 10  # neighbours for trustworthiness and the k-NN accuracy
+_umap_compiled = False
+
+
+@dataclass
+class Projection:
+    """Points of a feature space in 2D or 3D, and how faithful their neighbourhoods are.
+
+    Attributes:
+        points: float32 ``[N, dim]``.
+        method: ``"pca"``, ``"tsne"`` or ``"umap"``; ``params``: every option it ran with (PCA adds
+            ``explained_variance_ratio``).
+        trustworthiness: scikit-learn's trustworthiness with ``k = 10`` (1: every neighbour in the projection is
+            a neighbour in the features), on a sample of ``quality_sample`` points for large sets.
+        knn_accuracy: leave-one-out 10-NN accuracy of the labels in the projection (``None`` without labels):
+            how well classes separate in the picture.
+        labels, predictions, thumbnails: per point, for colouring and the image scatter.
+    """
+
+    points: Tensor
+    method: str
+    params: dict[str, Any]
+    labels: np.ndarray | None = None
+    predictions: np.ndarray | None = None
+    thumbnails: np.ndarray | None = field(default=None, repr=False)
+    trustworthiness: float | None = None
+    knn_accuracy: float | None = None
+    seconds: float = 0.0
+
+    @property
+    def dim(self) -> int:
+        return int(self.points.shape[1])
+
+    @property
+    def title(self) -> str:
+        shown = {k: v for k, v in self.params.items() if k in ("perplexity", "n_neighbors", "min_dist")}
+        name = {"pca": "PCA", "tsne": "t-SNE", "umap": "UMAP"}[self.method]
+        head = name + (" (" + ", ".join(f"{k}={v:g}" for k, v in shown.items()) + ")" if shown else "")
+        quality = []
+        if self.trustworthiness is not None:
+            quality.append(f"trustworthiness {self.trustworthiness:.3f}")
+        if self.knn_accuracy is not None:
+            quality.append(f"{QUALITY_K}-NN accuracy {self.knn_accuracy:.3f}")
+        return head + ("\n" + ", ".join(quality) if quality else "")
+
+    def draw(self, ax: Axes, color: str = "label", classes: Sequence[str] | None = None, size: float = 4) -> None:
+        """Scatter the points on ``ax`` (a 3D axes for 3D points), coloured by label, prediction or correctness."""
+        values = self._colours(color)
+        coords = [self.points[:, i].numpy() for i in range(self.dim)]
+        if values is None:
+            ax.scatter(*coords, s=size, color="tab:blue", linewidths=0)
+        elif color == "correct":
+            for flag, name, colour in ((True, "correct", "tab:green"), (False, "wrong", "tab:red")):
+                mask = values == flag
+                ax.scatter(*(c[mask] for c in coords), s=size, color=colour, label=name, linewidths=0)
+        else:
+            from matplotlib import colormaps
+
+            kinds = np.unique(values)
+            cmap = colormaps["tab10" if len(kinds) <= 10 else "tab20"]
+            for i, kind in enumerate(kinds):
+                mask = values == kind
+                name = classes[int(kind)] if classes is not None and np.issubdtype(kinds.dtype, np.integer) else kind
+                ax.scatter(*(c[mask] for c in coords), s=size, color=cmap(i % cmap.N), label=str(name), linewidths=0)
+        if values is not None and len(np.unique(values)) <= 20:
+            ax.legend(markerscale=3, fontsize=7, loc="best", framealpha=0.7)
+        ax.set_title(self.title, fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if self.dim == 3:
+            ax.set_zticks([])  # type: ignore[attr-defined]
+
+    def figure(self, color: str = "label", classes: Sequence[str] | None = None, size: float = 4) -> Figure:
+        """The scatter, coloured by ``"label"``, ``"prediction"`` or ``"correct"``, with the method's caution."""
+        from ..evaluate.classification import _new_figure
+
+        figure = _new_figure(6.0, 5.6)
+        ax = figure.add_subplot(projection="3d" if self.dim == 3 else None)
+        self.draw(ax, color, classes, size)
+        if self.method in CAUTION:
+            figure.supxlabel(CAUTION[self.method], fontsize=8)
+        return figure
+
+    def image_scatter(
+        self, size: int = 1200, snap: Literal["grid"] | None = None, columns: int | None = None
+    ) -> Image.Image:
+        """The thumbnails at their 2D positions on a ``size`` px canvas; ``snap="grid"``: snapped to a grid.
+
+        The grid variant (the cs231n t-SNE figure) places each image in one cell of a ``columns`` x ``columns`` grid
+        (at most 40 by default), by the assignment that moves the points least, so nothing overlaps.
+        """
+        from .images import grid_image, image_scatter
+
+        if self.thumbnails is None:
+            raise BadInputError(
+                "no thumbnails; project a Features from ds.embed (which keeps them), or set .thumbnails."
+            )
+        if self.dim != 2:
+            raise BadInputError(f"the image scatter is drawn from 2D points; this projection has dim={self.dim}.")
+        if snap not in (None, "grid"):
+            raise BadInputError(f"snap={snap!r}; pass None (free positions) or 'grid'.")
+        points = self.points.numpy()
+        return (
+            grid_image(points, self.thumbnails, columns)
+            if snap == "grid"
+            else image_scatter(points, self.thumbnails, size)
+        )
+
+    def _colours(self, color: str) -> np.ndarray | None:
+        if color not in ("label", "prediction", "correct"):
+            raise BadInputError(f"color={color!r}; pass 'label', 'prediction' or 'correct'.")
+        if color == "label":
+            return self.labels
+        if self.predictions is None:
+            raise BadInputError(f"color={color!r} needs predictions; project a Features from ds.embed on a classifier.")
+        if color == "prediction":
+            return self.predictions
+        if self.labels is None:
+            raise BadInputError("color='correct' needs both labels and predictions.")
+        return self.labels == self.predictions
+
+    def _repr_png_(self) -> bytes:
+        from ..render import figure_png
+
+        return figure_png(self.figure())
+
+
+@dataclass
+class Projections:
+    """Several projections of one feature space (one per value of a swept option), drawn side by side."""
+
+    items: list[Projection]
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return iter(self.items)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> Projection:
+        return self.items[index]
+
+    def figure(self, color: str = "label", classes: Sequence[str] | None = None, size: float = 4) -> Figure:
+        from ..evaluate.classification import _new_figure
+
+        figure = _new_figure(4.6 * len(self.items), 4.8)
+        for i, item in enumerate(self.items):
+            ax = figure.add_subplot(1, len(self.items), i + 1, projection="3d" if item.dim == 3 else None)
+            item.draw(ax, color, classes, size)
+        if self.items[0].method in CAUTION:
+            figure.supxlabel(CAUTION[self.items[0].method], fontsize=8)
+        return figure
+
+    def _repr_png_(self) -> bytes:
+        from ..render import figure_png
+
+        return figure_png(self.figure())
+
+
+# Quality ------------------------------------------------------------------------------------------------------
+
+
+def knn_accuracy(points: Tensor, labels: np.ndarray, k: int = QUALITY_K, sample: np.ndarray | None = None) -> float:
+    """Leave-one-out ``k``-NN accuracy: how often the majority label of a point's ``k`` neighbours is its own.
+
+    ``sample`` restricts the queries (the neighbours are always searched among all points); ties in the vote go
+    to the smaller label code.
+    """
+    codes = torch.from_numpy(np.unique(labels, return_inverse=True)[1].reshape(-1))
+    queries = torch.arange(len(points)) if sample is None else torch.from_numpy(sample)
+    data = points.double()
+    k = min(k, len(points) - 1)
+    correct = 0
+    for start in range(0, len(queries), 1024):
+        rows = queries[start : start + 1024]
+        block = torch.cdist(data[rows], data)
+        block[torch.arange(len(rows)), rows] = float("inf")
+        nearest = block.topk(k, dim=1, largest=False).indices
+        votes = torch.zeros(len(rows), int(codes.max()) + 1, dtype=torch.long)
+        votes.scatter_add_(1, codes[nearest], torch.ones_like(nearest))
+        correct += int((votes.argmax(dim=1) == codes[rows]).sum())
+    return correct / len(queries)
+
+
+def _quality(
+    features: Tensor, points: Tensor, labels: np.ndarray | None, sample: int, seed: int | None
+) -> tuple[float | None, float | None]:
+    from sklearn.manifold import trustworthiness
+
+    n = len(points)
+    chosen = None if n <= sample else np.sort(np.random.default_rng(seed).choice(n, sample, replace=False))
+    x = features.numpy() if chosen is None else features[chosen].numpy()
+    y = points.numpy() if chosen is None else points[chosen].numpy()
+    k = min(QUALITY_K, (len(x) - 1) // 2)  # scikit-learn needs k < n / 2
+    trust = float(trustworthiness(x, y, n_neighbors=k)) if k >= 1 else None
+    accuracy = knn_accuracy(points, labels, sample=chosen) if labels is not None and n > 1 else None
+    return trust, accuracy
+
+
+# Methods ------------------------------------------------------------------------------------------------------
+
+
+def _pca(x: Tensor, dim: int) -> tuple[Tensor, dict[str, Any]]:
+    """The projection on the top ``dim`` principal axes (eigenvectors of the covariance, in float64).
+
+    Each axis's sign makes its largest loading positive, so the result does not depend on the solver.
+    """
+    data = x.double()
+    centred = data - data.mean(dim=0)
+    covariance = centred.T @ centred / max(1, len(data) - 1)
+    values, vectors = torch.linalg.eigh(covariance)
+    order = values.argsort(descending=True)[:dim]
+    axes = vectors[:, order]
+    signs = torch.sign(axes.gather(0, axes.abs().argmax(dim=0, keepdim=True)))
+    axes = axes * torch.where(signs == 0, 1.0, signs)
+    ratio = (values[order] / values.sum().clamp(min=1e-300)).tolist()
+    return (centred @ axes).float(), {"explained_variance_ratio": ratio}
+
+
+def _tsne(
+    x: Tensor, dim: int, seed: int | None, progress: bool | None, options: dict[str, Any]
+) -> tuple[Tensor, dict[str, Any]]:
+    from openTSNE import TSNE
+
+    iterations = options["early_exaggeration_iter"] + options["n_iter"]
+    disable = None if progress is None else not progress
+    bar = tqdm(
+        total=iterations, desc=f"t-SNE (perplexity {options['perplexity']:g})", unit="it", disable=disable, leave=False
+    )
+    callbacks = None
+    if not bar.disable:
+
+        def callbacks(iteration: int, _error: float, _embedding: object) -> bool:
+            bar.update(min(50, iterations - bar.n))
+            return False
+
+    # FFT-interpolated gradients (linear in N) exist for 1 and 2 dimensions only, so 3D uses Barnes-Hut; below
+    # 10,000 points Barnes-Hut is also the faster one (openTSNE's own "auto" rule).
+    method = "fft" if dim <= 2 and len(x) >= 10_000 else "bh"
+    with bar:
+        tsne = TSNE(
+            n_components=dim,
+            random_state=seed,
+            negative_gradient_method=method,
+            callbacks=callbacks,
+            callbacks_every_iters=50,
+            verbose=False,
+            **options,
+        )
+        points = tsne.fit(x.numpy().astype(np.float32, copy=False))
+    return torch.from_numpy(np.asarray(points, dtype=np.float32)), {"negative_gradient_method": method}
+
+
+def _umap(
+    x: Tensor, dim: int, seed: int | None, progress: bool | None, options: dict[str, Any]
+) -> tuple[Tensor, dict[str, Any]]:
+    global _umap_compiled
+    import umap  # checked in project()
+
+    if not _umap_compiled:
+        warnings.warn(
+            "the first UMAP call in a process compiles its numba code, which takes 10-30 s.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    show = progress if progress is not None else sys.stderr.isatty()
+    # A seed makes umap-learn single-threaded (it warns otherwise); seed=None lets it use every core.
+    reducer = umap.UMAP(
+        n_components=dim,
+        random_state=seed,
+        n_jobs=1 if seed is not None else -1,
+        verbose=show,
+        tqdm_kwds={"disable": not show},
+        **options,
+    )
+    points = reducer.fit_transform(x.numpy())
+    _umap_compiled = True
+    return torch.from_numpy(np.asarray(points, dtype=np.float32)), {}
+
+
+# project() ----------------------------------------------------------------------------------------------------
+
+
+def _check_options(method: str, params: dict[str, Any], n: int) -> list[dict[str, Any]]:
+    """The full options of each run: one run, or one per value of the single option given as a list."""
+    unknown = [name for name in params if name not in OPTIONS[method]]
+    if unknown:
+        valid = ", ".join(OPTIONS[method]) or "none"
+        raise BadInputError(f"{method} has no option {unknown[0]!r}; its options are: {valid}.")
+    swept = [name for name, value in params.items() if isinstance(value, (list, tuple))]
+    if len(swept) > 1:
+        raise BadInputError(f"only one option may be a list of values to compare; got lists for {', '.join(swept)}.")
+    runs = [dict(OPTIONS[method], **params)]
+    if swept:
+        if not params[swept[0]]:
+            raise BadInputError(f"{swept[0]} is an empty list; give at least one value.")
+        runs = [dict(runs[0], **{swept[0]: value}) for value in params[swept[0]]]
+    for options in runs:
+        if method == "tsne":
+            perplexity = options["perplexity"]
+            if not isinstance(perplexity, (int, float)) or isinstance(perplexity, bool) or perplexity <= 0:
+                raise BadInputError(f"perplexity={perplexity!r}; pass a positive number (typically 5 to 50).")
+            if perplexity >= n or 3 * perplexity >= n:
+                raise BadInputError(
+                    f"perplexity={perplexity:g} with {n} points: the perplexity must be lower than the number of "
+                    f"points, and openTSNE uses 3 x perplexity neighbours, so it needs 3 x perplexity < {n}; "
+                    f"pass perplexity < {n / 3:g}."
+                )
+        if method == "umap":
+            neighbours = options["n_neighbors"]
+            if not isinstance(neighbours, int) or not 2 <= neighbours < n:
+                raise BadInputError(f"n_neighbors={neighbours!r} with {n} points; pass 2 <= n_neighbors < {n}.")
+    return runs
+
+
+def _labels(labels: object, n: int) -> np.ndarray | None:
+    if labels is None:
+        return None
+    array = labels.detach().cpu().numpy() if isinstance(labels, Tensor) else np.asarray(labels)
+    if array.ndim != 1:
+        raise BadInputError(f"labels have shape {array.shape}; pass one label per point, shape ({n},).")
+    if len(array) != n:
+        raise BadInputError(f"{len(array)} labels for {n} points; pass one label per point.")
+    return array
+
+
+def project(
+    features: object,
+    method: Method = "tsne",
+    dim: int = 2,
+    labels: object = None,
+    seed: int | None = 0,
+    progress: bool | None = None,
+    quality: bool = True,
+    quality_sample: int = 5000,
+    **params: Any,
+) -> Projection | Projections:
+    """Project features ``[N, D]`` to ``dim`` = 2 or 3 dimensions, and measure how much structure survived.
+
+    Args:
+        features: a :class:`Features` (its labels, predictions and thumbnails come along) or a tensor / array.
+        method: ``"pca"`` (torch, exact), ``"tsne"`` (openTSNE: FFT gradients in 2D, Barnes-Hut in 3D) or
+            ``"umap"`` (umap-learn, the optional extra ``deepscope[umap]``).
+        dim: 2 or 3.
+        labels: one label per point (default: the Features' labels), for colours and the k-NN accuracy.
+        seed: the random seed of t-SNE and UMAP (``None``: unseeded; UMAP then runs on every core).
+        progress: show a progress bar; ``None`` shows it on a terminal only.
+        quality: compute trustworthiness and k-NN accuracy (on ``quality_sample`` points for larger sets).
+        **params: the method's options (see ``OPTIONS``): t-SNE ``perplexity``, ``early_exaggeration``,
+            ``early_exaggeration_iter``, ``learning_rate``, ``n_iter``, ``initialization``, ``metric``, ``n_jobs``;
+            UMAP ``n_neighbors``, ``min_dist``, ``metric``, ``n_epochs``. One option may be a list
+            (``perplexity=[5, 30, 50]``): one projection per value, drawn side by side.
+
+    Returns:
+        A :class:`Projection` (``points``, ``trustworthiness``, ``knn_accuracy``, ``figure()``,
+        ``image_scatter()``), or :class:`Projections` when an option was a list.
+    """
+    if method not in OPTIONS:
+        raise BadInputError(f"method={method!r} is not one of {', '.join(map(repr, METHODS))}.")
+    if dim not in (2, 3):
+        raise BadInputError(f"dim={dim!r}; a projection has 2 or 3 dimensions.")
+    x = as_matrix(features)
+    n = x.shape[0]
+    if n <= dim:
+        raise BadInputError(f"{n} points cannot be projected to {dim} dimensions; pass more than {dim} points.")
+    given = labels if labels is not None else (features.labels if isinstance(features, Features) else None)
+    label_array = _labels(given, n)
+    runs = _check_options(method, params, n)
+    if method == "umap":
+        try:
+            import umap  # noqa: F401
+        except ImportError:
+            raise BadInputError(
+                "UMAP needs the umap-learn package, an optional extra: pip install deepscope[umap]."
+            ) from None
+    predictions = (
+        features.predictions.numpy() if isinstance(features, Features) and features.predictions is not None else None
+    )
+    thumbnails = features.thumbnails if isinstance(features, Features) else None
+
+    results = []
+    for options in runs:
+        start = time.perf_counter()
+        if method == "pca":
+            points, extra = _pca(x, dim)
+        elif method == "tsne":
+            points, extra = _tsne(x, dim, seed, progress, options)
+        else:
+            points, extra = _umap(x, dim, seed, progress, options)
+        seconds = time.perf_counter() - start
+        trust, accuracy = _quality(x, points, label_array, quality_sample, seed) if quality else (None, None)
+        results.append(
+            Projection(
+                points=points,
+                method=method,
+                params={**options, **extra, "dim": dim, "seed": seed},
+                labels=label_array,
+                predictions=predictions,
+                thumbnails=thumbnails,
+                trustworthiness=trust,
+                knn_accuracy=accuracy,
+                seconds=seconds,
+            )
+        )
+    swept = any(isinstance(value, (list, tuple)) for value in params.values())
+    return Projections(results) if swept else results[0]
