@@ -12,7 +12,7 @@ from skimage.metrics import structural_similarity
 from torch import nn
 
 import deepscope as ds
-from deepscope.evaluate.sanity import randomisable_layers, spearman, ssim
+from deepscope.evaluate.sanity import hog, hog_cell_size, hog_similarity, randomisable_layers, spearman, ssim
 
 
 def _squares(n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -63,13 +63,13 @@ def test_cascading_tells_model_dependent_maps_from_an_edge_detector(trained: tup
     assert check.steps == ["original", "fc", "conv3", "conv2", "conv1"]
     assert check.maps["saliency"].shape == (5, 8, 16, 16)
     for method in ("saliency", "gradcam", "edges"):
-        for metric in ("spearman", "spearman_abs", "ssim"):
+        for metric in ("spearman", "spearman_abs", "ssim", "hog"):
             assert check.scores[method][metric].shape == (5, 8)
             torch.testing.assert_close(check.scores[method][metric][0], torch.ones(8))
     # The check's verdict: maps that depend on the model fall apart, the edge detector does not move.
     for method in ("saliency", "gradcam"):
         assert check.scores[method]["spearman"][-1].mean() < 0.5, method
-    for metric in ("spearman", "spearman_abs", "ssim"):
+    for metric in ("spearman", "spearman_abs", "ssim", "hog"):
         assert check.scores["edges"][metric].min() > 0.999
     # The user's model and random state are as they were.
     for key, value in model.state_dict().items():
@@ -194,3 +194,103 @@ def test_layer_without_reset_parameters_is_bad_input() -> None:
     with pytest.raises(ds.BadInputError, match="reset_parameters"):
         ds.sanity_check(model, torch.rand(1, 3, 16, 16), methods=["saliency"])
     np.testing.assert_equal(model[1].weight.detach().numpy(), [1.0])
+
+
+@pytest.mark.parametrize("shape", [(16, 16), (28, 28), (20, 17), (7, 9)])
+def test_hog_matches_skimage(shape: tuple[int, int]) -> None:
+    from skimage.feature import hog as skimage_hog
+
+    generator = torch.Generator().manual_seed(0)
+    maps = F.avg_pool2d(torch.rand(3, 1, *shape, generator=generator), 3, 1, 1)[:, 0]
+    maps[1] = torch.round(maps[1] * 4) / 4  # flat areas and exact-zero gradients, as in ReLU'd maps
+    ours = hog(maps)
+    cell = hog_cell_size(*shape)
+    for i in range(3):
+        reference = skimage_hog(
+            maps[i].double().numpy(),
+            orientations=9,
+            pixels_per_cell=(cell, cell),
+            cells_per_block=(2, 2),
+            block_norm="L2-Hys",
+            feature_vector=True,
+        )
+        np.testing.assert_allclose(ours[i].numpy(), reference, atol=1e-7)
+    other = torch.rand(3, *shape, generator=generator)
+    reference = [
+        np.corrcoef(skimage_hog(_scaled(a), 9, (cell, cell), (2, 2)), skimage_hog(_scaled(b), 9, (cell, cell), (2, 2)))
+        for a, b in zip(maps, other)
+    ]
+    np.testing.assert_allclose(hog_similarity(maps, other).numpy(), [r[0, 1] for r in reference], atol=1e-6)
+    torch.testing.assert_close(hog_similarity(maps, 3 * maps + 1), torch.ones(3))  # scale and offset: same shapes
+
+
+def _scaled(a: torch.Tensor) -> np.ndarray:
+    a = a.double().numpy()
+    return (a - a.min()) / (a.max() - a.min())
+
+
+# Data randomisation ------------------------------------------------------------------------------------------
+
+
+def _fit(model: nn.Module, data: torch.Tensor, labels: torch.Tensor) -> None:
+    """The user's training function: 150 Adam steps on mini-batches of 64."""
+    optimiser = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for step in range(150):
+        batch = torch.arange(step * 64, (step + 1) * 64) % len(data)
+        loss = F.cross_entropy(model(data[batch]), labels[batch])
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+
+
+def test_data_randomization_permuted_labels_change_the_maps() -> None:
+    generator = torch.Generator().manual_seed(1)
+    data, labels = _squares(384, generator)
+    torch.manual_seed(5)  # the checked model starts from other weights than the check's retrained ones
+    model = TinyCNN(classes=3)
+    _fit(model, data, labels)
+    model.eval()
+    inputs = _squares(8, generator)[0]
+    rng = torch.get_rng_state()
+    check = ds.evaluate.data_randomization_check(
+        model, lambda: TinyCNN(classes=3), _fit, data, labels, inputs, methods=("saliency", "gradcam", edges)
+    )
+    assert check.mode == "data" and check.steps == ["original", "true labels (retrained)", "permuted labels"]
+    assert check.maps["gradcam"].shape == (3, 8, 16, 16)
+    assert torch.equal(torch.get_rng_state(), rng)
+    for method in ("saliency", "gradcam"):
+        for metric in ("spearman", "ssim"):
+            retrained, permuted = check.scores[method][metric][1:].mean(dim=1)
+            assert permuted < retrained - 0.2, (method, metric, retrained, permuted)
+    assert check.scores["edges"]["spearman"].min() > 0.999  # the input's edges ignore the labels
+    assert len(check.figure(metrics=["spearman", "hog"]).axes) == 2
+
+
+@pytest.mark.parametrize(
+    ("labels", "factory"),
+    [(torch.zeros(4, dtype=torch.long), TinyCNN), (torch.tensor([0, 1, 2]), TinyCNN), (torch.rand(4), TinyCNN)],
+)
+def test_data_randomization_bad_input(labels: torch.Tensor, factory: object) -> None:
+    model = TinyCNN(classes=3).eval()
+    with pytest.raises(ds.BadInputError):
+        ds.evaluate.data_randomization_check(
+            model, factory, _fit, torch.rand(4, 3, 16, 16), labels, torch.rand(2, 3, 16, 16)
+        )
+
+
+def test_a_watched_model_is_checked_on_a_copy_without_the_watch_hooks(tmp_path) -> None:
+    # The copies are randomised: hooks copied along would log their activations into the user's run (and
+    # the run's open files cannot be deep-copied at all: this used to raise "cannot pickle TextIOWrapper").
+    torch.manual_seed(0)
+    model = TinyCNN()
+    with ds.Run(tmp_path / "run") as run:
+        watcher = run.watch(model, every=1)
+        model.train()
+        model(torch.randn(2, 3, 16, 16)).sum().backward()
+        hooks_before = sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
+        model.eval()
+        check = ds.sanity_check(model, torch.randn(2, 3, 16, 16), methods=["saliency"])
+        hooks_after = sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
+        watcher.remove()
+    assert hooks_before > 0 and hooks_after == hooks_before
+    assert check.scores["saliency"]["spearman"].shape[0] == len(check.steps)

@@ -9,7 +9,16 @@
 from .dashboard import board
 from .embed import Features, Neighbors, Projection, Projections, embed, neighbors, project
 from .errors import BadInputError, DeepscopeError, LayerNotFoundError, TargetError
-from .evaluate import binary_report, confusion_matrix, evaluate_model, faithfulness, sanity_check
+from .evaluate import (
+    binary_report,
+    compare_methods,
+    confidently_wrong,
+    confusion_matrix,
+    data_randomization_check,
+    evaluate_model,
+    faithfulness,
+    sanity_check,
+)
 from .explain import describe, explain, methods
 from .explanation import Explanation
 from .render import compare, overlay
@@ -36,7 +45,10 @@ __all__ = [
     "binary_report",
     "board",
     "compare",
+    "compare_methods",
+    "confidently_wrong",
     "confusion_matrix",
+    "data_randomization_check",
     "describe",
     "embed",
     "evaluate_model",

@@ -253,3 +253,37 @@ def relu_rewrite(replacement: Callable[[Tensor], Tensor]) -> dict[Callable[..., 
         return replacement(x)
 
     return dict.fromkeys(RELU_FUNCTIONS, call)
+
+
+_MODULE_HOOKS = (
+    "_forward_hooks",
+    "_forward_hooks_with_kwargs",
+    "_forward_hooks_always_called",
+    "_forward_pre_hooks",
+    "_forward_pre_hooks_with_kwargs",
+    "_backward_hooks",
+    "_backward_pre_hooks",
+)
+
+
+def copy_without_hooks(model: nn.Module) -> nn.Module:
+    """A deep copy of ``model`` without the forward/backward hooks attached to its modules.
+
+    Hooks belong to whoever registered them (``run.watch``, a profiler, another library): copied along they would
+    record the copy's activations into the original's run, or fail because they hold what cannot be copied (an
+    open file). The original keeps its hooks.
+    """
+    import copy
+
+    stashed = []
+    for module in model.modules():
+        saved = {name: getattr(module, name) for name in _MODULE_HOOKS if hasattr(module, name)}
+        stashed.append((module, saved))
+        for name, hooks in saved.items():
+            setattr(module, name, type(hooks)())
+    try:
+        return copy.deepcopy(model)
+    finally:
+        for module, saved in stashed:
+            for name, hooks in saved.items():
+                setattr(module, name, hooks)

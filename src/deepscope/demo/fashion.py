@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 from ..track import Run
 from .cpu import choose_threads, cpu_threads
 from .data import CLASSES, FashionData, load_fashion_mnist, to_inputs
+from .fashion_views import show_everything
 from .gallery import explain_and_save
 from .models import FashionCNN
 from .runs import fresh_run_dir
@@ -59,6 +60,8 @@ class FashionResult:
     summary: Path
     samples: list[Sample]
     skipped: list[str]
+    views: dict[str, Path] = field(default_factory=dict)
+    run: Path | None = None
 
 
 def train(
@@ -181,47 +184,49 @@ def _journey(
     config = {"epochs": epochs, "train_size": len(train_images), "seed": seed, "optimizer": "adam, one-cycle lr 0.01"}
     with Run(run_dir, config=config) as run:
         run.graph(model, to_inputs(train_images[:2]))
-        run.watch(model, every=50)
         start = time.perf_counter()
-        losses = train(
-            model, train_images, train_labels, epochs=epochs, generator=generator, progress=progress, run=run
-        )
+        with run.watch(model, every=50):  # training only: what follows are not training steps
+            losses = train(
+                model, train_images, train_labels, epochs=epochs, generator=generator, progress=progress, run=run
+            )
         train_seconds = time.perf_counter() - start
         predictions = predict(model, dataset.test_images, progress=progress)
         accuracy = float((predictions == dataset.test_labels).float().mean())
         run.log({"test/acc": accuracy}, epoch=epochs - 1)
-    log(
-        f"trained in {train_seconds:.1f} s; final loss {losses[-1]:.3f}; "
-        f"test accuracy {accuracy:.2%} on {len(dataset.test_images)} images"
-    )
-    out.mkdir(parents=True, exist_ok=True)
-    model_path = out / "model.pt"
-    torch.save(model.state_dict(), model_path)
+        log(
+            f"trained in {train_seconds:.1f} s; final loss {losses[-1]:.3f}; "
+            f"test accuracy {accuracy:.2%} on {len(dataset.test_images)} images"
+        )
+        out.mkdir(parents=True, exist_ok=True)
+        model_path = out / "model.pt"
+        torch.save(model.state_dict(), model_path)
 
-    count = min(samples, len(dataset.test_images))
-    chosen = torch.randperm(len(dataset.test_images), generator=generator)[:count]
-    picked = [
-        Sample(int(i), CLASSES[int(dataset.test_labels[i])], CLASSES[int(predictions[i])]) for i in chosen.tolist()
-    ]
-    titles = [f"#{s.index} label: {s.label}" for s in picked]
-    marks = [f"pred: {s.prediction} ({'correct' if s.correct else 'MISCLASSIFIED'})" for s in picked]
-    start = time.perf_counter()
-    gallery = explain_and_save(
-        model,
-        to_inputs(dataset.test_images[chosen]),
-        out,
-        METHODS,
-        titles,
-        marks,
-        options=OPTIONS,
-        class_names=CLASSES,
-        scale=4,
-        log=log,
-        progress=progress,
-    )
-    explain_seconds = time.perf_counter() - start
-    for i, sample in enumerate(picked):
-        sample.overlays = {method: str(paths[i]) for method, paths in gallery.overlays.items()}
+        count = min(samples, len(dataset.test_images))
+        chosen = torch.randperm(len(dataset.test_images), generator=generator)[:count]
+        picked = [
+            Sample(int(i), CLASSES[int(dataset.test_labels[i])], CLASSES[int(predictions[i])]) for i in chosen.tolist()
+        ]
+        titles = [f"#{s.index} label: {s.label}" for s in picked]
+        marks = [f"pred: {s.prediction} ({'correct' if s.correct else 'MISCLASSIFIED'})" for s in picked]
+        start = time.perf_counter()
+        gallery = explain_and_save(
+            model,
+            to_inputs(dataset.test_images[chosen]),
+            out,
+            METHODS,
+            titles,
+            marks,
+            options=OPTIONS,
+            class_names=CLASSES,
+            scale=4,
+            log=log,
+            progress=progress,
+        )
+        explain_seconds = time.perf_counter() - start
+        for i, sample in enumerate(picked):
+            sample.overlays = {method: str(paths[i]) for method, paths in gallery.overlays.items()}
+        log("after training: performance, what the network learned, how far its explanations can be trusted")
+        views = show_everything(model, dataset, predictions, gallery.explanations, chosen, run, out, log, progress)
 
     summary = out / "summary.json"
     result = FashionResult(
@@ -237,6 +242,8 @@ def _journey(
         summary=summary,
         samples=picked,
         skipped=gallery.skipped,
+        views=views.pictures,
+        run=run_dir,
     )
     summary.write_text(json.dumps(_summary(result, seed, losses), indent=2) + "\n")
     _report(result, log)
@@ -257,6 +264,8 @@ def _summary(result: FashionResult, seed: int, losses: list[float]) -> dict[str,
         "grid": str(result.grid),
         "methods": list(result.samples[0].overlays) if result.samples else [],
         "skipped_methods": result.skipped,
+        "run": str(result.run) if result.run else None,
+        "pictures": {name: str(path) for name, path in result.views.items()},
         "samples": [
             {
                 "test_index": s.index,
@@ -279,4 +288,8 @@ def _report(result: FashionResult, log: Log) -> None:
     log(f"grid of every method:   {result.grid}")
     log(f"overlays per method:    {result.out / 'overlays'}/NN_<method>.png")
     log(f"trained model weights:  {result.model_path}  (FashionCNN state dict)")
+    for name, path in result.views.items():
+        log(f"{name + ':':<23} {path}")
     log(f"summary:                {result.summary}")
+    if result.run is not None:
+        log(f"training run:           {result.run}  (see it: deepscope board {result.run.parent})")

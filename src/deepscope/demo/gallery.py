@@ -21,11 +21,13 @@ Log = Callable[[str], None]
 
 @dataclass
 class Gallery:
-    """What :func:`explain_and_save` wrote: the grid, one overlay per input and method, and methods left out."""
+    """What :func:`explain_and_save` wrote (the grid, one overlay per input and method, methods left out), and the
+    explanations themselves, one per method, for logging into a run."""
 
     grid: Path
     overlays: dict[str, list[Path]] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)
+    explanations: list[Explanation] = field(default_factory=list)
 
 
 def explain_and_save(
@@ -75,7 +77,7 @@ def explain_and_save(
         explanations.append(explanation)
     if not explanations:
         raise RuntimeError(f"none of the methods {list(method_names)} is registered; ds.methods() lists them.")
-    gallery = Gallery(grid=out / "grid.png", skipped=skipped)
+    gallery = Gallery(grid=out / "grid.png", skipped=skipped, explanations=explanations)
     for explanation in explanations:
         paths = []
         for i in range(len(explanation)):

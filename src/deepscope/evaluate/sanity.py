@@ -8,7 +8,6 @@ method's map on the randomised model stays to its map on the trained one. A meth
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
@@ -27,8 +26,13 @@ if TYPE_CHECKING:
 
 MapFunction = Callable[[nn.Module, Tensor], Tensor]
 
-METRICS = ("spearman", "spearman_abs", "ssim")
-_METRIC_LABELS = {"spearman": "Spearman rank correlation", "spearman_abs": "Spearman (absolute values)", "ssim": "SSIM"}
+METRICS = ("spearman", "spearman_abs", "ssim", "hog")
+_METRIC_LABELS = {
+    "spearman": "Spearman rank correlation",
+    "spearman_abs": "Spearman (absolute values)",
+    "ssim": "SSIM",
+    "hog": "HOG similarity (Pearson)",
+}
 
 # SSIM as Wang et al. 2004 and skimage's structural_similarity(gaussian_weights=True, sigma=1.5, win_size=7,
 # use_sample_covariance=False, data_range=1): Gaussian weights truncated at 3.5 sigma (scipy's default filter
@@ -37,18 +41,24 @@ _SSIM_SIGMA = 1.5
 _SSIM_WINDOW = 7
 _SSIM_K1, _SSIM_K2 = 0.01, 0.03
 
+# HOG as Dalal & Triggs 2005 and skimage.feature.hog(orientations=9, cells_per_block=(2, 2), block_norm="L2-Hys"),
+# with cells sized so that every map, whatever its resolution, is described on the same grid of 8 x 8 cells.
+HOG_ORIENTATIONS = 9
+HOG_CELLS = 8
+HOG_BLOCK = 2
+
 
 @dataclass
 class SanityCheck:
     """The similarity of each method's maps on progressively (or singly) randomised models to the original maps.
 
     Attributes:
-        mode: ``"cascading"`` or ``"independent"``.
+        mode: ``"cascading"``, ``"independent"`` or ``"data"`` (:func:`data_randomization_check`).
         methods: the method names (a callable's ``__name__``), in the order given.
         steps: ``"original"`` then the name of the layer re-initialised at each step (cascading: that layer and
             every one before it in this list).
         scores: ``scores[method][metric]`` a ``[steps, N]`` tensor, metric one of ``"spearman"``,
-            ``"spearman_abs"``, ``"ssim"``; row 0 compares the original map with itself.
+            ``"spearman_abs"``, ``"ssim"``, ``"hog"``; row 0 compares the original map with itself.
         maps: ``maps[method]`` the heatmaps ``[steps, N, H, W]`` (row 0: the trained model's).
         inputs: the inputs checked (CPU float32), kept for rendering.
         targets: the classes explained (the trained model's predictions by default), ``None`` for a callable or
@@ -84,7 +94,11 @@ class SanityCheck:
                 ax.fill_between(x, mean - std, mean + std, color=line.get_color(), alpha=0.2)
             ax.axhline(0, color="grey", linewidth=0.6)
             ax.set_xticks(x, self.steps, rotation=60, ha="right", fontsize=7)
-            changed = "layers randomised (cumulative)" if self.mode == "cascading" else "layer randomised"
+            changed = {
+                "cascading": "layers randomised (cumulative)",
+                "independent": "layer randomised",
+                "data": "model trained on",
+            }[self.mode]
             ax.set(xlabel=changed, ylabel=_METRIC_LABELS[metric], ylim=(-1.05, 1.05))
             ax.set_title(f"{self.mode} randomisation", fontsize=9)
         axes[0].legend(fontsize=7)
@@ -157,9 +171,9 @@ def sanity_check(
     with their ``reset_parameters()``, output side first: cumulatively in ``"cascading"`` mode (step k has the
     top k layers random), or one layer at a time on a fresh copy in ``"independent"`` mode. At each step every
     method explains the same inputs and the same targets as on the trained model, and its map is compared with
-    the trained model's map, per input: Spearman rank correlation of the maps and of their absolute values, and
-    SSIM of the maps min-max scaled to [0, 1]. A constant map has no ranking; its correlation with a
-    different map is counted as 0.
+    the trained model's map, per input: Spearman rank correlation of the maps and of their absolute values, SSIM
+    of the maps min-max scaled to [0, 1], and the Pearson correlation of their HOG descriptors (see
+    :func:`hog_similarity`). A constant map has no ranking; its correlation with a different map is counted as 0.
 
     Args:
         model: the trained model (left untouched: the randomisation works on copies; call ``model.eval()``).
@@ -195,30 +209,13 @@ def sanity_check(
         spec = resolved.classes
     devices = sorted({p.device.index or 0 for p in model.parameters() if p.device.type == "cuda"})
 
-    def maps_of(network: nn.Module) -> dict[str, Tensor]:
-        result = {}
-        for name, method in zip(names, methods, strict=True):
-            if callable(method):
-                heatmap = method(network, x)
-                if not isinstance(heatmap, Tensor) or tuple(heatmap.shape) != (x.shape[0], *x.shape[2:]):
-                    shape = tuple(heatmap.shape) if isinstance(heatmap, Tensor) else type(heatmap).__name__
-                    raise BadInputError(
-                        f"{name} returned {shape}; a map function returns [N, H, W] = {(x.shape[0], *x.shape[2:])}."
-                    )
-                result[name] = heatmap.detach().float().cpu()
-            else:
-                opts = dict(options.get(name, {}))
-                layer = opts.pop("layer", None)
-                result[name] = explain(network, x, method=method, target=spec, layer=layer, **opts).heatmap
-        return result
-
-    original = maps_of(model)
+    original = explain_maps(model, x, names, methods, spec, options)
     collected: dict[str, list[Tensor]] = {name: [original[name]] for name in names}
-    cascade = copy.deepcopy(model) if mode == "cascading" else None
+    cascade = probe.copy_without_hooks(model) if mode == "cascading" else None
     for i, layer in enumerate(layers):
-        network = cascade if cascade is not None else copy.deepcopy(model)
+        network = cascade if cascade is not None else probe.copy_without_hooks(model)
         _reinitialise(dict(network.named_modules())[layer], seed + i, devices)
-        for name, heatmap in maps_of(network).items():
+        for name, heatmap in explain_maps(network, x, names, methods, spec, options).items():
             collected[name].append(heatmap)
 
     maps = {name: torch.stack(collected[name]) for name in names}
@@ -232,6 +229,32 @@ def sanity_check(
         inputs=x.detach().float().cpu(),
         targets=resolved.classes.clone() if resolved.classes is not None else None,
     )
+
+
+def explain_maps(
+    network: nn.Module,
+    x: Tensor,
+    names: Sequence[str],
+    methods: Sequence[str | MapFunction],
+    target: TargetSpec,
+    options: Mapping[str, Mapping[str, Any]],
+) -> dict[str, Tensor]:
+    """Each method's heatmaps ``[N, H, W]`` (CPU float32) of ``network`` on ``x``, keyed by the method's name."""
+    result = {}
+    for name, method in zip(names, methods, strict=True):
+        if callable(method):
+            heatmap = method(network, x)
+            if not isinstance(heatmap, Tensor) or tuple(heatmap.shape) != (x.shape[0], *x.shape[2:]):
+                shape = tuple(heatmap.shape) if isinstance(heatmap, Tensor) else type(heatmap).__name__
+                raise BadInputError(
+                    f"{name} returned {shape}; a map function returns [N, H, W] = {(x.shape[0], *x.shape[2:])}."
+                )
+            result[name] = heatmap.detach().float().cpu()
+        else:
+            opts = dict(options.get(name, {}))
+            layer = opts.pop("layer", None)
+            result[name] = explain(network, x, method=method, target=target, layer=layer, **opts).heatmap
+    return result
 
 
 def _check(
@@ -338,6 +361,64 @@ def ssim(a: Tensor, b: Tensor) -> Tensor:
     return s[:, pad:-pad, pad:-pad].mean(dim=(1, 2)).float()
 
 
+def hog_cell_size(height: int, width: int) -> int:
+    """The side of a HOG cell for ``height x width`` maps: the shorter side over 8, at least 1 pixel."""
+    return max(1, min(height, width) // HOG_CELLS)
+
+
+def hog(maps: Tensor) -> Tensor:
+    """HOG descriptors of ``[N, H, W]`` maps, ``[N, features]``, as ``skimage.feature.hog`` computes them.
+
+    Central-difference gradients (zero on the border), unsigned orientations in 9 bins of 20 degrees, each
+    pixel voting its gradient magnitude into its bin, cells of :func:`hog_cell_size` pixels (pixels past the
+    last whole cell are left out), blocks of 2 x 2 cells with stride one cell, L2-Hys normalised.
+    """
+    x = maps.double()
+    n, height, width = x.shape
+    cell = hog_cell_size(height, width)
+    rows, cols = height // cell, width // cell
+    if rows < HOG_BLOCK or cols < HOG_BLOCK:
+        raise BadInputError(f"maps of {height}x{width} pixels are too small for HOG blocks of 2x2 cells.")
+    g_row, g_col = torch.zeros_like(x), torch.zeros_like(x)
+    g_row[:, 1:-1] = x[:, 2:] - x[:, :-2]
+    g_col[:, :, 1:-1] = x[:, :, 2:] - x[:, :, :-2]
+    magnitude = torch.hypot(g_row, g_col)
+    orientation = torch.rad2deg(torch.atan2(g_row, g_col)) % 180
+    # Bin i holds [w i, w (i + 1)); the edges are computed as skimage computes them so boundaries agree.
+    edges = torch.tensor([180.0 / HOG_ORIENTATIONS * (i + 1) for i in range(HOG_ORIENTATIONS - 1)], dtype=x.dtype)
+    bins = torch.bucketize(orientation, edges, right=True)
+    votes = F.one_hot(bins, HOG_ORIENTATIONS).to(x.dtype) * magnitude[..., None]
+    votes = votes[:, : rows * cell, : cols * cell].reshape(n, rows, cell, cols, cell, HOG_ORIENTATIONS)
+    cells = votes.sum(dim=(2, 4)) / (cell * cell)  # [N, rows, cols, orientations]
+    blocks = cells.unfold(1, HOG_BLOCK, 1).unfold(2, HOG_BLOCK, 1)  # [N, rows', cols', orientations, b, b]
+    blocks = blocks.permute(0, 1, 2, 4, 5, 3).reshape(n, rows - HOG_BLOCK + 1, cols - HOG_BLOCK + 1, -1)
+    eps = 1e-5
+    blocks = blocks / (blocks.square().sum(dim=-1, keepdim=True) + eps**2).sqrt()
+    blocks = blocks.clamp(max=0.2)
+    blocks = blocks / (blocks.square().sum(dim=-1, keepdim=True) + eps**2).sqrt()
+    return blocks.reshape(n, -1)
+
+
+def pearson(a: Tensor, b: Tensor) -> Tensor:
+    """Pearson correlation of each row of ``a`` with the same row of ``b``; 0 for a constant row (1 if equal)."""
+    a, b = a.reshape(len(a), -1).double(), b.reshape(len(b), -1).double()
+    same = (a == b).all(dim=1)
+    a, b = a - a.mean(dim=1, keepdim=True), b - b.mean(dim=1, keepdim=True)
+    denominator = (a.square().sum(dim=1) * b.square().sum(dim=1)).sqrt()
+    value = (a * b).sum(dim=1) / denominator.clamp_min(1e-300)
+    value = torch.where(denominator > 0, value, torch.zeros_like(value))
+    return torch.where(same, torch.ones_like(value), value).float()
+
+
+def hog_similarity(a: Tensor, b: Tensor) -> Tensor:
+    """Pearson correlation of the HOG descriptors of ``a[i]`` and ``b[i]`` (``[N, H, W]`` -> ``[N]``).
+
+    Adebayo et al.'s measure of whether two maps show the same edges and shapes, whatever their values; the maps
+    are min-max scaled to [0, 1] first, as for SSIM.
+    """
+    return pearson(hog(_unit_range(a.double())), hog(_unit_range(b.double())))
+
+
 def _similarities(maps: Tensor) -> dict[str, Tensor]:
     """``[steps, N, H, W]`` -> each metric's ``[steps, N]`` similarity to step 0."""
     original = maps[0]
@@ -346,4 +427,5 @@ def _similarities(maps: Tensor) -> dict[str, Tensor]:
         result["spearman"].append(spearman(original, step))
         result["spearman_abs"].append(spearman(original.abs(), step.abs()))
         result["ssim"].append(ssim(original, step))
+        result["hog"].append(hog_similarity(original, step))
     return {metric: torch.stack(values) for metric, values in result.items()}

@@ -1,0 +1,151 @@
+"""Seed 000's lab exercise after training, on the demo's FashionMNIST CNN: how well it does, what it learned, and
+how far its explanations can be trusted. Each step saves a picture into the demo's folder and logs into its run,
+so ``deepscope board`` shows the same things."""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure
+from torch import Tensor, nn
+
+from ..embed import embed, project
+from ..evaluate import confidently_wrong, confusion_matrix, sanity_check
+from ..explanation import Explanation
+from ..features import filters, logit, maximize
+from ..features.transforms import jitter, pad, rotate, scale
+from ..track import Image, Run
+from .data import CLASSES, MEAN, STD, FashionData, to_inputs
+
+Log = Callable[[str], None]
+
+EMBEDDED = 1500  # test images projected: t-SNE of 1,500 points takes about 10 s on one core
+SANITY_METHODS = ("saliency", "guided_backprop", "gradcam")
+# Lucid's transform stack in proportion to a 28-pixel image (its standard one is made for 128 to 224 pixels).
+SMALL_TRANSFORMS = [pad(2), jitter(2), scale([0.95, 1.0, 1.05]), rotate([-5, 0, 5]), jitter(1)]
+
+
+@dataclass
+class Views:
+    """The pictures written (name -> path) and the seconds each step took."""
+
+    pictures: dict[str, Path] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def preprocess(images: Tensor) -> Tensor:
+    """An image in [0, 1] as the network's input (the demo's normalisation)."""
+    return (images - MEAN) / STD
+
+
+def show_everything(
+    model: nn.Module,
+    dataset: FashionData,
+    predictions: Tensor,
+    explanations: list[Explanation],
+    picked: Tensor,
+    run: Run,
+    out: Path,
+    log: Log,
+    progress: bool,
+) -> Views:
+    """Confusion matrix, the explanation gallery, the most confidently wrong cases, a sanity check of the methods,
+    first-layer filters, class visualisations by activation maximisation, and a t-SNE/PCA projection of the test
+    embeddings; ``picked`` are the test indices the ``explanations`` explain."""
+    views = Views()
+    labels = dataset.test_labels
+
+    with _step(views, "confusion matrix", log):
+        matrix = confusion_matrix(labels, predictions, CLASSES)
+        run.log_confusion_matrix(matrix)
+        views.pictures["confusion matrix"] = _save(matrix.figure(normalize=True), out / "confusion_matrix.png")
+        worst = ", ".join(f"{t} -> {p} ({n})" for t, p, n in matrix.most_confused[:3])
+        log(f"  most confused: {worst}")
+
+    with _step(views, "explanation gallery", log):
+        run.log_explanations(explanations, labels=labels[picked], predictions=predictions[picked], classes=CLASSES)
+
+    with _step(views, "confidently wrong", log):
+        wrong = confidently_wrong(
+            model, (to_inputs(dataset.test_images), labels), k=8, method="gradcam", classes=CLASSES, progress=progress
+        )
+        views.pictures["confidently wrong"] = _save(wrong.figure(), out / "confidently_wrong.png")
+        run.log_explanations(
+            wrong.explanation,
+            labels=wrong.labels,
+            predictions=wrong.predictions,
+            classes=CLASSES,
+            tag="confidently_wrong",
+        )
+
+    with _step(views, "sanity check", log):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            check = sanity_check(model, to_inputs(dataset.test_images[picked[:8]]), methods=SANITY_METHODS)
+        views.pictures["sanity check"] = _save(check.figure(), out / "sanity_check.png")
+        _log_figure(run, "evaluate/sanity_check", check.figure())
+        for method in check.methods:
+            last = float(check.scores[method]["spearman_abs"][-1].mean())
+            log(f"  {method:<16} rank correlation with the map after full randomisation: {last:.2f}")
+
+    with _step(views, "filters", log):
+        first = filters(model)
+        views.pictures["filters"] = _save(first.figure(), out / "filters.png")
+        run.log_records(first.to_records("filters", step=0))
+
+    with _step(views, "class visualisations", log):
+        classes = maximize(
+            model,
+            logit(range(len(CLASSES))),
+            steps=128,
+            size=28,
+            channels=1,
+            preprocess=preprocess,
+            transforms=SMALL_TRANSFORMS,
+            progress=progress,
+        )
+        classes = replace(classes, labels=list(CLASSES))
+        views.pictures["class visualisations"] = _save(classes.figure(columns=5), out / "class_visualisations.png")
+        run.log_records(classes.to_records("maximize/class"))
+
+    with _step(views, "embedding + t-SNE", log):
+        count = min(EMBEDDED, len(labels))
+        features = embed(model, [(to_inputs(dataset.test_images[:count]), labels[:count])], "pool", progress=progress)
+        tsne = project(features, "tsne", labels=features.labels, seed=0, progress=progress)
+        pca = project(features, "pca", labels=features.labels)
+        run.log_embedding(features, classes=CLASSES, projections=[tsne, pca])
+        views.pictures["t-SNE"] = _save(tsne.figure(classes=CLASSES), out / "tsne.png")
+        log(
+            f"  t-SNE of {count} test embeddings: trustworthiness {tsne.trustworthiness:.3f}, "
+            f"10-NN accuracy {tsne.knn_accuracy:.3f} (PCA: {pca.knn_accuracy:.3f})"
+        )
+    return views
+
+
+@contextmanager
+def _step(views: Views, name: str, log: Log) -> Iterator[None]:
+    start = time.perf_counter()
+    yield
+    views.seconds[name] = time.perf_counter() - start
+    log(f"{name}: {views.seconds[name]:.1f} s")
+
+
+def _save(figure: Figure, path: Path) -> Path:
+    figure.savefig(path, dpi=90)
+    return path
+
+
+def _log_figure(run: Run, tag: str, figure: Figure) -> None:
+    """A matplotlib figure as an image in the run, for the board's Images tab."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(figure)
+    canvas.draw()
+    pixels = np.asarray(canvas.buffer_rgba())[..., :3].copy()
+    run.log_records([Image(tag, 0, pixels)])

@@ -1,0 +1,76 @@
+"""The method comparison table: gradient maps beat a random map where they should; failures are listed."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import FAST_OPTIONS, TinyCNN
+from test_sanity import _squares
+from torch import nn
+
+import deepscope as ds
+
+
+@pytest.fixture(scope="module")
+def trained() -> tuple[nn.Module, torch.Tensor]:
+    """TinyCNN told which channel holds a bright square: the evidence is the square, 16 of 256 pixels."""
+    generator = torch.Generator().manual_seed(0)
+    torch.manual_seed(0)
+    model = TinyCNN(classes=3)
+    optimiser = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(150):
+        images, labels = _squares(64, generator)
+        loss = F.cross_entropy(model(images), labels)
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    return model.eval(), _squares(8, generator)[0]
+
+
+def test_gradient_maps_rank_above_a_random_map(trained: tuple[nn.Module, torch.Tensor]) -> None:
+    model, images = trained
+    table = ds.evaluate.compare_methods(model, images, methods=["saliency", "input_x_gradient", "gradcam"], steps=16)
+    assert table.ranking[-1] == "random", str(table)
+    rows = {row.method: row for row in table.rows}
+    for method in ("saliency", "input_x_gradient", "gradcam"):
+        assert rows[method].deletion < rows["random"].deletion - 0.1, str(table)
+        assert rows[method].insertion > rows["random"].insertion, str(table)
+        assert rows[method].sanity < 0.6, str(table)  # the maps fall apart with the weights
+    assert rows["random"].sanity == pytest.approx(1.0)  # a map that ignores the model fails the sanity check
+    deletions = [row.deletion for row in table.rows]
+    assert deletions == sorted(deletions)
+    # The per-input values behind each mean are the ones ds.faithfulness gives.
+    e = ds.explain(model, images, method="gradcam")
+    reference = ds.faithfulness(model, images, e, steps=16).auc
+    torch.testing.assert_close(table.aucs["gradcam"]["deletion"], reference)
+
+
+def test_failing_methods_are_listed_not_raised() -> None:
+    torch.manual_seed(0)
+    no_gap = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 14 * 14, 3)).eval()
+    x = torch.rand(2, 3, 16, 16)
+    table = ds.evaluate.compare_methods(no_gap, x, methods=None, steps=4, sort_by="insertion", options=FAST_OPTIONS)
+    assert {row.method for row in table.rows} == {*ds.methods(), "random"}
+    assert "global average pooling" in table.failed["cam"]
+    assert "saliency" in table.ranking
+    assert table.rows[-len(table.failed) :] == [row for row in table.rows if row.error]
+    insertions = [row.insertion for row in table.rows if row.error is None]
+    assert insertions == sorted(insertions, reverse=True)
+    html = table._repr_html_()
+    assert html.count("<tr>") == len(table.rows) + 1 and "failed: " in html
+    assert table._repr_png_().startswith(b"\x89PNG")
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"metrics": ["deletion", "accuracy"]},
+        {"metrics": "deletion"},
+        {"sort_by": "sanity", "metrics": ["deletion"]},
+        {"methods": ["no_such"]},
+    ],
+)
+def test_bad_input(kwargs: dict) -> None:
+    with pytest.raises(ds.BadInputError):
+        ds.evaluate.compare_methods(TinyCNN(classes=3).eval(), torch.rand(2, 3, 16, 16), **kwargs)
