@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterable, Iterator, Sized
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -13,6 +13,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from .. import probe
+from ..batches import batches as as_batches
 from ..errors import BadInputError
 from ..track.records import Embedding
 
@@ -77,31 +78,6 @@ class Features:
         )
 
 
-def _batches(data: object, batch_size: int) -> tuple[Iterable[Any], int | None]:
-    """The data as an iterable of batches, and the number of batches when known."""
-    if isinstance(data, Tensor):
-        if data.ndim < 2 or data.shape[0] == 0:
-            raise BadInputError(f"data has shape {tuple(data.shape)}; pass a batch [N, ...] with N >= 1.")
-        return data.split(batch_size), -(-data.shape[0] // batch_size)
-    if isinstance(data, (str, bytes)) or not isinstance(data, Iterable):
-        raise BadInputError(
-            f"data must be a DataLoader, an iterable of (inputs, labels) batches or a tensor, "
-            f"not {type(data).__name__}."
-        )
-    return data, len(data) if isinstance(data, Sized) else None
-
-
-def _split(batch: object) -> tuple[Tensor, Tensor | None]:
-    if isinstance(batch, Tensor):
-        return batch, None
-    if isinstance(batch, (tuple, list)) and batch and isinstance(batch[0], Tensor):
-        labels = torch.as_tensor(batch[1]).reshape(-1).long() if len(batch) > 1 else None
-        return batch[0], labels
-    raise BadInputError(
-        f"a batch is a {type(batch).__name__}; the data must yield tensors or (inputs, labels, ...) tuples."
-    )
-
-
 def pool_features(output: Tensor, pool: str) -> Tensor:
     """A layer's output ``[B, C, ...]`` as ``[B, D]``: averaged or maxed over its spatial axes, or flattened."""
     if output.ndim <= 2 or pool == "flatten":
@@ -146,8 +122,8 @@ def embed(
 
     Args:
         model: any ``nn.Module`` that takes one tensor.
-        data: a DataLoader or iterable yielding ``(inputs, labels, ...)`` batches or bare input tensors, or one
-            tensor ``[N, ...]`` (split into ``batch_size`` batches).
+        data: a tensor ``[N, ...]``, an ``(inputs, labels)`` pair of tensors (both split into ``batch_size``
+            batches), or a DataLoader / iterable yielding ``(inputs, labels, ...)`` batches or bare input tensors.
         layer: a name from ``model.named_modules()``; a wrong name lists the closest ones.
         pool: ``"avg"`` (global average pooling of conv maps), ``"max"`` (global max pooling) or ``"flatten"``.
             Outputs ``[B, D]`` are kept as they are.
@@ -169,7 +145,7 @@ def embed(
     if batch_size < 1:
         raise BadInputError(f"batch_size={batch_size}; pass a positive batch size.")
     module = probe.named_layer(model, layer)
-    batches, total = _batches(data, batch_size)
+    batches = as_batches(data, batch_size)
     target = torch.device(device) if device is not None else probe.model_device(model)
     if any(m.training and isinstance(m, _MODE_DEPENDENT) for m in model.modules()):
         warnings.warn(
@@ -196,10 +172,10 @@ def embed(
     disable = None if progress is None else not progress
     with probe.preserved(model), probe.Hooks() as hooks, torch.no_grad():
         hooks.add(module.register_forward_hook(hook))
-        bar = tqdm(total=total, desc=f"embedding {layer}", unit="batch", disable=disable, leave=False)
+        bar = tqdm(total=batches.count, desc=f"embedding {layer}", unit="batch", disable=disable, leave=False)
         with bar:
             for batch in _iterate(batches, bar):
-                inputs, target_labels = _split(batch)
+                inputs, target_labels = batch
                 if max_items is not None:
                     inputs = inputs[: max_items - count]
                     target_labels = None if target_labels is None else target_labels[: max_items - count]

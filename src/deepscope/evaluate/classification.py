@@ -5,7 +5,7 @@ Everything is computed with torch/numpy; scikit-learn is the reference in the te
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence, Sized
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from .. import probe
+from ..batches import batches as as_batches
 from ..errors import BadInputError
 
 if TYPE_CHECKING:
@@ -190,14 +191,12 @@ def evaluate_model(
     device = probe.model_device(model)
     labels: list[Tensor] = []
     scores: list[Tensor] = []
-    total = len(loader) if isinstance(loader, Sized) else None
     disable = None if progress is None else not progress
     with torch.no_grad():
-        for batch in tqdm(loader, total=total, desc="evaluating", unit="batch", disable=disable, leave=False):
-            if not isinstance(batch, (tuple, list)) or len(batch) < 2:
+        for inputs, target in tqdm(as_batches(loader), desc="evaluating", unit="batch", disable=disable, leave=False):
+            if target is None:
                 raise BadInputError("the loader must yield (inputs, labels) batches.")
-            inputs, target = batch[0], batch[1]
-            output = probe.run(model, torch.as_tensor(inputs).to(device))
+            output = probe.run(model, inputs.to(device))
             if output.ndim != 2:
                 raise BadInputError(f"the model returned shape {tuple(output.shape)}; a classifier returns [B, K].")
             scores.append(output.float().softmax(dim=1).cpu())

@@ -6,7 +6,7 @@ class the data set confuses, or a shortcut (the background, a watermark). Its ex
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sized
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from .. import probe
+from ..batches import batches as as_batches
 from ..errors import BadInputError
 from ..explain.base import _check_options, explain, method_class
 from ..explanation import Explanation
@@ -94,18 +95,6 @@ class ConfidentlyWrong:
         return figure_png(self.figure())
 
 
-def _batches(data: Data, batch_size: int) -> tuple[Iterator[Any], int | None]:
-    if isinstance(data, tuple) and len(data) == 2 and all(isinstance(t, Tensor) for t in data):
-        inputs, labels = data
-        if len(inputs) != len(labels):
-            raise BadInputError(f"{len(inputs)} inputs but {len(labels)} labels; give one label per input.")
-        starts = range(0, len(inputs), batch_size)
-        return ((inputs[i : i + batch_size], labels[i : i + batch_size]) for i in starts), len(starts)
-    if isinstance(data, (Tensor, str)) or not isinstance(data, Iterable):
-        raise BadInputError("data must be (inputs, labels) tensors or a DataLoader yielding (inputs, labels) batches.")
-    return iter(data), len(data) if isinstance(data, Sized) else None
-
-
 def confidently_wrong(
     model: nn.Module,
     data: Data,
@@ -144,17 +133,16 @@ def confidently_wrong(
     options = dict(options or {})
     layer = options.pop("layer", None)
     _check_options(method_class(method), options)
-    batches, total = _batches(data, batch_size)
+    batches = as_batches(data, batch_size)
 
     device = probe.model_device(model)
     best: dict[str, Tensor] = {}
     seen = wrong = 0
     disable = None if progress is None else not progress
     with torch.no_grad():
-        for batch in tqdm(batches, total=total, desc="finding errors", unit="batch", disable=disable, leave=False):
-            if not isinstance(batch, (tuple, list)) or len(batch) < 2:
-                raise BadInputError("the data must yield (inputs, labels) batches.")
-            inputs, labels = torch.as_tensor(batch[0]), torch.as_tensor(batch[1]).reshape(-1).long().cpu()
+        for inputs, labels in tqdm(batches, desc="finding errors", unit="batch", disable=disable, leave=False):
+            if labels is None:
+                raise BadInputError("the data must give labels: (inputs, labels) tensors or (inputs, labels) batches.")
             output = probe.run(model, inputs.to(device))
             if output.ndim != 2 or len(output) != len(labels):
                 raise BadInputError(f"the model returned {tuple(output.shape)} for {len(labels)} labels; want [B, K].")
