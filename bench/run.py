@@ -1,7 +1,7 @@
 """Run every benchmark in this folder, each against its peer in the same process.
 
 Run: .venv/bin/python bench/run.py [name ...]
-(names: gradcam, integrated_gradients, occlusion, faithfulness, embed, tsne, scalars, watch, board)
+(names: gradcam, integrated_gradients, occlusion, faithfulness, embed, tsne, scalars, watch, board, projector)
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ BENCHMARKS = [
     "scalars",
     "watch",
     "board",
+    "projector",
 ]
 
 

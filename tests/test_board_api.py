@@ -132,6 +132,7 @@ def test_views_are_the_kinds_present(client: TestClient, tmp_path: Path) -> None
         "explanations": False,
         "evaluation": False,
         "text": True,
+        "projector": False,
     }
     with ds.Run(tmp_path / "only-scalars") as run:
         run.log({"x": 1.0})
@@ -143,6 +144,7 @@ def test_views_are_the_kinds_present(client: TestClient, tmp_path: Path) -> None
         "explanations": False,
         "evaluation": False,
         "text": False,
+        "projector": False,
     }
 
 

@@ -12,13 +12,16 @@ Adding a view: one function here, one route in ``server.py``, one key in :data:`
 from __future__ import annotations
 
 import base64
+import io
 import json
 import math
 import os
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -38,6 +41,7 @@ VIEWS: dict[str, tuple[str, ...]] = {
     "explanations": ("explanation",),
     "evaluation": ("confusion_matrix", "pr_curve"),
     "text": ("text",),
+    "projector": ("embedding",),
 }
 
 # Seed 000's advice, shown above the explanation gallery.
@@ -322,6 +326,401 @@ def text(root: Path, run: str, tag: str) -> dict[str, Any]:
     """The text notes of a tag, in the order logged."""
     records = _records(root, run, tag, "text")
     return {"run": run, "tag": tag, "points": [{"step": t.step, "text": t.text} for t in records]}
+
+
+# ---- projector --------------------------------------------------------------------------------------------------
+
+# The projections the board computes when none is stored under the name: "<method>-<dim>d".
+COMPUTED = tuple(f"{method}-{dim}d" for method in ("pca", "tsne", "umap") for dim in (2, 3))
+DEFAULT_NEIGHBORS = 10
+
+
+def embeddings(root: Path, run: str) -> dict[str, Any]:
+    """The embeddings of a run: ``{"run", "embeddings": [{"tag", "steps", "step", "n", "d", "columns",
+    "thumbnails", "stored", "projections"}]}``, one per tag, describing its last step.
+
+    ``columns``: the names of its label columns (``label``, ``prediction``, ...; ``correct`` is added by
+    :func:`embedding_labels` when both of the first two exist); ``thumbnails``: whether it has images to hover;
+    ``stored``: the names of its precomputed projections; ``projections``: those, then the computable
+    ``pca-2d`` ... ``umap-3d`` not stored under the same name, in the order the page offers them.
+    """
+    directory = run_dir(root, run)
+    stamp = _stamp(directory)
+    key = (str(directory), "embeddings", stamp)
+    found = ITEMS.get(key) if stamp is not None else None
+    if found is not None:
+        return {"run": run, "embeddings": found}
+    with _reader(root, run) as reader:
+        tags = sorted(tag for tag, kind in reader.tags().items() if kind == "embedding")
+        found = []
+        for tag in tags:
+            records = reader.files(tag)
+            step, file, meta = records[-1]
+            stored = list(meta.get("projections") or {})
+            found.append(
+                {
+                    "tag": tag,
+                    "steps": [r[0] for r in records],
+                    "step": step,
+                    "n": meta["shape"][0],
+                    "d": meta["shape"][1],
+                    "columns": _label_header(meta),
+                    "thumbnails": "thumbnails" in _npz_members(reader.path / file),
+                    "stored": stored,
+                    "projections": stored + [name for name in COMPUTED if name not in stored],
+                }
+            )
+    if stamp is not None:
+        ITEMS.put(key, found)
+    return {"run": run, "embeddings": found}
+
+
+def embedding_labels(root: Path, run: str, tag: str, step: int | None = None) -> dict[str, Any]:
+    """The label columns of an embedding, compactly: ``{"run", "tag", "step", "n", "columns": [{"name",
+    "values": the distinct strings, sorted, "codes": {"dtype": "<u1" | "<u2" | "<i4", "base64"}: each point's
+    index into values, in the smallest type that holds them}]}``. With both a ``label`` and a ``prediction``
+    column, a ``correct`` column (``"wrong"`` / ``"right"``) follows them.
+    """
+    item = _embedding_item(root, run, tag, step)
+    columns = _cached(item, "labels", lambda: _label_columns(item.meta))
+    return {
+        "run": run,
+        "tag": tag,
+        "step": item.step,
+        "n": item.n,
+        "columns": [{"name": name, "values": v, "codes": _codes(codes, len(v))} for name, v, codes in columns],
+    }
+
+
+def projection(root: Path, run: str, tag: str, name: str, step: int | None = None) -> dict[str, Any]:
+    """The 2D or 3D points of a projection of an embedding, computing it when it is not stored.
+
+    A projection stored with the embedding under ``name`` comes as it is. Otherwise ``name`` is one of
+    :data:`COMPUTED`: PCA is computed here and now; t-SNE and UMAP start in a background thread (one at a time)
+    and the answer says how far they are, so ask again (or :func:`projection_status`) until ``status`` is
+    ``"done"``. Computed points are kept in memory, keyed by the embedding file's path and modification time.
+
+    ``{"run", "tag", "step", "name", "stored", "status": "done" | "queued" | "running" | "failed", "n",
+    "dim", "seconds", "error", "points"}``: ``points`` (when done) is ``{"dtype": "<f4", "base64"}``, the
+    row-major ``[n, dim]`` float32 points' little-endian bytes (8 bytes a 2D point, 1,000,000 points in 11 MB).
+    """
+    item = _embedding_item(root, run, tag, step)
+    stored = item.meta.get("projections") or {}
+    if name in stored:
+        points = _cached(item, f"projection:{name}", lambda: _load(item, stored[name][0]))
+        return _job_answer(run, tag, item, name, True, int(stored[name][-1]), _Job("done", points), True)
+    method, dim = _computable(run, tag, name, stored)
+    return _job_answer(run, tag, item, name, False, dim, JOBS.start(item, name, method, dim), True)
+
+
+def projection_status(root: Path, run: str, tag: str, name: str, step: int | None = None) -> dict[str, Any]:
+    """:func:`projection`'s answer without the points, and without starting anything: ``status`` is
+    ``"absent"`` for a computable projection nobody asked for yet."""
+    item = _embedding_item(root, run, tag, step)
+    stored = item.meta.get("projections") or {}
+    if name in stored:
+        return _job_answer(run, tag, item, name, True, int(stored[name][-1]), _Job("done"), False)
+    _, dim = _computable(run, tag, name, stored)
+    return _job_answer(run, tag, item, name, False, dim, JOBS.get(item, name) or _Job("absent"), False)
+
+
+def neighbors(
+    root: Path,
+    run: str,
+    tag: str,
+    index: int,
+    k: int = DEFAULT_NEIGHBORS,
+    metric: str = "cosine",
+    step: int | None = None,
+) -> dict[str, Any]:
+    """The ``k`` nearest points to point ``index`` in the embedding's original feature space (not in a
+    projection), nearest first: ``{"run", "tag", "step", "index", "metric", "indices", "distances"}``, by
+    :func:`deepscope.embed.neighbors` (brute force; ``metric`` ``"cosine"`` or ``"euclidean"``)."""
+    import torch
+
+    from ..embed import neighbors as nearest
+
+    item = _embedding_item(root, run, tag, step)
+    if not 0 <= index < item.n:
+        raise BadInputError(f"index={index}: the embedding {tag!r} has points 0 to {item.n - 1}")
+    features = torch.from_numpy(_cached(item, "features", lambda: _load(item, "features")))
+    found = nearest(features, [index], k=k, metric=metric)  # type: ignore[arg-type]
+    return {
+        "run": run,
+        "tag": tag,
+        "step": item.step,
+        "index": index,
+        "metric": metric,
+        "indices": found.indices[0].tolist(),
+        "distances": _floats(found.distances[0].double().numpy()),
+    }
+
+
+def thumbnail(root: Path, run: str, tag: str, index: int, step: int | None = None) -> bytes:
+    """The thumbnail of point ``index`` of an embedding as PNG bytes, for the projector's hover and lists."""
+    from PIL import Image as PILImage
+
+    item = _embedding_item(root, run, tag, step)
+    if "thumbnails" not in _npz_members(item.path):
+        raise NotFound(f"the embedding {tag!r} of run {run!r} has no thumbnails")
+    if not 0 <= index < item.n:
+        raise NotFound(f"the embedding {tag!r} of run {run!r} has no point {index}")
+    pixels = _cached(item, "thumbnails", lambda: _load(item, "thumbnails"))[index]
+    out = io.BytesIO()
+    PILImage.fromarray(pixels).save(out, format="PNG")
+    return out.getvalue()
+
+
+class _Item:
+    """One embedding record, located: its file, stored description, step and size (nothing read yet)."""
+
+    def __init__(self, path: Path, meta: dict[str, Any], step: int) -> None:
+        self.path, self.meta, self.step = path, meta, step
+        self.n = int(meta["shape"][0])
+        # The file is written once under a fresh name, so its path and modification time name its contents.
+        self.key = (str(path), path.stat().st_mtime_ns)
+
+
+def _embedding_item(root: Path, run: str, tag: str, step: int | None) -> _Item:
+    """The embedding record of ``tag`` at ``step`` (default: the last), from :data:`ITEMS` while the run is
+    unchanged: its description holds every label, so parsing it again would cost each hover ~0.2 s at 100,000."""
+    directory = run_dir(root, run)
+    stamp = _stamp(directory)
+    key = (str(directory), tag, step, stamp)
+    found = ITEMS.get(key) if stamp is not None else None
+    if found is not None:
+        return found
+    with _reader(root, run) as reader:
+        _check_kind(reader, run, tag, "embedding")
+        records = reader.files(tag)
+        chosen_step, file, meta = _at_step(records, step, run, tag)
+        path = reader.path / file
+    if not path.is_file():
+        raise NotFound(f"the embedding {tag!r} of run {run!r} at step {chosen_step} is missing its file {file}")
+    item = _Item(path, meta, chosen_step)
+    if stamp is not None:
+        ITEMS.put(key, item)
+    return item
+
+
+class _Recent:
+    """A thread-safe LRU of the last ``entries`` values (located records, listings), keyed by what names them and
+    the run's :func:`_stamp`, so nothing stale is found again."""
+
+    def __init__(self, entries: int) -> None:
+        self.entries = entries
+        self._items: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[Any, ...]) -> Any:
+        with self._lock:
+            found = self._items.get(key)
+            if found is not None:
+                self._items.move_to_end(key)
+            return found
+
+    def put(self, key: tuple[Any, ...], value: Any) -> None:
+        with self._lock:
+            self._items[key] = value
+            while len(self._items) > self.entries:
+                self._items.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+
+ITEMS = _Recent(entries=16)
+
+
+def _label_header(meta: dict[str, Any]) -> list[str]:
+    labels = meta.get("labels")
+    if labels is None:
+        return []
+    return list(meta.get("label_header") or (["label"] if not labels or isinstance(labels[0], str) else []))
+
+
+def _label_columns(meta: dict[str, Any]) -> list[tuple[str, list[str], np.ndarray]]:
+    """Each label column as its distinct values and every point's code into them (plus ``correct``)."""
+    labels, header = meta.get("labels"), _label_header(meta)
+    if labels is None:
+        return []
+    table = np.asarray(labels, dtype=str).reshape(len(labels), -1)
+    columns = []
+    for i, name in enumerate(header):
+        values, codes = np.unique(table[:, i], return_inverse=True)
+        columns.append((name, values.tolist(), codes.reshape(-1)))
+    if "label" in header and "prediction" in header and "correct" not in header:
+        right = table[:, header.index("label")] == table[:, header.index("prediction")]
+        columns.append(("correct", ["wrong", "right"], right.astype(np.int32)))
+    return columns
+
+
+def _computable(run: str, tag: str, name: str, stored: dict[str, Any]) -> tuple[str, int]:
+    if name not in COMPUTED:
+        raise NotFound(
+            f"the embedding {tag!r} of run {run!r} has no projection {name!r}; stored: {list(stored) or 'none'}, "
+            f"computed on request: {', '.join(COMPUTED)}"
+        )
+    method, dim = name.split("-")
+    return method, int(dim[0])
+
+
+def _npz_members(path: Path) -> list[str]:
+    try:
+        with np.load(path) as arrays:
+            return list(arrays.files)
+    except (OSError, ValueError) as e:
+        raise NotFound(f"{path.name} cannot be read: {e}") from e
+
+
+def _load(item: _Item, key: str) -> np.ndarray:
+    try:
+        with np.load(item.path) as arrays:
+            return arrays[key]
+    except (OSError, ValueError, KeyError) as e:
+        raise NotFound(f"{item.path.name} cannot be read: {e}") from e
+
+
+class _Arrays:
+    """The arrays (and label codes) of the last few embeddings read, so hovering and clicking through a
+    million points reads the file once, not per request."""
+
+    def __init__(self, entries: int) -> None:
+        self.entries = entries
+        self._items: OrderedDict[tuple[str, int], dict[str, Any]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[str, int], what: str, make: Any) -> Any:
+        with self._lock:
+            entry = self._items.setdefault(key, {})
+            self._items.move_to_end(key)
+            while len(self._items) > self.entries:
+                self._items.popitem(last=False)
+            if what not in entry:
+                entry[what] = make()  # under the lock: two viewers never read the same file twice at once
+            return entry[what]
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+
+ARRAYS = _Arrays(entries=2)
+
+
+def _cached(item: _Item, what: str, make: Any) -> Any:
+    return ARRAYS.get(item.key, what, make)
+
+
+@dataclass
+class _Job:
+    """A projection being computed, or its result."""
+
+    status: str
+    points: np.ndarray | None = None
+    error: str = ""
+    started: float = 0.0
+    seconds: float = 0.0
+
+
+class _Jobs:
+    """Projections computed on the server: PCA at once, t-SNE / UMAP one at a time in background threads.
+
+    Results are kept by (embedding file, mtime, name), at most ``max_bytes`` of points (least recently used go).
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._jobs: OrderedDict[tuple[Any, ...], _Job] = OrderedDict()
+        self._lock = threading.Lock()
+        self._one_at_a_time = threading.Lock()  # t-SNE and UMAP use every core already
+
+    def get(self, item: _Item, name: str) -> _Job | None:
+        with self._lock:
+            return self._jobs.get((*item.key, name))
+
+    def start(self, item: _Item, name: str, method: str, dim: int) -> _Job:
+        key = (*item.key, name)
+        with self._lock:
+            job = self._jobs.get(key)
+            if job is not None:
+                self._jobs.move_to_end(key)
+                return job
+            job = self._jobs[key] = _Job(status="queued", started=time.monotonic())
+        if method == "pca":  # seconds for a million points: answer at once (a bad input raises here: 422)
+            try:
+                self._run(item, job, method, dim)
+            except BaseException:
+                with self._lock:
+                    self._jobs.pop(key, None)
+                raise
+        else:
+            threading.Thread(target=self._background, args=(item, job, method, dim), daemon=True).start()
+        return job
+
+    def _background(self, item: _Item, job: _Job, method: str, dim: int) -> None:
+        with self._one_at_a_time:
+            try:
+                self._run(item, job, method, dim)
+            except Exception as e:  # shown on the page: a BadInputError says what to change
+                job.error = f"{type(e).__name__}: {e}" if not isinstance(e, BadInputError) else str(e)
+                job.status = "failed"
+
+    def _run(self, item: _Item, job: _Job, method: str, dim: int) -> None:
+        from ..embed import project
+
+        job.status, job.started = "running", time.monotonic()
+        features = _cached(item, "features", lambda: _load(item, "features"))
+        result = project(features, method=method, dim=dim, progress=False, quality=False)  # type: ignore[arg-type]
+        job.points = np.ascontiguousarray(result.points.numpy(), dtype=np.float32)  # type: ignore[union-attr]
+        job.seconds = time.monotonic() - job.started
+        job.status = "done"
+        self._trim()
+
+    def _trim(self) -> None:
+        with self._lock:
+            total = 0
+            for key in reversed(list(self._jobs)):
+                points = self._jobs[key].points
+                total += points.nbytes if points is not None else 0
+                if total > self.max_bytes:
+                    del self._jobs[key]
+
+
+JOBS = _Jobs(max_bytes=512 * 2**20)
+
+
+def _job_answer(
+    run: str, tag: str, item: _Item, name: str, stored: bool, dim: int, job: _Job, with_points: bool
+) -> dict[str, Any]:
+    done, points = job.status == "done", job.points
+    running = job.status in ("queued", "running")
+    return {
+        "run": run,
+        "tag": tag,
+        "step": item.step,
+        "name": name,
+        "stored": stored,
+        "status": job.status,
+        "n": item.n,
+        "dim": dim,
+        "seconds": round(job.seconds if done else time.monotonic() - job.started if running else 0.0, 3),
+        "error": job.error,
+        "points": _packed32(points) if with_points and points is not None else None,
+    }
+
+
+def _codes(codes: np.ndarray, count: int) -> dict[str, str]:
+    """Codes into ``count`` values in the smallest type that holds them: a million labels of 10 classes in 1.3 MB."""
+    dtype = "<u1" if count <= 2**8 else "<u2" if count <= 2**16 else "<i4"
+    return {"dtype": dtype, "base64": base64.b64encode(np.ascontiguousarray(codes, dtype=dtype).tobytes()).decode()}
+
+
+def _packed32(values: np.ndarray) -> dict[str, str]:
+    """Like :func:`_packed`, in 32 bits (``<f4`` or ``<i4``): half the bytes, plenty for positions and codes."""
+    dtype = "<f4" if values.dtype.kind == "f" else "<i4"
+    return {"dtype": dtype, "base64": base64.b64encode(np.ascontiguousarray(values, dtype=dtype).tobytes()).decode()}
 
 
 # ---- paths: nothing outside the served directory ----------------------------------------------------------------

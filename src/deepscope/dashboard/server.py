@@ -113,6 +113,40 @@ def create_app(root: str | os.PathLike[str], token: str | None = None) -> FastAP
     def text(run: str, tag: str) -> Response:
         return _JSON(api.text(base, run, tag))
 
+    @app.get("/api/embeddings")
+    def embeddings(run: str) -> Response:
+        return _JSON(api.embeddings(base, run))
+
+    @app.get("/api/embedding/labels")
+    def embedding_labels(run: str, tag: str, step: int | None = None) -> Response:
+        return _JSON(api.embedding_labels(base, run, tag, step))
+
+    @app.get("/api/projection")
+    def projection(run: str, tag: str, name: str, step: int | None = None) -> Response:
+        return _JSON(api.projection(base, run, tag, name, step))
+
+    @app.get("/api/projection/status")
+    def projection_status(run: str, tag: str, name: str, step: int | None = None) -> Response:
+        return _JSON(api.projection_status(base, run, tag, name, step))
+
+    @app.get("/api/neighbors")
+    def neighbors(
+        run: str,
+        tag: str,
+        index: int,
+        k: int = Query(api.DEFAULT_NEIGHBORS, ge=1, le=1000),
+        metric: str = "cosine",
+        step: int | None = None,
+    ) -> Response:
+        return _JSON(api.neighbors(base, run, tag, index, k, metric, step))
+
+    @app.get("/api/thumbnail")
+    def thumbnail(run: str, tag: str, index: int, step: int | None = None) -> Response:
+        # A record never changes once written: with its step named, the browser may keep the picture a while.
+        png = api.thumbnail(base, run, tag, index, step)
+        cache = "private, max-age=3600" if step is not None else "no-cache"
+        return Response(png, media_type="image/png", headers={"Cache-Control": cache})
+
     @app.get("/api/file")
     def file(run: str, path: str) -> Response:
         return FileResponse(api.file_path(base, run, path), headers={"X-Content-Type-Options": "nosniff"})

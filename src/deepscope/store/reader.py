@@ -172,7 +172,8 @@ class Reader:
 
         Histograms come back as :class:`Histogram` (counts with the dtype they were logged with), graphs as
         :class:`Graph`, notes as :class:`Text`, images as :class:`Image` with uint8 pixels read from their file,
-        embeddings as :class:`Embedding` (float32 features, uint8 thumbnails), PR curves as :class:`PRCurve`,
+        embeddings as :class:`Embedding` (float32 features and projections, uint8 thumbnails), PR curves as
+        :class:`PRCurve`,
         confusion matrices as :class:`Confusion` (int64 counts), explanation sets as :class:`ExplanationSet` with
         uint8 pictures read from their files.
 
@@ -287,6 +288,9 @@ class Reader:
                 with np.load(file) as arrays:
                     features = arrays["features"]
                     thumbnails = arrays["thumbnails"] if "thumbnails" in arrays.files else None
+                    # Runs written before projections were stored have none.
+                    stored = data.get("projections") or {}
+                    projections = {name: arrays[key] for name, (key, *_) in stored.items()} or None
             except (OSError, ValueError, KeyError) as e:
                 raise StoreError(f"{file}, an embedding of {tag!r} at step {row['step']}, cannot be read: {e}") from e
             return Embedding(
@@ -297,6 +301,7 @@ class Reader:
                 label_header=data["label_header"],
                 thumbnails=thumbnails,
                 wall_time=row["wall_time"],
+                projections=projections,
             )
         raise StoreError(f"{self.db}: tag {tag!r} has kind {kind!r}, which this deepscope cannot read")
 

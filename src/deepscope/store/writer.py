@@ -455,12 +455,16 @@ class Writer:
             arrays = {"features": item.features}
             if item.thumbnails is not None:
                 arrays["thumbnails"] = item.thumbnails
+            # Projections under numbered keys (any name stays out of the zip's member names); the names in the db.
+            keys = {name: f"projection_{i}" for i, name in enumerate(item.projections or {})}
+            arrays.update({keys[name]: points for name, points in (item.projections or {}).items()})
             _write_npz(self.path / relative, arrays)
             written.append(self.path / relative)
             described: dict[str, Any] = {
                 "labels": item.labels,
                 "label_header": item.label_header,
                 "shape": list(item.features.shape),
+                "projections": {name: [keys[name], *points.shape] for name, points in (item.projections or {}).items()},
             }
             wall = item.wall_time if item.wall_time is not None else now
             self._object(tag_id, item.step, wall, described, relative.as_posix())

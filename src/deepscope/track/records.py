@@ -95,6 +95,8 @@ class Embedding:
 
     ``labels`` is ``None``, ``N`` strings, or ``N`` rows of strings with ``label_header`` naming the columns;
     ``thumbnails`` (optional) uint8 ``[N, H, W]`` or ``[N, H, W, 3]`` (or floats in [0, 1]), one image per vector.
+    ``projections`` (optional) names precomputed 2D or 3D points ``[N, 2 | 3]`` (``{"tsne-2d": points}``), which
+    the board's projector shows as they are instead of computing them.
     The store keeps the arrays in a ``.npz`` file beside the run's database and the labels in the database.
     """
 
@@ -105,6 +107,7 @@ class Embedding:
     label_header: list[str] | None = None
     thumbnails: np.ndarray | None = None
     wall_time: float | None = None
+    projections: dict[str, np.ndarray] | None = None
 
 
 @dataclass(frozen=True)

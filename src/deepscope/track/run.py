@@ -29,6 +29,8 @@ from .records import Confusion, Embedding, ExplanationSet, Graph, Histogram, Ima
 if TYPE_CHECKING:
     from torch import nn
 
+    from ..embed.extract import Features
+    from ..embed.project import Projection
     from ..evaluate.classification import BinaryReport, ConfusionMatrix, OneVsRest
     from ..explanation import Explanation
     from .watch import Watcher
@@ -301,6 +303,39 @@ class Run:
         self.log_records([record])
         return record
 
+    def log_embedding(
+        self,
+        features: Features | Any,
+        tag: str = "embedding",
+        step: int | None = None,
+        classes: Sequence[str] | None = None,
+        projections: Mapping[str, Any] | Iterable[Projection] | None = None,
+    ) -> Embedding:
+        """Store feature vectors for the board's Projector: what ``ds.embed`` returned (its labels, predictions
+        and thumbnails come along, class indices named by ``classes``), or a plain ``[N, D]`` array.
+
+        ``projections``: points already computed, shown as they are instead of computed on the board: a dict
+        ``{name: [N, 2 | 3] points or a Projection}``, or ``ds.project`` results, each named ``"<method>-<dim>d"``
+        (``"tsne-2d"``). Without ``step``, the tag continues from its own last step. Returns the record stored.
+        """
+        from ..embed.extract import Features
+
+        if isinstance(features, Features):
+            record = features.to_record(tag, 0, list(classes) if classes is not None else None)
+        else:
+            record = Embedding(tag, 0, _array(features))
+        if projections is not None and not isinstance(projections, Mapping):
+            named: dict[str, Any] = {}
+            for projection in projections:
+                name = f"{projection.method}-{projection.dim}d"
+                if name in named:
+                    raise BadInputError(f"two projections would be named {name!r}: pass a dict naming each one")
+                named[name] = projection.points
+            projections = named
+        record = dataclasses.replace(record, step=self._next_step(tag, step), projections=projections)
+        self.log_records([record])
+        return record
+
     def watch(self, model: nn.Module, every: int = 100, **options: Any) -> Watcher:
         """Record histograms of ``model``'s weights, biases, gradients and activations every ``every`` steps.
 
@@ -569,7 +604,26 @@ def _embedding(record: Embedding) -> dict[str, Any]:
                 f"{tag!r}: thumbnails are [N, H, W] or [N, H, W, C] with N = {n}, not {list(thumbnails.shape)}"
             )
         changes["thumbnails"] = np.stack([_pixels(tag, image) for image in thumbnails])
+    if record.projections is not None:
+        changes["projections"] = _projections(tag, record.projections, n)
     return changes
+
+
+def _projections(tag: str, projections: object, n: int) -> dict[str, np.ndarray]:
+    """Each named projection as float32 ``[N, 2 | 3]`` finite points, or a :class:`BadInputError`."""
+    if not isinstance(projections, Mapping):
+        raise BadInputError(f"{tag!r}: projections are a dict of name -> [N, 2 | 3] points, not {type(projections)}")
+    checked = {}
+    for name, points in projections.items():
+        if not isinstance(name, str) or not name:
+            raise BadInputError(f"{tag!r}: a projection's name is a non-empty str, not {name!r}")
+        array = _array(getattr(points, "points", points))  # a deepscope Projection, or its points
+        if array.ndim != 2 or array.shape[0] != n or array.shape[1] not in (2, 3) or array.dtype.kind not in "iuf":
+            raise BadInputError(f"{tag!r}: projection {name!r} must be numeric [{n}, 2 | 3] points, not {array.shape}")
+        if not np.isfinite(array).all():
+            raise BadInputError(f"{tag!r}: projection {name!r} holds NaN or infinite points")
+        checked[name] = np.ascontiguousarray(array, dtype=np.float32)
+    return checked
 
 
 def _pr_curve(record: PRCurve) -> dict[str, Any]:
