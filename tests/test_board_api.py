@@ -417,6 +417,110 @@ def test_explanations_gallery_items_and_pictures(evaluated: tuple[TestClient, di
     np.testing.assert_array_equal(pixels(item["maps"][1]["overlay"]), np.asarray(explanation.overlay(1)))
 
 
+# ---- sanity checks, faithfulness and method comparisons -----------------------------------------------------------
+
+
+def _failing(model: torch.nn.Module, inputs: torch.Tensor) -> torch.Tensor:
+    raise ds.BadInputError(f"not for this model {HOSTILE_CLASS}")
+
+
+@pytest.fixture(scope="module")
+def trusted(tmp_path_factory: pytest.TempPathFactory) -> tuple[TestClient, dict]:
+    """A run with two sanity checks (steps 0 and 4), deletion and insertion curves and a method comparison."""
+    root = tmp_path_factory.mktemp("trusted")
+    model = _tiny_cnn()
+    x = torch.rand(3, 3, 8, 8, generator=torch.Generator().manual_seed(2))
+    cascading = ds.sanity_check(model, x, methods=["saliency", "gradcam"])
+    independent = ds.sanity_check(model, x, methods=["saliency"], mode="independent")
+    explained = [ds.explain(model, x, method=m) for m in ("saliency", "gradcam")]
+    deletion = [ds.faithfulness(model, x, e, steps=5) for e in explained]
+    insertion = [ds.faithfulness(model, x, e, metric="insertion", steps=5) for e in explained]
+    comparison = ds.compare_methods(
+        model, x, methods=["gradcam", _failing, "saliency"], metrics=("insertion", "deletion"), steps=5, progress=False
+    )
+    with ds.Run(root / "trust") as run:
+        run.log_sanity_check(independent, step=0)
+        run.log_sanity_check(cascading, step=4)
+        run.log_faithfulness(deletion, tag="faithfulness/deletion")
+        run.log_faithfulness(insertion, tag="faithfulness/insertion")
+        run.log_method_comparison(comparison)
+    made = {"cascading": cascading, "independent": independent, "deletion": deletion, "comparison": comparison}
+    return TestClient(create_app(root), base_url=LOCAL), made
+
+
+@pytest.mark.parametrize("step", [None, 0])
+def test_sanity_check_curves_are_the_checks_mean_and_std(trusted: tuple[TestClient, dict], step: int | None) -> None:
+    client, made = trusted
+    params = {"run": "trust", "tag": "sanity_check"} | ({} if step is None else {"step": step})
+    answer = client.get("/api/sanity_check", params=params).json()
+    check = made["cascading" if step is None else "independent"]
+    assert answer["steps"] == [0, 4] and answer["step"] == (4 if step is None else 0)
+    assert (answer["mode"], answer["methods"], answer["stages"]) == (check.mode, check.methods, check.steps)
+    assert answer["metrics"] == ["spearman", "spearman_abs", "ssim", "hog"] and answer["inputs"] == 3
+    for method in check.methods:
+        for metric in answer["metrics"]:
+            scores = check.scores[method][metric].numpy().astype(np.float64)
+            assert answer["curves"][method][metric] == {
+                "mean": scores.mean(axis=1).tolist(),
+                "std": scores.std(axis=1).tolist(),  # population std, as SanityCheck.figure draws the band
+            }
+
+
+def test_faithfulness_curves_are_the_results_mean_curves_and_aucs(trusted: tuple[TestClient, dict]) -> None:
+    client, made = trusted
+    answer = client.get("/api/faithfulness", params={"run": "trust", "tag": "faithfulness/deletion"}).json()
+    assert (answer["metric"], answer["probability"], answer["inputs"], answer["step"]) == ("deletion", True, 3, 0)
+    assert answer["fractions"] == pytest.approx([0, 0.2, 0.4, 0.6, 0.8, 1.0], abs=1e-7)
+    assert [c["method"] for c in answer["curves"]] == ["saliency", "gradcam"]
+    for curve, result in zip(answer["curves"], made["deletion"]):
+        values = result.curves.numpy().astype(np.float64)
+        assert curve["mean"] == values.mean(axis=0).tolist() and curve["std"] == values.std(axis=0).tolist()
+        assert curve["auc"] == float(result.auc.mean())
+        assert curve["mean"][0] == pytest.approx(float(result.curves[:, 0].mean()))  # the clean input's probability
+    inserted = client.get("/api/faithfulness", params={"run": "trust", "tag": "faithfulness/insertion"}).json()
+    assert inserted["metric"] == "insertion"
+
+
+def test_method_comparison_rows_best_first_with_failures_and_reasons(trusted: tuple[TestClient, dict]) -> None:
+    client, made = trusted
+    comparison = made["comparison"]
+    answer = client.get("/api/method_comparison", params={"run": "trust", "tag": "method_comparison"}).json()
+    assert answer["metrics"] == ["insertion", "deletion"] and answer["sort_by"] == "insertion"
+    assert answer["lower_is_better"] == {"insertion": False, "deletion": True}
+    assert [row["method"] for row in answer["rows"]] == [row.method for row in comparison.rows]
+    assert answer["rows"][-1] == {
+        "method": "_failing",
+        "values": {"insertion": None, "deletion": None},
+        "std": {"insertion": None, "deletion": None},
+        "error": f"not for this model {HOSTILE_CLASS}",
+    }
+    worked = answer["rows"][:-1]
+    assert {row["method"] for row in worked} == {"gradcam", "saliency", "random"}
+    insertion = [row["values"]["insertion"] for row in worked]
+    assert insertion == sorted(insertion, reverse=True)  # higher insertion AUC is better: best first
+    for row, score in zip(worked, comparison.rows):
+        assert row["values"] == {"insertion": score.insertion, "deletion": score.deletion} and row["error"] is None
+        spread = {m: float(comparison.aucs[score.method][m].numpy().astype(np.float64).std()) for m in row["std"]}
+        assert row["std"] == spread
+
+
+@pytest.mark.parametrize(
+    ("route", "params"),
+    [
+        ("/api/sanity_check", {"run": "nope", "tag": "sanity_check"}),
+        ("/api/sanity_check", {"run": "trust", "tag": "method_comparison"}),  # a tag of another kind
+        ("/api/sanity_check", {"run": "trust", "tag": "sanity_check", "step": 2}),  # no record there
+        ("/api/faithfulness", {"run": "trust", "tag": "faithfulness"}),  # the curves live under faithfulness/<metric>
+        ("/api/faithfulness", {"run": "../trust", "tag": "faithfulness/deletion"}),
+        ("/api/method_comparison", {"run": "trust", "tag": "sanity_check"}),
+        ("/api/method_comparison", {"run": "trust", "tag": "method_comparison", "step": 1}),
+    ],
+)
+def test_sanity_faithfulness_and_comparison_404(trusted: tuple[TestClient, dict], route: str, params: dict) -> None:
+    answer = trusted[0].get(route, params=params)
+    assert answer.status_code == 404 and answer.json()["detail"]
+
+
 @pytest.mark.parametrize(
     ("route", "params"),
     [
@@ -442,6 +546,9 @@ def test_evaluation_and_explanations_404(evaluated: tuple[TestClient, dict], rou
         ("confusion", {"evaluation"}),
         ("pr curve", {"evaluation"}),
         ("explanations", {"explanations"}),
+        ("sanity check", {"evaluation"}),
+        ("faithfulness", {"evaluation"}),
+        ("method comparison", {"evaluation"}),
         ("nothing of these", set()),
     ],
 )
@@ -454,6 +561,15 @@ def test_evaluation_and_explanation_tabs_appear_only_with_their_data(tmp_path: P
             run.log_pr_curve(binary_report([0, 1], [0.2, 0.9]))
         elif logs == "explanations":
             run.log_explanations(ds.explain(_tiny_cnn(), torch.rand(1, 3, 8, 8), method="saliency"))
+        elif logs != "nothing of these":
+            x = torch.rand(1, 3, 8, 8)
+            if logs == "sanity check":
+                run.log_sanity_check(ds.sanity_check(_tiny_cnn(), x, methods=["saliency"]))
+            elif logs == "faithfulness":
+                run.log_faithfulness(ds.faithfulness(_tiny_cnn(), x, ds.explain(_tiny_cnn(), x), steps=2))
+            else:
+                compared = ds.compare_methods(_tiny_cnn(), x, methods=["saliency"], metrics=["deletion"], steps=2)
+                run.log_method_comparison(compared)
     views = TestClient(create_app(tmp_path), base_url=LOCAL).get("/api/views").json()
     assert {view for view in ("evaluation", "explanations") if views[view]} == shown
 

@@ -88,6 +88,24 @@ def _evaluate(run: ds.Run) -> None:
     labels = output.clone()
     labels[0] = (labels[0] + 1) % 3  # one misclassified case for the filter
     run.log_explanations(found, labels=labels, predictions=output, classes=CLASSES)
+    # Can these explanations be trusted: the sanity check, deletion curves and the comparison of the methods.
+    TRUSTED["check"] = ds.sanity_check(model, x, methods=["saliency", "gradcam"])
+    run.log_sanity_check(TRUSTED["check"])
+    TRUSTED["deletion"] = [ds.faithfulness(model, x, e, steps=FAITH_STEPS) for e in found]
+    run.log_faithfulness(TRUSTED["deletion"])
+    TRUSTED["comparison"] = ds.compare_methods(
+        model, x, methods=["saliency", "gradcam", _unfit], metrics=("deletion", "sanity"), steps=4, progress=False
+    )
+    run.log_method_comparison(TRUSTED["comparison"])
+
+
+FAITH_STEPS = 8
+TRUSTED: dict[str, Any] = {}
+
+
+def _unfit(model: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
+    """A method that cannot explain the model: the table lists it last, the reason shown as text."""
+    raise ds.BadInputError(f"cannot explain {HOSTILE}")
 
 
 @pytest.fixture(scope="module")
@@ -359,6 +377,64 @@ def test_evaluation_confusion_matrix_roc_pr_and_scores(browser_page: tuple[Any, 
     fractions = page.evaluate("() => document.querySelector('[data-chart=\"scores\"] .plot').data.map((t) => t.y)")
     assert [sum(f) for f in fractions] == pytest.approx([1, 1])  # each class drawn as shares of its own samples
     page.screenshot(path=str(tmp_path / "evaluation.png"), full_page=True)
+    assert not problems
+
+
+def test_evaluation_sanity_curves_comparison_table_and_faithfulness(
+    browser_page: tuple[Any, list[str]], tmp_path: Path
+) -> None:
+    page, problems = browser_page
+    _open(page, "evaluation")
+    sanity = '[data-chart="sanity"] .plot'
+    page.wait_for_function(f"() => {{ const gd = document.querySelector('{sanity}'); return gd && gd.data; }}")
+    check = TRUSTED["check"]
+    # One mean line per method (with its band's two edges), one point per step, the check's mean over the inputs.
+    lines = page.evaluate(f"() => document.querySelector('{sanity}').data.filter((t) => t.meta === 'mean')")
+    assert [t["name"] for t in lines] == check.methods
+    for line, method in zip(lines, check.methods):
+        expected = check.scores[method]["spearman"].numpy().astype(np.float64).mean(axis=1)
+        np.testing.assert_allclose(line["y"], expected, rtol=0, atol=1e-12)
+        assert len(line["x"]) == len(check.steps) and line["y"][0] == 1.0
+    bands = page.evaluate(f"() => document.querySelector('{sanity}').data.filter((t) => t.meta === 'band').length")
+    assert bands == 2 * len(check.methods)
+    ticks = page.evaluate(f"() => document.querySelector('{sanity}').layout.xaxis.ticktext")
+    assert ticks == check.steps
+    # Another similarity metric redraws the curves.
+    page.select_option('select[data-control="similarity"]', "ssim")
+    expected = check.scores["saliency"]["ssim"].numpy().astype(np.float64).mean(axis=1).tolist()
+    page.wait_for_function(
+        f"""(y) => {{ const t = document.querySelector('{sanity}').data.find((t) => t.meta === 'mean');
+                      return t.y.every((v, i) => Math.abs(v - y[i]) < 1e-12); }}""",
+        arg=expected,
+    )
+    # The comparison table: best first, the failed method last with its reason as text; a click on a header sorts.
+    comparison = TRUSTED["comparison"]
+    order = '() => [...document.querySelectorAll("table.comparison tbody tr")].map((r) => r.dataset.method)'
+    page.wait_for_function(f"() => ({order})().length === {len(comparison.rows)}")
+    assert page.evaluate(order) == [row.method for row in comparison.rows]
+    assert page.evaluate(order)[-1] == "_unfit"
+    assert f"failed: cannot explain {HOSTILE}" in page.inner_text("table.comparison tr.failed")
+    assert page.evaluate("() => document.querySelectorAll('img[src=\"x\"]').length") == 0
+    shown = page.eval_on_selector_all(
+        "table.comparison tbody tr:not(.failed) td[data-value]", "(cs) => cs.map((c) => Number(c.dataset.value))"
+    )
+    assert shown == [v for row in comparison.rows[:-1] for v in (row.deletion, row.sanity)]
+    page.click('table.comparison th[data-column="sanity"]')
+    by_sanity = sorted((row for row in comparison.rows if row.error is None), key=lambda row: row.sanity)
+    assert page.evaluate(order) == [row.method for row in by_sanity] + ["_unfit"]
+    page.click('table.comparison th[data-column="sanity"]')  # again: the other way
+    assert page.evaluate(order) == [row.method for row in reversed(by_sanity)] + ["_unfit"]
+    # Faithfulness: each method's mean deletion curve over the inputs, FAITH_STEPS + 1 points, AUC in the name.
+    faith = '[data-chart="faithfulness"] .plot'
+    page.wait_for_function(f"() => {{ const gd = document.querySelector('{faith}'); return gd && gd.data; }}")
+    curves = page.evaluate(f"() => document.querySelector('{faith}').data.filter((t) => t.meta === 'mean')")
+    assert len(curves) == 2
+    for curve, result in zip(curves, TRUSTED["deletion"]):
+        assert curve["name"].startswith(f"{result.method} · deletion (AUC {float(result.auc.mean()):.3f})")
+        expected = result.curves.numpy().astype(np.float64).mean(axis=0)
+        np.testing.assert_allclose(curve["y"], expected, rtol=0, atol=1e-12)
+        assert len(curve["x"]) == FAITH_STEPS + 1
+    page.screenshot(path=str(tmp_path / "evaluation-trust.png"), full_page=True)
     assert not problems
 
 

@@ -21,7 +21,7 @@ from deepscope.errors import StoreError
 from deepscope.store import Reader
 from deepscope.store.reader import writer_alive
 from deepscope.track import Graph, Histogram, Image, Scalar, Text
-from deepscope.track.records import Confusion, ExplanationSet
+from deepscope.track.records import ComparisonTable, Confusion, ExplanationSet, FaithfulnessCurves, SanityCurves
 
 VALUES = {
     "float": (0.25, 0.25),
@@ -517,6 +517,135 @@ def test_bad_explanations_are_refused_before_drawing(tmp_path, case, message):
     ],
 )
 def test_bad_confusion_and_explanation_records_are_refused(tmp_path, record, message):
+    with ds.Run(tmp_path / "r") as run, pytest.raises(ds.BadInputError, match=message):
+        run.log_records([Scalar("fine", 1.0, 0), record])
+    with Reader(tmp_path / "r") as reader:
+        assert reader.tags() == {}
+
+
+# ---- sanity checks, faithfulness and method comparisons -------------------------------------------------------------
+
+
+def _broken(model: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
+    raise ds.BadInputError("needs a <b>bigger</b> model")
+
+
+@pytest.fixture(scope="module")
+def trust_results():
+    """A sanity check, deletion and insertion results and a method comparison (one method failing) of a tiny CNN."""
+    model = _tiny_cnn().eval()
+    x = torch.rand(3, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+    check = ds.sanity_check(model, x, methods=["saliency", "gradcam"])
+    explained = [ds.explain(model, x, method=m) for m in ("saliency", "gradcam")]
+    deletion = [ds.faithfulness(model, x, e, steps=6) for e in explained]
+    insertion = {"grad": ds.faithfulness(model, x, explained[0].heatmap, metric="insertion", steps=6)}
+    comparison = ds.compare_methods(model, x, methods=["saliency", _broken], random=False, steps=4, progress=False)
+    return check, deletion, insertion, comparison
+
+
+def test_sanity_faithfulness_and_comparison_round_trip_exactly(tmp_path, trust_results):
+    check, deletion, insertion, comparison = trust_results
+    with ds.Run(tmp_path / "r") as run:
+        run.log_sanity_check(check)
+        run.log_sanity_check(check)  # the tag counts on: step 1
+        run.log_faithfulness(deletion, step=5)
+        run.log_faithfulness(insertion, tag="faithfulness/insertion")
+        run.log_method_comparison(comparison)
+    with Reader(tmp_path / "r") as reader:
+        assert reader.tags("sanity_check") == {"sanity_check": "sanity_check"}
+        first, second = reader.records("sanity_check")
+        assert (first.step, second.step, first.mode) == (0, 1, "cascading")
+        assert (first.methods, first.stages, first.inputs) == (check.methods, check.steps, 3)
+        assert first.metrics == ["spearman", "spearman_abs", "ssim", "hog"]
+        for method in check.methods:
+            for metric in first.metrics:
+                scores = check.scores[method][metric].numpy().astype(np.float64)  # [steps, N]
+                np.testing.assert_array_equal(first.mean[method][metric], scores.mean(axis=1))
+                np.testing.assert_array_equal(first.std[method][metric], scores.std(axis=1))  # as .figure() draws
+        assert first.mean["saliency"]["spearman"][0] == 1.0  # the original map compared with itself
+        (faith,) = reader.records("faithfulness")
+        assert (faith.step, faith.metric, faith.methods, faith.inputs) == (5, "deletion", ["saliency", "gradcam"], 3)
+        np.testing.assert_array_equal(faith.fractions, deletion[0].fractions.numpy().astype(np.float64))
+        for i, result in enumerate(deletion):
+            curves = result.curves.numpy().astype(np.float64)
+            np.testing.assert_array_equal(faith.mean[i], curves.mean(axis=0))
+            np.testing.assert_array_equal(faith.std[i], curves.std(axis=0))
+            assert faith.auc[i] == float(result.auc.mean())
+        (inserted,) = reader.records("faithfulness/insertion")
+        assert (inserted.metric, inserted.methods) == ("insertion", ["grad"])
+        (table,) = reader.records("method_comparison")
+        assert table.methods == [row.method for row in comparison.rows] == ["saliency", "_broken"]
+        assert table.errors == [None, "needs a <b>bigger</b> model"]
+        assert table.metrics == ["deletion", "insertion", "sanity"] and table.sort_by == "deletion"
+        row = comparison.rows[0]
+        assert table.mean[0].tolist() == [row.deletion, row.insertion, row.sanity]
+        spread = [comparison.aucs["saliency"][m].numpy().astype(np.float64).std() for m in table.metrics]
+        assert table.std[0].tolist() == spread
+        assert np.isnan(table.mean[1]).all() and np.isnan(table.std[1]).all()
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        ("log_sanity_check", "expected a deepscope.evaluate.SanityCheck"),
+        ("log_method_comparison", "expected a deepscope.evaluate.MethodComparison"),
+        ("log_faithfulness", "pass what ds.faithfulness returns"),
+    ],
+)
+def test_logging_something_else_as_an_evaluation_result_is_refused(tmp_path, call, message):
+    with ds.Run(tmp_path / "r") as run, pytest.raises(ds.BadInputError, match=message):
+        getattr(run, call)(torch.zeros(3))
+
+
+def test_faithfulness_results_must_be_named_and_alike(tmp_path, trust_results):
+    _, deletion, insertion, _ = trust_results
+    with ds.Run(tmp_path / "r") as run:
+        with pytest.raises(ds.BadInputError, match="no method name"):
+            run.log_faithfulness(list(insertion.values()))
+        with pytest.raises(ds.BadInputError, match="log one metric"):
+            run.log_faithfulness({"a": deletion[0], "b": insertion["grad"]})
+    with Reader(tmp_path / "r") as reader:
+        assert reader.tags() == {}
+
+
+@pytest.mark.parametrize(
+    "record, message",
+    [
+        (SanityCurves("s", 0, "cascading", ["m"], ["original", "fc"], ["spearman"], {"m": {}}, {}, 2), "one curve"),
+        (
+            SanityCurves(
+                "s",
+                0,
+                "cascading",
+                ["m"],
+                ["original"],
+                ["spearman"],
+                {"m": {"spearman": [1, 2]}},
+                {"m": {"spearman": [0, 0]}},
+                2,
+            ),
+            "one value per step",
+        ),
+        (
+            FaithfulnessCurves(
+                "f", 0, "deletion", ["m"], np.linspace(0, 1, 3), np.ones((1, 2)), np.ones((1, 2)), np.ones(1), 2
+            ),
+            "one per method",
+        ),
+        (
+            FaithfulnessCurves(
+                "f", 0, "other", ["m"], np.linspace(0, 1, 3), np.ones((1, 3)), np.ones((1, 3)), np.ones(1), 2
+            ),
+            "'deletion' or 'insertion'",
+        ),
+        (ComparisonTable("c", 0, ["deletion"], "sanity", ["m"], np.ones((1, 1)), np.ones((1, 1)), [None]), "sort_by"),
+        (
+            ComparisonTable("c", 0, ["deletion"], "deletion", ["m"], np.ones((1, 2)), np.ones((1, 1)), [None]),
+            "\\[1, 1\\]",
+        ),
+    ],
+)
+def test_bad_evaluation_records_are_refused(tmp_path, record, message):
     with ds.Run(tmp_path / "r") as run, pytest.raises(ds.BadInputError, match=message):
         run.log_records([Scalar("fine", 1.0, 0), record])
     with Reader(tmp_path / "r") as reader:

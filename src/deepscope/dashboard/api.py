@@ -39,7 +39,7 @@ VIEWS: dict[str, tuple[str, ...]] = {
     "graph": ("graph",),
     "images": ("image",),
     "explanations": ("explanation",),
-    "evaluation": ("confusion_matrix", "pr_curve"),
+    "evaluation": ("confusion_matrix", "pr_curve", "sanity_check", "method_comparison", "faithfulness"),
     "text": ("text",),
     "projector": ("embedding",),
 }
@@ -267,6 +267,91 @@ def pr_curve(root: Path, run: str, tag: str, step: int | None = None) -> dict[st
         "auc": _float(auc),
         "positives": _floats(tp - np.r_[tp[1:], 0.0]),
         "negatives": _floats(fp - np.r_[fp[1:], 0.0]),
+    }
+
+
+def sanity_check(root: Path, run: str, tag: str, step: int | None = None) -> dict[str, Any]:
+    """A sanity check's similarity curves at ``step`` (default: the last logged under the tag).
+
+    ``{"run", "tag", "steps", "step", "mode", "methods", "stages": the check's steps ("original", then each layer
+    randomised), "metrics", "inputs", "curves": {method: {metric: {"mean": [stages], "std": [stages]}}}}``.
+    """
+    records = _records(root, run, tag, "sanity_check")
+    c = _at_step(records, step, run, tag)
+    curves = {
+        method: {
+            metric: {"mean": _floats(c.mean[method][metric]), "std": _floats(c.std[method][metric])}
+            for metric in c.metrics
+        }
+        for method in c.methods
+    }
+    return {
+        "run": run,
+        "tag": tag,
+        "steps": [r.step for r in records],
+        "step": c.step,
+        "mode": c.mode,
+        "methods": c.methods,
+        "stages": c.stages,
+        "metrics": c.metrics,
+        "inputs": c.inputs,
+        "curves": curves,
+    }
+
+
+def faithfulness(root: Path, run: str, tag: str, step: int | None = None) -> dict[str, Any]:
+    """Deletion or insertion curves of one or more methods at ``step`` (default: the last logged under the tag).
+
+    ``{"run", "tag", "steps", "step", "metric", "probability", "inputs", "fractions", "curves": [{"method",
+    "mean", "std", "auc"}]}``: per method the mean curve over the inputs, its standard deviation, its mean AUC.
+    """
+    records = _records(root, run, tag, "faithfulness")
+    c = _at_step(records, step, run, tag)
+    curves = [
+        {"method": method, "mean": _floats(c.mean[i]), "std": _floats(c.std[i]), "auc": _float(float(c.auc[i]))}
+        for i, method in enumerate(c.methods)
+    ]
+    return {
+        "run": run,
+        "tag": tag,
+        "steps": [r.step for r in records],
+        "step": c.step,
+        "metric": c.metric,
+        "probability": c.probability,
+        "inputs": c.inputs,
+        "fractions": _floats(c.fractions),
+        "curves": curves,
+    }
+
+
+def method_comparison(root: Path, run: str, tag: str, step: int | None = None) -> dict[str, Any]:
+    """A method comparison table at ``step`` (default: the last logged under the tag), best method first.
+
+    ``{"run", "tag", "steps", "step", "metrics", "sort_by", "lower_is_better": {metric: bool}, "rows":
+    [{"method", "values": {metric: mean or null}, "std": {metric: spread over the inputs or null}, "error":
+    why the method failed, or null}]}``; ``null`` marks a value not measured (every value of a failed method).
+    """
+    from ..evaluate.comparison import LOWER_IS_BETTER
+
+    records = _records(root, run, tag, "method_comparison")
+    c = _at_step(records, step, run, tag)
+
+    def measured(values: np.ndarray) -> dict[str, float | str | None]:
+        return {metric: None if math.isnan(v) else _float(v) for metric, v in zip(c.metrics, values.tolist())}
+
+    rows = [
+        {"method": method, "values": measured(c.mean[i]), "std": measured(c.std[i]), "error": c.errors[i]}
+        for i, method in enumerate(c.methods)
+    ]
+    return {
+        "run": run,
+        "tag": tag,
+        "steps": [r.step for r in records],
+        "step": c.step,
+        "metrics": c.metrics,
+        "sort_by": c.sort_by,
+        "lower_is_better": {metric: LOWER_IS_BETTER[metric] for metric in c.metrics},
+        "rows": rows,
     }
 
 

@@ -105,6 +105,18 @@ def create_app(root: str | os.PathLike[str], token: str | None = None) -> FastAP
     def pr_curve(run: str, tag: str, step: int | None = None) -> Response:
         return _JSON(api.pr_curve(base, run, tag, step))
 
+    @app.get("/api/sanity_check")
+    def sanity_check(run: str, tag: str, step: int | None = None) -> Response:
+        return _JSON(api.sanity_check(base, run, tag, step))
+
+    @app.get("/api/faithfulness")
+    def faithfulness(run: str, tag: str, step: int | None = None) -> Response:
+        return _JSON(api.faithfulness(base, run, tag, step))
+
+    @app.get("/api/method_comparison")
+    def method_comparison(run: str, tag: str, step: int | None = None) -> Response:
+        return _JSON(api.method_comparison(base, run, tag, step))
+
     @app.get("/api/explanations")
     def explanations(run: str, tag: str, step: int | None = None) -> Response:
         return _JSON(api.explanations(base, run, tag, step))

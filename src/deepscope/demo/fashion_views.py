@@ -11,22 +11,22 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-import numpy as np
 from matplotlib.figure import Figure
 from torch import Tensor, nn
 
 from ..embed import embed, project
-from ..evaluate import confidently_wrong, confusion_matrix, sanity_check
+from ..evaluate import compare_methods, confidently_wrong, confusion_matrix, sanity_check
 from ..explanation import Explanation
 from ..features import filters, logit, maximize
 from ..features.transforms import jitter, pad, rotate, scale
-from ..track import Image, Run
+from ..track import Run
 from .data import CLASSES, MEAN, STD, FashionData, to_inputs
 
 Log = Callable[[str], None]
 
 EMBEDDED = 1500  # test images projected: t-SNE of 1,500 points takes about 10 s on one core
 SANITY_METHODS = ("saliency", "guided_backprop", "gradcam")
+COMPARED_METHODS = ("saliency", "input_x_gradient", "guided_backprop", "gradcam", "guided_gradcam")
 # Lucid's transform stack in proportion to a 28-pixel image (its standard one is made for 128 to 224 pixels).
 SMALL_TRANSFORMS = [pad(2), jitter(2), scale([0.95, 1.0, 1.05]), rotate([-5, 0, 5]), jitter(1)]
 
@@ -72,27 +72,33 @@ def show_everything(
         run.log_explanations(explanations, labels=labels[picked], predictions=predictions[picked], classes=CLASSES)
 
     with _step(views, "confidently wrong", log):
-        wrong = confidently_wrong(
-            model, (to_inputs(dataset.test_images), labels), k=8, method="gradcam", classes=CLASSES, progress=progress
-        )
-        views.pictures["confidently wrong"] = _save(wrong.figure(), out / "confidently_wrong.png")
-        run.log_explanations(
-            wrong.explanation,
-            labels=wrong.labels,
-            predictions=wrong.predictions,
-            classes=CLASSES,
-            tag="confidently_wrong",
-        )
+        if bool((predictions == labels).all()):
+            log("  every test image is classified correctly: no mistakes to show")
+        else:
+            wrong = confidently_wrong(
+                model, (to_inputs(dataset.test_images), labels), k=8, classes=CLASSES, progress=progress
+            )
+            views.pictures["confidently wrong"] = _save(wrong.figure(), out / "confidently_wrong.png")
+            run.log_explanations(
+                wrong.explanation,
+                labels=wrong.labels,
+                predictions=wrong.predictions,
+                classes=CLASSES,
+                tag="confidently_wrong",
+            )
 
-    with _step(views, "sanity check", log):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)
-            check = sanity_check(model, to_inputs(dataset.test_images[picked[:8]]), methods=SANITY_METHODS)
+    with _step(views, "sanity check + method comparison", log), warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        inputs = to_inputs(dataset.test_images[picked[:8]])
+        check = sanity_check(model, inputs, methods=SANITY_METHODS)
         views.pictures["sanity check"] = _save(check.figure(), out / "sanity_check.png")
-        _log_figure(run, "evaluate/sanity_check", check.figure())
+        run.log_sanity_check(check)
+        ranking = compare_methods(model, inputs, methods=COMPARED_METHODS, steps=28, progress=progress)
+        views.pictures["method comparison"] = _save(ranking.figure(), out / "method_comparison.png")
+        run.log_method_comparison(ranking)
         for method in check.methods:
             last = float(check.scores[method]["spearman_abs"][-1].mean())
-            log(f"  {method:<16} rank correlation with the map after full randomisation: {last:.2f}")
+            log(f"  {method:<16} rank correlation with its map after full randomisation: {last:.2f}")
 
     with _step(views, "filters", log):
         first = filters(model)
@@ -117,7 +123,8 @@ def show_everything(
     with _step(views, "embedding + t-SNE", log):
         count = min(EMBEDDED, len(labels))
         features = embed(model, [(to_inputs(dataset.test_images[:count]), labels[:count])], "pool", progress=progress)
-        tsne = project(features, "tsne", labels=features.labels, seed=0, progress=progress)
+        perplexity = min(30.0, (count - 1) / 3)  # openTSNE needs 3 x perplexity < points (a tiny --limit run)
+        tsne = project(features, "tsne", labels=features.labels, seed=0, progress=progress, perplexity=perplexity)
         pca = project(features, "pca", labels=features.labels)
         run.log_embedding(features, classes=CLASSES, projections=[tsne, pca])
         views.pictures["t-SNE"] = _save(tsne.figure(classes=CLASSES), out / "tsne.png")
@@ -139,13 +146,3 @@ def _step(views: Views, name: str, log: Log) -> Iterator[None]:
 def _save(figure: Figure, path: Path) -> Path:
     figure.savefig(path, dpi=90)
     return path
-
-
-def _log_figure(run: Run, tag: str, figure: Figure) -> None:
-    """A matplotlib figure as an image in the run, for the board's Images tab."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-
-    canvas = FigureCanvasAgg(figure)
-    canvas.draw()
-    pixels = np.asarray(canvas.buffer_rgba())[..., :3].copy()
-    run.log_records([Image(tag, 0, pixels)])

@@ -20,7 +20,20 @@ from typing import Any
 import numpy as np
 
 from ..errors import BadInputError, StoreError, close_names
-from ..track.records import Confusion, Embedding, ExplanationSet, Graph, Histogram, Image, PRCurve, Text
+from ..track.records import (
+    ComparisonTable,
+    Confusion,
+    Embedding,
+    ExplanationSet,
+    FaithfulnessCurves,
+    Graph,
+    Histogram,
+    Image,
+    PRCurve,
+    Record,
+    SanityCurves,
+    Text,
+)
 from . import schema
 
 try:
@@ -167,7 +180,7 @@ class Reader:
 
     def records(
         self, tag: str, start: int | None = None, end: int | None = None, max_records: int | None = None
-    ) -> list[Histogram | Graph | Text | Image | Embedding | PRCurve | Confusion | ExplanationSet]:
+    ) -> list[Record]:
         """The records of a non-scalar tag with ``start <= step <= end``, in the order logged.
 
         Histograms come back as :class:`Histogram` (counts with the dtype they were logged with), graphs as
@@ -175,7 +188,8 @@ class Reader:
         embeddings as :class:`Embedding` (float32 features and projections, uint8 thumbnails), PR curves as
         :class:`PRCurve`,
         confusion matrices as :class:`Confusion` (int64 counts), explanation sets as :class:`ExplanationSet` with
-        uint8 pictures read from their files.
+        uint8 pictures read from their files, sanity checks, faithfulness curves and method comparisons as
+        :class:`SanityCurves`, :class:`FaithfulnessCurves` and :class:`ComparisonTable` (float64 arrays).
 
         With ``max_records``, a longer series is thinned to that many records spread evenly over it in the order
         logged, the first and the last always among them (:meth:`count` says how many there are); only those
@@ -239,9 +253,7 @@ class Reader:
             ).fetchall()
         return [(int(step), file, json.loads(data)) for step, file, data in rows]
 
-    def _record(
-        self, tag: str, kind: str | None, row: dict[str, Any]
-    ) -> Histogram | Graph | Text | Image | Embedding | PRCurve | Confusion | ExplanationSet:
+    def _record(self, tag: str, kind: str | None, row: dict[str, Any]) -> Record:
         if kind == "histogram":
             return Histogram(
                 tag=tag,
@@ -279,6 +291,24 @@ class Reader:
             return Confusion(tag, row["step"], counts, data["classes"], wall_time=row["wall_time"])
         if kind == "explanation":
             return self._explanation_set(tag, row, data)
+        if kind == "sanity_check":
+            data["mean"], data["std"] = (
+                {
+                    method: {metric: np.asarray(v, dtype=np.float64) for metric, v in per.items()}
+                    for method, per in d.items()
+                }
+                for d in (data["mean"], data["std"])
+            )
+            return SanityCurves(tag, row["step"], wall_time=row["wall_time"], **data)
+        if kind == "faithfulness":
+            for name in ("fractions", "mean", "std", "auc"):
+                data[name] = np.asarray(data[name], dtype=np.float64)
+            return FaithfulnessCurves(tag, row["step"], wall_time=row["wall_time"], **data)
+        if kind == "method_comparison":
+            k = len(data["metrics"])
+            for name in ("mean", "std"):
+                data[name] = np.asarray(data[name], dtype=np.float64).reshape(-1, k)
+            return ComparisonTable(tag, row["step"], wall_time=row["wall_time"], **data)
         if kind == "pr_curve":
             arrays = {name: np.asarray(values, dtype=np.float64) for name, values in data.items()}
             return PRCurve(tag, row["step"], wall_time=row["wall_time"], **arrays)

@@ -18,7 +18,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from itertools import pairwise, repeat
 from operator import itemgetter
 from pathlib import Path
@@ -27,7 +27,19 @@ from typing import Any
 import numpy as np
 
 from ..errors import StoreError
-from ..track.records import Confusion, Embedding, ExplanationSet, Graph, Histogram, Image, PRCurve, Text
+from ..track.records import (
+    ComparisonTable,
+    Confusion,
+    Embedding,
+    ExplanationSet,
+    FaithfulnessCurves,
+    Graph,
+    Histogram,
+    Image,
+    PRCurve,
+    SanityCurves,
+    Text,
+)
 from . import schema
 
 try:  # POSIX: one writing process per run, enforced by an advisory lock released even on SIGKILL
@@ -483,6 +495,10 @@ class Writer:
             data = _explanation_files(item, folder, self.path, written)
             wall = item.wall_time if item.wall_time is not None else now
             self._object(tag_id, item.step, wall, data, folder.as_posix())
+        elif isinstance(item, SanityCurves | FaithfulnessCurves | ComparisonTable):
+            kind, data = _evaluation_json(item)
+            wall = item.wall_time if item.wall_time is not None else now
+            self._object(self._tag(item.tag, kind), item.step, wall, data, None)
         else:  # pragma: no cover - the Run only queues the types above
             raise TypeError(f"the store cannot write {type(item).__name__}")
 
@@ -491,6 +507,23 @@ class Writer:
             "INSERT INTO objects (tag_id, step, wall_time, data, file) VALUES (?, ?, ?, ?, ?)",
             (tag_id, int(step), wall, json.dumps(data), file),
         )
+
+
+def _evaluation_json(item: SanityCurves | FaithfulnessCurves | ComparisonTable) -> tuple[str, dict[str, Any]]:
+    """The tag kind and JSON data of an evaluation record: every field but tag, step and wall time, arrays as
+    lists (JSON keeps every float64 exactly, NaN included)."""
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, np.ndarray):
+            return value.tolist()
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        return value
+
+    kind = {SanityCurves: "sanity_check", FaithfulnessCurves: "faithfulness", ComparisonTable: "method_comparison"}
+    skip = ("tag", "step", "wall_time")
+    data = {f.name: plain(getattr(item, f.name)) for f in fields(item) if f.name not in skip}
+    return kind[type(item)], data
 
 
 def _write_png(path: Path, pixels: np.ndarray) -> None:

@@ -1,5 +1,5 @@
-"""Records from the result objects of the rest of deepscope: what ``Run.log_confusion_matrix``, ``log_pr_curve``
-and ``log_explanations`` store.
+"""Records from the result objects of the rest of deepscope: what ``Run.log_confusion_matrix``, ``log_pr_curve``,
+``log_explanations``, ``log_sanity_check``, ``log_faithfulness`` and ``log_method_comparison`` store.
 
 The evaluation and explanation code knows nothing of the store; these functions read their results' public
 attributes and return plain records (:mod:`deepscope.track.records`), checked before any picture is drawn.
@@ -7,17 +7,20 @@ attributes and return plain records (:mod:`deepscope.track.records`), checked be
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from ..errors import BadInputError
-from .records import Confusion, ExplanationSet, PRCurve
+from .records import ComparisonTable, Confusion, ExplanationSet, FaithfulnessCurves, PRCurve, SanityCurves
 
 if TYPE_CHECKING:
     from ..evaluate.classification import BinaryReport, ConfusionMatrix, OneVsRest
+    from ..evaluate.comparison import MethodComparison
+    from ..evaluate.faithfulness import Faithfulness
+    from ..evaluate.sanity import SanityCheck
     from ..explanation import Explanation
 
 
@@ -115,6 +118,115 @@ def explanation_set(
         scores=np.stack([e.scores.detach().cpu().numpy().astype(np.float64).reshape(n) for e in group]),
         labels=true,
         predictions=predicted,
+    )
+
+
+def sanity_curves(check: SanityCheck, tag: str = "sanity_check", step: int = 0) -> SanityCurves:
+    """The record of a :class:`deepscope.evaluate.SanityCheck`: per method and metric, the mean and standard
+    deviation over the inputs of the similarity at each step (what ``check.figure()`` draws), without the maps."""
+    scores = getattr(check, "scores", None)
+    methods, stages = getattr(check, "methods", None), getattr(check, "steps", None)
+    if not isinstance(scores, Mapping) or methods is None or stages is None or not hasattr(check, "mode"):
+        raise BadInputError(
+            f"{tag!r}: expected a deepscope.evaluate.SanityCheck (from sanity_check or data_randomization_check), "
+            f"not {type(check).__name__}"
+        )
+    mean: dict[str, dict[str, np.ndarray]] = {}
+    std: dict[str, dict[str, np.ndarray]] = {}
+    metrics: list[str] = []
+    for method in methods:
+        per_metric = {str(metric): _array(values).astype(np.float64) for metric, values in scores[method].items()}
+        metrics = metrics or list(per_metric)
+        if list(per_metric) != metrics or any(a.ndim != 2 or len(a) != len(stages) for a in per_metric.values()):
+            raise BadInputError(f"{tag!r}: {method}'s scores are not [steps, N] for the metrics {metrics}")
+        mean[str(method)] = {metric: a.mean(axis=1) for metric, a in per_metric.items()}
+        std[str(method)] = {metric: a.std(axis=1) for metric, a in per_metric.items()}
+    inputs = next(iter(scores[methods[0]].values())).shape[1] if methods and metrics else 0
+    return SanityCurves(
+        tag, step, str(check.mode), [str(m) for m in methods], [str(s) for s in stages], metrics, mean, std, inputs
+    )
+
+
+def faithfulness_curves(
+    results: Faithfulness | Sequence[Faithfulness] | Mapping[str, Faithfulness],
+    tag: str = "faithfulness",
+    step: int = 0,
+) -> FaithfulnessCurves:
+    """The record of :func:`deepscope.faithfulness` results of one metric on the same inputs, methods side by side:
+    each one's mean curve, its standard deviation over the inputs and its mean AUC.
+
+    ``results``: one result, a list of them (named by their ``method``), or a dict of name -> result (for results
+    of heatmaps, which carry no method name).
+
+    Raises:
+        BadInputError: no results, results of different metrics, step counts or numbers of inputs, or results
+            without a name.
+    """
+    named: list[tuple[str | None, Faithfulness]]
+    if isinstance(results, Mapping):
+        named = [(str(name), r) for name, r in results.items()]
+    else:
+        group = [results] if not isinstance(results, Sequence) else list(results)
+        named = [(getattr(r, "method", None), r) for r in group]
+    if not named or not all(hasattr(r, "curves") and hasattr(r, "auc") for _, r in named):
+        raise BadInputError(f"{tag!r}: pass what ds.faithfulness returns (one result, a list, or a dict of them)")
+    unnamed = [i for i, (name, _) in enumerate(named) if not name]
+    if unnamed:
+        raise BadInputError(
+            f"{tag!r}: results {unnamed} have no method name (they measured a heatmap); pass a dict name -> result"
+        )
+    first = named[0][1]
+    curves = [_array(r.curves).astype(np.float64) for _, r in named]
+    fractions = _array(first.fractions).astype(np.float64)
+    for (name, r), c in zip(named, curves):
+        if r.metric != first.metric or c.shape != curves[0].shape or c.ndim != 2:
+            raise BadInputError(
+                f"{tag!r}: {name} is {r.metric} {list(c.shape)}, {named[0][0]} {first.metric} "
+                f"{list(curves[0].shape)}; log one metric, steps and inputs together, others under another tag"
+            )
+    return FaithfulnessCurves(
+        tag,
+        step,
+        metric=str(first.metric),
+        methods=[str(name) for name, _ in named],
+        fractions=fractions,
+        mean=np.stack([c.mean(axis=0) for c in curves]),
+        std=np.stack([c.std(axis=0) for c in curves]),
+        auc=np.array([float(r.auc.mean()) for _, r in named]),  # the result's own mean AUC, as its figure titles
+        inputs=int(curves[0].shape[0]),
+        probability=bool(getattr(first, "probability", True)),
+    )
+
+
+def comparison_table(comparison: MethodComparison, tag: str = "method_comparison", step: int = 0) -> ComparisonTable:
+    """The record of a :class:`deepscope.evaluate.MethodComparison`: its rows in order (best first), each metric's
+    mean (exactly the row's value) and spread over the inputs, and why failed methods failed."""
+    rows, metrics = getattr(comparison, "rows", None), getattr(comparison, "metrics", None)
+    if rows is None or metrics is None or not hasattr(comparison, "sort_by"):
+        raise BadInputError(
+            f"{tag!r}: expected a deepscope.evaluate.MethodComparison (from compare_methods), "
+            f"not {type(comparison).__name__}"
+        )
+    aucs = getattr(comparison, "aucs", {}) or {}
+    nan = float("nan")
+    mean = [[nan if row.value(m) is None else float(row.value(m)) for m in metrics] for row in rows]
+    std = [
+        [
+            float(_array(aucs[row.method][m]).astype(np.float64).std()) if m in aucs.get(row.method, {}) else nan
+            for m in metrics
+        ]
+        for row in rows
+    ]
+    k = len(metrics)
+    return ComparisonTable(
+        tag,
+        step,
+        metrics=[str(m) for m in metrics],
+        sort_by=str(comparison.sort_by),
+        methods=[str(row.method) for row in rows],
+        mean=np.array(mean, dtype=np.float64).reshape(len(rows), k),
+        std=np.array(std, dtype=np.float64).reshape(len(rows), k),
+        errors=[None if row.error is None else str(row.error) for row in rows],
     )
 
 

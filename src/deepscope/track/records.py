@@ -170,4 +170,86 @@ class ExplanationSet:
     wall_time: float | None = None
 
 
-Record = Scalar | Histogram | Graph | Text | Image | Embedding | PRCurve | Confusion | ExplanationSet
+@dataclass(frozen=True)
+class SanityCurves:
+    """A sanity check's similarity curves at a step: how alike each method's maps stay as the model is randomised.
+
+    ``stages`` are the check's steps (``"original"``, then each layer re-initialised, or the retrained models of
+    a data randomisation check); ``mean[method][metric]`` and ``std[method][metric]`` are float ``[stages]``: the
+    mean and (population) standard deviation over the ``inputs`` images of the similarity to the original map,
+    ``metric`` one of ``metrics``. :func:`deepscope.track.convert.sanity_curves` makes one from a
+    :class:`deepscope.evaluate.SanityCheck`; the store keeps it as JSON in the database (the maps stay out).
+    """
+
+    tag: str
+    step: int
+    mode: str
+    methods: list[str]
+    stages: list[str]
+    metrics: list[str]
+    mean: dict[str, dict[str, np.ndarray]]
+    std: dict[str, dict[str, np.ndarray]]
+    inputs: int
+    wall_time: float | None = None
+
+
+@dataclass(frozen=True)
+class FaithfulnessCurves:
+    """Deletion or insertion curves of ``M`` methods' explanations of the same ``inputs`` images at a step.
+
+    ``fractions`` float ``[S]`` is the share of the input changed at each point; ``mean`` and ``std`` float
+    ``[M, S]`` the target's probability (or score, when ``probability`` is false) over the inputs, one row per
+    name in ``methods``; ``auc`` float ``[M]`` the mean area under the inputs' curves.
+    :func:`deepscope.track.convert.faithfulness_curves` makes one from :class:`deepscope.evaluate.Faithfulness`
+    results; the store keeps it as JSON in the database.
+    """
+
+    tag: str
+    step: int
+    metric: str
+    methods: list[str]
+    fractions: np.ndarray
+    mean: np.ndarray
+    std: np.ndarray
+    auc: np.ndarray
+    inputs: int
+    probability: bool = True
+    wall_time: float | None = None
+
+
+@dataclass(frozen=True)
+class ComparisonTable:
+    """Explanation methods ranked by faithfulness and sanity at a step, best first.
+
+    ``metrics`` are among ``"deletion"``, ``"insertion"``, ``"sanity"`` and ``sort_by`` is one of them; ``mean``
+    and ``std`` float ``[M, len(metrics)]`` hold each method's mean over the inputs and its spread (NaN where not
+    measured, as for a method that failed); ``errors`` says, per method, why it could not explain the model
+    (``None`` when it could). :func:`deepscope.track.convert.comparison_table` makes one from a
+    :class:`deepscope.evaluate.MethodComparison`; the store keeps it as JSON in the database.
+    """
+
+    tag: str
+    step: int
+    metrics: list[str]
+    sort_by: str
+    methods: list[str]
+    mean: np.ndarray
+    std: np.ndarray
+    errors: list[str | None]
+    wall_time: float | None = None
+
+
+Record = (
+    Scalar
+    | Histogram
+    | Graph
+    | Text
+    | Image
+    | Embedding
+    | PRCurve
+    | Confusion
+    | ExplanationSet
+    | SanityCurves
+    | FaithfulnessCurves
+    | ComparisonTable
+)

@@ -24,7 +24,21 @@ import torch
 
 from ..errors import BadInputError, StoreError
 from ..store.writer import DeferredScalars, ScalarBatch, SetValue, Writer
-from .records import Confusion, Embedding, ExplanationSet, Graph, Histogram, Image, PRCurve, Record, Scalar, Text
+from .records import (
+    ComparisonTable,
+    Confusion,
+    Embedding,
+    ExplanationSet,
+    FaithfulnessCurves,
+    Graph,
+    Histogram,
+    Image,
+    PRCurve,
+    Record,
+    SanityCurves,
+    Scalar,
+    Text,
+)
 
 if TYPE_CHECKING:
     from torch import nn
@@ -32,6 +46,9 @@ if TYPE_CHECKING:
     from ..embed.extract import Features
     from ..embed.project import Projection
     from ..evaluate.classification import BinaryReport, ConfusionMatrix, OneVsRest
+    from ..evaluate.comparison import MethodComparison
+    from ..evaluate.faithfulness import Faithfulness
+    from ..evaluate.sanity import SanityCheck
     from ..explanation import Explanation
     from .watch import Watcher
 
@@ -45,6 +62,9 @@ _KIND = {
     PRCurve: "pr_curve",
     Confusion: "confusion_matrix",
     ExplanationSet: "explanation",
+    SanityCurves: "sanity_check",
+    FaithfulnessCurves: "faithfulness",
+    ComparisonTable: "method_comparison",
 }
 _LIVE: weakref.WeakSet[Run] = weakref.WeakSet()
 
@@ -204,7 +224,8 @@ class Run:
         """Log records made elsewhere (by :class:`~deepscope.track.watch.Watcher`, ``model_graph``, ...).
 
         Accepts :class:`Scalar`, :class:`Histogram`, :class:`Graph`, :class:`Text`, :class:`Image`,
-        :class:`Embedding`, :class:`PRCurve`, :class:`Confusion` and :class:`ExplanationSet`. A tag keeps
+        :class:`Embedding`, :class:`PRCurve`, :class:`Confusion`, :class:`ExplanationSet`, :class:`SanityCurves`,
+        :class:`FaithfulnessCurves` and :class:`ComparisonTable`. A tag keeps
         the kind it was first logged with: logging another kind under it is an error.
         """
         if self._closed is not None:
@@ -303,6 +324,37 @@ class Run:
         self.log_records([record])
         return record
 
+    def log_sanity_check(self, check: SanityCheck, step: int | None = None, tag: str = "sanity_check") -> None:
+        """Store a :func:`deepscope.sanity_check` (or ``data_randomization_check``) for the Evaluation tab: per
+        method and metric, the mean and standard deviation over the inputs of the similarity at each step
+        (:func:`deepscope.track.convert.sanity_curves`; the maps are not stored)."""
+        from .convert import sanity_curves
+
+        self.log_records([sanity_curves(check, tag, self._next_step(tag, step))])
+
+    def log_faithfulness(
+        self,
+        results: Faithfulness | Sequence[Faithfulness] | Mapping[str, Faithfulness],
+        step: int | None = None,
+        tag: str = "faithfulness",
+    ) -> None:
+        """Store :func:`deepscope.faithfulness` results of one metric (deletion or insertion) on the same inputs,
+        methods side by side: mean curve, its spread and mean AUC each (:func:`deepscope.track.convert.
+        faithfulness_curves`). Log the other metric under another tag, e.g. ``"faithfulness/insertion"``."""
+        from .convert import faithfulness_curves
+
+        self.log_records([faithfulness_curves(results, tag, self._next_step(tag, step))])
+
+    def log_method_comparison(
+        self, comparison: MethodComparison, step: int | None = None, tag: str = "method_comparison"
+    ) -> None:
+        """Store a :func:`deepscope.compare_methods` table for the Evaluation tab: each method's deletion and
+        insertion AUC and sanity score, best first, failed methods with the reason
+        (:func:`deepscope.track.convert.comparison_table`)."""
+        from .convert import comparison_table
+
+        self.log_records([comparison_table(comparison, tag, self._next_step(tag, step))])
+
     def log_embedding(
         self,
         features: Features | Any,
@@ -332,7 +384,8 @@ class Run:
                     raise BadInputError(f"two projections would be named {name!r}: pass a dict naming each one")
                 named[name] = projection.points
             projections = named
-        record = dataclasses.replace(record, step=self._next_step(tag, step), projections=projections)
+        stored = dict(projections) if projections is not None else None
+        record = dataclasses.replace(record, step=self._next_step(tag, step), projections=stored)
         self.log_records([record])
         return record
 
@@ -554,6 +607,12 @@ def _checked(record: Record, now: float) -> Record:
         changes.update(_confusion(record))
     elif isinstance(record, ExplanationSet):
         changes.update(_explanation_set(record))
+    elif isinstance(record, SanityCurves):
+        changes.update(_sanity_curves(record))
+    elif isinstance(record, FaithfulnessCurves):
+        changes.update(_faithfulness_curves(record))
+    elif isinstance(record, ComparisonTable):
+        changes.update(_comparison_table(record))
     return dataclasses.replace(record, **changes) if changes else record
 
 
@@ -675,6 +734,68 @@ def _explanation_set(record: ExplanationSet) -> dict[str, Any]:
                 raise BadInputError(f"{tag!r}: {len(values)} {name} for {n} inputs; give one per input")
             changes[name] = [str(v) for v in values]
     return changes
+
+
+def _sanity_curves(record: SanityCurves) -> dict[str, Any]:
+    tag, n = record.tag, len(record.stages)
+    methods, metrics = [str(m) for m in record.methods], [str(m) for m in record.metrics]
+    if not methods or not metrics or not n:
+        raise BadInputError(f"{tag!r}: a sanity check has at least one method, metric and step")
+    arrays: dict[str, dict[str, dict[str, np.ndarray]]] = {}
+    for name in ("mean", "std"):
+        given = getattr(record, name)
+        if not isinstance(given, Mapping) or set(given) != set(methods):
+            raise BadInputError(f"{tag!r}: {name} holds one entry per method, {methods}")
+        arrays[name] = {}
+        for method in methods:
+            per = given[method]
+            if not isinstance(per, Mapping) or set(per) != set(metrics):
+                raise BadInputError(f"{tag!r}: {name}[{method!r}] holds one curve per metric, {metrics}")
+            curves = {metric: _array(per[metric]).astype(np.float64) for metric in metrics}
+            if any(c.shape != (n,) for c in curves.values()):
+                raise BadInputError(f"{tag!r}: {name}[{method!r}] curves are float [{n}], one value per step")
+            arrays[name][method] = curves
+    return {
+        "mode": str(record.mode),
+        "methods": methods,
+        "stages": [str(s) for s in record.stages],
+        "metrics": metrics,
+        **arrays,
+        "inputs": _whole(record.inputs, "inputs"),
+    }
+
+
+def _faithfulness_curves(record: FaithfulnessCurves) -> dict[str, Any]:
+    tag = record.tag
+    if record.metric not in ("deletion", "insertion"):
+        raise BadInputError(f"{tag!r}: the metric is 'deletion' or 'insertion', not {record.metric!r}")
+    fractions = _array(record.fractions).astype(np.float64)
+    m, s = len(record.methods), fractions.shape[0] if fractions.ndim == 1 else 0
+    arrays = {name: _array(getattr(record, name)).astype(np.float64) for name in ("mean", "std", "auc")}
+    if not m or s < 2 or arrays["mean"].shape != (m, s) or arrays["std"].shape != (m, s):
+        raise BadInputError(f"{tag!r}: fractions are [S >= 2] and mean and std [M, S] = [{m}, {s}], one per method")
+    if arrays["auc"].shape != (m,):
+        raise BadInputError(f"{tag!r}: auc holds one value per method, [{m}]")
+    return {
+        "methods": [str(x) for x in record.methods],
+        "fractions": fractions,
+        **arrays,
+        "inputs": _whole(record.inputs, "inputs"),
+        "probability": bool(record.probability),
+    }
+
+
+def _comparison_table(record: ComparisonTable) -> dict[str, Any]:
+    tag, metrics = record.tag, [str(x) for x in record.metrics]
+    known = ("deletion", "insertion", "sanity")
+    if not metrics or any(x not in known for x in metrics) or record.sort_by not in metrics:
+        raise BadInputError(f"{tag!r}: metrics are among {known} and sort_by one of them, not {metrics}")
+    m = len(record.methods)
+    arrays = {name: _array(getattr(record, name)).astype(np.float64) for name in ("mean", "std")}
+    if any(a.shape != (m, len(metrics)) for a in arrays.values()) or len(record.errors) != m:
+        raise BadInputError(f"{tag!r}: mean, std are [M, metrics] = [{m}, {len(metrics)}] and errors one per method")
+    errors = [None if e is None else str(e) for e in record.errors]
+    return {"metrics": metrics, "methods": [str(x) for x in record.methods], **arrays, "errors": errors}
 
 
 def _plain(value: Any) -> Any:

@@ -1,0 +1,166 @@
+"""The board's Scalars view drawn in a real browser: ``--runs`` runs (default 100) of ``--points`` points each
+(default 10,000, one tag), served by a real board (uvicorn in a thread) and drawn by headless Chromium (Debian's
+``/usr/bin/chromium`` through Playwright, a fresh profile).
+
+Timed: from ``goto`` to every run's traces holding their points in the chart, drawn (two animation frames later);
+this covers loading the page and plotly.js, ``/api/runs`` and ``/api/views``, the batched scalars request,
+decoding, smoothing and plotly's draw. Cold: a new browser profile and a new server (nothing cached anywhere);
+then, best of ``--repeats`` reloads: the server's answer cache emptied (a browser that has seen the board before,
+a store it has not), and warm (plotly.js cached by the browser, the finished runs' answers by the server).
+Goal (issue 4): the page has drawn 100 runs x 10,000 points in under 2 s.
+
+    python bench/bench_board_page.py
+    python bench/bench_board_page.py --runs 10 --points 1000 --repeats 2
+
+``main(argv)`` returns the figures as a dict.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+TAG = "train/loss"
+# Every scalar chart holds a trace with points for each of `runs` runs (meta = the run's name; with smoothing on,
+# a faint raw trace and its smoothed line per run).
+DRAWN = """(runs) => {
+    const plots = [...document.querySelectorAll('.view[data-view="scalars"] .card[data-tag] .plot')];
+    return plots.length > 0 && plots.every((gd) => {
+        const filled = new Set((gd.data || []).filter((t) => t.x && t.x.length > 0).map((t) => t.meta));
+        return filled.size === runs;
+    });
+}"""
+TWO_FRAMES = "() => new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r)))"
+
+
+def write_store(root: Path, runs: int, points: int, seed: int = 0) -> None:
+    """``runs`` deepscope runs ``run000``... under ``root``, each one tag ``train/loss`` of ``points`` steps."""
+    import deepscope as ds
+
+    rng = np.random.default_rng(seed)
+    for k in range(runs):
+        with ds.Run(root / f"run{k:03d}") as run:
+            run.log_series(TAG, np.arange(points), rng.random(points))
+
+
+@contextmanager
+def chromium() -> Iterator[Any]:
+    """A headless Chromium page with a fresh profile (an empty cache), closed on exit."""
+    from playwright.sync_api import sync_playwright
+
+    with tempfile.TemporaryDirectory() as profile, sync_playwright() as playwright:
+        context = playwright.chromium.launch_persistent_context(
+            profile,
+            executable_path=CHROMIUM,
+            args=CHROMIUM_ARGS,
+            headless=True,
+            viewport={"width": 1400, "height": 900},
+        )
+        try:
+            yield context.pages[0] if context.pages else context.new_page()
+        finally:
+            context.close()
+
+
+def scalars_drawn(page: Any, url: str, runs: int, timeout_s: float = 120) -> float:
+    """Seconds from opening the board's Scalars view at ``url`` until every chart shows all ``runs`` runs, drawn."""
+    start = time.perf_counter()
+    page.goto(url.split("?")[0] + "?view=scalars")
+    page.wait_for_function(DRAWN, arg=runs, timeout=timeout_s * 1e3, polling="raf")
+    page.evaluate(TWO_FRAMES)  # plotly has handed its draw to the browser, and the browser has painted it
+    return time.perf_counter() - start
+
+
+def in_page(page: Any) -> float:
+    """Seconds from the page's first API request to now, by the page's own clock."""
+    return page.evaluate(
+        """() => { const first = performance.getEntriesByType('resource').find((e) => e.name.includes('/api/'));
+                   return (performance.now() - first.startTime) / 1000; }"""
+    )
+
+
+def force_svg(page: Any) -> None:
+    """Serve the page's script with its SVG-to-WebGL switch (over 20,000 points in a chart) turned off."""
+    from importlib.resources import files
+
+    script = files("deepscope.dashboard").joinpath("static/app.js").read_text()
+    assert "points > 20000" in script, "the page's WebGL switch has changed; update this benchmark"
+    script = script.replace("points > 20000", "points > Infinity")
+    page.route("**/app.js", lambda route: route.fulfill(body=script, content_type="text/javascript"))
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=100)
+    parser.add_argument("--points", type=int, default=10_000)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--svg", action="store_true", help="draw with SVG lines however many points (the page switches to WebGL at 20k)"
+    )
+    args = parser.parse_args(argv)
+
+    from deepscope.dashboard import api, board
+
+    figures: dict[str, Any] = {"runs": args.runs, "points": args.points}
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp) / "runs"
+        start = time.perf_counter()
+        write_store(root, args.runs, args.points)
+        figures["write_s"] = time.perf_counter() - start
+        served = board(root)
+        try:
+            with chromium() as page:
+                errors: list[str] = []
+                page.on("pageerror", lambda e: errors.append(str(e)))
+                if args.svg:
+                    force_svg(page)
+                figures["cold_s"] = scalars_drawn(page, served.url, args.runs)
+                figures["cold_in_page_s"] = in_page(page)
+                shown = page.evaluate(
+                    f"""() => document.querySelector('.card[data-tag="{TAG}"] .plot').data.map((t) => t.x.length)"""
+                )
+                figures["traces"], figures["points_drawn"] = len(shown), sum(shown)
+                for name, clear in (("server_cold", True), ("warm", False)):
+                    best, best_inside = float("inf"), float("inf")
+                    for _ in range(args.repeats):
+                        if clear:
+                            api.ENCODED.clear()
+                        best = min(best, scalars_drawn(page, served.url, args.runs))
+                        best_inside = min(best_inside, in_page(page))
+                    figures[f"{name}_s"], figures[f"{name}_in_page_s"] = best, best_inside
+                assert not errors, errors
+        finally:
+            served.stop()
+
+    print(f"board page bench: {args.runs} runs x {args.points:,} points, one tag, Scalars view in headless Chromium")
+    print(f"  writing the runs:                                   {figures['write_s']:7.2f} s")
+    print(f"  {'SVG lines (--svg)' if args.svg else 'as the page chooses (WebGL over 20,000 points)'}")
+    print(f"  drawn: {figures['traces']} traces, {figures['points_drawn']:,} points")
+    for name, what in (
+        ("cold", "first load (new profile, new server; goal < 2 s)"),
+        ("server_cold", f"reload, server cache emptied (best of {args.repeats})"),
+        ("warm", f"reload, warm (best of {args.repeats})"),
+    ):
+        print(f"  {what:<52} {figures[f'{name}_s']:6.2f} s   in the page {figures[f'{name}_in_page_s']:5.2f} s")
+    return figures
+
+
+if __name__ == "__main__":
+    main()
