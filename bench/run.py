@@ -1,7 +1,8 @@
 """Run every benchmark in this folder, each against its peer in the same process.
 
 Run: .venv/bin/python bench/run.py [name ...]
-(names: gradcam, integrated_gradients, occlusion, faithfulness, embed, tsne, scalars, watch, board, projector)
+(names: gradcam, integrated_gradients, occlusion, faithfulness, embed, tsne, scalars, watch, board, board_page,
+tensorboard_board, projector, maximize, top_patches)
 """
 
 from __future__ import annotations
@@ -22,8 +23,16 @@ BENCHMARKS = [
     "scalars",
     "watch",
     "board",
+    "board_page",
+    "tensorboard_board",
     "projector",
+    "maximize",
+    "top_patches",
 ]
+
+# Arguments for the default run: Lucent needs about 0.5 s per step per channel on 2 cores, so the full-size
+# maximisation bench (64 channels x 256 steps) would take hours; --quick extrapolates per channel-step, saying so.
+ARGUMENTS: dict[str, list[str]] = {"maximize": ["--quick"]}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -32,7 +41,7 @@ def main(argv: list[str] | None = None) -> None:
     if unknown:
         raise SystemExit(f"unknown benchmark(s) {unknown}; choose from {BENCHMARKS}")
     for name in names:
-        importlib.import_module(f"bench_{name}").main([])
+        importlib.import_module(f"bench_{name}").main(ARGUMENTS.get(name, []))
 
 
 if __name__ == "__main__":
