@@ -96,13 +96,19 @@ def in_page(page: Any) -> float:
     )
 
 
-def force_svg(page: Any) -> None:
-    """Serve the page's script with its SVG-to-WebGL switch (over 20,000 points in a chart) turned off."""
+def patch_page(page: Any, webgl: bool = False, chart_points: int | None = None) -> None:
+    """Serve the page's script drawing scalar lines with WebGL (``scattergl``) instead of SVG, and/or asking for
+    ``chart_points`` points per chart (shared by its runs) instead of the page's own budget."""
     from importlib.resources import files
 
     script = files("deepscope.dashboard").joinpath("static/app.js").read_text()
-    assert "points > 20000" in script, "the page's WebGL switch has changed; update this benchmark"
-    script = script.replace("points > 20000", "points > Infinity")
+    for wanted, old, new in (
+        (webgl, 'const LINE_TYPE = "scatter";', 'const LINE_TYPE = "scattergl";'),
+        (chart_points, "const CHART_POINTS = 128000;", f"const CHART_POINTS = {chart_points};"),
+    ):
+        if wanted:
+            assert old in script, f"the page no longer has {old!r}; update this benchmark"
+            script = script.replace(old, new)
     page.route("**/app.js", lambda route: route.fulfill(body=script, content_type="text/javascript"))
 
 
@@ -111,9 +117,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--runs", type=int, default=100)
     parser.add_argument("--points", type=int, default=10_000)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument(
-        "--svg", action="store_true", help="draw with SVG lines however many points (the page switches to WebGL at 20k)"
-    )
+    parser.add_argument("--webgl", action="store_true", help="draw the lines with WebGL (scattergl), not SVG")
+    parser.add_argument("--chart-points", type=int, help="points per chart, shared by its runs (the page: 128,000)")
     args = parser.parse_args(argv)
 
     from deepscope.dashboard import api, board
@@ -129,8 +134,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             with chromium() as page:
                 errors: list[str] = []
                 page.on("pageerror", lambda e: errors.append(str(e)))
-                if args.svg:
-                    force_svg(page)
+                if args.webgl or args.chart_points:
+                    patch_page(page, args.webgl, args.chart_points)
                 figures["cold_s"] = scalars_drawn(page, served.url, args.runs)
                 figures["cold_in_page_s"] = in_page(page)
                 shown = page.evaluate(
@@ -151,7 +156,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
     print(f"board page bench: {args.runs} runs x {args.points:,} points, one tag, Scalars view in headless Chromium")
     print(f"  writing the runs:                                   {figures['write_s']:7.2f} s")
-    print(f"  {'SVG lines (--svg)' if args.svg else 'as the page chooses (WebGL over 20,000 points)'}")
+    budget = f"{args.chart_points:,} points per chart (--chart-points)" if args.chart_points else "the page's budget"
+    print(f"  {'WebGL lines (--webgl)' if args.webgl else 'SVG lines'}, {budget}")
     print(f"  drawn: {figures['traces']} traces, {figures['points_drawn']:,} points")
     for name, what in (
         ("cold", "first load (new profile, new server; goal < 2 s)"),

@@ -9,7 +9,8 @@ points (TensorBoard: the ``/data/plugin/timeseries/timeSeries`` answer with all 
 arrived and the card's line chart has drawn; deepscope: the plotly traces hold the points), and from opening the page
 to that chart; then the resident memory (VmRSS, with child processes: TensorBoard's data server) of each server
 once the view has loaded, and the ratios. TensorBoard keeps a reservoir sample of 1,000 points per run and tag;
-deepscope serves up to 2,000 (downsampled, keeping extremes).
+deepscope's page asks for 128,000 points per chart shared by its runs (1,024 per run at 100 runs, at most 2,000),
+downsampled keeping extremes.
 
     python bench/bench_tensorboard_board.py
     python bench/bench_tensorboard_board.py --runs 20 --points 10000

@@ -4,29 +4,72 @@
 >>> e = ds.explain(model, images, method="gradcam")
 >>> e.heatmap.shape   # [N, H, W]
 >>> ds.board("runs")  # in a notebook: the dashboard inline
+
+Every name below is imported on first use (PEP 562), so ``import deepscope`` stays light and ``deepscope board``
+never loads torch: ``ds.explain`` imports the explanation methods (and torch) the first time it is looked up.
 """
 
-from .dashboard import board
-from .embed import Features, Neighbors, Projection, Projections, embed, neighbors, project
+from __future__ import annotations
+
+import importlib
+import sys
+import types
+from typing import TYPE_CHECKING, Any
+
 from .errors import BadInputError, DeepscopeError, LayerNotFoundError, TargetError
-from .evaluate import (
-    binary_report,
-    compare_methods,
-    confidently_wrong,
-    confusion_matrix,
-    data_randomization_check,
-    evaluate_model,
-    faithfulness,
-    sanity_check,
-)
-from .explain import describe, explain, methods
-from .explanation import Explanation
-from .render import compare, overlay
-from .targets import Unit
-from .track import Run
-from .track.tensorboard import SummaryWriter
+
+# What type checkers and IDEs see; at run time __getattr__ imports these on first use. The names that are also
+# submodules (embed.neighbors, evaluate.faithfulness, ...) come from their defining modules: imported from the
+# package inside this block, mypy takes them for redefinitions.
+if TYPE_CHECKING:
+    from .dashboard import board
+    from .embed.extract import Features, embed
+    from .embed.neighbors import Neighbors, neighbors
+    from .embed.project import Projection, Projections, project
+    from .evaluate import (
+        binary_report,
+        compare_methods,
+        confusion_matrix,
+        data_randomization_check,
+        evaluate_model,
+        sanity_check,
+    )
+    from .evaluate.confidently_wrong import confidently_wrong
+    from .evaluate.faithfulness import faithfulness
+    from .explain import describe, explain, methods
+    from .explanation import Explanation
+    from .render import compare, overlay
+    from .targets import Unit
+    from .track import Run
+    from .track.tensorboard import SummaryWriter
 
 __version__ = "0.1.0"
+
+# Public name -> the module that defines it (relative to this package), imported when the name is first looked up.
+_LAZY = {
+    "board": ".dashboard",
+    **dict.fromkeys(["Features", "Neighbors", "Projection", "Projections", "embed", "neighbors", "project"], ".embed"),
+    **dict.fromkeys(
+        [
+            "binary_report",
+            "compare_methods",
+            "confidently_wrong",
+            "confusion_matrix",
+            "data_randomization_check",
+            "evaluate_model",
+            "faithfulness",
+            "sanity_check",
+        ],
+        ".evaluate",
+    ),
+    **dict.fromkeys(["describe", "explain", "methods"], ".explain"),
+    "Explanation": ".explanation",
+    "compare": ".render",
+    "overlay": ".render",
+    "Unit": ".targets",
+    "Run": ".track",
+    "SummaryWriter": ".track.tensorboard",
+}
 
 __all__ = [
     "BadInputError",
@@ -60,3 +103,30 @@ __all__ = [
     "project",
     "sanity_check",
 ]
+
+if not TYPE_CHECKING:  # hidden from type checkers, which would otherwise read every unknown ds.<name> as Any
+
+    def __getattr__(name: str) -> Any:
+        """Import the module behind public ``name`` on first use and keep the value as a module attribute."""
+        if name not in _LAZY:
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
+
+class _Package(types.ModuleType):
+    """This package's module type: importing a submodule named like a function (``deepscope.explain``,
+    ``deepscope.embed``) must not bind the submodule over that function, as the import system otherwise does."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if isinstance(value, types.ModuleType) and _LAZY.get(name) == f".{name}":
+            value = getattr(value, name)
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

@@ -31,6 +31,7 @@ import numpy as np
 from ..errors import BadInputError, StoreError
 from ..store import Reader, list_runs, schema
 from ..store.reader import writer_alive
+from ..track.records import LOWER_IS_BETTER
 
 # Tab name -> the tag kinds whose presence in any run makes the tab appear.
 VIEWS: dict[str, tuple[str, ...]] = {
@@ -331,8 +332,6 @@ def method_comparison(root: Path, run: str, tag: str, step: int | None = None) -
     [{"method", "values": {metric: mean or null}, "std": {metric: spread over the inputs or null}, "error":
     why the method failed, or null}]}``; ``null`` marks a value not measured (every value of a failed method).
     """
-    from ..evaluate.comparison import LOWER_IS_BETTER
-
     records = _records(root, run, tag, "method_comparison")
     c = _at_step(records, step, run, tag)
 

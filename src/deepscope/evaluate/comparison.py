@@ -20,15 +20,14 @@ from .. import probe
 from ..errors import BadInputError, DeepscopeError
 from ..explain.base import explain
 from ..explain.base import methods as registered_methods
+from ..track.records import COMPARISON_METRICS, LOWER_IS_BETTER
 from .faithfulness import faithfulness
 from .sanity import MapFunction, _check, sanity_check
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-METRICS = ("deletion", "insertion", "sanity")
-# Which way is better for each metric: deletion and the correlation left after randomisation should be low.
-LOWER_IS_BETTER = {"deletion": True, "insertion": False, "sanity": True}
+METRICS = COMPARISON_METRICS
 _HEADERS = {"deletion": "deletion AUC ↓", "insertion": "insertion AUC ↑", "sanity": "rank corr. after randomisation ↓"}
 
 

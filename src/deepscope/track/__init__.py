@@ -1,4 +1,12 @@
-"""Training runs: :class:`Run` logs into the embedded store; :mod:`.watch` and :mod:`.graph` compute what it logs."""
+"""Training runs: :class:`Run` logs into the embedded store; :mod:`.watch` and :mod:`.graph` compute what it logs.
+
+The records are plain data (numpy); :class:`Run` and :class:`Config` are imported on first use, since they bring
+torch, which readers of the store (the board) do not need.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 from .records import (
     ComparisonTable,
@@ -14,7 +22,9 @@ from .records import (
     Scalar,
     Text,
 )
-from .run import Config, Run
+
+if TYPE_CHECKING:
+    from .run import Config, Run
 
 __all__ = [
     "ComparisonTable",
@@ -32,3 +42,12 @@ __all__ = [
     "Scalar",
     "Text",
 ]
+
+if not TYPE_CHECKING:  # hidden from type checkers, which would otherwise read every unknown name as Any
+
+    def __getattr__(name: str) -> Any:
+        if name in ("Config", "Run"):
+            from . import run
+
+            return getattr(run, name)
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

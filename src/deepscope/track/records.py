@@ -217,6 +217,12 @@ class FaithfulnessCurves:
     wall_time: float | None = None
 
 
+# The metrics a method comparison measures, and which way is better for each: deletion AUC and the rank correlation
+# left after randomisation should be low. Here, with the record, so readers of the store need not import torch.
+COMPARISON_METRICS = ("deletion", "insertion", "sanity")
+LOWER_IS_BETTER = {"deletion": True, "insertion": False, "sanity": True}
+
+
 @dataclass(frozen=True)
 class ComparisonTable:
     """Explanation methods ranked by faithfulness and sanity at a step, best first.

@@ -10,6 +10,14 @@
 const Plotly = window.Plotly;
 const POLL_MS = 2000;
 const MAX_POINTS = 2000;
+// Scalars: points asked of the server per chart, shared by the runs overlaid in it (each run gets a power of two, so
+// toggling one run seldom changes the others' requests). A chart is about 1,000 px wide, so more points only cost
+// drawing time; the server's min/max downsampling keeps every spike, and zooming in asks again for the visible range.
+const CHART_POINTS = 128000;
+const MIN_POINTS = 64;
+// Scalar lines are SVG: with CHART_POINTS bounding a chart, SVG draws in about a second even without a GPU, where
+// WebGL (scattergl) in a browser without one rasterises in software and takes many times longer.
+const LINE_TYPE = "scatter";
 // Characters of run names per /api/scalars/batch request: far below the request-line limits of HTTP servers.
 const BATCH_QUERY = 6000;
 const TOKEN = new URLSearchParams(window.location.search).get("token");
@@ -288,9 +296,23 @@ function ema(values, weight) {
   });
 }
 
+/** Points to ask per run when `runs` runs are overlaid in one chart (see CHART_POINTS). */
+function pointsPerRun(runs) {
+  const share = 2 ** Math.floor(Math.log2(CHART_POINTS / Math.max(runs, 1)));
+  return Math.max(MIN_POINTS, Math.min(MAX_POINTS, share));
+}
+
+/** Whether two answers for the same run, tag and range hold the same points (a live run that logged nothing new). */
+function samePoints(a, b) {
+  const n = a.steps.length;
+  return a.range === b.range && a.total === b.total && n === b.steps.length
+    && (n === 0 || (a.steps[n - 1] === b.steps[n - 1] && a.wall_times[n - 1] === b.wall_times[n - 1]));
+}
+
 const scalars = {
   title: "Scalars",
-  series: new Map(), // `${run}\u0000${tag}` -> API answer
+  series: new Map(), // `${run}\u0000${tag}` -> API answer (the same object while its points are unchanged)
+  traces: new WeakMap(), // API answer -> {key, traces} last drawn from it, reused while the x axis and smoothing stay
   zoom: new Map(), // tag -> {start, end} in steps, while zoomed in
   charts: new Map(), // tag -> {card, plot, noteNode}
 
@@ -376,14 +398,24 @@ const scalars = {
   async refresh() {
     this.updateRunList();
     const runs = this.visibleRuns();
+    const overlaid = new Map(); // tag -> how many of the shown runs have it (they share the chart's points)
+    for (const run of runs) {
+      for (const [tag, kind] of Object.entries(run.tags)) {
+        if (kind === "scalar") overlaid.set(tag, (overlaid.get(tag) || 0) + 1);
+      }
+    }
+    const request = (tag) => {
+      const zoom = this.zoom.get(tag) || {};
+      const points = pointsPerRun(overlaid.get(tag));
+      return { start: zoom.start, end: zoom.end, points, range: `${zoom.start}:${zoom.end}:${points}` };
+    };
     const wanted = new Map(); // tag -> names of the runs to fetch it for
     for (const run of runs) {
       for (const [tag, kind] of Object.entries(run.tags)) {
         if (kind !== "scalar") continue;
-        const zoom = this.zoom.get(tag) || {};
         const cached = this.series.get(`${run.name}\u0000${tag}`);
         // A run no writer holds any more cannot change: fetched once per range, not on every poll.
-        if (cached && cached.range === `${zoom.start}:${zoom.end}` && run.status !== "running") continue;
+        if (cached && cached.range === request(tag).range && run.status !== "running") continue;
         if (!wanted.has(tag)) wanted.set(tag, []);
         wanted.get(tag).push(run.name);
       }
@@ -391,17 +423,19 @@ const scalars = {
     // One request per tag for all its runs (in slices, to keep URLs short), not one per run and tag.
     const jobs = [];
     for (const [tag, names] of wanted) {
-      const zoom = this.zoom.get(tag) || {};
-      const range = `${zoom.start}:${zoom.end}`;
+      const { start, end, points, range } = request(tag);
       for (const slice of slices(names, BATCH_QUERY)) {
-        const { start, end } = zoom;
-        const params = { tag, runs: slice, start, end, max_points: MAX_POINTS, encoding: "base64" };
+        const params = { tag, runs: slice, start, end, max_points: points, encoding: "base64" };
         jobs.push(
           api("scalars/batch", params).then((answer) => {
             for (const series of answer.series) {
               const arrays = { steps: 0, values: 0, epochs: 0, wall_times: 0 };
               for (const name of Object.keys(arrays)) arrays[name] = unpack(series[name]);
-              this.series.set(`${series.run}\u0000${tag}`, { ...series, ...arrays, range });
+              const key = `${series.run}\u0000${tag}`;
+              const fresh = { ...series, ...arrays, range };
+              const old = this.series.get(key);
+              // Nothing new (a live run between two writes): keep the old answer, so draw() leaves its chart be.
+              if (!old || !samePoints(old, fresh)) this.series.set(key, fresh);
             }
           }),
         );
@@ -440,51 +474,30 @@ const scalars = {
         this.charts.set(tag, chart);
         this.grid.append(chart.card);
       }
+      const shownRuns = runs.filter((run) => run.tags[tag] === "scalar" && this.series.has(`${run.name}\u0000${tag}`));
+      const answers = shownRuns.map((run) => this.series.get(`${run.name}\u0000${tag}`));
+      // Keeps the user's zoom across redraws; a new value (axis mode changed) resets it.
+      const uirevision = `${mode}|${this.logY.checked}|${this.zoomKey(tag)}`;
+      // A run's colour is its place among all runs, which a new run can shift.
+      const colors = shownRuns.map((run) => runColor(run.name));
+      const drawn = `${uirevision}|${weight}|${colors.join()}`;
+      // The periodic refresh with nothing new (same runs, same answers, same settings): the chart stays as it is.
+      const last = chart.drawn;
+      if (last && last.key === drawn && last.answers.length === answers.length
+          && last.answers.every((answer, i) => answer === answers[i])) continue;
+      chart.drawn = { key: drawn, answers };
       const traces = [];
       let total = 0;
       let shown = 0;
-      // SVG lines draw crisply and need no WebGL; beyond ~20k points in one chart WebGL stays fast where SVG lags.
-      const points = runs.reduce((n, run) => n + (this.series.get(`${run.name}\u0000${tag}`)?.steps.length || 0), 0);
-      const type = points > 20000 ? "scattergl" : "scatter";
-      for (const run of runs) {
-        const answer = this.series.get(`${run.name}\u0000${tag}`);
-        if (!answer || run.tags[tag] !== "scalar") continue;
+      shownRuns.forEach((run, i) => {
+        const answer = answers[i];
         total += answer.total;
         shown += answer.steps.length;
-        const x = this.x(answer, mode);
-        const raw = answer.values.map(num);
-        const color = runColor(run.name);
-        traces.push({
-          x,
-          y: raw,
-          name: plain(run.name),
-          meta: run.name,
-          legendgroup: run.name,
-          showlegend: weight === 0,
-          type,
-          mode: "lines",
-          line: { color, width: 1 },
-          opacity: weight > 0 ? 0.25 : 1,
-          hoverinfo: weight > 0 ? "skip" : "x+y+name",
-        });
-        if (weight > 0) {
-          traces.push({
-            x,
-            y: ema(raw, weight),
-            name: plain(run.name),
-            meta: run.name,
-            legendgroup: run.name,
-            type,
-            mode: "lines",
-            line: { color, width: 2 },
-            opacity: 1,
-          });
-        }
-      }
+        traces.push(...this.runTraces(run.name, answer, mode, weight, colors[i]));
+      });
       chart.noteNode.textContent = shown < total ? `${shown} of ${total} points` : `${total} points`;
       const layout = baseLayout({
-        // Keeps the user's zoom across redraws; a new value (axis mode changed) resets it.
-        uirevision: `${mode}|${this.logY.checked}|${this.zoomKey(tag)}`,
+        uirevision,
         xaxis: { title: { text: { step: "step", epoch: "epoch", relative: "seconds", wall: "" }[mode] },
           type: mode === "wall" ? "date" : "linear" },
         yaxis: { type: this.logY.checked ? "log" : "linear" },
@@ -497,6 +510,28 @@ const scalars = {
     }
     if (!tags.length) this.grid.replaceChildren(el("p", { class: "empty" }, "No scalars in the selected runs."));
     else this.grid.querySelector(":scope > p.empty")?.remove();
+  },
+
+  /** A run's lines in a chart: its raw points and, with smoothing on, their EMA. The same trace objects as last time
+   * while the answer, x axis, smoothing and colour are unchanged, so Plotly.react sees only the runs that changed. */
+  runTraces(name, answer, mode, weight, color) {
+    const key = `${mode}|${weight}|${color}`;
+    const cached = this.traces.get(answer);
+    if (cached && cached.key === key) return cached.traces;
+    const x = this.x(answer, mode);
+    const raw = answer.values.map(num);
+    const common = { x, name: plain(name), meta: name, legendgroup: name, type: LINE_TYPE, mode: "lines" };
+    const traces = [{
+      ...common,
+      y: raw,
+      showlegend: weight === 0,
+      line: { color, width: 1 },
+      opacity: weight > 0 ? 0.25 : 1,
+      hoverinfo: weight > 0 ? "skip" : "x+y+name",
+    }];
+    if (weight > 0) traces.push({ ...common, y: ema(raw, weight), line: { color, width: 2 }, opacity: 1 });
+    this.traces.set(answer, { key, traces });
+    return traces;
   },
 
   zoomKey(tag) {
