@@ -12,6 +12,7 @@ never loads torch: ``ds.explain`` imports the explanation methods (and torch) th
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import sys
 import types
 from typing import TYPE_CHECKING, Any
@@ -38,6 +39,12 @@ if TYPE_CHECKING:
     from .evaluate.faithfulness import faithfulness
     from .explain import describe, explain, methods
     from .explanation import Explanation
+    from .features.activations import activations, dead_units
+    from .features.dream import dream
+    from .features.filters import filters
+    from .features.maximize import maximize
+    from .features.patches import top_patches
+    from .features.receptive_field import receptive_field
     from .render import compare, overlay
     from .targets import Unit
     from .track import Run
@@ -64,6 +71,9 @@ _LAZY = {
     ),
     **dict.fromkeys(["describe", "explain", "methods"], ".explain"),
     "Explanation": ".explanation",
+    **dict.fromkeys(
+        ["activations", "dead_units", "dream", "filters", "maximize", "receptive_field", "top_patches"], ".features"
+    ),
     "compare": ".render",
     "overlay": ".render",
     "Unit": ".targets",
@@ -85,6 +95,7 @@ __all__ = [
     "TargetError",
     "Unit",
     "__version__",
+    "activations",
     "binary_report",
     "board",
     "compare",
@@ -92,16 +103,22 @@ __all__ = [
     "confidently_wrong",
     "confusion_matrix",
     "data_randomization_check",
+    "dead_units",
     "describe",
+    "dream",
     "embed",
     "evaluate_model",
     "explain",
     "faithfulness",
+    "filters",
+    "maximize",
     "methods",
     "neighbors",
     "overlay",
     "project",
+    "receptive_field",
     "sanity_check",
+    "top_patches",
 ]
 
 if not TYPE_CHECKING:  # hidden from type checkers, which would otherwise read every unknown ds.<name> as Any
@@ -109,6 +126,8 @@ if not TYPE_CHECKING:  # hidden from type checkers, which would otherwise read e
     def __getattr__(name: str) -> Any:
         """Import the module behind public ``name`` on first use and keep the value as a module attribute."""
         if name not in _LAZY:
+            if not name.startswith("_") and importlib.util.find_spec(f"{__name__}.{name}") is not None:
+                return importlib.import_module(f".{name}", __name__)  # ds.features, ds.evaluate: the subpackages
             raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
         value = getattr(importlib.import_module(_LAZY[name], __name__), name)
         globals()[name] = value

@@ -1,0 +1,35 @@
+"""After training: what units learned (filters, activation maps, dead units, receptive fields, top dataset
+patches, activation maximisation, deep dream)."""
+
+from .activations import Activations, DeadUnits, activations, dead_units
+from .dream import dream
+from .filters import Filters, filters, noise_score
+from .maximize import PRESETS, Maximization, Recipe, maximize
+from .objectives import Objective, activation_norm, channel, channels, logit, neuron
+from .patches import TopPatches, top_patches
+from .receptive_field import ReceptiveField, receptive_field
+
+__all__ = [
+    "PRESETS",
+    "Activations",
+    "DeadUnits",
+    "Filters",
+    "Maximization",
+    "Objective",
+    "ReceptiveField",
+    "Recipe",
+    "TopPatches",
+    "activation_norm",
+    "activations",
+    "channel",
+    "channels",
+    "dead_units",
+    "dream",
+    "filters",
+    "logit",
+    "maximize",
+    "neuron",
+    "noise_score",
+    "receptive_field",
+    "top_patches",
+]

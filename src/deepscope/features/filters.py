@@ -1,0 +1,225 @@
+"""Filters as pictures (seeds 000, 003): what a layer's weights look for, and whether they look trained.
+
+A first-layer convolution on RGB inputs shows each kernel as one colour image (AlexNet's 64 x 3 x 11 x 11, a
+ResNet's 64 x 3 x 7 x 7); a deeper convolution shows each kernel channel by channel as grey images (a row per
+filter); a Linear layer fed by the flattened image shows each neuron's weights reshaped back to the image.
+Each filter also gets a noise score, because noisy first-layer filters are a sign of poor training (seed 000).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from .. import probe
+from ..errors import BadInputError
+from ..track.records import Image, Scalar
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+Scale = Literal["filter", "shared"]
+_CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+
+@dataclass
+class Filters:
+    """The kernels of one layer, scaled for display, with a noise score per filter.
+
+    Attributes:
+        layer: the layer's name.
+        weight: the kernels ``[O, I, H, W]`` as stored (a Linear layer's rows reshaped to ``[O, *input_shape]``).
+        images: the kernels scaled to [0, 1]: ``[O, H, W, 3]`` when ``mode == "rgb"``, else ``[O, I, H, W]``.
+        mode: ``"rgb"`` (three input channels drawn as one colour image) or ``"grey"`` (channel by channel).
+        scale: ``"filter"`` (each filter from its own minimum to its own maximum) or ``"shared"`` (one minimum
+            and maximum for the whole layer, so filters can be compared in strength).
+        noise: ``[O]`` the roughness of each filter: the mean squared difference of neighbouring weights over
+            twice their variance, averaged over the two axes and the input channels. About 0 for smooth kernels,
+            about 1 for white noise, up to 2 for a checkerboard.
+    """
+
+    layer: str
+    weight: Tensor
+    images: Tensor
+    mode: str
+    scale: str
+    noise: Tensor
+
+    def grid(self, max_filters: int = 64, max_channels: int = 16, cell: int = 24) -> np.ndarray:
+        """The filters as one uint8 picture: RGB tiles in a square grid, or a row of channels per filter.
+
+        Each kernel is enlarged by pixel repetition to at least ``cell`` pixels, with a 1-pixel white border.
+        """
+        images = self.images[:max_filters]
+        if self.mode == "rgb":
+            tiles = [images[i].numpy() for i in range(images.shape[0])]
+            columns = math.ceil(math.sqrt(len(tiles)))
+        else:
+            images = images[:, :max_channels]
+            tiles = [
+                np.repeat(images[o, i].numpy()[..., None], 3, axis=2)
+                for o in range(images.shape[0])
+                for i in range(images.shape[1])
+            ]
+            columns = images.shape[1]
+        height, width = tiles[0].shape[:2]
+        factor = max(1, math.ceil(cell / max(height, width)))
+        height, width = height * factor, width * factor
+        rows = math.ceil(len(tiles) / columns)
+        canvas = np.ones((rows * (height + 1) + 1, columns * (width + 1) + 1, 3), dtype=np.float32)
+        for i, tile in enumerate(tiles):
+            r, c = divmod(i, columns)
+            big = tile.repeat(factor, axis=0).repeat(factor, axis=1)
+            canvas[
+                1 + r * (height + 1) : 1 + r * (height + 1) + height, 1 + c * (width + 1) : 1 + c * (width + 1) + width
+            ] = big
+        return (canvas.clip(0, 1) * 255).round().astype(np.uint8)
+
+    @property
+    def caption(self) -> str:
+        scaling = "each filter scaled on its own" if self.scale == "filter" else "one scale shared by all filters"
+        kind = "RGB" if self.mode == "rgb" else "channel by channel"
+        return f"{self.layer}: {self.weight.shape[0]} filters {tuple(self.weight.shape[1:])}, {kind}; {scaling}"
+
+    def figure(self, max_filters: int = 64, max_channels: int = 16) -> Figure:
+        """The grid of filters, and beside it each filter's noise score (the scaling is stated in the title)."""
+        from ..evaluate.classification import _new_figure
+
+        grid = self.grid(max_filters, max_channels)
+        shown = min(max_filters, self.weight.shape[0])
+        aspect = grid.shape[1] / grid.shape[0]
+        figure = _new_figure(min(5.0 * aspect, 10.0) + 3.0, 5.0)
+        left, right = figure.subplots(1, 2, width_ratios=[max(aspect, 0.5) * 3, 1.4])
+        left.imshow(grid, interpolation="nearest")
+        left.set_xticks([])
+        left.set_yticks([])
+        left.set_title(self.caption, fontsize=9)
+        noise = self.noise[:shown].numpy()
+        right.barh(range(shown), noise, color="tab:red")
+        right.axvline(1.0, color="grey", linestyle=":", linewidth=1)
+        right.invert_yaxis()
+        right.set_xlabel("noise (0 smooth, 1 white noise)")
+        right.set_ylabel("filter")
+        right.set_title(f"mean noise {float(self.noise.mean()):.2f}", fontsize=9)
+        return figure
+
+    def _repr_png_(self) -> bytes:
+        from ..render import figure_png
+
+        return figure_png(self.figure())
+
+    def to_records(self, tag: str, step: int) -> list[Image | Scalar]:
+        """Records for :meth:`deepscope.Run.log_records`: the grid as an :class:`Image` under ``tag`` and the
+        mean noise score as a :class:`Scalar` under ``tag + "/noise"``; logged at several steps they show how
+        the filters evolve over training."""
+        return [
+            Image(tag=tag, step=step, pixels=self.grid(), caption=self.caption),
+            Scalar(tag=f"{tag}/noise", value=float(self.noise.mean()), step=step),
+        ]
+
+
+def filters(
+    model: nn.Module,
+    layer: str | None = None,
+    scale: Scale = "filter",
+    input_shape: Sequence[int] | None = None,
+) -> Filters:
+    """The kernels of ``layer`` as images, with a noise score per filter.
+
+    Args:
+        model: the network (its weights are read, nothing is run).
+        layer: a convolution (1-D kernels are shown as one-row images) or a Linear layer; default: the first
+            convolution in ``model.named_modules()``.
+        scale: ``"filter"`` scales each filter from its minimum to its maximum; ``"shared"`` uses the layer's
+            minimum and maximum for all, so weak filters look faint.
+        input_shape: for a Linear layer, the shape ``(C, H, W)`` of the image it is fed (flattened); its rows are
+            reshaped back to it (C = 3: colour images; otherwise channel by channel).
+
+    Returns:
+        A :class:`Filters` with ``weight``, ``images``, ``noise``, ``grid()``, ``figure()`` and ``to_records()``.
+    """
+    if scale not in ("filter", "shared"):
+        raise BadInputError(f"scale={scale!r}; pass 'filter' (each filter on its own) or 'shared'.")
+    name = layer if layer is not None else _first_conv(model)
+    module = probe.named_layer(model, name)
+    weight = _kernels(module, name, input_shape)
+    rgb = weight.shape[1] == 3
+    images = _scaled(weight, scale)
+    if rgb:
+        images = images.permute(0, 2, 3, 1).contiguous()
+    return Filters(
+        layer=name, weight=weight, images=images, mode="rgb" if rgb else "grey", scale=scale, noise=noise_score(weight)
+    )
+
+
+def noise_score(weight: Tensor) -> Tensor:
+    """``[O]`` roughness of kernels ``[O, I, H, W]``: mean squared neighbour difference / (2 x variance).
+
+    For white noise the expected value is 1 (a difference of two independent weights has twice their variance);
+    a smooth kernel scores near 0; a constant kernel scores 0.
+    """
+    w = weight.detach().double()
+    variance = w.flatten(2).var(dim=2, unbiased=False)  # [O, I]
+    terms = []
+    for axis in (2, 3):
+        if w.shape[axis] > 1:
+            terms.append(w.diff(dim=axis).pow(2).flatten(2).mean(dim=2))
+    if not terms:
+        return torch.zeros(w.shape[0])
+    roughness = torch.stack(terms).mean(dim=0) / (2 * variance)
+    roughness = torch.where(variance > 0, roughness, torch.zeros_like(roughness))
+    return roughness.mean(dim=1).float()
+
+
+def _first_conv(model: nn.Module) -> str:
+    for name, module in model.named_modules():
+        if isinstance(module, _CONV):
+            return name
+    raise BadInputError(f"{type(model).__name__} has no convolution; pass layer=<name> of a Conv or Linear layer.")
+
+
+def _kernels(module: nn.Module, name: str, input_shape: Sequence[int] | None) -> Tensor:
+    """The layer's weights as ``[O, I, H, W]``."""
+    if isinstance(module, _CONV):
+        weight = module.weight.detach().float().cpu()
+        if weight.ndim == 3:  # 1-D kernels: one row
+            return weight[:, :, None, :]
+        if weight.ndim == 5:
+            raise BadInputError(f"layer {name!r} has 3-D kernels; only 1-D and 2-D kernels can be drawn.")
+        return weight
+    if isinstance(module, nn.Linear):
+        if input_shape is None:
+            raise BadInputError(
+                f"layer {name!r} is a Linear layer; pass input_shape=(C, H, W), the shape of the image it is fed "
+                "flattened, to see its rows as images."
+            )
+        shape = tuple(int(s) for s in input_shape)
+        if len(shape) == 2:
+            shape = (1, *shape)
+        if len(shape) != 3 or math.prod(shape) != module.in_features:
+            raise BadInputError(
+                f"input_shape={tuple(input_shape)} has {math.prod(shape)} values but layer {name!r} takes "
+                f"{module.in_features}; pass the (C, H, W) of the image it is fed."
+            )
+        return module.weight.detach().float().cpu().reshape(-1, *shape)
+    raise BadInputError(
+        f"layer {name!r} is a {type(module).__name__}; filters are drawn for Conv and Linear layers only."
+    )
+
+
+def _scaled(weight: Tensor, scale: Scale) -> Tensor:
+    """Min-max scaling to [0, 1], per filter (over all its channels, so colours keep their balance) or shared."""
+    if scale == "shared":
+        low, high = weight.min(), weight.max()
+    else:
+        flat = weight.flatten(1)
+        low = flat.min(dim=1).values.view(-1, 1, 1, 1)
+        high = flat.max(dim=1).values.view(-1, 1, 1, 1)
+    span = high - low
+    return torch.where(span > 0, (weight - low) / torch.where(span > 0, span, torch.ones_like(span)), 0.5)

@@ -1,0 +1,429 @@
+"""Activation maximisation: the image that a class, a channel or a neuron responds to most, by gradient ascent.
+
+``maximize(model, channel("features.relu3", 5))`` optimises an image so that the objective grows. What "the image"
+is and how it is kept natural is a :class:`Recipe`; three presets follow the literature:
+
+* ``"simonyan"`` (Simonyan et al. 2014): pixels with an L2 penalty;
+* ``"yosinski"`` (Yosinski et al. 2015): pixels with L2 decay, a Gaussian blur every few steps and clipping of
+  pixels with a small norm or a small contribution;
+* ``"lucid"`` (Olah et al. 2017; the default): a decorrelated Fourier image with decorrelated colours, seen
+  through random pad / jitter / scale / rotate, with Lucid's redirected ReLU for the first steps.
+
+The forward pass stops at the deepest layer the objective needs, and the model's mode and ``requires_grad`` flags
+are restored afterwards, whatever happens.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from .. import probe
+from ..errors import BadInputError
+from ..track.records import Image
+from .objectives import Objective, as_objective, check_layers, forward_until
+from .param import FourierImage, PixelImage, noise_sd
+from .transforms import Transform, compose, gaussian_blur, standard_transforms
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+NEUTRAL = 0.5
+"""Mid grey: where pixel images start, what L2 decay pulls them to, and what clipping sets pixels to."""
+
+MIN_SIZE = 8
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How an image is parameterised, regularised and optimised; override any field in :func:`maximize`.
+
+    Attributes:
+        param: ``"pixel"`` (the pixels themselves, kept in [0, 1]) or ``"fourier"`` (Lucid's decorrelated image).
+        decorrelate: with ``"fourier"`` and 3 channels, mix colours through ImageNet's colour correlation.
+        transforms: random transforms applied before every forward pass (see ``features.transforms``);
+            ``None`` is Lucid's standard stack (pad 12, jitter 8, scale, rotate, jitter 4).
+        optimizer: ``"adam"`` or ``"sgd"`` (plain gradient ascent).
+        lr: the learning rate.
+        decay: the weight of the L2 penalty ``decay * mean((image - 0.5)^2)`` (per image) subtracted from the
+            objective; a mean, not a sum, so one weight suits any image size.
+        blur_every: blur the pixels with a Gaussian every this many steps (0: never); pixel images only.
+        blur_sigma: that Gaussian's width in pixels.
+        clip_norm: after each step, set the pixels whose colour vector's norm (from mid grey) lies below this
+            percentile to mid grey (0: off); pixel images only.
+        clip_contribution: likewise for pixels whose contribution ``|sum_c (x - 0.5) * d objective / dx|`` lies
+            below this percentile (0: off); pixel images only.
+        redirect_relu: use Lucid's redirected ReLU gradient for this many first steps, so units that never fire
+            (whose images would otherwise stay grey) still get a gradient.
+    """
+
+    param: Literal["pixel", "fourier"] = "fourier"
+    decorrelate: bool = True
+    transforms: Sequence[Transform] | None = None
+    optimizer: Literal["adam", "sgd"] = "adam"
+    lr: float = 0.05
+    decay: float = 0.0
+    blur_every: int = 0
+    blur_sigma: float = 0.5
+    clip_norm: float = 0.0
+    clip_contribution: float = 0.0
+    redirect_relu: int = 0
+
+
+PRESETS: dict[str, Recipe] = {
+    "simonyan": Recipe(param="pixel", transforms=(), decay=0.01),
+    "yosinski": Recipe(param="pixel", transforms=(), decay=0.01, blur_every=4, blur_sigma=0.5, clip_norm=20.0),
+    "lucid": Recipe(param="fourier", transforms=None, redirect_relu=16),
+}
+
+_PARAMS = ("pixel", "fourier")
+_OPTIMIZERS = ("adam", "sgd")
+
+
+@dataclass
+class Maximization:
+    """What :func:`maximize` found.
+
+    Attributes:
+        images: ``[B, C, H, W]`` in [0, 1] on the CPU, one image per unit of the objective.
+        history: ``[steps, B]``: each image's objective (without the penalty) at every step.
+        labels: the unit each image maximises, e.g. ``"features.relu3[5]"``.
+        objective: the objective's name.
+        recipe: the recipe used.
+    """
+
+    images: Tensor
+    history: Tensor
+    labels: list[str]
+    objective: str
+    recipe: Recipe = field(repr=False)
+
+    @property
+    def scores(self) -> Tensor:
+        """The objective of each image at the last step ``[B]``."""
+        return self.history[-1]
+
+    def figure(self, columns: int = 8) -> Figure:
+        """The images as a grid, each titled with its unit and final objective."""
+        from ..evaluate.classification import _new_figure
+
+        count = len(self.images)
+        columns = max(1, min(columns, count))
+        rows = -(-count // columns)
+        figure = _new_figure(1.6 * columns, 1.75 * rows)
+        axes = np.atleast_1d(figure.subplots(rows, columns, squeeze=False)).ravel()
+        for i, ax in enumerate(axes):
+            ax.set_axis_off()
+            if i < count:
+                ax.imshow(_display(self.images[i]), vmin=0, vmax=1, cmap="gray" if self.images.shape[1] == 1 else None)
+                ax.set_title(f"{self.labels[i]}\n{float(self.scores[i]):.3g}", fontsize=7)
+        return figure
+
+    def _repr_png_(self) -> bytes:
+        from ..render import figure_png
+
+        return figure_png(self.figure())
+
+    def to_records(self, tag: str, step: int = 0) -> list[Image]:
+        """One :class:`~deepscope.track.records.Image` per unit, tagged ``tag/<unit>``, for ``Run.log_records``."""
+        return [
+            Image(tag=f"{tag}/{label}", step=step, pixels=_display(image), caption=f"{label}: {float(score):.4g}")
+            for image, label, score in zip(self.images, self.labels, self.scores)
+        ]
+
+
+def _display(image: Tensor) -> np.ndarray:
+    """``[C, H, W]`` in [0, 1] as ``[H, W]`` (grey) or ``[H, W, 3]`` floats for imshow and PNG."""
+    array = image.detach().float().cpu().clamp(0, 1).numpy()
+    return array[0] if array.shape[0] == 1 else array[:3].transpose(1, 2, 0)
+
+
+# The redirected ReLU (Lucid) -----------------------------------------------------------------------------------------
+
+
+class _RedirectedReLU(torch.autograd.Function):
+    """ReLU forward; backward, for an image whose ReLU lets no gradient through, the gradient as if it did,
+    except where it would push an already negative input further down (Lucid's ``redirected_relu_grad``)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor) -> Tensor:
+        ctx.save_for_backward(x)
+        return x.clamp(min=0)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> Tensor:
+        (x,) = ctx.saved_tensors
+        relu_grad = torch.where(x < 0, torch.zeros_like(grad), grad)
+        # grad is d loss / d output, with loss = -objective: a positive grad lowers the input.
+        redirected = torch.where((x < 0) & (grad > 0), torch.zeros_like(grad), grad)
+        flat = relu_grad.reshape(len(relu_grad), -1) if relu_grad.ndim > 1 else relu_grad.reshape(1, -1)
+        passes = (flat.norm(dim=1) > 0).reshape(-1, *([1] * (grad.ndim - 1))) if grad.ndim > 1 else flat.norm() > 0
+        return torch.where(passes, relu_grad, redirected)
+
+
+def redirected_relu(x: Tensor) -> Tensor:
+    """``relu(x)`` whose gradient reaches a unit that is off for the whole image (Lucid's redirected ReLU).
+
+    The backward pass must start from a loss to minimise (``-objective``), as in :func:`maximize`.
+    """
+    return _RedirectedReLU.apply(x)
+
+
+def redirect_relus() -> contextlib.AbstractContextManager[Any]:
+    """Within the block every ReLU of any model (module, functional or tensor method) is :func:`redirected_relu`."""
+    return probe.rewrite(probe.relu_rewrite(redirected_relu))
+
+
+# Checks --------------------------------------------------------------------------------------------------------------
+
+
+def _recipe(preset: str | Recipe, options: dict[str, Any]) -> Recipe:
+    if isinstance(preset, Recipe):
+        base = preset
+    elif preset in PRESETS:
+        base = PRESETS[preset]
+    else:
+        raise BadInputError(f"unknown preset {preset!r}; choose one of {', '.join(map(repr, PRESETS))} or a Recipe.")
+    names = {f.name for f in dataclasses.fields(Recipe)}
+    unknown = sorted(set(options) - names)
+    if unknown:
+        raise BadInputError(f"unknown option(s) {', '.join(unknown)}; maximize() accepts {', '.join(sorted(names))}.")
+    recipe = dataclasses.replace(base, **options)
+    if recipe.param not in _PARAMS:
+        raise BadInputError(f"unknown param {recipe.param!r}; choose one of {', '.join(map(repr, _PARAMS))}.")
+    if recipe.optimizer not in _OPTIMIZERS:
+        raise BadInputError(
+            f"unknown optimizer {recipe.optimizer!r}; choose one of {', '.join(map(repr, _OPTIMIZERS))}."
+        )
+    if recipe.param != "pixel" and (recipe.blur_every or recipe.clip_norm or recipe.clip_contribution):
+        raise BadInputError(
+            "blur_every, clip_norm and clip_contribution change pixels directly; they need param='pixel' "
+            f"(got param={recipe.param!r})."
+        )
+    for name in ("clip_norm", "clip_contribution"):
+        if not 0 <= getattr(recipe, name) < 100:
+            raise BadInputError(f"{name}={getattr(recipe, name)} is a percentile; give a number in [0, 100).")
+    if recipe.lr <= 0 or recipe.decay < 0 or recipe.blur_every < 0 or recipe.redirect_relu < 0:
+        raise BadInputError("lr must be positive; decay, blur_every and redirect_relu must not be negative.")
+    return recipe
+
+
+def _image_size(size: int | tuple[int, int] | None, start: object) -> tuple[int, int]:
+    if size is None:
+        if isinstance(start, Tensor):
+            return int(start.shape[-2]), int(start.shape[-1])
+        return 128, 128
+    height, width = (size, size) if isinstance(size, int) else tuple(size)
+    if min(height, width) < MIN_SIZE:
+        raise BadInputError(f"image size {height} x {width} is too small; give size >= {MIN_SIZE} pixels.")
+    return int(height), int(width)
+
+
+def _start_tensor(start: Tensor, channels: int, size: tuple[int, int]) -> Tensor:
+    image = start.detach().float()
+    if image.ndim == 3:
+        image = image[None]
+    if image.ndim != 4 or image.shape[1] != channels or tuple(image.shape[-2:]) != size:
+        raise BadInputError(
+            f"start has shape {tuple(start.shape)}; give [C, H, W] or [B, C, H, W] with C={channels} and "
+            f"H x W = {size[0]} x {size[1]} (or leave size out to use the start's)."
+        )
+    if image.min() < 0 or image.max() > 1:
+        raise BadInputError("start must be an image with values in [0, 1] (before the model's preprocessing).")
+    return image
+
+
+# The optimisation ----------------------------------------------------------------------------------------------------
+
+
+def maximize(
+    model: nn.Module,
+    target: Objective | int | tuple,
+    steps: int = 256,
+    *,
+    start: Literal["zeros", "noise"] | Tensor = "noise",
+    preset: str | Recipe = "lucid",
+    size: int | tuple[int, int] | None = None,
+    channels: int | None = None,
+    batch: int | None = None,
+    preprocess: Callable[[Tensor], Tensor] | None = None,
+    progress: bool | None = None,
+    seed: int = 0,
+    **options: Any,
+) -> Maximization:
+    """Images that maximise ``target`` by gradient ascent in input space.
+
+    Args:
+        model: the network; run on its own device, in eval mode, its parameters frozen for the run (both restored).
+        target: an :class:`Objective` (``logit(c)``, ``channel(layer, c)``, ``neuron(layer, c, y, x)``,
+            ``channels(layer)``, or a weighted sum of them); an int is a class logit, ``(layer, c)`` a channel.
+        steps: optimisation steps.
+        start: ``"zeros"`` (mid grey), ``"noise"`` (random, seeded) or an image ``[C, H, W]`` / ``[B, C, H, W]``
+            in [0, 1].
+        preset: ``"lucid"`` (default), ``"simonyan"``, ``"yosinski"``, or a :class:`Recipe`.
+        size: image height and width (an int for square); default the start image's, else 128.
+        channels: image channels (default the start image's, else 3).
+        batch: how many images (default 1, or what the objective needs: ``channels(layer)`` gives one per channel).
+        preprocess: maps an image in [0, 1] to the model's input (e.g. the training normalisation).
+        progress: show a tqdm bar; ``None`` shows it on a terminal only.
+        seed: seeds the start noise and the random transforms.
+        **options: fields of :class:`Recipe` overriding the preset (``param="pixel"``, ``lr=0.1``, ``decay=...``).
+
+    Returns:
+        A :class:`Maximization`: ``images`` ``[B, C, H, W]`` in [0, 1], the objective's ``history``, ``figure()``,
+        ``to_records(tag, step)``.
+    """
+    if not isinstance(model, nn.Module):
+        raise BadInputError(f"model must be a torch.nn.Module, not {type(model).__name__}.")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise BadInputError(f"steps={steps!r}; give a positive number of steps.")
+    objective = as_objective(target)
+    recipe = _recipe(preset, options)
+    if isinstance(start, str) and start not in ("zeros", "noise"):
+        raise BadInputError(f"start={start!r}; use 'zeros', 'noise' or an image tensor in [0, 1].")
+    check_layers(model, objective.layers)
+    height, width = _image_size(size, start)
+    if channels is None:
+        channels = int(start.shape[-3]) if isinstance(start, Tensor) and start.ndim >= 3 else 3
+    first = _start_tensor(start, channels, (height, width)) if isinstance(start, Tensor) else None
+    device = probe.model_device(model)
+    preprocess = preprocess or (lambda x: x)
+    transform = compose(standard_transforms() if recipe.transforms is None else recipe.transforms)
+    generator = torch.Generator().manual_seed(seed)
+
+    with probe.preserved(model):
+        model.eval()
+        for parameter in model.parameters():
+            parameter.requires_grad_(False)
+        count = _batch_size(model, objective, batch, first, transform, preprocess, (channels, height, width), device)
+        image = _parameterisation(recipe, start, first, (count, channels, height, width), generator, device)
+        history = _ascend(model, objective, image, recipe, transform, preprocess, steps, generator, progress)
+    return Maximization(
+        images=image().detach().cpu(),
+        history=history,
+        labels=objective.labels(count),
+        objective=objective.name,
+        recipe=recipe,
+    )
+
+
+def _batch_size(
+    model: nn.Module,
+    objective: Objective,
+    batch: int | None,
+    first: Tensor | None,
+    transform: Transform,
+    preprocess: Callable[[Tensor], Tensor],
+    shape: tuple[int, int, int],
+    device: torch.device,
+) -> int:
+    """One grey image through the model, to check the objective's indices and learn the batch it needs."""
+    grey = torch.full((1, *shape), NEUTRAL, device=device)
+    with torch.no_grad():
+        seen = preprocess(transform(grey, torch.Generator().manual_seed(0)))
+        shapes = {name: tuple(t.shape) for name, t in forward_until(model, seen, objective.layers).items()}
+    needed = objective.check(shapes)
+    given = [n for n in (batch, None if first is None or len(first) == 1 else len(first)) if n is not None]
+    for n in given:
+        if needed is not None and n != needed:
+            raise BadInputError(f"{objective.name} needs a batch of {needed} images (one per unit), not {n}.")
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise BadInputError(f"batch={n!r}; give a positive number of images.")
+    if len(set(given)) > 1:
+        raise BadInputError(f"batch={batch} but start holds {len(first)} images; give one or the other.")  # type: ignore[arg-type]
+    return needed or (given[0] if given else 1)
+
+
+def _parameterisation(
+    recipe: Recipe,
+    start: str | Tensor,
+    first: Tensor | None,
+    shape: tuple[int, int, int, int],
+    generator: torch.Generator,
+    device: torch.device,
+) -> PixelImage | FourierImage:
+    if first is not None:
+        image = first.expand(shape).to(device)
+        if recipe.param == "pixel":
+            return PixelImage(image)
+        return FourierImage.from_image(image, decorrelate=recipe.decorrelate)
+    sd = 0.0 if start == "zeros" else noise_sd(recipe.param)
+    if recipe.param == "fourier":
+        return FourierImage.random(shape, sd, generator, device, decorrelate=recipe.decorrelate)
+    return PixelImage((NEUTRAL + sd * torch.randn(shape, generator=generator)).to(device))
+
+
+def _ascend(
+    model: nn.Module,
+    objective: Objective,
+    image: PixelImage | FourierImage,
+    recipe: Recipe,
+    transform: Transform,
+    preprocess: Callable[[Tensor], Tensor],
+    steps: int,
+    generator: torch.Generator,
+    progress: bool | None,
+) -> Tensor:
+    optimizer: torch.optim.Optimizer
+    if recipe.optimizer == "adam":
+        optimizer = torch.optim.Adam(image.parameters(), lr=recipe.lr)
+    else:
+        optimizer = torch.optim.SGD(image.parameters(), lr=recipe.lr)
+    history = []
+    bar = tqdm(
+        range(steps), desc="maximizing", unit="step", disable=None if progress is None else not progress, leave=False
+    )
+    for step in bar:
+        optimizer.zero_grad()
+        pixels = image()
+        redirect = redirect_relus() if step < recipe.redirect_relu else contextlib.nullcontext()
+        with redirect:
+            scores = objective(forward_until(model, preprocess(transform(pixels, generator)), objective.layers))
+        if scores.ndim != 1 or len(scores) != len(pixels):
+            raise BadInputError(f"{objective.name} gave scores of shape {tuple(scores.shape)}; expected one per image.")
+        loss = -scores.sum()
+        if recipe.decay:
+            loss = loss + recipe.decay * (pixels - NEUTRAL).pow(2).flatten(1).mean(1).sum()
+        loss.backward()
+        if isinstance(image, PixelImage):
+            before = image.pixels.detach().clone() if recipe.clip_contribution else image.pixels
+            optimizer.step()
+            image.project()
+            _pixel_regularisers(image, before, recipe, step)
+        else:
+            optimizer.step()
+        history.append(scores.detach().cpu())
+        if step % 16 == 0:
+            bar.set_postfix(objective=f"{float(scores.detach().mean()):.3g}")
+    return torch.stack(history)
+
+
+@torch.no_grad()
+def _pixel_regularisers(image: PixelImage, before: Tensor, recipe: Recipe, step: int) -> None:
+    """Yosinski et al.'s regularisers, applied to the pixels after a step."""
+    pixels = image.pixels
+    if recipe.blur_every and (step + 1) % recipe.blur_every == 0:
+        pixels.copy_(gaussian_blur(pixels, recipe.blur_sigma))
+    signal = pixels - NEUTRAL
+    if recipe.clip_norm:
+        _clip_below(pixels, signal.norm(dim=1), recipe.clip_norm)
+    if recipe.clip_contribution:
+        # d loss / dx = -d objective / dx + 2 decay (x - 0.5) / n, so the objective's own gradient is recovered exactly.
+        n = before[0].numel()
+        gradient = -(image.pixels.grad - 2 * recipe.decay * (before - NEUTRAL) / n)
+        contribution = ((pixels - NEUTRAL) * gradient).sum(dim=1).abs()
+        _clip_below(pixels, contribution, recipe.clip_contribution)
+
+
+def _clip_below(pixels: Tensor, measure: Tensor, percentile: float) -> None:
+    """Set each image's pixels whose ``measure`` ``[B, H, W]`` is below its ``percentile`` to mid grey."""
+    threshold = torch.quantile(measure.flatten(1), percentile / 100, dim=1).view(-1, 1, 1)
+    pixels.masked_fill_((measure < threshold)[:, None].expand_as(pixels), NEUTRAL)

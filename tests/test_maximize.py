@@ -1,0 +1,297 @@
+"""Activation maximisation and deep dream: closed forms, objective arithmetic against manual hooks, the Fourier
+parameterisation against its inverse (and Lucent's, where installed), the redirected ReLU, state restoration."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import tiny_cnn
+from torch import nn
+
+import deepscope as ds
+from deepscope.features import channel, channels, dream, logit, maximize, neuron
+from deepscope.features.maximize import NEUTRAL, Recipe, redirect_relus
+from deepscope.features.objectives import Objective, activation_norm, forward_until
+from deepscope.features.param import (
+    COLOR_CORRELATION,
+    FourierImage,
+    correlate_colors,
+    decorrelate_colors,
+    frequency_scale,
+)
+from deepscope.features.transforms import compose, jitter, pad, rotate, scale, standard_transforms
+from deepscope.track.records import Image
+
+FAST = {"progress": False}
+
+
+def value(model: nn.Module, objective, images: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return objective(forward_until(model, images, objective.layers))
+
+
+# Closed form -------------------------------------------------------------------------------------------------------
+
+
+def test_plain_ascent_with_l2_decay_on_a_linear_logit_converges_to_the_closed_form():
+    # maximise w.x - decay * mean((x - 0.5)^2) over x in [0, 1]^n: x = clip(0.5 + n w / (2 decay), 0, 1).
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 2))
+    decay, n = 2.0, 64
+    w = model[1].weight.detach()[1].view(1, 1, 8, 8)
+    expected = (NEUTRAL + n * w / (2 * decay)).clamp(0, 1)
+    assert 0 < (expected == 0).sum() + (expected == 1).sum() < n, "the bounds should bind for some pixels only"
+    result = maximize(
+        model, logit(1), steps=200, start="zeros", preset="simonyan", size=8, channels=1, optimizer="sgd",
+        lr=n / (2 * decay) / 2, decay=decay, **FAST,
+    )  # fmt: skip
+    torch.testing.assert_close(result.images, expected, atol=1e-5, rtol=0)
+
+
+# The objective rises and beats random images --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("preset", ["simonyan", "yosinski", "lucid"])
+@pytest.mark.parametrize("target", [channel("relu2", 1), neuron("relu2", 3), neuron("relu3", 0)], ids=str)
+def test_maximisation_rises_and_beats_random_images_of_the_same_norm(preset, target):
+    model = tiny_cnn()
+    # Lucid's recipe is made for hundreds of steps at 128+ px: a larger rate, and jitter in proportion to 24 px
+    lucid = {"steps": 48, "size": 24, "lr": 0.2, "transforms": [pad(2), jitter(1), rotate([-5, 0, 5])]}
+    options = lucid if preset == "lucid" else {"steps": 24, "size": 32}
+    result = maximize(model, target, preset=preset, **options, **FAST)
+    history = result.history[:, 0]
+    assert history[-4:].mean() > 1.1 * history[:4].mean() + 1e-3
+    if preset != "lucid":  # without random transforms the ascent is deterministic and rises almost every step
+        assert (history[1:] >= history[:-1] - 1e-6).float().mean() > 0.6
+    best = result.images
+    noise = torch.randn(32, *best.shape[1:], generator=torch.Generator().manual_seed(1))
+    norm = (best - NEUTRAL).flatten(1).norm(dim=1)
+    random = (NEUTRAL + noise / noise.flatten(1).norm(dim=1).view(-1, 1, 1, 1) * norm).clamp(0, 1)
+    assert value(model, target, best) > value(model, target, random).max()
+
+
+def test_all_channels_of_a_layer_as_one_batch():
+    model = tiny_cnn()
+    result = maximize(model, channels("relu2"), steps=12, size=16, preset="simonyan", **FAST)
+    assert result.images.shape == (16, 3, 16, 16)
+    assert result.labels == [f"relu2[{c}]" for c in range(16)]
+    # no transforms in this preset, so the recorded objective is each image's own channel on the image before the step
+    final = value(model, channels("relu2"), result.images)
+    per_channel = torch.stack([value(model, channel("relu2", c), result.images[c : c + 1])[0] for c in range(16)])
+    torch.testing.assert_close(final, per_channel)
+    assert (final >= result.history[0] - 1e-6).all()
+
+
+# Objectives compose -------------------------------------------------------------------------------------------------
+
+
+def test_objectives_compose_like_sums_of_values_read_by_manual_hooks():
+    model = tiny_cnn()
+    x = torch.rand(3, 3, 16, 16)
+    seen: dict[str, torch.Tensor] = {}
+    handles = [
+        getattr(model, name).register_forward_hook(lambda _m, _i, out, name=name: seen.__setitem__(name, out.clone()))
+        for name in ("relu1", "relu3")
+    ]
+    try:
+        with torch.no_grad():
+            out = model(x)
+    finally:
+        for handle in handles:
+            handle.remove()
+    manual = seen["relu1"][:, 2].mean((1, 2)) + 2 * seen["relu3"][:, 5, 1, 3] - out[:, 4] / 4 + 1
+    combined = channel("relu1", 2) + 2 * neuron("relu3", 5, 1, 3) - logit(4) / 4 + 1
+    torch.testing.assert_close(value(model, combined, x), manual)
+    parts = [channel("relu1", 2), channel("relu1", 2)]
+    torch.testing.assert_close(value(model, sum(parts), x), 2 * seen["relu1"][:, 2].mean((1, 2)))
+    assert combined.layers == {"relu1", "relu3", ""}
+
+
+def test_the_forward_pass_stops_at_the_target_layer():
+    model = tiny_cnn()
+    calls = {"conv2": 0, "conv3": 0, "fc": 0}
+    handles = [
+        getattr(model, name).register_forward_hook(lambda *_a, name=name: calls.__setitem__(name, calls[name] + 1))
+        for name in calls
+    ]
+    try:
+        maximize(model, channel("relu2", 0), steps=3, size=16, **FAST)
+        assert calls["conv2"] > 0 and calls["conv3"] == 0 and calls["fc"] == 0
+        maximize(model, logit(0), steps=3, size=16, **FAST)
+        assert calls["fc"] > 0
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+# Parameterisation and transforms --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 16, 16), (1, 3, 15, 21), (2, 1, 12, 13)])
+def test_fourier_image_round_trips_through_its_spectrum(shape):
+    image = torch.rand(shape, generator=torch.Generator().manual_seed(0)) * 0.98 + 0.01
+    param = FourierImage.from_image(image)
+    torch.testing.assert_close(param(), image, atol=1e-4, rtol=0)
+    assert param.spectrum.shape == (*shape[:3], shape[3] // 2 + 1, 2)
+
+
+def test_decorrelated_colours_are_invertible_and_images_stay_in_the_unit_range():
+    x = torch.randn(2, 3, 5, 7)
+    torch.testing.assert_close(correlate_colors(decorrelate_colors(x)), x, atol=1e-5, rtol=0)
+    assert COLOR_CORRELATION.norm(dim=0).max() == pytest.approx(1.0)
+    loud = FourierImage.random((2, 3, 16, 16), sd=100.0, generator=torch.Generator().manual_seed(0), device="cpu")
+    image = loud()
+    assert image.min() >= 0 and image.max() <= 1 and image.std() > 0.1
+
+
+def test_fourier_parameterisation_matches_lucent():
+    pytest.importorskip("lucent")
+    from lucent.optvis.param.color import color_correlation_normalized, to_valid_rgb
+    from lucent.optvis.param.spatial import fft_image
+
+    torch.testing.assert_close(COLOR_CORRELATION, torch.as_tensor(color_correlation_normalized))
+    params, lucent_image = fft_image((2, 3, 16, 16))
+    ours = FourierImage.random((2, 3, 16, 16), sd=0.5, generator=torch.Generator().manual_seed(0), device="cpu")
+    with torch.no_grad():
+        params[0].copy_(ours.spectrum)
+    lucent_rgb = to_valid_rgb(lucent_image, decorrelate=True)()
+    torch.testing.assert_close(ours(), lucent_rgb, atol=1e-5, rtol=0)
+    assert frequency_scale(16, 16).shape == (16, 9)
+
+
+@pytest.mark.parametrize(
+    "transform", [jitter(3), scale([0.9, 1.1]), rotate([-10, 10]), compose(standard_transforms()[1:])], ids=repr
+)
+def test_transforms_keep_shape_and_device(transform):
+    images = torch.rand(3, 3, 20, 20)
+    out = transform(images, torch.Generator().manual_seed(0))
+    assert out.shape == images.shape and out.device == images.device and out.dtype == images.dtype
+    assert pad(4)(images, torch.Generator()).shape == (3, 3, 28, 28)
+
+
+def test_affine_transforms_are_exact_where_known():
+    images = torch.rand(2, 1, 9, 9)
+    generator = torch.Generator()
+    identity = compose([jitter(0), scale([1.0]), rotate([0])])
+    torch.testing.assert_close(identity(images, generator), images)
+    quarter = rotate([90])(images, generator)
+    torch.testing.assert_close(quarter, torch.rot90(images, k=1, dims=(-2, -1)), atol=1e-5, rtol=0)
+    shifted = jitter(2)(images, torch.Generator().manual_seed(3))  # a whole-pixel shift of each image
+    matches = [
+        torch.allclose(shifted[0, 0, 2:-2, 2:-2], torch.roll(images[0, 0], (dy, dx), (0, 1))[2:-2, 2:-2], atol=1e-5)
+        for dy in range(-2, 3)
+        for dx in range(-2, 3)
+    ]
+    assert sum(matches) == 1
+
+
+# Redirected ReLU ------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["modules", "functional", "inplace"])
+def test_redirected_relu_reaches_a_dead_unit(kind):
+    model = tiny_cnn(kind)
+    with torch.no_grad():
+        model.conv1.bias[4] = -1e3  # channel 4 of the first ReLU never fires
+    target = channel("relu1", 4)
+    if kind == "functional":  # no ReLU module to read: conv2's channel 0 copies the centre of ReLU channel 4
+        target = channel("conv2", 0)
+        with torch.no_grad():
+            model.conv2.weight.zero_()
+            model.conv2.bias.zero_()
+            model.conv2.weight[0, 4, 1, 1] = 1.0
+    x = torch.rand(1, 3, 16, 16, requires_grad=True)
+    (plain,) = torch.autograd.grad(-target(forward_until(model, x, target.layers)).sum(), x)
+    assert plain.abs().max() == 0
+    with redirect_relus():
+        scores = target(forward_until(model, x, target.layers))
+        (redirected,) = torch.autograd.grad(-scores.sum(), x)  # the gradient of the loss, as maximize() takes it
+    assert scores.item() == 0  # the forward pass is unchanged
+    assert redirected.abs().max() > 0
+    # a step down the redirected loss gradient raises the dead unit's pre-activation
+    with torch.no_grad():
+        before = model.conv1(x)[0, 4].mean()
+        after = model.conv1(x - 0.1 * redirected.sign())[0, 4].mean()
+    assert after > before
+
+
+# State, records, figures -------------------------------------------------------------------------------------------
+
+
+def test_model_state_and_hooks_are_restored_even_after_an_error():
+    model = tiny_cnn().train()
+    model.conv1.weight.requires_grad_(False)
+    modes = [m.training for m in model.modules()]
+    flags = [p.requires_grad for p in model.parameters()]
+    maximize(model, channel("relu2", 0), steps=2, size=16, **FAST)
+    with pytest.raises(ZeroDivisionError):
+        maximize(model, channel("relu2", 0) + Objective(_broken, ["relu2"], "broken"), steps=2, size=16, **FAST)
+    assert [m.training for m in model.modules()] == modes
+    assert [p.requires_grad for p in model.parameters()] == flags
+    assert all(not m._forward_hooks for m in model.modules())
+
+
+def _broken(activations):
+    raise ZeroDivisionError("an objective that fails mid-run")
+
+
+def test_results_render_and_log(tmp_path):
+    model = tiny_cnn()
+    result = maximize(model, channel("relu1", [0, 1, 2]), steps=2, size=16, **FAST)
+    assert result.images.shape == (3, 3, 16, 16) and result.history.shape == (2, 3)
+    assert result.images.min() >= 0 and result.images.max() <= 1
+    assert result._repr_png_().startswith(b"\x89PNG")
+    records = result.to_records("maximize", step=5)
+    assert [r.tag for r in records] == ["maximize/relu1[0]", "maximize/relu1[1]", "maximize/relu1[2]"]
+    assert all(isinstance(r, Image) and r.pixels.shape == (16, 16, 3) and r.step == 5 for r in records)
+    with ds.Run(tmp_path / "run") as run:
+        run.log_records(records)
+
+
+# Deep dream -----------------------------------------------------------------------------------------------------------
+
+
+def test_dream_increases_the_layers_activation_norm():
+    model = tiny_cnn()
+    image = torch.rand(3, 32, 32, generator=torch.Generator().manual_seed(0)) * 0.5 + 0.25
+    dreamt = dream(model, image, "relu2", steps=4, octaves=2, lr=0.03, **FAST)
+    assert dreamt.shape == image.shape and dreamt.min() >= 0 and dreamt.max() <= 1
+    norm = activation_norm("relu2")
+    assert value(model, norm, dreamt[None]) > 1.5 * value(model, norm, image[None])
+    assert all(not m._forward_hooks for m in model.modules())
+
+
+# Bad input ------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "words"),
+    [
+        (lambda m: maximize(m, channel("relu_2", 0), size=16, **FAST), ds.LayerNotFoundError, "relu2"),
+        (lambda m: maximize(m, channel("relu2", 16), size=16, **FAST), ds.BadInputError, "16 channels"),
+        (lambda m: maximize(m, neuron("relu2", 0, 99, 0), size=16, **FAST), ds.BadInputError, "outside"),
+        (lambda m: maximize(m, logit(7), size=16, **FAST), ds.BadInputError, "5 classes"),
+        (lambda m: maximize(m, 0, preset="olah", **FAST), ds.BadInputError, "'lucid'"),
+        (lambda m: maximize(m, 0, param="wavelet", **FAST), ds.BadInputError, "'fourier'"),
+        (lambda m: maximize(m, 0, blur=3, **FAST), ds.BadInputError, "blur_every"),
+        (lambda m: maximize(m, 0, preset="lucid", blur_every=4, **FAST), ds.BadInputError, "param='pixel'"),
+        (lambda m: maximize(m, 0, size=4, **FAST), ds.BadInputError, "too small"),
+        (lambda m: maximize(m, 0, start=torch.full((3, 16, 16), 2.0), **FAST), ds.BadInputError, "[0, 1]"),
+        (lambda m: maximize(m, 0, size=16, channels=1, **FAST), ds.BadInputError, "could not run"),
+        (lambda m: maximize(m, channels("relu2"), batch=3, size=16, **FAST), ds.BadInputError, "batch of 16"),
+        (lambda m: maximize(m, "relu2", **FAST), ds.BadInputError, "not understood"),
+        (lambda m: dream(m, torch.rand(3, 16, 16), "relu2", octaves=4, **FAST), ds.BadInputError, "octaves <="),
+        (lambda m: dream(m, torch.rand(3, 16, 16), "relu9", **FAST), ds.LayerNotFoundError, "relu1"),
+    ],
+)
+def test_bad_input_is_a_clear_error(call, error, words):
+    with pytest.raises(error, match=None) as caught:
+        call(tiny_cnn())
+    assert words in str(caught.value)
+
+
+def test_a_recipe_can_be_passed_as_a_preset():
+    model = tiny_cnn()
+    recipe = Recipe(param="pixel", transforms=(), lr=0.1)
+    result = maximize(model, channel("relu1", 1), steps=3, size=16, preset=recipe, **FAST)
+    assert result.recipe == recipe
