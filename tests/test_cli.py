@@ -173,7 +173,23 @@ def test_demo_restores_torch_threads_and_logs_a_run_it_replaces_when_run_again(t
         loss = reader.scalars("train/loss")
         assert len(loss.steps) == 1 and loss.steps[0] == 0  # 64 images = one batch, logged once: not twice
         assert reader.scalars("test/acc").values.size == 1
-        assert reader.tags()["model"] == "graph"
+        tags = reader.tags()
+    assert tags["model"] == "graph"
+    # The views after training are logged for the board: Evaluation, Explanations, Projector, Features, Images.
+    for tag, kind in {
+        "confusion_matrix": "confusion_matrix",
+        "explanations": "explanation",
+        "sanity_check": "sanity_check",
+        "method_comparison": "method_comparison",
+        "embedding": "embedding",
+        "features/features.conv1/filters": "image",
+    }.items():
+        assert tags.get(tag) == kind, (tag, tags.get(tag))
+    assert any(t.startswith("features/features.relu2/top_patches/") for t in tags)
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    for name in ("confusion matrix", "sanity check", "filters", "class visualisations", "t-SNE"):
+        with Image.open(summary["pictures"][name]) as picture:
+            assert picture.size[0] > 200
 
 
 def test_demo_without_data_says_how_to_install(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 import torchvision
@@ -271,6 +272,21 @@ def test_top_patches_equal_brute_force():
             top, left, bottom, right = box.tolist()
             torch.testing.assert_close(patch, x[index, :, top:bottom, left:right])
     assert set(result.images) == set(result.indices.flatten().tolist())  # only the winners are kept
+
+
+def test_top_patches_records_hold_each_units_patches_in_order():
+    from deepscope.render import to_image_array
+
+    model, x = Net().eval(), torch.randn(9, 3, 12, 12, generator=torch.Generator().manual_seed(4))
+    result = top_patches(model, x, "conv2", units=[1, 3], k=4)
+    records = result.to_records("features/conv2/top_patches", step=7)
+    assert [r.tag for r in records] == ["features/conv2/top_patches/1", "features/conv2/top_patches/3"]
+    assert all(r.step == 7 and r.pixels.dtype == np.uint8 for r in records)
+    grid = records[1].pixels  # unit 3: 2 x 2 patches, strongest top left
+    index = int(result.indices[1, 0])
+    top, left, bottom, right = result.boxes[1, 0].tolist()
+    expected = (to_image_array(x[index])[top:bottom, left:right] * 255).round().astype(np.uint8)
+    np.testing.assert_array_equal(grid[1 : 1 + bottom - top, 1 : 1 + right - left], expected)
 
 
 def test_top_patches_bad_input():

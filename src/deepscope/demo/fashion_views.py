@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from ..embed import embed, project
 from ..evaluate import compare_methods, confidently_wrong, confusion_matrix, sanity_check
 from ..explanation import Explanation
-from ..features import filters, logit, maximize
+from ..features import channel, filters, logit, maximize, top_patches
 from ..features.transforms import jitter, pad, rotate, scale
 from ..track import Run
 from .data import CLASSES, MEAN, STD, FashionData, to_inputs
@@ -26,6 +26,8 @@ Log = Callable[[str], None]
 
 EMBEDDED = 1500  # test images projected: t-SNE of 1,500 points takes about 10 s on one core
 SANITY_METHODS = ("saliency", "guided_backprop", "gradcam")
+UNIT_LAYER, UNITS = "features.relu2", 16  # the middle stage: textures and parts, 16 of its 32 channels
+PATCH_SEARCH = 5000  # test images searched for each unit's top patches
 COMPARED_METHODS = ("saliency", "input_x_gradient", "guided_backprop", "gradcam", "guided_gradcam")
 # Lucid's transform stack in proportion to a 28-pixel image (its standard one is made for 128 to 224 pixels).
 SMALL_TRANSFORMS = [pad(2), jitter(2), scale([0.95, 1.0, 1.05]), rotate([-5, 0, 5]), jitter(1)]
@@ -103,7 +105,7 @@ def show_everything(
     with _step(views, "filters", log):
         first = filters(model)
         views.pictures["filters"] = _save(first.figure(), out / "filters.png")
-        run.log_records(first.to_records("filters", step=0))
+        run.log_records(first.to_records(f"features/{first.layer}/filters", step=0))
 
     with _step(views, "class visualisations", log):
         classes = maximize(
@@ -119,6 +121,33 @@ def show_everything(
         classes = replace(classes, labels=list(CLASSES))
         views.pictures["class visualisations"] = _save(classes.figure(columns=5), out / "class_visualisations.png")
         run.log_records(classes.to_records("maximize/class"))
+
+    with _step(views, "units: maximisation + top patches", log):
+        units = list(range(UNITS))
+        seen = maximize(
+            model,
+            channel(UNIT_LAYER, units),
+            steps=128,
+            size=28,
+            channels=1,
+            preprocess=preprocess,
+            preset="simonyan",  # plain pixels: at 28 px the strongest images; Lucid's recipe is made for 128-224 px
+            lr=0.1,
+            redirect_relu=16,  # the first steps give units that are silent on the start image a gradient
+            progress=progress,
+        )
+        count = min(PATCH_SEARCH, len(labels))
+        patches = top_patches(
+            model, to_inputs(dataset.test_images[:count]), UNIT_LAYER, units=units, k=9, progress=progress
+        )
+        views.pictures["unit visualisations"] = _save(seen.figure(columns=8), out / "units_maximized.png")
+        views.pictures["unit top patches"] = _save(patches.figure(units[0]), out / "unit0_top_patches.png")
+        run.log_records(seen.to_records(f"features/{UNIT_LAYER}/maximize"))
+        run.log_records(patches.to_records(f"features/{UNIT_LAYER}/top_patches"))
+        log(
+            f"  {UNITS} units of {UNIT_LAYER} (receptive field {patches.field.size[0]} px): maximised by gradient "
+            f"ascent, and their top patches among {count} test images"
+        )
 
     with _step(views, "embedding + t-SNE", log):
         count = min(EMBEDDED, len(labels))

@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from .. import probe
 from ..errors import BadInputError
+from ..track.records import Image
 from .activations import iter_inputs
 from .receptive_field import ReceptiveField, receptive_field
 
@@ -102,6 +103,37 @@ class TopPatches:
         from ..render import figure_png
 
         return figure_png(self.figure(int(self.units[0])))
+
+    def grid(self, unit: int) -> np.ndarray:
+        """Unit ``unit``'s top patches as one uint8 RGB picture: a square grid, strongest first, each patch cut
+        from its whole input scaled as a whole (so patches keep their contrast), padded white to the field size."""
+        from ..render import to_image_array
+
+        row = self._row(unit)
+        crops = []
+        for index, (top, left, bottom, right) in zip(self.indices[row].tolist(), self.boxes[row].tolist()):
+            crops.append(to_image_array(self.images[index])[top:bottom, left:right])
+        height = max(crop.shape[0] for crop in crops) + 1
+        width = max(crop.shape[1] for crop in crops) + 1
+        side = math.ceil(math.sqrt(len(crops)))
+        canvas = np.ones((side * height + 1, side * width + 1, 3), dtype=np.float32)
+        for j, crop in enumerate(crops):
+            y, x = 1 + (j // side) * height, 1 + (j % side) * width
+            canvas[y : y + crop.shape[0], x : x + crop.shape[1]] = crop
+        return (canvas * 255).round().astype(np.uint8)
+
+    def to_records(self, tag: str, step: int = 0) -> list[Image]:
+        """One :class:`~deepscope.track.records.Image` per unit (its :meth:`grid`), tagged ``tag/<unit>``."""
+        return [
+            Image(
+                tag=f"{tag}/{unit}",
+                step=step,
+                pixels=self.grid(unit),
+                caption=f"{self.layer} unit {unit}: top activations "
+                + ", ".join(f"{float(v):.3g}" for v in self.values[row]),
+            )
+            for row, unit in enumerate(self.units.tolist())
+        ]
 
 
 class _Stop(Exception):
