@@ -160,7 +160,9 @@ def test_fourier_parameterisation_matches_lucent():
 
 
 @pytest.mark.parametrize(
-    "transform", [jitter(3), scale([0.9, 1.1]), rotate([-10, 10]), compose(standard_transforms()[1:])], ids=repr
+    "transform",
+    [jitter(3), scale([0.9, 1.1]), rotate([-10, 10]), compose(standard_transforms()[1:])],
+    ids=["jitter", "scale", "rotate", "standard stack"],  # stable names: xdist workers must collect the same ids
 )
 def test_transforms_keep_shape_and_device(transform):
     images = torch.rand(3, 3, 20, 20)
