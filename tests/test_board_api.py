@@ -133,6 +133,7 @@ def test_views_are_the_kinds_present(client: TestClient, tmp_path: Path) -> None
         "evaluation": False,
         "text": True,
         "projector": False,
+        "features": False,
     }
     with ds.Run(tmp_path / "only-scalars") as run:
         run.log({"x": 1.0})
@@ -145,6 +146,7 @@ def test_views_are_the_kinds_present(client: TestClient, tmp_path: Path) -> None
         "evaluation": False,
         "text": False,
         "projector": False,
+        "features": False,
     }
 
 
@@ -288,6 +290,57 @@ def test_graph_text_and_images(client: TestClient) -> None:
         assert answer.status_code == 200 and answer.headers["content-type"] == "image/png"
         pixels = np.asarray(PILImage.open(io.BytesIO(answer.content)))
         np.testing.assert_array_equal(pixels, np.arange(72, dtype=np.uint8).reshape(4, 6, 3) + p["step"])
+
+
+def _feature_run(root: Path) -> dict[int, ds.features.Filters]:
+    """A run whose conv filters change between three checkpoints, with their evolution logged for the Features tab
+    (and an image outside ``features/`` that the tab must not list); returns the filters per step."""
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.Conv2d(4, 2, 3))
+    with ds.Run(root / "feat") as run:
+        for step in (0, 10, 20):
+            with torch.no_grad():
+                model[0].weight.mul_(-2.0).add_(0.1)
+            run.checkpoint(model, step=step)
+        result = ds.features.evolution(run, lambda: model, "0", what="filters", progress=False)
+        result.log(run)
+        run.log_records([ds.features.filters(model, "2").to_records("features/2/filters", 20)[0]])
+        run.log_records([Image("features/2/top_patches/1", 20, np.zeros((3, 3), np.uint8))])  # one unit's patches
+        run.log_records([Image("features", 0, np.zeros((2, 2), np.uint8)), Image("other/x", 0, np.zeros((2, 2)))])
+    return dict(zip(result.steps, result.filters))
+
+
+def test_features_lists_layers_kinds_steps_and_noise(tmp_path: Path) -> None:
+    shown = _feature_run(tmp_path)
+    client = TestClient(create_app(tmp_path), base_url=LOCAL)
+    assert client.get("/api/views").json()["features"] is True
+    answer = client.get("/api/features", params={"run": "feat"}).json()
+    assert answer["steps"] == [0, 10, 20]
+    assert [layer["layer"] for layer in answer["layers"]] == ["0", "2"]
+    (kind,) = answer["layers"][0]["kinds"]
+    assert (kind["what"], kind["tag"], kind["steps"]) == ("filters", "features/0/filters", [0, 10, 20])
+    noise = kind["scalars"]["noise"]
+    assert noise["steps"] == [0, 10, 20]
+    np.testing.assert_allclose(noise["values"], [float(f.noise.mean()) for f in shown.values()], rtol=1e-6)
+    assert [(k["what"], k["steps"]) for k in answer["layers"][1]["kinds"]] == [
+        ("filters", [20]),
+        ("top_patches/1", [20]),
+    ]
+    # the pixels come from the Images API, one picture per checkpoint, each the grid of that checkpoint's filters
+    from PIL import Image as PILImage
+
+    points = client.get("/api/images", params={"run": "feat", "tag": kind["tag"]}).json()["points"]
+    for point, f in zip(points, shown.values()):
+        pixels = np.asarray(PILImage.open(io.BytesIO(client.get(point["url"]).content)))
+        np.testing.assert_array_equal(pixels, f.grid())
+    assert client.get("/api/features", params={"run": "nothing"}).status_code == 404
+    # a directory whose only pictures are features: the Features tab, and no empty Images tab
+    only = tmp_path / "only"
+    with ds.Run(only / "f") as run:
+        run.log_records([Image("features/conv/filters", 0, np.zeros((2, 2), np.uint8))])
+    assert {k: v for k, v in api.views(only).items() if k in ("images", "features")} == {
+        "images": False,
+        "features": True,
+    }
 
 
 def test_page_and_plotly_come_from_this_installation(client: TestClient) -> None:

@@ -64,6 +64,25 @@ def _train(run: ds.Run, activation: type[nn.Module], seed: int) -> None:
     run.graph(model, x)
 
 
+FEATURE_STEPS = (0, 10, 20)
+
+
+def _checkpoints_and_evolution(run: ds.Run) -> None:
+    """Checkpoints of a tiny CNN whose first filters change between them, their evolution logged under
+    ``features/conv/filters`` (with the noise score), and a maximisation strip at the last step only."""
+    torch.manual_seed(4)
+    model = nn.Sequential()
+    model.add_module("conv", nn.Conv2d(3, 6, 5))
+    model.add_module("relu", nn.ReLU())
+    for step in FEATURE_STEPS:
+        with torch.no_grad():
+            model.conv.weight.copy_(torch.randn_like(model.conv.weight).cumsum(2) if step else model.conv.weight)
+        run.checkpoint(model, step=step)
+    ds.features.evolution(run, lambda: model, "conv", what="filters", progress=False).log(run)
+    strip = np.random.default_rng(5).integers(0, 256, (18, 35, 3), dtype=np.uint8)
+    run.log_records([Image("features/conv/maximize", FEATURE_STEPS[-1], strip, caption="conv[0], conv[1]")])
+
+
 CLASSES = ["cat", "dog", HOSTILE]
 EXPLAINED = 4
 _rng = np.random.default_rng(0)
@@ -123,6 +142,8 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, ds.R
         run.log({"train/loss": math.nan}, step=1)  # a gap, not an error
     with ds.Run(root / "eval") as run:
         _evaluate(run)
+    with ds.Run(root / "features-cnn") as run:
+        _checkpoints_and_evolution(run)
     with ds.Run(root / "long") as run:
         steps = np.arange(LONG)
         run.log_series("zoom/sine", steps, np.sin(steps / 50.0))
@@ -193,7 +214,7 @@ def _trace_lengths(page: Any, selector: str) -> list[int]:
 def test_tabs_appear_only_for_data_that_exists(browser_page: tuple[Any, list[str]]) -> None:
     page, problems = browser_page
     tabs = page.eval_on_selector_all("#tabs button", "(bs) => bs.map((b) => b.dataset.view)")
-    assert tabs == ["scalars", "distributions", "graph", "images", "explanations", "evaluation", "text"]
+    assert tabs == ["scalars", "distributions", "graph", "images", "features", "explanations", "evaluation", "text"]
     assert not problems
 
 
@@ -206,7 +227,14 @@ def test_scalars_overlay_runs_and_escape_names(browser_page: tuple[Any, list[str
         timeout=10_000,
     )
     tags = page.eval_on_selector_all(".card[data-tag]", "(cs) => cs.map((c) => c.dataset.tag)")
-    assert sorted(tags) == ["grad_norm/0", "grad_norm/2", "train/acc", "train/loss", "zoom/sine"]
+    assert sorted(tags) == [
+        "features/conv/filters/noise",
+        "grad_norm/0",
+        "grad_norm/2",
+        "train/acc",
+        "train/loss",
+        "zoom/sine",
+    ]
     # train/acc: two runs, each a faint raw line and its smoothed line, every logged step drawn.
     acc = page.evaluate(
         """() => document.querySelector('.card[data-tag="train/acc"] .plot').data.map(
@@ -342,6 +370,29 @@ def test_images_step_slider(browser_page: tuple[Any, list[str]], tmp_path: Path)
     page.fill(".images input[type=range]", "0")
     page.wait_for_function("() => document.querySelector('.images .card .note').textContent.startsWith('step 0')")
     page.screenshot(path=str(tmp_path / "images.png"), full_page=True)
+    assert not problems
+
+
+def test_features_layer_pictures_and_checkpoint_slider(browser_page: tuple[Any, list[str]], tmp_path: Path) -> None:
+    page, problems = browser_page
+    _open(page, "features")
+    shown = "() => [...document.querySelectorAll('.features .card img')].every((i) => i.naturalWidth > 0)"
+    page.wait_for_function(f"() => document.querySelectorAll('.features .card img').length === 2 && ({shown})()")
+    cards = page.eval_on_selector_all(".features .card", "(cs) => cs.map((c) => c.dataset.what)")
+    assert cards == ["filters", "maximize"]
+    filters = '.features .card[data-what="filters"]'
+    assert page.inner_text(f"{filters} .card-head .note").startswith("step 20 · noise ")
+    assert page.evaluate("() => document.querySelector('.features .card[data-what=maximize] img').naturalWidth") == 35
+    last = page.get_attribute(f"{filters} img", "src")
+    page.fill("aside input.checkpoint", "0")  # the first checkpoint
+    page.wait_for_function(
+        f"() => document.querySelector('{filters} .card-head .note').textContent.startsWith('step 0 · noise')"
+    )
+    assert page.get_attribute(f"{filters} img", "src") != last
+    page.wait_for_function(f"() => document.querySelector('{filters} img').naturalWidth > 0")
+    # the maximisation was logged at step 20 only: before it, its first picture stays
+    assert page.inner_text('.features .card[data-what="maximize"] .card-head .note') == "step 20"
+    page.screenshot(path=str(tmp_path / "features.png"), full_page=True)
     assert not problems
 
 

@@ -45,6 +45,11 @@ VIEWS: dict[str, tuple[str, ...]] = {
     "projector": ("embedding",),
 }
 
+# The Features tab: image tags ``features/<layer>/<what>`` (``what``: filters, maximize, top_patches, or one unit's
+# ``top_patches/<unit>``, ...), scalars ``features/<layer>/<what>/<name>`` beside them (the filters' ``noise``); see
+# deepscope.features.features_tag.
+FEATURES_PREFIX = "features/"
+
 # Seed 000's advice, shown above the explanation gallery.
 ADVICE = "Do not focus only on cases that are classified correctly: deep neural networks are prone to taking shortcuts."
 
@@ -76,8 +81,52 @@ def runs(root: Path) -> list[dict[str, Any]]:
 
 def views(root: Path) -> dict[str, bool]:
     """Which tabs have data in at least one run."""
-    present = {kind for run in list_runs(root) for kind in run.tags.values()}
-    return {view: not present.isdisjoint(kinds) for view, kinds in VIEWS.items()}
+    listed = list_runs(root)
+    present = {kind for run in listed for kind in run.tags.values()}
+    shown = {view: not present.isdisjoint(kinds) for view, kinds in VIEWS.items()}
+    # Images under features/<layer>/<what> have their own tab, and only those are shown there.
+    pictures = [tag for run in listed for tag, kind in run.tags.items() if kind == "image"]
+    shown["images"] = any(_feature(tag) is None for tag in pictures)
+    shown["features"] = any(_feature(tag) is not None for tag in pictures)
+    return shown
+
+
+def features(root: Path, run: str) -> dict[str, Any]:
+    """The run's feature pictures by layer, for the Features tab: ``{"run", "steps", "layers": [{"layer", "kinds":
+    [{"what", "tag", "steps", "scalars": {name: {"steps", "values"}}}]}]}``, layers and kinds sorted by name.
+
+    Only tags and steps (and the few scalars beside them, e.g. the filters' mean noise score); the pictures
+    themselves come from :func:`images` under each kind's ``tag``.
+    """
+    layers: dict[str, list[dict[str, Any]]] = {}
+    every_step: set[int] = set()
+    with _reader(root, run) as reader:
+        tags = reader.tags()
+        for tag in sorted(tag for tag, kind in tags.items() if kind == "image"):
+            parsed = _feature(tag)
+            if parsed is None:
+                continue
+            steps = sorted({step for step, _, _ in reader.files(tag)})
+            every_step.update(steps)
+            scalars = {}
+            for name in sorted(t for t, k in tags.items() if k == "scalar" and t.startswith(tag + "/")):
+                series = reader.scalars(name, max_points=DEFAULT_MAX_POINTS)
+                scalars[name[len(tag) + 1 :]] = {"steps": series.steps.tolist(), "values": _floats(series.values)}
+            layers.setdefault(parsed[0], []).append({"what": parsed[1], "tag": tag, "steps": steps, "scalars": scalars})
+    return {
+        "run": run,
+        "steps": sorted(every_step),
+        "layers": [{"layer": layer, "kinds": kinds} for layer, kinds in sorted(layers.items())],
+    }
+
+
+def _feature(tag: str) -> tuple[str, str] | None:
+    """``(layer, what)`` of a Features tag ``features/<layer>/<what>``, else ``None``. A layer's name has no ``/``
+    (module names use dots); ``what`` may: ``top_patches/5`` from ``TopPatches.to_records``, one per unit."""
+    if not tag.startswith(FEATURES_PREFIX):
+        return None
+    layer, _, what = tag[len(FEATURES_PREFIX) :].partition("/")
+    return (layer, what) if layer and what else None
 
 
 def scalars(

@@ -97,6 +97,10 @@ def create_app(root: str | os.PathLike[str], token: str | None = None) -> FastAP
     def images(run: str, tag: str) -> Response:
         return _JSON(api.images(base, run, tag))
 
+    @app.get("/api/features")
+    def features(run: str) -> Response:
+        return _JSON(api.features(base, run))
+
     @app.get("/api/confusion_matrix")
     def confusion_matrix(run: str, tag: str, step: int | None = None) -> Response:
         return _JSON(api.confusion_matrix(base, run, tag, step))

@@ -24,6 +24,7 @@ from .runs import fresh_run_dir
 
 Log = Callable[[str], None]
 
+BATCH_SIZE = 128
 METHODS: tuple[str, ...] = ("gradcam", "saliency", "guided_gradcam", "occlusion")
 # A 4 x 4 patch is about one garment detail on a 28 x 28 image; stride 2 keeps it to 169 model calls per image.
 # The patch holds the data set's mean pixel (0 after normalisation), whichever images are in the batch.
@@ -69,7 +70,7 @@ def train(
     images: Tensor,
     labels: Tensor,
     epochs: int = 1,
-    batch_size: int = 128,
+    batch_size: int = BATCH_SIZE,
     lr: float = 0.01,
     generator: torch.Generator | None = None,
     progress: bool = True,
@@ -185,7 +186,9 @@ def _journey(
     with Run(run_dir, config=config) as run:
         run.graph(model, to_inputs(train_images[:2]))
         start = time.perf_counter()
-        with run.watch(model, every=50):  # training only: what follows are not training steps
+        # Training only: what follows are not training steps. The weights every 100 steps feed the filters'
+        # evolution over training (seed 002: "earlier layers train earlier").
+        with run.watch(model, every=50, checkpoint_every=100):
             losses = train(
                 model, train_images, train_labels, epochs=epochs, generator=generator, progress=progress, run=run
             )
@@ -226,7 +229,10 @@ def _journey(
         for i, sample in enumerate(picked):
             sample.overlays = {method: str(paths[i]) for method, paths in gallery.overlays.items()}
         log("after training: performance, what the network learned, how far its explanations can be trusted")
-        views = show_everything(model, dataset, predictions, gallery.explanations, chosen, run, out, log, progress)
+        trained_steps = epochs * -(-len(train_images) // BATCH_SIZE)
+        views = show_everything(
+            model, dataset, predictions, gallery.explanations, chosen, run, out, log, progress, trained_steps
+        )
 
     summary = out / "summary.json"
     result = FashionResult(

@@ -17,10 +17,11 @@ from torch import Tensor, nn
 from ..embed import embed, project
 from ..evaluate import compare_methods, confidently_wrong, confusion_matrix, sanity_check
 from ..explanation import Explanation
-from ..features import channel, filters, logit, maximize, top_patches
+from ..features import channel, evolution, filters, logit, maximize, top_patches
 from ..features.transforms import jitter, pad, rotate, scale
 from ..track import Run
 from .data import CLASSES, MEAN, STD, FashionData, to_inputs
+from .models import FashionCNN
 
 Log = Callable[[str], None]
 
@@ -56,10 +57,12 @@ def show_everything(
     out: Path,
     log: Log,
     progress: bool,
+    trained_steps: int = 0,
 ) -> Views:
     """Confusion matrix, the explanation gallery, the most confidently wrong cases, a sanity check of the methods,
     first-layer filters, class visualisations by activation maximisation, and a t-SNE/PCA projection of the test
-    embeddings; ``picked`` are the test indices the ``explanations`` explain."""
+    embeddings; ``picked`` are the test indices the ``explanations`` explain, ``trained_steps`` the training
+    steps taken (the final filters are logged there, after the checkpoints' filters)."""
     views = Views()
     labels = dataset.test_labels
 
@@ -102,10 +105,15 @@ def show_everything(
             last = float(check.scores[method]["spearman_abs"][-1].mean())
             log(f"  {method:<16} rank correlation with its map after full randomisation: {last:.2f}")
 
-    with _step(views, "filters", log):
+    with _step(views, "filters over training", log):
         first = filters(model)
         views.pictures["filters"] = _save(first.figure(), out / "filters.png")
-        run.log_records(first.to_records(f"features/{first.layer}/filters", step=0))
+        run.flush()  # the checkpoints the watcher kept, readable now
+        history = evolution(run, FashionCNN, first.layer, what=("filters",), progress=progress)
+        history.log(run)
+        views.pictures["filters over training"] = _save(history.figure(), out / "filters_evolution.png")
+        last = max(history.steps, default=-1) + 1
+        run.log_records(first.to_records(f"features/{first.layer}/filters", step=max(last, trained_steps)))
 
     with _step(views, "class visualisations", log):
         classes = maximize(

@@ -1,8 +1,9 @@
 """After training: what units learned (filters, activation maps, dead units, receptive fields, top dataset
-patches, activation maximisation, deep dream)."""
+patches, activation maximisation, deep dream, evolution over training)."""
 
 from .activations import Activations, DeadUnits, activations, dead_units
 from .dream import dream
+from .evolution import Evolution, evolution, features_tag
 from .filters import Filters, filters, noise_score
 from .maximize import PRESETS, Maximization, Recipe, maximize
 from .objectives import Objective, activation_norm, channel, channels, logit, neuron
@@ -13,6 +14,7 @@ __all__ = [
     "PRESETS",
     "Activations",
     "DeadUnits",
+    "Evolution",
     "Filters",
     "Maximization",
     "Objective",
@@ -25,6 +27,8 @@ __all__ = [
     "channels",
     "dead_units",
     "dream",
+    "evolution",
+    "features_tag",
     "filters",
     "logit",
     "maximize",

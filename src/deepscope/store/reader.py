@@ -363,6 +363,42 @@ class Reader:
             wall_time=row["wall_time"],
         )
 
+    # ---- checkpoints --------------------------------------------------------------------------------------------
+
+    def checkpoints(self, tag: str = "checkpoint") -> list[int]:
+        """The steps at which ``Run.checkpoint`` kept the weights under ``tag``, in increasing order (``[]`` if
+        none were kept)."""
+        kind = self.tags().get(tag)
+        if kind is None:
+            return []
+        tag_id = self._tag_id(tag, "checkpoint")
+        with self._reading():
+            rows = self._conn.execute("SELECT DISTINCT step FROM objects WHERE tag_id = ? ORDER BY step", (tag_id,))
+            return [int(step) for (step,) in rows]
+
+    def checkpoint(self, step: int | None = None, tag: str = "checkpoint") -> dict[str, Any]:
+        """The state dict kept at ``step`` (default: the last one kept), as CPU tensors, ready for
+        ``model.load_state_dict``. A step kept twice gives the later snapshot."""
+        import torch
+
+        steps = self.checkpoints(tag)
+        if not steps:
+            raise BadInputError(f"{self.path} holds no checkpoints under {tag!r}; keep some with run.checkpoint(model)")
+        if step is None:
+            step = steps[-1]
+        if step not in steps:
+            raise BadInputError(f"{self.path} has no checkpoint at step {step!r}; it has steps {steps}")
+        tag_id = self._tag_id(tag, "checkpoint")
+        with self._reading():
+            (relative,) = self._conn.execute(
+                "SELECT file FROM objects WHERE tag_id = ? AND step = ? ORDER BY id DESC LIMIT 1", (tag_id, int(step))
+            ).fetchone()
+        file = self.path / relative
+        try:
+            return dict(torch.load(file, map_location="cpu", weights_only=True))
+        except (OSError, RuntimeError, EOFError) as e:
+            raise StoreError(f"{file}, the checkpoint of {tag!r} at step {step}, cannot be read: {e}") from e
+
     # ---- plumbing -----------------------------------------------------------------------------------------------
 
     def _tag_id(self, tag: str, kind: str | None) -> int:

@@ -89,6 +89,17 @@ class ScalarBatch:
 
 
 @dataclass(frozen=True)
+class CheckpointState:
+    """A snapshot of a model's ``state_dict``, tensors already copied to the host, to be saved as a file beside
+    the run (``torch.save``); its row in ``objects`` has kind ``"checkpoint"``."""
+
+    tag: str
+    step: int
+    wall_time: float
+    state: dict[str, Any]
+
+
+@dataclass(frozen=True)
 class SetValue:
     """A key of the run's config (``table="config"``) or info (``table="run_info"``); ``value`` is JSON text or
     ``None`` to delete the key."""
@@ -499,6 +510,13 @@ class Writer:
             kind, data = _evaluation_json(item)
             wall = item.wall_time if item.wall_time is not None else now
             self._object(self._tag(item.tag, kind), item.step, wall, data, None)
+        elif isinstance(item, CheckpointState):
+            tag_id = self._tag(item.tag, "checkpoint")
+            relative = Path(schema.FILES_DIR, str(tag_id), f"{item.step}-{uuid.uuid4().hex[:12]}.pt")
+            _write_state(self.path / relative, item.state)
+            written.append(self.path / relative)
+            data = {"tensors": len(item.state), "bytes": sum(t.nbytes for t in item.state.values())}
+            self._object(tag_id, item.step, item.wall_time, data, relative.as_posix())
         else:  # pragma: no cover - the Run only queues the types above
             raise TypeError(f"the store cannot write {type(item).__name__}")
 
@@ -533,6 +551,16 @@ def _write_png(path: Path, pixels: np.ndarray) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_suffix(".tmp")
     PILImage.fromarray(pixels).save(temporary, format="PNG")
+    os.replace(temporary, path)
+
+
+def _write_state(path: Path, state: dict[str, Any]) -> None:
+    """``torch.save`` atomically, like :func:`_write_png`."""
+    import torch
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(".tmp")
+    torch.save(state, temporary)
     os.replace(temporary, path)
 
 

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from ..errors import BadInputError, StoreError
-from ..store.writer import DeferredScalars, ScalarBatch, SetValue, Writer
+from ..store.writer import CheckpointState, DeferredScalars, ScalarBatch, SetValue, Writer
 from .records import (
     ComparisonTable,
     Confusion,
@@ -389,19 +389,68 @@ class Run:
         self.log_records([record])
         return record
 
-    def watch(self, model: nn.Module, every: int = 100, **options: Any) -> Watcher:
+    def watch(self, model: nn.Module, every: int = 100, checkpoint_every: int | None = None, **options: Any) -> Watcher:
         """Record histograms of ``model``'s weights, biases, gradients and activations every ``every`` steps.
 
         ``options`` go to :class:`deepscope.track.watch.Watcher` (``kinds``, ``bins``, ``optimizer``). The watcher
-        is removed (its last step written) when the run closes; ``watcher.remove()`` stops it earlier.
+        is removed (its last step written) when the run closes; ``watcher.remove()`` stops it earlier. With
+        ``checkpoint_every=N``, the weights are also kept (:meth:`checkpoint`) at every N-th of the watcher's steps,
+        as that step's first forward pass sees them.
         """
         if self._closed is not None:
             raise StoreError(self._closed)
+        if checkpoint_every is not None:
+            checkpoint_every = _whole(checkpoint_every, "checkpoint_every")
+            if checkpoint_every == 0:
+                raise BadInputError("checkpoint_every must be a positive number of steps, e.g. checkpoint_every=1000")
         from .watch import Watcher
 
         watcher = Watcher(model, every, sink=self.log_records, **options)
         self._watchers.append(watcher)
+        if checkpoint_every is not None:
+            kept = [-1]
+
+            def keep(module: nn.Module, _args: object) -> None:
+                step = watcher.current_step  # the watcher's own pre-hook, registered first, has begun the step
+                if step >= 0 and step % checkpoint_every == 0 and step != kept[0]:
+                    kept[0] = step
+                    self.checkpoint(module, step=step)
+
+            # Among the watcher's hooks (same package), so that removing the watcher removes it too.
+            watcher._hooks.add(model.register_forward_pre_hook(keep))
         return watcher
+
+    def checkpoint(
+        self, model: nn.Module | Mapping[str, torch.Tensor], step: int | None = None, tag: str = "checkpoint"
+    ) -> int:
+        """Keep a snapshot of ``model``'s weights (its ``state_dict``, or a state dict given as such) at ``step``.
+
+        The tensors are copied to the host now, so training may go on changing them; the writer saves the copy as
+        a file beside the run (``torch.save``), and ``Reader(path).checkpoint(step)`` gives it back exactly, e.g.
+        to see how features evolved (:func:`deepscope.features.evolution`). Without ``step``, the tag continues
+        from its own last step (0 for a new tag). Returns the step stored.
+        """
+        from torch import nn
+
+        if self._closed is not None:
+            raise StoreError(self._closed)
+        self._check_tag(tag, "checkpoint")
+        if step is not None:
+            step = _whole(step, "step")
+        state = model.state_dict() if isinstance(model, nn.Module) else model
+        if not isinstance(state, Mapping):
+            raise BadInputError(f"run.checkpoint takes a torch.nn.Module or its state_dict, not {type(model).__name__}")
+        for key, value in state.items():
+            if not isinstance(key, str) or not isinstance(value, torch.Tensor):
+                raise BadInputError(
+                    f"run.checkpoint stores tensors by name; {key!r} holds a {type(value).__name__}. Pass a state "
+                    "dict of tensors only"
+                )
+        with torch.no_grad():  # a copy, not a view: the training loop goes on changing the parameters in place
+            copied = {key: value.detach().to("cpu", copy=True) for key, value in state.items()}
+        at = self._step(tag, step, "checkpoint")
+        self._writer.put([CheckpointState(tag, at, time.time(), copied)], 1)
+        return at
 
     def graph(self, model: nn.Module, example: Any, tag: str = "model") -> Graph:
         """Store ``model``'s module hierarchy and op-level graph (traced on ``example``) and return it."""
