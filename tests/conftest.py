@@ -97,3 +97,43 @@ def minmax(t: torch.Tensor) -> torch.Tensor:
     low = flat.amin(dim=1).view(-1, *([1] * (t.ndim - 1)))
     high = flat.amax(dim=1).view(-1, *([1] * (t.ndim - 1)))
     return (t - low) / (high - low + 1e-12)
+
+
+@pytest.fixture(scope="session")
+def trained_fashion_cnn() -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+    """A small FashionCNN trained for two epochs on 4000 real FashionMNIST images (accuracy > 0.7), and the first
+    2000 test images as its inputs with their labels: the trained model the real-task tests share (trained once).
+
+    The data come from Debian's dataset-fashion-mnist, offline; when it is missing the test fails, saying how to
+    install it (make test installs it).
+    """
+    from deepscope.demo.cpu import cpu_threads
+    from deepscope.demo.data import INSTALL_COMMAND, DataUnavailableError, load_fashion_mnist, to_inputs
+    from deepscope.demo.fashion import train
+    from deepscope.demo.models import FashionCNN
+
+    try:
+        data = load_fashion_mnist(offline=True, install=False, log=lambda message: None)
+    except DataUnavailableError as error:
+        pytest.fail(f"FashionMNIST is missing: run `{INSTALL_COMMAND}` (make test does). {error}", pytrace=False)
+    generator = torch.Generator().manual_seed(0)
+    subset = torch.randperm(len(data.train_images), generator=generator)[:4000]
+    torch.manual_seed(0)
+    model = FashionCNN(widths=(8, 16, 32))
+    # Ops this small gain nothing from a second thread; on a busy machine two threads run many times slower.
+    with cpu_threads(1, log=lambda message: None):
+        train(
+            model,
+            data.train_images[subset],
+            data.train_labels[subset],
+            epochs=2,
+            batch_size=64,
+            lr=0.02,
+            generator=generator,
+            progress=False,
+        )
+    inputs, labels = to_inputs(data.test_images[:2000]), data.test_labels[:2000]
+    with torch.no_grad():
+        accuracy = float((model(inputs).argmax(dim=1) == labels).float().mean())
+    assert accuracy > 0.7, f"the test model did not learn FashionMNIST (accuracy {accuracy:.2f})"
+    return model, inputs, labels

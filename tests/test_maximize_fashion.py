@@ -9,9 +9,7 @@ import pytest
 import torch
 
 from deepscope.demo.cpu import cpu_threads
-from deepscope.demo.data import INSTALL_COMMAND, MEAN, STD, DataUnavailableError, load_fashion_mnist, to_inputs
-from deepscope.demo.fashion import train
-from deepscope.demo.models import FashionCNN
+from deepscope.demo.data import MEAN, STD
 from deepscope.features import channels, maximize
 from deepscope.features.objectives import forward_until
 
@@ -31,30 +29,8 @@ def one_thread() -> Iterator[None]:
 
 
 @pytest.fixture(scope="module")
-def fashion(one_thread: None) -> tuple[torch.nn.Module, torch.Tensor]:
-    """FashionCNN trained for two epochs on 4000 training images, and 2000 test images as its inputs."""
-    try:
-        data = load_fashion_mnist(offline=True, install=False, log=lambda message: None)
-    except DataUnavailableError as error:
-        pytest.fail(f"FashionMNIST is missing: run `{INSTALL_COMMAND}` (make test does). {error}", pytrace=False)
-    generator = torch.Generator().manual_seed(0)
-    subset = torch.randperm(len(data.train_images), generator=generator)[:4000]
-    torch.manual_seed(0)
-    model = FashionCNN(widths=(8, 16, 32))
-    train(
-        model,
-        data.train_images[subset],
-        data.train_labels[subset],
-        epochs=2,
-        batch_size=64,
-        lr=0.02,
-        generator=generator,
-        progress=False,
-    )
-    inputs, labels = to_inputs(data.test_images[:2000]), data.test_labels[:2000]
-    with torch.no_grad():
-        accuracy = float((model(inputs).argmax(dim=1) == labels).float().mean())
-    assert accuracy > 0.7, f"the test model did not learn FashionMNIST (accuracy {accuracy:.2f})"
+def fashion(one_thread: None, trained_fashion_cnn) -> tuple[torch.nn.Module, torch.Tensor]:
+    model, inputs, _labels = trained_fashion_cnn
     return model, inputs
 
 

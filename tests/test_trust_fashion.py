@@ -6,37 +6,15 @@ import pytest
 import torch
 
 import deepscope as ds
-from deepscope.demo.data import INSTALL_COMMAND, DataUnavailableError, load_fashion_mnist, to_inputs
-from deepscope.demo.fashion import train
-from deepscope.demo.models import FashionCNN
 
 
 @pytest.fixture(scope="module")
-def fashion() -> tuple[torch.nn.Module, torch.Tensor]:
-    """FashionCNN trained for two epochs on 4000 training images; 32 test images it classifies correctly."""
-    try:
-        data = load_fashion_mnist(offline=True, log=lambda message: None)
-    except DataUnavailableError as error:
-        pytest.fail(f"FashionMNIST is missing: run `{INSTALL_COMMAND}` (make test does). {error}", pytrace=False)
-    generator = torch.Generator().manual_seed(0)
-    subset = torch.randperm(len(data.train_images), generator=generator)[:4000]
-    torch.manual_seed(0)
-    model = FashionCNN(widths=(8, 16, 32))
-    train(
-        model,
-        data.train_images[subset],
-        data.train_labels[subset],
-        epochs=2,
-        batch_size=64,
-        lr=0.02,
-        generator=generator,
-        progress=False,
-    )
-    inputs, labels = to_inputs(data.test_images[:500]), data.test_labels[:500]
+def fashion(trained_fashion_cnn) -> tuple[torch.nn.Module, torch.Tensor]:
+    """The shared trained FashionCNN, and 32 test images it classifies correctly."""
+    model, inputs, labels = trained_fashion_cnn
+    inputs, labels = inputs[:500], labels[:500]
     with torch.no_grad():
         predicted = model(inputs).argmax(dim=1)
-    accuracy = float((predicted == labels).float().mean())
-    assert accuracy > 0.7, f"the test model did not learn FashionMNIST (accuracy {accuracy:.2f})"
     return model, inputs[predicted == labels][:32]
 
 
