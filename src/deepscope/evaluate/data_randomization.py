@@ -14,10 +14,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .. import probe
 from ..errors import BadInputError
-from ..targets import Target, TargetSpec
-from .sanity import MapFunction, SanityCheck, _check, _similarities, explain_maps
+from ..targets import TargetSpec
+from .sanity import MapFunction, SanityCheck, _check, _similarities, explain_maps, frozen_targets
 
 STEP_TRUE = "true labels (retrained)"
 STEP_PERMUTED = "permuted labels"
@@ -80,13 +79,7 @@ def data_randomization_check(
     if len(torch.unique(labels)) < 2:
         raise BadInputError("labels hold one class only; permuting them would change nothing.")
 
-    x = inputs.detach().to(probe.model_device(model))
-    resolved = Target(target, x.shape[0])
-    spec: TargetSpec = target
-    if resolved.fn is None and resolved.unit is None:
-        with torch.no_grad(), probe.preserved(model):
-            resolved.bind(probe.run(model, x))
-        spec = resolved.classes
+    x, resolved, spec = frozen_targets(model, inputs, target)
 
     generator = torch.Generator().manual_seed(seed)
     permuted = labels[torch.randperm(len(labels), generator=generator).to(labels.device)]

@@ -200,13 +200,7 @@ def sanity_check(
     if not layers:
         raise BadInputError("the model has no parameters to randomise.")
 
-    x = inputs.detach().to(probe.model_device(model))
-    resolved = Target(target, x.shape[0])
-    spec: TargetSpec = target
-    if resolved.fn is None and resolved.unit is None:
-        with torch.no_grad(), probe.preserved(model):
-            resolved.bind(probe.run(model, x))
-        spec = resolved.classes
+    x, resolved, spec = frozen_targets(model, inputs, target)
     devices = sorted({p.device.index or 0 for p in model.parameters() if p.device.type == "cuda"})
 
     original = explain_maps(model, x, names, methods, spec, options)
@@ -229,6 +223,20 @@ def sanity_check(
         inputs=x.detach().float().cpu(),
         targets=resolved.classes.clone() if resolved.classes is not None else None,
     )
+
+
+def frozen_targets(model: nn.Module, inputs: Tensor, target: TargetSpec) -> tuple[Tensor, Target, TargetSpec]:
+    """The inputs on the model's device, the resolved target, and the target every later model must explain: the
+    trained model's predicted classes when ``target`` leaves the class open, so that a randomised or retrained
+    model is asked about the same classes, not about its own (changed) predictions."""
+    x = inputs.detach().to(probe.model_device(model))
+    resolved = Target(target, x.shape[0])
+    spec: TargetSpec = target
+    if resolved.fn is None and resolved.unit is None:
+        with torch.no_grad(), probe.preserved(model):
+            resolved.bind(probe.run(model, x))
+        spec = resolved.classes
+    return x, resolved, spec
 
 
 def explain_maps(
