@@ -192,6 +192,12 @@ def test_plain_chains_match_the_closed_form(name, size):
 )
 @pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel")
 def test_dilation_and_padding(layers, size, stride, offset):
+    # Weights made here, seeded: made at collection they differed between xdist workers, and on some draws a
+    # max-pooling never picked the field's last column, so the gradient's support came out one pixel short.
+    torch.manual_seed(0)
+    for module in layers:
+        if hasattr(module, "reset_parameters"):
+            module.reset_parameters()
     model = nn.Sequential(*layers).eval()
     layer = str(len(layers) - 1)
     field = receptive_field(model, layer, (1, 32, 32))
@@ -202,7 +208,7 @@ def test_dilation_and_padding(layers, size, stride, offset):
 
 def _support_box(model: nn.Module, layer: str, side: int, position: tuple[int, int]) -> tuple[int, ...]:
     """(top, left, bottom, right) of where d unit / d input is nonzero."""
-    support = gradient_support(model, layer, torch.zeros(1, 1, side, side), position)
+    support = gradient_support(model, layer, torch.zeros(1, 1, side, side), position, draws=64)
     rows, cols = torch.nonzero(support.any(1)).flatten(), torch.nonzero(support.any(0)).flatten()
     return (int(rows[0]), int(cols[0]), int(rows[-1]) + 1, int(cols[-1]) + 1)
 
