@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from .features.dream import dream
     from .features.filters import filters
     from .features.maximize import maximize
+    from .features.multifaceted import multifaceted
     from .features.patches import top_patches
     from .features.receptive_field import receptive_field
     from .render import compare, overlay
@@ -72,7 +73,8 @@ _LAZY = {
     **dict.fromkeys(["describe", "explain", "methods"], ".explain"),
     "Explanation": ".explanation",
     **dict.fromkeys(
-        ["activations", "dead_units", "dream", "filters", "maximize", "receptive_field", "top_patches"], ".features"
+        ["activations", "dead_units", "dream", "filters", "maximize", "multifaceted", "receptive_field", "top_patches"],
+        ".features",
     ),
     "compare": ".render",
     "overlay": ".render",
@@ -113,6 +115,7 @@ __all__ = [
     "filters",
     "maximize",
     "methods",
+    "multifaceted",
     "neighbors",
     "overlay",
     "project",

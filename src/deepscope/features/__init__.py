@@ -6,6 +6,7 @@ from .dream import dream
 from .evolution import Evolution, evolution, features_tag
 from .filters import Filters, filters, noise_score
 from .maximize import PRESETS, Maximization, Recipe, maximize
+from .multifaceted import Facets, multifaceted
 from .objectives import Objective, activation_norm, channel, channels, logit, neuron
 from .patches import TopPatches, top_patches
 from .receptive_field import ReceptiveField, receptive_field
@@ -15,6 +16,7 @@ __all__ = [
     "Activations",
     "DeadUnits",
     "Evolution",
+    "Facets",
     "Filters",
     "Maximization",
     "Objective",
@@ -32,6 +34,7 @@ __all__ = [
     "filters",
     "logit",
     "maximize",
+    "multifaceted",
     "neuron",
     "noise_score",
     "receptive_field",

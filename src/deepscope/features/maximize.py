@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -41,6 +41,9 @@ NEUTRAL = 0.5
 
 MIN_SIZE = 8
 
+CENTRE_START = 0.25
+"""With ``centre_bias``, the side of the first updated region, as a fraction of the image's sides."""
+
 
 @dataclass(frozen=True)
 class Recipe:
@@ -63,6 +66,12 @@ class Recipe:
             below this percentile (0: off); pixel images only.
         redirect_relu: use Lucid's redirected ReLU gradient for this many first steps, so units that never fire
             (whose images would otherwise stay grey) still get a gradient.
+        centre_bias: the fraction of the steps (``True``: half) during which only a central region of the image
+            is updated, a rectangle growing linearly from a quarter of each side to the whole image, so what the
+            unit responds to forms in the centre and the borders are filled in last (Nguyen et al. 2016's
+            centre-biased regularisation). The region grows rather than shrinks, and outside it the model sees the
+            image as it was at the start, so no gradient reaches the border: this works the same for pixels, the
+            Fourier image and a generator's latent code.
     """
 
     param: Literal["pixel", "fourier"] = "fourier"
@@ -76,6 +85,7 @@ class Recipe:
     clip_norm: float = 0.0
     clip_contribution: float = 0.0
     redirect_relu: int = 0
+    centre_bias: bool | float = 0.0
 
 
 PRESETS: dict[str, Recipe] = {
@@ -98,6 +108,7 @@ class Maximization:
         labels: the unit each image maximises, e.g. ``"features.relu3[5]"``.
         objective: the objective's name.
         recipe: the recipe used.
+        latents: with ``generator=``, the optimised latent codes (``images`` is ``generator(latents)``).
     """
 
     images: Tensor
@@ -105,6 +116,7 @@ class Maximization:
     labels: list[str]
     objective: str
     recipe: Recipe = field(repr=False)
+    latents: Tensor | None = None
 
     @property
     def scores(self) -> Tensor:
@@ -213,6 +225,13 @@ def _recipe(preset: str | Recipe, options: dict[str, Any]) -> Recipe:
             raise BadInputError(f"{name}={getattr(recipe, name)} is a percentile; give a number in [0, 100).")
     if recipe.lr <= 0 or recipe.decay < 0 or recipe.blur_every < 0 or recipe.redirect_relu < 0:
         raise BadInputError("lr must be positive; decay, blur_every and redirect_relu must not be negative.")
+    if recipe.centre_bias is True:
+        recipe = dataclasses.replace(recipe, centre_bias=0.5)
+    if not isinstance(recipe.centre_bias, (int, float)) or not 0 <= recipe.centre_bias <= 1:
+        raise BadInputError(
+            f"centre_bias={recipe.centre_bias!r}; give True or the fraction of the steps in [0, 1] during which "
+            "the updated region grows."
+        )
     return recipe
 
 
@@ -257,6 +276,9 @@ def maximize(
     preprocess: Callable[[Tensor], Tensor] | None = None,
     progress: bool | None = None,
     seed: int = 0,
+    generator: Callable[[Tensor], Tensor] | None = None,
+    latent: Tensor | None = None,
+    latent_shape: Sequence[int] | None = None,
     **options: Any,
 ) -> Maximization:
     """Images that maximise ``target`` by gradient ascent in input space.
@@ -274,12 +296,17 @@ def maximize(
         batch: how many images (default 1, or what the objective needs: ``channels(layer)`` gives one per channel).
         preprocess: maps an image in [0, 1] to the model's input (e.g. the training normalisation).
         progress: show a tqdm bar; ``None`` shows it on a terminal only.
-        seed: seeds the start noise and the random transforms.
+        seed: seeds the start noise (or latent), and the random transforms.
+        generator: optimise the latent code ``z`` of this callable (e.g. a GAN's generator) instead of pixels:
+            ``generator(z)`` must return images ``[B, C, H, W]`` in [0, 1]; the gradient flows through it, and a
+            module's parameters stay frozen (and its mode restored). The recipe's ``param`` is then unused.
+        latent: with ``generator``, the starting latent codes ``[B, ...]``.
+        latent_shape: with ``generator``, instead of ``latent``: start from ``N(0, 1)`` codes of this shape.
         **options: fields of :class:`Recipe` overriding the preset (``param="pixel"``, ``lr=0.1``, ``decay=...``).
 
     Returns:
         A :class:`Maximization`: ``images`` ``[B, C, H, W]`` in [0, 1], the objective's ``history``, ``figure()``,
-        ``to_records(tag, step)``.
+        ``to_records(tag, step)``; with a generator, ``latents``.
     """
     if not isinstance(model, nn.Module):
         raise BadInputError(f"model must be a torch.nn.Module, not {type(model).__name__}.")
@@ -290,29 +317,128 @@ def maximize(
     if isinstance(start, str) and start not in ("zeros", "noise"):
         raise BadInputError(f"start={start!r}; use 'zeros', 'noise' or an image tensor in [0, 1].")
     check_layers(model, objective.layers)
-    height, width = _image_size(size, start)
-    if channels is None:
-        channels = int(start.shape[-3]) if isinstance(start, Tensor) and start.ndim >= 3 else 3
-    first = _start_tensor(start, channels, (height, width)) if isinstance(start, Tensor) else None
+    rng = torch.Generator().manual_seed(seed)
     device = probe.model_device(model)
+    z = None
+    if generator is not None:
+        z, first = _latent_start(generator, latent, latent_shape, start, recipe, size, channels, rng)
+        channels, height, width = (int(n) for n in first.shape[1:])
+    else:
+        if latent is not None or latent_shape is not None:
+            raise BadInputError("latent and latent_shape are the start of a generator's code; pass generator= too.")
+        height, width = _image_size(size, start)
+        if channels is None:
+            channels = int(start.shape[-3]) if isinstance(start, Tensor) and start.ndim >= 3 else 3
+        first = _start_tensor(start, channels, (height, width)) if isinstance(start, Tensor) else None
     preprocess = preprocess or (lambda x: x)
     transform = compose(standard_transforms() if recipe.transforms is None else recipe.transforms)
-    generator = torch.Generator().manual_seed(seed)
 
-    with probe.preserved(model):
-        model.eval()
-        for parameter in model.parameters():
-            parameter.requires_grad_(False)
+    with probe.preserved(model), _frozen(generator):
+        _freeze(model)
         count = _batch_size(model, objective, batch, first, transform, preprocess, (channels, height, width), device)
-        image = _parameterisation(recipe, start, first, (count, channels, height, width), generator, device)
-        history = _ascend(model, objective, image, recipe, transform, preprocess, steps, generator, progress)
+        if generator is not None and z is not None:
+            image: PixelImage | FourierImage | LatentImage = LatentImage(generator, z, device)
+        else:
+            image = _parameterisation(recipe, start, first, (count, channels, height, width), rng, device)
+        history = _ascend(model, objective, image, recipe, transform, preprocess, steps, rng, progress)
+        images = image().detach().cpu()
     return Maximization(
-        images=image().detach().cpu(),
+        images=images,
         history=history,
         labels=objective.labels(count),
         objective=objective.name,
         recipe=recipe,
+        latents=image.latent.detach().cpu() if isinstance(image, LatentImage) else None,
     )
+
+
+def _freeze(module: nn.Module) -> None:
+    module.eval()
+    for parameter in module.parameters():
+        parameter.requires_grad_(False)
+
+
+@contextlib.contextmanager
+def _frozen(generator: object) -> Iterator[None]:
+    """A generator that is a module runs in eval mode with frozen parameters; both are restored afterwards."""
+    if not isinstance(generator, nn.Module):
+        yield
+        return
+    with probe.preserved(generator):
+        _freeze(generator)
+        yield
+
+
+# A generator's latent code -------------------------------------------------------------------------------------------
+
+
+class LatentImage:
+    """Images ``generator(latent)``: the optimiser changes the latent code, the gradient flows through the generator
+    (Nguyen et al. 2016's optimisation in a generative network's latent space)."""
+
+    def __init__(self, generator: Callable[[Tensor], Tensor], latent: Tensor, device: torch.device) -> None:
+        self.generator = generator
+        self.device = device
+        self.latent = latent.detach().clone().requires_grad_(True)
+
+    def parameters(self) -> list[Tensor]:
+        return [self.latent]
+
+    def __call__(self) -> Tensor:
+        return self.generator(self.latent).to(self.device)
+
+    def project(self) -> None:
+        """Nothing to do: the generator's output is an image."""
+
+
+def _latent_start(
+    generator: Callable[[Tensor], Tensor],
+    latent: Tensor | None,
+    latent_shape: Sequence[int] | None,
+    start: object,
+    recipe: Recipe,
+    size: int | tuple[int, int] | None,
+    channels: int | None,
+    rng: torch.Generator,
+) -> tuple[Tensor, Tensor]:
+    """The starting latent code and its images, checked before any optimisation."""
+    if not callable(generator):
+        raise BadInputError(f"generator must be a callable mapping latent codes to images, not {type(generator)}.")
+    if isinstance(start, Tensor):
+        raise BadInputError("with generator=, the start is a latent code: pass latent= instead of start=.")
+    if recipe.blur_every or recipe.clip_norm or recipe.clip_contribution:
+        raise BadInputError("blur_every, clip_norm and clip_contribution change pixels; they can't with generator=.")
+    if (latent is None) == (latent_shape is None):
+        raise BadInputError("with generator=, pass either latent= (a tensor [B, ...]) or latent_shape= (its shape).")
+    if latent is None:
+        shape = tuple(latent_shape)  # type: ignore[arg-type]
+        if not shape or not all(isinstance(n, int) and n > 0 for n in shape):
+            raise BadInputError(f"latent_shape={latent_shape!r}; give positive ints, batch first.")
+        weights = next(iter(generator.parameters()), None) if isinstance(generator, nn.Module) else None
+        z = torch.randn(shape, generator=rng).to(weights.device if weights is not None else "cpu")
+    elif not isinstance(latent, Tensor) or latent.ndim < 1 or not latent.is_floating_point():
+        raise BadInputError("latent must be a floating-point tensor [B, ...] of latent codes, batch first.")
+    else:
+        z = latent.detach()
+    try:
+        with torch.no_grad():
+            images = generator(z)
+    except Exception as error:
+        raise BadInputError(
+            f"generator failed on a latent code of shape {tuple(z.shape)}: {error}. Pass a latent (or latent_shape) "
+            "the generator accepts."
+        ) from error
+    wanted = (len(z), channels, *((size, size) if isinstance(size, int) else size or (None, None)))
+    got = tuple(images.shape) if isinstance(images, Tensor) else None
+    if got is None or len(got) != 4 or any(w is not None and w != g for w, g in zip(wanted, got)):
+        shape = "B, C, H, W" if got is None or len(got) != 4 else ", ".join(str(w or "?") for w in wanted)
+        raise BadInputError(
+            f"generator output shape mismatch: generator(latent) gave {got if got else type(images).__name__}, "
+            f"expected images [{shape}] (one per latent code, and the size and channels asked for)."
+        )
+    if images.min() < 0 or images.max() > 1:
+        raise BadInputError("generator(latent) must give images in [0, 1]: end it with a sigmoid, or rescale tanh.")
+    return z, images.detach()
 
 
 def _batch_size(
@@ -364,7 +490,7 @@ def _parameterisation(
 def _ascend(
     model: nn.Module,
     objective: Objective,
-    image: PixelImage | FourierImage,
+    image: PixelImage | FourierImage | LatentImage,
     recipe: Recipe,
     transform: Transform,
     preprocess: Callable[[Tensor], Tensor],
@@ -378,12 +504,18 @@ def _ascend(
     else:
         optimizer = torch.optim.SGD(image.parameters(), lr=recipe.lr)
     history = []
+    anchor = image().detach() if recipe.centre_bias else None
+    growing = round(float(recipe.centre_bias) * steps)
     bar = tqdm(
         range(steps), desc="maximizing", unit="step", disable=None if progress is None else not progress, leave=False
     )
     for step in bar:
         optimizer.zero_grad()
         pixels = image()
+        if anchor is not None and step < growing:
+            # outside the central region the model sees the start image, so no gradient reaches those pixels
+            mask = centre_mask(pixels.shape[-2:], CENTRE_START + (1 - CENTRE_START) * step / growing, pixels.device)
+            pixels = anchor + mask * (pixels - anchor)
         redirect = redirect_relus() if step < recipe.redirect_relu else contextlib.nullcontext()
         with redirect:
             scores = objective(forward_until(model, preprocess(transform(pixels, generator)), objective.layers))
@@ -404,6 +536,15 @@ def _ascend(
         if step % 16 == 0:
             bar.set_postfix(objective=f"{float(scores.detach().mean()):.3g}")
     return torch.stack(history)
+
+
+def centre_mask(shape: Sequence[int], fraction: float, device: torch.device | str = "cpu") -> Tensor:
+    """``[H, W]``: 1 in the central rectangle whose sides are ``fraction`` of the image's (at least 1 pixel), else 0."""
+    mask = torch.zeros(*shape, device=device)
+    height, width = (max(1, round(fraction * n)) for n in shape)
+    top, left = (shape[0] - height) // 2, (shape[1] - width) // 2
+    mask[top : top + height, left : left + width] = 1
+    return mask
 
 
 @torch.no_grad()
