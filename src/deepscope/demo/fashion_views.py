@@ -128,7 +128,7 @@ def show_everything(
         )
         classes = replace(classes, labels=list(CLASSES))
         views.pictures["class visualisations"] = _save(classes.figure(columns=5), out / "class_visualisations.png")
-        run.log_records(classes.to_records("maximize/class"))
+        run.log_records(classes.to_records("features/fc/maximize"))  # the class logits: fc's outputs
 
     with _step(views, "units: maximisation + top patches", log):
         units = list(range(UNITS))
