@@ -9,7 +9,6 @@ board's Features tab (whose step slider then walks through training).
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -210,10 +209,7 @@ def _fresh(model_factory: Callable[[], nn.Module]) -> nn.Module:
 
 
 def _picture(f: Filters, max_filters: int = 64) -> np.ndarray:
-    """The filters' grid; kernels with one input channel (a grey image's first layer) in a square grid of grey
-    tiles rather than one tall column."""
-    if f.mode == "grey" and f.images.shape[1] == 1:
-        f = dataclasses.replace(f, images=f.images[:, 0, :, :, None].expand(-1, -1, -1, 3), mode="rgb")
+    """The filters' grid (one-channel kernels come out as a square grid, as RGB ones do)."""
     return f.grid(max_filters=max_filters)
 
 

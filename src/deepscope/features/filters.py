@@ -52,7 +52,8 @@ class Filters:
     noise: Tensor
 
     def grid(self, max_filters: int = 64, max_channels: int = 16, cell: int = 24) -> np.ndarray:
-        """The filters as one uint8 picture: RGB tiles in a square grid, or a row of channels per filter.
+        """The filters as one uint8 picture: RGB (or one-channel) tiles in a square grid, else a row of channels per
+        filter.
 
         Each kernel is enlarged by pixel repetition to at least ``cell`` pixels, with a 1-pixel white border.
         """
@@ -67,7 +68,9 @@ class Filters:
                 for o in range(images.shape[0])
                 for i in range(images.shape[1])
             ]
-            columns = images.shape[1]
+            # A row of channels per filter; one-channel kernels (a grey image's first layer) in a square grid instead
+            # of one tall column.
+            columns = images.shape[1] if images.shape[1] > 1 else math.ceil(math.sqrt(len(tiles)))
         height, width = tiles[0].shape[:2]
         factor = max(1, math.ceil(cell / max(height, width)))
         height, width = height * factor, width * factor
