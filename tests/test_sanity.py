@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import TinyCNN
+from conftest import TinyCNN, squares, trained_on_squares
 from scipy.stats import spearmanr
 from skimage.metrics import structural_similarity
 from torch import nn
@@ -15,30 +15,10 @@ import deepscope as ds
 from deepscope.evaluate.sanity import hog, hog_cell_size, hog_similarity, randomisable_layers, spearman, ssim
 
 
-def _squares(n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Noise images 3x16x16 with a 4x4 square anywhere, bright in one channel; the class is the channel."""
-    labels = torch.randint(0, 3, (n,), generator=generator)
-    images = 0.3 * torch.rand(n, 3, 16, 16, generator=generator)
-    corners = torch.randint(0, 13, (n, 2), generator=generator)
-    for i, (label, (top, left)) in enumerate(zip(labels.tolist(), corners.tolist(), strict=True)):
-        images[i, label, top : top + 4, left : left + 4] += 0.7
-    return images, labels
-
-
 @pytest.fixture(scope="module")
 def trained() -> tuple[nn.Module, torch.Tensor]:
-    generator = torch.Generator().manual_seed(0)
-    torch.manual_seed(0)
-    model = TinyCNN(classes=3)
-    optimiser = torch.optim.Adam(model.parameters(), lr=1e-2)
-    for _ in range(150):
-        images, labels = _squares(64, generator)
-        loss = F.cross_entropy(model(images), labels)
-        optimiser.zero_grad()
-        loss.backward()
-        optimiser.step()
-    model.eval()
-    images, labels = _squares(200, generator)
+    model, generator = trained_on_squares()
+    images, labels = squares(200, generator)
     with torch.no_grad():
         accuracy = (model(images).argmax(dim=1) == labels).float().mean()
     assert accuracy > 0.9, f"the test model did not learn the task (accuracy {accuracy:.2f})"
@@ -245,12 +225,12 @@ def _fit(model: nn.Module, data: torch.Tensor, labels: torch.Tensor) -> None:
 
 def test_data_randomization_permuted_labels_change_the_maps() -> None:
     generator = torch.Generator().manual_seed(1)
-    data, labels = _squares(384, generator)
+    data, labels = squares(384, generator)
     torch.manual_seed(5)  # the checked model starts from other weights than the check's retrained ones
     model = TinyCNN(classes=3)
     _fit(model, data, labels)
     model.eval()
-    inputs = _squares(8, generator)[0]
+    inputs = squares(8, generator)[0]
     rng = torch.get_rng_state()
     check = ds.evaluate.data_randomization_check(
         model, lambda: TinyCNN(classes=3), _fit, data, labels, inputs, methods=("saliency", "gradcam", edges)

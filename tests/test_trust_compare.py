@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-import torch.nn.functional as F
-from conftest import FAST_OPTIONS, TinyCNN
-from test_sanity import _squares
+from conftest import FAST_OPTIONS, TinyCNN, squares, trained_on_squares
 from torch import nn
 
 import deepscope as ds
@@ -15,17 +13,8 @@ import deepscope as ds
 @pytest.fixture(scope="module")
 def trained() -> tuple[nn.Module, torch.Tensor]:
     """TinyCNN told which channel holds a bright square: the evidence is the square, 16 of 256 pixels."""
-    generator = torch.Generator().manual_seed(0)
-    torch.manual_seed(0)
-    model = TinyCNN(classes=3)
-    optimiser = torch.optim.Adam(model.parameters(), lr=1e-2)
-    for _ in range(150):
-        images, labels = _squares(64, generator)
-        loss = F.cross_entropy(model(images), labels)
-        optimiser.zero_grad()
-        loss.backward()
-        optimiser.step()
-    return model.eval(), _squares(8, generator)[0]
+    model, generator = trained_on_squares()
+    return model, squares(8, generator)[0]
 
 
 def test_gradient_maps_rank_above_a_random_map(trained: tuple[nn.Module, torch.Tensor]) -> None:
