@@ -26,17 +26,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from common import CHROMIUM, CHROMIUM_ARGS
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 TAG = "train/loss"
 # Every scalar chart holds a trace with points for each of `runs` runs (meta = the run's name; with smoothing on,
 # a faint raw trace and its smoothed line per run).

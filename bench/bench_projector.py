@@ -25,9 +25,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 import numpy as np
-
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"]
+from common import CHROMIUM, CHROMIUM_ARGS
 
 
 def _best(fn: Callable[[], object], repeats: int, warm_up: bool = True) -> float:

@@ -53,3 +53,16 @@ def report(title: str, rows: list[tuple[str, float]], reference: str) -> dict[st
         ratio = times[reference] / seconds
         print(f"  {name:<44} {seconds:8.3f} s   {reference} / this = {ratio:5.2f}x")
     return times
+
+
+# Headless Debian Chromium for the page benchmarks: nothing that reaches the network, no first-run work.
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]

@@ -163,3 +163,17 @@ def trained_on_squares() -> tuple[nn.Module, torch.Generator]:
         loss.backward()
         optimiser.step()
     return model.eval(), generator
+
+
+# The browser tests' Chromium: Debian's, headless, with nothing that reaches the network (Playwright's own browser
+# download is never used; `make test` installs the package when root).
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]

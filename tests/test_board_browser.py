@@ -19,21 +19,12 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from conftest import CHROMIUM, CHROMIUM_ARGS
 from torch import nn
 
 import deepscope as ds
 from deepscope.track.records import Image
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 HOSTILE = "<img src=x onerror=alert(1)>"
 STEPS = 6
 LONG = 5000  # more points than the page asks for (2000): the server downsamples until the user zooms in

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from conftest import CHROMIUM, CHROMIUM_ARGS
 
 import deepscope as ds
 from deepscope.embed import project
@@ -281,8 +282,6 @@ def test_bad_projections_are_refused_before_writing(tmp_path: Path, projections:
 
 # ---- the page, in headless Chromium -----------------------------------------------------------------------------
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"]
 # The docs' picture is refreshed only when asked (DEEPSCOPE_UPDATE_DOCS=1): a test run leaves the checkout unchanged.
 SCREENSHOT = (
     Path(__file__).resolve().parents[1] / "docs" / "images" / "board_projector.png"
