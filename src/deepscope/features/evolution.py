@@ -76,7 +76,7 @@ class Evolution:
                 ax.set_yticks([])
                 if name == "filters":
                     f = self.filters[c]
-                    ax.imshow(_picture(f, max_filters), interpolation="nearest")
+                    ax.imshow(f.grid(max_filters=max_filters), interpolation="nearest")
                     ax.set_title(f"step {step}\nnoise {float(f.noise.mean()):.2f}", fontsize=9)
                 else:
                     ax.imshow(_strip(self.maximizations[c]), interpolation="nearest")
@@ -100,7 +100,7 @@ class Evolution:
             if self.filters:
                 f = self.filters[i]
                 tag = features_tag(self.layer, "filters")
-                records.append(Image(tag, step, _picture(f), caption=f.caption))
+                records.append(Image(tag, step, f.grid(), caption=f.caption))
                 records.append(Scalar(f"{tag}/noise", float(f.noise.mean()), step=step))
             if self.maximizations:
                 m = self.maximizations[i]
@@ -206,11 +206,6 @@ def _fresh(model_factory: Callable[[], nn.Module]) -> nn.Module:
     if not isinstance(model, nn.Module):
         raise BadInputError(f"model_factory returned a {type(model).__name__}, not a torch.nn.Module")
     return model
-
-
-def _picture(f: Filters, max_filters: int = 64) -> np.ndarray:
-    """The filters' grid (one-channel kernels come out as a square grid, as RGB ones do)."""
-    return f.grid(max_filters=max_filters)
 
 
 def _strip(maximization: Maximization) -> np.ndarray:
