@@ -405,19 +405,12 @@ class Run:
                 raise BadInputError("checkpoint_every must be a positive number of steps, e.g. checkpoint_every=1000")
         from .watch import Watcher
 
-        watcher = Watcher(model, every, sink=self.log_records, **options)
+        def keep(step: int) -> None:
+            if checkpoint_every is not None and step % checkpoint_every == 0:
+                self.checkpoint(model, step=step)
+
+        watcher = Watcher(model, every, sink=self.log_records, on_step=keep, **options)
         self._watchers.append(watcher)
-        if checkpoint_every is not None:
-            kept = [-1]
-
-            def keep(module: nn.Module, _args: object) -> None:
-                step = watcher.current_step  # the watcher's own pre-hook, registered first, has begun the step
-                if step >= 0 and step % checkpoint_every == 0 and step != kept[0]:
-                    kept[0] = step
-                    self.checkpoint(module, step=step)
-
-            # Among the watcher's hooks (same package), so that removing the watcher removes it too.
-            watcher._hooks.add(model.register_forward_pre_hook(keep))
         return watcher
 
     def checkpoint(

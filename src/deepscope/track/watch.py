@@ -80,6 +80,8 @@ class Watcher(contextlib.AbstractContextManager["Watcher"]):
         kinds: which of ``"weight"``, ``"bias"``, ``"gradient"``, ``"activation"`` to record.
         bins: bins per histogram.
         optimizer: if given, steps are this optimizer's steps and gradients are read as it applies them.
+        on_step: called with each step's number as the step begins, before its first forward pass changes anything
+            (``Run.watch(checkpoint_every=)`` keeps the weights there).
     """
 
     def __init__(
@@ -91,6 +93,7 @@ class Watcher(contextlib.AbstractContextManager["Watcher"]):
         kinds: Iterable[HistogramKind] = KINDS,
         bins: int = 64,
         optimizer: torch.optim.Optimizer | None = None,
+        on_step: Callable[[int], None] | None = None,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise BadInputError(f"Watcher watches a torch.nn.Module, not a {type(model).__name__}.")
@@ -113,6 +116,7 @@ class Watcher(contextlib.AbstractContextManager["Watcher"]):
         self._params = [(name, param, _owner(name), _param_kind(name)) for name, param in model.named_parameters()]
         self._leaves = [(name, module) for name, module in model.named_modules() if not any(module.children())]
         self._optimizer = optimizer
+        self._on_step = on_step
         self._hooks = Hooks()  # for the watcher's lifetime
         self._step_hooks = Hooks()  # for one recorded step
         self._pending: dict[str, _Pending] = {}
@@ -175,6 +179,8 @@ class Watcher(contextlib.AbstractContextManager["Watcher"]):
     def _begin(self, step: int) -> None:
         self._end_step()
         self._step = step
+        if self._on_step is not None:
+            self._on_step(step)
         if step % self.every:
             return
         self._recording = True
