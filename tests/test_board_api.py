@@ -269,7 +269,7 @@ def test_unknown_encoding_is_422(client: TestClient) -> None:
 def test_histograms_distributions(client: TestClient) -> None:
     data = client.get("/api/histograms", params={"run": "relu", "tag": "weight/fc"}).json()
     assert (data["layer"], data["kind"]) == ("fc", "weight")
-    assert data["total"] == 3 and not data["downsampled"]
+    assert data["total"] == data["tag_total"] == 3 and not data["downsampled"]
     assert [p["step"] for p in data["points"]] == [0, 1, 2]
     first = data["points"][1]
     assert first["counts"] == [1, 2, 3, 4] and (first["low"], first["high"]) == (-1.0, 1.0)
@@ -799,7 +799,7 @@ def test_ds_board_is_the_notebook_entry():
 
 def test_a_long_histogram_series_is_thinned_and_windows_show_every_step(tmp_path: Path) -> None:
     """1,200 histograms: by default at most 500 go out, spread evenly with the first and last step; a step window
-    sends every histogram in it; ``max_steps`` thins further."""
+    sends every histogram in it; ``max_steps`` thins further; ``tag_total`` counts every step whatever the window."""
     steps = np.arange(0, 2400, 2)
     with ds.Run(tmp_path / "long") as run:
         run.log_records(
@@ -811,13 +811,20 @@ def test_a_long_histogram_series_is_thinned_and_windows_show_every_step(tmp_path
     client = TestClient(create_app(tmp_path), base_url=LOCAL)
     query = {"run": "long", "tag": "w"}
     data = client.get("/api/histograms", params=query).json()
-    assert data["total"] == 1200 and data["downsampled"] and len(data["points"]) == api.DEFAULT_MAX_STEPS == 500
+    assert data["total"] == data["tag_total"] == 1200 and data["downsampled"]
+    assert len(data["points"]) == api.DEFAULT_MAX_STEPS == 500
     shown = [p["step"] for p in data["points"]]
     assert shown == steps[np.linspace(0, 1199, 500).round().astype(int)].tolist()
     assert shown[0] == 0 and shown[-1] == 2398 and all(p["counts"] == [p["step"], 1] for p in data["points"])
     window = client.get("/api/histograms", params={**query, "start": 1000, "end": 1198}).json()
     assert [p["step"] for p in window["points"]] == list(range(1000, 1200, 2)) and window["total"] == 100
-    assert not window["downsampled"]
+    assert not window["downsampled"] and window["tag_total"] == 1200
     few = client.get("/api/histograms", params={**query, "start": 1000, "max_steps": 3}).json()
     assert [p["step"] for p in few["points"]] == [1000, 1700, 2398] and few["total"] == 700
+    assert few["downsampled"] and few["tag_total"] == 1200
+    until = client.get("/api/histograms", params={**query, "end": 9}).json()
+    assert [p["step"] for p in until["points"]] == [0, 2, 4, 6, 8] and (until["total"], until["tag_total"]) == (5, 1200)
+    outside = client.get("/api/histograms", params={**query, "start": 5000}).json()
+    assert outside["points"] == [] and (outside["total"], outside["tag_total"]) == (0, 1200)
+    assert not outside["downsampled"]
     assert client.get("/api/histograms", params={**query, "max_steps": 1}).status_code == 422

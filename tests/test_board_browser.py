@@ -23,7 +23,7 @@ from conftest import CHROMIUM, CHROMIUM_ARGS
 from torch import nn
 
 import deepscope as ds
-from deepscope.track.records import Image
+from deepscope.track.records import Histogram, Image
 
 HOSTILE = "<img src=x onerror=alert(1)>"
 STEPS = 6
@@ -53,6 +53,20 @@ def _train(run: ds.Run, activation: type[nn.Module], seed: int) -> None:
         optimizer.step()
         run.log({"train/loss": loss.item(), "train/acc": 1 / (1 + step)}, step=step)
     run.graph(model, x)
+
+
+DEEP = 11  # layers: more than ten, so "10" must come after "9" in the picker, not after "1"
+
+
+def _deep(run: ds.Run) -> None:
+    """The weights of a stack of DEEP linear layers, watched for one step, and a histogram logged by hand under a
+    tag that is HTML."""
+    torch.manual_seed(3)
+    model = nn.Sequential()
+    model.add_module("blocks", nn.Sequential(*[nn.Linear(2, 2) for _ in range(DEEP)]))
+    run.watch(model, every=1, bins=4, kinds="weight")
+    model(torch.randn(3, 2))
+    run.log_records([Histogram(HOSTILE, 0, 0.0, 1.0, np.array([1, 2]), count=3)])
 
 
 FEATURE_STEPS = (0, 10, 20)
@@ -128,6 +142,8 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, ds.R
         run.note("a tanh MLP: <b>not bold</b>")
     with ds.Run(root / "mlp-relu") as run:
         _train(run, nn.ReLU, 1)
+    with ds.Run(root / "deep") as run:
+        _deep(run)
     with ds.Run(root / HOSTILE) as run:
         run.log({"train/loss": 1.0}, step=0)
         run.log({"train/loss": math.nan}, step=1)  # a gap, not an error
@@ -321,6 +337,62 @@ def test_distributions_bands_and_ridgelines(browser_page: tuple[Any, list[str]],
                (gd) => gd.data.length === 2 * 6 && gd.data[1].fill === 'tonexty')"""
     )
     page.screenshot(path=str(tmp_path / "ridgelines.png"), full_page=True)
+    assert not problems
+
+
+def test_distributions_picker_groups_tags_by_kind_and_the_window_picks_the_steps(
+    browser_page: tuple[Any, list[str]], tmp_path: Path
+) -> None:
+    page, problems = browser_page
+    _open(page, "distributions")
+    view = '.view[data-view="distributions"]'
+    picker = page.locator(f"{view} select").nth(0)
+    page.wait_for_selector(f"{view} optgroup", state="attached")
+    groups = picker.evaluate(
+        """(s) => [...s.querySelectorAll('optgroup')].map((g) => [g.label,
+               [...g.querySelectorAll('option')].map((o) => [o.value, o.textContent])])"""
+    )
+    blocks = [f"blocks.{i}.weight" for i in range(DEEP)]  # numbers in names in order: 0, 1, ..., 9, 10
+    parameters = ["0.bias", "0.weight", "2.bias", "2.weight"]
+    assert groups == [
+        ["weights", [[f"weight/{name}", name] for name in ["0.weight", "2.weight", *blocks]]],
+        ["biases", [["bias/0.bias", "0.bias"], ["bias/2.bias", "2.bias"]]],
+        ["gradients", [[f"gradient/{name}", name] for name in parameters]],
+        ["activations", [[f"activation/{i}", str(i)] for i in range(3)]],
+        ["other", [[HOSTILE, HOSTILE]]],
+    ]
+    assert page.evaluate("() => document.querySelectorAll('img[src=\"x\"]').length") == 0  # the HTML stays text
+
+    page.locator(f"{view} select").nth(3).select_option("bands")
+    picker.select_option("weight/0.weight")
+    steps_plotted = """() => [...document.querySelectorAll('.side-by-side .plot')].map(
+                           (gd) => gd.data.find((t) => t.name === 'median').x)"""
+
+    def window(start: str, end: str, steps: list[int]) -> list[str]:
+        """Type the window's bounds, wait until both runs' charts plot ``steps``; the charts' notes."""
+        for nth, value in enumerate((start, end)):
+            bound = page.locator(f"{view} .step-window input").nth(nth)
+            bound.fill(value)
+            bound.press("Tab")  # the change event, as a user leaving the field
+        same = f"(want) => JSON.stringify(({steps_plotted})()) === JSON.stringify(want)"
+        page.wait_for_function(same, arg=[steps] * 2)
+        return page.eval_on_selector_all(".side-by-side .card .note", "(ns) => ns.map((n) => n.textContent)")
+
+    assert page.evaluate(steps_plotted) == [list(range(STEPS))] * 2
+    notes = window("2", "4", [2, 3, 4])
+    assert notes == [f"weight/0.weight · 3 of 3 steps in 2–4, {STEPS} in all"] * 2
+    page.screenshot(path=str(tmp_path / "distributions-window.png"), full_page=True)
+    assert window("", "1", [0, 1]) == [f"weight/0.weight · 2 of 2 steps in 0–1, {STEPS} in all"] * 2
+    page.click(f"{view} .step-window button")  # all steps
+    page.wait_for_function(f"() => ({steps_plotted})().every((x) => x.length === {STEPS})")
+    notes = page.eval_on_selector_all(".side-by-side .card .note", "(ns) => ns.map((n) => n.textContent)")
+    assert notes == [f"weight/0.weight · {STEPS} of {STEPS} steps"] * 2
+
+    picker.select_option(HOSTILE)
+    page.wait_for_function(
+        "(tag) => document.querySelector('.side-by-side .card .note').textContent.startsWith(tag)", arg=HOSTILE
+    )
+    assert page.evaluate("() => document.querySelectorAll('img[src=\"x\"]').length") == 0
     assert not problems
 
 

@@ -207,14 +207,15 @@ def histograms(
 ) -> dict[str, Any]:
     """The histograms of a tag with ``start <= step <= end``, in the order logged, with their bins and summary
     statistics: at most ``max_steps`` of them, spread evenly over the range with the first and last included
-    (a series logged every step of a long run is never sent whole). ``total`` says how many the range holds;
-    ask again with a narrower range to see every step of a part.
+    (a series logged every step of a long run is never sent whole). ``total`` says how many the range holds and
+    ``tag_total`` how many the tag holds at all steps; ask again with a narrower range to see every step of a part.
     """
     if max_steps < 2:
         raise BadInputError(f"max_steps must be at least 2 (the first and the last step), not {max_steps}")
     with _reader(root, run) as reader:
         _check_kind(reader, run, tag, "histogram")
         total = reader.count(tag, start, end)
+        tag_total = total if start is None and end is None else reader.count(tag)
         records: list[Any] = reader.records(tag, start, end, max_records=max_steps)  # Histograms: the kind is checked
     first = records[0] if records else None
     return {
@@ -223,6 +224,7 @@ def histograms(
         "layer": first.layer if first else "",
         "kind": first.kind if first else "other",
         "total": total,
+        "tag_total": tag_total,
         "downsampled": len(records) < total,
         "points": [
             {

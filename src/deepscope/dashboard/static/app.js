@@ -665,6 +665,60 @@ function ridgelines(answer, limit = 30) {
   return { traces, tickvals, ticktext: chosen.map((p) => String(p.step)) };
 }
 
+// run.watch(model) tags its histograms "<kind>/<parameter or module name>"; the picker groups them by that prefix,
+// and every other histogram tag (logged by hand) under "other".
+const HISTOGRAM_GROUPS = [["weight/", "weights"], ["bias/", "biases"], ["gradient/", "gradients"],
+  ["activation/", "activations"]];
+// Numbers inside names compare as numbers: "2.weight" before "10.weight", "layer1.2" before "layer1.10".
+const NAME_ORDER = new Intl.Collator(undefined, { numeric: true });
+
+/** Histogram tags as the picker's groups, `[{label, options: [{value: tag, text}]}]`: weights, biases, gradients,
+ * activations, other (empty ones left out); an option reads as the layer's name, its group saying the kind.
+ * The store lists tags by name, not in the order the model holds them, so inside a group names are ordered with
+ * their numbers compared as numbers: the model's order for numbered containers (nn.Sequential, nn.ModuleList,
+ * ResNet's layer1.0, layer1.1 ...). */
+function histogramGroups(tags) {
+  const groups = new Map([...HISTOGRAM_GROUPS.map(([, label]) => [label, []]), ["other", []]]);
+  for (const tag of tags) {
+    const found = HISTOGRAM_GROUPS.find(([prefix]) => tag.startsWith(prefix) && tag.length > prefix.length);
+    groups.get(found ? found[1] : "other").push({ value: tag, text: found ? tag.slice(found[0].length) : tag });
+  }
+  return [...groups]
+    .filter(([, options]) => options.length)
+    .map(([label, options]) => ({ label, options: options.sort((a, b) => NAME_ORDER.compare(a.text, b.text)) }));
+}
+
+/** Fill a <select> with one <optgroup> per group, keeping the current choice when it is still there. */
+function fillGroupedSelect(select, groups) {
+  const current = select.value;
+  const shape = (list) => JSON.stringify(list.map((g) => [g.label, g.options.map((o) => o.value)]));
+  const shown = [...select.querySelectorAll("optgroup")].map((g) => ({
+    label: g.label, options: [...g.querySelectorAll("option")] }));
+  if (shape(shown) !== shape(groups)) {
+    select.replaceChildren(...groups.map((group) => el("optgroup", { label: group.label },
+      group.options.map((option) => el("option", { value: option.value, title: option.value }, option.text)))));
+  }
+  if (groups.some((g) => g.options.some((o) => o.value === current))) select.value = current;
+  return select.value;
+}
+
+/** A step-window input's bound: a whole step, or undefined (no bound) when empty. */
+function stepBound(input) {
+  const step = input.valueAsNumber; // NaN when empty (or not a number, which a number input does not take)
+  return Number.isFinite(step) ? Math.round(step) : undefined;
+}
+
+/** "12 of 40 steps in 100–200, 1200 in all": what a chart shows of the histograms its window holds. */
+function stepsShown(answer, start, end) {
+  let text = `${answer.points.length} of ${answer.total} steps`;
+  if (start !== undefined || end !== undefined) {
+    text += ` in ${start ?? answer.points[0]?.step ?? "…"}–${end ?? answer.points.at(-1)?.step ?? "…"}, ` +
+      `${answer.tag_total} in all`;
+  }
+  if (answer.downsampled) text += " (evenly spaced: narrow the window to see every step)";
+  return text;
+}
+
 const distributions = {
   title: "Distributions",
   mount(container) {
@@ -677,6 +731,17 @@ const distributions = {
       el("option", { value: "bands" }, "percentile bands"),
       el("option", { value: "ridges" }, "offset histograms"),
     );
+    // The step window: the server sends at most its default number of histograms (evenly spaced) per window, so
+    // a narrower window shows every step of a part of a long run.
+    const bound = (placeholder, title) => el("input", { type: "number", step: 1, placeholder, title,
+      onchange: () => this.refresh().catch(report) });
+    this.from = bound("first", "the first step shown; empty: from the first step logged");
+    this.to = bound("last", "the last step shown; empty: up to the last step logged");
+    const allSteps = el("button", { type: "button", onclick: () => {
+      this.from.value = "";
+      this.to.value = "";
+      this.refresh().catch(report);
+    } }, "all steps");
     this.info = el("p", { class: "note" });
     this.pair = el("div", { class: "side-by-side" });
     this.charts = [];
@@ -684,10 +749,12 @@ const distributions = {
       el(
         "aside",
         {},
-        el("label", {}, "Histogram (layer / kind)", this.tag),
+        el("label", {}, "Histogram (kind / layer)", this.tag),
         el("label", {}, "Left run", this.left),
         el("label", {}, "Right run", this.right),
         el("label", {}, "View", this.mode),
+        el("div", { class: "step-window" }, el("label", {}, "From step", this.from),
+          el("label", {}, "To step", this.to), allSteps),
         this.info,
       ),
       el("div", { class: "content" }, this.pair),
@@ -695,22 +762,30 @@ const distributions = {
   },
 
   async refresh() {
-    const tag = fillSelect(this.tag, tagsOf("histogram"));
+    const tag = fillGroupedSelect(this.tag, histogramGroups(tagsOf("histogram")));
     if (!tag) return;
     const names = runsWith("histogram", tag).map((run) => run.name);
     const left = fillSelect(this.left, names, names[0]);
     const right = fillSelect(this.right, ["(none)", ...names], names[1] || "(none)");
     const chosen = [left, right].filter((name) => name && name !== "(none)");
+    const start = stepBound(this.from);
+    const end = stepBound(this.to);
+    const span = `${start ?? ""}:${end ?? ""}`;
+    // Answers may arrive out of order (a poll, then a new window typed): only the latest call draws.
+    const ticket = (this.ticket = (this.ticket ?? 0) + 1);
     this.cache ??= new Map();
     const answers = await Promise.all(chosen.map(async (run) => {
-      const key = `${run}\u0000${tag}`;
+      const key = `${run}\u0000${tag}\u0000${span}`;
       const status = state.runs.find((r) => r.name === run)?.status;
       // A run no writer holds any more cannot change: fetched once, not on every poll.
       if (this.cache.has(key) && status !== "running") return this.cache.get(key);
-      const answer = await api("histograms", { run, tag });
+      const answer = await api("histograms", { run, tag, start, end });
       this.cache.set(key, answer);
+      // Each window tried is a new key: keep the latest few (a Map iterates oldest first).
+      while (this.cache.size > 16) this.cache.delete(this.cache.keys().next().value);
       return answer;
     }));
+    if (ticket !== this.ticket) return;
     while (this.charts.length > answers.length) {
       const chart = this.charts.pop();
       Plotly.purge(chart.plot);
@@ -725,13 +800,15 @@ const distributions = {
       const chart = this.charts[i];
       chart.answer = answer;
       chart.card.querySelector(".title").textContent = answer.run;
-      chart.noteNode.textContent = `${answer.tag} · ${answer.points.length} steps`;
+      chart.noteNode.textContent = `${answer.tag} · ${stepsShown(answer, start, end)}`;
+      // A new window is a new view: plotly keeps a user's zoom only while the revision stays the same.
+      const revision = `${answer.run}|${tag}|${span}`;
       if (this.mode.value === "bands") {
-        Plotly.react(chart.plot, bands(answer), baseLayout({ uirevision: `bands|${answer.run}|${tag}`,
+        Plotly.react(chart.plot, bands(answer), baseLayout({ uirevision: `bands|${revision}`,
           xaxis: { title: { text: "step" } }, yaxis: { title: { text: "value" } } }), PLOT_CONFIG);
       } else {
         const { traces, tickvals, ticktext } = ridgelines(answer);
-        Plotly.react(chart.plot, traces, baseLayout({ uirevision: `ridges|${answer.run}|${tag}`, showlegend: false,
+        Plotly.react(chart.plot, traces, baseLayout({ uirevision: `ridges|${revision}`, showlegend: false,
           xaxis: { title: { text: "value" } }, yaxis: { title: { text: "step" }, tickvals, ticktext } }),
         PLOT_CONFIG);
       }
