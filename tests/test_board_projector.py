@@ -96,12 +96,19 @@ def _wait(client: TestClient, params: dict[str, Any], timeout: float = 60) -> di
     """Ask for a projection until the server is done computing it; the statuses seen on the way are checked."""
     answer = client.get("/api/projection", params=params).json()
     deadline = time.monotonic() + timeout
+    seen = [0.0]
     while answer["status"] in ("queued", "running"):
         assert answer["points"] is None and time.monotonic() < deadline
+        if params["name"].startswith("tsne"):  # t-SNE reports the fraction done, never going back
+            assert seen[-1] <= answer["progress"] <= 1
+            seen.append(answer["progress"])
         time.sleep(0.1)
         answer = client.get("/api/projection/status", params=params).json()
         assert answer["points"] is None  # the status never carries the points
-    return client.get("/api/projection", params=params).json() if answer["status"] == "done" else answer
+    if answer["status"] == "done":
+        assert answer["progress"] == 1.0
+        return client.get("/api/projection", params=params).json()
+    return answer
 
 
 # ---- API --------------------------------------------------------------------------------------------------------

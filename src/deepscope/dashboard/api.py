@@ -536,8 +536,9 @@ def projection(root: Path, run: str, tag: str, name: str, step: int | None = Non
     ``"done"``. Computed points are kept in memory, keyed by the embedding file's path and modification time.
 
     ``{"run", "tag", "step", "name", "stored", "status": "done" | "queued" | "running" | "failed", "n",
-    "dim", "seconds", "error", "points"}``: ``points`` (when done) is ``{"dtype": "<f4", "base64"}``, the
-    row-major ``[n, dim]`` float32 points' little-endian bytes (8 bytes a 2D point, 1,000,000 points in 11 MB).
+    "dim", "seconds", "progress" (the fraction done, or null where the method does not say), "error", "points"}``:
+    ``points`` (when done) is ``{"dtype": "<f4", "base64"}``, the row-major ``[n, dim]`` float32 points'
+    little-endian bytes (8 bytes a 2D point, 1,000,000 points in 11 MB).
     """
     item = _embedding_item(root, run, tag, step)
     stored = item.meta.get("projections") or {}
@@ -757,6 +758,7 @@ class _Job:
     error: str = ""
     started: float = 0.0
     seconds: float = 0.0
+    progress: float | None = None  # the fraction done, where the method reports one (t-SNE: every 50 iterations)
 
 
 class _Jobs:
@@ -782,7 +784,9 @@ class _Jobs:
             if job is not None:
                 self._jobs.move_to_end(key)
                 return job
-            job = self._jobs[key] = _Job(status="queued", started=time.monotonic())
+            job = self._jobs[key] = _Job(
+                status="queued", started=time.monotonic(), progress=0.0 if method == "tsne" else None
+            )
         if method == "pca":  # seconds for a million points: answer at once (a bad input raises here: 422)
             try:
                 self._run(item, job, method, dim)
@@ -807,7 +811,13 @@ class _Jobs:
 
         job.status, job.started = "running", time.monotonic()
         features = _cached(item, "features", lambda: _load(item, "features"))
-        result = project(features, method=method, dim=dim, progress=False, quality=False)  # type: ignore[arg-type]
+
+        def advanced(fraction: float) -> None:
+            job.progress = fraction
+
+        result = project(  # type: ignore[call-overload]
+            features, method=method, dim=dim, progress=False, quality=False, on_progress=advanced
+        )
         job.points = np.ascontiguousarray(result.points.numpy(), dtype=np.float32)  # type: ignore[union-attr]
         job.seconds = time.monotonic() - job.started
         job.status = "done"
@@ -841,6 +851,7 @@ def _job_answer(
         "n": item.n,
         "dim": dim,
         "seconds": round(job.seconds if done else time.monotonic() - job.started if running else 0.0, 3),
+        "progress": 1.0 if done else job.progress,
         "error": job.error,
         "points": _packed32(points) if with_points and points is not None else None,
     }

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -24,7 +25,8 @@ if TYPE_CHECKING:
 
 Method = Literal["pca", "tsne", "umap"]
 
-# Each method's options and their defaults; t-SNE's are openTSNE's names (learning_rate="auto" is N / 12).
+# Each method's options and their defaults; t-SNE's are openTSNE's names (learning_rate="auto" is N / 12), and its
+# neighbors="auto" is the exact search of tsne.exact_neighbors up to EXACT_NEIGHBOURS_UP_TO points, Annoy beyond.
 OPTIONS: dict[str, dict[str, Any]] = {
     "pca": {},
     "tsne": {
@@ -35,11 +37,14 @@ OPTIONS: dict[str, dict[str, Any]] = {
         "n_iter": 500,
         "initialization": "pca",
         "metric": "euclidean",
+        "neighbors": "auto",
         "n_jobs": -1,
     },
     "umap": {"n_neighbors": 15, "min_dist": 0.1, "metric": "euclidean", "n_epochs": None},
 }
 METHODS: tuple[str, ...] = tuple(OPTIONS)
+# "exact": deepscope's blocked search (torch, on ``device``); the others are openTSNE's approximate indexes.
+TSNE_NEIGHBORS = ("auto", "exact", "annoy", "pynndescent")
 CAUTION = {
     "tsne": "t-SNE keeps neighbourhoods, not global geometry: distances between clusters are not meaningful.",
     "umap": "UMAP keeps neighbourhoods more than global geometry: distances between clusters are not reliable.",
@@ -264,37 +269,75 @@ def _pca(x: Tensor, dim: int) -> tuple[Tensor, dict[str, Any]]:
 
 
 def _tsne(
-    x: Tensor, dim: int, seed: int | None, progress: bool | None, options: dict[str, Any]
+    x: Tensor,
+    dim: int,
+    seed: int | None,
+    progress: bool | None,
+    options: dict[str, Any],
+    device: torch.device,
+    on_progress: Callable[[float], None] | None,
 ) -> tuple[Tensor, dict[str, Any]]:
-    from openTSNE import TSNE
+    from openTSNE import TSNE, affinity, nearest_neighbors
 
+    from .tsne import EXACT_NEIGHBOURS_UP_TO, Gradient, exact_neighbors
+
+    options = dict(options)
+    neighbors = options.pop("neighbors")
+    n = len(x)
+    if neighbors == "auto":
+        small = n <= EXACT_NEIGHBOURS_UP_TO or device.type != "cpu"
+        neighbors = "exact" if small and options["metric"] == "euclidean" else "annoy"
     iterations = options["early_exaggeration_iter"] + options["n_iter"]
     disable = None if progress is None else not progress
     bar = tqdm(
         total=iterations, desc=f"t-SNE (perplexity {options['perplexity']:g})", unit="it", disable=disable, leave=False
     )
     callbacks = None
-    if not bar.disable:
+    if not bar.disable or on_progress is not None:
+        done = 0  # openTSNE counts each phase's iterations from 1
 
         def callbacks(iteration: int, _error: float, _embedding: object) -> bool:
-            bar.update(min(50, iterations - bar.n))
+            nonlocal done
+            step = min(50, iterations - done)
+            done += step
+            bar.update(step)
+            if on_progress is not None:
+                on_progress(done / iterations)
             return False
 
     # FFT-interpolated gradients (linear in N) exist for 1 and 2 dimensions only, so 3D uses Barnes-Hut; below
-    # 10,000 points Barnes-Hut is also the faster one (openTSNE's own "auto" rule).
-    method = "fft" if dim <= 2 and len(x) >= 10_000 else "bh"
+    # 10,000 points Barnes-Hut is also the faster one on a CPU (openTSNE's own "auto" rule), not on a GPU.
+    method: Any = "bh"
+    if dim <= 2 and (n >= 10_000 or device.type != "cpu"):
+        jobs = options["n_jobs"]
+        method = Gradient(device, threads=jobs if jobs > 0 else max(1, (os.cpu_count() or 1) + 1 + jobs))
+    affinities = None
     with bar:
+        if neighbors == "exact":
+            k = min(n - 1, int(3 * options["perplexity"]))  # openTSNE's number of neighbours for a perplexity
+            indices, distances = exact_neighbors(x, k, device)
+            affinities = affinity.PerplexityBasedNN(
+                knn_index=nearest_neighbors.PrecomputedNeighbors(indices, distances),
+                perplexity=options["perplexity"],
+                n_jobs=options["n_jobs"],
+            )
         tsne = TSNE(
             n_components=dim,
             random_state=seed,
             negative_gradient_method=method,
+            neighbors=neighbors if neighbors != "exact" else "auto",  # unused when the affinities are given
             callbacks=callbacks,
             callbacks_every_iters=50,
             verbose=False,
             **options,
         )
-        points = tsne.fit(x.numpy().astype(np.float32, copy=False))
-    return torch.from_numpy(np.asarray(points, dtype=np.float32)), {"negative_gradient_method": method}
+        points = tsne.fit(x.numpy().astype(np.float32, copy=False), affinities=affinities)
+    used = f"fft ({method.backend})" if isinstance(method, Gradient) else method
+    return torch.from_numpy(np.asarray(points, dtype=np.float32)), {
+        "negative_gradient_method": used,
+        "neighbors": neighbors,
+        "device": str(device),
+    }
 
 
 def _umap(
@@ -352,11 +395,32 @@ def _check_options(method: str, params: dict[str, Any], n: int) -> list[dict[str
                     f"points, and openTSNE uses 3 x perplexity neighbours, so it needs 3 x perplexity < {n}; "
                     f"pass perplexity < {n / 3:g}."
                 )
+            if options["neighbors"] not in TSNE_NEIGHBORS:
+                raise BadInputError(
+                    f"neighbors={options['neighbors']!r}; pass one of {', '.join(map(repr, TSNE_NEIGHBORS))}."
+                )
+            if options["neighbors"] == "exact" and options["metric"] != "euclidean":
+                raise BadInputError(
+                    f"the exact neighbour search measures euclidean distances, not metric={options['metric']!r}; "
+                    "pass neighbors='annoy' or 'pynndescent' for other metrics."
+                )
         if method == "umap":
             neighbours = options["n_neighbors"]
             if not isinstance(neighbours, int) or not 2 <= neighbours < n:
                 raise BadInputError(f"n_neighbors={neighbours!r} with {n} points; pass 2 <= n_neighbors < {n}.")
     return runs
+
+
+def _device(device: str | torch.device | None) -> torch.device:
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        chosen = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise BadInputError(f"device={device!r} is not a torch device; pass 'cpu', 'cuda' or 'cuda:1'.") from None
+    if chosen.type == "cuda" and not torch.cuda.is_available():
+        raise BadInputError(f"device={device!r}, but torch sees no CUDA GPU here; pass device='cpu'.")
+    return chosen
 
 
 def _labels(labels: object, n: int) -> np.ndarray | None:
@@ -379,6 +443,8 @@ def project(
     progress: bool | None = None,
     quality: bool = True,
     quality_sample: int = 5000,
+    device: str | torch.device | None = None,
+    on_progress: Callable[[float], None] | None = None,
     **params: Any,
 ) -> Projection | Projections:
     """Project features ``[N, D]`` to ``dim`` = 2 or 3 dimensions, and measure how much structure survived.
@@ -392,8 +458,14 @@ def project(
         seed: the random seed of t-SNE and UMAP (``None``: unseeded; UMAP then runs on every core).
         progress: show a progress bar; ``None`` shows it on a terminal only.
         quality: compute trustworthiness and k-NN accuracy (on ``quality_sample`` points for larger sets).
+        device: where t-SNE's neighbour search (and, on a GPU, its gradient) runs; default: a GPU when torch sees
+            one, else the CPU.
+        on_progress: called with the fraction of the work done (0 to 1) as t-SNE goes (every 50 iterations);
+            PCA and UMAP call it once, at the end.
         **params: the method's options (see ``OPTIONS``): t-SNE ``perplexity``, ``early_exaggeration``,
-            ``early_exaggeration_iter``, ``learning_rate``, ``n_iter``, ``initialization``, ``metric``, ``n_jobs``;
+            ``early_exaggeration_iter``, ``learning_rate``, ``n_iter``, ``initialization``, ``metric``,
+            ``neighbors`` (``"auto"``: exact up to 60,000 points or on a GPU, else Annoy; ``"exact"``, ``"annoy"``,
+            ``"pynndescent"``), ``n_jobs``;
             UMAP ``n_neighbors``, ``min_dist``, ``metric``, ``n_epochs``. One option may be a list
             (``perplexity=[5, 30, 50]``): one projection per value, drawn side by side.
 
@@ -424,15 +496,23 @@ def project(
     )
     thumbnails = features.thumbnails if isinstance(features, Features) else None
 
+    chosen_device = _device(device)
+
     results = []
-    for options in runs:
+    for index, options in enumerate(runs):
+        # Several runs (a list of values) report one fraction over all of them.
+        def done(fraction: float, index: int = index) -> None:
+            if on_progress is not None:
+                on_progress((index + fraction) / len(runs))
+
         start = time.perf_counter()
         if method == "pca":
             points, extra = _pca(x, dim)
         elif method == "tsne":
-            points, extra = _tsne(x, dim, seed, progress, options)
+            points, extra = _tsne(x, dim, seed, progress, options, chosen_device, done)
         else:
             points, extra = _umap(x, dim, seed, progress, options)
+        done(1.0)
         seconds = time.perf_counter() - start
         trust, accuracy = _quality(x, points, label_array, quality_sample, seed) if quality else (None, None)
         results.append(

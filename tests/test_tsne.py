@@ -1,0 +1,169 @@
+"""t-SNE's steps in torch (embed/tsne.py): exact neighbours against brute force, the interpolated repulsion against
+the exact O(N^2) sums, the whole gradient against openTSNE's own, and project()'s options around them."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from openTSNE import TSNE, affinity, nearest_neighbors
+from openTSNE.tsne import kl_divergence_fft
+from sklearn.datasets import load_digits
+from sklearn.manifold import trustworthiness
+
+from deepscope import project
+from deepscope.embed import tsne
+from deepscope.errors import BadInputError
+
+
+def _brute_force(x: torch.Tensor, k: int) -> tuple[np.ndarray, np.ndarray]:
+    distances = torch.cdist(x.double(), x.double())
+    distances.fill_diagonal_(float("inf"))
+    values, indices = distances.topk(k, dim=1, largest=False)
+    return indices.numpy(), values.numpy()
+
+
+def _layout(n: int, extent: float, seed: int = 0) -> np.ndarray:
+    """Ten clusters spread over ``extent`` units, as a t-SNE embedding looks at that scale."""
+    rng = np.random.default_rng(seed)
+    centres = rng.uniform(-extent / 2, extent / 2, size=(10, 2))
+    return np.ascontiguousarray(centres[rng.integers(0, 10, n)] + rng.normal(scale=extent / 16, size=(n, 2)))
+
+
+def _exact_repulsion(y: torch.Tensor) -> tuple[torch.Tensor, float]:
+    difference = y[:, None, :] - y[None, :, :]
+    q = 1 / (1 + (difference**2).sum(-1))
+    q.fill_diagonal_(0)
+    return ((q**2)[..., None] * difference).sum(1), float(q.sum())
+
+
+@pytest.fixture(scope="module")
+def digit_affinities() -> tuple[np.ndarray, np.ndarray, object]:
+    data = load_digits()
+    x = data.data.astype(np.float32)
+    indices, distances = tsne.exact_neighbors(torch.from_numpy(x), 90)
+    P = affinity.PerplexityBasedNN(
+        knn_index=nearest_neighbors.PrecomputedNeighbors(indices, distances), perplexity=30, n_jobs=1
+    ).P
+    return x, data.target, P
+
+
+# 6,000 points take two blocks of the search; the offset of 1e4 would ruin a float32 |a|^2 - 2ab + |b|^2 that did
+# not centre the data first.
+@pytest.mark.parametrize("n, offset", [(500, 0.0), (6000, 0.0), (500, 1e4)], ids=["one-block", "two-blocks", "offset"])
+def test_exact_neighbors_equal_brute_force(n: int, offset: float) -> None:
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(n, 20, generator=generator) + offset
+    indices, distances = tsne.exact_neighbors(x, 15)
+    expected_indices, expected_distances = _brute_force(x - offset, 15)
+    np.testing.assert_allclose(distances, expected_distances, rtol=1e-4)
+    agree = (np.sort(indices, axis=1) == np.sort(expected_indices, axis=1)).mean()
+    assert agree > 0.999  # ties at float32 precision may swap the last neighbour
+    assert not (indices == np.arange(n)[:, None]).any()  # a point is never its own neighbour
+
+
+def test_duplicate_points_are_each_others_nearest_at_distance_zero() -> None:
+    x = torch.randn(50, 5, generator=torch.Generator().manual_seed(1))
+    x[1] = x[0]
+    indices, distances = tsne.exact_neighbors(x, 3)
+    assert (indices[0, 0], indices[1, 0]) == (1, 0)
+    assert distances[0, 0] == distances[1, 0] == 0
+
+
+@pytest.mark.parametrize("extent", [0.5, 20.0, 90.0])
+def test_repulsion_equals_the_exact_sums(extent: float) -> None:
+    y = torch.from_numpy(_layout(3000, extent))
+    forces, z = tsne.repulsion(y)
+    exact_forces, exact_z = _exact_repulsion(y)
+    assert abs(float(z) - exact_z) / exact_z < 5e-3
+    error = (forces - exact_forces).norm(dim=1) / exact_forces.norm(dim=1).clamp(min=1e-12)
+    # openTSNE's own interpolation, measured on the same points, errs as much: a median of ~1e-2.
+    assert float(error.median()) < 0.03
+
+
+def test_repulsion_in_one_dimension() -> None:
+    y = torch.from_numpy(np.random.default_rng(2).normal(scale=10, size=(2000, 1)))
+    forces, z = tsne.repulsion(y)
+    exact_forces, exact_z = _exact_repulsion(y)
+    assert abs(float(z) - exact_z) / exact_z < 5e-3
+    assert float(((forces - exact_forces).abs() / exact_forces.abs().clamp(min=1e-6)).median()) < 0.03
+
+
+@pytest.mark.parametrize("extent", [2.0, 60.0])
+def test_compiled_gradient_side_by_side_equals_openTSNE(digit_affinities, extent: float) -> None:  # type: ignore[no-untyped-def]
+    _, _, P = digit_affinities
+    y = _layout(P.shape[0], extent)
+    fft = {"n_interpolation_points": 3, "min_num_intervals": 50, "ints_in_interval": 1}
+    expected_error, expected = kl_divergence_fft(y, P, 1, fft, should_eval_error=True, n_jobs=1)
+    for threads in (1, 2):  # one after the other, and the repulsion in a thread of its own
+        error, gradient = tsne.Gradient("cpu", threads=threads)(y, P, 1, fft, should_eval_error=True)
+        np.testing.assert_allclose(gradient, expected, rtol=1e-9, atol=1e-15)
+        assert error == pytest.approx(expected_error, rel=1e-9)
+
+
+@pytest.mark.parametrize("extent", [2.0, 60.0])
+def test_torch_gradient_errs_no_more_than_openTSNE(digit_affinities, extent: float) -> None:  # type: ignore[no-untyped-def]
+    _, _, P = digit_affinities
+    y = _layout(P.shape[0], extent)
+    fft = {"n_interpolation_points": 3, "min_num_intervals": 50, "ints_in_interval": 1}
+    expected_error, expected = kl_divergence_fft(y, P, 1, fft, should_eval_error=True, n_jobs=1)
+    error, gradient = tsne.Gradient("cpu", backend="torch")(y, P, 1, fft, should_eval_error=True)
+    # Both interpolate: measured against the exact gradient, the torch one errs no more than openTSNE's.
+    exact = np.zeros_like(y)
+    tsne._openTSNE_attraction(P, y, exact, 1, False)
+    forces, z = _exact_repulsion(torch.from_numpy(y))
+    exact -= forces.numpy() / z
+    ours, theirs = (np.linalg.norm(g - exact) / np.linalg.norm(exact) for g in (gradient, expected))
+    assert ours < max(1.5 * theirs, 1e-3)
+    assert error == pytest.approx(expected_error, rel=1e-3)
+    # Its attraction (a gather and scatter in torch) equals openTSNE's compiled one.
+    attraction, p_sum, kl_part = tsne.Gradient("cpu", backend="torch")._attraction(P, torch.from_numpy(y), True)
+    reference = np.zeros_like(y)
+    expected_sum, expected_kl = tsne._openTSNE_attraction(P, y, reference, 1, True)
+    np.testing.assert_allclose(attraction.numpy(), reference, rtol=1e-6, atol=1e-12)
+    assert (p_sum, kl_part) == pytest.approx((expected_sum, expected_kl), rel=1e-9)
+
+
+@pytest.mark.parametrize("backend", ["openTSNE", "torch"])
+def test_openTSNE_optimises_with_the_gradient(digit_affinities, backend: str) -> None:  # type: ignore[no-untyped-def]
+    x, _, P = digit_affinities
+    gradient = tsne.Gradient("cpu", threads=2, backend=backend)
+    embedding = TSNE(negative_gradient_method=gradient, n_iter=100, early_exaggeration_iter=100, random_state=0).fit(
+        x, affinities=affinity.PrecomputedAffinities(P)
+    )
+    trust = trustworthiness(x, np.asarray(embedding), n_neighbors=10)
+    assert trust > 0.95
+
+
+def test_project_uses_exact_neighbours_and_reports_progress(digit_affinities) -> None:  # type: ignore[no-untyped-def]
+    x, labels, _ = digit_affinities
+    fractions: list[float] = []
+    options = {"n_iter": 150, "early_exaggeration_iter": 100, "n_jobs": 1}
+    results = project(
+        x[:600], "tsne", labels=labels[:600], perplexity=[10, 30], on_progress=fractions.append, **options
+    )
+    assert [r.params["neighbors"] for r in results] == ["exact", "exact"]
+    assert all(r.trustworthiness > 0.9 for r in results)
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0
+    assert fractions.count(0.5) >= 1  # the first of the two runs ends half way
+    approximate = project(x[:600], "tsne", labels=labels[:600], neighbors="annoy", **options)
+    assert approximate.params["neighbors"] == "annoy"
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"neighbors": "kd-tree"}, "'auto', 'exact', 'annoy', 'pynndescent'"),
+        ({"neighbors": "exact", "metric": "cosine"}, "pass neighbors='annoy'"),
+        ({"device": "banana"}, "not a torch device"),
+        ({"device": "cuda"} if not torch.cuda.is_available() else {"device": "banana"}, "device="),
+    ],
+    ids=["unknown-search", "exact-needs-euclidean", "bad-device", "no-gpu"],
+)
+def test_bad_tsne_options_are_clear_errors(options: dict[str, str], message: str) -> None:
+    with pytest.raises(BadInputError, match=message.replace("(", r"\(")):
+        project(torch.randn(100, 5), "tsne", perplexity=5, **options)
+
+
+def test_fft_sizes_are_smooth_numbers() -> None:
+    assert [tsne._smooth(n) for n in (50, 97, 121, 127, 257)] == [50, 100, 125, 128, 270]
