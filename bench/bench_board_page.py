@@ -95,7 +95,7 @@ def patch_page(page: Any, webgl: bool = False, chart_points: int | None = None) 
     script = files("deepscope.dashboard").joinpath("static/app.js").read_text()
     for wanted, old, new in (
         (webgl, 'const LINE_TYPE = "scatter";', 'const LINE_TYPE = "scattergl";'),
-        (chart_points, "const CHART_POINTS = 128000;", f"const CHART_POINTS = {chart_points};"),
+        (chart_points, "const CHART_POINTS = 64000;", f"const CHART_POINTS = {chart_points};"),
     ):
         if wanted:
             assert old in script, f"the page no longer has {old!r}; update this benchmark"
@@ -109,7 +109,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--points", type=int, default=10_000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--webgl", action="store_true", help="draw the lines with WebGL (scattergl), not SVG")
-    parser.add_argument("--chart-points", type=int, help="points per chart, shared by its runs (the page: 128,000)")
+    parser.add_argument("--chart-points", type=int, help="points per chart, shared by its runs (the page: 64,000)")
     args = parser.parse_args(argv)
 
     from deepscope.dashboard import api, board

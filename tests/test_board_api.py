@@ -26,6 +26,7 @@ from fastapi.testclient import TestClient
 
 from deepscope import dashboard as board_module
 from deepscope.dashboard import api, create_app
+from deepscope.dashboard.server import COMPILE_HINT
 
 LOCAL = "http://127.0.0.1"
 SPIKE_STEP = 1234
@@ -348,7 +349,8 @@ def test_page_and_plotly_come_from_this_installation(client: TestClient) -> None
 
     js = client.get("/static/plotly.min.js")
     bundled = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
-    assert js.status_code == 200 and js.content == bundled.read_bytes()
+    assert js.status_code == 200 and js.content == COMPILE_HINT + bundled.read_bytes()
+    assert js.content.startswith(b"//")  # the hint is a comment: the script is plotly's, byte for byte
     if (Path(board_module.__file__).parent / "static" / "index.html").is_file():
         assert client.get("/").status_code == 200
 

@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
 import pytest
@@ -630,6 +631,49 @@ def test_token_is_sent_with_every_request(store: tuple[Path, ds.Run], browser_pa
     finally:
         served.should_exit = True
         thread.join(timeout=5)
+
+
+def test_requests_go_out_while_plotly_loads_and_charts_wait_for_it(
+    server: str, browser_page: tuple[Any, list[str]]
+) -> None:
+    """plotly.js held back by the network: the page asks for the runs, the views and each tag's scalars at once,
+    once each (no second poll while nothing can be drawn), and draws them when plotly arrives."""
+    page, _ = browser_page
+    fresh = page.context.browser.new_page()
+    problems: list[str] = []
+    fresh.on("pageerror", lambda e: problems.append(str(e)))
+    requested: list[str] = []
+    fresh.on("request", lambda r: requested.append(r.url.removeprefix(server)))
+    held: list[Any] = []
+    fresh.route("**/static/plotly.min.js*", lambda route: held.append(route))
+    try:
+        fresh.goto(f"{server}?view=scalars", wait_until="commit")
+        tags = ("features/conv/filters/noise", "grad_norm/0", "grad_norm/2", "train/acc", "train/loss", "zoom/sine")
+        deadline = time.monotonic() + 10
+        while sum(u.startswith("api/scalars/batch") for u in requested) < len(tags):
+            assert time.monotonic() < deadline, f"the page asked for {requested} only"
+            fresh.wait_for_timeout(20)
+        fresh.wait_for_timeout(2500)  # longer than a poll period (2 s): no poll may repeat meanwhile
+        assert len(held) == 1 and fresh.evaluate("() => window.Plotly === undefined")
+        batches = sorted(u for u in requested if u.startswith("api/scalars/batch"))
+        assert [parse_qs(urlsplit(u).query)["tag"] for u in batches] == [[t] for t in tags]
+        assert sorted(u.split("?")[0] for u in requested if u.startswith("api/")) == [
+            "api/runs",
+            *["api/scalars/batch"] * len(tags),
+            "api/views",
+        ]
+        assert fresh.evaluate("() => document.querySelectorAll('.card[data-tag]').length") == 0  # nothing drawn
+        held[0].continue_()
+        fresh.wait_for_function(
+            """() => { const gd = document.querySelector('.card[data-tag="train/acc"] .plot');
+                       return gd && gd.data && gd.data.length === 4; }""",
+            timeout=10_000,
+        )
+        assert sum(u.startswith("static/plotly.min.js") for u in requested) == 1
+        assert sum(u.startswith("static/app.js") for u in requested) == 1
+        assert not problems
+    finally:
+        fresh.close()
 
 
 def test_zooming_in_asks_the_server_for_the_full_detail(browser_page: tuple[Any, list[str]]) -> None:

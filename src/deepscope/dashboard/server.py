@@ -8,6 +8,7 @@ one, the server answers only requests addressed to a loopback name (``Host: 127.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import secrets
@@ -176,11 +177,22 @@ def create_app(root: str | os.PathLike[str], token: str | None = None) -> FastAP
 
     @app.get("/static/plotly.min.js")
     def plotly_js() -> Response:
-        return FileResponse(PLOTLY_JS, media_type="text/javascript", headers={"Cache-Control": "max-age=86400"})
+        return Response(_plotly_js(), media_type="text/javascript", headers={"Cache-Control": "max-age=86400"})
 
     app.mount("/static", StaticFiles(directory=STATIC, check_dir=False), name="static")
     app.add_middleware(_Guard, token=token)
     return app
+
+
+# V8's compile hint: compile every function of the file at once, on a background thread while it streams in, not
+# each one lazily on the main thread at its first call. plotly.js calls most of its 4.8 MB while it loads, so a
+# first visit draws its first chart ~0.1 s sooner (measured in headless Chromium); other browsers ignore the comment.
+COMPILE_HINT = b"//# allFunctionsCalledOnLoad\n"
+
+
+@functools.cache
+def _plotly_js() -> bytes:
+    return COMPILE_HINT + PLOTLY_JS.read_bytes()
 
 
 class _Guard:
