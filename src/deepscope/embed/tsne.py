@@ -17,8 +17,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-# Exact neighbours cost O(N^2 D); past this many points openTSNE's approximate index (Annoy) is the faster one on a
-# CPU (measured: 1.3 s against 6.5 s at 20,000 x 50 points, the crossing near 80,000).
+# Exact neighbours cost O(N^2 D), Annoy about O(N log N): at 20,000 x 50 points, 1.3 s against 6.5 s on 2 cores, so
+# they cross near 100,000 points (extrapolated); past this many, on a CPU, openTSNE's Annoy is used.
 EXACT_NEIGHBOURS_UP_TO = 60_000
 
 
