@@ -1,9 +1,9 @@
 """Make the board's pictures in docs/images/ with the code they document: seed 000's lab, logged into a run.
 
-A FashionMNIST CNN trained for one short epoch (the Debian package's IDX files, offline), its graph, its confusion
-matrix and one-vs-rest PR curves on 2,000 test images, and Grad-CAM and saliency on 10 random test cases; then the
-board serves the run (with ResNet-18's graph beside the CNN's) and headless Chromium (Playwright) photographs the
-Graph, Evaluation and Explanations tabs.
+A FashionMNIST CNN trained for one short epoch (the Debian package's IDX files, offline), its graph, its watched
+histograms, its confusion matrix and one-vs-rest PR curves on 2,000 test images, and Grad-CAM and saliency on 10
+random test cases; then the board serves the run (with ResNet-18's graph beside the CNN's) and headless Chromium
+(Playwright) photographs the Graph, Evaluation, Explanations and Distributions tabs.
 Run: .venv/bin/python docs/make_board_figures.py (about a minute on two cores).
 """
 
@@ -29,7 +29,12 @@ from deepscope.evaluate.classification import binary_report, confusion_matrix
 
 HERE = Path(__file__).parent / "images"
 CHROMIUM = "/usr/bin/chromium"
-TABS = {"graph": "board_graph.png", "evaluation": "board_evaluation.png", "explanations": "board_explanations.png"}
+TABS = {
+    "graph": "board_graph.png",
+    "evaluation": "board_evaluation.png",
+    "explanations": "board_explanations.png",
+    "distributions": "board_distributions.png",
+}
 
 
 def log_lab(run_dir: Path) -> None:
@@ -39,7 +44,8 @@ def log_lab(run_dir: Path) -> None:
     with ds.Run(run_dir, config={"epochs": 1, "train_images": 12_000}) as run:
         run.graph(model, to_inputs(data.test_images[:2]))
         run.graph(resnet18(weights=None), torch.rand(1, 3, 64, 64), tag="resnet18")  # a graph with branches
-        train(model, data.train_images[:12_000], data.train_labels[:12_000], progress=False, run=run)
+        with run.watch(model, every=20):  # histograms of weights, biases, gradients, activations
+            train(model, data.train_images[:12_000], data.train_labels[:12_000], progress=False, run=run)
         x, y = to_inputs(data.test_images[:2000]), data.test_labels[:2000]
         with torch.no_grad():
             scores = model(x).softmax(1)
