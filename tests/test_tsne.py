@@ -95,10 +95,17 @@ def test_compiled_gradient_side_by_side_equals_openTSNE(digit_affinities, extent
     y = _layout(P.shape[0], extent)
     fft = {"n_interpolation_points": 3, "min_num_intervals": 50, "ints_in_interval": 1}
     expected_error, expected = kl_divergence_fft(y, P, 1, fft, should_eval_error=True, n_jobs=1)
-    for threads in (1, 2):  # one after the other, and the repulsion in a thread of its own
-        error, gradient = tsne.Gradient("cpu", threads=threads)(y, P, 1, fft, should_eval_error=True)
+    # One after the other; the repulsion in a thread of its own; and that thread also taking some of the
+    # attraction's rows (the share it takes follows the measured times: forced to half, then as it comes).
+    balanced = tsne.Gradient("cpu", threads=2)  # kept across calls, as in an optimisation
+    for threads, share in ((1, 0.0), (2, 0.0), (2, 0.5), (2, None), (2, None), (2, None)):
+        objective = tsne.Gradient("cpu", threads=threads) if share is not None else balanced
+        if share is not None:
+            objective._worker_share = share
+        error, gradient = objective(y, P, 1, fft, should_eval_error=True)
         np.testing.assert_allclose(gradient, expected, rtol=1e-9, atol=1e-15)
         assert error == pytest.approx(expected_error, rel=1e-9)
+        assert 0 <= objective._worker_share <= 0.9
 
 
 @pytest.mark.parametrize("extent", [2.0, 60.0])

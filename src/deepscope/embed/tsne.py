@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 from typing import Any
 
 import numpy as np
@@ -145,6 +146,7 @@ class Gradient:
         self.threads = max(1, threads)
         self.backend = backend or ("openTSNE" if self.device.type == "cpu" else "torch")
         self._structure: tuple[Any, Tensor, Tensor] | None = None
+        self._worker_share = 0.0  # of the attraction's rows, summed beside the repulsion (see _compiled)
 
     def __call__(
         self,
@@ -172,29 +174,62 @@ class Gradient:
         from openTSNE import _tsne
 
         repulsive = np.zeros_like(embedding, dtype=np.float64)
-        if embedding.shape[1] == 1:
-            arguments: tuple[Any, ...] = (_tsne.estimate_negative_gradient_fft_1d, embedding.ravel(), repulsive.ravel())
-        else:
-            arguments = (_tsne.estimate_negative_gradient_fft_2d, embedding, repulsive)
-        result: list[float] = []
-
-        def repel() -> None:
-            function, points, out = arguments
-            result.append(function(points, out, **fft, dof=1))
-
         gradient = np.zeros_like(embedding, dtype=np.float64)
-        if self.threads == 1:
-            repel()
-            p_sum, error = _openTSNE_attraction(P, embedding, gradient, 1, should_eval_error)
+        if embedding.shape[1] == 1:
+            function, points, out = _tsne.estimate_negative_gradient_fft_1d, embedding.ravel(), repulsive.ravel()
         else:
-            worker = threading.Thread(target=repel, daemon=True)  # the compiled loops release the GIL
-            worker.start()
-            p_sum, error = _openTSNE_attraction(P, embedding, gradient, self.threads - 1, should_eval_error)
-            worker.join()
-        if not result:
+            function, points, out = _tsne.estimate_negative_gradient_fft_2d, embedding, repulsive
+        if self.threads == 1:
+            z = function(points, out, **fft, dof=1)
+            p_sum, error = _openTSNE_attraction(P, embedding, gradient, 1, should_eval_error)
+            return p_sum, error, float(z), gradient + repulsive
+
+        # The repulsion takes one thread: it runs in a thread of its own, followed there by the attraction of the
+        # first `split` rows, while the other threads sum the attraction of the rest. `split` balances the two from
+        # the last iterations' times (the repulsion grows as the embedding spreads; early on it is the shorter).
+        n = len(embedding)
+        split = min(n - 1, int(self._worker_share * n))
+        found: dict[str, Any] = {}
+
+        def worker() -> None:
+            started = time.perf_counter()
+            found["z"] = function(points, out, **fft, dof=1)
+            found["repel_s"] = time.perf_counter() - started
+            if split > 0:
+                found["head"] = _openTSNE_attraction(
+                    _rows(P, 0, split), embedding[:split], gradient[:split], 1, should_eval_error, reference=embedding
+                )
+
+        thread = threading.Thread(target=worker, daemon=True)  # the compiled loops release the GIL
+        thread.start()
+        started = time.perf_counter()
+        p_sum, error = _openTSNE_attraction(
+            _rows(P, split, n),
+            embedding[split:],
+            gradient[split:],
+            self.threads - 1,
+            should_eval_error,
+            reference=embedding,
+        )
+        attract_s = time.perf_counter() - started
+        thread.join()
+        if "z" not in found:
             raise RuntimeError("openTSNE's interpolated repulsion failed")
-        gradient += repulsive  # openTSNE's repulsion comes as -forces / z already
-        return p_sum, error, float(result[0]), gradient
+        if "head" in found:
+            p_sum, error = p_sum + found["head"][0], error + found["head"][1]
+        self._balance(found["repel_s"], attract_s, (n - split) / n)
+        return p_sum, error, float(found["z"]), gradient + repulsive
+
+    def _balance(self, repel_s: float, attract_s: float, main_fraction: float) -> None:
+        """The worker's share of the attraction's rows that would make both sides finish together next time."""
+        others = self.threads - 1
+        # The whole attraction in one thread, estimated from the main side's time on its rows.
+        whole = attract_s * others / max(main_fraction, 1e-3)
+        # worker: repel + whole * f; main: whole * (1 - f) / others.
+        share = (whole / others - repel_s) / (whole + whole / others)
+        # Three quarters of it, smoothed: the worker is the critical path, so a share too large costs more than one
+        # too small (the times are noisy, and the repulsion grows as the embedding spreads).
+        self._worker_share = 0.7 * self._worker_share + 0.3 * min(max(0.75 * share, 0.0), 0.9)
 
     def _torch(
         self, embedding: np.ndarray, P: Any, fft: dict[str, Any], should_eval_error: bool
@@ -229,18 +264,32 @@ class Gradient:
         return attraction, float(p.sum()), error
 
 
+def _rows(P: Any, start: int, stop: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rows ``start:stop`` of a CSR matrix as ``(indices, indptr, data)`` views (``indptr`` rebased, a copy)."""
+    low, high = P.indptr[start], P.indptr[stop]
+    return P.indices[low:high], P.indptr[start : stop + 1] - low, P.data[low:high]
+
+
 def _openTSNE_attraction(
-    P: Any, embedding: np.ndarray, gradient: np.ndarray, threads: int, should_eval_error: bool
+    P: Any,
+    embedding: np.ndarray,
+    gradient: np.ndarray,
+    threads: int,
+    should_eval_error: bool,
+    reference: np.ndarray | None = None,
 ) -> tuple[float, float]:
-    """Adds ``sum_j p_ij q_ij (y_i - y_j)`` to ``gradient``; returns ``sum p`` and ``sum p log(p / q)``."""
+    """Adds ``sum_j p_ij q_ij (y_i - y_j)`` to ``gradient`` for the rows of ``P`` (a CSR matrix, or its rows from
+    :func:`_rows`) at the points ``embedding`` (the neighbours ``j`` are rows of ``reference``, by default the same
+    points); returns ``sum p`` and ``sum p log(p / q)``."""
     from openTSNE import _tsne  # compiled; the same call openTSNE's own objective makes
 
+    indices, indptr, data = P if isinstance(P, tuple) else (P.indices, P.indptr, P.data)
     p_sum, error = _tsne.estimate_positive_gradient_nn(
-        P.indices,
-        P.indptr,
-        P.data,
+        indices,
+        indptr,
+        data,
         embedding,
-        embedding,
+        embedding if reference is None else reference,
         gradient,
         1,
         num_threads=threads,
