@@ -8,6 +8,8 @@ from collections.abc import Callable
 
 import torch
 
+from deepscope.dashboard.headless import CHROMIUM, CHROMIUM_ARGS  # noqa: F401 (the page benchmarks')
+
 
 def timed_together(functions: dict[str, Callable[[], object]], repeat: int = 5) -> list[tuple[str, float]]:
     """Best wall time of each function, in seconds, over ``repeat`` rounds that run them in turn.
@@ -53,16 +55,3 @@ def report(title: str, rows: list[tuple[str, float]], reference: str) -> dict[st
         ratio = times[reference] / seconds
         print(f"  {name:<44} {seconds:8.3f} s   {reference} / this = {ratio:5.2f}x")
     return times
-
-
-# Headless Debian Chromium for the page benchmarks: nothing that reaches the network, no first-run work.
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]

@@ -22,13 +22,13 @@ from torchvision.models import resnet18
 
 import deepscope as ds
 from deepscope.dashboard import create_app
+from deepscope.dashboard.headless import CHROMIUM, CHROMIUM_ARGS
 from deepscope.demo.data import CLASSES, load_fashion_mnist, to_inputs
 from deepscope.demo.fashion import train
 from deepscope.demo.models import FashionCNN
 from deepscope.evaluate.classification import binary_report, confusion_matrix
 
 HERE = Path(__file__).parent / "images"
-CHROMIUM = "/usr/bin/chromium"
 TABS = {
     "graph": "board_graph.png",
     "evaluation": "board_evaluation.png",
@@ -67,7 +67,7 @@ def photograph(root: Path) -> None:
         time.sleep(0.05)
     try:
         with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"], headless=True)
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             for tab, name in TABS.items():
                 page.goto(f"http://127.0.0.1:{port}/?view={tab}")

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import deepscope as ds
+from deepscope.dashboard.headless import CHROMIUM, CHROMIUM_ARGS  # noqa: F401 (for the browser tests)
 
 torch.set_num_threads(2)
 
@@ -163,17 +164,3 @@ def trained_on_squares() -> tuple[nn.Module, torch.Generator]:
         loss.backward()
         optimiser.step()
     return model.eval(), generator
-
-
-# The browser tests' Chromium: Debian's, headless, with nothing that reaches the network (Playwright's own browser
-# download is never used; `make test` installs the package when root).
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]

@@ -89,12 +89,20 @@ def test_repulsion_in_one_dimension() -> None:
     assert float(((forces - exact_forces).abs() / exact_forces.abs().clamp(min=1e-6)).median()) < 0.03
 
 
-@pytest.mark.parametrize("extent", [2.0, 60.0])
-def test_compiled_gradient_side_by_side_equals_openTSNE(digit_affinities, extent: float) -> None:  # type: ignore[no-untyped-def]
+FFT = {"n_interpolation_points": 3, "min_num_intervals": 50, "ints_in_interval": 1}  # openTSNE's defaults
+
+
+def _openTSNE_gradient(digit_affinities, extent: float) -> tuple[object, np.ndarray, float, np.ndarray]:  # type: ignore[no-untyped-def]
+    """The digits' affinities, a layout spread over ``extent`` units, and openTSNE's own KL and gradient there."""
     _, _, P = digit_affinities
     y = _layout(P.shape[0], extent)
-    fft = {"n_interpolation_points": 3, "min_num_intervals": 50, "ints_in_interval": 1}
-    expected_error, expected = kl_divergence_fft(y, P, 1, fft, should_eval_error=True, n_jobs=1)
+    error, gradient = kl_divergence_fft(y, P, 1, FFT, should_eval_error=True, n_jobs=1)
+    return P, y, error, gradient
+
+
+@pytest.mark.parametrize("extent", [2.0, 60.0])
+def test_compiled_gradient_side_by_side_equals_openTSNE(digit_affinities, extent: float) -> None:  # type: ignore[no-untyped-def]
+    P, y, expected_error, expected = _openTSNE_gradient(digit_affinities, extent)
     # One after the other; the repulsion in a thread of its own; and that thread also taking some of the
     # attraction's rows (the share it takes follows the measured times: forced to half, then as it comes).
     balanced = tsne.Gradient("cpu", threads=2)  # kept across calls, as in an optimisation
@@ -102,7 +110,7 @@ def test_compiled_gradient_side_by_side_equals_openTSNE(digit_affinities, extent
         objective = tsne.Gradient("cpu", threads=threads) if share is not None else balanced
         if share is not None:
             objective._worker_share = share
-        error, gradient = objective(y, P, 1, fft, should_eval_error=True)
+        error, gradient = objective(y, P, 1, FFT, should_eval_error=True)
         np.testing.assert_allclose(gradient, expected, rtol=1e-9, atol=1e-15)
         assert error == pytest.approx(expected_error, rel=1e-9)
         assert 0 <= objective._worker_share <= 0.9
@@ -110,11 +118,8 @@ def test_compiled_gradient_side_by_side_equals_openTSNE(digit_affinities, extent
 
 @pytest.mark.parametrize("extent", [2.0, 60.0])
 def test_torch_gradient_errs_no_more_than_openTSNE(digit_affinities, extent: float) -> None:  # type: ignore[no-untyped-def]
-    _, _, P = digit_affinities
-    y = _layout(P.shape[0], extent)
-    fft = {"n_interpolation_points": 3, "min_num_intervals": 50, "ints_in_interval": 1}
-    expected_error, expected = kl_divergence_fft(y, P, 1, fft, should_eval_error=True, n_jobs=1)
-    error, gradient = tsne.Gradient("cpu", backend="torch")(y, P, 1, fft, should_eval_error=True)
+    P, y, expected_error, expected = _openTSNE_gradient(digit_affinities, extent)
+    error, gradient = tsne.Gradient("cpu", backend="torch")(y, P, 1, FFT, should_eval_error=True)
     # Both interpolate: measured against the exact gradient, the torch one errs no more than openTSNE's.
     exact = np.zeros_like(y)
     tsne._openTSNE_attraction(P, y, exact, 1, False)

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
 Metric = Literal["cosine", "euclidean"]
 METRICS: tuple[str, ...] = ("cosine", "euclidean")
-_CHUNK = 1024  # queries per distance block: bounds memory at _CHUNK x N distances
+_BLOCK_DISTANCES = 2**25  # distances held at once (128 MB of float32): the number of queries per block
 
 
 @dataclass
@@ -111,13 +111,36 @@ def _queries(query: object, data: Tensor, what: str = "query") -> tuple[Tensor, 
     return vectors.to(data.dtype), None
 
 
-def distances(queries: Tensor, data: Tensor, metric: str) -> Tensor:
-    """All distances ``[Q, N]`` from ``queries`` to ``data`` (cosine: ``1 - cos``; euclidean)."""
+def nearest(
+    queries: Tensor, data: Tensor, k: int, metric: str = "euclidean", own: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
+    """The ``k`` nearest rows of ``data`` to each query by brute force, nearest first: ``(distances, indices)``,
+    both ``[Q, k]`` (cosine: ``1 - cos``; euclidean). ``own[i]``, a row of ``data``, is left out of query ``i``'s
+    neighbours (a point is not its own neighbour). Queries go in blocks that bound the distances held at once.
+
+    Euclidean neighbours are ranked by |q|^2 - 2 q.d + |d|^2 (one matrix product a block) and only the chosen
+    distances take a square root.
+    """
+    block = max(1, _BLOCK_DISTANCES // max(1, data.shape[0]))
     if metric == "cosine":
-        unit_q = torch.nn.functional.normalize(queries, dim=1)
-        unit_d = torch.nn.functional.normalize(data, dim=1)
-        return 1 - unit_q @ unit_d.T
-    return torch.cdist(queries, data)
+        unit_data = torch.nn.functional.normalize(data, dim=1)
+    else:
+        squared = (data * data).sum(dim=1)
+    found_distances, found_indices = [], []
+    for start in range(0, queries.shape[0], block):
+        rows = queries[start : start + block]
+        if metric == "cosine":
+            scores = 1 - torch.nn.functional.normalize(rows, dim=1) @ unit_data.T
+        else:
+            scores = torch.addmm(squared[None], rows, data.T, alpha=-2.0)
+            scores += (rows * rows).sum(dim=1, keepdim=True)
+        if own is not None:
+            scores[torch.arange(len(rows)), own[start : start + block]] = float("inf")
+        values, indices = scores.topk(k, dim=1, largest=False)
+        values = values.clamp(min=0)
+        found_distances.append(values if metric == "cosine" else values.sqrt())
+        found_indices.append(indices)
+    return torch.cat(found_distances), torch.cat(found_indices)
 
 
 def neighbors(features: object, query: object, k: int = 5, metric: Metric = "cosine") -> Neighbors:
@@ -141,15 +164,7 @@ def neighbors(features: object, query: object, k: int = 5, metric: Metric = "cos
     available = data.shape[0] - (1 if rows is not None else 0)
     if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= available:
         raise BadInputError(f"k={k}; pass 1 <= k <= {available} (the items a query can have as neighbours).")
-    found_indices, found_distances = [], []
-    for start in range(0, vectors.shape[0], _CHUNK):
-        block = distances(vectors[start : start + _CHUNK], data, metric)
-        if rows is not None:
-            own = rows[start : start + _CHUNK]
-            block[torch.arange(len(own)), own] = float("inf")
-        values, indices = block.topk(k, dim=1, largest=False)
-        found_indices.append(indices)
-        found_distances.append(values.clamp(min=0))
+    found_distances, found_indices = nearest(vectors, data, k, metric, own=rows)
     labels = features.labels if isinstance(features, Features) else None
     thumbs = features.thumbnails if isinstance(features, Features) else None
-    return Neighbors(torch.cat(found_indices), torch.cat(found_distances), rows, metric, labels, thumbs)
+    return Neighbors(found_indices, found_distances, rows, metric, labels, thumbs)

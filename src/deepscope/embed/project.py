@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 
 from ..errors import BadInputError
 from .extract import Features, as_matrix
+from .neighbors import nearest
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -221,16 +222,10 @@ def knn_accuracy(points: Tensor, labels: np.ndarray, k: int = QUALITY_K, sample:
     queries = torch.arange(len(points)) if sample is None else torch.from_numpy(sample)
     data = points.double()
     k = min(k, len(points) - 1)
-    correct = 0
-    for start in range(0, len(queries), 1024):
-        rows = queries[start : start + 1024]
-        block = torch.cdist(data[rows], data)
-        block[torch.arange(len(rows)), rows] = float("inf")
-        nearest = block.topk(k, dim=1, largest=False).indices
-        votes = torch.zeros(len(rows), int(codes.max()) + 1, dtype=torch.long)
-        votes.scatter_add_(1, codes[nearest], torch.ones_like(nearest))
-        correct += int((votes.argmax(dim=1) == codes[rows]).sum())
-    return correct / len(queries)
+    _, found = nearest(data[queries], data, k, own=queries)
+    votes = torch.zeros(len(queries), int(codes.max()) + 1, dtype=torch.long)
+    votes.scatter_add_(1, codes[found], torch.ones_like(found))
+    return int((votes.argmax(dim=1) == codes[queries]).sum()) / len(queries)
 
 
 def _quality(

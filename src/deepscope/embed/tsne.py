@@ -18,6 +18,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .neighbors import nearest
+
 # Exact neighbours cost O(N^2 D), Annoy about O(N log N): at 20,000 x 50 points, 1.3 s against 6.5 s on 2 cores, so
 # they cross near 100,000 points (extrapolated); past this many, on a CPU, openTSNE's Annoy is used.
 EXACT_NEIGHBOURS_UP_TO = 60_000
@@ -26,27 +28,19 @@ EXACT_NEIGHBOURS_UP_TO = 60_000
 def exact_neighbors(x: Tensor, k: int, device: torch.device | str = "cpu") -> tuple[np.ndarray, np.ndarray]:
     """Each row's ``k`` nearest other rows by euclidean distance: ``(indices, distances)``, ``[N, k]``, nearest first.
 
-    Candidates come from the expansion |a|^2 - 2 a.b + |b|^2 in blocks (one matrix product each); the distances
-    returned are recomputed as |a - b| for the chosen pairs, so they are exact even where the expansion cancels.
+    Candidates come from :func:`~deepscope.embed.neighbors.nearest` (the expansion |a|^2 - 2 a.b + |b|^2, one matrix
+    product a block); the distances returned are recomputed as |a - b| for the chosen pairs, so they are exact even
+    where the expansion cancels.
     """
     data = x.to(device=device, dtype=torch.float32)
     data = data - data.mean(dim=0)  # the expansion loses less precision near the origin
     n = len(data)
-    squared = (data * data).sum(dim=1)
-    block = max(1, min(n, 2**25 // max(1, n)))  # ~128 MB of float32 distances per block
-    indices, distances = [], []
-    for start in range(0, n, block):
-        rows = data[start : start + block]
-        candidates = torch.addmm(squared[None], rows, data.T, alpha=-2.0)
-        candidates += squared[start : start + block, None]
-        own = torch.arange(len(rows), device=data.device)
-        candidates[own, own + start] = math.inf  # a point is not its own neighbour
-        chosen = candidates.topk(k, dim=1, largest=False, sorted=False).indices
-        exact = (data[chosen] - rows[:, None]).norm(dim=2)
-        exact, order = exact.sort(dim=1)
-        indices.append(chosen.gather(1, order))
-        distances.append(exact)
-    return torch.cat(indices).cpu().numpy(), torch.cat(distances).double().cpu().numpy()
+    everyone = torch.arange(n, device=data.device)
+    _, chosen = nearest(data, data, k, own=everyone)
+    rows = max(1, 2**23 // (k * data.shape[1]))  # differences held at once: 32 MB of float32
+    exact = torch.cat([(data[chosen[i : i + rows]] - data[i : i + rows, None]).norm(dim=2) for i in range(0, n, rows)])
+    exact, order = exact.sort(dim=1)
+    return chosen.gather(1, order).cpu().numpy(), exact.double().cpu().numpy()
 
 
 def _smooth(n: int) -> int:
