@@ -25,6 +25,12 @@ class TargetError(DeepscopeError):
     """A target does not name one scalar per input."""
 
 
+class NotSupportedError(DeepscopeError, AttributeError):
+    """A call deepscope does not offer (a TensorBoard method without a counterpart); the message says what to use.
+
+    An ``AttributeError`` too, so that ``hasattr`` answers ``False`` for such a method."""
+
+
 class StoreError(DeepscopeError):
     """A run's store cannot be used: not ours, unreadable, read-only, full, corrupted, or in use elsewhere."""
 

@@ -21,6 +21,7 @@ import numpy as np
 
 from ..errors import BadInputError, StoreError, close_names
 from ..track.records import (
+    Audio,
     ComparisonTable,
     Confusion,
     Embedding,
@@ -32,7 +33,9 @@ from ..track.records import (
     PRCurve,
     Record,
     SanityCurves,
+    ScalarLayout,
     Text,
+    Video,
 )
 from . import schema
 
@@ -119,8 +122,9 @@ class Reader:
             return {key: json.loads(value) for key, value in self._conn.execute("SELECT key, value FROM config")}
 
     def tags(self, kind: str | None = None) -> dict[str, str]:
-        """Every tag and its kind (``"scalar"``, ``"histogram"``, ``"graph"``, ``"text"``, ``"image"``,
-        ``"embedding"``, ``"pr_curve"``, ``"confusion_matrix"``, ``"explanation"``), by name."""
+        """Every tag and its kind (``"scalar"``, ``"histogram"``, ``"graph"``, ``"text"``, ``"image"``, ``"audio"``,
+        ``"video"``, ``"custom_scalars"``, ``"embedding"``, ``"pr_curve"``, ``"confusion_matrix"``,
+        ``"explanation"``, ...), by name."""
         with self._reading():
             rows = self._conn.execute("SELECT name, kind FROM tags ORDER BY name").fetchall()
         return {name: k for name, k in rows if kind is None or k == kind}
@@ -185,6 +189,8 @@ class Reader:
 
         Histograms come back as :class:`Histogram` (counts with the dtype they were logged with), graphs as
         :class:`Graph`, notes as :class:`Text`, images as :class:`Image` with uint8 pixels read from their file,
+        sounds as :class:`Audio` (float32 samples ``[T, C]`` from their WAV file), clips as :class:`Video` (uint8
+        RGB frames ``[T, H, W, 3]`` from their GIF), custom-scalar layouts as :class:`ScalarLayout`,
         embeddings as :class:`Embedding` (float32 features and projections, uint8 thumbnails), PR curves as
         :class:`PRCurve`,
         confusion matrices as :class:`Confusion` (int64 counts), explanation sets as :class:`ExplanationSet` with
@@ -239,12 +245,12 @@ class Reader:
         return kind, table, key, where, bounds
 
     def files(self, tag: str) -> list[tuple[int, str, dict[str, Any]]]:
-        """The files of an image, embedding or explanation tag without reading them, in the order logged: per
-        record its step, its path relative to the run directory (``/`` separators; for an explanation set, the
-        folder of its pictures) and its stored metadata (``shape``, ...; for an explanation set, every picture's
-        path too)."""
+        """The files of an image, audio, video, embedding or explanation tag without reading them, in the order
+        logged: per record its step, its path relative to the run directory (``/`` separators; for an explanation
+        set, the folder of its pictures) and its stored metadata (``shape``, ...; for an explanation set, every
+        picture's path too)."""
         kind = self.tags().get(tag)
-        if kind not in (None, "image", "embedding", "explanation"):
+        if kind not in (None, "image", "audio", "video", "embedding", "explanation"):
             raise BadInputError(f"{tag!r} holds {kind} records, which have no files")
         tag_id = self._tag_id(tag, kind)
         with self._reading():
@@ -286,6 +292,12 @@ class Reader:
             except OSError as e:
                 raise StoreError(f"{file}, an image of {tag!r} at step {row['step']}, cannot be read: {e}") from e
             return Image(tag, row["step"], pixels, caption=data["caption"], wall_time=row["wall_time"])
+        if kind == "audio":
+            return self._audio(tag, row, data)
+        if kind == "video":
+            return self._video(tag, row, data)
+        if kind == "custom_scalars":
+            return ScalarLayout(data["layout"], tag=tag, step=row["step"], wall_time=row["wall_time"])
         if kind == "confusion_matrix":
             counts = np.asarray(data["counts"], dtype=np.int64)
             return Confusion(tag, row["step"], counts, data["classes"], wall_time=row["wall_time"])
@@ -334,6 +346,31 @@ class Reader:
                 projections=projections,
             )
         raise StoreError(f"{self.db}: tag {tag!r} has kind {kind!r}, which this deepscope cannot read")
+
+    def _audio(self, tag: str, row: dict[str, Any], data: dict[str, Any]) -> Audio:
+        import wave
+
+        file = self.path / row["file"]
+        try:
+            with wave.open(str(file), "rb") as handle:
+                channels, rate = handle.getnchannels(), handle.getframerate()
+                levels = np.frombuffer(handle.readframes(handle.getnframes()), dtype="<i2")
+        except (OSError, EOFError, wave.Error) as e:
+            raise StoreError(f"{file}, a sound of {tag!r} at step {row['step']}, cannot be read: {e}") from e
+        samples = (levels.astype(np.float32) / 32767).reshape(-1, channels)
+        return Audio(tag, row["step"], samples, sample_rate=rate, wall_time=row["wall_time"])
+
+    def _video(self, tag: str, row: dict[str, Any], data: dict[str, Any]) -> Video:
+        from PIL import Image as PILImage
+        from PIL import ImageSequence
+
+        file = self.path / row["file"]
+        try:
+            with PILImage.open(file) as clip:
+                frames = np.stack([np.asarray(frame.convert("RGB")) for frame in ImageSequence.Iterator(clip)])
+        except OSError as e:
+            raise StoreError(f"{file}, a video of {tag!r} at step {row['step']}, cannot be read: {e}") from e
+        return Video(tag, row["step"], frames, fps=data["fps"], wall_time=row["wall_time"])
 
     def _explanation_set(self, tag: str, row: dict[str, Any], data: dict[str, Any]) -> ExplanationSet:
         from PIL import Image as PILImage

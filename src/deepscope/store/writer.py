@@ -28,6 +28,7 @@ import numpy as np
 
 from ..errors import StoreError
 from ..track.records import (
+    Audio,
     ComparisonTable,
     Confusion,
     Embedding,
@@ -38,7 +39,9 @@ from ..track.records import (
     Image,
     PRCurve,
     SanityCurves,
+    ScalarLayout,
     Text,
+    Video,
 )
 from . import schema
 
@@ -472,6 +475,19 @@ class Writer:
             data = {"caption": item.caption, "shape": list(item.pixels.shape)}
             wall = item.wall_time if item.wall_time is not None else now
             self._object(tag_id, item.step, wall, data, relative.as_posix())
+        elif isinstance(item, Audio | Video):
+            kind, suffix, write = (
+                ("audio", "wav", _write_wav) if isinstance(item, Audio) else ("video", "gif", _write_gif)
+            )
+            tag_id = self._tag(item.tag, kind)
+            relative = Path(schema.FILES_DIR, str(tag_id), f"{item.step}-{uuid.uuid4().hex[:12]}.{suffix}")
+            data = write(self.path / relative, item)
+            written.append(self.path / relative)
+            wall = item.wall_time if item.wall_time is not None else now
+            self._object(tag_id, item.step, wall, data, relative.as_posix())
+        elif isinstance(item, ScalarLayout):
+            wall = item.wall_time if item.wall_time is not None else now
+            self._object(self._tag(item.tag, "custom_scalars"), item.step, wall, {"layout": item.layout}, None)
         elif isinstance(item, Embedding):
             tag_id = self._tag(item.tag, "embedding")
             relative = Path(schema.FILES_DIR, str(tag_id), f"{item.step}-{uuid.uuid4().hex[:12]}.npz")
@@ -552,6 +568,36 @@ def _write_png(path: Path, pixels: np.ndarray) -> None:
     temporary = path.with_suffix(".tmp")
     PILImage.fromarray(pixels).save(temporary, format="PNG")
     os.replace(temporary, path)
+
+
+def _write_wav(path: Path, item: Audio) -> dict[str, Any]:
+    """16-bit PCM WAV (stdlib ``wave``), atomically like :func:`_write_png`; returns the record's description."""
+    import wave
+
+    samples = item.samples if item.samples.ndim == 2 else item.samples[:, np.newaxis]
+    levels = np.round(np.clip(samples, -1, 1) * 32767).astype("<i2")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(".tmp")
+    with wave.open(str(temporary), "wb") as handle:
+        handle.setnchannels(samples.shape[1])
+        handle.setsampwidth(2)
+        handle.setframerate(item.sample_rate)
+        handle.writeframes(levels.tobytes())
+    os.replace(temporary, path)
+    return {"sample_rate": item.sample_rate, "channels": samples.shape[1], "frames": samples.shape[0]}
+
+
+def _write_gif(path: Path, item: Video) -> dict[str, Any]:
+    """An animated GIF, looping, each frame shown ``1 / fps`` s (GIF counts in hundredths); atomically."""
+    from PIL import Image as PILImage
+
+    frames = [PILImage.fromarray(frame).convert("RGB") for frame in item.frames]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(".tmp")
+    duration = max(20, round(1000 / item.fps / 10) * 10)  # browsers draw delays under 20 ms slowly
+    frames[0].save(temporary, format="GIF", save_all=True, append_images=frames[1:], duration=duration, loop=0)
+    os.replace(temporary, path)
+    return {"fps": item.fps, "frames": len(frames), "shape": list(item.frames.shape[1:3])}
 
 
 def _write_state(path: Path, state: dict[str, Any]) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .records import (
+    Audio,
     ComparisonTable,
     Confusion,
     Embedding,
@@ -20,13 +21,16 @@ from .records import (
     PRCurve,
     SanityCurves,
     Scalar,
+    ScalarLayout,
     Text,
+    Video,
 )
 
 if TYPE_CHECKING:
     from .run import Config, Run
 
 __all__ = [
+    "Audio",
     "ComparisonTable",
     "Config",
     "Confusion",
@@ -40,7 +44,9 @@ __all__ = [
     "Run",
     "SanityCurves",
     "Scalar",
+    "ScalarLayout",
     "Text",
+    "Video",
 ]
 
 if not TYPE_CHECKING:  # hidden from type checkers, which would otherwise read every unknown name as Any

@@ -90,6 +90,52 @@ class Image:
 
 
 @dataclass(frozen=True)
+class Audio:
+    """A sound at a step: ``samples`` float ``[T]`` (mono) or ``[T, C]`` in [-1, 1] at ``sample_rate`` Hz.
+
+    The store keeps it as a 16-bit PCM WAV file beside the run's database; reading it back gives float32 samples
+    (the 16-bit levels divided by 32767).
+    """
+
+    tag: str
+    step: int
+    samples: np.ndarray
+    sample_rate: int = 44100
+    wall_time: float | None = None
+
+
+@dataclass(frozen=True)
+class Video:
+    """A clip at a step: ``frames`` uint8 ``[T, H, W]`` or ``[T, H, W, 3]`` (or floats in [0, 1]), ``fps`` a second.
+
+    The store keeps it as an animated GIF beside the run's database (as TensorBoard does); reading it back gives
+    uint8 RGB frames. GIF keeps 256 colours per frame, so colourful frames come back approximately.
+    """
+
+    tag: str
+    step: int
+    frames: np.ndarray
+    fps: float = 4.0
+    wall_time: float | None = None
+
+
+@dataclass(frozen=True)
+class ScalarLayout:
+    """How the board groups scalar tags into charts: TensorBoard's custom-scalars layout.
+
+    ``layout`` is ``{category: {chart title: ["Multiline", [tag regex, ...]] or ["Margin", [value, lower,
+    upper]]}}``: a multiline chart overlays every scalar tag a regex finds (``re.search``); a margin chart draws
+    the tag ``value`` with a band between the tags ``lower`` and ``upper``. The store keeps it as JSON; the last
+    layout logged is the one shown.
+    """
+
+    layout: dict[str, dict[str, list[Any]]]
+    tag: str = "custom_scalars"
+    step: int = 0
+    wall_time: float | None = None
+
+
+@dataclass(frozen=True)
 class Embedding:
     """Feature vectors at a step, for a projection view: ``features`` float ``[N, D]``, one label row per vector.
 
@@ -251,6 +297,9 @@ Record = (
     | Graph
     | Text
     | Image
+    | Audio
+    | Video
+    | ScalarLayout
     | Embedding
     | PRCurve
     | Confusion

@@ -25,6 +25,7 @@ import torch
 from ..errors import BadInputError, StoreError
 from ..store.writer import CheckpointState, DeferredScalars, ScalarBatch, SetValue, Writer
 from .records import (
+    Audio,
     ComparisonTable,
     Confusion,
     Embedding,
@@ -37,7 +38,9 @@ from .records import (
     Record,
     SanityCurves,
     Scalar,
+    ScalarLayout,
     Text,
+    Video,
 )
 
 if TYPE_CHECKING:
@@ -58,6 +61,9 @@ _KIND = {
     Graph: "graph",
     Text: "text",
     Image: "image",
+    Audio: "audio",
+    Video: "video",
+    ScalarLayout: "custom_scalars",
     Embedding: "embedding",
     PRCurve: "pr_curve",
     Confusion: "confusion_matrix",
@@ -224,9 +230,10 @@ class Run:
         """Log records made elsewhere (by :class:`~deepscope.track.watch.Watcher`, ``model_graph``, ...).
 
         Accepts :class:`Scalar`, :class:`Histogram`, :class:`Graph`, :class:`Text`, :class:`Image`,
-        :class:`Embedding`, :class:`PRCurve`, :class:`Confusion`, :class:`ExplanationSet`, :class:`SanityCurves`,
-        :class:`FaithfulnessCurves` and :class:`ComparisonTable`. A tag keeps
-        the kind it was first logged with: logging another kind under it is an error.
+        :class:`Audio`, :class:`Video`, :class:`ScalarLayout`, :class:`Embedding`, :class:`PRCurve`,
+        :class:`Confusion`, :class:`ExplanationSet`, :class:`SanityCurves`, :class:`FaithfulnessCurves` and
+        :class:`ComparisonTable`. A tag keeps the kind it was first logged with: logging another kind under it is
+        an error.
         """
         if self._closed is not None:
             raise StoreError(self._closed)
@@ -641,6 +648,12 @@ def _checked(record: Record, now: float) -> Record:
             raise BadInputError(f"{record.tag!r}: Text.text must be a str, not {type(record.text).__name__}")
     elif isinstance(record, Image):
         changes["pixels"] = _pixels(record.tag, record.pixels)
+    elif isinstance(record, Audio):
+        changes.update(_audio(record))
+    elif isinstance(record, Video):
+        changes.update(_video(record))
+    elif isinstance(record, ScalarLayout):
+        changes["layout"] = scalar_layout(record.tag, record.layout)
     elif isinstance(record, Embedding):
         changes.update(_embedding(record))
     elif isinstance(record, PRCurve):
@@ -672,6 +685,68 @@ def _pixels(tag: str, pixels: object) -> np.ndarray:
             raise BadInputError(f"{tag!r}: float pixels must lie in [0, 1]; scale them, or pass uint8")
         return np.round(array * 255).astype(np.uint8)
     raise BadInputError(f"{tag!r}: pixels must be uint8 or float in [0, 1], not {array.dtype}")
+
+
+def _audio(record: Audio) -> dict[str, Any]:
+    samples = _array(record.samples)
+    if samples.ndim not in (1, 2) or samples.dtype.kind not in "iuf" or samples.shape[0] == 0:
+        raise BadInputError(
+            f"{record.tag!r}: audio samples are a numeric [T] or [T, channels] array, not {samples.shape}"
+        )
+    if not np.isfinite(samples).all() or np.abs(samples).max() > 1:
+        raise BadInputError(f"{record.tag!r}: audio samples must lie in [-1, 1]; scale them (or clip them)")
+    rate = record.sample_rate
+    if isinstance(rate, bool) or not isinstance(rate, numbers.Integral) or not 1 <= rate <= 4_294_967_295:
+        raise BadInputError(f"{record.tag!r}: sample_rate is a whole number of samples a second, not {rate!r}")
+    return {"samples": np.ascontiguousarray(samples, dtype=np.float32), "sample_rate": int(rate)}
+
+
+def _video(record: Video) -> dict[str, Any]:
+    frames = _array(record.frames)
+    if frames.ndim not in (3, 4) or frames.shape[0] == 0 or (frames.ndim == 4 and frames.shape[3] not in (1, 3)):
+        raise BadInputError(
+            f"{record.tag!r}: video frames are [T, H, W] or [T, H, W, 3] (channels last), not {frames.shape}"
+        )
+    fps = record.fps
+    if isinstance(fps, bool) or not isinstance(fps, numbers.Real) or not 0 < fps <= 100:
+        raise BadInputError(f"{record.tag!r}: fps is a number of frames a second in (0, 100], not {fps!r}")
+    return {"frames": np.stack([_pixels(record.tag, frame) for frame in frames]), "fps": float(fps)}
+
+
+def scalar_layout(tag: str, layout: object) -> dict[str, dict[str, list[Any]]]:
+    """A custom-scalars layout checked and as plain JSON-able lists (see :class:`ScalarLayout`)."""
+    import re
+
+    def bad(why: str) -> BadInputError:
+        return BadInputError(
+            f"{tag!r}: {why}. A layout is {{category: {{chart title: ['Multiline', [tag regex, ...]] or "
+            "['Margin', [value tag, lower tag, upper tag]]}}"
+        )
+
+    if not isinstance(layout, Mapping) or not layout:
+        raise bad(f"expected a non-empty dict, not {type(layout).__name__}")
+    checked: dict[str, dict[str, list[Any]]] = {}
+    for category, charts in layout.items():
+        if not isinstance(category, str) or not isinstance(charts, Mapping):
+            raise bad(f"category {category!r} must be a str naming a dict of charts")
+        checked[category] = {}
+        for title, chart in charts.items():
+            if not isinstance(title, str) or not isinstance(chart, Sequence) or len(chart) != 2:
+                raise bad(f"chart {title!r} must be a str naming a pair [kind, tags]")
+            kind, tags = chart
+            if kind not in ("Multiline", "Margin"):
+                raise bad(f"chart {title!r} has kind {kind!r}, not 'Multiline' or 'Margin'")
+            if isinstance(tags, str) or not isinstance(tags, Sequence) or not all(isinstance(t, str) for t in tags):
+                raise bad(f"chart {title!r} needs a list of tag names")
+            if kind == "Margin" and len(tags) != 3:
+                raise bad(f"margin chart {title!r} names 3 tags (value, lower, upper), not {len(tags)}")
+            for pattern in tags if kind == "Multiline" else ():
+                try:
+                    re.compile(pattern)
+                except re.error as e:
+                    raise bad(f"chart {title!r}: {pattern!r} is not a regular expression ({e})") from e
+            checked[category][title] = [kind, list(tags)]
+    return checked
 
 
 def _array(value: object) -> np.ndarray:

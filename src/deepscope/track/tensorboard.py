@@ -15,37 +15,37 @@ from __future__ import annotations
 import dataclasses
 import os
 import socket
+import sys
+import warnings
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from ..errors import BadInputError
+from ..errors import BadInputError, NotSupportedError
 from ..store import schema
 from .histogram import check_bins, histogram
-from .records import Embedding, Image, PRCurve, Scalar, Text
-from .run import Run
+from .records import Audio, Embedding, Image, PRCurve, Scalar, ScalarLayout, Text, Video
+from .run import Run, scalar_layout
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 DEFAULT_BINS = 64  # TensorBoard's "tensorflow" buckets are exponential; ours are uniform (see add_histogram)
 GRID_COLUMNS = 8  # add_images tiles a batch into one image, 8 per row, as TensorBoard does
 
-# TensorBoard methods this drop-in does not have, so that calling one says so instead of a bare AttributeError.
-_UNSUPPORTED = (
-    "add_audio",
-    "add_custom_scalars",
-    "add_custom_scalars_marginchart",
-    "add_custom_scalars_multilinechart",
-    "add_figure",
-    "add_histogram_raw",
-    "add_image_with_boxes",
-    "add_mesh",
-    "add_onnx_graph",
-    "add_video",
-)
+# TensorBoard methods this drop-in does not have, and what to use instead, so that calling one says so (a
+# NotSupportedError, which is an AttributeError: hasattr answers False) instead of a bare AttributeError.
+_UNSUPPORTED = {
+    "add_mesh": "log pictures of the mesh with add_image or add_figure, or keep torch.utils.tensorboard for meshes",
+    "add_onnx_graph": "log the model's graph with add_graph(model, input_to_model)",
+    "add_histogram_raw": "give the values themselves to add_histogram(tag, values)",
+    "add_tensor": "log numbers with add_scalar, or arrays with add_histogram or writer.run.log_records",
+}
 
 
 class SummaryWriter:
@@ -84,6 +84,8 @@ class SummaryWriter:
         self.log_dir = os.fspath(log_dir)
         resume = (Path(self.log_dir) / schema.DB_NAME).is_file()
         self.run = Run(self.log_dir, resume=resume, flush_interval=float(flush_secs))
+        self._clipped_tags: set[str] = set()  # tags whose values were clipped: warned once each
+        self._layout: dict[str, dict[str, list[Any]]] = {}  # the custom-scalars layout logged so far
 
     def get_logdir(self) -> str:
         """The run's directory."""
@@ -182,6 +184,73 @@ class SummaryWriter:
             record = _with_wall(record, walltime)
         self.run.log_records([record])
 
+    def add_pr_curve_raw(
+        self,
+        tag: str,
+        true_positive_counts: Any,
+        false_positive_counts: Any,
+        true_negative_counts: Any,
+        false_negative_counts: Any,
+        precision: Any,
+        recall: Any,
+        global_step: int | None = None,
+        num_thresholds: int = 127,
+        weights: Any = None,
+        walltime: float | None = None,
+    ) -> None:
+        """A precision-recall curve from counts already computed, one per threshold ``i / (num_thresholds - 1)``.
+
+        ``weights`` has no effect (as in TensorBoard, where it is unused too).
+        """
+        if isinstance(num_thresholds, bool) or not isinstance(num_thresholds, int) or num_thresholds < 2:
+            raise BadInputError(f"num_thresholds must be a whole number >= 2, not {num_thresholds!r}")
+        given = (true_positive_counts, false_positive_counts, true_negative_counts, false_negative_counts)
+        arrays = [_tensor(a, "add_pr_curve_raw").detach().cpu().numpy().astype(np.float64).reshape(-1) for a in given]
+        arrays += [
+            _tensor(a, "add_pr_curve_raw").detach().cpu().numpy().astype(np.float64).reshape(-1)
+            for a in (precision, recall)
+        ]
+        if {a.size for a in arrays} != {num_thresholds}:
+            raise BadInputError(
+                f"{tag!r}: add_pr_curve_raw needs {num_thresholds} values (num_thresholds) in each of the six arrays, "
+                f"not {[a.size for a in arrays]}"
+            )
+        thresholds = np.arange(num_thresholds) / (num_thresholds - 1)
+        wall = None if walltime is None else float(walltime)
+        self.run.log_records([PRCurve(tag, _step(global_step), thresholds, *arrays, wall_time=wall)])
+
+    # ---- custom scalars -----------------------------------------------------------------------------------------
+
+    def add_custom_scalars(self, layout: Mapping[str, Mapping[str, Sequence[Any]]]) -> None:
+        """How the board's Scalars view groups tags into charts, above its per-tag charts (TensorBoard's layout).
+
+        ``layout`` is ``{category: {chart title: ["Multiline", [tag regex, ...]]}}`` (every scalar tag a regex
+        finds, in one chart) or ``["Margin", [value, lower, upper]]`` (the tag ``value`` with a band between the
+        tags ``lower`` and ``upper``). Stored as a :class:`~deepscope.track.records.ScalarLayout`; a later layout
+        replaces an earlier one.
+        """
+        self._layout = scalar_layout("custom_scalars", layout)
+        self.run.log_records([ScalarLayout(self._layout)])
+
+    def add_custom_scalars_multilinechart(
+        self, tags: Sequence[str], category: str = "default", title: str = "untitled"
+    ) -> None:
+        """One multiline chart of ``tags`` (regexes) added to the layout (TensorBoard: a layout of this chart
+        alone; here the charts added so far stay)."""
+        self._add_chart(category, title, ["Multiline", list(tags)])
+
+    def add_custom_scalars_marginchart(
+        self, tags: Sequence[str], category: str = "default", title: str = "untitled"
+    ) -> None:
+        """One margin chart of ``tags`` = ``[value, lower, upper]`` added to the layout (see
+        :meth:`add_custom_scalars_multilinechart`)."""
+        self._add_chart(category, title, ["Margin", list(tags)])
+
+    def _add_chart(self, category: str, title: str, chart: list[Any]) -> None:
+        layout = {name: dict(charts) for name, charts in self._layout.items()}
+        layout.setdefault(category, {})[title] = chart
+        self.add_custom_scalars(layout)
+
     # ---- images, text, embeddings -------------------------------------------------------------------------------
 
     def add_image(
@@ -194,11 +263,12 @@ class SummaryWriter:
     ) -> None:
         """One image: ``dataformats`` names the axes of ``img_tensor`` (``"CHW"``, ``"HWC"``, ``"HW"``, ...).
 
-        Pixels are uint8, or floats in [0, 1] (rounded to the nearest of 256 levels). Unlike TensorBoard, floats
-        outside [0, 1] are an error rather than clipped. One channel is stored as a grey image.
+        Pixels are uint8, or floats in [0, 1] (rounded to the nearest of 256 levels). Floats outside [0, 1] (a
+        normalised image) are clipped to it, as TensorBoard does, with one warning per tag. One channel is stored
+        as a grey image.
         """
         pixels = _grid(_nchw(img_tensor, dataformats, "add_image"))
-        self._image(tag, pixels, global_step, walltime)
+        self._image(tag, self._clipped(tag, pixels), global_step, walltime)
 
     def add_images(
         self,
@@ -208,13 +278,140 @@ class SummaryWriter:
         walltime: float | None = None,
         dataformats: str = "NCHW",
     ) -> None:
-        """A batch of images, tiled into one image 8 per row (black where the last row is short), as TensorBoard."""
+        """A batch of images, tiled into one image 8 per row (black where the last row is short), as TensorBoard.
+        Floats outside [0, 1] are clipped, as in :meth:`add_image`."""
         pixels = _grid(_nchw(img_tensor, dataformats, "add_images"))
-        self._image(tag, pixels, global_step, walltime)
+        self._image(tag, self._clipped(tag, pixels), global_step, walltime)
+
+    def add_image_with_boxes(
+        self,
+        tag: str,
+        img_tensor: Any,
+        box_tensor: Any,
+        global_step: int | None = None,
+        walltime: float | None = None,
+        rescale: float = 1,
+        dataformats: str = "CHW",
+        labels: Sequence[str] | None = None,
+    ) -> None:
+        """One image with boxes drawn on it in red: ``box_tensor`` ``[N, 4]`` holds ``x0, y0, x1, y1`` in pixels.
+
+        ``labels`` (optional, one per box) are written in each box's top-left corner. ``rescale`` resizes the image
+        (and its boxes) before drawing. Stored as an :class:`~deepscope.track.records.Image` (RGB).
+        """
+        images = _nchw(img_tensor, dataformats, "add_image_with_boxes")
+        if images.shape[0] != 1:
+            raise BadInputError(f"add_image_with_boxes takes one image, not {images.shape[0]} (shape as NCHW)")
+        boxes = _tensor(box_tensor, "add_image_with_boxes(box_tensor=...)").detach().cpu().numpy().astype(np.float64)
+        if boxes.ndim == 1 and boxes.size == 4:
+            boxes = boxes[np.newaxis]
+        if boxes.ndim != 2 or boxes.shape[1] != 4 or not np.isfinite(boxes).all():
+            raise BadInputError(f"add_image_with_boxes: boxes are [N, 4] finite x0, y0, x1, y1, not {boxes.shape}")
+        if labels is not None and (isinstance(labels, str) or len(labels) != len(boxes)):
+            raise BadInputError(f"add_image_with_boxes: give one label per box ({len(boxes)}), or labels=None")
+        if isinstance(rescale, bool) or not isinstance(rescale, int | float) or not rescale > 0:
+            raise BadInputError(f"add_image_with_boxes: rescale is a positive number, not {rescale!r}")
+        pixels = _uint8(self._clipped(tag, _grid(images)))
+        self._image(tag, boxed(pixels, boxes * rescale, labels, rescale), global_step, walltime)
+
+    def add_figure(
+        self,
+        tag: str,
+        figure: Figure | list[Figure],
+        global_step: int | None = None,
+        close: bool = True,
+        walltime: float | None = None,
+    ) -> None:
+        """A matplotlib figure (or a list of them, tiled 8 per row as :meth:`add_images`) as an RGB image.
+
+        The figure is drawn with matplotlib's Agg renderer on its own canvas; the pyplot backend is left alone.
+        ``close=True`` closes the figure in pyplot, as TensorBoard does, only where pyplot is already imported
+        (a ``matplotlib.figure.Figure`` made without pyplot needs no closing).
+        """
+        figures = list(figure) if isinstance(figure, list | tuple) else [figure]
+        if not figures:
+            raise BadInputError("add_figure: give a matplotlib Figure, or a non-empty list of them")
+        pictures = [figure_pixels(f) for f in figures]
+        if len({p.shape for p in pictures}) != 1:
+            raise BadInputError(
+                f"add_figure: the figures of a list must have one size, not {sorted({p.shape for p in pictures})}"
+            )
+        self._image(tag, _grid(np.stack(pictures).transpose(0, 3, 1, 2)), global_step, walltime)
+        pyplot = sys.modules.get("matplotlib.pyplot")
+        if close and pyplot is not None:
+            for f in figures:
+                pyplot.close(f)
+
+    def add_audio(
+        self,
+        tag: str,
+        snd_tensor: Any,
+        global_step: int | None = None,
+        sample_rate: int = 44100,
+        walltime: float | None = None,
+    ) -> None:
+        """A sound: ``snd_tensor`` ``[L]`` or ``[channels, L]`` (TensorBoard: ``[1, L]``), samples in [-1, 1].
+
+        Samples outside [-1, 1] are clipped, as TensorBoard does, with one warning per tag. Stored as a 16-bit
+        PCM WAV file (:class:`~deepscope.track.records.Audio`); the board plays it.
+        """
+        samples = _tensor(snd_tensor, "add_audio").detach().cpu().numpy().astype(np.float32)
+        if samples.ndim == 2 and samples.shape[0] <= 8:
+            samples = samples.T  # channels first, as TensorBoard's [1, L]
+        if samples.ndim != 1 and not (samples.ndim == 2 and samples.shape[1] <= 8):
+            raise BadInputError(f"add_audio: a sound is [L] or [channels, L] (at most 8 channels), not {samples.shape}")
+        if samples.size and (~np.isfinite(samples) | (np.abs(samples) > 1)).any():
+            self._warn_clipped(tag, "audio samples", "[-1, 1]")
+            samples = np.clip(np.nan_to_num(samples, nan=0.0), -1, 1)
+        wall = None if walltime is None else float(walltime)
+        self.run.log_records([Audio(tag, _step(global_step), samples, int(sample_rate), wall_time=wall)])
+
+    def add_video(
+        self,
+        tag: str,
+        vid_tensor: Any,
+        global_step: int | None = None,
+        fps: float = 4,
+        walltime: float | None = None,
+    ) -> None:
+        """Clips ``vid_tensor`` ``[N, T, C, H, W]`` (uint8, or floats in [0, 1]), stored as one animated GIF.
+
+        The ``N`` clips play side by side, tiled 8 per row (TensorBoard tiles them in a near-square grid). Floats
+        outside [0, 1] are clipped with one warning per tag. ``C`` is 1 or 3 (TensorBoard also takes 4: the alpha
+        is dropped here, GIF has none).
+        """
+        clips = _tensor(vid_tensor, "add_video").detach().cpu().numpy()
+        if clips.ndim != 5 or clips.shape[2] not in (1, 3, 4) or 0 in clips.shape:
+            raise BadInputError(f"add_video: clips are [N, T, C, H, W] with C 1, 3 or 4, not {clips.shape}")
+        frames = np.stack([_grid(clips[:, t, :3]) for t in range(clips.shape[1])])
+        wall = None if walltime is None else float(walltime)
+        record = Video(tag, _step(global_step), self._clipped(tag, frames), fps=float(fps), wall_time=wall)
+        self.run.log_records([record])
 
     def _image(self, tag: str, pixels: np.ndarray, global_step: int | None, walltime: float | None) -> None:
         wall = None if walltime is None else float(walltime)
         self.run.log_records([Image(tag, _step(global_step), pixels, wall_time=wall)])
+
+    def _clipped(self, tag: str, pixels: np.ndarray) -> np.ndarray:
+        """Float pixels clipped to [0, 1] (NaN to 0), as TensorBoard does, warning once per tag; others as given."""
+        if pixels.dtype.kind != "f" or not pixels.size:
+            return pixels
+        outside = ~np.isfinite(pixels) | (pixels < 0) | (pixels > 1)
+        if not outside.any():
+            return pixels
+        self._warn_clipped(tag, "float pixels", "[0, 1]")
+        return np.clip(np.nan_to_num(pixels, nan=0.0), 0, 1)
+
+    def _warn_clipped(self, tag: str, what: str, bounds: str) -> None:
+        if tag in self._clipped_tags:
+            return
+        self._clipped_tags.add(tag)
+        warnings.warn(
+            f"{tag!r}: {what} outside {bounds} were clipped to it, as TensorBoard does (a normalised image: undo "
+            "the normalisation first to see it as it was). This warning is shown once per tag.",
+            UserWarning,
+            stacklevel=3,
+        )
 
     def add_text(
         self, tag: str, text_string: str, global_step: int | None = None, walltime: float | None = None
@@ -240,7 +437,7 @@ class SummaryWriter:
         features = _tensor(mat, "add_embedding").detach().cpu().numpy()
         thumbnails = None
         if label_img is not None:
-            images = _nchw(label_img, "NCHW", "add_embedding(label_img=...)")
+            images = self._clipped(tag, _nchw(label_img, "NCHW", "add_embedding(label_img=...)"))
             thumbnails = images[:, 0] if images.shape[1] == 1 else images.transpose(0, 2, 3, 1)
         labels = None if metadata is None else [list(row) if isinstance(row, list | tuple) else row for row in metadata]
         header = None if metadata_header is None else [str(name) for name in metadata_header]
@@ -301,10 +498,8 @@ class SummaryWriter:
 
     def __getattr__(self, name: str) -> Any:
         if name in _UNSUPPORTED:
-            raise AttributeError(
-                f"deepscope's SummaryWriter has no {name}; it supports add_scalar(s), add_histogram, add_image(s), "
-                "add_text, add_graph, add_embedding, add_hparams and add_pr_curve. Log other data with "
-                "writer.run (a deepscope.Run), or keep torch.utils.tensorboard for it."
+            raise NotSupportedError(
+                f"SummaryWriter.{name} is not supported by deepscope's SummaryWriter: {_UNSUPPORTED[name]}."
             )
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
@@ -351,6 +546,57 @@ def pr_curve(
     recall = np.divide(tp, tp + fn, out=np.zeros_like(tp), where=tp + fn > 0)
     thresholds = np.arange(num_thresholds) / (num_thresholds - 1)
     return PRCurve(tag, step, thresholds, tp, fp, tn, fn, precision, recall)
+
+
+def figure_pixels(figure: Figure) -> np.ndarray:
+    """A matplotlib figure drawn by Agg as uint8 RGB ``[H, W, 3]``, at the figure's size and dpi.
+
+    The figure gets an Agg canvas for the drawing and its own canvas back afterwards (a pyplot window stays
+    attached); nothing global (backend, pyplot state) changes.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    if not isinstance(figure, Figure):
+        raise BadInputError(f"add_figure takes a matplotlib Figure (or a list of them), not {type(figure).__name__}")
+    own = figure.canvas
+    try:
+        canvas = FigureCanvasAgg(figure)
+        canvas.draw()
+        pixels = np.asarray(canvas.buffer_rgba())[:, :, :3].copy()
+    finally:
+        figure.set_canvas(own)
+    return pixels
+
+
+def boxed(pixels: np.ndarray, boxes: np.ndarray, labels: Sequence[str] | None, rescale: float = 1) -> np.ndarray:
+    """``pixels`` (uint8 ``[H, W]`` or ``[H, W, C]``) resized by ``rescale``, as RGB with each box ``x0, y0, x1,
+    y1`` (in the resized picture's pixels) outlined in red, 2 px wide, and its label (if any) on a red band in its
+    top-left corner."""
+    from PIL import Image as PILImage
+    from PIL import ImageDraw
+
+    picture = PILImage.fromarray(pixels).convert("RGB")
+    if rescale != 1:
+        size = (max(1, round(picture.width * rescale)), max(1, round(picture.height * rescale)))
+        picture = picture.resize(size, PILImage.Resampling.BILINEAR)
+    draw = ImageDraw.Draw(picture)
+    for i, (x0, y0, x1, y1) in enumerate(boxes.tolist()):
+        draw.rectangle((min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)), outline=(255, 0, 0), width=2)
+        if labels is not None and str(labels[i]):
+            left, top, right, bottom = draw.textbbox((min(x0, x1) + 2, min(y0, y1) + 2), str(labels[i]))
+            draw.rectangle((left - 1, top - 1, right + 1, bottom + 1), fill=(255, 0, 0))
+            draw.text((left, top), str(labels[i]), fill=(255, 255, 255))
+    return np.asarray(picture)
+
+
+def _uint8(pixels: np.ndarray) -> np.ndarray:
+    """uint8 pixels as given; floats in [0, 1] rounded to the nearest of 256 levels (as the store does)."""
+    if pixels.dtype == np.uint8:
+        return pixels
+    if pixels.dtype.kind == "f":
+        return np.round(pixels * 255).astype(np.uint8)
+    raise BadInputError(f"images are uint8 or floats in [0, 1], not {pixels.dtype}")
 
 
 def _step(global_step: int | None) -> int:
