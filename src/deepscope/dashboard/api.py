@@ -16,6 +16,7 @@ import io
 import json
 import math
 import os
+import re
 import threading
 import time
 from collections import OrderedDict
@@ -38,7 +39,7 @@ VIEWS: dict[str, tuple[str, ...]] = {
     "scalars": ("scalar",),
     "distributions": ("histogram",),
     "graph": ("graph",),
-    "images": ("image",),
+    "images": ("image", "audio", "video"),
     "explanations": ("explanation",),
     "evaluation": ("confusion_matrix", "pr_curve", "sanity_check", "method_comparison", "faithfulness"),
     "text": ("text",),
@@ -52,6 +53,9 @@ FEATURES_PREFIX = "features/"
 
 # Seed 000's advice, shown above the explanation gallery.
 ADVICE = "Do not focus only on cases that are classified correctly: deep neural networks are prone to taking shortcuts."
+
+# Tag kinds the Images tab shows beside pictures: sounds (WAV) and clips (animated GIF).
+MEDIA = ("image", "audio", "video")
 
 DEFAULT_MAX_POINTS = 2000
 # Histograms per series sent at most by default (TensorBoard keeps 500 too); ask for a step window to see more.
@@ -86,7 +90,8 @@ def views(root: Path) -> dict[str, bool]:
     shown = {view: not present.isdisjoint(kinds) for view, kinds in VIEWS.items()}
     # Images under features/<layer>/<what> have their own tab, and only those are shown there.
     pictures = [tag for run in listed for tag, kind in run.tags.items() if kind == "image"]
-    shown["images"] = any(_feature(tag) is None for tag in pictures)
+    media = any(kind in ("audio", "video") for run in listed for kind in run.tags.values())
+    shown["images"] = media or any(_feature(tag) is None for tag in pictures)
     shown["features"] = any(_feature(tag) is not None for tag in pictures)
     return shown
 
@@ -253,13 +258,74 @@ def graph(root: Path, run: str, tag: str = "model") -> dict[str, Any]:
 
 
 def images(root: Path, run: str, tag: str) -> dict[str, Any]:
-    """The images of a tag, in the order logged: step, size, caption and the URL of the PNG (:func:`file_path`)."""
+    """The pictures, sounds or clips of a tag, in the order logged, with the URL of each file (:func:`file_path`).
+
+    ``kind`` says which: ``"image"`` (a PNG; points ``{"step", "url", "width", "height", "caption"}``),
+    ``"video"`` (an animated GIF; also ``"frames"``, ``"fps"``) or ``"audio"`` (a WAV file; points ``{"step",
+    "url", "sample_rate", "channels", "seconds"}``).
+    """
+    with _reader(root, run) as reader:
+        kind = reader.tags().get(tag)
+        if kind not in MEDIA:
+            _check_kind(reader, run, tag, "image")
+        rows = reader.files(tag)
     points = []
-    for step, file, meta in _records(root, run, tag, "image"):
-        height, width = (meta.get("shape") or [0, 0])[:2]
-        url = "/api/file?" + urlencode({"run": run, "path": file})
-        points.append({"step": step, "url": url, "width": width, "height": height, "caption": meta.get("caption", "")})
-    return {"run": run, "tag": tag, "points": points}
+    for step, file, meta in rows:
+        point: dict[str, Any] = {"step": step, "url": "/api/file?" + urlencode({"run": run, "path": file})}
+        if kind == "audio":
+            rate = meta["sample_rate"]
+            point |= {"sample_rate": rate, "channels": meta["channels"], "seconds": meta["frames"] / rate}
+        else:
+            height, width = (meta.get("shape") or [0, 0])[:2]
+            point |= {"width": width, "height": height, "caption": meta.get("caption", "")}
+            if kind == "video":
+                point |= {"frames": meta["frames"], "fps": meta["fps"]}
+        points.append(point)
+    return {"run": run, "tag": tag, "kind": kind, "points": points}
+
+
+def custom_scalars(root: Path) -> dict[str, Any]:
+    """The custom-scalars layouts of every run (``SummaryWriter.add_custom_scalars``), merged, with the scalar tags
+    each chart draws per run: ``{"categories": [{"category", "charts": [{"title", "type": "multiline" | "margin",
+    "tags", "runs": {run: [tag, ...]}}]}]}``.
+
+    Categories and charts keep the order of the layouts (runs by name, each run's last layout); a chart that two
+    runs' layouts name alike is the first one's. A multiline chart draws every scalar tag that one of its
+    regexes finds (``re.search``, as TensorBoard); a margin chart its value, lower and upper tags, in order, for
+    the runs that have all three.
+    """
+    charts: dict[str, dict[str, tuple[str, list[str]]]] = {}
+    scalar_tags: dict[str, list[str]] = {}
+    for listed in list_runs(root):
+        if "custom_scalars" not in listed.tags.values():
+            continue
+        scalar_tags[listed.name] = sorted(tag for tag, kind in listed.tags.items() if kind == "scalar")
+        try:
+            with _reader(root, listed.name) as reader:
+                layouts = [t for t, k in reader.tags().items() if k == "custom_scalars"]
+                stored = [reader.records(t)[-1] for t in layouts]
+        except NotFound:
+            continue  # a run that became unreadable is listed as such by runs()
+        for record in stored:
+            for category, titled in record.layout.items():  # type: ignore[union-attr]
+                for title, (kind, tags) in titled.items():
+                    charts.setdefault(category, {}).setdefault(title, (kind.lower(), list(tags)))
+    categories = []
+    for category, titled in charts.items():
+        drawn = []
+        for title, (kind, tags) in titled.items():
+            per_run: dict[str, list[str]] = {}
+            for name, held in scalar_tags.items():
+                if kind == "margin":
+                    found = tags if all(tag in held for tag in tags) else []
+                else:
+                    patterns = [re.compile(pattern) for pattern in tags]
+                    found = [tag for tag in held if any(p.search(tag) for p in patterns)]
+                if found:
+                    per_run[name] = found
+            drawn.append({"title": title, "type": kind, "tags": tags, "runs": per_run})
+        categories.append({"category": category, "charts": drawn})
+    return {"categories": categories}
 
 
 def confusion_matrix(root: Path, run: str, tag: str, step: int | None = None) -> dict[str, Any]:

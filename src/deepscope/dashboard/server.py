@@ -98,6 +98,10 @@ def create_app(root: str | os.PathLike[str], token: str | None = None) -> FastAP
     def images(run: str, tag: str) -> Response:
         return _JSON(api.images(base, run, tag))
 
+    @app.get("/api/custom_scalars")
+    def custom_scalars() -> Response:
+        return _JSON(api.custom_scalars(base))
+
     @app.get("/api/features")
     def features(run: str) -> Response:
         return _JSON(api.features(base, run))

@@ -359,6 +359,8 @@ const scalars = {
       el("option", { value: "wall" }, "wall time"),
     );
     this.logY = el("input", { type: "checkbox", onchange: () => this.draw(true) });
+    this.layouts = el("div", { class: "layouts" }); // the custom-scalars charts, above the per-tag ones
+    this.layoutCharts = new Map(); // `${category}\u0000${title}` -> {card, plot, noteNode, chart}
     this.grid = el("div", { class: "grid" });
     this.selected = new Set();
     this.known = new Set();
@@ -372,7 +374,7 @@ const scalars = {
         el("label", {}, "X axis", this.xAxis),
         el("label", { class: "inline" }, this.logY, "log y"),
       ),
-      el("div", { class: "content" }, this.grid),
+      el("div", { class: "content" }, this.layouts, this.grid),
     );
   },
 
@@ -459,8 +461,104 @@ const scalars = {
         );
       }
     }
-    await Promise.all(jobs);
+    const layout = state.runs.some((run) => Object.values(run.tags).includes("custom_scalars"))
+      ? api("custom_scalars") : Promise.resolve({ categories: [] });
+    [this.layoutAnswer] = await Promise.all([layout, ...jobs]);
     this.draw();
+  },
+
+  /** TensorBoard's custom scalars: per category a heading and its charts, each overlaying the tags the server
+   * matched in the shown runs (a multiline chart), or one tag with a band between two others (a margin chart).
+   * Drawn from the series the per-tag charts fetched; smoothing and x axis as there. */
+  drawLayouts(answer = this.layoutAnswer || { categories: [] }) {
+    const runs = this.visibleRuns();
+    const mode = this.xAxis.value;
+    const weight = Number(this.smoothing.value);
+    const wanted = new Set();
+    const nodes = [];
+    const toDraw = [];
+    for (const { category, charts } of answer.categories) {
+      nodes.push(el("h3", {}, category));
+      const grid = el("div", { class: "grid" });
+      nodes.push(grid);
+      for (const chart of charts) {
+        const key = `${category}\u0000${chart.title}`;
+        wanted.add(key);
+        let drawn = this.layoutCharts.get(key);
+        if (!drawn) {
+          drawn = chartCard(chart.title, "", () => this.layoutCsv(drawn.chart));
+          drawn.card.dataset.layout = chart.type;
+          this.layoutCharts.set(key, drawn);
+        }
+        drawn.chart = chart;
+        grid.append(drawn.card);
+        toDraw.push(drawn);
+      }
+    }
+    this.layouts.replaceChildren(...nodes); // the same chart cards, moved into fresh category sections
+    for (const drawn of toDraw) {
+      const { chart } = drawn;
+      const traces = this.layoutTraces(chart, runs, mode, weight);
+      drawn.noteNode.textContent = chart.type === "margin" ? chart.tags.join(" · ") : chart.tags.join(" | ");
+      const layout = baseLayout({
+        uirevision: `${mode}|${this.logY.checked}`,
+        xaxis: { title: { text: { step: "step", epoch: "epoch", relative: "seconds", wall: "" }[mode] },
+          type: mode === "wall" ? "date" : "linear" },
+        yaxis: { type: this.logY.checked ? "log" : "linear" },
+      });
+      Plotly.react(drawn.plot, traces, layout, PLOT_CONFIG);
+    }
+    for (const [key, drawn] of this.layoutCharts) {
+      if (!wanted.has(key)) {
+        Plotly.purge(drawn.plot);
+        this.layoutCharts.delete(key);
+      }
+    }
+  },
+
+  layoutTraces(chart, runs, mode, weight) {
+    const traces = [];
+    const shown = runs.filter((run) => chart.runs[run.name]);
+    shown.forEach((run, r) => {
+      const series = chart.runs[run.name].map((tag) => this.series.get(`${run.name}\u0000${tag}`));
+      if (series.some((answer) => !answer)) return; // not fetched yet: drawn on the next refresh
+      const smooth = (answer) => {
+        const raw = answer.values.map(num);
+        return weight > 0 ? ema(raw, weight) : raw;
+      };
+      const suffix = shown.length > 1 ? ` (${plain(run.name)})` : "";
+      if (chart.type === "margin") {
+        const [value, lower, upper] = series;
+        const color = runColor(run.name);
+        const common = { type: LINE_TYPE, mode: "lines", legendgroup: run.name };
+        traces.push(
+          { ...common, x: this.x(lower, mode), y: smooth(lower), line: { width: 0, color }, showlegend: false,
+            hoverinfo: "skip" },
+          { ...common, x: this.x(upper, mode), y: smooth(upper), line: { width: 0, color }, fill: "tonexty",
+            fillcolor: fade(color, 0.2), name: `${plain(chart.tags[1])} – ${plain(chart.tags[2])}${suffix}` },
+          { ...common, x: this.x(value, mode), y: smooth(value), line: { width: 2, color },
+            name: `${plain(chart.tags[0])}${suffix}` },
+        );
+        return;
+      }
+      series.forEach((answer, t) => {
+        const color = COLORS[(r * series.length + t) % COLORS.length];
+        traces.push({ type: LINE_TYPE, mode: "lines", x: this.x(answer, mode), y: smooth(answer),
+          name: `${plain(answer.tag)}${suffix}`, line: { width: 2, color } });
+      });
+    });
+    return traces;
+  },
+
+  layoutCsv(chart) {
+    const rows = [];
+    for (const run of this.visibleRuns()) {
+      for (const tag of chart.runs[run.name] || []) {
+        const answer = this.series.get(`${run.name}\u0000${tag}`);
+        if (answer) answer.steps.forEach((step, i) => rows.push([run.name, tag, step, answer.values[i]]));
+      }
+    }
+    return [["run", "tag", "step", "value"], rows];
   },
 
   x(answer, mode) {
@@ -528,6 +626,7 @@ const scalars = {
     }
     if (!tags.length) this.grid.replaceChildren(el("p", { class: "empty" }, "No scalars in the selected runs."));
     else this.grid.querySelector(":scope > p.empty")?.remove();
+    this.drawLayouts();
   },
 
   /** A run's lines in a chart: its raw points and, with smoothing on, their EMA. The same trace objects as last time
@@ -1051,6 +1150,9 @@ const graph = {
 
 // ---- images -----------------------------------------------------------------------------------------------------
 
+/** The kinds the Images tab shows: pictures (PNG), clips (animated GIF, shown as an image) and sounds (WAV). */
+const MEDIA_KINDS = ["image", "video", "audio"];
+
 const images = {
   title: "Images",
   mount(container) {
@@ -1069,7 +1171,8 @@ const images = {
     for (const run of state.runs) {
       if (!match(run.name)) continue;
       for (const [tag, kind] of Object.entries(run.tags)) {
-        if (kind === "image" && !isFeature(tag)) wanted.push([run.name, tag]); // features/: the Features tab
+        // features/ pictures have their own tab
+        if (MEDIA_KINDS.includes(kind) && !(kind === "image" && isFeature(tag))) wanted.push([run.name, tag]);
       }
     }
     const keys = new Set(wanted.map(([run, tag]) => `${run}\u0000${tag}`));
@@ -1084,12 +1187,15 @@ const images = {
       const key = `${run}\u0000${tag}`;
       let card = this.cards.get(key);
       if (!card) {
-        const img = el("img", { alt: `${tag} of ${run}` });
+        // A sound plays in the browser's own player; a clip is an animated GIF, which an <img> plays.
+        const media = answer.kind === "audio"
+          ? el("audio", { controls: true, preload: "metadata", title: `${tag} of ${run}` })
+          : el("img", { alt: `${tag} of ${run}` });
         const label = el("span", { class: "note" });
         const slider = el("input", { type: "range", min: 0, max: 0, step: 1, value: 0 });
-        card = { img, label, slider, node: el("div", { class: "card" },
-          el("div", { class: "card-head" }, el("span", { class: "title" }, `${run} · ${tag}`), label), img, slider) };
-        card.follow = true; // the slider follows the newest image until the user moves it
+        card = { media, label, slider, kind: answer.kind, node: el("div", { class: "card", dataset: { kind: answer.kind } },
+          el("div", { class: "card-head" }, el("span", { class: "title" }, `${run} · ${tag}`), label), media, slider) };
+        card.follow = true; // the slider follows the newest record until the user moves it
         slider.addEventListener("input", () => {
           card.follow = Number(slider.value) === card.points.length - 1;
           this.show(card);
@@ -1108,10 +1214,17 @@ const images = {
     const point = card.points[Number(card.slider.value)];
     if (!point) return;
     const src = withToken(point.url);
-    if (card.img.getAttribute("src") !== src) card.img.src = src;
-    card.img.title = point.caption || "";
-    card.label.textContent = `step ${point.step} · ${point.width}×${point.height} · ${Number(card.slider.value) + 1}`
-      + ` of ${card.points.length}`;
+    if (card.media.getAttribute("src") !== src) card.media.src = src;
+    const place = `${Number(card.slider.value) + 1} of ${card.points.length}`;
+    if (card.kind === "audio") {
+      const channels = point.channels === 1 ? "mono" : `${point.channels} channels`;
+      card.label.textContent = `step ${point.step} · ${point.seconds.toFixed(2)} s · ${point.sample_rate} Hz`
+        + ` · ${channels} · ${place}`;
+      return;
+    }
+    card.media.title = point.caption || "";
+    const clip = card.kind === "video" ? ` · ${point.frames} frames at ${point.fps} fps` : "";
+    card.label.textContent = `step ${point.step} · ${point.width}×${point.height}${clip} · ${place}`;
   },
 };
 
