@@ -290,3 +290,22 @@ def test_unsupported_methods_say_what_to_use(tmp_path: Path) -> None:
                 getattr(writer, name)("tag", torch.zeros(3))
         with pytest.raises(AttributeError, match="no attribute 'add_nothing'"):
             writer.add_nothing
+
+
+def test_pr_curve_raw_equals_pr_curve(tmp_path: Path) -> None:
+    generator = torch.Generator().manual_seed(0)
+    scores = torch.rand(60, generator=generator)
+    labels = (torch.rand(60, generator=generator) < scores).int()
+    with SummaryWriter(tmp_path / "run") as writer:
+        writer.add_pr_curve("computed", labels, scores, 2, num_thresholds=9)
+        writer.flush()
+        with Reader(tmp_path / "run") as reader:
+            (c,) = reader.records("computed")
+        writer.add_pr_curve_raw("raw", c.tp, c.fp, c.tn, c.fn, c.precision, c.recall, 2, num_thresholds=9)
+        with pytest.raises(BadInputError, match="needs 9 values"):
+            writer.add_pr_curve_raw("raw", c.tp[:3], c.fp, c.tn, c.fn, c.precision, c.recall, num_thresholds=9)
+    with Reader(tmp_path / "run") as reader:
+        (raw,) = reader.records("raw")
+    for name in ("thresholds", "tp", "fp", "tn", "fn", "precision", "recall"):
+        np.testing.assert_array_equal(getattr(raw, name), getattr(c, name), err_msg=name)
+    assert raw.step == c.step == 2

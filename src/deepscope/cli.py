@@ -1,5 +1,5 @@
 """The ``deepscope`` command: ``deepscope demo [imagenet]``, ``deepscope methods [NAME]``,
-``deepscope import-tensorboard LOGDIR``, ``deepscope board [DIR]``."""
+``deepscope import-tensorboard LOGDIR``, ``deepscope export-tensorboard RUN OUT``, ``deepscope board [DIR]``."""
 
 from __future__ import annotations
 
@@ -97,6 +97,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tb.set_defaults(handler=_import_tensorboard)
 
+    export = commands.add_parser(
+        "export-tensorboard",
+        help="write a run as TensorBoard event files (scalars, histograms, images, text, PR curves, ...)",
+        description=(
+            "Write the deepscope run RUN as TensorBoard event files into OUT (then: tensorboard --logdir OUT). "
+            "Needs: pip install 'deepscope[tensorboard]'."
+        ),
+    )
+    export.add_argument("run", metavar="RUN", help="the run's directory")
+    export.add_argument("out", metavar="OUT", help="the directory for the event files (new, or without event files)")
+    export.set_defaults(handler=_export_tensorboard)
+
     board = commands.add_parser(
         "board",
         help="serve the dashboard over the runs in DIR (default: runs) at http://127.0.0.1:6006",
@@ -191,6 +203,19 @@ def _import_tensorboard(args: argparse.Namespace) -> int:
         return 1
     for run in runs:
         print(run)
+    return 0
+
+
+def _export_tensorboard(args: argparse.Namespace) -> int:
+    from .errors import DeepscopeError
+    from .track.export_tensorboard import export_tensorboard
+
+    try:
+        exported = export_tensorboard(args.run, args.out)
+    except (DeepscopeError, ImportError) as error:
+        print(f"deepscope export-tensorboard: {error}", file=sys.stderr)
+        return 1
+    print(f"{args.out}: {len(exported)} tags")
     return 0
 
 

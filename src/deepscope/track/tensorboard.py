@@ -204,20 +204,26 @@ class SummaryWriter:
         """
         if isinstance(num_thresholds, bool) or not isinstance(num_thresholds, int) or num_thresholds < 2:
             raise BadInputError(f"num_thresholds must be a whole number >= 2, not {num_thresholds!r}")
-        given = (true_positive_counts, false_positive_counts, true_negative_counts, false_negative_counts)
-        arrays = [_tensor(a, "add_pr_curve_raw").detach().cpu().numpy().astype(np.float64).reshape(-1) for a in given]
-        arrays += [
-            _tensor(a, "add_pr_curve_raw").detach().cpu().numpy().astype(np.float64).reshape(-1)
-            for a in (precision, recall)
-        ]
-        if {a.size for a in arrays} != {num_thresholds}:
+        given = {
+            "tp": true_positive_counts,
+            "fp": false_positive_counts,
+            "tn": true_negative_counts,
+            "fn": false_negative_counts,
+            "precision": precision,
+            "recall": recall,
+        }
+        arrays = {
+            name: _tensor(values, f"add_pr_curve_raw({name})").detach().cpu().numpy().astype(np.float64).reshape(-1)
+            for name, values in given.items()
+        }
+        if {a.size for a in arrays.values()} != {num_thresholds}:
             raise BadInputError(
                 f"{tag!r}: add_pr_curve_raw needs {num_thresholds} values (num_thresholds) in each of the six arrays, "
-                f"not {[a.size for a in arrays]}"
+                f"not {[a.size for a in arrays.values()]}"
             )
         thresholds = np.arange(num_thresholds) / (num_thresholds - 1)
         wall = None if walltime is None else float(walltime)
-        self.run.log_records([PRCurve(tag, _step(global_step), thresholds, *arrays, wall_time=wall)])
+        self.run.log_records([PRCurve(tag, _step(global_step), thresholds, wall_time=wall, **arrays)])
 
     # ---- custom scalars -----------------------------------------------------------------------------------------
 
