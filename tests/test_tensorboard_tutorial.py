@@ -20,9 +20,11 @@ from torch import nn
 
 torchvision = pytest.importorskip("torchvision")
 
+import deepscope as ds  # noqa: E402
 from deepscope import SummaryWriter  # was: from torch.utils.tensorboard import SummaryWriter  # noqa: E402
 from deepscope.errors import BadInputError, NotSupportedError  # noqa: E402
 from deepscope.store import Reader  # noqa: E402
+from deepscope.track.records import Audio, ScalarLayout, Video  # noqa: E402
 from deepscope.track.tensorboard import figure_pixels  # noqa: E402
 
 CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Shirt", "Sandal", "Sneaker", "Bag", "Ankle Boot")
@@ -309,3 +311,36 @@ def test_pr_curve_raw_equals_pr_curve(tmp_path: Path) -> None:
     for name in ("thresholds", "tp", "fp", "tn", "fn", "precision", "recall"):
         np.testing.assert_array_equal(getattr(raw, name), getattr(c, name), err_msg=name)
     assert raw.step == c.step == 2
+
+
+@pytest.mark.parametrize(
+    ("record", "message"),
+    [
+        (Audio("a", 0, np.zeros((2, 3, 4))), r"\[T\] or \[T, channels\]"),
+        (Audio("a", 0, np.full(5, 1.5)), r"in \[-1, 1\]"),
+        (Audio("a", 0, np.zeros(5), sample_rate=0), "sample_rate"),
+        (Audio("a", 0, np.zeros(5), sample_rate=441.5), "sample_rate"),
+        (Video("v", 0, np.zeros((2, 3), np.uint8)), r"\[T, H, W\]"),
+        (Video("v", 0, np.zeros((2, 3, 3, 3), np.uint8), fps=0), "fps"),
+        (Video("v", 0, np.full((2, 3, 3), 2.0)), r"in \[0, 1\]"),
+        (ScalarLayout({}), "non-empty dict"),
+        (ScalarLayout({"c": {"t": ["Bars", ["x"]]}}), "'Bars'"),
+        (ScalarLayout({"c": {"t": ["Multiline", "loss"]}}), "list of tag names"),
+    ],
+)
+def test_records_checked_when_logged(tmp_path: Path, record: object, message: str) -> None:
+    """What Run.log_records refuses of the new kinds (the SummaryWriter clips before; a record made by hand is
+    taken as it is or refused)."""
+    with ds.Run(tmp_path / "run") as run, pytest.raises(BadInputError, match=message):
+        run.log_records([record])  # type: ignore[list-item]
+
+
+def test_clip_warning_points_at_the_callers_line(tmp_path: Path) -> None:
+    with SummaryWriter(tmp_path / "run") as writer, pytest.warns(UserWarning, match="clipped") as caught:
+        writer.add_image("img", torch.full((3, 2, 2), -1.0))
+        writer.add_audio("snd", torch.full((10,), 2.0), sample_rate=100.0)  # a whole float rate is taken
+        writer.add_image("img", torch.full((3, 2, 2), 2.0))  # the same tag: no second warning
+    assert [Path(w.filename).name for w in caught] == [Path(__file__).name] * 2
+    with Reader(tmp_path / "run") as reader:
+        assert [r.pixels.max() for r in reader.records("img")] == [0, 255]
+        assert reader.records("snd")[0].sample_rate == 100

@@ -696,7 +696,8 @@ def _audio(record: Audio) -> dict[str, Any]:
     if not np.isfinite(samples).all() or np.abs(samples).max() > 1:
         raise BadInputError(f"{record.tag!r}: audio samples must lie in [-1, 1]; scale them (or clip them)")
     rate = record.sample_rate
-    if isinstance(rate, bool) or not isinstance(rate, numbers.Integral) or not 1 <= rate <= 4_294_967_295:
+    whole = isinstance(rate, numbers.Real) and not isinstance(rate, bool) and float(rate).is_integer()
+    if not whole or not 1 <= rate <= 4_294_967_295:  # WAV keeps the rate in 32 bits
         raise BadInputError(f"{record.tag!r}: sample_rate is a whole number of samples a second, not {rate!r}")
     return {"samples": np.ascontiguousarray(samples, dtype=np.float32), "sample_rate": int(rate)}
 

@@ -367,10 +367,10 @@ class SummaryWriter:
         if samples.ndim != 1 and not (samples.ndim == 2 and samples.shape[1] <= 8):
             raise BadInputError(f"add_audio: a sound is [L] or [channels, L] (at most 8 channels), not {samples.shape}")
         if samples.size and (~np.isfinite(samples) | (np.abs(samples) > 1)).any():
-            self._warn_clipped(tag, "audio samples", "[-1, 1]")
+            self._warn_clipped(tag, "audio samples", "[-1, 1]", stacklevel=3)
             samples = np.clip(np.nan_to_num(samples, nan=0.0), -1, 1)
         wall = None if walltime is None else float(walltime)
-        self.run.log_records([Audio(tag, _step(global_step), samples, int(sample_rate), wall_time=wall)])
+        self.run.log_records([Audio(tag, _step(global_step), samples, sample_rate, wall_time=wall)])
 
     def add_video(
         self,
@@ -391,7 +391,7 @@ class SummaryWriter:
             raise BadInputError(f"add_video: clips are [N, T, C, H, W] with C 1, 3 or 4, not {clips.shape}")
         frames = np.stack([_grid(clips[:, t, :3]) for t in range(clips.shape[1])])
         wall = None if walltime is None else float(walltime)
-        record = Video(tag, _step(global_step), self._clipped(tag, frames), fps=float(fps), wall_time=wall)
+        record = Video(tag, _step(global_step), self._clipped(tag, frames), fps=fps, wall_time=wall)
         self.run.log_records([record])
 
     def _image(self, tag: str, pixels: np.ndarray, global_step: int | None, walltime: float | None) -> None:
@@ -405,10 +405,10 @@ class SummaryWriter:
         outside = ~np.isfinite(pixels) | (pixels < 0) | (pixels > 1)
         if not outside.any():
             return pixels
-        self._warn_clipped(tag, "float pixels", "[0, 1]")
+        self._warn_clipped(tag, "float pixels", "[0, 1]", stacklevel=4)  # the user's add_* call
         return np.clip(np.nan_to_num(pixels, nan=0.0), 0, 1)
 
-    def _warn_clipped(self, tag: str, what: str, bounds: str) -> None:
+    def _warn_clipped(self, tag: str, what: str, bounds: str, stacklevel: int) -> None:
         if tag in self._clipped_tags:
             return
         self._clipped_tags.add(tag)
@@ -416,7 +416,7 @@ class SummaryWriter:
             f"{tag!r}: {what} outside {bounds} were clipped to it, as TensorBoard does (a normalised image: undo "
             "the normalisation first to see it as it was). This warning is shown once per tag.",
             UserWarning,
-            stacklevel=3,
+            stacklevel=stacklevel,
         )
 
     def add_text(
