@@ -1193,8 +1193,9 @@ const images = {
           : el("img", { alt: `${tag} of ${run}` });
         const label = el("span", { class: "note" });
         const slider = el("input", { type: "range", min: 0, max: 0, step: 1, value: 0 });
-        card = { media, label, slider, kind: answer.kind, node: el("div", { class: "card", dataset: { kind: answer.kind } },
-          el("div", { class: "card-head" }, el("span", { class: "title" }, `${run} · ${tag}`), label), media, slider) };
+        const head = el("div", { class: "card-head" }, el("span", { class: "title" }, `${run} · ${tag}`), label);
+        const node = el("div", { class: "card", dataset: { kind: answer.kind } }, head, media, slider);
+        card = { media, label, slider, node, kind: answer.kind };
         card.follow = true; // the slider follows the newest record until the user moves it
         slider.addEventListener("input", () => {
           card.follow = Number(slider.value) === card.points.length - 1;
