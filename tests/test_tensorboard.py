@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import io
 import sys
+import warnings
+import wave
 from pathlib import Path
 
 import numpy as np
@@ -57,6 +59,11 @@ def script(writer_class: type, log_dir: Path) -> dict[str, object]:
     writer.add_image("image/hwc_uint8", torch.randint(0, 256, (6, 5, 3), generator=generator).byte(), 1, None, "HWC")
     writer.add_image("image/grey_hw", torch.randint(0, 256, (4, 7), generator=generator).byte(), 0, dataformats="HW")
     writer.add_images("images/batch", torch.rand(10, 1, 3, 4, generator=generator), 2)
+    normalised = torch.rand(3, 6, 5, generator=generator) * 2 - 1  # a normalised image: TensorBoard clips
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # ours warns once; the tutorial's test checks the warning
+        writer.add_image("image/normalised", normalised, 0)
+        writer.add_audio("sound", 1.2 * torch.sin(torch.arange(800) * 0.05)[None], 2, sample_rate=8000)
     writer.add_text("notes", "lr schedule changed by hand", 3)
     scores = torch.rand(50, generator=generator)
     labels = (torch.rand(50, generator=generator) < scores).int()
@@ -123,7 +130,7 @@ def test_images_equal_tensorboards(both: tuple[Path, Path, dict[str, object]]) -
     tb, ours, _ = both
     acc = accumulator(tb)
     with Reader(ours) as reader:
-        for tag in ("image/chw_float", "image/hwc_uint8", "image/grey_hw", "images/batch"):
+        for tag in ("image/chw_float", "image/hwc_uint8", "image/grey_hw", "images/batch", "image/normalised"):
             (event,) = acc.Images(tag)
             (record,) = reader.records(tag)
             expected = tb_pixels(event)
@@ -133,6 +140,20 @@ def test_images_equal_tensorboards(both: tuple[Path, Path, dict[str, object]]) -
             # TensorBoard truncates float * 255; we round: at most one level apart, uint8 exactly equal
             tolerance = 0 if "uint8" in tag else 1
             assert np.abs(pixels.astype(int) - expected.astype(int)).max() <= tolerance
+
+
+def test_audio_equals_tensorboards(both: tuple[Path, Path, dict[str, object]]) -> None:
+    tb, ours, _ = both
+    (event,) = accumulator(tb).Audio("sound")
+    with wave.open(io.BytesIO(event.encoded_audio_string)) as sound:
+        expected = np.frombuffer(sound.readframes(sound.getnframes()), "<i2").astype(np.float64) / 32767
+        rate = sound.getframerate()
+    with Reader(ours) as reader:
+        (record,) = reader.records("sound")
+    assert record.step == event.step == 2 and record.sample_rate == rate == 8000
+    # both clip to [-1, 1]; TensorBoard truncates to 16 bits, we round: at most one level apart
+    np.testing.assert_allclose(record.samples[:, 0], expected, atol=1.01 / 32767)
+    assert np.abs(expected).max() == 1.0
 
 
 def test_text_pr_curve_embedding_hparams_graph(both: tuple[Path, Path, dict[str, object]]) -> None:
