@@ -279,7 +279,7 @@ BAD = {
     "a string": ({"x": "0.3"}, "cannot log a str .*run.log takes numbers"),
     "a vector": (
         {"x": torch.ones(3)},
-        r"Tensor of more than one element as an image.* shape \[3\]\. Log one",
+        r"Tensor of more than one element as an image.* has shape \[3\]\. Reduce it",
     ),
     "a batch of images": ({"x": np.zeros((2, 3, 4, 4))}, r"ndarray .* has shape \[2, 3, 4, 4\]"),
     "five channels": ({"x": torch.zeros(5, 6, 6)}, r"C = 1, 3 or 4 channels; this one has shape \[5, 6, 6\]"),
@@ -310,3 +310,14 @@ def test_what_cannot_be_stored_is_a_clear_error_and_nothing_of_the_call_is_store
 def test_a_derived_tag_cannot_take_two_kinds_in_one_call(tmp_path, results):
     with ds.Run(tmp_path / "r") as run, pytest.raises(ds.BadInputError, match="'p/0' is given both scalar and image"):
         run.log({"p": results["top_patches"], "p/0": 1.0})  # top_patches logs p/0 and p/2
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_images_and_scalars_in_one_call(tmp_path):
+    image = torch.rand(3, 5, 7, device="cuda")
+    with ds.Run(tmp_path / "r") as run:
+        run.log({"loss": torch.tensor(0.5, device="cuda"), "image": image}, step=1)
+    with Reader(tmp_path / "r") as reader:
+        assert reader.scalars("loss").values.tolist() == [0.5]
+        expected = np.round(image.permute(1, 2, 0).cpu().numpy() * 255).astype(np.uint8)
+        np.testing.assert_array_equal(_image(reader, "image"), expected)

@@ -313,9 +313,9 @@ def array_image(array: Any, tag: str = "image", step: int = 0) -> Image:
     elif not (pixels.ndim == 2 or last):
         raise BadInputError(
             f"{tag!r}: run.log stores a {type(array).__name__} of more than one element as an image, [H, W], "
-            f"[C, H, W] or [H, W, C] with C = 1, 3 or 4 channels; this one has shape {list(shape)}. Log one image of a "
-            "batch (x[0]) or a grid of them (torchvision.utils.make_grid), or reduce it to one number (.mean()) "
-            "to log a scalar"
+            f"[C, H, W] or [H, W, C] with C = 1, 3 or 4 channels; this one has shape {list(shape)}. Reduce it to "
+            "one number (.mean(), .norm()) to log a scalar; log one image of a batch (x[0]) or a grid of them "
+            "(torchvision.utils.make_grid)"
         )
     return Image(tag, step, pixels)
 
