@@ -249,20 +249,22 @@ def comparison_table(comparison: MethodComparison, tag: str = "method_comparison
 
 @dataclass(frozen=True)
 class Loggable:
-    """A type ``run.log`` accepts, found by ``isinstance`` on ``module.name``, and the records it becomes.
+    """Types ``run.log`` accepts, named ``(module, class)``, and the records a value of them becomes.
 
-    The class is looked up in ``sys.modules`` without importing its module: a value of a class whose module was never
+    A class is looked up in ``sys.modules`` without importing its module: a value of a class whose module was never
     imported cannot exist, and so logging numbers never pays for importing matplotlib or deepscope's evaluation code.
     """
 
-    module: str
-    names: tuple[str, ...]
+    classes: tuple[tuple[str, str], ...]
     description: str  # what the error for an unknown value lists
     records: Callable[[Any, str, int], list[Record]]  # (value, tag, step) -> records
 
     def accepts(self, value: object) -> bool:
-        module = sys.modules.get(self.module)
-        return module is not None and any(isinstance(value, getattr(module, name)) for name in self.names)
+        for module_name, name in self.classes:
+            module = sys.modules.get(module_name)
+            if module is not None and isinstance(value, getattr(module, name)):
+                return True
+        return False
 
 
 def figure_image(figure: Any, tag: str = "figure", step: int = 0) -> Image:
@@ -320,55 +322,48 @@ def array_image(array: Any, tag: str = "image", step: int = 0) -> Image:
     return Image(tag, step, pixels)
 
 
-def _to_records(result: Any, tag: str, step: int) -> list[Record]:
-    return list(result.to_records(tag, step))
-
+_CLASSIFICATION = "deepscope.evaluate.classification"
 
 LOGGABLE: tuple[Loggable, ...] = (
-    Loggable("matplotlib.figure", ("Figure",), "matplotlib Figures", lambda v, t, s: [figure_image(v, t, s)]),
-    Loggable("PIL.Image", ("Image",), "PIL images", lambda v, t, s: [pil_image(v, t, s)]),
+    Loggable((("matplotlib.figure", "Figure"),), "matplotlib Figures", lambda v, t, s: [figure_image(v, t, s)]),
+    Loggable((("PIL.Image", "Image"),), "PIL images", lambda v, t, s: [pil_image(v, t, s)]),
     Loggable(
-        "torch",
-        ("Tensor",),
+        (("torch", "Tensor"), ("numpy", "ndarray")),
         "image tensors and arrays ([H, W], [C, H, W] or [H, W, C], C = 1, 3, 4; uint8 or float in [0, 1])",
         lambda v, t, s: [array_image(v, t, s)],
     ),
-    Loggable("numpy", ("ndarray",), "", lambda v, t, s: [array_image(v, t, s)]),  # described with tensors
     Loggable(
-        "deepscope.explanation",
-        ("Explanation",),
+        (("deepscope.explanation", "Explanation"),),
         "ds.explain's Explanation (the explanations gallery)",
         lambda v, t, s: [explanation_set(v, tag=t, step=s)],
     ),
+    Loggable(((_CLASSIFICATION, "ConfusionMatrix"),), "ConfusionMatrix", lambda v, t, s: [confusion(v, t, s)]),
     Loggable(
-        "deepscope.evaluate.classification",
-        ("ConfusionMatrix",),
-        "ConfusionMatrix",
-        lambda v, t, s: [confusion(v, t, s)],
-    ),
-    Loggable(
-        "deepscope.evaluate.classification",
-        ("BinaryReport", "OneVsRest"),
+        ((_CLASSIFICATION, "BinaryReport"), (_CLASSIFICATION, "OneVsRest")),
         "binary_report's BinaryReport or OneVsRest (PR curves)",
         lambda v, t, s: list(pr_curves(v, t, s)),
     ),
-    Loggable("deepscope.evaluate.sanity", ("SanityCheck",), "SanityCheck", lambda v, t, s: [sanity_curves(v, t, s)]),
+    Loggable((("deepscope.evaluate.sanity", "SanityCheck"),), "SanityCheck", lambda v, t, s: [sanity_curves(v, t, s)]),
     Loggable(
-        "deepscope.evaluate.faithfulness",
-        ("Faithfulness",),
+        (("deepscope.evaluate.faithfulness", "Faithfulness"),),
         "Faithfulness",
         lambda v, t, s: [faithfulness_curves(v, t, s)],
     ),
     Loggable(
-        "deepscope.evaluate.comparison",
-        ("MethodComparison",),
+        (("deepscope.evaluate.comparison", "MethodComparison"),),
         "MethodComparison",
         lambda v, t, s: [comparison_table(v, t, s)],
     ),
-    Loggable("deepscope.embed.extract", ("Features",), "ds.embed's Features", lambda v, t, s: [v.to_record(t, s)]),
-    Loggable("deepscope.features.filters", ("Filters",), "Filters", _to_records),
-    Loggable("deepscope.features.patches", ("TopPatches",), "TopPatches", _to_records),
-    Loggable("deepscope.features.maximize", ("Maximization",), "Maximization", _to_records),
+    Loggable((("deepscope.embed.extract", "Features"),), "ds.embed's Features", lambda v, t, s: [v.to_record(t, s)]),
+    Loggable(
+        (
+            ("deepscope.features.filters", "Filters"),
+            ("deepscope.features.patches", "TopPatches"),
+            ("deepscope.features.maximize", "Maximization"),
+        ),
+        "Filters, TopPatches, Maximization (their to_records)",
+        lambda v, t, s: list(v.to_records(t, s)),
+    ),
 )
 
 
@@ -382,7 +377,7 @@ def records(tag: str, value: object, step: int = 0) -> list[Record]:
     for loggable in LOGGABLE:
         if loggable.accepts(value):
             return loggable.records(value, tag, step)
-    kinds = "; ".join(loggable.description for loggable in LOGGABLE if loggable.description)
+    kinds = "; ".join(loggable.description for loggable in LOGGABLE)
     raise BadInputError(
         f"{tag!r}: cannot log a {type(value).__name__} ({value!r:.60}). run.log takes numbers (Python or NumPy "
         f"numbers, one-element tensors); {kinds}. Text goes to run.note"
