@@ -1,20 +1,34 @@
-"""Records from the result objects of the rest of deepscope: what ``Run.log_confusion_matrix``, ``log_pr_curve``,
-``log_explanations``, ``log_sanity_check``, ``log_faithfulness`` and ``log_method_comparison`` store.
+"""Records from what users log: the result objects of the rest of deepscope (what ``Run.log_confusion_matrix``,
+``log_pr_curve``, ``log_explanations``, ``log_sanity_check``, ``log_faithfulness`` and ``log_method_comparison``
+store) and pictures (matplotlib figures, PIL images, image tensors and arrays).
 
-The evaluation and explanation code knows nothing of the store; these functions read their results' public
-attributes and return plain records (:mod:`deepscope.track.records`), checked before any picture is drawn.
+:func:`records` is the one place that decides which record kind a value of ``run.log({tag: value})`` becomes
+(:data:`LOGGABLE`); numbers never reach it (``run.log`` keeps them on its fast path). The evaluation and
+explanation code knows nothing of the store; these functions read their results' public attributes and return
+plain records (:mod:`deepscope.track.records`), checked before any picture is drawn.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from ..errors import BadInputError
-from .records import ComparisonTable, Confusion, ExplanationSet, FaithfulnessCurves, PRCurve, SanityCurves
+from .records import (
+    ComparisonTable,
+    Confusion,
+    ExplanationSet,
+    FaithfulnessCurves,
+    Image,
+    PRCurve,
+    Record,
+    SanityCurves,
+)
 
 if TYPE_CHECKING:
     from ..evaluate.classification import BinaryReport, ConfusionMatrix, OneVsRest
@@ -227,6 +241,146 @@ def comparison_table(comparison: MethodComparison, tag: str = "method_comparison
         mean=np.array(mean, dtype=np.float64).reshape(len(rows), k),
         std=np.array(std, dtype=np.float64).reshape(len(rows), k),
         errors=[None if row.error is None else str(row.error) for row in rows],
+    )
+
+
+# ---- what run.log accepts besides numbers -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Loggable:
+    """Types ``run.log`` accepts, named ``(module, class)``, and the records a value of them becomes.
+
+    A class is looked up in ``sys.modules`` without importing its module: a value of a class whose module was never
+    imported cannot exist, and so logging numbers never pays for importing matplotlib or deepscope's evaluation code.
+    """
+
+    classes: tuple[tuple[str, str], ...]
+    description: str  # what the error for an unknown value lists
+    records: Callable[[Any, str, int], list[Record]]  # (value, tag, step) -> records
+
+    def accepts(self, value: object) -> bool:
+        for module_name, name in self.classes:
+            module = sys.modules.get(module_name)
+            if module is not None and isinstance(value, getattr(module, name)):
+                return True
+        return False
+
+
+def figure_image(figure: Any, tag: str = "figure", step: int = 0) -> Image:
+    """The :class:`Image` record of a ``matplotlib.figure.Figure``, drawn at its own size and dpi.
+
+    The figure is drawn by a ``FigureCanvasAgg`` of its own and then given its canvas back (a notebook's, a
+    window's), as ``savefig`` does: pyplot and the backend are never touched.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    previous = figure.canvas
+    canvas = FigureCanvasAgg(figure)
+    try:
+        canvas.draw()
+        rgba = np.array(canvas.buffer_rgba())  # a copy: the buffer belongs to the canvas
+    finally:
+        figure.set_canvas(previous)
+    return Image(tag, step, rgba[:, :, :3] if (rgba[:, :, 3] == 255).all() else rgba)
+
+
+def pil_image(image: Any, tag: str = "image", step: int = 0) -> Image:
+    """The :class:`Image` record of a PIL image: grey, RGB and RGBA as they are, other modes as RGB (RGBA if they
+    have transparency)."""
+    if image.mode not in ("L", "RGB", "RGBA"):
+        transparent = "A" in image.getbands() or "transparency" in image.info
+        image = image.convert("RGBA" if transparent else "RGB")
+    return Image(tag, step, np.asarray(image))
+
+
+def array_image(array: Any, tag: str = "image", step: int = 0) -> Image:
+    """The :class:`Image` record of an image tensor or array: ``[H, W]``, ``[C, H, W]`` or ``[H, W, C]`` with
+    ``C`` = 1, 3 or 4, uint8 or float in [0, 1].
+
+    A ``[C, H, W]`` that could also be ``[H, W, C]`` (``[3, 8, 3]``) is read as each library's convention has it:
+    a torch tensor channels first, a NumPy array channels last.
+    """
+    is_tensor = isinstance(array, torch.Tensor)
+    if is_tensor:
+        tensor = array.detach()
+        pixels = (tensor.float() if tensor.is_floating_point() else tensor).cpu().numpy()
+    else:
+        pixels = np.asarray(array)
+    shape = pixels.shape
+    first = pixels.ndim == 3 and shape[0] in (1, 3, 4)
+    last = pixels.ndim == 3 and shape[2] in (1, 3, 4)
+    if pixels.ndim == 3 and first and (is_tensor or not last):
+        pixels = np.moveaxis(pixels, 0, -1)
+    elif not (pixels.ndim == 2 or last):
+        raise BadInputError(
+            f"{tag!r}: run.log stores a {type(array).__name__} of more than one element as an image, [H, W], "
+            f"[C, H, W] or [H, W, C] with C = 1, 3 or 4 channels; this one has shape {list(shape)}. Reduce it to "
+            "one number (.mean(), .norm()) to log a scalar; log one image of a batch (x[0]) or a grid of them "
+            "(torchvision.utils.make_grid)"
+        )
+    return Image(tag, step, pixels)
+
+
+_CLASSIFICATION = "deepscope.evaluate.classification"
+
+LOGGABLE: tuple[Loggable, ...] = (
+    Loggable((("matplotlib.figure", "Figure"),), "matplotlib Figures", lambda v, t, s: [figure_image(v, t, s)]),
+    Loggable((("PIL.Image", "Image"),), "PIL images", lambda v, t, s: [pil_image(v, t, s)]),
+    Loggable(
+        (("torch", "Tensor"), ("numpy", "ndarray")),
+        "image tensors and arrays ([H, W], [C, H, W] or [H, W, C], C = 1, 3, 4; uint8 or float in [0, 1])",
+        lambda v, t, s: [array_image(v, t, s)],
+    ),
+    Loggable(
+        (("deepscope.explanation", "Explanation"),),
+        "ds.explain's Explanation (the explanations gallery)",
+        lambda v, t, s: [explanation_set(v, tag=t, step=s)],
+    ),
+    Loggable(((_CLASSIFICATION, "ConfusionMatrix"),), "ConfusionMatrix", lambda v, t, s: [confusion(v, t, s)]),
+    Loggable(
+        ((_CLASSIFICATION, "BinaryReport"), (_CLASSIFICATION, "OneVsRest")),
+        "binary_report's BinaryReport or OneVsRest (PR curves)",
+        lambda v, t, s: list(pr_curves(v, t, s)),
+    ),
+    Loggable((("deepscope.evaluate.sanity", "SanityCheck"),), "SanityCheck", lambda v, t, s: [sanity_curves(v, t, s)]),
+    Loggable(
+        (("deepscope.evaluate.faithfulness", "Faithfulness"),),
+        "Faithfulness",
+        lambda v, t, s: [faithfulness_curves(v, t, s)],
+    ),
+    Loggable(
+        (("deepscope.evaluate.comparison", "MethodComparison"),),
+        "MethodComparison",
+        lambda v, t, s: [comparison_table(v, t, s)],
+    ),
+    Loggable((("deepscope.embed.extract", "Features"),), "ds.embed's Features", lambda v, t, s: [v.to_record(t, s)]),
+    Loggable(
+        (
+            ("deepscope.features.filters", "Filters"),
+            ("deepscope.features.patches", "TopPatches"),
+            ("deepscope.features.maximize", "Maximization"),
+        ),
+        "Filters, TopPatches, Maximization (their to_records)",
+        lambda v, t, s: list(v.to_records(t, s)),
+    ),
+)
+
+
+def records(tag: str, value: object, step: int = 0) -> list[Record]:
+    """The records ``run.log({tag: value}, step=step)`` stores for a value that is not a number (:data:`LOGGABLE`).
+
+    Raises:
+        BadInputError: a value of another type (the message lists what ``run.log`` takes), or one of these types
+            that cannot be stored (an image of the wrong shape, explanations of inputs that are not images).
+    """
+    for loggable in LOGGABLE:
+        if loggable.accepts(value):
+            return loggable.records(value, tag, step)
+    kinds = "; ".join(loggable.description for loggable in LOGGABLE)
+    raise BadInputError(
+        f"{tag!r}: cannot log a {type(value).__name__} ({value!r:.60}). run.log takes numbers (Python or NumPy "
+        f"numbers, one-element tensors); {kinds}. Text goes to run.note"
     )
 
 

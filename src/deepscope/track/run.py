@@ -15,7 +15,7 @@ import os
 import time
 import warnings
 import weakref
-from collections.abc import Iterable, Iterator, Mapping, MutableMapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -42,6 +42,7 @@ from .records import (
     Text,
     Video,
 )
+from .system import SystemMonitor, SystemReader
 
 if TYPE_CHECKING:
     from torch import nn
@@ -93,10 +94,15 @@ class Run:
         flush_interval: the longest time, in seconds, that a logged value waits before it is committed to disk.
         max_pending: how many values may wait in memory for the writer; beyond that, logging waits for the
             writer (it never drops a value).
+        system: also record the machine's and this process's CPU and memory use, and the GPUs' memory and
+            utilisation, as ``system/*`` scalars (:mod:`deepscope.track.system`; needs psutil). Off by default: a
+            thread that samples in the background is something a user asks for, not something a run imposes.
+        system_interval: the seconds between two samples of the system metrics.
 
     Raises:
         StoreError: ``path`` is not ours, cannot be written, holds a corrupted or newer database, or is being
             written by another process.
+        ImportError: ``system=True`` without psutil installed (nothing is created then).
     """
 
     def __init__(
@@ -107,7 +113,11 @@ class Run:
         resume: bool = False,
         flush_interval: float = 2.0,
         max_pending: int = 100_000,
+        system: bool = False,
+        system_interval: float = 10.0,
     ) -> None:
+        # before anything is created: psutil may be missing, the interval wrong
+        sampler = SystemMonitor(_log_into(weakref.ref(self)), system_interval, SystemReader().read) if system else None
         self.path = Path(path)
         self.name = self.path.name
         self._writer = Writer(self.path, resume=resume, flush_interval=flush_interval, max_pending=max_pending)
@@ -119,20 +129,30 @@ class Run:
         self._closed: str | None = None  # why this run takes no more values, once it does not
         self._pid = os.getpid()
         self.config = Config(self._writer, state.config)
-        self._finalizer = weakref.finalize(self, _close_forgotten, self._writer, self._watchers)
+        self._system = sampler
+        self._finalizer = weakref.finalize(self, _close_forgotten, self._writer, self._watchers, self._system)
         _LIVE.add(self)
         if config is not None:
             self.config.update(config)
+        if self._system is not None:  # its steps go on from a resumed run's last system step
+            self._system.start(max((s for t, s in state.last_steps.items() if t.startswith("system/")), default=-1) + 1)
 
     # ---- logging ------------------------------------------------------------------------------------------------
 
     def log(self, values: Mapping[str, Any], step: int | None = None, epoch: int | None = None) -> None:
-        """Log scalars: ``{"train/loss": loss, "train/acc": acc}`` at one step (and optionally one epoch).
+        """Log ``{"train/loss": loss, "train/acc": acc, "val/confusion": cm, "samples": figure}`` at one step (and
+        optionally one epoch).
 
-        Values may be Python or NumPy numbers, or one-element tensors; NaN and infinities are stored as such.
-        Tensors on a CUDA device are copied to the host without making this call wait for the GPU. Without
-        ``step``, each tag continues from its own last step (0 for a new tag). A step smaller than the tag's last
-        one is kept, with a warning (once per tag): a restarted loop. The wall time is recorded for every value.
+        Numbers (Python or NumPy numbers, one-element tensors) are scalars; NaN and infinities are stored as such.
+        Tensors on a CUDA device are copied to the host without making this call wait for the GPU. Anything else
+        becomes the record kind it is (:func:`deepscope.track.convert.records`): a matplotlib figure, a PIL image
+        or an image tensor / array an image; an ``Explanation``, ``ConfusionMatrix``, ``BinaryReport``,
+        ``SanityCheck``, ``Faithfulness``, ``MethodComparison``, ``Features`` or a features result what its
+        ``log_*`` method (or ``to_records``) stores, with that method's defaults. ``epoch`` applies to scalars.
+
+        Without ``step``, each tag continues from its own last step (0 for a new tag). A step smaller than the
+        tag's last one is kept, with a warning (once per tag): a restarted loop. The wall time is recorded for
+        every value. A call is all or nothing: a value that cannot be stored stores none of the call's values.
         """
         if self._closed is not None:
             raise StoreError(self._closed)
@@ -150,23 +170,34 @@ class Run:
         kinds, last = self._kinds, self._last
         checked: list[tuple[str, Any]] = []
         on_gpu: list[tuple[str, torch.Tensor]] = []
+        others: list[tuple[str, Any]] = []  # not numbers: converted to records below
         for tag, value in values.items():  # check everything before changing anything: a call is all or nothing
-            if kinds.get(tag) != "scalar":
-                self._check_tag(tag, "scalar")
             kind = type(value)
             if kind is float:
-                checked.append((tag, value))
+                number = value
             elif kind is int:
-                checked.append((tag, float(value)))
+                number = float(value)
             elif (
                 isinstance(value, torch.Tensor)
                 and value.device.type == "cuda"
                 and value.numel() == 1
                 and not value.is_complex()
             ):
+                if kinds.get(tag) != "scalar":
+                    self._check_tag(tag, "scalar")
                 on_gpu.append((tag, value))
+                continue
             else:
-                checked.append((tag, _number(tag, value)))
+                number = _scalar(tag, value)
+                if number is None:
+                    others.append((tag, value))
+                    continue
+            if kinds.get(tag) != "scalar":
+                self._check_tag(tag, "scalar")
+            checked.append((tag, number))
+        records: list[Record] = []
+        if others:
+            records = self._converted(others, step, epoch, wall, {tag: "scalar" for tag, _ in checked + on_gpu})
         rows: list[Any] = []
         for tag, value in checked:
             previous = last.get(tag)
@@ -183,7 +214,11 @@ class Run:
             rows.append((tag, at, epoch, wall, value))
         if on_gpu:
             rows.append(_copy_from_gpu(on_gpu, [self._step(tag, step, "scalar") for tag, _ in on_gpu], epoch, wall))
-        self._writer.put(rows, len(values))
+        if records:
+            items, weight = self._queued(records)
+            self._writer.put(rows + items, len(checked) + len(on_gpu) + weight)
+        else:
+            self._writer.put(rows, len(values))
 
     def log_series(
         self,
@@ -237,34 +272,7 @@ class Run:
         """
         if self._closed is not None:
             raise StoreError(self._closed)
-        now = time.time()
-        checked: list[Record] = []
-        new_tags: dict[str, str] = {}  # tags first seen in this call, so that two kinds cannot both claim one
-        for record in records:
-            kind = _KIND.get(type(record))
-            if kind is None:
-                raise BadInputError(
-                    f"cannot log a {type(record).__name__}; log_records takes {', '.join(t.__name__ for t in _KIND)}"
-                )
-            self._check_tag(record.tag, kind)
-            if new_tags.setdefault(record.tag, kind) != kind:
-                raise BadInputError(f"tag {record.tag!r} is given both {new_tags[record.tag]} and {kind} records")
-            checked.append(_checked(record, now))
-        items: list[Any] = []
-        weight = 0
-        for record in checked:
-            if isinstance(record, Scalar):
-                epoch = -1 if record.epoch is None else record.epoch
-                step = self._step(record.tag, record.step, "scalar")
-                items.append((record.tag, step, epoch, record.wall_time, record.value))
-                weight += 1
-            else:
-                if not isinstance(record, Graph):
-                    self._step(record.tag, record.step, _KIND[type(record)])
-                else:
-                    self._kinds[record.tag] = "graph"
-                items.append(record)
-                weight += 1 + (record.counts.size // 64 if isinstance(record, Histogram | Confusion) else 0)
+        items, weight = self._queued(self._checked_records(records, time.time(), {}))
         self._writer.put(items, weight)
 
     def note(self, text: str, step: int | None = None, tag: str = "notes") -> None:
@@ -474,6 +482,7 @@ class Run:
             self._writer.close(status)  # re-raises a write error, else returns
             return
         try:
+            _stop_system(self._system)
             _remove_watchers(self._watchers)  # their last recorded step still goes through log_records
         finally:
             self._closed = f"the run at {self.path} is closed; open it again with resume=True to add to it"
@@ -497,14 +506,64 @@ class Run:
 
     # ---- checks -------------------------------------------------------------------------------------------------
 
+    def _converted(
+        self, values: list[tuple[str, Any]], step: int | None, epoch: int, now: float, claimed: dict[str, str]
+    ) -> list[Record]:
+        """The checked records of ``run.log``'s values that are not numbers, each tag at ``step`` or its next one."""
+        from .convert import records
+
+        made: list[Record] = []
+        for tag, value in values:
+            _check_name(tag)  # its kind is checked on each record: a OneVsRest's are tag/<class>
+            for record in records(tag, value):
+                changes: dict[str, Any] = {"step": self._next_step(record.tag, step)}
+                if isinstance(record, Scalar) and epoch >= 0:
+                    changes["epoch"] = epoch
+                made.append(dataclasses.replace(record, **changes))
+        return self._checked_records(made, now, claimed)
+
+    def _checked_records(self, records: Iterable[Record], now: float, claimed: dict[str, str]) -> list[Record]:
+        """``records`` checked (:func:`_checked`) and their tags' kinds too, before anything is changed; ``claimed``
+        holds the tags the same call logs otherwise, so that two kinds cannot both claim one new tag."""
+        checked: list[Record] = []
+        for record in records:
+            kind = _KIND.get(type(record))
+            if kind is None:
+                raise BadInputError(
+                    f"cannot log a {type(record).__name__}; log_records takes {', '.join(t.__name__ for t in _KIND)}"
+                )
+            self._check_tag(record.tag, kind)
+            if claimed.setdefault(record.tag, kind) != kind:
+                raise BadInputError(f"tag {record.tag!r} is given both {claimed[record.tag]} and {kind} records")
+            checked.append(_checked(record, now))
+        return checked
+
+    def _queued(self, checked: list[Record]) -> tuple[list[Any], int]:
+        """What the writer is given for checked records, and its weight; each record's step becomes its tag's last."""
+        items: list[Any] = []
+        weight = 0
+        for record in checked:
+            if isinstance(record, Scalar):
+                epoch = -1 if record.epoch is None else record.epoch
+                step = self._step(record.tag, record.step, "scalar")
+                items.append((record.tag, step, epoch, record.wall_time, record.value))
+                weight += 1
+            else:
+                if not isinstance(record, Graph):
+                    self._step(record.tag, record.step, _KIND[type(record)])
+                else:
+                    self._kinds[record.tag] = "graph"
+                items.append(record)
+                weight += 1 + (record.counts.size // 64 if isinstance(record, Histogram | Confusion) else 0)
+        return items, weight
+
     def _check_tag(self, tag: object, kind: str) -> None:
-        if not isinstance(tag, str) or not tag.strip():
-            raise BadInputError(f"a tag is a non-empty str such as 'train/loss', not {tag!r}")
-        known = self._kinds.get(tag)
+        name = _check_name(tag)
+        known = self._kinds.get(name)
         if known is not None and known != kind:
             raise BadInputError(
                 f"tag {tag!r} holds {known} values; it cannot take a {kind}. Log the {kind} under another tag, "
-                f"e.g. {tag + '/' + kind!r}"
+                f"e.g. {name + '/' + kind!r}"
             )
 
     def _next_step(self, tag: str, step: int | None) -> int:
@@ -570,23 +629,42 @@ class Config(MutableMapping[str, Any]):
 
 def _number(tag: str, value: object) -> float:
     """A loggable value as a float, or a clear error."""
-    if isinstance(value, torch.Tensor):
-        if value.numel() != 1:
+    number = _scalar(tag, value)
+    if number is None:
+        if isinstance(value, torch.Tensor):
             raise BadInputError(
                 f"{tag!r}: a scalar is one number, but this tensor has shape {list(value.shape)}. Reduce it "
                 "(.mean(), .norm()) or log its distribution with Watcher / a Histogram record"
             )
+        raise BadInputError(
+            f"{tag!r}: cannot log a {type(value).__name__} ({value!r:.60}) as a scalar; log numbers or one-element "
+            "tensors (text goes to run.note)"
+        )
+    return number
+
+
+def _scalar(tag: str, value: object) -> float | None:
+    """``value`` as a float if it is a number or a one-element tensor or array, else ``None``; an error for one
+    complex or non-numeric element."""
+    if isinstance(value, torch.Tensor):
+        if value.numel() != 1:
+            return None
         if value.is_complex():
             raise BadInputError(f"{tag!r}: a complex tensor is not a scalar; log its .abs() or .real")
         return float(value.item())
-    if isinstance(value, np.ndarray) and value.size == 1 and value.dtype.kind in "biuf":
+    if isinstance(value, np.ndarray) and value.size == 1:
+        if value.dtype.kind not in "biuf":
+            raise BadInputError(f"{tag!r}: a one-element {value.dtype} array is not a number; log a number")
         return float(value.reshape(()))
     if isinstance(value, numbers.Real):
         return float(value)
-    raise BadInputError(
-        f"{tag!r}: cannot log a {type(value).__name__} ({value!r:.60}) as a scalar; log numbers or one-element "
-        "tensors (text goes to run.note)"
-    )
+    return None
+
+
+def _check_name(tag: object) -> str:
+    if not isinstance(tag, str) or not tag.strip():
+        raise BadInputError(f"a tag is a non-empty str such as 'train/loss', not {tag!r}")
+    return tag
 
 
 def _whole(value: object, name: str) -> int:
@@ -941,12 +1019,29 @@ def _remove_watchers(watchers: list[Watcher]) -> None:
         watchers.clear()
 
 
-def _close_forgotten(writer: Writer, watchers: list[Watcher]) -> None:
+def _close_forgotten(writer: Writer, watchers: list[Watcher], system: SystemMonitor | None) -> None:
     """What a forgotten ``close()`` does, at garbage collection or interpreter exit: store everything logged."""
     try:
+        _stop_system(system)
         _remove_watchers(watchers)
     finally:
         writer.close("finished")
+
+
+def _stop_system(system: SystemMonitor | None) -> None:
+    if system is not None:
+        system.stop()
+
+
+def _log_into(run: weakref.ref[Run]) -> Callable[[dict[str, float], int], None]:
+    """``run.log`` for the system sampler, holding the run weakly: a forgotten run is still garbage-collected."""
+
+    def log(values: dict[str, float], step: int) -> None:
+        alive = run()
+        if alive is not None:
+            alive.log(values, step=step)
+
+    return log
 
 
 def _after_fork_in_child() -> None:
