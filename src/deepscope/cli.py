@@ -10,6 +10,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from . import __version__
+from .store.schema import RUNS_DIR
+
+# The exit status of a command stopped by Ctrl-C, as shells report it: 128 + SIGINT (2).
+INTERRUPTED = 130
 
 # A sentence ends at a full stop followed by a capital letter or the end, except after "et al.".
 _SENTENCE_END = re.compile(r"(?<!\bal)\.(?=\s+[A-Z]|\s*$)")
@@ -91,27 +95,48 @@ def build_parser() -> argparse.ArgumentParser:
             "(named by its path below LOGDIR). Needs the tensorboard package."
         ),
     )
-    tb.add_argument("logdir", metavar="LOGDIR", help="the TensorBoard log directory")
-    tb.add_argument(
-        "--into", metavar="DIR", default="deepscope-runs", help="where the runs go (default: deepscope-runs)"
-    )
+    tb.add_argument("logdir", nargs="?", metavar="LOGDIR", help="the TensorBoard log directory")
+    _logdir_alias(tb, "logdir", None)
+    tb.add_argument("--into", metavar="DIR", default=RUNS_DIR, help=f"where the runs go (default: {RUNS_DIR})")
     tb.set_defaults(handler=_import_tensorboard)
 
     board = commands.add_parser(
         "board",
-        help="serve the dashboard over the runs in DIR (default: runs) at http://127.0.0.1:6006",
+        help=f"serve the dashboard over the runs in DIR (default: {RUNS_DIR}) at http://127.0.0.1:6006",
         description=(
             "Serve the dashboard (a web page and its JSON API) over every run under DIR, live while they are "
             "written. Binds 127.0.0.1 by default; bound to any other address it requires a token (given with "
             "--token, or generated and printed in the URL). Needs: pip install 'deepscope[board]'."
         ),
     )
-    board.add_argument("dir", nargs="?", default="runs", metavar="DIR", help="the directory of runs (default: runs)")
+    board.add_argument("dir", nargs="?", metavar="DIR", help=f"the directory of runs (default: {RUNS_DIR})")
+    _logdir_alias(board, "dir", RUNS_DIR)
     board.add_argument("--port", type=int, default=6006, help="port (default 6006)")
     board.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     board.add_argument("--token", help="token every request must carry (?token=... or Authorization: Bearer)")
     board.set_defaults(handler=_board)
     return parser
+
+
+def _logdir_alias(command: argparse.ArgumentParser, dest: str, default: str | None) -> None:
+    """Accept ``--logdir DIR`` for the positional directory ``dest`` too: what TensorBoard users type.
+    :func:`_resolve_logdir` settles which was given (``default`` if neither; ``None``: one is required)."""
+    name = dest.upper()
+    command.add_argument(
+        "--logdir", dest=f"{dest}_alias", metavar=name, help=f"the same as {name} (TensorBoard's spelling)"
+    )
+    command.set_defaults(logdir_alias=(dest, default, command))
+
+
+def _resolve_logdir(args: argparse.Namespace) -> None:
+    dest, default, command = args.logdir_alias
+    given, alias = getattr(args, dest), getattr(args, f"{dest}_alias")
+    if given is not None and alias is not None and given != alias:
+        command.error(f"two directories given, {given} and --logdir {alias}: give one")
+    chosen = given if given is not None else alias if alias is not None else default
+    if chosen is None:
+        command.error(f"give the directory: {command.prog} {dest.upper()} (or --logdir {dest.upper()})")
+    setattr(args, dest, chosen)
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -206,19 +231,27 @@ def _board(args: argparse.Namespace) -> int:
     except (BadInputError, ValueError) as error:
         print(f"deepscope board: {error}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        pass
     return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the ``deepscope`` command with ``argv`` (default: the process's arguments); the exit status."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.command is None:
-        parser.print_help()
-        return 0
-    return int(args.handler(args))
+    """Run the ``deepscope`` command with ``argv`` (default: the process's arguments); the exit status.
+
+    Ctrl-C anywhere prints one line, ``deepscope: interrupted``, and returns :data:`INTERRUPTED` (130); a run open
+    then is closed as ``"interrupted"`` (see :meth:`deepscope.Run.__exit__`).
+    """
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if args.command is None:
+            parser.print_help()
+            return 0
+        if hasattr(args, "logdir_alias"):
+            _resolve_logdir(args)
+        return int(args.handler(args))
+    except KeyboardInterrupt:
+        print("deepscope: interrupted", file=sys.stderr, flush=True)
+        return INTERRUPTED
 
 
 if __name__ == "__main__":
