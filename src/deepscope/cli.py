@@ -12,6 +12,11 @@ from pathlib import Path
 from . import __version__
 from .store.schema import RUNS_DIR
 
+# The demos keep their runs in their own folder, not in RUNS_DIR: a demo run again replaces its earlier runs, and
+# must never delete one of the user's.
+DEMO_OUT = "deepscope-demo"
+DEMO_RUNS = f"{DEMO_OUT}/runs"
+
 # The exit status of a command stopped by Ctrl-C, as shells report it: 128 + SIGINT (2).
 INTERRUPTED = 130
 
@@ -61,7 +66,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "which", nargs="?", choices=("fashion", "imagenet", "gradients"), default="fashion", help="which demo"
     )
-    demo.add_argument("--out", metavar="DIR", help="output folder (default: deepscope-demo[-imagenet])")
+    demo.add_argument(
+        "--out",
+        metavar="DIR",
+        help=f"output folder (default: {DEMO_OUT}; imagenet: {DEMO_OUT}-imagenet; gradients: {DEMO_RUNS})",
+    )
     demo.add_argument("--epochs", type=_positive, metavar="N", help="training epochs (fashion; default 1)")
     demo.add_argument("--limit", type=_positive, metavar="N", help="train on N images only (fashion; default all)")
     demo.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (default 0)")
@@ -123,14 +132,14 @@ def _logdir_alias(command: argparse.ArgumentParser, dest: str, default: str | No
     :func:`_resolve_logdir` settles which was given (``default`` if neither; ``None``: one is required)."""
     name = dest.upper()
     command.add_argument(
-        "--logdir", dest=f"{dest}_alias", metavar=name, help=f"the same as {name} (TensorBoard's spelling)"
+        "--logdir", dest=f"{dest}_from_logdir", metavar=name, help=f"the same as {name} (TensorBoard's spelling)"
     )
-    command.set_defaults(logdir_alias=(dest, default, command))
+    command.set_defaults(logdir_alias_of=(dest, default, command))
 
 
 def _resolve_logdir(args: argparse.Namespace) -> None:
-    dest, default, command = args.logdir_alias
-    given, alias = getattr(args, dest), getattr(args, f"{dest}_alias")
+    dest, default, command = args.logdir_alias_of
+    given, alias = getattr(args, dest), getattr(args, f"{dest}_from_logdir")
     if given is not None and alias is not None and given != alias:
         command.error(f"two directories given, {given} and --logdir {alias}: give one")
     chosen = given if given is not None else alias if alias is not None else default
@@ -150,7 +159,7 @@ def _demo(args: argparse.Namespace) -> int:
     if args.which == "gradients":
         from .demo import gradients
 
-        gradients.run(out=args.out or "deepscope-demo-runs", seed=args.seed, progress=args.progress)
+        gradients.run(out=args.out or DEMO_RUNS, seed=args.seed, progress=args.progress)
         return 0
     if args.which == "imagenet":
         from .demo import imagenet
@@ -166,7 +175,7 @@ def _demo(args: argparse.Namespace) -> int:
 
     try:
         fashion.run(
-            out=args.out or "deepscope-demo",
+            out=args.out or DEMO_OUT,
             epochs=args.epochs or 1,
             limit=args.limit,
             seed=args.seed,
@@ -182,7 +191,7 @@ def _demo(args: argparse.Namespace) -> int:
         return 1
     from .demo import gradients
 
-    gradients.run(out=Path(args.out or "deepscope-demo") / "runs", seed=args.seed, progress=args.progress)
+    gradients.run(out=Path(args.out or DEMO_OUT) / "runs", seed=args.seed, progress=args.progress)
     return 0
 
 
@@ -246,7 +255,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command is None:
             parser.print_help()
             return 0
-        if hasattr(args, "logdir_alias"):
+        if hasattr(args, "logdir_alias_of"):
             _resolve_logdir(args)
         return int(args.handler(args))
     except KeyboardInterrupt:

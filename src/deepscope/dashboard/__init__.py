@@ -19,12 +19,14 @@ import importlib.util
 import ipaddress
 import os
 import secrets
+import signal
 import socket
 import threading
 import time
 from dataclasses import dataclass, field
 from html import escape
 from pathlib import Path
+from types import FrameType
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
@@ -164,7 +166,21 @@ def serve(
     if template is not None:
         shown += f" (through the proxy: {proxied_url(template, port, token)})"
     print(shown, flush=True)
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+
+    class Server(uvicorn.Server):
+        """uvicorn's server, remembering whether Ctrl-C (SIGINT) stopped it: uvicorn stops gracefully then and
+        returns, and the caller learns of it as of any other Ctrl-C, by a KeyboardInterrupt."""
+
+        interrupted = False
+
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            self.interrupted = self.interrupted or sig == signal.SIGINT
+            super().handle_exit(sig, frame)
+
+    server = Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
+    server.run()
+    if server.interrupted:
+        raise KeyboardInterrupt
 
 
 def _token(host: str, token: str | None, template: str | None) -> str | None:

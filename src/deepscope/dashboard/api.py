@@ -257,7 +257,15 @@ def images(root: Path, run: str, tag: str) -> dict[str, Any]:
     points = []
     for step, file, meta in _records(root, run, tag, "image"):
         height, width = (meta.get("shape") or [0, 0])[:2]
-        points.append({"step": step, "url": file_url(run, file), "width": width, "height": height, "caption": meta.get("caption", "")})
+        points.append(
+            {
+                "step": step,
+                "url": file_url(run, file),
+                "width": width,
+                "height": height,
+                "caption": meta.get("caption", ""),
+            }
+        )
     return {"run": run, "tag": tag, "points": points}
 
 
