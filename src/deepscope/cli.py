@@ -49,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="See inside PyTorch neural networks. Run `deepscope demo` for the main journey.",
     )
     parser.add_argument("--version", action="version", version=f"deepscope {__version__}")
+    parser.set_defaults(logdir_alias_of=None)  # commands that take a directory set it (_logdir_alias)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     demo = commands.add_parser(
@@ -255,7 +256,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command is None:
             parser.print_help()
             return 0
-        if hasattr(args, "logdir_alias_of"):
+        if args.logdir_alias_of is not None:
             _resolve_logdir(args)
         return int(args.handler(args))
     except KeyboardInterrupt:
