@@ -79,6 +79,9 @@ class Run:
     ...         run.log({"train/loss": loss, "train/acc": acc}, step=step)
     ...     run.log({"val/loss": vl, "val/acc": va}, epoch=epoch)
 
+    The ``with`` block ends the run ``"finished"``, ``"interrupted"`` when left by Ctrl-C (``KeyboardInterrupt``) or
+    ``"failed"`` when left by any other exception (see :func:`exit_status`); the board shows which.
+
     Args:
         path: the run's directory, created if missing (with its parents). It must be new, empty, or (with
             ``resume=True``) an earlier deepscope run; any other directory is refused untouched.
