@@ -755,7 +755,7 @@ def test_non_loopback_hosts_get_a_generated_token(host: str, loopback: bool) -> 
 
 
 def test_notebook_board_serves_in_a_thread(store: tuple[Path, dict[str, np.ndarray]]) -> None:
-    shown = board_module.board(store[0], height=400)
+    shown = board_module.board(store[0], height=400, proxy=False)  # a local browser, wherever the tests run
     try:
         assert shown.url.startswith("http://127.0.0.1:")
         assert f'src="{shown.url}"' in shown._repr_html_() and 'height="400"' in shown._repr_html_()

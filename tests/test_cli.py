@@ -19,6 +19,7 @@ from deepscope.cli import build_parser, main, summary_line
 from deepscope.demo import data, fashion
 from deepscope.demo.data import FILES
 from deepscope.demo.models import FashionCNN
+from deepscope.store.schema import RUNS_DIR
 
 
 def write_learnable_fashion(folder: Path, train: int = 2048, test: int = 200, seed: int = 0) -> None:
@@ -68,6 +69,46 @@ def test_bad_arguments_exit_with_usage(argv: list[str], capsys: pytest.CaptureFi
         main(argv)
     assert exit_.value.code == 2
     assert "usage: deepscope demo" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["board"], {"dir": RUNS_DIR}),
+        (["board", "logs"], {"dir": "logs"}),
+        (["board", "--logdir", "logs"], {"dir": "logs"}),  # TensorBoard's spelling
+        (["board", "logs", "--logdir", "logs"], {"dir": "logs"}),
+        (["import-tensorboard", "tb"], {"logdir": "tb", "into": RUNS_DIR}),
+        (["import-tensorboard", "--logdir", "tb", "--into", "mine"], {"logdir": "tb", "into": "mine"}),
+    ],
+)
+def test_directories_logdir_and_the_one_default(
+    argv: list[str], expected: dict[str, object], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from deepscope import cli
+
+    seen = []
+    monkeypatch.setattr(cli, "_board", lambda args: seen.append(args) or 0)
+    monkeypatch.setattr(cli, "_import_tensorboard", lambda args: seen.append(args) or 0)
+    assert main(argv) == 0  # the commands see the directory settled: positional, --logdir or the default
+    (given,) = seen
+    for key, value in expected.items():
+        assert getattr(given, key) == value, key
+    assert RUNS_DIR == "runs"  # TensorBoard's and SummaryWriter's default, for every command
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["board", "a", "--logdir", "b"], "two directories given, a and --logdir b"),
+        (["import-tensorboard"], "give the directory"),
+    ],
+)
+def test_directory_given_twice_or_not_at_all(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2
+    assert message in capsys.readouterr().err
 
 
 def test_help_and_no_command(capsys: pytest.CaptureFixture[str]) -> None:

@@ -140,11 +140,11 @@ def test_lightning_logger_stores_what_the_module_logged(tmp_path: os.PathLike[st
     module = _lightning_module(lightning)(lr=0.05, hidden=8)
     logger = DeepscopeLogger(tmp_path, watch="all", every=3, graph=True)
     trainer = _fit(lightning, logger, module)
-    assert logger.log_dir == str(tmp_path.absolute())
+    assert logger.log_dir == str(tmp_path.absolute() / "lightning_logs" / "version_0")
     assert not trainer.callbacks or all(type(c).__name__ != "_WatchSteps" for c in trainer.callbacks)
 
     steps, epochs, losses = (np.array(column) for column in zip(*module.train_losses))
-    with Reader(tmp_path) as reader:
+    with Reader(logger.log_dir) as reader:
         assert reader.info()["status"] == "finished"
         assert reader.config() == {"lr": 0.05, "hidden": 8}
         per_step = reader.scalars("train/loss_step")
@@ -178,7 +178,7 @@ def test_lightning_layout_versions_and_reopening(tmp_path: os.PathLike[str]) -> 
     tiny = _lightning_module(lightning)
     first = DeepscopeLogger(tmp_path, name="exp")
     trainer = _fit(lightning, first, tiny(), epochs=1)
-    second = DeepscopeLogger(tmp_path, name="exp")
+    second = DeepscopeLogger(tmp_path, name="exp")  # the script run again: the next version, not an error
     assert (first.version, second.version) == (0, 1)
     assert first.log_dir == str(tmp_path / "exp" / "version_0")
     assert (first.name, first.save_dir) == ("exp", str(tmp_path))
@@ -187,8 +187,84 @@ def test_lightning_layout_versions_and_reopening(tmp_path: os.PathLike[str]) -> 
     with Reader(first.log_dir) as reader:
         assert len(reader.scalars("val/loss")) == 2
         assert reader.info()["status"] == "finished"
-    named = DeepscopeLogger(tmp_path / "runs" / "relu")
-    assert (named.save_dir, named.name, named.version) == (str(tmp_path), "runs", "relu")
+    _fit(lightning, second, tiny(), epochs=1)
+    assert sorted(os.listdir(tmp_path / "exp")) == ["version_0", "version_1"]
+
+
+@pytest.mark.parametrize(
+    "where",
+    [{}, {"name": "mnist"}, {"name": ""}, {"name": None}, {"name": "mnist", "version": 7}, {"version": "relu"}],
+)
+def test_lightning_layout_is_tensorboard_loggers(tmp_path: os.PathLike[str], where: dict[str, object]) -> None:
+    """Name, version, root_dir and log_dir as Lightning's TensorBoardLogger has them, on the same folders: with
+    none there, then with versions 0, 1 and 3 taken (the next free one is 4)."""
+    pytest.importorskip("lightning.pytorch")
+    pytest.importorskip("tensorboard")
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    from deepscope.track.integrations.lightning import DeepscopeLogger
+
+    root = os.path.join(tmp_path, "logs")
+    for taken in ([], ["version_0", "version_1", "version_3", "version_x", "other"]):
+        for folder in taken:
+            for experiment in ("lightning_logs", "mnist", ""):
+                os.makedirs(os.path.join(root, experiment, folder), exist_ok=True)
+        ours, theirs = DeepscopeLogger(root, **where), TensorBoardLogger(root, **where)  # type: ignore[arg-type]
+        assert (ours.name, ours.version) == (theirs.name, theirs.version), taken
+        assert os.path.normpath(ours.root_dir) == os.path.normpath(theirs.root_dir)
+        assert os.path.normpath(ours.log_dir) == os.path.normpath(theirs.log_dir)
+        assert ours.save_dir == theirs.save_dir == root
+    assert ours.version == where.get("version", 4)
+
+
+@pytest.mark.filterwarnings("ignore:tag .train/loss_step.:UserWarning")  # the run resumed: steps start again
+def test_lightning_explicit_version_that_holds_a_run_is_refused(tmp_path: os.PathLike[str]) -> None:
+    lightning = pytest.importorskip("lightning.pytorch")
+    from deepscope.errors import BadInputError
+    from deepscope.track.integrations.lightning import DeepscopeLogger
+
+    tiny = _lightning_module(lightning)
+    _fit(lightning, DeepscopeLogger(tmp_path, name="exp", version="relu"), tiny(), epochs=1)
+    with pytest.raises(BadInputError, match=r"version='relu': .*exp.relu already holds a run.*resume=True"):
+        DeepscopeLogger(tmp_path, name="exp", version="relu")
+    again = DeepscopeLogger(tmp_path, name="exp", version="relu", resume=True)
+    _fit(lightning, again, tiny(), epochs=1)
+    with Reader(again.log_dir) as reader:
+        assert len(reader.scalars("val/loss")) == 2  # one epoch each, in one run
+    assert DeepscopeLogger(tmp_path, name="exp").version == 0  # "relu" is no version_<n>
+
+
+def test_lightning_ctrl_c_marks_the_run_interrupted(tmp_path: os.PathLike[str]) -> None:
+    """Lightning catches Ctrl-C, tells its loggers "failed" and exits: the run says it was interrupted."""
+    import signal
+
+    lightning = pytest.importorskip("lightning.pytorch")
+    from deepscope.track.integrations.lightning import DeepscopeLogger
+
+    class Stopped(_lightning_module(lightning)):  # type: ignore[misc]
+        def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], index: int) -> torch.Tensor:
+            if index == 2:
+                raise KeyboardInterrupt
+            return super().training_step(batch, index)
+
+    class Broken(_lightning_module(lightning)):  # type: ignore[misc]
+        def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], index: int) -> torch.Tensor:
+            raise RuntimeError("broken")
+
+    stopped, broken = DeepscopeLogger(tmp_path), DeepscopeLogger(tmp_path)
+    handler = signal.getsignal(signal.SIGINT)
+    try:
+        with pytest.raises(SystemExit):  # Lightning's own exit after a Ctrl-C
+            _fit(lightning, stopped, Stopped())
+    finally:
+        signal.signal(signal.SIGINT, handler)  # Lightning ignores further Ctrl-C from then on
+    with pytest.raises(RuntimeError, match="broken"):
+        _fit(lightning, broken, Broken())
+    with Reader(stopped.log_dir) as reader:
+        assert reader.info()["status"] == "interrupted"
+        assert len(reader.scalars("train/loss_step")) == 2  # the steps before Ctrl-C
+    with Reader(broken.log_dir) as reader:
+        assert reader.info()["status"] == "failed"
 
 
 def test_lightning_logger_bad_options(tmp_path: os.PathLike[str]) -> None:

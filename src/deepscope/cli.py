@@ -10,6 +10,15 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from . import __version__
+from .store.schema import RUNS_DIR
+
+# The demos keep their runs in their own folder, not in RUNS_DIR: a demo run again replaces its earlier runs, and
+# must never delete one of the user's.
+DEMO_OUT = "deepscope-demo"
+DEMO_RUNS = f"{DEMO_OUT}/runs"
+
+# The exit status of a command stopped by Ctrl-C, as shells report it: 128 + SIGINT (2).
+INTERRUPTED = 130
 
 # A sentence ends at a full stop followed by a capital letter or the end, except after "et al.".
 _SENTENCE_END = re.compile(r"(?<!\bal)\.(?=\s+[A-Z]|\s*$)")
@@ -40,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="See inside PyTorch neural networks. Run `deepscope demo` for the main journey.",
     )
     parser.add_argument("--version", action="version", version=f"deepscope {__version__}")
+    parser.set_defaults(logdir_alias_of=None)  # commands that take a directory set it (_logdir_alias)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     demo = commands.add_parser(
@@ -57,7 +67,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "which", nargs="?", choices=("fashion", "imagenet", "gradients"), default="fashion", help="which demo"
     )
-    demo.add_argument("--out", metavar="DIR", help="output folder (default: deepscope-demo[-imagenet])")
+    demo.add_argument(
+        "--out",
+        metavar="DIR",
+        help=f"output folder (default: {DEMO_OUT}; imagenet: {DEMO_OUT}-imagenet; gradients: {DEMO_RUNS})",
+    )
     demo.add_argument("--epochs", type=_positive, metavar="N", help="training epochs (fashion; default 1)")
     demo.add_argument("--limit", type=_positive, metavar="N", help="train on N images only (fashion; default all)")
     demo.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (default 0)")
@@ -91,10 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
             "(named by its path below LOGDIR). Needs the tensorboard package."
         ),
     )
-    tb.add_argument("logdir", metavar="LOGDIR", help="the TensorBoard log directory")
-    tb.add_argument(
-        "--into", metavar="DIR", default="deepscope-runs", help="where the runs go (default: deepscope-runs)"
-    )
+    tb.add_argument("logdir", nargs="?", metavar="LOGDIR", help="the TensorBoard log directory")
+    _logdir_alias(tb, "logdir", None)
+    tb.add_argument("--into", metavar="DIR", default=RUNS_DIR, help=f"where the runs go (default: {RUNS_DIR})")
     tb.set_defaults(handler=_import_tensorboard)
 
     export = commands.add_parser(
@@ -111,19 +124,41 @@ def build_parser() -> argparse.ArgumentParser:
 
     board = commands.add_parser(
         "board",
-        help="serve the dashboard over the runs in DIR (default: runs) at http://127.0.0.1:6006",
+        help=f"serve the dashboard over the runs in DIR (default: {RUNS_DIR}) at http://127.0.0.1:6006",
         description=(
             "Serve the dashboard (a web page and its JSON API) over every run under DIR, live while they are "
             "written. Binds 127.0.0.1 by default; bound to any other address it requires a token (given with "
             "--token, or generated and printed in the URL). Needs: pip install 'deepscope[board]'."
         ),
     )
-    board.add_argument("dir", nargs="?", default="runs", metavar="DIR", help="the directory of runs (default: runs)")
+    board.add_argument("dir", nargs="?", metavar="DIR", help=f"the directory of runs (default: {RUNS_DIR})")
+    _logdir_alias(board, "dir", RUNS_DIR)
     board.add_argument("--port", type=int, default=6006, help="port (default 6006)")
     board.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     board.add_argument("--token", help="token every request must carry (?token=... or Authorization: Bearer)")
     board.set_defaults(handler=_board)
     return parser
+
+
+def _logdir_alias(command: argparse.ArgumentParser, dest: str, default: str | None) -> None:
+    """Accept ``--logdir DIR`` for the positional directory ``dest`` too: what TensorBoard users type.
+    :func:`_resolve_logdir` settles which was given (``default`` if neither; ``None``: one is required)."""
+    name = dest.upper()
+    command.add_argument(
+        "--logdir", dest=f"{dest}_from_logdir", metavar=name, help=f"the same as {name} (TensorBoard's spelling)"
+    )
+    command.set_defaults(logdir_alias_of=(dest, default, command))
+
+
+def _resolve_logdir(args: argparse.Namespace) -> None:
+    dest, default, command = args.logdir_alias_of
+    given, alias = getattr(args, dest), getattr(args, f"{dest}_from_logdir")
+    if given is not None and alias is not None and given != alias:
+        command.error(f"two directories given, {given} and --logdir {alias}: give one")
+    chosen = given if given is not None else alias if alias is not None else default
+    if chosen is None:
+        command.error(f"give the directory: {command.prog} {dest.upper()} (or --logdir {dest.upper()})")
+    setattr(args, dest, chosen)
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -137,7 +172,7 @@ def _demo(args: argparse.Namespace) -> int:
     if args.which == "gradients":
         from .demo import gradients
 
-        gradients.run(out=args.out or "deepscope-demo-runs", seed=args.seed, progress=args.progress)
+        gradients.run(out=args.out or DEMO_RUNS, seed=args.seed, progress=args.progress)
         return 0
     if args.which == "imagenet":
         from .demo import imagenet
@@ -153,7 +188,7 @@ def _demo(args: argparse.Namespace) -> int:
 
     try:
         fashion.run(
-            out=args.out or "deepscope-demo",
+            out=args.out or DEMO_OUT,
             epochs=args.epochs or 1,
             limit=args.limit,
             seed=args.seed,
@@ -169,7 +204,7 @@ def _demo(args: argparse.Namespace) -> int:
         return 1
     from .demo import gradients
 
-    gradients.run(out=Path(args.out or "deepscope-demo") / "runs", seed=args.seed, progress=args.progress)
+    gradients.run(out=Path(args.out or DEMO_OUT) / "runs", seed=args.seed, progress=args.progress)
     return 0
 
 
@@ -231,19 +266,27 @@ def _board(args: argparse.Namespace) -> int:
     except (BadInputError, ValueError) as error:
         print(f"deepscope board: {error}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        pass
     return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the ``deepscope`` command with ``argv`` (default: the process's arguments); the exit status."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.command is None:
-        parser.print_help()
-        return 0
-    return int(args.handler(args))
+    """Run the ``deepscope`` command with ``argv`` (default: the process's arguments); the exit status.
+
+    Ctrl-C anywhere prints one line, ``deepscope: interrupted``, and returns :data:`INTERRUPTED` (130); a run open
+    then is closed as ``"interrupted"`` (see :meth:`deepscope.Run.__exit__`).
+    """
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if args.command is None:
+            parser.print_help()
+            return 0
+        if args.logdir_alias_of is not None:
+            _resolve_logdir(args)
+        return int(args.handler(args))
+    except KeyboardInterrupt:
+        print("deepscope: interrupted", file=sys.stderr, flush=True)
+        return INTERRUPTED
 
 
 if __name__ == "__main__":

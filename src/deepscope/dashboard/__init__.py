@@ -7,28 +7,44 @@
 Needs the ``board`` extra (``pip install 'deepscope[board]'``); importing this module does not import it.
 Bound to 127.0.0.1 by default. Bound to any other address without a token, a random token is generated and
 printed as part of the URL: every request must then carry it.
+
+Behind a proxy (JupyterHub, jupyter-server-proxy) the browser cannot reach 127.0.0.1 of the kernel's machine: the
+board is then shown at the proxy's address, ``{prefix}proxy/{port}/`` (see :func:`proxy_template`), with a token.
+Every address the page uses is relative to its own, so it works under any path prefix.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import ipaddress
 import os
 import secrets
+import signal
 import socket
 import threading
 import time
 from dataclasses import dataclass, field
 from html import escape
 from pathlib import Path
+from types import FrameType
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
+
+from ..errors import BadInputError
+from ..store.schema import RUNS_DIR
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
 INSTALL_HINT = "the board needs its extra: pip install 'deepscope[board]' (fastapi, uvicorn, plotly)"
 
-__all__ = ["Board", "board", "create_app", "is_loopback", "serve"]
+__all__ = ["Board", "board", "create_app", "is_loopback", "proxy_template", "serve"]
+
+PROXY_ENV = "DEEPSCOPE_PROXY"  # chooses for proxy="auto": off, on, or an address template with {port}
+HUB_PREFIX_ENV = "JUPYTERHUB_SERVICE_PREFIX"  # the user's server's base URL, set by JupyterHub (/user/<name>/)
+_VSCODE_ENV = ("VSCODE_PID", "VSCODE_CWD")  # VS Code forwards a kernel's ports itself: no proxy there
+_OFF = frozenset({"0", "false", "no", "off"})
+_ON = frozenset({"1", "true", "yes", "on"})
 
 
 def _require() -> None:
@@ -76,29 +92,122 @@ def url(host: str, port: int, token: str | None) -> str:
     return f"http://{name}:{port}/" + (f"?token={quote(token)}" if token else "")
 
 
-def serve(root: str | os.PathLike[str], host: str = "127.0.0.1", port: int = 6006, token: str | None = None) -> None:
-    """Serve the board in this process until interrupted (Ctrl-C); prints the URL to open."""
+def proxy_template(proxy: bool | str = "auto") -> str | None:
+    """The address a proxy serves the board at, with ``{port}`` for its port, or ``None`` for the board's own.
+
+    ``proxy``:
+        * ``False``: no proxy, the browser reaches the board directly.
+        * ``True``: jupyter-server-proxy's convention, ``{prefix}proxy/{port}/`` with ``prefix`` the Jupyter
+          server's base URL (``$JUPYTERHUB_SERVICE_PREFIX`` under JupyterHub, else ``/``).
+        * a template with ``{port}``, e.g. ``"/user/me/proxy/{port}/"`` or ``"https://hub.example.org/{port}/"``.
+        * ``"auto"`` (the default): ``$DEEPSCOPE_PROXY`` when set (``0``/``off``, ``1``/``on``, or a template);
+          else ``True`` under JupyterHub (``$JUPYTERHUB_SERVICE_PREFIX`` is set) or where jupyter-server-proxy is
+          installed outside VS Code (which forwards ports itself); else ``False``.
+
+    Raises:
+        BadInputError: a template without ``{port}``, or a ``$DEEPSCOPE_PROXY`` that is none of the above.
+    """
+    if proxy == "auto":
+        chosen = os.environ.get(PROXY_ENV, "").strip()
+        if chosen:
+            if chosen.lower() in _OFF | _ON:
+                return proxy_template(chosen.lower() in _ON)
+            return _template(chosen, f"${PROXY_ENV}={chosen!r}")
+        detected = os.environ.get(HUB_PREFIX_ENV) is not None or (
+            importlib.util.find_spec("jupyter_server_proxy") is not None
+            and not any(name in os.environ for name in _VSCODE_ENV)
+        )
+        return proxy_template(detected)
+    if proxy is True:
+        prefix = os.environ.get(HUB_PREFIX_ENV) or "/"
+        return prefix.rstrip("/") + "/proxy/{port}/"
+    if proxy is False:
+        return None
+    if isinstance(proxy, str):
+        return _template(proxy, f"proxy={proxy!r}")
+    raise BadInputError(f"proxy={proxy!r}: pass 'auto', True, False or an address template with {{port}}")
+
+
+def _template(text: str, given: str) -> str:
+    if "{port}" not in text:
+        raise BadInputError(
+            f"{given}: an address template names the port as {{port}}, e.g. '/user/me/proxy/{{port}}/'; "
+            "or use 0/off (no proxy) or 1/on (jupyter-server-proxy's /proxy/{port}/)"
+        )
+    try:
+        text.format(port=0)
+    except (KeyError, IndexError, ValueError) as e:
+        raise BadInputError(f"{given}: {{port}} is the only field an address template may have ({e})") from e
+    return text
+
+
+def proxied_url(template: str, port: int, token: str | None) -> str:
+    """The address of the board through a proxy: ``template`` with its port, and the token when there is one."""
+    address = template.format(port=port)
+    return address + (f"{'&' if '?' in address else '?'}token={quote(token)}" if token else "")
+
+
+def serve(
+    root: str | os.PathLike[str] = RUNS_DIR,
+    host: str = "127.0.0.1",
+    port: int = 6006,
+    token: str | None = None,
+    proxy: bool | str = "auto",
+) -> None:
+    """Serve the board in this process until interrupted (Ctrl-C); prints the URL to open (and, behind a proxy,
+    the proxy's address for it: see :func:`proxy_template`)."""
     _require()
     import uvicorn
 
-    token = access_token(host, token)
+    template = proxy_template(proxy)
+    token = _token(host, token, template)
     app = create_app(root, token)
-    print(f"deepscope board: serving {Path(root).resolve()} at {url(host, port, token)}", flush=True)
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    shown = f"deepscope board: serving {Path(root).resolve()} at {url(host, port, token)}"
+    if template is not None:
+        shown += f" (through the proxy: {proxied_url(template, port, token)})"
+    print(shown, flush=True)
+
+    class Server(uvicorn.Server):
+        """uvicorn's server, remembering whether Ctrl-C (SIGINT) stopped it: uvicorn stops gracefully then and
+        returns, and the caller learns of it as of any other Ctrl-C, by a KeyboardInterrupt."""
+
+        interrupted = False
+
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            self.interrupted = self.interrupted or sig == signal.SIGINT
+            super().handle_exit(sig, frame)
+
+    server = Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
+    server.run()
+    if server.interrupted:
+        raise KeyboardInterrupt
+
+
+def _token(host: str, token: str | None, template: str | None) -> str | None:
+    """:func:`access_token`; behind a proxy always one, as requests come with the proxy's ``Host``, not ours."""
+    token = access_token(host, token)
+    return secrets.token_urlsafe(24) if token is None and template is not None else token
 
 
 @dataclass
 class Board:
-    """A board served from a background thread; shown inline in a notebook (an iframe), stopped by ``stop()``."""
+    """A board served from a background thread; shown inline in a notebook (an iframe), stopped by ``stop()``.
+
+    ``url`` is the address a browser opens: the proxy's one behind a proxy, else ``local_url``, the server's own.
+    """
 
     url: str
     height: int = 600
     _server: Any = field(default=None, repr=False)
     _thread: threading.Thread | None = field(default=None, repr=False)
+    local_url: str = ""
 
     def _repr_html_(self) -> str:
         source = escape(self.url, quote=True)
-        return f'<iframe src="{source}" width="100%" height="{int(self.height)}" style="border:0"></iframe>'
+        return (
+            f'<iframe src="{source}" width="100%" height="{int(self.height)}" style="border:0"></iframe>'
+            f'<p><a href="{source}" target="_blank" rel="noopener">open the board in a new tab</a></p>'
+        )
 
     def stop(self) -> None:
         """Stop the server and wait for its thread."""
@@ -109,11 +218,12 @@ class Board:
 
 
 def board(
-    root: str | os.PathLike[str] = "runs",
+    root: str | os.PathLike[str] = RUNS_DIR,
     port: int = 0,
     host: str = "127.0.0.1",
     token: str | None = None,
     height: int = 600,
+    proxy: bool | str = "auto",
 ) -> Board:
     """Start the board in a background thread and return it; a notebook cell showing it embeds the page.
 
@@ -123,11 +233,15 @@ def board(
         host: the address to bind; any but a loopback one gets a token (see :func:`access_token`).
         token: the token every request must carry.
         height: the inline frame's height in pixels.
+        proxy: whether the browser reaches the board through a proxy, and at which address (JupyterHub,
+            jupyter-server-proxy: ``{prefix}proxy/{port}/``); detected by default, see :func:`proxy_template`.
+            Behind a proxy the board always has a token, carried in the address shown.
     """
     _require()
     import uvicorn
 
-    token = access_token(host, token)
+    template = proxy_template(proxy)
+    token = _token(host, token, template)
     app = create_app(root, token)
     if port == 0:
         with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
@@ -141,4 +255,6 @@ def board(
         if not thread.is_alive() or time.monotonic() > deadline:
             raise RuntimeError(f"the board could not start on {host}:{port} (is the port in use?)")
         time.sleep(0.02)
-    return Board(url(host, port, token), height, server, thread)
+    local = url(host, port, token)
+    shown = local if template is None else proxied_url(template, port, token)
+    return Board(shown, height, server, thread, local_url=local)

@@ -271,7 +271,7 @@ def images(root: Path, run: str, tag: str) -> dict[str, Any]:
         rows = reader.files(tag)
     points = []
     for step, file, meta in rows:
-        point: dict[str, Any] = {"step": step, "url": "/api/file?" + urlencode({"run": run, "path": file})}
+        point: dict[str, Any] = {"step": step, "url": file_url(run, file)}
         if kind == "audio":
             rate = meta["sample_rate"]
             point |= {"sample_rate": rate, "channels": meta["channels"], "seconds": meta["frames"] / rate}
@@ -477,13 +477,10 @@ def explanations(root: Path, run: str, tag: str, step: int | None = None) -> dic
 
     ``{"run", "tag", "steps", "step", "methods", "advice", "misclassified": count, "items": [{"index", "label",
     "prediction", "correct": true/false/null (unknown without labels or predictions), "input": url, "maps":
-    [{"method", "target", "score", "overlay": url, "heatmap": url}]}]}``; each url is ``/api/file?...``.
+    [{"method", "target", "score", "overlay": url, "heatmap": url}]}]}``; each url is :func:`file_url`'s.
     """
     records = _records(root, run, tag, "explanation")
     step_taken, _, data = _at_step(records, step, run, tag)
-
-    def url(path: str) -> str:
-        return "/api/file?" + urlencode({"run": run, "path": path})
 
     labels, predictions = data.get("labels"), data.get("predictions")
     items = []
@@ -495,8 +492,8 @@ def explanations(root: Path, run: str, tag: str, step: int | None = None) -> dic
                 "method": method,
                 "target": data["targets"][m][i],
                 "score": _float(float(data["scores"][m][i])),
-                "overlay": url(data["overlays"][m][i]),
-                "heatmap": url(data["heatmaps"][m][i]),
+                "overlay": file_url(run, data["overlays"][m][i]),
+                "heatmap": file_url(run, data["heatmaps"][m][i]),
             }
             for m, method in enumerate(data["methods"])
         ]
@@ -507,7 +504,7 @@ def explanations(root: Path, run: str, tag: str, step: int | None = None) -> dic
                 "label": label,
                 "prediction": prediction,
                 "correct": correct,
-                "input": url(picture),
+                "input": file_url(run, picture),
                 "maps": maps,
             }
         )
@@ -955,6 +952,13 @@ def run_dir(root: Path, run: str) -> Path:
     if not resolved.is_relative_to(base) or not schema.db_path(resolved).is_file():
         raise NotFound(f"no run named {run!r}")
     return resolved
+
+
+def file_url(run: str, path: str) -> str:
+    """The address of a run's file (:func:`file_path`) as the API hands it out: relative (``api/file?...``, no
+    leading ``/``), so the page resolves it against its own address and it works under any path prefix (a board
+    behind JupyterHub's or VS Code's proxy is served at ``/user/<name>/proxy/<port>/``)."""
+    return "api/file?" + urlencode({"run": run, "path": path})
 
 
 def file_path(root: Path, run: str, path: str) -> Path:

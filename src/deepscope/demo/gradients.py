@@ -126,7 +126,7 @@ def figure(runs: dict[str, Path], path: Path) -> Path:
 
 
 def run(
-    out: str | Path = "deepscope-demo-runs",
+    out: str | Path = "deepscope-demo/runs",
     steps: int = 300,
     every: int = 10,
     seed: int = 0,

@@ -24,6 +24,9 @@ from pathlib import Path
 
 from ..errors import StoreError
 
+# The directory of runs when none is named: every command (`deepscope board`, `import-tensorboard`) and ds.board()
+# use this one, TensorBoard's and SummaryWriter's own default.
+RUNS_DIR = "runs"
 DB_NAME = "run.db"
 LOCK_NAME = "run.lock"
 FILES_DIR = "files"

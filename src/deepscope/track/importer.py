@@ -121,7 +121,11 @@ def _import_run(accumulator: Any, run: Run) -> list[str]:
             Image(tag, e.step, _decode(e.encoded_image_string, tag), wall_time=e.wall_time)
             for e in accumulator.Images(tag)
         )
-    skipped = [tag for kind in ("audio", "distributions") for tag in tags.get(kind, [])]
+    # "distributions" are the accumulator's compressed view of the same histograms (imported above), not data of
+    # their own: only a distribution without its histogram would be left out.
+    histograms = set(tags.get("histograms", []))
+    skipped = [f"{tag} (audio)" for tag in tags.get("audio", [])]
+    skipped += [f"{tag} (distribution)" for tag in tags.get("distributions", []) if tag not in histograms]
     skipped += ["graph"] if tags.get("graph") else []
     for tag in tags.get("tensors", []):
         plugin = accumulator.SummaryMetadata(tag).plugin_data.plugin_name

@@ -86,6 +86,9 @@ class Run:
     ...         run.log({"train/loss": loss, "train/acc": acc}, step=step)
     ...     run.log({"val/loss": vl, "val/acc": va}, epoch=epoch)
 
+    The ``with`` block ends the run ``"finished"``, ``"interrupted"`` when left by Ctrl-C (``KeyboardInterrupt``) or
+    ``"failed"`` when left by any other exception (see :func:`exit_status`); the board shows which.
+
     Args:
         path: the run's directory, created if missing (with its parents). It must be new, empty, or (with
             ``resume=True``) an earlier deepscope run; any other directory is refused untouched.
@@ -497,9 +500,12 @@ class Run:
         return self
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, _tb: object) -> None:
-        if kind is not None and not self.closed:
-            self.note(f"{kind.__name__}: {error}", tag="run/error")
-        self.close("failed" if kind is not None else "finished")
+        """Close the run: ``"finished"``; ``"interrupted"`` by Ctrl-C (``KeyboardInterrupt``), a stop asked for, not
+        an error; ``"failed"`` by any other exception, whose message is noted under ``run/error``."""
+        status = exit_status(error)
+        if status == "failed" and not self.closed:
+            self.note(f"{type(error).__name__}: {error}", tag="run/error")
+        self.close(status)
 
     def __repr__(self) -> str:
         return f"Run({str(self.path)!r}{', closed' if self.closed else ''})"
@@ -1009,6 +1015,14 @@ def _plain(value: Any) -> Any:
     if isinstance(value, os.PathLike):
         return os.fspath(value)
     return str(value)
+
+
+def exit_status(error: BaseException | None) -> str:
+    """The status a run ends with after ``error``: ``"finished"`` (none), ``"interrupted"`` (Ctrl-C, a
+    ``KeyboardInterrupt``: stopped on purpose, not broken) or ``"failed"`` (any other exception)."""
+    if error is None:
+        return "finished"
+    return "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"
 
 
 def _remove_watchers(watchers: list[Watcher]) -> None:

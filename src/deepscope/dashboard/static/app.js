@@ -40,6 +40,22 @@ const PERCENTILES = [0, 6.68, 15.87, 30.85, 50, 69.15, 84.13, 93.32, 100];
 
 // ---- plumbing ---------------------------------------------------------------------------------------------------
 
+// What a run's status means, for the badge beside its name; a finished run gets none.
+const STATUS_TITLES = {
+  running: "a process is writing this run now",
+  interrupted: "stopped before its end: Ctrl-C, or its process ended without closing it",
+  failed: "ended by an error (its message is under the tag run/error)",
+  unreadable: "this run could not be read",
+};
+
+/** The badge of a run's status (`running`, `interrupted`, `failed`, ...), or null for a finished run. */
+function statusBadge(run) {
+  if (run.status === "finished") return null;
+  const title = STATUS_TITLES[run.status] ?? run.status;
+  return el("span", { class: `run-status status-${run.status}`, title: run.error ? `${title}: ${run.error}` : title },
+    run.status);
+}
+
 /** A URL with the page's token added (the server may require it on every request). */
 function withToken(url) {
   if (!TOKEN) return url;
@@ -410,6 +426,7 @@ const scalars = {
             }),
             el("span", { class: "swatch", style: `background:${runColor(run.name)}` }),
             el("span", { class: "run-name" }, run.name),
+            statusBadge(run),
           ),
         ),
     );

@@ -1,7 +1,7 @@
 """PyTorch Lightning: :class:`DeepscopeLogger` logs a ``Trainer``'s metrics and hyperparameters into a run.
 
 >>> from deepscope.track.integrations.lightning import DeepscopeLogger
->>> trainer = Trainer(logger=DeepscopeLogger("runs", name="mnist", watch="all", every=100))
+>>> trainer = Trainer(logger=DeepscopeLogger("runs", name="mnist", watch="all", every=100))  # runs/mnist/version_0
 
 Needs ``lightning`` (or the older ``pytorch-lightning``): ``pip install lightning``.
 """
@@ -9,6 +9,7 @@ Needs ``lightning`` (or the older ``pytorch-lightning``): ``pip install lightnin
 from __future__ import annotations
 
 import os
+import sys
 from argparse import Namespace
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -18,8 +19,9 @@ import torch
 from torch import nn
 
 from ...errors import BadInputError
+from ...store import schema
 from ..records import HistogramKind
-from ..run import Run
+from ..run import Run, exit_status
 from ..watch import KINDS, Watcher
 
 try:
@@ -51,14 +53,16 @@ WATCH: dict[str, tuple[HistogramKind, ...]] = {
 
 
 class DeepscopeLogger(Logger):
-    """A Lightning logger that writes into a :class:`deepscope.Run`.
+    """A Lightning logger that writes into a :class:`deepscope.Run`, laid out as Lightning's ``TensorBoardLogger``.
 
-    Where the run goes:
-        * ``DeepscopeLogger("runs/mnist-relu")``: that directory is the run, as with ``ds.Run(path)``.
-        * ``DeepscopeLogger("runs", name="mnist")``: Lightning's layout, the run is ``runs/mnist/version_<n>``
-          with ``n`` the next free number (``version=3`` or ``version="relu"`` picks it).
-        In both, ``log_dir`` is the run directory and ``ModelCheckpoint`` (by default) saves into
-        ``<log_dir>/checkpoints``.
+    Where the run goes: ``save_dir/name/version_<n>``, with ``n`` the next free number, so running a script
+    again makes ``version_1``, ``version_2``, ...:
+        * ``DeepscopeLogger("runs")``: ``runs/lightning_logs/version_0`` (TensorBoardLogger's default name).
+        * ``DeepscopeLogger("runs", name="mnist")``: ``runs/mnist/version_<n>``; ``name=""`` (or ``None``) puts the
+          versions straight into ``runs``.
+        * ``version=3`` or ``version="relu"``: ``runs/mnist/version_3`` or ``runs/mnist/relu``. A version that
+          already holds a run is refused (a :class:`~deepscope.errors.BadInputError`) unless ``resume=True``.
+        ``log_dir`` is the run directory; ``ModelCheckpoint`` (by default) saves into ``<log_dir>/checkpoints``.
 
     What is logged:
         * ``log_metrics``: everything ``self.log(...)`` produces, under the names given there, at Lightning's step
@@ -73,25 +77,28 @@ class DeepscopeLogger(Logger):
         * ``graph=True``: the module's graph (:meth:`deepscope.Run.graph`), traced on its ``example_input_array``.
 
     The run is made on first use, in the process of rank 0 only. ``finalize`` (the end of ``fit``, ``validate``,
-    ``test``) closes it, ``"finished"`` or ``"failed"``; a later ``trainer.test(...)`` with the same logger opens
-    it again and adds to it.
+    ``test``) closes it: ``"finished"``, ``"interrupted"`` (Ctrl-C) or ``"failed"``; a later ``trainer.test(...)``
+    with the same logger opens it again and adds to it.
 
     Args:
-        root_or_path: the run directory, or with ``name``/``version`` the root that holds ``name/version``.
-        name: the experiment's folder under ``root_or_path``.
+        save_dir: the folder that holds ``name/version``.
+        name: the experiment's folder under ``save_dir``; ``""`` or ``None`` for none.
         version: the run's folder under ``name``: an int (``version_<int>``) or a str; the next free
             ``version_<n>`` if not given.
         watch: ``None`` (nothing), ``"all"``, ``"parameters"``, ``"gradients"``, ``"activations"``, or an
             iterable of :data:`deepscope.track.watch.KINDS`.
         every: record the watched histograms every this many optimizer steps.
         graph: store the module's graph at the start of ``fit`` (needs ``example_input_array``).
-        resume: add to the run already at the run directory instead of refusing it.
+        resume: add to the run already at the run directory (a ``version`` given) instead of refusing it.
+
+    Raises:
+        BadInputError: a bad option, or a ``version`` whose directory already holds a run (without ``resume``).
     """
 
     def __init__(
         self,
-        root_or_path: str | os.PathLike[str],
-        name: str | None = None,
+        save_dir: str | os.PathLike[str],
+        name: str | None = "lightning_logs",
         version: int | str | None = None,
         *,
         watch: str | Iterable[HistogramKind] | None = None,
@@ -105,9 +112,8 @@ class DeepscopeLogger(Logger):
         self._kinds = _watch_kinds(watch)
         if isinstance(every, bool) or not isinstance(every, int) or every < 1:
             raise BadInputError(f"every={every!r}: pass a positive whole number of steps, e.g. every=100")
-        self._root = Path(root_or_path).absolute()
-        self._layout = name is not None or version is not None
-        self._name = name
+        self._save_dir = Path(save_dir).absolute()
+        self._name = name or ""
         self._version = version
         self._every = every
         self._graph = graph
@@ -115,39 +121,39 @@ class DeepscopeLogger(Logger):
         self._run: Run | None = None
         self._opened = False
         self._watching: tuple[list[Any], _WatchSteps] | None = None  # (the trainer's callbacks, ours)
+        if version is not None and not resume and schema.db_path(Path(self.log_dir)).exists():
+            raise BadInputError(
+                f"version={version!r}: {self.log_dir} already holds a run. Leave version=None for the next free "
+                "version_<n>, choose another version, or pass resume=True to add to that run"
+            )
 
-    # ---- where ---------------------------------------------------------------------------------------------------
+    # ---- where (TensorBoardLogger's attributes) ------------------------------------------------------------------
 
     @property
     def name(self) -> str:
-        """The experiment's name: ``name``, or the parent folder's name when a path names the run."""
-        if self._layout:
-            return self._name or ""
-        return self._root.parent.name
+        """The experiment's folder under ``save_dir`` (``""``: none)."""
+        return self._name
 
     @property
     def version(self) -> int | str:
-        """The run's version: the one given, the next free number, or the run folder's name."""
-        if not self._layout:
-            return self._root.name
+        """The run's version: the one given, else the next free ``version_<n>`` number (chosen on first use)."""
         if self._version is None:
-            self._version = _next_version(self._root / (self._name or ""))
+            self._version = _next_version(Path(self.root_dir))
         return self._version
 
     @property
     def save_dir(self) -> str:
         """The folder that holds ``name/version`` (Lightning's checkpoint callback builds its path from it)."""
-        return str(self._root if self._layout else self._root.parent.parent)
+        return str(self._save_dir)
 
     @property
     def root_dir(self) -> str:
-        return str(Path(self.save_dir) / self.name)
+        """``save_dir/name``: the folder of the experiment's versions."""
+        return str(self._save_dir / self._name)
 
     @property
     def log_dir(self) -> str:
-        """The run directory."""
-        if not self._layout:
-            return str(self._root)
+        """The run directory: ``root_dir/version_<n>``, or ``root_dir/<version>`` for a str version."""
         version = self.version
         return str(Path(self.root_dir) / (version if isinstance(version, str) else f"version_{version}"))
 
@@ -211,7 +217,8 @@ class DeepscopeLogger(Logger):
 
     @rank_zero_only
     def finalize(self, status: str) -> None:
-        """Close the run: ``"finished"``, or ``"failed"`` when Lightning says so; the watcher ends with it."""
+        """Close the run: ``"finished"``, or when Lightning says ``"failed"``, ``"interrupted"`` if the exception
+        it is handling is a ``KeyboardInterrupt`` (Ctrl-C) and ``"failed"`` otherwise; the watcher ends with it."""
         if self._watching is not None:
             callbacks, steps = self._watching
             self._watching = None
@@ -219,7 +226,7 @@ class DeepscopeLogger(Logger):
                 callbacks.remove(steps)
         if self._run is not None:
             run, self._run = self._run, None
-            run.close("failed" if status == "failed" else "finished")
+            run.close(exit_status(sys.exception() or Exception()) if status == "failed" else "finished")
 
     def __repr__(self) -> str:
         return f"DeepscopeLogger({self.log_dir!r})"
