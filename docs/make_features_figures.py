@@ -15,9 +15,8 @@ from matplotlib.patches import Rectangle
 
 from deepscope.demo.efficientnet_lite import EfficientNetLite0, preprocess
 from deepscope.demo.imagenet import center_crop, load_model
-from deepscope.evaluate.classification import _new_figure
 from deepscope.features import activations, dead_units, filters, receptive_field, top_patches
-from deepscope.render import to_image_array
+from deepscope.render import new_figure, to_image_array
 
 HERE = Path(__file__).parent / "images"
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "immunohistochemistry", "colorwheel")
@@ -65,7 +64,7 @@ def main() -> None:
 
     resnet = torchvision.models.resnet50(weights=None)
     cat = center_crop(data.chelsea())
-    figure = _new_figure(9, 3.4)
+    figure = new_figure(9, 3.4)
     for ax, layer in zip(figure.subplots(1, 3), ("layer2", "layer3", "layer4")):
         field = receptive_field(resnet, layer, (3, 224, 224))
         ax.imshow(to_image_array(cat))

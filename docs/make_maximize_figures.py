@@ -12,13 +12,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from matplotlib.figure import Figure
 
 from deepscope.demo.data import CLASSES, FashionData, load_fashion_mnist, to_inputs
 from deepscope.demo.fashion import train
 from deepscope.demo.models import FashionCNN
 from deepscope.features import channels, dream, logit, maximize
 from deepscope.features.transforms import jitter, pad, rotate, scale
+from deepscope.render import new_figure
 
 HERE = Path(__file__).parent / "images"
 MEAN, STD = 0.2860, 0.3530  # FashionMNIST's, as the demo normalises
@@ -59,7 +59,7 @@ def class_figure(model: FashionCNN) -> None:
         )
         rows[name] = result
         print(f"{name}: {time.time() - start:.1f} s, mean logit {result.scores.mean():.1f}")
-    figure = Figure(figsize=(12, 4.2), layout="constrained")
+    figure = new_figure(12, 4.2)
     axes = figure.subplots(len(rows), 10)
     for r, (name, result) in enumerate(rows.items()):
         for c in range(10):
@@ -94,7 +94,7 @@ def dream_figure(model: FashionCNN, data: FashionData) -> None:
     images = data.test_images[picks].float().div(255).unsqueeze(1)
     big = torch.nn.functional.interpolate(images, size=56, mode="bilinear", align_corners=False)
     dreamt = dream(model, big, "features.relu3", steps=10, octaves=3, lr=0.02, preprocess=preprocess, progress=False)
-    figure = Figure(figsize=(8, 4.2), layout="constrained")
+    figure = new_figure(8, 4.2)
     axes = figure.subplots(2, len(picks))
     for i in range(len(picks)):
         for row, batch, title in ((0, big, CLASSES[int(data.test_labels[picks[i]])]), (1, dreamt, "dreamt")):

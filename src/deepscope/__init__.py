@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     )
     from .evaluate.confidently_wrong import confidently_wrong
     from .evaluate.faithfulness import faithfulness
-    from .explain import describe, explain, methods
+    from .explain import compare, describe, explain, methods
     from .explanation import Explanation
     from .features.activations import activations, dead_units
     from .features.dream import dream
@@ -46,7 +46,7 @@ if TYPE_CHECKING:
     from .features.multifaceted import multifaceted
     from .features.patches import top_patches
     from .features.receptive_field import receptive_field
-    from .render import compare, overlay
+    from .render import overlay
     from .targets import Unit
     from .track import Run
     from .track.tensorboard import SummaryWriter
@@ -70,13 +70,12 @@ _LAZY = {
         ],
         ".evaluate",
     ),
-    **dict.fromkeys(["describe", "explain", "methods"], ".explain"),
+    **dict.fromkeys(["compare", "describe", "explain", "methods"], ".explain"),
     "Explanation": ".explanation",
     **dict.fromkeys(
         ["activations", "dead_units", "dream", "filters", "maximize", "multifaceted", "receptive_field", "top_patches"],
         ".features",
     ),
-    "compare": ".render",
     "overlay": ".render",
     "Unit": ".targets",
     "Run": ".track",

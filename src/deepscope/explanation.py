@@ -7,13 +7,14 @@ from typing import TYPE_CHECKING, Any
 
 from torch import Tensor
 
+from .render import FigureDisplay, NotebookFigure, explanation_grid, overlay
+
 if TYPE_CHECKING:
-    from matplotlib.figure import Figure
     from PIL import Image
 
 
 @dataclass
-class Explanation:
+class Explanation(FigureDisplay):
     """What one method says about a batch of inputs.
 
     Attributes:
@@ -45,20 +46,11 @@ class Explanation:
 
     def overlay(self, index: int = 0, cmap: str = "jet", alpha: float = 0.5) -> Image.Image:
         """Input ``index`` with its heatmap laid over it, as a PIL image."""
-        from .render import overlay
-
         return overlay(self.inputs[index], self.heatmap[index], cmap=cmap, alpha=alpha)
 
-    def figure(self, cmap: str = "jet", alpha: float = 0.5, max_inputs: int = 8) -> Figure:
+    def figure(self, cmap: str = "jet", alpha: float = 0.5, max_inputs: int = 8) -> NotebookFigure:
         """A matplotlib figure: each input and its overlay, with target and score."""
-        from .render import explanation_grid
-
         return explanation_grid([self], cmap=cmap, alpha=alpha, max_inputs=max_inputs)
-
-    def _repr_png_(self) -> bytes:
-        from .render import figure_png
-
-        return figure_png(self.figure())
 
     def __repr__(self) -> str:
         shape = tuple(self.heatmap.shape)

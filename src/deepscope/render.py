@@ -1,21 +1,80 @@
-"""Rendering, in one place: colour maps, heatmap overlays, grids of methods by inputs (PIL and matplotlib)."""
+"""Rendering, in one place: colour maps, heatmap overlays, grids, figures and their display in Jupyter.
+
+Figures are plain ``matplotlib.figure.Figure`` objects (a subclass that shows itself as a PNG): nothing here
+imports pyplot or selects a backend, so the user's backend (Jupyter's inline one, say) stays as they set it.
+This module imports nothing else of deepscope; every result draws through it.
+"""
 
 from __future__ import annotations
 
+import html
 import io
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Protocol
 
 import numpy as np
 import torch
+from matplotlib.figure import Figure
 from PIL import Image
 from torch import Tensor
 
-if TYPE_CHECKING:
-    from matplotlib.figure import Figure
-    from torch import nn
 
-    from .explanation import Explanation
+class NotebookFigure(Figure):
+    """A matplotlib ``Figure`` that Jupyter shows as a PNG of itself.
+
+    IPython registers its display of matplotlib figures only once pyplot (or ``%matplotlib inline``) is active;
+    without it a bare ``Figure`` shows as ``<Figure size ...>``. Everything else is matplotlib's ``Figure``.
+    """
+
+    def _repr_png_(self) -> bytes:
+        return figure_png(self)
+
+
+def new_figure(width: float, height: float) -> NotebookFigure:
+    """An empty figure of ``width`` x ``height`` inches with constrained layout, outside pyplot."""
+    return NotebookFigure(figsize=(width, height), layout="constrained")
+
+
+class FigureDisplay(ABC):
+    """A result that Jupyter shows as the PNG of its :meth:`figure`."""
+
+    @abstractmethod
+    def figure(self) -> NotebookFigure:
+        """The result drawn as a matplotlib figure."""
+
+    def _repr_png_(self) -> bytes:
+        return figure_png(self.figure())
+
+
+class TableDisplay(FigureDisplay):
+    """A result with a :meth:`table` of strings, which Jupyter shows as an HTML table (PNG: its figure)."""
+
+    @abstractmethod
+    def table(self) -> list[list[str]]:
+        """The header row, then one row of strings per entry."""
+
+    def _repr_html_(self) -> str:
+        return html_table(self.table())
+
+
+def html_table(lines: Sequence[Sequence[str]]) -> str:
+    """A header row and rows of strings as an HTML table, every cell escaped."""
+    head = "".join(f"<th>{html.escape(cell)}</th>" for cell in lines[0])
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in line) + "</tr>" for line in lines[1:])
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+class Overlaid(Protocol):
+    """What :func:`explanation_grid` draws: an explanation's inputs, maps, and the target and score of each."""
+
+    method: str
+    heatmap: Tensor
+    scores: Tensor
+    inputs: Tensor
+    labels: list[str]
+
+    def __len__(self) -> int: ...
 
 
 def to_image_array(image: Tensor) -> np.ndarray:
@@ -82,28 +141,23 @@ def overlay(image: Tensor, heatmap: Tensor, cmap: str | None = None, alpha: floa
 
 
 def explanation_grid(
-    explanations: Sequence[Explanation],
+    explanations: Sequence[Overlaid],
     cmap: str | None = None,
     alpha: float = 0.5,
     max_inputs: int = 8,
     titles: Sequence[str] | None = None,
     marks: Sequence[str] | None = None,
-) -> Figure:
+) -> NotebookFigure:
     """Rows of inputs, columns of methods: the input, then each explanation's overlay.
 
     ``titles`` labels each row (say "label: coat"); ``marks`` adds a line per row (say "misclassified").
     """
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    from matplotlib.figure import Figure
-
     if not explanations:
         raise ValueError("no explanations to draw.")
     first = explanations[0]
     rows = min(len(first), max_inputs)
     cols = 1 + len(explanations)
-    figure = Figure(figsize=(2.2 * cols, 2.3 * rows), layout="constrained")
+    figure = new_figure(2.2 * cols, 2.3 * rows)
     axes = np.atleast_2d(figure.subplots(rows, cols, squeeze=False))
     for r in range(rows):
         image = first.inputs[r]
@@ -125,26 +179,8 @@ def explanation_grid(
     return figure
 
 
-def compare(
-    model: nn.Module,
-    inputs: Tensor,
-    methods: Sequence[str] = ("saliency", "guided_backprop", "gradcam", "guided_gradcam"),
-    target: Any = None,
-    options: dict[str, dict[str, Any]] | None = None,
-    **grid: Any,
-) -> Figure:
-    """Explain ``inputs`` with several methods and draw them side by side (inputs as rows).
-
-    ``options`` maps a method name to its options, e.g. ``{"occlusion": {"window": 8}}``.
-    """
-    from .explain import explain
-
-    options = options or {}
-    explanations = [explain(model, inputs, method=m, target=target, **options.get(m, {})) for m in methods]
-    return explanation_grid(explanations, **grid)
-
-
 def figure_png(figure: Figure, dpi: int = 100) -> bytes:
+    """The figure as PNG bytes (matplotlib's Agg renderer, whatever backend is active)."""
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=dpi)
     return buffer.getvalue()

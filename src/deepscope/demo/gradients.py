@@ -101,16 +101,14 @@ def _gradient_norms(run_dir: Path) -> tuple[float, float]:
 
 def figure(runs: dict[str, Path], path: Path) -> Path:
     """Gradient norm of every linear layer over training, one panel per run, log scale."""
-    import matplotlib
+    from matplotlib import colormaps
 
-    matplotlib.use("Agg", force=False)
-    from matplotlib.figure import Figure
-
+    from ..render import new_figure
     from ..store import Reader
 
-    plot = Figure(figsize=(10, 3.8), layout="constrained")
+    plot = new_figure(10, 3.8)
     axes = plot.subplots(1, len(runs), sharey=True)
-    colours = matplotlib.colormaps["viridis"]
+    colours = colormaps["viridis"]
     for ax, (name, run_dir) in zip(axes, runs.items(), strict=True):
         with Reader(run_dir) as reader:
             for i in range(DEPTH + 1):

@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from ..errors import BadInputError
+from ..render import FigureDisplay, NotebookFigure, new_figure
 from .extract import Features, as_matrix
-
-if TYPE_CHECKING:
-    from matplotlib.figure import Figure
 
 Metric = Literal["cosine", "euclidean"]
 METRICS: tuple[str, ...] = ("cosine", "euclidean")
@@ -21,7 +19,7 @@ _BLOCK_DISTANCES = 2**25  # distances held at once (128 MB of float32): the numb
 
 
 @dataclass
-class Neighbors:
+class Neighbors(FigureDisplay):
     """The ``k`` nearest items of each query, nearest first.
 
     Attributes:
@@ -40,16 +38,15 @@ class Neighbors:
     labels: Tensor | None = None
     thumbnails: np.ndarray | None = field(default=None, repr=False)
 
-    def figure(self, classes: list[str] | None = None, max_queries: int = 10) -> Figure:
+    def figure(self, classes: list[str] | None = None, max_queries: int = 10) -> NotebookFigure:
         """The retrieval grid: one row per query, the query image first, then its neighbours, with labels."""
         if self.thumbnails is None:
             raise BadInputError(
                 "no thumbnails to show; search a Features from ds.embed (which keeps them), or set .thumbnails."
             )
-        from ..evaluate.classification import _new_figure
 
         rows, k = min(self.indices.shape[0], max_queries), self.indices.shape[1]
-        figure = _new_figure(1.1 * (k + 1), 1.25 * rows)
+        figure = new_figure(1.1 * (k + 1), 1.25 * rows)
         axes = np.asarray(figure.subplots(rows, k + 1, squeeze=False))
 
         def name(index: int) -> str:
@@ -77,11 +74,6 @@ class Neighbors:
                         spine.set_linewidth(2)
         figure.suptitle(f"{k} nearest neighbours ({self.metric} distance in feature space)", fontsize=9)
         return figure
-
-    def _repr_png_(self) -> bytes:
-        from ..render import figure_png
-
-        return figure_png(self.figure())
 
 
 def _queries(query: object, data: Tensor, what: str = "query") -> tuple[Tensor, Tensor | None]:

@@ -16,12 +16,12 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from ..errors import BadInputError
+from ..render import FigureDisplay, NotebookFigure, new_figure
 from .extract import Features, as_matrix
 from .neighbors import nearest
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
-    from matplotlib.figure import Figure
     from PIL import Image
 
 Method = Literal["pca", "tsne", "umap"]
@@ -55,7 +55,7 @@ _umap_compiled = False
 
 
 @dataclass
-class Projection:
+class Projection(FigureDisplay):
     """Points of a feature space in 2D or 3D, and how faithful their neighbourhoods are.
 
     Attributes:
@@ -122,11 +122,10 @@ class Projection:
         if self.dim == 3:
             ax.set_zticks([])  # type: ignore[attr-defined]
 
-    def figure(self, color: str = "label", classes: Sequence[str] | None = None, size: float = 4) -> Figure:
+    def figure(self, color: str = "label", classes: Sequence[str] | None = None, size: float = 4) -> NotebookFigure:
         """The scatter, coloured by ``"label"``, ``"prediction"`` or ``"correct"``, with the method's caution."""
-        from ..evaluate.classification import _new_figure
 
-        figure = _new_figure(6.0, 5.6)
+        figure = new_figure(6.0, 5.6)
         ax = figure.add_subplot(projection="3d" if self.dim == 3 else None)
         self.draw(ax, color, classes, size)
         if self.method in CAUTION:
@@ -171,14 +170,9 @@ class Projection:
             raise BadInputError("color='correct' needs both labels and predictions.")
         return self.labels == self.predictions
 
-    def _repr_png_(self) -> bytes:
-        from ..render import figure_png
-
-        return figure_png(self.figure())
-
 
 @dataclass
-class Projections:
+class Projections(FigureDisplay):
     """Several projections of one feature space (one per value of a swept option), drawn side by side."""
 
     items: list[Projection]
@@ -192,21 +186,15 @@ class Projections:
     def __getitem__(self, index: int) -> Projection:
         return self.items[index]
 
-    def figure(self, color: str = "label", classes: Sequence[str] | None = None, size: float = 4) -> Figure:
-        from ..evaluate.classification import _new_figure
+    def figure(self, color: str = "label", classes: Sequence[str] | None = None, size: float = 4) -> NotebookFigure:
 
-        figure = _new_figure(4.6 * len(self.items), 4.8)
+        figure = new_figure(4.6 * len(self.items), 4.8)
         for i, item in enumerate(self.items):
             ax = figure.add_subplot(1, len(self.items), i + 1, projection="3d" if item.dim == 3 else None)
             item.draw(ax, color, classes, size)
         if self.items[0].method in CAUTION:
             figure.supxlabel(CAUTION[self.items[0].method], fontsize=8)
         return figure
-
-    def _repr_png_(self) -> bytes:
-        from ..render import figure_png
-
-        return figure_png(self.figure())
 
 
 # Quality ------------------------------------------------------------------------------------------------------

@@ -17,10 +17,10 @@ from tqdm.auto import tqdm
 from .. import probe
 from ..batches import batches as as_batches
 from ..errors import BadInputError
+from ..render import FigureDisplay, NotebookFigure, new_figure
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
-    from matplotlib.figure import Figure
 
 ClassNames = int | Sequence[str] | None
 
@@ -71,20 +71,11 @@ def _class_names(classes: ClassNames, seen: int) -> list[str]:
     return names
 
 
-def _new_figure(width: float, height: float) -> Figure:
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    from matplotlib.figure import Figure
-
-    return Figure(figsize=(width, height), layout="constrained")
-
-
 # Confusion matrix --------------------------------------------------------------------------------------------
 
 
 @dataclass
-class ConfusionMatrix:
+class ConfusionMatrix(FigureDisplay):
     """Counts of (true class, predicted class) pairs.
 
     Attributes:
@@ -120,12 +111,12 @@ class ConfusionMatrix:
         pairs = [(self.classes[t], self.classes[p], int(off[t, p])) for t, p in zip(*torch.nonzero(off, as_tuple=True))]
         return sorted(pairs, key=lambda pair: -pair[2])
 
-    def figure(self, normalize: bool = False, cmap: str = "Blues") -> Figure:
+    def figure(self, normalize: bool = False, cmap: str = "Blues") -> NotebookFigure:
         """The matrix colour coded, the count (or row fraction with ``normalize``) written in each cell."""
         values = (self.normalized if normalize else self.counts).numpy()
         k = len(self.classes)
         side = min(max(3.0, 0.55 * k + 1.5), 14.0)
-        figure = _new_figure(side + 1.0, side)
+        figure = new_figure(side + 1.0, side)
         ax = figure.subplots()
         image = ax.imshow(values, cmap=cmap, vmin=0, vmax=1 if normalize else max(1, int(values.max())))
         figure.colorbar(image, ax=ax, shrink=0.8)
@@ -142,11 +133,6 @@ class ConfusionMatrix:
                     colour = "white" if values[t, p] > threshold else "black"
                     ax.text(p, t, text, ha="center", va="center", color=colour, fontsize=8)
         return figure
-
-    def _repr_png_(self) -> bytes:
-        from ..render import figure_png
-
-        return figure_png(self.figure())
 
 
 def confusion_matrix(y_true: object, y_pred: object, classes: ClassNames = None) -> ConfusionMatrix:
@@ -213,7 +199,7 @@ def evaluate_model(
 
 
 @dataclass
-class BinaryReport:
+class BinaryReport(FigureDisplay):
     """ROC and PR curves of one binary problem, and the metrics at a threshold.
 
     Curves run over the distinct scores, highest first; ``roc_thresholds[0]`` is ``inf`` (nothing predicted
@@ -281,21 +267,16 @@ class BinaryReport:
         )
         hist.title.set_fontsize(9)
 
-    def figure(self, threshold: float | None = None) -> Figure:
+    def figure(self, threshold: float | None = None) -> NotebookFigure:
         """ROC, PR and both classes' score distributions with the threshold marked, in one figure."""
         report = self if threshold is None else self.at(threshold)
-        figure = _new_figure(15, 4.2)
+        figure = new_figure(15, 4.2)
         report.draw(figure.subplots(1, 3))
         return figure
 
-    def _repr_png_(self) -> bytes:
-        from ..render import figure_png
-
-        return figure_png(self.figure())
-
 
 @dataclass
-class OneVsRest:
+class OneVsRest(FigureDisplay):
     """One :class:`BinaryReport` per class (that class against all others)."""
 
     reports: list[BinaryReport]
@@ -309,9 +290,9 @@ class OneVsRest:
     def average_precision(self) -> np.ndarray:
         return np.array([r.average_precision for r in self.reports])
 
-    def figure(self) -> Figure:
+    def figure(self) -> NotebookFigure:
         """Every class's ROC and PR curve, macro averages in the titles."""
-        figure = _new_figure(11, 4.5)
+        figure = new_figure(11, 4.5)
         roc, pr = figure.subplots(1, 2)
         for name, report in zip(self.classes, self.reports):
             roc.plot(report.fpr, report.tpr, label=f"{name} ({report.auc:.2f})")
@@ -321,11 +302,6 @@ class OneVsRest:
         pr.set(xlabel="recall", ylabel="precision", title=f"PR, mean AP {self.average_precision.mean():.3f}")
         roc.legend(fontsize=7)
         return figure
-
-    def _repr_png_(self) -> bytes:
-        from ..render import figure_png
-
-        return figure_png(self.figure())
 
 
 def _binary(labels: np.ndarray, scores: np.ndarray, threshold: float, name: str) -> BinaryReport:

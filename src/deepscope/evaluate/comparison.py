@@ -7,10 +7,9 @@ cascading randomisation (Adebayo et al. 2018) side by side, with a random map as
 
 from __future__ import annotations
 
-import html
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -20,12 +19,10 @@ from .. import probe
 from ..errors import BadInputError, DeepscopeError
 from ..explain.base import explain
 from ..explain.base import methods as registered_methods
+from ..render import NotebookFigure, TableDisplay, new_figure
 from ..track.records import COMPARISON_METRICS, LOWER_IS_BETTER
 from .faithfulness import faithfulness
 from .sanity import MapFunction, _check, sanity_check
-
-if TYPE_CHECKING:
-    from matplotlib.figure import Figure
 
 METRICS = COMPARISON_METRICS
 _HEADERS = {"deletion": "deletion AUC ↓", "insertion": "insertion AUC ↑", "sanity": "rank corr. after randomisation ↓"}
@@ -46,7 +43,7 @@ class MethodScore:
 
 
 @dataclass
-class MethodComparison:
+class MethodComparison(TableDisplay):
     """Methods ranked by ``sort_by``; methods that could not explain the model come last, with the reason.
 
     Attributes:
@@ -83,15 +80,10 @@ class MethodComparison:
                 lines.append([row.method, *("—" if v is None else f"{v:.3f}" for v in values)])
         return lines
 
-    def figure(self) -> Figure:
+    def figure(self) -> NotebookFigure:
         """The table as a matplotlib figure, the sort column in bold."""
-        import matplotlib
-
-        matplotlib.use("Agg", force=False)
-        from matplotlib.figure import Figure
-
         lines = self.table()
-        figure = Figure(figsize=(2.2 + 2.4 * len(self.metrics), 0.5 + 0.3 * len(lines)), layout="constrained")
+        figure = new_figure(2.2 + 2.4 * len(self.metrics), 0.5 + 0.3 * len(lines))
         ax = figure.subplots()
         ax.axis("off")
         table = ax.table(cellText=lines[1:], colLabels=lines[0], loc="center", cellLoc="center")
@@ -105,19 +97,6 @@ class MethodComparison:
                 cell.set_text_props(color="grey")
         ax.set_title(f"methods ranked by {self.sort_by}", fontsize=9)
         return figure
-
-    def _repr_html_(self) -> str:
-        lines = self.table()
-        head = "".join(f"<th>{html.escape(cell)}</th>" for cell in lines[0])
-        body = "".join(
-            "<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in line) + "</tr>" for line in lines[1:]
-        )
-        return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-    def _repr_png_(self) -> bytes:
-        from ..render import figure_png
-
-        return figure_png(self.figure())
 
     def __str__(self) -> str:
         lines = self.table()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -19,16 +19,14 @@ from ..batches import batches as as_batches
 from ..errors import BadInputError
 from ..explain.base import _check_options, explain, method_class
 from ..explanation import Explanation
+from ..render import FigureDisplay, NotebookFigure, new_figure, overlay, to_image_array
 from .classification import ClassNames, _class_names
-
-if TYPE_CHECKING:
-    from matplotlib.figure import Figure
 
 Data = Iterable[Any] | tuple[Tensor, Tensor]
 
 
 @dataclass
-class ConfidentlyWrong:
+class ConfidentlyWrong(FigureDisplay):
     """The ``k`` misclassified samples the model was surest of, most confident first.
 
     Attributes:
@@ -59,19 +57,13 @@ class ConfidentlyWrong:
             for t, p, c in zip(self.labels, self.predictions, self.confidence, strict=True)
         ]
 
-    def figure(self, columns: int = 4, cmap: str | None = None, alpha: float = 0.5) -> Figure:
+    def figure(self, columns: int = 4, cmap: str | None = None, alpha: float = 0.5) -> NotebookFigure:
         """A gallery: each sample's image and the explanation's overlay side by side, titled with its classes."""
-        import matplotlib
-
-        matplotlib.use("Agg", force=False)
-        from matplotlib.figure import Figure
-
-        from ..render import overlay, to_image_array
 
         n = len(self.indices)
         columns = max(1, min(columns, n))
         rows = max(1, -(-n // columns))
-        figure = Figure(figsize=(3.4 * columns, 2.0 * rows + 0.3), layout="constrained")
+        figure = new_figure(3.4 * columns, 2.0 * rows + 0.3)
         panels = figure.subfigures(rows, columns, squeeze=False)
         for panel in panels.flat[n:]:
             panel.set_visible(False)
@@ -88,11 +80,6 @@ class ConfidentlyWrong:
             panel.suptitle(title.replace(" / ", "\n"), fontsize=8)
         figure.suptitle(f"{self.wrong} of {self.total} misclassified; the {n} most confident", fontsize=10)
         return figure
-
-    def _repr_png_(self) -> bytes:
-        from ..render import figure_png
-
-        return figure_png(self.figure())
 
 
 def confidently_wrong(

@@ -9,7 +9,7 @@ probability rise fast (high area).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
@@ -19,17 +19,15 @@ from .. import probe
 from ..errors import BadInputError
 from ..explain.gradients import make_baseline
 from ..explanation import Explanation
+from ..render import FigureDisplay, NotebookFigure, new_figure
 from ..targets import Target, TargetSpec
-
-if TYPE_CHECKING:
-    from matplotlib.figure import Figure
 
 # A progress bar appears from this many batches on (and only on a terminal: tqdm's disable=None).
 _PROGRESS_FROM = 8
 
 
 @dataclass
-class Faithfulness:
+class Faithfulness(FigureDisplay):
     """Deletion or insertion curves of one explanation.
 
     Attributes:
@@ -51,14 +49,9 @@ class Faithfulness:
     method: str | None = None
     probability: bool = True
 
-    def figure(self) -> Figure:
+    def figure(self) -> NotebookFigure:
         """Every input's curve (thin) and their mean (bold), with the mean AUC in the title."""
-        import matplotlib
-
-        matplotlib.use("Agg", force=False)
-        from matplotlib.figure import Figure
-
-        figure = Figure(figsize=(5, 3.8), layout="constrained")
+        figure = new_figure(5, 3.8)
         ax = figure.subplots()
         x = self.fractions.numpy()
         for curve in self.curves.numpy():
@@ -71,11 +64,6 @@ class Faithfulness:
         ax.set_title(f"{label}{self.metric}: AUC {float(self.auc.mean()):.3f} (mean of {len(self.auc)})")
         ax.legend(fontsize=8)
         return figure
-
-    def _repr_png_(self) -> bytes:
-        from ..render import figure_png
-
-        return figure_png(self.figure())
 
 
 def _check(model: object, inputs: object, heatmap: Tensor, steps: object, batch_size: object, metric: str) -> None:

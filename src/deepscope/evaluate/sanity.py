@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -19,10 +19,8 @@ from torch import Tensor, nn
 from .. import probe
 from ..errors import BadInputError
 from ..explain.base import _check_options, explain, method_class
+from ..render import FigureDisplay, NotebookFigure, new_figure, overlay, to_image_array
 from ..targets import Target, TargetSpec
-
-if TYPE_CHECKING:
-    from matplotlib.figure import Figure
 
 MapFunction = Callable[[nn.Module, Tensor], Tensor]
 
@@ -49,7 +47,7 @@ HOG_BLOCK = 2
 
 
 @dataclass
-class SanityCheck:
+class SanityCheck(FigureDisplay):
     """The similarity of each method's maps on progressively (or singly) randomised models to the original maps.
 
     Attributes:
@@ -73,17 +71,12 @@ class SanityCheck:
     inputs: Tensor
     targets: Tensor | None = None
 
-    def figure(self, metrics: Sequence[str] = METRICS) -> Figure:
+    def figure(self, metrics: Sequence[str] = METRICS) -> NotebookFigure:
         """One panel per metric: mean +- std similarity over the inputs against the layers randomised."""
-        import matplotlib
-
-        matplotlib.use("Agg", force=False)
-        from matplotlib.figure import Figure
-
         unknown = [m for m in metrics if m not in METRICS]
         if unknown or not metrics:
             raise BadInputError(f"metrics {unknown or '(none)'} are not among {', '.join(METRICS)}.")
-        figure = Figure(figsize=(max(4.0, 0.45 * len(self.steps) + 1.5) * len(metrics), 3.8), layout="constrained")
+        figure = new_figure(max(4.0, 0.45 * len(self.steps) + 1.5) * len(metrics), 3.8)
         axes = figure.subplots(1, len(metrics), squeeze=False)[0]
         x = list(range(len(self.steps)))
         for ax, metric in zip(axes, metrics, strict=True):
@@ -104,19 +97,13 @@ class SanityCheck:
         axes[0].legend(fontsize=7)
         return figure
 
-    def grid(self, index: int = 0, cmap: str | None = None, alpha: float = 0.5) -> Figure:
+    def grid(self, index: int = 0, cmap: str | None = None, alpha: float = 0.5) -> NotebookFigure:
         """Input ``index``'s maps: one row per method, one column per step, as overlays on the input."""
-        import matplotlib
-
-        matplotlib.use("Agg", force=False)
-        from matplotlib.figure import Figure
-
-        from ..render import overlay, to_image_array
 
         if not -len(self.inputs) <= index < len(self.inputs):
             raise BadInputError(f"index={index} is out of range for {len(self.inputs)} inputs.")
         rows, cols = len(self.methods), 1 + len(self.steps)
-        figure = Figure(figsize=(1.6 * cols, 1.8 * rows), layout="constrained")
+        figure = new_figure(1.6 * cols, 1.8 * rows)
         axes = figure.subplots(rows, cols, squeeze=False)
         image = self.inputs[index]
         for r, method in enumerate(self.methods):
@@ -130,11 +117,6 @@ class SanityCheck:
             ax.set_xticks([])
             ax.set_yticks([])
         return figure
-
-    def _repr_png_(self) -> bytes:
-        from ..render import figure_png
-
-        return figure_png(self.figure())
 
 
 def randomisable_layers(model: nn.Module) -> list[str]:

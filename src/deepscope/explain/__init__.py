@@ -2,5 +2,6 @@
 
 from . import backprop, cam, gradients, lrp, occlusion, perturbation  # noqa: F401  (registration)
 from .base import Method, Result, describe, explain, methods, register
+from .side_by_side import compare
 
-__all__ = ["Method", "Result", "describe", "explain", "methods", "register"]
+__all__ = ["Method", "Result", "compare", "describe", "explain", "methods", "register"]

@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -18,9 +18,7 @@ from tqdm.auto import tqdm
 from .. import probe
 from ..batches import batches as as_batches
 from ..errors import BadInputError
-
-if TYPE_CHECKING:
-    from matplotlib.figure import Figure
+from ..render import FigureDisplay, NotebookFigure, new_figure
 
 Order = Literal["first", "strongest"]
 
@@ -30,7 +28,7 @@ _CONV_OR_LINEAR: tuple[type[nn.Module], ...] = (nn.Conv1d, nn.Conv2d, nn.Conv3d,
 
 
 @dataclass
-class Activations:
+class Activations(FigureDisplay):
     """The output of one layer for some inputs, and how sparse it is.
 
     Attributes:
@@ -51,9 +49,8 @@ class Activations:
     channel_zero_fraction: Tensor
     channel_mean: Tensor
 
-    def figure(self, index: int = 0, cmap: str = "viridis") -> Figure:
+    def figure(self, index: int = 0, cmap: str = "viridis") -> NotebookFigure:
         """The chosen channels' maps for input ``index``, each on its own colour scale, in a grid."""
-        from ..evaluate.classification import _new_figure
 
         if self.maps.ndim < 3:
             raise BadInputError(f"layer {self.layer!r} has no spatial maps to draw (shape {tuple(self.maps.shape)}).")
@@ -62,7 +59,7 @@ class Activations:
         k = len(self.channels)
         columns = math.ceil(math.sqrt(k))
         rows = math.ceil(k / columns)
-        figure = _new_figure(1.8 * columns, 1.9 * rows + 0.4)
+        figure = new_figure(1.8 * columns, 1.9 * rows + 0.4)
         axes = np.atleast_1d(figure.subplots(rows, columns, squeeze=False)).flat
         for ax in axes:
             ax.set_axis_off()
@@ -75,11 +72,6 @@ class Activations:
             fontsize=9,
         )
         return figure
-
-    def _repr_png_(self) -> bytes:
-        from ..render import figure_png
-
-        return figure_png(self.figure())
 
 
 def activations(model: nn.Module, x: Tensor, layer: str, k: int = 16, order: Order = "first") -> Activations:
@@ -127,7 +119,7 @@ def activations(model: nn.Module, x: Tensor, layer: str, k: int = 16, order: Ord
 
 
 @dataclass
-class DeadUnits:
+class DeadUnits(FigureDisplay):
     """Units whose activation is never positive over a whole data set.
 
     Attributes:
@@ -155,12 +147,11 @@ class DeadUnits:
         total = sum(n for _, n in self.counts.values())
         return dead / total if total else 0.0
 
-    def figure(self) -> Figure:
+    def figure(self) -> NotebookFigure:
         """A bar per layer: the fraction of its units that are dead."""
-        from ..evaluate.classification import _new_figure
 
         counts = self.counts
-        figure = _new_figure(6.0, 0.3 * len(counts) + 1.2)
+        figure = new_figure(6.0, 0.3 * len(counts) + 1.2)
         ax = figure.subplots()
         names = list(counts)
         ax.barh(range(len(names)), [d / max(n, 1) for d, n in counts.values()], color="tab:grey")
@@ -170,11 +161,6 @@ class DeadUnits:
         ax.set_xlabel("fraction of units never positive")
         ax.set_title(f"dead units over {self.images} inputs: {self.fraction:.1%} in all", fontsize=9)
         return figure
-
-    def _repr_png_(self) -> bytes:
-        from ..render import figure_png
-
-        return figure_png(self.figure())
 
 
 def dead_units(

@@ -20,14 +20,13 @@ from tqdm.auto import tqdm
 
 from .. import probe
 from ..errors import BadInputError
+from ..render import FigureDisplay, NotebookFigure, new_figure
 from ..track.records import Image, Scalar
 from .filters import Filters, filters
 from .maximize import Maximization, _display, maximize
 from .objectives import channel
 
 if TYPE_CHECKING:
-    from matplotlib.figure import Figure
-
     from ..store import Reader
     from ..track.run import Run
 
@@ -45,7 +44,7 @@ def features_tag(layer: str, what: str) -> str:
 
 
 @dataclass
-class Evolution:
+class Evolution(FigureDisplay):
     """A layer's features at several checkpoints.
 
     Attributes:
@@ -60,14 +59,13 @@ class Evolution:
     filters: list[Filters] = field(default_factory=list)
     maximizations: list[Maximization] = field(default_factory=list)
 
-    def figure(self, max_filters: int = 16) -> Figure:
+    def figure(self, max_filters: int = 16) -> NotebookFigure:
         """The checkpoints side by side, one column per step: the filters on top (with their mean noise score),
         the maximisations of the chosen channels below."""
-        from ..evaluate.classification import _new_figure
 
         rows = [name for name, items in (("filters", self.filters), ("maximize", self.maximizations)) if items]
         columns = len(self.steps)
-        figure = _new_figure(2.4 * columns + 0.6, 2.6 * len(rows))
+        figure = new_figure(2.4 * columns + 0.6, 2.6 * len(rows))
         axes = np.asarray(figure.subplots(len(rows), columns, squeeze=False))
         for c, step in enumerate(self.steps):
             for r, name in enumerate(rows):
@@ -86,11 +84,6 @@ class Evolution:
                     ax.set_ylabel(name, fontsize=9)
         figure.suptitle(f"layer {self.layer} over training", fontsize=10)
         return figure
-
-    def _repr_png_(self) -> bytes:
-        from ..render import figure_png
-
-        return figure_png(self.figure())
 
     def to_records(self) -> list[Image | Scalar]:
         """Images (and the filters' mean noise as a scalar) for ``Run.log_records``, one per checkpoint at its

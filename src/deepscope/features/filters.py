@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import numpy as np
 import torch
@@ -19,17 +19,15 @@ from torch import Tensor, nn
 
 from .. import probe
 from ..errors import BadInputError
+from ..render import FigureDisplay, NotebookFigure, new_figure
 from ..track.records import Image, Scalar
-
-if TYPE_CHECKING:
-    from matplotlib.figure import Figure
 
 Scale = Literal["filter", "shared"]
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 
 @dataclass
-class Filters:
+class Filters(FigureDisplay):
     """The kernels of one layer, scaled for display, with a noise score per filter.
 
     Attributes:
@@ -90,14 +88,13 @@ class Filters:
         kind = "RGB" if self.mode == "rgb" else "channel by channel"
         return f"{self.layer}: {self.weight.shape[0]} filters {tuple(self.weight.shape[1:])}, {kind}; {scaling}"
 
-    def figure(self, max_filters: int = 64, max_channels: int = 16) -> Figure:
+    def figure(self, max_filters: int = 64, max_channels: int = 16) -> NotebookFigure:
         """The grid of filters, and beside it each filter's noise score (the scaling is stated in the title)."""
-        from ..evaluate.classification import _new_figure
 
         grid = self.grid(max_filters, max_channels)
         shown = min(max_filters, self.weight.shape[0])
         aspect = grid.shape[1] / grid.shape[0]
-        figure = _new_figure(min(5.0 * aspect, 10.0) + 3.0, 5.0)
+        figure = new_figure(min(5.0 * aspect, 10.0) + 3.0, 5.0)
         left, right = figure.subplots(1, 2, width_ratios=[max(aspect, 0.5) * 3, 1.4])
         left.imshow(grid, interpolation="nearest")
         left.set_xticks([])
@@ -111,11 +108,6 @@ class Filters:
         right.set_ylabel("filter")
         right.set_title(f"mean noise {float(self.noise.mean()):.2f}", fontsize=9)
         return figure
-
-    def _repr_png_(self) -> bytes:
-        from ..render import figure_png
-
-        return figure_png(self.figure())
 
     def to_records(self, tag: str, step: int) -> list[Image | Scalar]:
         """Records for :meth:`deepscope.Run.log_records`: the grid as an :class:`Image` under ``tag`` and the

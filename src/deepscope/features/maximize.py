@@ -19,7 +19,7 @@ import contextlib
 import dataclasses
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -28,13 +28,11 @@ from tqdm.auto import tqdm
 
 from .. import probe
 from ..errors import BadInputError
+from ..render import FigureDisplay, NotebookFigure, new_figure
 from ..track.records import Image
 from .objectives import Objective, as_objective, check_layers, forward_until
 from .param import FourierImage, PixelImage, noise_sd
 from .transforms import Transform, compose, gaussian_blur, standard_transforms
-
-if TYPE_CHECKING:
-    from matplotlib.figure import Figure
 
 NEUTRAL = 0.5
 """Mid grey: where pixel images start, what L2 decay pulls them to, and what clipping sets pixels to."""
@@ -99,7 +97,7 @@ _OPTIMIZERS = ("adam", "sgd")
 
 
 @dataclass
-class Maximization:
+class Maximization(FigureDisplay):
     """What :func:`maximize` found.
 
     Attributes:
@@ -123,14 +121,13 @@ class Maximization:
         """The objective of each image at the last step ``[B]``."""
         return self.history[-1]
 
-    def figure(self, columns: int = 8) -> Figure:
+    def figure(self, columns: int = 8) -> NotebookFigure:
         """The images as a grid, each titled with its unit and final objective."""
-        from ..evaluate.classification import _new_figure
 
         count = len(self.images)
         columns = max(1, min(columns, count))
         rows = -(-count // columns)
-        figure = _new_figure(1.6 * columns, 1.75 * rows)
+        figure = new_figure(1.6 * columns, 1.75 * rows)
         axes = np.atleast_1d(figure.subplots(rows, columns, squeeze=False)).ravel()
         for i, ax in enumerate(axes):
             ax.set_axis_off()
@@ -138,11 +135,6 @@ class Maximization:
                 ax.imshow(_display(self.images[i]), vmin=0, vmax=1, cmap="gray" if self.images.shape[1] == 1 else None)
                 ax.set_title(f"{self.labels[i]}\n{float(self.scores[i]):.3g}", fontsize=7)
         return figure
-
-    def _repr_png_(self) -> bytes:
-        from ..render import figure_png
-
-        return figure_png(self.figure())
 
     def to_records(self, tag: str, step: int = 0) -> list[Image]:
         """One :class:`~deepscope.track.records.Image` per unit, tagged ``tag/<unit>``, for ``Run.log_records``."""

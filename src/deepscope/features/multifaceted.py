@@ -12,23 +12,21 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from .. import probe
 from ..errors import BadInputError
+from ..render import FigureDisplay, NotebookFigure, new_figure, to_image_array
 from .maximize import Maximization, maximize
 from .objectives import channel, forward_until
 from .patches import top_patches
 
-if TYPE_CHECKING:
-    from matplotlib.figure import Figure
-
 
 @dataclass
-class Facets:
+class Facets(FigureDisplay):
     """What :func:`multifaceted` found: one facet per cluster of the unit's top inputs.
 
     Attributes:
@@ -60,14 +58,12 @@ class Facets:
             )
         return self.indices[self.assignments == facet]
 
-    def figure(self) -> Figure:
+    def figure(self) -> NotebookFigure:
         """The t-SNE map of the top inputs coloured by facet, then each facet's start (mean input) and final image."""
-        from ..evaluate.classification import _new_figure
-        from ..render import to_image_array
 
         count = len(self.starts)
         columns = max(count, 2)
-        figure = _new_figure(1.7 * columns + 3.2, 3.6)
+        figure = new_figure(1.7 * columns + 3.2, 3.6)
         left, right = figure.subfigures(1, 2, width_ratios=[3.2, 1.7 * columns])
         ax = left.subplots()
         colours = [f"C{facet % 10}" for facet in self.assignments.tolist()]
@@ -87,11 +83,6 @@ class Facets:
                     axis.set_title(f"facet {facet}: " + caption.format(n=n, s=score), fontsize=7, color=f"C{facet}")
         figure.suptitle(f"{self.layer}, unit {self.unit}: {count} facets", fontsize=10)
         return figure
-
-    def _repr_png_(self) -> bytes:
-        from ..render import figure_png
-
-        return figure_png(self.figure())
 
 
 def multifaceted(

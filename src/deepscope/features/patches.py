@@ -12,7 +12,7 @@ import contextlib
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -20,16 +20,14 @@ from torch import Tensor, nn
 
 from .. import probe
 from ..errors import BadInputError
+from ..render import FigureDisplay, NotebookFigure, new_figure, to_image_array
 from ..track.records import Image
 from .activations import iter_inputs
 from .receptive_field import ReceptiveField, receptive_field
 
-if TYPE_CHECKING:
-    from matplotlib.figure import Figure
-
 
 @dataclass
-class TopPatches:
+class TopPatches(FigureDisplay):
     """The ``k`` inputs (and patches of them) that activate each unit of a layer most.
 
     Attributes:
@@ -67,18 +65,18 @@ class TopPatches:
             crops.append(self.images[index][:, top:bottom, left:right])
         return crops
 
-    def figure(self, unit: int) -> Figure:
-        """Zeiler & Fergus's view of one unit: its top patches in a grid, then the whole inputs with boxes."""
+    def figure(self, unit: int | None = None) -> NotebookFigure:
+        """Zeiler & Fergus's view of one unit (default: the first searched): its top patches in a grid, then the
+        whole inputs with boxes."""
         from matplotlib.patches import Rectangle
 
-        from ..evaluate.classification import _new_figure
-        from ..render import to_image_array
-
+        if unit is None:
+            unit = int(self.units[0])
         row = self._row(unit)
         crops = self.patches(unit)
         k = len(crops)
         side = math.ceil(math.sqrt(k))
-        figure = _new_figure(2 * side * 1.6, side * 1.7 + 0.5)
+        figure = new_figure(2 * side * 1.6, side * 1.7 + 0.5)
         left, right = figure.subfigures(1, 2)
         left.suptitle(f"top {k} patches ({self.field.size[0]} px field)", fontsize=9)
         right.suptitle("whole inputs", fontsize=9)
@@ -99,15 +97,9 @@ class TopPatches:
         figure.suptitle(f"{self.layer}, unit {unit}", fontsize=10)
         return figure
 
-    def _repr_png_(self) -> bytes:
-        from ..render import figure_png
-
-        return figure_png(self.figure(int(self.units[0])))
-
     def grid(self, unit: int) -> np.ndarray:
         """Unit ``unit``'s top patches as one uint8 RGB picture: a square grid, strongest first, each patch cut
         from its whole input scaled as a whole (so patches keep their contrast), padded white to the field size."""
-        from ..render import to_image_array
 
         row = self._row(unit)
         crops = []
