@@ -186,6 +186,23 @@ def figure_png(figure: Figure, dpi: int = 100) -> bytes:
     return buffer.getvalue()
 
 
+def figure_rgba(figure: Figure) -> np.ndarray:
+    """The figure drawn by Agg as uint8 RGBA ``[H, W, 4]``, at its own size and dpi.
+
+    The figure gets an Agg canvas for the drawing and its own canvas back afterwards (a notebook's or a window's,
+    as ``savefig`` does), so pyplot and the backend are never touched.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    own = figure.canvas
+    try:
+        canvas = FigureCanvasAgg(figure)
+        canvas.draw()
+        return np.array(canvas.buffer_rgba())  # a copy: the buffer belongs to the canvas
+    finally:
+        figure.set_canvas(own)
+
+
 def save_figure(figure: Figure, path: str, dpi: int = 100) -> None:
     figure.savefig(path, dpi=dpi)
 

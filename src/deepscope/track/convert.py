@@ -273,15 +273,9 @@ def figure_image(figure: Any, tag: str = "figure", step: int = 0) -> Image:
     The figure is drawn by a ``FigureCanvasAgg`` of its own and then given its canvas back (a notebook's, a
     window's), as ``savefig`` does: pyplot and the backend are never touched.
     """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from ..render import figure_rgba
 
-    previous = figure.canvas
-    canvas = FigureCanvasAgg(figure)
-    try:
-        canvas.draw()
-        rgba = np.array(canvas.buffer_rgba())  # a copy: the buffer belongs to the canvas
-    finally:
-        figure.set_canvas(previous)
+    rgba = figure_rgba(figure)
     return Image(tag, step, rgba[:, :, :3] if (rgba[:, :, 3] == 255).all() else rgba)
 
 

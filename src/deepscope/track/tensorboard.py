@@ -560,19 +560,13 @@ def figure_pixels(figure: Figure) -> np.ndarray:
     The figure gets an Agg canvas for the drawing and its own canvas back afterwards (a pyplot window stays
     attached); nothing global (backend, pyplot state) changes.
     """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+
+    from ..render import figure_rgba
 
     if not isinstance(figure, Figure):
         raise BadInputError(f"add_figure takes a matplotlib Figure (or a list of them), not {type(figure).__name__}")
-    own = figure.canvas
-    try:
-        canvas = FigureCanvasAgg(figure)
-        canvas.draw()
-        pixels = np.asarray(canvas.buffer_rgba())[:, :, :3].copy()
-    finally:
-        figure.set_canvas(own)
-    return pixels
+    return figure_rgba(figure)[:, :, :3].copy()
 
 
 def boxed(pixels: np.ndarray, boxes: np.ndarray, labels: Sequence[str] | None, rescale: float = 1) -> np.ndarray:
