@@ -80,7 +80,8 @@ import deepscope
 
 serving = None
 if "board" in globals():
-    address = urllib.parse.urlsplit(board.url)
+    # behind a Jupyter proxy, board.url is the proxy's address and local_url the server's own
+    address = urllib.parse.urlsplit(getattr(board, "local_url", None) or board.url)
     try:
         socket.create_connection((address.hostname, address.port), timeout=2).close()
         serving = True
