@@ -114,7 +114,8 @@ class TopPatches(FigureDisplay):
             unit: a searched channel.
             signal: what is projected from each top input: ``"map"``, the unit's whole feature map with every other
                 channel zero (seed 004, ``Unit(layer, unit, signal="map")``), or ``"max"``, only its strongest
-                activation, the one the patch is cut around (one neuron, ``Unit(layer, unit, position)``).
+                activation, the one the patch is cut around, every other activation of the layer zero (the
+                gradient of ``Unit(layer, unit, position)`` scaled by the activation).
             method: the backward rule, a gradient method of :func:`deepscope.explain` (``"deconvnet"``;
                 ``"guided_backprop"`` and ``"saliency"`` for comparison).
 
@@ -136,13 +137,18 @@ class TopPatches(FigureDisplay):
         if signal == "map":
             targets = [Unit(self.layer, unit, signal="map")]
             batches = [inputs]
-        else:  # each input's own strongest position: one explanation per input
+            scales = [1.0]
+        else:  # each input's own strongest position: one explanation per input, whose signal is 1 there
             spatial = self.field.method != WHOLE_INPUT
             targets = [Unit(self.layer, unit, tuple(p) if spatial else None) for p in self.positions[row].tolist()]
             batches = [x[None] for x in inputs]
-        projected = torch.cat(
-            [explain(model, x, method=method, target=t).attribution for x, t in zip(batches, targets, strict=True)]
-        )
+            scales = self.values[row].tolist()  # the rules are linear in a positive signal: project the activation
+        projected = []
+        for x, target, scale in zip(batches, targets, scales, strict=True):
+            attribution = explain(model, x, method=method, target=target).attribution
+            if attribution is None:
+                raise BadInputError(f"method {method!r} gives no per-pixel attribution to project; use 'deconvnet'.")
+            projected.append(attribution * scale)
         return PatchProjections(
             layer=self.layer,
             unit=unit,
@@ -152,7 +158,7 @@ class TopPatches(FigureDisplay):
             values=self.values[row].clone(),
             boxes=self.boxes[row].clone(),
             inputs=inputs,
-            projections=projected,
+            projections=torch.cat(projected),
         )
 
     def grid(self, unit: int) -> np.ndarray:
@@ -225,10 +231,10 @@ class PatchProjections(FigureDisplay):
         k = len(pairs)
         side = math.ceil(math.sqrt(k))
         figure = new_figure(2 * side * 1.6, side * 1.7 + 0.6)
-        panels = figure.subfigures(1, 2)
-        panels[0].suptitle(f"{self.method} projections", fontsize=9)
-        panels[1].suptitle("top patches", fontsize=9)
-        for column, panel in enumerate(panels):
+        left, right = figure.subfigures(1, 2)
+        left.suptitle(f"{self.method} projections", fontsize=9)
+        right.suptitle("top patches", fontsize=9)
+        for column, panel in enumerate((left, right)):
             axes = panel.subplots(side, side, squeeze=False).flat
             for ax in axes:
                 ax.set_axis_off()
@@ -311,7 +317,8 @@ def top_patches(
                 chosen = _check(output, layer, chosen, x)
                 input_shape = tuple(x.shape[1:])
             # [B, U, positions]; a vector's unit has one position
-            response = output[:, chosen.to(output.device)].reshape(output.shape[0], len(chosen), -1).float()
+            picked = output[:, chosen.to(output.device)]
+            response = picked.reshape(*picked.shape[:2], -1).float()
             batch_values, batch_flat = response.max(dim=2)
             batch_indices = torch.arange(seen, seen + x.shape[0], device=output.device)[:, None].expand_as(batch_values)
             values = batch_values if not values.numel() else torch.cat([values, batch_values])
