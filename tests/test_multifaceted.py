@@ -162,8 +162,12 @@ def test_facets_separate_the_two_planted_patterns():
     assert (top_kinds < 2).all() and (top_kinds == 0).sum() >= 5 and (top_kinds == 1).sum() >= 5
     member_kinds = [set(kinds[facets.members(f)].tolist()) for f in range(2)]
     assert sorted(member_kinds, key=min) == [{0}, {1}]
-    for f in range(2):
-        torch.testing.assert_close(facets.starts[f], images[facets.members(f)].mean(0))
+    for f in range(2):  # each start: the mean of the 15 members closest to the centroid (Nguyen et al.'s N)
+        averaged = facets.averaged[f]
+        assert len(averaged) == min(15, len(facets.members(f))) and set(averaged.tolist()) <= set(
+            facets.members(f).tolist()
+        )
+        torch.testing.assert_close(facets.starts[f], images[averaged].mean(0))
     history = facets.maximization.history
     assert (history[-1] > history[0]).all()
     assert facets.images.shape == (2, 3, 12, 12) and facets._repr_png_().startswith(b"\x89PNG")
@@ -175,6 +179,7 @@ def test_facets_separate_the_two_planted_patterns():
         (lambda m, x: multifaceted(m, x, "relu2", 0, facets=4, k=4, **FAST), ds.BadInputError, "k=4"),
         (lambda m, x: multifaceted(m, x, "relu2", 0, features="relu_1", **FAST), ds.LayerNotFoundError, "relu1"),
         (lambda m, x: multifaceted(m, x, "relu2", 0, start="zeros", **FAST), ds.BadInputError, "start"),
+        (lambda m, x: multifaceted(m, x, "relu2", 0, closest=0, **FAST), ds.BadInputError, "closest=0"),
         (lambda m, x: multifaceted(m, x, "relu2", 5, **FAST), ds.BadInputError, "3 channels"),
         (lambda m, x: multifaceted(m, x * 4 - 2, "relu2", 0, k=8, **FAST), ds.BadInputError, "[0, 1]"),
         (lambda m, x: multifaceted(m, x[:3], "relu2", 0, facets=2, k=8, **FAST), ds.BadInputError, "only 3"),
@@ -187,7 +192,62 @@ def test_bad_multifaceted_input_is_a_clear_error(call, error, words):
     assert words in str(caught.value)
 
 
-def test_the_channel_objective_matches_the_unit_maximised():
+def test_the_channel_objective_matches_the_unit_maximised_and_closest_none_averages_every_member():
     images, _ = planted_data()
-    facets = multifaceted(TwoPatternUnit(), images, "relu2", 0, facets=2, k=16, steps=2, preset="simonyan", **FAST)
+    facets = multifaceted(
+        TwoPatternUnit(), images, "relu2", 0, facets=2, k=16, closest=None, steps=2, preset="simonyan", **FAST
+    )
     assert facets.maximization.objective == channel("relu2", [0, 0]).name
+    for f in range(2):
+        torch.testing.assert_close(facets.starts[f], images[facets.members(f)].mean(0))
+        assert sorted(facets.averaged[f].tolist()) == sorted(facets.members(f).tolist())
+
+
+class BarClassifier(nn.Module):
+    """A classifier: ``hidden`` detects the horizontal (0) and vertical (1) bars of :func:`planted_data`; class 0 of
+    ``classes`` is "a bar" (both: the output neuron with two facets), classes 1 and 2 one kind each."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.flatten = nn.Flatten()
+        self.hidden = nn.Linear(3 * 12 * 12, 2)
+        self.relu = nn.ReLU()
+        self.classes = nn.Linear(2, 3)
+        horizontal, vertical = torch.zeros(3, 12, 12), torch.zeros(3, 12, 12)
+        horizontal[:, 6, 3:9] = vertical[:, 3:9, 6] = 1 / 18
+        with torch.no_grad():
+            self.hidden.weight.copy_(torch.stack([horizontal.flatten(), vertical.flatten()]))
+            self.hidden.bias.fill_(-0.5)
+            self.classes.weight.copy_(torch.tensor([[1.0, 1.0], [1.0, 0.0], [0.0, 1.0]]))
+            self.classes.bias.zero_()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classes(self.relu(self.hidden(self.flatten(x))))
+
+
+def test_facets_of_a_class_output_start_from_the_inputs_nearest_each_centroid():
+    """Nguyen et al.'s case: a class output neuron (a Linear layer's unit), described by the penultimate layer."""
+    images, kinds = planted_data()
+    model = BarClassifier().eval()
+    facets = multifaceted(
+        model, images, "classes", 0, facets=2, k=40, closest=6, features="relu", steps=20, preset="simonyan",
+        lr=0.02, **FAST,
+    )  # fmt: skip
+    with torch.no_grad():
+        values, indices = model(images)[:, 0].topk(40)
+    assert facets.indices.tolist() == indices.tolist()
+    torch.testing.assert_close(facets.activations, values)
+    assert sorted((set(kinds[facets.members(f)].tolist()) for f in range(2)), key=min) == [{0}, {1}]
+    for f in range(2):
+        rows = (facets.assignments == f).nonzero().flatten()
+        # k-means' centroid is the mean of its members' t-SNE points
+        torch.testing.assert_close(facets.centroids[f], facets.points[rows].mean(0), atol=1e-4, rtol=1e-4)
+        by_hand = sorted(rows.tolist(), key=lambda r: float(((facets.points[r] - facets.centroids[f]) ** 2).sum()))
+        nearest = facets.indices[by_hand[:6]]
+        assert facets.averaged[f].tolist() == nearest.tolist()
+        torch.testing.assert_close(facets.starts[f], images[nearest].mean(0))
+        assert len(rows) > 6 and not torch.allclose(facets.starts[f], images[facets.members(f)].mean(0))
+    assert facets.maximization.objective == channel("classes", [0, 0]).name
+    history = facets.maximization.history
+    assert (history[-1] > history[0]).all()
+    assert facets._repr_png_().startswith(b"\x89PNG")

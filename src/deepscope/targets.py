@@ -4,6 +4,11 @@ A target is ``None`` (the predicted class), an ``int`` (one class for every inpu
 or a 1-D tensor), a callable from the model's output to one scalar per input (a box coordinate in a regression,
 say), or a :class:`Unit` (a channel of an intermediate layer, optionally one position, to see what a neuron
 looks for).
+
+A target's gradient at its layer is the backward signal that gradient methods send down: a class target sends a
+one-hot vector; ``Unit(layer, c)`` sends ``1 / positions`` at every position of channel ``c`` (the gradient of the
+channel's mean); ``Unit(layer, c, signal="map")`` sends the channel's feature map itself, every other channel zero,
+which is Zeiler & Fergus's projection of a feature map (with ``method="deconvnet"``, their deconvnet).
 """
 
 from __future__ import annotations
@@ -16,21 +21,41 @@ from torch import Tensor
 
 from .errors import TargetError
 
+SIGNALS = ("mean", "map")
+"""The backward signals a :class:`Unit` can send from its channel: its mean's gradient, or the map itself."""
+
 
 @dataclass(frozen=True)
 class Unit:
     """A unit inside the network: ``channel`` of layer ``layer``'s output ``(N, C, ...)``.
 
     With ``position`` (one index per spatial axis) the target is that single neuron, else the channel's mean.
+    ``signal="map"`` makes the backward signal at the layer the channel's feature map itself, the other channels
+    zero (Zeiler & Fergus's projection of a feature map); its score is half the map's squared norm, whose gradient
+    is the map.
     """
 
     layer: str
     channel: int
     position: tuple[int, ...] | None = None
+    signal: str = "mean"
+
+    def __post_init__(self) -> None:
+        if self.signal not in SIGNALS:
+            raise TargetError(
+                f"Unit signal={self.signal!r} is not one of {', '.join(map(repr, SIGNALS))}: "
+                '"mean" explains the channel mean, "map" projects its feature map (Zeiler & Fergus).'
+            )
+        if self.signal == "map" and self.position is not None:
+            raise TargetError(
+                f"Unit({self.layer!r}, {self.channel}, position={self.position}, signal='map') asks for one neuron "
+                "and for the whole feature map; drop position (the map) or signal (the neuron)."
+            )
 
     def __str__(self) -> str:
         where = "" if self.position is None else f" at {tuple(self.position)}"
-        return f"{self.layer}[{self.channel}]{where}"
+        kind = " map" if self.signal == "map" else ""
+        return f"{self.layer}[{self.channel}]{kind}{where}"
 
 
 TargetSpec = None | int | Sequence[int] | Tensor | Callable[[Tensor], Tensor] | Unit
@@ -142,6 +167,8 @@ class Target:
                 "per input (channels first)."
             )
         channel = activation[:, unit.channel]
+        if unit.signal == "map":  # d/dA of half the squared norm is A itself: the map is the backward signal
+            return 0.5 * channel.reshape(channel.shape[0], -1).pow(2).sum(dim=1)
         if unit.position is None:
             return channel.reshape(channel.shape[0], -1).mean(dim=1)
         position = tuple(unit.position)

@@ -8,7 +8,7 @@ from .filters import Filters, filters, noise_score
 from .maximize import PRESETS, Maximization, Recipe, maximize
 from .multifaceted import Facets, multifaceted
 from .objectives import Objective, activation_norm, channel, channels, logit, neuron
-from .patches import TopPatches, top_patches
+from .patches import PatchProjections, TopPatches, top_patches
 from .receptive_field import ReceptiveField, receptive_field
 
 __all__ = [
@@ -20,6 +20,7 @@ __all__ = [
     "Filters",
     "Maximization",
     "Objective",
+    "PatchProjections",
     "ReceptiveField",
     "Recipe",
     "TopPatches",

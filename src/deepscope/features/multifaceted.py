@@ -3,8 +3,9 @@
 A unit often responds to several different things (a "grocery store" neuron fires for fruit stalls and for shop
 fronts); one maximisation from noise shows at most one of them, or a blend. The recipe: take the unit's top-k
 activating inputs, describe each by a layer's activations, embed them with t-SNE, cluster the embedding with
-k-means, and start one maximisation from the mean image of each cluster, with a centre bias so each facet forms
-in the middle of the image.
+k-means, and start one maximisation from the mean of the N inputs closest to each cluster's centroid (the paper's
+N = 15), with a centre bias so each facet forms in the middle of the image. The unit may be a channel of a feature
+map or a neuron of a vector layer, such as a classifier's class output.
 """
 
 from __future__ import annotations
@@ -32,10 +33,13 @@ class Facets(FigureDisplay):
     Attributes:
         layer, unit: the unit visualised (channel ``unit`` of ``layer``).
         indices: ``[k]`` the data positions of the unit's top-k inputs, strongest first.
-        activations: ``[k]`` the unit's response to each (its feature map's maximum).
+        activations: ``[k]`` the unit's response to each (its feature map's maximum; a vector layer's value).
         points: ``[k, 2]`` their t-SNE embedding.
         assignments: ``[k]`` the facet (cluster) of each.
-        starts: ``[F, C, H, W]`` each facet's mean top input: where its maximisation started.
+        centroids: ``[F, 2]`` each facet's k-means centroid in the t-SNE map.
+        starts: ``[F, C, H, W]`` the mean of each facet's inputs closest to its centroid: where its maximisation
+            started.
+        averaged: per facet, the data positions of the inputs averaged into its start, nearest the centroid first.
         images: ``[F, C, H, W]`` in [0, 1]: each facet's maximised image.
         maximization: the :class:`Maximization` behind ``images`` (history, scores, recipe).
     """
@@ -46,7 +50,9 @@ class Facets(FigureDisplay):
     activations: Tensor
     points: Tensor
     assignments: Tensor
+    centroids: Tensor
     starts: Tensor
+    averaged: list[Tensor]
     images: Tensor
     maximization: Maximization
 
@@ -78,7 +84,7 @@ class Facets(FigureDisplay):
                 axis.set_axis_off()
                 if facet < count:
                     axis.imshow(to_image_array(pictures[facet].clamp(0, 1)), vmin=0, vmax=1, interpolation="nearest")
-                    n = int((self.assignments == facet).sum())
+                    n = len(self.averaged[facet])
                     score = float(self.maximization.scores[facet])
                     axis.set_title(f"facet {facet}: " + caption.format(n=n, s=score), fontsize=7, color=f"C{facet}")
         figure.suptitle(f"{self.layer}, unit {self.unit}: {count} facets", fontsize=10)
@@ -93,6 +99,7 @@ def multifaceted(
     facets: int = 4,
     k: int = 64,
     *,
+    closest: int | None = 15,
     features: str | None = None,
     steps: int = 256,
     perplexity: float | None = None,
@@ -109,10 +116,13 @@ def multifaceted(
         data: a DataLoader (or iterable) of ``inputs`` or ``(inputs, labels, ...)`` batches, or a tensor
             ``[N, C, H, W]``, of images in [0, 1] that the model takes as they are (the facets start from their
             means; a model trained on normalised inputs gets its normalisation as a first layer).
-        layer: a layer with a 2-D feature map, and ``unit`` one of its channels.
+        layer: a layer with a 2-D feature map and ``unit`` one of its channels, or a vector layer (a Linear layer,
+            the class scores) and ``unit`` one of its neurons (a class output: Nguyen et al.'s case).
         facets: how many clusters (and images).
         k: how many top inputs to cluster (the unit's response is its feature map's maximum, as in
             :func:`~deepscope.features.top_patches`); more than ``facets``, and at least 4 for t-SNE.
+        closest: each facet starts from the mean of this many of its inputs, those closest to its k-means centroid
+            in the t-SNE map (Nguyen et al. average 15); a smaller cluster gives all it has; ``None``: all of them.
         features: the layer whose activations (flattened) describe each input for the clustering; default
             ``layer`` itself (all its channels: how that layer sees the input). Nguyen et al., visualising output
             units, used the penultimate layer: pass its name.
@@ -132,6 +142,8 @@ def multifaceted(
         raise BadInputError(f"facets={facets!r}; give a positive number of clusters.")
     if isinstance(k, bool) or not isinstance(k, int) or k < max(4, facets + 1):
         raise BadInputError(f"k={k!r}; cluster more top inputs than facets, and at least 4 (e.g. k = 16 x facets).")
+    if closest is not None and (isinstance(closest, bool) or not isinstance(closest, int) or closest < 1):
+        raise BadInputError(f"closest={closest!r}; give how many inputs near each centroid to average (15), or None.")
     taken = sorted({"start", "batch", "preprocess", "generator", "latent", "latent_shape"} & set(options))
     if taken:
         raise BadInputError(
@@ -159,12 +171,14 @@ def multifaceted(
 
     perplexity = min(30.0, (len(inputs) - 1) / 3) if perplexity is None else perplexity
     points = project(described_inputs, "tsne", seed=seed, progress=progress, quality=False, perplexity=perplexity)
-    clusters = KMeans(n_clusters=facets, n_init=10, random_state=seed).fit_predict(points.points.numpy())
-    assignments = torch.as_tensor(clusters, dtype=torch.long)
+    kmeans = KMeans(n_clusters=facets, n_init=10, random_state=seed).fit(points.points.numpy())
+    clusters = torch.as_tensor(kmeans.labels_, dtype=torch.long)
     # facets ordered by their strongest member, so facet 0 holds the unit's top input
-    order = list(dict.fromkeys(assignments.tolist()))
-    assignments = torch.as_tensor([order.index(c) for c in assignments.tolist()], dtype=torch.long)
-    starts = torch.stack([inputs[assignments == facet].mean(0) for facet in range(facets)])
+    order = list(dict.fromkeys(clusters.tolist()))
+    assignments = torch.as_tensor([order.index(c) for c in clusters.tolist()], dtype=torch.long)
+    centroids = torch.as_tensor(kmeans.cluster_centers_[order], dtype=points.points.dtype)
+    nearest = [_nearest_members(points.points, assignments, centroids, facet, closest) for facet in range(facets)]
+    starts = torch.stack([inputs[rows].mean(0) for rows in nearest])
 
     result = maximize(
         model, channel(layer, [unit] * facets), steps, start=starts, centre_bias=centre_bias, progress=progress,
@@ -177,10 +191,20 @@ def multifaceted(
         activations=activations,
         points=points.points,
         assignments=assignments,
+        centroids=centroids,
         starts=starts,
+        averaged=[indices[rows] for rows in nearest],
         images=result.images,
         maximization=result,
     )
+
+
+def _nearest_members(points: Tensor, assignments: Tensor, centroids: Tensor, facet: int, count: int | None) -> Tensor:
+    """The rows of facet ``facet``'s members, nearest its centroid first, at most ``count`` of them."""
+    rows = torch.nonzero(assignments == facet).flatten()
+    distances = (points[rows] - centroids[facet]).norm(dim=1)
+    nearest = rows[torch.argsort(distances, stable=True)]
+    return nearest if count is None else nearest[:count]
 
 
 def _features(model: nn.Module, inputs: Tensor, layer: str, batch_size: int) -> Tensor:

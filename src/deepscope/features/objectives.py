@@ -179,7 +179,7 @@ def channel(layer: str, index: Indices) -> Objective:
     """The mean over positions of ``layer``'s channel ``index``; a sequence gives image ``b`` channel ``index[b]``."""
     indices = _index_list(index, "channel")
     return Objective(
-        lambda a: _pick(a[layer], indices).flatten(1).mean(1),
+        lambda a: _pick(a[layer], indices).reshape(a[layer].shape[0], -1).mean(1),  # a vector's unit: its value
         [layer],
         f"{layer}[{index}]" if isinstance(indices, int) else f"{layer}{indices}",
         [_check_channels(layer, indices, "channel")],

@@ -3,7 +3,11 @@
 One streaming pass over the data: each unit's response to an image is its largest activation over the feature
 map; a running top-k per unit is merged with each batch by ``torch.topk``, and only the images still in some
 unit's top-k are kept, so memory stays bounded by ``k x units`` images whatever the data set's size. The forward
-pass stops at the layer: the rest of the network is never run.
+pass stops at the layer: the rest of the network is never run. A layer without spatial axes (a Linear layer's
+``[N, C]``, a classifier's output) has units that see the whole input: their "patch" is the whole image.
+
+:meth:`TopPatches.projections` adds Zeiler & Fergus's picture beside the patches: each top input's deconvnet
+projection of the unit's feature map, cropped to the same receptive field.
 """
 
 from __future__ import annotations
@@ -35,10 +39,12 @@ class TopPatches(FigureDisplay):
         units: ``[U]`` the channels searched.
         values: ``[U, k]`` each unit's top activations (the maximum over its feature map), largest first.
         indices: ``[U, k]`` the positions of those inputs in the data, in the order it was read.
-        positions: ``[U, k, 2]`` where in the feature map (row, column) each maximum was.
+        positions: ``[U, k, 2]`` where in the feature map (row, column) each maximum was (``(0, 0)`` for a layer
+            without spatial axes).
         boxes: ``[U, k, 4]`` the receptive field of that position, ``(top, left, bottom, right)`` in input
             pixels, clipped at the border, end excluded.
-        field: the layer's :class:`~deepscope.features.receptive_field.ReceptiveField`.
+        field: the layer's :class:`~deepscope.features.receptive_field.ReceptiveField` (for a layer without
+            spatial axes, one position that sees the whole input, ``method="whole input"``).
         images: the inputs that are in some unit's top-k, by data index (on the CPU).
     """
 
@@ -97,6 +103,64 @@ class TopPatches(FigureDisplay):
         figure.suptitle(f"{self.layer}, unit {unit}", fontsize=10)
         return figure
 
+    def projections(
+        self, model: nn.Module, unit: int | None = None, signal: str = "map", method: str = "deconvnet"
+    ) -> PatchProjections:
+        """Zeiler & Fergus's figure for one unit (default: the first searched): each top patch beside the deconvnet
+        projection of the unit, both cropped to the unit's receptive field.
+
+        Args:
+            model: the network these patches came from (as it was searched: same weights, ``eval()`` mode).
+            unit: a searched channel.
+            signal: what is projected from each top input: ``"map"``, the unit's whole feature map with every other
+                channel zero (seed 004, ``Unit(layer, unit, signal="map")``), or ``"max"``, only its strongest
+                activation, the one the patch is cut around, every other activation of the layer zero (the
+                gradient of ``Unit(layer, unit, position)`` scaled by the activation).
+            method: the backward rule, a gradient method of :func:`deepscope.explain` (``"deconvnet"``;
+                ``"guided_backprop"`` and ``"saliency"`` for comparison).
+
+        Returns:
+            :class:`PatchProjections`: ``projections`` of the whole inputs, ``pairs()`` of crops, ``figure()``.
+        """
+        from ..explain import explain
+        from ..targets import Unit
+
+        if signal not in ("map", "max"):
+            raise BadInputError(
+                f"signal={signal!r}; project the unit's feature map ('map') or its strongest activation ('max')."
+            )
+        if unit is None:
+            unit = int(self.units[0])
+        row = self._row(unit)
+        indices = self.indices[row]
+        inputs = torch.stack([self.images[int(i)] for i in indices])
+        if signal == "map":
+            targets = [Unit(self.layer, unit, signal="map")]
+            batches = [inputs]
+            scales = [1.0]
+        else:  # each input's own strongest position: one explanation per input, whose signal is 1 there
+            spatial = self.field.method != WHOLE_INPUT
+            targets = [Unit(self.layer, unit, tuple(p) if spatial else None) for p in self.positions[row].tolist()]
+            batches = [x[None] for x in inputs]
+            scales = self.values[row].tolist()  # the rules are linear in a positive signal: project the activation
+        projected = []
+        for x, target, scale in zip(batches, targets, scales, strict=True):
+            attribution = explain(model, x, method=method, target=target).attribution
+            if attribution is None:
+                raise BadInputError(f"method {method!r} gives no per-pixel attribution to project; use 'deconvnet'.")
+            projected.append(attribution * scale)
+        return PatchProjections(
+            layer=self.layer,
+            unit=unit,
+            signal=signal,
+            method=method,
+            indices=indices.clone(),
+            values=self.values[row].clone(),
+            boxes=self.boxes[row].clone(),
+            inputs=inputs,
+            projections=torch.cat(projected),
+        )
+
     def grid(self, unit: int) -> np.ndarray:
         """Unit ``unit``'s top patches as one uint8 RGB picture: a square grid, strongest first, each patch cut
         from its whole input scaled as a whole (so patches keep their contrast), padded white to the field size."""
@@ -128,6 +192,73 @@ class TopPatches(FigureDisplay):
         ]
 
 
+@dataclass
+class PatchProjections(FigureDisplay):
+    """A unit's top dataset patches beside their deconvnet projections (Zeiler & Fergus 2014, Fig. 2; seed 004).
+
+    Attributes:
+        layer, unit: the unit.
+        signal: ``"map"`` (the unit's feature map was projected) or ``"max"`` (its strongest activation).
+        method: the backward rule (``"deconvnet"``).
+        indices, values, boxes: ``[k]``, ``[k]``, ``[k, 4]``: the top inputs' data positions, the unit's
+            response to each, and the receptive-field box ``(top, left, bottom, right)`` the patch is cut from.
+        inputs: ``[k, C, H, W]`` the top inputs.
+        projections: ``[k, C, H, W]`` each input's projection down to pixel space (signed, as computed).
+    """
+
+    layer: str
+    unit: int
+    signal: str
+    method: str
+    indices: Tensor
+    values: Tensor
+    boxes: Tensor
+    inputs: Tensor
+    projections: Tensor
+
+    def pairs(self) -> list[tuple[Tensor, Tensor]]:
+        """``(patch, projection)`` per top input, strongest first, both ``[C, h, w]`` cropped to its box."""
+        return [
+            (image[:, top:bottom, left:right], projection[:, top:bottom, left:right])
+            for image, projection, (top, left, bottom, right) in zip(
+                self.inputs, self.projections, self.boxes.tolist(), strict=True
+            )
+        ]
+
+    def figure(self) -> NotebookFigure:
+        """The projections in a grid (grey is zero, each scaled by its largest magnitude), beside the patches."""
+        pairs = self.pairs()
+        k = len(pairs)
+        side = math.ceil(math.sqrt(k))
+        figure = new_figure(2 * side * 1.6, side * 1.7 + 0.6)
+        left, right = figure.subfigures(1, 2)
+        left.suptitle(f"{self.method} projections", fontsize=9)
+        right.suptitle("top patches", fontsize=9)
+        for column, panel in enumerate((left, right)):
+            axes = panel.subplots(side, side, squeeze=False).flat
+            for ax in axes:
+                ax.set_axis_off()
+            for j, (ax, (patch, projection)) in enumerate(zip(panel.axes, pairs)):
+                picture = projection_image(projection) if column == 0 else to_image_array(patch)
+                ax.imshow(picture, vmin=0, vmax=1, interpolation="nearest")
+                ax.set_title(f"#{int(self.indices[j])}: {float(self.values[j]):.2g}", fontsize=7)
+        what = "feature map" if self.signal == "map" else "strongest activation"
+        figure.suptitle(f"{self.layer}, unit {self.unit}: top {k} patches and their {what} projected", fontsize=10)
+        return figure
+
+
+def projection_image(projection: Tensor) -> np.ndarray:
+    """A signed projection ``[C, h, w]`` as an RGB array in [0, 1]: zero is grey, ``+-`` its largest magnitude
+    is white / black (Zeiler & Fergus show each projection contrast-normalised like this)."""
+    values = projection.detach().float().cpu()
+    if values.shape[0] not in (1, 3):
+        values = values.sum(dim=0, keepdim=True)
+    peak = values.abs().max()
+    scaled = 0.5 + 0.5 * values / peak if peak > 0 else torch.full_like(values, 0.5)
+    array = scaled.permute(1, 2, 0).numpy()
+    return np.repeat(array, 3, axis=2) if array.shape[2] == 1 else array
+
+
 class _Stop(Exception):
     """Raised by the hook once the layer has produced its output: the rest of the forward pass is skipped."""
 
@@ -147,8 +278,9 @@ def top_patches(
         model: the network; run as given (call ``model.eval()`` first) under ``torch.no_grad``, on its device.
         data: a DataLoader (or any iterable) of ``inputs`` or ``(inputs, labels, ...)`` batches (don't shuffle
             it if you want to look inputs up by index later), or a tensor ``[N, C, H, W]``.
-        layer: a name from ``model.named_modules()`` with a 2-D feature map ``[N, C, H, W]`` (its first call is
-            used when a forward pass calls it several times).
+        layer: a name from ``model.named_modules()`` with a 2-D feature map ``[N, C, H, W]``, or a vector
+            ``[N, C]`` (a Linear layer, the class scores: each unit sees the whole input); its first call is used
+            when a forward pass calls it several times.
         units: the channels to search (one int or several); default: all of them, at once.
         k: how many inputs per unit.
         progress: show a tqdm bar; ``None`` shows it on a terminal only.
@@ -182,9 +314,11 @@ def top_patches(
                 probe.run(model, x.to(device))
             output = record.output()
             if input_shape is None:  # the first batch fixes the shapes, so bad input is caught before the long pass
-                chosen = _check(output, layer, chosen)
+                chosen = _check(output, layer, chosen, x)
                 input_shape = tuple(x.shape[1:])
-            response = output[:, chosen.to(output.device)].flatten(2).float()  # [B, U, positions]
+            # [B, U, positions]; a vector's unit has one position
+            picked = output[:, chosen.to(output.device)]
+            response = picked.reshape(*picked.shape[:2], -1).float()
             batch_values, batch_flat = response.max(dim=2)
             batch_indices = torch.arange(seen, seen + x.shape[0], device=output.device)[:, None].expand_as(batch_values)
             values = batch_values if not values.numel() else torch.cat([values, batch_values])
@@ -199,7 +333,7 @@ def top_patches(
             seen += x.shape[0]
     if input_shape is None or chosen is None:
         raise BadInputError("the data yielded no inputs; pass a non-empty DataLoader or tensor.")
-    field = receptive_field(model, layer, input_shape)
+    field = receptive_field(model, layer, input_shape) if output.ndim == 4 else _whole_input(layer, input_shape)
     width = field.output_shape[1]
     positions = torch.stack([flat // width, flat % width], dim=-1).cpu()  # [k, U, 2]
     boxes = torch.tensor(
@@ -217,11 +351,28 @@ def top_patches(
     )
 
 
-def _check(output: Tensor, layer: str, chosen: Tensor | None) -> Tensor:
-    if output.ndim != 4:
+WHOLE_INPUT = "whole input"
+"""The ``method`` of the field of a layer without spatial axes: its one position sees every input pixel."""
+
+
+def _whole_input(layer: str, input_shape: tuple[int, ...]) -> ReceptiveField:
+    """The field of a vector layer's units, as one position of a 1 x 1 map whose box is the whole image."""
+    size = tuple(input_shape[1:])
+    return ReceptiveField(
+        layer=layer, size=size, stride=size, offset=(0, 0), input_shape=size, output_shape=(1, 1), method=WHOLE_INPUT
+    )
+
+
+def _check(output: Tensor, layer: str, chosen: Tensor | None, inputs: Tensor) -> Tensor:
+    if output.ndim not in (2, 4):
         raise BadInputError(
             f"layer {layer!r} outputs shape {tuple(output.shape)}; top patches need a 2-D feature map "
-            "[N, C, H, W]: choose a convolutional layer."
+            "[N, C, H, W] (a convolutional layer) or a vector [N, C] (a Linear layer, whose units see the whole input)."
+        )
+    if output.ndim == 2 and inputs.ndim != 4:
+        raise BadInputError(
+            f"the inputs have shape {tuple(inputs.shape)}, not images [N, C, H, W]; the top inputs of a vector "
+            f"layer ({layer!r}) are shown as whole images."
         )
     channels = output.shape[1]
     if chosen is None:

@@ -39,7 +39,8 @@ class ReceptiveField:
         input_shape: the spatial shape of the input the field was computed for.
         output_shape: the spatial shape of the layer's output.
         method: ``"graph"`` (a walk of the torch.fx graph) or ``"gradient"`` (the support of d unit / d input:
-            exact when a unit's field fits in the input, a lower bound when it does not).
+            exact when a unit's field fits in the input, a lower bound when it does not); ``"whole input"`` in
+            :func:`~deepscope.features.top_patches` of a vector layer, whose one position sees every pixel.
     """
 
     layer: str
