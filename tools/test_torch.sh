@@ -8,8 +8,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # The fast tests, defined here only: the core library's tests (explanations, store and runs, features, embeddings,
-# evaluation, the command line) that need no optional extra beyond torchvision, no browser and no data set, and
-# take a few minutes on 2 cores. Tests of peers (captum, grad-cam), integrations and the board stay in `make test`.
+# evaluation) that need no optional extra beyond torchvision, no browser and no data set, and take a few minutes
+# on 2 cores. Tests of peers (captum, grad-cam), the demos, integrations and the board stay in `make test`.
 FAST_TESTS=(
     tests/test_bad_input.py
     tests/test_batches.py
@@ -25,7 +25,6 @@ FAST_TESTS=(
     tests/test_evaluate.py
     tests/test_embed.py
     tests/test_lazy_import.py
-    tests/test_cli.py
 )
 
 mode=${1:-}
@@ -51,8 +50,7 @@ def lower_bound(name: str, requirements: list[str]) -> str:
 print(lower_bound("torch", project["dependencies"]), lower_bound("torchvision", project["optional-dependencies"]["vision"]))
 EOF
     )
-    # torch releases before 2.3 were built against NumPy 1 and cannot exchange arrays with NumPy 2.
-    pins=("$torch_pin" "$vision_pin" "numpy<2")
+    pins=("$torch_pin" "$vision_pin")
     ;;
 newest)
     pins=(torch torchvision)
