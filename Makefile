@@ -45,10 +45,10 @@ data:
 # The fast tests (listed in tools/test_torch.sh) in a throwaway venv with the lowest torch pyproject.toml allows, or
 # the newest on the package index; docs/install.md has the versions tested.
 test-torch-lowest:
-	tools/test_torch.sh lowest
+	PYTHON=$(PYTHON) tools/test_torch.sh lowest
 
 test-torch-newest:
-	tools/test_torch.sh newest
+	PYTHON=$(PYTHON) tools/test_torch.sh newest
 
 bench: $(STAMP)
 	$(BIN)/pip install --quiet -e ".[test,bench]"

@@ -114,7 +114,8 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     shutil.copytree(ROOT / "src", source / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     out = tmp_path_factory.mktemp("wheel")
     build = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-w", str(out)]
-    subprocess.run([*build, str(source)], check=True, capture_output=True, cwd=source)
+    built = subprocess.run([*build, str(source)], capture_output=True, text=True, cwd=source)
+    assert built.returncode == 0, built.stdout + built.stderr
     (path,) = out.glob("deepscope-*.whl")
     return path
 
@@ -163,7 +164,10 @@ def test_the_wheel_installs_without_extras_and_runs(wheel, tmp_path):
     (site / "deepscope-test-deps.pth").write_text(f"import site; site.addsitedir({str(view)!r})\n")
     env = {key: value for key, value in os.environ.items() if not key.startswith(("PYTHON", "PIP_"))}
     pip = [sys.executable, "-m", "pip", "--python", str(python)]
-    subprocess.run([*pip, "install", "--no-deps", "--no-index", str(wheel)], check=True, capture_output=True, env=env)
+    installed = subprocess.run(
+        [*pip, "install", "--no-deps", "--no-index", str(wheel)], capture_output=True, text=True, env=env
+    )
+    assert installed.returncode == 0, installed.stdout + installed.stderr
     check = subprocess.run([*pip, "check"], capture_output=True, text=True, env=env)
     assert check.returncode == 0, check.stdout + check.stderr
     smoke = subprocess.run([python, "-c", SMOKE], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)

@@ -9,7 +9,8 @@ cd "$(dirname "$0")/.."
 
 # The fast tests, defined here only: the core library's tests (explanations, store and runs, features, embeddings,
 # evaluation) that need no optional extra beyond torchvision, no browser and no data set, and take a few minutes
-# on 2 cores. Tests of peers (captum, grad-cam), the demos, integrations and the board stay in `make test`.
+# on 2 cores. Tests of peers (captum, grad-cam), the demos, integrations and the board (test_lazy_import serves
+# one) stay in `make test`.
 FAST_TESTS=(
     tests/test_bad_input.py
     tests/test_batches.py
@@ -24,7 +25,6 @@ FAST_TESTS=(
     tests/test_maximize.py
     tests/test_evaluate.py
     tests/test_embed.py
-    tests/test_lazy_import.py
 )
 
 mode=${1:-}
