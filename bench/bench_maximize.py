@@ -16,7 +16,7 @@ Run: .venv/bin/python bench/bench_maximize.py [--quick]
 extrapolates both per channel-step to the full 256 steps (a step costs the same throughout: same shapes, same ops;
 except that deepscope's 16 redirected-ReLU steps, about 1.6x a plain step, are half of its 32, which counts against
 deepscope).
-Lucent needs ``decorator`` and ``kornia`` (pip install decorator kornia).
+Lucent and its requirements come with the test extra (make setup).
 """
 
 from __future__ import annotations

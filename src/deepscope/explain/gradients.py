@@ -144,7 +144,9 @@ class SmoothGrad(Method):
         heatmap: Tensor | None = None
         for start in range(0, samples, per_chunk):
             k = min(per_chunk, samples - start)
-            noise = torch.randn((k, *x.shape), generator=generator, device=x.device, dtype=x.dtype)
+            # Drawn in float32: a seed gives the same noise whatever the inputs' dtype (torch 2.4's half-precision
+            # sampler on the CPU draws another stream).
+            noise = torch.randn((k, *x.shape), generator=generator, device=x.device).to(x.dtype)
             noisy = (x.unsqueeze(0) + noise * sigma.unsqueeze(0)).reshape(k * n, *x.shape[1:])
             base.inputs = noisy
             part = base.attribute().attribution
