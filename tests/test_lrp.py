@@ -137,7 +137,10 @@ def hand_layer(a: np.ndarray, w: np.ndarray, b: np.ndarray, r: np.ndarray, rule:
     """LRP through ``z_k = sum_j a_j w_kj + b_k`` for one input, written out with the textbook formulas."""
     relevance = np.zeros_like(a)
     for k in range(w.shape[0]):
-        if rule == "gamma":
+        if rule == "epsilon":
+            c = a * w[k]
+            relevance += c / stabilise(c.sum() + b[k], eps) * r[k]
+        elif rule == "gamma":
             c = a * (w[k] + param * np.maximum(w[k], 0))
             z = c.sum() + b[k] + param * max(b[k], 0)
             relevance += c / stabilise(z, eps) * r[k]
@@ -416,6 +419,7 @@ def test_hooks_are_removed_when_an_error_is_raised(where):
         ({"epsilon": -1.0}, "epsilon"),
         ({"low": 2.0, "high": 1.0}, "low"),
         ({"low": torch.zeros(5)}, "broadcast"),
+        ({"biases": "no"}, "biases must be True"),
     ],
 )
 def test_bad_options_are_explained(options, message):
@@ -465,3 +469,85 @@ def test_conv_subclass_with_its_own_forward_conserves_relevance():
     x = torch.randn(2, 3, 9, 9)
     e = ds.explain(model, x, method="lrp", first_rule=None, epsilon=1e-9)
     torch.testing.assert_close(e.attribution.sum(dim=(1, 2, 3)), e.scores, rtol=1e-4, atol=1e-6)
+
+
+# Biases: the share they absorb, and rules without them ------------------------------------------------------------
+
+
+def test_absorbed_share_of_a_linear_layer_is_its_bias_over_the_score():
+    torch.manual_seed(0)
+    model = nn.Linear(6, 3).double().eval()
+    x = torch.randn(4, 6, dtype=torch.float64)
+    e = lrp(model, x, epsilon=0.0, first_rule=None)
+    bias = model.bias.detach()[e.targets]
+    # R_j = x_j w_j / z * z, so sum(R) = z - b: the bias keeps b / z of the score.
+    torch.testing.assert_close(e.extras["absorbed"].double(), bias / e.scores.double(), rtol=1e-5, atol=1e-6)
+    assert e.extras["absorbed"].abs().min() > 0.01
+    # Without the bias, R_j = x_j w_j / (z - b) * z: the whole score reaches the inputs.
+    kept = lrp(model, x, epsilon=0.0, first_rule=None, biases=False)
+    score = e.scores.double()
+    expected = x * model.weight.detach()[e.targets] * (score / (score - bias))[:, None]
+    torch.testing.assert_close(kept.attribution.double(), expected, rtol=1e-5, atol=1e-6)
+    assert kept.extras["absorbed"].abs().max() < 1e-6
+
+
+@pytest.mark.parametrize("biases", [True, False])
+def test_absorbed_share_matches_the_hand_propagation(biases):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 3)).double().eval()
+    x = torch.randn(5, 4, dtype=torch.float64)
+    # Without biases a layer's z can be small, so only a tiny epsilon leaves relevance conserved.
+    epsilon = 0.05 if biases else 1e-9
+    e = lrp(model, x, first_rule=None, epsilon=epsilon, biases=biases)
+    w1, b1, w2, b2 = (p.detach().numpy() for p in model.parameters())
+    shares = []
+    for i, row in enumerate(x.numpy()):
+        hidden = np.maximum(w1 @ row + b1, 0)  # the forward pass keeps its biases either way
+        logits = w2 @ hidden + b2
+        target = int(e.targets[i])
+        r2 = np.zeros(3)
+        r2[target] = logits[target]
+        # Without biases, the rules' z leave them out.
+        rule_b1, rule_b2 = (b1, b2) if biases else (np.zeros_like(b1), np.zeros_like(b2))
+        r0 = hand_layer(
+            row, w1, rule_b1, hand_layer(hidden, w2, rule_b2, r2, "epsilon", 0, epsilon), "epsilon", 0, epsilon
+        )
+        np.testing.assert_allclose(e.attribution[i].numpy(), r0, rtol=1e-5, atol=1e-6)
+        shares.append(1 - r0.sum() / logits[target])
+    np.testing.assert_allclose(e.extras["absorbed"].numpy(), shares, rtol=1e-5, atol=1e-6)
+    if biases:
+        assert np.abs(shares).max() > 0.05  # the check can tell a share from none
+    else:
+        assert np.abs(shares).max() < 1e-6
+
+
+@pytest.mark.parametrize(
+    ("rule", "first_rule", "gap"),
+    [("epsilon", None, False), ("epsilon", "zbox", False), ("gamma", "zbox", False), ("epsilon", None, True)],
+)
+def test_rules_without_biases_conserve_relevance_on_a_batch_norm_cnn(rule, first_rule, gap):
+    """Conv-BN-ReLU twice with folded BatchNorms (``gap``: the first BN not folded, an affine map of its own)."""
+    model = with_norm("conv2d", gap=gap).double()
+    torch.manual_seed(1)
+    x = torch.rand(3, 3, 8, 8, dtype=torch.float64)
+    kept = lrp(model, x, rule=rule, first_rule=first_rule, epsilon=1e-12, biases=False)
+    torch.testing.assert_close(kept.attribution.double().sum(dim=(1, 2, 3)), kept.scores.double(), rtol=1e-5, atol=0)
+    assert kept.extras["absorbed"].abs().max() < 1e-5
+    # The default keeps the biases (the folded BatchNorm shifts are large here) and reports what they absorbed.
+    default = lrp(model, x, rule=rule, first_rule=first_rule, epsilon=1e-12)
+    assert default.extras["absorbed"].abs().max() > 0.05
+    torch.testing.assert_close(
+        default.extras["absorbed"].double(),
+        1 - default.attribution.double().sum(dim=(1, 2, 3)) / default.scores.double(),
+        rtol=1e-5,
+        atol=1e-6,
+    )
+
+
+def test_absorbed_share_is_in_the_repr_and_the_figure():
+    e = lrp(small_cnn(), images())
+    assert e.extras["absorbed"].shape == (3,)
+    assert "absorbed=[" in repr(e)
+    texts = [text.get_text() for text in e.figure().findobj(lambda artist: hasattr(artist, "get_text"))]
+    assert sum("absorbed" in text for text in texts) == 3  # one per input
+    assert "absorbed" not in repr(ds.explain(small_cnn(), images(), method="saliency"))

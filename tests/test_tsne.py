@@ -3,17 +3,23 @@ the exact O(N^2) sums, the whole gradient against openTSNE's own, and project()'
 
 from __future__ import annotations
 
+import importlib
+import itertools
+
 import numpy as np
 import pytest
 import torch
 from openTSNE import TSNE, affinity, nearest_neighbors
 from openTSNE.tsne import kl_divergence_fft
 from sklearn.datasets import load_digits
+from sklearn.decomposition import PCA
 from sklearn.manifold import trustworthiness
 
 from deepscope import project
 from deepscope.embed import tsne
 from deepscope.errors import BadInputError
+
+project_module = importlib.import_module("deepscope.embed.project")  # the package re-exports the function
 
 
 def _brute_force(x: torch.Tensor, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -179,3 +185,85 @@ def test_bad_tsne_options_are_clear_errors(options: dict[str, str], message: str
 
 def test_fft_sizes_are_smooth_numbers() -> None:
     assert [tsne._smooth(n) for n in (50, 97, 121, 127, 257)] == [50, 100, 125, 128, 270]
+
+
+# The PCA step and the KL divergence ----------------------------------------------------------------------------
+
+FAST = {"n_iter": 100, "early_exaggeration_iter": 100, "n_jobs": 1, "progress": False, "quality": False}
+
+
+def test_tsne_runs_on_the_top_50_principal_components(digit_affinities) -> None:  # type: ignore[no-untyped-def]
+    x, _, _ = digit_affinities  # 64 pixels per digit
+    features = torch.from_numpy(x[:400])
+    reduced, info = project_module._tsne_input(features, "auto", "euclidean")
+    reference = PCA(n_components=50).fit(x[:400].astype(np.float64))
+    theirs = reference.transform(x[:400].astype(np.float64))
+    signs = np.sign((reduced.double().numpy() * theirs).sum(axis=0))
+    np.testing.assert_allclose(reduced.double().numpy(), theirs * signs, atol=1e-3)
+    assert info == {"pca": 50, "pca_explained_variance": pytest.approx(reference.explained_variance_ratio_.sum())}
+    # project() runs t-SNE on exactly that input: the same points as t-SNE of the reduced features.
+    via_option = project(features, "tsne", perplexity=10, **FAST)
+    on_reduced = project(reduced, "tsne", perplexity=10, pca=None, **FAST)
+    assert torch.equal(via_option.points, on_reduced.points)
+    assert via_option.params["pca"] == 50 and on_reduced.params["pca"] is None
+    assert not torch.equal(project(features, "tsne", perplexity=10, pca=None, **FAST).points, via_option.points)
+    assert project(features, "tsne", perplexity=10, pca=20, **FAST).params["pca"] == 20
+    # Cosine distances change under centring, so "auto" leaves the features alone for other metrics.
+    cosine = project(features, "tsne", perplexity=10, metric="cosine", neighbors="annoy", **FAST)
+    assert cosine.params["pca"] is None
+    # Features with 50 columns or fewer are not reduced.
+    assert project(features[:, :40], "tsne", perplexity=10, **FAST).params["pca"] is None
+
+
+def _exact_kl(P: object, points: np.ndarray) -> float:
+    """KL(P || Q) over all pairs, with Q from the Student-t kernel of the points, in float64."""
+    dense = np.asarray(P.todense(), dtype=np.float64)  # type: ignore[attr-defined]
+    squared = ((points[:, None, :] - points[None, :, :]) ** 2).sum(-1)
+    q = 1 / (1 + squared)
+    np.fill_diagonal(q, 0)
+    q /= q.sum()
+    mask = dense > 0
+    return float((dense[mask] * np.log(dense[mask] / q[mask])).sum())
+
+
+def test_final_kl_divergence_is_openTSNEs_and_the_exact_one(digit_affinities) -> None:  # type: ignore[no-untyped-def]
+    x, _, P = digit_affinities
+    ours = project(x, "tsne", pca=None, **FAST)
+    assert ours.params["negative_gradient_method"] == "bh"
+    # openTSNE itself, on the same affinities (exact neighbours, perplexity 30) with the same settings.
+    embedding = TSNE(
+        negative_gradient_method="bh", n_iter=100, early_exaggeration_iter=100, n_jobs=1, random_state=0
+    ).fit(x, affinities=affinity.PrecomputedAffinities(P))
+    np.testing.assert_allclose(ours.points.numpy(), np.asarray(embedding), atol=1e-4)
+    assert ours.kl_divergence == pytest.approx(embedding.kl_divergence, rel=1e-6)
+    # Barnes-Hut approximates the normalisation of Q; the exact sum over all pairs agrees to a percent.
+    assert ours.kl_divergence == pytest.approx(_exact_kl(P, ours.points.double().numpy()), rel=0.01)
+    assert f"KL {ours.kl_divergence:.3f}" in ours.title
+
+
+def test_kl_divergence_falls_as_t_sne_runs_longer(digit_affinities) -> None:  # type: ignore[no-untyped-def]
+    x, _, _ = digit_affinities
+    options = {**FAST, "n_iter": 50}
+    short = project(x[:500], "tsne", **options)
+    longer = project(x[:500], "tsne", **{**options, "n_iter": 300})
+    assert longer.kl_divergence < short.kl_divergence
+    steps, values = zip(*longer.kl_history)
+    assert steps == tuple(range(50, 401, 50))  # 100 exaggerated iterations, then 300
+    assert longer.kl_history[: len(short.kl_history)] == short.kl_history  # the same run, only stopped later
+    after_exaggeration = values[2:]
+    assert all(later <= earlier + 1e-9 for earlier, later in itertools.pairwise(after_exaggeration))
+    assert longer.kl_divergence <= values[-1]
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda: project(torch.randn(100, 60), "tsne", dim=50, perplexity=5), "pass pca=50"),
+        (lambda: project(torch.randn(100, 60), "tsne", perplexity=5, pca=0), "pca=0; pass the number"),
+        (lambda: project(torch.randn(100, 60), "tsne", perplexity=5, pca=True), "pca=True"),
+    ],
+    ids=["dim-50", "pca-0", "pca-bool"],
+)
+def test_pca_step_bad_input(call, message: str) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(BadInputError, match=message):
+        call()

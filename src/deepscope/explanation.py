@@ -29,6 +29,8 @@ class Explanation(FigureDisplay):
         layer: the layer a layer method used, ``None`` otherwise.
         options: every option the method ran with, defaults included.
         labels: a label per input's target, for figures.
+        extras: what a method measured besides the maps, one value per input (``[N]`` float32), shown in the
+            repr and the figure; LRP's ``"absorbed"``: the share of the score that did not reach the inputs.
     """
 
     method: str
@@ -40,6 +42,7 @@ class Explanation(FigureDisplay):
     layer: str | None = None
     options: dict[str, Any] = field(default_factory=dict)
     labels: list[str] = field(default_factory=list)
+    extras: dict[str, Tensor] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return self.heatmap.shape[0]
@@ -55,4 +58,13 @@ class Explanation(FigureDisplay):
     def __repr__(self) -> str:
         shape = tuple(self.heatmap.shape)
         layer = f", layer={self.layer!r}" if self.layer else ""
-        return f"Explanation(method={self.method!r}{layer}, heatmap={shape})"
+        extras = "".join(f", {name}={_values(value)}" for name, value in self.extras.items())
+        return f"Explanation(method={self.method!r}{layer}, heatmap={shape}{extras})"
+
+
+def _values(value: Tensor, shown: int = 4) -> str:
+    """A few per-input values, or their range when there are more."""
+    numbers = value.flatten().tolist()
+    if len(numbers) <= shown:
+        return "[" + ", ".join(f"{number:.3g}" for number in numbers) + "]"
+    return f"{min(numbers):.3g}..{max(numbers):.3g} over {len(numbers)} inputs"

@@ -73,6 +73,7 @@ class Overlaid(Protocol):
     scores: Tensor
     inputs: Tensor
     labels: list[str]
+    extras: dict[str, Tensor]
 
     def __len__(self) -> int: ...
 
@@ -172,7 +173,8 @@ def explanation_grid(
             else:
                 axes[r, c].plot(explanation.heatmap[r].numpy())
             score = float(explanation.scores[r])
-            axes[r, c].set_title(f"{explanation.method}\n{explanation.labels[r]}: {score:.2f}", fontsize=8)
+            notes = "".join(f"\n{name} {float(value[r]):.2f}" for name, value in explanation.extras.items())
+            axes[r, c].set_title(f"{explanation.method}\n{explanation.labels[r]}: {score:.2f}{notes}", fontsize=8)
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])

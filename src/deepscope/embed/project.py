@@ -28,6 +28,7 @@ Method = Literal["pca", "tsne", "umap"]
 
 # Each method's options and their defaults; t-SNE's are openTSNE's names (learning_rate="auto" is N / 12), and its
 # neighbors="auto" is the exact search of tsne.exact_neighbors up to EXACT_NEIGHBOURS_UP_TO points, Annoy beyond.
+# t-SNE's pca is deepscope's: the features' top principal components that t-SNE runs on (see _tsne_input).
 OPTIONS: dict[str, dict[str, Any]] = {
     "pca": {},
     "tsne": {
@@ -40,6 +41,7 @@ OPTIONS: dict[str, dict[str, Any]] = {
         "metric": "euclidean",
         "neighbors": "auto",
         "n_jobs": -1,
+        "pca": "auto",
     },
     "umap": {"n_neighbors": 15, "min_dist": 0.1, "metric": "euclidean", "n_epochs": None},
 }
@@ -51,6 +53,11 @@ CAUTION = {
     "umap": "UMAP keeps neighbourhoods more than global geometry: distances between clusters are not reliable.",
 }
 QUALITY_K = 10  # neighbours for trustworthiness and the k-NN accuracy
+# t-SNE's input is reduced to this many principal components first (pca="auto", euclidean metric), as van der
+# Maaten & Hinton (2008) and the lectures do: it removes noise from the distances and speeds up the neighbour search.
+TSNE_PCA_COMPONENTS = 50
+# Iterations between two KL divergences in Projection.kl_history (openTSNE's callback period).
+KL_EVERY = 50
 _umap_compiled = False
 
 
@@ -66,6 +73,9 @@ class Projection(FigureDisplay):
             a neighbour in the features), on a sample of ``quality_sample`` points for large sets.
         knn_accuracy: leave-one-out 10-NN accuracy of the labels in the projection (``None`` without labels):
             how well classes separate in the picture.
+        kl_divergence: t-SNE only: KL(P || Q) of the final points, the objective t-SNE minimises (openTSNE's
+            value); ``kl_history`` holds ``(iteration, KL)`` every 50 iterations, early exaggeration included
+            (its KL is corrected for the exaggeration), to check that the optimisation has converged.
         labels, predictions, thumbnails: per point, for colouring and the image scatter.
     """
 
@@ -77,6 +87,8 @@ class Projection(FigureDisplay):
     thumbnails: np.ndarray | None = field(default=None, repr=False)
     trustworthiness: float | None = None
     knn_accuracy: float | None = None
+    kl_divergence: float | None = None
+    kl_history: list[tuple[int, float]] = field(default_factory=list, repr=False)
     seconds: float = 0.0
 
     @property
@@ -85,7 +97,8 @@ class Projection(FigureDisplay):
 
     @property
     def title(self) -> str:
-        shown = {k: v for k, v in self.params.items() if k in ("perplexity", "n_neighbors", "min_dist")}
+        names = ("perplexity", "pca", "n_neighbors", "min_dist")
+        shown = {k: v for k, v in self.params.items() if k in names and v is not None}
         name = {"pca": "PCA", "tsne": "t-SNE", "umap": "UMAP"}[self.method]
         head = name + (" (" + ", ".join(f"{k}={v:g}" for k, v in shown.items()) + ")" if shown else "")
         quality = []
@@ -93,6 +106,8 @@ class Projection(FigureDisplay):
             quality.append(f"trustworthiness {self.trustworthiness:.3f}")
         if self.knn_accuracy is not None:
             quality.append(f"{QUALITY_K}-NN accuracy {self.knn_accuracy:.3f}")
+        if self.kl_divergence is not None:
+            quality.append(f"KL {self.kl_divergence:.3f}")
         return head + ("\n" + ", ".join(quality) if quality else "")
 
     def draw(self, ax: Axes, color: str = "label", classes: Sequence[str] | None = None, size: float = 4) -> None:
@@ -251,6 +266,18 @@ def _pca(x: Tensor, dim: int) -> tuple[Tensor, dict[str, Any]]:
     return (centred @ axes).float(), {"explained_variance_ratio": ratio}
 
 
+def _tsne_input(x: Tensor, pca: int | str | None, metric: str) -> tuple[Tensor, dict[str, Any]]:
+    """The features t-SNE runs on: their top ``pca`` principal components (``"auto"``: 50 for the euclidean metric,
+    where projecting on the principal axes is a rotation that drops the least-varying directions; other metrics
+    are not preserved by it, so they get the features unchanged), or the features themselves (``None``, or no more
+    columns than ``pca``)."""
+    components = (TSNE_PCA_COMPONENTS if metric == "euclidean" else None) if pca == "auto" else pca
+    if not isinstance(components, int) or x.shape[1] <= components:
+        return x, {"pca": None}
+    reduced, info = _pca(x, components)
+    return reduced, {"pca": components, "pca_explained_variance": float(sum(info["explained_variance_ratio"]))}
+
+
 def _tsne(
     x: Tensor,
     dim: int,
@@ -266,6 +293,7 @@ def _tsne(
 
     options = dict(options)
     neighbors = options.pop("neighbors")
+    x, reduction = _tsne_input(x, options.pop("pca"), options["metric"])
     n = len(x)
     if neighbors == "auto":
         small = n <= EXACT_NEIGHBOURS_UP_TO or device.type != "cpu"
@@ -275,18 +303,18 @@ def _tsne(
     bar = tqdm(
         total=iterations, desc=f"t-SNE (perplexity {options['perplexity']:g})", unit="it", disable=disable, leave=False
     )
-    callbacks = None
-    if not bar.disable or on_progress is not None:
-        done = 0  # openTSNE counts each phase's iterations from 1
+    history: list[tuple[int, float]] = []
+    done = 0  # openTSNE counts each phase's iterations from 1
 
-        def callbacks(iteration: int, _error: float, _embedding: object) -> bool:
-            nonlocal done
-            step = min(50, iterations - done)
-            done += step
-            bar.update(step)
-            if on_progress is not None:
-                on_progress(done / iterations)
-            return False
+    def callbacks(iteration: int, error: float, _embedding: object) -> bool:
+        nonlocal done
+        step = min(KL_EVERY, iterations - done)
+        done += step
+        history.append((done, float(error)))
+        bar.update(step)
+        if on_progress is not None:
+            on_progress(done / iterations)
+        return False
 
     # FFT-interpolated gradients (linear in N) exist for 1 and 2 dimensions only, so 3D uses Barnes-Hut; below
     # 10,000 points Barnes-Hut is also the faster one on a CPU (openTSNE's own "auto" rule), not on a GPU.
@@ -310,16 +338,19 @@ def _tsne(
             negative_gradient_method=method,
             neighbors=neighbors if neighbors != "exact" else "auto",  # unused when the affinities are given
             callbacks=callbacks,
-            callbacks_every_iters=50,
+            callbacks_every_iters=KL_EVERY,
             verbose=False,
             **options,
         )
         points = tsne.fit(x.numpy().astype(np.float32, copy=False), affinities=affinities)
     used = f"fft ({method.backend})" if isinstance(method, Gradient) else method
     return torch.from_numpy(np.asarray(points, dtype=np.float32)), {
+        **reduction,
         "negative_gradient_method": used,
         "neighbors": neighbors,
         "device": str(device),
+        "kl_divergence": float(points.kl_divergence),
+        "kl_history": history,
     }
 
 
@@ -377,6 +408,12 @@ def _check_options(method: str, params: dict[str, Any], n: int) -> list[dict[str
                     f"perplexity={perplexity:g} with {n} points: the perplexity must be lower than the number of "
                     f"points, and openTSNE uses 3 x perplexity neighbours, so it needs 3 x perplexity < {n}; "
                     f"pass perplexity < {n / 3:g}."
+                )
+            pca = options["pca"]
+            if pca != "auto" and pca is not None and (isinstance(pca, bool) or not isinstance(pca, int) or pca < 1):
+                raise BadInputError(
+                    f"pca={pca!r}; pass the number of principal components t-SNE should run on (e.g. 50), 'auto' "
+                    f"({TSNE_PCA_COMPONENTS} for the euclidean metric) or None (the features as they are)."
                 )
             if options["neighbors"] not in TSNE_NEIGHBORS:
                 raise BadInputError(
@@ -445,7 +482,9 @@ def project(
             one, else the CPU.
         on_progress: called with the fraction of the work done (0 to 1) as t-SNE goes (every 50 iterations);
             PCA and UMAP call it once, at the end.
-        **params: the method's options (see ``OPTIONS``): t-SNE ``perplexity``, ``early_exaggeration``,
+        **params: the method's options (see ``OPTIONS``): t-SNE ``pca`` (run on the features' top principal
+            components: ``"auto"``, 50 of them for the euclidean metric when there are more columns; an int; or
+            ``None``, the features as they are), ``perplexity``, ``early_exaggeration``,
             ``early_exaggeration_iter``, ``learning_rate``, ``n_iter``, ``initialization``, ``metric``,
             ``neighbors`` (``"auto"``: exact up to 60,000 points or on a GPU, else Annoy; ``"exact"``, ``"annoy"``,
             ``"pynndescent"``), ``n_jobs``;
@@ -453,13 +492,19 @@ def project(
             (``perplexity=[5, 30, 50]``): one projection per value, drawn side by side.
 
     Returns:
-        A :class:`Projection` (``points``, ``trustworthiness``, ``knn_accuracy``, ``figure()``,
-        ``image_scatter()``), or :class:`Projections` when an option was a list.
+        A :class:`Projection` (``points``, ``trustworthiness``, ``knn_accuracy``, t-SNE's ``kl_divergence``,
+        ``figure()``, ``image_scatter()``), or :class:`Projections` when an option was a list.
     """
     if method not in OPTIONS:
         raise BadInputError(f"method={method!r} is not one of {', '.join(map(repr, METHODS))}.")
     if dim not in (2, 3):
-        raise BadInputError(f"dim={dim!r}; a projection has 2 or 3 dimensions.")
+        pca_hint = (
+            f" To reduce the features to {dim} dimensions before t-SNE, pass pca={dim} (t-SNE runs on the top "
+            f"{TSNE_PCA_COMPONENTS} principal components by default)."
+            if isinstance(dim, int) and dim > 3 and method == "tsne"
+            else ""
+        )
+        raise BadInputError(f"dim={dim!r}; a projection has 2 or 3 dimensions.{pca_hint}")
     x = as_matrix(features)
     n = x.shape[0]
     if n <= dim:
@@ -496,6 +541,7 @@ def project(
         else:
             points, extra = _umap(x, dim, seed, progress, options)
         done(1.0)
+        kl_divergence, kl_history = extra.pop("kl_divergence", None), extra.pop("kl_history", [])
         seconds = time.perf_counter() - start
         trust, accuracy = _quality(x, points, label_array, quality_sample, seed) if quality else (None, None)
         results.append(
@@ -508,6 +554,8 @@ def project(
                 thumbnails=thumbnails,
                 trustworthiness=trust,
                 knn_accuracy=accuracy,
+                kl_divergence=kl_divergence,
+                kl_history=kl_history,
                 seconds=seconds,
             )
         )

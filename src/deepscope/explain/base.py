@@ -5,7 +5,7 @@ from __future__ import annotations
 import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, ClassVar, TypeVar
 
@@ -46,6 +46,7 @@ VOCABULARY: dict[str, str] = {
     "first_rule": "LRP rule of the first layer: 'zbox', 'flat', 'wsquare' or None (same as the rest)",
     "low": "lowest input value (z-box rule); default: the inputs' minimum",
     "high": "highest input value (z-box rule); default: the inputs' maximum",
+    "biases": "LRP: whether the rules include the layers' biases (which absorb relevance); False conserves it",
     "ridge": "LIME: penalty of the weighted ridge regression (LIME's default 1.0; 0 for least squares)",
     "head": "CAM: the linear layer after global average pooling (default: the last nn.Linear)",
 }
@@ -107,6 +108,7 @@ class Result:
 
     attribution: Tensor | None = None
     heatmap: Tensor | None = None
+    extras: dict[str, Tensor] = field(default_factory=dict)
 
 
 class Method(ABC):
@@ -318,4 +320,5 @@ def explain(
         layer=layer,
         options=opts,
         labels=resolved.describe(),
+        extras={name: value.detach().float().cpu() for name, value in result.extras.items()},
     )

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any, ClassVar
 
@@ -123,6 +123,13 @@ ZBOX = Rule(
 # Flat and w-square ignore the inputs: relevance spreads over the receptive field (uniformly / by w^2).
 FLAT = Rule("flat", (Part((Term(inputs=_ones, params=torch.ones_like, bias=False),)),))
 WSQUARE = Rule("wsquare", (Part((Term(inputs=_ones, params=torch.square, bias=False),)),))
+
+
+def without_biases(rule: Rule) -> Rule:
+    """``rule`` with every term's bias left out: ``z`` sums the inputs' contributions only, so a layer passes on all
+    the relevance it receives (up to epsilon) instead of leaving a bias's share behind."""
+    parts = tuple(replace(part, terms=tuple(replace(term, bias=False) for term in part.terms)) for part in rule.parts)
+    return replace(rule, parts=parts)
 
 
 def gamma_rule(gamma: float) -> Rule:
@@ -382,6 +389,8 @@ class _Propagation:
     rule: Rule
     first_rule: Rule | None
     epsilon: float
+    # The epsilon rule as poolings and BatchNorms that are not folded use it (without biases if the rules are).
+    affine_rule: Rule
     low: float | Tensor | None
     high: float | Tensor | None
     # Outputs of Conv/Linear calls not yet consumed, by id, for BatchNorm folding.
@@ -432,7 +441,7 @@ class _Propagation:
         weight = module.weight.detach()
         bias = module.bias.detach() if module.bias is not None else None
         call = _Call(compute, weight, bias, rule, self.epsilon, channels_first=channels_first or output.ndim == 2)
-        if rule is ZBOX:
+        if rule.name == ZBOX.name:
             call.low, call.high = self.bound(self.low, x, low=True), self.bound(self.high, x, low=False)
         result = _Relevance.apply(x, output.detach(), call)
         self.pending[id(result)] = (result, call)
@@ -462,7 +471,7 @@ class _Propagation:
             assert weight is not None
             return t * weight.view(view) + (0 if bias is None else bias.view(view))
 
-        call = _Call(affine, scale, shift, EPSILON, self.epsilon)
+        call = _Call(affine, scale, shift, self.affine_rule, self.epsilon)
         return _Relevance.apply(x, output.detach(), call)
 
     @staticmethod
@@ -490,6 +499,18 @@ class _Propagation:
         )
 
 
+def absorbed(relevance: Tensor, scores: Tensor) -> Tensor:
+    """Per input, the share of the target's score that did not reach the inputs: ``1 - sum(R) / score``.
+
+    Biases (each keeps ``b_k / z_k`` of its neuron's relevance) and ``epsilon`` absorb it; the alpha-beta rule and
+    operations without a rule change it too, so it can be negative. NaN where the score is 0.
+    """
+    total = relevance.detach().flatten(1).double().sum(dim=1)
+    score = scores.detach().double()
+    share = 1.0 - total / torch.where(score == 0, torch.ones_like(score), score)
+    return torch.where(score == 0, torch.full_like(share, float("nan")), share).float()
+
+
 def _unsupported(model: nn.Module) -> list[str]:
     """Types of leaf modules with parameters that no rule covers."""
     names = set()
@@ -507,8 +528,8 @@ def _unsupported(model: nn.Module) -> list[str]:
 class LRP(Method):
     """Layer-wise relevance propagation: the target's logit redistributed, layer by layer, onto the inputs.
 
-    ``attribution`` is the relevance of each input element (it sums to about the target's score when the
-    network has no biases); ``heatmap`` its channel sum (``reduce='sum'``).
+    ``attribution`` is the relevance of each input element (it sums to the target's score, up to epsilon, when
+    the network has no biases or ``biases=False``); ``heatmap`` its channel sum (``reduce='sum'``).
 
     Options (defaults):
         rule ('epsilon'): the rule of every Conv/Linear layer (a BatchNorm directly after one is folded into
@@ -524,7 +545,14 @@ class LRP(Method):
             or None for ``rule``.
         low, high (None): the z-box bounds of the inputs, numbers or tensors broadcastable to the inputs
             (e.g. per channel, ``[1, C, 1, 1]``); by default each input's own minimum and maximum.
+        biases (True): whether the rules include the layers' biases (folded BatchNorm shifts included). With
+            biases, each layer keeps a bias's share of the relevance, so ``attribution`` sums to less (or more)
+            than the score; False leaves them out of every rule's ``z``, so relevance is conserved up to epsilon
+            (the attribution sums to the score) at the price of explaining ``z`` without its bias.
         reduce ('sum'): how channels become the heatmap.
+
+    The explanation's ``extras["absorbed"]`` is ``1 - sum(attribution) / score`` per input: the share of the
+    score the biases (and epsilon) absorbed, measured.
 
     Relevance passes element-wise activations unchanged, is split in proportion to the summands at every
     ``a + b`` (so it is conserved through residual connections), goes to the winner in max pooling and in
@@ -540,6 +568,7 @@ class LRP(Method):
         "first_rule": "zbox",
         "low": None,
         "high": None,
+        "biases": True,
         "reduce": "sum",
     }
 
@@ -584,7 +613,7 @@ class LRP(Method):
             )
         if relevance is None:
             relevance = torch.zeros_like(x)
-        return Result(attribution=relevance.detach())
+        return Result(attribution=relevance.detach(), extras={"absorbed": absorbed(relevance.detach(), self.scores)})
 
     def propagation(self) -> _Propagation:
         """The validated options as the state of one propagation."""
@@ -604,9 +633,19 @@ class LRP(Method):
         if first not in _FIRST_RULES:
             raise BadInputError(f"first_rule={first!r} is not one of {', '.join(map(repr, _FIRST_RULES))}.")
         first_rule = {"zbox": ZBOX, "flat": FLAT, "wsquare": WSQUARE, None: None}[first]
+        biases = opts["biases"]
+        if not isinstance(biases, bool):
+            raise BadInputError(
+                f"biases must be True (the rules include the biases, which absorb relevance) or False (the rules "
+                f"leave them out, so relevance is conserved); got {biases!r}."
+            )
+        affine_rule = EPSILON
+        if not biases:
+            rule, affine_rule = without_biases(rule), without_biases(EPSILON)
+            first_rule = None if first_rule is None else without_biases(first_rule)
         low, high = self.bounds()
         x = self.inputs.detach().requires_grad_(True)
-        return _Propagation(x, rule, first_rule, epsilon, low, high)
+        return _Propagation(x, rule, first_rule, epsilon, affine_rule, low, high)
 
     def number(self, name: str) -> float:
         value = self.opts[name]
