@@ -201,3 +201,22 @@ def test_tf_keras_models_are_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> N
         ds.explain(Sequential(), torch.rand(1, 3, 4, 4))  # type: ignore[arg-type]
     with pytest.raises(BadInputError, match=r"must be a torch.nn.Module \(or a Keras 3 model"):
         ds.explain(object(), torch.rand(1, 3, 4, 4))  # type: ignore[arg-type]
+
+
+def test_a_keras_model_object_serves_every_function_channels_first() -> None:
+    """``KerasModel(model)`` takes ``[N, C, H, W]`` like any module: the same Grad-CAM as the Keras model given its
+    own layout, and functions that take only modules (activation maps) read its Keras layers by name; given the Keras
+    model itself, they say what to do."""
+    keras = _keras()
+    model, x = _cnn(keras), _images()
+    module = probe.KerasModel(model)
+    channels_first = x.permute(0, 3, 1, 2)
+    torch.testing.assert_close(module(channels_first), model(x))
+    direct = ds.explain(model, x, method="gradcam", layer="conv", target=1)
+    wrapped = ds.explain(module, channels_first, method="gradcam", layer="conv", target=1)
+    torch.testing.assert_close(wrapped.heatmap, direct.heatmap)
+    maps = ds.activations(module, channels_first, layer="features").maps
+    expected = keras.Model(model.inputs, model.get_layer("features").output)(x).detach().permute(0, 3, 1, 2)
+    torch.testing.assert_close(maps, expected)
+    with pytest.raises(BadInputError, match=r"Keras model.*KerasModel\(model\), with inputs channels first"):
+        ds.activations(model, x, layer="features")

@@ -21,6 +21,12 @@ from .errors import BadInputError, LayerNotFoundError, close_names
 
 def named_layer(model: nn.Module, name: str) -> nn.Module:
     """The submodule called ``name`` in ``model.named_modules()``; a wrong name lists the closest ones."""
+    if keras_backend(model) is not None:  # a Keras model that the caller did not turn into a KerasModel
+        torch_model(model)  # another backend: says what works
+        raise BadInputError(
+            f"{type(model).__name__} is a Keras model; ds.explain, ds.embed, ds.maximize and run.graph take it as it "
+            "is, other functions take deepscope.probe.KerasModel(model), with inputs channels first [N, C, H, W]."
+        )
     modules = dict(model.named_modules())
     if not isinstance(name, str) or name not in modules or name == "":
         names = [n for n in modules if n]
@@ -58,7 +64,7 @@ def torch_model(model: object) -> nn.Module:
     :class:`KerasModel`. Anything else is a :class:`BadInputError` that says what works."""
     backend = keras_backend(model)
     if backend == "torch":
-        return model if isinstance(model, KerasModel) else KerasModel(model)  # type: ignore[arg-type]
+        return KerasModel(model)
     if backend is not None:
         raise BadInputError(
             f"{type(model).__name__} is a Keras model on the {backend} backend; deepscope explains PyTorch models: "
@@ -73,15 +79,26 @@ def torch_model(model: object) -> nn.Module:
     return model
 
 
-def from_model_layout(model: nn.Module, inputs: object) -> object:
-    """Inputs given in ``model``'s own layout, channels first (deepscope's layout): a channels-last Keras model's
-    ``[N, H, W, C]`` images become ``[N, C, H, W]``; everything else is returned as it is."""
-    if isinstance(model, KerasModel) and model.channels_last and isinstance(inputs, Tensor) and inputs.ndim >= 3:
+def from_model_layout(model: object, inputs: object) -> object:
+    """Inputs given in the layout of ``model`` (as the user passed it), channels first (deepscope's layout): a
+    channels-last Keras model's ``[N, H, W, C]`` images become ``[N, C, H, W]``; everything else, including the
+    inputs of a :class:`KerasModel` (channels first already), is returned as it is."""
+    if keras_backend(model) == "torch" and _channels_last(model) and isinstance(inputs, Tensor) and inputs.ndim >= 3:
         return inputs.movedim(-1, 1)
     return inputs
 
 
-def _keras_layers(model: object) -> list[object]:
+def _channels_last(model: object) -> bool:
+    """Whether a Keras model's images are ``[N, H, W, C]``: its layers' ``data_format``, else Keras' default."""
+    formats = {str(layer.data_format) for layer in _walk(model) if getattr(layer, "data_format", None) is not None}
+    if len(formats) > 1:
+        raise BadInputError(
+            f"{type(model).__name__} mixes data formats {sorted(formats)}; deepscope needs one layout per model."
+        )
+    return (formats.pop() if formats else sys.modules["keras"].config.image_data_format()) == "channels_last"
+
+
+def _keras_layers(model: object) -> list[Any]:
     keras = sys.modules["keras"]
     return [layer for layer in getattr(model, "layers", ()) if not isinstance(layer, keras.layers.InputLayer)]
 
@@ -142,7 +159,8 @@ class KerasModel(nn.Module):
 
     Layout: deepscope works channels first. The module takes ``[N, C, H, W]`` and hands the Keras model its own
     layout (``[N, H, W, C]`` for ``channels_last``, Keras' default); layer outputs are seen as ``[N, C, ...]``.
-    Entry points that take a Keras model take inputs in the model's own layout (:func:`from_model_layout`).
+    Entry points given a Keras model take inputs in the model's own layout (:func:`from_model_layout`); given a
+    ``KerasModel``, channels first like for any module (so ``KerasModel(model)`` serves every deepscope function).
     Keras layers run with ``training=False`` unless told otherwise, whatever this module's ``training`` flag.
     """
 
@@ -151,17 +169,7 @@ class KerasModel(nn.Module):
     def __init__(self, model: object) -> None:
         super().__init__()
         object.__setattr__(self, "keras_model", model)
-        formats = {
-            str(layer.data_format)  # type: ignore[attr-defined]
-            for layer in _walk(model)
-            if isinstance(getattr(layer, "data_format", None), str)
-        }
-        if len(formats) > 1:
-            raise BadInputError(
-                f"{type(model).__name__} mixes data formats {sorted(formats)}; deepscope needs one layout per model."
-            )
-        image_format = sys.modules["keras"].config.image_data_format()
-        self.channels_last = (formats.pop() if formats else image_format) == "channels_last"
+        self.channels_last = _channels_last(model)
         for layer in _keras_layers(model):
             self.add_module(_module_name(layer), KerasLayer(layer, self.channels_last))
 
@@ -174,7 +182,7 @@ class KerasModel(nn.Module):
             return self.keras_model(inputs.movedim(1, -1) if moved else inputs)
 
 
-def _walk(model: object) -> Iterator[object]:
+def _walk(model: object) -> Iterator[Any]:
     for layer in _keras_layers(model):
         yield layer
         yield from _walk(layer)

@@ -137,7 +137,7 @@ def embed(
     Returns:
         :class:`Features` with ``features [N, D]``, ``labels``, ``predictions`` and ``thumbnails``.
     """
-    model = probe.torch_model(model)
+    given, model = model, probe.torch_model(model)
     if pool not in POOLS:
         raise BadInputError(f"pool={pool!r} is not one of {', '.join(map(repr, POOLS))}.")
     if max_items is not None and max_items < 1:
@@ -176,7 +176,7 @@ def embed(
         with bar:
             for batch in _iterate(batches, bar):
                 inputs, target_labels = batch
-                inputs = probe.from_model_layout(model, inputs)  # type: ignore[assignment]
+                inputs = probe.from_model_layout(given, inputs)  # type: ignore[assignment]
                 if max_items is not None:
                     inputs = inputs[: max_items - count]
                     target_labels = None if target_labels is None else target_labels[: max_items - count]

@@ -280,8 +280,9 @@ def explain(
         ``[N, C, H, W]`` where the method has one.
     """
     cls = method_class(method)
+    given = probe.from_model_layout(model, inputs)  # a Keras model's inputs come in its own layout
     model = probe.torch_model(model)
-    x = _check_inputs(model, probe.from_model_layout(model, inputs))
+    x = _check_inputs(model, given)
     opts = _check_options(cls, options)
     if layer is not None and not cls.uses_layer:
         raise BadInputError(f"{method} does not use a layer; drop layer={layer!r} (layer methods: CAM family).")

@@ -46,8 +46,8 @@ def model_graph(model: nn.Module, example: Tensor | Sequence[Tensor], *, tag: st
     Raises:
         BadInputError: the model cannot run on ``example``.
     """
-    model = torch_model(model)
     args = tuple(from_model_layout(model, a) for a in _arguments(example))  # type: ignore[misc]
+    model = torch_model(model)
     with preserved(model), _state_kept(model, args):
         modules = _hierarchy(model, args)
         ops, method, notes = _op_graph(model, args)
