@@ -220,3 +220,14 @@ def test_a_keras_model_object_serves_every_function_channels_first() -> None:
     torch.testing.assert_close(maps, expected)
     with pytest.raises(BadInputError, match=r"Keras model.*KerasModel\(model\), with inputs channels first"):
         ds.activations(model, x, layer="features")
+
+
+def test_inputs_a_keras_model_cannot_take_are_a_clear_error() -> None:
+    """Images in the wrong layout: the error gives the shape Keras saw, its layout, what Keras said and expects."""
+    keras = _keras()
+    model = _cnn(keras)
+    wrong = _images().permute(0, 3, 1, 2)  # channels first, for a channels-last model
+    expected = r"\(3, 3, 10, 8\) \(its layout: N, H, W, C\): .*It expects \(None, 10, 8, 3\)"
+    with pytest.raises(BadInputError, match=expected):
+        ds.explain(model, wrong, method="gradcam", layer="conv")
+    assert _hooks(model) == 0

@@ -7,6 +7,7 @@ error raised half-way through an explanation never leaves a hook, a changed mode
 from __future__ import annotations
 
 import contextlib
+import re
 import sys
 import warnings
 from collections.abc import Callable, Iterator
@@ -16,7 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .errors import BadInputError, LayerNotFoundError, close_names
+from .errors import BadInputError, DeepscopeError, LayerNotFoundError, close_names
 
 
 def named_layer(model: nn.Module, name: str) -> nn.Module:
@@ -175,11 +176,32 @@ class KerasModel(nn.Module):
 
     def forward(self, inputs: Tensor) -> object:
         moved = self.channels_last and isinstance(inputs, Tensor) and inputs.ndim >= 3
+        keras_inputs = inputs.movedim(1, -1) if moved else inputs
         with Hooks() as hooks:
             for module in self.modules():
                 if isinstance(module, KerasLayer):
                     hooks.add(module.keras_layer.register_forward_hook(module.relay))
-            return self.keras_model(inputs.movedim(1, -1) if moved else inputs)
+            try:
+                return self.keras_model(keras_inputs)
+            except (RuntimeError, ValueError, TypeError, IndexError) as error:
+                if isinstance(error, DeepscopeError):
+                    raise
+                raise BadInputError(self._failure(keras_inputs, error)) from None
+
+    def _failure(self, keras_inputs: Tensor, error: Exception) -> str:
+        """What Keras said, without its "Exception encountered when calling ..." preamble, and what it expects."""
+        plain = re.sub(r"\x1b\[[0-9;]*m", "", str(error))  # Keras makes the message bold for terminals
+        lines = [line.strip() for line in plain.splitlines() if line.strip()]
+        said = next((line for line in lines if not line.startswith("Exception encountered")), type(error).__name__)
+        try:
+            expected = f" It expects {', '.join(str(tuple(t.shape)) for t in self.keras_model.inputs)}."
+        except AttributeError:  # a subclassed model: Keras knows no input shape
+            expected = ""
+        layout = "N, H, W, C" if self.channels_last else "N, C, H, W"
+        return (
+            f"the Keras model {self.keras_model.name!r} could not run on inputs of shape {tuple(keras_inputs.shape)} "
+            f"(its layout: {layout}): {said.rstrip('.')}.{expected}"
+        )
 
 
 def _walk(model: object) -> Iterator[Any]:
