@@ -231,3 +231,16 @@ def test_inputs_a_keras_model_cannot_take_are_a_clear_error() -> None:
     with pytest.raises(BadInputError, match=expected):
         ds.explain(model, wrong, method="gradcam", layer="conv")
     assert _hooks(model) == 0
+
+
+def test_a_keras_model_with_two_inputs_runs_and_draws() -> None:
+    """Several inputs go to Keras as its list; each in the model's own layout, moved channels first."""
+    keras = _keras()
+    image, extra = keras.Input((6, 5, 2)), keras.Input((3,))
+    pooled = keras.layers.GlobalAveragePooling2D(name="pool")(keras.layers.Conv2D(4, 3, name="conv")(image))
+    model = keras.Model([image, extra], keras.layers.Dense(2, name="head")(keras.layers.Concatenate()([pooled, extra])))
+    x, y = torch.rand(2, 6, 5, 2), torch.rand(2, 3)
+    module = probe.KerasModel(model)
+    torch.testing.assert_close(module(x.permute(0, 3, 1, 2), y), model([x, y]))
+    rows = {row["name"]: row for row in model_graph(model, (x[:1], y[:1])).modules}
+    assert rows["conv"]["shape"] == [1, 4, 4, 3] and rows["head"]["shape"] == [1, 2]

@@ -174,9 +174,10 @@ class KerasModel(nn.Module):
         for layer in _keras_layers(model):
             self.add_module(_module_name(layer), KerasLayer(layer, self.channels_last))
 
-    def forward(self, inputs: Tensor) -> object:
-        moved = self.channels_last and isinstance(inputs, Tensor) and inputs.ndim >= 3
-        keras_inputs = inputs.movedim(1, -1) if moved else inputs
+    def forward(self, *inputs: Tensor) -> object:
+        """The Keras model's output for ``inputs`` channels first (several for a model with several inputs)."""
+        moved = [x.movedim(1, -1) if self.channels_last and x.ndim >= 3 else x for x in inputs]
+        keras_inputs = moved[0] if len(moved) == 1 else moved
         with Hooks() as hooks:
             for module in self.modules():
                 if isinstance(module, KerasLayer):
@@ -188,7 +189,7 @@ class KerasModel(nn.Module):
                     raise
                 raise BadInputError(self._failure(keras_inputs, error)) from None
 
-    def _failure(self, keras_inputs: Tensor, error: Exception) -> str:
+    def _failure(self, keras_inputs: Tensor | list[Tensor], error: Exception) -> str:
         """What Keras said, without its "Exception encountered when calling ..." preamble, and what it expects."""
         plain = re.sub(r"\x1b\[[0-9;]*m", "", str(error))  # Keras makes the message bold for terminals
         lines = [line.strip() for line in plain.splitlines() if line.strip()]
@@ -198,8 +199,10 @@ class KerasModel(nn.Module):
         except AttributeError:  # a subclassed model: Keras knows no input shape
             expected = ""
         layout = "N, H, W, C" if self.channels_last else "N, C, H, W"
+        given = keras_inputs if isinstance(keras_inputs, list) else [keras_inputs]
+        shapes = ", ".join(str(tuple(x.shape)) if isinstance(x, Tensor) else type(x).__name__ for x in given)
         return (
-            f"the Keras model {self.keras_model.name!r} could not run on inputs of shape {tuple(keras_inputs.shape)} "
+            f"the Keras model {self.keras_model.name!r} could not run on inputs of shape {shapes} "
             f"(its layout: {layout}): {said.rstrip('.')}.{expected}"
         )
 

@@ -74,8 +74,8 @@ class DeepscopeCallback(keras.callbacks.Callback):
         * With ``write_graph=True`` (the default, as TensorBoard's): at the start of the first ``fit``, the model's
           graph (:meth:`deepscope.Run.graph`, tag ``"model"``): its layers under their Keras names and types with
           their output shapes (channels first) and parameter counts, and the op graph where ``torch.export`` can
-          trace it. Needs a model with known inputs (``Sequential`` with an ``Input``, functional); a subclassed
-          model's graph is skipped with a warning.
+          trace it. Needs a model with one known input (``Sequential`` with an ``Input``, functional); another
+          model's graph (subclassed, several inputs) is skipped with a warning, and the training goes on.
         * At the end of every evaluation, ``model.evaluate(..., callbacks=[callback])`` alone as well as ``fit``'s
           validation: its results as ``validation/evaluation_<name>_vs_iterations``, at step = the optimizer's
           iterations (the training batches the model has taken; 0 before any training), as TensorBoard does.
@@ -238,7 +238,10 @@ class DeepscopeCallback(keras.callbacks.Callback):
             return
         # one example of zeros per input, batch 1, in the model's own layout
         examples = [torch.zeros([1 if n is None else int(n) for n in tensor.shape]) for tensor in inputs]
-        run.graph(self.model, examples[0] if len(examples) == 1 else tuple(examples))
+        try:
+            run.graph(self.model, examples[0] if len(examples) == 1 else tuple(examples))
+        except BadInputError as error:  # a graph deepscope cannot draw must not stop the training
+            warnings.warn(f"the model's graph is not stored: {error}", stacklevel=2)
 
     def _gradient_histograms(self, epoch: int) -> list[Any]:
         """The gradients Keras' torch trainer left in each trainable weight's ``.grad`` at the last batch."""
