@@ -393,3 +393,72 @@ def test_keras_callback_bad_options(tmp_path: os.PathLike[str]) -> None:
         integration.DeepscopeCallback(tmp_path, update_freq="sometimes")
     with pytest.raises(BadInputError, match="histogram_freq"):
         integration.DeepscopeCallback(tmp_path, histogram_freq=-1)
+    with pytest.raises(BadInputError, match=r"write_grads=True .* histogram_freq"):
+        integration.DeepscopeCallback(tmp_path, write_grads=True)
+
+
+def test_keras_callback_logs_gradients_and_the_graph(tmp_path: os.PathLike[str]) -> None:
+    """``write_grads``: each epoch's last-batch gradients, checked against plain SGD's own step (the weights before
+    and after it, divided by the learning rate); ``write_graph``: the Keras layers by name and type, read back."""
+    _keras_integration()
+    keras = sys.modules["keras"]
+    from deepscope.track.integrations.keras import DeepscopeCallback
+
+    model, x, y = _keras_model()
+    model.compile(optimizer=keras.optimizers.SGD(0.5), loss="binary_crossentropy")
+
+    class Steps(keras.callbacks.Callback):  # type: ignore[misc,name-defined]
+        """The trainable weights around every batch; at each epoch's end, those of its last batch."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.last: list[list[tuple[np.ndarray, np.ndarray]]] = []
+
+        def on_train_batch_begin(self, batch: int, logs: object = None) -> None:
+            self.before = [np.array(w.numpy(), dtype=np.float64) for w in model.trainable_weights]
+
+        def on_train_batch_end(self, batch: int, logs: object = None) -> None:
+            self.after = [np.array(w.numpy(), dtype=np.float64) for w in model.trainable_weights]
+
+        def on_epoch_end(self, epoch: int, logs: object = None) -> None:
+            self.last.append(list(zip(self.before, self.after, strict=True)))
+
+    steps = Steps()
+    callback = DeepscopeCallback(tmp_path, histogram_freq=1, write_grads=True)
+    model.fit(x, y, batch_size=16, epochs=2, shuffle=False, callbacks=[callback, steps], verbose=0)
+    with Reader(tmp_path) as reader:
+        for epoch, pairs in enumerate(steps.last):
+            for weight, (before, after) in zip(model.trainable_weights, pairs, strict=True):
+                grad = (before - after) / 0.5
+                record = reader.records(f"gradient/{weight.path}")[epoch]
+                assert record.step == epoch and record.kind == "gradient" and record.count == grad.size
+                assert (record.low, record.high) == pytest.approx((grad.min(), grad.max()), rel=1e-3, abs=1e-6)
+                assert record.mean == pytest.approx(grad.mean(), rel=1e-3, abs=1e-6)
+                assert np.abs(grad).max() > 0
+        (graph,) = reader.records("model")
+        rows = {row["name"]: row for row in graph.modules}
+        assert list(rows) == ["", *(layer.name for layer in model.layers)]
+        assert [rows[layer.name]["type"] for layer in model.layers] == ["Dense", "Dense"]
+        assert [rows[layer.name]["shape"] for layer in model.layers] == [[1, 8], [1, 1]]
+        assert rows[""]["params"] == model.count_params()
+
+
+def test_keras_callback_skips_the_graph_of_a_subclassed_model(tmp_path: os.PathLike[str]) -> None:
+    integration = _keras_integration()
+    keras = sys.modules["keras"]
+
+    class Net(keras.Model):  # type: ignore[misc,name-defined]
+        def __init__(self) -> None:
+            super().__init__()
+            self.dense = keras.layers.Dense(1)
+
+        def call(self, inputs: object) -> object:
+            return self.dense(inputs)
+
+    model = Net()
+    model.compile(optimizer="sgd", loss="mse")
+    x = np.zeros((4, 2), dtype="float32")
+    with pytest.warns(UserWarning, match="no known inputs"):
+        model.fit(x, x[:, :1], epochs=1, callbacks=[integration.DeepscopeCallback(tmp_path)], verbose=0)
+    with Reader(tmp_path) as reader:
+        assert "model" not in reader.tags()

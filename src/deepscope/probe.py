@@ -7,27 +7,210 @@ error raised half-way through an explanation never leaves a hook, a changed mode
 from __future__ import annotations
 
 import contextlib
+import re
+import sys
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from .errors import BadInputError, LayerNotFoundError, close_names
+from .errors import BadInputError, DeepscopeError, LayerNotFoundError, close_names
 
 
 def named_layer(model: nn.Module, name: str) -> nn.Module:
     """The submodule called ``name`` in ``model.named_modules()``; a wrong name lists the closest ones."""
+    if keras_backend(model) is not None:  # a Keras model that the caller did not turn into a KerasModel
+        torch_model(model)  # another backend: says what works
+        raise BadInputError(
+            f"{type(model).__name__} is a Keras model; ds.explain, ds.embed, ds.maximize and run.graph take it as it "
+            "is, other functions take deepscope.probe.KerasModel(model), with inputs channels first [N, C, H, W]."
+        )
     modules = dict(model.named_modules())
     if not isinstance(name, str) or name not in modules or name == "":
         names = [n for n in modules if n]
         near = close_names(str(name), names)
         hint = f" Closest names: {', '.join(near)}." if near else f" Some names: {', '.join(names[:8])}."
-        raise LayerNotFoundError(
-            f"no layer {name!r} in {type(model).__name__}.{hint} Layer names are those of model.named_modules()."
+        where = (
+            "the Keras layers' names (layer.name; a nested model's layers as 'model.layer')"
+            if isinstance(model, KerasModel)
+            else "those of model.named_modules()"
         )
+        raise LayerNotFoundError(f"no layer {name!r} in {type(model).__name__}.{hint} Layer names are {where}.")
     return modules[name]
+
+
+# Keras 3 models ------------------------------------------------------------------------------------------------------
+
+
+def keras_backend(model: object) -> str | None:
+    """The backend a Keras model computes with (``"torch"``, ``"tensorflow"``, ``"jax"``), or None for other objects.
+
+    Asked only of Keras packages already imported: a model of one cannot exist without it, so deepscope never
+    imports Keras or TensorFlow itself.
+    """
+    keras = sys.modules.get("keras")
+    if keras is not None and isinstance(model, getattr(keras, "Layer", ())):
+        return str(keras.backend.backend())
+    tensorflow = sys.modules.get("tensorflow")  # tf.keras (Keras 2) models and other TensorFlow modules
+    if tensorflow is not None and isinstance(model, getattr(tensorflow, "Module", ())):
+        return "tensorflow"
+    return None
+
+
+def torch_model(model: object) -> nn.Module:
+    """``model`` as the ``nn.Module`` deepscope probes: itself, or a Keras 3 torch-backend model as a
+    :class:`KerasModel`. Anything else is a :class:`BadInputError` that says what works."""
+    backend = keras_backend(model)
+    if backend == "torch":
+        return KerasModel(model)
+    if backend is not None:
+        raise BadInputError(
+            f"{type(model).__name__} is a Keras model on the {backend} backend; deepscope explains PyTorch models: "
+            "any torch.nn.Module, or a Keras 3 model on the torch backend. Set KERAS_BACKEND=torch before keras is "
+            "first imported and load the model again (keras.saving.load_model('model.keras'): saved Keras models "
+            "do not depend on the backend)."
+        )
+    if not isinstance(model, nn.Module):
+        raise BadInputError(
+            f"model must be a torch.nn.Module (or a Keras 3 model on the torch backend), not {type(model).__name__}."
+        )
+    return model
+
+
+def from_model_layout(model: object, inputs: object) -> object:
+    """Inputs given in the layout of ``model`` (as the user passed it), channels first (deepscope's layout): a
+    channels-last Keras model's ``[N, H, W, C]`` images become ``[N, C, H, W]``; everything else, including the
+    inputs of a :class:`KerasModel` (channels first already), is returned as it is."""
+    if keras_backend(model) == "torch" and _channels_last(model) and isinstance(inputs, Tensor) and inputs.ndim >= 3:
+        return inputs.movedim(-1, 1)
+    return inputs
+
+
+def _channels_last(model: object) -> bool:
+    """Whether a Keras model's images are ``[N, H, W, C]``: its layers' ``data_format``, else Keras' default."""
+    formats = {str(layer.data_format) for layer in _walk(model) if getattr(layer, "data_format", None) is not None}
+    if len(formats) > 1:
+        raise BadInputError(
+            f"{type(model).__name__} mixes data formats {sorted(formats)}; deepscope needs one layout per model."
+        )
+    return (formats.pop() if formats else sys.modules["keras"].config.image_data_format()) == "channels_last"
+
+
+def _keras_layers(model: object) -> list[Any]:
+    keras = sys.modules["keras"]
+    return [layer for layer in getattr(model, "layers", ()) if not isinstance(layer, keras.layers.InputLayer)]
+
+
+class KerasLayer(nn.Module):
+    """Stands for one Keras layer inside a :class:`KerasModel`: called with the layer's output, channels first,
+    each time the layer runs, so hooks on it see (and may replace) that output like a torch layer's.
+
+    Its parameters are the Keras layer's own torch tensors (``kernel``, ``bias``, ...), not copies.
+    """
+
+    keras_layer: Any
+
+    def __init__(self, layer: object, channels_last: bool) -> None:
+        super().__init__()
+        # kept out of the module tree: its torch names (_torch_params, ...) are Keras' internals, not layers
+        object.__setattr__(self, "keras_layer", layer)
+        self.channels_last = channels_last
+        sublayers = _keras_layers(layer)
+        for sublayer in sublayers:
+            self.add_module(_module_name(sublayer), KerasLayer(sublayer, channels_last))
+        if not sublayers:
+            for weight in getattr(layer, "weights", ()):
+                if weight.name not in self._parameters and isinstance(weight.value, nn.Parameter):
+                    self.register_parameter(weight.name, weight.value)
+
+    def forward(self, output: object) -> object:
+        return output
+
+    def relay(self, _layer: nn.Module, _inputs: object, output: object) -> object:
+        """The Keras layer's forward hook: its output goes through this module, channels first, and back."""
+        if self.channels_last and isinstance(output, Tensor) and output.ndim >= 3:
+            return self(output.movedim(-1, 1)).movedim(1, -1)
+        return self(output)
+
+
+def layer_type(module: nn.Module) -> str:
+    """What kind of layer ``module`` is: its class name, or the Keras layer's for a :class:`KerasLayer`."""
+    return type(module.keras_layer).__name__ if isinstance(module, KerasLayer) else type(module).__name__
+
+
+def _module_name(layer: object) -> str:
+    name = str(getattr(layer, "name", ""))
+    if not name or "." in name:
+        raise BadInputError(
+            f"Keras layer {name!r} cannot be named in deepscope (a name must be non-empty and have no '.'); "
+            "give the layer another name= when building the model."
+        )
+    return name
+
+
+class KerasModel(nn.Module):
+    """A Keras 3 model on the torch backend, as an ``nn.Module`` whose named modules are the Keras layers.
+
+    ``named_modules()`` of a Keras model shows only Keras' parameter containers (``_torch_params``); here every
+    layer of ``model.layers`` is a :class:`KerasLayer` under its Keras name (``"conv2d"``, ``"dense_1"``; a nested
+    model's layers as ``"inner.conv2d"``), so every deepscope function finds, hooks and explains it by that name.
+
+    Layout: deepscope works channels first. The module takes ``[N, C, H, W]`` and hands the Keras model its own
+    layout (``[N, H, W, C]`` for ``channels_last``, Keras' default); layer outputs are seen as ``[N, C, ...]``.
+    Entry points given a Keras model take inputs in the model's own layout (:func:`from_model_layout`); given a
+    ``KerasModel``, channels first like for any module (so ``KerasModel(model)`` serves every deepscope function).
+    Keras layers run with ``training=False`` unless told otherwise, whatever this module's ``training`` flag.
+    """
+
+    keras_model: Any
+
+    def __init__(self, model: object) -> None:
+        super().__init__()
+        object.__setattr__(self, "keras_model", model)
+        self.channels_last = _channels_last(model)
+        for layer in _keras_layers(model):
+            self.add_module(_module_name(layer), KerasLayer(layer, self.channels_last))
+
+    def forward(self, *inputs: Tensor) -> object:
+        """The Keras model's output for ``inputs`` channels first (several for a model with several inputs)."""
+        moved = [x.movedim(1, -1) if self.channels_last and x.ndim >= 3 else x for x in inputs]
+        keras_inputs = moved[0] if len(moved) == 1 else moved
+        with Hooks() as hooks:
+            for module in self.modules():
+                if isinstance(module, KerasLayer):
+                    hooks.add(module.keras_layer.register_forward_hook(module.relay))
+            try:
+                return self.keras_model(keras_inputs)
+            except (RuntimeError, ValueError, TypeError, IndexError) as error:
+                if isinstance(error, DeepscopeError):
+                    raise
+                raise BadInputError(self._failure(keras_inputs, error)) from None
+
+    def _failure(self, keras_inputs: Tensor | list[Tensor], error: Exception) -> str:
+        """What Keras said, without its "Exception encountered when calling ..." preamble, and what it expects."""
+        plain = re.sub(r"\x1b\[[0-9;]*m", "", str(error))  # Keras makes the message bold for terminals
+        lines = [line.strip() for line in plain.splitlines() if line.strip()]
+        said = next((line for line in lines if not line.startswith("Exception encountered")), type(error).__name__)
+        try:
+            expected = f" It expects {', '.join(str(tuple(t.shape)) for t in self.keras_model.inputs)}."
+        except AttributeError:  # a subclassed model: Keras knows no input shape
+            expected = ""
+        layout = "N, H, W, C" if self.channels_last else "N, C, H, W"
+        given = keras_inputs if isinstance(keras_inputs, list) else [keras_inputs]
+        shapes = ", ".join(str(tuple(x.shape)) if isinstance(x, Tensor) else type(x).__name__ for x in given)
+        return (
+            f"the Keras model {self.keras_model.name!r} could not run on inputs of shape {shapes} "
+            f"(its layout: {layout}): {said.rstrip('.')}.{expected}"
+        )
+
+
+def _walk(model: object) -> Iterator[Any]:
+    for layer in _keras_layers(model):
+        yield layer
+        yield from _walk(layer)
 
 
 class Hooks(contextlib.AbstractContextManager["Hooks"]):
@@ -184,7 +367,7 @@ def default_cam_layer(model: nn.Module, inputs: Tensor) -> str:
     """
     modules = dict(model.named_modules())
     order = spatial_layers(model, inputs[:1])
-    last_conv = max((i for i, (n, _) in enumerate(order) if isinstance(modules[n], _CONV)), default=None)
+    last_conv = max((i for i, (n, _) in enumerate(order) if _is_convolution(modules[n])), default=None)
     if last_conv is None:
         raise BadInputError(
             f"{type(model).__name__} has no convolution layer, so there is no default layer for a CAM method; "
@@ -195,6 +378,14 @@ def default_cam_layer(model: nn.Module, inputs: Tensor) -> str:
         if len(shape) >= 3 and _positions(shape) > 1 and shape[0] == 1:
             chosen = name
     return chosen
+
+
+def _is_convolution(module: nn.Module) -> bool:
+    if isinstance(module, KerasLayer):
+        layers = sys.modules["keras"].layers
+        kinds = (layers.Conv1D, layers.Conv2D, layers.Conv3D, layers.DepthwiseConv2D, layers.SeparableConv2D)
+        return isinstance(module.keras_layer, kinds)
+    return isinstance(module, _CONV)
 
 
 def _positions(shape: tuple[int, ...]) -> int:

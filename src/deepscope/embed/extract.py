@@ -121,7 +121,8 @@ def embed(
     a model in training mode is warned about) and is left as found: hook removed, modes and flags restored.
 
     Args:
-        model: any ``nn.Module`` that takes one tensor.
+        model: any ``nn.Module`` that takes one tensor, or a Keras 3 model on the torch backend (its inputs in its
+            own layout, e.g. ``[N, H, W, C]``; its layers named as in Keras).
         data: a tensor ``[N, ...]``, an ``(inputs, labels)`` pair of tensors (both split into ``batch_size``
             batches), or a DataLoader / iterable yielding ``(inputs, labels, ...)`` batches or bare input tensors.
         layer: a name from ``model.named_modules()``; a wrong name lists the closest ones.
@@ -136,8 +137,7 @@ def embed(
     Returns:
         :class:`Features` with ``features [N, D]``, ``labels``, ``predictions`` and ``thumbnails``.
     """
-    if not isinstance(model, nn.Module):
-        raise BadInputError(f"model must be a torch.nn.Module, not {type(model).__name__}.")
+    given, model = model, probe.torch_model(model)
     if pool not in POOLS:
         raise BadInputError(f"pool={pool!r} is not one of {', '.join(map(repr, POOLS))}.")
     if max_items is not None and max_items < 1:
@@ -176,6 +176,7 @@ def embed(
         with bar:
             for batch in _iterate(batches, bar):
                 inputs, target_labels = batch
+                inputs = probe.from_model_layout(given, inputs)  # type: ignore[assignment]
                 if max_items is not None:
                     inputs = inputs[: max_items - count]
                     target_labels = None if target_labels is None else target_labels[: max_items - count]

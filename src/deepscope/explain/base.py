@@ -210,8 +210,6 @@ _MODE_DEPENDENT = (nn.modules.dropout._DropoutNd, nn.modules.batchnorm._BatchNor
 
 
 def _check_inputs(model: nn.Module, inputs: object) -> Tensor:
-    if not isinstance(model, nn.Module):
-        raise BadInputError(f"model must be a torch.nn.Module, not {type(model).__name__}.")
     if not isinstance(inputs, Tensor):
         raise BadInputError(
             f"inputs must be a torch.Tensor batch (N first), not {type(inputs).__name__}; "
@@ -266,14 +264,16 @@ def explain(
     """Explain ``model``'s outputs on a batch of ``inputs`` with one attribution method.
 
     Args:
-        model: any ``nn.Module`` that takes one tensor. It is left as it was found: hooks removed, modes and
-            ``requires_grad`` flags restored, even when an error is raised.
-        inputs: a batch ``[N, C, H, W]`` (images), ``[N, C, L]`` (signals) or ``[N, F]`` (feature vectors).
+        model: any ``nn.Module`` that takes one tensor, or a Keras 3 model on the torch backend (its layers named
+            as in Keras). It is left as it was found: hooks removed, modes and ``requires_grad`` flags restored,
+            even when an error is raised.
+        inputs: a batch ``[N, C, H, W]`` (images), ``[N, C, L]`` (signals) or ``[N, F]`` (feature vectors); for
+            a Keras model, in its own layout (``[N, H, W, C]`` when channels last). Results are channels first.
         method: one of :func:`methods`; :func:`describe` documents each method's options.
         target: ``None`` (the predicted class), an int, one int per input, a callable from the output to one
             scalar per input, or a :class:`deepscope.Unit`.
-        layer: for layer methods (the CAM family), a name from ``model.named_modules()``; the default is the
-            last convolutional feature map.
+        layer: for layer methods (the CAM family), a name from ``model.named_modules()`` (a Keras layer's name
+            for a Keras model); the default is the last convolutional feature map.
         **options: the method's options (shared vocabulary: ``baseline``, ``steps``, ``batch_size``,
             ``samples``, ``noise``, ``window``, ``stride``, ``rule``, ``reshape``, ...).
 
@@ -282,7 +282,9 @@ def explain(
         ``[N, C, H, W]`` where the method has one.
     """
     cls = method_class(method)
-    x = _check_inputs(model, inputs)
+    given = probe.from_model_layout(model, inputs)  # a Keras model's inputs come in its own layout
+    model = probe.torch_model(model)
+    x = _check_inputs(model, given)
     opts = _check_options(cls, options)
     if layer is not None and not cls.uses_layer:
         raise BadInputError(f"{method} does not use a layer; drop layer={layer!r} (layer methods: CAM family).")

@@ -277,6 +277,8 @@ def maximize(
 
     Args:
         model: the network; run on its own device, in eval mode, its parameters frozen for the run (both restored).
+            A Keras 3 model on the torch backend works too, with Keras layer names; the images stay channels first
+            (``preprocess`` and ``start`` too), the model gets its own layout.
         target: an :class:`Objective` (``logit(c)``, ``channel(layer, c)``, ``neuron(layer, c, y, x)``,
             ``channels(layer)``, or a weighted sum of them); an int is a class logit, ``(layer, c)`` a channel.
         steps: optimisation steps.
@@ -300,8 +302,7 @@ def maximize(
         A :class:`Maximization`: ``images`` ``[B, C, H, W]`` in [0, 1], the objective's ``history``, ``figure()``,
         ``to_records(tag, step)``; with a generator, ``latents``.
     """
-    if not isinstance(model, nn.Module):
-        raise BadInputError(f"model must be a torch.nn.Module, not {type(model).__name__}.")
+    model = probe.torch_model(model)
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise BadInputError(f"steps={steps!r}; give a positive number of steps.")
     objective = as_objective(target)

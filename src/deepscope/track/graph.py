@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
 from ..errors import BadInputError
-from ..probe import Hooks, preserved
+from ..probe import Hooks, from_model_layout, layer_type, preserved, torch_model
 from .records import Graph
 
 Shape = list[int] | None
@@ -28,8 +28,9 @@ def model_graph(model: nn.Module, example: Tensor | Sequence[Tensor], *, tag: st
     """The module hierarchy and the op-level graph of ``model``, with output shapes for ``example``.
 
     Args:
-        model: the module; left as found (modes, ``requires_grad`` flags, buffers such as batch-norm statistics,
-            hooks, and the global random number generators that dropout draws from).
+        model: the module, or a Keras 3 model on the torch backend (its layers under their Keras names, the
+            example in its own layout); left as found (modes, ``requires_grad`` flags, buffers such as batch-norm
+            statistics, hooks, and the global random number generators that dropout draws from).
         example: one batch of inputs, or a tuple of the forward pass's positional inputs.
         tag: the graph's name in a run.
 
@@ -45,9 +46,8 @@ def model_graph(model: nn.Module, example: Tensor | Sequence[Tensor], *, tag: st
     Raises:
         BadInputError: the model cannot run on ``example``.
     """
-    if not isinstance(model, nn.Module):
-        raise BadInputError(f"model_graph() takes a torch.nn.Module, not a {type(model).__name__}.")
-    args = _arguments(example)
+    args = tuple(from_model_layout(model, a) for a in _arguments(example))  # type: ignore[misc]
+    model = torch_model(model)
     with preserved(model), _state_kept(model, args):
         modules = _hierarchy(model, args)
         ops, method, notes = _op_graph(model, args)
@@ -107,7 +107,7 @@ def _hierarchy(model: nn.Module, args: tuple[Tensor, ...]) -> list[dict[str, Any
     return [
         {
             "name": name,
-            "type": type(module).__name__,
+            "type": layer_type(module),
             "parent": name.rpartition(".")[0] if name else None,
             "params": sum(p.numel() for p in module.parameters()),
             "shape": shapes.get(name),

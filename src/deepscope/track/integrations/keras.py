@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -67,7 +68,14 @@ class DeepscopeCallback(keras.callbacks.Callback):
           ``run.config["fit"]`` (epochs, steps per epoch).
         * With ``histogram_freq=N``: a histogram of every weight of the model (``weight/<path>``, ``bias/<path>``)
           at the end of every ``N``-th epoch, at step ``epoch``, computed where the weight lives
-          (:func:`deepscope.track.histogram.histogram`).
+          (:func:`deepscope.track.histogram.histogram`). With ``write_grads=True`` as well (the option of Keras 2's
+          TensorBoard callback), the gradient of every trainable weight from the epoch's last training batch
+          (``gradient/<path>``), as the optimizer received it.
+        * With ``write_graph=True`` (the default, as TensorBoard's): at the start of the first ``fit``, the model's
+          graph (:meth:`deepscope.Run.graph`, tag ``"model"``): its layers under their Keras names and types with
+          their output shapes (channels first) and parameter counts, and the op graph where ``torch.export`` can
+          trace it. Needs a model with one known input (``Sequential`` with an ``Input``, functional); another
+          model's graph (subclassed, several inputs) is skipped with a warning, and the training goes on.
         * At the end of every evaluation, ``model.evaluate(..., callbacks=[callback])`` alone as well as ``fit``'s
           validation: its results as ``validation/evaluation_<name>_vs_iterations``, at step = the optimizer's
           iterations (the training batches the model has taken; 0 before any training), as TensorBoard does.
@@ -85,6 +93,8 @@ class DeepscopeCallback(keras.callbacks.Callback):
         path: the run directory (as for ``ds.Run``).
         update_freq: ``"epoch"`` (no batch-level points), ``"batch"`` (every batch), or every ``N`` batches.
         histogram_freq: weight histograms every this many epochs; 0 for none.
+        write_grads: with ``histogram_freq``, gradient histograms too.
+        write_graph: store the model's graph when the first ``fit`` starts.
         bins: bins per histogram.
         resume: add to the run already at ``path`` instead of refusing it.
     """
@@ -95,6 +105,8 @@ class DeepscopeCallback(keras.callbacks.Callback):
         update_freq: Literal["epoch", "batch"] | int = "epoch",
         histogram_freq: int = 0,
         *,
+        write_grads: bool = False,
+        write_graph: bool = True,
         bins: int = 64,
         resume: bool = False,
     ) -> None:
@@ -107,10 +119,15 @@ class DeepscopeCallback(keras.callbacks.Callback):
             raise BadInputError(f"update_freq={update_freq!r}: pass 'epoch', 'batch' or a positive number of batches")
         if isinstance(histogram_freq, bool) or not isinstance(histogram_freq, int) or histogram_freq < 0:
             raise BadInputError(f"histogram_freq={histogram_freq!r}: pass 0 (none) or a positive number of epochs")
+        if write_grads and not histogram_freq:
+            raise BadInputError("write_grads=True logs gradients with the histograms: pass histogram_freq=N too")
         check_bins(bins)
         self.path = path
         self.update_freq: Literal["epoch"] | int = update_freq
         self.histogram_freq = histogram_freq
+        self.write_grads = write_grads
+        self.write_graph = write_graph
+        self._graph_written = False
         self.bins = bins
         self._resume = resume
         self._opened = False
@@ -137,6 +154,9 @@ class DeepscopeCallback(keras.callbacks.Callback):
         if optimizer is not None:
             run.config["optimizer"] = {"class": type(optimizer).__name__, **optimizer.get_config()}
         run.config["fit"] = {key: value for key, value in (self.params or {}).items() if key != "verbose"}
+        if self.write_graph and not self._graph_written:
+            self._graph_written = True
+            self._log_graph(run)
 
     def on_epoch_begin(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
         self._epoch = epoch
@@ -159,6 +179,8 @@ class DeepscopeCallback(keras.callbacks.Callback):
             run.log(values, step=epoch, epoch=epoch)
         if self.histogram_freq and epoch % self.histogram_freq == 0:
             run.log_records(self._weight_histograms(epoch))
+            if self.write_grads:
+                run.log_records(self._gradient_histograms(epoch))
 
     def on_train_end(self, logs: Mapping[str, Any] | None = None) -> None:
         self._fitting = False
@@ -203,6 +225,36 @@ class DeepscopeCallback(keras.callbacks.Callback):
             return float(keras.ops.convert_to_numpy(rate))
         except (TypeError, ValueError):  # a schedule object that is not a number
             return None
+
+    def _log_graph(self, run: Run) -> None:
+        try:
+            inputs = self.model.inputs
+        except AttributeError:  # a subclassed model: Keras knows no input shape to build an example from
+            warnings.warn(
+                f"{type(self.model).__name__} has no known inputs (a subclassed model), so its graph is not "
+                "stored; pass write_graph=False to silence this, or call run.graph(model, example) yourself.",
+                stacklevel=2,
+            )
+            return
+        # one example of zeros per input, batch 1, in the model's own layout
+        examples = [torch.zeros([1 if n is None else int(n) for n in tensor.shape]) for tensor in inputs]
+        try:
+            run.graph(self.model, examples[0] if len(examples) == 1 else tuple(examples))
+        except BadInputError as error:  # a graph deepscope cannot draw must not stop the training
+            warnings.warn(f"the model's graph is not stored: {error}", stacklevel=2)
+
+    def _gradient_histograms(self, epoch: int) -> list[Any]:
+        """The gradients Keras' torch trainer left in each trainable weight's ``.grad`` at the last batch."""
+        records = []
+        for weight in self.model.trainable_weights:
+            grad = getattr(weight.value, "grad", None)
+            if grad is None:  # not reached by the loss, or no batch trained yet
+                continue
+            layer = weight.path.rpartition("/")[0]
+            records.append(
+                histogram(grad, self.bins, tag=f"gradient/{weight.path}", layer=layer, kind="gradient", step=epoch)
+            )
+        return records
 
     def _weight_histograms(self, epoch: int) -> list[Any]:
         records = []
