@@ -23,8 +23,8 @@ demo: $(STAMP)
 	$(BIN)/deepscope demo
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests bench docs
-	$(BIN)/ruff format --check src tests bench docs
+	$(BIN)/ruff check src tests bench docs examples
+	$(BIN)/ruff format --check src tests bench docs examples
 	$(BIN)/mypy
 
 test: lint browser data
