@@ -8,6 +8,7 @@ Each filter also gets a noise score, because noisy first-layer filters are a sig
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -37,9 +38,9 @@ class Filters(FigureDisplay):
         mode: ``"rgb"`` (three input channels drawn as one colour image) or ``"grey"`` (channel by channel).
         scale: ``"filter"`` (each filter from its own minimum to its own maximum) or ``"shared"`` (one minimum
             and maximum for the whole layer, so filters can be compared in strength).
-        noise: ``[O]`` the roughness of each filter: the mean squared difference of neighbouring weights over
-            twice their variance, averaged over the two axes and the input channels. About 0 for smooth kernels,
-            about 1 for white noise, up to 2 for a checkerboard.
+        noise: ``[O]`` the roughness of each filter relative to random initialisation (see :func:`noise_score`):
+            1 on average for an untrained layer of any kernel size, near 0 for smooth kernels, about 2 for a
+            checkerboard.
     """
 
     layer: str
@@ -154,22 +155,43 @@ def filters(
 
 
 def noise_score(weight: Tensor) -> Tensor:
-    """``[O]`` roughness of kernels ``[O, I, H, W]``: mean squared neighbour difference / (2 x variance).
+    """``[O]`` roughness of kernels ``[O, I, H, W]`` relative to random initialisation of the same shape.
 
-    For white noise the expected value is 1 (a difference of two independent weights has twice their variance);
-    a smooth kernel scores near 0; a constant kernel scores 0.
+    Each kernel's raw roughness (:func:`roughness`) is divided by the mean raw roughness of untrained kernels of its
+    shape (:func:`untrained_roughness`), so an untrained layer scores 1 at any kernel size, smooth kernels near 0
+    and a checkerboard about twice as high. Small kernels need this: a 3 x 3 kernel has only nine weights, and the
+    raw roughness of white noise depends on the kernel's size (about 1.1 at 3 x 3, with a variance estimated from
+    nine values) while the smoothest trained 3 x 3 kernels (a step edge, a blob) can't score far below 0.5.
     """
     w = weight.detach().double()
-    variance = w.flatten(2).var(dim=2, unbiased=False)  # [O, I]
-    terms = []
-    for axis in (2, 3):
-        if w.shape[axis] > 1:
-            terms.append(w.diff(dim=axis).pow(2).flatten(2).mean(dim=2))
-    if not terms:
+    if w.shape[2] * w.shape[3] == 1:
         return torch.zeros(w.shape[0])
-    roughness = torch.stack(terms).mean(dim=0) / (2 * variance)
-    roughness = torch.where(variance > 0, roughness, torch.zeros_like(roughness))
-    return roughness.mean(dim=1).float()
+    return (roughness(w) / untrained_roughness(tuple(w.shape[1:]))).float()
+
+
+def roughness(weight: Tensor) -> Tensor:
+    """``[O]``: each kernel's mean squared difference of neighbouring weights over twice their variance, averaged
+    over the two axes and the input channels (a channel with constant weights counts 0)."""
+    w = weight.detach().double()
+    variance = w.flatten(2).var(dim=2, unbiased=False)  # [O, I]
+    terms = [w.diff(dim=axis).pow(2).flatten(2).mean(dim=2) for axis in (2, 3) if w.shape[axis] > 1]
+    if not terms:
+        return torch.zeros(w.shape[0], dtype=w.dtype)
+    ratio = torch.stack(terms).mean(dim=0) / (2 * variance)
+    return torch.where(variance > 0, ratio, torch.zeros_like(ratio)).mean(dim=1)
+
+
+UNTRAINED_SAMPLES = 4096
+"""How many random kernels :func:`untrained_roughness` averages (its value is within about 0.5 % of the limit)."""
+
+
+@functools.lru_cache(maxsize=64)
+def untrained_roughness(shape: tuple[int, int, int]) -> float:
+    """The mean :func:`roughness` of kernels ``[I, H, W]`` drawn as torch initialises them (independent uniform
+    weights, ``kaiming_uniform_``), estimated from :data:`UNTRAINED_SAMPLES` kernels with a fixed private seed."""
+    generator = torch.Generator().manual_seed(0)
+    kernels = torch.rand(UNTRAINED_SAMPLES, *shape, generator=generator, dtype=torch.float64) - 0.5
+    return float(roughness(kernels).mean())
 
 
 def _first_conv(model: nn.Module) -> str:
