@@ -107,7 +107,9 @@ docs/maximize.md)."""
 
 PRESETS: dict[str, Recipe] = {
     "simonyan": Recipe(param="pixel", transforms=(), decay=SIMONYAN_DECAY),
-    "yosinski": Recipe(param="pixel", transforms=(), decay=SIMONYAN_DECAY, blur_every=4, blur_sigma=0.5, clip_norm=20.0),
+    "yosinski": Recipe(
+        param="pixel", transforms=(), decay=SIMONYAN_DECAY, blur_every=4, blur_sigma=0.5, clip_norm=20.0
+    ),
     "lucid": Recipe(param="fourier", transforms=None, redirect_relu=16),
 }
 
@@ -690,10 +692,7 @@ def _redirect_if_dead(
     pixels = image()
     with torch.enable_grad():
         (gradient,) = torch.autograd.grad(look.scores(pixels, copy).sum(), pixels, allow_unused=True)
-    if gradient is None:
-        dead = [True] * len(labels)
-    else:
-        dead = (gradient.flatten(1).abs().amax(1) == 0).tolist()
+    dead = [True] * len(labels) if gradient is None else (gradient.flatten(1).abs().amax(1) == 0).tolist()
     if not any(dead):
         return 0
     names = ", ".join(label for label, off in zip(labels, dead) if off)
