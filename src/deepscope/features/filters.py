@@ -110,16 +110,17 @@ class Filters(FigureDisplay):
         left.set_yticks([])
         left.set_title(self.caption, fontsize=9)
         noise = self.noise[:shown].numpy()
-        right.barh(range(shown), noise, color="tab:red")
-        right.axvline(1.0, color="grey", linestyle=":", linewidth=1)
-        mean = float(self.noise.mean())
-        right.axvline(mean, color="black", linewidth=1)
-        # where an untrained layer's mean falls 95 % of the time
-        right.axvspan(1 - 2 * self.untrained_sd, 1 + 2 * self.untrained_sd, color="grey", alpha=0.25, linewidth=0)
+        # where an untrained layer's mean falls 95 % of the time, behind the bars
+        right.axvspan(1 - 2 * self.untrained_sd, 1 + 2 * self.untrained_sd, color="grey", alpha=0.3, lw=0, zorder=0)
+        right.axvline(1.0, color="grey", linestyle=":", linewidth=1, zorder=0)
+        right.barh(range(shown), noise, color="tab:red", alpha=0.8)
+        right.axvline(float(self.noise.mean()), color="black", linewidth=1)
         right.invert_yaxis()
         right.set_xlabel("noise (0 smooth, 1 untrained)")
         right.set_ylabel("filter")
-        right.set_title(f"mean noise {self.noise_vs_untrained}", fontsize=9)
+        right.set_title(
+            f"mean noise {float(self.noise.mean()):.2f}\nuntrained 1.00 ± {self.untrained_sd:.2f}", fontsize=9
+        )
         return figure
 
     def to_records(self, tag: str, step: int) -> list[Image | Scalar]:
