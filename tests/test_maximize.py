@@ -81,6 +81,8 @@ def test_zeros_start_is_the_data_mean_that_the_normalisation_maps_to_zero(param)
     torch.testing.assert_close(result.history[0], value(model, target, torch.zeros(1, 3, 16, 16)), atol=1e-4, rtol=0)
     assert data_mean(normalise(mean, std), None, 3, (16, 16)).flatten().tolist() == pytest.approx(mean, abs=1e-6)
     assert data_mean(torchvision_normalize(mean, std), None, 3, (16, 16)).flatten().tolist() == pytest.approx(mean)
+    resized = lambda x: nn.functional.interpolate(normalise(mean, std)(x), size=32)  # noqa: E731
+    assert data_mean(resized, None, 3, (16, 16)).flatten().tolist() == pytest.approx(mean, abs=1e-6)
     assert data_mean(None, 0.3, 1, (16, 16)).item() == pytest.approx(0.3)  # mean= says it where preprocess can't
     assert data_mean(torch.sigmoid, None, 3, (16, 16)).flatten().tolist() == [NEUTRAL] * 3  # not affine: mid grey
     noise = maximize(model, target, steps=1, preset="simonyan", preprocess=normalise(mean, std), size=16, **FAST)

@@ -178,9 +178,10 @@ def noise_score(weight: Tensor) -> Tensor:
 
     Each kernel's raw roughness (:func:`roughness`) is divided by the mean raw roughness of untrained kernels of its
     shape (:func:`untrained_roughness`), so an untrained layer scores 1 at any kernel size, smooth kernels near 0
-    and a checkerboard about twice as high. Small kernels need this: a 3 x 3 kernel has only nine weights, and the
-    raw roughness of white noise depends on the kernel's size (about 1.1 at 3 x 3, with a variance estimated from
-    nine values) while the smoothest trained 3 x 3 kernels (a step edge, a blob) can't score far below 0.5.
+    and a checkerboard about twice as high. Small kernels need this: the raw roughness of white noise depends on the
+    kernel's size (1.12 at 3 x 3, where the variance is estimated from nine weights; 1.02 at 7 x 7), and smooth
+    small kernels can't score near 0 (a 3 x 3 Gabor patch about 0.66, a 7 x 7 one 0.16). Compare a layer's mean with
+    :func:`untrained_noise_sd`, the spread of an untrained layer's.
     """
     w = weight.detach().double()
     if w.shape[2] * w.shape[3] == 1:

@@ -305,7 +305,7 @@ def data_mean(
             low, high = (preprocess(torch.full((1, channels, *size), v)).float() for v in (0.0, 1.0))
     except Exception:  # a preprocess that needs more than a plain image: its zero is unknown
         return grey
-    if low.shape != (1, channels, *size) or high.shape != low.shape:
+    if low.ndim != 4 or low.shape[:2] != (1, channels) or high.shape != low.shape:  # a resize may change H x W
         return grey
     slope, offset = (high - low).flatten(2), low.flatten(2)
     constant = (slope.std(2) < 1e-6).all() and (offset.std(2) < 1e-6).all() and (slope.abs() > 1e-6).all()
