@@ -63,7 +63,7 @@ def test_l2_decay_measurably_shrinks_the_zero_centred_image():
     for decay in (0.0, 0.1):
         result = maximize(model, channel("relu2", 1), decay=decay, seed=3, **options, **FAST)
         distance[decay] = float((result.images - torch.tensor(mean).view(1, 3, 1, 1)).norm())
-    # measured: 5.5 without decay, 3.3 with the preset's 0.1
+    # measured: 18.7 without decay, 0.67 with 0.1 (this channel's gradient per pixel is weak)
     assert distance[0.1] < 0.75 * distance[0.0], distance
 
 
@@ -377,6 +377,8 @@ def test_dream_increases_the_layers_activation_norm():
         (lambda m: maximize(m, 0, size=4, **FAST), ds.BadInputError, "too small"),
         (lambda m: maximize(m, 0, start=torch.full((3, 16, 16), 2.0), **FAST), ds.BadInputError, "[0, 1]"),
         (lambda m: maximize(m, 0, size=16, channels=1, **FAST), ds.BadInputError, "could not run"),
+        (lambda m: maximize(m, 0, size=16, mean=(0.2, 0.4), **FAST), ds.BadInputError, "one per channel (3)"),
+        (lambda m: maximize(m, 0, size=16, mean=1.5, **FAST), ds.BadInputError, "mean pixel in [0, 1]"),
         (lambda m: maximize(m, channels("relu2"), batch=3, size=16, **FAST), ds.BadInputError, "batch of 16"),
         (lambda m: maximize(m, "relu2", **FAST), ds.BadInputError, "not understood"),
         (lambda m: dream(m, torch.rand(3, 16, 16), "relu2", octaves=4, **FAST), ds.BadInputError, "octaves <="),

@@ -101,9 +101,9 @@ class Recipe:
     centre_bias: bool | float = 0.0
 
 
-SIMONYAN_DECAY = 0.1
-"""The presets' L2 weight; on the demo's FashionMNIST CNN it halves the image's distance from the mean (see
-docs/maximize.md)."""
+SIMONYAN_DECAY = 0.03
+"""The pixel presets' L2 weight. On the demo's FashionMNIST CNN it keeps 98 % of the class logits with 10 % less
+distance from the mean, and 71 % of a middle layer's channel means with 60 % less (table in docs/maximize.md)."""
 
 PRESETS: dict[str, Recipe] = {
     "simonyan": Recipe(param="pixel", transforms=(), decay=SIMONYAN_DECAY),
@@ -285,9 +285,11 @@ def data_mean(
     mean: float | Sequence[float] | None,
     channels: int,
     size: tuple[int, int],
+    device: torch.device | str = "cpu",
 ) -> Tensor:
-    """``[1, C, 1, 1]``: the image's zero in [0, 1] units: ``mean`` if given, else the image that ``preprocess``
-    maps to 0 when it is a per-channel affine map (a normalisation ``(x - mean) / std``), else mid grey."""
+    """``[1, C, 1, 1]`` on ``device``: the image's zero in [0, 1] units: ``mean`` if given, else the image that
+    ``preprocess`` maps to 0 when it is a per-channel affine map (a normalisation ``(x - mean) / std``), else mid
+    grey. ``preprocess`` runs on constant images on ``device``, where the model's inputs are."""
     if mean is not None:
         values = torch.as_tensor(mean, dtype=torch.float32).flatten()
         if len(values) == 1:
@@ -296,13 +298,13 @@ def data_mean(
             raise BadInputError(
                 f"mean={mean!r}; give the data's mean pixel in [0, 1], one number or one per channel ({channels})."
             )
-        return values.view(1, channels, 1, 1).clone()
-    grey = torch.full((1, channels, 1, 1), NEUTRAL)
+        return values.view(1, channels, 1, 1).to(device)
+    grey = torch.full((1, channels, 1, 1), NEUTRAL, device=device)
     if preprocess is None:
         return grey
     try:
         with torch.no_grad():
-            low, high = (preprocess(torch.full((1, channels, *size), v)).float() for v in (0.0, 1.0))
+            low, high = (preprocess(torch.full((1, channels, *size), v, device=device)).float() for v in (0.0, 1.0))
     except Exception:  # a preprocess that needs more than a plain image: its zero is unknown
         return grey
     if low.ndim != 4 or low.shape[:2] != (1, channels) or high.shape != low.shape:  # a resize may change H x W
@@ -409,7 +411,7 @@ def maximize(
         if channels is None:
             channels = int(start.shape[-3]) if isinstance(start, Tensor) and start.ndim >= 3 else model_channels or 3
         first = _start_tensor(start, channels, (height, width)) if isinstance(start, Tensor) else None
-    zero = data_mean(preprocess, mean, channels, (height, width)).to(device)
+    zero = data_mean(preprocess, mean, channels, (height, width), device)
     preprocess = preprocess or (lambda x: x)
     transform = compose(standard_transforms() if recipe.transforms is None else recipe.transforms)
     look = _Look(model, objective, transform, preprocess, zero, device)
