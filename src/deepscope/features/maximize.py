@@ -400,6 +400,7 @@ def maximize(
     rng = torch.Generator().manual_seed(seed)
     device = probe.model_device(model)
     z = None
+    model_side: int | None = None
     if generator is not None:
         z, first = _latent_start(generator, latent, latent_shape, start, recipe, size, channels, rng)
         channels, height, width = (int(n) for n in first.shape[1:])
@@ -414,7 +415,7 @@ def maximize(
     zero = data_mean(preprocess, mean, channels, (height, width), device)
     preprocess = preprocess or (lambda x: x)
     transform = compose(standard_transforms() if recipe.transforms is None else recipe.transforms)
-    look = _Look(model, objective, transform, preprocess, zero, device)
+    look = _Look(model, objective, transform, preprocess, zero)
 
     with probe.preserved(model), _frozen(generator):
         _freeze(model)
@@ -536,7 +537,6 @@ class _Look:
     transform: Transform
     preprocess: Callable[[Tensor], Tensor]
     zero: Tensor
-    device: torch.device
 
     def scores(self, pixels: Tensor, generator: torch.Generator) -> Tensor:
         seen = self.preprocess(self.transform(pixels, generator))
