@@ -33,8 +33,8 @@ def preprocess(images: torch.Tensor) -> torch.Tensor:
 SMALL_TRANSFORMS = [pad(2), jitter(2), scale([0.95, 1.0, 1.05]), rotate([-5, 0, 5]), jitter(1)]
 
 RECIPES = {
-    "simonyan": {"preset": "simonyan", "decay": 3.0},
-    "yosinski": {"preset": "yosinski", "decay": 3.0, "blur_every": 4, "blur_sigma": 0.5, "clip_norm": 20.0},
+    "simonyan": {"preset": "simonyan"},
+    "yosinski": {"preset": "yosinski"},
     "lucid": {"preset": "lucid", "transforms": SMALL_TRANSFORMS},
 }
 
@@ -58,7 +58,21 @@ def class_figure(model: FashionCNN) -> None:
             model, logit(range(10)), steps=128, size=28, channels=1, preprocess=preprocess, progress=False, **options
         )
         rows[name] = result
-        print(f"{name}: {time.time() - start:.1f} s, mean logit {result.scores.mean():.1f}")
+        distance = float((result.images - MEAN).abs().mean())
+        clamped = float(((result.images == 0) | (result.images == 1)).float().mean())
+        print(
+            f"{name}: {time.time() - start:.1f} s, mean logit {result.scores.mean():.1f}, mean |image - data mean| "
+            f"{distance:.3f}, {clamped:.0%} of pixels at 0 or 1"
+        )
+    for decay in (0.0, 0.03, 0.1, 0.3):  # the L2 decay's effect, for docs/maximize.md
+        result = maximize(
+            model, logit(range(10)), steps=128, size=28, preprocess=preprocess, progress=False, preset="simonyan",
+            decay=decay,
+        )  # fmt: skip
+        distance = float((result.images - MEAN).abs().mean())
+        clamped = float(((result.images == 0) | (result.images == 1)).float().mean())
+        print(f"simonyan, decay {decay}: mean logit {result.scores.mean():.1f}, |image - mean| {distance:.3f}, "
+              f"{clamped:.0%} clamped")  # fmt: skip
     figure = new_figure(12, 4.2)
     axes = figure.subplots(len(rows), 10)
     for r, (name, result) in enumerate(rows.items()):

@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from deepscope.errors import BadInputError
 from deepscope.features.activations import activations, dead_units
-from deepscope.features.filters import filters, noise_score
+from deepscope.features.filters import filters, noise_score, untrained_noise_sd
 from deepscope.features.patches import top_patches
 from deepscope.features.receptive_field import gradient_support, receptive_field
 from deepscope.track.records import Image, Scalar
@@ -73,6 +73,39 @@ def test_noise_score_ranks_smooth_below_random():
     assert scores[0] < 0.2 < 0.8 < scores[1] < scores[2]
     assert scores[3] == 0
     assert abs(float(noise_score(noise).mean()) - 1) < 0.05  # white noise scores 1 in expectation
+
+
+def gabors(count: int, size: int, seed: int) -> torch.Tensor:
+    """``[count, 1, size, size]`` trained-like kernels: Gabor patches of random orientation, phase and a wavelength
+    of 1 to 2 kernel widths (edges, bars and blobs), each with some white noise added."""
+    generator = torch.Generator().manual_seed(seed)
+    axis = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
+    y, x = torch.meshgrid(axis, axis, indexing="ij")
+    theta, phase, wave = (torch.rand(3, count, 1, 1, generator=generator, dtype=torch.float64)).unbind()
+    along = x * torch.cos(theta * math.pi) + y * torch.sin(theta * math.pi)
+    envelope = torch.exp(-(x**2 + y**2) / (2 * (size / 2) ** 2))
+    kernels = envelope * torch.cos(2 * math.pi * along / (size * (1 + wave)) + 2 * math.pi * phase)
+    kernels = kernels + 0.1 * kernels.std() * torch.randn(count, size, size, generator=generator, dtype=torch.float64)
+    return kernels[:, None].float()
+
+
+@pytest.mark.parametrize("size", [3, 7])
+def test_noise_score_tells_trained_like_kernels_from_random_init_at_any_kernel_size(size):
+    torch.manual_seed(0)
+    untrained = [nn.Conv2d(1, 16, size).weight.detach() for _ in range(200)]  # torch's own init, 200 layers
+    means = torch.stack([noise_score(w).mean() for w in untrained])
+    # calibrated against random init: an untrained layer scores 1 whatever its kernel size (the raw roughness of
+    # 3 x 3 white noise is 1.12), and the predicted spread of its mean is the one observed
+    assert abs(float(means.mean()) - 1) < 0.02
+    predicted = untrained_noise_sd((16, 1, size, size))
+    assert 0.8 < float(means.std()) / predicted < 1.2
+    # measured: 3 x 3 Gabors 0.66, 7 x 7 ones 0.16; untrained layers 1.00 +- 0.06 (3 x 3), 1.00 +- 0.03 (7 x 7)
+    trained_like = float(noise_score(gabors(16, size, seed=1)).mean())
+    assert trained_like < 1 - 3 * predicted
+    assert trained_like < means.min()
+    layer = filters(nn.Sequential(nn.Conv2d(1, 16, size)))
+    assert layer.untrained_sd == pytest.approx(predicted)
+    assert layer.noise_vs_untrained.endswith(f"(untrained 1.00 ± {predicted:.2f})")
 
 
 def test_filters_log_into_a_run(tmp_path):

@@ -43,7 +43,8 @@ def channel_means(model: torch.nn.Module, inputs: torch.Tensor) -> torch.Tensor:
 # Lucid's transforms trade activation for robustness to shifts; at 28 px they cost about a quarter of it, so none here.
 @pytest.mark.parametrize(
     "preset, options",
-    [("lucid", {"transforms": (), "lr": 0.2}), ("simonyan", {"lr": 0.1, "redirect_relu": 16})],
+    # no L2 decay: it trades activation for an image nearer the mean (measured: median 1.6x with decay 0.1)
+    [("lucid", {"transforms": (), "lr": 0.2}), ("simonyan", {"lr": 0.1, "redirect_relu": 16, "decay": 0})],
     ids=["lucid-fourier", "simonyan-pixels"],
 )
 def test_every_channel_maximised_at_once_beats_the_data_sets_maximum(fashion, preset, options):

@@ -4,7 +4,7 @@ patches, activation maximisation, deep dream, evolution over training)."""
 from .activations import Activations, DeadUnits, activations, dead_units
 from .dream import dream
 from .evolution import Evolution, evolution, features_tag
-from .filters import Filters, filters, noise_score
+from .filters import Filters, filters, noise_score, untrained_noise_sd
 from .maximize import PRESETS, Maximization, Recipe, maximize
 from .multifaceted import Facets, multifaceted
 from .objectives import Objective, activation_norm, channel, channels, logit, neuron
@@ -40,4 +40,5 @@ __all__ = [
     "noise_score",
     "receptive_field",
     "top_patches",
+    "untrained_noise_sd",
 ]

@@ -8,6 +8,7 @@ Each filter also gets a noise score, because noisy first-layer filters are a sig
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -37,9 +38,11 @@ class Filters(FigureDisplay):
         mode: ``"rgb"`` (three input channels drawn as one colour image) or ``"grey"`` (channel by channel).
         scale: ``"filter"`` (each filter from its own minimum to its own maximum) or ``"shared"`` (one minimum
             and maximum for the whole layer, so filters can be compared in strength).
-        noise: ``[O]`` the roughness of each filter: the mean squared difference of neighbouring weights over
-            twice their variance, averaged over the two axes and the input channels. About 0 for smooth kernels,
-            about 1 for white noise, up to 2 for a checkerboard.
+        noise: ``[O]`` the roughness of each filter relative to random initialisation (see :func:`noise_score`):
+            1 on average for an untrained layer of any kernel size, near 0 for smooth kernels, about 2 for a
+            checkerboard.
+        untrained_sd: the standard deviation of ``noise.mean()`` over untrained layers of this shape (whose mean
+            is 1): a layer whose mean noise is several of these below 1 is smoother than chance.
     """
 
     layer: str
@@ -48,6 +51,12 @@ class Filters(FigureDisplay):
     mode: str
     scale: str
     noise: Tensor
+    untrained_sd: float = 0.0
+
+    @property
+    def noise_vs_untrained(self) -> str:
+        """The layer's mean noise against untrained layers of its shape, e.g. ``"0.84 (untrained 1.00 ± 0.06)"``."""
+        return f"{float(self.noise.mean()):.2f} (untrained 1.00 ± {self.untrained_sd:.2f})"
 
     def grid(self, max_filters: int = 64, max_channels: int = 16, cell: int = 24) -> np.ndarray:
         """The filters as one uint8 picture: RGB (or one-channel) tiles in a square grid, else a row of channels per
@@ -101,12 +110,17 @@ class Filters(FigureDisplay):
         left.set_yticks([])
         left.set_title(self.caption, fontsize=9)
         noise = self.noise[:shown].numpy()
-        right.barh(range(shown), noise, color="tab:red")
-        right.axvline(1.0, color="grey", linestyle=":", linewidth=1)
+        # where an untrained layer's mean falls 95 % of the time, behind the bars
+        right.axvspan(1 - 2 * self.untrained_sd, 1 + 2 * self.untrained_sd, color="grey", alpha=0.3, lw=0, zorder=0)
+        right.axvline(1.0, color="grey", linestyle=":", linewidth=1, zorder=0)
+        right.barh(range(shown), noise, color="tab:red", alpha=0.8)
+        right.axvline(float(self.noise.mean()), color="black", linewidth=1)
         right.invert_yaxis()
-        right.set_xlabel("noise (0 smooth, 1 white noise)")
+        right.set_xlabel("noise (0 smooth, 1 untrained)")
         right.set_ylabel("filter")
-        right.set_title(f"mean noise {float(self.noise.mean()):.2f}", fontsize=9)
+        right.set_title(
+            f"mean noise {float(self.noise.mean()):.2f}\nuntrained 1.00 ± {self.untrained_sd:.2f}", fontsize=9
+        )
         return figure
 
     def to_records(self, tag: str, step: int) -> list[Image | Scalar]:
@@ -149,27 +163,74 @@ def filters(
     if rgb:
         images = images.permute(0, 2, 3, 1).contiguous()
     return Filters(
-        layer=name, weight=weight, images=images, mode="rgb" if rgb else "grey", scale=scale, noise=noise_score(weight)
+        layer=name,
+        weight=weight,
+        images=images,
+        mode="rgb" if rgb else "grey",
+        scale=scale,
+        noise=noise_score(weight),
+        untrained_sd=untrained_noise_sd(weight.shape),
     )
 
 
 def noise_score(weight: Tensor) -> Tensor:
-    """``[O]`` roughness of kernels ``[O, I, H, W]``: mean squared neighbour difference / (2 x variance).
+    """``[O]`` roughness of kernels ``[O, I, H, W]`` relative to random initialisation of the same shape.
 
-    For white noise the expected value is 1 (a difference of two independent weights has twice their variance);
-    a smooth kernel scores near 0; a constant kernel scores 0.
+    Each kernel's raw roughness (:func:`roughness`) is divided by the mean raw roughness of untrained kernels of its
+    shape (:func:`untrained_roughness`), so an untrained layer scores 1 at any kernel size, smooth kernels near 0
+    and a checkerboard about twice as high. Small kernels need this: the raw roughness of white noise depends on the
+    kernel's size (1.12 at 3 x 3, where the variance is estimated from nine weights; 1.02 at 7 x 7), and smooth
+    small kernels can't score near 0 (a 3 x 3 Gabor patch about 0.66, a 7 x 7 one 0.16). Compare a layer's mean with
+    :func:`untrained_noise_sd`, the spread of an untrained layer's.
     """
     w = weight.detach().double()
-    variance = w.flatten(2).var(dim=2, unbiased=False)  # [O, I]
-    terms = []
-    for axis in (2, 3):
-        if w.shape[axis] > 1:
-            terms.append(w.diff(dim=axis).pow(2).flatten(2).mean(dim=2))
-    if not terms:
+    if w.shape[2] * w.shape[3] == 1:
         return torch.zeros(w.shape[0])
-    roughness = torch.stack(terms).mean(dim=0) / (2 * variance)
-    roughness = torch.where(variance > 0, roughness, torch.zeros_like(roughness))
-    return roughness.mean(dim=1).float()
+    mean, _sd = untrained_roughness(w.shape[2], w.shape[3])
+    return (roughness(w) / mean).float()
+
+
+def untrained_noise_sd(shape: Sequence[int]) -> float:
+    """The standard deviation of the mean :func:`noise_score` of an untrained layer of kernels ``[O, I, H, W]``
+    (its mean is 1): how far from 1 chance alone moves an untrained layer's score.
+
+    Under random initialisation every kernel channel is independent, so it is one channel's spread over
+    ``sqrt(O * I)``.
+    """
+    filters, channels, height, width = (int(n) for n in shape)
+    if height * width == 1:
+        return 0.0
+    mean, sd = untrained_roughness(height, width)
+    return sd / mean / math.sqrt(filters * channels)
+
+
+def roughness(weight: Tensor) -> Tensor:
+    """``[O]``: each kernel's mean squared difference of neighbouring weights over twice their variance, averaged
+    over the two axes and the input channels (a channel with constant weights counts 0)."""
+    w = weight.detach().double()
+    variance = w.flatten(2).var(dim=2, unbiased=False)  # [O, I]
+    terms = [w.diff(dim=axis).pow(2).flatten(2).mean(dim=2) for axis in (2, 3) if w.shape[axis] > 1]
+    if not terms:
+        return torch.zeros(w.shape[0], dtype=w.dtype)
+    ratio = torch.stack(terms).mean(dim=0) / (2 * variance)
+    return torch.where(variance > 0, ratio, torch.zeros_like(ratio)).mean(dim=1)
+
+
+UNTRAINED_SAMPLES = 16384
+"""How many random kernels :func:`untrained_roughness` draws (its mean is within about 0.3 % of the limit), fewer
+for large kernels (a Linear layer's rows), whose roughness varies less, so that at most 4M weights are drawn."""
+
+
+@functools.lru_cache(maxsize=64)
+def untrained_roughness(height: int, width: int) -> tuple[float, float]:
+    """The mean and standard deviation of the :func:`roughness` of one ``H x W`` kernel channel drawn as torch
+    initialises it (independent uniform weights, ``kaiming_uniform_``), from :data:`UNTRAINED_SAMPLES` kernels
+    drawn with a fixed private seed."""
+    generator = torch.Generator().manual_seed(0)
+    count = max(64, min(UNTRAINED_SAMPLES, 4_000_000 // (height * width)))
+    kernels = torch.rand(count, 1, height, width, generator=generator, dtype=torch.float64) - 0.5
+    values = roughness(kernels)
+    return float(values.mean()), float(values.std())
 
 
 def _first_conv(model: nn.Module) -> str:

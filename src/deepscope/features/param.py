@@ -83,11 +83,17 @@ class FourierImage:
         device: torch.device,
         decorrelate: bool = True,
         decay_power: float = 1.0,
+        centre: Tensor | None = None,
     ) -> FourierImage:
-        """Spectrum entries drawn from ``N(0, sd^2)`` (``sd=0``: the grey image)."""
+        """Spectrum entries drawn from ``N(0, sd^2)`` around the spectrum of the constant image ``centre``
+        (``[1, C, 1, 1]`` in (0, 1); default mid grey); ``sd=0`` gives ``centre`` itself."""
         batch, channels, height, width = shape
         spectrum = torch.randn(batch, channels, height, width // 2 + 1, 2, generator=generator) * sd
-        return cls(spectrum.to(device), height, width, decorrelate, decay_power)
+        image = cls(spectrum.to(device), height, width, decorrelate, decay_power)
+        if centre is not None:
+            base = cls.from_image(centre.to(device).expand(shape), decorrelate, decay_power)
+            image.spectrum.data.add_(base.spectrum.detach())
+        return image
 
     @classmethod
     def from_image(cls, image: Tensor, decorrelate: bool = True, decay_power: float = 1.0) -> FourierImage:
@@ -116,5 +122,5 @@ class FourierImage:
 
 
 def noise_sd(param: str) -> float:
-    """The spread of a ``start="noise"`` image: Lucid's 0.01 on the spectrum, 0.1 around mid grey on pixels."""
+    """The spread of a ``start="noise"`` image: Lucid's 0.01 on the spectrum, 0.1 around the mean on pixels."""
     return 0.01 if param == "fourier" else 0.1
