@@ -43,6 +43,7 @@ BUILDERS = {
     "Activations": "ds.activations(model, x, 'relu1', k=4)",
     "DeadUnits": "ds.dead_units(model, x, progress=False)",
     "TopPatches": "ds.top_patches(model, x, 'relu2', units=[0, 1], k=2, progress=False)",
+    "PatchProjections": "ds.top_patches(model, x, 'relu2', units=0, k=2, progress=False).projections(model)",
     "Maximization": "ds.maximize(model, logit(0), steps=2, size=16, progress=False)",
     "Evolution": "evolution(run_dir, TinyCNN, 'conv1', what=['filters'], progress=False)",
     "Facets": "ds.multifaceted(model, x, 'relu2', 0, facets=2, k=6, steps=2, progress=False)",
@@ -97,7 +98,7 @@ def _display_everything() -> dict[str, dict[str, object]]:
         [sys.executable, "-c", textwrap.dedent(SCRIPT), json.dumps(BUILDERS)],
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=900,  # one process builds every kind (t-SNE included): minutes on a loaded 2-core machine
         env=environment,
         cwd=tests,
     )
