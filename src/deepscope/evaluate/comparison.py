@@ -1,8 +1,9 @@
 """Every explanation method on one model and one batch, ranked by faithfulness and by the sanity check.
 
 Which method to trust depends on the model: a method that is faithful for one network can be an edge detector
-for another. The table puts deletion AUC, insertion AUC (Petsiuk et al. 2018) and the rank correlation left after
-cascading randomisation (Adebayo et al. 2018) side by side, with a random map as the yardstick.
+for another. The table puts deletion AUC, insertion AUC (Petsiuk et al. 2018) and the rank correlation kept
+through cascading randomisation (Adebayo et al. 2018; its mean over the cascade's steps) side by side, with a
+random map as the yardstick.
 """
 
 from __future__ import annotations
@@ -25,7 +26,11 @@ from .faithfulness import faithfulness
 from .sanity import MapFunction, _check, sanity_check
 
 METRICS = COMPARISON_METRICS
-_HEADERS = {"deletion": "deletion AUC ↓", "insertion": "insertion AUC ↑", "sanity": "rank corr. after randomisation ↓"}
+_HEADERS = {
+    "deletion": "deletion AUC ↓",
+    "insertion": "insertion AUC ↑",
+    "sanity": "rank corr., mean over the randomisation cascade ↓",
+}
 
 
 @dataclass
@@ -129,8 +134,11 @@ def compare_methods(
 
     Every method explains the model's predicted classes. For each, the mean over the inputs of: the deletion
     AUC (``ds.faithfulness``, baseline 0: lower is more faithful), the insertion AUC (blurred baseline: higher is
-    more faithful), and the Spearman rank correlation of its maps after cascading randomisation of all layers
-    with the original maps (``ds.sanity_check``: lower means the maps depend on the weights; near 1 fails).
+    more faithful), and the Spearman rank correlation of its maps with the original maps, averaged over the steps
+    of a cascading randomisation from the top layer down to the first (``ds.sanity_check``, then
+    :meth:`SanityCheck.mean_over_steps`: lower means the maps depend on the weights; near 1 fails). The mean over
+    the whole cascade, not the last step, so that a method whose maps survive the randomisation of the top layers
+    (guided backprop) scores high even though its maps fall apart once the first layer is random too.
     A method that cannot explain this model (CAM without global average pooling, say) is listed with the
     reason instead of stopping the comparison.
 
@@ -212,7 +220,7 @@ def _measure(
     if "sanity" in metrics:
         check = sanity_check(model, x, methods=[method], target=targets, options=_sanity_options(method, opts))
         name = check.methods[0]
-        values["sanity"] = check.scores[name]["spearman"][-1]
+        values["sanity"] = check.mean_over_steps(name, "spearman")
     return values
 
 
