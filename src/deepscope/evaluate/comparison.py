@@ -8,6 +8,7 @@ random map as the yardstick.
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -88,14 +89,17 @@ class MethodComparison(TableDisplay):
     def figure(self) -> NotebookFigure:
         """The table as a matplotlib figure, the sort column in bold."""
         lines = self.table()
-        figure = new_figure(2.2 + 2.4 * len(self.metrics), 0.5 + 0.3 * len(lines))
+        figure = new_figure(2.2 + 2.4 * len(self.metrics), 0.8 + 0.3 * len(lines))
         ax = figure.subplots()
         ax.axis("off")
-        table = ax.table(cellText=lines[1:], colLabels=lines[0], loc="center", cellLoc="center")
+        header = [textwrap.fill(label, 30) for label in lines[0]]  # the sanity column's label takes two lines
+        table = ax.table(cellText=lines[1:], colLabels=header, loc="center", cellLoc="center")
         table.auto_set_font_size(False)
         table.set_fontsize(8)
         column = 1 + self.metrics.index(self.sort_by)
         for (r, c), cell in table.get_celld().items():
+            if r == 0:
+                cell.set_height(2 * cell.get_height())
             if r == 0 or c == column:
                 cell.set_text_props(fontweight="bold")
             if r > 0 and self.rows[r - 1].error is not None:

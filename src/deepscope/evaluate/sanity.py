@@ -73,7 +73,7 @@ class SanityCheck(FigureDisplay):
 
     def mean_over_steps(self, method: str, metric: str = "spearman") -> Tensor:
         """Per input ``[N]``: the method's similarity averaged over the randomisation steps (every step after
-        ``"original"``), the area under its curve in :meth:`figure` with the steps spread over [0, 1].
+        ``"original"``), each step weighing the same: its curve in :meth:`figure` as one number.
 
         The one number that summarises the whole cascade. The last step alone (every layer random) hides a method
         whose maps survive the randomisation of the top layers and fall apart only with the first convolution, as

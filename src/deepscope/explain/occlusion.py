@@ -65,10 +65,10 @@ class Occlusion(Method):
     eighth of each side), ``stride`` its step (default: half the window); the patch covers every channel and
     holds the ``baseline``: a number (on images with a plain background, the background's value: a patch of it
     hides what it covers and adds nothing), a tensor, or "mean", the per-channel mean of the data set passed as
-    ``data`` (without ``data``: of the inputs, which for one image is that image's own mean).
-    ``attribution`` [N, C, *spatial] is, per element, the mean of
-    ``score(x) - score(occluded x)`` over the windows that cover it (Captum's convention; a window that reaches
-    past the border is cut there, and elements no window covers get 0). ``heatmap`` is its channel mean.
+    ``data`` (without ``data``: of the inputs, which for one image is that image's own mean). ``attribution``
+    [N, C, *spatial] is, per element, the mean of ``score(x) - score(occluded x)`` over the windows that cover it
+    (Captum's convention; a window that reaches past the border is cut there, and elements no window covers get
+    0). ``heatmap`` is its channel mean.
     ``probability=True`` measures the softmax probability of the target instead of its score (as Zeiler & Fergus
     did); the explanation's ``scores`` stay the clean scores.
 
