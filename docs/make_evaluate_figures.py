@@ -12,7 +12,7 @@ import torch
 
 import deepscope as ds
 from deepscope.demo.data import CLASSES, load_fashion_mnist, to_inputs
-from deepscope.demo.fashion import train
+from deepscope.demo.fashion import OPTIONS, train
 from deepscope.demo.models import FashionCNN
 from deepscope.render import save_figure
 
@@ -51,7 +51,12 @@ def main() -> None:
         means = randomized.scores[method]["spearman"].mean(dim=1).tolist()
         print(f"data randomisation, {method}: " + ", ".join(f"{s} {m:.2f}" for s, m in zip(randomized.steps, means)))
 
-    options = {"occlusion": {"window": 4, "stride": 2}, "lime": {"samples": 200, "seed": 0}, "smoothgrad": {"seed": 0}}
+    comparison(model, sample)
+
+
+def comparison(model: torch.nn.Module, sample: torch.Tensor) -> None:
+    """The method comparison table, occlusion with the demo's options (black patches: the background)."""
+    options = {"occlusion": OPTIONS["occlusion"], "lime": {"samples": 200, "seed": 0}, "smoothgrad": {"seed": 0}}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         table = ds.evaluate.compare_methods(model, sample, options=options, steps=28, progress=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 import struct
 import subprocess
 import sys
@@ -18,6 +19,7 @@ import deepscope as ds
 from deepscope.cli import build_parser, main, summary_line
 from deepscope.demo import data, fashion
 from deepscope.demo.data import FILES
+from deepscope.demo.fashion_views import SURVIVES
 from deepscope.demo.models import FashionCNN
 from deepscope.store.schema import RUNS_DIR
 
@@ -173,6 +175,12 @@ def test_demo_end_to_end_on_a_small_data_set(tmp_path: Path, capsys: pytest.Capt
     printed = capsys.readouterr().out
     assert f"IDX files in {tmp_path / 'data'}" in printed
     assert str(out / "grid.png") in printed
+    # The sanity check's words agree with its numbers: a map "survives" when it keeps its ranking after fc.
+    lines = re.findall(r"(\S+) +(-?[\d.]+) after fc, mean (-?[\d.]+) over the cascade, (-?[\d.]+) with all layers "
+                       r"random: (survives randomising fc|changes with the weights)", printed)  # fmt: skip
+    assert [line[0] for line in lines] == ["saliency", "guided_backprop", "gradcam"], printed
+    for _method, after_top, _mean, _last, verdict in lines:
+        assert (float(after_top) >= SURVIVES) == verdict.startswith("survives")
 
     summary = json.loads((out / "summary.json").read_text())
     assert summary["train_images"] == 1536 and len(summary["samples"]) == 10

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 import torchvision
 from captum.attr import Occlusion as CaptumOcclusion
+from conftest import TinyCNN
 from torch import nn
 
 import deepscope as ds
@@ -253,6 +254,59 @@ def test_probability_by_hand(incremental: bool) -> None:
     assert not torch.allclose(scores.heatmap, e.heatmap)
 
 
+# The baseline ---------------------------------------------------------------------------------------------------
+
+
+class PixelLinear(nn.Module):
+    """score_k = sum over elements of w[k] * x: the drop of a one-pixel window is sum_c w[k, c, p] (x - b_c)."""
+
+    def __init__(self, shape: tuple[int, ...], classes: int = 2) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(classes, *shape, generator=torch.Generator().manual_seed(0)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.einsum("nchw,kchw->nk", x, self.weight)
+
+
+@pytest.mark.parametrize("incremental", MODES)
+def test_mean_baseline_is_the_data_sets_mean(incremental: bool) -> None:
+    """With data=, baseline="mean" is the data set's per-channel mean (not the inputs'), whatever form the data
+    take; each pixel's value is then sum_c w[c, p] (x[c, p] - mean_c), the closed form of a linear model."""
+    model = PixelLinear((2, 6, 6)).eval()
+    generator = torch.Generator().manual_seed(1)
+    x = torch.rand(1, 2, 6, 6, generator=generator)
+    data = torch.rand(50, 2, 6, 6, generator=generator) * torch.tensor([1.0, 3.0]).view(1, 2, 1, 1)
+    mean = data.double().mean(dim=(0, 2, 3)).float()
+    expected = (model.weight[1] * (x[0] - mean.view(2, 1, 1))).sum(dim=0).detach()
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(data, torch.zeros(50)), batch_size=16)
+    for form in (data, (data, torch.zeros(50)), loader):
+        e = _explain(model, x, window=1, stride=1, data=form, target=1, incremental=incremental)
+        torch.testing.assert_close(e.heatmap[0], expected)
+    # Without data, "mean" is the mean of the inputs: for one image, that image's own mean.
+    own = _explain(model, x, window=1, stride=1, target=1, incremental=incremental)
+    own_mean = x[0].mean(dim=(1, 2)).view(2, 1, 1)
+    torch.testing.assert_close(own.heatmap[0], (model.weight[1] * (x[0] - own_mean)).sum(dim=0).detach())
+
+
+@pytest.mark.parametrize("incremental", MODES)
+def test_background_baseline_leaves_the_background_at_zero(incremental: bool) -> None:
+    """On a black image with a bright object, a black patch on the background changes nothing, so the map is
+    exactly 0 wherever no window reaches the object, for any model; a patch of the data set's mean grey adds a grey
+    square there, and the model's output moves (the background gets attribution)."""
+    torch.manual_seed(0)
+    model = TinyCNN(classes=3).eval()
+    x = torch.zeros(2, 3, 16, 16)
+    x[:, :, 4:8, 4:8] = 1.0
+    window, stride = 2, 2
+    black = _explain(model, x, window=window, stride=stride, baseline=0.0, target=0, incremental=incremental)
+    far = torch.ones(16, 16, dtype=torch.bool)
+    far[4 - window + 1 : 8 + window - 1, 4 - window + 1 : 8 + window - 1] = False
+    assert (black.heatmap[:, far] == 0).all()
+    assert (black.heatmap[:, 4:8, 4:8] != 0).all()
+    grey = _explain(model, x, window=window, stride=stride, data=x, target=0, incremental=incremental)
+    assert (grey.heatmap[:, far] != 0).float().mean() > 0.9
+
+
 # Bad options, fall-backs, the model left alone ---------------------------------------------------------------------
 
 
@@ -281,8 +335,14 @@ class CountingCNN(GeometryCNN):
         {"window": 4, "probability": "yes"},
         {"window": 4, "baseline": "nothing"},
         {"window": 4, "probability": True, "target": ds.Unit("conv1", 0)},
+        {"window": 4, "baseline": float("nan")},
+        {"window": 4, "baseline": 0.0, "data": torch.rand(4, 3, 24, 24)},
+        {"window": 4, "data": torch.rand(4, 1, 24, 24)},
+        {"window": 4, "data": torch.zeros(4, 3, 24, 24, dtype=torch.uint8)},
+        {"window": 4, "data": torch.rand(0, 3, 24, 24)},
+        {"window": 4, "data": "images/"},
     ],
-    ids=str,
+    ids=lambda options: ", ".join(f"{k}={v!r:.30}" for k, v in options.items()),
 )
 def test_bad_options_raise_before_any_work(options: dict) -> None:
     CountingCNN.calls = 0

@@ -274,3 +274,42 @@ def test_a_watched_model_is_checked_on_a_copy_without_the_watch_hooks(tmp_path) 
         watcher.remove()
     assert hooks_before > 0 and hooks_after == hooks_before
     assert check.scores["saliency"]["spearman"].shape[0] == len(check.steps)
+
+
+def _check_with(scores: list[list[float]], mode: str = "cascading") -> ds.evaluate.SanityCheck:
+    """A SanityCheck of one method, 'gbp', whose Spearman scores per step (rows) and input (columns) are given."""
+    values = torch.tensor(scores)
+    steps = ["original", "fc", "conv2", "conv1"][: len(scores)]
+    return ds.evaluate.SanityCheck(
+        mode=mode,
+        methods=["gbp"],
+        steps=steps,
+        scores={"gbp": {metric: values for metric in ("spearman", "spearman_abs", "ssim", "hog")}},
+        maps={"gbp": torch.zeros(len(scores), 2, 8, 8)},
+        inputs=torch.zeros(2, 1, 8, 8),
+    )
+
+
+def test_mean_over_steps_averages_every_randomised_step() -> None:
+    check = _check_with([[1.0, 1.0], [0.9, 0.7], [0.8, 0.5], [0.0, 0.2]])
+    torch.testing.assert_close(check.mean_over_steps("gbp"), torch.tensor([1.7 / 3, 1.4 / 3]))
+    with pytest.raises(ds.BadInputError, match="not among the methods"):
+        check.mean_over_steps("saliency")
+    with pytest.raises(ds.BadInputError, match="metric"):
+        check.mean_over_steps("gbp", "pearson")
+    with pytest.raises(ds.BadInputError, match="true and on random labels"):
+        _check_with([[1.0, 1.0], [0.9, 0.9], [0.1, 0.1]], mode="data").mean_over_steps("gbp")
+
+
+def test_demo_sanity_line_says_what_its_numbers_say() -> None:
+    from deepscope.demo.fashion_views import SURVIVES, sanity_line
+
+    survivor = sanity_line(_check_with([[1.0, 1.0], [0.9, 0.8], [0.6, 0.6], [0.0, 0.0]]), "gbp")
+    assert survivor == "gbp              0.85 after fc, mean 0.48 over the cascade, 0.00 with all layers random: " + (
+        "survives randomising fc"
+    )
+    assert SURVIVES <= 0.85
+    changed = sanity_line(_check_with([[1.0, 1.0], [0.2, 0.3], [0.1, 0.1], [0.0, 0.1]]), "gbp")
+    assert changed.endswith(
+        "0.25 after fc, mean 0.13 over the cascade, 0.05 with all layers random: changes with the weights"
+    )

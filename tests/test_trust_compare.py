@@ -63,3 +63,30 @@ def test_failing_methods_are_listed_not_raised() -> None:
 def test_bad_input(kwargs: dict) -> None:
     with pytest.raises(ds.BadInputError):
         ds.evaluate.compare_methods(TinyCNN(classes=3).eval(), torch.rand(2, 3, 16, 16), **kwargs)
+
+
+def first_layer_map(model: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
+    """A map that reads only the first convolution: it stays the trained map until the cascade reaches conv1."""
+    return model.conv1(inputs)[:, 0].detach()
+
+
+def test_sanity_column_summarises_the_whole_cascade(trained: tuple[nn.Module, torch.Tensor]) -> None:
+    """The sanity column is each input's Spearman correlation averaged over every randomisation step, then over
+    the inputs; a map that survives the top layers scores high there although its last step looks like a pass."""
+    model, images = trained
+    methods = ["saliency", first_layer_map]
+    table = ds.evaluate.compare_methods(model, images, methods=methods, metrics=["sanity"], random=False)
+    check = ds.sanity_check(model, images, methods=methods)
+    assert check.steps == ["original", "fc", "conv3", "conv2", "conv1"]
+    rows = {row.method: row.sanity for row in table.rows}
+    for name in ("saliency", "first_layer_map"):
+        spearman = check.scores[name]["spearman"]  # [steps, N]
+        by_hand = sum(spearman[step] for step in range(1, 5)) / 4
+        torch.testing.assert_close(table.aucs[name]["sanity"], by_hand)
+        assert rows[name] == pytest.approx(float(by_hand.mean()), abs=1e-6)
+    survivor = check.scores["first_layer_map"]["spearman"].mean(dim=1)
+    assert survivor[1:4].tolist() == pytest.approx([1.0, 1.0, 1.0])  # fc, conv3, conv2 random: the same map
+    assert float(survivor[-1]) < 0.5  # conv1 random too: the last step alone would call it a pass
+    assert rows["first_layer_map"] > 0.7 > rows["saliency"]  # (three steps at 1 + the last) / 4
+    assert table.ranking == ["saliency", "first_layer_map"]
+    assert "mean over the randomisation cascade" in table.table()[0][1]

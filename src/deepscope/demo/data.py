@@ -272,6 +272,7 @@ def load_fashion_mnist(
 
 
 MEAN, STD = 0.2860, 0.3530  # FashionMNIST's training-set pixel mean and standard deviation, in [0, 1] units
+BACKGROUND = (0.0 - MEAN) / STD  # the black background (pixel 0) as a network input
 
 
 def to_inputs(images: Tensor) -> Tensor:

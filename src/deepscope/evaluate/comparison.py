@@ -1,12 +1,14 @@
 """Every explanation method on one model and one batch, ranked by faithfulness and by the sanity check.
 
 Which method to trust depends on the model: a method that is faithful for one network can be an edge detector
-for another. The table puts deletion AUC, insertion AUC (Petsiuk et al. 2018) and the rank correlation left after
-cascading randomisation (Adebayo et al. 2018) side by side, with a random map as the yardstick.
+for another. The table puts deletion AUC, insertion AUC (Petsiuk et al. 2018) and the rank correlation kept
+through cascading randomisation (Adebayo et al. 2018; its mean over the cascade's steps) side by side, with a
+random map as the yardstick.
 """
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,7 +27,11 @@ from .faithfulness import faithfulness
 from .sanity import MapFunction, _check, sanity_check
 
 METRICS = COMPARISON_METRICS
-_HEADERS = {"deletion": "deletion AUC ↓", "insertion": "insertion AUC ↑", "sanity": "rank corr. after randomisation ↓"}
+_HEADERS = {
+    "deletion": "deletion AUC ↓",
+    "insertion": "insertion AUC ↑",
+    "sanity": "rank corr., mean over the randomisation cascade ↓",
+}
 
 
 @dataclass
@@ -83,14 +89,17 @@ class MethodComparison(TableDisplay):
     def figure(self) -> NotebookFigure:
         """The table as a matplotlib figure, the sort column in bold."""
         lines = self.table()
-        figure = new_figure(2.2 + 2.4 * len(self.metrics), 0.5 + 0.3 * len(lines))
+        figure = new_figure(2.2 + 2.4 * len(self.metrics), 0.8 + 0.3 * len(lines))
         ax = figure.subplots()
         ax.axis("off")
-        table = ax.table(cellText=lines[1:], colLabels=lines[0], loc="center", cellLoc="center")
+        header = [textwrap.fill(label, 30) for label in lines[0]]  # the sanity column's label takes two lines
+        table = ax.table(cellText=lines[1:], colLabels=header, loc="center", cellLoc="center")
         table.auto_set_font_size(False)
         table.set_fontsize(8)
         column = 1 + self.metrics.index(self.sort_by)
         for (r, c), cell in table.get_celld().items():
+            if r == 0:
+                cell.set_height(2 * cell.get_height())
             if r == 0 or c == column:
                 cell.set_text_props(fontweight="bold")
             if r > 0 and self.rows[r - 1].error is not None:
@@ -129,8 +138,11 @@ def compare_methods(
 
     Every method explains the model's predicted classes. For each, the mean over the inputs of: the deletion
     AUC (``ds.faithfulness``, baseline 0: lower is more faithful), the insertion AUC (blurred baseline: higher is
-    more faithful), and the Spearman rank correlation of its maps after cascading randomisation of all layers
-    with the original maps (``ds.sanity_check``: lower means the maps depend on the weights; near 1 fails).
+    more faithful), and the Spearman rank correlation of its maps with the original maps, averaged over the steps
+    of a cascading randomisation from the top layer down to the first (``ds.sanity_check``, then
+    :meth:`SanityCheck.mean_over_steps`: lower means the maps depend on the weights; near 1 fails). The mean over
+    the whole cascade, not the last step, so that a method whose maps survive the randomisation of the top layers
+    (guided backprop) scores high even though its maps fall apart once the first layer is random too.
     A method that cannot explain this model (CAM without global average pooling, say) is listed with the
     reason instead of stopping the comparison.
 
@@ -212,7 +224,7 @@ def _measure(
     if "sanity" in metrics:
         check = sanity_check(model, x, methods=[method], target=targets, options=_sanity_options(method, opts))
         name = check.methods[0]
-        values["sanity"] = check.scores[name]["spearman"][-1]
+        values["sanity"] = check.mean_over_steps(name, "spearman")
     return values
 
 

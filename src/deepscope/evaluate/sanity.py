@@ -71,6 +71,25 @@ class SanityCheck(FigureDisplay):
     inputs: Tensor
     targets: Tensor | None = None
 
+    def mean_over_steps(self, method: str, metric: str = "spearman") -> Tensor:
+        """Per input ``[N]``: the method's similarity averaged over the randomisation steps (every step after
+        ``"original"``), each step weighing the same: its curve in :meth:`figure` as one number.
+
+        The one number that summarises the whole cascade. The last step alone (every layer random) hides a method
+        whose maps survive the randomisation of the top layers and fall apart only with the first convolution, as
+        guided backprop's do (Adebayo et al. 2018); the mean counts every step it survived.
+        """
+        if self.mode == "data":
+            raise BadInputError(
+                "a data randomisation check compares models trained on true and on random labels, not a cascade; "
+                "read its steps one by one in scores[method][metric]."
+            )
+        if method not in self.scores:
+            raise BadInputError(f"method {method!r} is not among the methods checked, {self.methods}.")
+        if metric not in METRICS:
+            raise BadInputError(f"metric={metric!r} is not among {', '.join(METRICS)}.")
+        return self.scores[method][metric][1:].mean(dim=0)
+
     def figure(self, metrics: Sequence[str] = METRICS) -> NotebookFigure:
         """One panel per metric: mean +- std similarity over the inputs against the layers randomised."""
         unknown = [m for m in metrics if m not in METRICS]

@@ -20,8 +20,11 @@ from ..targets import Target, TargetSpec
 
 # The shared option vocabulary: one meaning per name across every method.
 VOCABULARY: dict[str, str] = {
-    "baseline": 'what "absent" looks like: a number, "mean" (per-channel mean of the inputs), "blur" '
-    "(a blurred copy of each input), or a tensor broadcastable to the inputs",
+    "baseline": 'what "absent" looks like: a number (the background value, where the data have one), "mean" '
+    '(per-channel mean of the data set given as data=, else of the inputs), "blur" (a blurred copy of each input), '
+    "or a tensor broadcastable to the inputs",
+    "data": "the data set the inputs come from (a tensor, an (inputs, labels) pair or a DataLoader, preprocessed "
+    "as the inputs are): baseline='mean' is its per-channel mean",
     "steps": "number of steps along a path (integrated gradients)",
     "batch_size": "how many model inputs are evaluated in one forward pass",
     "samples": "number of random samples (SmoothGrad noise draws, LIME perturbations)",

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 from torch import Tensor
 
+from ..batches import batches as as_batches
 from ..errors import BadInputError
 from .base import Method, Result, defaults, method_class, register
 
@@ -42,8 +45,17 @@ class InputXGradient(GradientMethod):
         return Result(attribution=self.inputs * self.gradient(self.inputs))
 
 
-def make_baseline(baseline: object, inputs: Tensor) -> Tensor:
-    """The baseline tensor for a ``baseline`` option (see the shared vocabulary)."""
+def make_baseline(baseline: object, inputs: Tensor, data: object = None) -> Tensor:
+    """The baseline tensor for a ``baseline`` option (see the shared vocabulary).
+
+    ``"mean"`` is the per-channel mean of ``data`` (a data set in any form :mod:`deepscope.batches` accepts) when
+    one is given, else of ``inputs``; ``data`` with any other baseline is an error, since it would be ignored.
+    """
+    if data is not None and not (isinstance(baseline, str) and baseline == "mean"):
+        raise BadInputError(
+            f"data= is given but baseline={baseline!r}; the data set is only used by baseline='mean' (its "
+            "per-channel mean), so pass baseline='mean' or leave data out."
+        )
     if isinstance(baseline, Tensor):
         try:
             return torch.broadcast_to(baseline.to(inputs), inputs.shape)
@@ -52,15 +64,46 @@ def make_baseline(baseline: object, inputs: Tensor) -> Tensor:
                 f"baseline of shape {tuple(baseline.shape)} does not broadcast to inputs {tuple(inputs.shape)}."
             ) from None
     if isinstance(baseline, (int, float)) and not isinstance(baseline, bool):
+        if not math.isfinite(baseline):
+            raise BadInputError(f"baseline={baseline!r} is not a finite number.")
         return torch.full_like(inputs, float(baseline))
-    if baseline == "mean":
-        axes = [0, *range(2, inputs.ndim)] if inputs.ndim > 2 else [0]
-        return inputs.mean(dim=axes, keepdim=True).expand_as(inputs).clone()
-    if baseline == "blur":
+    if isinstance(baseline, str) and baseline == "mean":
+        means = inputs if data is None else data
+        mean = channel_mean(means, inputs.shape[1] if inputs.ndim > 1 else None)
+        shape = (1, -1, *([1] * (inputs.ndim - 2))) if inputs.ndim > 1 else (1,)
+        return mean.to(inputs).reshape(shape).expand_as(inputs).clone()
+    if isinstance(baseline, str) and baseline == "blur":
         if inputs.ndim != 4:
             raise BadInputError("baseline='blur' needs images (N, C, H, W).")
         return gaussian_blur(inputs, sigma=max(inputs.shape[-2:]) / 20)
     raise BadInputError(f"baseline={baseline!r} is not a number, 'mean', 'blur' or a tensor.")
+
+
+def channel_mean(data: object, channels: int | None) -> Tensor:
+    """The per-channel mean ``[C]`` (float64) of a data set's inputs ``[N, C, ...]``, over samples and positions;
+    for inputs ``[N]`` (``channels`` None) the mean of all values, as ``[1]``. Streams the data in batches."""
+    total: Tensor | None = None
+    count = 0
+    for inputs, _labels in as_batches(data, what="data"):
+        if not inputs.is_floating_point():
+            raise BadInputError(
+                f"data holds {inputs.dtype} inputs; give the model's float inputs (preprocessed as the inputs are)."
+            )
+        if channels is None:
+            flat = inputs.detach().reshape(1, -1)
+        else:
+            if inputs.ndim < 2 or inputs.shape[1] != channels:
+                raise BadInputError(
+                    f"data has a batch of shape {tuple(inputs.shape)} but the inputs have {channels} channels; "
+                    f"give the data set the inputs come from, as [N, {channels}, ...] batches."
+                )
+            flat = inputs.detach().transpose(0, 1).reshape(channels, -1)
+        part = flat.double().sum(dim=1).cpu()
+        total = part if total is None else total + part
+        count += flat.shape[1]
+    if total is None or count == 0:
+        raise BadInputError("data holds no inputs; give at least one batch.")
+    return total / count
 
 
 def gaussian_blur(images: Tensor, sigma: float) -> Tensor:

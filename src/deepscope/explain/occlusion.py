@@ -1,9 +1,9 @@
 """Occlusion (Zeiler & Fergus 2014): how much the target's score drops when a patch of the input is hidden.
 
-A window slides over the input; inside it every channel is replaced by the baseline (the inputs' per-channel mean
-by default), and the drop ``score(x) - score(occluded x)`` is credited to the hidden elements. Each element's
-attribution is the mean drop over the windows that cover it, as in Captum's ``Occlusion``, so the two can be
-compared number for number.
+A window slides over the input; inside it every channel is replaced by the baseline (by default the per-channel
+mean of the data set given as ``data``, else of the inputs; docs/occlusion.md says how to choose it), and the
+drop ``score(x) - score(occluded x)`` is credited to the hidden elements. Each element's attribution is the mean
+drop over the windows that cover it, as in Captum's ``Occlusion``, so the two can be compared number for number.
 
 All windows of all inputs go through the model in batches of ``batch_size``. With ``incremental`` (the default
 where the model allows it) the batches do not run the whole model: see :mod:`._incremental`, which recomputes
@@ -63,10 +63,12 @@ class Occlusion(Method):
 
     ``window`` is the patch (an int, an ``(h, w)`` pair, or a list of them whose maps are averaged; default: an
     eighth of each side), ``stride`` its step (default: half the window); the patch covers every channel and
-    holds the ``baseline`` ("mean": the per-channel mean of the inputs, so pass a batch drawn from the data set,
-    or a number, or a tensor). ``attribution`` [N, C, *spatial] is, per element, the mean of
-    ``score(x) - score(occluded x)`` over the windows that cover it (Captum's convention; a window that reaches
-    past the border is cut there, and elements no window covers get 0). ``heatmap`` is its channel mean.
+    holds the ``baseline``: a number (on images with a plain background, the background's value: a patch of it
+    hides what it covers and adds nothing), a tensor, or "mean", the per-channel mean of the data set passed as
+    ``data`` (without ``data``: of the inputs, which for one image is that image's own mean). ``attribution``
+    [N, C, *spatial] is, per element, the mean of ``score(x) - score(occluded x)`` over the windows that cover it
+    (Captum's convention; a window that reaches past the border is cut there, and elements no window covers get
+    0). ``heatmap`` is its channel mean.
     ``probability=True`` measures the softmax probability of the target instead of its score (as Zeiler & Fergus
     did); the explanation's ``scores`` stay the clean scores.
 
@@ -76,7 +78,9 @@ class Occlusion(Method):
     numbers within float rounding.
     """
 
-    options = defaults(window=None, stride=None, baseline="mean", batch_size=64, probability=False, incremental=None)
+    options = defaults(
+        window=None, stride=None, baseline="mean", data=None, batch_size=64, probability=False, incremental=None
+    )
     needs_spatial = True
 
     def attribute(self) -> Result:
@@ -96,7 +100,7 @@ class Occlusion(Method):
             raise BadInputError(
                 "probability=True needs the model's class output; a Unit target reads a layer, so drop probability."
             )
-        baseline = make_baseline(self.opts["baseline"], x)
+        baseline = make_baseline(self.opts["baseline"], x, self.opts["data"])
 
         with torch.no_grad():
             self.scores, output = self.forward(x)

@@ -264,7 +264,8 @@ class FaithfulnessCurves:
 
 
 # The metrics a method comparison measures, and which way is better for each: deletion AUC and the rank correlation
-# left after randomisation should be low. Here, with the record, so readers of the store need not import torch.
+# kept through the randomisation cascade (its mean over the steps) should be low. Here, with the record, so
+# readers of the store need not import torch.
 COMPARISON_METRICS = ("deletion", "insertion", "sanity")
 LOWER_IS_BETTER = {"deletion": True, "insertion": False, "sanity": True}
 

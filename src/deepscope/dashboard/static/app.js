@@ -1593,7 +1593,8 @@ const evaluation = {
 const TRUST_KINDS = ["sanity_check", "method_comparison", "faithfulness"];
 const SIMILARITY = { spearman: "Spearman rank correlation", spearman_abs: "Spearman (absolute values)", ssim: "SSIM",
   hog: "HOG similarity (Pearson)" };
-const METRIC_HEADERS = { deletion: "deletion AUC", insertion: "insertion AUC", sanity: "rank corr. after randomisation" };
+const METRIC_HEADERS = { deletion: "deletion AUC", insertion: "insertion AUC",
+  sanity: "rank corr., mean over the randomisation cascade" };
 
 /** `hex` ("#rrggbb") as an rgba() colour of opacity `alpha`: the mean ± std bands. */
 function fade(hex, alpha) {
