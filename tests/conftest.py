@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import socket
+import threading
+import time
 import warnings
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import torch
@@ -13,6 +19,30 @@ import deepscope as ds
 from deepscope.dashboard.headless import CHROMIUM, CHROMIUM_ARGS  # noqa: F401 (for the browser tests)
 
 torch.set_num_threads(2)
+
+
+@contextlib.contextmanager
+def serving(app: Any) -> Iterator[str]:
+    """``app`` (an ASGI app: the board's, or one that mounts it) served by uvicorn on a free loopback port in a
+    thread, for the browser tests; yields ``http://127.0.0.1:PORT`` and stops the server on the way out."""
+    import uvicorn
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    served = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=served.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not served.started:
+            assert thread.is_alive() and time.monotonic() < deadline, "the board did not start"
+            time.sleep(0.02)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        served.should_exit = True
+        thread.join(timeout=5)
+
 
 # Options that keep each method fast on tiny models; methods not listed run with their defaults.
 FAST_OPTIONS: dict[str, dict] = {

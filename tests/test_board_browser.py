@@ -9,8 +9,6 @@ logged while the page is open must appear, and a run named like an HTML tag must
 from __future__ import annotations
 
 import math
-import socket
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +18,7 @@ from urllib.parse import parse_qs, urlsplit
 import numpy as np
 import pytest
 import torch
-from conftest import CHROMIUM, CHROMIUM_ARGS
+from conftest import CHROMIUM, CHROMIUM_ARGS, serving
 from torch import nn
 
 import deepscope as ds
@@ -166,21 +164,8 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, ds.R
 @pytest.fixture(scope="module")
 def server(store: tuple[Path, ds.Run]) -> Iterator[str]:
     root, _ = store
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    app = create_app(root)
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
-    served = uvicorn.Server(config)
-    thread = threading.Thread(target=served.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not served.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the board did not start"
-        time.sleep(0.02)
-    yield f"http://127.0.0.1:{port}/"
-    served.should_exit = True
-    thread.join(timeout=5)
+    with serving(create_app(root)) as url:
+        yield f"{url}/"
 
 
 @pytest.fixture(scope="module")
@@ -607,30 +592,16 @@ def test_token_is_sent_with_every_request(store: tuple[Path, ds.Run], browser_pa
     """A board that requires a token: the page, its scripts and every API call carry the one in the page's URL."""
     root, _ = store
     page, _ = browser_page
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    served = uvicorn.Server(
-        uvicorn.Config(create_app(root, token="s3cret"), host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=served.run, daemon=True)
-    thread.start()
-    try:
-        while not served.started:
-            assert thread.is_alive()
-            time.sleep(0.02)
+    with serving(create_app(root, token="s3cret")) as url:
         second = page.context.browser.new_page()
         refused: list[str] = []
         second.on("response", lambda r: refused.append(r.url) if r.status == 401 else None)
-        second.goto(f"http://127.0.0.1:{port}/?token=s3cret&view=images")
+        second.goto(f"{url}/?token=s3cret&view=images")
         second.wait_for_function(
             "() => { const i = document.querySelector('.images img'); return i && i.naturalWidth; }", timeout=10_000
         )
         assert not refused
         second.close()
-    finally:
-        served.should_exit = True
-        thread.join(timeout=5)
 
 
 def test_requests_go_out_while_plotly_loads_and_charts_wait_for_it(

@@ -4,9 +4,6 @@ draws its charts, grouped by category, above the per-tag charts."""
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,7 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from conftest import CHROMIUM, CHROMIUM_ARGS
+from conftest import CHROMIUM, CHROMIUM_ARGS, serving
 
 import deepscope as ds
 
@@ -46,30 +43,16 @@ def page(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, list[s
         tone = 0.5 * torch.sin(torch.arange(RATE) * (2 * torch.pi * 440 / RATE))
         writer.add_audio("tone", tone, 0, sample_rate=RATE)
         writer.add_video("clip", torch.rand(1, 4, 3, 8, 8), 0)
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    served = uvicorn.Server(uvicorn.Config(create_app(root), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=served.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not served.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the board did not start"
-        time.sleep(0.02)
     problems: list[str] = []
-    try:
-        with sync_api.sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-            tab = browser.new_page(viewport={"width": 1400, "height": 900})
-            tab.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
-            tab.on("pageerror", lambda e: problems.append(f"page error: {e}"))
-            tab.goto(f"http://127.0.0.1:{port}/")
-            tab.wait_for_selector("#tabs button", timeout=15_000)
-            yield tab, problems
-            browser.close()
-    finally:
-        served.should_exit = True
-        thread.join(timeout=5)
+    with serving(create_app(root)) as url, sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        tab = browser.new_page(viewport={"width": 1400, "height": 900})
+        tab.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
+        tab.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+        tab.goto(f"{url}/")
+        tab.wait_for_selector("#tabs button", timeout=15_000)
+        yield tab, problems
+        browser.close()
 
 
 def _open(tab: Any, view: str) -> None:

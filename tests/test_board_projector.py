@@ -12,10 +12,8 @@ import base64
 import io
 import json
 import os
-import socket
 import sqlite3
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,7 +22,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from conftest import CHROMIUM, CHROMIUM_ARGS
+from conftest import CHROMIUM, CHROMIUM_ARGS, serving
 
 import deepscope as ds
 from deepscope.embed import project
@@ -336,33 +334,18 @@ def digits_root(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, np.ndar
 
 @pytest.fixture(scope="module")
 def page(digits_root: tuple[Path, np.ndarray, np.ndarray]) -> Iterator[tuple[Any, list[str], str]]:
-    import uvicorn
     from playwright.sync_api import sync_playwright
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    served = uvicorn.Server(
-        uvicorn.Config(create_app(digits_root[0]), host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=served.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not served.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the board did not start"
-        time.sleep(0.02)
     problems: list[str] = []
-    with sync_playwright() as playwright:
+    with serving(create_app(digits_root[0])) as url, sync_playwright() as playwright:
         chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
         tab = chromium.new_page(viewport={"width": 1400, "height": 860})
         tab.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
         tab.on("pageerror", lambda e: problems.append(f"page error: {e}"))
-        tab.goto(f"http://127.0.0.1:{port}/?view=projector")
+        tab.goto(f"{url}/?view=projector")
         tab.wait_for_selector('#tabs button[data-view="projector"]', timeout=15_000)
-        yield tab, problems, f"http://127.0.0.1:{port}/"
+        yield tab, problems, f"{url}/"
         chromium.close()
-    served.should_exit = True
-    thread.join(timeout=5)
 
 
 PLOT = '.view[data-view="projector"] .projector-plot'

@@ -97,10 +97,8 @@ def test_the_page_works_under_a_prefix_in_a_browser(tmp_path: Path) -> None:
     if not Path(CHROMIUM).exists():
         pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium)")
     sync_api = pytest.importorskip("playwright.sync_api")
-    uvicorn = pytest.importorskip("uvicorn")
-    import socket
-    import threading
-    import time
+    pytest.importorskip("uvicorn")
+    from conftest import serving
 
     with ds.Run(tmp_path / "done") as run:
         run.log({"loss": 1.0}, step=0)
@@ -111,43 +109,29 @@ def test_the_page_works_under_a_prefix_in_a_browser(tmp_path: Path) -> None:
             raise error
     outer = FastAPI()
     outer.mount(PREFIX, create_app(tmp_path, token="s3cret"))
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    served = uvicorn.Server(uvicorn.Config(outer, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=served.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not served.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the board did not start"
-        time.sleep(0.02)
     problems: list[str] = []
     missed: list[str] = []
-    try:
-        with sync_api.sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-            page = browser.new_page()
-            page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
-            page.on("pageerror", lambda e: problems.append(str(e)))
-            page.on("response", lambda r: missed.append(f"{r.status} {r.url}") if r.status >= 400 else None)
-            page.goto(f"http://127.0.0.1:{port}{PREFIX}/?token=s3cret")
-            page.wait_for_selector(".runlist .run-name", timeout=15_000)
-            badges = page.eval_on_selector_all(
-                ".runlist label",
-                """(ls) => ls.map((l) => [l.querySelector('.run-name').textContent,
-                                          l.querySelector('.run-status')?.textContent ?? null])""",
-            )
-            assert sorted(badges) == [["broken", "failed"], ["done", None], ["stopped", "interrupted"]]
-            page.click('#tabs button[data-view="images"]')
-            page.wait_for_function(
-                "() => { const i = document.querySelector('.images img'); return i && i.naturalWidth; }",
-                timeout=15_000,
-            )
-            assert page.evaluate("() => document.querySelector('.images img').naturalWidth") == 7
-            browser.close()
-    finally:
-        served.should_exit = True
-        thread.join(timeout=5)
+    with serving(outer) as url, sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        page = browser.new_page()
+        page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: problems.append(str(e)))
+        page.on("response", lambda r: missed.append(f"{r.status} {r.url}") if r.status >= 400 else None)
+        page.goto(f"{url}{PREFIX}/?token=s3cret")
+        page.wait_for_selector(".runlist .run-name", timeout=15_000)
+        badges = page.eval_on_selector_all(
+            ".runlist label",
+            """(ls) => ls.map((l) => [l.querySelector('.run-name').textContent,
+                                      l.querySelector('.run-status')?.textContent ?? null])""",
+        )
+        assert sorted(badges) == [["broken", "failed"], ["done", None], ["stopped", "interrupted"]]
+        page.click('#tabs button[data-view="images"]')
+        page.wait_for_function(
+            "() => { const i = document.querySelector('.images img'); return i && i.naturalWidth; }",
+            timeout=15_000,
+        )
+        assert page.evaluate("() => document.querySelector('.images img').naturalWidth") == 7
+        browser.close()
     assert not missed and not problems, (missed, problems)
 
 
