@@ -45,6 +45,7 @@ def _page_run(block: Block, runs: dict[str, PageRun], factory: pytest.TempPathFa
 )
 def test_block_runs(block: Block, page_runs: dict[str, PageRun], tmp_path_factory: pytest.TempPathFactory) -> None:
     reason = NOT_RUN.get((block.page, block.first_line))
+    failure = ""
     try:
         compile_block(block)  # even a block that cannot run must be valid Python with a valid marker
         if reason:
@@ -59,7 +60,9 @@ def test_block_runs(block: Block, page_runs: dict[str, PageRun], tmp_path_factor
                 run.done += 1
         run.run(block)
     except DocsBlockError as error:
-        pytest.fail(str(error), pytrace=False)
+        failure = str(error)
+    if failure:  # outside the except clause: the message alone, not chained to the exception it reports
+        pytest.fail(failure, pytrace=False)
 
 
 def test_not_run_is_exact() -> None:
