@@ -77,7 +77,9 @@ def blocks(page: Path, root: Path = ROOT) -> list[Block]:
             raise DocsBlockError(f"{name}:{start}: a ```python block is never closed")
         previous = next((text for text in reversed(lines[:i]) if text.strip()), "")
         marker = _MARKER.match(previous.strip())
-        found.append(Block(name, start + 1, "\n".join(lines[start:end]) + "\n", marker["calls"].strip() if marker else ""))
+        found.append(
+            Block(name, start + 1, "\n".join(lines[start:end]) + "\n", marker["calls"].strip() if marker else "")
+        )
         i = end + 1
     return found
 
@@ -202,7 +204,9 @@ class PageRun:
         except Exception as error:
             self.failed = f"the fixture {shown(fixture)}"
             trace = "".join(traceback.format_exception(error))
-            raise DocsBlockError(f"{self.failed} of {self.page} failed: {type(error).__name__}: {error}\n\n{trace}") from None
+            raise DocsBlockError(
+                f"{self.failed} of {self.page} failed: {type(error).__name__}: {error}\n\n{trace}"
+            ) from None
 
     def run(self, block: Block) -> None:
         """Run one block; raises :class:`DocsBlockError` saying where and why it failed."""

@@ -11,7 +11,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from docs_blocks import Block, DocsBlockError, PageRun, blocks, compile_block, fixture_path, pages
 
 # The blocks that cannot run in the test suite, by page and first line of code, and why. Nothing else is left out,
@@ -40,9 +39,7 @@ def _page_run(block: Block, runs: dict[str, PageRun], factory: pytest.TempPathFa
 
 
 # Blocks of one page share a namespace: `make test` (pytest -n 2 --dist loadgroup) keeps each page on one worker.
-@pytest.mark.parametrize(
-    "block", [pytest.param(b, id=b.id, marks=pytest.mark.xdist_group(b.page)) for b in BLOCKS]
-)
+@pytest.mark.parametrize("block", [pytest.param(b, id=b.id, marks=pytest.mark.xdist_group(b.page)) for b in BLOCKS])
 def test_block_runs(block: Block, page_runs: dict[str, PageRun], tmp_path_factory: pytest.TempPathFactory) -> None:
     reason = NOT_RUN.get((block.page, block.first_line))
     failure = ""
@@ -100,7 +97,8 @@ def test_blocks_are_found_with_their_page_line_and_marker(tmp_path: Path) -> Non
 
 def test_a_failing_block_says_page_line_source_and_error(tmp_path: Path) -> None:
     first, second, third = _page(
-        tmp_path, "```python\nx = 1\n```\n\ntext\n\n```python\ny = x + 1\nz = missing + y\n```\n\n```python\nw = 0\n```\n"
+        tmp_path,
+        "```python\nx = 1\n```\n\ntext\n\n```python\ny = x + 1\nz = missing + y\n```\n\n```python\nw = 0\n```\n",
     )
     run = PageRun("README.md", tmp_path, root=tmp_path)
     run.start()
@@ -134,7 +132,9 @@ def test_a_marker_makes_every_call_of_its_function_smaller(tmp_path: Path) -> No
 
 def test_a_marker_naming_no_call_of_its_block_is_an_error(tmp_path: Path) -> None:
     (block,) = _page(tmp_path, "<!-- docs-test: maximize(steps=8) -->\n```python\nx = 1\n```\n")
-    with pytest.raises(DocsBlockError, match=r"README.md:3: the docs-test marker names maximize, which the block never"):
+    with pytest.raises(
+        DocsBlockError, match=r"README.md:3: the docs-test marker names maximize, which the block never"
+    ):
         compile_block(block, tmp_path)
 
 

@@ -3,7 +3,6 @@
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-import deepscope as ds
 from deepscope.demo.models import FashionCNN
 
 torch.manual_seed(0)

@@ -11,7 +11,9 @@ import deepscope as ds
 torch.manual_seed(0)
 x = torch.rand(1, 3, 64, 64)  # a photo (small: any size above 32 px runs)
 loader = DataLoader(TensorDataset(torch.rand(8, 3, 64, 64), torch.zeros(8, dtype=torch.long)), batch_size=4)
-mlp = nn.Sequential(OrderedDict(flatten=nn.Flatten(), fc1=nn.Linear(28 * 28, 16), relu=nn.ReLU(), fc2=nn.Linear(16, 10)))
+mlp = nn.Sequential(
+    OrderedDict(flatten=nn.Flatten(), fc1=nn.Linear(28 * 28, 16), relu=nn.ReLU(), fc2=nn.Linear(16, 10))
+)
 run, step = ds.Run("runs/features"), 0
 
 

@@ -8,8 +8,6 @@ from matplotlib.figure import Figure
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-import deepscope as ds
-
 
 class MLP(nn.Module):
     def __init__(self) -> None:
@@ -24,7 +22,7 @@ torch.manual_seed(0)
 model = MLP()
 loader = DataLoader(TensorDataset(torch.randn(16, 20), torch.arange(16) % 3), batch_size=8)
 example_batch = torch.randn(2, 20)
-epochs, step = 2, 0
+epochs, step = 2, 10
 acc, vl, va = 0.4, 1.0, 0.35
 names = ["circle", "square", "star"]
 val_labels, val_predictions = torch.arange(12) % 3, torch.arange(12) % 2
