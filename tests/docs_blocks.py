@@ -16,6 +16,7 @@ import ast
 import contextlib
 import os
 import re
+import socket
 import traceback
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -169,15 +170,34 @@ def _failure(block: Block, error: BaseException, root: Path) -> DocsBlockError:
     )
 
 
+_connect = socket.socket.connect
+_LOOPBACK = ("127.0.0.1", "::1", "localhost")
+
+
+def _offline_connect(sock: socket.socket, address: object) -> None:
+    host = address[0] if isinstance(address, tuple) else address
+    if sock.family in (socket.AF_INET, socket.AF_INET6) and host not in _LOOPBACK:
+        raise OSError(f"a docs block tried to connect to {address}: blocks run offline; give data in the fixture")
+    _connect(sock, address)  # type: ignore[arg-type]
+
+
 @contextlib.contextmanager
 def _isolated(workdir: Path) -> Iterator[None]:
-    """Run in ``workdir``, with torch's random state and the environment given back afterwards."""
-    cwd = Path.cwd()
+    """Run in ``workdir``, offline, on one torch thread, with torch's random state, its thread count and the
+    environment given back afterwards. One thread: pytest -n 2 runs two pages at once on two cores, and more
+    threads than cores made a block 60 times slower."""
+    cwd, threads = Path.cwd(), torch.get_num_threads()
     os.chdir(workdir)
+    torch.set_num_threads(1)
     try:
-        with mock.patch.dict(os.environ), torch.random.fork_rng(devices=[]):
+        with (
+            mock.patch.dict(os.environ),
+            torch.random.fork_rng(devices=[]),
+            mock.patch.object(socket.socket, "connect", _offline_connect),
+        ):
             yield
     finally:
+        torch.set_num_threads(threads)
         os.chdir(cwd)
 
 

@@ -151,3 +151,12 @@ def test_blocks_run_in_their_own_directory_after_the_fixture(tmp_path: Path, mon
     run.run(block)
     assert (workdir / "out.txt").read_text() == "from the fixture"
     assert Path.cwd() != workdir
+
+
+def test_blocks_run_offline(tmp_path: Path) -> None:
+    (block,) = _page(
+        tmp_path, "```python\nimport socket\n\nsocket.create_connection(('192.0.2.1', 80), timeout=1)\n```\n"
+    )
+    run = PageRun("README.md", tmp_path, root=tmp_path)
+    with pytest.raises(DocsBlockError, match=r"tried to connect to \('192.0.2.1', 80\): blocks run offline"):
+        run.run(block)
