@@ -27,8 +27,10 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check src tests bench docs examples
 	$(BIN)/mypy
 
+# --dist loadgroup: the Python blocks of one docs page share a namespace, so each page stays on one worker
+# (tests/test_docs.py); tests without a group are spread as with the default.
 test: lint browser data
-	$(BIN)/python -m pytest -n 2 -q
+	$(BIN)/python -m pytest -n 2 --dist loadgroup -q
 
 # The browser test's browser: Debian's chromium (Playwright's own browser download is never used). Installed only
 # when missing and we are root with apt-get (CI); elsewhere tests/test_board_browser.py skips, saying why.

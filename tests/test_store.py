@@ -484,3 +484,24 @@ def test_records_thinned_to_max_records_spread_evenly_with_first_and_last(tmp_pa
             reader.records("w", max_records=1)
         with pytest.raises(BadInputError, match="holds scalars"):
             reader.count("s")
+
+
+def test_a_run_opened_by_a_relative_path_keeps_its_files_after_a_chdir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import numpy as np
+
+    import deepscope as ds
+    from deepscope.store import Reader
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    monkeypatch.chdir(tmp_path / "a")
+    run = ds.Run("runs/relative")
+    monkeypatch.chdir(tmp_path / "b")  # a notebook moving on while the run is open
+    run.log({"picture": np.zeros((4, 4), dtype=np.uint8)}, step=0)
+    run.close()
+    assert not (tmp_path / "b" / "runs").exists()
+    with Reader(tmp_path / "a" / "runs" / "relative") as reader:
+        (image,) = reader.records("picture")
+    assert image.pixels.shape[:2] == (4, 4)

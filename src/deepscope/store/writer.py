@@ -128,7 +128,9 @@ class Writer:
             raise StoreError(f"flush_interval must be a positive number of seconds, not {flush_interval!r}")
         if max_pending < 1:
             raise StoreError(f"max_pending must be at least 1, not {max_pending!r}")
-        self.path = Path(run_dir)
+        # Absolute: files are written later, by a thread, when the working directory may have changed (a notebook's
+        # os.chdir); a relative path would put them in another folder than run.db.
+        self.path = Path(run_dir).absolute()
         self.db = schema.db_path(self.path)
         self.flush_interval = float(flush_interval)
         self.max_pending = int(max_pending)
