@@ -12,7 +12,7 @@ model = nn.Sequential(
     OrderedDict(
         layer1=nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU()),
         layer3=nn.Sequential(nn.Conv2d(8, 8, 3, stride=2, padding=1), nn.ReLU()),
-        pool=nn.AdaptiveAvgPool2d(1),
+        avgpool=nn.AdaptiveAvgPool2d(1),  # torchvision ResNet names
         flatten=nn.Flatten(),
         fc=nn.Linear(8, 10),
     )
