@@ -342,7 +342,11 @@ class CountingCNN(GeometryCNN):
         {"window": 4, "data": torch.rand(0, 3, 24, 24)},
         {"window": 4, "data": "images/"},
     ],
-    ids=lambda options: ", ".join(f"{k}={v!r:.30}" for k, v in options.items()),
+    # ids name a tensor by its shape and dtype: its values differ between xdist workers, which must agree on ids
+    ids=lambda options: ", ".join(
+        f"{k}={tuple(v.shape)}:{v.dtype}" if isinstance(v, torch.Tensor) else f"{k}={v!r:.30}"
+        for k, v in options.items()
+    ),
 )
 def test_bad_options_raise_before_any_work(options: dict) -> None:
     CountingCNN.calls = 0
