@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 import deepscope as ds
-from deepscope.demo.data import CLASSES, load_fashion_mnist, to_inputs
+from deepscope.demo.data import BACKGROUND, CLASSES, load_fashion_mnist, to_inputs
 from deepscope.demo.fashion import OPTIONS, train
 from deepscope.demo.models import FashionCNN
 from deepscope.render import save_figure
@@ -55,11 +55,14 @@ def main() -> None:
 
 
 def comparison(model: torch.nn.Module, sample: torch.Tensor) -> None:
-    """The method comparison table, occlusion with the demo's options (black patches: the background)."""
+    """The method comparison table as the demo draws it: occlusion with black patches and deletion to black (the
+    background), so neither adds content where the data has none."""
     options = {"occlusion": OPTIONS["occlusion"], "lime": {"samples": 200, "seed": 0}, "smoothgrad": {"seed": 0}}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        table = ds.evaluate.compare_methods(model, sample, options=options, steps=28, progress=True)
+        table = ds.evaluate.compare_methods(
+            model, sample, options=options, steps=28, baseline=BACKGROUND, progress=True
+        )
     save_figure(table.figure(), str(HERE / "method_comparison.png"))
     print(table)
 

@@ -35,6 +35,19 @@ def test_gradient_maps_rank_above_a_random_map(trained: tuple[nn.Module, torch.T
     torch.testing.assert_close(table.aucs["gradcam"]["deletion"], reference)
 
 
+def test_deletion_baseline_reaches_the_deletion_curve_only(trained: tuple[nn.Module, torch.Tensor]) -> None:
+    """compare_methods(baseline=b) deletes to b (ds.faithfulness with baseline b); insertion keeps its blur."""
+    model, images = trained
+    table = ds.evaluate.compare_methods(model, images, methods=["gradcam"], steps=16, random=False, baseline=-1.0)
+    e = ds.explain(model, images, method="gradcam")
+    deleted_to_b = ds.faithfulness(model, images, e, steps=16, baseline=-1.0).auc
+    deleted_to_0 = ds.faithfulness(model, images, e, steps=16).auc
+    assert not torch.allclose(deleted_to_b, deleted_to_0)  # the baseline matters here, so the check below can fail
+    torch.testing.assert_close(table.aucs["gradcam"]["deletion"], deleted_to_b)
+    inserted = ds.faithfulness(model, images, e, steps=16, metric="insertion").auc
+    torch.testing.assert_close(table.aucs["gradcam"]["insertion"], inserted)
+
+
 def test_failing_methods_are_listed_not_raised() -> None:
     torch.manual_seed(0)
     no_gap = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 14 * 14, 3)).eval()

@@ -20,7 +20,7 @@ from ..explanation import Explanation
 from ..features import channel, evolution, filters, logit, maximize, top_patches
 from ..features.transforms import jitter, pad, rotate, scale
 from ..track import Run
-from .data import CLASSES, MEAN, STD, FashionData, to_inputs
+from .data import BACKGROUND, CLASSES, MEAN, STD, FashionData, to_inputs
 from .models import FashionCNN
 
 Log = Callable[[str], None]
@@ -101,7 +101,9 @@ def show_everything(
         check = sanity_check(model, inputs, methods=SANITY_METHODS)
         views.pictures["sanity check"] = _save(check.figure(), out / "sanity_check.png")
         run.log_sanity_check(check)
-        ranking = compare_methods(model, inputs, methods=COMPARED_METHODS, steps=28, progress=progress)
+        ranking = compare_methods(
+            model, inputs, methods=COMPARED_METHODS, steps=28, baseline=BACKGROUND, progress=progress
+        )
         views.pictures["method comparison"] = _save(ranking.figure(), out / "method_comparison.png")
         run.log_method_comparison(ranking)
         log(

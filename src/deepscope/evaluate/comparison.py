@@ -132,6 +132,7 @@ def compare_methods(
     random: bool = True,
     steps: int = 50,
     batch_size: int = 256,
+    baseline: float | str | Tensor | None = None,
     progress: bool | None = None,
 ) -> MethodComparison:
     """Explain ``inputs`` with every method and rank the methods by faithfulness and sanity.
@@ -157,6 +158,9 @@ def compare_methods(
         random: add a uniform random map (``"random"``) as the yardstick.
         steps: deletion/insertion steps per input.
         batch_size: rows per forward pass in deletion/insertion.
+        baseline: what deleted elements become (``ds.faithfulness``'s ``baseline`` for the deletion curve; default
+            0). Deleting to a value the data never shows adds content: on black backgrounds (Fashion-MNIST) pass the
+            background's value, or grey deletion rewards maps that point at the background.
         progress: a tqdm bar over the methods; ``None`` shows it on a terminal only.
 
     Returns:
@@ -181,7 +185,9 @@ def compare_methods(
     disable = None if progress is None else not progress
     for name, method in tqdm(list(zip(names, chosen)), desc="comparing methods", disable=disable, leave=False):
         try:
-            values = _measure(model, x, targets, method, dict(options.get(name, {})), metrics, steps, batch_size)
+            values = _measure(
+                model, x, targets, method, dict(options.get(name, {})), metrics, steps, batch_size, baseline
+            )
         except DeepscopeError as error:
             rows.append(MethodScore(name, error=str(error)))
             continue
@@ -206,6 +212,7 @@ def _measure(
     metrics: tuple[str, ...],
     steps: int,
     batch_size: int,
+    baseline: float | str | Tensor | None = None,
 ) -> dict[str, Tensor]:
     """One method's per-input values of each metric."""
     if callable(method):
@@ -218,7 +225,15 @@ def _measure(
     for metric in ("deletion", "insertion"):
         if metric in metrics:
             curves = faithfulness(
-                model, x, heatmap, metric=metric, steps=steps, batch_size=batch_size, target=targets, progress=False
+                model,
+                x,
+                heatmap,
+                metric=metric,
+                steps=steps,
+                batch_size=batch_size,
+                target=targets,
+                baseline=baseline if metric == "deletion" else None,
+                progress=False,
             )
             values[metric] = curves.auc
     if "sanity" in metrics:
