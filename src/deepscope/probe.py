@@ -10,7 +10,7 @@ import contextlib
 import re
 import sys
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -321,10 +321,15 @@ def model_dtype(model: nn.Module) -> torch.dtype | None:
     return None
 
 
-def run(model: nn.Module, inputs: Tensor) -> Tensor:
-    """``model(inputs)``, with a failure of the model on these inputs reported as bad input."""
+OutputSpec = None | str | int | Callable[[Any], Tensor]
+"""How the score tensor is read from a model's output: found (None), a key, an index, or a callable."""
+
+
+def run(model: nn.Module, inputs: Tensor, output: OutputSpec = None) -> Tensor:
+    """``model(inputs)``'s score tensor (:func:`score_tensor`), with a failure of the model on these inputs
+    reported as bad input."""
     try:
-        output = model(inputs)
+        raw = model(inputs)
     except (RuntimeError, ValueError, TypeError, IndexError) as error:
         if isinstance(error, BadInputError):
             raise
@@ -333,9 +338,72 @@ def run(model: nn.Module, inputs: Tensor) -> Tensor:
             f"{type(model).__name__} could not run on inputs of shape {tuple(inputs.shape)} and dtype "
             f"{inputs.dtype}: {message}. Pass a batch shaped as the model expects (N first)."
         ) from None
-    if not isinstance(output, Tensor):
-        output = _first_tensor(output)
-    return output
+    return score_tensor(raw, output)
+
+
+def score_tensor(raw: object, output: OutputSpec = None) -> Tensor:
+    """The tensor of scores in a model's output ``raw``, the one place deepscope reads a model's output.
+
+    By default: the output itself when it is a tensor; for a mapping (a dict, a Hugging Face ``ModelOutput``,
+    which is an ordered dict) its ``"logits"``, else its first tensor value; for a tuple or list its first
+    tensor. ``output`` chooses instead: a key of a mapping, an index of a tuple or list, or a callable from
+    the output to the tensor.
+    """
+    if output is None:
+        return _found_tensor(raw)
+    if callable(output):
+        chosen = output(raw)
+        if not isinstance(chosen, Tensor):
+            raise BadInputError(f"the output= callable returned a {type(chosen).__name__}, not a tensor.")
+        return chosen
+    if isinstance(output, str):
+        if not isinstance(raw, Mapping):
+            raise BadInputError(
+                f"output={output!r} is a key, but the model returns a {type(raw).__name__}, not a dict; "
+                "pass an index for a tuple or list, or a callable output -> tensor."
+            )
+        if output not in raw:
+            raise BadInputError(f"output={output!r} is not a key of the model's output; its keys: {list(raw)}.")
+        return _checked(raw[output], f"output[{output!r}]")
+    if isinstance(output, int) and not isinstance(output, bool):
+        if not isinstance(raw, (tuple, list)):
+            raise BadInputError(
+                f"output={output} is an index, but the model returns a {type(raw).__name__}, not a tuple or list; "
+                "pass a key for a dict, or a callable output -> tensor."
+            )
+        if not -len(raw) <= output < len(raw):
+            raise BadInputError(f"output={output} is out of range: the model's output has {len(raw)} items.")
+        return _checked(raw[output], f"output[{output}]")
+    raise BadInputError(
+        f"output={output!r} is not understood; pass a key (str), an index (int) or a callable output -> tensor."
+    )
+
+
+def _found_tensor(raw: object) -> Tensor:
+    if isinstance(raw, Tensor):
+        return raw
+    if isinstance(raw, Mapping):
+        if isinstance(raw.get("logits"), Tensor):
+            return raw["logits"]
+        values: Iterable[object] = raw.values()
+    elif isinstance(raw, (tuple, list)):
+        values = raw
+    else:
+        values = ()
+    for value in values:
+        if isinstance(value, Tensor):
+            return value
+    what = f"keys {list(raw)}" if isinstance(raw, Mapping) else type(raw).__name__
+    raise BadInputError(
+        f"the model's output ({what}) holds no tensor to explain; pass output=<key, index or callable "
+        "output -> tensor> to say where its scores are."
+    )
+
+
+def _checked(value: object, where: str) -> Tensor:
+    if not isinstance(value, Tensor):
+        raise BadInputError(f"{where} is a {type(value).__name__}, not a tensor; choose the model's score tensor.")
+    return value
 
 
 def spatial_layers(model: nn.Module, inputs: Tensor) -> list[tuple[str, tuple[int, ...]]]:

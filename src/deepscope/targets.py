@@ -114,7 +114,8 @@ class Target:
         if output.ndim != 2:
             raise TargetError(
                 f"the model's output has shape {tuple(output.shape)}, not (N, classes), so a class target does "
-                "not name one scalar per input; pass target=<callable output -> (N,) scores>."
+                "not name one scalar per input; pass target=<callable output -> (N,) scores>, or "
+                "output=<key, index or callable> to choose the (N, classes) tensor in a structured output."
             )
         if self.classes is None:
             self.classes = output.detach().argmax(dim=1).cpu()
@@ -134,15 +135,17 @@ class Target:
         the inputs (``k * N`` rows, as in integrated gradients) repeats the targets with it; with ``of=i`` every
         row is a variant of input ``i`` (LIME's perturbations, Score-CAM's masked copies) and gets its target.
         """
-        rows = output.shape[0]
         if self.unit is not None:
             return self._unit_scores(output)
+        rows = output.shape[0] if output.ndim else 1  # a 0-d output: one score, for a batch of one
         if self.fn is not None:
             values = self.fn(output)
             if not isinstance(values, Tensor):
                 raise TargetError(f"the target callable returned {type(values).__name__}, not a tensor.")
             if values.ndim == 2 and values.shape[1] == 1:
                 values = values[:, 0]
+            if values.ndim == 0 and rows == 1:
+                values = values.reshape(1)
             if values.shape != (rows,):
                 raise TargetError(
                     f"the target callable returned shape {tuple(values.shape)}; it must return one scalar per "

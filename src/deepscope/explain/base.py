@@ -52,7 +52,12 @@ VOCABULARY: dict[str, str] = {
     "biases": "LRP: whether the rules include the layers' biases (which absorb relevance); False conserves it",
     "ridge": "LIME: penalty of the weighted ridge regression (LIME's default 1.0; 0 for least squares)",
     "head": "CAM: the linear layer after global average pooling (default: the last nn.Linear)",
+    "output": "where the scores are in the model's output: None (the tensor itself, a dict's or Hugging Face "
+    "ModelOutput's 'logits', else the first tensor), a key, an index, or a callable output -> tensor",
 }
+
+# Options every method takes, whatever its own.
+COMMON: Mapping[str, Any] = MappingProxyType({"output": None})
 
 M = TypeVar("M", bound="type[Method]")
 
@@ -98,7 +103,7 @@ def describe(name: str) -> str:
     """A method's documentation and its options with their defaults."""
     cls = method_class(name)
     lines = [f"{name}: {(cls.__doc__ or '').strip()}", "", "options:"]
-    for option, default in cls.options.items():
+    for option, default in {**cls.options, **COMMON}.items():
         lines.append(f"  {option}={default!r}: {VOCABULARY[option]}")
     if cls.uses_layer:
         lines.append("  layer: a name from model.named_modules()")
@@ -167,9 +172,13 @@ class Method(ABC):
         """
         with probe.Hooks() as own:
             unit = probe.capture(hooks or own, self.model, self.target.layer) if self.target.layer else None
-            output = probe.run(self.model, inputs)
+            output = self.run(inputs)
             scores = self.target.scores(unit.output() if unit else output, of=of)
         return scores, output
+
+    def run(self, inputs: Tensor) -> Tensor:
+        """The model's score tensor for ``inputs``, read from its output as the ``output`` option says."""
+        return probe.run(self.model, inputs, self.opts.get("output"))
 
     def clean_scores(self) -> Tensor:
         """The target's scores on the clean inputs (binding a predicted-class target), without gradients."""
@@ -240,11 +249,11 @@ def _check_inputs(model: nn.Module, inputs: object) -> Tensor:
 
 
 def _check_options(cls: type[Method], options: dict[str, Any]) -> dict[str, Any]:
-    unknown = [k for k in options if k not in cls.options]
+    known = {**cls.options, **COMMON}
+    unknown = [k for k in options if k not in known]
     if unknown:
-        valid = ", ".join(cls.options) or "none"
-        raise BadInputError(f"{cls.name} has no option {unknown[0]!r}; its options are: {valid}.")
-    return {**cls.options, **options}
+        raise BadInputError(f"{cls.name} has no option {unknown[0]!r}; its options are: {', '.join(known)}.")
+    return {**known, **options}
 
 
 def _to_input_resolution(heatmap: Tensor, inputs: Tensor) -> Tensor:

@@ -171,7 +171,7 @@ class ScoreCAM(CAMMethod):
             for i in range(n):
                 for start in range(0, k, batch_size):
                     chunk = x[i : i + 1] * masks[i, start : start + batch_size, None]
-                    output = probe.run(self.model, chunk)
+                    output = self.run(chunk)
                     scores[i, start : start + batch_size] = self.target.scores(output, of=i).float()
         weights = scores.softmax(dim=1).view(n, k, *([1] * len(spatial)))
         return (weights.to(activations) * activations).sum(dim=1).clamp(min=0)

@@ -169,8 +169,7 @@ class Occlusion(Method):
             output = output.softmax(dim=1)
         if self.target.fn is not None:
             return self.target.scores(output)
-        if self.target.classes is None:
-            self.target.bind(output)
+        self.target.bind(output)  # checks a given class against the output too
         assert self.target.classes is not None
         classes = self.target.classes.to(output.device)[rows]
         return output.gather(1, classes[:, None])[:, 0]
@@ -180,7 +179,7 @@ class Occlusion(Method):
         if self.target.unit is not None:
             scores, _ = self.forward(batch)
             return scores
-        return self._scores(probe.run(self.model, batch), rows)
+        return self._scores(self.run(batch), rows)
 
     # The sliding window ---------------------------------------------------------------------------------------
 
@@ -267,6 +266,8 @@ class Occlusion(Method):
         reason = None
         if self.target.unit is not None:
             reason = "a Unit target reads a layer inside the model"
+        elif self.opts["output"] is not None:
+            reason = "output= reads the scores from the model's output in its own way"
         else:
             try:
                 engine = Engine(self.model, self.inputs[:1])
