@@ -139,7 +139,7 @@ def test_per_input_output_with_a_callable_target(method, x):
 @pytest.mark.parametrize("per_input", [True, False])
 def test_class_target_on_a_score_output_says_what_to_pass(method, target, per_input):
     x = torch.randn(1, 3, 2, 2)
-    with pytest.raises(TargetError, match="not \\(N, classes\\).*target=<callable.*output="):
+    with pytest.raises(TargetError, match=r"not \(N, classes\).*target=<callable.*output="):
         explain_fast(Scalar(per_input), x, method, target=target, **SMALL.get(method, {}))
 
 

@@ -23,7 +23,6 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from .. import probe
 from ..errors import BadInputError
 from ._incremental import Boxes, Engine, Unsupported
 from .base import Method, Result, defaults, register
