@@ -165,3 +165,9 @@ def test_bad_output_is_a_clear_error(kind, output, message, x):
 
 def test_output_is_in_every_methods_description():
     assert "output=None" in ds.describe("saliency")
+
+
+@pytest.mark.parametrize("method", ds.methods())
+def test_every_method_reads_output(method, x):
+    reference = explain_fast(Structured("tensor").eval(), x, method)
+    _same(explain_fast(Structured("features_first").eval(), x, method, output=1), reference)

@@ -223,7 +223,9 @@ class GuidedGradCAM(GradCAM):
         spatial = tuple(self.inputs.shape[2:])
         mode = {1: "linear", 2: "bilinear", 3: "trilinear"}[len(spatial)]
         upsampled = F.interpolate(coarse[:, None], size=spatial, mode=mode, align_corners=False)
-        guided = GuidedBackprop(self.model, self.inputs, self.target, None, dict(GuidedBackprop.options))
+        guided = GuidedBackprop(
+            self.model, self.inputs, self.target, None, {**GuidedBackprop.options, "output": self.opts["output"]}
+        )
         gradient = guided.gradient(self.inputs).float()
         attribution = gradient * upsampled
         return Result(attribution=attribution, heatmap=attribution.abs().amax(dim=1))
