@@ -80,6 +80,26 @@ def torch_model(model: object) -> nn.Module:
     return model
 
 
+class FunctionModel(nn.Module):
+    """A model given as a plain function of the input batch, as a module without parameters or submodules.
+
+    It lives for one ``explain`` call, so methods that only run the model (gradients, perturbations) see the
+    module they expect; there is nothing inside it to hook, and its device is the inputs'.
+    """
+
+    def __init__(self, function: Callable[[Tensor], Any]) -> None:
+        super().__init__()
+        self.function = function
+
+    def forward(self, inputs: Tensor) -> Any:
+        return self.function(inputs)
+
+
+def is_function_model(model: object) -> bool:
+    """Whether ``model`` is a callable that is neither an ``nn.Module`` nor a Keras model."""
+    return callable(model) and not isinstance(model, nn.Module) and keras_backend(model) is None
+
+
 def from_model_layout(model: object, inputs: object) -> object:
     """Inputs given in the layout of ``model`` (as the user passed it), channels first (deepscope's layout): a
     channels-last Keras model's ``[N, H, W, C]`` images become ``[N, C, H, W]``; everything else, including the

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from .. import probe
 from ..errors import BadInputError, close_names
 from ..explanation import Explanation
-from ..targets import Target, TargetSpec
+from ..targets import Target, TargetSpec, Unit
 
 # The shared option vocabulary: one meaning per name across every method.
 VOCABULARY: dict[str, str] = {
@@ -77,6 +77,8 @@ def register(name: str) -> Callable[[M], M]:
         if name in _REGISTRY:
             raise RuntimeError(f"method {name!r} registered twice")
         cls.name = name
+        if cls.needs_module is None:
+            raise RuntimeError(f"{name}: set needs_module (True if it hooks the model's modules) on {cls.__name__}")
         unknown = set(cls.options) - set(VOCABULARY)
         if unknown:
             raise RuntimeError(f"{name}: options {sorted(unknown)} are not in the shared vocabulary")
@@ -129,6 +131,9 @@ class Method(ABC):
     name: ClassVar[str]
     options: ClassVar[Mapping[str, Any]] = MappingProxyType({})
     uses_layer: ClassVar[bool] = False
+    # Whether the method reaches inside the model (module hooks, layers): only then must the model be an
+    # nn.Module; the others accept any function of the input batch. Every registered method decides.
+    needs_module: ClassVar[bool | None] = None
     needs_spatial: ClassVar[bool] = False
     default_reduce: ClassVar[str] = "sum"
 
@@ -265,8 +270,25 @@ def _to_input_resolution(heatmap: Tensor, inputs: Tensor) -> Tensor:
     return resized[:, 0]
 
 
+def _function_model(cls: type[Method], function: Callable[[Tensor], Any], layer: object, target: object) -> nn.Module:
+    """A function given as the model, wrapped for a method that only runs it; refused where modules are needed."""
+    accepting = ", ".join(name for name, c in _REGISTRY.items() if not c.needs_module)
+    if cls.needs_module:
+        raise BadInputError(
+            f"{cls.name} hooks the model's modules, so it needs a torch.nn.Module, not a "
+            f"{type(function).__name__}; pass the module itself, or use a method that accepts a function: "
+            f"{accepting}."
+        )
+    if layer is not None or isinstance(target, Unit):
+        raise BadInputError(
+            f"a {type(function).__name__} given as the model has no layers to read; layer= and Unit targets need "
+            "a torch.nn.Module (pass the module itself)."
+        )
+    return probe.FunctionModel(function)
+
+
 def explain(
-    model: nn.Module,
+    model: nn.Module | Callable[[Tensor], Any],
     inputs: Tensor,
     method: str = "saliency",
     target: TargetSpec = None,
@@ -277,7 +299,8 @@ def explain(
 
     Args:
         model: any ``nn.Module`` that takes one tensor, or a Keras 3 model on the torch backend (its layers named
-            as in Keras). It is left as it was found: hooks removed, modes and ``requires_grad`` flags restored,
+            as in Keras), or, for methods that do not hook the model's modules (``needs_module`` False: gradients,
+            integrated gradients, SmoothGrad, occlusion, LIME, ...), any function of the input batch. It is left as it was found: hooks removed, modes and ``requires_grad`` flags restored,
             even when an error is raised.
         inputs: a batch ``[N, C, H, W]`` (images), ``[N, C, L]`` (signals) or ``[N, F]`` (feature vectors); for
             a Keras model, in its own layout (``[N, H, W, C]`` when channels last). Results are channels first.
@@ -294,6 +317,8 @@ def explain(
         ``[N, C, H, W]`` where the method has one.
     """
     cls = method_class(method)
+    if probe.is_function_model(model):
+        model = _function_model(cls, model, layer, target)
     given = probe.from_model_layout(model, inputs)  # a Keras model's inputs come in its own layout
     model = probe.torch_model(model)
     x = _check_inputs(model, given)

@@ -38,6 +38,7 @@ class CAMMethod(Method):
     """Weighs the feature maps of ``layer`` into one map per input; subclasses say how (:meth:`cam`)."""
 
     uses_layer = True
+    needs_module = True  # hooks the layer
     needs_spatial = True
     options = defaults(reshape=None, call=None)
     needs_gradient = True

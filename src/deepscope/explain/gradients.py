@@ -16,6 +16,10 @@ from .base import Method, Result, defaults, method_class, register
 class GradientMethod(Method):
     """A method whose attribution is built from d(score)/d(input); subclasses may change the backward rule."""
 
+    # Runs the model and differentiates (backward rules rewrite torch's ReLU calls, not modules): any function of
+    # the inputs will do.
+    needs_module = False
+
     def gradient(self, inputs: Tensor) -> Tensor:
         return self.input_gradient(inputs)
 
@@ -165,6 +169,7 @@ class SmoothGrad(Method):
     """
 
     options = defaults(base="saliency", samples=25, noise=0.15, batch_size=64, seed=None)
+    needs_module = False  # its bases are gradient methods, which take functions
 
     def attribute(self) -> Result:
         base_cls = method_class(str(self.opts["base"]))

@@ -560,6 +560,8 @@ class LRP(Method):
     normalisations other than BatchNorm have no rule: relevance crosses them as a plain gradient.
     """
 
+    needs_module = True  # hooks every layer to apply its rule
+
     options: ClassVar[Mapping[str, Any]] = {
         "rule": "epsilon",
         "epsilon": 1e-6,

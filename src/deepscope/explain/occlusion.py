@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from .. import probe
 from ..errors import BadInputError
 from ._incremental import Boxes, Engine, Unsupported
 from .base import Method, Result, defaults, register
@@ -81,6 +82,7 @@ class Occlusion(Method):
         window=None, stride=None, baseline="mean", data=None, batch_size=64, probability=False, incremental=None
     )
     needs_spatial = True
+    needs_module = False
 
     def attribute(self) -> Result:
         x = self.inputs
@@ -263,7 +265,9 @@ class Occlusion(Method):
     def _engine(self, output: Tensor) -> Engine | None:
         """The incremental engine, or None (with a warning when ``incremental=True`` asked for it) for plain passes."""
         reason = None
-        if self.target.unit is not None:
+        if isinstance(self.model, probe.FunctionModel):
+            reason = "the model is a function, which torch.fx does not trace into"
+        elif self.target.unit is not None:
             reason = "a Unit target reads a layer inside the model"
         elif self.opts["output"] is not None:
             reason = "output= reads the scores from the model's output in its own way"

@@ -62,6 +62,8 @@ class Lime(Method):
         seed=None,
     )
 
+    needs_module = False
+
     def attribute(self) -> Result:
         samples, batch_size = self.count("samples", minimum=2), self.count("batch_size")
         self.clean_scores()
