@@ -67,7 +67,9 @@ def test_layer_given_to_a_method_without_layers(x):
 
 def test_model_that_is_not_a_module(x):
     with pytest.raises(ds.BadInputError, match=r"torch\.nn\.Module"):
-        ds.explain(lambda t: t, x, method="saliency")
+        ds.explain("resnet18", x, method="saliency")
+    with pytest.raises(ds.BadInputError, match=r"gradcam hooks the model's modules.*torch\.nn\.Module"):
+        ds.explain(lambda t: t, x, method="gradcam")
 
 
 def test_cam_needs_spatial_inputs():
