@@ -300,8 +300,9 @@ def explain(
     Args:
         model: any ``nn.Module`` that takes one tensor, or a Keras 3 model on the torch backend (its layers named
             as in Keras), or, for methods that do not hook the model's modules (``needs_module`` False: gradients,
-            integrated gradients, SmoothGrad, occlusion, LIME, ...), any function of the input batch. It is left as it was found: hooks removed, modes and ``requires_grad`` flags restored,
-            even when an error is raised.
+            integrated gradients, SmoothGrad, occlusion, LIME, ...), any function of the input batch. It is left
+            as it was found: hooks removed, modes and ``requires_grad`` flags restored, even when an error is
+            raised.
         inputs: a batch ``[N, C, H, W]`` (images), ``[N, C, L]`` (signals) or ``[N, F]`` (feature vectors); for
             a Keras model, in its own layout (``[N, H, W, C]`` when channels last). Results are channels first.
         method: one of :func:`methods`; :func:`describe` documents each method's options.
