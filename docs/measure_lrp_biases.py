@@ -7,13 +7,16 @@ images for each set of LRP options.
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import torch
 
 import deepscope as ds
-from deepscope.demo.cpu import cpu_threads
 from deepscope.demo.data import load_fashion_mnist, to_inputs
-from deepscope.demo.fashion import train
-from deepscope.demo.models import FashionCNN
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))
+from conftest import fit_small_fashion_cnn
 
 OPTIONS: list[dict[str, object]] = [
     {},
@@ -27,21 +30,7 @@ OPTIONS: list[dict[str, object]] = [
 
 def trained_model() -> tuple[torch.nn.Module, torch.Tensor]:
     data = load_fashion_mnist(offline=True, install=False, log=lambda message: None)
-    generator = torch.Generator().manual_seed(0)
-    subset = torch.randperm(len(data.train_images), generator=generator)[:4000]
-    torch.manual_seed(0)
-    model = FashionCNN(widths=(8, 16, 32))
-    with cpu_threads(1, log=lambda message: None):
-        train(
-            model,
-            data.train_images[subset],
-            data.train_labels[subset],
-            epochs=2,
-            batch_size=64,
-            lr=0.02,
-            generator=generator,
-            progress=False,
-        )
+    model = fit_small_fashion_cnn(data)  # the test fixture's model, trained the same way
     return model.eval(), to_inputs(data.test_images[:500])
 
 

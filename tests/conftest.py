@@ -138,15 +138,27 @@ def trained_fashion_cnn() -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
     The data come from Debian's dataset-fashion-mnist, offline; when it is missing the test fails, saying how to
     install it (make test installs it).
     """
-    from deepscope.demo.cpu import cpu_threads
     from deepscope.demo.data import INSTALL_COMMAND, DataUnavailableError, load_fashion_mnist, to_inputs
-    from deepscope.demo.fashion import train
-    from deepscope.demo.models import FashionCNN
 
     try:
         data = load_fashion_mnist(offline=True, install=False, log=lambda message: None)
     except DataUnavailableError as error:
         pytest.fail(f"FashionMNIST is missing: run `{INSTALL_COMMAND}` (make test does). {error}", pytrace=False)
+    model = fit_small_fashion_cnn(data)
+    inputs, labels = to_inputs(data.test_images[:2000]), data.test_labels[:2000]
+    with torch.no_grad():
+        accuracy = float((model(inputs).argmax(dim=1) == labels).float().mean())
+    assert accuracy > 0.7, f"the test model did not learn FashionMNIST (accuracy {accuracy:.2f})"
+    return model, inputs, labels
+
+
+def fit_small_fashion_cnn(data: Any) -> nn.Module:
+    """FashionCNN 8-16-32 trained for two epochs on 4,000 of ``data``'s training images (seeded): the trained model
+    of the FashionMNIST tests, and of docs/measure_lrp_biases.py's table."""
+    from deepscope.demo.cpu import cpu_threads
+    from deepscope.demo.fashion import train
+    from deepscope.demo.models import FashionCNN
+
     generator = torch.Generator().manual_seed(0)
     subset = torch.randperm(len(data.train_images), generator=generator)[:4000]
     torch.manual_seed(0)
@@ -163,11 +175,7 @@ def trained_fashion_cnn() -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
             generator=generator,
             progress=False,
         )
-    inputs, labels = to_inputs(data.test_images[:2000]), data.test_labels[:2000]
-    with torch.no_grad():
-        accuracy = float((model(inputs).argmax(dim=1) == labels).float().mean())
-    assert accuracy > 0.7, f"the test model did not learn FashionMNIST (accuracy {accuracy:.2f})"
-    return model, inputs, labels
+    return model
 
 
 def squares(n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:

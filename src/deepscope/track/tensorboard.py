@@ -80,7 +80,7 @@ class SummaryWriter:
             )
         if log_dir is None:
             stamp = datetime.now().strftime("%b%d_%H-%M-%S")
-            log_dir = os.path.join("runs", f"{stamp}_{socket.gethostname()}{comment}")
+            log_dir = os.path.join(schema.RUNS_DIR, f"{stamp}_{socket.gethostname()}{comment}")
         self.log_dir = os.fspath(log_dir)
         resume = (Path(self.log_dir) / schema.DB_NAME).is_file()
         self.run = Run(self.log_dir, resume=resume, flush_interval=float(flush_secs))
