@@ -455,3 +455,19 @@ def test_captum_occlusion_basic_model3():
     inputs = (torch.tensor([[-10.0], [3.0]]), torch.tensor([[-5.0], [1.0]]))
     e = ds.explain(BasicModel3(), inputs, "occlusion", window=1, baseline=0.0, target=_identity)
     _assert_tuples_close(e.attribution, (torch.tensor([[0.0], [1.0]]), torch.tensor([[0.0], [-1.0]])))
+
+
+def test_unit_targets_read_the_layer_with_several_inputs(pair):
+    x, meta = pair
+    model = image_and_meta()
+    unit = ds.Unit("conv3", 2)
+    both = _explain(model, (x, meta), "saliency", target=unit)
+    alone = _explain(HoldingMeta(model, meta), x, "saliency", target=unit)
+    torch.testing.assert_close(both.attribution[0], alone.attribution)
+    assert torch.equal(both.attribution[1], torch.zeros_like(meta))  # the unit sits before the metadata join
+
+
+def test_incremental_occlusion_falls_back_to_whole_passes(pair):
+    x, meta = pair
+    with pytest.warns(UserWarning, match="several inputs"):
+        ds.explain(image_and_meta(), (x, meta), "occlusion", window=4, incremental=True)
