@@ -32,8 +32,9 @@ VOCABULARY: dict[str, str] = {
     "window": "size of the occluding patch: an int, an (h, w) pair, or a list of them to average several sizes",
     "stride": "step of the sliding window: an int or an (h, w) pair",
     "rule": "the LRP rule: 'epsilon', 'gamma', 'alpha_beta' (first layer: z-box unless first_rule says otherwise)",
-    "reshape": "how to make a layer's token output (N, tokens, C) a spatial map: True (square grid, class token "
-    "dropped) or a callable returning (N, C, H, W)",
+    "reshape": "how a layer's output becomes a map (N, C, H, W): None infers it (tokens (N, tokens, C) on a grid of "
+    "the inputs' aspect after a class or distillation token, channels-last maps permuted), True reads it as tokens or "
+    "channels last, False as channels first, or a callable returning (N, C, H, W)",
     "reduce": "how channels become the heatmap: 'max_abs', 'sum_abs' or 'sum'",
     "call": "which call of a layer that runs more than once per forward pass is explained (default: the last)",
     "seed": "seed of the random generator, for reproducible samples",
@@ -136,6 +137,11 @@ class Method(ABC):
     needs_module: ClassVar[bool | None] = None
     needs_spatial: ClassVar[bool] = False
     default_reduce: ClassVar[str] = "sum"
+    # What an all-zero heatmap most likely means for this method (said by warn_if_blank).
+    blank_causes: ClassVar[str] = (
+        "a dead or zero head (torchvision's ViT starts with a zero head) or a saturated model whose score does not "
+        "change with the input"
+    )
 
     def __init__(
         self, model: nn.Module, inputs: Tensor, target: Target, layer: str | None, opts: dict[str, Any]
@@ -270,6 +276,26 @@ def _to_input_resolution(heatmap: Tensor, inputs: Tensor) -> Tensor:
     return resized[:, 0]
 
 
+def warn_if_blank(method: type[Method], heatmap: Tensor, stacklevel: int = 3) -> None:
+    """Warn when ``heatmap`` (one per input, first axis) is all zeros or not finite for some inputs: such a map
+    looks like an explanation but says nothing, so the warning names the method's likely causes."""
+    flat = heatmap.reshape(len(heatmap), -1)
+    broken = int((~torch.isfinite(flat)).any(dim=1).sum())
+    blank = int((flat == 0).all(dim=1).sum())
+    n = len(heatmap)
+    if broken:
+        warnings.warn(
+            f"{method.name}: the heatmap has NaN or infinite values for {broken} of {n} input(s); likely an overflow "
+            "(float16 or bfloat16: explain in float32) or NaN in the model's output or the inputs' preprocessing.",
+            stacklevel=stacklevel,
+        )
+    if blank:
+        warnings.warn(
+            f"{method.name}: the heatmap is all zeros for {blank} of {n} input(s); likely {method.blank_causes}.",
+            stacklevel=stacklevel,
+        )
+
+
 def _function_model(cls: type[Method], function: Callable[[Tensor], Any], layer: object, target: object) -> nn.Module:
     """A function given as the model, wrapped for a method that only runs it; refused where modules are needed."""
     accepting = ", ".join(name for name, c in _REGISTRY.items() if not c.needs_module)
@@ -309,7 +335,8 @@ def explain(
         target: ``None`` (the predicted class), an int, one int per input, a callable from the output to one
             scalar per input, or a :class:`deepscope.Unit`.
         layer: for layer methods (the CAM family), a name from ``model.named_modules()`` (a Keras layer's name
-            for a Keras model); the default is the last convolutional feature map.
+            for a Keras model); the default is the last feature map (convolutional, channels-last or tokens) from
+            which the gradient reaches the output: ``layer4`` of a ResNet, the last block's first norm of a ViT.
         **options: the method's options (shared vocabulary: ``baseline``, ``steps``, ``batch_size``,
             ``samples``, ``noise``, ``window``, ``stride``, ``rule``, ``reshape``, ...).
 
@@ -341,7 +368,7 @@ def explain(
         )
     with probe.preserved(model):
         if cls.uses_layer and layer is None:
-            layer = probe.default_cam_layer(model, x)
+            layer = probe.default_cam_layer(model, x, opts.get("output"))
         instance = cls(model, x, resolved, layer, opts)
         result = instance.attribute()
         if instance.scores is None:
@@ -350,6 +377,7 @@ def explain(
     attribution = None if result.attribution is None else result.attribution.detach().float().cpu()
     heatmap = result.heatmap if result.heatmap is not None else instance.reduce(result.attribution)  # type: ignore[arg-type]
     heatmap = _to_input_resolution(heatmap.detach().float(), x).cpu()
+    warn_if_blank(cls, heatmap)
     return Explanation(
         method=method,
         heatmap=heatmap,

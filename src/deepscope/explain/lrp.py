@@ -561,6 +561,9 @@ class LRP(Method):
     """
 
     needs_module = True  # hooks every layer to apply its rule
+    blank_causes = (
+        "relevance absorbed by the epsilon stabiliser or the biases (try biases=False), or a dead or zero head"
+    )
 
     options: ClassVar[Mapping[str, Any]] = {
         "rule": "epsilon",
