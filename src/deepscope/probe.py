@@ -427,23 +427,6 @@ def _checked(value: object, where: str) -> Tensor:
     return value
 
 
-def spatial_layers(model: nn.Module, inputs: Tensor) -> list[tuple[str, tuple[int, ...]]]:
-    """Every named module with its output shape, in the order the forward pass finishes them."""
-    order: list[tuple[str, tuple[int, ...]]] = []
-    with Hooks() as hooks, torch.no_grad():
-        for name, module in model.named_modules():
-            if not name:
-                continue
-
-            def hook(_m: nn.Module, _i: object, output: object, name: str = name) -> None:
-                if isinstance(output, Tensor):
-                    order.append((name, tuple(output.shape)))
-
-            hooks.add(module.register_forward_hook(hook))
-        run(model, inputs)
-    return order
-
-
 # Modules that hand on what they are given (in eval mode): never a layer of their own to explain by default (timm's
 # placeholder q_norm/k_norm see attention heads, attn_drop the attention weights).
 _PASS_THROUGH = (nn.Identity, nn.modules.dropout._DropoutNd)
@@ -542,8 +525,10 @@ def default_cam_layer(model: nn.Module, inputs: Tensor, output: OutputSpec = Non
     score reaches the output, spread over its grid.
 
     Found by one forward and backward pass of the first input. Candidates, in the order the forward pass finishes
-    them: feature maps at or after the last convolution (torchvision's ResNets: ``layer4``; VGG: the pooled
-    ``features``), channels-last maps and token sequences (:func:`map_layout`). The last candidate whose gradient
+    them: outputs with more than one position read as feature maps (:func:`map_layout`); token sequences and
+    channels-last maps only where a layer normalisation over the last axis produces them (the representations
+    between blocks, not an attention's projections); pass-through modules (Identity, Dropout) are skipped. On
+    torchvision's ResNets that is ``layer4``, on VGG the pooled ``features``. The last candidate whose gradient
     is non-zero at more than one position along each axis of its grid wins: in a class-token ViT the final norm
     and the last block's MLP only reach the head through the class token, so the choice is the last block's
     first norm (torchvision ``encoder.layers[-1].ln_1``, timm ``blocks[-1].norm1``, Hugging Face
@@ -609,8 +594,8 @@ def _reaching(scores: Tensor, candidates: list[tuple[str, MapLayout, Tensor]]) -
         if grad is None:
             continue
         spread = layout.to_map(grad)[0].abs().sum(dim=0)  # the grid
-        axes = range(spread.ndim)
-        if all(spread.shape[a] == 1 or int((spread.sum(dim=[b for b in axes if b != a]) > 0).sum()) > 1 for a in axes):
+        per_axis = [spread.movedim(a, 0).reshape(size, -1).sum(dim=1) for a, size in enumerate(spread.shape)]
+        if all(len(along) == 1 or int((along > 0).sum()) > 1 for along in per_axis):
             reaching.append(name)
     return reaching
 
