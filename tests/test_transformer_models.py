@@ -303,3 +303,34 @@ def test_warn_if_blank_counts_per_input():
     assert len(messages) == 2
     assert "NaN or infinite values for 1 of 4" in messages[0]
     assert "all zeros for 1 of 4" in messages[1] and "epsilon" in messages[1]
+
+
+class GridTokens(nn.Module):
+    """Patches of 10x8 pixels on 32x32 images: a 3x4 grid as 12 tokens, which a 4x3 grid would explain as well."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.patches = nn.Conv2d(3, 8, kernel_size=(10, 8), stride=(10, 8))
+        self.norm = nn.LayerNorm(8)
+        self.head = nn.Linear(8, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.norm(self.patches(x).flatten(2).transpose(1, 2)).mean(dim=1))
+
+
+def test_an_ambiguous_token_count_lists_its_readings_and_a_callable_settles_it():
+    torch.manual_seed(0)
+    model, x = GridTokens().eval(), torch.randn(2, 3, 32, 32)
+    with pytest.raises(
+        ds.BadInputError, match=r"reads as tokens on a 4x3 grid.* or as tokens on a 3x4 grid.*reshape=<callable"
+    ):
+        ds.explain(model, x, method="gradcam", layer="norm")
+    with pytest.raises(ds.BadInputError, match="reshape=False reads"):
+        ds.explain(model, x, method="gradcam", layer="norm", reshape=False)
+    as_grid = ds.explain(
+        model, x, method="gradcam", layer="norm", reshape=lambda t: t.unflatten(1, (3, 4)).movedim(-1, 1)
+    )
+    conv = ds.explain(model, x, method="gradcam", layer="patches")
+    assert conv.layer == "patches" and ds.explain(model, x, method="gradcam").layer == "patches"
+    assert as_grid.heatmap.shape == conv.heatmap.shape == (2, 32, 32)
+    assert (as_grid.heatmap.flatten(1).amax(dim=1) > 0).all()

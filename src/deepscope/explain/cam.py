@@ -57,6 +57,11 @@ class CAMMethod(Method):
                 "or tokens (the default is the last one that reaches the output)."
             )
         if reshape is False:
+            if activation.ndim != self.inputs.ndim:
+                raise BadInputError(
+                    f"reshape=False reads layer {self.layer!r}'s output as channels first, (N, C, *spatial) like the "
+                    f"inputs {tuple(self.inputs.shape)}, but it is {shape}; pass reshape=None to infer its layout."
+                )
             return probe.MapLayout("channels_first", shape[2:]).to_map
         assert self.layer is not None
         module = probe.named_layer(self.model, self.layer)
