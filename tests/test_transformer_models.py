@@ -54,6 +54,14 @@ def timm_vit() -> nn.Module:
     )  # fmt: skip
 
 
+def timm_vit_registers() -> nn.Module:
+    """A class token and 4 register tokens before the 4x4 grid."""
+    return timm.create_model(
+        "vit_small_patch16_224", pretrained=False, img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2,
+        num_classes=5, reg_tokens=4,
+    )  # fmt: skip
+
+
 def timm_swin() -> nn.Module:
     return timm.create_model(
         "swin_tiny_patch4_window7_224", pretrained=False, img_size=32, embed_dim=16, depths=(1, 1), num_heads=(2, 2),
@@ -110,6 +118,7 @@ MODELS: dict[str, tuple[Callable[[], nn.Module], int, str, Callable[[torch.Tenso
     "torchvision_swin": (torchvision_swin, 32, "permute", None),
     "torchvision_convnext": (torchvision_convnext, 32, "features", None),
     "timm_vit": (timm_vit, 32, "blocks.1.norm1", to_grid(1)),
+    "timm_vit_registers": (timm_vit_registers, 32, "blocks.1.norm1", to_grid(5)),
     "timm_swin": (timm_swin, 32, "norm", to_grid(0, channels_last=True)),
     "timm_convnext": (timm_convnext, 64, "stages", None),
     "hf_vit": (hf_vit, 32, "vit.layers.1.layernorm_before", to_grid(1)),

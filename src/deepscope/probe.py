@@ -431,8 +431,8 @@ def _checked(value: object, where: str) -> Tensor:
 # placeholder q_norm/k_norm see attention heads, attn_drop the attention weights).
 _PASS_THROUGH = (nn.Identity, nn.modules.dropout._DropoutNd)
 # How many leading tokens a token sequence (N, tokens, C) may carry before its grid: none (Swin), a class token
-# (ViT), a class and a distillation token (DeiT).
-LEADING_TOKENS = (0, 1, 2)
+# (ViT), a class and a distillation token (DeiT), a class token and 4 registers (timm's *_reg4 ViTs, DINOv2).
+LEADING_TOKENS = (0, 1, 2, 5)
 
 
 @dataclass(frozen=True)
@@ -480,8 +480,8 @@ def _normalises_last_axis(module: nn.Module, shape: tuple[int, ...]) -> bool:
 
 
 def token_layouts(tokens: int, spatial: tuple[int, ...]) -> list[MapLayout]:
-    """The readings of ``tokens`` tokens as a grid with the inputs' aspect ratio after 0, 1 or 2 leading tokens,
-    the closest in aspect first; more than one reading at the same distance is ambiguous."""
+    """The readings of ``tokens`` tokens as a grid with the inputs' aspect ratio after :data:`LEADING_TOKENS`
+    leading tokens, the closest in aspect; more than one reading at the same distance is ambiguous."""
     if len(spatial) != 2:
         return []
     aspect = math.log(spatial[0] / spatial[1])
@@ -504,7 +504,7 @@ def map_layout(module: nn.Module, shape: tuple[int, ...], spatial: tuple[int, ..
     Same rank as the inputs: channels first (a CNN's maps), unless a layer normalisation over the last axis says
     that axis holds the channels, or only the channels-last reading has a grid the inputs can have (Swin's
     ``(N, 7, 7, 768)``). One axis fewer, for images: tokens ``(N, tokens, C)`` on a grid of the inputs' aspect
-    ratio after 0, 1 (class) or 2 (class and distillation) leading tokens.
+    ratio after 0, 1 (class), 2 (class and distillation) or 5 (class and 4 registers) leading tokens.
     """
     if len(shape) == len(spatial) + 2:
         first = MapLayout("channels_first", tuple(shape[2:]))

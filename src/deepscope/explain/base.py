@@ -33,8 +33,8 @@ VOCABULARY: dict[str, str] = {
     "stride": "step of the sliding window: an int or an (h, w) pair",
     "rule": "the LRP rule: 'epsilon', 'gamma', 'alpha_beta' (first layer: z-box unless first_rule says otherwise)",
     "reshape": "how a layer's output becomes a map (N, C, H, W): None infers it (tokens (N, tokens, C) on a grid of "
-    "the inputs' aspect after a class or distillation token, channels-last maps permuted), True reads it as tokens or "
-    "channels last, False as channels first, or a callable returning (N, C, H, W)",
+    "the inputs' aspect after class, distillation or register tokens; channels-last maps permuted), True reads it "
+    "as tokens or channels last, False as channels first, or a callable returning (N, C, H, W)",
     "reduce": "how channels become the heatmap: 'max_abs', 'sum_abs' or 'sum'",
     "call": "which call of a layer that runs more than once per forward pass is explained (default: the last)",
     "seed": "seed of the random generator, for reproducible samples",

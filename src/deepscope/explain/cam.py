@@ -73,10 +73,11 @@ class CAMMethod(Method):
             readings = probe.token_layouts(shape[1], spatial)
             if len(readings) == 1:
                 return readings[0].to_map
+            leading = ", ".join(map(str, probe.LEADING_TOKENS))
             said = (
                 f"reads as {' or as '.join(str(r) for r in readings)}"
                 if readings
-                else f"has no grid of the inputs' aspect ({spatial[0]}x{spatial[1]}) after 0, 1 or 2 leading tokens"
+                else f"has no grid of the inputs' aspect ({spatial[0]}x{spatial[1]}) after {leading} leading tokens"
             )
             raise BadInputError(
                 f"layer {self.layer!r} outputs {shape}: tokens (N, tokens, C) whose count {said}; pass "
