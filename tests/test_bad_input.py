@@ -80,7 +80,7 @@ def test_cam_needs_spatial_inputs():
 
 def test_cam_without_conv_layer_says_so():
     model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 4 * 4, 3)).eval()
-    with pytest.raises(ds.BadInputError, match="no convolution layer"):
+    with pytest.raises(ds.BadInputError, match="no convolutional feature map"):
         ds.explain(model, torch.randn(2, 3, 4, 4), method="gradcam")
 
 

@@ -125,15 +125,38 @@ def test_module_called_twice_warns_and_lets_the_user_choose(x):
 
 def tiny_vit():
     torch.manual_seed(0)
-    return torchvision.models.VisionTransformer(
+    model = torchvision.models.VisionTransformer(
         image_size=32, patch_size=8, num_layers=2, num_heads=2, hidden_dim=16, mlp_dim=32, num_classes=5
     ).eval()
+    nn.init.normal_(model.heads.head.weight)  # torchvision starts with a zero head: every gradient would be zero
+    return model
 
 
-def test_token_layer_needs_reshape_and_says_so():
+def test_token_layer_is_read_on_its_grid_and_an_unreadable_one_says_what_to_pass():
     x = torch.randn(2, 3, 32, 32)
-    with pytest.raises(ds.BadInputError, match="reshape=True"):
-        ds.explain(tiny_vit(), x, method="gradcam", layer="encoder.layers.encoder_layer_1.ln_1")
+    layer = "encoder.layers.encoder_layer_1.ln_1"
+    inferred = ds.explain(tiny_vit(), x, method="gradcam", layer=layer)
+    torch.testing.assert_close(
+        inferred.heatmap, ds.explain(tiny_vit(), x, method="gradcam", layer=layer, reshape=True).heatmap
+    )
+
+    class ThreeRegisters(nn.Module):
+        """Patch tokens after three extra tokens: 19 tokens, which no grid with 0-2 leading tokens explains."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.patches = nn.Conv2d(3, 8, 8, stride=8)
+            self.registers = nn.Parameter(torch.randn(1, 3, 8))
+            self.norm = nn.LayerNorm(8)
+            self.head = nn.Linear(8, 5)
+
+        def forward(self, x):
+            tokens = self.patches(x).flatten(2).transpose(1, 2)
+            tokens = torch.cat([self.registers.expand(len(x), -1, -1), tokens], dim=1)
+            return self.head(self.norm(tokens).mean(dim=1))
+
+    with pytest.raises(ds.BadInputError, match=r"\(2, 19, 8\).*reshape=<callable"):
+        ds.explain(ThreeRegisters().eval(), x, method="gradcam", layer="norm")
 
 
 def test_token_layer_with_reshape_agrees_with_pytorch_grad_cam():

@@ -7,6 +7,7 @@ error raised half-way through an explanation never leaves a hook, a changed mode
 from __future__ import annotations
 
 import contextlib
+import math
 import re
 import sys
 import warnings
@@ -452,67 +453,187 @@ def _checked(value: object, where: str) -> Tensor:
     return value
 
 
-def spatial_layers(
-    model: nn.Module, inputs: Inputs, args: tuple[Any, ...] = (), kwargs: Mapping[str, Any] | None = None
-) -> list[tuple[str, tuple[int, ...]]]:
-    """Every named module with its output shape, in the order the forward pass finishes them."""
-    order: list[tuple[str, tuple[int, ...]]] = []
-    with Hooks() as hooks, torch.no_grad():
-        for name, module in model.named_modules():
-            if not name:
-                continue
-
-            def hook(_m: nn.Module, _i: object, output: object, name: str = name) -> None:
-                if isinstance(output, Tensor):
-                    order.append((name, tuple(output.shape)))
-
-            hooks.add(module.register_forward_hook(hook))
-        run(model, inputs, args=args, kwargs=kwargs)
-    return order
+# Modules that hand on what they are given (in eval mode): never a layer of their own to explain by default (timm's
+# placeholder q_norm/k_norm see attention heads, attn_drop the attention weights).
+_PASS_THROUGH = (nn.Identity, nn.modules.dropout._DropoutNd)
+# How many leading tokens a token sequence (N, tokens, C) may carry before its grid: none (Swin), a class token
+# (ViT), a class and a distillation token (DeiT), a class token and 4 registers (timm's *_reg4 ViTs, DINOv2).
+LEADING_TOKENS = (0, 1, 2, 5)
 
 
-_CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+@dataclass(frozen=True)
+class MapLayout:
+    """How a layer's output becomes a feature map ``(N, C, *grid)``: as it is (``"channels_first"``), permuted
+    (``"channels_last"``, ``(N, *grid, C)``: Swin, ConvNeXt blocks), or ``"tokens"`` ``(N, tokens, C)`` laid on
+    ``grid`` after ``skip`` leading tokens (ViT's class token, DeiT's distillation token)."""
+
+    kind: str
+    grid: tuple[int, ...]
+    skip: int = 0
+
+    def to_map(self, output: Tensor) -> Tensor:
+        if self.kind == "channels_first":
+            return output
+        if self.kind == "channels_last":
+            return output.movedim(-1, 1)
+        n, _, channels = output.shape
+        return output[:, self.skip :].reshape(n, *self.grid, channels).movedim(-1, 1)
+
+    def __str__(self) -> str:
+        grid = "x".join(map(str, self.grid))
+        if self.kind == "tokens":
+            leading = {0: "no leading token", 1: "1 class token dropped"}.get(
+                self.skip, f"{self.skip} leading tokens dropped"
+            )
+            return f"tokens on a {grid} grid ({leading})"
+        return f"{self.kind.replace('_', ' ')} on a {grid} grid"
+
+
+def _plausible(grid: tuple[int, ...], spatial: tuple[int, ...]) -> bool:
+    """Whether ``grid`` can be a downsampled view of inputs of size ``spatial``: no larger, and the same stride along
+    every axis within a factor of 4 (an attention's (heads, tokens, head_dim) is not)."""
+    if len(grid) != len(spatial) or any(not 1 <= g <= s for g, s in zip(grid, spatial, strict=True)):
+        return False
+    strides = [s / g for g, s in zip(grid, spatial, strict=True)]
+    return max(strides) <= 4 * min(strides)
+
+
+def _normalises_last_axis(module: nn.Module, shape: tuple[int, ...]) -> bool:
+    """A layer normalisation over the last axis: that axis holds the channels (a channels-last map, or tokens)."""
+    norms = tuple(n for n in (nn.LayerNorm, getattr(nn, "RMSNorm", None)) if n is not None)
+    normalized = getattr(module, "normalized_shape", None)
+    return isinstance(module, norms) and normalized is not None and tuple(normalized) == (shape[-1],)
+
+
+def token_layouts(tokens: int, spatial: tuple[int, ...]) -> list[MapLayout]:
+    """The readings of ``tokens`` tokens as a grid with the inputs' aspect ratio after :data:`LEADING_TOKENS`
+    leading tokens, the closest in aspect; more than one reading at the same distance is ambiguous."""
+    if len(spatial) != 2:
+        return []
+    aspect = math.log(spatial[0] / spatial[1])
+    scored: list[tuple[float, MapLayout]] = []
+    for skip in LEADING_TOKENS:
+        count = tokens - skip
+        grids = [(rows, count // rows) for rows in range(1, count + 1) if count % rows == 0]
+        for rows, cols in grids:
+            distance = abs(math.log(rows / cols) - aspect)
+            if distance <= math.log(1.5):
+                scored.append((distance, MapLayout("tokens", (rows, cols), skip)))
+    scored.sort(key=lambda item: item[0])
+    return [layout for distance, layout in scored if math.isclose(distance, scored[0][0])]
+
+
+def map_layout(module: nn.Module, shape: tuple[int, ...], spatial: tuple[int, ...]) -> MapLayout | None:
+    """How an output of ``shape`` from ``module`` reads as a feature map of inputs with spatial size ``spatial``;
+    None where no reading is unambiguous.
+
+    Same rank as the inputs: channels first (a CNN's maps), unless a layer normalisation over the last axis says
+    that axis holds the channels, or only the channels-last reading has a grid the inputs can have (Swin's
+    ``(N, 7, 7, 768)``). One axis fewer, for images: tokens ``(N, tokens, C)`` on a grid of the inputs' aspect
+    ratio after 0, 1 (class), 2 (class and distillation) or 5 (class and 4 registers) leading tokens.
+    """
+    if len(shape) == len(spatial) + 2:
+        first = MapLayout("channels_first", tuple(shape[2:]))
+        last = MapLayout("channels_last", tuple(shape[1:-1]))
+        if _normalises_last_axis(module, shape) and _plausible(last.grid, spatial):
+            return last
+        if _plausible(first.grid, spatial):
+            return first
+        return last if _plausible(last.grid, spatial) else None
+    if len(shape) == 3 and len(spatial) == 2:
+        readings = token_layouts(shape[1], spatial)
+        return readings[0] if len(readings) == 1 else None
+    return None
 
 
 def default_cam_layer(
-    model: nn.Module, inputs: Inputs, args: tuple[Any, ...] = (), kwargs: Mapping[str, Any] | None = None
+    model: nn.Module,
+    inputs: Inputs,
+    output: OutputSpec = None,
+    args: tuple[Any, ...] = (),
+    kwargs: Mapping[str, Any] | None = None,
 ) -> str:
-    """The layer the CAM family explains by default: the last feature map at or after the last convolution.
+    """The layer the CAM family explains by default: the last feature map from which the gradient of the top
+    score reaches the output, spread over its grid.
 
-    Found by one forward pass of the first input: the last module (in the order the forward pass finishes them)
-    whose output has more than one spatial position, among those that finish after the last convolution.
-    On torchvision's ResNets that is ``layer4``, on VGG the pooled ``features``. ``args``/``kwargs`` are the
-    model's extra forward arguments for that first input.
+    Found by one forward and backward pass of the first input. Candidates, in the order the forward pass finishes
+    them: outputs with more than one position read as feature maps (:func:`map_layout`); token sequences and
+    channels-last maps only where a layer normalisation over the last axis produces them (the representations
+    between blocks, not an attention's projections); pass-through modules (Identity, Dropout) are skipped. On
+    torchvision's ResNets that is ``layer4``, on VGG the pooled ``features``. The last candidate whose gradient
+    is non-zero at more than one position along each axis of its grid wins: in a class-token ViT the final norm
+    and the last block's MLP only reach the head through the class token, so the choice is the last block's
+    first norm (torchvision ``encoder.layers[-1].ln_1``, timm ``blocks[-1].norm1``, Hugging Face
+    ``layers[-1].layernorm_before``), pytorch-grad-cam's documented choice; Swin gets its final norm (channels
+    last, permuted), ConvNeXt its last stage. Where no gradient reaches (a zero or dead head) the last candidate.
+    ``args``/``kwargs`` are the model's extra forward arguments for that first input.
     """
     modules = dict(model.named_modules())
-    first = tuple(x[:1] for x in inputs) if isinstance(inputs, tuple) else inputs[:1]
-    order = spatial_layers(model, first, args, kwargs)
-    last_conv = max((i for i, (n, _) in enumerate(order) if _is_convolution(modules[n])), default=None)
-    if last_conv is None:
+    batches = inputs if isinstance(inputs, tuple) else (inputs,)
+    # Several inputs: the grid is that of the first one with spatial axes (where a layer method's map goes).
+    spatial = next((tuple(b.shape[2:]) for b in batches if b.ndim >= 3), tuple(batches[0].shape[2:]))
+    last_call: dict[str, tuple[int, Tensor]] = {}
+    calls = 0
+    firsts = tuple(b[:1].detach().clone().requires_grad_(b.is_floating_point()) for b in batches)
+    x: Inputs = firsts if isinstance(inputs, tuple) else firsts[0]
+    with Hooks() as hooks, torch.enable_grad():
+        for name, module in modules.items():
+            if not name or isinstance(module, _PASS_THROUGH):
+                continue
+
+            def hook(_m: nn.Module, _i: object, out: object, name: str = name) -> None:
+                nonlocal calls
+                tensor = out if isinstance(out, Tensor) else _first_tensor_or_none(out)
+                if tensor is not None:
+                    last_call[name] = (calls, tensor)
+                calls += 1
+
+            hooks.add(module.register_forward_hook(hook))
+        scores = run(model, x, output, args, kwargs)
+    order = sorted(last_call.items(), key=lambda item: item[1][0])
+    candidates: list[tuple[str, MapLayout, Tensor]] = []
+    for name, (_, tensor) in order:
+        shape = tuple(tensor.shape)
+        layout = map_layout(modules[name], shape, spatial) if shape and shape[0] == 1 else None
+        if layout is None or math.prod(layout.grid) < 2:
+            continue
+        if layout.kind != "channels_first" and not _normalises_last_axis(modules[name], shape):
+            continue  # tokens and channels-last maps where a norm says so: never an attention's projections
+        candidates.append((name, layout, tensor))
+    if not candidates:
         raise BadInputError(
-            f"{type(model).__name__} has no convolution layer, so there is no default layer for a CAM method; "
-            "pass layer=<name> with a spatial output."
+            f"{type(model).__name__} has no convolutional feature map, channels-last map or token sequence, so "
+            "there is no default layer for a CAM method; pass layer=<name> with a spatial output."
         )
-    chosen = order[last_conv][0]
-    for name, shape in order[last_conv:]:
-        if len(shape) >= 3 and _positions(shape) > 1 and shape[0] == 1:
-            chosen = name
-    return chosen
+    reaching = _reaching(scores, candidates)
+    return reaching[-1] if reaching else candidates[-1][0]
 
 
-def _is_convolution(module: nn.Module) -> bool:
-    if isinstance(module, KerasLayer):
-        layers = sys.modules["keras"].layers
-        kinds = (layers.Conv1D, layers.Conv2D, layers.Conv3D, layers.DepthwiseConv2D, layers.SeparableConv2D)
-        return isinstance(module.keras_layer, kinds)
-    return isinstance(module, _CONV)
+def _first_tensor_or_none(output: object) -> Tensor | None:
+    if isinstance(output, (tuple, list)) and output and isinstance(output[0], Tensor):
+        return output[0]
+    return None
 
 
-def _positions(shape: tuple[int, ...]) -> int:
-    count = 1
-    for size in shape[2:]:
-        count *= size
-    return count
+def _reaching(scores: Tensor, candidates: list[tuple[str, MapLayout, Tensor]]) -> list[str]:
+    """The candidates whose gradient of the top score is spread over their grid (non-zero at more than one index
+    along each axis longer than 1), in order."""
+    differentiable = [(name, layout, t) for name, layout, t in candidates if t.requires_grad]
+    if not scores.requires_grad or not differentiable:
+        return []
+    unique = list({id(t): t for _, _, t in differentiable}.values())
+    grads = torch.autograd.grad(scores.reshape(-1).max(), unique, allow_unused=True)
+    by_tensor = {id(t): g for t, g in zip(unique, grads, strict=True)}
+    reaching = []
+    for name, layout, tensor in differentiable:
+        grad = by_tensor[id(tensor)]
+        if grad is None:
+            continue
+        spread = layout.to_map(grad)[0].abs().sum(dim=0)  # the grid
+        per_axis = [spread.movedim(a, 0).reshape(size, -1).sum(dim=1) for a, size in enumerate(spread.shape)]
+        if all(len(along) == 1 or int((along > 0).sum()) > 1 for along in per_axis):
+            reaching.append(name)
+    return reaching
 
 
 class _Rewrite(torch.overrides.TorchFunctionMode):

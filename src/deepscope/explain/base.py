@@ -33,8 +33,9 @@ VOCABULARY: dict[str, str] = {
     "window": "size of the occluding patch: an int, an (h, w) pair, or a list of them to average several sizes",
     "stride": "step of the sliding window: an int or an (h, w) pair",
     "rule": "the LRP rule: 'epsilon', 'gamma', 'alpha_beta' (first layer: z-box unless first_rule says otherwise)",
-    "reshape": "how to make a layer's token output (N, tokens, C) a spatial map: True (square grid, class token "
-    "dropped) or a callable returning (N, C, H, W)",
+    "reshape": "how a layer's output becomes a map (N, C, H, W): None infers it (tokens (N, tokens, C) on a grid of "
+    "the inputs' aspect after class, distillation or register tokens; channels-last maps permuted), True reads it "
+    "as tokens or channels last, False as channels first, or a callable returning (N, C, H, W)",
     "reduce": "how channels become the heatmap: 'max_abs', 'sum_abs' or 'sum'",
     "call": "which call of a layer that runs more than once per forward pass is explained (default: the last)",
     "seed": "seed of the random generator, for reproducible samples",
@@ -148,6 +149,11 @@ class Method(ABC):
     default_reduce: ClassVar[str] = "sum"
     # Why the method explains a single input tensor only (None: it takes a tuple of inputs too).
     single_input_only: ClassVar[str | None] = None
+    # What an all-zero heatmap most likely means for this method (said by warn_if_blank).
+    blank_causes: ClassVar[str] = (
+        "a dead or zero head (torchvision's ViT starts with a zero head) or a saturated model whose score does not "
+        "change with the input"
+    )
 
     def __init__(
         self,
@@ -359,6 +365,26 @@ def _to_input_resolution(heatmap: Tensor, inputs: Tensor) -> Tensor:
     return resized[:, 0]
 
 
+def warn_if_blank(method: type[Method], heatmap: Tensor, stacklevel: int = 3) -> None:
+    """Warn when ``heatmap`` (one per input, first axis) is all zeros or not finite for some inputs: such a map
+    looks like an explanation but says nothing, so the warning names the method's likely causes."""
+    flat = heatmap.reshape(len(heatmap), -1)
+    broken = int((~torch.isfinite(flat)).any(dim=1).sum())
+    blank = int((flat == 0).all(dim=1).sum())
+    n = len(heatmap)
+    if broken:
+        warnings.warn(
+            f"{method.name}: the heatmap has NaN or infinite values for {broken} of {n} input(s); likely an overflow "
+            "(float16 or bfloat16: explain in float32) or NaN in the model's output or the inputs' preprocessing.",
+            stacklevel=stacklevel,
+        )
+    if blank:
+        warnings.warn(
+            f"{method.name}: the heatmap is all zeros for {blank} of {n} input(s); likely {method.blank_causes}.",
+            stacklevel=stacklevel,
+        )
+
+
 def _function_model(cls: type[Method], function: Callable[..., Any], layer: object, target: object) -> nn.Module:
     """A function given as the model, wrapped for a method that only runs it; refused where modules are needed."""
     accepting = ", ".join(name for name, c in _REGISTRY.items() if not c.needs_module)
@@ -422,7 +448,8 @@ def explain(
         target: ``None`` (the predicted class), an int, one int per input, a callable from the output to one
             scalar per input, or a :class:`deepscope.Unit`.
         layer: for layer methods (the CAM family), a name from ``model.named_modules()`` (a Keras layer's name
-            for a Keras model); the default is the last convolutional feature map.
+            for a Keras model); the default is the last feature map (convolutional, channels-last or tokens) from
+            which the gradient reaches the output: ``layer4`` of a ResNet, the last block's first norm of a ViT.
         **options: the method's options (shared vocabulary: ``baseline``, ``steps``, ``batch_size``,
             ``samples``, ``noise``, ``window``, ``stride``, ``rule``, ``reshape``, ...), and for every method
             ``forward_args`` / ``forward_kwargs``, the model's extra arguments (``model(*inputs, *forward_args,
@@ -471,7 +498,8 @@ def explain(
         instance = cls(model, x, resolved, layer, opts, layout)
         if cls.uses_layer and layer is None:
             args, kwargs = instance.forward_arguments(torch.zeros(1, dtype=torch.long))  # the first input's
-            layer = instance.layer = probe.default_cam_layer(model, layout.unpack(x[:1]), args, kwargs)
+            first = layout.unpack(x[:1])
+            layer = instance.layer = probe.default_cam_layer(model, first, opts.get("output"), args, kwargs)
         result = instance.attribute()
         if instance.scores is None:
             instance.clean_scores()
@@ -482,6 +510,7 @@ def explain(
     assert not isinstance(result.heatmap, tuple)
     heatmap = result.heatmap if result.heatmap is not None else instance.reduce(result.attribution)  # type: ignore[arg-type]
     heatmap = _to_input_resolution(heatmap.detach().float(), x).cpu()
+    warn_if_blank(cls, heatmap)
     return Explanation(
         method=method,
         heatmap=heatmap,
@@ -511,6 +540,9 @@ def _several(instance: Method, result: Result, method: str, opts: dict[str, Any]
     heatmaps = tuple(
         None if m is None else _to_input_resolution(m.detach().float(), x).cpu() for m, x in zip(maps, inputs)
     )
+    shown = [m for m in heatmaps if m is not None]
+    if shown:  # blank only when every input's map is: one input the score ignores is an answer, not a failure
+        warn_if_blank(type(instance), torch.cat([m.reshape(len(m), -1) for m in shown], dim=1), stacklevel=4)
     attribution = None
     if result.attribution is not None:
         attribution = tuple(part.detach().float().cpu().contiguous() for part in layout.parts(result.attribution))

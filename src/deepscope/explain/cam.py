@@ -7,7 +7,7 @@ parameter gradient is ever computed.
 
 from __future__ import annotations
 
-import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -19,21 +19,6 @@ from .backprop import GuidedBackprop
 from .base import Method, Result, defaults, register
 
 
-def tokens_to_map(activation: Tensor) -> Tensor:
-    """``(N, tokens, C)`` to ``(N, C, H, W)`` on a square grid, dropping a leading class token if there is one."""
-    n, tokens, channels = activation.shape
-    side = math.isqrt(tokens)
-    if side * side != tokens:
-        side = math.isqrt(tokens - 1)
-        if side * side != tokens - 1:
-            raise BadInputError(
-                f"{tokens} tokens do not form a square grid (with or without one class token); pass "
-                "reshape=<callable (N, tokens, C) -> (N, C, H, W)>."
-            )
-        activation = activation[:, 1:]
-    return activation.reshape(n, side, side, channels).permute(0, 3, 1, 2)
-
-
 class CAMMethod(Method):
     """Weighs the feature maps of ``layer`` into one map per input; subclasses say how (:meth:`cam`)."""
 
@@ -42,6 +27,11 @@ class CAMMethod(Method):
     needs_spatial = True
     options = defaults(reshape=None, call=None)
     needs_gradient = True
+    blank_causes = (
+        "a dead or zero head, a layer whose output does not reach the target (a class-token ViT's final norm: its "
+        "patch tokens never reach the head; the last block's first norm, the default, does), or a class whose "
+        "evidence is negative everywhere (Grad-CAM keeps the positive part)"
+    )
 
     def attribute(self) -> Result:
         activations, grads = self.layer_signals()
@@ -51,32 +41,49 @@ class CAMMethod(Method):
         """One map ``[N, h, w]`` at the layer's resolution from its activations (and their gradients)."""
         raise NotImplementedError
 
-    def as_map(self, activation: Tensor) -> Tensor:
-        """The layer's output as ``(N, C, *spatial)``, applying the ``reshape`` option to token outputs."""
+    def layer_layout(self, activation: Tensor) -> Callable[[Tensor], Tensor]:
+        """How the layer's output becomes ``(N, C, *spatial)``: the ``reshape`` option, or the layout inferred
+        from its shape (:func:`deepscope.probe.map_layout`): token sequences laid on their grid, channels-last maps
+        permuted."""
         reshape = self.opts.get("reshape")
         if callable(reshape):
-            return reshape(activation)
-        if reshape is True:
-            if activation.ndim != 3:
-                raise BadInputError(
-                    f"reshape=True expects a (N, tokens, C) output; layer {self.layer!r} gives "
-                    f"{tuple(activation.shape)}."
-                )
-            return tokens_to_map(activation)
-        if reshape not in (None, False):
-            raise BadInputError(f"reshape={reshape!r} is not True, None or a callable.")
-        if activation.ndim == 3 and self.image.ndim == 4:
-            raise BadInputError(
-                f"layer {self.layer!r} outputs {tuple(activation.shape)}: tokens (N, tokens, C), not a feature "
-                "map, for image inputs. Pass reshape=True (square token grid, class token dropped) or "
-                "reshape=<callable returning (N, C, H, W)>."
-            )
+            return reshape
+        if reshape not in (None, True, False):
+            raise BadInputError(f"reshape={reshape!r} is not True, False, None or a callable.")
+        shape, spatial = tuple(activation.shape), tuple(self.image.shape[2:])
         if activation.ndim < 3:
             raise BadInputError(
-                f"layer {self.layer!r} outputs {tuple(activation.shape)}, which has no spatial axes; choose a "
-                "convolutional layer (the default is the last one)."
+                f"layer {self.layer!r} outputs {shape}, which has no spatial axes; choose a layer with a feature map "
+                "or tokens (the default is the last one that reaches the output)."
             )
-        return activation
+        if reshape is False:
+            if activation.ndim != self.image.ndim:
+                raise BadInputError(
+                    f"reshape=False reads layer {self.layer!r}'s output as channels first, (N, C, *spatial) like the "
+                    f"inputs {tuple(self.image.shape)}, but it is {shape}; pass reshape=None to infer its layout."
+                )
+            return probe.MapLayout("channels_first", shape[2:]).to_map
+        assert self.layer is not None
+        module = probe.named_layer(self.model, self.layer)
+        if activation.ndim == self.image.ndim:
+            if reshape:
+                return probe.MapLayout("channels_last", shape[1:-1]).to_map
+            return (probe.map_layout(module, shape, spatial) or probe.MapLayout("channels_first", shape[2:])).to_map
+        if activation.ndim == 3 and len(spatial) == 2:
+            readings = probe.token_layouts(shape[1], spatial)
+            if len(readings) == 1:
+                return readings[0].to_map
+            leading = ", ".join(map(str, probe.LEADING_TOKENS))
+            said = (
+                f"reads as {' or as '.join(str(r) for r in readings)}"
+                if readings
+                else f"has no grid of the inputs' aspect ({spatial[0]}x{spatial[1]}) after {leading} leading tokens"
+            )
+            raise BadInputError(
+                f"layer {self.layer!r} outputs {shape}: tokens (N, tokens, C) whose count {said}; pass "
+                "reshape=<callable (N, tokens, C) -> (N, C, H, W)>."
+            )
+        return probe.MapLayout("channels_first", shape[2:]).to_map
 
     def layer_signals(self) -> tuple[Tensor, Tensor | None]:
         """The layer's activations and, if the method needs them, d(score)/d(activations), as maps."""
@@ -106,8 +113,8 @@ class CAMMethod(Method):
                     )
                 (grads,) = torch.autograd.grad(scores.sum(), activation)
         self.scores = scores.detach()
-        acts = self.as_map(activation.detach()).float()
-        return acts, None if grads is None else self.as_map(grads).float()
+        to_map = self.layer_layout(activation)
+        return to_map(activation.detach()).float(), None if grads is None else to_map(grads).float()
 
 
 def _spatial_axes(t: Tensor) -> tuple[int, ...]:

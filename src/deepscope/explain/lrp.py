@@ -562,6 +562,9 @@ class LRP(Method):
 
     needs_module = True  # hooks every layer to apply its rule
     single_input_only = "its first-layer rule and z-box bounds start from one input tensor"
+    blank_causes = (
+        "relevance absorbed by the epsilon stabiliser or the biases (try biases=False), or a dead or zero head"
+    )
 
     options: ClassVar[Mapping[str, Any]] = {
         "rule": "epsilon",
