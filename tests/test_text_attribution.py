@@ -85,6 +85,58 @@ def test_token_integrated_gradients_equal_captum(model, ids):
     torch.testing.assert_close(e.attribution, expected, rtol=1e-4, atol=1e-6)
 
 
+@pytest.fixture
+def mask() -> torch.Tensor:
+    """Padding at the end of the second and third inputs."""
+    mask = torch.ones(3, 10, dtype=torch.long)
+    mask[1, 6:] = 0
+    mask[2, 8:] = 0
+    return mask
+
+
+def test_token_integrated_gradients_with_an_attention_mask_are_complete(model, ids, mask):
+    """The issue's call: token ids, the embedding layer, an attention mask among the forward arguments."""
+    pad = torch.zeros_like(ids)
+    e = ds.explain(
+        model,
+        ids,
+        method="integrated_gradients",
+        layer="bert.embeddings",
+        forward_kwargs={"attention_mask": mask},
+        baseline=pad,
+        batch_size=16,  # several steps per forward pass: the mask is repeated with them
+    )
+    assert e.heatmap.shape == (3, 10)
+    classes = logits(model, ids, attention_mask=mask).argmax(1)
+    assert torch.equal(e.targets, classes)
+    difference = (logits(model, ids, attention_mask=mask) - logits(model, pad, attention_mask=mask)).gather(
+        1, classes[:, None]
+    )[:, 0]
+    assert difference.abs().max() > 0.1
+    assert (e.heatmap.sum(dim=1) - difference).abs().max() < 1e-3
+    unmasked = ds.explain(model, ids, method="integrated_gradients", layer="bert.embeddings", baseline=pad)
+    assert not torch.allclose(e.heatmap[1], unmasked.heatmap[1], atol=1e-3), "the mask must reach the model"
+
+
+def test_token_integrated_gradients_with_a_mask_equal_captum(model, ids, mask):
+    pad = torch.zeros_like(ids)
+    classes = logits(model, ids, attention_mask=mask).argmax(1)
+    e = ds.explain(
+        model,
+        ids,
+        method="integrated_gradients",
+        layer="bert.embeddings",
+        forward_args=(mask,),
+        baseline=pad,
+        steps=20,
+        batch_size=16,
+    )
+    expected = captum.LayerIntegratedGradients(captum_forward(model), model.bert.embeddings).attribute(
+        ids, baselines=pad, target=classes, additional_forward_args=(mask,), n_steps=20, internal_batch_size=16
+    )
+    torch.testing.assert_close(e.attribution, expected, rtol=1e-4, atol=1e-6)
+
+
 def test_default_baseline_is_token_id_zero_as_in_captum(model, ids):
     ours = ds.explain(model, ids, method="integrated_gradients", layer="bert.embeddings", steps=8)
     pad = ds.explain(model, ids, method="integrated_gradients", layer="bert.embeddings", steps=8, baseline=0)

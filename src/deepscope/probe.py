@@ -87,12 +87,12 @@ class FunctionModel(nn.Module):
     module they expect; there is nothing inside it to hook, and its device is the inputs'.
     """
 
-    def __init__(self, function: Callable[[Tensor], Any]) -> None:
+    def __init__(self, function: Callable[..., Any]) -> None:
         super().__init__()
         self.function = function
 
-    def forward(self, inputs: Tensor) -> Any:
-        return self.function(inputs)
+    def forward(self, *inputs: Any, **kwargs: Any) -> Any:
+        return self.function(*inputs, **kwargs)
 
 
 def is_function_model(model: object) -> bool:
@@ -345,20 +345,46 @@ OutputSpec = None | str | int | Callable[[Any], Tensor]
 """How the score tensor is read from a model's output: found (None), a key, an index, or a callable."""
 
 
-def run(model: nn.Module, inputs: Tensor, output: OutputSpec = None) -> Tensor:
-    """``model(inputs)``'s score tensor (:func:`score_tensor`), with a failure of the model on these inputs
-    reported as bad input."""
+Inputs = Tensor | tuple[Tensor, ...]
+"""What a model is called with: one batch, or a tuple of batches sharing dim 0 (a model with several inputs)."""
+
+
+def run(
+    model: nn.Module,
+    inputs: Inputs,
+    output: OutputSpec = None,
+    args: tuple[Any, ...] = (),
+    kwargs: Mapping[str, Any] | None = None,
+) -> Tensor:
+    """``model(*inputs, *args, **kwargs)``'s score tensor (:func:`score_tensor`), with a failure of the model on
+    these inputs reported as bad input. ``inputs`` is one batch or a tuple of them (one per model input)."""
+    batches = inputs if isinstance(inputs, tuple) else (inputs,)
     try:
-        raw = model(inputs)
+        raw = model(*batches, *args, **(kwargs or {}))
     except (RuntimeError, ValueError, TypeError, IndexError) as error:
         if isinstance(error, BadInputError):
             raise
         message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        shapes = " and ".join(str(tuple(x.shape)) for x in batches)
+        dtypes = " and ".join(str(x.dtype) for x in batches)
+        extra = " with the extra forward arguments given" if args or kwargs else ""
         raise BadInputError(
-            f"{type(model).__name__} could not run on inputs of shape {tuple(inputs.shape)} and dtype "
-            f"{inputs.dtype}: {message}. Pass a batch shaped as the model expects (N first)."
+            f"{type(model).__name__} could not run on inputs of shape {shapes} and dtype {dtypes}{extra}: "
+            f"{message}. Pass a batch shaped as the model expects (N first)."
         ) from None
     return score_tensor(raw, output)
+
+
+def batch_rows(value: Any, rows: Tensor, count: int) -> Any:
+    """``value`` for a batch whose row ``r`` stands for input ``rows[r]`` of ``count``: a tensor with ``count`` rows
+    (a per-input argument) gives those rows; anything else (numbers, tensors without the batch axis) is returned
+    as it is, as is a tensor when ``rows`` is the batch itself (``0..count-1``). Captum's rule for
+    ``additional_forward_args``, restricted to the tensors that carry the batch axis."""
+    if not isinstance(value, Tensor) or value.ndim == 0 or value.shape[0] != count:
+        return value
+    if rows.shape[0] == count and bool((rows == torch.arange(count, device=rows.device)).all()):
+        return value
+    return value[rows.to(value.device)]
 
 
 def score_tensor(raw: object, output: OutputSpec = None) -> Tensor:
@@ -426,7 +452,9 @@ def _checked(value: object, where: str) -> Tensor:
     return value
 
 
-def spatial_layers(model: nn.Module, inputs: Tensor) -> list[tuple[str, tuple[int, ...]]]:
+def spatial_layers(
+    model: nn.Module, inputs: Inputs, args: tuple[Any, ...] = (), kwargs: Mapping[str, Any] | None = None
+) -> list[tuple[str, tuple[int, ...]]]:
     """Every named module with its output shape, in the order the forward pass finishes them."""
     order: list[tuple[str, tuple[int, ...]]] = []
     with Hooks() as hooks, torch.no_grad():
@@ -439,22 +467,26 @@ def spatial_layers(model: nn.Module, inputs: Tensor) -> list[tuple[str, tuple[in
                     order.append((name, tuple(output.shape)))
 
             hooks.add(module.register_forward_hook(hook))
-        run(model, inputs)
+        run(model, inputs, args=args, kwargs=kwargs)
     return order
 
 
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 
-def default_cam_layer(model: nn.Module, inputs: Tensor) -> str:
+def default_cam_layer(
+    model: nn.Module, inputs: Inputs, args: tuple[Any, ...] = (), kwargs: Mapping[str, Any] | None = None
+) -> str:
     """The layer the CAM family explains by default: the last feature map at or after the last convolution.
 
     Found by one forward pass of the first input: the last module (in the order the forward pass finishes them)
     whose output has more than one spatial position, among those that finish after the last convolution.
-    On torchvision's ResNets that is ``layer4``, on VGG the pooled ``features``.
+    On torchvision's ResNets that is ``layer4``, on VGG the pooled ``features``. ``args``/``kwargs`` are the
+    model's extra forward arguments for that first input.
     """
     modules = dict(model.named_modules())
-    order = spatial_layers(model, inputs[:1])
+    first = tuple(x[:1] for x in inputs) if isinstance(inputs, tuple) else inputs[:1]
+    order = spatial_layers(model, first, args, kwargs)
     last_conv = max((i for i, (n, _) in enumerate(order) if _is_convolution(modules[n])), default=None)
     if last_conv is None:
         raise BadInputError(

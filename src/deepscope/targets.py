@@ -60,6 +60,23 @@ class Unit:
 
 TargetSpec = None | int | Sequence[int] | Tensor | Callable[[Tensor], Tensor] | Unit
 
+Rows = int | Tensor | None
+"""Which input each row of a batch stands for: None (the N inputs, repeated k times: row r is input r % N), an
+int i (every row a variant of input i), or a tensor naming each row's input."""
+
+
+def row_inputs(rows: int, count: int, of: Rows = None) -> Tensor:
+    """The input (``0..count-1``) each of ``rows`` rows stands for, as ``of`` says (:data:`Rows`); the one place
+    the row layouts of the methods (integrated gradients' k*N steps, LIME's variants of one input) are read, by the
+    target's scores and by the extra forward arguments alike."""
+    if isinstance(of, Tensor):
+        return of.long().cpu()
+    if of is not None:
+        return torch.full((rows,), int(of), dtype=torch.long)
+    if rows % count:
+        raise TargetError(f"{rows} rows cannot be matched to {count} targets.")
+    return torch.arange(rows) % count
+
 
 class Target:
     """A resolved target: turns a forward pass into one score per input.
@@ -128,7 +145,7 @@ class Target:
             )
         self.bound = True
 
-    def scores(self, output: Tensor, of: int | None = None) -> Tensor:
+    def scores(self, output: Tensor, of: Rows = None) -> Tensor:
         """One score per input: the class's logit, the callable's value, or the unit's activation.
 
         ``output`` is the model's output, or for a :class:`Unit` the output of its layer. A batch that repeats
@@ -154,11 +171,7 @@ class Target:
             return values
         self.bind(output)
         assert self.classes is not None
-        if of is not None:
-            return output[:, int(self.classes[of])]
-        if rows % self.count:
-            raise TargetError(f"{rows} rows cannot be matched to {self.count} targets.")
-        index = self.classes.to(output.device).repeat(rows // self.count)
+        index = self.classes[row_inputs(rows, self.count, of)].to(output.device)
         return output.gather(1, index[:, None])[:, 0]
 
     def _unit_scores(self, activation: Tensor) -> Tensor:

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from .. import probe
 from ..errors import BadInputError, close_names
 from ..explanation import Explanation
-from ..targets import Target, TargetSpec, Unit
+from ..targets import Rows, Target, TargetSpec, Unit, row_inputs
 
 # The shared option vocabulary: one meaning per name across every method.
 VOCABULARY: dict[str, str] = {
@@ -54,10 +54,15 @@ VOCABULARY: dict[str, str] = {
     "head": "CAM: the linear layer after global average pooling (default: the last nn.Linear)",
     "output": "where the scores are in the model's output: None (the tensor itself, a dict's or Hugging Face "
     "ModelOutput's 'logits', else the first tensor), a key, an index, or a callable output -> tensor",
+    "forward_args": "extra positional arguments of the model, after the inputs: model(*inputs, *forward_args, "
+    "**forward_kwargs); a tensor whose first axis has the batch's size N is per input, and is repeated with the "
+    "inputs where a method evaluates several copies of them (Captum's additional_forward_args)",
+    "forward_kwargs": "extra keyword arguments of the model (an attention mask, say), repeated with the inputs as "
+    "forward_args are",
 }
 
 # Options every method takes, whatever its own.
-COMMON: Mapping[str, Any] = MappingProxyType({"output": None})
+COMMON: Mapping[str, Any] = MappingProxyType({"output": None, "forward_args": (), "forward_kwargs": None})
 
 M = TypeVar("M", bound="type[Method]")
 
@@ -175,20 +180,39 @@ class Method(ABC):
             generator.manual_seed(int(seed))
         return generator
 
-    def forward(self, inputs: Tensor, hooks: probe.Hooks | None = None, of: int | None = None) -> tuple[Tensor, Tensor]:
+    def forward(self, inputs: Tensor, hooks: probe.Hooks | None = None, of: Rows = None) -> tuple[Tensor, Tensor]:
         """Run the model; return (one target score per row, the model's output).
 
-        With ``of=i`` every row is a variant of input ``i`` and is scored for input ``i``'s target.
+        ``of`` says which input each row stands for (:data:`deepscope.targets.Rows`): by default the batch repeats
+        the inputs; with ``of=i`` every row is a variant of input ``i`` and is scored for input ``i``'s target.
         """
         with probe.Hooks() as own:
             unit = probe.capture(hooks or own, self.model, self.target.layer) if self.target.layer else None
-            output = self.run(inputs)
+            output = self.run(inputs, of)
             scores = self.target.scores(unit.output() if unit else output, of=of)
         return scores, output
 
-    def run(self, inputs: Tensor) -> Tensor:
-        """The model's score tensor for ``inputs``, read from its output as the ``output`` option says."""
-        return probe.run(self.model, inputs, self.opts.get("output"))
+    def run(self, inputs: Tensor, of: Rows = None) -> Tensor:
+        """The model's score tensor for ``inputs``, read from its output as the ``output`` option says.
+
+        The extra forward arguments follow the rows (``of`` as in :meth:`forward`): the one place every forward
+        pass of every method gets them.
+        """
+        args, kwargs = self.forward_arguments(row_inputs(inputs.shape[0], self.target.count, of))
+        return probe.run(self.model, inputs, self.opts.get("output"), args, kwargs)
+
+    def forward_arguments(self, rows: Tensor) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """``forward_args`` and ``forward_kwargs`` for a batch whose row ``r`` stands for input ``rows[r]``."""
+        n = self.target.count
+        args = tuple(probe.batch_rows(value, rows, n) for value in self.opts.get("forward_args") or ())
+        kwargs = {
+            key: probe.batch_rows(value, rows, n) for key, value in (self.opts.get("forward_kwargs") or {}).items()
+        }
+        return args, kwargs
+
+    def common_options(self) -> dict[str, Any]:
+        """The options every method shares (:data:`COMMON`), for a method that runs another one on its behalf."""
+        return {name: self.opts[name] for name in COMMON}
 
     def clean_scores(self) -> Tensor:
         """The target's scores on the clean inputs (binding a predicted-class target), without gradients."""
@@ -288,7 +312,24 @@ def _check_options(cls: type[Method], options: dict[str, Any]) -> dict[str, Any]
     unknown = [k for k in options if k not in known]
     if unknown:
         raise BadInputError(f"{cls.name} has no option {unknown[0]!r}; its options are: {', '.join(known)}.")
-    return {**known, **options}
+    opts = {**known, **options}
+    args, kwargs = opts["forward_args"], opts["forward_kwargs"]
+    if args is None:
+        opts["forward_args"] = ()
+    elif not isinstance(args, (tuple, list)):
+        raise BadInputError(
+            f"forward_args must be a tuple of the model's extra positional arguments, not a {type(args).__name__}; "
+            f"for one argument write forward_args=(value,)."
+        )
+    else:
+        opts["forward_args"] = tuple(args)
+    if kwargs is not None and not (isinstance(kwargs, Mapping) and all(isinstance(k, str) for k in kwargs)):
+        raise BadInputError(
+            f"forward_kwargs must be a dict of the model's extra keyword arguments (names to values), not "
+            f"{type(kwargs).__name__}."
+        )
+    opts["forward_kwargs"] = dict(kwargs or {})
+    return opts
 
 
 def _to_input_resolution(heatmap: Tensor, inputs: Tensor) -> Tensor:
@@ -302,7 +343,7 @@ def _to_input_resolution(heatmap: Tensor, inputs: Tensor) -> Tensor:
     return resized[:, 0]
 
 
-def _function_model(cls: type[Method], function: Callable[[Tensor], Any], layer: object, target: object) -> nn.Module:
+def _function_model(cls: type[Method], function: Callable[..., Any], layer: object, target: object) -> nn.Module:
     """A function given as the model, wrapped for a method that only runs it; refused where modules are needed."""
     accepting = ", ".join(name for name, c in _REGISTRY.items() if not c.needs_module)
     if cls.needs_module:
@@ -320,7 +361,7 @@ def _function_model(cls: type[Method], function: Callable[[Tensor], Any], layer:
 
 
 def explain(
-    model: nn.Module | Callable[[Tensor], Any],
+    model: nn.Module | Callable[..., Any],
     inputs: Tensor,
     method: str = "saliency",
     target: TargetSpec = None,
@@ -379,9 +420,10 @@ def explain(
             stacklevel=2,
         )
     with probe.preserved(model):
-        if cls.uses_layer and layer is None and not cls.layer_optional:
-            layer = probe.default_cam_layer(model, x)
         instance = cls(model, x, resolved, layer, opts)
+        if cls.uses_layer and layer is None and not cls.layer_optional:
+            args, kwargs = instance.forward_arguments(torch.zeros(1, dtype=torch.long))  # the first input's
+            layer = instance.layer = probe.default_cam_layer(model, x, args, kwargs)
         result = instance.attribute()
         if instance.scores is None:
             instance.clean_scores()

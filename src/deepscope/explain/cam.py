@@ -172,7 +172,7 @@ class ScoreCAM(CAMMethod):
             for i in range(n):
                 for start in range(0, k, batch_size):
                     chunk = x[i : i + 1] * masks[i, start : start + batch_size, None]
-                    output = self.run(chunk)
+                    output = self.run(chunk, of=i)
                     scores[i, start : start + batch_size] = self.target.scores(output, of=i).float()
         weights = scores.softmax(dim=1).view(n, k, *([1] * len(spatial)))
         return (weights.to(activations) * activations).sum(dim=1).clamp(min=0)
@@ -225,7 +225,7 @@ class GuidedGradCAM(GradCAM):
         mode = {1: "linear", 2: "bilinear", 3: "trilinear"}[len(spatial)]
         upsampled = F.interpolate(coarse[:, None], size=spatial, mode=mode, align_corners=False)
         guided = GuidedBackprop(
-            self.model, self.inputs, self.target, None, {**GuidedBackprop.options, "output": self.opts["output"]}
+            self.model, self.inputs, self.target, None, {**GuidedBackprop.options, **self.common_options()}
         )
         gradient = guided.gradient(self.inputs).float()
         attribution = gradient * upsampled

@@ -314,7 +314,7 @@ class SmoothGrad(Method):
         sigma = float(self.opts["noise"]) * (flat.amax(dim=1) - flat.amin(dim=1))
         sigma = sigma.view((n,) + (1,) * (x.ndim - 1))
         generator = self.generator(x.device)
-        base = base_cls(self.model, x, self.target, self.layer, {**base_cls.options, "output": self.opts["output"]})
+        base = base_cls(self.model, x, self.target, self.layer, {**base_cls.options, **self.common_options()})
         per_chunk = max(1, batch_size // n)
         attribution: Tensor | None = None
         heatmap: Tensor | None = None

@@ -178,9 +178,9 @@ class Occlusion(Method):
     def _batch_scores(self, batch: Tensor, rows: Tensor) -> Tensor:
         """Scores of a plain batch of occluded inputs."""
         if self.target.unit is not None:
-            scores, _ = self.forward(batch)
+            scores, _ = self.forward(batch, of=rows)
             return scores
-        return self._scores(self.run(batch), rows)
+        return self._scores(self.run(batch, of=rows), rows)
 
     # The sliding window ---------------------------------------------------------------------------------------
 
@@ -271,6 +271,8 @@ class Occlusion(Method):
             reason = "a Unit target reads a layer inside the model"
         elif self.opts["output"] is not None:
             reason = "output= reads the scores from the model's output in its own way"
+        elif self.opts["forward_args"] or self.opts["forward_kwargs"]:
+            reason = "the model takes extra forward arguments, which the traced graph does not follow"
         else:
             try:
                 engine = Engine(self.model, self.inputs[:1])
