@@ -88,7 +88,10 @@ class Explanation(FigureDisplay):
                     f"input {i} has {self.heatmap.shape[1]} attributions (one per position), but {len(row)} tokens "
                     "were given; give one string per position, padding included."
                 )
-        captions = [f"{self.method} | {label}: {float(score):.3g}" for label, score in zip(self.labels, self.scores)]
+        captions = [
+            f"input {i} | {self.method} | target {label}: score {float(score):.3g}"
+            for i, (label, score) in enumerate(zip(self.labels, self.scores, strict=True))
+        ]
         return TokenView(rows, list(self.heatmap), captions)
 
     def __repr__(self) -> str:

@@ -306,6 +306,9 @@ class TokenView(FigureDisplay):
                 rows[-1].append((token, x, rgb))
                 x += advance
         height = line * max(len(rows), 1) + 2 * margin
+        used = max((x + (len(t) + 1) * char for row in rows for t, x, _ in row), default=0.0)
+        used = max([used] + [margin + 0.8 * len(c) * char for c in captions.values()])
+        width = min(width, max(used + margin, 2.0))  # no empty space right of the longest line
         figure = NotebookFigure(figsize=(width, height))
         for r, row in enumerate(rows):
             y = 1 - (margin + (r + 0.5) * line) / height
