@@ -263,6 +263,37 @@ def test_token_layer_of_an_image_model_gives_a_map_per_token():
     torch.testing.assert_close(e.heatmap, e.attribution.sum(dim=2))
 
 
+def test_a_layer_that_returns_a_tuple_keeps_the_rest_of_it():
+    """An LSTM returns (output, (h, c)); attributing to it replaces the output and keeps the state."""
+    torch.manual_seed(0)
+
+    class Recurrent(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.embed = nn.Embedding(20, 6)
+            self.lstm = nn.LSTM(6, 5, batch_first=True)
+            self.head = nn.Linear(10, 2)
+
+        def forward(self, ids: torch.Tensor) -> torch.Tensor:
+            output, (state, _) = self.lstm(self.embed(ids))
+            return self.head(torch.cat([output.mean(dim=1), state[0]], dim=1))
+
+    model = Recurrent().eval()
+    ids = torch.randint(0, 20, (2, 7), generator=torch.Generator().manual_seed(0))
+    e = ds.explain(model, ids, method="input_x_gradient", layer="lstm")
+    output, (state, _) = model.lstm(model.embed(ids))
+    output = output.detach().requires_grad_(True)  # the state is held fixed: only the output is attributed to
+    scores = model.head(torch.cat([output.mean(dim=1), state[0].detach()], dim=1)).gather(1, e.targets[:, None])
+    (grad,) = torch.autograd.grad(scores.sum(), output)
+    torch.testing.assert_close(e.attribution, output.detach() * grad)
+    assert e.heatmap.shape == (2, 7)
+
+
+def test_an_explanation_of_token_ids_displays(model, ids):
+    e = ds.explain(model, ids[:2], method="saliency", layer="bert.embeddings")
+    assert e._repr_png_().startswith(b"\x89PNG")
+
+
 # Bad input ---------------------------------------------------------------------------------------------------------
 
 

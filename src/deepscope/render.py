@@ -162,7 +162,10 @@ def explanation_grid(
     axes = np.atleast_2d(figure.subplots(rows, cols, squeeze=False))
     for r in range(rows):
         image = first.inputs[r]
-        axes[r, 0].imshow(to_image_array(image))
+        if image.ndim >= 2:
+            axes[r, 0].imshow(to_image_array(image))
+        else:  # a feature vector or a sequence of token ids: its values
+            axes[r, 0].plot(image.numpy())
         label = titles[r] if titles else f"input {r}"
         if marks and marks[r]:
             label += f"\n{marks[r]}"
