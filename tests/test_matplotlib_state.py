@@ -31,6 +31,7 @@ MIXINS = {"FigureDisplay", "TableDisplay"}
 # "compare" is ds.compare, which returns a figure, not a result.
 BUILDERS = {
     "Explanation": "ds.explain(model, x, method='gradcam')",
+    "MultiInputExplanation": "ds.explain(lambda a, b: model(a + b), (x[:2], x[:2]), method='saliency')",
     "compare": "ds.compare(model, x, methods=['saliency', 'gradcam'])",
     "ConfusionMatrix": "ds.evaluate_model(model, (x, labels), progress=False)",
     "BinaryReport": "ds.binary_report(labels % 2, torch.linspace(0, 1, len(labels)))",

@@ -6,7 +6,7 @@ import warnings
 
 import pytest
 import torch
-from conftest import explain_fast, hooks_left, tiny_cnn
+from conftest import TinyCNN, explain_fast, hooks_left, tiny_cnn
 from torch import nn
 
 import deepscope as ds
@@ -127,6 +127,69 @@ def test_hooks_removed_when_an_error_is_raised(method, images):
     try:
         with pytest.raises((ds.BadInputError, RuntimeError)):
             explain_fast(model, images, method)
+    finally:
+        handle.remove()
+    assert hooks_left(model) == 0
+
+
+class SideInputCNN(TinyCNN):
+    """TinyCNN with an optional second input (added to the pooled features) and a keyword gate on them."""
+
+    def __init__(self, inplace: bool = False) -> None:
+        super().__init__(inplace=inplace)
+        self.side = nn.Linear(4, 16)
+
+    def forward(self, x, side=None, gate=None):
+        h = self.pool(self.relu2(self.conv2(self.relu1(self.conv1(x)))))
+        features = self.gap(self.relu3(self.conv3(h))).flatten(1)
+        if side is not None:
+            features = features + self.side(side)
+        if gate is not None:
+            features = features * gate
+        return self.fc(features)
+
+
+def _several_inputs_call(method, model, images):
+    """Explain with several inputs and a per-input forward keyword; a method that takes one input tensor gets
+    the images alone (still with the keyword)."""
+    from deepscope.explain.base import method_class
+
+    torch.manual_seed(2)
+    side, gate = torch.randn(len(images), 4), torch.rand(len(images), 16)
+    inputs = images if method_class(method).single_input_only else (images, side)
+    head = {"head": "fc"} if method == "cam" else {}  # the last nn.Linear registered is the side input's
+    return explain_fast(model, inputs, method, forward_kwargs={"gate": gate}, **head)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_model_left_as_found_with_several_inputs_and_forward_kwargs(method, images):
+    torch.manual_seed(0)
+    model = SideInputCNN(inplace=True).eval()
+    model.conv1.weight.requires_grad_(False)
+    model.fc.train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    modes = [m.training for m in model.modules()]
+    _several_inputs_call(method, model, images)
+    assert hooks_left(model) == 0
+    assert [m.training for m in model.modules()] == modes
+    assert not model.conv1.weight.requires_grad and model.side.weight.requires_grad
+    assert all(p.grad is None for p in model.parameters()), "no parameter gradient may be accumulated"
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, before[key]), key
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_hooks_removed_when_an_error_is_raised_with_several_inputs(method, images):
+    torch.manual_seed(0)
+    model = SideInputCNN().eval()
+
+    def explode(_module, _inputs, _output):
+        raise RuntimeError("boom inside the model")
+
+    handle = model.conv3.register_forward_hook(explode)
+    try:
+        with pytest.raises((ds.BadInputError, RuntimeError)):
+            _several_inputs_call(method, model, images)
     finally:
         handle.remove()
     assert hooks_left(model) == 0

@@ -322,6 +322,26 @@ def test_bad_token_baselines(model, ids, baseline, message):
     assert hooks_left(model) == 0
 
 
+def test_a_layer_with_several_inputs_is_refused(images):
+    """The layer's output is one tensor: with several inputs the others go in forward_args instead."""
+
+    class TwoInputs(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3, padding=1)
+            self.head = nn.Linear(6, 2)
+
+        def forward(self, x: torch.Tensor, meta: torch.Tensor) -> torch.Tensor:
+            return self.head(torch.cat([self.conv(x).mean(dim=(2, 3)), meta], dim=1))
+
+    model = TwoInputs().eval()
+    with pytest.raises(ds.BadInputError, match="several inputs, pass the others as forward_args"):
+        ds.explain(model, (images, torch.randn(2, 2)), method="saliency", layer="conv")
+    at_layer = ds.explain(model, images, method="saliency", layer="conv", forward_args=(torch.randn(2, 2),))
+    assert at_layer.attribution.shape == (2, 4, 16, 16)
+    assert hooks_left(model) == 0
+
+
 def test_smoothgrad_refuses_token_ids(model, ids):
     with pytest.raises(ds.BadInputError, match=r"noise.*integers"):
         ds.explain(model, ids, method="smoothgrad", layer="bert.embeddings")

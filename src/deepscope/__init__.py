@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from .evaluate.confidently_wrong import confidently_wrong
     from .evaluate.faithfulness import faithfulness
     from .explain import compare, describe, explain, methods
-    from .explanation import Explanation
+    from .explanation import Explanation, MultiInputExplanation
     from .features.activations import activations, dead_units
     from .features.dream import dream
     from .features.filters import filters
@@ -71,7 +71,7 @@ _LAZY = {
         ".evaluate",
     ),
     **dict.fromkeys(["compare", "describe", "explain", "methods"], ".explain"),
-    "Explanation": ".explanation",
+    **dict.fromkeys(["Explanation", "MultiInputExplanation"], ".explanation"),
     **dict.fromkeys(
         ["activations", "dead_units", "dream", "filters", "maximize", "multifaceted", "receptive_field", "top_patches"],
         ".features",
@@ -88,6 +88,7 @@ __all__ = [
     "Explanation",
     "Features",
     "LayerNotFoundError",
+    "MultiInputExplanation",
     "Neighbors",
     "Projection",
     "Projections",

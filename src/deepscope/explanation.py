@@ -107,3 +107,83 @@ def _values(value: Tensor, shown: int = 4) -> str:
     if len(numbers) <= shown:
         return "[" + ", ".join(f"{number:.3g}" for number in numbers) + "]"
     return f"{min(numbers):.3g}..{max(numbers):.3g} over {len(numbers)} inputs"
+
+
+@dataclass
+class MultiInputExplanation(FigureDisplay):
+    """What one method says about a model with several inputs (``ds.explain(model, (x1, x2, ...))``).
+
+    The attributes of :class:`Explanation`, with ``inputs``, ``heatmap`` and ``attribution`` as tuples, one entry
+    per input: ``heatmap[j]`` is input ``j``'s map at its resolution, ``None`` for an input without spatial axes
+    (a feature vector ``[N, F]``: its attribution says it all) and, for a layer method (CAM family), for every
+    input but the first with spatial axes, where its one map goes. :meth:`for_input` gives input ``j``'s part as
+    an :class:`Explanation` (a feature vector's heatmap there is its attribution, as when it is explained alone);
+    the figure and :meth:`overlay` show the first input with spatial axes.
+    """
+
+    method: str
+    heatmap: tuple[Tensor | None, ...]
+    attribution: tuple[Tensor, ...] | None
+    targets: Tensor | None
+    scores: Tensor
+    inputs: tuple[Tensor, ...]
+    layer: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+    labels: list[str] = field(default_factory=list)
+    extras: dict[str, Tensor] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return self.scores.shape[0]
+
+    def for_input(self, j: int) -> Explanation:
+        """Input ``j``'s part of the explanation, as an :class:`Explanation` of that input alone."""
+        if not -len(self.inputs) <= j < len(self.inputs):
+            raise BadInputError(f"input {j} is out of range: there are {len(self.inputs)} inputs.")
+        attribution = None if self.attribution is None else self.attribution[j]
+        heatmap = self.heatmap[j]
+        if heatmap is None:
+            if attribution is None or attribution.ndim > 2:
+                raise BadInputError(
+                    f"{self.method} has no map for input {j}: its map belongs to input {self._drawn()}, the first "
+                    "with spatial axes."
+                )
+            heatmap = attribution  # a feature vector's map is its attribution, as for a single [N, F] input
+        return Explanation(
+            method=self.method,
+            heatmap=heatmap,
+            attribution=attribution,
+            targets=self.targets,
+            scores=self.scores,
+            inputs=self.inputs[j],
+            layer=self.layer,
+            options=self.options,
+            labels=self.labels,
+            extras=self.extras,
+        )
+
+    def _drawn(self) -> int:
+        """The input figures show: the first with spatial axes."""
+        for j, x in enumerate(self.inputs):
+            if x.ndim > 2:
+                return j
+        shapes = ", ".join(str(tuple(x.shape)) for x in self.inputs)
+        raise BadInputError(
+            f"no input has spatial axes to draw (shapes {shapes}); read the attributions (e.attribution[j]) or "
+            "draw one input's part with e.for_input(j).figure()."
+        )
+
+    def overlay(self, index: int = 0, cmap: str = "jet", alpha: float = 0.5) -> Image.Image:
+        """Input ``index`` of the first input with spatial axes, with its heatmap laid over it."""
+        return self.for_input(self._drawn()).overlay(index, cmap=cmap, alpha=alpha)
+
+    def figure(self, cmap: str = "jet", alpha: float = 0.5, max_inputs: int = 8) -> NotebookFigure:
+        """The figure of the first input with spatial axes (:meth:`Explanation.figure`)."""
+        return self.for_input(self._drawn()).figure(cmap=cmap, alpha=alpha, max_inputs=max_inputs)
+
+    def __repr__(self) -> str:
+        shapes = tuple(None if m is None else tuple(m.shape) for m in self.heatmap)
+        layer = f", layer={self.layer!r}" if self.layer else ""
+        extras = "".join(f", {name}={_values(value)}" for name, value in self.extras.items())
+        return (
+            f"MultiInputExplanation(method={self.method!r}{layer}, inputs={len(self.inputs)}, heatmap={shapes}{extras})"
+        )

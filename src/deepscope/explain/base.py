@@ -7,7 +7,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, TypeVar, overload
 
 import numpy as np
 import torch
@@ -15,8 +15,9 @@ from torch import Tensor, nn
 
 from .. import probe
 from ..errors import BadInputError, close_names
-from ..explanation import Explanation
+from ..explanation import Explanation, MultiInputExplanation
 from ..targets import Rows, Target, TargetSpec, Unit, row_inputs
+from .inputs import Layout, check_batch_sizes, check_tuple
 
 # The shared option vocabulary: one meaning per name across every method.
 VOCABULARY: dict[str, str] = {
@@ -124,7 +125,9 @@ class Result:
     """What a method computes; the base class turns it into an :class:`Explanation`."""
 
     attribution: Tensor | None = None
-    heatmap: Tensor | None = None
+    # For several inputs: one map per input (None for a feature vector), or one layer method's map (it goes to the
+    # first input with spatial axes), or None (the attribution reduced per input).
+    heatmap: Tensor | tuple[Tensor | None, ...] | None = None
     extras: dict[str, Tensor] = field(default_factory=dict)
 
 
@@ -133,6 +136,8 @@ class Method(ABC):
 
     The instance lives for one ``explain`` call: ``self.model``, ``self.inputs`` (on the model's device),
     ``self.target``, ``self.layer`` and ``self.opts`` (options with defaults filled in) are set for it.
+    ``self.layout`` says where each model input sits in ``self.inputs`` (:mod:`.inputs`): several inputs are
+    packed into one ``[N, F]`` batch, which :meth:`run` unpacks for the model.
     """
 
     name: ClassVar[str]
@@ -146,15 +151,24 @@ class Method(ABC):
     needs_module: ClassVar[bool | None] = None
     needs_spatial: ClassVar[bool] = False
     default_reduce: ClassVar[str] = "sum"
+    # Why the method explains a single input tensor only (None: it takes a tuple of inputs too).
+    single_input_only: ClassVar[str | None] = None
 
     def __init__(
-        self, model: nn.Module, inputs: Tensor, target: Target, layer: str | None, opts: dict[str, Any]
+        self,
+        model: nn.Module,
+        inputs: Tensor,
+        target: Target,
+        layer: str | None,
+        opts: dict[str, Any],
+        layout: Layout | None = None,
     ) -> None:
         self.model = model
         self.inputs = inputs
         self.target = target
         self.layer = layer
         self.opts = opts
+        self.layout = layout or Layout.of(inputs)
         self.scores: Tensor | None = None
 
     @abstractmethod
@@ -199,7 +213,7 @@ class Method(ABC):
         pass of every method gets them.
         """
         args, kwargs = self.forward_arguments(row_inputs(inputs.shape[0], self.target.count, of))
-        return probe.run(self.model, inputs, self.opts.get("output"), args, kwargs)
+        return probe.run(self.model, self.layout.unpack(inputs), self.opts.get("output"), args, kwargs)
 
     def forward_arguments(self, rows: Tensor) -> tuple[tuple[Any, ...], dict[str, Any]]:
         """``forward_args`` and ``forward_kwargs`` for a batch whose row ``r`` stands for input ``rows[r]``."""
@@ -234,6 +248,18 @@ class Method(ABC):
             self.scores = scores.detach()
         return grad
 
+    @property
+    def image(self) -> Tensor:
+        """The input a layer method's map belongs to: the inputs, or among several the first with spatial axes."""
+        return self.layout.parts(self.inputs)[self.layout.first_spatial or 0]
+
+    def heatmaps(self, attribution: Tensor) -> list[Tensor | None]:
+        """One map per input, by the ``reduce`` option; among several inputs, None for a feature vector."""
+        if not self.layout.packed:
+            return [self.reduce(attribution)]
+        parts = self.layout.parts(attribution)
+        return [self.reduce(part) if self.layout.spatial(j) else None for j, part in enumerate(parts)]
+
     def reduce(self, attribution: Tensor) -> Tensor:
         """Channels to heatmap, by the ``reduce`` option (images and signals); feature vectors stay as they are."""
         if attribution.ndim <= 2:
@@ -255,28 +281,36 @@ class Method(ABC):
 _MODE_DEPENDENT = (nn.modules.dropout._DropoutNd, nn.modules.batchnorm._BatchNorm)
 
 
-def _check_inputs(model: nn.Module, inputs: object, cls: type[Method], layer: str | None = None) -> Tensor:
+def _check_inputs(
+    model: nn.Module, inputs: object, cls: type[Method], layer: str | None = None, name: str = "inputs"
+) -> Tensor:
+    """One input batch checked and moved to the model's device; ``name`` says which input, among several.
+
+    Integers (token ids) pass only for a method that attributes to the given ``layer``."""
+    several = name != "inputs"
+    have, are, contain = ("has", "is", "contains") if several else ("have", "are", "contain")
     if not isinstance(inputs, Tensor):
         raise BadInputError(
-            f"inputs must be a torch.Tensor batch (N first), not {type(inputs).__name__}; "
-            "convert with torch.as_tensor and add a batch axis for a single input."
+            f"{name} must be a torch.Tensor batch (N first), not {type(inputs).__name__}; "
+            + ("" if several else "or a tuple of them for a model with several inputs; ")
+            + "convert with torch.as_tensor and add a batch axis for a single input."
         )
     ids = is_integer(inputs)
     if not inputs.is_floating_point() and not (ids and cls.layer_optional and layer is not None):
-        raise BadInputError(_not_floating(model, inputs, cls))
+        raise BadInputError(_not_floating(model, inputs, cls, f"{name} {have}"))
     if inputs.ndim < 2:
         raise BadInputError(
-            f"inputs have shape {tuple(inputs.shape)}; a batch needs a leading N axis (x.unsqueeze(0))."
+            f"{name} {have} shape {tuple(inputs.shape)}; a batch needs a leading N axis (x.unsqueeze(0))."
         )
     if inputs.shape[0] == 0:
-        raise BadInputError("inputs are an empty batch (N = 0); pass at least one input.")
+        raise BadInputError(f"{name} {are} an empty batch (N = 0); pass at least one input.")
     if not torch.isfinite(inputs).all():
-        raise BadInputError("inputs contain NaN or infinite values; clean them before explaining.")
+        raise BadInputError(f"{name} {contain} NaN or infinite values; clean them before explaining.")
     dtype = probe.model_dtype(model)
     autocast = torch.is_autocast_enabled(inputs.device.type)
     if dtype is not None and dtype != inputs.dtype and not autocast and not ids:
         raise BadInputError(
-            f"inputs are {inputs.dtype} but the model's parameters are {dtype}; convert one to the other "
+            f"{name} {are} {inputs.dtype} but the model's parameters are {dtype}; convert one to the other "
             f"(x.to({dtype}) or model.to({inputs.dtype}))."
         )
     device = probe.model_device(model)
@@ -288,9 +322,9 @@ def is_integer(inputs: Tensor) -> bool:
     return not (inputs.is_floating_point() or inputs.is_complex() or inputs.dtype == torch.bool)
 
 
-def _not_floating(model: nn.Module, inputs: Tensor, cls: type[Method]) -> str:
+def _not_floating(model: nn.Module, inputs: Tensor, cls: type[Method], subject: str = "inputs have") -> str:
     """Why inputs that are not floating-point cannot be explained as given, and what to pass instead."""
-    said = f"inputs have dtype {inputs.dtype}, and {cls.name} needs floating-point inputs"
+    said = f"{subject} dtype {inputs.dtype}, and {cls.name} needs floating-point inputs"
     if not is_integer(inputs):
         return f"{said}; pass x.float()."
     layered = ", ".join(name for name, c in _REGISTRY.items() if c.layer_optional)
@@ -305,6 +339,24 @@ def _not_floating(model: nn.Module, inputs: Tensor, cls: type[Method]) -> str:
         f"layer=<the embedding layer's name>{hint}: the attribution is then to that layer's output, one value per "
         "token. For numbers that are not ids, pass x.float()."
     )
+
+
+def _check_several(cls: type[Method], model: nn.Module, inputs: tuple[object, ...]) -> list[Tensor]:
+    """Several inputs, each checked (errors name it), sharing the batch size and one dtype."""
+    if cls.single_input_only:
+        accepting = ", ".join(name for name, c in _REGISTRY.items() if not c.single_input_only)
+        raise BadInputError(
+            f"{cls.name} explains one input tensor, not a tuple of {len(inputs)}: {cls.single_input_only}. "
+            f"Methods that take several inputs: {accepting}."
+        )
+    parts = [_check_inputs(model, x, cls, name=f"inputs[{j}]") for j, x in enumerate(inputs)]
+    check_batch_sizes(parts)
+    dtypes = {x.dtype for x in parts}
+    if len(dtypes) > 1:
+        raise BadInputError(
+            f"the inputs have different dtypes ({', '.join(str(x.dtype) for x in parts)}); give them one dtype."
+        )
+    return parts
 
 
 def _check_options(cls: type[Method], options: dict[str, Any]) -> dict[str, Any]:
@@ -360,6 +412,7 @@ def _function_model(cls: type[Method], function: Callable[..., Any], layer: obje
     return probe.FunctionModel(function)
 
 
+@overload
 def explain(
     model: nn.Module | Callable[..., Any],
     inputs: Tensor,
@@ -367,7 +420,28 @@ def explain(
     target: TargetSpec = None,
     layer: str | None = None,
     **options: Any,
-) -> Explanation:
+) -> Explanation: ...
+
+
+@overload
+def explain(
+    model: nn.Module | Callable[..., Any],
+    inputs: tuple[Tensor, ...],
+    method: str = "saliency",
+    target: TargetSpec = None,
+    layer: str | None = None,
+    **options: Any,
+) -> MultiInputExplanation: ...
+
+
+def explain(
+    model: nn.Module | Callable[..., Any],
+    inputs: Tensor | tuple[Tensor, ...],
+    method: str = "saliency",
+    target: TargetSpec = None,
+    layer: str | None = None,
+    **options: Any,
+) -> Explanation | MultiInputExplanation:
     """Explain ``model``'s outputs on a batch of ``inputs`` with one attribution method.
 
     Args:
@@ -378,6 +452,8 @@ def explain(
             raised.
         inputs: a batch ``[N, C, H, W]`` (images), ``[N, C, L]`` (signals) or ``[N, F]`` (feature vectors); for
             a Keras model, in its own layout (``[N, H, W, C]`` when channels last). Results are channels first.
+            For a model with several inputs, a tuple of such batches sharing N (``model(*inputs)``): the result
+            is a :class:`MultiInputExplanation`, whose attribution and heatmap are tuples, one per input.
             Integer inputs (token ids ``[N, T]``) need a gradient method with ``layer=``.
         method: one of :func:`methods`; :func:`describe` documents each method's options.
         target: ``None`` (the predicted class), an int, one int per input, a callable from the output to one
@@ -388,7 +464,9 @@ def explain(
             to that layer's output instead of the inputs (layer attribution, as Captum's ``Layer*`` classes), which
             is how token ids are explained: ``layer=`` the embedding layer.
         **options: the method's options (shared vocabulary: ``baseline``, ``steps``, ``batch_size``,
-            ``samples``, ``noise``, ``window``, ``stride``, ``rule``, ``reshape``, ...).
+            ``samples``, ``noise``, ``window``, ``stride``, ``rule``, ``reshape``, ...), and for every method
+            ``forward_args`` / ``forward_kwargs``, the model's extra arguments (``model(*inputs, *forward_args,
+            **forward_kwargs)``).
 
     Returns:
         An :class:`Explanation` with ``heatmap`` ``[N, H, W]`` on the CPU for every method and ``attribution``
@@ -399,15 +477,33 @@ def explain(
     cls = method_class(method)
     if probe.is_function_model(model):
         model = _function_model(cls, model, layer, target)
-    given = probe.from_model_layout(model, inputs)  # a Keras model's inputs come in its own layout
-    model = probe.torch_model(model)
+    several = check_tuple(inputs)
+    if several is None:
+        given = probe.from_model_layout(model, inputs)  # a Keras model's inputs come in its own layout
+        model = probe.torch_model(model)
+        x = _check_inputs(model, given, cls, layer)
+        layout = Layout.of(x)
+    else:
+        given_each = tuple(probe.from_model_layout(model, part) for part in several)
+        model = probe.torch_model(model)
+        parts = _check_several(cls, model, given_each)
+        layout = Layout.of(parts)
+        x = layout.pack(parts)
     opts = _check_options(cls, options)
     if layer is not None and not cls.uses_layer:
         layered = ", ".join(name for name, c in _REGISTRY.items() if c.uses_layer)
         raise BadInputError(f"{method} does not use a layer; drop layer={layer!r} (methods with a layer: {layered}).")
-    x = _check_inputs(model, given, cls, layer)
-    if cls.needs_spatial and x.ndim < 3:
+    if layer is not None and cls.layer_optional and layout.packed:
+        raise BadInputError(
+            f"{method} with layer={layer!r} attributes to that layer's output, which one input tensor feeds; with "
+            "several inputs, pass the others as forward_args/forward_kwargs, or drop layer= to attribute to them."
+        )
+    if cls.needs_spatial and not layout.packed and x.ndim < 3:
         raise BadInputError(f"{method} needs inputs with spatial axes (N, C, H, W); got {tuple(x.shape)}.")
+    if cls.uses_layer and not cls.layer_optional and layout.packed and layout.first_spatial is None:
+        # Among several inputs only a layer method needs one with spatial axes: its map goes there.
+        shapes = ", ".join(str(tuple(x.shape[:1]) + shape) for shape in layout.shapes)
+        raise BadInputError(f"{method} needs an input with spatial axes (N, C, H, W) for its map; got {shapes}.")
     if layer is not None:
         probe.named_layer(model, layer)
     resolved = Target(target, x.shape[0])
@@ -420,15 +516,18 @@ def explain(
             stacklevel=2,
         )
     with probe.preserved(model):
-        instance = cls(model, x, resolved, layer, opts)
+        instance = cls(model, x, resolved, layer, opts, layout)
         if cls.uses_layer and layer is None and not cls.layer_optional:
             args, kwargs = instance.forward_arguments(torch.zeros(1, dtype=torch.long))  # the first input's
-            layer = instance.layer = probe.default_cam_layer(model, x, args, kwargs)
+            layer = instance.layer = probe.default_cam_layer(model, layout.unpack(x[:1]), args, kwargs)
         result = instance.attribute()
         if instance.scores is None:
             instance.clean_scores()
     assert instance.scores is not None
+    if layout.packed:
+        return _several(instance, result, method, opts)
     attribution = None if result.attribution is None else result.attribution.detach().float().cpu()
+    assert not isinstance(result.heatmap, tuple)
     heatmap = result.heatmap if result.heatmap is not None else instance.reduce(result.attribution)  # type: ignore[arg-type]
     heatmap = _to_input_resolution(heatmap.detach().float(), x).cpu()
     return Explanation(
@@ -441,5 +540,38 @@ def explain(
         layer=layer,
         options=opts,
         labels=resolved.describe(),
+        extras={name: value.detach().float().cpu() for name, value in result.extras.items()},
+    )
+
+
+def _several(instance: Method, result: Result, method: str, opts: dict[str, Any]) -> MultiInputExplanation:
+    """The explanation of several inputs: the packed attribution and the maps, one per input."""
+    layout, target = instance.layout, instance.target
+    inputs = layout.parts(instance.inputs)
+    if isinstance(result.heatmap, tuple):
+        maps = list(result.heatmap)
+    elif result.heatmap is not None:  # a layer method's one map belongs to the first input with spatial axes
+        maps = [None] * len(layout)
+        maps[layout.first_spatial or 0] = result.heatmap
+    else:
+        assert result.attribution is not None
+        maps = instance.heatmaps(result.attribution)
+    heatmaps = tuple(
+        None if m is None else _to_input_resolution(m.detach().float(), x).cpu() for m, x in zip(maps, inputs)
+    )
+    attribution = None
+    if result.attribution is not None:
+        attribution = tuple(part.detach().float().cpu().contiguous() for part in layout.parts(result.attribution))
+    assert instance.scores is not None
+    return MultiInputExplanation(
+        method=method,
+        heatmap=heatmaps,
+        attribution=attribution,
+        targets=target.classes.clone() if target.classes is not None else None,
+        scores=instance.scores.detach().float().cpu(),
+        inputs=tuple(x.detach().float().cpu().contiguous() for x in inputs),
+        layer=instance.layer,
+        options=opts,
+        labels=target.describe(),
         extras={name: value.detach().float().cpu() for name, value in result.extras.items()},
     )

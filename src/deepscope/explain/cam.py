@@ -65,7 +65,7 @@ class CAMMethod(Method):
             return tokens_to_map(activation)
         if reshape not in (None, False):
             raise BadInputError(f"reshape={reshape!r} is not True, None or a callable.")
-        if activation.ndim == 3 and self.inputs.ndim == 4:
+        if activation.ndim == 3 and self.image.ndim == 4:
             raise BadInputError(
                 f"layer {self.layer!r} outputs {tuple(activation.shape)}: tokens (N, tokens, C), not a feature "
                 "map, for image inputs. Pass reshape=True (square token grid, class token dropped) or "
@@ -149,6 +149,7 @@ class ScoreCAM(CAMMethod):
 
     options = defaults(**CAMMethod.options, batch_size=64)
     needs_gradient = False
+    single_input_only = "its channels mask one image"
 
     def attribute(self) -> Result:
         self.count("batch_size")  # checked before the forward pass
@@ -217,6 +218,8 @@ class CAM(CAMMethod):
 @register("guided_gradcam")
 class GuidedGradCAM(GradCAM):
     """Selvaraju et al. 2017: guided backprop times the Grad-CAM map upsampled to the input."""
+
+    single_input_only = "its Grad-CAM map weighs one image's guided gradient"
 
     def attribute(self) -> Result:
         activations, grads = self.layer_signals()

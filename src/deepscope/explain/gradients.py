@@ -12,6 +12,7 @@ from .. import probe
 from ..batches import batches as as_batches
 from ..errors import BadInputError, TargetError
 from .base import Method, Result, defaults, is_integer, method_class, register
+from .inputs import Layout
 
 
 class GradientMethod(Method):
@@ -157,6 +158,20 @@ def make_baseline(baseline: object, inputs: Tensor, data: object = None) -> Tens
     raise BadInputError(f"baseline={baseline!r} is not a number, 'mean', 'blur' or a tensor.")
 
 
+def input_baselines(option: object, inputs: Tensor, layout: Layout, data: object = None) -> Tensor:
+    """:func:`make_baseline` for each input, packed like them: among several inputs ``option`` is one baseline
+    for all or a tuple with one per input (a number, "mean", "blur" or a tensor, per sample or not)."""
+    if not layout.packed:
+        return make_baseline(option, inputs, data)
+    if data is not None:
+        raise BadInputError(
+            "data= (for baseline='mean') takes one input tensor's data set; with several inputs give each input "
+            "its baseline: a number, 'mean' (of the inputs) or a tensor, in a tuple with one entry per input."
+        )
+    options = layout.each(option, "baseline")
+    return layout.map(lambda j, part: make_baseline(options[j], part), inputs)
+
+
 def channel_mean(data: object, channels: int | None) -> Tensor:
     """The per-channel mean ``[C]`` (float64) of a data set's inputs ``[N, C, ...]``, over samples and positions;
     for inputs ``[N]`` (``channels`` None) the mean of all values, as ``[1]``. Streams the data in batches."""
@@ -243,7 +258,7 @@ class IntegratedGradients(GradientMethod):
         """The path's start (the baseline) and end (the inputs): in the inputs' space, or the layer's outputs."""
         baseline = self.opts["baseline"]
         if self.layer is None:
-            return make_baseline(baseline, x), x
+            return input_baselines(baseline, x, self.layout), x
         end = self.layer_output(x)
         if isinstance(baseline, Tensor) and baseline.is_floating_point() and is_integer(x):
             try:  # already at the layer: a float tensor cannot be token ids
@@ -310,14 +325,21 @@ class SmoothGrad(Method):
         self.clean_scores()
         x = self.inputs
         n = x.shape[0]
-        flat = x.reshape(n, -1)
-        sigma = float(self.opts["noise"]) * (flat.amax(dim=1) - flat.amin(dim=1))
-        sigma = sigma.view((n,) + (1,) * (x.ndim - 1))
+        noise_level = float(self.opts["noise"])
+
+        def scale(_j: int, part: Tensor) -> Tensor:  # each input's own value range, per row
+            flat = part.reshape(n, -1)
+            sigma = noise_level * (flat.amax(dim=1) - flat.amin(dim=1))
+            return sigma.view((n,) + (1,) * (part.ndim - 1)).expand_as(part)
+
+        sigma = self.layout.map(scale, x)
         generator = self.generator(x.device)
-        base = base_cls(self.model, x, self.target, self.layer, {**base_cls.options, **self.common_options()})
+        base = base_cls(
+            self.model, x, self.target, self.layer, {**base_cls.options, **self.common_options()}, self.layout
+        )
         per_chunk = max(1, batch_size // n)
-        attribution: Tensor | None = None
-        heatmap: Tensor | None = None
+        attribution: Tensor | None = None  # shaped like the inputs, or like the layer's output
+        heatmaps: list[Tensor | None] = [None] * len(self.layout)
         for start in range(0, samples, per_chunk):
             k = min(per_chunk, samples - start)
             # Drawn in float32: a seed gives the same noise whatever the inputs' dtype (torch 2.4's half-precision
@@ -327,10 +349,13 @@ class SmoothGrad(Method):
             base.inputs = noisy
             part = base.attribute().attribution
             assert part is not None
-            part = part.reshape(k, n, *part.shape[1:]).float()  # the inputs' shape, or the layer output's
+            part = part.reshape(k, n, *part.shape[1:]).float()
             attribution = part.sum(dim=0) if attribution is None else attribution + part.sum(dim=0)
-            maps = base.reduce(part.reshape(k * n, *part.shape[2:]))
-            maps = maps.reshape(k, n, *maps.shape[1:])
-            heatmap = maps.sum(dim=0) if heatmap is None else heatmap + maps.sum(dim=0)
-        assert attribution is not None and heatmap is not None
-        return Result(attribution=attribution / samples, heatmap=heatmap / samples)
+            for j, maps in enumerate(base.heatmaps(part.reshape(k * n, *part.shape[2:]))):
+                if maps is not None:
+                    summed = maps.reshape(k, n, *maps.shape[1:]).sum(dim=0)
+                    total = heatmaps[j]
+                    heatmaps[j] = summed if total is None else total + summed
+        assert attribution is not None
+        means = tuple(None if total is None else total / samples for total in heatmaps)
+        return Result(attribution=attribution / samples, heatmap=means if self.layout.packed else means[0])

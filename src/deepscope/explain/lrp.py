@@ -561,6 +561,7 @@ class LRP(Method):
     """
 
     needs_module = True  # hooks every layer to apply its rule
+    single_input_only = "its first-layer rule and z-box bounds start from one input tensor"
 
     options: ClassVar[Mapping[str, Any]] = {
         "rule": "epsilon",

@@ -27,7 +27,7 @@ from .. import probe
 from ..errors import BadInputError
 from ._incremental import Boxes, Engine, Unsupported
 from .base import Method, Result, defaults, register
-from .gradients import make_baseline
+from .gradients import input_baselines
 
 # Keep the clean values of at most this many bytes per chunk of inputs in the incremental mode.
 _CACHE_BYTES = 1 << 30
@@ -76,6 +76,9 @@ class Occlusion(Method):
     traceable, no hooks, eval mode, a class or callable target), else runs whole forward passes; ``True`` asks
     for it (a warning says why when it cannot be had), ``False`` always runs whole passes. Both give the same
     numbers within float rounding.
+
+    With several inputs the window slides over each input in turn (a feature vector ``[N, F]`` as a one-channel
+    signal), in whole passes; ``window``, ``stride`` and ``baseline`` may then be tuples with one entry per input.
     """
 
     options = defaults(
@@ -86,8 +89,13 @@ class Occlusion(Method):
 
     def attribute(self) -> Result:
         x = self.inputs
-        spatial = tuple(x.shape[2:])
-        windows, strides = self._geometry(spatial)
+        parts = [self._part(x, j) for j in range(len(self.layout))]
+        window_options = self.layout.each(self.opts["window"], "window")
+        stride_options = self.layout.each(self.opts["stride"], "stride")
+        geometry = [
+            self._geometry(tuple(part.shape[2:]), window, stride)
+            for part, window, stride in zip(parts, window_options, stride_options)
+        ]
         batch_size = self.opts["batch_size"]
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
             raise BadInputError(f"batch_size={batch_size!r} must be a positive int.")
@@ -101,7 +109,7 @@ class Occlusion(Method):
             raise BadInputError(
                 "probability=True needs the model's class output; a Unit target reads a layer, so drop probability."
             )
-        baseline = make_baseline(self.opts["baseline"], x, self.opts["data"])
+        baseline = input_baselines(self.opts["baseline"], x, self.layout, self.opts["data"])
 
         with torch.no_grad():
             self.scores, output = self.forward(x)
@@ -111,24 +119,38 @@ class Occlusion(Method):
 
         engine = self._engine(output) if incremental is not False else None
         batches = 0
-        for window, stride in zip(windows, strides):
-            count = math.prod(len(axis) for axis in self._axes(spatial, window, stride))
-            for images in self._chunks(engine, count, int(batch_size)):
-                batches += math.ceil(len(images) * count / batch_size)
-        total = torch.zeros_like(x, dtype=torch.float32)
+        for part, (windows, strides) in zip(parts, geometry):
+            for window, stride in zip(windows, strides):
+                count = math.prod(len(axis) for axis in self._axes(tuple(part.shape[2:]), window, stride))
+                for images in self._chunks(engine, count, int(batch_size)):
+                    batches += math.ceil(len(images) * count / batch_size)
+        attributions = []
         disable = True if batches < _PROGRESS_FROM else None  # None: shown on a terminal only
         with tqdm(total=batches, desc="occlusion", unit="batch", disable=disable, leave=False) as progress:
-            for window, stride in zip(windows, strides):
-                total += self._one_size(window, stride, baseline, reference, engine, int(batch_size), progress)
-        attribution = (total / len(windows)).to(x.dtype)
-        return Result(attribution=attribution, heatmap=attribution.mean(dim=1))
+            for j, (part, (windows, strides)) in enumerate(zip(parts, geometry)):
+                total = torch.zeros_like(part, dtype=torch.float32)
+                for window, stride in zip(windows, strides):
+                    total += self._one_size(j, window, stride, baseline, reference, engine, int(batch_size), progress)
+                attributions.append((total / len(windows)).to(x.dtype))
+        if not self.layout.packed:
+            return Result(attribution=attributions[0], heatmap=attributions[0].mean(dim=1))
+        maps = tuple(a.mean(dim=1) if self.layout.spatial(j) else None for j, a in enumerate(attributions))
+        return Result(attribution=self.layout.pack(attributions), heatmap=maps)
+
+    def _part(self, batch: Tensor, j: int) -> Tensor:
+        """Input ``j``'s rows of ``batch`` as ``[R, C, *spatial]`` (a feature vector as a one-channel signal): a
+        view, so writing a patch into it writes into ``batch``."""
+        part = self.layout.parts(batch)[j]
+        return part if part.ndim > 2 else part.unsqueeze(1)
 
     # Options ----------------------------------------------------------------------------------------------------
 
-    def _geometry(self, spatial: tuple[int, ...]) -> tuple[list[tuple[int, ...]], list[tuple[int, ...]]]:
-        """The window sizes and their strides, checked against the input's spatial size."""
+    def _geometry(
+        self, spatial: tuple[int, ...], option: object, stride_option: object
+    ) -> tuple[list[tuple[int, ...]], list[tuple[int, ...]]]:
+        """The window sizes and their strides (options ``window``, ``stride`` for one input), checked against the
+        input's spatial size."""
         d = len(spatial)
-        option = self.opts["window"]
         if option is None:
             sizes = [tuple(max(1, s // 8) for s in spatial)]
         elif isinstance(option, list):
@@ -145,12 +167,12 @@ class Occlusion(Method):
                 raise BadInputError(
                     f"window {size} is larger than the inputs' spatial size {spatial}; use a window at most that big."
                 )
-            if self.opts["stride"] is None:
+            if stride_option is None:
                 strides.append(tuple(max(1, w // 2) for w in size))
             else:
-                stride = _shape(self.opts["stride"], d, "stride")
+                stride = _shape(stride_option, d, "stride")
                 if min(stride) < 1:
-                    raise BadInputError(f"stride={self.opts['stride']!r} must be positive along every axis.")
+                    raise BadInputError(f"stride={stride_option!r} must be positive along every axis.")
                 strides.append(stride)
         return sizes, strides
 
@@ -186,6 +208,7 @@ class Occlusion(Method):
 
     def _one_size(
         self,
+        j: int,
         window: tuple[int, ...],
         stride: tuple[int, ...],
         baseline: Tensor,
@@ -194,8 +217,9 @@ class Occlusion(Method):
         batch_size: int,
         progress: tqdm,
     ) -> Tensor:
-        """The attribution for one window size: the mean score drop over the windows covering each element."""
-        x = self.inputs
+        """The attribution of input ``j`` for one window size: the mean score drop over the windows covering each
+        element."""
+        x = self._part(self.inputs, j)
         spatial = tuple(x.shape[2:])
         starts = np.array(list(itertools.product(*self._axes(spatial, window, stride))), dtype=np.int64)
         lo = starts
@@ -205,7 +229,7 @@ class Occlusion(Method):
         for low, high in zip(lo, hi):
             count[tuple(slice(a, b) for a, b in zip(low, high))] += 1
         with torch.no_grad():
-            for rows, windows, drops in self._drops(lo, hi, baseline, reference, engine, batch_size, progress):
+            for rows, windows, drops in self._drops(j, lo, hi, baseline, reference, engine, batch_size, progress):
                 for row, w, drop in zip(rows.tolist(), windows.tolist(), drops.tolist()):
                     region = tuple(slice(int(a), int(b)) for a, b in zip(lo[w], hi[w]))
                     total[(row, slice(None), *region)] += drop
@@ -213,6 +237,7 @@ class Occlusion(Method):
 
     def _drops(
         self,
+        j: int,
         lo: np.ndarray,
         hi: np.ndarray,
         baseline: Tensor,
@@ -221,18 +246,21 @@ class Occlusion(Method):
         batch_size: int,
         progress: tqdm,
     ) -> Iterator[tuple[Tensor, np.ndarray, Tensor]]:
-        """Batches of (input index, window index, score drop), by whole passes or incrementally."""
+        """Batches of (input index, window index, score drop) for windows over model input ``j``, by whole passes
+        or incrementally."""
         x = self.inputs
         n, count = x.shape[0], lo.shape[0]
         if engine is None:
+            background = self._part(baseline, j)
             pairs = np.array(list(itertools.product(range(n), range(count))), dtype=np.int64)
             for first in range(0, len(pairs), batch_size):
                 part = pairs[first : first + batch_size]
                 rows = torch.as_tensor(part[:, 0], device=x.device)
                 batch = x[rows].clone()
+                occluded = self._part(batch, j)  # a view: patches written here land in the batch
                 for b, (row, w) in enumerate(part):
                     region: tuple[Any, ...] = tuple(slice(int(a), int(c)) for a, c in zip(lo[w], hi[w]))
-                    batch[(b, slice(None), *region)] = baseline[(row, slice(None), *region)]
+                    occluded[(b, slice(None), *region)] = background[(row, slice(None), *region)]
                 yield rows, part[:, 1], reference[rows] - self._batch_scores(batch, rows)
                 progress.update(1)
             return
@@ -271,6 +299,8 @@ class Occlusion(Method):
             reason = "a Unit target reads a layer inside the model"
         elif self.opts["output"] is not None:
             reason = "output= reads the scores from the model's output in its own way"
+        elif self.layout.packed:
+            reason = "the model takes several inputs"
         elif self.opts["forward_args"] or self.opts["forward_kwargs"]:
             reason = "the model takes extra forward arguments, which the traced graph does not follow"
         else:

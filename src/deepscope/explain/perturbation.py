@@ -8,7 +8,7 @@ from tqdm.auto import tqdm
 
 from ..errors import BadInputError
 from .base import Method, Result, defaults, register
-from .gradients import make_baseline
+from .gradients import input_baselines
 
 
 def grid_segments(shape: tuple[int, ...], cells: int) -> Tensor:
@@ -49,6 +49,12 @@ class Lime(Method):
     half of them to the ``baseline``; samples are weighted by LIME's exponential kernel on the cosine distance to
     the unperturbed input; the ridge regression's coefficients are the attributions, spread over each segment's
     elements. The first sample is always the unperturbed input.
+
+    With several inputs, ``segments`` is one option for all of them or a tuple with one per input: "grid" /
+    "slic" (for an input with spatial axes) or a tensor of ids broadcastable to that input's shape ``(C, *spatial)``
+    (with a leading batch axis for ids per sample). Ids given as tensors name the same feature across inputs
+    (Captum's ``feature_mask``); the default segments (a grid for images and signals, one feature per element of a
+    feature vector) are features of their own.
     """
 
     options = defaults(
@@ -68,17 +74,21 @@ class Lime(Method):
         samples, batch_size = self.count("samples", minimum=2), self.count("batch_size")
         self.clean_scores()
         x = self.inputs
-        baseline = make_baseline(self.opts["baseline"], x)
+        baseline = input_baselines(self.opts["baseline"], x, self.layout)
         generator = self.generator()
         attribution = torch.zeros_like(x, dtype=torch.float32)
         for i in tqdm(range(x.shape[0]), desc="lime", disable=x.shape[0] < 4, leave=False):
-            segments = self.segments(i)
+            segments = self.packed_segments(i) if self.layout.packed else self.segments(i)
             count = int(segments.max()) + 1
             present = (torch.rand(samples, count, generator=generator) < 0.5).float()
             present[0] = 1.0
             scores = self.perturbed_scores(i, segments, present, baseline[i], batch_size)
             coefficients = self.fit(present, scores)
             attribution[i] = coefficients.to(x.device)[segments.to(x.device)].expand_as(x[i])
+        if self.layout.packed:
+            parts = self.layout.parts(attribution)
+            maps = tuple(part[:, 0] if self.layout.spatial(j) else None for j, part in enumerate(parts))
+            return Result(attribution=attribution, heatmap=maps)
         heatmap = attribution[:, 0] if x.ndim > 2 else attribution
         return Result(attribution=attribution, heatmap=heatmap)
 
@@ -105,6 +115,52 @@ class Lime(Method):
                 raise BadInputError("segments='slic' needs images (N, C, H, W).")
             return slic_segments(x[i], self.count("grid") ** 2)
         raise BadInputError(f"segments={spec!r} is not 'grid', 'slic' or a tensor of segment ids.")
+
+    def packed_segments(self, i: int) -> Tensor:
+        """Segment ids ``[F]`` of input ``i`` when several inputs are packed: each model input's ids, side by side."""
+        layout = self.layout
+        specs = layout.each(self.opts["segments"], "segments")
+        parts = layout.parts(self.inputs[i : i + 1])
+        ids = [self.input_segments(i, j, spec, parts[j][0]) for j, spec in enumerate(specs)]
+        # Ids given as tensors are shared across inputs (one feature may span several); the defaults come after.
+        offset = max((int(t.max()) + 1 for t, spec in zip(ids, specs) if isinstance(spec, Tensor)), default=0)
+        for j, spec in enumerate(specs):
+            if not isinstance(spec, Tensor):
+                ids[j] = ids[j] + offset
+                offset = int(ids[j].max()) + 1
+        _, packed = torch.unique(torch.cat([t.reshape(-1) for t in ids]), return_inverse=True)
+        return packed
+
+    def input_segments(self, i: int, j: int, spec: object, x: Tensor) -> Tensor:
+        """Segment ids of model input ``j`` (``x``: its row for input ``i``), shaped like ``x``."""
+        shape = tuple(x.shape)
+        if isinstance(spec, Tensor):
+            if spec.is_floating_point() or spec.dtype == torch.bool:
+                raise BadInputError(f"segments for inputs[{j}] must be integer ids, not {spec.dtype}.")
+            ids = spec
+            if ids.ndim == len(shape) + 1:  # one set of ids per sample
+                if ids.shape[0] not in (1, self.inputs.shape[0]):
+                    raise BadInputError(
+                        f"segments for inputs[{j}] have shape {tuple(spec.shape)}: a leading batch axis of "
+                        f"{ids.shape[0]}, not 1 or N = {self.inputs.shape[0]}."
+                    )
+                ids = ids[i if ids.shape[0] > 1 else 0]
+            try:
+                return torch.broadcast_to(ids.long().cpu(), shape)
+            except RuntimeError:
+                raise BadInputError(
+                    f"segments for inputs[{j}] have shape {tuple(spec.shape)}, which does not broadcast to that "
+                    f"input's shape {shape} (or {(self.inputs.shape[0], *shape)} with ids per sample)."
+                ) from None
+        if len(shape) == 1:
+            return torch.arange(shape[0])
+        if spec == "grid":
+            return grid_segments(shape[1:], self.count("grid")).expand(shape)
+        if spec == "slic":
+            if len(shape) != 3:
+                raise BadInputError(f"segments='slic' needs images; inputs[{j}] has shape {shape} per sample.")
+            return slic_segments(x, self.count("grid") ** 2).expand(shape)
+        raise BadInputError(f"segments={spec!r} for inputs[{j}] is not 'grid', 'slic' or a tensor of segment ids.")
 
     def perturbed_scores(self, i: int, segments: Tensor, present: Tensor, baseline: Tensor, batch_size: int) -> Tensor:
         x = self.inputs[i]
