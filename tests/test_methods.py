@@ -107,6 +107,19 @@ def test_hooks_removed_when_an_error_is_raised_at_a_layer(method, images):
 
 
 @pytest.mark.parametrize("method", LAYERED)
+def test_float16_and_autocast_at_a_layer(method, images):
+    from conftest import spearman
+
+    reference = explain_fast(tiny_cnn(), images, method, layer="conv2")
+    half = explain_fast(tiny_cnn().half(), images.half(), method, layer="conv2")
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        autocast = explain_fast(tiny_cnn(), images, method, layer="conv2")
+    for e in (half, autocast):
+        assert e.heatmap.dtype == torch.float32 and torch.isfinite(e.heatmap).all()
+        assert spearman(e.heatmap, reference.heatmap) > 0.9
+
+
+@pytest.mark.parametrize("method", LAYERED)
 def test_batch_equals_one_by_one_at_a_layer(method, images):
     model = tiny_cnn()
     if method == "smoothgrad":
