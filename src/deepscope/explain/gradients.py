@@ -55,8 +55,13 @@ class GradientMethod(Method):
         family does), so nothing below the layer is differentiated and integer inputs are fine.
         """
         assert self.layer is not None
+        calls = 0
 
         def start_graph(output: Tensor) -> Tensor:
+            nonlocal calls
+            calls += 1
+            if calls > 1:
+                raise self._runs_again()
             values = output if at is None else at
             if values.shape != output.shape:
                 raise BadInputError(
@@ -85,11 +90,14 @@ class GradientMethod(Method):
         """The layer's one output; a layer that runs several times per forward pass has no single output to
         attribute to (replacing it would replace every call)."""
         if len(record.outputs) > 1:
-            raise BadInputError(
-                f"layer {self.layer!r} runs {len(record.outputs)} times in one forward pass; attributing to a "
-                "layer's output needs a layer that runs once (a module used once, or its parent block)."
-            )
+            raise self._runs_again()
         return record.output()
+
+    def _runs_again(self) -> BadInputError:
+        return BadInputError(
+            f"layer {self.layer!r} runs more than once in one forward pass; attributing to a layer's output needs "
+            "a layer that runs once (a module used once, or its parent block)."
+        )
 
     def reduce(self, attribution: Tensor) -> Tensor:
         """As :meth:`Method.reduce`; at a layer whose output has other axes than the inputs (tokens ``[N, T, D]``
