@@ -221,6 +221,7 @@ def _vectors(count: int, n: int = 3, seed: int = 4) -> tuple[torch.Tensor, ...]:
 
 def _assert_tuples_close(ours: tuple[torch.Tensor, ...], theirs: tuple[torch.Tensor, ...], **tolerance) -> None:
     assert len(ours) == len(theirs)
+    assert any(b.abs().sum() > 0 for b in theirs), "an all-zero reference cannot tell right from wrong"
     for a, b in zip(ours, theirs):
         torch.testing.assert_close(a, b.float(), **({"rtol": 1e-4, "atol": 1e-5} | tolerance))
 
@@ -455,3 +456,39 @@ def test_captum_occlusion_basic_model3():
     inputs = (torch.tensor([[-10.0], [3.0]]), torch.tensor([[-5.0], [1.0]]))
     e = ds.explain(BasicModel3(), inputs, "occlusion", window=1, baseline=0.0, target=_identity)
     _assert_tuples_close(e.attribution, (torch.tensor([[0.0], [1.0]]), torch.tensor([[0.0], [-1.0]])))
+
+
+def test_unit_targets_read_the_layer_with_several_inputs(pair):
+    x, meta = pair
+    model = image_and_meta()
+    unit = ds.Unit("conv3", 2)
+    both = _explain(model, (x, meta), "saliency", target=unit)
+    alone = _explain(HoldingMeta(model, meta), x, "saliency", target=unit)
+    torch.testing.assert_close(both.attribution[0], alone.attribution)
+    assert torch.equal(both.attribution[1], torch.zeros_like(meta))  # the unit sits before the metadata join
+
+
+def test_incremental_occlusion_falls_back_to_whole_passes(pair):
+    x, meta = pair
+    with pytest.warns(UserWarning, match="several inputs"):
+        ds.explain(image_and_meta(), (x, meta), "occlusion", window=4, incremental=True)
+
+
+@pytest.mark.parametrize(
+    ("ours", "peer", "peer_options", "our_options"),
+    [
+        *[(name, peer, options, {}) for name, (peer, options) in GRADIENT_PEERS.items()],
+        ("integrated_gradients", captum.IntegratedGradients, {"n_steps": 16}, {"steps": 16}),
+    ],
+)
+def test_two_images_equal_captum(ours, peer, peer_options, our_options):
+    """Captum's one-convolution network with its optional second image (nn.ReLU modules: Captum's rules apply)."""
+    torch.manual_seed(3)
+    # Values large enough that the convolution's biases (-50, -75) leave some units on.
+    images = (4 + 4 * torch.rand(2, 1, 4, 4), 4 + 4 * torch.rand(2, 1, 4, 4))
+    model = BasicModel_ConvNet_One_Conv()
+    expected = peer(model).attribute(images, target=1, **peer_options)
+    e = ds.explain(model, images, ours, target=1, **our_options)
+    _assert_tuples_close(e.attribution, expected)
+    assert all(a.abs().sum() > 0 for a in e.attribution)
+    assert [tuple(m.shape) for m in e.heatmap] == [(2, 4, 4), (2, 4, 4)]
