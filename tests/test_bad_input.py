@@ -8,6 +8,7 @@ from conftest import hooks_left, tiny_cnn
 from torch import nn
 
 import deepscope as ds
+from deepscope.explain.base import method_class
 
 
 @pytest.fixture
@@ -60,9 +61,10 @@ def test_layer_without_spatial_output_for_cam(x):
         ds.explain(tiny_cnn(), x, method="gradcam", layer="fc")
 
 
-def test_layer_given_to_a_method_without_layers(x):
+@pytest.mark.parametrize("method", [m for m in ds.methods() if not method_class(m).uses_layer])
+def test_layer_given_to_a_method_without_layers(x, method):
     with pytest.raises(ds.BadInputError, match="does not use a layer"):
-        ds.explain(tiny_cnn(), x, method="saliency", layer="conv3")
+        ds.explain(tiny_cnn(), x, method=method, layer="conv3")
 
 
 def test_model_that_is_not_a_module(x):

@@ -51,6 +51,8 @@ BUILDERS = {
     "Neighbors": "ds.neighbors(features, [0, 1], k=3)",
     "Projection": "ds.project(features, 'pca', quality=False)",
     "Projections": "ds.project(features, 'tsne', perplexity=[2, 3], quality=False, progress=False, n_iter=20)",
+    "TokenView": "ds.explain(torch.nn.Sequential(torch.nn.Embedding(9, 4), torch.nn.Flatten(), torch.nn.Linear(12, 2)),"
+    " torch.tensor([[1, 2, 3]]), method='saliency', layer='0').text(['a', '<b>', 'c'])",
 }
 
 SCRIPT = """
@@ -83,7 +85,7 @@ for name, build in json.loads(sys.argv[1]).items():
         "kind": type(result).__name__,
         "figure": type(shown).__name__,
         "png": result._repr_png_()[:8].hex(),
-        "html": html is None or html.startswith("<table>"),
+        "html": html is None or html.startswith(("<table>", "<div")),
         "backend": matplotlib.get_backend(),
         "pyplot": "matplotlib.pyplot" in sys.modules,
     }

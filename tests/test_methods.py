@@ -10,8 +10,10 @@ from conftest import TinyCNN, explain_fast, hooks_left, tiny_cnn
 from torch import nn
 
 import deepscope as ds
+from deepscope.explain.base import method_class
 
 METHODS = ds.methods()
+LAYERED = [m for m in METHODS if method_class(m).layer_optional]  # explain the inputs, or a layer's output
 CAM_FAMILY = {"cam", "gradcam", "gradcam++", "scorecam", "guided_gradcam"}
 NO_ATTRIBUTION = {"cam", "gradcam", "gradcam++", "scorecam"}
 
@@ -68,6 +70,63 @@ def test_model_left_as_found(method, images):
     assert all(p.grad is None for p in model.parameters()), "no parameter gradient may be accumulated"
     for key, value in model.state_dict().items():
         assert torch.equal(value, before[key]), key
+
+
+@pytest.mark.parametrize("method", LAYERED)
+def test_model_left_as_found_at_a_layer(method, images):
+    """The layer path (gradient methods attributing to a layer's output) keeps the same promises."""
+    model = tiny_cnn(kind="inplace")
+    model.conv1.weight.requires_grad_(False)
+    model.fc.train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    modes = [m.training for m in model.modules()]
+    e = explain_fast(model, images, method, layer="conv2")
+    assert e.attribution.shape == (3, 16, 16, 16) and e.heatmap.shape == (3, 16, 16) and e.layer == "conv2"
+    assert hooks_left(model) == 0
+    assert [m.training for m in model.modules()] == modes
+    assert not model.conv1.weight.requires_grad and model.conv2.weight.requires_grad
+    assert all(p.grad is None for p in model.parameters()), "no parameter gradient may be accumulated"
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, before[key]), key
+
+
+@pytest.mark.parametrize("method", LAYERED)
+def test_hooks_removed_when_an_error_is_raised_at_a_layer(method, images):
+    model = tiny_cnn()
+
+    def explode(_module, _inputs, _output):
+        raise RuntimeError("boom inside the model")
+
+    handle = model.conv3.register_forward_hook(explode)
+    try:
+        with pytest.raises((ds.BadInputError, RuntimeError)):
+            explain_fast(model, images, method, layer="conv2")
+    finally:
+        handle.remove()
+    assert hooks_left(model) == 0
+
+
+@pytest.mark.parametrize("method", LAYERED)
+def test_float16_and_autocast_at_a_layer(method, images):
+    from conftest import spearman
+
+    reference = explain_fast(tiny_cnn(), images, method, layer="conv2")
+    half = explain_fast(tiny_cnn().half(), images.half(), method, layer="conv2")
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        autocast = explain_fast(tiny_cnn(), images, method, layer="conv2")
+    for e in (half, autocast):
+        assert e.heatmap.dtype == torch.float32 and torch.isfinite(e.heatmap).all()
+        assert spearman(e.heatmap, reference.heatmap) > 0.9
+
+
+@pytest.mark.parametrize("method", LAYERED)
+def test_batch_equals_one_by_one_at_a_layer(method, images):
+    model = tiny_cnn()
+    if method == "smoothgrad":
+        pytest.skip("random samples are drawn for the whole batch at once")
+    whole = explain_fast(model, images, method, layer="pool")
+    single = explain_fast(model, images[1:2], method, layer="pool")
+    torch.testing.assert_close(whole.attribution[1:2], single.attribution, rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("method", METHODS)

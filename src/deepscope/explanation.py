@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from torch import Tensor
 
 from .errors import BadInputError
-from .render import FigureDisplay, NotebookFigure, explanation_grid, overlay
+from .render import FigureDisplay, NotebookFigure, TokenView, explanation_grid, overlay
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -21,9 +22,12 @@ class Explanation(FigureDisplay):
     Attributes:
         method: the method's name (one of ``ds.methods()``).
         heatmap: float32 CPU tensor ``[N, *spatial]`` at the input's resolution (``[N, H, W]`` for images,
-            ``[N, L]`` for signals, ``[N, F]`` for feature vectors).
+            ``[N, L]`` for signals, ``[N, F]`` for feature vectors, ``[N, T]`` for token ids explained at a
+            layer: one value per token, the layer attribution summed over its features by ``reduce``).
         attribution: float32 CPU tensor shaped like the inputs, where the method gives one value per input
-            element (gradients, occlusion, LRP, ...); ``None`` for the CAM family.
+            element (gradients, occlusion, LRP, ...); ``None`` for the CAM family. A gradient method given a
+            ``layer`` attributes to that layer's output, so this has the output's shape (``[N, T, D]`` for an
+            embedding layer, ``[N, C, h, w]`` for a feature map), and the heatmap reduces its features.
         targets: the class explained for each input (``[N]`` long), or ``None`` for a callable or unit target.
         scores: the model's score for the target on the clean inputs (``[N]`` float32), e.g. the class logit.
         inputs: the inputs explained (CPU float32), kept for rendering.
@@ -55,6 +59,40 @@ class Explanation(FigureDisplay):
     def figure(self, cmap: str = "jet", alpha: float = 0.5, max_inputs: int = 8) -> NotebookFigure:
         """A matplotlib figure: each input and its overlay, with target and score."""
         return explanation_grid([self], cmap=cmap, alpha=alpha, max_inputs=max_inputs)
+
+    def text(self, tokens: Sequence[str] | Sequence[Sequence[str]]) -> TokenView:
+        """The tokens coloured by their attribution (the heatmap ``[N, T]``): HTML in Jupyter, ``.html()`` for
+        the string, ``.save(path)`` for a file (``.html``, or a picture such as ``.png``).
+
+        ``tokens``: one list of strings per input (``tokenizer.convert_ids_to_tokens(ids)``, say), or a single
+        list for a batch of one; each list has one string per position of the inputs.
+        """
+        if self.heatmap.ndim != 2:
+            raise BadInputError(
+                f"text() colours one value per token, but this heatmap is {tuple(self.heatmap.shape)}; explain "
+                "token ids [N, T] at the embedding layer (layer=...) to get [N, T]."
+            )
+        if isinstance(tokens, str):
+            raise BadInputError("tokens is a str; pass a list of strings, one per token (tokenizer output).")
+        rows: list[list[str]] = (
+            [[str(t) for t in tokens]] if all(isinstance(t, str) for t in tokens) else [list(t) for t in tokens]
+        )
+        if len(rows) != len(self):
+            what = "a list of strings, which fits a batch of one" if len(rows) == 1 else f"{len(rows)} token lists"
+            raise BadInputError(
+                f"tokens is {what}, but the explanation has {len(self)} inputs; give one list per input."
+            )
+        for i, row in enumerate(rows):
+            if len(row) != self.heatmap.shape[1] or not all(isinstance(t, str) for t in row):
+                raise BadInputError(
+                    f"input {i} has {self.heatmap.shape[1]} attributions (one per position), but {len(row)} tokens "
+                    "were given; give one string per position, padding included."
+                )
+        captions = [
+            f"input {i} | {self.method} | target {label}: score {float(score):.3g}"
+            for i, (label, score) in enumerate(zip(self.labels, self.scores, strict=True))
+        ]
+        return TokenView(rows, list(self.heatmap), captions)
 
     def __repr__(self) -> str:
         shape = tuple(self.heatmap.shape)

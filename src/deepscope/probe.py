@@ -321,10 +321,12 @@ def capture(hooks: Hooks, model: nn.Module, name: str, call: int | None = None) 
 
 
 def replace_output(hooks: Hooks, model: nn.Module, name: str, fn: Callable[[Tensor], Tensor]) -> None:
-    """Make layer ``name`` return ``fn(output)`` instead of its output, until ``hooks`` is closed."""
+    """Make layer ``name`` return ``fn(output)`` instead of its output, until ``hooks`` is closed. For a layer that
+    returns a tuple (an LSTM's ``(output, state)``), its first tensor is replaced and the rest kept."""
 
-    def hook(_module: nn.Module, _inputs: object, output: object) -> Tensor:
-        return fn(_first_tensor(output))
+    def hook(_module: nn.Module, _inputs: object, output: object) -> object:
+        replaced = fn(_first_tensor(output))
+        return replaced if isinstance(output, Tensor) else (replaced, *output[1:])  # type: ignore[index]
 
     hooks.add(named_layer(model, name).register_forward_hook(hook))
 

@@ -162,7 +162,10 @@ def explanation_grid(
     axes = np.atleast_2d(figure.subplots(rows, cols, squeeze=False))
     for r in range(rows):
         image = first.inputs[r]
-        axes[r, 0].imshow(to_image_array(image))
+        if image.ndim >= 2:
+            axes[r, 0].imshow(to_image_array(image))
+        else:  # a feature vector or a sequence of token ids: its values
+            axes[r, 0].plot(image.numpy())
         label = titles[r] if titles else f"input {r}"
         if marks and marks[r]:
             label += f"\n{marks[r]}"
@@ -219,3 +222,114 @@ def tile(images: Sequence[Image.Image], columns: int) -> Image.Image:
     for i, image in enumerate(images):
         canvas.paste(image, ((i % columns) * width, (i // columns) * height))
     return canvas
+
+
+# Tokens coloured by their attribution ----------------------------------------------------------------------------
+
+
+def diverging_rgb(values: Tensor) -> np.ndarray:
+    """Values in [-1, 1] as RGB in [0, 1]: blue (-1), white (0), red (1).
+
+    Matplotlib's 'bwr' computed exactly rather than through its 256-step lookup table, so that 0 is pure white
+    and 1 pure red.
+    """
+    v = values.detach().float().clamp(-1, 1).cpu().numpy()
+    positive, negative = np.clip(v, 0, 1), np.clip(-v, 0, 1)
+    return np.stack([1 - negative, 1 - positive - negative, 1 - positive], axis=-1)
+
+
+def token_colours(values: Tensor) -> np.ndarray:
+    """One RGB colour per token ``[T, 3]`` for one input's attributions ``[T]``: diverging, symmetric around 0,
+    scaled by this input's largest magnitude (so its strongest token is fully saturated)."""
+    values = values.detach().float().cpu()
+    scale = float(values.abs().max()) if values.numel() else 0.0
+    return diverging_rgb(values / scale if scale > 0 else torch.zeros_like(values))
+
+
+def _ink(rgb: np.ndarray) -> str:
+    """Black text on light backgrounds, white on dark ones (relative luminance)."""
+    return "#000" if 0.2126 * rgb[0] + 0.7152 * rgb[1] + 0.0722 * rgb[2] > 0.45 else "#fff"
+
+
+def token_html(tokens: Sequence[str], values: Tensor, caption: str = "") -> str:
+    """One input's tokens as HTML spans coloured by :func:`token_colours`; each token is escaped and shows its
+    value on hover."""
+    if len(tokens) != values.numel():
+        raise ValueError(f"{len(tokens)} tokens for {values.numel()} values.")
+    spans = []
+    for token, value, rgb in zip(tokens, values.flatten().tolist(), token_colours(values.flatten()), strict=True):
+        r, g, b = (rgb * 255).round().astype(int).tolist()
+        spans.append(
+            f'<span title="{value:.4g}" style="background-color: rgb({r}, {g}, {b}); color: {_ink(rgb)}; '
+            f'padding: 1px 3px; margin: 1px; border-radius: 3px; white-space: pre">{html.escape(str(token))}</span>'
+        )
+    head = f'<div style="font-size: 0.85em; color: #555">{html.escape(caption)}</div>' if caption else ""
+    return f'<div style="line-height: 2; margin-bottom: 0.5em">{head}{" ".join(spans)}</div>'
+
+
+class TokenView(FigureDisplay):
+    """Tokens coloured by their attribution, one line per input: HTML in Jupyter (:meth:`html`), a PNG elsewhere
+    (:meth:`figure`); :meth:`save` writes either. Red is for the target, blue against, white neutral; each input
+    has its own scale, its largest magnitude fully saturated."""
+
+    def __init__(self, tokens: Sequence[Sequence[str]], values: Sequence[Tensor], captions: Sequence[str]) -> None:
+        self.tokens = [list(t) for t in tokens]
+        self.values = [v.detach().float().cpu().flatten() for v in values]
+        self.captions = list(captions)
+        for i, (toks, vals) in enumerate(zip(self.tokens, self.values, strict=True)):
+            if len(toks) != vals.numel():
+                raise ValueError(f"input {i}: {len(toks)} tokens for {vals.numel()} values.")
+
+    def html(self) -> str:
+        """The HTML fragment: a ``<div>`` per input."""
+        return "".join(token_html(t, v, c) for t, v, c in zip(self.tokens, self.values, self.captions, strict=True))
+
+    def _repr_html_(self) -> str:
+        return self.html()
+
+    def figure(self, width: float = 8.0, fontsize: float = 10.0) -> NotebookFigure:
+        """The same picture drawn by matplotlib: monospaced tokens on their colours, lines wrapped at ``width``
+        inches."""
+        char = 0.6 * fontsize / 72  # a monospaced glyph's advance, in inches
+        line = 2.1 * fontsize / 72
+        margin = 0.15
+        rows: list[list[tuple[str, float, np.ndarray]]] = []  # per drawn line: (text, x, colour)
+        captions: dict[int, str] = {}
+        for tokens, values, caption in zip(self.tokens, self.values, self.captions, strict=True):
+            if caption:
+                captions[len(rows)] = caption
+                rows.append([])
+            rows.append([])
+            x = margin
+            for token, rgb in zip(tokens, token_colours(values), strict=True):
+                advance = (len(token) + 1) * char
+                if x + advance > width - margin and rows[-1]:
+                    rows.append([])
+                    x = margin
+                rows[-1].append((token, x, rgb))
+                x += advance
+        height = line * max(len(rows), 1) + 2 * margin
+        used = max((x + (len(t) + 1) * char for row in rows for t, x, _ in row), default=0.0)
+        used = max([used] + [margin + 0.8 * len(c) * char for c in captions.values()])
+        width = min(width, max(used + margin, 2.0))  # no empty space right of the longest line
+        figure = NotebookFigure(figsize=(width, height))
+        for r, row in enumerate(rows):
+            y = 1 - (margin + (r + 0.5) * line) / height
+            if r in captions:
+                figure.text(margin / width, y, captions[r], fontsize=fontsize * 0.8, color="#555", va="center")
+            for token, x, rgb in row:
+                box = {"facecolor": tuple(rgb), "edgecolor": "none", "boxstyle": "round,pad=0.2"}
+                figure.text(
+                    x / width, y, token, family="monospace", fontsize=fontsize, va="center", color=_ink(rgb), bbox=box
+                )
+        return figure
+
+    def save(self, path: str) -> None:
+        """Write the view: an HTML page for ``.html``/``.htm``, else the figure (PNG, PDF, SVG, ...)."""
+        if str(path).lower().endswith((".html", ".htm")):
+            with open(path, "w", encoding="utf-8") as file:
+                file.write(
+                    f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"></head><body>{self.html()}</body></html>\n'
+                )
+        else:
+            save_figure(self.figure(), path)

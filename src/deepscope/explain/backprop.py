@@ -51,9 +51,9 @@ class ReLURuleMethod(GradientMethod):
     options = defaults(reduce="max_abs")
     default_reduce = "max_abs"
 
-    def gradient(self, inputs: Tensor) -> Tensor:
+    def gradient(self, inputs: Tensor, at: Tensor | None = None) -> Tensor:
         with probe.rewrite(probe.relu_rewrite(self.relu_rule.apply)) as mode:
-            grad = self.input_gradient(inputs)
+            grad = super().gradient(inputs, at)
         if mode.calls == 0:
             warnings.warn(
                 f"{self.name}: the forward pass called no ReLU, so the result equals the plain gradient.",

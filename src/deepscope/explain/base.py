@@ -114,7 +114,9 @@ def describe(name: str) -> str:
     lines = [f"{name}: {(cls.__doc__ or '').strip()}", "", "options:"]
     for option, default in {**cls.options, **COMMON}.items():
         lines.append(f"  {option}={default!r}: {VOCABULARY[option]}")
-    if cls.uses_layer:
+    if cls.layer_optional:
+        lines.append("  layer: a name from model.named_modules(); attributes to that layer's output (optional)")
+    elif cls.uses_layer:
         lines.append("  layer: a name from model.named_modules()")
     return "\n".join(lines)
 
@@ -142,6 +144,9 @@ class Method(ABC):
     name: ClassVar[str]
     options: ClassVar[Mapping[str, Any]] = MappingProxyType({})
     uses_layer: ClassVar[bool] = False
+    # With uses_layer: whether the layer may be left out. Such a method explains the inputs without a layer and the
+    # layer's output with one (layer attribution), so explain() picks no default layer for it.
+    layer_optional: ClassVar[bool] = False
     # Whether the method reaches inside the model (module hooks, layers): only then must the model be an
     # nn.Module; the others accept any function of the input batch. Every registered method decides.
     needs_module: ClassVar[bool | None] = None
@@ -282,8 +287,12 @@ class Method(ABC):
 _MODE_DEPENDENT = (nn.modules.dropout._DropoutNd, nn.modules.batchnorm._BatchNorm)
 
 
-def _check_inputs(model: nn.Module, inputs: object, name: str = "inputs") -> Tensor:
-    """One input batch checked and moved to the model's device; ``name`` says which input, among several."""
+def _check_inputs(
+    model: nn.Module, inputs: object, cls: type[Method], layer: str | None = None, name: str = "inputs"
+) -> Tensor:
+    """One input batch checked and moved to the model's device; ``name`` says which input, among several.
+
+    Integers (token ids) pass only for a method that attributes to the given ``layer``."""
     several = name != "inputs"
     have, are, contain = ("has", "is", "contains") if several else ("have", "are", "contain")
     if not isinstance(inputs, Tensor):
@@ -292,8 +301,9 @@ def _check_inputs(model: nn.Module, inputs: object, name: str = "inputs") -> Ten
             + ("" if several else "or a tuple of them for a model with several inputs; ")
             + "convert with torch.as_tensor and add a batch axis for a single input."
         )
-    if not inputs.is_floating_point():
-        raise BadInputError(f"{name} {have} dtype {inputs.dtype}; pass floating-point inputs (x.float()).")
+    ids = is_integer(inputs)
+    if not inputs.is_floating_point() and not (ids and cls.layer_optional and layer is not None):
+        raise BadInputError(_not_floating(model, inputs, cls, f"{name} {have}"))
     if inputs.ndim < 2:
         raise BadInputError(
             f"{name} {have} shape {tuple(inputs.shape)}; a batch needs a leading N axis (x.unsqueeze(0))."
@@ -304,13 +314,37 @@ def _check_inputs(model: nn.Module, inputs: object, name: str = "inputs") -> Ten
         raise BadInputError(f"{name} {contain} NaN or infinite values; clean them before explaining.")
     dtype = probe.model_dtype(model)
     autocast = torch.is_autocast_enabled(inputs.device.type)
-    if dtype is not None and dtype != inputs.dtype and not autocast:
+    if dtype is not None and dtype != inputs.dtype and not autocast and not ids:
         raise BadInputError(
             f"{name} {are} {inputs.dtype} but the model's parameters are {dtype}; convert one to the other "
             f"(x.to({dtype}) or model.to({inputs.dtype}))."
         )
     device = probe.model_device(model)
     return inputs.detach().to(device)
+
+
+def is_integer(inputs: Tensor) -> bool:
+    """Whether ``inputs`` hold integers (token ids, say): they enter a model through a lookup, not arithmetic."""
+    return not (inputs.is_floating_point() or inputs.is_complex() or inputs.dtype == torch.bool)
+
+
+def _not_floating(model: nn.Module, inputs: Tensor, cls: type[Method], subject: str = "inputs have") -> str:
+    """Why inputs that are not floating-point cannot be explained as given, and what to pass instead."""
+    said = f"{subject} dtype {inputs.dtype}, and {cls.name} needs floating-point inputs"
+    if not is_integer(inputs):
+        return f"{said}; pass x.float()."
+    layered = ", ".join(name for name, c in _REGISTRY.items() if c.layer_optional)
+    # Modules named like embeddings (HF's "bert.embeddings") first, then the lookup tables themselves.
+    named = [name for name, _ in model.named_modules() if "embed" in name.rsplit(".", 1)[-1].lower()]
+    lookups = [name for name, m in model.named_modules() if name and isinstance(m, nn.Embedding)]
+    near = list(dict.fromkeys(close_names("embeddings", named) + lookups))[:4]
+    hint = f" (here perhaps {', '.join(repr(n) for n in near)})" if near else ""
+    how = "" if cls.layer_optional else f"use one of {layered} and "
+    return (
+        f"{said}: gradients cannot flow into integers (token ids, say). For token ids, {how}pass "
+        f"layer=<the embedding layer's name>{hint}: the attribution is then to that layer's output, one value per "
+        "token. For numbers that are not ids, pass x.float()."
+    )
 
 
 def _check_several(cls: type[Method], model: nn.Module, inputs: tuple[object, ...]) -> list[Tensor]:
@@ -321,7 +355,7 @@ def _check_several(cls: type[Method], model: nn.Module, inputs: tuple[object, ..
             f"{cls.name} explains one input tensor, not a tuple of {len(inputs)}: {cls.single_input_only}. "
             f"Methods that take several inputs: {accepting}."
         )
-    parts = [_check_inputs(model, x, f"inputs[{j}]") for j, x in enumerate(inputs)]
+    parts = [_check_inputs(model, x, cls, name=f"inputs[{j}]") for j, x in enumerate(inputs)]
     check_batch_sizes(parts)
     dtypes = {x.dtype for x in parts}
     if len(dtypes) > 1:
@@ -359,6 +393,8 @@ def _check_options(cls: type[Method], options: dict[str, Any]) -> dict[str, Any]
 def _to_input_resolution(heatmap: Tensor, inputs: Tensor) -> Tensor:
     spatial = tuple(inputs.shape[2:])
     if inputs.ndim <= 2 or (heatmap.ndim == inputs.ndim - 1 and tuple(heatmap.shape[1:]) == spatial):
+        return heatmap
+    if heatmap.ndim != inputs.ndim - 1:  # a map at a layer with other axes than the inputs (tokens of images)
         return heatmap
     mode = {1: "linear", 2: "bilinear", 3: "trilinear"}[len(spatial)]
     resized = torch.nn.functional.interpolate(heatmap[:, None].float(), size=spatial, mode=mode, align_corners=False)
@@ -444,12 +480,16 @@ def explain(
             a Keras model, in its own layout (``[N, H, W, C]`` when channels last). Results are channels first.
             For a model with several inputs, a tuple of such batches sharing N (``model(*inputs)``): the result
             is a :class:`MultiInputExplanation`, whose attribution and heatmap are tuples, one per input.
+            Integer inputs (token ids ``[N, T]``) need a gradient method with ``layer=``.
         method: one of :func:`methods`; :func:`describe` documents each method's options.
         target: ``None`` (the predicted class), an int, one int per input, a callable from the output to one
             scalar per input, or a :class:`deepscope.Unit`.
-        layer: for layer methods (the CAM family), a name from ``model.named_modules()`` (a Keras layer's name
-            for a Keras model); the default is the last feature map (convolutional, channels-last or tokens) from
-            which the gradient reaches the output: ``layer4`` of a ResNet, the last block's first norm of a ViT.
+        layer: a name from ``model.named_modules()`` (a Keras layer's name for a Keras model). The CAM family
+            explains that layer's feature maps (default: the last feature map (convolutional, channels-last or
+            tokens) from which the gradient reaches the output: ``layer4`` of a ResNet, the last block's first norm
+            of a ViT); the gradient methods (saliency, input x gradient, integrated gradients, SmoothGrad, guided
+            backprop, deconvnet) attribute to that layer's output instead of the inputs (layer attribution, as
+            Captum's ``Layer*`` classes), which is how token ids are explained: ``layer=`` the embedding layer.
         **options: the method's options (shared vocabulary: ``baseline``, ``steps``, ``batch_size``,
             ``samples``, ``noise``, ``window``, ``stride``, ``rule``, ``reshape``, ...), and for every method
             ``forward_args`` / ``forward_kwargs``, the model's extra arguments (``model(*inputs, *forward_args,
@@ -457,7 +497,9 @@ def explain(
 
     Returns:
         An :class:`Explanation` with ``heatmap`` ``[N, H, W]`` on the CPU for every method and ``attribution``
-        ``[N, C, H, W]`` where the method has one.
+        ``[N, C, H, W]`` where the method has one. With a gradient method at a layer, ``attribution`` has the
+        layer output's shape (``[N, T, D]`` for an embedding) and ``heatmap`` reduces its features: per token
+        ``[N, T]`` for token outputs, per position at the input's resolution for feature maps ``[N, C, h, w]``.
     """
     cls = method_class(method)
     if probe.is_function_model(model):
@@ -466,7 +508,7 @@ def explain(
     if several is None:
         given = probe.from_model_layout(model, inputs)  # a Keras model's inputs come in its own layout
         model = probe.torch_model(model)
-        x = _check_inputs(model, given)
+        x = _check_inputs(model, given, cls, layer)
         layout = Layout.of(x)
     else:
         given_each = tuple(probe.from_model_layout(model, part) for part in several)
@@ -476,10 +518,16 @@ def explain(
         x = layout.pack(parts)
     opts = _check_options(cls, options)
     if layer is not None and not cls.uses_layer:
-        raise BadInputError(f"{method} does not use a layer; drop layer={layer!r} (layer methods: CAM family).")
+        layered = ", ".join(name for name, c in _REGISTRY.items() if c.uses_layer)
+        raise BadInputError(f"{method} does not use a layer; drop layer={layer!r} (methods with a layer: {layered}).")
+    if layer is not None and cls.layer_optional and layout.packed:
+        raise BadInputError(
+            f"{method} with layer={layer!r} attributes to that layer's output, which one input tensor feeds; with "
+            "several inputs, pass the others as forward_args/forward_kwargs, or drop layer= to attribute to them."
+        )
     if cls.needs_spatial and not layout.packed and x.ndim < 3:
         raise BadInputError(f"{method} needs inputs with spatial axes (N, C, H, W); got {tuple(x.shape)}.")
-    if cls.uses_layer and layout.packed and layout.first_spatial is None:
+    if cls.uses_layer and not cls.layer_optional and layout.packed and layout.first_spatial is None:
         # Among several inputs only a layer method needs one with spatial axes: its map goes there.
         shapes = ", ".join(str(tuple(x.shape[:1]) + shape) for shape in layout.shapes)
         raise BadInputError(f"{method} needs an input with spatial axes (N, C, H, W) for its map; got {shapes}.")
@@ -496,7 +544,7 @@ def explain(
         )
     with probe.preserved(model):
         instance = cls(model, x, resolved, layer, opts, layout)
-        if cls.uses_layer and layer is None:
+        if cls.uses_layer and layer is None and not cls.layer_optional:
             args, kwargs = instance.forward_arguments(torch.zeros(1, dtype=torch.long))  # the first input's
             first = layout.unpack(x[:1])
             layer = instance.layer = probe.default_cam_layer(model, first, opts.get("output"), args, kwargs)

@@ -8,21 +8,103 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .. import probe
 from ..batches import batches as as_batches
-from ..errors import BadInputError
-from .base import Method, Result, defaults, method_class, register
+from ..errors import BadInputError, TargetError
+from .base import Method, Result, defaults, is_integer, method_class, register
 from .inputs import Layout
 
 
 class GradientMethod(Method):
-    """A method whose attribution is built from d(score)/d(input); subclasses may change the backward rule."""
+    """A method whose attribution is built from d(score)/d(input); subclasses may change the backward rule.
+
+    With a ``layer`` the same method attributes to that layer's output instead of the inputs (Captum's
+    ``LayerGradientXActivation``, ``LayerIntegratedGradients``, ...): the gradient starts at the layer, so the
+    inputs may be integers (token ids) that reach the network through an embedding lookup.
+    """
 
     # Runs the model and differentiates (backward rules rewrite torch's ReLU calls, not modules): any function of
-    # the inputs will do.
+    # the inputs will do. Only a layer needs a module, and explain() refuses layers for functions.
     needs_module = False
+    uses_layer = True
+    layer_optional = True
 
-    def gradient(self, inputs: Tensor) -> Tensor:
-        return self.input_gradient(inputs)
+    def gradient(self, inputs: Tensor, at: Tensor | None = None) -> Tensor:
+        """d(target score)/d(inputs); with a layer, d(target score)/d(its output), evaluated with the layer's output
+        replaced by ``at`` when given (a point on a path at the layer)."""
+        if self.layer is None:
+            return self.input_gradient(inputs)
+        return self.layer_gradient(inputs, at)
+
+    def point(self, inputs: Tensor) -> Tensor:
+        """Where the attribution lives: the inputs, or the layer's output on them."""
+        return inputs if self.layer is None else self.layer_output(inputs)
+
+    def layer_output(self, inputs: Tensor) -> Tensor:
+        """The layer's output on ``inputs``, without gradients."""
+        assert self.layer is not None
+        with probe.Hooks() as hooks, torch.no_grad():
+            record = probe.capture(hooks, self.model, self.layer)
+            self.run(inputs)
+        return self._single_call(record).detach()
+
+    def layer_gradient(self, inputs: Tensor, at: Tensor | None = None) -> Tensor:
+        """d(target score)/d(the layer's output) on ``inputs``, with that output replaced by ``at`` when given.
+
+        The forward pass runs without a graph up to the layer; from the layer on autograd records (as the CAM
+        family does), so nothing below the layer is differentiated and integer inputs are fine.
+        """
+        assert self.layer is not None
+        calls = 0
+
+        def start_graph(output: Tensor) -> Tensor:
+            nonlocal calls
+            calls += 1
+            if calls > 1:
+                raise self._runs_again()
+            values = output if at is None else at
+            if values.shape != output.shape:
+                raise BadInputError(
+                    f"layer {self.layer!r} outputs {tuple(output.shape)}, but the values to put in its place have "
+                    f"shape {tuple(values.shape)}."
+                )
+            torch.set_grad_enabled(True)  # restored when the surrounding no_grad block ends
+            return values.detach().to(output.dtype).requires_grad_(True)
+
+        with probe.Hooks() as hooks, torch.no_grad():
+            probe.replace_output(hooks, self.model, self.layer, start_graph)
+            record = probe.capture(hooks, self.model, self.layer)
+            scores, _ = self.forward(inputs, hooks)
+            leaf = self._single_call(record)
+            if not scores.requires_grad:
+                raise TargetError(
+                    f"the target does not depend on layer {self.layer!r}'s output; choose a layer between the "
+                    "inputs and the target."
+                )
+            (grad,) = torch.autograd.grad(scores.sum(), leaf)
+        if at is None and self.scores is None:
+            self.scores = scores.detach()
+        return grad
+
+    def _single_call(self, record: probe.Capture) -> Tensor:
+        """The layer's one output; a layer that runs several times per forward pass has no single output to
+        attribute to (replacing it would replace every call)."""
+        if len(record.outputs) > 1:
+            raise self._runs_again()
+        return record.output()
+
+    def _runs_again(self) -> BadInputError:
+        return BadInputError(
+            f"layer {self.layer!r} runs more than once in one forward pass; attributing to a layer's output needs "
+            "a layer that runs once (a module used once, or its parent block)."
+        )
+
+    def reduce(self, attribution: Tensor) -> Tensor:
+        """As :meth:`Method.reduce`; at a layer whose output has other axes than the inputs (tokens ``[N, T, D]``
+        of token ids ``[N, T]``, say), the features are the last axis, so the heatmap is per token ``[N, T]``."""
+        if self.layer is not None and attribution.ndim >= 3 and attribution.ndim != self.inputs.ndim:
+            return super().reduce(attribution.movedim(-1, 1))
+        return super().reduce(attribution)
 
 
 @register("saliency")
@@ -47,7 +129,7 @@ class InputXGradient(GradientMethod):
     options = defaults(reduce="sum")
 
     def attribute(self) -> Result:
-        return Result(attribution=self.inputs * self.gradient(self.inputs))
+        return Result(attribution=self.point(self.inputs) * self.gradient(self.inputs))
 
 
 def make_baseline(baseline: object, inputs: Tensor, data: object = None) -> Tensor:
@@ -147,6 +229,11 @@ class IntegratedGradients(GradientMethod):
     The integral uses Gauss-Legendre quadrature with ``steps`` nodes (Captum's default); all steps of all inputs
     go through the model in batches of ``batch_size`` rows. The attributions sum to about
     f(x) - f(baseline) (completeness).
+
+    With a ``layer``, the path runs between the layer's outputs on the baseline and on the inputs, put in the
+    layer's place while the model runs on the inputs (Captum's ``LayerIntegratedGradients``). For token ids the
+    ``baseline`` is a token id or a tensor of ids like the inputs (``pad_ids``; the default 0 is token id 0, as in
+    Captum), or a float tensor in the layer's output shape (``torch.zeros``: a zero embedding).
     """
 
     options = defaults(baseline=0.0, steps=50, batch_size=64, reduce="sum")
@@ -155,22 +242,62 @@ class IntegratedGradients(GradientMethod):
         steps, batch_size = self.count("steps"), self.count("batch_size")
         self.clean_scores()
         x = self.inputs
-        baseline = input_baselines(self.opts["baseline"], x, self.layout)
+        origin, end = self.endpoints(x)
         nodes, weights = np.polynomial.legendre.leggauss(steps)
-        alphas = torch.tensor((nodes + 1) / 2, dtype=x.dtype, device=x.device)
-        weights_t = torch.tensor(weights / 2, dtype=torch.float32, device=x.device)
-        total = torch.zeros_like(x, dtype=torch.float32)
+        alphas = torch.tensor((nodes + 1) / 2, dtype=end.dtype, device=end.device)
+        weights_t = torch.tensor(weights / 2, dtype=torch.float32, device=end.device)
+        total = torch.zeros_like(end, dtype=torch.float32)
         n = x.shape[0]
         # Rows are (step, input) pairs, step-major, so one chunk holds whole steps when batch_size >= n.
         per_chunk = max(1, batch_size // n)
         for start in range(0, steps, per_chunk):
             chunk = alphas[start : start + per_chunk]
-            shape = (-1,) + (1,) * x.ndim
-            path = baseline + chunk.view(shape) * (x - baseline)
-            grads = self.input_gradient(path.reshape(-1, *x.shape[1:]), record=False)
-            grads = grads.reshape(len(chunk), *x.shape).float()
+            shape = (-1,) + (1,) * end.ndim
+            path = (origin + chunk.view(shape) * (end - origin)).reshape(-1, *end.shape[1:])
+            if self.layer is None:
+                grads = self.gradient(path)
+            else:  # the model runs on the inputs, once per step, with the path in the layer's place
+                grads = self.gradient(x.repeat(len(chunk), *([1] * (x.ndim - 1))), at=path)
+            grads = grads.reshape(len(chunk), *end.shape).float()
             total += (grads * weights_t[start : start + per_chunk].view(shape)).sum(dim=0)
-        return Result(attribution=(x - baseline).float() * total)
+        return Result(attribution=(end - origin).float() * total)
+
+    def endpoints(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """The path's start (the baseline) and end (the inputs): in the inputs' space, or the layer's outputs."""
+        baseline = self.opts["baseline"]
+        if self.layer is None:
+            return input_baselines(baseline, x, self.layout), x
+        end = self.layer_output(x)
+        if isinstance(baseline, Tensor) and baseline.is_floating_point() and is_integer(x):
+            try:  # already at the layer: a float tensor cannot be token ids
+                return torch.broadcast_to(baseline.to(end), end.shape), end
+            except RuntimeError:
+                raise BadInputError(
+                    f"baseline of shape {tuple(baseline.shape)} is a float tensor, so it stands for layer "
+                    f"{self.layer!r}'s output, {tuple(end.shape)}, but does not broadcast to it; pass token ids "
+                    "shaped like the inputs, or a float tensor shaped like the layer's output."
+                ) from None
+        starts = id_baseline(baseline, x) if is_integer(x) else make_baseline(baseline, x)
+        return self.layer_output(starts), end
+
+
+def id_baseline(baseline: object, ids: Tensor) -> Tensor:
+    """The baseline token ids for integer inputs: one id for every position, or a tensor of ids like ``ids``."""
+    if isinstance(baseline, Tensor) and is_integer(baseline):
+        try:
+            return torch.broadcast_to(baseline.to(ids), ids.shape)
+        except RuntimeError:
+            raise BadInputError(
+                f"baseline ids of shape {tuple(baseline.shape)} do not broadcast to the inputs {tuple(ids.shape)}."
+            ) from None
+    whole = isinstance(baseline, (int, np.integer)) or (isinstance(baseline, float) and baseline.is_integer())
+    if whole and not isinstance(baseline, bool):
+        return torch.full_like(ids, int(baseline))  # type: ignore[call-overload]
+    raise BadInputError(
+        f"baseline={baseline!r} does not fit integer inputs (token ids): pass a token id (an int, such as the "
+        "padding id), a tensor of ids shaped like the inputs, or a float tensor shaped like the layer's output "
+        "(torch.zeros(...) for a zero embedding)."
+    )
 
 
 @register("smoothgrad")
@@ -185,6 +312,10 @@ class SmoothGrad(Method):
 
     options = defaults(base="saliency", samples=25, noise=0.15, batch_size=64, seed=None)
     needs_module = False  # its bases are gradient methods, which take functions
+    # With a layer, the noise still goes into the inputs and the base attributes to the layer (as Captum's
+    # NoiseTunnel around a layer method).
+    uses_layer = True
+    layer_optional = True
 
     def attribute(self) -> Result:
         base_cls = method_class(str(self.opts["base"]))
@@ -192,6 +323,11 @@ class SmoothGrad(Method):
             raise BadInputError(
                 f"smoothgrad cannot average {self.opts['base']!r}; use a gradient method such as 'saliency', "
                 "'input_x_gradient', 'guided_backprop' or 'deconvnet'."
+            )
+        if is_integer(self.inputs):
+            raise BadInputError(
+                f"smoothgrad adds noise to the inputs, and these are integers ({self.inputs.dtype}: token ids?); "
+                "use saliency, input_x_gradient or integrated_gradients at the layer instead."
             )
         samples, batch_size = self.count("samples"), self.count("batch_size")
         self.clean_scores()
@@ -206,9 +342,11 @@ class SmoothGrad(Method):
 
         sigma = self.layout.map(scale, x)
         generator = self.generator(x.device)
-        base = base_cls(self.model, x, self.target, None, {**base_cls.options, **self.common_options()}, self.layout)
+        base = base_cls(
+            self.model, x, self.target, self.layer, {**base_cls.options, **self.common_options()}, self.layout
+        )
         per_chunk = max(1, batch_size // n)
-        attribution = torch.zeros_like(x, dtype=torch.float32)
+        attribution: Tensor | None = None  # shaped like the inputs, or like the layer's output
         heatmaps: list[Tensor | None] = [None] * len(self.layout)
         for start in range(0, samples, per_chunk):
             k = min(per_chunk, samples - start)
@@ -219,12 +357,13 @@ class SmoothGrad(Method):
             base.inputs = noisy
             part = base.attribute().attribution
             assert part is not None
-            part = part.reshape(k, *x.shape).float()
-            attribution += part.sum(dim=0)
-            for j, maps in enumerate(base.heatmaps(part.reshape(k * n, *x.shape[1:]))):
+            part = part.reshape(k, n, *part.shape[1:]).float()
+            attribution = part.sum(dim=0) if attribution is None else attribution + part.sum(dim=0)
+            for j, maps in enumerate(base.heatmaps(part.reshape(k * n, *part.shape[2:]))):
                 if maps is not None:
                     summed = maps.reshape(k, n, *maps.shape[1:]).sum(dim=0)
                     total = heatmaps[j]
                     heatmaps[j] = summed if total is None else total + summed
+        assert attribution is not None
         means = tuple(None if total is None else total / samples for total in heatmaps)
         return Result(attribution=attribution / samples, heatmap=means if self.layout.packed else means[0])
