@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from .evaluate.faithfulness import faithfulness
     from .explain import compare, describe, explain, methods
     from .explanation import Explanation
+    from .features import objectives
     from .features.activations import activations, dead_units
     from .features.dream import dream
     from .features.filters import filters
@@ -47,7 +48,7 @@ if TYPE_CHECKING:
     from .features.patches import top_patches
     from .features.receptive_field import receptive_field
     from .render import overlay
-    from .targets import Unit
+    from .targets import Unit, probability
     from .track import Run
     from .track.tensorboard import SummaryWriter
 
@@ -76,8 +77,9 @@ _LAZY = {
         ["activations", "dead_units", "dream", "filters", "maximize", "multifaceted", "receptive_field", "top_patches"],
         ".features",
     ),
+    "objectives": ".features",
     "overlay": ".render",
-    "Unit": ".targets",
+    **dict.fromkeys(["Unit", "probability"], ".targets"),
     "Run": ".track",
     "SummaryWriter": ".track.tensorboard",
 }
@@ -116,7 +118,9 @@ __all__ = [
     "methods",
     "multifaceted",
     "neighbors",
+    "objectives",
     "overlay",
+    "probability",
     "project",
     "receptive_field",
     "sanity_check",

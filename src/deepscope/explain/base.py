@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from .. import probe
 from ..errors import BadInputError, close_names
 from ..explanation import Explanation
-from ..targets import Target, TargetSpec, Unit
+from ..targets import Target, TargetSpec, layers_of
 
 # The shared option vocabulary: one meaning per name across every method.
 VOCABULARY: dict[str, str] = {
@@ -38,7 +38,7 @@ VOCABULARY: dict[str, str] = {
     "call": "which call of a layer that runs more than once per forward pass is explained (default: the last)",
     "seed": "seed of the random generator, for reproducible samples",
     "base": "the gradient method SmoothGrad averages ('saliency', 'guided_backprop', ...)",
-    "probability": "occlusion measures the drop in the target's softmax probability instead of its score",
+    "probability": "deprecated: occlusion measures the target on the softmax; pass target=ds.probability(target)",
     "incremental": "occlusion recomputes only what each patch changes: None (where the model allows), True, False",
     "segments": "LIME's interpretable features: 'grid', 'slic' (needs scikit-image), or a tensor of segment ids",
     "grid": "cells per side of LIME's grid segmentation",
@@ -170,16 +170,15 @@ class Method(ABC):
             generator.manual_seed(int(seed))
         return generator
 
-    def forward(self, inputs: Tensor, hooks: probe.Hooks | None = None, of: int | None = None) -> tuple[Tensor, Tensor]:
-        """Run the model; return (one target score per row, the model's output).
+    def forward(
+        self, inputs: Tensor, hooks: probe.Hooks | None = None, of: int | None = None, rows: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """Run the model, capturing the layers the target reads; return (one target score per row, the output).
 
-        With ``of=i`` every row is a variant of input ``i`` and is scored for input ``i``'s target.
+        With ``of=i`` every row is a variant of input ``i`` and is scored for input ``i``'s target; ``rows`` names
+        each row's input.
         """
-        with probe.Hooks() as own:
-            unit = probe.capture(hooks or own, self.model, self.target.layer) if self.target.layer else None
-            output = self.run(inputs)
-            scores = self.target.scores(unit.output() if unit else output, of=of)
-        return scores, output
+        return self.target.forward(self.model, self.run, inputs, hooks, of=of, rows=rows)
 
     def run(self, inputs: Tensor) -> Tensor:
         """The model's score tensor for ``inputs``, read from its output as the ``output`` option says."""
@@ -279,7 +278,7 @@ def _function_model(cls: type[Method], function: Callable[[Tensor], Any], layer:
             f"{type(function).__name__}; pass the module itself, or use a method that accepts a function: "
             f"{accepting}."
         )
-    if layer is not None or isinstance(target, Unit):
+    if layer is not None or layers_of(target):  # type: ignore[arg-type]
         raise BadInputError(
             f"a {type(function).__name__} given as the model has no layers to read; layer= and Unit targets need "
             "a torch.nn.Module (pass the module itself)."
@@ -307,7 +306,8 @@ def explain(
             a Keras model, in its own layout (``[N, H, W, C]`` when channels last). Results are channels first.
         method: one of :func:`methods`; :func:`describe` documents each method's options.
         target: ``None`` (the predicted class), an int, one int per input, a callable from the output to one
-            scalar per input, or a :class:`deepscope.Unit`.
+            scalar per input, a :class:`deepscope.Unit`, :func:`deepscope.probability` of a class, or any objective
+            of :mod:`deepscope.targets` (``channel``, ``neuron``, ``logit``, ...) and sums of them.
         layer: for layer methods (the CAM family), a name from ``model.named_modules()`` (a Keras layer's name
             for a Keras model); the default is the last convolutional feature map.
         **options: the method's options (shared vocabulary: ``baseline``, ``steps``, ``batch_size``,
@@ -331,8 +331,8 @@ def explain(
     if layer is not None:
         probe.named_layer(model, layer)
     resolved = Target(target, x.shape[0])
-    if resolved.layer is not None:
-        probe.named_layer(model, resolved.layer)
+    for name in resolved.layers:
+        probe.named_layer(model, name)
     if any(m.training and isinstance(m, _MODE_DEPENDENT) for m in model.modules()):
         warnings.warn(
             f"{type(model).__name__} is in training mode: dropout and batch statistics make explanations "
