@@ -39,7 +39,6 @@ if TYPE_CHECKING:
     from .evaluate.faithfulness import faithfulness
     from .explain import compare, describe, explain, methods
     from .explanation import Explanation
-    from .features import objectives
     from .features.activations import activations, dead_units
     from .features.dream import dream
     from .features.filters import filters
@@ -77,7 +76,6 @@ _LAZY = {
         ["activations", "dead_units", "dream", "filters", "maximize", "multifaceted", "receptive_field", "top_patches"],
         ".features",
     ),
-    "objectives": ".features",
     "overlay": ".render",
     **dict.fromkeys(["Unit", "probability"], ".targets"),
     "Run": ".track",
@@ -118,7 +116,6 @@ __all__ = [
     "methods",
     "multifaceted",
     "neighbors",
-    "objectives",
     "overlay",
     "probability",
     "project",
