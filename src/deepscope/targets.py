@@ -580,7 +580,6 @@ class Unit:
         elif position is None:
             return Objective(channel(layer, index).score, [layer], name, [_check_channels(layer, index)])
         else:
-
             where: tuple[slice | int, ...] = (slice(None), index, *position)
 
             def score(a: Reading) -> Tensor:
