@@ -170,9 +170,9 @@ class Objective:
             return NotImplemented
         return Combination(((1.0, self), (1.0, part)), 0.0, f"{self.name} + {part.name}")
 
-    def __radd__(self, other: object) -> Objective:  # sum([...]) starts from 0
+    def __radd__(self, other: object) -> Objective:
         if isinstance(other, (int, float)) and not isinstance(other, bool):
-            return self + other
+            return self if other == 0 else self + other  # sum([...]) starts from 0
         part = _operand(other)
         return NotImplemented if part is None else part + self
 
