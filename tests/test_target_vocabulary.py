@@ -229,3 +229,12 @@ def test_sanity_freezes_a_predicted_probability_on_the_trained_model(x):
         warnings.simplefilter("ignore")
         check = ds.sanity_check(model, x, methods=["saliency"], target=ds.probability(None))
     assert check.targets.tolist() == model(x).argmax(1).tolist()
+
+
+def test_a_function_model_takes_output_targets_and_refuses_layer_targets(x):
+    model = tiny_cnn()
+    function = ds.explain(lambda batch: model(batch), x, method="saliency", target=ds.probability(1) - logit(2))
+    module = ds.explain(model, x, method="saliency", target=ds.probability(1) - logit(2))
+    torch.testing.assert_close(function.attribution, module.attribution)
+    with pytest.raises(ds.BadInputError, match="no layers to read"):
+        ds.explain(lambda batch: model(batch), x, method="saliency", target=logit(1) + channel("conv2", 1))

@@ -281,7 +281,7 @@ def _function_model(cls: type[Method], function: Callable[[Tensor], Any], layer:
     if layer is not None or layers_of(target):  # type: ignore[arg-type]
         raise BadInputError(
             f"a {type(function).__name__} given as the model has no layers to read; layer= and Unit targets need "
-            "a torch.nn.Module (pass the module itself)."
+            "a torch.nn.Module (pass the module itself), as do targets that read a layer (channel, neuron, ...)."
         )
     return probe.FunctionModel(function)
 
