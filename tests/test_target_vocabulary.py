@@ -238,3 +238,14 @@ def test_a_function_model_takes_output_targets_and_refuses_layer_targets(x):
     torch.testing.assert_close(function.attribution, module.attribution)
     with pytest.raises(ds.BadInputError, match="no layers to read"):
         ds.explain(lambda batch: model(batch), x, method="saliency", target=logit(1) + channel("conv2", 1))
+
+
+def test_a_class_needs_class_scores_and_logit_reads_a_maps_mean(x):
+    torch.manual_seed(0)
+    segmenter = nn.Conv2d(3, 4, 1).eval()  # (N, classes, H, W): a class score per pixel
+    with pytest.raises(ds.TargetError, match=r"not \(N, classes\)"):
+        ds.explain(segmenter, x, method="saliency", target=1)
+    e = ds.explain(segmenter, x, method="input_x_gradient", target=logit(1))
+    weight, bias = segmenter.weight.detach()[1, :, 0, 0], segmenter.bias.detach()[1]
+    torch.testing.assert_close(e.scores, (x * weight[:, None, None]).sum(1).mean(dim=(1, 2)) + bias)
+    torch.testing.assert_close(e.attribution, x * weight[:, None, None] / (16 * 16))

@@ -251,15 +251,18 @@ def _not_classes(shape: tuple[int, ...]) -> TargetError:
 
 
 class ClassScore(Objective):
-    """A class's score in the model's output ``(N, classes)`` (a map ``(N, classes, ...)``: its mean over positions).
+    """A class's score in the model's output ``(N, classes)``.
 
     ``index`` is one class for every input, one per input (in ``maximize``: per image), or ``None``: the class the
-    model predicts for each clean input.
+    model predicts for each clean input. With ``positions`` (:func:`logit`) an output map ``(N, classes, ...)``
+    scores the class's mean over positions; otherwise any shape but ``(N, classes)`` is an error that suggests a
+    callable, so that a tensor that is not the scores is never read as if it were.
     """
 
-    def __init__(self, index: int | Tensor | None, prefix: str = "") -> None:
+    def __init__(self, index: int | Tensor | None, prefix: str = "", positions: bool = False) -> None:
         self.index = index
         self.prefix = prefix
+        self.positions = positions
         if index is None:
             name = "predicted"
         elif isinstance(index, int):
@@ -270,7 +273,7 @@ class ClassScore(Objective):
 
     def _score(self, reading: Reading) -> Tensor:
         output = reading[OUTPUT]
-        if output.ndim < 2:
+        if output.ndim < 2 or (output.ndim > 2 and not self.positions):
             raise _not_classes(tuple(output.shape))
         values = output if output.ndim == 2 else output.flatten(2).mean(2)
         if isinstance(self.index, int):
@@ -286,7 +289,7 @@ class ClassScore(Objective):
 
     def _check(self, shapes: Shapes) -> int | None:
         shape = tuple(shapes[OUTPUT])
-        if len(shape) < 2:
+        if len(shape) < 2 or (len(shape) > 2 and not self.positions):
             raise _not_classes(shape)
         count = shape[1]
         given = [] if self.index is None else [self.index] if isinstance(self.index, int) else self.index.tolist()
@@ -308,7 +311,7 @@ class ClassScore(Objective):
         return self.index is None
 
     def fixed(self, predicted: Tensor) -> Objective:
-        return ClassScore(predicted.cpu().long(), self.prefix) if self.index is None else self
+        return ClassScore(predicted.cpu().long(), self.prefix, self.positions) if self.index is None else self
 
     def classes(self, count: int, predicted: Tensor | None) -> Tensor | None:
         if self.index is None:
@@ -347,9 +350,10 @@ def _indices(index: Indices | Tensor | None, what: str) -> int | Tensor | None:
 
 
 def logit(index: Indices | Tensor | None) -> Objective:
-    """The model's output ``index`` (a class's pre-softmax score); a sequence gives input ``b`` class ``index[b]``;
-    ``None`` the predicted class (explain only: it is fixed on the clean inputs)."""
-    return ClassScore(_indices(index, "logit index"), prefix="logit")
+    """The model's output ``index`` (a class's pre-softmax score; of an output map, its mean over positions); a
+    sequence gives input ``b`` class ``index[b]``; ``None`` the predicted class (explain only: it is fixed on the
+    clean inputs)."""
+    return ClassScore(_indices(index, "logit index"), prefix="logit", positions=True)
 
 
 class Probability(Objective):
@@ -699,10 +703,9 @@ class Target:
     def bind(self, output: Tensor, activations: Mapping[str, Tensor] | None = None) -> None:
         """Fix the predicted classes from the clean inputs' output, and check the target against the shapes."""
         if self.needs_prediction and self.predicted is None:
-            if output.ndim < 2:
+            if output.ndim != 2:
                 raise _not_classes(tuple(output.shape))
-            values = output if output.ndim == 2 else output.flatten(2).mean(2)
-            self.predicted = values.detach().argmax(dim=1).cpu()
+            self.predicted = output.detach().argmax(dim=1).cpu()
         if self._checked:
             return
         shapes = {OUTPUT: tuple(output.shape), **{k: tuple(v.shape) for k, v in (activations or {}).items()}}
