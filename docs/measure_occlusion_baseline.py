@@ -53,7 +53,7 @@ def main() -> None:
     }
     for probability in (True, False):
         for name, baseline in rows.items():
-            options = {**demo, **baseline, "probability": probability}
+            options = {**demo, **baseline, "target": ds.probability(None) if probability else None}
             share = on_object(model, inputs, mask, **options)
             measured = "probability" if probability else "logit"
             print(f"{name:<32} {measured:<12} largest drop on the object in {share:.0%} of {IMAGES} images")

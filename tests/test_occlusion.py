@@ -237,7 +237,7 @@ def test_probability_by_hand(incremental: bool) -> None:
     """Each element's value is the mean drop in softmax probability over the windows that cover it."""
     model, x = geometry_cnn(), _inputs(1, 3, 12, 12)
     window, stride, target = 6, 3, 4
-    e = _explain(model, x, window=window, stride=stride, baseline=0.0, target=target, probability=True,
+    e = _explain(model, x, window=window, stride=stride, baseline=0.0, target=ds.probability(target),
                  incremental=incremental)  # fmt: skip
     with torch.no_grad():
         clean = model(x).softmax(dim=1)[0, target]

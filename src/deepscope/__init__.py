@@ -47,7 +47,7 @@ if TYPE_CHECKING:
     from .features.patches import top_patches
     from .features.receptive_field import receptive_field
     from .render import overlay
-    from .targets import Unit
+    from .targets import Unit, probability
     from .track import Run
     from .track.tensorboard import SummaryWriter
 
@@ -77,7 +77,7 @@ _LAZY = {
         ".features",
     ),
     "overlay": ".render",
-    "Unit": ".targets",
+    **dict.fromkeys(["Unit", "probability"], ".targets"),
     "Run": ".track",
     "SummaryWriter": ".track.tensorboard",
 }
@@ -118,6 +118,7 @@ __all__ = [
     "multifaceted",
     "neighbors",
     "overlay",
+    "probability",
     "project",
     "receptive_field",
     "sanity_check",

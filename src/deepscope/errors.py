@@ -21,8 +21,8 @@ class LayerNotFoundError(DeepscopeError, KeyError):
         return str(self.args[0])
 
 
-class TargetError(DeepscopeError):
-    """A target does not name one scalar per input."""
+class TargetError(BadInputError):
+    """A target does not name one scalar per input (a bad class, channel or layer for this model: bad input)."""
 
 
 class NotSupportedError(DeepscopeError, AttributeError):

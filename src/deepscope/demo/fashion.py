@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from ..targets import probability
 from ..track import Run
 from .cpu import choose_threads, cpu_threads
 from .data import BACKGROUND, CLASSES, FashionData, load_fashion_mnist, to_inputs
@@ -31,7 +32,7 @@ METHODS: tuple[str, ...] = ("gradcam", "saliency", "guided_gradcam", "occlusion"
 # data set's mean grey adds a grey square to the black background and moves the largest drop there (see
 # docs/occlusion.md). The drop is in class probability, as Zeiler & Fergus measured it (seeds 001 and 004).
 OPTIONS: dict[str, dict[str, object]] = {
-    "occlusion": {"window": 4, "stride": 2, "baseline": BACKGROUND, "probability": True}
+    "occlusion": {"window": 4, "stride": 2, "baseline": BACKGROUND, "target": probability(None)}
 }
 
 

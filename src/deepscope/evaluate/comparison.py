@@ -22,6 +22,7 @@ from ..errors import BadInputError, DeepscopeError
 from ..explain.base import explain
 from ..explain.base import methods as registered_methods
 from ..render import NotebookFigure, TableDisplay, new_figure
+from ..targets import as_target
 from ..track.records import COMPARISON_METRICS, LOWER_IS_BETTER
 from .faithfulness import faithfulness
 from .sanity import MapFunction, _check, sanity_check
@@ -154,7 +155,8 @@ def compare_methods(
             registered methods.
         metrics: any of ``"deletion"``, ``"insertion"``, ``"sanity"``.
         sort_by: the metric to rank by (default: the first of ``metrics``).
-        options: per-method ``ds.explain`` options, e.g. ``{"occlusion": {"window": 4}}``.
+        options: per-method ``ds.explain`` options, e.g. ``{"occlusion": {"window": 4}}``; a ``target`` among them
+            says how that method measures the predicted class (``ds.probability(None)``).
         random: add a uniform random map (``"random"``) as the yardstick.
         steps: deletion/insertion steps per input.
         batch_size: rows per forward pass in deletion/insertion.
@@ -215,12 +217,15 @@ def _measure(
     baseline: float | str | Tensor | None = None,
 ) -> dict[str, Tensor]:
     """One method's per-input values of each metric."""
+    opts = dict(opts)
+    # A method's options may measure the predicted class its own way (ds.probability(None)): still the same classes.
+    target = as_target(opts.pop("target", None)).fixed(targets)
     if callable(method):
         heatmap = method(model, x)
     else:
         explain_opts = dict(opts)
         layer = explain_opts.pop("layer", None)
-        heatmap = explain(model, x, method=method, target=targets, layer=layer, **explain_opts).heatmap
+        heatmap = explain(model, x, method=method, target=target, layer=layer, **explain_opts).heatmap
     values = {}
     for metric in ("deletion", "insertion"):
         if metric in metrics:
@@ -237,7 +242,7 @@ def _measure(
             )
             values[metric] = curves.auc
     if "sanity" in metrics:
-        check = sanity_check(model, x, methods=[method], target=targets, options=_sanity_options(method, opts))
+        check = sanity_check(model, x, methods=[method], target=target, options=_sanity_options(method, opts))
         name = check.methods[0]
         values["sanity"] = check.mean_over_steps(name, "spearman")
     return values

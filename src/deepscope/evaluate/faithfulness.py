@@ -8,6 +8,7 @@ probability rise fast (high area).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Literal
 
@@ -20,7 +21,7 @@ from ..errors import BadInputError
 from ..explain.gradients import make_baseline
 from ..explanation import Explanation
 from ..render import FigureDisplay, NotebookFigure, new_figure
-from ..targets import Target, TargetSpec
+from ..targets import ClassScore, Probability, Target, TargetSpec
 
 # A progress bar appears from this many batches on (and only on a terminal: tqdm's disable=None).
 _PROGRESS_FROM = 8
@@ -114,11 +115,12 @@ def faithfulness(
         baseline: what removed elements become: a number, ``"mean"``, ``"blur"`` or a tensor; default 0 for
             deletion and ``"blur"`` for insertion, as in the paper.
         batch_size: rows per forward pass.
-        target: the class to measure when ``explanation`` is a tensor (or has no classes): None (predicted),
-            an int, one per input or a callable output -> one scalar per input. An :class:`Explanation`'s own
+        target: what to measure when ``explanation`` is a tensor (or has no classes): any target of
+            ``ds.explain`` (None for the predicted class, an int, one per input, a callable output -> one scalar per
+            input, ``ds.probability(...)``, a ``ds.Unit`` or an objective). An :class:`Explanation`'s own
             ``targets`` are used otherwise.
-        probability: measure the softmax probability of the target class; ``False`` measures its raw score
-            (a callable target always reads the raw output).
+        probability: measure a class target (None, an int, one per input) as its softmax probability
+            (``ds.probability(target)``); ``False`` measures its raw score. Other targets are measured as they are.
         progress: show a tqdm bar; ``None`` shows it for long runs on a terminal.
 
     Returns:
@@ -135,8 +137,8 @@ def faithfulness(
         raise BadInputError(f"explanation must be an Explanation or a heatmap tensor, not {kind}.")
     _check(model, inputs, heatmap, steps, batch_size, metric)
     resolved = Target(target, inputs.shape[0])
-    if resolved.unit is not None:
-        raise BadInputError("faithfulness measures the model's output; a ds.Unit target is not supported.")
+    if probability and isinstance(resolved.objective, ClassScore):  # a class is measured as its probability
+        resolved.measure_probability()
     device = probe.model_device(model)
     x = inputs.detach().to(device)
     if baseline is None:
@@ -160,18 +162,16 @@ def faithfulness(
     batches = -(-rows // batch_size)
     disable = (not progress) if progress is not None else (None if batches >= _PROGRESS_FROM else True)
     with torch.no_grad(), tqdm(total=batches, desc=metric, unit="batch", disable=disable, leave=False) as bar:
-        clean = probe.run(model, x)
-        resolved.bind(clean)
+        run = functools.partial(probe.run, model)
+        resolved.forward(model, run, x)  # binds a predicted-class target on the clean inputs
         for first in range(0, rows, batch_size):
             # Rows are (input, step) pairs, input-major.
             index = torch.arange(first, min(first + batch_size, rows), device=device)
             image, step = index // (steps + 1), index % (steps + 1)
             mask = (rank[image] < changed[step][:, None])[:, None]
             batch = torch.where(mask, end[image], start[image]).reshape(len(index), *x.shape[1:])
-            output = probe.run(model, batch)
-            if probability and resolved.fn is None:
-                output = output.float().softmax(dim=1)
-            values[first : first + len(index)] = _scores(resolved, output, image).float().cpu()
+            scores, _ = resolved.forward(model, run, batch, of=image)
+            values[first : first + len(index)] = scores.float().cpu()
             bar.update()
     curves = values.reshape(n, steps + 1)
     return Faithfulness(
@@ -181,13 +181,5 @@ def faithfulness(
         fractions=torch.linspace(0, 1, steps + 1),
         targets=resolved.classes,
         method=method,
-        probability=probability and resolved.fn is None,
+        probability=isinstance(resolved.objective, Probability),
     )
-
-
-def _scores(target: Target, output: Tensor, image: Tensor) -> Tensor:
-    """The target's score for each row; row ``r`` belongs to input ``image[r]``."""
-    if target.fn is not None:
-        return target.scores(output)
-    assert target.classes is not None
-    return output.gather(1, target.classes.to(output.device)[image][:, None])[:, 0]

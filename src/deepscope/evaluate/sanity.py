@@ -232,12 +232,10 @@ def frozen_targets(model: nn.Module, inputs: Tensor, target: TargetSpec) -> tupl
     model is asked about the same classes, not about its own (changed) predictions."""
     x = inputs.detach().to(probe.model_device(model))
     resolved = Target(target, x.shape[0])
-    spec: TargetSpec = target
-    if resolved.fn is None and resolved.unit is None:
+    if resolved.needs_prediction:
         with torch.no_grad(), probe.preserved(model):
             resolved.bind(probe.run(model, x))
-        spec = resolved.classes
-    return x, resolved, spec
+    return x, resolved, resolved.frozen()
 
 
 def explain_maps(

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from .. import probe
 from ..errors import BadInputError, close_names
 from ..explanation import Explanation, MultiInputExplanation
-from ..targets import Rows, Target, TargetSpec, Unit, row_inputs
+from ..targets import Rows, Target, TargetSpec, layers_of, row_inputs
 from .inputs import Layout, check_batch_sizes, check_tuple
 
 # The shared option vocabulary: one meaning per name across every method.
@@ -40,7 +40,7 @@ VOCABULARY: dict[str, str] = {
     "call": "which call of a layer that runs more than once per forward pass is explained (default: the last)",
     "seed": "seed of the random generator, for reproducible samples",
     "base": "the gradient method SmoothGrad averages ('saliency', 'guided_backprop', ...)",
-    "probability": "occlusion measures the drop in the target's softmax probability instead of its score",
+    "probability": "deprecated: occlusion measures the target on the softmax; pass target=ds.probability(target)",
     "incremental": "occlusion recomputes only what each patch changes: None (where the model allows), True, False",
     "segments": "LIME's interpretable features: 'grid', 'slic' (needs scikit-image), or a tensor of segment ids",
     "grid": "cells per side of LIME's grid segmentation",
@@ -201,16 +201,13 @@ class Method(ABC):
         return generator
 
     def forward(self, inputs: Tensor, hooks: probe.Hooks | None = None, of: Rows = None) -> tuple[Tensor, Tensor]:
-        """Run the model; return (one target score per row, the model's output).
+        """Run the model, capturing the layers the target reads; return (one target score per row, the output).
 
         ``of`` says which input each row stands for (:data:`deepscope.targets.Rows`): by default the batch repeats
-        the inputs; with ``of=i`` every row is a variant of input ``i`` and is scored for input ``i``'s target.
+        the inputs; with ``of=i`` every row is a variant of input ``i`` and is scored for input ``i``'s target; a
+        tensor names each row's input.
         """
-        with probe.Hooks() as own:
-            unit = probe.capture(hooks or own, self.model, self.target.layer) if self.target.layer else None
-            output = self.run(inputs, of)
-            scores = self.target.scores(unit.output() if unit else output, of=of)
-        return scores, output
+        return self.target.forward(self.model, lambda batch: self.run(batch, of), inputs, hooks, of=of)
 
     def run(self, inputs: Tensor, of: Rows = None) -> Tensor:
         """The model's score tensor for ``inputs``, read from its output as the ``output`` option says.
@@ -430,10 +427,10 @@ def _function_model(cls: type[Method], function: Callable[..., Any], layer: obje
             f"{type(function).__name__}; pass the module itself, or use a method that accepts a function: "
             f"{accepting}."
         )
-    if layer is not None or isinstance(target, Unit):
+    if layer is not None or layers_of(target):  # type: ignore[arg-type]
         raise BadInputError(
             f"a {type(function).__name__} given as the model has no layers to read; layer= and Unit targets need "
-            "a torch.nn.Module (pass the module itself)."
+            "a torch.nn.Module (pass the module itself), as do targets that read a layer (channel, neuron, ...)."
         )
     return probe.FunctionModel(function)
 
@@ -483,7 +480,8 @@ def explain(
             Integer inputs (token ids ``[N, T]``) need a gradient method with ``layer=``.
         method: one of :func:`methods`; :func:`describe` documents each method's options.
         target: ``None`` (the predicted class), an int, one int per input, a callable from the output to one
-            scalar per input, or a :class:`deepscope.Unit`.
+            scalar per input, a :class:`deepscope.Unit`, :func:`deepscope.probability` of a class, or any objective
+            of :mod:`deepscope.targets` (``channel``, ``neuron``, ``logit``, ...) and sums of them.
         layer: a name from ``model.named_modules()`` (a Keras layer's name for a Keras model). The CAM family
             explains that layer's feature maps (default: the last feature map (convolutional, channels-last or
             tokens) from which the gradient reaches the output: ``layer4`` of a ResNet, the last block's first norm
@@ -534,8 +532,8 @@ def explain(
     if layer is not None:
         probe.named_layer(model, layer)
     resolved = Target(target, x.shape[0])
-    if resolved.layer is not None:
-        probe.named_layer(model, resolved.layer)
+    for name in resolved.layers:
+        probe.named_layer(model, name)
     if any(m.training and isinstance(m, _MODE_DEPENDENT) for m in model.modules()):
         warnings.warn(
             f"{type(model).__name__} is in training mode: dropout and batch statistics make explanations "

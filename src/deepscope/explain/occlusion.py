@@ -69,11 +69,11 @@ class Occlusion(Method):
     [N, C, *spatial] is, per element, the mean of ``score(x) - score(occluded x)`` over the windows that cover it
     (Captum's convention; a window that reaches past the border is cut there, and elements no window covers get
     0). ``heatmap`` is its channel mean.
-    ``probability=True`` measures the softmax probability of the target instead of its score (as Zeiler & Fergus
-    did); the explanation's ``scores`` stay the clean scores.
+    To measure the drop in the softmax probability of a class instead of its score (as Zeiler & Fergus did), pass
+    ``target=ds.probability(target)``; ``probability=True`` is its deprecated spelling.
 
     ``incremental=None`` (default) recomputes only what each patch changes where the model allows it (torch.fx
-    traceable, no hooks, eval mode, a class or callable target), else runs whole forward passes; ``True`` asks
+    traceable, no hooks, eval mode, a target on the model's output), else runs whole forward passes; ``True`` asks
     for it (a warning says why when it cannot be had), ``False`` always runs whole passes. Both give the same
     numbers within float rounding.
 
@@ -105,17 +105,21 @@ class Occlusion(Method):
         probability = self.opts["probability"]
         if not isinstance(probability, bool):
             raise BadInputError(f"probability={probability!r} must be True or False.")
-        if probability and self.target.unit is not None:
-            raise BadInputError(
-                "probability=True needs the model's class output; a Unit target reads a layer, so drop probability."
+        if probability:  # the old spelling of a probability target
+            warnings.warn(
+                "occlusion's probability=True is deprecated: pass the target as a probability instead, "
+                "target=ds.probability(target) (e.g. ds.probability(None) for the predicted class); the "
+                "explanation's scores are then the clean probabilities.",
+                DeprecationWarning,
+                stacklevel=3,
             )
+            self.target.measure_probability()
         baseline = input_baselines(self.opts["baseline"], x, self.layout, self.opts["data"])
 
         with torch.no_grad():
             self.scores, output = self.forward(x)
             self.scores = self.scores.detach()
-            every = torch.arange(x.shape[0], device=x.device)
-            reference = self.scores if self.target.unit is not None else self._scores(output, every)
+            reference = self.scores
 
         engine = self._engine(output) if incremental is not False else None
         batches = 0
@@ -180,30 +184,6 @@ class Occlusion(Method):
     def _axes(spatial: tuple[int, ...], window: tuple[int, ...], stride: tuple[int, ...]) -> list[list[int]]:
         return [_starts(s, w, st) for s, w, st in zip(spatial, window, stride)]
 
-    # Scores ------------------------------------------------------------------------------------------------------
-
-    def _scores(self, output: Tensor, rows: Tensor) -> Tensor:
-        """The target's score (or probability) for each row of a model output; ``rows`` names each row's input."""
-        if self.opts["probability"]:
-            if output.ndim != 2:
-                raise BadInputError(
-                    f"probability=True needs a (N, classes) output; the model's output has shape {tuple(output.shape)}."
-                )
-            output = output.softmax(dim=1)
-        if self.target.fn is not None:
-            return self.target.scores(output)
-        self.target.bind(output)  # checks a given class against the output too
-        assert self.target.classes is not None
-        classes = self.target.classes.to(output.device)[rows]
-        return output.gather(1, classes[:, None])[:, 0]
-
-    def _batch_scores(self, batch: Tensor, rows: Tensor) -> Tensor:
-        """Scores of a plain batch of occluded inputs."""
-        if self.target.unit is not None:
-            scores, _ = self.forward(batch, of=rows)
-            return scores
-        return self._scores(self.run(batch, of=rows), rows)
-
     # The sliding window ---------------------------------------------------------------------------------------
 
     def _one_size(
@@ -261,7 +241,7 @@ class Occlusion(Method):
                 for b, (row, w) in enumerate(part):
                     region: tuple[Any, ...] = tuple(slice(int(a), int(c)) for a, c in zip(lo[w], hi[w]))
                     occluded[(b, slice(None), *region)] = background[(row, slice(None), *region)]
-                yield rows, part[:, 1], reference[rows] - self._batch_scores(batch, rows)
+                yield rows, part[:, 1], reference[rows] - self.forward(batch, of=rows)[0]
                 progress.update(1)
             return
         for chunk in self._chunks(engine, count, batch_size):
@@ -277,7 +257,7 @@ class Occlusion(Method):
                 rows = torch.as_tensor(local[pick], device=x.device)
                 chosen: Boxes = {k: (v[0][pick], v[1][pick]) for k, v in boxes.items()}
                 output = engine.run(rows, chosen, baseline[chunk])
-                scores = self._scores(output, rows + first)
+                scores = self.target.scores(output, of=rows + first)
                 yield rows + first, w_index[pick], reference[rows + first] - scores
                 progress.update(1)
 
@@ -295,8 +275,8 @@ class Occlusion(Method):
         reason = None
         if isinstance(self.model, probe.FunctionModel):
             reason = "the model is a function, which torch.fx does not trace into"
-        elif self.target.unit is not None:
-            reason = "a Unit target reads a layer inside the model"
+        elif self.target.layers:
+            reason = "the target reads a layer inside the model"
         elif self.opts["output"] is not None:
             reason = "output= reads the scores from the model's output in its own way"
         elif self.layout.packed:

@@ -18,13 +18,13 @@ from tqdm.auto import tqdm
 from .. import probe
 from ..errors import BadInputError
 from .maximize import MIN_SIZE
-from .objectives import Objective, activation_norm, check_layers, forward_until
+from .objectives import Objective, Unit, activation_norm, as_objective, check_layers, forward_until
 
 
 def dream(
     model: nn.Module,
     image: Tensor,
-    layer: str | Objective,
+    layer: str | Objective | Unit,
     steps: int = 10,
     *,
     octaves: int = 4,
@@ -40,7 +40,7 @@ def dream(
     Args:
         model: the network (eval mode and frozen parameters during the call; both restored).
         image: ``[C, H, W]`` or ``[B, C, H, W]`` in [0, 1].
-        layer: the layer whose activation norm grows, or any objective (e.g. ``channel(layer, c)``).
+        layer: the layer whose activation norm grows, or any target (e.g. ``channel(layer, c)``, a ``ds.Unit``).
         steps: gradient steps per octave.
         octaves: how many scales, the smallest ``octave_scale ** (octaves - 1)`` times smaller than the image.
         octave_scale: the size ratio between consecutive octaves.
@@ -59,9 +59,9 @@ def dream(
         raise BadInputError("image must be a float tensor [C, H, W] or [B, C, H, W] with values in [0, 1].")
     if image.min() < 0 or image.max() > 1:
         raise BadInputError("image values must lie in [0, 1] (before the model's preprocessing).")
-    objective = activation_norm(layer) if isinstance(layer, str) else layer
-    if not isinstance(objective, Objective):
+    if not isinstance(layer, (str, Objective, Unit)):
         raise BadInputError(f"layer must be a layer name or an objective, not {type(layer).__name__}.")
+    objective = activation_norm(layer) if isinstance(layer, str) else as_objective(layer)
     check_layers(model, objective.layers)
     for name, value in (("steps", steps), ("octaves", octaves)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:

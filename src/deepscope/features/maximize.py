@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 from .. import probe
 from ..errors import BadInputError
 from ..render import FigureDisplay, NotebookFigure, new_figure
+from ..targets import TargetSpec
 from ..track.records import Image
 from .objectives import Objective, as_objective, check_layers, forward_until
 from .param import FourierImage, PixelImage, noise_sd
@@ -338,7 +339,7 @@ def _start_tensor(start: Tensor, channels: int, size: tuple[int, int]) -> Tensor
 
 def maximize(
     model: nn.Module,
-    target: Objective | int | tuple,
+    target: TargetSpec | tuple,
     steps: int = 256,
     *,
     start: Literal["zeros", "noise"] | Tensor = "noise",
@@ -361,8 +362,10 @@ def maximize(
         model: the network; run on its own device, in eval mode, its parameters frozen for the run (both restored).
             A Keras 3 model on the torch backend works too, with Keras layer names; the images stay channels first
             (``preprocess`` and ``start`` too), the model gets its own layout.
-        target: an :class:`Objective` (``logit(c)``, ``channel(layer, c)``, ``neuron(layer, c, y, x)``,
-            ``channels(layer)``, or a weighted sum of them); an int is a class logit, ``(layer, c)`` a channel.
+        target: any target of ``ds.explain`` but the predicted class: an :class:`Objective` (``logit(c)``,
+            ``channel(layer, c)``, ``neuron(layer, c, y, x)``, ``channels(layer)``, ``probability(c)``, or a
+            weighted sum of them), a ``ds.Unit``, a callable on the output; an int is a class logit, ``(layer, c)``
+            a channel.
         steps: optimisation steps.
         start: ``"zeros"`` (the data's mean, the zero of the model's input), ``"noise"`` (random around the mean,
             seeded) or an image ``[C, H, W]`` / ``[B, C, H, W]`` in [0, 1].
