@@ -220,33 +220,46 @@ class _Relevance(torch.autograd.Function):
 
 
 class _PassThrough(torch.autograd.Function):
-    """Returns ``output``; relevance reaches ``x`` unchanged (activations, a BatchNorm folded into its layer)."""
+    """Returns ``output``; relevance reaches ``x`` unchanged (activations, a BatchNorm folded into its layer, a
+    product with a constant), summed over the axes ``output`` broadcast ``x`` to."""
 
     @staticmethod
     def forward(ctx: Any, x: Tensor, output: Tensor) -> Tensor:
+        ctx.shape = x.shape
         return output.clone()
 
     @staticmethod
     def backward(ctx: Any, relevance: Tensor) -> tuple[Tensor, None]:
-        return relevance, None
+        return relevance.sum_to_size(ctx.shape), None
 
 
 class _Split(torch.autograd.Function):
-    """``a + b``; relevance is shared in proportion to the summands (epsilon-stabilised), broadcasting undone."""
+    """``a + b``; relevance is shared in proportion to the summands (epsilon-stabilised), broadcasting undone.
+
+    A summand that does not depend on the inputs (a position embedding) keeps its share: ``absorb`` is told it.
+    """
 
     @staticmethod
-    def forward(ctx: Any, a: Tensor, b: Tensor, epsilon: float) -> Tensor:
+    def forward(
+        ctx: Any, a: Tensor, b: Tensor, epsilon: float, absorb: Callable[[Tensor], None] | None = None
+    ) -> Tensor:
         ctx.save_for_backward(a, b)
-        ctx.epsilon = epsilon
+        ctx.epsilon, ctx.absorb = epsilon, absorb
         return a + b
 
     @staticmethod
-    def backward(ctx: Any, relevance: Tensor) -> tuple[Tensor | None, Tensor | None, None]:
+    def backward(ctx: Any, relevance: Tensor) -> tuple[Tensor | None, Tensor | None, None, None]:
         a, b = ctx.saved_tensors
         share = _divide(relevance, a + b, ctx.epsilon)
-        to_a = (a * share).sum_to_size(a.shape) if ctx.needs_input_grad[0] else None
-        to_b = (b * share).sum_to_size(b.shape) if ctx.needs_input_grad[1] else None
-        return to_a, to_b, None
+        shares = []
+        for summand, needed in ((a, ctx.needs_input_grad[0]), (b, ctx.needs_input_grad[1])):
+            if needed:
+                shares.append((summand * share).sum_to_size(summand.shape))
+                continue
+            if ctx.absorb is not None:
+                ctx.absorb(summand * share)
+            shares.append(None)
+        return shares[0], shares[1], None, None
 
 
 # Rewrites of torch functions ---------------------------------------------------------------------------------
@@ -274,6 +287,11 @@ ACTIVATIONS: tuple[Callable[..., object], ...] = (
     torch.sigmoid,
     Tensor.sigmoid,
     F.sigmoid,
+    F.hardswish,
+    F.hardsigmoid,
+    F.mish,
+    F.selu,
+    F.celu,
 )
 POOLINGS: tuple[Callable[..., object], ...] = (
     F.avg_pool1d,
@@ -284,6 +302,8 @@ POOLINGS: tuple[Callable[..., object], ...] = (
     F.adaptive_avg_pool3d,
     torch.mean,
     Tensor.mean,
+    torch.sum,
+    Tensor.sum,
 )
 ADDITIONS: tuple[Callable[..., object], ...] = (
     torch.add,
@@ -294,8 +314,12 @@ ADDITIONS: tuple[Callable[..., object], ...] = (
 )
 
 
-def _rewrites(epsilon: float) -> dict[Callable[..., object], Callable[..., object]]:
-    """Replacements for activations, average poolings and additions; untracked tensors are left alone."""
+def _rewrites(p: _Propagation) -> dict[Callable[..., object], Callable[..., object]]:
+    """Replacements for activations, average poolings and additions, and those of :mod:`.lrp_functions`
+    (normalisations, attention, products); untracked tensors are left alone."""
+    from .lrp_functions import function_rules  # it builds on this module's autograd functions
+
+    epsilon = p.epsilon
 
     def activation(func: Callable[..., Any], x: object, *args: object, **kwargs: object) -> object:
         if not _tracked(x):
@@ -319,10 +343,16 @@ def _rewrites(epsilon: float) -> dict[Callable[..., object], Callable[..., objec
         plain = args or set(kwargs) - {"alpha"} or kwargs.get("alpha", 1) != 1
         if plain or not isinstance(a, Tensor) or not isinstance(b, Tensor) or not (_tracked(a) or _tracked(b)):
             return NotImplemented
+        if p.is_attention(a) or p.is_attention(b):
+            return NotImplemented
+        if not p.biases and not (_tracked(a) and _tracked(b)):
+            # A constant summand (a position embedding) is a bias: left out, the other summand keeps everything.
+            x = a if _tracked(a) else b
+            return _PassThrough.apply(x, a.detach() + b.detach())
         # In-place forms (out += identity) return a new tensor: Python rebinds the name to it.
-        return _Split.apply(a, b, epsilon)
+        return _Split.apply(a, b, epsilon, p.absorb)
 
-    table: dict[Callable[..., object], Callable[..., object]] = {}
+    table: dict[Callable[..., object], Callable[..., object]] = function_rules(p)
     for func in ACTIVATIONS:
         table[func] = partial(activation, func)
     for func in POOLINGS:
@@ -330,6 +360,11 @@ def _rewrites(epsilon: float) -> dict[Callable[..., object], Callable[..., objec
     for func in ADDITIONS:
         table[func] = addition
     return table
+
+
+def _module_name(names: dict[nn.Module, str], module: nn.Module) -> str:
+    name = names.get(module, "")
+    return f"{name} ({type(module).__name__})" if name else f"the model's own forward ({type(module).__name__})"
 
 
 # One forward pass with the rules in place ---------------------------------------------------------------------
@@ -400,8 +435,22 @@ class _Propagation:
     folded: int = 0
     indirect: bool = False
     recomputing: bool = False
+    biases: bool = True
+    # Functions with no rule that relevance reached, as "what in which module", in the order first reached.
+    unruled: dict[str, None] = field(default_factory=dict)
+    # The modules running now, innermost last, and every module's name: where a function without a rule ran.
+    running: list[nn.Module] = field(default_factory=list)
+    names: dict[nn.Module, str] = field(default_factory=dict)
+    # Softmax outputs (attention weights) by id, held so that ids stay unique during the forward pass.
+    attention: dict[int, Tensor] = field(default_factory=dict)
+    # Per input, the relevance that reached constants (a class token, a position embedding), float64.
+    constants: Tensor | None = None
 
     def attach(self, hooks: probe.Hooks, model: nn.Module) -> None:
+        for name, module in model.named_modules():
+            self.names.setdefault(module, name)
+            hooks.add(module.register_forward_pre_hook(self.enter))
+            hooks.add(module.register_forward_hook(self.leave))
         for module in model.modules():
             if isinstance(module, (*_CONVS, nn.Linear)):
                 channels_first = isinstance(module, _CONVS)
@@ -415,6 +464,63 @@ class _Propagation:
                 hooks.add(module.register_forward_hook(hook))
             elif isinstance(module, _NORMS):
                 hooks.add(module.register_forward_hook(self.batch_norm))
+
+    def enter(self, module: nn.Module, _args: object) -> None:
+        self.running.append(module)
+
+    def leave(self, module: nn.Module, _args: object, _output: object) -> None:
+        if self.running and self.running[-1] is module:
+            self.running.pop()
+
+    def in_ruled_module(self) -> bool:
+        """Whether the innermost running module is one whose forward hook applies a rule to its output."""
+        return bool(self.running) and isinstance(self.running[-1], (*_CONVS, nn.Linear, *_NORMS))
+
+    def unruled_note(self, what: str) -> Callable[[], None]:
+        """A callback recording that relevance reached ``what``, called in the module running now."""
+        where = _module_name(self.names, self.running[-1]) if self.running else "the model"
+        note = f"{what} in {where}"
+
+        def reached() -> None:
+            self.unruled.setdefault(note)
+
+        return reached
+
+    def live(self, t: object) -> bool:
+        """Whether ``t`` carries relevance: it depends on the inputs and is not a softmax's attention weights."""
+        return _tracked(t) and not self.is_attention(t)
+
+    def is_attention(self, t: object) -> bool:
+        return isinstance(t, Tensor) and self.attention.get(id(t)) is t
+
+    def attention_weights(self, t: Tensor) -> Tensor:
+        self.attention[id(t)] = t
+        return t
+
+    def absorb(self, relevance: Tensor) -> None:
+        """Record relevance that reached a constant; summed per input when its first axis is the batch."""
+        batch = self.inputs.shape[0]
+        total = relevance.detach().double()
+        per_input = total.reshape(batch, -1).sum(1) if total.ndim and total.shape[0] == batch else None
+        if per_input is None:
+            per_input = total.sum().expand(batch) / batch
+        self.constants = per_input if self.constants is None else self.constants + per_input
+
+    def affine(
+        self, x: Tensor, output: Tensor, compute: Callable[..., Tensor], weight: Tensor | None, bias: Tensor | None
+    ) -> Tensor:
+        """``output = compute(x, weight, bias)``, a linear map of ``x`` (a normalisation held constant), under the
+        epsilon rule (without its bias if the rules are)."""
+        detached = [None if t is None else t.detach() for t in (weight, bias)]
+        return _Relevance.apply(x, output.detach(), _Call(compute, *detached, self.affine_rule, self.epsilon))
+
+    def linear_layer(
+        self, x: Tensor, output: Tensor, compute: Callable[..., Tensor], weight: Tensor, bias: Tensor | None
+    ) -> Tensor:
+        """A Linear layer computed functionally (inside attention), under the rule of Linear layers."""
+        self.layers += 1
+        call = _Call(compute, weight.detach(), None if bias is None else bias.detach(), self.rule, self.epsilon)
+        return _Relevance.apply(x, output.detach(), call)
 
     def own_forward(self, module: nn.Module, x: Tensor, weight: Tensor | None, bias: Tensor | None) -> Tensor:
         """``module``'s own forward with ``weight``/``bias`` in place of its parameters; our hooks stand aside."""
@@ -511,14 +617,19 @@ def absorbed(relevance: Tensor, scores: Tensor) -> Tensor:
     return torch.where(score == 0, torch.full_like(share, float("nan")), share).float()
 
 
-def _unsupported(model: nn.Module) -> list[str]:
-    """Types of leaf modules with parameters that no rule covers."""
-    names = set()
-    for module in model.modules():
-        has_params = any(True for _ in module.parameters(recurse=False))
-        if has_params and not isinstance(module, (*_CONVS, nn.Linear, *_NORMS)):
-            names.add(type(module).__name__)
-    return sorted(names)
+def _refusal(unruled: list[str]) -> str:
+    return (
+        f"lrp has no rule for {'; '.join(unruled)}: relevance would cross "
+        f"{'it' if len(unruled) == 1 else 'them'} as a plain gradient, so it would not be conserved (the sum of the "
+        "attribution could be off by orders of magnitude). LRP has rules for Conv/Linear/BatchNorm networks with "
+        "element-wise activations, poolings and residual additions (VGG, ResNet, DenseNet, ...) and, by conservative "
+        "propagation, for transformers: LayerNorm/GroupNorm/RMSNorm, attention (nn.MultiheadAttention, "
+        "F.scaled_dot_product_attention, softmax(q k^T) @ v), GELU, products with constants (ViT, DeiT, Swin, "
+        "ConvNeXt from torchvision, timm or Hugging Face). Products of two tensors that both depend on the inputs "
+        "(gates, squeeze-and-excitation), softmax outside attention (explain the logits instead) and other functions "
+        "have none: explain this model with a gradient method ('input_x_gradient', 'integrated_gradients', ...) "
+        "or occlusion."
+    )
 
 
 # The method ------------------------------------------------------------------------------------------------
@@ -575,18 +686,17 @@ class LRP(Method):
     }
 
     def attribute(self) -> Result:
+        from .lrp_functions import otherwise  # it builds on this module's autograd functions
+
         propagation = self.propagation()
-        unsupported = _unsupported(self.model)
-        if unsupported:
-            warnings.warn(
-                f"lrp has no rule for {', '.join(unsupported)}: relevance crosses them as a plain gradient, "
-                "so it is not conserved there.",
-                stacklevel=3,
-            )
         x = propagation.inputs
-        with probe.Hooks() as hooks, torch.enable_grad():
+        with probe.preserved(self.model), probe.Hooks() as hooks, torch.enable_grad():
+            # Frozen parameters: a tensor requires grad exactly when it depends on the inputs, so rules can tell
+            # the inputs' features from constants (a class token, a position embedding, attention weights' inputs).
+            for param in self.model.parameters():
+                param.requires_grad_(False)
             propagation.attach(hooks, self.model)
-            with probe.rewrite(_rewrites(propagation.epsilon)):
+            with probe.rewrite(_rewrites(propagation), otherwise(propagation)):
                 scores, _ = self.forward(x)
             self.scores = scores.detach()
             if not scores.requires_grad:
@@ -596,6 +706,8 @@ class LRP(Method):
                 )
             # Outside the rewrite: the rules' own arithmetic must run unmodified.
             (relevance,) = torch.autograd.grad(scores, x, grad_outputs=scores.detach(), allow_unused=True)
+        if propagation.unruled:
+            raise BadInputError(_refusal(list(propagation.unruled)))
         if propagation.layers == 0:
             warnings.warn(
                 "lrp: the forward pass ran no Conv/Linear layer on the inputs, so no rule applied.", stacklevel=3
@@ -615,7 +727,11 @@ class LRP(Method):
             )
         if relevance is None:
             relevance = torch.zeros_like(x)
-        return Result(attribution=relevance.detach(), extras={"absorbed": absorbed(relevance.detach(), self.scores)})
+        extras = {"absorbed": absorbed(relevance.detach(), self.scores)}
+        if propagation.constants is not None:
+            score = self.scores.detach().double()
+            extras["constants"] = (propagation.constants / torch.where(score == 0, 1.0, score)).float()
+        return Result(attribution=relevance.detach(), extras=extras)
 
     def propagation(self) -> _Propagation:
         """The validated options as the state of one propagation."""
@@ -647,7 +763,7 @@ class LRP(Method):
             first_rule = None if first_rule is None else without_biases(first_rule)
         low, high = self.bounds()
         x = self.inputs.detach().requires_grad_(True)
-        return _Propagation(x, rule, first_rule, epsilon, affine_rule, low, high)
+        return _Propagation(x, rule, first_rule, epsilon, affine_rule, low, high, biases=biases)
 
     def number(self, name: str) -> float:
         value = self.opts[name]
