@@ -437,17 +437,28 @@ def test_z_box_bounds_follow_the_inputs_through_a_flatten():
     torch.testing.assert_close(flat.attribution.flatten(1), direct.attribution)
 
 
-def test_normalisation_inside_the_model_is_reported():
+@pytest.mark.parametrize("constants", ["numbers", "tensors"])
+def test_normalisation_inside_the_model_passes_relevance_on(constants):
+    """``(x - mean) / std`` inside the model: the division is a diagonal map (relevance passes unchanged), the
+    subtraction a bias; so the inputs get the relevance the network gives its normalised inputs."""
+    if constants == "numbers":
+        mean, std_view = 0.5, 0.25
+    else:
+        mean, std_view = torch.full((1, 3, 1, 1), 0.5), torch.tensor([0.2, 0.25, 0.3]).view(1, 3, 1, 1)
+
     class Normalised(nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            self.net = small_cnn()
+            self.net = small_cnn(bias=False)
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return self.net((x - 0.5) / 0.25)
+            return self.net((x - mean) / std_view)
 
-    with pytest.warns(UserWarning, match="Normalise the inputs"):
-        ds.explain(Normalised().eval(), images(), method="lrp")
+    model, x = Normalised().eval(), images()
+    e = lrp(model, x, biases=False, epsilon=1e-9)
+    inner = lrp(model.net, (x - mean) / std_view, biases=False, epsilon=1e-9)
+    torch.testing.assert_close(e.attribution, inner.attribution, rtol=1e-4, atol=1e-6)
+    assert relative_gap(e.attribution, e.scores).max() < 1e-4
 
 
 class _PaddedConv(nn.Conv2d):

@@ -1,20 +1,23 @@
 """Layer-wise relevance propagation (Bach et al. 2015; Montavon et al. 2019, "LRP: an overview").
 
 Relevance travels backwards as autograd's "gradient": the gradient that reaches a tensor *is* that tensor's
-relevance. Four kinds of operation get their own backward, all installed for one forward pass and all undone
-when it ends:
+relevance. Four kinds of operation get their own backward here, all installed for one forward pass and all undone
+when it ends (the model's parameters are frozen for that pass, so a tensor requires grad exactly when it depends on
+the inputs):
 
 * Conv1d/2d/3d and Linear layers (forward hooks): the output is wrapped in :class:`_Relevance`, whose backward
   applies an LRP rule to the layer (with a BatchNorm that directly follows it folded in, see below).
 * average pooling (``avg_pool*``, ``adaptive_avg_pool*``, ``mean``; modules and functional calls alike, through
   :func:`deepscope.probe.rewrite`): the epsilon rule on the pooling as a linear map, i.e. proportional.
 * element-wise activations (ReLU and its relatives, also functional and in-place): relevance passes unchanged.
-* the sum of two tensors (``a + b``, ``torch.add``, ``out += identity``): relevance is split in proportion to
-  the two summands, so it is conserved through residual connections. Autograd's gradient of ``a + b`` would
-  copy the relevance to both branches, which is why peer implementations blow up on ResNets.
+* the sum of two tensors (``a + b``, ``torch.add``, ``out += identity``, ``a - b``): relevance is split in
+  proportion to the two summands, so it is conserved through residual connections. Autograd's gradient of
+  ``a + b`` would copy the relevance to both branches, which is why peer implementations blow up on ResNets.
 
-Everything else (max pooling, flatten, views, concatenation, dropout in eval mode) passes relevance the way
-its gradient does, which is the LRP rule for them (max pooling: winner takes all).
+:mod:`.lrp_functions` adds the rules of transformers (normalisations and attention held constant, products with
+constants) and refuses any other function that relevance would reach; views, indexing, concatenation, max pooling
+and dropout in eval mode pass relevance the way their gradient does, which is the LRP rule for them (max pooling:
+winner takes all).
 
 A rule is declarative: a sum of *parts*, each a signed sum of *terms* ``layer(inputs(x); params(W), params(b))``
 that share one denominator ``z``; a term's relevance is ``inputs(x) * d/dinputs [term] . R / z``. The epsilon,
@@ -312,6 +315,7 @@ ADDITIONS: tuple[Callable[..., object], ...] = (
     Tensor.__add__,
     Tensor.__iadd__,
 )
+SUBTRACTIONS: tuple[Callable[..., object], ...] = (torch.sub, Tensor.sub, Tensor.__sub__, Tensor.__isub__)
 
 
 def _rewrites(p: _Propagation) -> dict[Callable[..., object], Callable[..., object]]:
@@ -352,6 +356,12 @@ def _rewrites(p: _Propagation) -> dict[Callable[..., object], Callable[..., obje
         # In-place forms (out += identity) return a new tensor: Python rebinds the name to it.
         return _Split.apply(a, b, epsilon, p.absorb)
 
+    def subtraction(a: object, b: object, *args: object, **kwargs: object) -> object:
+        if args or kwargs or not isinstance(a, Tensor) or not isinstance(b, Tensor) or not (_tracked(a) or _tracked(b)):
+            return NotImplemented
+        # a + (-b); the negation passes relevance on unchanged (the epsilon rule on z = -b).
+        return addition(a, _PassThrough.apply(b, -b.detach()) if _tracked(b) else -b)
+
     table: dict[Callable[..., object], Callable[..., object]] = function_rules(p)
     for func in ACTIVATIONS:
         table[func] = partial(activation, func)
@@ -359,6 +369,8 @@ def _rewrites(p: _Propagation) -> dict[Callable[..., object], Callable[..., obje
         table[func] = partial(pooling, func)
     for func in ADDITIONS:
         table[func] = addition
+    for func in SUBTRACTIONS:
+        table[func] = subtraction
     return table
 
 
@@ -433,7 +445,6 @@ class _Propagation:
     layers: int = 0
     first_layers: int = 0
     folded: int = 0
-    indirect: bool = False
     recomputing: bool = False
     biases: bool = True
     # Functions with no rule that relevance reached, as "what in which module", in the order first reached.
@@ -553,9 +564,6 @@ class _Propagation:
         self.pending[id(result)] = (result, call)
         self.layers += 1
         self.first_layers += first
-        # Operations other than views between the inputs and a first layer (normalisation inside the model)
-        # pass relevance as a plain gradient: x / std scales it by 1 / std.
-        self.indirect = self.indirect or (first and x is not self.inputs and x._base is not self.inputs)
         return result
 
     def batch_norm(self, module: nn.Module, args: tuple[object, ...], output: object) -> Tensor | None:
@@ -618,8 +626,9 @@ def absorbed(relevance: Tensor, scores: Tensor) -> Tensor:
 
 
 def _refusal(unruled: list[str]) -> str:
+    shown = "; ".join(unruled[:4]) + (f"; and {len(unruled) - 4} more" if len(unruled) > 4 else "")
     return (
-        f"lrp has no rule for {'; '.join(unruled)}: relevance would cross "
+        f"lrp has no rule for {shown}: relevance would cross "
         f"{'it' if len(unruled) == 1 else 'them'} as a plain gradient, so it would not be conserved (the sum of the "
         "attribution could be off by orders of magnitude). LRP has rules for Conv/Linear/BatchNorm networks with "
         "element-wise activations, poolings and residual additions (VGG, ResNet, DenseNet, ...) and, by conservative "
@@ -667,8 +676,12 @@ class LRP(Method):
 
     Relevance passes element-wise activations unchanged, is split in proportion to the summands at every
     ``a + b`` (so it is conserved through residual connections), goes to the winner in max pooling and in
-    proportion to the inputs in average pooling (``mean`` included). Multiplications, attention and
-    normalisations other than BatchNorm have no rule: relevance crosses them as a plain gradient.
+    proportion to the inputs in average pooling (``mean`` included). Transformers are explained by conservative
+    propagation (Ali et al. 2022): LayerNorm's normalisation and attention's softmax weights are held constant,
+    the epsilon rule applies to the linear map that is left; relevance reaching a class token or position
+    embedding is reported as ``extras["constants"]``. A function without a rule that relevance would reach (a
+    product of two tensors that both depend on the inputs, a softmax outside attention, ...) is refused with a
+    BadInputError naming it and its module.
     """
 
     needs_module = True  # hooks every layer to apply its rule
@@ -716,13 +729,6 @@ class LRP(Method):
             warnings.warn(
                 f"lrp: no Conv/Linear layer reads the inputs directly, so first_rule={propagation.first_rule.name!r} "
                 "applied nowhere (operations before the first layer pass relevance as a plain gradient).",
-                stacklevel=3,
-            )
-        if propagation.indirect:
-            warnings.warn(
-                "lrp: the first layer reads the inputs through operations other than reshaping (normalisation "
-                "inside the model?); relevance crosses them as a plain gradient and is not conserved there. "
-                "Normalise the inputs before passing them to the model to avoid this.",
                 stacklevel=3,
             )
         if relevance is None:

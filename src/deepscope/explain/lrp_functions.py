@@ -170,6 +170,9 @@ NEUTRAL: frozenset[Callable[..., object]] = frozenset(
 )
 
 
+_PRODUCTS = frozenset({"mul", "mul_", "__mul__", "__rmul__", "div", "__truediv__", "matmul", "__matmul__", "bmm"})
+
+
 def _tensors(value: object) -> list[Tensor]:
     if isinstance(value, Tensor):
         return [value]
@@ -190,9 +193,12 @@ def otherwise(p: _Propagation) -> Callable[..., object]:
         result = func(*args, **kwargs)
         if func in NEUTRAL or getattr(func, "__name__", "") == "__get__" or p.in_ruled_module():
             return result
-        if not any(_tracked(t) for t in _tensors(list(args)) + _tensors(list(kwargs.values()))):
+        tracked = sum(_tracked(t) for t in _tensors(list(args)) + _tensors(list(kwargs.values())))
+        if not tracked:
             return result
-        reached = p.unruled_note(_function_name(func))
+        name = _function_name(func)
+        both = " of two tensors that both depend on the inputs" if tracked > 1 and name in _PRODUCTS else ""
+        reached = p.unruled_note(f"{name}{both}")
         if isinstance(result, Tensor):
             return _Unruled.apply(result, reached) if _tracked(result) else result
         if type(result) in (tuple, list) and all(isinstance(t, Tensor) or t is None for t in result):
@@ -274,9 +280,8 @@ def function_rules(p: _Propagation) -> Table:
     def product(func: Callable[..., Any], a: object, b: object, *args: object, **kwargs: object) -> object:
         if args or kwargs:
             return NotImplemented
-        if not p.live(a) and not p.live(b) and (p.is_attention(a) or p.is_attention(b)):
-            if not (_tracked(a) and _tracked(b)):  # attention weights times a mask: still attention weights
-                return p.attention_weights(func(a, b))
+        if (p.is_attention(a) and not _tracked(b)) or (p.is_attention(b) and not _tracked(a)):
+            return p.attention_weights(func(a, b))  # attention weights times a mask: still attention weights
         if p.live(a) == p.live(b) or _tracked(b if p.live(a) else a):
             return NotImplemented  # both depend on the inputs: no rule (a gate); neither: nothing to do
         x = a if p.live(a) else b
