@@ -447,8 +447,9 @@ class _Propagation:
     folded: int = 0
     recomputing: bool = False
     biases: bool = True
-    # Functions with no rule that relevance reached, as "what in which module", in the order first reached.
-    unruled: dict[str, None] = field(default_factory=dict)
+    # Functions with no rule that relevance reached: what -> {where (module name and type): order in the forward}.
+    unruled: dict[str, dict[str, int]] = field(default_factory=dict)
+    notes: int = 0
     # The modules running now, innermost last, and every module's name: where a function without a rule ran.
     running: list[nn.Module] = field(default_factory=list)
     names: dict[nn.Module, str] = field(default_factory=dict)
@@ -490,10 +491,11 @@ class _Propagation:
     def unruled_note(self, what: str) -> Callable[[], None]:
         """A callback recording that relevance reached ``what``, called in the module running now."""
         where = _module_name(self.names, self.running[-1]) if self.running else "the model"
-        note = f"{what} in {where}"
+        order = self.notes
+        self.notes += 1
 
         def reached() -> None:
-            self.unruled.setdefault(note)
+            self.unruled.setdefault(what, {}).setdefault(where, order)
 
         return reached
 
@@ -625,11 +627,18 @@ def absorbed(relevance: Tensor, scores: Tensor) -> Tensor:
     return torch.where(score == 0, torch.full_like(share, float("nan")), share).float()
 
 
-def _refusal(unruled: list[str]) -> str:
-    shown = "; ".join(unruled[:4]) + (f"; and {len(unruled) - 4} more" if len(unruled) > 4 else "")
+def _refusal(unruled: dict[str, dict[str, int]]) -> str:
+    """The error for functions without a rule that relevance reached: each with the modules it ran in, in the
+    order of the forward pass (three shown)."""
+    parts = []
+    for what, places in sorted(unruled.items(), key=lambda item: min(item[1].values())):
+        wheres = sorted(places, key=places.__getitem__)
+        more = f" and {len(wheres) - 3} more" if len(wheres) > 3 else ""
+        parts.append(f"{what} in {', '.join(wheres[:3])}{more}")
+    many = len(parts) > 1 or any(len(places) > 1 for places in unruled.values())
     return (
-        f"lrp has no rule for {shown}: relevance would cross "
-        f"{'it' if len(unruled) == 1 else 'them'} as a plain gradient, so it would not be conserved (the sum of the "
+        f"lrp has no rule for {'; '.join(parts)}: relevance would cross "
+        f"{'them' if many else 'it'} as a plain gradient, so it would not be conserved (the sum of the "
         "attribution could be off by orders of magnitude). LRP has rules for Conv/Linear/BatchNorm networks with "
         "element-wise activations, poolings and residual additions (VGG, ResNet, DenseNet, ...) and, by conservative "
         "propagation, for transformers: LayerNorm/GroupNorm/RMSNorm, attention (nn.MultiheadAttention, "
@@ -720,7 +729,7 @@ class LRP(Method):
             # Outside the rewrite: the rules' own arithmetic must run unmodified.
             (relevance,) = torch.autograd.grad(scores, x, grad_outputs=scores.detach(), allow_unused=True)
         if propagation.unruled:
-            raise BadInputError(_refusal(list(propagation.unruled)))
+            raise BadInputError(_refusal(propagation.unruled))
         if propagation.layers == 0:
             warnings.warn(
                 "lrp: the forward pass ran no Conv/Linear layer on the inputs, so no rule applied.", stacklevel=3
