@@ -524,8 +524,8 @@ class _Propagation:
     ) -> Tensor:
         """``output = compute(x, weight, bias)``, a linear map of ``x`` (a normalisation held constant), under the
         epsilon rule (without its bias if the rules are)."""
-        detached = [None if t is None else t.detach() for t in (weight, bias)]
-        return _Relevance.apply(x, output.detach(), _Call(compute, *detached, self.affine_rule, self.epsilon))
+        weight, bias = (None if t is None else t.detach() for t in (weight, bias))
+        return _Relevance.apply(x, output.detach(), _Call(compute, weight, bias, self.affine_rule, self.epsilon))
 
     def linear_layer(
         self, x: Tensor, output: Tensor, compute: Callable[..., Tensor], weight: Tensor, bias: Tensor | None

@@ -343,21 +343,19 @@ def function_rules(p: _Propagation) -> Table:
     def multi_head_attention(*args: Any, **kwargs: Any) -> object:
         return _multi_head_attention(p, *args, **kwargs)
 
-    table: Table = {}
-    for func in (F.layer_norm, torch.layer_norm):
-        table[func] = layer_norm
-    table[F.group_norm] = group_norm
+    table: Table = {F.layer_norm: layer_norm, torch.layer_norm: layer_norm, F.group_norm: group_norm}
     if hasattr(F, "rms_norm"):
         table[F.rms_norm] = rms_norm
     table[F.linear] = linear
-    for func in (F.softmax, torch.softmax, Tensor.softmax):
-        table[func] = partial(softmax, func)
-    for func in (torch.mul, Tensor.mul, Tensor.__mul__, Tensor.__rmul__, Tensor.__imul__):
-        table[func] = partial(product, func)
-    for func in (torch.div, torch.true_divide, Tensor.div, Tensor.__truediv__, Tensor.__itruediv__):
-        table[func] = partial(quotient, func)
-    for func in (torch.matmul, Tensor.matmul, Tensor.__matmul__, torch.bmm, Tensor.bmm):
-        table[func] = partial(matmul, func)
+    kinds: list[tuple[tuple[Callable[..., object], ...], Callable[..., object]]] = [
+        ((F.softmax, torch.softmax, Tensor.softmax), softmax),
+        ((torch.mul, Tensor.mul, Tensor.__mul__, Tensor.__rmul__, Tensor.__imul__), product),
+        ((torch.div, torch.true_divide, Tensor.div, Tensor.__truediv__, Tensor.__itruediv__), quotient),
+        ((torch.matmul, Tensor.matmul, Tensor.__matmul__, torch.bmm, Tensor.bmm), matmul),
+    ]
+    for funcs, rule in kinds:
+        for func in funcs:
+            table[func] = partial(rule, func)
     table[F.scaled_dot_product_attention] = attention
     table[F.multi_head_attention_forward] = multi_head_attention
     for func in (torch.cat, torch.concat, torch.concatenate):
