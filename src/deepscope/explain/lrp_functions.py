@@ -214,14 +214,16 @@ def otherwise(p: _Propagation) -> Callable[..., object]:
 def function_rules(p: _Propagation) -> Table:
     """Replacements for the functions of the module doc, bound to the propagation ``p``."""
 
+    # The first parameters are named as torch names them, for callers that pass them by keyword.
     def layer_norm(
-        x: object,
+        input: object,
         normalized_shape: Any,
         weight: Tensor | None = None,
         bias: Tensor | None = None,
         eps: float = 1e-5,
         *_args: object,
     ) -> object:
+        x = input
         if not p.live(x) or _tracked(weight) or _tracked(bias):
             return NotImplemented
         assert isinstance(x, Tensor)
@@ -238,8 +240,13 @@ def function_rules(p: _Propagation) -> Table:
         return p.affine(x, output, compute, weight, bias)
 
     def group_norm(
-        x: object, num_groups: int, weight: Tensor | None = None, bias: Tensor | None = None, eps: float = 1e-5
+        input: object,
+        num_groups: int,
+        weight: Tensor | None = None,
+        bias: Tensor | None = None,
+        eps: float = 1e-5,
     ) -> object:
+        x = input
         if not p.live(x) or _tracked(weight) or _tracked(bias):
             return NotImplemented
         assert isinstance(x, Tensor)
@@ -256,20 +263,27 @@ def function_rules(p: _Propagation) -> Table:
         output = F.group_norm(x.detach(), num_groups, weight, bias, eps)
         return p.affine(x, output, compute, weight, bias)
 
-    def rms_norm(x: object, normalized_shape: Any, weight: Tensor | None = None, eps: float | None = None) -> object:
+    def rms_norm(
+        input: object,
+        normalized_shape: Any,
+        weight: Tensor | None = None,
+        eps: float | None = None,
+    ) -> object:
+        x = input
         if not p.live(x) or _tracked(weight):
             return NotImplemented
         assert isinstance(x, Tensor)
         # x / rms(x) * w with rms held constant: a diagonal map, under which the epsilon rule passes relevance on.
         return _PassThrough.apply(x, F.rms_norm(x.detach(), normalized_shape, weight, eps))
 
-    def linear(x: object, weight: Tensor, bias: Tensor | None = None) -> object:
+    def linear(input: object, weight: Tensor, bias: Tensor | None = None) -> object:
+        x = input
         if not p.live(x) or _tracked(weight) or _tracked(bias) or p.in_ruled_module():
             return NotImplemented  # inside an nn.Linear its forward hook applies the rule
         assert isinstance(x, Tensor)
         return p.linear_layer(x, F.linear(x.detach(), weight, bias), _linear, weight, bias)
 
-    def softmax(func: Callable[..., Any], x: object, *args: object, **kwargs: object) -> object:
+    def softmax(func: Callable[..., Any], x: object = None, *args: object, **kwargs: object) -> object:
         if not p.live(x):
             return NotImplemented
         # Attention weights: a product with values holds them constant. Relevance reaching them otherwise (a
@@ -277,7 +291,9 @@ def function_rules(p: _Propagation) -> Table:
         weights = _Unruled.apply(func(x, *args, **kwargs), p.unruled_note("softmax (not attention weights)"))
         return p.attention_weights(weights)
 
-    def product(func: Callable[..., Any], a: object, b: object, *args: object, **kwargs: object) -> object:
+    def product(
+        func: Callable[..., Any], a: object = None, b: object = None, *args: object, **kwargs: object
+    ) -> object:
         if args or kwargs:
             return NotImplemented
         if (p.is_attention(a) and not _tracked(b)) or (p.is_attention(b) and not _tracked(a)):
@@ -290,7 +306,9 @@ def function_rules(p: _Propagation) -> Table:
         # x * c: a diagonal map, under which the epsilon rule passes relevance on (broadcast axes summed).
         return _PassThrough.apply(x, output)
 
-    def quotient(func: Callable[..., Any], a: object, b: object, *args: object, **kwargs: object) -> object:
+    def quotient(
+        func: Callable[..., Any], a: object = None, b: object = None, *args: object, **kwargs: object
+    ) -> object:
         if p.is_attention(a) and not _tracked(b):
             return p.attention_weights(func(a, b, *args, **kwargs))
         if not p.live(a) or _tracked(b) or args or set(kwargs) - {"rounding_mode"} or kwargs.get("rounding_mode"):
@@ -298,7 +316,7 @@ def function_rules(p: _Propagation) -> Table:
         assert isinstance(a, Tensor)
         return _PassThrough.apply(a, func(a.detach(), b))
 
-    def matmul(func: Callable[..., Any], a: object, b: object, *args: object, **kwargs: object) -> object:
+    def matmul(func: Callable[..., Any], a: object = None, b: object = None, *args: object, **kwargs: object) -> object:
         if args or kwargs or not isinstance(a, Tensor) or not isinstance(b, Tensor) or p.live(a) == p.live(b):
             return NotImplemented
         x, fixed = (b, a.detach()) if p.live(b) else (a, b.detach())
