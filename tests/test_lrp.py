@@ -562,3 +562,25 @@ def test_absorbed_share_is_in_the_repr_and_the_figure():
     texts = [text.get_text() for text in e.figure().findobj(lambda artist: hasattr(artist, "get_text"))]
     assert sum("absorbed" in text for text in texts) == 3  # one per input
     assert "absorbed" not in repr(ds.explain(small_cnn(), images(), method="saliency"))
+
+
+def test_functional_conv_and_linear_calls_take_the_layers_rule():
+    """F.conv2d / F.linear called with a layer's weights outside the module (as Keras and Swin do) get the rule
+    that the module call gets."""
+
+    class Functional(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv, self.fc = nn.Conv2d(3, 6, 3, padding=1), nn.Linear(6, 4)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            h = F.relu(F.conv2d(x, self.conv.weight, self.conv.bias, padding=1)).mean(dim=(2, 3))
+            return F.linear(h, self.fc.weight, self.fc.bias)
+
+    torch.manual_seed(0)
+    functional = Functional().eval()
+    modules = nn.Sequential(functional.conv, nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), functional.fc)
+    x = images(n=2)
+    for options in ({"rule": "gamma"}, {"rule": "epsilon", "biases": False}):
+        expected = lrp(modules, x, first_rule=None, **options)
+        torch.testing.assert_close(lrp(functional, x, first_rule=None, **options).attribution, expected.attribution)

@@ -12,8 +12,8 @@ constant in the backward pass, and the epsilon rule applies to what is left, whi
   out): the softmax weights are held constant, so ``A @ v`` is a linear map of the values; queries and keys get
   no relevance;
 * products with a constant (``x * gamma``, ``x / c``: layer scale, ``1 / sqrt(d)``) pass relevance on unchanged,
-  products with another matrix (``x @ W``) are a linear map under the epsilon rule, functional ``F.linear`` takes
-  the layers' rule;
+  products with another matrix (``x @ W``) are a linear map under the epsilon rule, functional ``F.linear`` and
+  ``F.conv*`` (outside the modules, whose hooks apply the rules) take the layers' rule;
 * learnt constants that join the inputs' features (a ViT's class token concatenated with the patch tokens, a
   position embedding added to them) keep the relevance that reaches them, reported as ``extras["constants"]``;
   with ``biases=False`` an added constant is left out of ``z`` like a bias.
@@ -283,6 +283,24 @@ def function_rules(p: _Propagation) -> Table:
         assert isinstance(x, Tensor)
         return p.linear_layer(x, F.linear(x.detach(), weight, bias), _linear, weight, bias)
 
+    def convolution(
+        func: Callable[..., Any],
+        input: object,
+        weight: Tensor,
+        bias: Tensor | None = None,
+        *args: object,
+        **kwargs: object,
+    ) -> object:
+        x = input
+        if not p.live(x) or _tracked(weight) or _tracked(bias) or p.in_ruled_module():
+            return NotImplemented  # inside an nn.Conv its forward hook applies the rule
+        assert isinstance(x, Tensor)
+
+        def compute(t: Tensor, w: Tensor | None, b: Tensor | None) -> Tensor:
+            return func(t, w, b, *args, **kwargs)
+
+        return p.linear_layer(x, compute(x.detach(), weight, bias), compute, weight, bias)
+
     def softmax(func: Callable[..., Any], x: object = None, *args: object, **kwargs: object) -> object:
         if not p.live(x):
             return NotImplemented
@@ -365,6 +383,8 @@ def function_rules(p: _Propagation) -> Table:
     if hasattr(F, "rms_norm"):
         table[F.rms_norm] = rms_norm
     table[F.linear] = linear
+    for conv in (F.conv1d, F.conv2d, F.conv3d):
+        table[conv] = partial(convolution, conv)
     kinds: list[tuple[tuple[Callable[..., object], ...], Callable[..., object]]] = [
         ((F.softmax, torch.softmax, Tensor.softmax), softmax),
         ((torch.mul, Tensor.mul, Tensor.__mul__, Tensor.__rmul__, Tensor.__imul__), product),
