@@ -564,23 +564,25 @@ def test_absorbed_share_is_in_the_repr_and_the_figure():
     assert "absorbed" not in repr(ds.explain(small_cnn(), images(), method="saliency"))
 
 
-def test_functional_conv_and_linear_calls_take_the_layers_rule():
-    """F.conv2d / F.linear called with a layer's weights outside the module (as Keras and Swin do) get the rule
-    that the module call gets."""
+@pytest.mark.parametrize("head", ["linear", "matmul"])
+def test_functional_conv_and_linear_calls_take_the_layers_rule(head):
+    """F.conv2d / F.linear / ``x @ W`` called with a layer's weights outside the module (as Keras and Swin do) get
+    the rules the module calls get (first_rule on the layer reading the inputs)."""
 
     class Functional(nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            self.conv, self.fc = nn.Conv2d(3, 6, 3, padding=1), nn.Linear(6, 4)
+            self.conv, self.fc = nn.Conv2d(3, 6, 3, padding=1), nn.Linear(6, 4, bias=head == "linear")
+            self.kernel = nn.Parameter(self.fc.weight.detach().T.clone())  # [6, 4], for x @ kernel
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             h = F.relu(F.conv2d(x, self.conv.weight, self.conv.bias, padding=1)).mean(dim=(2, 3))
-            return F.linear(h, self.fc.weight, self.fc.bias)
+            return F.linear(h, self.fc.weight, self.fc.bias) if head == "linear" else h @ self.kernel
 
     torch.manual_seed(0)
     functional = Functional().eval()
     modules = nn.Sequential(functional.conv, nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), functional.fc)
     x = images(n=2)
-    for options in ({"rule": "gamma"}, {"rule": "epsilon", "biases": False}):
-        expected = lrp(modules, x, first_rule=None, **options)
-        torch.testing.assert_close(lrp(functional, x, first_rule=None, **options).attribution, expected.attribution)
+    for options in ({"rule": "gamma"}, {"rule": "epsilon", "biases": False, "first_rule": None}):
+        expected = lrp(modules, x, **options)
+        torch.testing.assert_close(lrp(functional, x, **options).attribution, expected.attribution)

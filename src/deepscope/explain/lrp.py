@@ -528,12 +528,27 @@ class _Propagation:
         return _Relevance.apply(x, output.detach(), _Call(compute, weight, bias, self.affine_rule, self.epsilon))
 
     def linear_layer(
-        self, x: Tensor, output: Tensor, compute: Callable[..., Tensor], weight: Tensor, bias: Tensor | None
+        self,
+        x: Tensor,
+        output: Tensor,
+        compute: Callable[..., Tensor],
+        weight: Tensor,
+        bias: Tensor | None,
+        channels_first: bool = False,
     ) -> Tensor:
-        """A Linear layer computed functionally (inside attention), under the rule of Linear layers."""
+        """``output = compute(x, weight, bias)`` of a Conv/Linear layer (a module's call, or a functional one such
+        as attention's projections) under the layers' rule, or ``first_rule`` if it reads the inputs."""
+        first = self.first_rule is not None and _reads_inputs(x, self.inputs)
+        rule = self.first_rule if first and self.first_rule is not None else self.rule
+        detached = None if bias is None else bias.detach()
+        call = _Call(compute, weight.detach(), detached, rule, self.epsilon, channels_first or output.ndim == 2)
+        if rule.name == ZBOX.name:
+            call.low, call.high = self.bound(self.low, x, low=True), self.bound(self.high, x, low=False)
+        result = _Relevance.apply(x, output.detach(), call)
+        self.pending[id(result)] = (result, call)
         self.layers += 1
-        call = _Call(compute, weight.detach(), None if bias is None else bias.detach(), self.rule, self.epsilon)
-        return _Relevance.apply(x, output.detach(), call)
+        self.first_layers += first
+        return result
 
     def own_forward(self, module: nn.Module, x: Tensor, weight: Tensor | None, bias: Tensor | None) -> Tensor:
         """``module``'s own forward with ``weight``/``bias`` in place of its parameters; our hooks stand aside."""
@@ -555,18 +570,7 @@ class _Propagation:
         if self.recomputing or not isinstance(x, Tensor) or not _tracked(x) or not isinstance(output, Tensor):
             return None
         assert isinstance(module, (*_CONVS, nn.Linear))
-        first = self.first_rule is not None and _reads_inputs(x, self.inputs)
-        rule = self.first_rule if first and self.first_rule is not None else self.rule
-        weight = module.weight.detach()
-        bias = module.bias.detach() if module.bias is not None else None
-        call = _Call(compute, weight, bias, rule, self.epsilon, channels_first=channels_first or output.ndim == 2)
-        if rule.name == ZBOX.name:
-            call.low, call.high = self.bound(self.low, x, low=True), self.bound(self.high, x, low=False)
-        result = _Relevance.apply(x, output.detach(), call)
-        self.pending[id(result)] = (result, call)
-        self.layers += 1
-        self.first_layers += first
-        return result
+        return self.linear_layer(x, output, compute, module.weight, module.bias, channels_first)
 
     def batch_norm(self, module: nn.Module, args: tuple[object, ...], output: object) -> Tensor | None:
         x = args[0] if args else None

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from .lrp import EPSILON, _Call, _linear, _PassThrough, _Relevance, _tracked
 
@@ -299,7 +299,7 @@ def function_rules(p: _Propagation) -> Table:
         def compute(t: Tensor, w: Tensor | None, b: Tensor | None) -> Tensor:
             return func(t, w, b, *args, **kwargs)
 
-        return p.linear_layer(x, compute(x.detach(), weight, bias), compute, weight, bias)
+        return p.linear_layer(x, compute(x.detach(), weight, bias), compute, weight, bias, channels_first=True)
 
     def softmax(func: Callable[..., Any], x: object = None, *args: object, **kwargs: object) -> object:
         if not p.live(x):
@@ -337,12 +337,17 @@ def function_rules(p: _Propagation) -> Table:
     def matmul(func: Callable[..., Any], a: object = None, b: object = None, *args: object, **kwargs: object) -> object:
         if args or kwargs or not isinstance(a, Tensor) or not isinstance(b, Tensor) or p.live(a) == p.live(b):
             return NotImplemented
-        x, fixed = (b, a.detach()) if p.live(b) else (a, b.detach())
+        x, fixed = (b, a) if p.live(b) else (a, b)
 
-        def compute(t: Tensor, _w: Tensor | None, _b: Tensor | None) -> Tensor:
-            return func(fixed, t) if x is b else func(t, fixed)
+        def compute(t: Tensor, w: Tensor | None, _b: Tensor | None) -> Tensor:
+            assert w is not None
+            return func(w, t) if x is b else func(t, w)
 
-        return _Relevance.apply(x, compute(x.detach(), None, None), _Call(compute, None, None, EPSILON, p.epsilon))
+        output = compute(x.detach(), fixed.detach(), None)
+        if isinstance(fixed, nn.Parameter):  # a layer's weight (a Keras Dense kernel): the layers' rule
+            return p.linear_layer(x, output, compute, fixed, None)
+        # Attention weights, or another constant matrix: the epsilon rule.
+        return _Relevance.apply(x, output, _Call(compute, fixed.detach(), None, EPSILON, p.epsilon))
 
     def attention(
         query: Tensor,
