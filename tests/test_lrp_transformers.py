@@ -296,6 +296,10 @@ class Net(nn.Module):
             return self.head(self.gated(x))
         if self.end == "softmax":
             return torch.softmax(self.head(x), dim=1)
+        if self.end == "inplace":
+            h = self.gated.value(x)
+            h.mul_(2.0)  # in place, its result not used: the tensor itself carries the mark
+            return self.head(h)
         return self.head(F.interpolate(x[:, None], size=6, mode="linear")[:, 0])
 
 
@@ -305,6 +309,7 @@ class Net(nn.Module):
         ("gate", r"mul of two tensors that both depend on the inputs in gated \(Gated\)"),
         ("softmax", r"softmax \(not attention weights\) in the model's own forward \(Net\)"),
         ("interpolate", r"interpolate in the model's own forward \(Net\)"),
+        ("inplace", r"mul_ in the model's own forward \(Net\)"),
     ],
 )
 def test_functions_without_a_rule_are_refused_by_name_and_module(end, message):

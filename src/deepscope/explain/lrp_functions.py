@@ -60,6 +60,23 @@ class _Unruled(torch.autograd.Function):
         return relevance, None
 
 
+class _UnruledInPlace(torch.autograd.Function):
+    """:class:`_Unruled` for a function that changed a tensor in place (``h.mul_(2)``): the tensor itself is
+    marked, so the mark holds whether the model goes on with the result or with the tensor."""
+
+    @staticmethod
+    def forward(ctx: Any, tensor: Tensor, reached: Callable[[], None]) -> Tensor:
+        ctx.mark_dirty(tensor)
+        ctx.reached = reached
+        return tensor
+
+    @staticmethod
+    def backward(ctx: Any, relevance: Tensor) -> tuple[Tensor, None]:
+        if bool((relevance != 0).any()):
+            ctx.reached()
+        return relevance, None
+
+
 class _Concatenated(torch.autograd.Function):
     """``torch.cat`` of pieces some of which are constants: their relevance goes to ``absorb``."""
 
@@ -199,6 +216,8 @@ def otherwise(p: _Propagation) -> Callable[..., object]:
         name = _function_name(func)
         both = " of two tensors that both depend on the inputs" if tracked > 1 and name in _PRODUCTS else ""
         reached = p.unruled_note(f"{name}{both}")
+        if isinstance(result, Tensor) and args and result is args[0] and _tracked(result):
+            return _UnruledInPlace.apply(result, reached)
         if isinstance(result, Tensor):
             return _Unruled.apply(result, reached) if _tracked(result) else result
         if type(result) in (tuple, list) and all(isinstance(t, Tensor) or t is None for t in result):
