@@ -397,3 +397,26 @@ def test_group_and_rms_norm_hold_their_normaliser_constant(norm):
     (grad,) = torch.autograd.grad(model.linearised(x_).gather(1, e.targets[:, None]).sum(), x_)
     torch.testing.assert_close(e.attribution.double(), x * grad, rtol=1e-5, atol=1e-8)
     torch.testing.assert_close(e.attribution.flatten(1).double().sum(dim=1), e.scores.double(), rtol=1e-6, atol=0)
+
+
+class _Doubled(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        return x * 2
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        return grad * 2
+
+
+def test_custom_autograd_functions_are_refused():
+    """A custom autograd Function computes its forward without gradients, out of the rewrite's sight; its node in
+    the graph is watched instead."""
+
+    class Doubler(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return _Doubled.apply(x)
+
+    model = nn.Sequential(nn.Linear(4, 5), Doubler(), nn.Linear(5, 2)).eval()
+    with pytest.raises(ds.BadInputError, match="the custom autograd Function _Doubled"):
+        ds.explain(model, torch.randn(2, 4), method="lrp")

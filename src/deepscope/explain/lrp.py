@@ -712,7 +712,7 @@ class LRP(Method):
     }
 
     def attribute(self) -> Result:
-        from .lrp_functions import otherwise  # it builds on this module's autograd functions
+        from .lrp_functions import otherwise, watch_custom_functions  # they build on this module's functions
 
         propagation = self.propagation()
         x = propagation.inputs
@@ -730,6 +730,7 @@ class LRP(Method):
                     "the target's score does not depend on the inputs (no graph reaches them), so there is no "
                     "relevance to propagate."
                 )
+            watch_custom_functions(scores, propagation)
             # Outside the rewrite: the rules' own arithmetic must run unmodified.
             (relevance,) = torch.autograd.grad(scores, x, grad_outputs=scores.detach(), allow_unused=True)
         if propagation.unruled:

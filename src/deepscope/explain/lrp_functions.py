@@ -23,7 +23,8 @@ does, which is the LRP rule for it (views, indexing, concatenation, max pooling,
 ``NEUTRAL`` functions), or is marked: if relevance reaches a marked function in the backward pass, LRP has no rule
 for what it computes (a product of two tensors that both depend on the inputs, a softmax outside attention, an
 interpolation, ...) and refuses, naming it and the module that called it. A function on the path of the queries
-and keys only is never reached, so it is never refused.
+and keys only is never reached, so it is never refused. Custom autograd Functions, which the rewrite cannot see,
+are marked in the graph (:func:`watch_custom_functions`).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .lrp import EPSILON, _Call, _linear, _PassThrough, _Relevance, _tracked
+from .lrp import EPSILON, _Call, _linear, _PassThrough, _Relevance, _Split, _tracked
 
 if TYPE_CHECKING:
     from .lrp import _Propagation
@@ -228,6 +229,31 @@ def otherwise(p: _Propagation) -> Callable[..., object]:
         return result
 
     return call
+
+
+def watch_custom_functions(scores: Tensor, p: _Propagation) -> None:
+    """Mark the custom ``torch.autograd.Function`` calls in the graph of ``scores`` (the rewrite cannot see them:
+    their forward runs without gradients): relevance reaching one is refused like a function without a rule. The
+    marks are hooks on this graph's nodes, gone with it."""
+    ours = (_Relevance, _PassThrough, _Unruled, _UnruledInPlace, _Concatenated, _Split)
+    seen: set[object] = set()
+    stack = [scores.grad_fn]
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        stack.extend(following for following, _ in node.next_functions)
+        forward_cls = getattr(node, "_forward_cls", None)
+        if forward_cls is None or issubclass(forward_cls, ours):
+            continue
+        reached = p.unruled_note(f"the custom autograd Function {forward_cls.__name__}")
+
+        def prehook(relevance: tuple[Tensor | None, ...], reached: Callable[[], None] = reached) -> None:
+            if any(r is not None and bool((r != 0).any()) for r in relevance):
+                reached()
+
+        node.register_prehook(prehook)
 
 
 def function_rules(p: _Propagation) -> Table:
