@@ -244,3 +244,35 @@ def test_a_keras_model_with_two_inputs_runs_and_draws() -> None:
     torch.testing.assert_close(module(x.permute(0, 3, 1, 2), y), model([x, y]))
     rows = {row["name"]: row for row in model_graph(model, (x[:1], y[:1])).modules}
     assert rows["conv"]["shape"] == [1, 4, 4, 3] and rows["head"]["shape"] == [1, 2]
+
+
+@pytest.mark.parametrize(("biases", "first_rule"), [(True, None), (False, "zbox")])
+def test_lrp_applies_its_rules_to_the_keras_layers(biases: bool, first_rule: str | None) -> None:
+    """The convolutions, matrix products and bias additions that Keras computes with torch functions get the rules
+    of the torch layers: the same relevance as on a torch twin of the model. Keras adds a layer's bias after its
+    product, so the bias takes its share at that sum: the same as the epsilon rule with the bias in ``z``, not as
+    the z-box rule (whose ``z`` differs from the product's), hence no bias with z-box."""
+    keras = _keras()
+    model = _cnn(keras)
+    twin = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 3),
+        torch.nn.ReLU(),
+        torch.nn.Conv2d(4, 5, 3),
+        torch.nn.ReLU(),
+        torch.nn.AdaptiveAvgPool2d(1),
+        torch.nn.Flatten(),
+        torch.nn.Linear(5, 3),
+    ).eval()
+    with torch.no_grad():
+        for layer, name in ((twin[0], "conv"), (twin[2], "features"), (twin[6], "logits")):
+            keras_bias = model.get_layer(name).weights[1]
+            keras_bias.assign(torch.linspace(-0.3, 0.2, keras_bias.shape[0]))  # Keras starts biases at zero
+            kernel, bias = (torch.as_tensor(w.value) for w in model.get_layer(name).weights)
+            layer.weight.copy_(kernel.permute(3, 2, 0, 1) if kernel.ndim == 4 else kernel.T)
+            layer.bias.copy_(bias)
+    x = _images()
+    options = {"biases": biases, "first_rule": first_rule, "epsilon": 1e-9}  # the sum has its own epsilon
+    ours = ds.explain(model, x, method="lrp", **options)
+    expected = ds.explain(twin, x.movedim(-1, 1), method="lrp", **options)
+    torch.testing.assert_close(ours.scores, expected.scores)
+    torch.testing.assert_close(ours.attribution, expected.attribution, rtol=1e-4, atol=1e-6)

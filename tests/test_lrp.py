@@ -437,17 +437,28 @@ def test_z_box_bounds_follow_the_inputs_through_a_flatten():
     torch.testing.assert_close(flat.attribution.flatten(1), direct.attribution)
 
 
-def test_normalisation_inside_the_model_is_reported():
+@pytest.mark.parametrize("constants", ["numbers", "tensors"])
+def test_normalisation_inside_the_model_passes_relevance_on(constants):
+    """``(x - mean) / std`` inside the model: the division is a diagonal map (relevance passes unchanged), the
+    subtraction a bias; so the inputs get the relevance the network gives its normalised inputs."""
+    if constants == "numbers":
+        mean, std_view = 0.5, 0.25
+    else:
+        mean, std_view = torch.full((1, 3, 1, 1), 0.5), torch.tensor([0.2, 0.25, 0.3]).view(1, 3, 1, 1)
+
     class Normalised(nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            self.net = small_cnn()
+            self.net = small_cnn(bias=False)
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return self.net((x - 0.5) / 0.25)
+            return self.net((x - mean) / std_view)
 
-    with pytest.warns(UserWarning, match="Normalise the inputs"):
-        ds.explain(Normalised().eval(), images(), method="lrp")
+    model, x = Normalised().eval(), images()
+    e = lrp(model, x, biases=False, epsilon=1e-9)
+    inner = lrp(model.net, (x - mean) / std_view, biases=False, epsilon=1e-9)
+    torch.testing.assert_close(e.attribution, inner.attribution, rtol=1e-4, atol=1e-6)
+    assert relative_gap(e.attribution, e.scores).max() < 1e-4
 
 
 class _PaddedConv(nn.Conv2d):
@@ -551,3 +562,27 @@ def test_absorbed_share_is_in_the_repr_and_the_figure():
     texts = [text.get_text() for text in e.figure().findobj(lambda artist: hasattr(artist, "get_text"))]
     assert sum("absorbed" in text for text in texts) == 3  # one per input
     assert "absorbed" not in repr(ds.explain(small_cnn(), images(), method="saliency"))
+
+
+@pytest.mark.parametrize("head", ["linear", "matmul"])
+def test_functional_conv_and_linear_calls_take_the_layers_rule(head):
+    """F.conv2d / F.linear / ``x @ W`` called with a layer's weights outside the module (as Keras and Swin do) get
+    the rules the module calls get (first_rule on the layer reading the inputs)."""
+
+    class Functional(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv, self.fc = nn.Conv2d(3, 6, 3, padding=1), nn.Linear(6, 4, bias=head == "linear")
+            self.kernel = nn.Parameter(self.fc.weight.detach().T.clone())  # [6, 4], for x @ kernel
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            h = F.relu(F.conv2d(x, self.conv.weight, self.conv.bias, padding=1)).mean(dim=(2, 3))
+            return F.linear(h, self.fc.weight, self.fc.bias) if head == "linear" else h @ self.kernel
+
+    torch.manual_seed(0)
+    functional = Functional().eval()
+    modules = nn.Sequential(functional.conv, nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), functional.fc)
+    x = images(n=2)
+    for options in ({"rule": "gamma"}, {"rule": "epsilon", "biases": False, "first_rule": None}):
+        expected = lrp(modules, x, **options)
+        torch.testing.assert_close(lrp(functional, x, **options).attribution, expected.attribution)

@@ -641,9 +641,14 @@ def _reaching(scores: Tensor, candidates: list[tuple[str, MapLayout, Tensor]]) -
 class _Rewrite(torch.overrides.TorchFunctionMode):
     """Calls ``replacements[func]`` instead of ``func`` for the torch functions named there."""
 
-    def __init__(self, replacements: dict[Callable[..., object], Callable[..., object]]) -> None:
+    def __init__(
+        self,
+        replacements: dict[Callable[..., object], Callable[..., object]],
+        otherwise: Callable[..., object] | None = None,
+    ) -> None:
         super().__init__()
         self.replacements = replacements
+        self.otherwise = otherwise
         self.calls = 0
 
     def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
@@ -654,18 +659,25 @@ class _Rewrite(torch.overrides.TorchFunctionMode):
             if result is not NotImplemented:
                 self.calls += 1
                 return result
+        if self.otherwise is not None:
+            return self.otherwise(func, args, kwargs)
         return func(*args, **kwargs)
 
 
 @contextlib.contextmanager
-def rewrite(replacements: dict[Callable[..., object], Callable[..., object]]) -> Iterator[_Rewrite]:
+def rewrite(
+    replacements: dict[Callable[..., object], Callable[..., object]],
+    otherwise: Callable[..., object] | None = None,
+) -> Iterator[_Rewrite]:
     """Within the block, torch functions in ``replacements`` are replaced (module or functional calls alike).
 
     This is how backward rules reach ReLUs that a model calls as ``F.relu`` or ``torch.relu`` rather than through
     ``nn.ReLU`` modules. A replacement may return ``NotImplemented`` to let the original run. The mode's
-    ``calls`` counts the replacements made, so a caller can tell when a rule never applied.
+    ``calls`` counts the replacements made, so a caller can tell when a rule never applied. ``otherwise(func,
+    args, kwargs)``, if given, runs every other call (and those a replacement declined) in place of
+    ``func(*args, **kwargs)``: LRP uses it to mark the functions it has no rule for.
     """
-    mode = _Rewrite(replacements)
+    mode = _Rewrite(replacements, otherwise)
     with mode:
         yield mode
 

@@ -1,20 +1,23 @@
 """Layer-wise relevance propagation (Bach et al. 2015; Montavon et al. 2019, "LRP: an overview").
 
 Relevance travels backwards as autograd's "gradient": the gradient that reaches a tensor *is* that tensor's
-relevance. Four kinds of operation get their own backward, all installed for one forward pass and all undone
-when it ends:
+relevance. Four kinds of operation get their own backward here, all installed for one forward pass and all undone
+when it ends (the model's parameters are frozen for that pass, so a tensor requires grad exactly when it depends on
+the inputs):
 
 * Conv1d/2d/3d and Linear layers (forward hooks): the output is wrapped in :class:`_Relevance`, whose backward
   applies an LRP rule to the layer (with a BatchNorm that directly follows it folded in, see below).
 * average pooling (``avg_pool*``, ``adaptive_avg_pool*``, ``mean``; modules and functional calls alike, through
   :func:`deepscope.probe.rewrite`): the epsilon rule on the pooling as a linear map, i.e. proportional.
 * element-wise activations (ReLU and its relatives, also functional and in-place): relevance passes unchanged.
-* the sum of two tensors (``a + b``, ``torch.add``, ``out += identity``): relevance is split in proportion to
-  the two summands, so it is conserved through residual connections. Autograd's gradient of ``a + b`` would
-  copy the relevance to both branches, which is why peer implementations blow up on ResNets.
+* the sum of two tensors (``a + b``, ``torch.add``, ``out += identity``, ``a - b``): relevance is split in
+  proportion to the two summands, so it is conserved through residual connections. Autograd's gradient of
+  ``a + b`` would copy the relevance to both branches, which is why peer implementations blow up on ResNets.
 
-Everything else (max pooling, flatten, views, concatenation, dropout in eval mode) passes relevance the way
-its gradient does, which is the LRP rule for them (max pooling: winner takes all).
+:mod:`.lrp_functions` adds the rules of transformers (normalisations and attention held constant, products with
+constants) and refuses any other function that relevance would reach; views, indexing, concatenation, max pooling
+and dropout in eval mode pass relevance the way their gradient does, which is the LRP rule for them (max pooling:
+winner takes all).
 
 A rule is declarative: a sum of *parts*, each a signed sum of *terms* ``layer(inputs(x); params(W), params(b))``
 that share one denominator ``z``; a term's relevance is ``inputs(x) * d/dinputs [term] . R / z``. The epsilon,
@@ -220,33 +223,46 @@ class _Relevance(torch.autograd.Function):
 
 
 class _PassThrough(torch.autograd.Function):
-    """Returns ``output``; relevance reaches ``x`` unchanged (activations, a BatchNorm folded into its layer)."""
+    """Returns ``output``; relevance reaches ``x`` unchanged (activations, a BatchNorm folded into its layer, a
+    product with a constant), summed over the axes ``output`` broadcast ``x`` to."""
 
     @staticmethod
     def forward(ctx: Any, x: Tensor, output: Tensor) -> Tensor:
+        ctx.shape = x.shape
         return output.clone()
 
     @staticmethod
     def backward(ctx: Any, relevance: Tensor) -> tuple[Tensor, None]:
-        return relevance, None
+        return relevance.sum_to_size(ctx.shape), None
 
 
 class _Split(torch.autograd.Function):
-    """``a + b``; relevance is shared in proportion to the summands (epsilon-stabilised), broadcasting undone."""
+    """``a + b``; relevance is shared in proportion to the summands (epsilon-stabilised), broadcasting undone.
+
+    A summand that does not depend on the inputs (a position embedding) keeps its share: ``absorb`` is told it.
+    """
 
     @staticmethod
-    def forward(ctx: Any, a: Tensor, b: Tensor, epsilon: float) -> Tensor:
+    def forward(
+        ctx: Any, a: Tensor, b: Tensor, epsilon: float, absorb: Callable[[Tensor], None] | None = None
+    ) -> Tensor:
         ctx.save_for_backward(a, b)
-        ctx.epsilon = epsilon
+        ctx.epsilon, ctx.absorb = epsilon, absorb
         return a + b
 
     @staticmethod
-    def backward(ctx: Any, relevance: Tensor) -> tuple[Tensor | None, Tensor | None, None]:
+    def backward(ctx: Any, relevance: Tensor) -> tuple[Tensor | None, Tensor | None, None, None]:
         a, b = ctx.saved_tensors
         share = _divide(relevance, a + b, ctx.epsilon)
-        to_a = (a * share).sum_to_size(a.shape) if ctx.needs_input_grad[0] else None
-        to_b = (b * share).sum_to_size(b.shape) if ctx.needs_input_grad[1] else None
-        return to_a, to_b, None
+        shares = []
+        for summand, needed in ((a, ctx.needs_input_grad[0]), (b, ctx.needs_input_grad[1])):
+            if needed:
+                shares.append((summand * share).sum_to_size(summand.shape))
+                continue
+            if ctx.absorb is not None:
+                ctx.absorb(summand * share)
+            shares.append(None)
+        return shares[0], shares[1], None, None
 
 
 # Rewrites of torch functions ---------------------------------------------------------------------------------
@@ -274,6 +290,11 @@ ACTIVATIONS: tuple[Callable[..., object], ...] = (
     torch.sigmoid,
     Tensor.sigmoid,
     F.sigmoid,
+    F.hardswish,
+    F.hardsigmoid,
+    F.mish,
+    F.selu,
+    F.celu,
 )
 POOLINGS: tuple[Callable[..., object], ...] = (
     F.avg_pool1d,
@@ -284,6 +305,8 @@ POOLINGS: tuple[Callable[..., object], ...] = (
     F.adaptive_avg_pool3d,
     torch.mean,
     Tensor.mean,
+    torch.sum,
+    Tensor.sum,
 )
 ADDITIONS: tuple[Callable[..., object], ...] = (
     torch.add,
@@ -292,10 +315,15 @@ ADDITIONS: tuple[Callable[..., object], ...] = (
     Tensor.__add__,
     Tensor.__iadd__,
 )
+SUBTRACTIONS: tuple[Callable[..., object], ...] = (torch.sub, Tensor.sub, Tensor.__sub__, Tensor.__isub__)
 
 
-def _rewrites(epsilon: float) -> dict[Callable[..., object], Callable[..., object]]:
-    """Replacements for activations, average poolings and additions; untracked tensors are left alone."""
+def _rewrites(p: _Propagation) -> dict[Callable[..., object], Callable[..., object]]:
+    """Replacements for activations, average poolings and additions, and those of :mod:`.lrp_functions`
+    (normalisations, attention, products); untracked tensors are left alone."""
+    from .lrp_functions import function_rules  # it builds on this module's autograd functions
+
+    epsilon = p.epsilon
 
     def activation(func: Callable[..., Any], x: object, *args: object, **kwargs: object) -> object:
         if not _tracked(x):
@@ -319,17 +347,36 @@ def _rewrites(epsilon: float) -> dict[Callable[..., object], Callable[..., objec
         plain = args or set(kwargs) - {"alpha"} or kwargs.get("alpha", 1) != 1
         if plain or not isinstance(a, Tensor) or not isinstance(b, Tensor) or not (_tracked(a) or _tracked(b)):
             return NotImplemented
+        if p.is_attention(a) or p.is_attention(b):
+            return NotImplemented
+        if not p.biases and not (_tracked(a) and _tracked(b)):
+            # A constant summand (a position embedding) is a bias: left out, the other summand keeps everything.
+            x = a if _tracked(a) else b
+            return _PassThrough.apply(x, a.detach() + b.detach())
         # In-place forms (out += identity) return a new tensor: Python rebinds the name to it.
-        return _Split.apply(a, b, epsilon)
+        return _Split.apply(a, b, epsilon, p.absorb)
 
-    table: dict[Callable[..., object], Callable[..., object]] = {}
+    def subtraction(a: object, b: object, *args: object, **kwargs: object) -> object:
+        if args or kwargs or not isinstance(a, Tensor) or not isinstance(b, Tensor) or not (_tracked(a) or _tracked(b)):
+            return NotImplemented
+        # a + (-b); the negation passes relevance on unchanged (the epsilon rule on z = -b).
+        return addition(a, _PassThrough.apply(b, -b.detach()) if _tracked(b) else -b)
+
+    table: dict[Callable[..., object], Callable[..., object]] = function_rules(p)
     for func in ACTIVATIONS:
         table[func] = partial(activation, func)
     for func in POOLINGS:
         table[func] = partial(pooling, func)
     for func in ADDITIONS:
         table[func] = addition
+    for func in SUBTRACTIONS:
+        table[func] = subtraction
     return table
+
+
+def _module_name(names: dict[nn.Module, str], module: nn.Module) -> str:
+    name = names.get(module, "")
+    return f"{name} ({type(module).__name__})" if name else f"the model's own forward ({type(module).__name__})"
 
 
 # One forward pass with the rules in place ---------------------------------------------------------------------
@@ -398,10 +445,24 @@ class _Propagation:
     layers: int = 0
     first_layers: int = 0
     folded: int = 0
-    indirect: bool = False
     recomputing: bool = False
+    biases: bool = True
+    # Functions with no rule that relevance reached: what -> {where (module name and type): order in the forward}.
+    unruled: dict[str, dict[str, int]] = field(default_factory=dict)
+    notes: int = 0
+    # The modules running now, innermost last, and every module's name: where a function without a rule ran.
+    running: list[nn.Module] = field(default_factory=list)
+    names: dict[nn.Module, str] = field(default_factory=dict)
+    # Softmax outputs (attention weights) by id, held so that ids stay unique during the forward pass.
+    attention: dict[int, Tensor] = field(default_factory=dict)
+    # Per input, the relevance that reached constants (a class token, a position embedding), float64.
+    constants: Tensor | None = None
 
     def attach(self, hooks: probe.Hooks, model: nn.Module) -> None:
+        for name, module in model.named_modules():
+            self.names.setdefault(module, name)
+            hooks.add(module.register_forward_pre_hook(self.enter))
+            hooks.add(module.register_forward_hook(self.leave))
         for module in model.modules():
             if isinstance(module, (*_CONVS, nn.Linear)):
                 channels_first = isinstance(module, _CONVS)
@@ -415,6 +476,79 @@ class _Propagation:
                 hooks.add(module.register_forward_hook(hook))
             elif isinstance(module, _NORMS):
                 hooks.add(module.register_forward_hook(self.batch_norm))
+
+    def enter(self, module: nn.Module, _args: object) -> None:
+        self.running.append(module)
+
+    def leave(self, module: nn.Module, _args: object, _output: object) -> None:
+        if self.running and self.running[-1] is module:
+            self.running.pop()
+
+    def in_ruled_module(self) -> bool:
+        """Whether the innermost running module is one whose forward hook applies a rule to its output."""
+        return bool(self.running) and isinstance(self.running[-1], (*_CONVS, nn.Linear, *_NORMS))
+
+    def unruled_note(self, what: str) -> Callable[[], None]:
+        """A callback recording that relevance reached ``what``, called in the module running now."""
+        where = _module_name(self.names, self.running[-1]) if self.running else "the model"
+        order = self.notes
+        self.notes += 1
+
+        def reached() -> None:
+            self.unruled.setdefault(what, {}).setdefault(where, order)
+
+        return reached
+
+    def live(self, t: object) -> bool:
+        """Whether ``t`` carries relevance: it depends on the inputs and is not a softmax's attention weights."""
+        return _tracked(t) and not self.is_attention(t)
+
+    def is_attention(self, t: object) -> bool:
+        return isinstance(t, Tensor) and self.attention.get(id(t)) is t
+
+    def attention_weights(self, t: Tensor) -> Tensor:
+        self.attention[id(t)] = t
+        return t
+
+    def absorb(self, relevance: Tensor) -> None:
+        """Record relevance that reached a constant; summed per input when its first axis is the batch."""
+        batch = self.inputs.shape[0]
+        total = relevance.detach().double()
+        per_input = total.reshape(batch, -1).sum(1) if total.ndim and total.shape[0] == batch else None
+        if per_input is None:
+            per_input = total.sum().expand(batch) / batch
+        self.constants = per_input if self.constants is None else self.constants + per_input
+
+    def affine(
+        self, x: Tensor, output: Tensor, compute: Callable[..., Tensor], weight: Tensor | None, bias: Tensor | None
+    ) -> Tensor:
+        """``output = compute(x, weight, bias)``, a linear map of ``x`` (a normalisation held constant), under the
+        epsilon rule (without its bias if the rules are)."""
+        weight, bias = (None if t is None else t.detach() for t in (weight, bias))
+        return _Relevance.apply(x, output.detach(), _Call(compute, weight, bias, self.affine_rule, self.epsilon))
+
+    def linear_layer(
+        self,
+        x: Tensor,
+        output: Tensor,
+        compute: Callable[..., Tensor],
+        weight: Tensor,
+        bias: Tensor | None,
+        channels_first: bool = False,
+    ) -> Tensor:
+        """``output = compute(x, weight, bias)`` of a Conv/Linear layer (a module's call, or a functional one such
+        as attention's projections) under the layers' rule, or ``first_rule`` if it reads the inputs."""
+        first = self.first_rule is not None and _reads_inputs(x, self.inputs)
+        rule = self.first_rule if first and self.first_rule is not None else self.rule
+        detached = None if bias is None else bias.detach()
+        call = _Call(compute, weight.detach(), detached, rule, self.epsilon, channels_first or output.ndim == 2)
+        if rule.name == ZBOX.name:
+            call.low, call.high = self.bound(self.low, x, low=True), self.bound(self.high, x, low=False)
+        result = _Relevance.apply(x, output.detach(), call)
+        self.pending[id(result)] = (result, call)
+        self.layers += 1
+        self.first_layers += first
+        return result
 
     def own_forward(self, module: nn.Module, x: Tensor, weight: Tensor | None, bias: Tensor | None) -> Tensor:
         """``module``'s own forward with ``weight``/``bias`` in place of its parameters; our hooks stand aside."""
@@ -436,21 +570,7 @@ class _Propagation:
         if self.recomputing or not isinstance(x, Tensor) or not _tracked(x) or not isinstance(output, Tensor):
             return None
         assert isinstance(module, (*_CONVS, nn.Linear))
-        first = self.first_rule is not None and _reads_inputs(x, self.inputs)
-        rule = self.first_rule if first and self.first_rule is not None else self.rule
-        weight = module.weight.detach()
-        bias = module.bias.detach() if module.bias is not None else None
-        call = _Call(compute, weight, bias, rule, self.epsilon, channels_first=channels_first or output.ndim == 2)
-        if rule.name == ZBOX.name:
-            call.low, call.high = self.bound(self.low, x, low=True), self.bound(self.high, x, low=False)
-        result = _Relevance.apply(x, output.detach(), call)
-        self.pending[id(result)] = (result, call)
-        self.layers += 1
-        self.first_layers += first
-        # Operations other than views between the inputs and a first layer (normalisation inside the model)
-        # pass relevance as a plain gradient: x / std scales it by 1 / std.
-        self.indirect = self.indirect or (first and x is not self.inputs and x._base is not self.inputs)
-        return result
+        return self.linear_layer(x, output, compute, module.weight, module.bias, channels_first)
 
     def batch_norm(self, module: nn.Module, args: tuple[object, ...], output: object) -> Tensor | None:
         x = args[0] if args else None
@@ -511,14 +631,27 @@ def absorbed(relevance: Tensor, scores: Tensor) -> Tensor:
     return torch.where(score == 0, torch.full_like(share, float("nan")), share).float()
 
 
-def _unsupported(model: nn.Module) -> list[str]:
-    """Types of leaf modules with parameters that no rule covers."""
-    names = set()
-    for module in model.modules():
-        has_params = any(True for _ in module.parameters(recurse=False))
-        if has_params and not isinstance(module, (*_CONVS, nn.Linear, *_NORMS)):
-            names.add(type(module).__name__)
-    return sorted(names)
+def _refusal(unruled: dict[str, dict[str, int]]) -> str:
+    """The error for functions without a rule that relevance reached: each with the modules it ran in, in the
+    order of the forward pass (three shown)."""
+    parts = []
+    for what, places in sorted(unruled.items(), key=lambda item: min(item[1].values())):
+        wheres = sorted(places, key=places.__getitem__)
+        more = f" and {len(wheres) - 3} more" if len(wheres) > 3 else ""
+        parts.append(f"{what} in {', '.join(wheres[:3])}{more}")
+    many = len(parts) > 1 or any(len(places) > 1 for places in unruled.values())
+    return (
+        f"lrp has no rule for {'; '.join(parts)}: relevance would cross "
+        f"{'them' if many else 'it'} as a plain gradient, so it would not be conserved (the sum of the "
+        "attribution could be off by orders of magnitude). LRP has rules for Conv/Linear/BatchNorm networks with "
+        "element-wise activations, poolings and residual additions (VGG, ResNet, DenseNet, ...) and, by conservative "
+        "propagation, for transformers: LayerNorm/GroupNorm/RMSNorm, attention (nn.MultiheadAttention, "
+        "F.scaled_dot_product_attention, softmax(q k^T) @ v), GELU, products with constants (ViT, DeiT, Swin, "
+        "ConvNeXt from torchvision, timm or Hugging Face). Products of two tensors that both depend on the inputs "
+        "(gates, squeeze-and-excitation), softmax outside attention (explain the logits instead) and other functions "
+        "have none: explain this model with a gradient method ('input_x_gradient', 'integrated_gradients', ...) "
+        "or occlusion."
+    )
 
 
 # The method ------------------------------------------------------------------------------------------------
@@ -556,8 +689,12 @@ class LRP(Method):
 
     Relevance passes element-wise activations unchanged, is split in proportion to the summands at every
     ``a + b`` (so it is conserved through residual connections), goes to the winner in max pooling and in
-    proportion to the inputs in average pooling (``mean`` included). Multiplications, attention and
-    normalisations other than BatchNorm have no rule: relevance crosses them as a plain gradient.
+    proportion to the inputs in average pooling (``mean`` included). Transformers are explained by conservative
+    propagation (Ali et al. 2022): LayerNorm's normalisation and attention's softmax weights are held constant,
+    the epsilon rule applies to the linear map that is left; relevance reaching a class token or position
+    embedding is reported as ``extras["constants"]``. A function without a rule that relevance would reach (a
+    product of two tensors that both depend on the inputs, a softmax outside attention, ...) is refused with a
+    BadInputError naming it and its module.
     """
 
     needs_module = True  # hooks every layer to apply its rule
@@ -579,18 +716,17 @@ class LRP(Method):
     }
 
     def attribute(self) -> Result:
+        from .lrp_functions import otherwise, watch_custom_functions  # they build on this module's functions
+
         propagation = self.propagation()
-        unsupported = _unsupported(self.model)
-        if unsupported:
-            warnings.warn(
-                f"lrp has no rule for {', '.join(unsupported)}: relevance crosses them as a plain gradient, "
-                "so it is not conserved there.",
-                stacklevel=3,
-            )
         x = propagation.inputs
-        with probe.Hooks() as hooks, torch.enable_grad():
+        with probe.preserved(self.model), probe.Hooks() as hooks, torch.enable_grad():
+            # Frozen parameters: a tensor requires grad exactly when it depends on the inputs, so rules can tell
+            # the inputs' features from constants (a class token, a position embedding, attention weights' inputs).
+            for param in self.model.parameters():
+                param.requires_grad_(False)
             propagation.attach(hooks, self.model)
-            with probe.rewrite(_rewrites(propagation.epsilon)):
+            with probe.rewrite(_rewrites(propagation), otherwise(propagation)):
                 scores, _ = self.forward(x)
             self.scores = scores.detach()
             if not scores.requires_grad:
@@ -598,8 +734,11 @@ class LRP(Method):
                     "the target's score does not depend on the inputs (no graph reaches them), so there is no "
                     "relevance to propagate."
                 )
+            watch_custom_functions(scores, propagation)
             # Outside the rewrite: the rules' own arithmetic must run unmodified.
             (relevance,) = torch.autograd.grad(scores, x, grad_outputs=scores.detach(), allow_unused=True)
+        if propagation.unruled:
+            raise BadInputError(_refusal(propagation.unruled))
         if propagation.layers == 0:
             warnings.warn(
                 "lrp: the forward pass ran no Conv/Linear layer on the inputs, so no rule applied.", stacklevel=3
@@ -610,16 +749,13 @@ class LRP(Method):
                 "applied nowhere (operations before the first layer pass relevance as a plain gradient).",
                 stacklevel=3,
             )
-        if propagation.indirect:
-            warnings.warn(
-                "lrp: the first layer reads the inputs through operations other than reshaping (normalisation "
-                "inside the model?); relevance crosses them as a plain gradient and is not conserved there. "
-                "Normalise the inputs before passing them to the model to avoid this.",
-                stacklevel=3,
-            )
         if relevance is None:
             relevance = torch.zeros_like(x)
-        return Result(attribution=relevance.detach(), extras={"absorbed": absorbed(relevance.detach(), self.scores)})
+        extras = {"absorbed": absorbed(relevance.detach(), self.scores)}
+        if propagation.constants is not None:
+            score = self.scores.detach().double()
+            extras["constants"] = (propagation.constants / torch.where(score == 0, 1.0, score)).float()
+        return Result(attribution=relevance.detach(), extras=extras)
 
     def propagation(self) -> _Propagation:
         """The validated options as the state of one propagation."""
@@ -651,7 +787,7 @@ class LRP(Method):
             first_rule = None if first_rule is None else without_biases(first_rule)
         low, high = self.bounds()
         x = self.inputs.detach().requires_grad_(True)
-        return _Propagation(x, rule, first_rule, epsilon, affine_rule, low, high)
+        return _Propagation(x, rule, first_rule, epsilon, affine_rule, low, high, biases=biases)
 
     def number(self, name: str) -> float:
         value = self.opts[name]
