@@ -205,7 +205,12 @@ def test_readme_pictures_and_links_work_on_pypi():
         prefix = "raw/main/" if target in pictures else "blob/main/"
         relative = target.removeprefix(HOMEPAGE + "/")
         assert relative.startswith(prefix), f"{target}: expected {HOMEPAGE}/{prefix}..."
-        assert (ROOT / relative.removeprefix(prefix)).is_file(), f"{target}: no such file in the repository"
+        path, _, anchor = relative.removeprefix(prefix).partition("#")
+        assert (ROOT / path).is_file(), f"{target}: no such file in the repository"
+        if anchor:  # GitHub's anchor of a heading: lower case, punctuation dropped, spaces as hyphens
+            headings = re.findall(r"^#+ (.+)$", (ROOT / path).read_text(), re.M)
+            anchors = {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-") for h in headings}
+            assert anchor in anchors, f"{target}: {path} has no heading with the anchor #{anchor}"
     for picture in pictures:
         assert picture.startswith(f"{HOMEPAGE}/raw/main/docs/"), f"{picture}: pictures live under docs/"
     assert "pip install deepscope" in readme and 'pip install "deepscope[all]"' in readme
