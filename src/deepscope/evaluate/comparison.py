@@ -22,7 +22,7 @@ from ..errors import BadInputError, DeepscopeError
 from ..explain.base import explain
 from ..explain.base import methods as registered_methods
 from ..render import NotebookFigure, TableDisplay, new_figure
-from ..track.records import COMPARISON_METRICS, LOWER_IS_BETTER
+from ..store.records.comparison import COMPARISON_METRICS, LOWER_IS_BETTER
 from .faithfulness import faithfulness
 from .sanity import MapFunction, _check, sanity_check
 

@@ -20,24 +20,9 @@ from typing import Any
 import numpy as np
 
 from ..errors import BadInputError, StoreError, close_names
-from ..track.records import (
-    Audio,
-    ComparisonTable,
-    Confusion,
-    Embedding,
-    ExplanationSet,
-    FaithfulnessCurves,
-    Graph,
-    Histogram,
-    Image,
-    PRCurve,
-    Record,
-    SanityCurves,
-    ScalarLayout,
-    Text,
-    Video,
-)
 from . import schema
+from .records import Record, Stored, codec_named
+from .records.checkpoint import load as load_checkpoint
 
 try:
     import fcntl
@@ -90,6 +75,7 @@ class Reader:
         if not self.db.is_file():
             raise StoreError(f"no deepscope run at {given}: there is no {self.db}")
         self._conn = schema.connect_readonly(self.db)
+        self._files = RunFiles(self.path)
         self._lock = threading.Lock()
         try:
             current = schema.version(self._conn, self.db)
@@ -234,7 +220,8 @@ class Reader:
         if kind == "scalar":
             raise BadInputError(f"{tag!r} holds scalars: read it with Reader.scalars({tag!r})")
         tag_id = self._tag_id(tag, kind)
-        table, key = ("histograms", "id") if kind == "histogram" else ("objects", "id")
+        codec = codec_named(kind)
+        table, key = (codec.table if codec is not None else "objects"), "id"
         where, bounds = "tag_id = ?", list[Any]([tag_id])
         if start is not None:
             where += " AND step >= ?"
@@ -250,7 +237,8 @@ class Reader:
         set, the folder of its pictures) and its stored metadata (``shape``, ...; for an explanation set, every
         picture's path too)."""
         kind = self.tags().get(tag)
-        if kind not in (None, "image", "audio", "video", "embedding", "explanation"):
+        codec = codec_named(kind)
+        if kind is not None and (codec is None or not codec.has_files):
             raise BadInputError(f"{tag!r} holds {kind} records, which have no files")
         tag_id = self._tag_id(tag, kind)
         with self._reading():
@@ -260,145 +248,14 @@ class Reader:
         return [(int(step), file, json.loads(data)) for step, file, data in rows]
 
     def _record(self, tag: str, kind: str | None, row: dict[str, Any]) -> Record:
-        if kind == "histogram":
-            return Histogram(
-                tag=tag,
-                step=row["step"],
-                low=_real(row["low"]),
-                high=_real(row["high"]),
-                counts=np.frombuffer(row["counts"], dtype=row["counts_dtype"]),
-                layer=row["layer"],
-                kind=row["kind"],
-                mean=_real(row["mean"]),
-                std=_real(row["std"]),
-                zero_fraction=_real(row["zero_fraction"]),
-                norm=_real(row["norm"]),
-                count=row["count"],
-                nonfinite=row["nonfinite"],
-                wall_time=row["wall_time"],
-            )
-        data = json.loads(row["data"])
-        if kind == "graph":
-            return Graph(data["modules"], data["ops"], data["ops_method"], tag=tag, notes=data["notes"])
-        if kind == "text":
-            return Text(tag, data["text"], step=row["step"], wall_time=row["wall_time"])
-        if kind == "image":
-            from PIL import Image as PILImage
-
-            file = self.path / row["file"]
-            try:
-                with PILImage.open(file) as image:
-                    pixels = np.asarray(image)
-            except OSError as e:
-                raise StoreError(f"{file}, an image of {tag!r} at step {row['step']}, cannot be read: {e}") from e
-            return Image(tag, row["step"], pixels, caption=data["caption"], wall_time=row["wall_time"])
-        if kind == "audio":
-            return self._audio(tag, row, data)
-        if kind == "video":
-            return self._video(tag, row, data)
-        if kind == "custom_scalars":
-            return ScalarLayout(data["layout"], tag=tag, step=row["step"], wall_time=row["wall_time"])
-        if kind == "confusion_matrix":
-            counts = np.asarray(data["counts"], dtype=np.int64)
-            return Confusion(tag, row["step"], counts, data["classes"], wall_time=row["wall_time"])
-        if kind == "explanation":
-            return self._explanation_set(tag, row, data)
-        if kind == "sanity_check":
-            data["mean"], data["std"] = (
-                {
-                    method: {metric: np.asarray(v, dtype=np.float64) for metric, v in per.items()}
-                    for method, per in d.items()
-                }
-                for d in (data["mean"], data["std"])
-            )
-            return SanityCurves(tag, row["step"], wall_time=row["wall_time"], **data)
-        if kind == "faithfulness":
-            for name in ("fractions", "mean", "std", "auc"):
-                data[name] = np.asarray(data[name], dtype=np.float64)
-            return FaithfulnessCurves(tag, row["step"], wall_time=row["wall_time"], **data)
-        if kind == "method_comparison":
-            k = len(data["metrics"])
-            for name in ("mean", "std"):
-                data[name] = np.asarray(data[name], dtype=np.float64).reshape(-1, k)
-            return ComparisonTable(tag, row["step"], wall_time=row["wall_time"], **data)
-        if kind == "pr_curve":
-            arrays = {name: np.asarray(values, dtype=np.float64) for name, values in data.items()}
-            return PRCurve(tag, row["step"], wall_time=row["wall_time"], **arrays)
-        if kind == "embedding":
-            file = self.path / row["file"]
-            try:
-                with np.load(file) as arrays:
-                    features = arrays["features"]
-                    thumbnails = arrays["thumbnails"] if "thumbnails" in arrays.files else None
-                    # Runs written before projections were stored have none.
-                    stored = data.get("projections") or {}
-                    projections = {name: arrays[key] for name, (key, *_) in stored.items()} or None
-            except (OSError, ValueError, KeyError) as e:
-                raise StoreError(f"{file}, an embedding of {tag!r} at step {row['step']}, cannot be read: {e}") from e
-            return Embedding(
-                tag,
-                row["step"],
-                features,
-                labels=data["labels"],
-                label_header=data["label_header"],
-                thumbnails=thumbnails,
-                wall_time=row["wall_time"],
-                projections=projections,
-            )
-        raise StoreError(f"{self.db}: tag {tag!r} has kind {kind!r}, which this deepscope cannot read")
-
-    def _audio(self, tag: str, row: dict[str, Any], data: dict[str, Any]) -> Audio:
-        import wave
-
-        file = self.path / row["file"]
-        try:
-            with wave.open(str(file), "rb") as handle:
-                channels, rate = handle.getnchannels(), handle.getframerate()
-                levels = np.frombuffer(handle.readframes(handle.getnframes()), dtype="<i2")
-        except (OSError, EOFError, wave.Error) as e:
-            raise StoreError(f"{file}, a sound of {tag!r} at step {row['step']}, cannot be read: {e}") from e
-        samples = (levels.astype(np.float32) / 32767).reshape(-1, channels)
-        return Audio(tag, row["step"], samples, sample_rate=rate, wall_time=row["wall_time"])
-
-    def _video(self, tag: str, row: dict[str, Any], data: dict[str, Any]) -> Video:
-        from PIL import Image as PILImage
-        from PIL import ImageSequence
-
-        file = self.path / row["file"]
-        try:
-            with PILImage.open(file) as clip:
-                frames = np.stack([np.asarray(frame.convert("RGB")) for frame in ImageSequence.Iterator(clip)])
-        except OSError as e:
-            raise StoreError(f"{file}, a video of {tag!r} at step {row['step']}, cannot be read: {e}") from e
-        return Video(tag, row["step"], frames, fps=data["fps"], wall_time=row["wall_time"])
-
-    def _explanation_set(self, tag: str, row: dict[str, Any], data: dict[str, Any]) -> ExplanationSet:
-        from PIL import Image as PILImage
-
-        def read(relative: str) -> np.ndarray:
-            file = self.path / relative
-            try:
-                with PILImage.open(file) as image:
-                    return np.asarray(image)
-            except OSError as e:
-                raise StoreError(f"{file}, a picture of {tag!r} at step {row['step']}, cannot be read: {e}") from e
-
-        def stack(paths: list[str]) -> np.ndarray:
-            return np.stack([read(p) for p in paths])
-
-        return ExplanationSet(
-            tag,
-            row["step"],
-            inputs=stack(data["inputs"]),
-            methods=data["methods"],
-            heatmaps=np.stack([stack(paths) for paths in data["heatmaps"]]),
-            overlays=np.stack([stack(paths) for paths in data["overlays"]]),
-            targets=data["targets"],
-            scores=np.asarray(data["scores"], dtype=np.float64),
-            labels=data["labels"],
-            predictions=data["predictions"],
-            wall_time=row["wall_time"],
-        )
+        codec = codec_named(kind)
+        if codec is None:
+            raise StoreError(f"{self.db}: tag {tag!r} has kind {kind!r}, which this deepscope cannot read")
+        if codec.table == "objects":
+            data = json.loads(row["data"])
+        else:  # a table of the kind's own: its columns
+            data = {k: v for k, v in row.items() if k not in ("id", "tag_id", "step", "wall_time")}
+        return codec.decode(tag, Stored(row["step"], row["wall_time"], data, row.get("file")), self._files)
 
     # ---- checkpoints --------------------------------------------------------------------------------------------
 
@@ -416,8 +273,6 @@ class Reader:
     def checkpoint(self, step: int | None = None, tag: str = "checkpoint") -> dict[str, Any]:
         """The state dict kept at ``step`` (default: the last one kept), as CPU tensors, ready for
         ``model.load_state_dict``. A step kept twice gives the later snapshot."""
-        import torch
-
         steps = self.checkpoints(tag)
         if not steps:
             raise BadInputError(f"{self.path} holds no checkpoints under {tag!r}; keep some with run.checkpoint(model)")
@@ -432,7 +287,7 @@ class Reader:
             ).fetchone()
         file = self.path / relative
         try:
-            return dict(torch.load(file, map_location="cpu", weights_only=True))
+            return load_checkpoint(self._files, relative)
         except (OSError, RuntimeError, EOFError) as e:
             raise StoreError(f"{file}, the checkpoint of {tag!r} at step {step}, cannot be read: {e}") from e
 
@@ -549,5 +404,14 @@ def writer_alive(run_dir: Path) -> bool:
         return False
 
 
-def _real(value: float | None) -> float:
-    return float("nan") if value is None else float(value)
+class RunFiles:
+    """The files of a run directory, as decoders read them (:class:`~deepscope.store.records.FileSource`)."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = run_dir
+
+    def read(self, relative: str) -> bytes:
+        return (self.run_dir / relative).read_bytes()
+
+    def where(self, relative: str) -> str:
+        return str(self.run_dir / relative)

@@ -18,7 +18,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from itertools import pairwise, repeat
 from operator import itemgetter
 from pathlib import Path
@@ -27,23 +27,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import StoreError
-from ..track.records import (
-    Audio,
-    ComparisonTable,
-    Confusion,
-    Embedding,
-    ExplanationSet,
-    FaithfulnessCurves,
-    Graph,
-    Histogram,
-    Image,
-    PRCurve,
-    SanityCurves,
-    ScalarLayout,
-    Text,
-    Video,
-)
 from . import schema
+from .records import Stored, codec_for
 
 try:  # POSIX: one writing process per run, enforced by an advisory lock released even on SIGKILL
     import fcntl
@@ -89,17 +74,6 @@ class ScalarBatch:
     values: np.ndarray
     epochs: np.ndarray
     wall_times: np.ndarray
-
-
-@dataclass(frozen=True)
-class CheckpointState:
-    """A snapshot of a model's ``state_dict``, tensors already copied to the host, to be saved as a file beside
-    the run (``torch.save``); its row in ``objects`` has kind ``"checkpoint"``."""
-
-    tag: str
-    step: int
-    wall_time: float
-    state: dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -430,7 +404,7 @@ class Writer:
         self._row_counts[tag_id] = held + len(steps)
 
     def _write_item(self, item: Any, series: dict[int, list[tuple[np.ndarray, ...]]], written: list[Path]) -> None:
-        conn, now = self._conn, time.time()
+        conn = self._conn
         if isinstance(item, ScalarBatch):
             tag_id = self._tag(item.tag, "scalar")
             series.setdefault(tag_id, []).append((item.steps, item.values, item.epochs, item.wall_times))
@@ -440,209 +414,49 @@ class Writer:
                 conn.execute(f"DELETE FROM {table} WHERE key = ?", (item.key,))
             else:
                 conn.execute(f"INSERT OR REPLACE INTO {table} (key, value) VALUES (?, ?)", (item.key, item.value))
-        elif isinstance(item, Histogram):
-            counts = np.ascontiguousarray(item.counts)
-            conn.execute(
-                "INSERT INTO histograms (tag_id, step, wall_time, low, high, counts, counts_dtype, layer, kind, mean, "
-                "std, zero_fraction, norm, count, nonfinite) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    self._tag(item.tag, "histogram"),
-                    int(item.step),
-                    item.wall_time if item.wall_time is not None else now,
-                    float(item.low),
-                    float(item.high),
-                    counts.tobytes(),
-                    counts.dtype.str,
-                    item.layer,
-                    item.kind,
-                    float(item.mean),
-                    float(item.std),
-                    float(item.zero_fraction),
-                    float(item.norm),
-                    int(item.count),
-                    int(item.nonfinite),
-                ),
+        else:
+            codec = codec_for(type(item))
+            if codec is None:  # pragma: no cover - the Run only queues registered records
+                raise TypeError(f"the store cannot write {type(item).__name__}")
+            tag_id = self._tag(item.tag, codec.kind)
+            step = item.step if codec.stepped else 0
+            files = _Files(self.path, f"{schema.FILES_DIR}/{tag_id}/{step}-{uuid.uuid4().hex[:12]}", written)
+            self._insert(codec.table, tag_id, codec.encode(item, files))
+
+    def _insert(self, table: str, tag_id: int, stored: Stored) -> None:
+        """One encoded record as a row of ``objects`` (its data as JSON) or of its kind's own table (its data as
+        columns)."""
+        wall = stored.wall_time if stored.wall_time is not None else time.time()
+        if table == "objects":
+            self._conn.execute(
+                "INSERT INTO objects (tag_id, step, wall_time, data, file) VALUES (?, ?, ?, ?, ?)",
+                (tag_id, stored.step, wall, json.dumps(stored.data), stored.file),
             )
-        elif isinstance(item, Graph):
-            data = {"modules": item.modules, "ops": item.ops, "ops_method": item.ops_method, "notes": item.notes}
-            self._object(self._tag(item.tag, "graph"), 0, now, data, None)
-        elif isinstance(item, Text):
-            wall = item.wall_time if item.wall_time is not None else now
-            self._object(self._tag(item.tag, "text"), item.step, wall, {"text": item.text}, None)
-        elif isinstance(item, Image):
-            tag_id = self._tag(item.tag, "image")
-            relative = Path(schema.FILES_DIR, str(tag_id), f"{item.step}-{uuid.uuid4().hex[:12]}.png")
-            _write_png(self.path / relative, item.pixels)
-            written.append(self.path / relative)
-            data = {"caption": item.caption, "shape": list(item.pixels.shape)}
-            wall = item.wall_time if item.wall_time is not None else now
-            self._object(tag_id, item.step, wall, data, relative.as_posix())
-        elif isinstance(item, Audio | Video):
-            kind, suffix, write = (
-                ("audio", "wav", _write_wav) if isinstance(item, Audio) else ("video", "gif", _write_gif)
+        else:
+            names = ", ".join(stored.data)
+            marks = ", ".join("?" * (len(stored.data) + 3))
+            self._conn.execute(
+                f"INSERT INTO {table} (tag_id, step, wall_time, {names}) VALUES ({marks})",
+                (tag_id, stored.step, wall, *stored.data.values()),
             )
-            tag_id = self._tag(item.tag, kind)
-            relative = Path(schema.FILES_DIR, str(tag_id), f"{item.step}-{uuid.uuid4().hex[:12]}.{suffix}")
-            data = write(self.path / relative, item)
-            written.append(self.path / relative)
-            wall = item.wall_time if item.wall_time is not None else now
-            self._object(tag_id, item.step, wall, data, relative.as_posix())
-        elif isinstance(item, ScalarLayout):
-            wall = item.wall_time if item.wall_time is not None else now
-            self._object(self._tag(item.tag, "custom_scalars"), item.step, wall, {"layout": item.layout}, None)
-        elif isinstance(item, Embedding):
-            tag_id = self._tag(item.tag, "embedding")
-            relative = Path(schema.FILES_DIR, str(tag_id), f"{item.step}-{uuid.uuid4().hex[:12]}.npz")
-            arrays = {"features": item.features}
-            if item.thumbnails is not None:
-                arrays["thumbnails"] = item.thumbnails
-            # Projections under numbered keys (any name stays out of the zip's member names); the names in the db.
-            keys = {name: f"projection_{i}" for i, name in enumerate(item.projections or {})}
-            arrays.update({keys[name]: points for name, points in (item.projections or {}).items()})
-            _write_npz(self.path / relative, arrays)
-            written.append(self.path / relative)
-            described: dict[str, Any] = {
-                "labels": item.labels,
-                "label_header": item.label_header,
-                "shape": list(item.features.shape),
-                "projections": {name: [keys[name], *points.shape] for name, points in (item.projections or {}).items()},
-            }
-            wall = item.wall_time if item.wall_time is not None else now
-            self._object(tag_id, item.step, wall, described, relative.as_posix())
-        elif isinstance(item, PRCurve):
-            names = ("thresholds", "tp", "fp", "tn", "fn", "precision", "recall")
-            data = {name: np.asarray(getattr(item, name), dtype=np.float64).tolist() for name in names}
-            wall = item.wall_time if item.wall_time is not None else now
-            self._object(self._tag(item.tag, "pr_curve"), item.step, wall, data, None)
-        elif isinstance(item, Confusion):
-            data = {"counts": np.asarray(item.counts).tolist(), "classes": item.classes}
-            wall = item.wall_time if item.wall_time is not None else now
-            self._object(self._tag(item.tag, "confusion_matrix"), item.step, wall, data, None)
-        elif isinstance(item, ExplanationSet):
-            tag_id = self._tag(item.tag, "explanation")
-            folder = Path(schema.FILES_DIR, str(tag_id), f"{item.step}-{uuid.uuid4().hex[:12]}")
-            data = _explanation_files(item, folder, self.path, written)
-            wall = item.wall_time if item.wall_time is not None else now
-            self._object(tag_id, item.step, wall, data, folder.as_posix())
-        elif isinstance(item, SanityCurves | FaithfulnessCurves | ComparisonTable):
-            kind, data = _evaluation_json(item)
-            wall = item.wall_time if item.wall_time is not None else now
-            self._object(self._tag(item.tag, kind), item.step, wall, data, None)
-        elif isinstance(item, CheckpointState):
-            tag_id = self._tag(item.tag, "checkpoint")
-            relative = Path(schema.FILES_DIR, str(tag_id), f"{item.step}-{uuid.uuid4().hex[:12]}.pt")
-            _write_state(self.path / relative, item.state)
-            written.append(self.path / relative)
-            data = {"tensors": len(item.state), "bytes": sum(t.nbytes for t in item.state.values())}
-            self._object(tag_id, item.step, item.wall_time, data, relative.as_posix())
-        else:  # pragma: no cover - the Run only queues the types above
-            raise TypeError(f"the store cannot write {type(item).__name__}")
-
-    def _object(self, tag_id: int, step: int, wall: float, data: dict[str, Any], file: str | None) -> None:
-        self._conn.execute(
-            "INSERT INTO objects (tag_id, step, wall_time, data, file) VALUES (?, ?, ?, ?, ?)",
-            (tag_id, int(step), wall, json.dumps(data), file),
-        )
 
 
-def _evaluation_json(item: SanityCurves | FaithfulnessCurves | ComparisonTable) -> tuple[str, dict[str, Any]]:
-    """The tag kind and JSON data of an evaluation record: every field but tag, step and wall time, arrays as
-    lists (JSON keeps every float64 exactly, NaN included)."""
+class _Files:
+    """A record's files beside the database, each written atomically (a temporary name, then a rename), so a
+    crash never leaves a half file under the name; ``written`` collects them for removal if the batch fails."""
 
-    def plain(value: Any) -> Any:
-        if isinstance(value, np.ndarray):
-            return value.tolist()
-        if isinstance(value, dict):
-            return {k: plain(v) for k, v in value.items()}
-        return value
+    def __init__(self, run_dir: Path, base: str, written: list[Path]) -> None:
+        self.run_dir, self.base, self.written = run_dir, base, written
 
-    kind = {SanityCurves: "sanity_check", FaithfulnessCurves: "faithfulness", ComparisonTable: "method_comparison"}
-    skip = ("tag", "step", "wall_time")
-    data = {f.name: plain(getattr(item, f.name)) for f in fields(item) if f.name not in skip}
-    return kind[type(item)], data
-
-
-def _write_png(path: Path, pixels: np.ndarray) -> None:
-    """Write atomically (a temporary name, then a rename), so a crash never leaves a half file under the name."""
-    from PIL import Image as PILImage
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(".tmp")
-    PILImage.fromarray(pixels).save(temporary, format="PNG")
-    os.replace(temporary, path)
-
-
-def _write_wav(path: Path, item: Audio) -> dict[str, Any]:
-    """16-bit PCM WAV (stdlib ``wave``), atomically like :func:`_write_png`; returns the record's description."""
-    import wave
-
-    samples = item.samples if item.samples.ndim == 2 else item.samples[:, np.newaxis]
-    levels = np.round(np.clip(samples, -1, 1) * 32767).astype("<i2")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(".tmp")
-    with wave.open(str(temporary), "wb") as handle:
-        handle.setnchannels(samples.shape[1])
-        handle.setsampwidth(2)
-        handle.setframerate(item.sample_rate)
-        handle.writeframes(levels.tobytes())
-    os.replace(temporary, path)
-    return {"sample_rate": item.sample_rate, "channels": samples.shape[1], "frames": samples.shape[0]}
-
-
-def _write_gif(path: Path, item: Video) -> dict[str, Any]:
-    """An animated GIF, looping, each frame shown ``1 / fps`` s (GIF counts in hundredths); atomically."""
-    from PIL import Image as PILImage
-
-    frames = [PILImage.fromarray(frame).convert("RGB") for frame in item.frames]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(".tmp")
-    duration = max(20, round(1000 / item.fps / 10) * 10)  # browsers draw delays under 20 ms slowly
-    frames[0].save(temporary, format="GIF", save_all=True, append_images=frames[1:], duration=duration, loop=0)
-    os.replace(temporary, path)
-    return {"fps": item.fps, "frames": len(frames), "shape": list(item.frames.shape[1:3])}
-
-
-def _write_state(path: Path, state: dict[str, Any]) -> None:
-    """``torch.save`` atomically, like :func:`_write_png`."""
-    import torch
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(".tmp")
-    torch.save(state, temporary)
-    os.replace(temporary, path)
-
-
-def _explanation_files(item: ExplanationSet, folder: Path, run_dir: Path, written: list[Path]) -> dict[str, Any]:
-    """Write an explanation set's pictures as PNGs into ``folder``; its description, with their paths relative to
-    the run directory (``inputs[i]``, ``heatmaps[m][i]``, ``overlays[m][i]``)."""
-
-    def png(name: str, pixels: np.ndarray) -> str:
-        relative = folder / name
-        _write_png(run_dir / relative, pixels)
-        written.append(run_dir / relative)
-        return relative.as_posix()
-
-    n, methods = len(item.inputs), range(len(item.methods))
-    return {
-        "methods": item.methods,
-        "targets": item.targets,
-        "scores": np.asarray(item.scores, dtype=np.float64).tolist(),  # NaN as JSON's NaN, read back as such
-        "labels": item.labels,
-        "predictions": item.predictions,
-        "shape": list(item.inputs.shape),
-        "inputs": [png(f"input-{i}.png", item.inputs[i]) for i in range(n)],
-        "heatmaps": [[png(f"heatmap-{m}-{i}.png", item.heatmaps[m, i]) for i in range(n)] for m in methods],
-        "overlays": [[png(f"overlay-{m}-{i}.png", item.overlays[m, i]) for i in range(n)] for m in methods],
-    }
-
-
-def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """Like :func:`_write_png`: a temporary name, then a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(".tmp")
-    with open(temporary, "wb") as handle:
-        np.savez(handle, **arrays)  # type: ignore[arg-type]  # numpy's stub mistypes **kwds
-    os.replace(temporary, path)
+    def put(self, suffix: str, content: bytes) -> str:
+        relative = self.base + suffix
+        path = self.run_dir / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_suffix(".tmp")
+        temporary.write_bytes(content)
+        os.replace(temporary, path)
+        self.written.append(path)
+        return relative
 
 
 def _open(run_dir: Path, resume: bool) -> tuple[Any, sqlite3.Connection, StoredState]:
