@@ -5,20 +5,21 @@ that list out and writes it in one transaction at least every ``flush_interval``
 ``max_pending`` is waiting or when :meth:`Writer.flush` asks. When ``max_pending`` values are waiting the training
 thread waits for the writer instead of dropping anything. A failed write (disk full, file removed, ...) stops the
 writer and is raised by the next ``put``, ``flush`` or ``close``, saying how much was not stored; what was
-committed before stays intact, because each batch is one SQLite transaction.
+committed before stays intact, because each batch is one transaction.
+
+Where the batches go is a :class:`~deepscope.store.backend.WriteBackend` (SQLite: :mod:`deepscope.store.sqlite`,
+which also checks, creates and locks the run directory); the queue, the thread, the order of each tag's points and
+turning records into rows through their codecs are the writer's, the same for every backend.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import socket
-import sqlite3
 import threading
 import time
-import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from itertools import pairwise, repeat
 from operator import itemgetter
 from pathlib import Path
@@ -27,26 +28,13 @@ from typing import Any
 import numpy as np
 
 from ..errors import StoreError
-from . import schema
-from .records import Stored, codec_for
-
-try:  # POSIX: one writing process per run, enforced by an advisory lock released even on SIGKILL
-    import fcntl
-except ImportError:  # pragma: no cover - Windows: no lock; SQLite still serialises the writes
-    fcntl = None  # type: ignore[assignment]
+from .backend import StoredState, WriteBackend
+from .records import codec_for
+from .records.scalar import KIND as SCALAR
+from .sqlite import SQLiteWriter
 
 ScalarRow = tuple[str, int, int, float, float]  # tag, step, epoch (-1: none), wall time, value
 _NO_POINTS = (np.empty(0, np.int64), np.empty(0, np.float64), np.empty(0, np.int64), np.empty(0, np.float64))
-
-
-@dataclass
-class StoredState:
-    """What a resumed run already holds, for the ``Run`` to continue from."""
-
-    kinds: dict[str, str] = field(default_factory=dict)
-    last_steps: dict[str, int] = field(default_factory=dict)
-    config: dict[str, Any] = field(default_factory=dict)
-    created: bool = True
 
 
 class DeferredScalars:
@@ -105,27 +93,24 @@ class Writer:
         # Absolute: files are written later, by a thread, when the working directory may have changed (a notebook's
         # os.chdir); a relative path would put them in another folder than run.db.
         self.path = Path(run_dir).absolute()
-        self.db = schema.db_path(self.path)
         self.flush_interval = float(flush_interval)
         self.max_pending = int(max_pending)
-        self._lock_file, self._conn, self.state = _open(self.path, resume)
+        self._store: WriteBackend = SQLiteWriter(self.path, resume)
+        self.db = self._store.location
+        self.state: StoredState = self._store.state
+        now = time.time()
+        info = {"status": "running", "pid": os.getpid(), "host": socket.gethostname(), "started_at": now}
+        if self.state.created:
+            info |= {"name": name or self.path.name, "created_at": now}
         try:
-            self._tag_ids: dict[str, int] = dict(self._conn.execute("SELECT name, id FROM tags").fetchall())
-            self._row_counts: dict[int, int] = dict(
-                self._conn.execute("SELECT tag_id, count(*) FROM scalars GROUP BY tag_id").fetchall()
-            )
-            now = time.time()
-            info = {"status": "running", "pid": os.getpid(), "host": socket.gethostname(), "started_at": now}
-            if self.state.created:
-                info |= {"name": name or self.path.name, "created_at": now}
-            self._conn.execute("BEGIN IMMEDIATE")
-            self._conn.executemany(
-                "INSERT OR REPLACE INTO run_info (key, value) VALUES (?, ?)",
-                [(k, json.dumps(v)) for k, v in info.items()],
-            )
-            self._conn.execute("COMMIT")
-        except sqlite3.Error as e:
-            self._release()
+            self._store.begin()
+            for key, value in info.items():
+                self._store.set_value("run_info", key, json.dumps(value))
+            self._store.commit()
+        except Exception as e:
+            self._store.rollback()
+            self._store.close()
+            self._store.unlock()
             raise StoreError(f"cannot write to {self.db} ({e})") from e
 
         # The training thread takes the plain lock (cheap); waiting, in either direction, uses the condition on it.
@@ -140,6 +125,7 @@ class Writer:
         self._error: StoreError | None = None
         self._unwritten = 0
         self._last_commit = time.time()
+        self._released = False
         self._thread = threading.Thread(target=self._run, name=f"deepscope-writer:{self.path.name}", daemon=True)
         self._thread.start()
 
@@ -187,7 +173,7 @@ class Writer:
 
         Idempotent. Raises ``StoreError`` if anything logged could not be stored.
         """
-        if not self._thread.is_alive() and self._lock_file is None:
+        if not self._thread.is_alive() and self._released:
             if self._error is not None:
                 raise self._error
             return
@@ -214,9 +200,8 @@ class Writer:
         raise StoreError(f"the run at {self.path} is closed; open it again with resume=True to add to it")
 
     def _release(self) -> None:
-        if self._lock_file is not None:
-            self._lock_file.close()  # releases the flock
-            self._lock_file = None
+        self._store.unlock()
+        self._released = True
 
     # ---- the writer thread ----------------------------------------------------------------------------------------
 
@@ -229,13 +214,7 @@ class Writer:
                     self._error = StoreError(f"the writer of {self.db} stopped: {type(e).__name__}: {e}")
                     self._error.__cause__ = e
         finally:
-            # A closed run is one self-contained file: back to a rollback journal (possible only when no reader
-            # has it open; otherwise it stays in WAL mode, which is as good), and closing the last connection
-            # checkpoints the WAL into run.db and removes it.
-            with contextlib.suppress(sqlite3.Error):
-                self._conn.execute("PRAGMA journal_mode=DELETE").fetchall()
-            with contextlib.suppress(sqlite3.Error):
-                self._conn.close()
+            self._store.close()
             with self._cond:
                 self._cond.notify_all()
 
@@ -282,11 +261,9 @@ class Writer:
 
     def _write(self, batch: list[Any], pack: bool = False) -> None:
         """Write ``batch`` in one transaction; with ``pack`` (the run is closing) also fold every tag's remaining
-        loose scalar rows into a last, shorter chunk, so a finished run reads as packed blobs only."""
-        conn = self._conn
-        tag_ids, row_counts = dict(self._tag_ids), dict(self._row_counts)
-        written: list[Path] = []
-        conn.execute("BEGIN IMMEDIATE")
+        loose scalar points into a last, shorter chunk, so a finished run reads as packed blobs only."""
+        store = self._store
+        store.begin()
         try:
             rows: list[ScalarRow] = []
             series: dict[int, list[tuple[np.ndarray, ...]]] = {}
@@ -299,38 +276,24 @@ class Writer:
                     if rows:  # keep each tag's points in the order they were logged
                         self._group_rows(rows, series)
                         rows = []
-                    self._write_item(item, series, written)
+                    self._write_item(item, series)
             if rows:
                 self._group_rows(rows, series)
             for tag_id, parts in series.items():
-                self._append_scalars(tag_id, *(np.concatenate(column) for column in zip(*parts)), pack=pack)
+                store.append_scalars(tag_id, *(np.concatenate(column) for column in zip(*parts)), pack=pack)
             if pack:
-                for tag_id in [t for t, held in self._row_counts.items() if held and t not in series]:
-                    self._append_scalars(tag_id, *_NO_POINTS, pack=True)
-            conn.execute("COMMIT")
+                for tag_id in [t for t in store.unpacked() if t not in series]:
+                    store.append_scalars(tag_id, *_NO_POINTS, pack=True)
+            store.commit()
         except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            self._tag_ids, self._row_counts = tag_ids, row_counts
-            for path in written:
-                path.unlink(missing_ok=True)
+            store.rollback()
             raise
-
-    def _tag(self, name: str, kind: str) -> int:
-        tag_id = self._tag_ids.get(name)
-        if tag_id is None:
-            cursor = self._conn.execute(
-                "INSERT INTO tags (name, kind, created_at) VALUES (?, ?, ?)", (name, kind, time.time())
-            )
-            tag_id = self._tag_ids[name] = int(cursor.lastrowid or 0)
-        return tag_id
 
     def _group_rows(self, rows: list[ScalarRow], series: dict[int, list[tuple[np.ndarray, ...]]]) -> None:
         n = len(rows)
         tags = list(map(itemgetter(0), rows))
-        for name in set(tags):
-            self._tag(name, "scalar")
-        ids = np.fromiter(map(self._tag_ids.__getitem__, tags), dtype=np.int64, count=n)
+        ids_of = {name: self._store.tag(name, SCALAR) for name in set(tags)}
+        ids = np.fromiter(map(ids_of.__getitem__, tags), dtype=np.int64, count=n)
         columns = tuple(
             np.fromiter(map(itemgetter(k), rows), dtype=dtype, count=n)
             for k, dtype in ((1, np.int64), (4, np.float64), (2, np.int64), (3, np.float64))
@@ -345,225 +308,17 @@ class Writer:
             part = order[a:b]
             series.setdefault(int(ids[a]), []).append(tuple(column[part] for column in columns))
 
-    def _append_scalars(
-        self,
-        tag_id: int,
-        steps: np.ndarray,
-        values: np.ndarray,
-        epochs: np.ndarray,
-        walls: np.ndarray,
-        *,
-        pack: bool = False,
-    ) -> None:
-        """Add points to a tag: full chunks of ``CHUNK`` points, the rest as loose rows; with ``pack`` the rest too
-        becomes a (shorter) chunk and no loose row is left."""
-        conn, held = self._conn, self._row_counts.get(tag_id, 0)
-        if held + len(steps) >= schema.CHUNK or (pack and held + len(steps)):
-            if held:  # the oldest points of the tag: fold them into the chunk with the new ones
-                old = conn.execute(
-                    "SELECT step, value, coalesce(epoch, -1), wall_time FROM scalars WHERE tag_id = ? ORDER BY rowid",
-                    (tag_id,),
-                ).fetchall()
-                conn.execute("DELETE FROM scalars WHERE tag_id = ?", (tag_id,))
-                o_steps, o_values, o_epochs, o_walls = zip(*old)
-                steps = np.concatenate((np.array(o_steps, dtype=np.int64), steps))
-                values = np.concatenate((np.array(o_values, dtype=np.float64), values))
-                epochs = np.concatenate((np.array(o_epochs, dtype=np.int64), epochs))
-                walls = np.concatenate((np.array(o_walls, dtype=np.float64), walls))
-            full = len(steps) if pack else len(steps) // schema.CHUNK * schema.CHUNK
-            conn.executemany(
-                "INSERT INTO scalar_chunks (tag_id, n, step_min, step_max, steps, vals, epochs, wall_times) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    (
-                        tag_id,
-                        len(steps[a : a + schema.CHUNK]),
-                        int(steps[a : a + schema.CHUNK].min()),
-                        int(steps[a : a + schema.CHUNK].max()),
-                        steps[a : a + schema.CHUNK].astype("<i8").tobytes(),
-                        values[a : a + schema.CHUNK].astype("<f8").tobytes(),
-                        epochs[a : a + schema.CHUNK].astype("<i8").tobytes(),
-                        walls[a : a + schema.CHUNK].astype("<f8").tobytes(),
-                    )
-                    for a in range(0, full, schema.CHUNK)
-                ),
-            )
-            steps, values, epochs, walls = steps[full:], values[full:], epochs[full:], walls[full:]
-            held = 0
-        if len(steps):
-            conn.executemany(
-                "INSERT INTO scalars (tag_id, step, epoch, wall_time, value) VALUES (?, ?, ?, ?, ?)",
-                zip(
-                    repeat(tag_id),
-                    steps.tolist(),
-                    [None if e < 0 else e for e in epochs.tolist()],
-                    walls.tolist(),
-                    values.tolist(),  # NaN becomes NULL, read back as NaN
-                ),
-            )
-        self._row_counts[tag_id] = held + len(steps)
-
-    def _write_item(self, item: Any, series: dict[int, list[tuple[np.ndarray, ...]]], written: list[Path]) -> None:
-        conn = self._conn
+    def _write_item(self, item: Any, series: dict[int, list[tuple[np.ndarray, ...]]]) -> None:
+        store = self._store
         if isinstance(item, ScalarBatch):
-            tag_id = self._tag(item.tag, "scalar")
+            tag_id = store.tag(item.tag, SCALAR)
             series.setdefault(tag_id, []).append((item.steps, item.values, item.epochs, item.wall_times))
         elif isinstance(item, SetValue):
-            table = {"config": "config", "run_info": "run_info"}[item.table]
-            if item.value is None:
-                conn.execute(f"DELETE FROM {table} WHERE key = ?", (item.key,))
-            else:
-                conn.execute(f"INSERT OR REPLACE INTO {table} (key, value) VALUES (?, ?)", (item.key, item.value))
+            store.set_value(item.table, item.key, item.value)
         else:
             codec = codec_for(type(item))
             if codec is None:  # pragma: no cover - the Run only queues registered records
                 raise TypeError(f"the store cannot write {type(item).__name__}")
-            tag_id = self._tag(item.tag, codec.kind)
-            step = item.step if codec.stepped else 0
-            files = _Files(self.path, f"{schema.FILES_DIR}/{tag_id}/{step}-{uuid.uuid4().hex[:12]}", written)
-            self._insert(codec.table, tag_id, codec.encode(item, files))
-
-    def _insert(self, table: str, tag_id: int, stored: Stored) -> None:
-        """One encoded record as a row of ``objects`` (its data as JSON) or of its kind's own table (its data as
-        columns)."""
-        wall = stored.wall_time if stored.wall_time is not None else time.time()
-        if table == "objects":
-            self._conn.execute(
-                "INSERT INTO objects (tag_id, step, wall_time, data, file) VALUES (?, ?, ?, ?, ?)",
-                (tag_id, stored.step, wall, json.dumps(stored.data), stored.file),
-            )
-        else:
-            names = ", ".join(stored.data)
-            marks = ", ".join("?" * (len(stored.data) + 3))
-            self._conn.execute(
-                f"INSERT INTO {table} (tag_id, step, wall_time, {names}) VALUES ({marks})",
-                (tag_id, stored.step, wall, *stored.data.values()),
-            )
-
-
-class _Files:
-    """A record's files beside the database, each written atomically (a temporary name, then a rename), so a
-    crash never leaves a half file under the name; ``written`` collects them for removal if the batch fails."""
-
-    def __init__(self, run_dir: Path, base: str, written: list[Path]) -> None:
-        self.run_dir, self.base, self.written = run_dir, base, written
-
-    def put(self, suffix: str, content: bytes) -> str:
-        relative = self.base + suffix
-        path = self.run_dir / relative
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_suffix(".tmp")
-        temporary.write_bytes(content)
-        os.replace(temporary, path)
-        self.written.append(path)
-        return relative
-
-
-def _open(run_dir: Path, resume: bool) -> tuple[Any, sqlite3.Connection, StoredState]:
-    """Check that ``run_dir`` is new, empty or ours, take its lock, open its database, read what it holds.
-
-    Nothing is written into a directory that is not ours. If a new run cannot be set up, the files made for it
-    are removed again.
-    """
-    db = schema.db_path(run_dir)
-    made: list[Path] = []
-    if run_dir.exists() and not run_dir.is_dir():
-        raise StoreError(f"{run_dir} is a file, not a run directory; give a directory path for the run")
-    if run_dir.is_dir():
-        entries = sorted(p.name for p in run_dir.iterdir())
-        if db.exists():
-            if not resume:
-                raise StoreError(
-                    f"{run_dir} already holds a run; pass resume=True to add to it, or choose another path"
-                )
-        elif set(entries) - {schema.LOCK_NAME}:
-            shown = ", ".join(entries[:5]) + (f" and {len(entries) - 5} more" if len(entries) > 5 else "")
-            raise StoreError(
-                f"{run_dir} is not a deepscope run: it holds {shown} but no {schema.DB_NAME}. Nothing was written "
-                "into it; choose a new or empty directory"
-            )
-    else:
-        try:
-            run_dir.mkdir(parents=True)
-        except OSError as e:
-            raise StoreError(f"cannot create the run directory {run_dir}: {e}") from e
-        made.append(run_dir)
-    created = not db.exists()
-    lock_file = None
-    try:
-        lock_file = _lock(run_dir, made)
-        if created:
-            made.append(db)
-        conn = schema.connect_writable(db, resume=not created)
-        try:
-            state = _stored_state(conn) if not created else StoredState()
-        except BaseException:
-            conn.close()
-            raise
-    except BaseException:
-        if lock_file is not None:
-            lock_file.close()
-        for path in reversed(made):  # only what this call created, newest first
-            if path.is_dir():
-                for suffix in ("-wal", "-shm"):
-                    Path(str(db) + suffix).unlink(missing_ok=True)
-                if not any(path.iterdir()):
-                    path.rmdir()
-            else:
-                for suffix in ("", "-wal", "-shm"):
-                    Path(str(path) + suffix).unlink(missing_ok=True)
-        raise
-    state.created = created
-    return lock_file, conn, state
-
-
-def _lock(run_dir: Path, made: list[Path]) -> Any:
-    path = run_dir / schema.LOCK_NAME
-    existed = path.exists()
-    try:
-        handle = open(path, "a+")  # noqa: SIM115 - held open for the run's life: the lock is the open file
-    except OSError as e:
-        raise StoreError(f"cannot write in {run_dir}: {e}. Choose a writable directory for the run") from e
-    if not existed:
-        made.append(path)
-    if fcntl is None:  # pragma: no cover
-        return handle
-    deadline = time.monotonic() + 1.0  # readers probe the lock for a moment: wait them out
-    while True:
-        try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-            break
-        except BlockingIOError:
-            if time.monotonic() > deadline:
-                handle.seek(0)
-                holder = handle.read().strip() or "unknown"
-                handle.close()
-                raise StoreError(
-                    f"{run_dir} is being written by another process (pid {holder}); read it with "
-                    "deepscope.store.Reader, or log to another path"
-                ) from None
-            time.sleep(0.05)
-    handle.seek(0)
-    handle.truncate()
-    handle.write(str(os.getpid()))
-    handle.flush()
-    return handle
-
-
-def _stored_state(conn: sqlite3.Connection) -> StoredState:
-    state = StoredState(created=False)
-    ids = {}
-    for tag_id, name, kind in conn.execute("SELECT id, name, kind FROM tags"):
-        state.kinds[name] = kind
-        ids[tag_id] = name
-    last: dict[int, int] = {}
-    for tag_id, blob in conn.execute(
-        "SELECT tag_id, steps FROM scalar_chunks WHERE id IN (SELECT max(id) FROM scalar_chunks GROUP BY tag_id)"
-    ):
-        last[tag_id] = int(np.frombuffer(blob, dtype="<i8")[-1])
-    for table, key in (("scalars", "rowid"), ("histograms", "id"), ("objects", "id")):
-        query = f"SELECT tag_id, step FROM {table} WHERE {key} IN (SELECT max({key}) FROM {table} GROUP BY tag_id)"
-        last.update(conn.execute(query).fetchall())
-    state.last_steps = {ids[tag_id]: step for tag_id, step in last.items()}
-    state.config = {key: json.loads(value) for key, value in conn.execute("SELECT key, value FROM config")}
-    return state
+            tag_id = store.tag(item.tag, codec.kind)
+            step = int(item.step) if codec.stepped else 0
+            store.put(codec.table, tag_id, codec.encode(item, store.files(tag_id, step)))
