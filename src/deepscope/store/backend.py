@@ -12,7 +12,9 @@ scalar series (steps int64, values float64, epochs int64 with -1 for none, wall 
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -135,3 +137,25 @@ class ReadBackend(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+def open_writer(location: str | os.PathLike[str], resume: bool, name: str | None) -> WriteBackend:
+    """The backend of a location: a PostgreSQL URL (the run named ``name`` in it), else a run directory."""
+    from .postgres import PostgresWriter, is_url
+
+    if is_url(location):
+        return PostgresWriter(str(location), name or "", resume)
+    from .sqlite import SQLiteWriter
+
+    return SQLiteWriter(Path(location).absolute(), resume)
+
+
+def open_reader(location: str | os.PathLike[str], name: str | None) -> ReadBackend:
+    """The backend of a location to read: a PostgreSQL URL with ``name``, else a run directory (or its ``run.db``)."""
+    from .postgres import PostgresReader, is_url
+
+    if is_url(location):
+        return PostgresReader(str(location), name)
+    from .sqlite import SQLiteReader
+
+    return SQLiteReader(Path(location))

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import BadInputError, StoreError, close_names
-from .backend import ReadBackend
+from .backend import ReadBackend, open_reader
 from .records import Record, Stored, codec_named
 from .records.checkpoint import KIND as CHECKPOINT
 from .records.checkpoint import load as load_checkpoint
@@ -63,15 +63,18 @@ class Reader:
     """One run, read-only: its info, config, tags and records.
 
     Args:
-        path: the run directory (or its ``run.db``).
+        path: the run directory (or its ``run.db``), or a PostgreSQL URL (``postgresql://user@host/db``).
+        name: the run's name in a PostgreSQL store.
 
     A ``Reader`` may be shared between threads (a web server's workers): calls are serialised.
     """
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
-        backend = SQLiteReader(Path(path))
-        self._store: ReadBackend = backend
-        self.db, self.path = backend.db, backend.path
+    def __init__(self, path: str | os.PathLike[str], name: str | None = None) -> None:
+        self._store: ReadBackend = open_reader(path, name)
+        if isinstance(self._store, SQLiteReader):
+            self.db, self.path = self._store.db, self._store.path
+        else:  # a named run in a database: messages name it
+            self.db, self.path = Path(self._store.location), Path(name or "")
 
     # ---- what the run is ----------------------------------------------------------------------------------------
 

@@ -28,10 +28,10 @@ from typing import Any
 import numpy as np
 
 from ..errors import StoreError
-from .backend import StoredState, WriteBackend
+from .backend import StoredState, WriteBackend, open_writer
+from .postgres import is_url
 from .records import codec_for
 from .records.scalar import KIND as SCALAR
-from .sqlite import SQLiteWriter
 
 ScalarRow = tuple[str, int, int, float, float]  # tag, step, epoch (-1: none), wall time, value
 _NO_POINTS = (np.empty(0, np.int64), np.empty(0, np.float64), np.empty(0, np.int64), np.empty(0, np.float64))
@@ -92,10 +92,10 @@ class Writer:
             raise StoreError(f"max_pending must be at least 1, not {max_pending!r}")
         # Absolute: files are written later, by a thread, when the working directory may have changed (a notebook's
         # os.chdir); a relative path would put them in another folder than run.db.
-        self.path = Path(run_dir).absolute()
+        self.path = Path(name) if is_url(run_dir) and name else Path(run_dir).absolute()
         self.flush_interval = float(flush_interval)
         self.max_pending = int(max_pending)
-        self._store: WriteBackend = SQLiteWriter(self.path, resume)
+        self._store: WriteBackend = open_writer(run_dir, resume, name)
         self.db = self._store.location
         self.state: StoredState = self._store.state
         now = time.time()

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from ..errors import BadInputError, StoreError
+from ..store.postgres import is_url
 from ..store.records import (
     CheckpointState,
     Embedding,
@@ -83,6 +84,9 @@ class Run:
             utilisation, as ``system/*`` scalars (:mod:`deepscope.track.system`; needs psutil). Off by default: a
             thread that samples in the background is something a user asks for, not something a run imposes.
         system_interval: the seconds between two samples of the system metrics.
+        name: the run's name: required when ``path`` is a PostgreSQL URL (``"postgresql://user@host/db"``, many
+            runs in one database, psycopg 3 needed: ``pip install 'deepscope[postgres]'``), where it identifies the
+            run; for a directory, what the board shows (default: the directory's name).
 
     Raises:
         StoreError: ``path`` is not ours, cannot be written, holds a corrupted or newer database, or is being
@@ -100,12 +104,15 @@ class Run:
         max_pending: int = 100_000,
         system: bool = False,
         system_interval: float = 10.0,
+        name: str | None = None,
     ) -> None:
         # before anything is created: psutil may be missing, the interval wrong
         sampler = SystemMonitor(_log_into(weakref.ref(self)), system_interval, SystemReader().read) if system else None
-        self.path = Path(path)
-        self.name = self.path.name
-        self._writer = Writer(self.path, resume=resume, flush_interval=flush_interval, max_pending=max_pending)
+        self.path: Path | str = path if is_url(path) else Path(path)  # type: ignore[assignment]
+        self.name = name or Path(path).name
+        self._writer = Writer(
+            self.path, resume=resume, flush_interval=flush_interval, max_pending=max_pending, name=name
+        )
         state = self._writer.state
         self._kinds: dict[str, str] = dict(state.kinds)
         self._last: dict[str, int] = dict(state.last_steps)

@@ -1,0 +1,159 @@
+"""The store on each backend: a run directory (SQLite) and a named run in a PostgreSQL database (a throwaway server,
+tests/pg_cluster.py) write and read the same records, live, resumed, packed, thinned and downsampled alike.
+
+The PostgreSQL cases skip, saying why, where no server can be started (``make postgres`` installs one)."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+import deepscope as ds
+from deepscope.errors import StoreError
+from deepscope.store import Reader, schema
+
+sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).parent / "fixtures"))
+import pg_cluster
+import store_v1
+
+sys.path[:2] = []
+
+BACKENDS = ["sqlite", "postgresql"]
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[str]:
+    """One PostgreSQL server for the module's tests; each test uses runs of its own names."""
+    why = pg_cluster.missing()
+    if why is not None:
+        pytest.skip(why)
+    with pg_cluster.cluster() as url:
+        yield url
+
+
+class Store:
+    """Where a test's runs go: ``run(name)`` gives ``Run``'s location arguments, ``reader(name)`` a ``Reader``."""
+
+    def __init__(self, kind: str, root: Path, url: str | None) -> None:
+        self.kind, self.root, self.url = kind, root, url
+
+    def at(self, name: str) -> dict[str, Any]:
+        if self.url is None:
+            return {"path": self.root / name}
+        return {"path": self.url, "name": f"{self.root.name}/{name}"}
+
+    def run(self, name: str, **options: Any) -> ds.Run:
+        return ds.Run(**self.at(name), **options)
+
+    def reader(self, name: str) -> Reader:
+        where = self.at(name)
+        return Reader(where["path"], where.get("name"))
+
+
+@pytest.fixture(params=BACKENDS)
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Store:
+    url = request.getfixturevalue("server") if request.param == "postgresql" else None
+    return Store(request.param, tmp_path, url)
+
+
+def _comparable(described: dict[str, Any]) -> dict[str, Any]:
+    """A description without what differs by place: the run's info and the random part of file names."""
+    text = json.dumps({key: value for key, value in described.items() if key != "info"})
+    return json.loads(re.sub(r"files/\d+/\d+-[0-9a-f]{12}", "files/<record>", text))
+
+
+def test_every_kind_reads_back_as_from_the_first_release(store):
+    """The records of the schema-1 fixture, logged again into each backend, read as they do from the fixture."""
+    where = store.at("every-kind")
+    store_v1.write(where["path"], where.get("name"))
+    expected = _comparable(json.loads(store_v1.DESCRIPTION.read_text()))
+    found = _comparable(store_v1.describe(where["path"], where.get("name")))
+    for tag in expected["series"]:
+        assert found["series"][tag] == expected["series"][tag], tag
+    assert found == expected
+
+
+def test_a_reader_sees_the_points_of_a_live_run_and_its_status(store):
+    with store.run("live", flush_interval=60) as run:
+        for step in range(10):
+            run.log({"loss": 1.0 / (step + 1)}, step=step)
+        run.flush()
+        with store.reader("live") as reader:
+            assert reader.info()["status"] == "running"
+            assert reader.scalars("loss").steps.tolist() == list(range(10))
+            run.log({"loss": 0.0}, step=10)
+            run.flush()
+            assert len(reader.scalars("loss")) == 11  # the same reader, a new snapshot
+    with store.reader("live") as reader:
+        assert reader.info()["status"] == "finished"
+
+
+def test_an_existing_run_needs_resume_one_writer_at_a_time_and_steps_continue(store):
+    with store.run("r") as run:
+        run.log({"loss": 1.0}, step=4)
+        run.config["lr"] = 0.1
+        with pytest.raises(StoreError, match=r"another process|being written"):
+            store.run("r", resume=True)
+    with pytest.raises(StoreError, match="already"):
+        store.run("r")
+    with store.run("r", resume=True) as run:
+        assert run.config["lr"] == 0.1
+        run.log({"loss": 0.5})  # the step after the last stored one
+    with store.reader("r") as reader:
+        assert reader.scalars("loss").steps.tolist() == [4, 5]
+
+
+def test_packed_and_loose_points_read_exactly_while_open_and_after_closing(store):
+    n = schema.CHUNK + 100  # one full chunk and loose rows while the run is open; all packed once it is closed
+    steps = np.arange(n)
+    values = np.cos(steps / 7.0)
+    values[3] = np.nan
+    with store.run("pack", flush_interval=60) as run:
+        run.log_series("x", steps, values, epochs=steps // 1000)
+        for step in range(n, n + 5):
+            run.log({"x": float(step)}, step=step, epoch=9)
+        run.flush()
+        with store.reader("pack") as reader:
+            open_series = reader.scalars("x")
+    with store.reader("pack") as reader:
+        closed = reader.scalars("x")
+        window = reader.scalars("x", 100, 200)
+        coarse = reader.scalars("x", max_points=50)
+    for series in (open_series, closed):
+        assert series.steps.tolist() == list(range(n + 5))
+        np.testing.assert_array_equal(series.values[:n], values)  # NaN where it was logged
+        assert series.epochs[n:].tolist() == [9] * 5
+    assert window.steps.tolist() == list(range(100, 201))
+    assert len(coarse) <= 50 and coarse.total == n + 5 and np.isnan(coarse.values).any()
+
+
+def test_records_thinned_counted_and_their_files_listed(store):
+    pixels = np.zeros((2, 3), np.uint8)
+    with store.run("rec") as run:
+        run.log_records([ds.track.Image("img", step, pixels + step) for step in range(9)])
+    with store.reader("rec") as reader:
+        assert reader.count("img") == 9 and reader.count("img", 2, 5) == 4
+        assert [r.step for r in reader.records("img", max_records=3)] == [0, 4, 8]
+        assert reader.records("img", 7)[0].pixels.tolist() == (pixels + 7).tolist()
+        steps = [step for step, _, _ in reader.files("img")]
+        assert steps == list(range(9))
+
+
+def test_a_run_that_is_not_there_is_a_clear_error(store):
+    with pytest.raises(StoreError, match="no deepscope run"):
+        store.reader("missing")
+
+
+def test_a_run_in_a_database_needs_a_name(server):
+    with pytest.raises(StoreError, match="needs a name"):
+        ds.Run(server)
+    with pytest.raises(StoreError, match="name the run"):
+        Reader(server)
