@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import re
+import signal
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -157,3 +159,28 @@ def test_a_run_in_a_database_needs_a_name(server):
         ds.Run(server)
     with pytest.raises(StoreError, match="name the run"):
         Reader(server)
+
+
+def test_a_killed_writer_leaves_an_interrupted_run_with_everything_it_flushed(store):
+    """The writer's process dies without closing: the run says "interrupted" (its lock went with the process: a
+    file lock, or the database session) and holds every point flushed before."""
+    where = store.at("killed")
+    code = f"""
+import os, signal
+import deepscope as ds
+run = ds.Run({str(where["path"])!r}, name={where.get("name")!r}, flush_interval=60)
+for step in range(100):
+    run.log({{"loss": float(step)}}, step=step)
+run.flush()
+run.log({{"loss": -1.0}}, step=100)  # queued, never flushed
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == -signal.SIGKILL, done.stderr
+    with store.reader("killed") as reader:
+        assert reader.info()["status"] == "interrupted"
+        assert reader.scalars("loss").values.tolist() == [float(step) for step in range(100)]
+    with store.run("killed", resume=True) as run:  # and it can be taken up again
+        run.log({"loss": 100.0})
+    with store.reader("killed") as reader:
+        assert reader.scalars("loss").steps.tolist()[-2:] == [99, 100]
