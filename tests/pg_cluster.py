@@ -13,7 +13,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -49,6 +49,14 @@ def missing() -> str | None:
     return None
 
 
+_RESTART: dict[str, Callable[[], None]] = {}
+
+
+def restart(url: str) -> None:
+    """Restart the server of ``url`` (fast shutdown: every connection is cut), as an administrator might."""
+    _RESTART[url]()
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -76,9 +84,24 @@ def cluster() -> Iterator[str]:
         run(str(binaries / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres", "-E", "UTF8", "--no-sync")
         options = f"-k {root} -p {port} -h 127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
         run(str(binaries / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(root / "log"), "-w", "start")
+        url = f"postgresql://postgres@127.0.0.1:{port}/postgres"
+        _RESTART[url] = lambda: run(
+            str(binaries / "pg_ctl"),
+            "-D",
+            str(data),
+            "-o",
+            options,
+            "-l",
+            str(root / "log"),
+            "-m",
+            "fast",
+            "-w",
+            "restart",
+        )
         try:
-            yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+            yield url
         finally:
+            _RESTART.pop(url, None)
             run(str(binaries / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop")
     finally:
         shutil.rmtree(root, ignore_errors=True)

@@ -10,6 +10,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -184,3 +185,44 @@ os.kill(os.getpid(), signal.SIGKILL)
         run.log({"loss": 100.0})
     with store.reader("killed") as reader:
         assert reader.scalars("loss").steps.tolist()[-2:] == [99, 100]
+
+
+def test_a_database_restarted_while_logging_loses_no_point_and_duplicates_none(server):
+    name = "restarted"
+    with pytest.warns(RuntimeWarning, match="cannot be reached"), ds.Run(server, name=name, flush_interval=0.02) as run:
+        for step in range(3000):
+            run.log({"loss": float(step)}, step=step)
+            if step == 1000:
+                run.flush()
+                pg_cluster.restart(server)  # every connection is cut; the writer reconnects
+            if step % 500 == 0:
+                time.sleep(0.05)  # a few batches on each side of the restart
+    with Reader(server, name) as reader:
+        series = reader.scalars("loss")
+        assert series.steps.tolist() == list(range(3000))
+        assert series.values.tolist() == [float(step) for step in range(3000)]
+        assert reader.info()["status"] == "finished"
+
+
+def test_a_batch_whose_commit_went_through_unanswered_is_not_written_again(server):
+    """The writer asks, once connected again, whether the batch it was committing is stored already."""
+    from deepscope.store.postgres import PostgresWriter
+
+    def recover(batch: int) -> bool:
+        for _ in range(100):  # as the writer does: until the old session's lock is gone
+            try:
+                return store.recover(batch)
+            except StoreError as e:
+                assert store.transient(e)
+                time.sleep(0.05)
+        raise AssertionError("the run's lock was never free again")
+
+    store = PostgresWriter(server, "unanswered", resume=False)
+    try:
+        store.begin(7)
+        store.set_value("config", "k", "1")
+        store.commit()
+        assert recover(7) is True
+        assert recover(8) is False
+    finally:
+        store.close()

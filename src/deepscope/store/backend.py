@@ -46,14 +46,25 @@ class WriteBackend(Protocol):
         """What the run held when it was opened."""
         ...
 
-    def begin(self) -> None:
-        """Start the transaction of one batch."""
+    def begin(self, batch: int) -> None:
+        """Start the transaction of the writer's ``batch``-th batch (numbers increase within one writer)."""
         ...
 
     def commit(self) -> None: ...
 
     def rollback(self) -> None:
         """Undo the batch: its rows, its files, and what the backend learnt during it (new tag ids)."""
+        ...
+
+    def transient(self, error: BaseException) -> bool:
+        """Whether a batch failed because the store could not be reached (then :meth:`recover` may help), not
+        because of what was written."""
+        ...
+
+    def recover(self, batch: int) -> bool:
+        """Reach the store again after a transient failure (raises if it still cannot); returns whether ``batch``
+        was committed after all (its commit went through but its answer was lost), so that it is not written
+        twice."""
         ...
 
     def tag(self, name: str, kind: str) -> int:

@@ -80,6 +80,12 @@ CREATE INDEX deepscope_objects_tag ON deepscope_objects(tag_id, step);
 CREATE TABLE deepscope_files (
     run_id BIGINT NOT NULL REFERENCES deepscope_runs(id) ON DELETE CASCADE, path TEXT NOT NULL,
     content BYTEA NOT NULL, PRIMARY KEY (run_id, path)
+);
+-- the batches each writer (session) committed: after a lost connection, a batch whose commit went through is not
+-- written again
+CREATE TABLE deepscope_batches (
+    run_id BIGINT NOT NULL REFERENCES deepscope_runs(id) ON DELETE CASCADE, session UUID NOT NULL,
+    batch BIGINT NOT NULL, PRIMARY KEY (run_id, session, batch)
 )
 """,
     ),
@@ -135,6 +141,11 @@ def _migrate(conn: Any, url: str) -> None:
                 )
 
 
+class _Busy(StoreError):
+    """The run's lock is held by another session: another writer, or, while reconnecting, this writer's own old
+    session that the server has not yet seen end."""
+
+
 class PostgresWriter:
     """A named run in a PostgreSQL database, open for writing (:class:`~deepscope.store.backend.WriteBackend`)."""
 
@@ -142,6 +153,7 @@ class PostgresWriter:
         if not isinstance(name, str) or not name.strip():
             raise StoreError(f"a run in {_shown(url)} needs a name: ds.Run(url, name='fmnist/relu')")
         self.location = f"run {name!r} in {_shown(url)}"
+        self._url, self._session, self._batch = url, uuid.uuid4(), 0
         self._conn = _connect(url, autocommit=True)
         try:
             _migrate(self._conn, url)
@@ -166,27 +178,10 @@ class PostgresWriter:
                     raise StoreError(f"{self.location} already exists; pass resume=True to add to it, or another name")
                 row = conn.execute("SELECT id FROM deepscope_runs WHERE name = %s", (name,)).fetchone()
         self.run_id = int(row[0])
-        if not conn.execute("SELECT pg_try_advisory_lock(%s, %s)", (LOCK_SPACE, self.run_id)).fetchone()[0]:
-            raise StoreError(
-                f"{self.location} is being written by another process; read it with deepscope.store.Reader, or log "
-                "to another name"
-            )
-        self._locked = True
+        self._lock()
         self.state = StoredState(created=created)
-        ids: dict[int, str] = {}
-        for tag_id, tag, kind in conn.execute(
-            "SELECT id, name, kind FROM deepscope_tags WHERE run_id = %s", (self.run_id,)
-        ):
-            self.state.kinds[tag] = kind
-            ids[tag_id] = tag
-        self._tag_ids = {tag: tag_id for tag_id, tag in ids.items()}
-        self._row_counts: dict[int, int] = dict(
-            conn.execute(
-                "SELECT s.tag_id, count(*) FROM deepscope_scalars s JOIN deepscope_tags t ON t.id = s.tag_id "
-                "WHERE t.run_id = %s GROUP BY s.tag_id",
-                (self.run_id,),
-            ).fetchall()
-        )
+        ids = self._load()
+        self.state.kinds = {tag: kind for tag_id, (tag, kind) in ids.items()}
         last: dict[int, int] = {}
         for tag_id, blob in conn.execute(
             "SELECT DISTINCT ON (c.tag_id) c.tag_id, c.steps FROM deepscope_scalar_chunks c "
@@ -202,17 +197,45 @@ class PostgresWriter:
                     (self.run_id,),
                 ).fetchall()
             )
-        self.state.last_steps = {ids[tag_id]: int(step) for tag_id, step in last.items()}
+        self.state.last_steps = {ids[tag_id][0]: int(step) for tag_id, step in last.items()}
         self.state.config = {
             key: json.loads(value)
             for key, value in conn.execute("SELECT key, value FROM deepscope_config WHERE run_id = %s", (self.run_id,))
         }
 
+    def _lock(self) -> None:
+        if not self._conn.execute("SELECT pg_try_advisory_lock(%s, %s)", (LOCK_SPACE, self.run_id)).fetchone()[0]:
+            raise _Busy(
+                f"{self.location} is being written by another process; read it with deepscope.store.Reader, or log "
+                "to another name"
+            )
+        self._locked = True
+
+    def _load(self) -> dict[int, tuple[str, str]]:
+        """Read the run's tags and how many loose points each scalar tag holds; returns id -> (name, kind)."""
+        conn = self._conn
+        ids = {
+            int(tag_id): (tag, kind)
+            for tag_id, tag, kind in conn.execute(
+                "SELECT id, name, kind FROM deepscope_tags WHERE run_id = %s", (self.run_id,)
+            )
+        }
+        self._tag_ids = {tag: tag_id for tag_id, (tag, _) in ids.items()}
+        self._row_counts: dict[int, int] = dict(
+            conn.execute(
+                "SELECT s.tag_id, count(*) FROM deepscope_scalars s JOIN deepscope_tags t ON t.id = s.tag_id "
+                "WHERE t.run_id = %s GROUP BY s.tag_id",
+                (self.run_id,),
+            ).fetchall()
+        )
+        return ids
+
     # ---- one batch ------------------------------------------------------------------------------------------------
 
-    def begin(self) -> None:
+    def begin(self, batch: int) -> None:
         self._saved = (dict(self._tag_ids), dict(self._row_counts))
         self._files = []
+        self._batch = batch
         self._conn.execute("BEGIN")
 
     def commit(self) -> None:
@@ -220,15 +243,46 @@ class PostgresWriter:
             with self._conn.cursor().copy("COPY deepscope_files (run_id, path, content) FROM STDIN") as copy:
                 for path, content in self._files:
                     copy.write_row((self.run_id, path, content))
+        self._conn.execute(
+            "INSERT INTO deepscope_batches (run_id, session, batch) VALUES (%s, %s, %s)",
+            (self.run_id, self._session, self._batch),
+        )
         self._conn.execute("COMMIT")
 
     def rollback(self) -> None:
         import psycopg
 
-        if self._conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+        if not self._conn.broken and self._conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
             self._conn.execute("ROLLBACK")
         self._tag_ids, self._row_counts = self._saved
         self._files = []
+
+    def transient(self, error: BaseException) -> bool:
+        import psycopg
+
+        if isinstance(error, _Busy):  # while reconnecting: the old session may linger until the server sees it end
+            return True
+        if isinstance(error, StoreError):  # no new connection (the server is still down)
+            return isinstance(error.__cause__, psycopg.OperationalError) and "cannot connect" in str(error)
+        return isinstance(error, psycopg.OperationalError) and (self._conn.broken or self._conn.closed)
+
+    def recover(self, batch: int) -> bool:
+        """A new connection, the run's lock taken again (raises if another writer took it meanwhile), the tags and
+        loose points read again; whether ``batch`` is among those committed."""
+        conn = _connect(self._url, autocommit=True)
+        try:
+            old, self._conn = self._conn, conn
+            old.close()
+            self._lock()
+            self._load()
+            done = conn.execute(
+                "SELECT 1 FROM deepscope_batches WHERE run_id = %s AND session = %s AND batch = %s",
+                (self.run_id, self._session, batch),
+            ).fetchone()
+        except BaseException:
+            conn.close()
+            raise
+        return done is not None
 
     def tag(self, name: str, kind: str) -> int:
         tag_id = self._tag_ids.get(name)

@@ -55,7 +55,7 @@ class SQLiteWriter:
 
     # ---- one batch ------------------------------------------------------------------------------------------------
 
-    def begin(self) -> None:
+    def begin(self, batch: int) -> None:
         self._saved = (dict(self._tag_ids), dict(self._row_counts))
         self._written = []
         self._conn.execute("BEGIN IMMEDIATE")
@@ -69,6 +69,12 @@ class SQLiteWriter:
         self._tag_ids, self._row_counts = self._saved
         for path in self._written:  # files of rows that were not committed
             path.unlink(missing_ok=True)
+
+    def transient(self, error: BaseException) -> bool:
+        return False  # a local file: a failure (disk full, file removed) does not go away by waiting
+
+    def recover(self, batch: int) -> bool:  # pragma: no cover - never transient
+        raise StoreError(f"{self.db} cannot be written again")
 
     def tag(self, name: str, kind: str) -> int:
         tag_id = self._tag_ids.get(name)

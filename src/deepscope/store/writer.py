@@ -19,6 +19,7 @@ import os
 import socket
 import threading
 import time
+import warnings
 from dataclasses import dataclass
 from itertools import pairwise, repeat
 from operator import itemgetter
@@ -32,6 +33,10 @@ from .backend import StoredState, WriteBackend, open_writer
 from .postgres import is_url
 from .records import codec_for
 from .records.scalar import KIND as SCALAR
+
+# How long the writer keeps trying to reach a store that cannot be reached before it gives up (and the next log call
+# raises): long enough for a database server to restart.
+RETRY_FOR = 300.0
 
 ScalarRow = tuple[str, int, int, float, float]  # tag, step, epoch (-1: none), wall time, value
 _NO_POINTS = (np.empty(0, np.int64), np.empty(0, np.float64), np.empty(0, np.int64), np.empty(0, np.float64))
@@ -103,7 +108,7 @@ class Writer:
         if self.state.created:
             info |= {"name": name or self.path.name, "created_at": now}
         try:
-            self._store.begin()
+            self._store.begin(0)
             for key, value in info.items():
                 self._store.set_value("run_info", key, json.dumps(value))
             self._store.commit()
@@ -238,7 +243,7 @@ class Writer:
                 self._cond.notify_all()
             if batch:
                 try:
-                    self._write(batch, pack=stopping)
+                    self._write_until_stored(batch, seq, pack=stopping)
                 except BaseException as e:  # every failure is kept and raised to the user
                     with self._cond:
                         self._unwritten = len(batch) + len(self._pending)
@@ -259,11 +264,47 @@ class Writer:
             if stopping:
                 return
 
-    def _write(self, batch: list[Any], pack: bool = False) -> None:
+    def _write_until_stored(self, batch: list[Any], seq: int, pack: bool) -> None:
+        """Write ``batch``; while the store cannot be reached (a database server restarting, a network outage),
+        try again, waiting longer each time, for up to :data:`RETRY_FOR` seconds. Meanwhile logging goes on into
+        memory until ``max_pending`` values wait, then waits too: nothing is dropped, and a batch whose commit went
+        through unanswered is not written twice."""
+        deadline, pause = None, 0.05
+        while True:
+            try:
+                self._write(batch, seq, pack)
+                return
+            except Exception as e:
+                if not self._store.transient(e):
+                    raise
+                if deadline is None:
+                    deadline = time.monotonic() + RETRY_FOR
+                    warnings.warn(
+                        f"{self.db} cannot be reached ({type(e).__name__}: {e}); retrying for up to {RETRY_FOR:g} s. "
+                        "Logging goes on and waits once max_pending values are waiting.",
+                        RuntimeWarning,
+                        stacklevel=1,
+                    )
+                error = e
+            while True:  # reach the store again
+                if time.monotonic() > deadline:
+                    raise error
+                time.sleep(pause)
+                pause = min(2 * pause, 2.0)
+                try:
+                    if self._store.recover(seq):
+                        return
+                    break
+                except Exception as e:
+                    if not self._store.transient(e):
+                        raise
+                    error = e
+
+    def _write(self, batch: list[Any], seq: int, pack: bool = False) -> None:
         """Write ``batch`` in one transaction; with ``pack`` (the run is closing) also fold every tag's remaining
         loose scalar points into a last, shorter chunk, so a finished run reads as packed blobs only."""
         store = self._store
-        store.begin()
+        store.begin(seq)
         try:
             rows: list[ScalarRow] = []
             series: dict[int, list[tuple[np.ndarray, ...]]] = {}
