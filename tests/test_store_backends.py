@@ -226,3 +226,25 @@ def test_a_batch_whose_commit_went_through_unanswered_is_not_written_again(serve
         assert recover(8) is False
     finally:
         store.close()
+
+
+def test_a_run_named_alone_is_in_the_store_deepscope_store_names(store, monkeypatch):
+    monkeypatch.setenv("DEEPSCOPE_STORE", store.url or str(store.root))
+    name = f"{store.root.name}/named"
+    with ds.Run(name=name, config={"lr": 0.5}) as run:
+        run.log({"loss": 0.25})
+    with Reader(name=name) as reader:
+        assert reader.config() == {"lr": 0.5} and reader.scalars("loss").values.tolist() == [0.25]
+        assert reader.info()["name"] == name
+    if store.url is None:
+        assert (store.root / name / "run.db").is_file()
+
+
+def test_without_deepscope_store_a_named_run_is_a_directory_under_runs(tmp_path, monkeypatch):
+    monkeypatch.delenv("DEEPSCOPE_STORE", raising=False)
+    monkeypatch.chdir(tmp_path)
+    with ds.Run(name="fmnist/relu") as run:
+        run.log({"loss": 1.0})
+    assert (tmp_path / "runs" / "fmnist" / "relu" / "run.db").is_file()
+    with pytest.raises(StoreError, match="give a run's path, or its name"):
+        ds.Run()

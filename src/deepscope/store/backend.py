@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from ..errors import StoreError
 from .records import FileSink, FileSource, Stored
 
 
@@ -148,6 +149,24 @@ class ReadBackend(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+# Where runs go when a run is given by name alone: a directory of runs, or a PostgreSQL URL for a team's store.
+STORE_VARIABLE = "DEEPSCOPE_STORE"
+
+
+def locate(location: str | os.PathLike[str] | None, name: str | None) -> tuple[str | os.PathLike[str], str | None]:
+    """Where a run is: ``location`` as given, or with none, the run ``name`` in the store ``DEEPSCOPE_STORE`` names
+    (a PostgreSQL URL, or a directory of runs), by default the directory ``runs``."""
+    from .postgres import is_url
+    from .schema import RUNS_DIR
+
+    if location is not None:
+        return location, name
+    if not name:
+        raise StoreError(f"give a run's path, or its name (in the store ${STORE_VARIABLE} names, default {RUNS_DIR!r})")
+    store = os.environ.get(STORE_VARIABLE) or RUNS_DIR
+    return (store, name) if is_url(store) else (Path(store) / name, name)
 
 
 def open_writer(location: str | os.PathLike[str], resume: bool, name: str | None) -> WriteBackend:

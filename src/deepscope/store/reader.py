@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import BadInputError, StoreError, close_names
-from .backend import ReadBackend, open_reader
+from .backend import ReadBackend, locate, open_reader
 from .records import Record, Stored, codec_named
 from .records.checkpoint import KIND as CHECKPOINT
 from .records.checkpoint import load as load_checkpoint
@@ -64,12 +64,14 @@ class Reader:
 
     Args:
         path: the run directory (or its ``run.db``), or a PostgreSQL URL (``postgresql://user@host/db``).
-        name: the run's name in a PostgreSQL store.
+        name: the run's name in a PostgreSQL store; without ``path``, the run of that name in the store the
+            environment variable ``DEEPSCOPE_STORE`` names (as :class:`deepscope.Run` finds it).
 
     A ``Reader`` may be shared between threads (a web server's workers): calls are serialised.
     """
 
-    def __init__(self, path: str | os.PathLike[str], name: str | None = None) -> None:
+    def __init__(self, path: str | os.PathLike[str] | None = None, name: str | None = None) -> None:
+        path, name = locate(path, name)
         self._store: ReadBackend = open_reader(path, name)
         if isinstance(self._store, SQLiteReader):
             self.db, self.path = self._store.db, self._store.path

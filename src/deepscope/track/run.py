@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from ..errors import BadInputError, StoreError
+from ..store.backend import locate
 from ..store.postgres import is_url
 from ..store.records import (
     CheckpointState,
@@ -74,7 +75,9 @@ class Run:
 
     Args:
         path: the run's directory, created if missing (with its parents). It must be new, empty, or (with
-            ``resume=True``) an earlier deepscope run; any other directory is refused untouched.
+            ``resume=True``) an earlier deepscope run; any other directory is refused untouched. Or a PostgreSQL
+            URL with ``name``; or nothing, for the run ``name`` in the store the environment variable
+            ``DEEPSCOPE_STORE`` names (a URL or a directory of runs; default ``runs``).
         config: hyperparameters and settings, stored with the run; also ``run.config[key] = value`` later.
         resume: add to the run already at ``path`` (steps continue from the last ones stored).
         flush_interval: the longest time, in seconds, that a logged value waits before it is committed to disk.
@@ -96,7 +99,7 @@ class Run:
 
     def __init__(
         self,
-        path: str | os.PathLike[str],
+        path: str | os.PathLike[str] | None = None,
         config: Mapping[str, Any] | None = None,
         *,
         resume: bool = False,
@@ -108,6 +111,7 @@ class Run:
     ) -> None:
         # before anything is created: psutil may be missing, the interval wrong
         sampler = SystemMonitor(_log_into(weakref.ref(self)), system_interval, SystemReader().read) if system else None
+        path, name = locate(path, name)
         self.path: Path | str = path if is_url(path) else Path(path)  # type: ignore[assignment]
         self.name = name or Path(path).name
         self._writer = Writer(
