@@ -248,3 +248,28 @@ def test_without_deepscope_store_a_named_run_is_a_directory_under_runs(tmp_path,
     assert (tmp_path / "runs" / "fmnist" / "relu" / "run.db").is_file()
     with pytest.raises(StoreError, match="give a run's path, or its name"):
         ds.Run()
+
+
+def test_sync_copies_local_runs_once_and_completes_an_interrupted_copy(server, tmp_path, capsys):
+    from deepscope.cli import main
+    from deepscope.store.postgres import PostgresWriter
+
+    root = tmp_path / "local"
+    store_v1.write(root / "every-kind")
+    with ds.Run(root / "group" / "small") as run:
+        run.log({"loss": 0.5})
+    prefix = f"{tmp_path.name}-"
+    (root / "group" / "small").rename(root / "group" / f"{prefix}small")
+    PostgresWriter(server, f"group/{prefix}small", resume=False).close()  # an earlier sync stopped after naming it
+
+    assert main(["sync", str(root), server]) == 0
+    first = capsys.readouterr().out.splitlines()
+    assert first == ["every-kind: copied", f"group/{prefix}small: copied"]
+    assert main(["sync", str(root), server]) == 0
+    assert capsys.readouterr().out.splitlines() == ["every-kind: already there", f"group/{prefix}small: already there"]
+
+    local, remote = store_v1.describe(root / "every-kind"), store_v1.describe(server, "every-kind")
+    assert _comparable(remote) == _comparable(local)  # every record, file and point, once
+    assert remote["info"] | {"synced_from": None} == local["info"] | {"synced_from": None}
+    with Reader(server, f"group/{prefix}small") as reader:
+        assert reader.scalars("loss").values.tolist() == [0.5]
