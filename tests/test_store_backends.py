@@ -273,3 +273,26 @@ def test_sync_copies_local_runs_once_and_completes_an_interrupted_copy(server, t
     assert remote["info"] | {"synced_from": None} == local["info"] | {"synced_from": None}
     with Reader(server, f"group/{prefix}small") as reader:
         assert reader.scalars("loss").values.tolist() == [0.5]
+
+
+def test_list_runs_names_each_run_with_its_status_and_tags(store):
+    from deepscope.store import list_runs
+
+    with store.run("a") as run:
+        run.log({"loss": 1.0})
+        run.note("hello")
+    live = store.run("b")
+    live.log({"acc": 0.5})
+    live.flush()
+    try:
+        where = store.url or store.root
+        prefix = "" if store.url is None else f"{store.root.name}/"
+        found = {summary.name: summary for summary in list_runs(where) if summary.name.startswith(prefix)}
+        assert set(found) == {f"{prefix}a", f"{prefix}b"}
+        assert found[f"{prefix}a"].status == "finished" and found[f"{prefix}b"].status == "running"
+        assert found[f"{prefix}a"].tags == {"loss": "scalar", "notes": "text"}
+        assert found[f"{prefix}a"].created_at is not None
+    finally:
+        live.close()
+    (summary,) = [s for s in list_runs(store.url or store.root) if s.name == f"{prefix}b"]
+    assert summary.status == "finished"

@@ -206,7 +206,11 @@ class PostgresWriter:
         }
 
     def _lock(self) -> None:
-        if not self._conn.execute("SELECT pg_try_advisory_lock(%s, %s)", (LOCK_SPACE, self.run_id)).fetchone()[0]:
+        deadline = time.monotonic() + 1.0  # readers probe the lock for a moment: wait them out
+        while not self._conn.execute("SELECT pg_try_advisory_lock(%s, %s)", (LOCK_SPACE, self.run_id)).fetchone()[0]:
+            if time.monotonic() < deadline:
+                time.sleep(0.05)
+                continue
             raise _Busy(
                 f"{self.location} is being written by another process; read it with deepscope.store.Reader, or log "
                 "to another name"
@@ -566,6 +570,36 @@ def _where(tag_id: int, start: int | None, end: int | None) -> tuple[str, list[A
         where += " AND step <= %s"
         bounds.append(int(end))
     return where, bounds
+
+
+def list_runs(url: str) -> list[tuple[str, str, float, dict[str, str]]]:
+    """Every run in the database: ``(name, status, created_at, tags)``, sorted by name; ``status`` as
+    :meth:`deepscope.store.Reader.info` says it (``"interrupted"`` for a run that says running but has no writer)."""
+    conn = _connect(url, autocommit=True)
+    try:
+        if not conn.execute("SELECT to_regclass('deepscope_runs') IS NOT NULL").fetchone()[0]:
+            return []
+        runs = conn.execute(
+            "SELECT r.id, r.name, r.created_at, i.value, pg_try_advisory_lock_shared(%s, r.id::integer) "
+            "FROM deepscope_runs r LEFT JOIN deepscope_run_info i ON i.run_id = r.id AND i.key = 'status' "
+            'ORDER BY r.name COLLATE "C"',
+            (LOCK_SPACE,),
+        ).fetchall()
+        conn.execute("SELECT pg_advisory_unlock_all()")
+        tags: dict[int, dict[str, str]] = {}
+        for run_id, tag, kind in conn.execute(
+            'SELECT run_id, name, kind FROM deepscope_tags ORDER BY name COLLATE "C"'
+        ):
+            tags.setdefault(run_id, {})[tag] = kind
+    finally:
+        conn.close()
+    listed = []
+    for run_id, name, created_at, status, free in runs:
+        status = json.loads(status) if status is not None else "unknown"
+        if status == "running" and free:
+            status = "interrupted"
+        listed.append((name, status, created_at, tags.get(run_id, {})))
+    return listed
 
 
 def sync(root: str | os.PathLike[str], url: str) -> list[tuple[str, str]]:
