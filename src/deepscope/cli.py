@@ -269,7 +269,8 @@ def _export_tensorboard(args: argparse.Namespace) -> int:
 
 def _sync(args: argparse.Namespace) -> int:
     from .errors import DeepscopeError
-    from .store.postgres import is_url, sync
+    from .store.postgres import is_url
+    from .store.sync import sync
 
     if not is_url(args.url):
         print(f"deepscope sync: {args.url!r} is not a PostgreSQL URL (postgresql://user@host/db)", file=sys.stderr)

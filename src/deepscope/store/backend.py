@@ -12,14 +12,11 @@ scalar series (steps int64, values float64, epochs int64 with -1 for none, wall 
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
-from ..errors import StoreError
 from .records import FileSink, FileSource, Stored
 
 
@@ -149,43 +146,3 @@ class ReadBackend(Protocol):
         ...
 
     def close(self) -> None: ...
-
-
-# Where runs go when a run is given by name alone: a directory of runs, or a PostgreSQL URL for a team's store.
-STORE_VARIABLE = "DEEPSCOPE_STORE"
-
-
-def locate(location: str | os.PathLike[str] | None, name: str | None) -> tuple[str | os.PathLike[str], str | None]:
-    """Where a run is: ``location`` as given, or with none, the run ``name`` in the store ``DEEPSCOPE_STORE`` names
-    (a PostgreSQL URL, or a directory of runs), by default the directory ``runs``."""
-    from .postgres import is_url
-    from .schema import RUNS_DIR
-
-    if location is not None:
-        return location, name
-    if not name:
-        raise StoreError(f"give a run's path, or its name (in the store ${STORE_VARIABLE} names, default {RUNS_DIR!r})")
-    store = os.environ.get(STORE_VARIABLE) or RUNS_DIR
-    return (store, name) if is_url(store) else (Path(store) / name, name)
-
-
-def open_writer(location: str | os.PathLike[str], resume: bool, name: str | None) -> WriteBackend:
-    """The backend of a location: a PostgreSQL URL (the run named ``name`` in it), else a run directory."""
-    from .postgres import PostgresWriter, is_url
-
-    if is_url(location):
-        return PostgresWriter(str(location), name or "", resume)
-    from .sqlite import SQLiteWriter
-
-    return SQLiteWriter(Path(location).absolute(), resume)
-
-
-def open_reader(location: str | os.PathLike[str], name: str | None) -> ReadBackend:
-    """The backend of a location to read: a PostgreSQL URL with ``name``, else a run directory (or its ``run.db``)."""
-    from .postgres import PostgresReader, is_url
-
-    if is_url(location):
-        return PostgresReader(str(location), name)
-    from .sqlite import SQLiteReader
-
-    return SQLiteReader(Path(location))

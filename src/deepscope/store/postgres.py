@@ -13,13 +13,11 @@ NaN is a number in PostgreSQL (``double precision``), so it is stored as such, n
 from __future__ import annotations
 
 import json
-import os
 import threading
 import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -387,6 +385,17 @@ class PostgresWriter:
     def files(self, tag_id: int, step: int) -> _FileBuffer:
         return _FileBuffer(f"{schema.FILES_DIR}/{tag_id}/{step}-{uuid.uuid4().hex[:12]}", self._files)
 
+    def put_file(self, relative: str, content: bytes) -> None:
+        """Add a file under a path of its own (a copied run keeps its files' paths), with the batch."""
+        self._files.append((relative, content))
+
+    def info_value(self, key: str) -> Any:
+        """One key of the run's info as stored, or ``None``."""
+        row = self._conn.execute(
+            "SELECT value FROM deepscope_run_info WHERE run_id = %s AND key = %s", (self.run_id, key)
+        ).fetchone()
+        return None if row is None else json.loads(row[0])
+
     def close(self) -> None:
         self._conn.close()  # ends the session: the server releases the run's lock
 
@@ -600,72 +609,3 @@ def list_runs(url: str) -> list[tuple[str, str, float, dict[str, str]]]:
             status = "interrupted"
         listed.append((name, status, created_at, tags.get(run_id, {})))
     return listed
-
-
-def sync(root: str | os.PathLike[str], url: str) -> list[tuple[str, str]]:
-    """Copy every run under the directory ``root`` into the database at ``url``, named by its path below ``root``;
-    returns ``(name, what happened)`` per run: ``"copied"``, ``"already there"`` or ``"skipped: <why>"``.
-
-    Each run is copied in one transaction, so an interrupted sync leaves no half run: running it again copies what
-    is missing and nothing twice. A run still being written is skipped (sync it once it is finished).
-    """
-    from .catalog import list_runs
-
-    done = []
-    for summary in list_runs(root):
-        if summary.status in ("running", "unreadable"):
-            done.append((summary.name, f"skipped: {summary.status}" + (f" ({summary.error})" if summary.error else "")))
-            continue
-        copied = copy_run(summary.path, url, summary.name)
-        done.append((summary.name, "copied" if copied else "already there"))
-    return done
-
-
-def copy_run(source: Path, url: str, name: str) -> bool:
-    """Copy the run directory ``source`` into the database as the run ``name``, rows and files as they are, in one
-    transaction; ``False`` if a sync copied it before."""
-    from .records import codec_named
-    from .records.scalar import KIND as SCALAR
-    from .sqlite import SQLiteReader
-
-    reader = SQLiteReader(source)
-    writer = PostgresWriter(url, name, resume=True)
-    try:
-        conn = writer._conn
-        marked = conn.execute(
-            "SELECT 1 FROM deepscope_run_info WHERE run_id = %s AND key = 'synced_from'", (writer.run_id,)
-        ).fetchone()
-        if marked is not None:
-            return False
-        if writer.state.kinds:
-            raise StoreError(f"{writer.location} exists and was not copied by sync; sync into another database")
-        writer.begin(1)
-        try:
-            for key, value in reader.info().items():
-                writer.set_value("run_info", key, json.dumps(value))
-            writer.set_value("run_info", "synced_from", json.dumps(str(source)))
-            for key, value in reader.config().items():
-                writer.set_value("config", key, json.dumps(value))
-            for tag, kind in reader.tags().items():
-                found = reader.tag(tag)
-                assert found is not None
-                tag_id = writer.tag(tag, kind)
-                if kind == SCALAR:
-                    writer.append_scalars(tag_id, *reader.scalars(found[0], None, None), pack=True)
-                    continue
-                codec = codec_named(kind)
-                table = codec.table if codec is not None else "objects"
-                for stored in reader.records(table, found[0], None, None, None):
-                    writer.put(table, tag_id, stored)
-            files = _FileBuffer("", writer._files)
-            for path in sorted((source / schema.FILES_DIR).rglob("*")):
-                if path.is_file():
-                    files.put(path.relative_to(source).as_posix(), path.read_bytes())
-            writer.commit()
-        except BaseException:
-            writer.rollback()
-            raise
-        return True
-    finally:
-        writer.close()
-        reader.close()

@@ -19,7 +19,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import BadInputError, StoreError, close_names
-from .backend import ReadBackend, locate, open_reader
+from .backend import ReadBackend
+from .locations import locate, open_reader
 from .records import Record, Stored, codec_named
 from .records.checkpoint import KIND as CHECKPOINT
 from .records.checkpoint import load as load_checkpoint

@@ -29,7 +29,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import StoreError
-from .backend import StoredState, WriteBackend, open_writer
+from .backend import StoredState, WriteBackend
+from .locations import open_writer
 from .postgres import is_url
 from .records import codec_for
 from .records.scalar import KIND as SCALAR

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from ..errors import BadInputError, StoreError
-from ..store.backend import locate
+from ..store.locations import locate
 from ..store.postgres import is_url
 from ..store.records import (
     CheckpointState,
