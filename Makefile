@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench setup browser data clean test-torch-lowest test-torch-newest
+.PHONY: demo test lint bench setup browser data postgres clean test-torch-lowest test-torch-newest
 
 # The dev venv pins torch 2.14.1 (and its torchvision) because that is the release this project's machines hold on
 # disk, capped there by pip's machine-wide constraint file: `make setup` needs no 900 MB download and CI tests the
@@ -29,7 +29,7 @@ lint: $(STAMP)
 
 # --dist loadgroup: the Python blocks of one docs page share a namespace, so each page stays on one worker
 # (tests/test_docs.py); tests without a group are spread as with the default.
-test: lint browser data
+test: lint browser data postgres
 	$(BIN)/python -m pytest -n 2 --dist loadgroup -q
 
 # The browser test's browser: Debian's chromium (Playwright's own browser download is never used). Installed only
@@ -37,6 +37,13 @@ test: lint browser data
 browser:
 	@if [ ! -x /usr/bin/chromium ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; fi
+
+# The PostgreSQL store's tests start a throwaway server of Debian's postgresql package (tests/pg_cluster.py: initdb in
+# a temporary directory, as the postgres user when we are root); installed when missing and we are root with apt-get
+# (CI); elsewhere those tests skip, saying why. The package's own cluster is not used (nor started by us).
+postgres:
+	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; fi
 
 # The FashionMNIST test's data, offline: Debian's dataset-fashion-mnist (IDX files in /usr/share/datasets), installed
 # when missing and we are root with apt-get (CI); elsewhere that test fails, saying to install it.

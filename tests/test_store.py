@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import signal
@@ -505,3 +506,24 @@ def test_a_run_opened_by_a_relative_path_keeps_its_files_after_a_chdir(
     with Reader(tmp_path / "a" / "runs" / "relative") as reader:
         (image,) = reader.records("picture")
     assert image.pixels.shape[:2] == (4, 4)
+
+
+# ---- the format on disk ------------------------------------------------------------------------------------------
+
+
+def test_a_run_written_by_the_first_release_reads_as_it_did_then(tmp_path):
+    """tests/fixtures/store_v1/ was written, and store_v1.json read from it, by the release whose format is schema
+    version 1 (tests/fixtures/store_v1.py): today's reader must read every record of every kind the same."""
+    sys.path.insert(0, str(Path(__file__).parent / "fixtures"))
+    try:
+        import store_v1
+    finally:
+        sys.path.pop(0)
+    copy = shutil.copytree(store_v1.RUN, tmp_path / "store_v1")  # a reader may add -shm files beside it
+    expected = json.loads(store_v1.DESCRIPTION.read_text())
+    found = store_v1.describe(copy)
+    assert sorted(found["tags"].values()) == sorted(expected["tags"].values())
+    assert len(set(expected["tags"].values())) == 16  # every kind, including checkpoints
+    for tag in expected["series"]:
+        assert found["series"][tag] == expected["series"][tag], tag
+    assert found == expected

@@ -122,6 +122,19 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("out", metavar="OUT", help="the directory for the event files (new, or without event files)")
     export.set_defaults(handler=_export_tensorboard)
 
+    sync = commands.add_parser(
+        "sync",
+        help="copy the runs of a directory into a PostgreSQL store (again: only what is missing)",
+        description=(
+            "Copy every finished run under DIR into the PostgreSQL database URL, named by its path below DIR, each "
+            "in one transaction; runs copied before are left as they are, runs still being written are skipped. "
+            "Needs: pip install 'deepscope[postgres]'."
+        ),
+    )
+    sync.add_argument("root", metavar="DIR", help="the directory of runs")
+    sync.add_argument("url", metavar="URL", help="the database, postgresql://user@host/db")
+    sync.set_defaults(handler=_sync)
+
     board = commands.add_parser(
         "board",
         help=f"serve the dashboard over the runs in DIR (default: {RUNS_DIR}) at http://127.0.0.1:6006",
@@ -251,6 +264,24 @@ def _export_tensorboard(args: argparse.Namespace) -> int:
         print(f"deepscope export-tensorboard: {error}", file=sys.stderr)
         return 1
     print(f"{args.out}: {len(exported)} tags")
+    return 0
+
+
+def _sync(args: argparse.Namespace) -> int:
+    from .errors import DeepscopeError
+    from .store.postgres import is_url
+    from .store.sync import sync
+
+    if not is_url(args.url):
+        print(f"deepscope sync: {args.url!r} is not a PostgreSQL URL (postgresql://user@host/db)", file=sys.stderr)
+        return 1
+    try:
+        done = sync(args.root, args.url)
+    except DeepscopeError as error:
+        print(f"deepscope sync: {error}", file=sys.stderr)
+        return 1
+    for name, what in done:
+        print(f"{name}: {what}")
     return 0
 
 

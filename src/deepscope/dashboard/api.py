@@ -6,7 +6,8 @@ so a call sees the runs and points written since the last one (:func:`scalars_ba
 only of runs whose files have not changed since). A run name or a file path from a request is
 resolved by :func:`run_dir` and :func:`file_path`, which refuse anything outside the served directory.
 
-Adding a view: one function here, one route in ``server.py``, one key in :data:`VIEWS`, one page section.
+Adding a view: one function here, one route in ``server.py``, its tab named by the record kinds it shows
+(``Codec.view``, :data:`VIEWS`), one page section.
 """
 
 from __future__ import annotations
@@ -32,19 +33,26 @@ import numpy as np
 from ..errors import BadInputError, StoreError
 from ..store import Reader, list_runs, schema
 from ..store.reader import writer_alive
-from ..track.records import LOWER_IS_BETTER
+from ..store.records import LOWER_IS_BETTER, codecs
+from ..store.records.audio import KIND as AUDIO
+from ..store.records.comparison import KIND as COMPARISON
+from ..store.records.confusion import KIND as CONFUSION
+from ..store.records.embedding import KIND as EMBEDDING
+from ..store.records.explanation import KIND as EXPLANATION
+from ..store.records.faithfulness import KIND as FAITHFULNESS
+from ..store.records.graph import KIND as GRAPH
+from ..store.records.histogram import KIND as HISTOGRAM
+from ..store.records.image import KIND as IMAGE
+from ..store.records.pr_curve import KIND as PR_CURVE
+from ..store.records.sanity import KIND as SANITY
+from ..store.records.scalar import KIND as SCALAR
+from ..store.records.text import KIND as TEXT
+from ..store.records.video import KIND as VIDEO
 
-# Tab name -> the tag kinds whose presence in any run makes the tab appear.
-VIEWS: dict[str, tuple[str, ...]] = {
-    "scalars": ("scalar",),
-    "distributions": ("histogram",),
-    "graph": ("graph",),
-    "images": ("image", "audio", "video"),
-    "explanations": ("explanation",),
-    "evaluation": ("confusion_matrix", "pr_curve", "sanity_check", "method_comparison", "faithfulness"),
-    "text": ("text",),
-    "projector": ("embedding",),
-}
+# Tab name -> the tag kinds whose presence in any run makes the tab appear: each record kind names its tab
+# (Codec.view), in the order of the tabs.
+TABS = ("scalars", "distributions", "graph", "images", "explanations", "evaluation", "text", "projector")
+VIEWS: dict[str, tuple[str, ...]] = {tab: tuple(c.kind for c in codecs() if c.view == tab) for tab in TABS}
 
 # The Features tab: image tags ``features/<layer>/<what>`` (``what``: filters, maximize, top_patches, or one unit's
 # ``top_patches/<unit>``, ...), scalars ``features/<layer>/<what>/<name>`` beside them (the filters' ``noise``); see
@@ -55,7 +63,7 @@ FEATURES_PREFIX = "features/"
 ADVICE = "Do not focus only on cases that are classified correctly: deep neural networks are prone to taking shortcuts."
 
 # Tag kinds the Images tab shows beside pictures: sounds (WAV) and clips (animated GIF).
-MEDIA = ("image", "audio", "video")
+MEDIA = VIEWS["images"]
 
 DEFAULT_MAX_POINTS = 2000
 # Histograms per series sent at most by default (TensorBoard keeps 500 too); ask for a step window to see more.
@@ -89,8 +97,8 @@ def views(root: Path) -> dict[str, bool]:
     present = {kind for run in listed for kind in run.tags.values()}
     shown = {view: not present.isdisjoint(kinds) for view, kinds in VIEWS.items()}
     # Images under features/<layer>/<what> have their own tab, and only those are shown there.
-    pictures = [tag for run in listed for tag, kind in run.tags.items() if kind == "image"]
-    media = any(kind in ("audio", "video") for run in listed for kind in run.tags.values())
+    pictures = [tag for run in listed for tag, kind in run.tags.items() if kind == IMAGE]
+    media = any(kind in (AUDIO, VIDEO) for run in listed for kind in run.tags.values())
     shown["images"] = media or any(_feature(tag) is None for tag in pictures)
     shown["features"] = any(_feature(tag) is not None for tag in pictures)
     return shown
@@ -107,14 +115,14 @@ def features(root: Path, run: str) -> dict[str, Any]:
     every_step: set[int] = set()
     with _reader(root, run) as reader:
         tags = reader.tags()
-        for tag in sorted(tag for tag, kind in tags.items() if kind == "image"):
+        for tag in sorted(tag for tag, kind in tags.items() if kind == IMAGE):
             parsed = _feature(tag)
             if parsed is None:
                 continue
             steps = sorted({step for step, _, _ in reader.files(tag)})
             every_step.update(steps)
             scalars = {}
-            for name in sorted(t for t, k in tags.items() if k == "scalar" and t.startswith(tag + "/")):
+            for name in sorted(t for t, k in tags.items() if k == SCALAR and t.startswith(tag + "/")):
                 series = reader.scalars(name, max_points=DEFAULT_MAX_POINTS)
                 scalars[name[len(tag) + 1 :]] = {"steps": series.steps.tolist(), "values": _floats(series.values)}
             layers.setdefault(parsed[0], []).append({"what": parsed[1], "tag": tag, "steps": steps, "scalars": scalars})
@@ -197,7 +205,7 @@ def scalars_batch_json(
     """
     _check_scalar_options(max_points, encoding)
     if runs is None:
-        runs = [run.name for run in list_runs(root) if run.tags.get(tag) == "scalar"]
+        runs = [run.name for run in list_runs(root) if run.tags.get(tag) == SCALAR]
     parts = [_scalars_encoded(root, run, tag, start, end, max_points, encoding) for run in runs]
     return b'{"tag":' + _dumps(tag) + b',"series":[' + b",".join(parts) + b"]}"
 
@@ -218,7 +226,7 @@ def histograms(
     if max_steps < 2:
         raise BadInputError(f"max_steps must be at least 2 (the first and the last step), not {max_steps}")
     with _reader(root, run) as reader:
-        _check_kind(reader, run, tag, "histogram")
+        _check_kind(reader, run, tag, HISTOGRAM)
         total = reader.count(tag, start, end)
         tag_total = total if start is None and end is None else reader.count(tag)
         records: list[Any] = reader.records(tag, start, end, max_records=max_steps)  # Histograms: the kind is checked
@@ -250,7 +258,7 @@ def histograms(
 
 def graph(root: Path, run: str, tag: str = "model") -> dict[str, Any]:
     """The model graph stored under ``tag`` (the last one, if logged more than once)."""
-    records = _records(root, run, tag, "graph")
+    records = _records(root, run, tag, GRAPH)
     if not records:
         raise NotFound(f"run {run!r} has no graph under {tag!r}")
     g = records[-1]
@@ -267,18 +275,18 @@ def images(root: Path, run: str, tag: str) -> dict[str, Any]:
     with _reader(root, run) as reader:
         kind = reader.tags().get(tag)
         if kind not in MEDIA:
-            _check_kind(reader, run, tag, "image")
+            _check_kind(reader, run, tag, IMAGE)
         rows = reader.files(tag)
     points = []
     for step, file, meta in rows:
         point: dict[str, Any] = {"step": step, "url": file_url(run, file)}
-        if kind == "audio":
+        if kind == AUDIO:
             rate = meta["sample_rate"]
             point |= {"sample_rate": rate, "channels": meta["channels"], "seconds": meta["frames"] / rate}
         else:
             height, width = (meta.get("shape") or [0, 0])[:2]
             point |= {"width": width, "height": height, "caption": meta.get("caption", "")}
-            if kind == "video":
+            if kind == VIDEO:
                 point |= {"frames": meta["frames"], "fps": meta["fps"]}
         points.append(point)
     return {"run": run, "tag": tag, "kind": kind, "points": points}
@@ -299,7 +307,7 @@ def custom_scalars(root: Path) -> dict[str, Any]:
     for listed in list_runs(root):
         if "custom_scalars" not in listed.tags.values():
             continue
-        scalar_tags[listed.name] = sorted(tag for tag, kind in listed.tags.items() if kind == "scalar")
+        scalar_tags[listed.name] = sorted(tag for tag, kind in listed.tags.items() if kind == SCALAR)
         try:
             with _reader(root, listed.name) as reader:
                 layouts = [t for t, k in reader.tags().items() if k == "custom_scalars"]
@@ -334,7 +342,7 @@ def confusion_matrix(root: Path, run: str, tag: str, step: int | None = None) ->
     ``{"run", "tag", "steps": every step logged, "step", "classes", "counts": [K][K] (row = true class),
     "normalized": each row divided by its total (0 for a class without samples), "accuracy", "total"}``.
     """
-    records = _records(root, run, tag, "confusion_matrix")
+    records = _records(root, run, tag, CONFUSION)
     chosen = _at_step(records, step, run, tag)
     counts = np.asarray(chosen.counts, dtype=np.int64)
     totals = counts.sum(axis=1, keepdims=True)
@@ -363,7 +371,7 @@ def pr_curve(root: Path, run: str, tag: str, step: int | None = None) -> dict[st
     thresholds. Keys: ``run, tag, steps, step, thresholds, tp, fp, tn, fn, precision, recall, fpr, tpr, auc,
     positives, negatives``.
     """
-    records = _records(root, run, tag, "pr_curve")
+    records = _records(root, run, tag, PR_CURVE)
     c = _at_step(records, step, run, tag)
     tp, fp, tn, fn = (np.asarray(a, dtype=np.float64) for a in (c.tp, c.fp, c.tn, c.fn))
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -394,7 +402,7 @@ def sanity_check(root: Path, run: str, tag: str, step: int | None = None) -> dic
     ``{"run", "tag", "steps", "step", "mode", "methods", "stages": the check's steps ("original", then each layer
     randomised), "metrics", "inputs", "curves": {method: {metric: {"mean": [stages], "std": [stages]}}}}``.
     """
-    records = _records(root, run, tag, "sanity_check")
+    records = _records(root, run, tag, SANITY)
     c = _at_step(records, step, run, tag)
     curves = {
         method: {
@@ -423,7 +431,7 @@ def faithfulness(root: Path, run: str, tag: str, step: int | None = None) -> dic
     ``{"run", "tag", "steps", "step", "metric", "probability", "inputs", "fractions", "curves": [{"method",
     "mean", "std", "auc"}]}``: per method the mean curve over the inputs, its standard deviation, its mean AUC.
     """
-    records = _records(root, run, tag, "faithfulness")
+    records = _records(root, run, tag, FAITHFULNESS)
     c = _at_step(records, step, run, tag)
     curves = [
         {"method": method, "mean": _floats(c.mean[i]), "std": _floats(c.std[i]), "auc": _float(float(c.auc[i]))}
@@ -449,7 +457,7 @@ def method_comparison(root: Path, run: str, tag: str, step: int | None = None) -
     [{"method", "values": {metric: mean or null}, "std": {metric: spread over the inputs or null}, "error":
     why the method failed, or null}]}``; ``null`` marks a value not measured (every value of a failed method).
     """
-    records = _records(root, run, tag, "method_comparison")
+    records = _records(root, run, tag, COMPARISON)
     c = _at_step(records, step, run, tag)
 
     def measured(values: np.ndarray) -> dict[str, float | str | None]:
@@ -479,7 +487,7 @@ def explanations(root: Path, run: str, tag: str, step: int | None = None) -> dic
     "prediction", "correct": true/false/null (unknown without labels or predictions), "input": url, "maps":
     [{"method", "target", "score", "overlay": url, "heatmap": url}]}]}``; each url is :func:`file_url`'s.
     """
-    records = _records(root, run, tag, "explanation")
+    records = _records(root, run, tag, EXPLANATION)
     step_taken, _, data = _at_step(records, step, run, tag)
 
     labels, predictions = data.get("labels"), data.get("predictions")
@@ -522,7 +530,7 @@ def explanations(root: Path, run: str, tag: str, step: int | None = None) -> dic
 
 def text(root: Path, run: str, tag: str) -> dict[str, Any]:
     """The text notes of a tag, in the order logged."""
-    records = _records(root, run, tag, "text")
+    records = _records(root, run, tag, TEXT)
     return {"run": run, "tag": tag, "points": [{"step": t.step, "text": t.text} for t in records]}
 
 
@@ -549,7 +557,7 @@ def embeddings(root: Path, run: str) -> dict[str, Any]:
     if found is not None:
         return {"run": run, "embeddings": found}
     with _reader(root, run) as reader:
-        tags = sorted(tag for tag, kind in reader.tags().items() if kind == "embedding")
+        tags = sorted(tag for tag, kind in reader.tags().items() if kind == EMBEDDING)
         found = []
         for tag in tags:
             records = reader.files(tag)
@@ -690,7 +698,7 @@ def _embedding_item(root: Path, run: str, tag: str, step: int | None) -> _Item:
     if found is not None:
         return found
     with _reader(root, run) as reader:
-        _check_kind(reader, run, tag, "embedding")
+        _check_kind(reader, run, tag, EMBEDDING)
         records = reader.files(tag)
         chosen_step, file, meta = _at_step(records, step, run, tag)
         path = reader.path / file
@@ -1016,7 +1024,7 @@ def _records(root: Path, run: str, tag: str, kind: str) -> list[Any]:
     """The records of a tag of the given kind (for images: their files, unread), or :class:`NotFound`."""
     with _reader(root, run) as reader:
         _check_kind(reader, run, tag, kind)
-        return reader.files(tag) if kind in ("image", "explanation") else reader.records(tag)
+        return reader.files(tag) if kind in (IMAGE, EXPLANATION) else reader.records(tag)
 
 
 def _at_step(records: list[Any], step: int | None, run: str, tag: str) -> Any:

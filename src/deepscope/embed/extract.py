@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 from .. import probe
 from ..batches import batches as as_batches
 from ..errors import BadInputError
-from ..track.records import Embedding
+from ..store.records import Embedding
 
 Pool = Literal["avg", "max", "flatten"]
 POOLS: tuple[str, ...] = ("avg", "max", "flatten")

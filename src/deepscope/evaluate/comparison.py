@@ -22,8 +22,8 @@ from ..errors import BadInputError, DeepscopeError
 from ..explain.base import explain
 from ..explain.base import methods as registered_methods
 from ..render import NotebookFigure, TableDisplay, new_figure
+from ..store.records.comparison import COMPARISON_METRICS, LOWER_IS_BETTER
 from ..targets import as_target
-from ..track.records import COMPARISON_METRICS, LOWER_IS_BETTER
 from .faithfulness import faithfulness
 from .sanity import MapFunction, _check, sanity_check
 

@@ -40,11 +40,19 @@ class RunSummary:
 
 
 def list_runs(root: str | os.PathLike[str]) -> list[RunSummary]:
-    """Every run under ``root`` (at any depth; a run's own directory is not searched further), sorted by name.
+    """Every run under ``root`` (at any depth; a run's own directory is not searched further), sorted by name; or
+    every run in the PostgreSQL database ``root`` names (``postgresql://...``; then ``path`` is the run's name).
 
     A run that cannot be read is listed as ``"unreadable"`` with the reason, so one damaged file does not hide
     the others.
     """
+    from . import postgres
+
+    if postgres.is_url(root):
+        return [
+            RunSummary(name, Path(name), status, created_at, tags)
+            for name, status, created_at, tags in postgres.list_runs(str(root))
+        ]
     root = Path(root)
     if not root.is_dir():
         raise DeepscopeError(f"{root} is not a directory")

@@ -3,16 +3,15 @@
 Every query starts a new snapshot, so a reader sees each batch the writer commits (at least every
 ``flush_interval``) on its next call. A query that spans several tables runs in one read transaction, so it never
 sees a batch half applied. A damaged file raises ``StoreError`` naming it; the reader never writes to a run.
+
+What is stored where is the backend's business (:class:`~deepscope.store.backend.ReadBackend`; SQLite in
+:mod:`deepscope.store.sqlite`); step ranges, downsampling and decoding records through their kinds' codecs are
+the reader's, the same for every backend.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
-import sqlite3
-import threading
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,29 +19,16 @@ from typing import Any
 import numpy as np
 
 from ..errors import BadInputError, StoreError, close_names
-from ..track.records import (
-    Audio,
-    ComparisonTable,
-    Confusion,
-    Embedding,
-    ExplanationSet,
-    FaithfulnessCurves,
-    Graph,
-    Histogram,
-    Image,
-    PRCurve,
-    Record,
-    SanityCurves,
-    ScalarLayout,
-    Text,
-    Video,
-)
-from . import schema
+from .backend import ReadBackend
+from .locations import locate, open_reader
+from .records import Record, Stored, codec_named
+from .records.checkpoint import KIND as CHECKPOINT
+from .records.checkpoint import load as load_checkpoint
+from .records.scalar import KIND as SCALAR
+from .sampling import downsample, spread
+from .sqlite import SQLiteReader, writer_alive
 
-try:
-    import fcntl
-except ImportError:  # pragma: no cover - Windows
-    fcntl = None  # type: ignore[assignment]
+__all__ = ["Reader", "Series", "downsample", "spread", "writer_alive"]
 
 
 @dataclass(frozen=True)
@@ -78,56 +64,40 @@ class Reader:
     """One run, read-only: its info, config, tags and records.
 
     Args:
-        path: the run directory (or its ``run.db``).
+        path: the run directory (or its ``run.db``), or a PostgreSQL URL (``postgresql://user@host/db``).
+        name: the run's name in a PostgreSQL store; without ``path``, the run of that name in the store the
+            environment variable ``DEEPSCOPE_STORE`` names (as :class:`deepscope.Run` finds it).
 
     A ``Reader`` may be shared between threads (a web server's workers): calls are serialised.
     """
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
-        given = Path(path)
-        self.db = given if given.name == schema.DB_NAME and given.is_file() else schema.db_path(given)
-        self.path = self.db.parent
-        if not self.db.is_file():
-            raise StoreError(f"no deepscope run at {given}: there is no {self.db}")
-        self._conn = schema.connect_readonly(self.db)
-        self._lock = threading.Lock()
-        try:
-            current = schema.version(self._conn, self.db)
-        except BaseException:
-            self._conn.close()
-            raise
-        if current != schema.SCHEMA_VERSION:
-            self._conn.close()
-            if current == 0:
-                raise StoreError(f"{self.db} is empty: its run stopped before writing anything")
-            raise StoreError(
-                f"{self.db} has schema version {current}; this deepscope reads version {schema.SCHEMA_VERSION}. "
-                "Open it once with deepscope.Run(path, resume=True) to bring it up to date"
-            )
+    def __init__(self, path: str | os.PathLike[str] | None = None, name: str | None = None) -> None:
+        path, name = locate(path, name)
+        self._store: ReadBackend = open_reader(path, name)
+        if isinstance(self._store, SQLiteReader):
+            self.db, self.path = self._store.db, self._store.path
+        else:  # a named run in a database: messages name it
+            self.db, self.path = Path(self._store.location), Path(name or "")
 
     # ---- what the run is ----------------------------------------------------------------------------------------
 
     def info(self) -> dict[str, Any]:
         """The run's name, creation time, host, pid and status; ``status`` is ``"running"`` only while a writer
         holds the run (a run whose writer died says ``"interrupted"``)."""
-        with self._reading():
-            info = {key: json.loads(value) for key, value in self._conn.execute("SELECT key, value FROM run_info")}
-        if info.get("status") == "running" and not writer_alive(self.path):
+        info = self._store.info()
+        if info.get("status") == "running" and not self._store.writer_alive():
             info["status"] = "interrupted"
         return info
 
     def config(self) -> dict[str, Any]:
         """The run's configuration (hyperparameters), as logged."""
-        with self._reading():
-            return {key: json.loads(value) for key, value in self._conn.execute("SELECT key, value FROM config")}
+        return self._store.config()
 
     def tags(self, kind: str | None = None) -> dict[str, str]:
         """Every tag and its kind (``"scalar"``, ``"histogram"``, ``"graph"``, ``"text"``, ``"image"``, ``"audio"``,
         ``"video"``, ``"custom_scalars"``, ``"embedding"``, ``"pr_curve"``, ``"confusion_matrix"``,
         ``"explanation"``, ...), by name."""
-        with self._reading():
-            rows = self._conn.execute("SELECT name, kind FROM tags ORDER BY name").fetchall()
-        return {name: k for name, k in rows if kind is None or k == kind}
+        return {name: k for name, k in self._store.tags().items() if kind is None or k == kind}
 
     # ---- scalars ------------------------------------------------------------------------------------------------
 
@@ -140,33 +110,8 @@ class Reader:
         (per step bucket its minimum and maximum, plus the first and last points), over the requested range: ask
         again with a narrower range to zoom in.
         """
-        tag_id = self._tag_id(tag, "scalar")
-        where, bounds = "", []
-        if start is not None:
-            where += " AND step_max >= ?"
-            bounds.append(int(start))
-        if end is not None:
-            where += " AND step_min <= ?"
-            bounds.append(int(end))
-        with self._reading():
-            self._conn.execute("BEGIN")  # chunks and rows from one snapshot: the writer moves rows into chunks
-            try:
-                chunks = self._conn.execute(
-                    f"SELECT steps, vals, epochs, wall_times FROM scalar_chunks WHERE tag_id = ?{where} ORDER BY id",
-                    (tag_id, *bounds),
-                ).fetchall()
-                rows = self._conn.execute(
-                    "SELECT step, value, coalesce(epoch, -1), wall_time FROM scalars WHERE tag_id = ? ORDER BY rowid",
-                    (tag_id,),
-                ).fetchall()
-            finally:
-                self._conn.execute("COMMIT")
-        columns = []
-        for k, dtype in enumerate((np.int64, np.float64, np.int64, np.float64)):
-            packed = [np.frombuffer(chunk[k], dtype=np.dtype(dtype).newbyteorder("<")) for chunk in chunks]
-            loose = np.array([row[k] for row in rows], dtype=dtype)  # NULL (a NaN) reads as NaN
-            columns.append(np.concatenate((*packed, loose)).astype(dtype, copy=False))
-        steps, values, epochs, walls = columns
+        tag_id = self._tag_id(tag, SCALAR)
+        steps, values, epochs, walls = self._store.scalars(tag_id, start, end)
         if start is not None or end is not None:
             keep = np.ones(len(steps), dtype=bool)
             if start is not None:
@@ -195,7 +140,8 @@ class Reader:
         :class:`PRCurve`,
         confusion matrices as :class:`Confusion` (int64 counts), explanation sets as :class:`ExplanationSet` with
         uint8 pictures read from their files, sanity checks, faithfulness curves and method comparisons as
-        :class:`SanityCurves`, :class:`FaithfulnessCurves` and :class:`ComparisonTable` (float64 arrays).
+        :class:`SanityCurves`, :class:`FaithfulnessCurves` and :class:`ComparisonTable` (float64 arrays): each
+        kind as its codec in :mod:`deepscope.store.records` decodes it.
 
         With ``max_records``, a longer series is thinned to that many records spread evenly over it in the order
         logged, the first and the last always among them (:meth:`count` says how many there are); only those
@@ -203,46 +149,24 @@ class Reader:
         """
         if max_records is not None and max_records < 2:
             raise BadInputError(f"max_records must be at least 2 (the first and the last record), not {max_records}")
-        kind, table, key, where, bounds = self._record_query(tag, start, end)
-        query = f"SELECT * FROM {table} WHERE {where} ORDER BY {key}"
-        with self._reading():
-            if max_records is not None:  # choose among the ids alone, then read only the chosen rows
-                ids = [row[0] for row in self._conn.execute(f"SELECT {key} FROM {table} WHERE {where}", bounds)]
-                if len(ids) > max_records:
-                    ids.sort()
-                    chosen = [ids[i] for i in spread(len(ids), max_records).tolist()]
-                    query = f"SELECT * FROM {table} WHERE {key} IN (SELECT value FROM json_each(?)) ORDER BY {key}"
-                    bounds = [json.dumps(chosen)]
-            cursor = self._conn.execute(query, bounds)
-            names = [d[0] for d in cursor.description]
-            rows = [dict(zip(names, row)) for row in cursor.fetchall()]
-        return [self._record(tag, kind, row) for row in rows]
+        kind, table, tag_id = self._record_tag(tag)
+        stored = self._store.records(table, tag_id, start, end, max_records)
+        return [self._record(tag, kind, row) for row in stored]
 
     def count(self, tag: str, start: int | None = None, end: int | None = None) -> int:
         """How many records a non-scalar tag holds with ``start <= step <= end`` (a scalar series says it in
         :attr:`Series.total`)."""
-        _, table, _, where, bounds = self._record_query(tag, start, end)
-        with self._reading():
-            return int(self._conn.execute(f"SELECT count(*) FROM {table} WHERE {where}", bounds).fetchone()[0])
+        _, table, tag_id = self._record_tag(tag)
+        return self._store.count(table, tag_id, start, end)
 
-    def _record_query(
-        self, tag: str, start: int | None, end: int | None
-    ) -> tuple[str | None, str, str, str, list[Any]]:
-        """The kind of a non-scalar tag, its table and key, and the ``WHERE`` clause with its arguments that
-        selects its records in the step range."""
+    def _record_tag(self, tag: str) -> tuple[str | None, str, int]:
+        """The kind of a non-scalar tag, its table and its id."""
         kind = self.tags().get(tag)
-        if kind == "scalar":
+        if kind == SCALAR:
             raise BadInputError(f"{tag!r} holds scalars: read it with Reader.scalars({tag!r})")
         tag_id = self._tag_id(tag, kind)
-        table, key = ("histograms", "id") if kind == "histogram" else ("objects", "id")
-        where, bounds = "tag_id = ?", list[Any]([tag_id])
-        if start is not None:
-            where += " AND step >= ?"
-            bounds.append(int(start))
-        if end is not None:
-            where += " AND step <= ?"
-            bounds.append(int(end))
-        return kind, table, key, where, bounds
+        codec = codec_named(kind)
+        return kind, codec.table if codec is not None else "objects", tag_id
 
     def files(self, tag: str) -> list[tuple[int, str, dict[str, Any]]]:
         """The files of an image, audio, video, embedding or explanation tag without reading them, in the order
@@ -250,174 +174,31 @@ class Reader:
         set, the folder of its pictures) and its stored metadata (``shape``, ...; for an explanation set, every
         picture's path too)."""
         kind = self.tags().get(tag)
-        if kind not in (None, "image", "audio", "video", "embedding", "explanation"):
+        codec = codec_named(kind)
+        if kind is not None and (codec is None or not codec.has_files):
             raise BadInputError(f"{tag!r} holds {kind} records, which have no files")
         tag_id = self._tag_id(tag, kind)
-        with self._reading():
-            rows = self._conn.execute(
-                "SELECT step, file, data FROM objects WHERE tag_id = ? ORDER BY id", (tag_id,)
-            ).fetchall()
-        return [(int(step), file, json.loads(data)) for step, file, data in rows]
+        return [(int(s.step), s.file or "", s.data) for s in self._store.records("objects", tag_id, None, None, None)]
 
-    def _record(self, tag: str, kind: str | None, row: dict[str, Any]) -> Record:
-        if kind == "histogram":
-            return Histogram(
-                tag=tag,
-                step=row["step"],
-                low=_real(row["low"]),
-                high=_real(row["high"]),
-                counts=np.frombuffer(row["counts"], dtype=row["counts_dtype"]),
-                layer=row["layer"],
-                kind=row["kind"],
-                mean=_real(row["mean"]),
-                std=_real(row["std"]),
-                zero_fraction=_real(row["zero_fraction"]),
-                norm=_real(row["norm"]),
-                count=row["count"],
-                nonfinite=row["nonfinite"],
-                wall_time=row["wall_time"],
-            )
-        data = json.loads(row["data"])
-        if kind == "graph":
-            return Graph(data["modules"], data["ops"], data["ops_method"], tag=tag, notes=data["notes"])
-        if kind == "text":
-            return Text(tag, data["text"], step=row["step"], wall_time=row["wall_time"])
-        if kind == "image":
-            from PIL import Image as PILImage
-
-            file = self.path / row["file"]
-            try:
-                with PILImage.open(file) as image:
-                    pixels = np.asarray(image)
-            except OSError as e:
-                raise StoreError(f"{file}, an image of {tag!r} at step {row['step']}, cannot be read: {e}") from e
-            return Image(tag, row["step"], pixels, caption=data["caption"], wall_time=row["wall_time"])
-        if kind == "audio":
-            return self._audio(tag, row, data)
-        if kind == "video":
-            return self._video(tag, row, data)
-        if kind == "custom_scalars":
-            return ScalarLayout(data["layout"], tag=tag, step=row["step"], wall_time=row["wall_time"])
-        if kind == "confusion_matrix":
-            counts = np.asarray(data["counts"], dtype=np.int64)
-            return Confusion(tag, row["step"], counts, data["classes"], wall_time=row["wall_time"])
-        if kind == "explanation":
-            return self._explanation_set(tag, row, data)
-        if kind == "sanity_check":
-            data["mean"], data["std"] = (
-                {
-                    method: {metric: np.asarray(v, dtype=np.float64) for metric, v in per.items()}
-                    for method, per in d.items()
-                }
-                for d in (data["mean"], data["std"])
-            )
-            return SanityCurves(tag, row["step"], wall_time=row["wall_time"], **data)
-        if kind == "faithfulness":
-            for name in ("fractions", "mean", "std", "auc"):
-                data[name] = np.asarray(data[name], dtype=np.float64)
-            return FaithfulnessCurves(tag, row["step"], wall_time=row["wall_time"], **data)
-        if kind == "method_comparison":
-            k = len(data["metrics"])
-            for name in ("mean", "std"):
-                data[name] = np.asarray(data[name], dtype=np.float64).reshape(-1, k)
-            return ComparisonTable(tag, row["step"], wall_time=row["wall_time"], **data)
-        if kind == "pr_curve":
-            arrays = {name: np.asarray(values, dtype=np.float64) for name, values in data.items()}
-            return PRCurve(tag, row["step"], wall_time=row["wall_time"], **arrays)
-        if kind == "embedding":
-            file = self.path / row["file"]
-            try:
-                with np.load(file) as arrays:
-                    features = arrays["features"]
-                    thumbnails = arrays["thumbnails"] if "thumbnails" in arrays.files else None
-                    # Runs written before projections were stored have none.
-                    stored = data.get("projections") or {}
-                    projections = {name: arrays[key] for name, (key, *_) in stored.items()} or None
-            except (OSError, ValueError, KeyError) as e:
-                raise StoreError(f"{file}, an embedding of {tag!r} at step {row['step']}, cannot be read: {e}") from e
-            return Embedding(
-                tag,
-                row["step"],
-                features,
-                labels=data["labels"],
-                label_header=data["label_header"],
-                thumbnails=thumbnails,
-                wall_time=row["wall_time"],
-                projections=projections,
-            )
-        raise StoreError(f"{self.db}: tag {tag!r} has kind {kind!r}, which this deepscope cannot read")
-
-    def _audio(self, tag: str, row: dict[str, Any], data: dict[str, Any]) -> Audio:
-        import wave
-
-        file = self.path / row["file"]
-        try:
-            with wave.open(str(file), "rb") as handle:
-                channels, rate = handle.getnchannels(), handle.getframerate()
-                levels = np.frombuffer(handle.readframes(handle.getnframes()), dtype="<i2")
-        except (OSError, EOFError, wave.Error) as e:
-            raise StoreError(f"{file}, a sound of {tag!r} at step {row['step']}, cannot be read: {e}") from e
-        samples = (levels.astype(np.float32) / 32767).reshape(-1, channels)
-        return Audio(tag, row["step"], samples, sample_rate=rate, wall_time=row["wall_time"])
-
-    def _video(self, tag: str, row: dict[str, Any], data: dict[str, Any]) -> Video:
-        from PIL import Image as PILImage
-        from PIL import ImageSequence
-
-        file = self.path / row["file"]
-        try:
-            with PILImage.open(file) as clip:
-                frames = np.stack([np.asarray(frame.convert("RGB")) for frame in ImageSequence.Iterator(clip)])
-        except OSError as e:
-            raise StoreError(f"{file}, a video of {tag!r} at step {row['step']}, cannot be read: {e}") from e
-        return Video(tag, row["step"], frames, fps=data["fps"], wall_time=row["wall_time"])
-
-    def _explanation_set(self, tag: str, row: dict[str, Any], data: dict[str, Any]) -> ExplanationSet:
-        from PIL import Image as PILImage
-
-        def read(relative: str) -> np.ndarray:
-            file = self.path / relative
-            try:
-                with PILImage.open(file) as image:
-                    return np.asarray(image)
-            except OSError as e:
-                raise StoreError(f"{file}, a picture of {tag!r} at step {row['step']}, cannot be read: {e}") from e
-
-        def stack(paths: list[str]) -> np.ndarray:
-            return np.stack([read(p) for p in paths])
-
-        return ExplanationSet(
-            tag,
-            row["step"],
-            inputs=stack(data["inputs"]),
-            methods=data["methods"],
-            heatmaps=np.stack([stack(paths) for paths in data["heatmaps"]]),
-            overlays=np.stack([stack(paths) for paths in data["overlays"]]),
-            targets=data["targets"],
-            scores=np.asarray(data["scores"], dtype=np.float64),
-            labels=data["labels"],
-            predictions=data["predictions"],
-            wall_time=row["wall_time"],
-        )
+    def _record(self, tag: str, kind: str | None, stored: Stored) -> Record:
+        codec = codec_named(kind)
+        if codec is None:
+            raise StoreError(f"{self.db}: tag {tag!r} has kind {kind!r}, which this deepscope cannot read")
+        return codec.decode(tag, stored, self._store.files)  # type: ignore[no-any-return]
 
     # ---- checkpoints --------------------------------------------------------------------------------------------
 
     def checkpoints(self, tag: str = "checkpoint") -> list[int]:
         """The steps at which ``Run.checkpoint`` kept the weights under ``tag``, in increasing order (``[]`` if
         none were kept)."""
-        kind = self.tags().get(tag)
-        if kind is None:
+        if self.tags().get(tag) is None:
             return []
-        tag_id = self._tag_id(tag, "checkpoint")
-        with self._reading():
-            rows = self._conn.execute("SELECT DISTINCT step FROM objects WHERE tag_id = ? ORDER BY step", (tag_id,))
-            return [int(step) for (step,) in rows]
+        tag_id = self._tag_id(tag, CHECKPOINT)
+        return sorted({int(s.step) for s in self._store.records("objects", tag_id, None, None, None)})
 
     def checkpoint(self, step: int | None = None, tag: str = "checkpoint") -> dict[str, Any]:
         """The state dict kept at ``step`` (default: the last one kept), as CPU tensors, ready for
         ``model.load_state_dict``. A step kept twice gives the later snapshot."""
-        import torch
-
         steps = self.checkpoints(tag)
         if not steps:
             raise BadInputError(f"{self.path} holds no checkpoints under {tag!r}; keep some with run.checkpoint(model)")
@@ -425,45 +206,32 @@ class Reader:
             step = steps[-1]
         if step not in steps:
             raise BadInputError(f"{self.path} has no checkpoint at step {step!r}; it has steps {steps}")
-        tag_id = self._tag_id(tag, "checkpoint")
-        with self._reading():
-            (relative,) = self._conn.execute(
-                "SELECT file FROM objects WHERE tag_id = ? AND step = ? ORDER BY id DESC LIMIT 1", (tag_id, int(step))
-            ).fetchone()
-        file = self.path / relative
+        tag_id = self._tag_id(tag, CHECKPOINT)
+        relative = self._store.records("objects", tag_id, int(step), int(step), None)[-1].file or ""
         try:
-            return dict(torch.load(file, map_location="cpu", weights_only=True))
+            return load_checkpoint(self._store.files, relative)
         except (OSError, RuntimeError, EOFError) as e:
-            raise StoreError(f"{file}, the checkpoint of {tag!r} at step {step}, cannot be read: {e}") from e
+            raise StoreError(
+                f"{self._store.files.where(relative)}, the checkpoint of {tag!r} at step {step}, cannot be read: {e}"
+            ) from e
 
     # ---- plumbing -----------------------------------------------------------------------------------------------
 
     def _tag_id(self, tag: str, kind: str | None) -> int:
-        with self._reading():
-            row = self._conn.execute("SELECT id, kind FROM tags WHERE name = ?", (tag,)).fetchone()
-        if row is None:
+        found = self._store.tag(tag)
+        if found is None:
             names = list(self.tags())
             hint = close_names(tag, names)
             raise BadInputError(
                 f"{self.path} has no tag {tag!r}"
                 + (f"; close names: {', '.join(map(repr, hint))}" if hint else f"; it has {len(names)} tags")
             )
-        if kind is not None and row[1] != kind:
-            raise BadInputError(f"{tag!r} holds {row[1]} records, not {kind} records")
-        return int(row[0])
-
-    @contextlib.contextmanager
-    def _reading(self) -> Iterator[None]:
-        with self._lock:
-            try:
-                yield
-            except sqlite3.DatabaseError as e:
-                if self._conn.in_transaction:
-                    self._conn.execute("ROLLBACK")
-                raise StoreError(f"{self.db} cannot be read ({e}); it was left untouched") from e
+        if kind is not None and found[1] != kind:
+            raise BadInputError(f"{tag!r} holds {found[1]} records, not {kind} records")
+        return found[0]
 
     def close(self) -> None:
-        self._conn.close()
+        self._store.close()
 
     def __enter__(self) -> Reader:
         return self
@@ -473,81 +241,3 @@ class Reader:
 
     def __repr__(self) -> str:
         return f"Reader({str(self.path)!r})"
-
-
-def downsample(steps: np.ndarray, values: np.ndarray, max_points: int) -> np.ndarray:
-    """Indices of at most ``max_points`` points that keep the shape of a series, ascending.
-
-    The step range is cut into equal buckets; each keeps its lowest and highest value (infinities included), its
-    first NaN if it has one, and the series keeps its first and last points. A spike therefore survives any
-    zoom level, unlike with averaging or striding. ``steps`` need not be sorted (a restarted loop).
-
-    Args:
-        steps: int ``[n]``.
-        values: float ``[n]``.
-        max_points: at least 4.
-    """
-    n = len(steps)
-    if max_points < 4:
-        raise BadInputError(f"max_points must be at least 4, not {max_points}")
-    if n <= max_points:
-        return np.arange(n)
-    nan = np.isnan(values)
-    buckets = max(1, (max_points - 2) // (3 if nan.any() else 2))
-    order = None
-    if (np.diff(steps) < 0).any():
-        order = np.argsort(steps, kind="stable")
-        steps, values, nan = steps[order], values[order], nan[order]
-    low, high = int(steps[0]), int(steps[-1])
-    span = high - low + 1
-    bucket = ((steps - low).astype(np.float64) * (buckets / span)).astype(np.int64)
-    starts = np.flatnonzero(np.diff(bucket, prepend=-1))
-    sizes = np.diff(starts, append=n)
-    kept = np.zeros(n, dtype=bool)  # a mask, not np.unique of the indices: O(n), no sort or hash
-    kept[[0, n - 1]] = True
-    for fill, reduce in ((np.inf, np.minimum), (-np.inf, np.maximum)):
-        filled = np.where(nan, fill, values)
-        extreme = reduce.reduceat(filled, starts)
-        hit = np.flatnonzero(filled == np.repeat(extreme, sizes))
-        kept[_first_of_each_bucket(hit, bucket)] = True
-    if nan.any():
-        kept[_first_of_each_bucket(np.flatnonzero(nan), bucket)] = True
-    indices = np.flatnonzero(kept)
-    return indices if order is None else np.sort(order[indices])
-
-
-def spread(n: int, count: int) -> np.ndarray:
-    """``count`` indices into ``n`` items (all of them if ``n <= count``), evenly spaced, first and last included.
-
-    With ``n > count >= 2`` consecutive indices lie more than one apart before rounding, so none repeats.
-    """
-    if n <= count:
-        return np.arange(n)
-    return np.linspace(0, n - 1, count).round().astype(np.int64)
-
-
-def _first_of_each_bucket(where: np.ndarray, bucket: np.ndarray) -> np.ndarray:
-    """The first of the ascending indices ``where`` in each bucket (``bucket`` is non-decreasing along the series)."""
-    of = bucket[where]
-    return where[np.flatnonzero(np.diff(of, prepend=-1))]
-
-
-def writer_alive(run_dir: Path) -> bool:
-    """Whether some process holds the run's writer lock right now (without taking it for more than a moment)."""
-    path = run_dir / schema.LOCK_NAME
-    if fcntl is None or not path.exists():  # pragma: no cover - without locks, trust the stored status
-        return fcntl is None
-    try:
-        with open(path) as handle:
-            try:
-                fcntl.flock(handle.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return True
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
-            return False
-    except OSError:
-        return False
-
-
-def _real(value: float | None) -> float:
-    return float("nan") if value is None else float(value)

@@ -5,20 +5,22 @@ that list out and writes it in one transaction at least every ``flush_interval``
 ``max_pending`` is waiting or when :meth:`Writer.flush` asks. When ``max_pending`` values are waiting the training
 thread waits for the writer instead of dropping anything. A failed write (disk full, file removed, ...) stops the
 writer and is raised by the next ``put``, ``flush`` or ``close``, saying how much was not stored; what was
-committed before stays intact, because each batch is one SQLite transaction.
+committed before stays intact, because each batch is one transaction.
+
+Where the batches go is a :class:`~deepscope.store.backend.WriteBackend` (SQLite: :mod:`deepscope.store.sqlite`,
+which also checks, creates and locks the run directory); the queue, the thread, the order of each tag's points and
+turning records into rows through their codecs are the writer's, the same for every backend.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import socket
-import sqlite3
 import threading
 import time
-import uuid
-from dataclasses import dataclass, field, fields
+import warnings
+from dataclasses import dataclass
 from itertools import pairwise, repeat
 from operator import itemgetter
 from pathlib import Path
@@ -27,41 +29,18 @@ from typing import Any
 import numpy as np
 
 from ..errors import StoreError
-from ..track.records import (
-    Audio,
-    ComparisonTable,
-    Confusion,
-    Embedding,
-    ExplanationSet,
-    FaithfulnessCurves,
-    Graph,
-    Histogram,
-    Image,
-    PRCurve,
-    SanityCurves,
-    ScalarLayout,
-    Text,
-    Video,
-)
-from . import schema
+from .backend import StoredState, WriteBackend
+from .locations import open_writer
+from .postgres import is_url
+from .records import codec_for
+from .records.scalar import KIND as SCALAR
 
-try:  # POSIX: one writing process per run, enforced by an advisory lock released even on SIGKILL
-    import fcntl
-except ImportError:  # pragma: no cover - Windows: no lock; SQLite still serialises the writes
-    fcntl = None  # type: ignore[assignment]
+# How long the writer keeps trying to reach a store that cannot be reached before it gives up (and the next log call
+# raises): long enough for a database server to restart.
+RETRY_FOR = 300.0
 
 ScalarRow = tuple[str, int, int, float, float]  # tag, step, epoch (-1: none), wall time, value
 _NO_POINTS = (np.empty(0, np.int64), np.empty(0, np.float64), np.empty(0, np.int64), np.empty(0, np.float64))
-
-
-@dataclass
-class StoredState:
-    """What a resumed run already holds, for the ``Run`` to continue from."""
-
-    kinds: dict[str, str] = field(default_factory=dict)
-    last_steps: dict[str, int] = field(default_factory=dict)
-    config: dict[str, Any] = field(default_factory=dict)
-    created: bool = True
 
 
 class DeferredScalars:
@@ -92,17 +71,6 @@ class ScalarBatch:
 
 
 @dataclass(frozen=True)
-class CheckpointState:
-    """A snapshot of a model's ``state_dict``, tensors already copied to the host, to be saved as a file beside
-    the run (``torch.save``); its row in ``objects`` has kind ``"checkpoint"``."""
-
-    tag: str
-    step: int
-    wall_time: float
-    state: dict[str, Any]
-
-
-@dataclass(frozen=True)
 class SetValue:
     """A key of the run's config (``table="config"``) or info (``table="run_info"``); ``value`` is JSON text or
     ``None`` to delete the key."""
@@ -130,28 +98,25 @@ class Writer:
             raise StoreError(f"max_pending must be at least 1, not {max_pending!r}")
         # Absolute: files are written later, by a thread, when the working directory may have changed (a notebook's
         # os.chdir); a relative path would put them in another folder than run.db.
-        self.path = Path(run_dir).absolute()
-        self.db = schema.db_path(self.path)
+        self.path = Path(name) if is_url(run_dir) and name else Path(run_dir).absolute()
         self.flush_interval = float(flush_interval)
         self.max_pending = int(max_pending)
-        self._lock_file, self._conn, self.state = _open(self.path, resume)
+        self._store: WriteBackend = open_writer(run_dir, resume, name)
+        self.db = self._store.location
+        self.state: StoredState = self._store.state
+        now = time.time()
+        info = {"status": "running", "pid": os.getpid(), "host": socket.gethostname(), "started_at": now}
+        if self.state.created:
+            info |= {"name": name or self.path.name, "created_at": now}
         try:
-            self._tag_ids: dict[str, int] = dict(self._conn.execute("SELECT name, id FROM tags").fetchall())
-            self._row_counts: dict[int, int] = dict(
-                self._conn.execute("SELECT tag_id, count(*) FROM scalars GROUP BY tag_id").fetchall()
-            )
-            now = time.time()
-            info = {"status": "running", "pid": os.getpid(), "host": socket.gethostname(), "started_at": now}
-            if self.state.created:
-                info |= {"name": name or self.path.name, "created_at": now}
-            self._conn.execute("BEGIN IMMEDIATE")
-            self._conn.executemany(
-                "INSERT OR REPLACE INTO run_info (key, value) VALUES (?, ?)",
-                [(k, json.dumps(v)) for k, v in info.items()],
-            )
-            self._conn.execute("COMMIT")
-        except sqlite3.Error as e:
-            self._release()
+            self._store.begin(0)
+            for key, value in info.items():
+                self._store.set_value("run_info", key, json.dumps(value))
+            self._store.commit()
+        except Exception as e:
+            self._store.rollback()
+            self._store.close()
+            self._store.unlock()
             raise StoreError(f"cannot write to {self.db} ({e})") from e
 
         # The training thread takes the plain lock (cheap); waiting, in either direction, uses the condition on it.
@@ -166,6 +131,7 @@ class Writer:
         self._error: StoreError | None = None
         self._unwritten = 0
         self._last_commit = time.time()
+        self._released = False
         self._thread = threading.Thread(target=self._run, name=f"deepscope-writer:{self.path.name}", daemon=True)
         self._thread.start()
 
@@ -213,7 +179,7 @@ class Writer:
 
         Idempotent. Raises ``StoreError`` if anything logged could not be stored.
         """
-        if not self._thread.is_alive() and self._lock_file is None:
+        if not self._thread.is_alive() and self._released:
             if self._error is not None:
                 raise self._error
             return
@@ -240,9 +206,8 @@ class Writer:
         raise StoreError(f"the run at {self.path} is closed; open it again with resume=True to add to it")
 
     def _release(self) -> None:
-        if self._lock_file is not None:
-            self._lock_file.close()  # releases the flock
-            self._lock_file = None
+        self._store.unlock()
+        self._released = True
 
     # ---- the writer thread ----------------------------------------------------------------------------------------
 
@@ -255,13 +220,7 @@ class Writer:
                     self._error = StoreError(f"the writer of {self.db} stopped: {type(e).__name__}: {e}")
                     self._error.__cause__ = e
         finally:
-            # A closed run is one self-contained file: back to a rollback journal (possible only when no reader
-            # has it open; otherwise it stays in WAL mode, which is as good), and closing the last connection
-            # checkpoints the WAL into run.db and removes it.
-            with contextlib.suppress(sqlite3.Error):
-                self._conn.execute("PRAGMA journal_mode=DELETE").fetchall()
-            with contextlib.suppress(sqlite3.Error):
-                self._conn.close()
+            self._store.close()
             with self._cond:
                 self._cond.notify_all()
 
@@ -285,7 +244,7 @@ class Writer:
                 self._cond.notify_all()
             if batch:
                 try:
-                    self._write(batch, pack=stopping)
+                    self._write_until_stored(batch, seq, pack=stopping)
                 except BaseException as e:  # every failure is kept and raised to the user
                     with self._cond:
                         self._unwritten = len(batch) + len(self._pending)
@@ -306,13 +265,47 @@ class Writer:
             if stopping:
                 return
 
-    def _write(self, batch: list[Any], pack: bool = False) -> None:
+    def _write_until_stored(self, batch: list[Any], seq: int, pack: bool) -> None:
+        """Write ``batch``; while the store cannot be reached (a database server restarting, a network outage),
+        try again, waiting longer each time, for up to :data:`RETRY_FOR` seconds. Meanwhile logging goes on into
+        memory until ``max_pending`` values wait, then waits too: nothing is dropped, and a batch whose commit went
+        through unanswered is not written twice."""
+        deadline, pause = None, 0.05
+        while True:
+            try:
+                self._write(batch, seq, pack)
+                return
+            except Exception as e:
+                if not self._store.transient(e):
+                    raise
+                if deadline is None:
+                    deadline = time.monotonic() + RETRY_FOR
+                    warnings.warn(
+                        f"{self.db} cannot be reached ({type(e).__name__}: {e}); retrying for up to {RETRY_FOR:g} s. "
+                        "Logging goes on and waits once max_pending values are waiting.",
+                        RuntimeWarning,
+                        stacklevel=1,
+                    )
+                error = e
+            while True:  # reach the store again
+                if time.monotonic() > deadline:
+                    raise error
+                time.sleep(pause)
+                pause = min(2 * pause, 2.0)
+                try:
+                    if self._store.recover(seq):
+                        return
+                    break
+                except Exception as e:
+                    if not self._store.transient(e):
+                        raise
+                    error = e
+
+    def _write(self, batch: list[Any], seq: int, pack: bool = False) -> None:
         """Write ``batch`` in one transaction; with ``pack`` (the run is closing) also fold every tag's remaining
-        loose scalar rows into a last, shorter chunk, so a finished run reads as packed blobs only."""
-        conn = self._conn
-        tag_ids, row_counts = dict(self._tag_ids), dict(self._row_counts)
-        written: list[Path] = []
-        conn.execute("BEGIN IMMEDIATE")
+        loose scalar points into a last, shorter chunk, so a finished run reads as packed blobs only."""
+        store = self._store
+        store.begin(seq)
         try:
             rows: list[ScalarRow] = []
             series: dict[int, list[tuple[np.ndarray, ...]]] = {}
@@ -325,38 +318,24 @@ class Writer:
                     if rows:  # keep each tag's points in the order they were logged
                         self._group_rows(rows, series)
                         rows = []
-                    self._write_item(item, series, written)
+                    self._write_item(item, series)
             if rows:
                 self._group_rows(rows, series)
             for tag_id, parts in series.items():
-                self._append_scalars(tag_id, *(np.concatenate(column) for column in zip(*parts)), pack=pack)
+                store.append_scalars(tag_id, *(np.concatenate(column) for column in zip(*parts)), pack=pack)
             if pack:
-                for tag_id in [t for t, held in self._row_counts.items() if held and t not in series]:
-                    self._append_scalars(tag_id, *_NO_POINTS, pack=True)
-            conn.execute("COMMIT")
+                for tag_id in [t for t in store.unpacked() if t not in series]:
+                    store.append_scalars(tag_id, *_NO_POINTS, pack=True)
+            store.commit()
         except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            self._tag_ids, self._row_counts = tag_ids, row_counts
-            for path in written:
-                path.unlink(missing_ok=True)
+            store.rollback()
             raise
-
-    def _tag(self, name: str, kind: str) -> int:
-        tag_id = self._tag_ids.get(name)
-        if tag_id is None:
-            cursor = self._conn.execute(
-                "INSERT INTO tags (name, kind, created_at) VALUES (?, ?, ?)", (name, kind, time.time())
-            )
-            tag_id = self._tag_ids[name] = int(cursor.lastrowid or 0)
-        return tag_id
 
     def _group_rows(self, rows: list[ScalarRow], series: dict[int, list[tuple[np.ndarray, ...]]]) -> None:
         n = len(rows)
         tags = list(map(itemgetter(0), rows))
-        for name in set(tags):
-            self._tag(name, "scalar")
-        ids = np.fromiter(map(self._tag_ids.__getitem__, tags), dtype=np.int64, count=n)
+        ids_of = {name: self._store.tag(name, SCALAR) for name in set(tags)}
+        ids = np.fromiter(map(ids_of.__getitem__, tags), dtype=np.int64, count=n)
         columns = tuple(
             np.fromiter(map(itemgetter(k), rows), dtype=dtype, count=n)
             for k, dtype in ((1, np.int64), (4, np.float64), (2, np.int64), (3, np.float64))
@@ -371,385 +350,17 @@ class Writer:
             part = order[a:b]
             series.setdefault(int(ids[a]), []).append(tuple(column[part] for column in columns))
 
-    def _append_scalars(
-        self,
-        tag_id: int,
-        steps: np.ndarray,
-        values: np.ndarray,
-        epochs: np.ndarray,
-        walls: np.ndarray,
-        *,
-        pack: bool = False,
-    ) -> None:
-        """Add points to a tag: full chunks of ``CHUNK`` points, the rest as loose rows; with ``pack`` the rest too
-        becomes a (shorter) chunk and no loose row is left."""
-        conn, held = self._conn, self._row_counts.get(tag_id, 0)
-        if held + len(steps) >= schema.CHUNK or (pack and held + len(steps)):
-            if held:  # the oldest points of the tag: fold them into the chunk with the new ones
-                old = conn.execute(
-                    "SELECT step, value, coalesce(epoch, -1), wall_time FROM scalars WHERE tag_id = ? ORDER BY rowid",
-                    (tag_id,),
-                ).fetchall()
-                conn.execute("DELETE FROM scalars WHERE tag_id = ?", (tag_id,))
-                o_steps, o_values, o_epochs, o_walls = zip(*old)
-                steps = np.concatenate((np.array(o_steps, dtype=np.int64), steps))
-                values = np.concatenate((np.array(o_values, dtype=np.float64), values))
-                epochs = np.concatenate((np.array(o_epochs, dtype=np.int64), epochs))
-                walls = np.concatenate((np.array(o_walls, dtype=np.float64), walls))
-            full = len(steps) if pack else len(steps) // schema.CHUNK * schema.CHUNK
-            conn.executemany(
-                "INSERT INTO scalar_chunks (tag_id, n, step_min, step_max, steps, vals, epochs, wall_times) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    (
-                        tag_id,
-                        len(steps[a : a + schema.CHUNK]),
-                        int(steps[a : a + schema.CHUNK].min()),
-                        int(steps[a : a + schema.CHUNK].max()),
-                        steps[a : a + schema.CHUNK].astype("<i8").tobytes(),
-                        values[a : a + schema.CHUNK].astype("<f8").tobytes(),
-                        epochs[a : a + schema.CHUNK].astype("<i8").tobytes(),
-                        walls[a : a + schema.CHUNK].astype("<f8").tobytes(),
-                    )
-                    for a in range(0, full, schema.CHUNK)
-                ),
-            )
-            steps, values, epochs, walls = steps[full:], values[full:], epochs[full:], walls[full:]
-            held = 0
-        if len(steps):
-            conn.executemany(
-                "INSERT INTO scalars (tag_id, step, epoch, wall_time, value) VALUES (?, ?, ?, ?, ?)",
-                zip(
-                    repeat(tag_id),
-                    steps.tolist(),
-                    [None if e < 0 else e for e in epochs.tolist()],
-                    walls.tolist(),
-                    values.tolist(),  # NaN becomes NULL, read back as NaN
-                ),
-            )
-        self._row_counts[tag_id] = held + len(steps)
-
-    def _write_item(self, item: Any, series: dict[int, list[tuple[np.ndarray, ...]]], written: list[Path]) -> None:
-        conn, now = self._conn, time.time()
+    def _write_item(self, item: Any, series: dict[int, list[tuple[np.ndarray, ...]]]) -> None:
+        store = self._store
         if isinstance(item, ScalarBatch):
-            tag_id = self._tag(item.tag, "scalar")
+            tag_id = store.tag(item.tag, SCALAR)
             series.setdefault(tag_id, []).append((item.steps, item.values, item.epochs, item.wall_times))
         elif isinstance(item, SetValue):
-            table = {"config": "config", "run_info": "run_info"}[item.table]
-            if item.value is None:
-                conn.execute(f"DELETE FROM {table} WHERE key = ?", (item.key,))
-            else:
-                conn.execute(f"INSERT OR REPLACE INTO {table} (key, value) VALUES (?, ?)", (item.key, item.value))
-        elif isinstance(item, Histogram):
-            counts = np.ascontiguousarray(item.counts)
-            conn.execute(
-                "INSERT INTO histograms (tag_id, step, wall_time, low, high, counts, counts_dtype, layer, kind, mean, "
-                "std, zero_fraction, norm, count, nonfinite) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    self._tag(item.tag, "histogram"),
-                    int(item.step),
-                    item.wall_time if item.wall_time is not None else now,
-                    float(item.low),
-                    float(item.high),
-                    counts.tobytes(),
-                    counts.dtype.str,
-                    item.layer,
-                    item.kind,
-                    float(item.mean),
-                    float(item.std),
-                    float(item.zero_fraction),
-                    float(item.norm),
-                    int(item.count),
-                    int(item.nonfinite),
-                ),
-            )
-        elif isinstance(item, Graph):
-            data = {"modules": item.modules, "ops": item.ops, "ops_method": item.ops_method, "notes": item.notes}
-            self._object(self._tag(item.tag, "graph"), 0, now, data, None)
-        elif isinstance(item, Text):
-            wall = item.wall_time if item.wall_time is not None else now
-            self._object(self._tag(item.tag, "text"), item.step, wall, {"text": item.text}, None)
-        elif isinstance(item, Image):
-            tag_id = self._tag(item.tag, "image")
-            relative = Path(schema.FILES_DIR, str(tag_id), f"{item.step}-{uuid.uuid4().hex[:12]}.png")
-            _write_png(self.path / relative, item.pixels)
-            written.append(self.path / relative)
-            data = {"caption": item.caption, "shape": list(item.pixels.shape)}
-            wall = item.wall_time if item.wall_time is not None else now
-            self._object(tag_id, item.step, wall, data, relative.as_posix())
-        elif isinstance(item, Audio | Video):
-            kind, suffix, write = (
-                ("audio", "wav", _write_wav) if isinstance(item, Audio) else ("video", "gif", _write_gif)
-            )
-            tag_id = self._tag(item.tag, kind)
-            relative = Path(schema.FILES_DIR, str(tag_id), f"{item.step}-{uuid.uuid4().hex[:12]}.{suffix}")
-            data = write(self.path / relative, item)
-            written.append(self.path / relative)
-            wall = item.wall_time if item.wall_time is not None else now
-            self._object(tag_id, item.step, wall, data, relative.as_posix())
-        elif isinstance(item, ScalarLayout):
-            wall = item.wall_time if item.wall_time is not None else now
-            self._object(self._tag(item.tag, "custom_scalars"), item.step, wall, {"layout": item.layout}, None)
-        elif isinstance(item, Embedding):
-            tag_id = self._tag(item.tag, "embedding")
-            relative = Path(schema.FILES_DIR, str(tag_id), f"{item.step}-{uuid.uuid4().hex[:12]}.npz")
-            arrays = {"features": item.features}
-            if item.thumbnails is not None:
-                arrays["thumbnails"] = item.thumbnails
-            # Projections under numbered keys (any name stays out of the zip's member names); the names in the db.
-            keys = {name: f"projection_{i}" for i, name in enumerate(item.projections or {})}
-            arrays.update({keys[name]: points for name, points in (item.projections or {}).items()})
-            _write_npz(self.path / relative, arrays)
-            written.append(self.path / relative)
-            described: dict[str, Any] = {
-                "labels": item.labels,
-                "label_header": item.label_header,
-                "shape": list(item.features.shape),
-                "projections": {name: [keys[name], *points.shape] for name, points in (item.projections or {}).items()},
-            }
-            wall = item.wall_time if item.wall_time is not None else now
-            self._object(tag_id, item.step, wall, described, relative.as_posix())
-        elif isinstance(item, PRCurve):
-            names = ("thresholds", "tp", "fp", "tn", "fn", "precision", "recall")
-            data = {name: np.asarray(getattr(item, name), dtype=np.float64).tolist() for name in names}
-            wall = item.wall_time if item.wall_time is not None else now
-            self._object(self._tag(item.tag, "pr_curve"), item.step, wall, data, None)
-        elif isinstance(item, Confusion):
-            data = {"counts": np.asarray(item.counts).tolist(), "classes": item.classes}
-            wall = item.wall_time if item.wall_time is not None else now
-            self._object(self._tag(item.tag, "confusion_matrix"), item.step, wall, data, None)
-        elif isinstance(item, ExplanationSet):
-            tag_id = self._tag(item.tag, "explanation")
-            folder = Path(schema.FILES_DIR, str(tag_id), f"{item.step}-{uuid.uuid4().hex[:12]}")
-            data = _explanation_files(item, folder, self.path, written)
-            wall = item.wall_time if item.wall_time is not None else now
-            self._object(tag_id, item.step, wall, data, folder.as_posix())
-        elif isinstance(item, SanityCurves | FaithfulnessCurves | ComparisonTable):
-            kind, data = _evaluation_json(item)
-            wall = item.wall_time if item.wall_time is not None else now
-            self._object(self._tag(item.tag, kind), item.step, wall, data, None)
-        elif isinstance(item, CheckpointState):
-            tag_id = self._tag(item.tag, "checkpoint")
-            relative = Path(schema.FILES_DIR, str(tag_id), f"{item.step}-{uuid.uuid4().hex[:12]}.pt")
-            _write_state(self.path / relative, item.state)
-            written.append(self.path / relative)
-            data = {"tensors": len(item.state), "bytes": sum(t.nbytes for t in item.state.values())}
-            self._object(tag_id, item.step, item.wall_time, data, relative.as_posix())
-        else:  # pragma: no cover - the Run only queues the types above
-            raise TypeError(f"the store cannot write {type(item).__name__}")
-
-    def _object(self, tag_id: int, step: int, wall: float, data: dict[str, Any], file: str | None) -> None:
-        self._conn.execute(
-            "INSERT INTO objects (tag_id, step, wall_time, data, file) VALUES (?, ?, ?, ?, ?)",
-            (tag_id, int(step), wall, json.dumps(data), file),
-        )
-
-
-def _evaluation_json(item: SanityCurves | FaithfulnessCurves | ComparisonTable) -> tuple[str, dict[str, Any]]:
-    """The tag kind and JSON data of an evaluation record: every field but tag, step and wall time, arrays as
-    lists (JSON keeps every float64 exactly, NaN included)."""
-
-    def plain(value: Any) -> Any:
-        if isinstance(value, np.ndarray):
-            return value.tolist()
-        if isinstance(value, dict):
-            return {k: plain(v) for k, v in value.items()}
-        return value
-
-    kind = {SanityCurves: "sanity_check", FaithfulnessCurves: "faithfulness", ComparisonTable: "method_comparison"}
-    skip = ("tag", "step", "wall_time")
-    data = {f.name: plain(getattr(item, f.name)) for f in fields(item) if f.name not in skip}
-    return kind[type(item)], data
-
-
-def _write_png(path: Path, pixels: np.ndarray) -> None:
-    """Write atomically (a temporary name, then a rename), so a crash never leaves a half file under the name."""
-    from PIL import Image as PILImage
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(".tmp")
-    PILImage.fromarray(pixels).save(temporary, format="PNG")
-    os.replace(temporary, path)
-
-
-def _write_wav(path: Path, item: Audio) -> dict[str, Any]:
-    """16-bit PCM WAV (stdlib ``wave``), atomically like :func:`_write_png`; returns the record's description."""
-    import wave
-
-    samples = item.samples if item.samples.ndim == 2 else item.samples[:, np.newaxis]
-    levels = np.round(np.clip(samples, -1, 1) * 32767).astype("<i2")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(".tmp")
-    with wave.open(str(temporary), "wb") as handle:
-        handle.setnchannels(samples.shape[1])
-        handle.setsampwidth(2)
-        handle.setframerate(item.sample_rate)
-        handle.writeframes(levels.tobytes())
-    os.replace(temporary, path)
-    return {"sample_rate": item.sample_rate, "channels": samples.shape[1], "frames": samples.shape[0]}
-
-
-def _write_gif(path: Path, item: Video) -> dict[str, Any]:
-    """An animated GIF, looping, each frame shown ``1 / fps`` s (GIF counts in hundredths); atomically."""
-    from PIL import Image as PILImage
-
-    frames = [PILImage.fromarray(frame).convert("RGB") for frame in item.frames]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(".tmp")
-    duration = max(20, round(1000 / item.fps / 10) * 10)  # browsers draw delays under 20 ms slowly
-    frames[0].save(temporary, format="GIF", save_all=True, append_images=frames[1:], duration=duration, loop=0)
-    os.replace(temporary, path)
-    return {"fps": item.fps, "frames": len(frames), "shape": list(item.frames.shape[1:3])}
-
-
-def _write_state(path: Path, state: dict[str, Any]) -> None:
-    """``torch.save`` atomically, like :func:`_write_png`."""
-    import torch
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(".tmp")
-    torch.save(state, temporary)
-    os.replace(temporary, path)
-
-
-def _explanation_files(item: ExplanationSet, folder: Path, run_dir: Path, written: list[Path]) -> dict[str, Any]:
-    """Write an explanation set's pictures as PNGs into ``folder``; its description, with their paths relative to
-    the run directory (``inputs[i]``, ``heatmaps[m][i]``, ``overlays[m][i]``)."""
-
-    def png(name: str, pixels: np.ndarray) -> str:
-        relative = folder / name
-        _write_png(run_dir / relative, pixels)
-        written.append(run_dir / relative)
-        return relative.as_posix()
-
-    n, methods = len(item.inputs), range(len(item.methods))
-    return {
-        "methods": item.methods,
-        "targets": item.targets,
-        "scores": np.asarray(item.scores, dtype=np.float64).tolist(),  # NaN as JSON's NaN, read back as such
-        "labels": item.labels,
-        "predictions": item.predictions,
-        "shape": list(item.inputs.shape),
-        "inputs": [png(f"input-{i}.png", item.inputs[i]) for i in range(n)],
-        "heatmaps": [[png(f"heatmap-{m}-{i}.png", item.heatmaps[m, i]) for i in range(n)] for m in methods],
-        "overlays": [[png(f"overlay-{m}-{i}.png", item.overlays[m, i]) for i in range(n)] for m in methods],
-    }
-
-
-def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """Like :func:`_write_png`: a temporary name, then a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(".tmp")
-    with open(temporary, "wb") as handle:
-        np.savez(handle, **arrays)  # type: ignore[arg-type]  # numpy's stub mistypes **kwds
-    os.replace(temporary, path)
-
-
-def _open(run_dir: Path, resume: bool) -> tuple[Any, sqlite3.Connection, StoredState]:
-    """Check that ``run_dir`` is new, empty or ours, take its lock, open its database, read what it holds.
-
-    Nothing is written into a directory that is not ours. If a new run cannot be set up, the files made for it
-    are removed again.
-    """
-    db = schema.db_path(run_dir)
-    made: list[Path] = []
-    if run_dir.exists() and not run_dir.is_dir():
-        raise StoreError(f"{run_dir} is a file, not a run directory; give a directory path for the run")
-    if run_dir.is_dir():
-        entries = sorted(p.name for p in run_dir.iterdir())
-        if db.exists():
-            if not resume:
-                raise StoreError(
-                    f"{run_dir} already holds a run; pass resume=True to add to it, or choose another path"
-                )
-        elif set(entries) - {schema.LOCK_NAME}:
-            shown = ", ".join(entries[:5]) + (f" and {len(entries) - 5} more" if len(entries) > 5 else "")
-            raise StoreError(
-                f"{run_dir} is not a deepscope run: it holds {shown} but no {schema.DB_NAME}. Nothing was written "
-                "into it; choose a new or empty directory"
-            )
-    else:
-        try:
-            run_dir.mkdir(parents=True)
-        except OSError as e:
-            raise StoreError(f"cannot create the run directory {run_dir}: {e}") from e
-        made.append(run_dir)
-    created = not db.exists()
-    lock_file = None
-    try:
-        lock_file = _lock(run_dir, made)
-        if created:
-            made.append(db)
-        conn = schema.connect_writable(db, resume=not created)
-        try:
-            state = _stored_state(conn) if not created else StoredState()
-        except BaseException:
-            conn.close()
-            raise
-    except BaseException:
-        if lock_file is not None:
-            lock_file.close()
-        for path in reversed(made):  # only what this call created, newest first
-            if path.is_dir():
-                for suffix in ("-wal", "-shm"):
-                    Path(str(db) + suffix).unlink(missing_ok=True)
-                if not any(path.iterdir()):
-                    path.rmdir()
-            else:
-                for suffix in ("", "-wal", "-shm"):
-                    Path(str(path) + suffix).unlink(missing_ok=True)
-        raise
-    state.created = created
-    return lock_file, conn, state
-
-
-def _lock(run_dir: Path, made: list[Path]) -> Any:
-    path = run_dir / schema.LOCK_NAME
-    existed = path.exists()
-    try:
-        handle = open(path, "a+")  # noqa: SIM115 - held open for the run's life: the lock is the open file
-    except OSError as e:
-        raise StoreError(f"cannot write in {run_dir}: {e}. Choose a writable directory for the run") from e
-    if not existed:
-        made.append(path)
-    if fcntl is None:  # pragma: no cover
-        return handle
-    deadline = time.monotonic() + 1.0  # readers probe the lock for a moment: wait them out
-    while True:
-        try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-            break
-        except BlockingIOError:
-            if time.monotonic() > deadline:
-                handle.seek(0)
-                holder = handle.read().strip() or "unknown"
-                handle.close()
-                raise StoreError(
-                    f"{run_dir} is being written by another process (pid {holder}); read it with "
-                    "deepscope.store.Reader, or log to another path"
-                ) from None
-            time.sleep(0.05)
-    handle.seek(0)
-    handle.truncate()
-    handle.write(str(os.getpid()))
-    handle.flush()
-    return handle
-
-
-def _stored_state(conn: sqlite3.Connection) -> StoredState:
-    state = StoredState(created=False)
-    ids = {}
-    for tag_id, name, kind in conn.execute("SELECT id, name, kind FROM tags"):
-        state.kinds[name] = kind
-        ids[tag_id] = name
-    last: dict[int, int] = {}
-    for tag_id, blob in conn.execute(
-        "SELECT tag_id, steps FROM scalar_chunks WHERE id IN (SELECT max(id) FROM scalar_chunks GROUP BY tag_id)"
-    ):
-        last[tag_id] = int(np.frombuffer(blob, dtype="<i8")[-1])
-    for table, key in (("scalars", "rowid"), ("histograms", "id"), ("objects", "id")):
-        query = f"SELECT tag_id, step FROM {table} WHERE {key} IN (SELECT max({key}) FROM {table} GROUP BY tag_id)"
-        last.update(conn.execute(query).fetchall())
-    state.last_steps = {ids[tag_id]: step for tag_id, step in last.items()}
-    state.config = {key: json.loads(value) for key, value in conn.execute("SELECT key, value FROM config")}
-    return state
+            store.set_value(item.table, item.key, item.value)
+        else:
+            codec = codec_for(type(item))
+            if codec is None:  # pragma: no cover - the Run only queues registered records
+                raise TypeError(f"the store cannot write {type(item).__name__}")
+            tag_id = store.tag(item.tag, codec.kind)
+            step = int(item.step) if codec.stepped else 0
+            store.put(codec.table, tag_id, codec.encode(item, store.files(tag_id, step)))

@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import numbers
 import os
 import time
 import warnings
@@ -23,25 +22,27 @@ import numpy as np
 import torch
 
 from ..errors import BadInputError, StoreError
-from ..store.writer import CheckpointState, DeferredScalars, ScalarBatch, SetValue, Writer
-from .records import (
-    Audio,
-    ComparisonTable,
-    Confusion,
+from ..store.locations import locate
+from ..store.postgres import is_url
+from ..store.records import (
+    CheckpointState,
     Embedding,
     ExplanationSet,
-    FaithfulnessCurves,
     Graph,
-    Histogram,
-    Image,
-    PRCurve,
     Record,
-    SanityCurves,
     Scalar,
-    ScalarLayout,
     Text,
-    Video,
+    codec_for,
+    codecs,
 )
+from ..store.records.checkpoint import KIND as CHECKPOINT
+from ..store.records.codec import array as _array
+from ..store.records.codec import whole as _whole
+from ..store.records.explanation import KIND as EXPLANATION
+from ..store.records.scalar import KIND as SCALAR
+from ..store.records.scalar import as_number as _scalar
+from ..store.records.scalar import number as _number
+from ..store.writer import DeferredScalars, ScalarBatch, SetValue, Writer
 from .system import SystemMonitor, SystemReader
 
 if TYPE_CHECKING:
@@ -56,23 +57,6 @@ if TYPE_CHECKING:
     from ..explanation import Explanation
     from .watch import Watcher
 
-_KIND = {
-    Scalar: "scalar",
-    Histogram: "histogram",
-    Graph: "graph",
-    Text: "text",
-    Image: "image",
-    Audio: "audio",
-    Video: "video",
-    ScalarLayout: "custom_scalars",
-    Embedding: "embedding",
-    PRCurve: "pr_curve",
-    Confusion: "confusion_matrix",
-    ExplanationSet: "explanation",
-    SanityCurves: "sanity_check",
-    FaithfulnessCurves: "faithfulness",
-    ComparisonTable: "method_comparison",
-}
 _LIVE: weakref.WeakSet[Run] = weakref.WeakSet()
 
 
@@ -91,7 +75,9 @@ class Run:
 
     Args:
         path: the run's directory, created if missing (with its parents). It must be new, empty, or (with
-            ``resume=True``) an earlier deepscope run; any other directory is refused untouched.
+            ``resume=True``) an earlier deepscope run; any other directory is refused untouched. Or a PostgreSQL
+            URL with ``name``; or nothing, for the run ``name`` in the store the environment variable
+            ``DEEPSCOPE_STORE`` names (a URL or a directory of runs; default ``runs``).
         config: hyperparameters and settings, stored with the run; also ``run.config[key] = value`` later.
         resume: add to the run already at ``path`` (steps continue from the last ones stored).
         flush_interval: the longest time, in seconds, that a logged value waits before it is committed to disk.
@@ -101,6 +87,9 @@ class Run:
             utilisation, as ``system/*`` scalars (:mod:`deepscope.track.system`; needs psutil). Off by default: a
             thread that samples in the background is something a user asks for, not something a run imposes.
         system_interval: the seconds between two samples of the system metrics.
+        name: the run's name: required when ``path`` is a PostgreSQL URL (``"postgresql://user@host/db"``, many
+            runs in one database, psycopg 3 needed: ``pip install 'deepscope[postgres]'``), where it identifies the
+            run; for a directory, what the board shows (default: the directory's name).
 
     Raises:
         StoreError: ``path`` is not ours, cannot be written, holds a corrupted or newer database, or is being
@@ -110,7 +99,7 @@ class Run:
 
     def __init__(
         self,
-        path: str | os.PathLike[str],
+        path: str | os.PathLike[str] | None = None,
         config: Mapping[str, Any] | None = None,
         *,
         resume: bool = False,
@@ -118,12 +107,16 @@ class Run:
         max_pending: int = 100_000,
         system: bool = False,
         system_interval: float = 10.0,
+        name: str | None = None,
     ) -> None:
         # before anything is created: psutil may be missing, the interval wrong
         sampler = SystemMonitor(_log_into(weakref.ref(self)), system_interval, SystemReader().read) if system else None
-        self.path = Path(path)
-        self.name = self.path.name
-        self._writer = Writer(self.path, resume=resume, flush_interval=flush_interval, max_pending=max_pending)
+        path, name = locate(path, name)
+        self.path: Path | str = path if is_url(path) else Path(path)  # type: ignore[assignment]
+        self.name = name or Path(path).name
+        self._writer = Writer(
+            self.path, resume=resume, flush_interval=flush_interval, max_pending=max_pending, name=name
+        )
         state = self._writer.state
         self._kinds: dict[str, str] = dict(state.kinds)
         self._last: dict[str, int] = dict(state.last_steps)
@@ -186,8 +179,8 @@ class Run:
                 and value.numel() == 1
                 and not value.is_complex()
             ):
-                if kinds.get(tag) != "scalar":
-                    self._check_tag(tag, "scalar")
+                if kinds.get(tag) != SCALAR:
+                    self._check_tag(tag, SCALAR)
                 on_gpu.append((tag, value))
                 continue
             else:
@@ -195,17 +188,17 @@ class Run:
                 if number is None:
                     others.append((tag, value))
                     continue
-            if kinds.get(tag) != "scalar":
-                self._check_tag(tag, "scalar")
+            if kinds.get(tag) != SCALAR:
+                self._check_tag(tag, SCALAR)
             checked.append((tag, number))
         records: list[Record] = []
         if others:
-            records = self._converted(others, step, epoch, wall, {tag: "scalar" for tag, _ in checked + on_gpu})
+            records = self._converted(others, step, epoch, wall, {tag: SCALAR for tag, _ in checked + on_gpu})
         rows: list[Any] = []
         for tag, value in checked:
             previous = last.get(tag)
             if previous is None:
-                kinds[tag] = "scalar"
+                kinds[tag] = SCALAR
                 at = 0 if step is None else step
             elif step is None:
                 at = previous + 1
@@ -216,7 +209,7 @@ class Run:
             last[tag] = at
             rows.append((tag, at, epoch, wall, value))
         if on_gpu:
-            rows.append(_copy_from_gpu(on_gpu, [self._step(tag, step, "scalar") for tag, _ in on_gpu], epoch, wall))
+            rows.append(_copy_from_gpu(on_gpu, [self._step(tag, step, SCALAR) for tag, _ in on_gpu], epoch, wall))
         if records:
             items, weight = self._queued(records)
             self._writer.put(rows + items, len(checked) + len(on_gpu) + weight)
@@ -237,7 +230,7 @@ class Run:
         """
         if self._closed is not None:
             raise StoreError(self._closed)
-        self._check_tag(tag, "scalar")
+        self._check_tag(tag, SCALAR)
         steps_array = np.asarray(steps)
         n = len(steps_array)
         if steps_array.ndim != 1 or not (np.issubdtype(steps_array.dtype, np.integer) or n == 0):
@@ -260,7 +253,7 @@ class Run:
                 self._warn_backwards(tag, previous, int(steps_array[0]))
             elif len(drops):
                 self._warn_backwards(tag, int(steps_array[drops[0]]), int(steps_array[drops[0] + 1]))
-        self._kinds[tag] = "scalar"
+        self._kinds[tag] = SCALAR
         self._last[tag] = int(steps_array[-1])
         self._writer.put([ScalarBatch(tag, steps_array, **columns)], n)
 
@@ -295,7 +288,7 @@ class Run:
 
         Without ``step``, the tag continues from its own last step (0 for a new tag).
         """
-        from .convert import confusion
+        from ..store.records.confusion import confusion
 
         self.log_records([confusion(matrix, tag, self._next_step(tag, step))])
 
@@ -311,7 +304,7 @@ class Run:
 
         A :class:`~deepscope.evaluate.OneVsRest` report is stored as one curve per class, under ``tag/<class>``.
         """
-        from .convert import pr_curves
+        from ..store.records.pr_curve import pr_curves
 
         curves = pr_curves(report, tag, 0, num_thresholds)
         self.log_records([dataclasses.replace(c, step=self._next_step(c.tag, step)) for c in curves])
@@ -333,11 +326,11 @@ class Run:
         what each method explained with its score; ``classes`` names class indices. ``style``: ``cmap``,
         ``alpha`` of the overlays. Returns the record stored (:func:`deepscope.track.convert.explanation_set`).
         """
-        from .convert import explanation_set
+        from ..store.records.explanation import explanation_set
 
         if self._closed is not None:  # before drawing any picture
             raise StoreError(self._closed)
-        self._check_tag(tag, "explanation")
+        self._check_tag(tag, EXPLANATION)
         record = explanation_set(explanations, labels, predictions, classes, tag, self._next_step(tag, step), **style)
         self.log_records([record])
         return record
@@ -346,7 +339,7 @@ class Run:
         """Store a :func:`deepscope.sanity_check` (or ``data_randomization_check``) for the Evaluation tab: per
         method and metric, the mean and standard deviation over the inputs of the similarity at each step
         (:func:`deepscope.track.convert.sanity_curves`; the maps are not stored)."""
-        from .convert import sanity_curves
+        from ..store.records.sanity import sanity_curves
 
         self.log_records([sanity_curves(check, tag, self._next_step(tag, step))])
 
@@ -359,7 +352,7 @@ class Run:
         """Store :func:`deepscope.faithfulness` results of one metric (deletion or insertion) on the same inputs,
         methods side by side: mean curve, its spread and mean AUC each (:func:`deepscope.track.convert.
         faithfulness_curves`). Log the other metric under another tag, e.g. ``"faithfulness/insertion"``."""
-        from .convert import faithfulness_curves
+        from ..store.records.faithfulness import faithfulness_curves
 
         self.log_records([faithfulness_curves(results, tag, self._next_step(tag, step))])
 
@@ -369,7 +362,7 @@ class Run:
         """Store a :func:`deepscope.compare_methods` table for the Evaluation tab: each method's deletion and
         insertion AUC and sanity score, best first, failed methods with the reason
         (:func:`deepscope.track.convert.comparison_table`)."""
-        from .convert import comparison_table
+        from ..store.records.comparison import comparison_table
 
         self.log_records([comparison_table(comparison, tag, self._next_step(tag, step))])
 
@@ -445,7 +438,7 @@ class Run:
 
         if self._closed is not None:
             raise StoreError(self._closed)
-        self._check_tag(tag, "checkpoint")
+        self._check_tag(tag, CHECKPOINT)
         if step is not None:
             step = _whole(step, "step")
         state = model.state_dict() if isinstance(model, nn.Module) else model
@@ -459,7 +452,7 @@ class Run:
                 )
         with torch.no_grad():  # a copy, not a view: the training loop goes on changing the parameters in place
             copied = {key: value.detach().to("cpu", copy=True) for key, value in state.items()}
-        at = self._step(tag, step, "checkpoint")
+        at = self._step(tag, step, CHECKPOINT)
         self._writer.put([CheckpointState(tag, at, time.time(), copied)], 1)
         return at
 
@@ -533,15 +526,15 @@ class Run:
         holds the tags the same call logs otherwise, so that two kinds cannot both claim one new tag."""
         checked: list[Record] = []
         for record in records:
-            kind = _KIND.get(type(record))
-            if kind is None:
-                raise BadInputError(
-                    f"cannot log a {type(record).__name__}; log_records takes {', '.join(t.__name__ for t in _KIND)}"
-                )
+            codec = codec_for(type(record))
+            if codec is None or codec.record is CheckpointState:
+                takes = ", ".join(c.record.__name__ for c in codecs() if c.record is not CheckpointState)
+                raise BadInputError(f"cannot log a {type(record).__name__}; log_records takes {takes}")
+            kind = codec.kind
             self._check_tag(record.tag, kind)
             if claimed.setdefault(record.tag, kind) != kind:
                 raise BadInputError(f"tag {record.tag!r} is given both {claimed[record.tag]} and {kind} records")
-            checked.append(_checked(record, now))
+            checked.append(codec.check(record, now))
         return checked
 
     def _queued(self, checked: list[Record]) -> tuple[list[Any], int]:
@@ -551,16 +544,18 @@ class Run:
         for record in checked:
             if isinstance(record, Scalar):
                 epoch = -1 if record.epoch is None else record.epoch
-                step = self._step(record.tag, record.step, "scalar")
+                step = self._step(record.tag, record.step, SCALAR)
                 items.append((record.tag, step, epoch, record.wall_time, record.value))
                 weight += 1
             else:
-                if not isinstance(record, Graph):
-                    self._step(record.tag, record.step, _KIND[type(record)])
+                codec = codec_for(type(record))
+                assert codec is not None  # checked by _checked_records
+                if codec.stepped:  # every kind but graphs has a step
+                    self._step(record.tag, record.step, codec.kind)  # type: ignore[union-attr]
                 else:
-                    self._kinds[record.tag] = "graph"
+                    self._kinds[record.tag] = codec.kind
                 items.append(record)
-                weight += 1 + (record.counts.size // 64 if isinstance(record, Histogram | Confusion) else 0)
+                weight += codec.weight(record)
         return items, weight
 
     def _check_tag(self, tag: object, kind: str) -> None:
@@ -633,50 +628,10 @@ class Config(MutableMapping[str, Any]):
         return f"Config({self._values!r})"
 
 
-def _number(tag: str, value: object) -> float:
-    """A loggable value as a float, or a clear error."""
-    number = _scalar(tag, value)
-    if number is None:
-        if isinstance(value, torch.Tensor):
-            raise BadInputError(
-                f"{tag!r}: a scalar is one number, but this tensor has shape {list(value.shape)}. Reduce it "
-                "(.mean(), .norm()) or log its distribution with Watcher / a Histogram record"
-            )
-        raise BadInputError(
-            f"{tag!r}: cannot log a {type(value).__name__} ({value!r:.60}) as a scalar; log numbers or one-element "
-            "tensors (text goes to run.note)"
-        )
-    return number
-
-
-def _scalar(tag: str, value: object) -> float | None:
-    """``value`` as a float if it is a number or a one-element tensor or array, else ``None``; an error for one
-    complex or non-numeric element."""
-    if isinstance(value, torch.Tensor):
-        if value.numel() != 1:
-            return None
-        if value.is_complex():
-            raise BadInputError(f"{tag!r}: a complex tensor is not a scalar; log its .abs() or .real")
-        return float(value.item())
-    if isinstance(value, np.ndarray) and value.size == 1:
-        if value.dtype.kind not in "biuf":
-            raise BadInputError(f"{tag!r}: a one-element {value.dtype} array is not a number; log a number")
-        return float(value.reshape(()))
-    if isinstance(value, numbers.Real):
-        return float(value)
-    return None
-
-
 def _check_name(tag: object) -> str:
     if not isinstance(tag, str) or not tag.strip():
         raise BadInputError(f"a tag is a non-empty str such as 'train/loss', not {tag!r}")
     return tag
-
-
-def _whole(value: object, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or int(value) < 0:
-        raise BadInputError(f"{name} must be a whole number >= 0, not {value!r}")
-    return int(value)
 
 
 def _copy_from_gpu(items: list[tuple[str, torch.Tensor]], steps: list[int], epoch: int, wall: float) -> Any:
@@ -705,299 +660,6 @@ class _Done:
 
     def synchronize(self) -> None:
         pass
-
-
-def _checked(record: Record, now: float) -> Record:
-    """``record`` with its fields checked and normalised (wall time filled in, pixels as uint8)."""
-    if isinstance(record, Graph):
-        return record
-    if not isinstance(record.step, numbers.Integral) or isinstance(record.step, bool) or record.step < 0:
-        raise BadInputError(f"{record.tag!r}: step must be a whole number >= 0, not {record.step!r}")
-    changes: dict[str, Any] = {}
-    if record.wall_time is None:
-        changes["wall_time"] = now
-    if isinstance(record, Scalar):
-        changes["value"] = _number(record.tag, record.value)
-        if record.epoch is not None:
-            changes["epoch"] = _whole(record.epoch, "epoch")
-    elif isinstance(record, Histogram):
-        counts = np.asarray(record.counts)
-        if counts.ndim != 1 or counts.dtype.kind not in "iuf":
-            raise BadInputError(
-                f"{record.tag!r}: histogram counts must be a 1-D numeric array, not {counts.dtype} {counts.shape}"
-            )
-        changes["counts"] = counts
-    elif isinstance(record, Text):
-        if not isinstance(record.text, str):
-            raise BadInputError(f"{record.tag!r}: Text.text must be a str, not {type(record.text).__name__}")
-    elif isinstance(record, Image):
-        changes["pixels"] = _pixels(record.tag, record.pixels)
-    elif isinstance(record, Audio):
-        changes.update(_audio(record))
-    elif isinstance(record, Video):
-        changes.update(_video(record))
-    elif isinstance(record, ScalarLayout):
-        changes["layout"] = scalar_layout(record.tag, record.layout)
-    elif isinstance(record, Embedding):
-        changes.update(_embedding(record))
-    elif isinstance(record, PRCurve):
-        changes.update(_pr_curve(record))
-    elif isinstance(record, Confusion):
-        changes.update(_confusion(record))
-    elif isinstance(record, ExplanationSet):
-        changes.update(_explanation_set(record))
-    elif isinstance(record, SanityCurves):
-        changes.update(_sanity_curves(record))
-    elif isinstance(record, FaithfulnessCurves):
-        changes.update(_faithfulness_curves(record))
-    elif isinstance(record, ComparisonTable):
-        changes.update(_comparison_table(record))
-    return dataclasses.replace(record, **changes) if changes else record
-
-
-def _pixels(tag: str, pixels: object) -> np.ndarray:
-    array = pixels.detach().cpu().numpy() if isinstance(pixels, torch.Tensor) else np.asarray(pixels)
-    shape_ok = array.ndim == 2 or (array.ndim == 3 and array.shape[2] in (1, 3, 4))
-    if not shape_ok:
-        raise BadInputError(f"{tag!r}: an image is [H, W], [H, W, 3] or [H, W, 4] (channels last), not {array.shape}")
-    if array.ndim == 3 and array.shape[2] == 1:
-        array = array[:, :, 0]
-    if array.dtype == np.uint8:
-        return np.ascontiguousarray(array)
-    if array.dtype.kind == "f":
-        if not np.isfinite(array).all() or array.min() < 0 or array.max() > 1:
-            raise BadInputError(f"{tag!r}: float pixels must lie in [0, 1]; scale them, or pass uint8")
-        return np.round(array * 255).astype(np.uint8)
-    raise BadInputError(f"{tag!r}: pixels must be uint8 or float in [0, 1], not {array.dtype}")
-
-
-def _audio(record: Audio) -> dict[str, Any]:
-    samples = _array(record.samples)
-    if samples.ndim not in (1, 2) or samples.dtype.kind not in "iuf" or samples.shape[0] == 0:
-        raise BadInputError(
-            f"{record.tag!r}: audio samples are a numeric [T] or [T, channels] array, not {samples.shape}"
-        )
-    if not np.isfinite(samples).all() or np.abs(samples).max() > 1:
-        raise BadInputError(f"{record.tag!r}: audio samples must lie in [-1, 1]; scale them (or clip them)")
-    rate = record.sample_rate
-    whole = isinstance(rate, numbers.Real) and not isinstance(rate, bool) and float(rate).is_integer()
-    if not whole or not 1 <= rate <= 4_294_967_295:  # WAV keeps the rate in 32 bits
-        raise BadInputError(f"{record.tag!r}: sample_rate is a whole number of samples a second, not {rate!r}")
-    return {"samples": np.ascontiguousarray(samples, dtype=np.float32), "sample_rate": int(rate)}
-
-
-def _video(record: Video) -> dict[str, Any]:
-    frames = _array(record.frames)
-    if frames.ndim not in (3, 4) or frames.shape[0] == 0 or (frames.ndim == 4 and frames.shape[3] not in (1, 3)):
-        raise BadInputError(
-            f"{record.tag!r}: video frames are [T, H, W] or [T, H, W, 3] (channels last), not {frames.shape}"
-        )
-    fps = record.fps
-    if isinstance(fps, bool) or not isinstance(fps, numbers.Real) or not 0 < fps <= 100:
-        raise BadInputError(f"{record.tag!r}: fps is a number of frames a second in (0, 100], not {fps!r}")
-    return {"frames": np.stack([_pixels(record.tag, frame) for frame in frames]), "fps": float(fps)}
-
-
-def scalar_layout(tag: str, layout: object) -> dict[str, dict[str, list[Any]]]:
-    """A custom-scalars layout checked and as plain JSON-able lists (see :class:`ScalarLayout`)."""
-    import re
-
-    def bad(why: str) -> BadInputError:
-        return BadInputError(
-            f"{tag!r}: {why}. A layout is {{category: {{chart title: ['Multiline', [tag regex, ...]] or "
-            "['Margin', [value tag, lower tag, upper tag]]}}"
-        )
-
-    if not isinstance(layout, Mapping) or not layout:
-        raise bad(f"expected a non-empty dict, not {type(layout).__name__}")
-    checked: dict[str, dict[str, list[Any]]] = {}
-    for category, charts in layout.items():
-        if not isinstance(category, str) or not isinstance(charts, Mapping):
-            raise bad(f"category {category!r} must be a str naming a dict of charts")
-        checked[category] = {}
-        for title, chart in charts.items():
-            if not isinstance(title, str) or not isinstance(chart, Sequence) or len(chart) != 2:
-                raise bad(f"chart {title!r} must be a str naming a pair [kind, tags]")
-            kind, tags = chart
-            if kind not in ("Multiline", "Margin"):
-                raise bad(f"chart {title!r} has kind {kind!r}, not 'Multiline' or 'Margin'")
-            if isinstance(tags, str) or not isinstance(tags, Sequence) or not all(isinstance(t, str) for t in tags):
-                raise bad(f"chart {title!r} needs a list of tag names")
-            if kind == "Margin" and len(tags) != 3:
-                raise bad(f"margin chart {title!r} names 3 tags (value, lower, upper), not {len(tags)}")
-            for pattern in tags if kind == "Multiline" else ():
-                try:
-                    re.compile(pattern)
-                except re.error as e:
-                    raise bad(f"chart {title!r}: {pattern!r} is not a regular expression ({e})") from e
-            checked[category][title] = [kind, list(tags)]
-    return checked
-
-
-def _array(value: object) -> np.ndarray:
-    return value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
-
-
-def _embedding(record: Embedding) -> dict[str, Any]:
-    tag = record.tag
-    features = _array(record.features)
-    if features.ndim != 2 or features.dtype.kind not in "iuf" or features.shape[0] == 0:
-        raise BadInputError(f"{tag!r}: embedding features are a numeric [N, D] array with N >= 1, not {features.shape}")
-    n = features.shape[0]
-    changes: dict[str, Any] = {"features": np.ascontiguousarray(features, dtype=np.float32)}
-    if record.labels is not None:
-        labels: list[Any] = [
-            [str(v) for v in row] if isinstance(row, list | tuple) else str(row) for row in record.labels
-        ]
-        if len(labels) != n:
-            raise BadInputError(f"{tag!r}: {len(labels)} labels for {n} feature vectors; give one per vector")
-        rows = {len(row) if isinstance(row, list) else None for row in labels}
-        header = record.label_header
-        if rows != {None} and (len(rows) != 1 or header is None or len(header) != next(iter(rows))):
-            raise BadInputError(
-                f"{tag!r}: labels with several columns need rows of equal length and a label_header naming each"
-            )
-        changes["labels"] = labels
-    if record.thumbnails is not None:
-        thumbnails = _array(record.thumbnails)
-        if thumbnails.ndim not in (3, 4) or len(thumbnails) != n:
-            raise BadInputError(
-                f"{tag!r}: thumbnails are [N, H, W] or [N, H, W, C] with N = {n}, not {list(thumbnails.shape)}"
-            )
-        changes["thumbnails"] = np.stack([_pixels(tag, image) for image in thumbnails])
-    if record.projections is not None:
-        changes["projections"] = _projections(tag, record.projections, n)
-    return changes
-
-
-def _projections(tag: str, projections: object, n: int) -> dict[str, np.ndarray]:
-    """Each named projection as float32 ``[N, 2 | 3]`` finite points, or a :class:`BadInputError`."""
-    if not isinstance(projections, Mapping):
-        raise BadInputError(f"{tag!r}: projections are a dict of name -> [N, 2 | 3] points, not {type(projections)}")
-    checked = {}
-    for name, points in projections.items():
-        if not isinstance(name, str) or not name:
-            raise BadInputError(f"{tag!r}: a projection's name is a non-empty str, not {name!r}")
-        array = _array(getattr(points, "points", points))  # a deepscope Projection, or its points
-        if array.ndim != 2 or array.shape[0] != n or array.shape[1] not in (2, 3) or array.dtype.kind not in "iuf":
-            raise BadInputError(f"{tag!r}: projection {name!r} must be numeric [{n}, 2 | 3] points, not {array.shape}")
-        if not np.isfinite(array).all():
-            raise BadInputError(f"{tag!r}: projection {name!r} holds NaN or infinite points")
-        checked[name] = np.ascontiguousarray(array, dtype=np.float32)
-    return checked
-
-
-def _pr_curve(record: PRCurve) -> dict[str, Any]:
-    fields = ("thresholds", "tp", "fp", "tn", "fn", "precision", "recall")
-    arrays = {name: _array(getattr(record, name)).astype(np.float64) for name in fields}
-    shapes = {array.shape for array in arrays.values()}
-    if len(shapes) != 1 or next(iter(shapes)) == () or len(next(iter(shapes))) != 1:
-        raise BadInputError(f"{record.tag!r}: a PR curve's arrays are 1-D and of one length, not {sorted(shapes)}")
-    return arrays
-
-
-def _confusion(record: Confusion) -> dict[str, Any]:
-    counts = _array(record.counts)
-    k = counts.shape[0] if counts.ndim == 2 else 0
-    if counts.ndim != 2 or counts.shape != (k, k) or k == 0 or counts.dtype.kind not in "iuf":
-        raise BadInputError(f"{record.tag!r}: a confusion matrix is a numeric [K, K] array, not {counts.shape}")
-    if not np.isfinite(counts).all() or (counts < 0).any() or (counts != np.round(counts)).any():
-        raise BadInputError(f"{record.tag!r}: confusion counts must be whole numbers >= 0")
-    classes = [str(c) for c in record.classes] if isinstance(record.classes, Sequence) else None
-    if classes is None or isinstance(record.classes, str) or len(classes) != k:
-        raise BadInputError(f"{record.tag!r}: give one class name per row of the [{k}, {k}] matrix")
-    return {"counts": counts.astype(np.int64), "classes": classes}
-
-
-def _explanation_set(record: ExplanationSet) -> dict[str, Any]:
-    tag = record.tag
-    inputs = _array(record.inputs)
-    if inputs.ndim != 4 or inputs.shape[3] != 3 or inputs.dtype != np.uint8 or inputs.shape[0] == 0:
-        raise BadInputError(f"{tag!r}: inputs are uint8 pictures [N, H, W, 3] with N >= 1, not {inputs.shape}")
-    m, n = len(record.methods), inputs.shape[0]
-    pictures = (m, *inputs.shape)
-    for name in ("heatmaps", "overlays"):
-        array = _array(getattr(record, name))
-        if array.shape != pictures or array.dtype != np.uint8:
-            raise BadInputError(f"{tag!r}: {name} are uint8 [M, N, H, W, 3] = {list(pictures)}, not {array.shape}")
-    scores = _array(record.scores).astype(np.float64)
-    if scores.shape != (m, n) or len(record.targets) != m or any(len(row) != n for row in record.targets):
-        raise BadInputError(f"{tag!r}: targets and scores are one per method and input, [{m}, {n}]")
-    changes: dict[str, Any] = {
-        "inputs": np.ascontiguousarray(inputs),
-        "scores": scores,
-        "methods": [str(method) for method in record.methods],
-        "targets": [[str(t) for t in row] for row in record.targets],
-    }
-    for name in ("labels", "predictions"):
-        values = getattr(record, name)
-        if values is not None:
-            if len(values) != n:
-                raise BadInputError(f"{tag!r}: {len(values)} {name} for {n} inputs; give one per input")
-            changes[name] = [str(v) for v in values]
-    return changes
-
-
-def _sanity_curves(record: SanityCurves) -> dict[str, Any]:
-    tag, n = record.tag, len(record.stages)
-    methods, metrics = [str(m) for m in record.methods], [str(m) for m in record.metrics]
-    if not methods or not metrics or not n:
-        raise BadInputError(f"{tag!r}: a sanity check has at least one method, metric and step")
-    arrays: dict[str, dict[str, dict[str, np.ndarray]]] = {}
-    for name in ("mean", "std"):
-        given = getattr(record, name)
-        if not isinstance(given, Mapping) or set(given) != set(methods):
-            raise BadInputError(f"{tag!r}: {name} holds one entry per method, {methods}")
-        arrays[name] = {}
-        for method in methods:
-            per = given[method]
-            if not isinstance(per, Mapping) or set(per) != set(metrics):
-                raise BadInputError(f"{tag!r}: {name}[{method!r}] holds one curve per metric, {metrics}")
-            curves = {metric: _array(per[metric]).astype(np.float64) for metric in metrics}
-            if any(c.shape != (n,) for c in curves.values()):
-                raise BadInputError(f"{tag!r}: {name}[{method!r}] curves are float [{n}], one value per step")
-            arrays[name][method] = curves
-    return {
-        "mode": str(record.mode),
-        "methods": methods,
-        "stages": [str(s) for s in record.stages],
-        "metrics": metrics,
-        **arrays,
-        "inputs": _whole(record.inputs, "inputs"),
-    }
-
-
-def _faithfulness_curves(record: FaithfulnessCurves) -> dict[str, Any]:
-    tag = record.tag
-    if record.metric not in ("deletion", "insertion"):
-        raise BadInputError(f"{tag!r}: the metric is 'deletion' or 'insertion', not {record.metric!r}")
-    fractions = _array(record.fractions).astype(np.float64)
-    m, s = len(record.methods), fractions.shape[0] if fractions.ndim == 1 else 0
-    arrays = {name: _array(getattr(record, name)).astype(np.float64) for name in ("mean", "std", "auc")}
-    if not m or s < 2 or arrays["mean"].shape != (m, s) or arrays["std"].shape != (m, s):
-        raise BadInputError(f"{tag!r}: fractions are [S >= 2] and mean and std [M, S] = [{m}, {s}], one per method")
-    if arrays["auc"].shape != (m,):
-        raise BadInputError(f"{tag!r}: auc holds one value per method, [{m}]")
-    return {
-        "methods": [str(x) for x in record.methods],
-        "fractions": fractions,
-        **arrays,
-        "inputs": _whole(record.inputs, "inputs"),
-        "probability": bool(record.probability),
-    }
-
-
-def _comparison_table(record: ComparisonTable) -> dict[str, Any]:
-    tag, metrics = record.tag, [str(x) for x in record.metrics]
-    known = ("deletion", "insertion", "sanity")
-    if not metrics or any(x not in known for x in metrics) or record.sort_by not in metrics:
-        raise BadInputError(f"{tag!r}: metrics are among {known} and sort_by one of them, not {metrics}")
-    m = len(record.methods)
-    arrays = {name: _array(getattr(record, name)).astype(np.float64) for name in ("mean", "std")}
-    if any(a.shape != (m, len(metrics)) for a in arrays.values()) or len(record.errors) != m:
-        raise BadInputError(f"{tag!r}: mean, std are [M, metrics] = [{m}, {len(metrics)}] and errors one per method")
-    errors = [None if e is None else str(e) for e in record.errors]
-    return {"metrics": metrics, "methods": [str(x) for x in record.methods], **arrays, "errors": errors}
 
 
 def _plain(value: Any) -> Any:

@@ -28,9 +28,10 @@ from torch import nn
 
 from ..errors import BadInputError, NotSupportedError
 from ..store import schema
+from ..store.records.layout import scalar_layout
 from .histogram import check_bins, histogram
 from .records import Audio, Embedding, Image, PRCurve, Scalar, ScalarLayout, Text, Video
-from .run import Run, scalar_layout
+from .run import Run
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

@@ -1,0 +1,148 @@
+"""What the writer and the reader need from where a run is kept: the seam between them and a storage engine.
+
+:class:`~deepscope.store.writer.Writer` (the queue, the background thread, batching, the order of points) and
+:class:`~deepscope.store.reader.Reader` (ranges, downsampling, decoding records through their codecs) are the same
+for every engine; an engine implements :class:`WriteBackend` and :class:`ReadBackend`. SQLite
+(:mod:`deepscope.store.sqlite`, one database file per run directory) is the embedded one.
+
+Both sides speak in tag ids, encoded records (:class:`~deepscope.store.records.Stored`) and the four columns of a
+scalar series (steps int64, values float64, epochs int64 with -1 for none, wall times float64); a table is
+``"objects"`` (records as JSON), or the name of a kind's own table (``"histograms"``: records as columns).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from .records import FileSink, FileSource, Stored
+
+
+@dataclass
+class StoredState:
+    """What a resumed run already holds, for the ``Run`` to continue from."""
+
+    kinds: dict[str, str] = field(default_factory=dict)
+    last_steps: dict[str, int] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)
+    created: bool = True
+
+
+class WriteBackend(Protocol):
+    """One run, open for writing by one writer. Every call but :meth:`unlock` comes from the writer's thread,
+    between :meth:`begin` and :meth:`commit` (or :meth:`rollback`), except ``close``."""
+
+    @property
+    def location(self) -> str:
+        """The run's name in messages."""
+        ...
+
+    @property
+    def state(self) -> StoredState:
+        """What the run held when it was opened."""
+        ...
+
+    def begin(self, batch: int) -> None:
+        """Start the transaction of the writer's ``batch``-th batch (numbers increase within one writer)."""
+        ...
+
+    def commit(self) -> None: ...
+
+    def rollback(self) -> None:
+        """Undo the batch: its rows, its files, and what the backend learnt during it (new tag ids)."""
+        ...
+
+    def transient(self, error: BaseException) -> bool:
+        """Whether a batch failed because the store could not be reached (then :meth:`recover` may help), not
+        because of what was written."""
+        ...
+
+    def recover(self, batch: int) -> bool:
+        """Reach the store again after a transient failure (raises if it still cannot); returns whether ``batch``
+        was committed after all (its commit went through but its answer was lost), so that it is not written
+        twice."""
+        ...
+
+    def tag(self, name: str, kind: str) -> int:
+        """The id of tag ``name``, created with ``kind`` if new."""
+        ...
+
+    def append_scalars(
+        self, tag_id: int, steps: np.ndarray, values: np.ndarray, epochs: np.ndarray, walls: np.ndarray, *, pack: bool
+    ) -> None:
+        """Add points to a scalar tag after its others; with ``pack`` (the run is closing) leave nothing unpacked."""
+        ...
+
+    def unpacked(self) -> list[int]:
+        """Scalar tags holding points that closing must still pack (``append_scalars`` with no points, ``pack``)."""
+        ...
+
+    def put(self, table: str, tag_id: int, stored: Stored) -> None:
+        """Add one encoded record (its wall time filled in)."""
+        ...
+
+    def set_value(self, table: str, key: str, value: str | None) -> None:
+        """Set (JSON text) or delete (``None``) a key of the run's ``"config"`` or ``"run_info"``."""
+        ...
+
+    def files(self, tag_id: int, step: int) -> FileSink:
+        """Where the files of one new record go."""
+        ...
+
+    def close(self) -> None:
+        """Close the connection (from the writer's thread, once it is done)."""
+        ...
+
+    def unlock(self) -> None:
+        """Let another writer open the run (idempotent)."""
+        ...
+
+
+class ReadBackend(Protocol):
+    """One run, read-only, safe to read while it is written; a new snapshot for each call."""
+
+    @property
+    def location(self) -> str: ...
+
+    @property
+    def files(self) -> FileSource:
+        """Where the records' files are read from."""
+        ...
+
+    def info(self) -> dict[str, Any]:
+        """The run's info as stored (``status`` as the writer left it)."""
+        ...
+
+    def config(self) -> dict[str, Any]: ...
+
+    def tags(self) -> dict[str, str]:
+        """Tag name -> kind, sorted by name."""
+        ...
+
+    def tag(self, name: str) -> tuple[int, str] | None:
+        """The id and kind of a tag, or ``None``."""
+        ...
+
+    def scalars(
+        self, tag_id: int, start: int | None, end: int | None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The points of a scalar tag in the order logged: at least every point with ``start <= step <= end``
+        (the reader filters exactly), from one snapshot."""
+        ...
+
+    def records(
+        self, table: str, tag_id: int, start: int | None, end: int | None, max_records: int | None
+    ) -> list[Stored]:
+        """A tag's records with ``start <= step <= end`` in the order logged; with ``max_records``, only that many,
+        spread evenly (:func:`~deepscope.store.sampling.spread`), first and last included."""
+        ...
+
+    def count(self, table: str, tag_id: int, start: int | None, end: int | None) -> int: ...
+
+    def writer_alive(self) -> bool:
+        """Whether a writer holds the run right now."""
+        ...
+
+    def close(self) -> None: ...

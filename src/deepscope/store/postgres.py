@@ -1,0 +1,611 @@
+"""The PostgreSQL backend: many runs in one database that every process and machine of a team can reach.
+
+A run is named (``ds.Run("postgresql://user@host/db", name="fmnist/relu")``); its rows carry its id. The tables are
+those of a SQLite run (:mod:`.schema`) with a ``runs`` table above them and a ``files`` table holding what a SQLite
+run keeps in ``files/`` (images, sounds, arrays, checkpoints), so a run needs nothing but the database. One writer
+per run: it holds a session advisory lock on the run's id, which the server releases when the writer's connection
+ends, also when its process dies; readers probe it to tell a running run from an interrupted one.
+
+NaN is a number in PostgreSQL (``double precision``), so it is stored as such, not as ``NULL``. Needs psycopg 3
+(``pip install deepscope[postgres]``).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+
+from ..errors import StoreError
+from . import schema
+from .backend import StoredState
+from .records import Stored
+from .sampling import spread
+
+SCHEMES = ("postgresql://", "postgres://")
+LOCK_SPACE = 0x6473  # "ds": the first key of every advisory lock deepscope takes, the run id the second
+
+# Each step takes the database from the version before to its own; applied in one transaction, under a lock, by the
+# first writer that finds the database older.
+MIGRATIONS: tuple[schema.Migration, ...] = (
+    schema.Migration(
+        1,
+        "first release",
+        """
+CREATE TABLE deepscope_runs (
+    id BIGSERIAL PRIMARY KEY, name TEXT NOT NULL UNIQUE, created_at DOUBLE PRECISION NOT NULL
+);
+CREATE TABLE deepscope_run_info (
+    run_id BIGINT NOT NULL REFERENCES deepscope_runs(id) ON DELETE CASCADE, key TEXT NOT NULL, value TEXT NOT NULL,
+    PRIMARY KEY (run_id, key)
+);
+CREATE TABLE deepscope_config (
+    run_id BIGINT NOT NULL REFERENCES deepscope_runs(id) ON DELETE CASCADE, key TEXT NOT NULL, value TEXT NOT NULL,
+    PRIMARY KEY (run_id, key)
+);
+CREATE TABLE deepscope_tags (
+    id BIGSERIAL PRIMARY KEY, run_id BIGINT NOT NULL REFERENCES deepscope_runs(id) ON DELETE CASCADE,
+    name TEXT NOT NULL, kind TEXT NOT NULL, created_at DOUBLE PRECISION NOT NULL, UNIQUE (run_id, name)
+);
+CREATE TABLE deepscope_scalars (
+    id BIGSERIAL PRIMARY KEY, tag_id BIGINT NOT NULL REFERENCES deepscope_tags(id) ON DELETE CASCADE,
+    step BIGINT NOT NULL, epoch BIGINT, wall_time DOUBLE PRECISION NOT NULL, value DOUBLE PRECISION NOT NULL
+);
+CREATE INDEX deepscope_scalars_tag ON deepscope_scalars(tag_id, id);
+CREATE TABLE deepscope_scalar_chunks (
+    id BIGSERIAL PRIMARY KEY, tag_id BIGINT NOT NULL REFERENCES deepscope_tags(id) ON DELETE CASCADE,
+    n INTEGER NOT NULL, step_min BIGINT NOT NULL, step_max BIGINT NOT NULL,
+    steps BYTEA NOT NULL, vals BYTEA NOT NULL, epochs BYTEA NOT NULL, wall_times BYTEA NOT NULL
+);
+CREATE INDEX deepscope_scalar_chunks_tag ON deepscope_scalar_chunks(tag_id, step_max);
+CREATE TABLE deepscope_histograms (
+    id BIGSERIAL PRIMARY KEY, tag_id BIGINT NOT NULL REFERENCES deepscope_tags(id) ON DELETE CASCADE,
+    step BIGINT NOT NULL, wall_time DOUBLE PRECISION NOT NULL, low DOUBLE PRECISION, high DOUBLE PRECISION,
+    counts BYTEA NOT NULL, counts_dtype TEXT NOT NULL, layer TEXT NOT NULL, kind TEXT NOT NULL,
+    mean DOUBLE PRECISION, std DOUBLE PRECISION, zero_fraction DOUBLE PRECISION, norm DOUBLE PRECISION,
+    count BIGINT NOT NULL, nonfinite BIGINT NOT NULL
+);
+CREATE INDEX deepscope_histograms_tag ON deepscope_histograms(tag_id, step);
+CREATE TABLE deepscope_objects (
+    id BIGSERIAL PRIMARY KEY, tag_id BIGINT NOT NULL REFERENCES deepscope_tags(id) ON DELETE CASCADE,
+    step BIGINT NOT NULL, wall_time DOUBLE PRECISION NOT NULL, data TEXT NOT NULL, file TEXT
+);
+CREATE INDEX deepscope_objects_tag ON deepscope_objects(tag_id, step);
+CREATE TABLE deepscope_files (
+    run_id BIGINT NOT NULL REFERENCES deepscope_runs(id) ON DELETE CASCADE, path TEXT NOT NULL,
+    content BYTEA NOT NULL, PRIMARY KEY (run_id, path)
+);
+-- the batches each writer (session) committed: after a lost connection, a batch whose commit went through is not
+-- written again
+CREATE TABLE deepscope_batches (
+    run_id BIGINT NOT NULL REFERENCES deepscope_runs(id) ON DELETE CASCADE, session UUID NOT NULL,
+    batch BIGINT NOT NULL, PRIMARY KEY (run_id, session, batch)
+)
+""",
+    ),
+)
+VERSION = MIGRATIONS[-1].version
+
+
+def is_url(location: object) -> bool:
+    """Whether ``location`` names a PostgreSQL database rather than a run directory."""
+    return isinstance(location, str) and location.startswith(SCHEMES)
+
+
+def _connect(url: str, **options: Any) -> Any:
+    try:
+        import psycopg
+    except ImportError as e:  # pragma: no cover - the extra is not installed
+        raise StoreError(
+            f"{_shown(url)} is a PostgreSQL store, which needs psycopg 3: pip install 'deepscope[postgres]'"
+        ) from e
+    try:
+        return psycopg.connect(url, **options)
+    except psycopg.Error as e:
+        raise StoreError(f"cannot connect to {_shown(url)}: {e}") from e
+
+
+def _shown(url: str) -> str:
+    """The URL without its password, for messages."""
+    scheme, _, rest = url.partition("://")
+    credentials, at, host = rest.rpartition("@")
+    return f"{scheme}://{credentials.split(':')[0]}{at}{host}" if at else url
+
+
+def _migrate(conn: Any, url: str) -> None:
+    """Bring the database up to :data:`VERSION` (one transaction, serialised between processes by a lock)."""
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s, 0)", (LOCK_SPACE,))
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS deepscope_migrations "
+            "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at DOUBLE PRECISION NOT NULL)"
+        )
+        current = conn.execute("SELECT coalesce(max(version), 0) FROM deepscope_migrations").fetchone()[0]
+        if current > VERSION:
+            raise StoreError(
+                f"{_shown(url)} has deepscope schema version {current}, newer than this deepscope understands "
+                f"({VERSION}): upgrade deepscope to use it"
+            )
+        for step in MIGRATIONS:
+            if step.version > current:
+                conn.execute(step.sql)
+                conn.execute(
+                    "INSERT INTO deepscope_migrations (version, name, applied_at) VALUES (%s, %s, %s)",
+                    (step.version, step.name, time.time()),
+                )
+
+
+class _Busy(StoreError):
+    """The run's lock is held by another session: another writer, or, while reconnecting, this writer's own old
+    session that the server has not yet seen end."""
+
+
+class PostgresWriter:
+    """A named run in a PostgreSQL database, open for writing (:class:`~deepscope.store.backend.WriteBackend`)."""
+
+    def __init__(self, url: str, name: str, resume: bool) -> None:
+        if not isinstance(name, str) or not name.strip():
+            raise StoreError(f"a run in {_shown(url)} needs a name: ds.Run(url, name='fmnist/relu')")
+        self.location = f"run {name!r} in {_shown(url)}"
+        self._url, self._session, self._batch = url, uuid.uuid4(), 0
+        self._conn = _connect(url, autocommit=True)
+        try:
+            _migrate(self._conn, url)
+            self._open(name, resume)
+        except BaseException:
+            self._conn.close()
+            raise
+        self._saved: tuple[dict[str, int], dict[int, int]] = ({}, {})
+        self._files: list[tuple[str, bytes]] = []
+
+    def _open(self, name: str, resume: bool) -> None:
+        conn = self._conn
+        with conn.transaction():
+            row = conn.execute(
+                "INSERT INTO deepscope_runs (name, created_at) VALUES (%s, %s) ON CONFLICT (name) DO NOTHING "
+                "RETURNING id",
+                (name, time.time()),
+            ).fetchone()
+            created = row is not None
+            if not created:
+                if not resume:
+                    raise StoreError(f"{self.location} already exists; pass resume=True to add to it, or another name")
+                row = conn.execute("SELECT id FROM deepscope_runs WHERE name = %s", (name,)).fetchone()
+        self.run_id = int(row[0])
+        self._lock()
+        self.state = StoredState(created=created)
+        ids = self._load()
+        self.state.kinds = {tag: kind for tag_id, (tag, kind) in ids.items()}
+        last: dict[int, int] = {}
+        for tag_id, blob in conn.execute(
+            "SELECT DISTINCT ON (c.tag_id) c.tag_id, c.steps FROM deepscope_scalar_chunks c "
+            "JOIN deepscope_tags t ON t.id = c.tag_id WHERE t.run_id = %s ORDER BY c.tag_id, c.id DESC",
+            (self.run_id,),
+        ):
+            last[tag_id] = int(np.frombuffer(blob, dtype="<i8")[-1])
+        for table in ("deepscope_scalars", "deepscope_histograms", "deepscope_objects"):
+            last.update(
+                conn.execute(
+                    f"SELECT DISTINCT ON (x.tag_id) x.tag_id, x.step FROM {table} x "
+                    "JOIN deepscope_tags t ON t.id = x.tag_id WHERE t.run_id = %s ORDER BY x.tag_id, x.id DESC",
+                    (self.run_id,),
+                ).fetchall()
+            )
+        self.state.last_steps = {ids[tag_id][0]: int(step) for tag_id, step in last.items()}
+        self.state.config = {
+            key: json.loads(value)
+            for key, value in conn.execute("SELECT key, value FROM deepscope_config WHERE run_id = %s", (self.run_id,))
+        }
+
+    def _lock(self) -> None:
+        deadline = time.monotonic() + 1.0  # readers probe the lock for a moment: wait them out
+        while not self._conn.execute("SELECT pg_try_advisory_lock(%s, %s)", (LOCK_SPACE, self.run_id)).fetchone()[0]:
+            if time.monotonic() < deadline:
+                time.sleep(0.05)
+                continue
+            raise _Busy(
+                f"{self.location} is being written by another process; read it with deepscope.store.Reader, or log "
+                "to another name"
+            )
+        self._locked = True
+
+    def _load(self) -> dict[int, tuple[str, str]]:
+        """Read the run's tags and how many loose points each scalar tag holds; returns id -> (name, kind)."""
+        conn = self._conn
+        ids = {
+            int(tag_id): (tag, kind)
+            for tag_id, tag, kind in conn.execute(
+                "SELECT id, name, kind FROM deepscope_tags WHERE run_id = %s", (self.run_id,)
+            )
+        }
+        self._tag_ids = {tag: tag_id for tag_id, (tag, _) in ids.items()}
+        self._row_counts: dict[int, int] = dict(
+            conn.execute(
+                "SELECT s.tag_id, count(*) FROM deepscope_scalars s JOIN deepscope_tags t ON t.id = s.tag_id "
+                "WHERE t.run_id = %s GROUP BY s.tag_id",
+                (self.run_id,),
+            ).fetchall()
+        )
+        return ids
+
+    # ---- one batch ------------------------------------------------------------------------------------------------
+
+    def begin(self, batch: int) -> None:
+        self._saved = (dict(self._tag_ids), dict(self._row_counts))
+        self._files = []
+        self._batch = batch
+        self._conn.execute("BEGIN")
+
+    def commit(self) -> None:
+        if self._files:
+            with self._conn.cursor().copy("COPY deepscope_files (run_id, path, content) FROM STDIN") as copy:
+                for path, content in self._files:
+                    copy.write_row((self.run_id, path, content))
+        self._conn.execute(
+            "INSERT INTO deepscope_batches (run_id, session, batch) VALUES (%s, %s, %s)",
+            (self.run_id, self._session, self._batch),
+        )
+        self._conn.execute("COMMIT")
+
+    def rollback(self) -> None:
+        import psycopg
+
+        if not self._conn.broken and self._conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+            self._conn.execute("ROLLBACK")
+        self._tag_ids, self._row_counts = self._saved
+        self._files = []
+
+    def transient(self, error: BaseException) -> bool:
+        import psycopg
+
+        if isinstance(error, _Busy):  # while reconnecting: the old session may linger until the server sees it end
+            return True
+        if isinstance(error, StoreError):  # no new connection (the server is still down)
+            return isinstance(error.__cause__, psycopg.OperationalError) and "cannot connect" in str(error)
+        return isinstance(error, psycopg.OperationalError) and (self._conn.broken or self._conn.closed)
+
+    def recover(self, batch: int) -> bool:
+        """A new connection, the run's lock taken again (raises if another writer took it meanwhile), the tags and
+        loose points read again; whether ``batch`` is among those committed."""
+        conn = _connect(self._url, autocommit=True)
+        try:
+            old, self._conn = self._conn, conn
+            old.close()
+            self._lock()
+            self._load()
+            done = conn.execute(
+                "SELECT 1 FROM deepscope_batches WHERE run_id = %s AND session = %s AND batch = %s",
+                (self.run_id, self._session, batch),
+            ).fetchone()
+        except BaseException:
+            conn.close()
+            raise
+        return done is not None
+
+    def tag(self, name: str, kind: str) -> int:
+        tag_id = self._tag_ids.get(name)
+        if tag_id is None:
+            tag_id = self._tag_ids[name] = int(
+                self._conn.execute(
+                    "INSERT INTO deepscope_tags (run_id, name, kind, created_at) VALUES (%s, %s, %s, %s) RETURNING id",
+                    (self.run_id, name, kind, time.time()),
+                ).fetchone()[0]
+            )
+        return tag_id
+
+    def append_scalars(
+        self, tag_id: int, steps: np.ndarray, values: np.ndarray, epochs: np.ndarray, walls: np.ndarray, *, pack: bool
+    ) -> None:
+        """As the SQLite backend: full chunks of ``CHUNK`` points, the rest as rows (written by ``COPY``)."""
+        conn, held = self._conn, self._row_counts.get(tag_id, 0)
+        chunk = schema.CHUNK
+        if held + len(steps) >= chunk or (pack and held + len(steps)):
+            if held:
+                old = conn.execute(
+                    "DELETE FROM deepscope_scalars WHERE tag_id = %s RETURNING id, step, value, coalesce(epoch, -1), "
+                    "wall_time",
+                    (tag_id,),
+                ).fetchall()
+                old.sort()
+                _, o_steps, o_values, o_epochs, o_walls = zip(*old)
+                steps = np.concatenate((np.array(o_steps, dtype=np.int64), steps))
+                values = np.concatenate((np.array(o_values, dtype=np.float64), values))
+                epochs = np.concatenate((np.array(o_epochs, dtype=np.int64), epochs))
+                walls = np.concatenate((np.array(o_walls, dtype=np.float64), walls))
+            full = len(steps) if pack else len(steps) // chunk * chunk
+            with conn.cursor().copy(
+                "COPY deepscope_scalar_chunks (tag_id, n, step_min, step_max, steps, vals, epochs, wall_times) "
+                "FROM STDIN"
+            ) as copy:
+                for a in range(0, full, chunk):
+                    part = slice(a, min(a + chunk, full))
+                    copy.write_row(
+                        (
+                            tag_id,
+                            part.stop - part.start,
+                            int(steps[part].min()),
+                            int(steps[part].max()),
+                            steps[part].astype("<i8").tobytes(),
+                            values[part].astype("<f8").tobytes(),
+                            epochs[part].astype("<i8").tobytes(),
+                            walls[part].astype("<f8").tobytes(),
+                        )
+                    )
+            steps, values, epochs, walls = steps[full:], values[full:], epochs[full:], walls[full:]
+            held = 0
+        if len(steps):
+            with conn.cursor().copy(
+                "COPY deepscope_scalars (tag_id, step, epoch, wall_time, value) FROM STDIN"
+            ) as copy:
+                for row in zip(
+                    [tag_id] * len(steps),
+                    steps.tolist(),
+                    [None if e < 0 else e for e in epochs.tolist()],
+                    walls.tolist(),
+                    values.tolist(),
+                ):
+                    copy.write_row(row)
+        self._row_counts[tag_id] = held + len(steps)
+
+    def unpacked(self) -> list[int]:
+        return [tag_id for tag_id, held in self._row_counts.items() if held]
+
+    def put(self, table: str, tag_id: int, stored: Stored) -> None:
+        wall = stored.wall_time if stored.wall_time is not None else time.time()
+        if table == "objects":
+            self._conn.execute(
+                "INSERT INTO deepscope_objects (tag_id, step, wall_time, data, file) VALUES (%s, %s, %s, %s, %s)",
+                (tag_id, stored.step, wall, json.dumps(stored.data), stored.file),
+            )
+        else:
+            names = ", ".join(stored.data)
+            marks = ", ".join(["%s"] * (len(stored.data) + 3))
+            self._conn.execute(
+                f"INSERT INTO deepscope_{table} (tag_id, step, wall_time, {names}) VALUES ({marks})",
+                (tag_id, stored.step, wall, *stored.data.values()),
+            )
+
+    def set_value(self, table: str, key: str, value: str | None) -> None:
+        table = {"config": "deepscope_config", "run_info": "deepscope_run_info"}[table]
+        if value is None:
+            self._conn.execute(f"DELETE FROM {table} WHERE run_id = %s AND key = %s", (self.run_id, key))
+        else:
+            self._conn.execute(
+                f"INSERT INTO {table} (run_id, key, value) VALUES (%s, %s, %s) "
+                "ON CONFLICT (run_id, key) DO UPDATE SET value = excluded.value",
+                (self.run_id, key, value),
+            )
+
+    def files(self, tag_id: int, step: int) -> _FileBuffer:
+        return _FileBuffer(f"{schema.FILES_DIR}/{tag_id}/{step}-{uuid.uuid4().hex[:12]}", self._files)
+
+    def put_file(self, relative: str, content: bytes) -> None:
+        """Add a file under a path of its own (a copied run keeps its files' paths), with the batch."""
+        self._files.append((relative, content))
+
+    def info_value(self, key: str) -> Any:
+        """One key of the run's info as stored, or ``None``."""
+        row = self._conn.execute(
+            "SELECT value FROM deepscope_run_info WHERE run_id = %s AND key = %s", (self.run_id, key)
+        ).fetchone()
+        return None if row is None else json.loads(row[0])
+
+    def close(self) -> None:
+        self._conn.close()  # ends the session: the server releases the run's lock
+
+    def unlock(self) -> None:
+        if self._locked and not self._conn.closed:
+            self._conn.execute("SELECT pg_advisory_unlock(%s, %s)", (LOCK_SPACE, self.run_id))
+        self._locked = False
+
+
+class _FileBuffer:
+    """A record's files, kept until the batch commits, then copied into ``deepscope_files`` with its rows."""
+
+    def __init__(self, base: str, pending: list[tuple[str, bytes]]) -> None:
+        self.base, self.pending = base, pending
+
+    def put(self, suffix: str, content: bytes) -> str:
+        self.pending.append((self.base + suffix, content))
+        return self.base + suffix
+
+
+class PostgresReader:
+    """A named run in a PostgreSQL database, read-only (:class:`~deepscope.store.backend.ReadBackend`)."""
+
+    def __init__(self, url: str, name: str | None) -> None:
+        if not isinstance(name, str) or not name.strip():
+            raise StoreError(f"name the run to read in {_shown(url)}: Reader(url, name='fmnist/relu')")
+        import psycopg
+
+        self.location = f"run {name!r} in {_shown(url)}"
+        self._conn = _connect(url, autocommit=True)
+        self._conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ  # a query over tables: one snapshot
+        self._lock = threading.Lock()
+        try:
+            with self._reading():
+                found = None
+                if self._conn.execute("SELECT to_regclass('deepscope_runs') IS NOT NULL").fetchone()[0]:
+                    found = self._conn.execute("SELECT id FROM deepscope_runs WHERE name = %s", (name,)).fetchone()
+        except BaseException:
+            self._conn.close()
+            raise
+        if not found:
+            self._conn.close()
+            raise StoreError(f"no deepscope run named {name!r} in {_shown(url)}")
+        self.run_id = int(found[0])
+        self.files = _StoredFiles(self)
+
+    def info(self) -> dict[str, Any]:
+        return self._pairs("deepscope_run_info")
+
+    def config(self) -> dict[str, Any]:
+        return self._pairs("deepscope_config")
+
+    def _pairs(self, table: str) -> dict[str, Any]:
+        with self._reading():
+            rows = self._conn.execute(f"SELECT key, value FROM {table} WHERE run_id = %s", (self.run_id,)).fetchall()
+        return {key: json.loads(value) for key, value in rows}
+
+    def tags(self) -> dict[str, str]:
+        with self._reading():
+            rows = self._conn.execute(
+                'SELECT name, kind FROM deepscope_tags WHERE run_id = %s ORDER BY name COLLATE "C"', (self.run_id,)
+            ).fetchall()
+        return dict(rows)
+
+    def tag(self, name: str) -> tuple[int, str] | None:
+        with self._reading():
+            row = self._conn.execute(
+                "SELECT id, kind FROM deepscope_tags WHERE run_id = %s AND name = %s", (self.run_id, name)
+            ).fetchone()
+        return None if row is None else (int(row[0]), str(row[1]))
+
+    def scalars(
+        self, tag_id: int, start: int | None, end: int | None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        where, bounds = "", []
+        if start is not None:
+            where += " AND step_max >= %s"
+            bounds.append(int(start))
+        if end is not None:
+            where += " AND step_min <= %s"
+            bounds.append(int(end))
+        with self._reading(), self._conn.transaction():  # chunks and rows from one snapshot
+            chunks = self._conn.execute(
+                "SELECT steps, vals, epochs, wall_times FROM deepscope_scalar_chunks "
+                f"WHERE tag_id = %s{where} ORDER BY id",
+                (tag_id, *bounds),
+            ).fetchall()
+            rows = self._conn.execute(
+                "SELECT step, value, coalesce(epoch, -1), wall_time FROM deepscope_scalars WHERE tag_id = %s "
+                "ORDER BY id",
+                (tag_id,),
+            ).fetchall()
+        columns = []
+        for k, dtype in enumerate((np.int64, np.float64, np.int64, np.float64)):
+            packed = [np.frombuffer(chunk[k], dtype=np.dtype(dtype).newbyteorder("<")) for chunk in chunks]
+            loose = np.array([row[k] for row in rows], dtype=dtype)
+            columns.append(np.concatenate((*packed, loose)).astype(dtype, copy=False))
+        steps, values, epochs, walls = columns
+        return steps, values, epochs, walls
+
+    def records(
+        self, table: str, tag_id: int, start: int | None, end: int | None, max_records: int | None
+    ) -> list[Stored]:
+        where, bounds = _where(tag_id, start, end)
+        with self._reading(), self._conn.transaction():
+            if max_records is not None:
+                ids = [row[0] for row in self._conn.execute(f"SELECT id FROM deepscope_{table} WHERE {where}", bounds)]
+                if len(ids) > max_records:
+                    ids.sort()
+                    where, bounds = "id = ANY(%s)", [[ids[i] for i in spread(len(ids), max_records).tolist()]]
+            cursor = self._conn.execute(f"SELECT * FROM deepscope_{table} WHERE {where} ORDER BY id", bounds)
+            names = [d.name for d in cursor.description]
+            rows = [dict(zip(names, row)) for row in cursor.fetchall()]
+        if table == "objects":
+            return [Stored(row["step"], row["wall_time"], json.loads(row["data"]), row["file"]) for row in rows]
+        own = [name for name in names if name not in ("id", "tag_id", "step", "wall_time")]
+        return [Stored(row["step"], row["wall_time"], {name: _plain(row[name]) for name in own}) for row in rows]
+
+    def count(self, table: str, tag_id: int, start: int | None, end: int | None) -> int:
+        where, bounds = _where(tag_id, start, end)
+        with self._reading():
+            found = self._conn.execute(f"SELECT count(*) FROM deepscope_{table} WHERE {where}", bounds).fetchone()
+        return int(found[0])
+
+    def read(self, relative: str) -> bytes:
+        with self._reading():
+            row = self._conn.execute(
+                "SELECT content FROM deepscope_files WHERE run_id = %s AND path = %s", (self.run_id, relative)
+            ).fetchone()
+        if row is None:
+            raise FileNotFoundError(f"no file {relative!r}")
+        return bytes(row[0])
+
+    def writer_alive(self) -> bool:
+        with self._reading():
+            free = self._conn.execute(
+                "SELECT pg_try_advisory_lock_shared(%s, %s)", (LOCK_SPACE, self.run_id)
+            ).fetchone()[0]
+            if free:
+                self._conn.execute("SELECT pg_advisory_unlock_shared(%s, %s)", (LOCK_SPACE, self.run_id))
+        return not free
+
+    @contextmanager
+    def _reading(self) -> Iterator[None]:
+        import psycopg
+
+        with self._lock:
+            try:
+                yield
+            except psycopg.Error as e:
+                raise StoreError(f"{self.location} cannot be read ({e})") from e
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+class _StoredFiles:
+    """The files of a run in ``deepscope_files``, as decoders read them."""
+
+    def __init__(self, reader: PostgresReader) -> None:
+        self.reader = reader
+
+    def read(self, relative: str) -> bytes:
+        return self.reader.read(relative)
+
+    def where(self, relative: str) -> str:
+        return f"{relative} of {self.reader.location}"
+
+
+def _plain(value: Any) -> Any:
+    """``bytea`` columns come back as ``memoryview``: as ``bytes``, like SQLite's blobs."""
+    return bytes(value) if isinstance(value, memoryview) else value
+
+
+def _where(tag_id: int, start: int | None, end: int | None) -> tuple[str, list[Any]]:
+    where, bounds = "tag_id = %s", list[Any]([tag_id])
+    if start is not None:
+        where += " AND step >= %s"
+        bounds.append(int(start))
+    if end is not None:
+        where += " AND step <= %s"
+        bounds.append(int(end))
+    return where, bounds
+
+
+def list_runs(url: str) -> list[tuple[str, str, float, dict[str, str]]]:
+    """Every run in the database: ``(name, status, created_at, tags)``, sorted by name; ``status`` as
+    :meth:`deepscope.store.Reader.info` says it (``"interrupted"`` for a run that says running but has no writer)."""
+    conn = _connect(url, autocommit=True)
+    try:
+        if not conn.execute("SELECT to_regclass('deepscope_runs') IS NOT NULL").fetchone()[0]:
+            return []
+        runs = conn.execute(
+            "SELECT r.id, r.name, r.created_at, i.value, pg_try_advisory_lock_shared(%s, r.id::integer) "
+            "FROM deepscope_runs r LEFT JOIN deepscope_run_info i ON i.run_id = r.id AND i.key = 'status' "
+            'ORDER BY r.name COLLATE "C"',
+            (LOCK_SPACE,),
+        ).fetchall()
+        conn.execute("SELECT pg_advisory_unlock_all()")
+        tags: dict[int, dict[str, str]] = {}
+        for run_id, tag, kind in conn.execute(
+            'SELECT run_id, name, kind FROM deepscope_tags ORDER BY name COLLATE "C"'
+        ):
+            tags.setdefault(run_id, {})[tag] = kind
+    finally:
+        conn.close()
+    listed = []
+    for run_id, name, created_at, status, free in runs:
+        status = json.loads(status) if status is not None else "unknown"
+        if status == "running" and free:
+            status = "interrupted"
+        listed.append((name, status, created_at, tags.get(run_id, {})))
+    return listed
