@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import copy
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -313,3 +316,24 @@ def test_demo_sanity_line_says_what_its_numbers_say() -> None:
     assert changed.endswith(
         "0.25 after fc, mean 0.13 over the cascade, 0.05 with all layers random: changes with the weights"
     )
+
+
+def test_blank_maps_of_randomised_networks_are_outcomes_not_warnings(trained: tuple[nn.Module, torch.Tensor]) -> None:
+    """A randomised network's Grad-CAM is often all zeros: that is what the check measures, so explain's blank-map
+    warning stays quiet there, while the trained model's own blank map still warns."""
+    model, images = trained
+    with pytest.warns() as caught:
+        result = ds.sanity_check(model, images[:4], methods=["gradcam"], seed=0)
+        warnings.warn("sentinel", UserWarning, stacklevel=1)  # pytest.warns needs one warning
+    blank_steps = [
+        step for step, maps in enumerate(result.maps["gradcam"][1:]) if (maps.flatten(1).abs().amax(1) == 0).any()
+    ]
+    assert blank_steps, "no randomised step gave a blank map: the test no longer tests anything"
+    assert not [w for w in caught if "all zeros" in str(w.message)]
+    dead = copy.deepcopy(model)
+    last = [m for m in dead.modules() if isinstance(m, nn.Linear)][-1]
+    with torch.no_grad():
+        last.weight.zero_()
+        last.bias.zero_()
+    with pytest.warns(UserWarning, match="all zeros"):
+        ds.sanity_check(dead, images[:4], methods=["gradcam"], seed=0)

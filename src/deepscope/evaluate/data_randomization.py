@@ -87,7 +87,7 @@ def data_randomization_check(
     collected = {name: [m] for name, m in explain_maps(model, x, names, methods, spec, options).items()}
     for _, run_labels in runs:
         network = _trained(model_factory, train, data, run_labels, seed)
-        for name, heatmap in explain_maps(network, x, names, methods, spec, options).items():
+        for name, heatmap in explain_maps(network, x, names, methods, spec, options, randomised=True).items():
             collected[name].append(heatmap)
 
     maps = {name: torch.stack(collected[name]) for name in names}
