@@ -56,6 +56,8 @@ def as_objective(target: TargetSpec | tuple) -> Objective:
             return channel(*target)
         if len(target) == 4:
             return neuron(*target)
+    if isinstance(target, int) and not isinstance(target, bool):
+        return logit(target)  # maximize's class index has always been its logit, captioned logit[c]
     try:
         objective = as_target(target)
     except TargetError as error:
