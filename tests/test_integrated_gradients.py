@@ -233,3 +233,31 @@ def test_bad_options_are_refused_clearly(options, message):
     model = mlp()
     with pytest.raises(ds.BadInputError, match=message):
         ds.explain(model, torch.randn(2, 6), "integrated_gradients", **options)
+
+
+class Parabola(nn.Module):
+    """f(x) = (w . x)^2 - w . x, which is 0 at x = 0 and wherever w . x = 1."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.tensor([1.0, 2.0]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = x @ self.w
+        return (s**2 - s)[:, None]
+
+
+def test_completeness_error_where_f_x_equals_f_baseline():
+    # x with w . x = 1: f(x) = f(0), so the relative error is 0 when the attributions sum to 0 (Gauss-Legendre,
+    # exact for this quadratic) and infinite when they do not (the left Riemann sum's one node at the baseline).
+    x = torch.tensor([[1.0, 0.0], [-1.0, 1.0]])
+    with pytest.warns(UserWarning, match="all zeros"):  # the gradient at the one node, the path's middle, is 0
+        exact = ds.explain(Parabola(), x, "integrated_gradients", steps=1, target=0, completeness=0.01)
+    assert exact.extras["completeness_error"].tolist() == [0.0, 0.0]
+    assert exact.extras["steps"].tolist() == [1.0, 1.0]
+    with pytest.warns(UserWarning, match="a change near 0 makes any relative error large"):
+        left = ds.explain(
+            Parabola(), x, "integrated_gradients", integration="riemann_left", steps=1, target=0, completeness=0.01,
+            max_steps=1,
+        )  # fmt: skip
+    assert torch.isinf(left.extras["completeness_error"]).all()
