@@ -258,7 +258,7 @@ class IntegratedGradients(GradientMethod):
         max_steps = self.count("max_steps", minimum=steps) if tolerance is not None else steps
         clean = self.clean_scores()
         origin, end = self.endpoints(self.inputs)
-        # f(x) - f(baseline), the sum the attributions should have: two forward passes besides the path's.
+        # f(x) - f(baseline), the sum the attributions should have: one forward pass (of the baselines) more.
         change = (clean - self.score_at(origin)).double()
         while True:
             attribution = self.integrate(origin, end, quadrature.nodes(rule, steps), batch_size)
@@ -344,7 +344,7 @@ class IntegratedGradients(GradientMethod):
 
 def completeness_error(attribution: Tensor, change: Tensor) -> Tensor:
     """Per input, |sum(attribution) - change| / |change| (float64), where ``change`` is f(x) - f(baseline); 0 where
-    both are 0, infinite where only the change is."""
+    both are 0, infinite where only the change is 0."""
     gap = (attribution.reshape(len(attribution), -1).double().sum(dim=1) - change).abs()
     scale = change.abs()
     unscaled = torch.where(gap > 0, math.inf, 0.0).to(gap)
