@@ -26,7 +26,13 @@ VOCABULARY: dict[str, str] = {
     "or a tensor broadcastable to the inputs",
     "data": "the data set the inputs come from (a tensor, an (inputs, labels) pair or a DataLoader, preprocessed "
     "as the inputs are): baseline='mean' is its per-channel mean",
-    "steps": "number of steps along a path (integrated gradients)",
+    "steps": "number of steps along a path (integrated gradients): nodes of the quadrature rule",
+    "integration": "the quadrature rule of a path integral (Captum's method=): 'gauss_legendre' (exact for "
+    "polynomials of degree 2 steps - 1), 'riemann_trapezoid', 'riemann_left', 'riemann_right', 'riemann_middle'",
+    "completeness": "integrated gradients' tolerance on the completeness error |sum(attribution) - (f(x) - "
+    "f(baseline))| / |f(x) - f(baseline)| of each input: steps double from steps until every input is within it "
+    "(at most max_steps); None keeps steps. The error reached is reported as extras['completeness_error']",
+    "max_steps": "the most steps completeness= may use; a warning says when the tolerance is not reached in them",
     "batch_size": "how many model inputs are evaluated in one forward pass",
     "samples": "number of random samples (SmoothGrad noise draws, LIME perturbations)",
     "noise": "standard deviation of the Gaussian noise, as a fraction of each input's value range",

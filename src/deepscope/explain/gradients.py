@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import torch
@@ -11,6 +12,7 @@ from torch import Tensor
 from .. import probe
 from ..batches import batches as as_batches
 from ..errors import BadInputError, TargetError
+from . import quadrature
 from .base import Method, Result, defaults, is_integer, method_class, register
 from .inputs import Layout
 
@@ -226,9 +228,11 @@ def gaussian_blur(images: Tensor, sigma: float) -> Tensor:
 class IntegratedGradients(GradientMethod):
     """Sundararajan et al. 2017: (x - baseline) times the path integral of the gradient from baseline to x.
 
-    The integral uses Gauss-Legendre quadrature with ``steps`` nodes (Captum's default); all steps of all inputs
-    go through the model in batches of ``batch_size`` rows. The attributions sum to about
-    f(x) - f(baseline) (completeness).
+    The integral uses the quadrature rule ``integration`` with ``steps`` nodes: Gauss-Legendre by default (Captum's
+    default too), or a Riemann sum; all steps of all inputs go through the model in batches of ``batch_size`` rows.
+    The attributions sum to about f(x) - f(baseline) (completeness); the relative error of that sum is reported per
+    input as ``extras["completeness_error"]``, with the steps used as ``extras["steps"]``. With ``completeness=``
+    a tolerance on that error, the steps double until every input is within it (at most ``max_steps``).
 
     With a ``layer``, the path runs between the layer's outputs on the baseline and on the inputs, put in the
     layer's place while the model runs on the inputs (Captum's ``LayerIntegratedGradients``). For token ids the
@@ -236,31 +240,88 @@ class IntegratedGradients(GradientMethod):
     Captum), or a float tensor in the layer's output shape (``torch.zeros``: a zero embedding).
     """
 
-    options = defaults(baseline=0.0, steps=50, batch_size=64, reduce="sum")
+    options = defaults(
+        baseline=0.0,
+        steps=50,
+        integration="gauss_legendre",
+        completeness=None,
+        max_steps=1024,
+        batch_size=64,
+        reduce="sum",
+    )
 
     def attribute(self) -> Result:
         steps, batch_size = self.count("steps"), self.count("batch_size")
-        self.clean_scores()
+        rule = self.opts["integration"]
+        quadrature.nodes(rule, steps)  # a bad rule or too few steps fails before the model runs
+        tolerance = self.tolerance()
+        max_steps = self.count("max_steps", minimum=steps) if tolerance is not None else steps
+        clean = self.clean_scores()
+        origin, end = self.endpoints(self.inputs)
+        # f(x) - f(baseline), the sum the attributions should have: one forward pass (of the baselines) more.
+        change = (clean - self.score_at(origin)).double()
+        while True:
+            attribution = self.integrate(origin, end, quadrature.nodes(rule, steps), batch_size)
+            error = completeness_error(attribution, change)
+            if tolerance is None or bool((error <= tolerance).all()) or steps >= max_steps:
+                break
+            steps = min(2 * steps, max_steps)
+        if tolerance is not None and not bool((error <= tolerance).all()):
+            worst = int(error.argmax())
+            warnings.warn(
+                f"integrated_gradients: completeness={tolerance:g} not reached in max_steps={max_steps} steps: the "
+                f"error of input {worst} is {float(error[worst]):.3g} (f(x) - f(baseline) = "
+                f"{float(change[worst]):.3g}; a change near 0 makes any relative error large). Raise max_steps, or "
+                "read extras['completeness_error'].",
+                stacklevel=3,
+            )
+        n = attribution.shape[0]
+        extras = {"completeness_error": error.float(), "steps": torch.full((n,), float(steps))}
+        return Result(attribution=attribution, extras=extras)
+
+    def tolerance(self) -> float | None:
+        """The ``completeness`` option: None, or a positive relative error."""
+        value = self.opts["completeness"]
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.floating)) or not 0 < value < math.inf:
+            raise BadInputError(
+                f"completeness={value!r} must be a positive number, the largest relative error accepted for "
+                "|sum(attribution) - (f(x) - f(baseline))| / |f(x) - f(baseline)| (0.01 for 1 %), or None."
+            )
+        return float(value)
+
+    def integrate(self, origin: Tensor, end: Tensor, nodes: quadrature.Nodes, batch_size: int) -> Tensor:
+        """(end - origin) times the quadrature of the gradient along the straight path from origin to end."""
         x = self.inputs
-        origin, end = self.endpoints(x)
-        nodes, weights = np.polynomial.legendre.leggauss(steps)
-        alphas = torch.tensor((nodes + 1) / 2, dtype=end.dtype, device=end.device)
-        weights_t = torch.tensor(weights / 2, dtype=torch.float32, device=end.device)
+        alphas = torch.tensor(nodes[0], dtype=end.dtype, device=end.device)
+        weights = torch.tensor(nodes[1], dtype=torch.float32, device=end.device)
+        steps = len(alphas)
         total = torch.zeros_like(end, dtype=torch.float32)
         n = x.shape[0]
+        shape = (-1,) + (1,) * end.ndim
         # Rows are (step, input) pairs, step-major, so one chunk holds whole steps when batch_size >= n.
         per_chunk = max(1, batch_size // n)
         for start in range(0, steps, per_chunk):
             chunk = alphas[start : start + per_chunk]
-            shape = (-1,) + (1,) * end.ndim
             path = (origin + chunk.view(shape) * (end - origin)).reshape(-1, *end.shape[1:])
             if self.layer is None:
                 grads = self.gradient(path)
             else:  # the model runs on the inputs, once per step, with the path in the layer's place
                 grads = self.gradient(x.repeat(len(chunk), *([1] * (x.ndim - 1))), at=path)
             grads = grads.reshape(len(chunk), *end.shape).float()
-            total += (grads * weights_t[start : start + per_chunk].view(shape)).sum(dim=0)
-        return Result(attribution=(end - origin).float() * total)
+            total += (grads * weights[start : start + per_chunk].view(shape)).sum(dim=0)
+        return (end - origin).float() * total
+
+    def score_at(self, point: Tensor) -> Tensor:
+        """The target's scores at a point of the path: the inputs ``point``, or with a layer, the inputs with
+        ``point`` in the layer's place."""
+        with torch.no_grad():
+            if self.layer is None:
+                return self.forward(point)[0]
+            with probe.Hooks() as hooks:
+                probe.replace_output(hooks, self.model, self.layer, lambda output: point.to(output.dtype))
+                return self.forward(self.inputs, hooks)[0]
 
     def endpoints(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """The path's start (the baseline) and end (the inputs): in the inputs' space, or the layer's outputs."""
@@ -279,6 +340,15 @@ class IntegratedGradients(GradientMethod):
                 ) from None
         starts = id_baseline(baseline, x) if is_integer(x) else make_baseline(baseline, x)
         return self.layer_output(starts), end
+
+
+def completeness_error(attribution: Tensor, change: Tensor) -> Tensor:
+    """Per input, |sum(attribution) - change| / |change| (float64), where ``change`` is f(x) - f(baseline); 0 where
+    both are 0, infinite where only the change is 0."""
+    gap = (attribution.reshape(len(attribution), -1).double().sum(dim=1) - change).abs()
+    scale = change.abs()
+    unscaled = torch.where(gap > 0, math.inf, 0.0).to(gap)
+    return torch.where(scale > 0, gap / scale.clamp_min(torch.finfo(torch.float64).tiny), unscaled)
 
 
 def id_baseline(baseline: object, ids: Tensor) -> Tensor:
