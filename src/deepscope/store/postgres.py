@@ -563,7 +563,7 @@ class PostgresReader:
             ).fetchone()[0]
             if free:
                 self._conn.execute("SELECT pg_advisory_unlock_shared(%s, %s)", (LOCK_SPACE, self.run_id))
-                free = not self._conn.execute(f"{_RANKS_HELD} AND objid::bigint = %s", (self.run_id,)).fetchone()
+                free = not _ranks_held(self._conn, [self.run_id])
         return not free
 
     @contextmanager
@@ -593,13 +593,18 @@ class _StoredFiles:
         return f"{relative} of {self.reader.location}"
 
 
-# The runs of which some rank k > 0 holds its lock (pg_locks: a two-key advisory lock has objsubid 2, its keys in
-# classid and objid), in this database.
-_RANKS_HELD = (
-    "SELECT DISTINCT objid::bigint FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 2 AND granted "
-    "AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
-    f"AND classid::bigint > {RANK_SPACE} AND classid::bigint < {RANK_SPACE + 0x10000}"
-)
+def _ranks_held(conn: Any, run_ids: list[int]) -> set[int]:
+    """Which of the runs some rank k > 0 of a distributed job holds now (its lock, in ``pg_locks``: a two-key advisory
+    lock has objsubid 2, its keys in classid and objid), whoever holds the run's own lock."""
+    if not run_ids:
+        return set()
+    held = conn.execute(
+        "SELECT DISTINCT objid::bigint FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 2 AND granted "
+        "AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+        "AND classid::bigint > %s AND classid::bigint < %s AND objid::bigint = ANY(%s)",
+        (RANK_SPACE, RANK_SPACE + 0x10000, run_ids),
+    ).fetchall()
+    return {int(run_id) for (run_id,) in held}
 
 
 def _plain(value: Any) -> Any:
@@ -632,7 +637,7 @@ def list_runs(url: str) -> list[tuple[str, str, float, dict[str, str]]]:
             (LOCK_SPACE,),
         ).fetchall()
         conn.execute("SELECT pg_advisory_unlock_all()")
-        ranks_held = {run_id for (run_id,) in conn.execute(_RANKS_HELD)}
+        held = _ranks_held(conn, [run_id for run_id, *_ in runs])
         tags: dict[int, dict[str, str]] = {}
         for run_id, tag, kind in conn.execute(
             'SELECT run_id, name, kind FROM deepscope_tags ORDER BY name COLLATE "C"'
@@ -643,7 +648,7 @@ def list_runs(url: str) -> list[tuple[str, str, float, dict[str, str]]]:
     listed = []
     for run_id, name, created_at, status, free in runs:
         status = json.loads(status) if status is not None else "unknown"
-        if status == "running" and free and run_id not in ranks_held:
+        if status == "running" and free and run_id not in held:
             status = "interrupted"
         listed.append((name, status, created_at, tags.get(run_id, {})))
     return listed

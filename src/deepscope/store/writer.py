@@ -438,7 +438,7 @@ class Writer:
 
 def _wait_for_owner(location: str | os.PathLike[str], name: str | None, ranks: Ranks) -> None:
     """Wait until rank 0 of the job ``ranks`` names holds the run open, for up to :data:`JOIN_FOR` seconds."""
-    deadline, seen = time.monotonic() + JOIN_FOR, "nothing"
+    deadline, seen, pause = time.monotonic() + JOIN_FOR, "nothing", 0.05
     while True:
         try:
             reader = open_reader(location, name)
@@ -457,4 +457,5 @@ def _wait_for_owner(location: str | os.PathLike[str], name: str | None, ranks: R
                 f"{ranks.job!r}) and found {seen}. Create the Run on rank 0 too, with the same location and name; "
                 "pass distributed=False for a run of this process alone"
             )
-        time.sleep(0.1)
+        time.sleep(pause)
+        pause = min(2 * pause, 1.0)  # a database is asked about once a second at most
