@@ -293,3 +293,21 @@ def test_bad_rank_variables_are_a_clear_error(job, monkeypatch, tmp_path):
     with pytest.raises(BadInputError, match="not a rank of WORLD_SIZE=2"):
         ds.Run(tmp_path / "r")
     assert not (tmp_path / "r").exists()
+
+
+def test_a_data_parallel_model_is_watched_and_kept_as_the_module_it_wraps(tmp_path):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+    wrapped = nn.DataParallel(model)  # on a machine without GPUs it calls the module itself
+    x = torch.randn(5, 3)
+    for name, watched in (("plain", model), ("wrapped", wrapped)):
+        with ds.Run(tmp_path / name) as run:
+            run.watch(watched, every=1)
+            watched(x).sum().backward()
+            run.checkpoint(watched, step=0)
+    with Reader(tmp_path / "plain") as plain, Reader(tmp_path / "wrapped") as unwrapped:
+        assert unwrapped.tags() == plain.tags()
+        assert "weight/0.weight" in plain.tags()
+        for tag in ("weight/0.weight", "gradient/2.bias", "activation/1"):
+            assert unwrapped.records(tag)[0].counts.tolist() == plain.records(tag)[0].counts.tolist()
+        assert list(unwrapped.checkpoint(0)) == list(model.state_dict())
