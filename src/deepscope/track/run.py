@@ -444,6 +444,9 @@ class Run:
         is removed (its last step written) when the run closes; ``watcher.remove()`` stops it earlier. With
         ``checkpoint_every=N``, the weights are also kept (:meth:`checkpoint`) at every N-th of the watcher's steps,
         as that step's first forward pass sees them.
+
+        A ``DistributedDataParallel`` model is watched through the module it wraps (tags without ``module.``). In a
+        distributed job rank 0 records; on other ranks the watcher counts steps and records nothing.
         """
         if self._closed is not None:
             raise StoreError(self._closed)
