@@ -31,7 +31,8 @@ class StoredState:
 
 
 class WriteBackend(Protocol):
-    """One run, open for writing by one writer. Every call but :meth:`unlock` comes from the writer's thread,
+    """One run, open for writing by one writer (or by one writer per rank of a distributed job, each adding to its
+    own tags only: :mod:`deepscope.store.ranks`). Every call but :meth:`unlock` comes from the writer's thread,
     between :meth:`begin` and :meth:`commit` (or :meth:`rollback`), except ``close``."""
 
     @property
@@ -85,6 +86,15 @@ class WriteBackend(Protocol):
 
     def set_value(self, table: str, key: str, value: str | None) -> None:
         """Set (JSON text) or delete (``None``) a key of the run's ``"config"`` or ``"run_info"``."""
+        ...
+
+    def info_value(self, key: str) -> Any:
+        """One key of the run's info as stored now (JSON decoded), or ``None``."""
+        ...
+
+    def exclusive(self) -> None:
+        """Keep every other writer of the run from reaching this point until this batch ends, so that what the
+        batch reads (:meth:`info_value`) no other rank changes before it commits."""
         ...
 
     def files(self, tag_id: int, step: int) -> FileSink:
@@ -142,7 +152,7 @@ class ReadBackend(Protocol):
     def count(self, table: str, tag_id: int, start: int | None, end: int | None) -> int: ...
 
     def writer_alive(self) -> bool:
-        """Whether a writer holds the run right now."""
+        """Whether a writer (of any rank) holds the run right now."""
         ...
 
     def close(self) -> None: ...

@@ -29,11 +29,14 @@ def locate(location: str | os.PathLike[str] | None, name: str | None) -> tuple[s
     return (store, name) if is_url(store) else (Path(store) / name, name)
 
 
-def open_writer(location: str | os.PathLike[str], resume: bool, name: str | None) -> WriteBackend:
-    """The backend of a location: a PostgreSQL URL (the run named ``name`` in it), else a run directory."""
+def open_writer(
+    location: str | os.PathLike[str], resume: bool, name: str | None, rank: int | None = None
+) -> WriteBackend:
+    """The backend of a location: a PostgreSQL URL (the run named ``name`` in it), else a run directory; ``rank``:
+    this process's rank in a distributed job (:mod:`.ranks`), ``None`` for a single process."""
     if is_url(location):
-        return PostgresWriter(str(location), name or "", resume)
-    return SQLiteWriter(Path(location).absolute(), resume)
+        return PostgresWriter(str(location), name or "", resume, rank)
+    return SQLiteWriter(Path(location).absolute(), resume, rank)
 
 
 def open_reader(location: str | os.PathLike[str], name: str | None) -> ReadBackend:

@@ -4,7 +4,9 @@ A run is named (``ds.Run("postgresql://user@host/db", name="fmnist/relu")``); it
 those of a SQLite run (:mod:`.schema`) with a ``runs`` table above them and a ``files`` table holding what a SQLite
 run keeps in ``files/`` (images, sounds, arrays, checkpoints), so a run needs nothing but the database. One writer
 per run: it holds a session advisory lock on the run's id, which the server releases when the writer's connection
-ends, also when its process dies; readers probe it to tell a running run from an interrupted one.
+ends, also when its process dies; readers probe it to tell a running run from an interrupted one. In a distributed
+job rank 0 is that writer, and every other rank ``k`` adding its own series (:mod:`.ranks`) holds a lock of its own,
+``(RANK_SPACE + k, run id)``.
 
 NaN is a number in PostgreSQL (``double precision``), so it is stored as such, not as ``NULL``. Needs psycopg 3
 (``pip install deepscope[postgres]``).
@@ -25,11 +27,14 @@ import numpy as np
 from ..errors import StoreError
 from . import schema
 from .backend import StoredState
+from .ranks import mine
 from .records import Stored
 from .sampling import spread
 
 SCHEMES = ("postgresql://", "postgres://")
 LOCK_SPACE = 0x6473  # "ds": the first key of every advisory lock deepscope takes, the run id the second
+RANK_SPACE = 0x64720000  # "dr": rank k > 0 of a distributed job locks (RANK_SPACE + k, run id)
+CLOSE_SPACE = 0x6474  # (CLOSE_SPACE, run id): held by the batch of a rank that reads and sets the run's status
 
 # Each step takes the database from the version before to its own; applied in one transaction, under a lock, by the
 # first writer that finds the database older.
@@ -149,11 +154,13 @@ class _Busy(StoreError):
 class PostgresWriter:
     """A named run in a PostgreSQL database, open for writing (:class:`~deepscope.store.backend.WriteBackend`)."""
 
-    def __init__(self, url: str, name: str, resume: bool) -> None:
+    def __init__(self, url: str, name: str, resume: bool, rank: int | None = None) -> None:
+        """``rank``: ``None`` for a single process, else this process's rank in a distributed job; rank 0 opens the
+        run as a single process does, any other joins the run rank 0 holds and adds to its own tags only."""
         if not isinstance(name, str) or not name.strip():
             raise StoreError(f"a run in {_shown(url)} needs a name: ds.Run(url, name='fmnist/relu')")
         self.location = f"run {name!r} in {_shown(url)}"
-        self._url, self._session, self._batch = url, uuid.uuid4(), 0
+        self._url, self._session, self._batch, self._rank = url, uuid.uuid4(), 0, rank
         self._conn = _connect(url, autocommit=True)
         try:
             _migrate(self._conn, url)
@@ -167,16 +174,23 @@ class PostgresWriter:
     def _open(self, name: str, resume: bool) -> None:
         conn = self._conn
         with conn.transaction():
-            row = conn.execute(
-                "INSERT INTO deepscope_runs (name, created_at) VALUES (%s, %s) ON CONFLICT (name) DO NOTHING "
-                "RETURNING id",
-                (name, time.time()),
-            ).fetchone()
-            created = row is not None
-            if not created:
-                if not resume:
-                    raise StoreError(f"{self.location} already exists; pass resume=True to add to it, or another name")
-                row = conn.execute("SELECT id FROM deepscope_runs WHERE name = %s", (name,)).fetchone()
+            if self._rank:  # joining the run of rank 0, which made it
+                row, created = conn.execute("SELECT id FROM deepscope_runs WHERE name = %s", (name,)).fetchone(), False
+                if row is None:
+                    raise StoreError(f"no {self.location} for rank {self._rank} to join: rank 0 creates it")
+            else:
+                row = conn.execute(
+                    "INSERT INTO deepscope_runs (name, created_at) VALUES (%s, %s) ON CONFLICT (name) DO NOTHING "
+                    "RETURNING id",
+                    (name, time.time()),
+                ).fetchone()
+                created = row is not None
+                if not created:
+                    if not resume:
+                        raise StoreError(
+                            f"{self.location} already exists; pass resume=True to add to it, or another name"
+                        )
+                    row = conn.execute("SELECT id FROM deepscope_runs WHERE name = %s", (name,)).fetchone()
         self.run_id = int(row[0])
         self._lock()
         self.state = StoredState(created=created)
@@ -203,12 +217,18 @@ class PostgresWriter:
             for key, value in conn.execute("SELECT key, value FROM deepscope_config WHERE run_id = %s", (self.run_id,))
         }
 
+    @property
+    def _lock_key(self) -> tuple[int, int]:
+        return (RANK_SPACE + self._rank if self._rank else LOCK_SPACE), self.run_id
+
     def _lock(self) -> None:
         deadline = time.monotonic() + 1.0  # readers probe the lock for a moment: wait them out
-        while not self._conn.execute("SELECT pg_try_advisory_lock(%s, %s)", (LOCK_SPACE, self.run_id)).fetchone()[0]:
+        while not self._conn.execute("SELECT pg_try_advisory_lock(%s, %s)", self._lock_key).fetchone()[0]:
             if time.monotonic() < deadline:
                 time.sleep(0.05)
                 continue
+            if self._rank:
+                raise _Busy(f"rank {self._rank} of {self.location} is already written by another process")
             raise _Busy(
                 f"{self.location} is being written by another process; read it with deepscope.store.Reader, or log "
                 "to another name"
@@ -225,13 +245,15 @@ class PostgresWriter:
             )
         }
         self._tag_ids = {tag: tag_id for tag_id, (tag, _) in ids.items()}
-        self._row_counts: dict[int, int] = dict(
-            conn.execute(
+        self._row_counts: dict[int, int] = {  # only its own: the loose points closing packs
+            tag_id: n
+            for tag_id, n in conn.execute(
                 "SELECT s.tag_id, count(*) FROM deepscope_scalars s JOIN deepscope_tags t ON t.id = s.tag_id "
                 "WHERE t.run_id = %s GROUP BY s.tag_id",
                 (self.run_id,),
-            ).fetchall()
-        )
+            )
+            if mine(ids[tag_id][0], self._rank)
+        }
         return ids
 
     # ---- one batch ------------------------------------------------------------------------------------------------
@@ -390,18 +412,23 @@ class PostgresWriter:
         self._files.append((relative, content))
 
     def info_value(self, key: str) -> Any:
-        """One key of the run's info as stored, or ``None``."""
+        """One key of the run's info as stored now, or ``None``."""
         row = self._conn.execute(
             "SELECT value FROM deepscope_run_info WHERE run_id = %s AND key = %s", (self.run_id, key)
         ).fetchone()
         return None if row is None else json.loads(row[0])
+
+    def exclusive(self) -> None:
+        # Released when the batch's transaction ends; each later statement (READ COMMITTED) sees what the rank that
+        # held it before committed.
+        self._conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", (CLOSE_SPACE, self.run_id))
 
     def close(self) -> None:
         self._conn.close()  # ends the session: the server releases the run's lock
 
     def unlock(self) -> None:
         if self._locked and not self._conn.closed:
-            self._conn.execute("SELECT pg_advisory_unlock(%s, %s)", (LOCK_SPACE, self.run_id))
+            self._conn.execute("SELECT pg_advisory_unlock(%s, %s)", self._lock_key)
         self._locked = False
 
 
@@ -536,6 +563,7 @@ class PostgresReader:
             ).fetchone()[0]
             if free:
                 self._conn.execute("SELECT pg_advisory_unlock_shared(%s, %s)", (LOCK_SPACE, self.run_id))
+                free = not _ranks_held(self._conn, [self.run_id])
         return not free
 
     @contextmanager
@@ -563,6 +591,20 @@ class _StoredFiles:
 
     def where(self, relative: str) -> str:
         return f"{relative} of {self.reader.location}"
+
+
+def _ranks_held(conn: Any, run_ids: list[int]) -> set[int]:
+    """Which of the runs some rank k > 0 of a distributed job holds now (its lock, in ``pg_locks``: a two-key advisory
+    lock has objsubid 2, its keys in classid and objid), whoever holds the run's own lock."""
+    if not run_ids:
+        return set()
+    held = conn.execute(
+        "SELECT DISTINCT objid::bigint FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 2 AND granted "
+        "AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+        "AND classid::bigint > %s AND classid::bigint < %s AND objid::bigint = ANY(%s)",
+        (RANK_SPACE, RANK_SPACE + 0x10000, run_ids),
+    ).fetchall()
+    return {int(run_id) for (run_id,) in held}
 
 
 def _plain(value: Any) -> Any:
@@ -595,6 +637,7 @@ def list_runs(url: str) -> list[tuple[str, str, float, dict[str, str]]]:
             (LOCK_SPACE,),
         ).fetchall()
         conn.execute("SELECT pg_advisory_unlock_all()")
+        held = _ranks_held(conn, [run_id for run_id, *_ in runs])
         tags: dict[int, dict[str, str]] = {}
         for run_id, tag, kind in conn.execute(
             'SELECT run_id, name, kind FROM deepscope_tags ORDER BY name COLLATE "C"'
@@ -605,7 +648,7 @@ def list_runs(url: str) -> list[tuple[str, str, float, dict[str, str]]]:
     listed = []
     for run_id, name, created_at, status, free in runs:
         status = json.loads(status) if status is not None else "unknown"
-        if status == "running" and free:
+        if status == "running" and free and run_id not in held:
             status = "interrupted"
         listed.append((name, status, created_at, tags.get(run_id, {})))
     return listed

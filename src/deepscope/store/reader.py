@@ -83,7 +83,8 @@ class Reader:
 
     def info(self) -> dict[str, Any]:
         """The run's name, creation time, host, pid and status; ``status`` is ``"running"`` only while a writer
-        holds the run (a run whose writer died says ``"interrupted"``)."""
+        holds the run (a run whose writer died says ``"interrupted"``). A run of a distributed job also says its
+        ``world_size`` and ``ranks``: each rank that opened it, ``"running"`` or the status it closed with."""
         info = self._store.info()
         if info.get("status") == "running" and not self._store.writer_alive():
             info["status"] = "interrupted"

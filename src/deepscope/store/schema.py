@@ -1,7 +1,8 @@
 """The layout of a run's database: tables, schema version, migrations, and opening a file safely.
 
 A run is a directory ``<root>/<name>/`` holding ``run.db`` (SQLite, WAL mode), ``run.lock`` (held by the one
-process writing it) and ``files/`` (large arrays and images, referenced from the database by relative path).
+process writing it; in a distributed job rank 0, while every other rank ``k`` writing its own series holds
+``run.rank<k>.lock``) and ``files/`` (large arrays and images, referenced from the database by relative path).
 
 Scalars live in two tables. New points go to ``scalars`` (one row each); once a tag has ``CHUNK`` of them the
 writer moves them, oldest first, into one row of ``scalar_chunks`` holding four packed little-endian arrays
@@ -29,6 +30,7 @@ from ..errors import StoreError
 RUNS_DIR = "runs"
 DB_NAME = "run.db"
 LOCK_NAME = "run.lock"
+RANK_LOCKS = "run.rank*.lock"  # rank k > 0 of a distributed job: run.rank<k>.lock
 FILES_DIR = "files"
 APPLICATION_ID = 0x64736370  # "dscp": marks a file as a deepscope run in the SQLite header
 SCHEMA_VERSION = 1

@@ -2,7 +2,9 @@
 
 :class:`SQLiteWriter` is what :class:`~deepscope.store.writer.Writer` writes through: the directory checked and
 locked (one writing process per run), each batch one SQLite transaction, scalars moved from loose rows into packed
-chunks. :class:`SQLiteReader` is what :class:`~deepscope.store.reader.Reader` reads through: a read-only
+chunks. In a distributed job each rank is such a writer, rank 0 owning the run and every other rank adding its own
+series (:mod:`.ranks`), their transactions serialised by SQLite (WAL: readers never wait). :class:`SQLiteReader` is
+what :class:`~deepscope.store.reader.Reader` reads through: a read-only
 connection that sees each commit of a live writer, one read transaction per query that spans tables.
 """
 
@@ -24,6 +26,7 @@ import numpy as np
 from ..errors import StoreError
 from . import schema
 from .backend import StoredState
+from .ranks import mine
 from .records import Stored
 from .sampling import spread
 
@@ -36,16 +39,21 @@ except ImportError:  # pragma: no cover - Windows: no lock; SQLite still seriali
 class SQLiteWriter:
     """A run directory open for writing (:class:`~deepscope.store.backend.WriteBackend`)."""
 
-    def __init__(self, run_dir: Path, resume: bool) -> None:
+    def __init__(self, run_dir: Path, resume: bool, rank: int | None = None) -> None:
+        """``rank``: ``None`` for a single process, else this process's rank in a distributed job; rank 0 opens the
+        run as a single process does, any other joins the run rank 0 holds and adds to its own tags only."""
         self.path = run_dir
         self.db = schema.db_path(run_dir)
         self.location = str(self.db)
-        self._lock_file, self._conn, self.state = _open(run_dir, resume)
+        self._lock_file, self._conn, self.state = _join(run_dir, rank) if rank else _open(run_dir, resume)
         try:
             self._tag_ids: dict[str, int] = dict(self._conn.execute("SELECT name, id FROM tags").fetchall())
-            self._row_counts: dict[int, int] = dict(
-                self._conn.execute("SELECT tag_id, count(*) FROM scalars GROUP BY tag_id").fetchall()
-            )
+            mine_ids = {tag_id for name, tag_id in self._tag_ids.items() if mine(name, rank)}
+            self._row_counts: dict[int, int] = {  # only its own: the loose points closing packs
+                tag_id: n
+                for tag_id, n in self._conn.execute("SELECT tag_id, count(*) FROM scalars GROUP BY tag_id")
+                if tag_id in mine_ids
+            }
         except sqlite3.Error as e:
             self.close()
             self.unlock()
@@ -71,10 +79,15 @@ class SQLiteWriter:
             path.unlink(missing_ok=True)
 
     def transient(self, error: BaseException) -> bool:
-        return False  # a local file: a failure (disk full, file removed) does not go away by waiting
+        # A local file: a failure (disk full, file removed) does not go away by waiting; another rank's transaction
+        # holding the database longer than busy_timeout does.
+        return isinstance(error, sqlite3.OperationalError) and getattr(error, "sqlite_errorcode", None) in (
+            sqlite3.SQLITE_BUSY,
+            sqlite3.SQLITE_LOCKED,
+        )
 
-    def recover(self, batch: int) -> bool:  # pragma: no cover - never transient
-        raise StoreError(f"{self.db} cannot be written again")
+    def recover(self, batch: int) -> bool:
+        return False  # the batch was rolled back: write it again
 
     def tag(self, name: str, kind: str) -> int:
         tag_id = self._tag_ids.get(name)
@@ -162,6 +175,13 @@ class SQLiteWriter:
             self._conn.execute(f"DELETE FROM {table} WHERE key = ?", (key,))
         else:
             self._conn.execute(f"INSERT OR REPLACE INTO {table} (key, value) VALUES (?, ?)", (key, value))
+
+    def info_value(self, key: str) -> Any:
+        row = self._conn.execute("SELECT value FROM run_info WHERE key = ?", (key,)).fetchone()
+        return None if row is None else json.loads(row[0])
+
+    def exclusive(self) -> None:
+        pass  # every batch is BEGIN IMMEDIATE: no other writer of the file gets in before it commits
 
     def files(self, tag_id: int, step: int) -> RunFiles:
         import uuid
@@ -344,10 +364,15 @@ def _where(tag_id: int, start: int | None, end: int | None) -> tuple[str, list[A
 
 
 def writer_alive(run_dir: Path) -> bool:
-    """Whether some process holds the run's writer lock right now (without taking it for more than a moment)."""
+    """Whether some process holds the run's writer lock, or a rank's, right now (without taking either for more
+    than a moment)."""
     path = run_dir / schema.LOCK_NAME
     if fcntl is None or not path.exists():  # pragma: no cover - without locks, trust the stored status
         return fcntl is None
+    return _held(path) or any(_held(rank) for rank in run_dir.glob(schema.RANK_LOCKS))
+
+
+def _held(path: Path) -> bool:
     try:
         with open(path) as handle:
             try:
@@ -418,8 +443,29 @@ def _open(run_dir: Path, resume: bool) -> tuple[Any, sqlite3.Connection, StoredS
     return lock_file, conn, state
 
 
-def _lock(run_dir: Path, made: list[Path]) -> Any:
-    path = run_dir / schema.LOCK_NAME
+def _join(run_dir: Path, rank: int) -> tuple[Any, sqlite3.Connection, StoredState]:
+    """Open the run rank 0 holds as the writer of ``rank``'s own series: that rank's lock, the database (which rank 0
+    created, checked and brought up to date), what it holds."""
+    db = schema.db_path(run_dir)
+    if not db.is_file():
+        raise StoreError(f"no deepscope run at {run_dir} for rank {rank} to join: rank 0 creates it")
+    lock_file = _lock(run_dir, [], rank)
+    try:
+        conn = schema.connect_writable(db, resume=False)  # resume=False: no second quick_check of a live run
+        try:
+            state = _stored_state(conn)
+        except BaseException:
+            conn.close()
+            raise
+    except BaseException:
+        lock_file.close()
+        raise
+    return lock_file, conn, state
+
+
+def _lock(run_dir: Path, made: list[Path], rank: int | None = None) -> Any:
+    """The run's writer lock, or with ``rank`` that rank's own (one process per rank), held by this process."""
+    path = run_dir / (schema.LOCK_NAME if not rank else schema.RANK_LOCKS.replace("*", str(rank)))
     existed = path.exists()
     try:
         handle = open(path, "a+")  # noqa: SIM115 - held open for the run's life: the lock is the open file
@@ -439,6 +485,8 @@ def _lock(run_dir: Path, made: list[Path]) -> Any:
                 handle.seek(0)
                 holder = handle.read().strip() or "unknown"
                 handle.close()
+                if rank:
+                    raise StoreError(f"rank {rank} of {run_dir} is already written by process {holder}") from None
                 raise StoreError(
                     f"{run_dir} is being written by another process (pid {holder}); read it with "
                     "deepscope.store.Reader, or log to another path"

@@ -10,6 +10,10 @@ committed before stays intact, because each batch is one transaction.
 Where the batches go is a :class:`~deepscope.store.backend.WriteBackend` (SQLite: :mod:`deepscope.store.sqlite`,
 which also checks, creates and locks the run directory); the queue, the thread, the order of each tag's points and
 turning records into rows through their codecs are the writer's, the same for every backend.
+
+In a distributed job every rank has a writer of its own (:mod:`deepscope.store.ranks`): rank 0's opens the run as a
+single process's does; any other rank's waits until rank 0 of the same job has opened it, then joins it, adding
+its own series only. Closing, each rank notes its status, and the last one sets the run's.
 """
 
 from __future__ import annotations
@@ -30,14 +34,20 @@ import numpy as np
 
 from ..errors import StoreError
 from .backend import StoredState, WriteBackend
-from .locations import open_writer
+from .locations import open_reader, open_writer
 from .postgres import is_url
+from .ranks import RUNNING, Ranks
+from .ranks import status as ranks_status
 from .records import codec_for
 from .records.scalar import KIND as SCALAR
 
 # How long the writer keeps trying to reach a store that cannot be reached before it gives up (and the next log call
 # raises): long enough for a database server to restart.
 RETRY_FOR = 300.0
+# How long a rank other than 0 waits for rank 0 to open the run before it gives up: rank 0 may load data first.
+JOIN_FOR = 600.0
+# What the info of a distributed run says beyond a single process's (removed when one process resumes the run).
+RANK_KEYS = ("world_size", "job", "ranks")
 
 ScalarRow = tuple[str, int, int, float, float]  # tag, step, epoch (-1: none), wall time, value
 _NO_POINTS = (np.empty(0, np.int64), np.empty(0, np.float64), np.empty(0, np.int64), np.empty(0, np.float64))
@@ -71,6 +81,15 @@ class ScalarBatch:
 
 
 @dataclass(frozen=True)
+class RankClosed:
+    """Rank ``rank`` of a distributed job closing the run with ``status`` at ``when``."""
+
+    rank: int
+    status: str
+    when: float
+
+
+@dataclass(frozen=True)
 class SetValue:
     """A key of the run's config (``table="config"``) or info (``table="run_info"``); ``value`` is JSON text or
     ``None`` to delete the key."""
@@ -91,6 +110,7 @@ class Writer:
         flush_interval: float = 2.0,
         max_pending: int = 100_000,
         name: str | None = None,
+        ranks: Ranks | None = None,
     ) -> None:
         if not flush_interval > 0:
             raise StoreError(f"flush_interval must be a positive number of seconds, not {flush_interval!r}")
@@ -101,22 +121,25 @@ class Writer:
         self.path = Path(name) if is_url(run_dir) and name else Path(run_dir).absolute()
         self.flush_interval = float(flush_interval)
         self.max_pending = int(max_pending)
-        self._store: WriteBackend = open_writer(run_dir, resume, name)
+        self.ranks = ranks
+        if ranks is not None and not ranks.owner:
+            _wait_for_owner(run_dir, name, ranks)
+        self._store: WriteBackend = open_writer(run_dir, resume, name, None if ranks is None else ranks.rank)
         self.db = self._store.location
         self.state: StoredState = self._store.state
-        now = time.time()
-        info = {"status": "running", "pid": os.getpid(), "host": socket.gethostname(), "started_at": now}
-        if self.state.created:
-            info |= {"name": name or self.path.name, "created_at": now}
         try:
             self._store.begin(0)
-            for key, value in info.items():
-                self._store.set_value("run_info", key, json.dumps(value))
+            if ranks is None or ranks.owner:
+                self._open_run(name)
+            else:
+                self._join_run(ranks)
             self._store.commit()
         except Exception as e:
             self._store.rollback()
             self._store.close()
             self._store.unlock()
+            if isinstance(e, StoreError):
+                raise
             raise StoreError(f"cannot write to {self.db} ({e})") from e
 
         # The training thread takes the plain lock (cheap); waiting, in either direction, uses the condition on it.
@@ -134,6 +157,36 @@ class Writer:
         self._released = False
         self._thread = threading.Thread(target=self._run, name=f"deepscope-writer:{self.path.name}", daemon=True)
         self._thread.start()
+
+    def _open_run(self, name: str | None) -> None:
+        """Say who writes the run now; for rank 0, also the job, and that no other rank has joined yet."""
+        now = time.time()
+        info: dict[str, Any] = {"status": RUNNING, "pid": os.getpid(), "host": socket.gethostname(), "started_at": now}
+        if self.state.created:
+            info |= {"name": name or self.path.name, "created_at": now}
+        if self.ranks is not None:
+            info |= {"world_size": self.ranks.world_size, "job": self.ranks.job, "ranks": {"0": RUNNING}}
+        for key, value in info.items():
+            self._store.set_value("run_info", key, json.dumps(value))
+        if self.ranks is None and not self.state.created:
+            for key in RANK_KEYS:  # a distributed run resumed by one process is that process's now
+                self._store.set_value("run_info", key, None)
+
+    def _join_run(self, ranks: Ranks) -> None:
+        """Add this rank to the ranks of the run, which rank 0 of the same job must hold open."""
+        store = self._store
+        store.exclusive()  # rank 0 cannot close the run meanwhile
+        job, status = store.info_value("job"), store.info_value("status")
+        if job != ranks.job:
+            raise StoreError(f"{self.db} is the run of another distributed job; give each job's run its own name")
+        if status != RUNNING:
+            raise StoreError(
+                f"rank 0 closed {self.db} ({status}) before rank {ranks.rank} opened it: open the Run on every rank "
+                "before training, or on rank 0 only"
+            )
+        joined = store.info_value("ranks") or {}
+        joined[str(ranks.rank)] = RUNNING
+        store.set_value("run_info", "ranks", json.dumps(joined))
 
     # ---- the training thread's side -----------------------------------------------------------------------------
 
@@ -185,8 +238,11 @@ class Writer:
             return
         try:
             if self._error is None and not self._stopping:
-                info = {"status": status, "ended_at": time.time()}
-                self.put([SetValue("run_info", k, json.dumps(v)) for k, v in info.items()], 1)
+                if self.ranks is None:
+                    info = {"status": status, "ended_at": time.time()}
+                    self.put([SetValue("run_info", k, json.dumps(v)) for k, v in info.items()], 1)
+                else:
+                    self.put([RankClosed(self.ranks.rank, status, time.time())], 1)
         finally:
             with self._cond:
                 self._stopping = True
@@ -357,6 +413,8 @@ class Writer:
             series.setdefault(tag_id, []).append((item.steps, item.values, item.epochs, item.wall_times))
         elif isinstance(item, SetValue):
             store.set_value(item.table, item.key, item.value)
+        elif isinstance(item, RankClosed):
+            self._close_rank(item)
         else:
             codec = codec_for(type(item))
             if codec is None:  # pragma: no cover - the Run only queues registered records
@@ -364,3 +422,40 @@ class Writer:
             tag_id = store.tag(item.tag, codec.kind)
             step = int(item.step) if codec.stepped else 0
             store.put(codec.table, tag_id, codec.encode(item, store.files(tag_id, step)))
+
+    def _close_rank(self, closed: RankClosed) -> None:
+        """Note this rank's status; the last rank of the run to close sets the run's."""
+        store = self._store
+        store.exclusive()  # two ranks closing at once: the second reads what the first wrote
+        joined = store.info_value("ranks") or {}
+        joined[str(closed.rank)] = closed.status
+        store.set_value("run_info", "ranks", json.dumps(dict(sorted(joined.items(), key=lambda kv: int(kv[0])))))
+        status = ranks_status(joined.values())
+        if status is not None:
+            store.set_value("run_info", "status", json.dumps(status))
+            store.set_value("run_info", "ended_at", json.dumps(closed.when))
+
+
+def _wait_for_owner(location: str | os.PathLike[str], name: str | None, ranks: Ranks) -> None:
+    """Wait until rank 0 of the job ``ranks`` names holds the run open, for up to :data:`JOIN_FOR` seconds."""
+    deadline, seen, pause = time.monotonic() + JOIN_FOR, "nothing", 0.05
+    while True:
+        try:
+            reader = open_reader(location, name)
+            try:
+                info = reader.info()  # "interrupted" where it says running but nobody holds it
+            finally:
+                reader.close()
+            if info.get("job") == ranks.job and info.get("status") != "interrupted":
+                return  # open (or closed already: joining says so)
+            seen = f"a run with status {info.get('status')!r} of job {info.get('job')!r}"
+        except StoreError as e:
+            seen = str(e)
+        if time.monotonic() > deadline:
+            raise StoreError(
+                f"rank {ranks.rank} waited {JOIN_FOR:g} s for rank 0 to open the run at {location} (job "
+                f"{ranks.job!r}) and found {seen}. Create the Run on rank 0 too, with the same location and name; "
+                "pass distributed=False for a run of this process alone"
+            )
+        time.sleep(pause)
+        pause = min(2 * pause, 1.0)  # a database is asked about once a second at most

@@ -24,6 +24,7 @@ import torch
 from ..errors import BadInputError, StoreError
 from ..store.locations import locate
 from ..store.postgres import is_url
+from ..store.ranks import mine, owner_of, tag_of
 from ..store.records import (
     CheckpointState,
     Embedding,
@@ -43,6 +44,7 @@ from ..store.records.scalar import KIND as SCALAR
 from ..store.records.scalar import as_number as _scalar
 from ..store.records.scalar import number as _number
 from ..store.writer import DeferredScalars, ScalarBatch, SetValue, Writer
+from .distributed import current as current_ranks
 from .system import SystemMonitor, SystemReader
 
 if TYPE_CHECKING:
@@ -73,6 +75,14 @@ class Run:
     The ``with`` block ends the run ``"finished"``, ``"interrupted"`` when left by Ctrl-C (``KeyboardInterrupt``) or
     ``"failed"`` when left by any other exception (see :func:`exit_status`); the board shows which.
 
+    In a distributed job (``torchrun``: ``torch.distributed``'s rank and world size, or before
+    ``init_process_group`` the ``RANK`` and ``WORLD_SIZE`` it sets) every rank may create the run with the same
+    arguments, and all of them log into one run: rank 0 owns it; ``log`` stores what rank 0 logs, and on every rank
+    what is logged with ``all_ranks=True``, as one series per rank (``<tag>/rank<k>``); on other ranks every other
+    call (``log`` without ``all_ranks``, ``log_records``, ``config`` changes, ``watch``, ``checkpoint``, ...) stores
+    nothing and costs next to nothing. The run is finished when every rank that opened it has closed
+    (:mod:`deepscope.store.ranks`); creating it on rank 0 alone works as well.
+
     Args:
         path: the run's directory, created if missing (with its parents). It must be new, empty, or (with
             ``resume=True``) an earlier deepscope run; any other directory is refused untouched. Or a PostgreSQL
@@ -90,6 +100,12 @@ class Run:
         name: the run's name: required when ``path`` is a PostgreSQL URL (``"postgresql://user@host/db"``, many
             runs in one database, psycopg 3 needed: ``pip install 'deepscope[postgres]'``), where it identifies the
             run; for a directory, what the board shows (default: the directory's name).
+        distributed: in a distributed job, log into the run of the whole job (above); ``False``: this process's run
+            is its own, as outside one.
+
+    Attributes:
+        rank: this process's rank in the job the run belongs to (0 outside a distributed one).
+        world_size: how many processes that job has (1 outside one).
 
     Raises:
         StoreError: ``path`` is not ours, cannot be written, holds a corrupted or newer database, or is being
@@ -108,24 +124,30 @@ class Run:
         system: bool = False,
         system_interval: float = 10.0,
         name: str | None = None,
+        distributed: bool = True,
     ) -> None:
         # before anything is created: psutil may be missing, the interval wrong
         sampler = SystemMonitor(_log_into(weakref.ref(self)), system_interval, SystemReader().read) if system else None
+        ranks = current_ranks() if distributed else None
+        self.rank, self.world_size = (0, 1) if ranks is None else (ranks.rank, ranks.world_size)
+        self._ranks = ranks
+        self._idle = ranks is not None and not ranks.owner  # stores only what is logged with all_ranks=True
         path, name = locate(path, name)
         self.path: Path | str = path if is_url(path) else Path(path)  # type: ignore[assignment]
         self.name = name or Path(path).name
         self._writer = Writer(
-            self.path, resume=resume, flush_interval=flush_interval, max_pending=max_pending, name=name
+            self.path, resume=resume, flush_interval=flush_interval, max_pending=max_pending, name=name, ranks=ranks
         )
         state = self._writer.state
-        self._kinds: dict[str, str] = dict(state.kinds)
-        self._last: dict[str, int] = dict(state.last_steps)
+        rank = None if ranks is None else ranks.rank
+        self._kinds: dict[str, str] = {tag: kind for tag, kind in state.kinds.items() if mine(tag, rank)}
+        self._last: dict[str, int] = {tag: step for tag, step in state.last_steps.items() if mine(tag, rank)}
         self._warned: set[str] = set()
         self._watchers: list[Watcher] = []
         self._closed: str | None = None  # why this run takes no more values, once it does not
         self._pid = os.getpid()
-        self.config = Config(self._writer, state.config)
-        self._system = sampler
+        self.config = Config(None if self._idle else self._writer, state.config)
+        self._system = None if self._idle else sampler
         self._finalizer = weakref.finalize(self, _close_forgotten, self._writer, self._watchers, self._system)
         _LIVE.add(self)
         if config is not None:
@@ -135,7 +157,9 @@ class Run:
 
     # ---- logging ------------------------------------------------------------------------------------------------
 
-    def log(self, values: Mapping[str, Any], step: int | None = None, epoch: int | None = None) -> None:
+    def log(
+        self, values: Mapping[str, Any], step: int | None = None, epoch: int | None = None, *, all_ranks: bool = False
+    ) -> None:
         """Log ``{"train/loss": loss, "train/acc": acc, "val/confusion": cm, "samples": figure}`` at one step (and
         optionally one epoch).
 
@@ -149,9 +173,18 @@ class Run:
         Without ``step``, each tag continues from its own last step (0 for a new tag). A step smaller than the
         tag's last one is kept, with a warning (once per tag): a restarted loop. The wall time is recorded for
         every value. A call is all or nothing: a value that cannot be stored stores none of the call's values.
+
+        In a distributed job only rank 0's values are stored, unless ``all_ranks=True``: then every rank's, each
+        under ``<tag>/rank<k>`` (one series per rank, rank 0's included); on another rank a call without it
+        returns at once. Outside a distributed job ``all_ranks`` changes nothing.
         """
         if self._closed is not None:
             raise StoreError(self._closed)
+        if self._ranks is not None:
+            if all_ranks:
+                values = self._per_rank(values)
+            elif self._idle:
+                return
         wall = time.time()
         if step is not None and (type(step) is not int or step < 0):
             step = _whole(step, "step")
@@ -230,6 +263,8 @@ class Run:
         """
         if self._closed is not None:
             raise StoreError(self._closed)
+        if self._idle:
+            return
         self._check_tag(tag, SCALAR)
         steps_array = np.asarray(steps)
         n = len(steps_array)
@@ -268,6 +303,8 @@ class Run:
         """
         if self._closed is not None:
             raise StoreError(self._closed)
+        if self._idle:
+            return
         items, weight = self._queued(self._checked_records(records, time.time(), {}))
         self._writer.put(items, weight)
 
@@ -407,6 +444,9 @@ class Run:
         is removed (its last step written) when the run closes; ``watcher.remove()`` stops it earlier. With
         ``checkpoint_every=N``, the weights are also kept (:meth:`checkpoint`) at every N-th of the watcher's steps,
         as that step's first forward pass sees them.
+
+        A ``DistributedDataParallel`` model is watched through the module it wraps (tags without ``module.``). In a
+        distributed job rank 0 records; on other ranks the watcher counts steps and records nothing.
         """
         if self._closed is not None:
             raise StoreError(self._closed)
@@ -415,6 +455,11 @@ class Run:
             if checkpoint_every == 0:
                 raise BadInputError("checkpoint_every must be a positive number of steps, e.g. checkpoint_every=1000")
         from .watch import Watcher
+
+        if self._idle:  # records on rank 0 only: here a watcher that keeps nothing, so that its calls still work
+            watcher = Watcher(model, every, sink=self.log_records, **(options | {"kinds": ()}))
+            self._watchers.append(watcher)
+            return watcher
 
         def keep(step: int) -> None:
             if checkpoint_every is not None and step % checkpoint_every == 0:
@@ -427,7 +472,8 @@ class Run:
     def checkpoint(
         self, model: nn.Module | Mapping[str, torch.Tensor], step: int | None = None, tag: str = "checkpoint"
     ) -> int:
-        """Keep a snapshot of ``model``'s weights (its ``state_dict``, or a state dict given as such) at ``step``.
+        """Keep a snapshot of ``model``'s weights (its ``state_dict``, or a state dict given as such) at ``step``; of a
+        ``DistributedDataParallel`` model, the module it wraps (keys without ``module.``).
 
         The tensors are copied to the host now, so training may go on changing them; the writer saves the copy as
         a file beside the run (``torch.save``), and ``Reader(path).checkpoint(step)`` gives it back exactly, e.g.
@@ -436,12 +482,16 @@ class Run:
         """
         from torch import nn
 
+        from .watch import unwrapped
+
         if self._closed is not None:
             raise StoreError(self._closed)
+        if self._idle:  # rank 0 keeps the weights (the same on every rank of a data-parallel job)
+            return self._step(tag, None if step is None else _whole(step, "step"), CHECKPOINT)
         self._check_tag(tag, CHECKPOINT)
         if step is not None:
             step = _whole(step, "step")
-        state = model.state_dict() if isinstance(model, nn.Module) else model
+        state = unwrapped(model).state_dict() if isinstance(model, nn.Module) else model
         if not isinstance(state, Mapping):
             raise BadInputError(f"run.checkpoint takes a torch.nn.Module or its state_dict, not {type(model).__name__}")
         for key, value in state.items():
@@ -558,8 +608,19 @@ class Run:
                 weight += codec.weight(record)
         return items, weight
 
+    def _per_rank(self, values: Mapping[str, Any]) -> Mapping[str, Any]:
+        """``values`` under this rank's own tags (``log(..., all_ranks=True)``)."""
+        if not isinstance(values, Mapping):
+            return values  # refused by log, saying what it takes
+        return {tag_of(_check_name(tag), self.rank): value for tag, value in values.items()}
+
     def _check_tag(self, tag: object, kind: str) -> None:
         name = _check_name(tag)
+        if self._ranks is not None and not self._idle and owner_of(name) != 0:  # rank 0 may not add to theirs
+            raise BadInputError(
+                f"tag {name!r} is rank {owner_of(name)}'s series of a distributed run: tags ending in /rank<k> are "
+                "what log(..., all_ranks=True) stores for each rank; choose another tag"
+            )
         known = self._kinds.get(name)
         if known is not None and known != kind:
             raise BadInputError(
@@ -600,8 +661,8 @@ class Config(MutableMapping[str, Any]):
     arrays become lists, paths strings, and any other object its ``str()``.
     """
 
-    def __init__(self, writer: Writer, stored: dict[str, Any]) -> None:
-        self._writer = writer
+    def __init__(self, writer: Writer | None, stored: dict[str, Any]) -> None:
+        self._writer = writer  # None: a rank other than 0, whose changes stay here
         self._values = dict(stored)
 
     def __getitem__(self, key: str) -> Any:
@@ -611,12 +672,14 @@ class Config(MutableMapping[str, Any]):
         if not isinstance(key, str):
             raise BadInputError(f"config keys are str, not {type(key).__name__} ({key!r})")
         value = _plain(value)
-        self._writer.put([SetValue("config", key, json.dumps(value))], 1)
+        if self._writer is not None:
+            self._writer.put([SetValue("config", key, json.dumps(value))], 1)
         self._values[key] = value
 
     def __delitem__(self, key: str) -> None:
         del self._values[key]
-        self._writer.put([SetValue("config", key, None)], 1)
+        if self._writer is not None:
+            self._writer.put([SetValue("config", key, None)], 1)
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._values)

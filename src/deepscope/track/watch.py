@@ -73,6 +73,10 @@ class Watcher(contextlib.AbstractContextManager["Watcher"]):
     (and the optimizer's step hooks) that check a counter and return; the per-layer and per-parameter hooks exist
     only during recorded steps. The model itself is never changed: no mode switch, no parameter touched.
 
+    A model wrapped for data parallelism (``DistributedDataParallel``, ``DataParallel``) is watched through the
+    module it wraps, so that tags name its layers as they are without the wrapper (``weight/fc.weight``, not
+    ``weight/module.fc.weight``).
+
     Args:
         model: the module to watch.
         every: record every this many steps (1 records every step).
@@ -112,6 +116,7 @@ class Watcher(contextlib.AbstractContextManager["Watcher"]):
         self.bins = bins
         self.kinds = frozenset(chosen)
         self._sink = sink
+        model = unwrapped(model)
         self._root = type(model).__name__
         self._params = [(name, param, _owner(name), _param_kind(name)) for name, param in model.named_parameters()]
         self._leaves = [(name, module) for name, module in model.named_modules() if not any(module.children())]
@@ -296,6 +301,15 @@ class Watcher(contextlib.AbstractContextManager["Watcher"]):
         for layer, total in squares.items():
             records.append(Scalar(f"grad_norm/{layer or self._root}", math.sqrt(total), self._step, wall_time=now))
         return records
+
+
+def unwrapped(model: nn.Module) -> nn.Module:
+    """The module a data-parallel wrapper (``DistributedDataParallel``, ``DataParallel``) wraps, else ``model``: the
+    same layers and parameters, named as the user's model names them. (An FSDP model is not such a wrapper: its
+    parameters live in the wrapper, flattened and sharded.)"""
+    while isinstance(model, nn.parallel.DistributedDataParallel | nn.DataParallel):
+        model = model.module
+    return model
 
 
 def _owner(parameter_name: str) -> str:
