@@ -684,8 +684,7 @@ def _stamps(conn: Any, run_ids: list[int]) -> dict[int, tuple[Any, ...] | None]:
     alive = _writers_alive(conn, run_ids)
     counted = dict(
         conn.execute(
-            "SELECT id, (SELECT count(*) FROM deepscope_batches b WHERE b.run_id = id) "
-            "FROM unnest(%s::bigint[]) AS id",
+            "SELECT id, (SELECT count(*) FROM deepscope_batches b WHERE b.run_id = id) FROM unnest(%s::bigint[]) AS id",
             (run_ids,),
         ).fetchall()
     )
