@@ -234,3 +234,19 @@ def test_the_page_draws_the_scalar_chart_from_a_database(stores: tuple[Path, str
         assert x == list(range(SHORT))
         np.testing.assert_allclose(y, 1 / (1 + np.arange(SHORT) * scale))
     assert not problems
+
+
+def test_the_board_needs_only_a_role_that_may_read(stores: tuple[Path, str]) -> None:
+    """A team gives the board's host a role that can SELECT and nothing else: every view still answers."""
+    import psycopg
+
+    _, url = stores
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("DROP ROLE IF EXISTS board_reader")
+        conn.execute("CREATE ROLE board_reader LOGIN")
+        conn.execute("GRANT SELECT ON ALL TABLES IN SCHEMA public TO board_reader")
+    reader_url = url.replace("postgresql://postgres@", "postgresql://board_reader@")
+    on_disk, _ = _clients(stores)
+    read_only = TestClient(create_app(reader_url), base_url=LOCAL)
+    for route, params in ASKED[:9]:
+        assert _same(read_only.get(route, params=params).json()) == _same(on_disk.get(route, params=params).json())
