@@ -585,10 +585,15 @@ class Database:
     the readers of single runs (:meth:`reader`) share the connection.
     """
 
+    # A connection idle this long is checked (one round trip) before it is used: the server may have been restarted
+    # meanwhile, and a board should not answer one request with an error for it.
+    CHECK_AFTER_S = 1.0
+
     def __init__(self, url: str) -> None:
         self.url = url
         self._conn: Any = None
         self._lock = threading.Lock()
+        self._used = 0.0
 
     @property
     def shown(self) -> str:
@@ -601,13 +606,21 @@ class Database:
         import psycopg
 
         with self._lock:
-            if self._conn is None or self._conn.closed or self._conn.broken:
-                self._conn = _connect(self.url, autocommit=True)
-                self._conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ  # a query over tables: one snapshot
+            conn = self._conn
+            if conn is not None and not conn.closed and time.monotonic() - self._used > self.CHECK_AFTER_S:
+                try:
+                    conn.execute("SELECT 1")
+                except psycopg.OperationalError:
+                    conn.close()
+            if conn is None or conn.closed or conn.broken:
+                conn = self._conn = _connect(self.url, autocommit=True)
+                conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ  # a query over tables: one snapshot
             try:
-                yield self._conn
+                yield conn
             except psycopg.Error as e:
                 raise StoreError(f"{location or self.shown} cannot be read ({e})") from e
+            finally:
+                self._used = time.monotonic()
 
     def reader(self, name: str) -> PostgresReader:
         """The run ``name``, read over this database's connection."""
