@@ -22,7 +22,7 @@ from conftest import CHROMIUM, CHROMIUM_ARGS, serving
 import deepscope as ds
 from deepscope.errors import StoreError
 from deepscope.store.postgres import Database
-from deepscope.store.records import Histogram, Image
+from deepscope.store.records import Embedding, Histogram, Image
 
 sys.path.insert(0, str(Path(__file__).parent))
 import pg_cluster
@@ -67,7 +67,12 @@ def _log(run: ds.Run, scale: float) -> None:
     run.log_records([Image("samples", step, pixels + step, caption=f"step {step}", wall_time=1.7e9) for step in (0, 5)])
     run.note("a note <b>as text</b>", step=0)
     features = rng.normal(size=(40, 8)).astype(np.float32)
-    run.log_embedding(features, projections={"tsne-2d": rng.normal(size=(40, 2))})
+    labels = [[str(k % 3), str(k % 2)] for k in range(40)]
+    thumbnails = rng.integers(0, 256, (40, 5, 5, 3), dtype=np.uint8)
+    projections = {"tsne-2d": rng.normal(size=(40, 2))}
+    run.log_records(
+        [Embedding("embedding", 0, features, labels, ["label", "prediction"], thumbnails, projections=projections)]
+    )
 
 
 @pytest.fixture(scope="module")
@@ -164,6 +169,18 @@ def test_files_come_from_the_database_by_reference_only(stores: tuple[Path, str]
         ("nobody", "files/1/0.png"),
     ):
         assert in_database.get("/api/file", params={"run": run, "path": path}).status_code == 404, path
+
+
+def test_the_projector_s_thumbnails_come_from_the_database(stores: tuple[Path, str]) -> None:
+    on_disk, in_database = _clients(stores)
+    for index in (0, 39):
+        params = {"run": "group/tanh", "tag": "embedding", "index": index}
+        expected = on_disk.get("/api/thumbnail", params=params)
+        answer = in_database.get("/api/thumbnail", params=params)
+        assert answer.status_code == 200 and answer.headers["content-type"] == "image/png"
+        assert answer.content == expected.content
+    params = {"run": "group/tanh", "tag": "embedding", "index": 40}
+    assert in_database.get("/api/thumbnail", params=params).status_code == 404
 
 
 def test_a_database_board_needs_its_token_and_names_no_run_it_lacks(stores: tuple[Path, str]) -> None:
