@@ -226,13 +226,17 @@ def test_ds_board_serves_a_database(stores: tuple[Path, str]) -> None:
     assert set(RUNS) <= set(names)
 
 
-def test_the_page_draws_the_scalar_chart_from_a_database(stores: tuple[Path, str]) -> None:
+def test_the_page_draws_the_scalar_chart_from_a_database_and_new_points_appear(stores: tuple[Path, str]) -> None:
     if not Path(CHROMIUM).exists():
         pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium; .ci/run installs it)")
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is missing (pip install -e '.[test]')")
     _, url = stores
     problems: list[str] = []
-    with serving(create_app(url)) as address, sync_api.sync_playwright() as playwright:
+    live = ds.Run(url, name="page-live", flush_interval=0.05)
+    for step in range(3):
+        live.log({"live/loss": 2.0 - step}, step=step)
+    live.flush()
+    with live, serving(create_app(url)) as address, sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
         try:
             page = browser.new_page(viewport={"width": 1200, "height": 800})
@@ -248,6 +252,14 @@ def test_the_page_draws_the_scalar_chart_from_a_database(stores: tuple[Path, str
                 f"() => document.querySelector('{chart}').data.filter((t) => t.opacity === 0.25)"
                 ".map((t) => [t.meta, t.x, t.y])"
             )
+            # The live refresh: a point logged while the page is open is drawn.
+            count = """() => { const gd = document.querySelector('.card[data-tag="live/loss"] .plot');
+                               const t = gd && gd.data && gd.data.find((t) => t.meta === 'page-live');
+                               return t ? t.x.length : 0; }"""
+            page.wait_for_function(f"() => ({count})() === 3", timeout=10_000)
+            live.log({"live/loss": 0.5}, step=3)
+            live.flush()
+            page.wait_for_function(f"() => ({count})() === 4", timeout=10_000)
         finally:
             browser.close()
     drawn = {name: (x, y) for name, x, y in raw}
