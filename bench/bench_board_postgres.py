@@ -150,6 +150,36 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 ).fetchone()[0]
                 points = conn.execute("SELECT sum(n) FROM deepscope_scalar_chunks").fetchone()[0]
             figures["bytes_per_point"] = int(size) / int(points)
+
+            # The runs dimension where it does not involve points: 1,000 more runs of 20 tags each, made by SQL (no
+            # points), then the listing every poll of the page asks for, and the change tokens of 1,000 runs.
+            listed = f"{prefix}/listed/%"
+            with psycopg.connect(url, autocommit=True) as conn:
+                conn.execute(
+                    "INSERT INTO deepscope_runs (name, created_at) "
+                    "SELECT %s || '/listed/' || g, 0 FROM generate_series(1, %s) g",
+                    (prefix, TEAM_RUNS),
+                )
+                conn.execute(
+                    "INSERT INTO deepscope_tags (run_id, name, kind, created_at) SELECT r.id, 'tag' || t, 'scalar', 0 "
+                    "FROM deepscope_runs r, generate_series(1, 20) t WHERE r.name LIKE %s",
+                    (listed,),
+                )
+                conn.execute(
+                    "INSERT INTO deepscope_run_info (run_id, key, value) SELECT id, 'status', '\"finished\"' "
+                    "FROM deepscope_runs WHERE name LIKE %s",
+                    (listed,),
+                )
+                many = [row[0] for row in conn.execute("SELECT name FROM deepscope_runs WHERE name LIKE %s", (listed,))]
+            try:
+                from deepscope.dashboard.sources import source
+
+                database = source(url)
+                figures["list_1000_runs_s"] = _best(lambda: client.get("/api/runs").raise_for_status(), args.repeats)
+                figures["stamps_1000_runs_s"] = _best(lambda: database.stamps(many), args.repeats)
+            finally:
+                with psycopg.connect(url, autocommit=True) as conn:
+                    conn.execute("DELETE FROM deepscope_runs WHERE name LIKE %s", (listed,))
             per_run_cold = figures["view_cold_postgresql_s"] / args.runs
             per_run_warm = figures["view_warm_postgresql_s"] / args.runs
             scale = TEAM_POINTS / args.big
@@ -169,6 +199,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 f"{figures['big_view_warm_s'] * 1e3:.1f} ms"
             )
             print(f"database size: {figures['bytes_per_point']:.1f} bytes per point (tables and indexes, all runs)")
+            print(
+                f"{TEAM_RUNS + args.runs + 1:,} runs of 20 tags: /api/runs {figures['list_1000_runs_s'] * 1e3:.1f} ms, "
+                f"the change tokens of {TEAM_RUNS:,} runs {figures['stamps_1000_runs_s'] * 1e3:.1f} ms"
+            )
             print(f"scaled to {TEAM_RUNS:,} runs x {TEAM_POINTS:,} points:")
             print(f"  database {team['team_size_gb']:.1f} GB")
             print(

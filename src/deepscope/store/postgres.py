@@ -678,9 +678,11 @@ def _writers_alive(conn: Any, run_ids: list[int]) -> set[int]:
         "SELECT id, pg_try_advisory_lock_shared(%s, id::integer) FROM unnest(%s::bigint[]) AS id",
         (LOCK_SPACE, run_ids),
     ).fetchall()
-    for run_id, took in free:
-        if took:
-            conn.execute("SELECT pg_advisory_unlock_shared(%s, %s::integer)", (LOCK_SPACE, run_id))
+    taken = [run_id for run_id, took in free if took]
+    if taken:
+        conn.execute(
+            "SELECT pg_advisory_unlock_shared(%s, id::integer) FROM unnest(%s::bigint[]) AS id", (LOCK_SPACE, taken)
+        ).fetchall()
     return {int(run_id) for run_id, took in free if not took}
 
 
