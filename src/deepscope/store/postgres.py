@@ -478,16 +478,20 @@ class PostgresReader:
         if end is not None:
             where += " AND step_min <= %s"
             bounds.append(int(end))
+        # Results in PostgreSQL's binary format (binary=True): a chunk's bytes as they are, where the text format
+        # sends them as hex and decodes them here (5x slower for 100,000 points).
         with self._reading() as conn, conn.transaction():  # chunks and rows from one snapshot
             chunks = conn.execute(
                 "SELECT steps, vals, epochs, wall_times FROM deepscope_scalar_chunks "
                 f"WHERE tag_id = %s{where} ORDER BY id",
                 (tag_id, *bounds),
+                binary=True,
             ).fetchall()
             rows = conn.execute(
                 "SELECT step, value, coalesce(epoch, -1), wall_time FROM deepscope_scalars WHERE tag_id = %s "
                 "ORDER BY id",
                 (tag_id,),
+                binary=True,
             ).fetchall()
         columns = []
         for k, dtype in enumerate((np.int64, np.float64, np.int64, np.float64)):
@@ -507,7 +511,7 @@ class PostgresReader:
                 if len(ids) > max_records:
                     ids.sort()
                     where, bounds = "id = ANY(%s)", [[ids[i] for i in spread(len(ids), max_records).tolist()]]
-            cursor = conn.execute(f"SELECT * FROM deepscope_{table} WHERE {where} ORDER BY id", bounds)
+            cursor = conn.execute(f"SELECT * FROM deepscope_{table} WHERE {where} ORDER BY id", bounds, binary=True)
             names = [d.name for d in cursor.description]
             rows = [dict(zip(names, row)) for row in cursor.fetchall()]
         if table == "objects":
@@ -524,7 +528,9 @@ class PostgresReader:
     def read(self, relative: str) -> bytes:
         with self._reading() as conn:
             row = conn.execute(
-                "SELECT content FROM deepscope_files WHERE run_id = %s AND path = %s", (self.run_id, relative)
+                "SELECT content FROM deepscope_files WHERE run_id = %s AND path = %s",
+                (self.run_id, relative),
+                binary=True,
             ).fetchone()
         if row is None:
             raise FileNotFoundError(f"no file {relative!r}")
