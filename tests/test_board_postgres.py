@@ -298,3 +298,15 @@ def test_the_board_answers_at_once_after_the_database_restarted(stores: tuple[Pa
     time.sleep(Database.CHECK_AFTER_S)
     api.ENCODED.clear()
     assert client.get("/api/scalars/batch", params=params).json() == before
+
+
+def test_deepscope_board_on_a_database_it_cannot_reach_says_so_without_the_password(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    pytest.importorskip("psycopg", reason="psycopg 3 is not installed: pip install 'deepscope[postgres]'")
+    from deepscope.cli import main
+
+    assert main(["board", "postgresql://me:s3cret@127.0.0.1:1/none"]) == 2
+    said = capsys.readouterr().err
+    assert "deepscope board: cannot connect to postgresql://me@127.0.0.1:1/none" in said
+    assert "s3cret" not in said
