@@ -1,4 +1,4 @@
-"""What the board's JSON API answers: pure functions from a served directory to JSON-able values, one per view.
+"""What the board's JSON API answers: pure functions from a served store of runs to JSON-able values, one per view.
 
 Nothing here knows about HTTP; :mod:`deepscope.dashboard.server` maps each function to a route and
 :class:`NotFound` to a 404. What is served is a :class:`~deepscope.dashboard.sources.Source` (a directory of runs,
