@@ -310,3 +310,22 @@ def test_deepscope_board_on_a_database_it_cannot_reach_says_so_without_the_passw
     said = capsys.readouterr().err
     assert "deepscope board: cannot connect to postgresql://me@127.0.0.1:1/none" in said
     assert "s3cret" not in said
+
+
+def test_a_board_started_on_an_empty_database_shows_runs_as_they_come(stores: tuple[Path, str]) -> None:
+    """A team's board may start before anyone logged: no tables yet, no runs; the first run appears."""
+    import psycopg
+
+    _, url = stores
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("DROP DATABASE IF EXISTS fresh")
+        conn.execute("CREATE DATABASE fresh")
+    fresh = url.rsplit("/", 1)[0] + "/fresh"
+    client = TestClient(create_app(fresh), base_url=LOCAL)
+    assert client.get("/api/runs").json() == []
+    assert not any(client.get("/api/views").json().values())
+    assert client.get("/api/scalars/batch", params={"tag": "x"}).json() == {"tag": "x", "series": []}
+    with ds.Run(fresh, name="first") as run:
+        run.log({"x": 1.0}, step=0)
+    assert [r["name"] for r in client.get("/api/runs").json()] == ["first"]
+    assert client.get("/api/scalars/batch", params={"tag": "x"}).json()["series"][0]["values"] == [1.0]
