@@ -90,6 +90,7 @@ def test_directories_logdir_and_the_one_default(
     from deepscope import cli
 
     seen = []
+    monkeypatch.delenv("DEEPSCOPE_STORE", raising=False)
     monkeypatch.setattr(cli, "_board", lambda args: seen.append(args) or 0)
     monkeypatch.setattr(cli, "_import_tensorboard", lambda args: seen.append(args) or 0)
     assert main(argv) == 0  # the commands see the directory settled: positional, --logdir or the default
@@ -97,6 +98,19 @@ def test_directories_logdir_and_the_one_default(
     for key, value in expected.items():
         assert getattr(given, key) == value, key
     assert RUNS_DIR == "runs"  # TensorBoard's and SummaryWriter's default, for every command
+
+
+@pytest.mark.parametrize(("argv", "expected"), [(["board"], "postgresql://me@db/team"), (["board", "logs"], "logs")])
+def test_board_serves_the_store_deepscope_store_names_unless_told(
+    argv: list[str], expected: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from deepscope import cli
+
+    seen = []
+    monkeypatch.setenv("DEEPSCOPE_STORE", "postgresql://me@db/team")
+    monkeypatch.setattr(cli, "_board", lambda args: seen.append(args) or 0)
+    assert main(argv) == 0
+    assert seen[0].dir == expected
 
 
 @pytest.mark.parametrize(

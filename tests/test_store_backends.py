@@ -150,6 +150,33 @@ def test_records_thinned_counted_and_their_files_listed(store):
         assert steps == list(range(9))
 
 
+def test_a_file_read_by_its_reference_only_and_a_change_token_per_write(store):
+    """What the board reads through: a record's file by the reference ``files`` lists (nothing outside the run's
+    files), and a token that is ``None`` while a writer holds the run and new after each write."""
+    import io
+
+    from PIL import Image as PILImage
+
+    pixels = np.arange(6, dtype=np.uint8).reshape(2, 3)
+    with store.run("token") as run:
+        run.log_records([ds.track.Image("img", 0, pixels)])
+        run.flush()
+        with store.reader("token") as reader:
+            assert reader.stamp() is None
+    with store.reader("token") as reader:
+        ((_, reference, _),) = reader.files("img")
+        assert np.asarray(PILImage.open(io.BytesIO(reader.file(reference)))).tolist() == pixels.tolist()
+        for outside in ("run.db", "files/../run.db", "/etc/passwd", "files/", "files/nothing.png"):
+            with pytest.raises((ds.BadInputError, StoreError)):
+                reader.file(outside)
+        first = reader.stamp()
+        assert first is not None and reader.stamp() == first
+    with store.run("token", resume=True) as run:
+        run.log({"x": 1.0}, step=0)
+    with store.reader("token") as reader:
+        assert reader.stamp() not in (None, first)
+
+
 def test_a_run_that_is_not_there_is_a_clear_error(store):
     with pytest.raises(StoreError, match="no deepscope run"):
         store.reader("missing")

@@ -4,12 +4,14 @@
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from . import __version__
+from .store.locations import STORE_VARIABLE
 from .store.schema import RUNS_DIR
 
 # The demos keep their runs in their own folder, not in RUNS_DIR: a demo run again replaces its earlier runs, and
@@ -137,15 +139,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     board = commands.add_parser(
         "board",
-        help=f"serve the dashboard over the runs in DIR (default: {RUNS_DIR}) at http://127.0.0.1:6006",
+        help=f"serve the dashboard over the runs in DIR (default: ${STORE_VARIABLE}, else {RUNS_DIR}) at "
+        "http://127.0.0.1:6006",
         description=(
-            "Serve the dashboard (a web page and its JSON API) over every run under DIR, live while they are "
-            "written. Binds 127.0.0.1 by default; bound to any other address it requires a token (given with "
-            "--token, or generated and printed in the URL). Needs: pip install 'deepscope[board]'."
+            "Serve the dashboard (a web page and its JSON API) over every run under DIR, or in the PostgreSQL "
+            "store a URL names (postgresql://user@host:port/db), live while they are written. Binds 127.0.0.1 by "
+            "default; bound to any other address it requires a token (given with --token, or generated and printed "
+            "in the URL). Needs: pip install 'deepscope[board]'."
         ),
     )
-    board.add_argument("dir", nargs="?", metavar="DIR", help=f"the directory of runs (default: {RUNS_DIR})")
-    _logdir_alias(board, "dir", RUNS_DIR)
+    board.add_argument(
+        "dir",
+        nargs="?",
+        metavar="DIR",
+        help=f"the directory of runs, or a PostgreSQL URL (default: ${STORE_VARIABLE}, else {RUNS_DIR})",
+    )
+    _logdir_alias(board, "dir", os.environ.get(STORE_VARIABLE) or RUNS_DIR)
     board.add_argument("--port", type=int, default=6006, help="port (default 6006)")
     board.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     board.add_argument("--token", help="token every request must carry (?token=... or Authorization: Bearer)")

@@ -1,8 +1,9 @@
-"""The dashboard: a local web app over the runs of a directory, live while they are written.
+"""The dashboard: a local web app over the runs of a directory, or of a PostgreSQL store, live while they are written.
 
 >>> from deepscope.dashboard import board, serve
 >>> serve("runs")              # what `deepscope board runs` does: http://127.0.0.1:6006
 >>> board("runs")              # in a notebook: the same, in a background thread, shown inline
+>>> serve("postgresql://me@db.example.org/deepscope", host="0.0.0.0")   # a team's store, with a token
 
 Needs the ``board`` extra (``pip install 'deepscope[board]'``); importing this module does not import it.
 Bound to 127.0.0.1 by default. Bound to any other address without a token, a random token is generated and
@@ -25,7 +26,6 @@ import threading
 import time
 from dataclasses import dataclass, field
 from html import escape
-from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
@@ -57,7 +57,8 @@ def _require() -> None:
 
 
 def create_app(root: str | os.PathLike[str], token: str | None = None) -> FastAPI:
-    """The board's FastAPI app serving the runs under ``root``; with ``token``, every request must carry it."""
+    """The board's FastAPI app serving the runs under the directory ``root`` or in the PostgreSQL database it names;
+    with ``token``, every request must carry it."""
     _require()
     from .server import create_app as make
 
@@ -162,7 +163,7 @@ def serve(
     template = proxy_template(proxy)
     token = _token(host, token, template)
     app = create_app(root, token)
-    shown = f"deepscope board: serving {Path(root).resolve()} at {url(host, port, token)}"
+    shown = f"deepscope board: serving {app.state.served.shown} at {url(host, port, token)}"
     if template is not None:
         shown += f" (through the proxy: {proxied_url(template, port, token)})"
     print(shown, flush=True)
@@ -228,7 +229,7 @@ def board(
     """Start the board in a background thread and return it; a notebook cell showing it embeds the page.
 
     Args:
-        root: the directory of runs.
+        root: the directory of runs, or a PostgreSQL store's URL (``postgresql://user@host/db``).
         port: the port; 0 picks a free one.
         host: the address to bind; any but a loopback one gets a token (see :func:`access_token`).
         token: the token every request must carry.

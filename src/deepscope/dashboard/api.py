@@ -1,10 +1,12 @@
-"""What the board's JSON API answers: pure functions from a served directory to JSON-able values, one per view.
+"""What the board's JSON API answers: pure functions from a served store of runs to JSON-able values, one per view.
 
 Nothing here knows about HTTP; :mod:`deepscope.dashboard.server` maps each function to a route and
-:class:`NotFound` to a 404. Data is read only through :class:`deepscope.store.Reader`, opened anew for each call,
-so a call sees the runs and points written since the last one (:func:`scalars_batch_json` reuses encoded answers
-only of runs whose files have not changed since). A run name or a file path from a request is
-resolved by :func:`run_dir` and :func:`file_path`, which refuse anything outside the served directory.
+:class:`NotFound` to a 404. What is served is a :class:`~deepscope.dashboard.sources.Source` (a directory of runs,
+or a PostgreSQL database; a function given a directory's path serves that directory). Data is read only through
+:class:`deepscope.store.Reader`, opened anew for each call, so a call sees the runs and points written since the
+last one (:func:`scalars_batch_json` reuses encoded answers only of runs whose change token, ``Reader.stamp``, is
+the same). A run name or a file reference from a request is resolved by the source, which refuses anything outside
+what it serves (:func:`~deepscope.dashboard.sources.run_dir`, :func:`~deepscope.dashboard.sources.file_path`).
 
 Adding a view: one function here, one route in ``server.py``, its tab named by the record kinds it shows
 (``Codec.view``, :data:`VIEWS`), one page section.
@@ -31,8 +33,7 @@ from urllib.parse import urlencode
 import numpy as np
 
 from ..errors import BadInputError, StoreError
-from ..store import Reader, list_runs, schema
-from ..store.reader import writer_alive
+from ..store import Reader
 from ..store.records import LOWER_IS_BETTER, codecs
 from ..store.records.audio import KIND as AUDIO
 from ..store.records.comparison import KIND as COMPARISON
@@ -48,6 +49,12 @@ from ..store.records.sanity import KIND as SANITY
 from ..store.records.scalar import KIND as SCALAR
 from ..store.records.text import KIND as TEXT
 from ..store.records.video import KIND as VIDEO
+from .sources import NotFound, Source, file_path, run_dir, source
+
+__all__ = ["NotFound", "Served", "file_path", "run_dir", "served_root"]
+
+# What a view reads from: a source, or the path of a directory of runs.
+Served = Source | Path
 
 # Tab name -> the tag kinds whose presence in any run makes the tab appear: each record kind names its tab
 # (Codec.view), in the order of the tabs.
@@ -72,14 +79,10 @@ DEFAULT_MAX_STEPS = 500
 ENCODINGS = ("json", "base64")
 
 
-class NotFound(LookupError):
-    """A run, tag or file that the request names does not exist in the served directory (HTTP 404)."""
-
-
 # ---- views ------------------------------------------------------------------------------------------------------
 
 
-def runs(root: Path) -> list[dict[str, Any]]:
+def runs(root: Served) -> list[dict[str, Any]]:
     """Every run under ``root``, sorted by name: ``{"name", "status", "created_at", "tags": {tag: kind}, "error"}``.
 
     Reads each run's info and tag list only, never a series; an unreadable run is listed with status
@@ -87,13 +90,13 @@ def runs(root: Path) -> list[dict[str, Any]]:
     """
     return [
         {"name": run.name, "status": run.status, "created_at": run.created_at, "tags": run.tags, "error": run.error}
-        for run in list_runs(root)
+        for run in _source(root).runs()
     ]
 
 
-def views(root: Path) -> dict[str, bool]:
+def views(root: Served) -> dict[str, bool]:
     """Which tabs have data in at least one run."""
-    listed = list_runs(root)
+    listed = _source(root).runs()
     present = {kind for run in listed for kind in run.tags.values()}
     shown = {view: not present.isdisjoint(kinds) for view, kinds in VIEWS.items()}
     # Images under features/<layer>/<what> have their own tab, and only those are shown there.
@@ -104,7 +107,7 @@ def views(root: Path) -> dict[str, bool]:
     return shown
 
 
-def features(root: Path, run: str) -> dict[str, Any]:
+def features(root: Served, run: str) -> dict[str, Any]:
     """The run's feature pictures by layer, for the Features tab: ``{"run", "steps", "layers": [{"layer", "kinds":
     [{"what", "tag", "steps", "scalars": {name: {"steps", "values"}}}]}]}``, layers and kinds sorted by name.
 
@@ -143,7 +146,7 @@ def _feature(tag: str) -> tuple[str, str] | None:
 
 
 def scalars(
-    root: Path,
+    root: Served,
     run: str,
     tag: str,
     start: int | None = None,
@@ -172,7 +175,7 @@ def scalars(
 
 
 def scalars_batch(
-    root: Path,
+    root: Served,
     tag: str,
     runs: Sequence[str] | None = None,
     start: int | None = None,
@@ -189,7 +192,7 @@ def scalars_batch(
 
 
 def scalars_batch_json(
-    root: Path,
+    root: Served,
     tag: str,
     runs: Sequence[str] | None = None,
     start: int | None = None,
@@ -200,18 +203,26 @@ def scalars_batch_json(
     """:func:`scalars_batch` as compact JSON bytes, which is what the server sends.
 
     Each run's part is the same bytes ``/api/scalars`` would send. The part of a run that no writer holds is
-    kept in :data:`ENCODED`, keyed by the run's file sizes and modification times, so asking again (a reload, a
-    second viewer, zooming back out) costs a ``stat`` per run instead of a read, a downsampling and an encoding.
+    kept in :data:`ENCODED`, keyed by the run's change token (a directory's file sizes and modification times; a
+    database run's count of committed batches), so asking again (a reload, a second viewer, zooming back out)
+    costs a ``stat`` per run (one query for every run in a database) instead of a read, a downsampling and an
+    encoding.
     """
     _check_scalar_options(max_points, encoding)
+    served = _source(root)
     if runs is None:
-        runs = [run.name for run in list_runs(root) if run.tags.get(tag) == SCALAR]
-    parts = [_scalars_encoded(root, run, tag, start, end, max_points, encoding) for run in runs]
+        runs = [run.name for run in served.runs() if run.tags.get(tag) == SCALAR]
+    # Stamped before reading, all at once: a write that lands during or after a read changes its run's stamp, so
+    # a stale answer is never found again.
+    stamps = served.stamps(runs)
+    parts = [
+        _scalars_encoded(served, run, tag, start, end, max_points, encoding, stamp) for run, stamp in zip(runs, stamps)
+    ]
     return b'{"tag":' + _dumps(tag) + b',"series":[' + b",".join(parts) + b"]}"
 
 
 def histograms(
-    root: Path,
+    root: Served,
     run: str,
     tag: str,
     start: int | None = None,
@@ -256,7 +267,7 @@ def histograms(
     }
 
 
-def graph(root: Path, run: str, tag: str = "model") -> dict[str, Any]:
+def graph(root: Served, run: str, tag: str = "model") -> dict[str, Any]:
     """The model graph stored under ``tag`` (the last one, if logged more than once)."""
     records = _records(root, run, tag, GRAPH)
     if not records:
@@ -265,7 +276,7 @@ def graph(root: Path, run: str, tag: str = "model") -> dict[str, Any]:
     return _clean({"run": run, "tag": tag, "modules": g.modules, "ops": g.ops, "ops_method": g.ops_method})
 
 
-def images(root: Path, run: str, tag: str) -> dict[str, Any]:
+def images(root: Served, run: str, tag: str) -> dict[str, Any]:
     """The pictures, sounds or clips of a tag, in the order logged, with the URL of each file (:func:`file_path`).
 
     ``kind`` says which: ``"image"`` (a PNG; points ``{"step", "url", "width", "height", "caption"}``),
@@ -292,7 +303,7 @@ def images(root: Path, run: str, tag: str) -> dict[str, Any]:
     return {"run": run, "tag": tag, "kind": kind, "points": points}
 
 
-def custom_scalars(root: Path) -> dict[str, Any]:
+def custom_scalars(root: Served) -> dict[str, Any]:
     """The custom-scalars layouts of every run (``SummaryWriter.add_custom_scalars``), merged, with the scalar tags
     each chart draws per run: ``{"categories": [{"category", "charts": [{"title", "type": "multiline" | "margin",
     "tags", "runs": {run: [tag, ...]}}]}]}``.
@@ -304,7 +315,7 @@ def custom_scalars(root: Path) -> dict[str, Any]:
     """
     charts: dict[str, dict[str, tuple[str, list[str]]]] = {}
     scalar_tags: dict[str, list[str]] = {}
-    for listed in list_runs(root):
+    for listed in _source(root).runs():
         if "custom_scalars" not in listed.tags.values():
             continue
         scalar_tags[listed.name] = sorted(tag for tag, kind in listed.tags.items() if kind == SCALAR)
@@ -336,7 +347,7 @@ def custom_scalars(root: Path) -> dict[str, Any]:
     return {"categories": categories}
 
 
-def confusion_matrix(root: Path, run: str, tag: str, step: int | None = None) -> dict[str, Any]:
+def confusion_matrix(root: Served, run: str, tag: str, step: int | None = None) -> dict[str, Any]:
     """A confusion matrix at ``step`` (default: the last one logged under the tag), counts and row-normalised.
 
     ``{"run", "tag", "steps": every step logged, "step", "classes", "counts": [K][K] (row = true class),
@@ -361,7 +372,7 @@ def confusion_matrix(root: Path, run: str, tag: str, step: int | None = None) ->
     }
 
 
-def pr_curve(root: Path, run: str, tag: str, step: int | None = None) -> dict[str, Any]:
+def pr_curve(root: Served, run: str, tag: str, step: int | None = None) -> dict[str, Any]:
     """ROC and PR curves and both classes' score distributions of a binary classifier at ``step`` (default: last).
 
     From the counts stored per threshold: ``fpr = fp / (fp + tn)``, ``tpr = recall = tp / (tp + fn)``; ``auc`` is
@@ -396,7 +407,7 @@ def pr_curve(root: Path, run: str, tag: str, step: int | None = None) -> dict[st
     }
 
 
-def sanity_check(root: Path, run: str, tag: str, step: int | None = None) -> dict[str, Any]:
+def sanity_check(root: Served, run: str, tag: str, step: int | None = None) -> dict[str, Any]:
     """A sanity check's similarity curves at ``step`` (default: the last logged under the tag).
 
     ``{"run", "tag", "steps", "step", "mode", "methods", "stages": the check's steps ("original", then each layer
@@ -425,7 +436,7 @@ def sanity_check(root: Path, run: str, tag: str, step: int | None = None) -> dic
     }
 
 
-def faithfulness(root: Path, run: str, tag: str, step: int | None = None) -> dict[str, Any]:
+def faithfulness(root: Served, run: str, tag: str, step: int | None = None) -> dict[str, Any]:
     """Deletion or insertion curves of one or more methods at ``step`` (default: the last logged under the tag).
 
     ``{"run", "tag", "steps", "step", "metric", "probability", "inputs", "fractions", "curves": [{"method",
@@ -450,7 +461,7 @@ def faithfulness(root: Path, run: str, tag: str, step: int | None = None) -> dic
     }
 
 
-def method_comparison(root: Path, run: str, tag: str, step: int | None = None) -> dict[str, Any]:
+def method_comparison(root: Served, run: str, tag: str, step: int | None = None) -> dict[str, Any]:
     """A method comparison table at ``step`` (default: the last logged under the tag), best method first.
 
     ``{"run", "tag", "steps", "step", "metrics", "sort_by", "lower_is_better": {metric: bool}, "rows":
@@ -479,7 +490,7 @@ def method_comparison(root: Path, run: str, tag: str, step: int | None = None) -
     }
 
 
-def explanations(root: Path, run: str, tag: str, step: int | None = None) -> dict[str, Any]:
+def explanations(root: Served, run: str, tag: str, step: int | None = None) -> dict[str, Any]:
     """The explanation gallery at ``step`` (default: the last set logged under the tag): per input its picture,
     true label, prediction, whether they agree, and per method the overlay and heatmap with what it explained.
 
@@ -528,7 +539,7 @@ def explanations(root: Path, run: str, tag: str, step: int | None = None) -> dic
     }
 
 
-def text(root: Path, run: str, tag: str) -> dict[str, Any]:
+def text(root: Served, run: str, tag: str) -> dict[str, Any]:
     """The text notes of a tag, in the order logged."""
     records = _records(root, run, tag, TEXT)
     return {"run": run, "tag": tag, "points": [{"step": t.step, "text": t.text} for t in records]}
@@ -541,7 +552,7 @@ COMPUTED = tuple(f"{method}-{dim}d" for method in ("pca", "tsne", "umap") for di
 DEFAULT_NEIGHBORS = 10
 
 
-def embeddings(root: Path, run: str) -> dict[str, Any]:
+def embeddings(root: Served, run: str) -> dict[str, Any]:
     """The embeddings of a run: ``{"run", "embeddings": [{"tag", "steps", "step", "n", "d", "columns",
     "thumbnails", "stored", "projections"}]}``, one per tag, describing its last step.
 
@@ -550,13 +561,13 @@ def embeddings(root: Path, run: str) -> dict[str, Any]:
     ``stored``: the names of its precomputed projections; ``projections``: those, then the computable
     ``pca-2d`` ... ``umap-3d`` not stored under the same name, in the order the page offers them.
     """
-    directory = run_dir(root, run)
-    stamp = _stamp(directory)
-    key = (str(directory), "embeddings", stamp)
+    served = _source(root)
+    stamp = _stamp(served, run)
+    key = (served.shown, run, "embeddings", stamp)
     found = ITEMS.get(key) if stamp is not None else None
     if found is not None:
         return {"run": run, "embeddings": found}
-    with _reader(root, run) as reader:
+    with _reader(served, run) as reader:
         tags = sorted(tag for tag, kind in reader.tags().items() if kind == EMBEDDING)
         found = []
         for tag in tags:
@@ -571,7 +582,7 @@ def embeddings(root: Path, run: str) -> dict[str, Any]:
                     "n": meta["shape"][0],
                     "d": meta["shape"][1],
                     "columns": _label_header(meta),
-                    "thumbnails": "thumbnails" in _npz_members(reader.path / file),
+                    "thumbnails": "thumbnails" in _npz_members(served.arrays(run, file), file),
                     "stored": stored,
                     "projections": stored + [name for name in COMPUTED if name not in stored],
                 }
@@ -581,7 +592,7 @@ def embeddings(root: Path, run: str) -> dict[str, Any]:
     return {"run": run, "embeddings": found}
 
 
-def embedding_labels(root: Path, run: str, tag: str, step: int | None = None) -> dict[str, Any]:
+def embedding_labels(root: Served, run: str, tag: str, step: int | None = None) -> dict[str, Any]:
     """The label columns of an embedding, compactly: ``{"run", "tag", "step", "n", "columns": [{"name",
     "values": the distinct strings, sorted, "codes": {"dtype": "<u1" | "<u2" | "<i4", "base64"}: each point's
     index into values, in the smallest type that holds them}]}``. With both a ``label`` and a ``prediction``
@@ -598,7 +609,7 @@ def embedding_labels(root: Path, run: str, tag: str, step: int | None = None) ->
     }
 
 
-def projection(root: Path, run: str, tag: str, name: str, step: int | None = None) -> dict[str, Any]:
+def projection(root: Served, run: str, tag: str, name: str, step: int | None = None) -> dict[str, Any]:
     """The 2D or 3D points of a projection of an embedding, computing it when it is not stored.
 
     A projection stored with the embedding under ``name`` comes as it is. Otherwise ``name`` is one of
@@ -620,7 +631,7 @@ def projection(root: Path, run: str, tag: str, name: str, step: int | None = Non
     return _job_answer(run, tag, item, name, False, dim, JOBS.start(item, name, method, dim), True)
 
 
-def projection_status(root: Path, run: str, tag: str, name: str, step: int | None = None) -> dict[str, Any]:
+def projection_status(root: Served, run: str, tag: str, name: str, step: int | None = None) -> dict[str, Any]:
     """:func:`projection`'s answer without the points, and without starting anything: ``status`` is
     ``"absent"`` for a computable projection nobody asked for yet."""
     item = _embedding_item(root, run, tag, step)
@@ -632,7 +643,7 @@ def projection_status(root: Path, run: str, tag: str, name: str, step: int | Non
 
 
 def neighbors(
-    root: Path,
+    root: Served,
     run: str,
     tag: str,
     index: int,
@@ -663,12 +674,12 @@ def neighbors(
     }
 
 
-def thumbnail(root: Path, run: str, tag: str, index: int, step: int | None = None) -> bytes:
+def thumbnail(root: Served, run: str, tag: str, index: int, step: int | None = None) -> bytes:
     """The thumbnail of point ``index`` of an embedding as PNG bytes, for the projector's hover and lists."""
     from PIL import Image as PILImage
 
     item = _embedding_item(root, run, tag, step)
-    if "thumbnails" not in _npz_members(item.path):
+    if "thumbnails" not in _npz_members(item.open(), item.file):
         raise NotFound(f"the embedding {tag!r} of run {run!r} has no thumbnails")
     if not 0 <= index < item.n:
         raise NotFound(f"the embedding {tag!r} of run {run!r} has no point {index}")
@@ -681,30 +692,35 @@ def thumbnail(root: Path, run: str, tag: str, index: int, step: int | None = Non
 class _Item:
     """One embedding record, located: its file, stored description, step and size (nothing read yet)."""
 
-    def __init__(self, path: Path, meta: dict[str, Any], step: int) -> None:
-        self.path, self.meta, self.step = path, meta, step
+    def __init__(self, served: Source, run: str, file: str, meta: dict[str, Any], step: int) -> None:
+        self.served, self.run, self.file, self.meta, self.step = served, run, file, meta, step
         self.n = int(meta["shape"][0])
-        # The file is written once under a fresh name, so its path and modification time name its contents.
-        self.key = (str(path), path.stat().st_mtime_ns)
+        # The file is written once under a fresh name, so where it is (and, on disk, its modification time) names
+        # its contents.
+        self.key = served.file_key(run, file)
+
+    def open(self) -> Any:
+        """The file, for ``numpy.load``."""
+        return self.served.arrays(self.run, self.file)
 
 
-def _embedding_item(root: Path, run: str, tag: str, step: int | None) -> _Item:
+def _embedding_item(root: Served, run: str, tag: str, step: int | None) -> _Item:
     """The embedding record of ``tag`` at ``step`` (default: the last), from :data:`ITEMS` while the run is
     unchanged: its description holds every label, so parsing it again would cost each hover ~0.2 s at 100,000."""
-    directory = run_dir(root, run)
-    stamp = _stamp(directory)
-    key = (str(directory), tag, step, stamp)
+    served = _source(root)
+    stamp = _stamp(served, run)
+    key = (served.shown, run, tag, step, stamp)
     found = ITEMS.get(key) if stamp is not None else None
     if found is not None:
         return found
-    with _reader(root, run) as reader:
+    with _reader(served, run) as reader:
         _check_kind(reader, run, tag, EMBEDDING)
         records = reader.files(tag)
         chosen_step, file, meta = _at_step(records, step, run, tag)
-        path = reader.path / file
-    if not path.is_file():
-        raise NotFound(f"the embedding {tag!r} of run {run!r} at step {chosen_step} is missing its file {file}")
-    item = _Item(path, meta, chosen_step)
+    try:
+        item = _Item(served, run, file, meta, chosen_step)
+    except (OSError, NotFound) as e:
+        raise NotFound(f"the embedding {tag!r} of run {run!r} at step {chosen_step} is missing its file {file}") from e
     if stamp is not None:
         ITEMS.put(key, item)
     return item
@@ -773,20 +789,20 @@ def _computable(run: str, tag: str, name: str, stored: dict[str, Any]) -> tuple[
     return method, int(dim[0])
 
 
-def _npz_members(path: Path) -> list[str]:
+def _npz_members(file: Any, name: str) -> list[str]:
     try:
-        with np.load(path) as arrays:
+        with np.load(file) as arrays:
             return list(arrays.files)
     except (OSError, ValueError) as e:
-        raise NotFound(f"{path.name} cannot be read: {e}") from e
+        raise NotFound(f"{name.rsplit('/', 1)[-1]} cannot be read: {e}") from e
 
 
 def _load(item: _Item, key: str) -> np.ndarray:
     try:
-        with np.load(item.path) as arrays:
+        with np.load(item.open()) as arrays:
             return arrays[key]
     except (OSError, ValueError, KeyError) as e:
-        raise NotFound(f"{item.path.name} cannot be read: {e}") from e
+        raise NotFound(f"{item.file.rsplit('/', 1)[-1]} cannot be read: {e}") from e
 
 
 class _Arrays:
@@ -940,26 +956,7 @@ def _packed32(values: np.ndarray) -> dict[str, str]:
     return {"dtype": dtype, "base64": base64.b64encode(np.ascontiguousarray(values, dtype=dtype).tobytes()).decode()}
 
 
-# ---- paths: nothing outside the served directory ----------------------------------------------------------------
-
-
-def run_dir(root: Path, run: str) -> Path:
-    """The directory of run ``run`` (a name as :func:`runs` lists it) under ``root``.
-
-    Raises:
-        NotFound: for an empty, absolute or ``..`` name, a name that leads outside ``root`` (through a symlink
-            too), or a directory that holds no run.
-    """
-    parts = _parts(run)
-    if parts is None:
-        raise NotFound(f"no run named {run!r}")
-    base = root.resolve()
-    # A run at the root itself is listed under the root's own name (as list_runs does).
-    candidate = base if run == base.name and schema.db_path(base).is_file() else base.joinpath(*parts)
-    resolved = candidate.resolve()
-    if not resolved.is_relative_to(base) or not schema.db_path(resolved).is_file():
-        raise NotFound(f"no run named {run!r}")
-    return resolved
+# ---- files ---------------------------------------------------------------------------------------------------
 
 
 def file_url(run: str, path: str) -> str:
@@ -969,42 +966,20 @@ def file_url(run: str, path: str) -> str:
     return "api/file?" + urlencode({"run": run, "path": path})
 
 
-def file_path(root: Path, run: str, path: str) -> Path:
-    """A file of a run's ``files/`` directory, given by its path relative to the run directory.
-
-    Raises:
-        NotFound: for a path that is absolute, contains ``..``, leaves the run's ``files/`` (through a symlink
-            too), or is not a file.
-    """
-    directory = run_dir(root, run)
-    parts = _parts(path)
-    if parts is None:
-        raise NotFound(f"run {run!r} has no file {path!r}")
-    files = (directory / schema.FILES_DIR).resolve()
-    resolved = directory.joinpath(*parts).resolve()
-    if not resolved.is_relative_to(files) or not resolved.is_file():
-        raise NotFound(f"run {run!r} has no file {path!r}")
-    return resolved
-
-
-def _parts(name: str) -> list[str] | None:
-    """The ``/``-separated parts of a relative name, or ``None`` for an absolute one or one with ``..``, ``.``,
-    empty parts, backslashes or NUL (nothing a run name or a stored file path ever holds)."""
-    parts = name.split("/")
-    if any(p in ("", ".", "..") or "\\" in p or "\0" in p for p in parts):
-        return None
-    return parts
-
-
 # ---- plumbing ---------------------------------------------------------------------------------------------------
 
 
+def _source(root: Served) -> Source:
+    """What a view reads from: a path names a directory of runs."""
+    return root if not isinstance(root, Path) else source(root)
+
+
 @contextmanager
-def _reader(root: Path, run: str) -> Iterator[Reader]:
+def _reader(root: Served, run: str) -> Iterator[Reader]:
     """An open reader of the run, with every failure to read as :class:`NotFound`; closed afterwards."""
-    directory = run_dir(root, run)
+    served = _source(root)
     try:
-        with Reader(directory) as reader:
+        with served.reader(run) as reader:
             yield reader
     except BadInputError as e:  # an unknown tag, or one of another kind
         raise NotFound(str(e)) from e
@@ -1020,7 +995,7 @@ def _check_kind(reader: Reader, run: str, tag: str, kind: str) -> None:
         raise NotFound(f"run {run!r} has no {kind} tag {tag!r}{held}")
 
 
-def _records(root: Path, run: str, tag: str, kind: str) -> list[Any]:
+def _records(root: Served, run: str, tag: str, kind: str) -> list[Any]:
     """The records of a tag of the given kind (for images: their files, unread), or :class:`NotFound`."""
     with _reader(root, run) as reader:
         _check_kind(reader, run, tag, kind)
@@ -1077,37 +1052,30 @@ ENCODED = EncodedCache(64 * 2**20)
 
 
 def _scalars_encoded(
-    root: Path, run: str, tag: str, start: int | None, end: int | None, max_points: int, encoding: str
+    served: Source,
+    run: str,
+    tag: str,
+    start: int | None,
+    end: int | None,
+    max_points: int,
+    encoding: str,
+    stamp: tuple[Any, ...] | None,
 ) -> bytes:
-    """The bytes ``/api/scalars`` sends for one run, from :data:`ENCODED` when the run cannot have changed."""
-    directory = run_dir(root, run)
-    # Stamped before reading: a write that lands during or after the read changes the stamp, so a stale answer
-    # is never found again. The WAL holds commits not yet copied into run.db, so its stamp counts too.
-    stamp = _stamp(directory)
-    key = (str(root), run, tag, start, end, max_points, encoding, stamp)
+    """The bytes ``/api/scalars`` sends for one run, from :data:`ENCODED` when the run cannot have changed (its
+    ``stamp``, taken before reading, is ``None`` while it is written)."""
+    key = (served.shown, run, tag, start, end, max_points, encoding, stamp)
     found = ENCODED.get(key) if stamp is not None else None
     if found is not None:
         return found
-    encoded = _dumps(scalars(root, run, tag, start, end, max_points, encoding))
+    encoded = _dumps(scalars(served, run, tag, start, end, max_points, encoding))
     if stamp is not None:
         ENCODED.put(key, encoded)
     return encoded
 
 
-def _stamp(directory: Path) -> tuple[int, ...] | None:
+def _stamp(served: Source, run: str) -> tuple[Any, ...] | None:
     """What changes whenever the run's data does; ``None`` while a writer holds the run (it may change any time)."""
-    if writer_alive(directory):
-        return None
-    db = schema.db_path(directory)
-    stamp = []
-    for path in (db, db.with_name(db.name + "-wal")):
-        try:
-            info = path.stat()
-        except FileNotFoundError:
-            stamp += [-1, -1, -1]
-        else:
-            stamp += [info.st_ino, info.st_size, info.st_mtime_ns]
-    return tuple(stamp)
+    return served.stamps([run])[0]
 
 
 def _dumps(value: Any) -> bytes:
@@ -1153,9 +1121,7 @@ def _clean(value: Any) -> Any:
     return value
 
 
-def served_root(root: str | os.PathLike[str]) -> Path:
-    """``root`` as an absolute directory, or a :class:`BadInputError` saying what is wrong with it."""
-    path = Path(root).expanduser()
-    if not path.is_dir():
-        raise BadInputError(f"{path} is not a directory: give the directory that holds your runs")
-    return path.resolve()
+def served_root(root: str | os.PathLike[str] | Source) -> Source:
+    """What ``root`` names (:func:`~deepscope.dashboard.sources.source`): a directory of runs, or a PostgreSQL URL's
+    database; a :class:`BadInputError` saying what is wrong with it."""
+    return source(root)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import json
+import mimetypes
 import os
 import secrets
 from pathlib import Path
@@ -36,9 +37,11 @@ class _JSON(JSONResponse):
 
 
 def create_app(root: str | os.PathLike[str], token: str | None = None) -> FastAPI:
-    """The board's app serving the runs under ``root``; with ``token``, every request must carry it."""
+    """The board's app serving the runs under the directory ``root``, or in the PostgreSQL database it names
+    (``postgresql://...``); with ``token``, every request must carry it."""
     base = api.served_root(root)
     app = FastAPI(title="deepscope board", docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.served = base  # what it serves, for the line that announces it
 
     @app.exception_handler(api.NotFound)
     def not_found(request: Request, error: api.NotFound) -> Response:
@@ -170,7 +173,13 @@ def create_app(root: str | os.PathLike[str], token: str | None = None) -> FastAP
 
     @app.get("/api/file")
     def file(run: str, path: str) -> Response:
-        return FileResponse(api.file_path(base, run, path), headers={"X-Content-Type-Options": "nosniff"})
+        # A record's file by its reference: from inside the run directory, or as a row of the database.
+        found = base.file(run, path)
+        headers = {"X-Content-Type-Options": "nosniff"}
+        if isinstance(found, Path):
+            return FileResponse(found, headers=headers)
+        media = mimetypes.guess_type(path)[0] or "application/octet-stream"
+        return Response(found, media_type=media, headers=headers)
 
     @app.get("/")
     def page() -> Response:

@@ -155,4 +155,9 @@ class ReadBackend(Protocol):
         """Whether a writer (of any rank) holds the run right now."""
         ...
 
+    def stamp(self) -> tuple[Any, ...] | None:
+        """A token that changes whenever the run's data does (a cache of what was read from the run keys on it);
+        ``None`` while a writer holds the run, which may change it any time."""
+        ...
+
     def close(self) -> None: ...

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import BadInputError, StoreError, close_names
+from . import schema
 from .backend import ReadBackend
 from .locations import locate, open_reader
 from .records import Record, Stored, codec_named
@@ -73,7 +74,18 @@ class Reader:
 
     def __init__(self, path: str | os.PathLike[str] | None = None, name: str | None = None) -> None:
         path, name = locate(path, name)
-        self._store: ReadBackend = open_reader(path, name)
+        self._over(open_reader(path, name), name)
+
+    @classmethod
+    def over(cls, backend: ReadBackend, name: str | None = None) -> Reader:
+        """A reader of the run an open backend serves (a board's readers share one database connection); closing
+        the reader closes the backend."""
+        reader = cls.__new__(cls)
+        reader._over(backend, name)
+        return reader
+
+    def _over(self, backend: ReadBackend, name: str | None) -> None:
+        self._store: ReadBackend = backend
         if isinstance(self._store, SQLiteReader):
             self.db, self.path = self._store.db, self._store.path
         else:  # a named run in a database: messages name it
@@ -89,6 +101,24 @@ class Reader:
         if info.get("status") == "running" and not self._store.writer_alive():
             info["status"] = "interrupted"
         return info
+
+    def stamp(self) -> tuple[Any, ...] | None:
+        """A token that changes whenever the run's data does, to key a cache of what was read from it; ``None``
+        while a writer holds the run (it may change any time)."""
+        return self._store.stamp()
+
+    def file(self, relative: str) -> bytes:
+        """The content of a record's file, by the reference :meth:`files` lists (``files/...``): from the run
+        directory, or from the database that holds the run. Only a reference of that form is read: a name that leaves
+        the run's ``files/`` (absolute, ``..``) is refused."""
+        parts = relative.split("/")
+        bad = any(p in ("", ".", "..") or "\\" in p or "\0" in p for p in parts)
+        if parts[0] != schema.FILES_DIR or len(parts) < 2 or bad:
+            raise BadInputError(f"{relative!r} is not a file of a run: give a reference as Reader.files lists it")
+        try:
+            return self._store.files.read(relative)
+        except OSError as e:
+            raise StoreError(f"{self._store.files.where(relative)} cannot be read: {e}") from e
 
     def config(self) -> dict[str, Any]:
         """The run's configuration (hyperparameters), as logged."""

@@ -337,6 +337,9 @@ class SQLiteReader:
     def writer_alive(self) -> bool:
         return writer_alive(self.path)
 
+    def stamp(self) -> tuple[Any, ...] | None:
+        return stamp(self.path)
+
     @contextlib.contextmanager
     def _reading(self) -> Iterator[None]:
         with self._lock:
@@ -383,6 +386,23 @@ def _held(path: Path) -> bool:
             return False
     except OSError:
         return False
+
+
+def stamp(run_dir: Path) -> tuple[int, ...] | None:
+    """The change token of a run directory (:meth:`SQLiteReader.stamp`) without opening it: the identity, size and
+    modification time of ``run.db`` and of its WAL, which holds commits not yet copied into ``run.db``."""
+    if writer_alive(run_dir):
+        return None
+    db = schema.db_path(run_dir)
+    stamped = []
+    for path in (db, db.with_name(db.name + "-wal")):
+        try:
+            info = path.stat()
+        except FileNotFoundError:
+            stamped += [-1, -1, -1]
+        else:
+            stamped += [info.st_ino, info.st_size, info.st_mtime_ns]
+    return tuple(stamped)
 
 
 def _open(run_dir: Path, resume: bool) -> tuple[Any, sqlite3.Connection, StoredState]:

@@ -1,0 +1,191 @@
+"""What the board serves: the runs under a directory, or the runs in a PostgreSQL database.
+
+:mod:`deepscope.dashboard.api` reads through a :class:`Source` only: the listing of runs, a run's reader (the
+store's backend seam: :class:`deepscope.store.Reader`), the change tokens of runs (keys of the API's caches, so
+that a finished run is read once, not per request), and a record's file by its reference. A run name or a file
+reference from a request is checked here: a directory's runs and files must lie inside it (:func:`run_dir`,
+:func:`file_path`); a database's runs and files are rows, found by name and reference, never paths on this machine.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+from ..errors import BadInputError, StoreError
+from ..store import Reader, RunSummary, list_runs, schema
+from ..store.postgres import Database as PostgresDatabase
+from ..store.postgres import is_url
+from ..store.sqlite import stamp
+
+
+class NotFound(LookupError):
+    """A run, tag or file that the request names does not exist in the served store (HTTP 404)."""
+
+
+class Source(Protocol):
+    """Where the board's runs are."""
+
+    @property
+    def shown(self) -> str:
+        """What the board serves, in messages (a database's URL without its password)."""
+        ...
+
+    def runs(self) -> list[RunSummary]:
+        """Every run, sorted by name (:func:`deepscope.store.list_runs`)."""
+        ...
+
+    def reader(self, run: str) -> Reader:
+        """A reader of the run ``run`` (a name as :meth:`runs` lists it); :class:`NotFound` if there is none."""
+        ...
+
+    def stamps(self, runs: Sequence[str]) -> list[tuple[Any, ...] | None]:
+        """Each run's change token (:meth:`deepscope.store.Reader.stamp`; ``None`` while written, and for a run that
+        is not there), without opening the runs one by one where the store can say it at once."""
+        ...
+
+    def file(self, run: str, path: str) -> Path | bytes:
+        """A record's file by its reference (``files/...``): a path inside the run directory, or its bytes."""
+        ...
+
+    def arrays(self, run: str, path: str) -> Path | io.BytesIO:
+        """A record's ``.npz`` file (an embedding), for ``numpy.load``, and what names its contents in a cache."""
+        ...
+
+    def file_key(self, run: str, path: str) -> tuple[Any, ...]:
+        """What names a record file's contents in a cache (files are written once, under fresh names)."""
+        ...
+
+
+class Directory:
+    """The runs under a directory (one SQLite database each)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.shown = str(root)
+
+    def runs(self) -> list[RunSummary]:
+        return list_runs(self.root)
+
+    def reader(self, run: str) -> Reader:
+        return Reader(run_dir(self.root, run))
+
+    def stamps(self, runs: Sequence[str]) -> list[tuple[Any, ...] | None]:
+        # A stat per run; a run that is not there raises NotFound when it is read.
+        return [stamp(run_dir(self.root, run)) for run in runs]
+
+    def file(self, run: str, path: str) -> Path:
+        return file_path(self.root, run, path)
+
+    def arrays(self, run: str, path: str) -> Path:
+        return run_dir(self.root, run) / path
+
+    def file_key(self, run: str, path: str) -> tuple[Any, ...]:
+        located = self.arrays(run, path)
+        return (str(located), located.stat().st_mtime_ns)
+
+
+class Database:
+    """The runs in a PostgreSQL database, read over one connection."""
+
+    def __init__(self, url: str) -> None:
+        self.database = PostgresDatabase(url)
+        self.shown = self.database.shown
+        self.database.list_runs()  # reach it now: a wrong URL is an error at start, not on the page
+
+    def runs(self) -> list[RunSummary]:
+        return [
+            RunSummary(name, Path(name), status, created_at, tags)
+            for name, status, created_at, tags in self.database.list_runs()
+        ]
+
+    def reader(self, run: str) -> Reader:
+        try:
+            return Reader.over(self.database.reader(run), run)
+        except StoreError as e:
+            raise NotFound(f"no run named {run!r}" + ("" if "no deepscope run" in str(e) else f" ({e})")) from e
+
+    def stamps(self, runs: Sequence[str]) -> list[tuple[Any, ...] | None]:
+        found = self.database.stamps(list(runs))
+        return [found.get(run) for run in runs]
+
+    def file(self, run: str, path: str) -> bytes:
+        with self.reader(run) as reader:
+            try:
+                return reader.file(path)
+            except (BadInputError, StoreError) as e:
+                raise NotFound(f"run {run!r} has no file {path!r}") from e
+
+    def arrays(self, run: str, path: str) -> io.BytesIO:
+        return io.BytesIO(self.file(run, path))
+
+    def file_key(self, run: str, path: str) -> tuple[Any, ...]:
+        return (self.database.url, run, path)
+
+    def close(self) -> None:
+        self.database.close()
+
+
+def source(root: str | os.PathLike[str] | Source) -> Source:
+    """What ``root`` names: a served source as it is, a PostgreSQL URL's database, else a directory of runs (a
+    :class:`BadInputError` saying what is wrong with it)."""
+    if isinstance(root, Directory | Database):
+        return root
+    if is_url(root):
+        return Database(str(root))
+    path = Path(root).expanduser()  # type: ignore[arg-type]
+    if not path.is_dir():
+        raise BadInputError(f"{path} is not a directory: give the directory that holds your runs")
+    return Directory(path.resolve())
+
+
+# ---- paths: nothing outside the served directory ----------------------------------------------------------------
+
+
+def run_dir(root: Path, run: str) -> Path:
+    """The directory of run ``run`` (a name as :func:`deepscope.store.list_runs` lists it) under ``root``.
+
+    Raises:
+        NotFound: for an empty, absolute or ``..`` name, a name that leads outside ``root`` (through a symlink
+            too), or a directory that holds no run.
+    """
+    parts = _parts(run)
+    if parts is None:
+        raise NotFound(f"no run named {run!r}")
+    base = root.resolve()
+    # A run at the root itself is listed under the root's own name (as list_runs does).
+    candidate = base if run == base.name and schema.db_path(base).is_file() else base.joinpath(*parts)
+    resolved = candidate.resolve()
+    if not resolved.is_relative_to(base) or not schema.db_path(resolved).is_file():
+        raise NotFound(f"no run named {run!r}")
+    return resolved
+
+
+def file_path(root: Path, run: str, path: str) -> Path:
+    """A file of a run's ``files/`` directory, given by its path relative to the run directory.
+
+    Raises:
+        NotFound: for a path that is absolute, contains ``..``, leaves the run's ``files/`` (through a symlink
+            too), or is not a file.
+    """
+    directory = run_dir(root, run)
+    parts = _parts(path)
+    if parts is None:
+        raise NotFound(f"run {run!r} has no file {path!r}")
+    files = (directory / schema.FILES_DIR).resolve()
+    resolved = directory.joinpath(*parts).resolve()
+    if not resolved.is_relative_to(files) or not resolved.is_file():
+        raise NotFound(f"run {run!r} has no file {path!r}")
+    return resolved
+
+
+def _parts(name: str) -> list[str] | None:
+    """The ``/``-separated parts of a relative name, or ``None`` for an absolute one or one with ``..``, ``.``,
+    empty parts, backslashes or NUL (nothing a run name or a stored file path ever holds)."""
+    parts = name.split("/")
+    if any(p in ("", ".", "..") or "\\" in p or "\0" in p for p in parts):
+        return None
+    return parts
