@@ -485,12 +485,16 @@ def explanations(root: Path, run: str, tag: str, step: int | None = None) -> dic
 
     ``{"run", "tag", "steps", "step", "methods", "advice", "misclassified": count, "items": [{"index", "label",
     "prediction", "correct": true/false/null (unknown without labels or predictions), "input": url, "maps":
-    [{"method", "target", "score", "overlay": url, "heatmap": url}]}]}``; each url is :func:`file_url`'s.
+    [{"method", "target", "score", "overlay": url, "heatmap": url}]}], "source"}``; each url is :func:`file_url`'s.
+
+    A sample of an explained data set (``ds.explain_dataset``) numbers its items by their ids in the data set, and
+    ``source`` says where every item is: ``{"path", "items", "misclassified"}`` (``None`` for other sets).
     """
     records = _records(root, run, tag, EXPLANATION)
     step_taken, _, data = _at_step(records, step, run, tag)
 
     labels, predictions = data.get("labels"), data.get("predictions")
+    ids = data.get("items") or range(len(data["inputs"]))
     items = []
     for i, picture in enumerate(data["inputs"]):
         label = labels[i] if labels else None
@@ -508,7 +512,7 @@ def explanations(root: Path, run: str, tag: str, step: int | None = None) -> dic
         correct = None if label is None or prediction is None else label == prediction
         items.append(
             {
-                "index": i,
+                "index": ids[i],
                 "label": label,
                 "prediction": prediction,
                 "correct": correct,
@@ -525,6 +529,7 @@ def explanations(root: Path, run: str, tag: str, step: int | None = None) -> dic
         "advice": ADVICE,
         "misclassified": sum(item["correct"] is False for item in items),
         "items": items,
+        "source": data.get("source"),
     }
 
 

@@ -317,6 +317,8 @@ class Run:
         classes: Sequence[str] | None = None,
         step: int | None = None,
         tag: str = "explanations",
+        items: Sequence[int] | None = None,
+        source: dict[str, Any] | None = None,
         **style: Any,
     ) -> ExplanationSet:
         """Store what ``ds.explain`` returned (one method, or several on the same images) for the board's gallery.
@@ -324,14 +326,17 @@ class Run:
         Each input is kept as a picture with each method's heatmap and overlay (PNG files beside the run), its
         true class (``labels``), the model's class (``predictions``: indices, names or ``[N, K]`` scores), and
         what each method explained with its score; ``classes`` names class indices. ``style``: ``cmap``,
-        ``alpha`` of the overlays. Returns the record stored (:func:`deepscope.track.convert.explanation_set`).
+        ``alpha`` of the overlays. ``items`` and ``source``: for a sample of a data set explained by
+        ``ds.explain_dataset``, each input's id and the Parquet file of every item. Returns the record stored
+        (:func:`deepscope.track.convert.explanation_set`).
         """
         from ..store.records.explanation import explanation_set
 
         if self._closed is not None:  # before drawing any picture
             raise StoreError(self._closed)
         self._check_tag(tag, EXPLANATION)
-        record = explanation_set(explanations, labels, predictions, classes, tag, self._next_step(tag, step), **style)
+        at = self._next_step(tag, step)
+        record = explanation_set(explanations, labels, predictions, classes, tag, at, items=items, source=source, **style)
         self.log_records([record])
         return record
 

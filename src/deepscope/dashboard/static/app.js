@@ -1411,6 +1411,11 @@ const explanations = {
     const items = answer.items.filter((item) => !this.wrongOnly.checked || item.correct === false);
     this.info.textContent = `${answer.items.length} inputs · ${answer.methods.length} methods`
       + (known ? ` · ${answer.misclassified} misclassified` : " · no labels or predictions logged");
+    const source = answer.source; // a sample of a data set explained by ds.explain_dataset: where every item is
+    if (source) {
+      const wrong = source.misclassified === null ? "" : `, ${source.misclassified} misclassified`;
+      this.info.textContent += ` · a sample of ${source.items} items${wrong}; all of them in ${source.path}`;
+    }
     const picture = (url, alt) => el("img", { src: withToken(url), alt, title: alt });
     const head = el("div", { class: "gallery-row head" }, el("span", {}, "input"),
       answer.methods.map((method) => el("span", {}, method)));

@@ -1,0 +1,439 @@
+"""Explaining a whole data set: every item explained by one method of ``ds.explain``, streamed batch by batch into a
+Parquet file (heatmaps as float16, optionally downsampled, with each item's label, prediction, target and score),
+and a sample of the items logged into a run for the board's gallery.
+
+One function does a batch's work (:func:`explain_rows`): the single-process loop here calls it, and so does an
+engine that runs it elsewhere (Ray Data's ``map_batches``), so both write the same rows.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from .. import probe
+from ..batches import batches as as_batches
+from ..errors import BadInputError
+from ..explanation import Explanation
+from ..render import FigureDisplay, NotebookFigure, explanation_grid
+from ..store import parquet
+from ..targets import TargetSpec
+from .base import _check_options, explain, method_class
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from ..track.run import Run
+
+# What the Parquet file of an explained data set holds, one row per item, in the data's order.
+COLUMNS = ("item", "label", "prediction", "target", "score", "heatmap")
+FORMAT = "deepscope.explained_dataset/1"
+
+
+@dataclass
+class DatasetExplanation(FigureDisplay):
+    """A data set explained by one method: where the rows are, how many, and how many the model got wrong.
+
+    Attributes:
+        path: the Parquet file, one row per item in the data's order: ``item`` (its position in the data, or the
+            id the data gave it), ``label`` (null without labels), ``prediction`` (the model's class; null when
+            its output is not a classifier's), ``target`` (the class explained; null for a unit or callable
+            target), ``score`` (the model's score for the target) and ``heatmap`` (float16, a fixed-size list of
+            ``prod(heatmap_shape)`` values per row, row-major; :meth:`heatmaps` reshapes them).
+        method: the method's name; ``options``: the options it ran with (JSON-able ones).
+        items: how many items were explained; ``labelled``: how many had a label.
+        misclassified: how many labelled items the model got wrong (``None`` without labels or predictions).
+        heatmap_shape: each stored heatmap's shape (the input's resolution divided by ``downsample``).
+        downsample: the factor the heatmaps were averaged down by (1: at the input's resolution).
+        sample: the sample logged for the gallery, explained at full resolution (``None`` when none was kept).
+        sample_items: the ``item`` of each row of ``sample``.
+        run, tag, step: where the sample and summary were logged (``None`` without a run).
+    """
+
+    path: Path
+    method: str
+    items: int
+    labelled: int
+    misclassified: int | None
+    heatmap_shape: tuple[int, ...]
+    downsample: int
+    sample: Explanation | None = field(default=None, repr=False)
+    sample_items: list[int] = field(default_factory=list)
+    sample_labels: list[int | None] = field(default_factory=list, repr=False)
+    sample_predictions: list[int | None] = field(default_factory=list, repr=False)
+    options: dict[str, Any] = field(default_factory=dict, repr=False)
+    run: str | None = None
+    tag: str | None = None
+    step: int | None = None
+
+    @property
+    def accuracy(self) -> float | None:
+        """The share of labelled items predicted right, or ``None`` without labels or predictions."""
+        if self.misclassified is None or not self.labelled:
+            return None
+        return 1 - self.misclassified / self.labelled
+
+    def table(self, columns: list[str] | None = None) -> pa.Table:
+        """The Parquet file as a pyarrow Table (``columns``: only these)."""
+        pa = parquet.pyarrow()
+        return pa.parquet.read_table(self.path, columns=columns)
+
+    def heatmaps(self) -> np.ndarray:
+        """Every stored heatmap, float16 ``[items, *heatmap_shape]`` in the file's row order."""
+        return parquet.column_array(self.table(["heatmap"]).column("heatmap"), self.heatmap_shape)
+
+    def figure(self, cmap: str = "jet", alpha: float = 0.5, max_inputs: int = 8) -> NotebookFigure:
+        """The sample: each item and its overlay, titled with its item id, label and prediction."""
+        if self.sample is None:
+            raise BadInputError("no sample was kept (sample=0); read the rows with .table() instead")
+        titles = [
+            f"item {item}: label {'?' if label is None else label}, pred {'?' if pred is None else pred}"
+            for item, label, pred in zip(self.sample_items, self.sample_labels, self.sample_predictions)
+        ]
+        marks = [
+            "misclassified" if label is not None and pred is not None and label != pred else ""
+            for label, pred in zip(self.sample_labels, self.sample_predictions)
+        ]
+        figure = explanation_grid([self.sample], cmap=cmap, alpha=alpha, max_inputs=max_inputs, titles=titles, marks=marks)
+        figure.suptitle(self._summary(), fontsize=9)
+        return figure
+
+    def _summary(self) -> str:
+        wrong = "" if self.misclassified is None else f", {self.misclassified} of {self.labelled} misclassified"
+        return f"{self.items} items explained by {self.method}{wrong} -> {self.path.name}"
+
+    def __repr__(self) -> str:
+        accuracy = "" if self.accuracy is None else f", accuracy={self.accuracy:.4f}"
+        where = "" if self.run is None else f", run={self.run!r}, tag={self.tag!r}, step={self.step}"
+        return (
+            f"DatasetExplanation(path={str(self.path)!r}, method={self.method!r}, items={self.items}, "
+            f"misclassified={self.misclassified}{accuracy}, heatmap_shape={list(self.heatmap_shape)}, "
+            f"downsample={self.downsample}{where})"
+        )
+
+
+def explain_dataset(
+    model: nn.Module,
+    data: object,
+    method: str = "saliency",
+    target: TargetSpec = None,
+    layer: str | None = None,
+    *,
+    path: str | os.PathLike[str] | None = None,
+    run: Run | None = None,
+    tag: str = "explanations",
+    step: int | None = None,
+    downsample: int = 1,
+    sample: int = 16,
+    classes: list[str] | None = None,
+    batch_size: int = 64,
+    progress: bool | None = None,
+    **options: Any,
+) -> DatasetExplanation:
+    """Explain every item of ``data`` with ``method`` and write the heatmaps, with what the model made of each item,
+    to a Parquet file; log a sample into ``run`` for the board's gallery.
+
+    The data are streamed once, ``batch_size`` items per ``ds.explain`` call, each batch's rows appended to the
+    file as they come (a row group per batch): no more than a batch of heatmaps is ever in memory. The model runs
+    as given (call ``model.eval()``) and is left as found, as ``ds.explain`` leaves it.
+
+    The sample the gallery shows holds up to ``sample`` items: the first misclassified ones (up to half of it:
+    seed 000's advice, do not look only at what the model gets right), then the first correctly classified ones,
+    shown in the data's order, drawn from the full-resolution maps. It is logged with ``run.log_explanations`` under
+    ``tag`` and points to the Parquet file (and says how many items it was drawn from and how many are wrong), so
+    the board's "misclassified only" filter works on it.
+
+    Args:
+        model: a ``torch.nn.Module`` (a classifier, for predictions and accuracy).
+        data: a tensor ``[N, ...]``, an ``(inputs, labels)`` pair, or a DataLoader / iterable of batches
+            (:mod:`deepscope.batches`). Items are numbered by their position in the data.
+        method, target, layer, options: as ``ds.explain`` takes them (``options``: the method's own).
+        path: the Parquet file to write (its folder is created). Default, with a run in a directory:
+            ``<run>/datasets/<tag>-<8 random hex digits>.parquet``.
+        run: a :class:`deepscope.Run` to log the sample and summary into.
+        tag, step: where in the run (``step`` continues the tag's own count by default).
+        downsample: store each heatmap averaged over ``downsample x downsample`` blocks (a partial block at the
+            edge is averaged over what it holds): 4 keeps a 224 x 224 map in 56 x 56 (6 KB as float16).
+        sample: how many items the gallery shows (0: none).
+        classes: class names, to show labels and predictions by name in the gallery.
+        batch_size: items per ``ds.explain`` call.
+        progress: show a progress bar; ``None`` shows it on a terminal only.
+
+    Returns:
+        A :class:`DatasetExplanation`: ``path``, ``items``, ``misclassified``, ``accuracy``; Jupyter shows the sample.
+
+    Raises:
+        BadInputError: an unknown method or option, a bad ``downsample``, ``sample`` or ``batch_size``, no
+            ``path`` without a directory run, or data in none of the forms :mod:`deepscope.batches` takes.
+        ImportError: pyarrow is missing (``pip install 'deepscope[parquet]'``).
+    """
+    if not isinstance(model, nn.Module):
+        raise BadInputError(f"model must be a torch.nn.Module, not {type(model).__name__}.")
+    _check_options(method_class(method), dict(options))
+    downsample = _positive(downsample, "downsample")
+    sample = _positive(sample, "sample", minimum=0)
+    batches = as_batches(data, _positive(batch_size, "batch_size"))
+    writer = _RowWriter(_parquet_path(path, run, tag), method, downsample)
+    keeper = _Sample(sample)
+    device = probe.model_device(model)
+    seen = 0
+    explained: Explanation | None = None
+    disable = None if progress is None else not progress
+    try:
+        bar = tqdm(total=batches.count, desc=f"explaining ({method})", unit="batch", disable=disable, leave=False)
+        with bar:
+            for inputs, labels in batches:
+                items = torch.arange(seen, seen + len(inputs))
+                rows, explained = explain_rows(
+                    model, inputs.to(device), labels, items, method, target, layer, downsample, **options
+                )
+                writer.write(rows, explained.options)
+                keeper.offer(rows, explained)
+                seen += len(inputs)
+                bar.update(1)
+    finally:
+        writer.close()
+    if explained is None:
+        raise BadInputError("the data yielded no items.")
+    return _finish(writer, keeper, run, tag, step, classes, explained)
+
+
+def explain_rows(
+    model: nn.Module,
+    inputs: Tensor,
+    labels: Tensor | None,
+    items: Tensor,
+    method: str,
+    target: TargetSpec,
+    layer: str | None,
+    downsample: int,
+    **options: Any,
+) -> tuple[dict[str, np.ndarray | None], Explanation]:
+    """One batch explained: its rows of the Parquet file as NumPy columns (:data:`COLUMNS`; ``label``,
+    ``prediction`` and ``target`` ``None`` where unknown; ``heatmap`` float16 ``[B, *shape]``) and the
+    explanation itself (full resolution, for the sample)."""
+    explained = explain(model, inputs, method=method, target=target, layer=layer, **options)
+    if not isinstance(explained, Explanation):
+        raise BadInputError("explain_dataset explains models of one input tensor; pass the others as forward_args")
+    if target is None and explained.targets is not None:
+        predictions: Tensor | None = explained.targets  # the predicted class is what target=None explains
+    else:
+        with torch.no_grad(), probe.preserved(model):
+            output = probe.run(model, inputs, options.get("output"))
+        predictions = output.argmax(dim=1).cpu() if output.ndim == 2 and output.shape[1] > 1 else None
+    heatmap = _downsampled(explained.heatmap, downsample)
+    rows: dict[str, np.ndarray | None] = {
+        "item": items.detach().cpu().long().numpy(),
+        "label": None if labels is None else labels.detach().cpu().long().numpy(),
+        "prediction": None if predictions is None else predictions.detach().cpu().long().numpy(),
+        "target": None if explained.targets is None else explained.targets.long().numpy(),
+        "score": explained.scores.float().numpy(),
+        "heatmap": heatmap.to(torch.float16).numpy(),
+    }
+    return rows, explained
+
+
+def _downsampled(heatmap: Tensor, factor: int) -> Tensor:
+    """``[N, *spatial]`` maps averaged over ``factor``-wide blocks along each spatial axis (1 or 2 of them)."""
+    if factor == 1:
+        return heatmap
+    spatial = heatmap.ndim - 1
+    if spatial not in (1, 2):
+        raise BadInputError(f"downsample={factor} averages 1-D or 2-D maps; these heatmaps are {list(heatmap.shape)}")
+    pool = torch.nn.functional.avg_pool1d if spatial == 1 else torch.nn.functional.avg_pool2d
+    return pool(heatmap.unsqueeze(1), factor, ceil_mode=True).squeeze(1)  # type: ignore[operator]
+
+
+class _RowWriter:
+    """The Parquet file, written a row group per batch; its schema is fixed by the first batch."""
+
+    def __init__(self, path: Path, method: str, downsample: int) -> None:
+        self.pa = parquet.pyarrow()  # before anything is computed: a missing pyarrow fails at once
+        self.path, self.method, self.downsample = path, method, downsample
+        self.writer: Any = None
+        self.shape: tuple[int, ...] = ()
+        self.items = self.labelled = self.wrong = 0
+        self.predicted = True
+        self.options: dict[str, Any] = {}
+
+    def write(self, rows: dict[str, np.ndarray | None], options: Mapping[str, Any]) -> None:
+        pa = self.pa
+        heatmap = rows["heatmap"]
+        assert heatmap is not None
+        if self.writer is None:
+            self.shape = tuple(heatmap.shape[1:])
+            types = {"item": pa.int64(), "label": pa.int64(), "prediction": pa.int64(), "target": pa.int64()}
+            types |= {"score": pa.float32(), "heatmap": pa.list_(pa.float16(), int(np.prod(self.shape)))}
+            about: dict[str, Any] = {"format": FORMAT, "method": self.method, "downsample": self.downsample}
+            self.options = {k: v for k, v in options.items() if isinstance(v, str | int | float | bool | None)}
+            about["options"] = self.options
+            self.schema = parquet.schema(types, {"heatmap": self.shape}, **about)
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.writer = pa.parquet.ParquetWriter(self.path, self.schema)
+        elif tuple(heatmap.shape[1:]) != self.shape:
+            raise BadInputError(
+                f"every item's heatmap must have one shape to share a file: {list(heatmap.shape[1:])} after "
+                f"{list(self.shape)}; resize the inputs to one size"
+            )
+        n = len(heatmap)
+        columns = {name: rows[name] for name in COLUMNS if name != "heatmap"}
+        arrays = [pa.array(v) if v is not None else pa.nulls(n, pa.int64()) for v in columns.values()]
+        arrays = [a.cast(self.schema.field(name).type) for a, name in zip(arrays, columns)]
+        arrays.append(parquet.array_column(heatmap))
+        self.writer.write_table(pa.Table.from_arrays(arrays, schema=self.schema))
+        self.count(rows)
+
+    def count(self, rows: dict[str, np.ndarray | None]) -> None:
+        labels, predictions = rows["label"], rows["prediction"]
+        self.items += len(rows["item"])  # type: ignore[arg-type]
+        if labels is not None:
+            self.labelled += len(labels)
+        if predictions is None:
+            self.predicted = False
+        elif labels is not None:
+            self.wrong += int((labels != predictions).sum())
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+class _Sample:
+    """The gallery's sample, chosen as the rows go by: the first misclassified items (up to half), then the first
+    right ones. Only those items' input, full-resolution map, score and target are kept (copies, not the batch)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.kept: dict[bool, list[_Kept]] = {True: [], False: []}
+
+    def offer(self, rows: dict[str, np.ndarray | None], explained: Explanation) -> None:
+        labels, predictions = rows["label"], rows["prediction"]
+        for i, item in enumerate(rows["item"]):  # type: ignore[arg-type]
+            label = None if labels is None else int(labels[i])
+            prediction = None if predictions is None else int(predictions[i])
+            wrong = label is not None and prediction is not None and label != prediction
+            if len(self.kept[wrong]) < self.size:
+                self.kept[wrong].append(_Kept.of(int(item), label, prediction, explained, i))
+
+    def chosen(self) -> list[_Kept]:
+        wrong = self.kept[True][: max(self.size // 2, self.size - len(self.kept[False]))]
+        right = self.kept[False][: self.size - len(wrong)]
+        return sorted(wrong + right, key=lambda kept: kept.item)
+
+
+@dataclass
+class _Kept:
+    """One item of the sample."""
+
+    item: int
+    label: int | None
+    prediction: int | None
+    input: Tensor
+    heatmap: Tensor
+    score: Tensor
+    target: Tensor | None
+    described: str
+
+    @classmethod
+    def of(cls, item: int, label: int | None, prediction: int | None, e: Explanation, i: int) -> _Kept:
+        target = None if e.targets is None else e.targets[i].clone()
+        described = e.labels[i] if i < len(e.labels) else ""
+        return cls(item, label, prediction, e.inputs[i].clone(), e.heatmap[i].clone(), e.scores[i], target, described)
+
+
+def _finish(
+    writer: _RowWriter,
+    keeper: _Sample,
+    run: Run | None,
+    tag: str,
+    step: int | None,
+    classes: list[str] | None,
+    template: Explanation,
+) -> DatasetExplanation:
+    chosen = keeper.chosen()
+    sample = _sample_explanation(chosen, template) if chosen else None
+    wrong = writer.wrong if writer.predicted and writer.labelled else None
+    result = DatasetExplanation(
+        path=writer.path,
+        method=writer.method,
+        items=writer.items,
+        labelled=writer.labelled,
+        misclassified=wrong,
+        heatmap_shape=writer.shape,
+        downsample=writer.downsample,
+        sample=sample,
+        sample_items=[c.item for c in chosen],
+        sample_labels=[c.label for c in chosen],
+        sample_predictions=[c.prediction for c in chosen],
+        options=writer.options,
+    )
+    if run is not None and sample is not None:
+        source = {"path": _relative(writer.path, run), "items": writer.items, "misclassified": wrong}
+        known = all(v is not None for v in result.sample_labels)
+        predicted = all(v is not None for v in result.sample_predictions)
+        record = run.log_explanations(
+            sample,
+            labels=result.sample_labels if known else None,
+            predictions=result.sample_predictions if predicted else None,
+            classes=classes,
+            step=step,
+            tag=tag,
+            items=result.sample_items,
+            source=source,
+        )
+        result.run, result.tag, result.step = str(run.path), tag, record.step
+    return result
+
+
+def _sample_explanation(chosen: list[_Kept], template: Explanation) -> Explanation:
+    """The sample's items as one :class:`Explanation` (the method, layer and options of ``template``)."""
+    return Explanation(
+        method=template.method,
+        heatmap=torch.stack([c.heatmap for c in chosen]),
+        attribution=None,
+        targets=None if any(c.target is None for c in chosen) else torch.stack([c.target for c in chosen]),  # type: ignore[misc]
+        scores=torch.stack([c.score for c in chosen]),
+        inputs=torch.stack([c.input for c in chosen]),
+        layer=template.layer,
+        options=template.options,
+        labels=[c.described for c in chosen],
+    )
+
+
+def _parquet_path(path: str | os.PathLike[str] | None, run: Run | None, tag: str) -> Path:
+    if path is not None:
+        found = Path(path)
+        if found.suffix != ".parquet":
+            raise BadInputError(f"path={str(path)!r}: name the Parquet file, ending in .parquet")
+        return found
+    if run is None or not isinstance(run.path, Path):
+        raise BadInputError(
+            "explain_dataset writes a Parquet file: pass path='explained.parquet' (or a run in a directory, "
+            "whose datasets/ folder it then uses)"
+        )
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", tag)
+    return run.path / "datasets" / f"{name}-{uuid.uuid4().hex[:8]}.parquet"
+
+
+def _relative(path: Path, run: Run) -> str:
+    """The file's path relative to the run's directory when it is inside it (the run may move), else absolute."""
+    resolved = path.resolve()
+    if isinstance(run.path, Path) and resolved.is_relative_to(run.path.resolve()):
+        return resolved.relative_to(run.path.resolve()).as_posix()
+    return str(resolved)
+
+
+def _positive(value: object, name: str, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
+        raise BadInputError(f"{name}={value!r} must be an int of at least {minimum}.")
+    return int(value)
