@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from ..track.run import Run
 
 # What the Parquet file of an explained data set holds, one row per item, in the data's order.
-COLUMNS = ("item", "label", "prediction", "target", "score", "heatmap")
+COLUMNS = ("item", "label", "prediction", "target", "score", "heatmap_scale", "heatmap")
 FORMAT = "deepscope.explained_dataset/1"
 
 
@@ -48,8 +48,11 @@ class DatasetExplanation(FigureDisplay):
         path: the Parquet file, one row per item in the data's order: ``item`` (its position in the data, or the
             id the data gave it), ``label`` (null without labels), ``prediction`` (the model's class; null when
             its output is not a classifier's), ``target`` (the class explained; null for a unit or callable
-            target), ``score`` (the model's score for the target) and ``heatmap`` (float16, a fixed-size list of
-            ``prod(heatmap_shape)`` values per row, row-major; :meth:`heatmaps` reshapes them).
+            target), ``score`` (the model's score for the target), ``heatmap`` (float16, a fixed-size list of
+            ``prod(heatmap_shape)`` values per row, row-major, divided by ``heatmap_scale``) and ``heatmap_scale``
+            (float32, the map's largest absolute value; 1 for an all-zero map): gradients of 1e-8 and relevances
+            of 1e6 alike keep float16's 11 bits of precision instead of vanishing or overflowing.
+            :meth:`heatmaps` gives the maps back, scaled and reshaped.
         method: the method's name; ``options``: the options it ran with (JSON-able ones).
         items: how many items were explained; ``labelled``: how many had a label.
         misclassified: how many labelled items the model got wrong (``None`` without labels or predictions).
@@ -89,8 +92,12 @@ class DatasetExplanation(FigureDisplay):
         return pa.parquet.read_table(self.path, columns=columns)
 
     def heatmaps(self) -> np.ndarray:
-        """Every stored heatmap, float16 ``[items, *heatmap_shape]`` in the file's row order."""
-        return parquet.column_array(self.table(["heatmap"]).column("heatmap"), self.heatmap_shape)
+        """Every stored heatmap, float32 ``[items, *heatmap_shape]`` (the float16 values times their scale) in the
+        file's row order."""
+        table = self.table(["heatmap_scale", "heatmap"])
+        maps = parquet.column_array(table.column("heatmap"), self.heatmap_shape).astype(np.float32)
+        scales = table.column("heatmap_scale").to_numpy().astype(np.float32)
+        return maps * scales.reshape(-1, *[1] * len(self.heatmap_shape))
 
     def figure(self, cmap: str = "jet", alpha: float = 0.5, max_inputs: int = 8) -> NotebookFigure:
         """The sample: each item and its overlay, titled with its item id, label and prediction."""
@@ -104,7 +111,9 @@ class DatasetExplanation(FigureDisplay):
             "misclassified" if label is not None and pred is not None and label != pred else ""
             for label, pred in zip(self.sample_labels, self.sample_predictions)
         ]
-        figure = explanation_grid([self.sample], cmap=cmap, alpha=alpha, max_inputs=max_inputs, titles=titles, marks=marks)
+        figure = explanation_grid(
+            [self.sample], cmap=cmap, alpha=alpha, max_inputs=max_inputs, titles=titles, marks=marks
+        )
         figure.suptitle(self._summary(), fontsize=9)
         return figure
 
@@ -138,7 +147,7 @@ def explain_dataset(
     classes: list[str] | None = None,
     batch_size: int = 64,
     progress: bool | None = None,
-    **options: Any,
+    options: Mapping[str, Any] | None = None,
 ) -> DatasetExplanation:
     """Explain every item of ``data`` with ``method`` and write the heatmaps, with what the model made of each item,
     to a Parquet file; log a sample into ``run`` for the board's gallery.
@@ -157,7 +166,8 @@ def explain_dataset(
         model: a ``torch.nn.Module`` (a classifier, for predictions and accuracy).
         data: a tensor ``[N, ...]``, an ``(inputs, labels)`` pair, or a DataLoader / iterable of batches
             (:mod:`deepscope.batches`). Items are numbered by their position in the data.
-        method, target, layer, options: as ``ds.explain`` takes them (``options``: the method's own).
+        method, target, layer: as ``ds.explain`` takes them.
+        options: the method's options, as ``ds.explain`` takes them (a dict: ``batch_size`` here is the data's).
         path: the Parquet file to write (its folder is created). Default, with a run in a directory:
             ``<run>/datasets/<tag>-<8 random hex digits>.parquet``.
         run: a :class:`deepscope.Run` to log the sample and summary into.
@@ -179,6 +189,7 @@ def explain_dataset(
     """
     if not isinstance(model, nn.Module):
         raise BadInputError(f"model must be a torch.nn.Module, not {type(model).__name__}.")
+    options = dict(options or {})
     _check_options(method_class(method), dict(options))
     downsample = _positive(downsample, "downsample")
     sample = _positive(sample, "sample", minimum=0)
@@ -220,7 +231,8 @@ def explain_rows(
     **options: Any,
 ) -> tuple[dict[str, np.ndarray | None], Explanation]:
     """One batch explained: its rows of the Parquet file as NumPy columns (:data:`COLUMNS`; ``label``,
-    ``prediction`` and ``target`` ``None`` where unknown; ``heatmap`` float16 ``[B, *shape]``) and the
+    ``prediction`` and ``target`` ``None`` where unknown; ``heatmap`` float16 ``[B, *shape]`` divided by
+    ``heatmap_scale``) and the
     explanation itself (full resolution, for the sample)."""
     explained = explain(model, inputs, method=method, target=target, layer=layer, **options)
     if not isinstance(explained, Explanation):
@@ -232,13 +244,16 @@ def explain_rows(
             output = probe.run(model, inputs, options.get("output"))
         predictions = output.argmax(dim=1).cpu() if output.ndim == 2 and output.shape[1] > 1 else None
     heatmap = _downsampled(explained.heatmap, downsample)
+    scale = heatmap.abs().flatten(1).amax(dim=1)
+    scale = torch.where(scale > 0, scale, torch.ones_like(scale))
     rows: dict[str, np.ndarray | None] = {
         "item": items.detach().cpu().long().numpy(),
         "label": None if labels is None else labels.detach().cpu().long().numpy(),
         "prediction": None if predictions is None else predictions.detach().cpu().long().numpy(),
         "target": None if explained.targets is None else explained.targets.long().numpy(),
         "score": explained.scores.float().numpy(),
-        "heatmap": heatmap.to(torch.float16).numpy(),
+        "heatmap_scale": scale.float().numpy(),
+        "heatmap": (heatmap / scale.view(-1, *[1] * (heatmap.ndim - 1))).to(torch.float16).numpy(),
     }
     return rows, explained
 
@@ -273,7 +288,8 @@ class _RowWriter:
         if self.writer is None:
             self.shape = tuple(heatmap.shape[1:])
             types = {"item": pa.int64(), "label": pa.int64(), "prediction": pa.int64(), "target": pa.int64()}
-            types |= {"score": pa.float32(), "heatmap": pa.list_(pa.float16(), int(np.prod(self.shape)))}
+            types |= {"score": pa.float32(), "heatmap_scale": pa.float32()}
+            types["heatmap"] = pa.list_(pa.float16(), int(np.prod(self.shape)))
             about: dict[str, Any] = {"format": FORMAT, "method": self.method, "downsample": self.downsample}
             self.options = {k: v for k, v in options.items() if isinstance(v, str | int | float | bool | None)}
             about["options"] = self.options

@@ -28,7 +28,7 @@ def pyarrow() -> Any:
     """The ``pyarrow`` module, or an ImportError that says which extra installs it."""
     try:
         import pyarrow as pa
-        import pyarrow.parquet  # noqa: F401 - registers pa.parquet
+        import pyarrow.parquet  # registers pa.parquet
     except ImportError as e:
         raise ImportError(f"Parquet files need pyarrow: {INSTALL}") from e
     return pa

@@ -336,7 +336,9 @@ class Run:
             raise StoreError(self._closed)
         self._check_tag(tag, EXPLANATION)
         at = self._next_step(tag, step)
-        record = explanation_set(explanations, labels, predictions, classes, tag, at, items=items, source=source, **style)
+        record = explanation_set(
+            explanations, labels, predictions, classes, tag, at, items=items, source=source, **style
+        )
         self.log_records([record])
         return record
 
