@@ -31,7 +31,7 @@ from urllib.parse import urlencode
 import numpy as np
 
 from ..errors import BadInputError, StoreError
-from ..store import Reader, list_runs, schema
+from ..store import Reader, list_runs, parquet, schema
 from ..store.reader import writer_alive
 from ..store.records import LOWER_IS_BETTER, codecs
 from ..store.records.audio import KIND as AUDIO
@@ -543,6 +543,9 @@ def text(root: Path, run: str, tag: str) -> dict[str, Any]:
 
 # The projections the board computes when none is stored under the name: "<method>-<dim>d".
 COMPUTED = tuple(f"{method}-{dim}d" for method in ("pca", "tsne", "umap") for dim in (2, 3))
+# t-SNE and UMAP of a bigger embedding are computed on this many points drawn at random (seed 0), as TensorBoard's
+# projector samples 10,000 for t-SNE: minutes on two cores already; PCA projects every point.
+NONLINEAR_SAMPLE = 20_000
 DEFAULT_NEIGHBORS = 10
 
 
@@ -576,7 +579,7 @@ def embeddings(root: Path, run: str) -> dict[str, Any]:
                     "n": meta["shape"][0],
                     "d": meta["shape"][1],
                     "columns": _label_header(meta),
-                    "thumbnails": "thumbnails" in _npz_members(reader.path / file),
+                    "thumbnails": "thumbnails" in _members(reader.path / file),
                     "stored": stored,
                     "projections": stored + [name for name in COMPUTED if name not in stored],
                 }
@@ -593,7 +596,7 @@ def embedding_labels(root: Path, run: str, tag: str, step: int | None = None) ->
     column, a ``correct`` column (``"wrong"`` / ``"right"``) follows them.
     """
     item = _embedding_item(root, run, tag, step)
-    columns = _cached(item, "labels", lambda: _label_columns(item.meta))
+    columns = _cached(item, "labels", lambda: _label_columns(item))
     return {
         "run": run,
         "tag": tag,
@@ -614,7 +617,9 @@ def projection(root: Path, run: str, tag: str, name: str, step: int | None = Non
     ``{"run", "tag", "step", "name", "stored", "status": "done" | "queued" | "running" | "failed", "n",
     "dim", "seconds", "progress" (the fraction done, or null where the method does not say), "error", "points"}``:
     ``points`` (when done) is ``{"dtype": "<f4", "base64"}``, the row-major ``[n, dim]`` float32 points'
-    little-endian bytes (8 bytes a 2D point, 1,000,000 points in 11 MB).
+    little-endian bytes (8 bytes a 2D point, 1,000,000 points in 11 MB). ``sample``: ``None`` when every point is
+    projected; for t-SNE and UMAP of more than :data:`NONLINEAR_SAMPLE` points, ``{"size", "indices"}``: the
+    points are those of the ``size`` sampled items, whose indices (int32, increasing) come with the points.
     """
     item = _embedding_item(root, run, tag, step)
     stored = item.meta.get("projections") or {}
@@ -673,11 +678,14 @@ def thumbnail(root: Path, run: str, tag: str, index: int, step: int | None = Non
     from PIL import Image as PILImage
 
     item = _embedding_item(root, run, tag, step)
-    if "thumbnails" not in _npz_members(item.path):
+    if "thumbnails" not in _members(item.path):
         raise NotFound(f"the embedding {tag!r} of run {run!r} has no thumbnails")
     if not 0 <= index < item.n:
         raise NotFound(f"the embedding {tag!r} of run {run!r} has no point {index}")
-    pixels = _cached(item, "thumbnails", lambda: _load(item, "thumbnails"))[index]
+    if item.parquet:  # the row group that holds the point, not a million thumbnails
+        pixels = _parquet_row(item, "thumbnails", index)
+    else:
+        pixels = _cached(item, "thumbnails", lambda: _load(item, "thumbnails"))[index]
     out = io.BytesIO()
     PILImage.fromarray(pixels).save(out, format="PNG")
     return out.getvalue()
@@ -689,6 +697,7 @@ class _Item:
     def __init__(self, path: Path, meta: dict[str, Any], step: int) -> None:
         self.path, self.meta, self.step = path, meta, step
         self.n = int(meta["shape"][0])
+        self.parquet = meta.get("format") == "parquet"  # else a .npz with the labels in meta
         # The file is written once under a fresh name, so its path and modification time name its contents.
         self.key = (str(path), path.stat().st_mtime_ns)
 
@@ -746,18 +755,29 @@ ITEMS = _Recent(entries=16)
 
 
 def _label_header(meta: dict[str, Any]) -> list[str]:
+    if meta.get("format") == "parquet":
+        return list(meta["columns"])
     labels = meta.get("labels")
     if labels is None:
         return []
     return list(meta.get("label_header") or (["label"] if not labels or isinstance(labels[0], str) else []))
 
 
-def _label_columns(meta: dict[str, Any]) -> list[tuple[str, list[str], np.ndarray]]:
+def _label_columns(item: _Item) -> list[tuple[str, list[str], np.ndarray]]:
     """Each label column as its distinct values and every point's code into them (plus ``correct``)."""
-    labels, header = meta.get("labels"), _label_header(meta)
-    if labels is None:
-        return []
-    table = np.asarray(labels, dtype=str).reshape(len(labels), -1)
+    header = _label_header(item.meta)
+    if item.parquet:
+        if not header:
+            return []
+        read = _parquet_columns(item, [f"label:{name}" for name in header])
+        table = np.stack(
+            [np.asarray(read.column(i).to_numpy(zero_copy_only=False), dtype=str) for i in range(len(header))], axis=1
+        )
+    else:
+        labels = item.meta.get("labels")
+        if labels is None:
+            return []
+        table = np.asarray(labels, dtype=str).reshape(len(labels), -1)
     columns = []
     for i, name in enumerate(header):
         values, codes = np.unique(table[:, i], return_inverse=True)
@@ -778,15 +798,46 @@ def _computable(run: str, tag: str, name: str, stored: dict[str, Any]) -> tuple[
     return method, int(dim[0])
 
 
-def _npz_members(path: Path) -> list[str]:
+def _members(path: Path) -> list[str]:
+    """The arrays an embedding's file holds (a ``.npz``'s members, a Parquet file's columns)."""
     try:
+        if path.suffix == ".parquet":
+            return list(parquet.pyarrow().parquet.read_schema(path).names)
         with np.load(path) as arrays:
             return list(arrays.files)
     except (OSError, ValueError) as e:
         raise NotFound(f"{path.name} cannot be read: {e}") from e
 
 
+def _parquet_columns(item: _Item, columns: list[str]) -> Any:
+    try:
+        return parquet.pyarrow().parquet.read_table(item.path, columns=columns)
+    except (OSError, ValueError, KeyError) as e:  # pyarrow's errors are ValueError / OSError subclasses
+        raise NotFound(f"{item.path.name} cannot be read: {e}") from e
+
+
+def _shape(item: _Item, key: str) -> list[int]:
+    """The item shape of an array column of a Parquet embedding (its metadata's)."""
+    schema = parquet.pyarrow().parquet.read_schema(item.path)
+    return list(parquet.described(schema.metadata, item.path.name)["shapes"][key])
+
+
+def _parquet_row(item: _Item, key: str, index: int) -> np.ndarray:
+    """Row ``index`` of an array column, reading only the row group that holds it."""
+    file = parquet.pyarrow().parquet.ParquetFile(item.path)
+    start = 0
+    for group in range(file.num_row_groups):
+        rows = file.metadata.row_group(group).num_rows
+        if index < start + rows:
+            column = file.read_row_group(group, columns=[key]).column(key)
+            return parquet.column_array(column.slice(index - start, 1), _shape(item, key))[0]
+        start += rows
+    raise NotFound(f"{item.path.name} has no row {index}")
+
+
 def _load(item: _Item, key: str) -> np.ndarray:
+    if item.parquet:
+        return parquet.column_array(_parquet_columns(item, [key]).column(key), _shape(item, key))
     try:
         with np.load(item.path) as arrays:
             return arrays[key]
@@ -835,6 +886,7 @@ class _Job:
     started: float = 0.0
     seconds: float = 0.0
     progress: float | None = None  # the fraction done, where the method reports one (t-SNE: every 50 iterations)
+    sample: np.ndarray | None = None  # the points projected, when a sample of them (t-SNE, UMAP of big embeddings)
 
 
 class _Jobs:
@@ -861,7 +913,10 @@ class _Jobs:
                 self._jobs.move_to_end(key)
                 return job
             job = self._jobs[key] = _Job(
-                status="queued", started=time.monotonic(), progress=0.0 if method == "tsne" else None
+                status="queued",
+                started=time.monotonic(),
+                progress=0.0 if method == "tsne" else None,
+                sample=_sample(item.n) if method != "pca" else None,
             )
         if method == "pca":  # seconds for a million points: answer at once (a bad input raises here: 422)
             try:
@@ -887,6 +942,8 @@ class _Jobs:
 
         job.status, job.started = "running", time.monotonic()
         features = _cached(item, "features", lambda: _load(item, "features"))
+        if job.sample is not None:
+            features = features[job.sample]
 
         def advanced(fraction: float) -> None:
             job.progress = fraction
@@ -912,6 +969,14 @@ class _Jobs:
 JOBS = _Jobs(max_bytes=512 * 2**20)
 
 
+def _sample(n: int) -> np.ndarray | None:
+    """The points t-SNE or UMAP projects of ``n``: all (``None``) up to :data:`NONLINEAR_SAMPLE`, else that many
+    drawn at random (seed 0: every viewer and every restart sees the same ones), in increasing order."""
+    if n <= NONLINEAR_SAMPLE:
+        return None
+    return np.sort(np.random.default_rng(0).choice(n, NONLINEAR_SAMPLE, replace=False)).astype(np.int32)
+
+
 def _job_answer(
     run: str, tag: str, item: _Item, name: str, stored: bool, dim: int, job: _Job, with_points: bool
 ) -> dict[str, Any]:
@@ -930,6 +995,9 @@ def _job_answer(
         "progress": 1.0 if done else job.progress,
         "error": job.error,
         "points": _packed32(points) if with_points and points is not None else None,
+        "sample": None
+        if job.sample is None
+        else {"size": len(job.sample), "indices": _packed32(job.sample) if with_points and done else None},
     }
 
 

@@ -380,6 +380,7 @@ class Run:
         step: int | None = None,
         classes: Sequence[str] | None = None,
         projections: Mapping[str, Any] | Iterable[Projection] | None = None,
+        parquet: bool | None = None,
     ) -> Embedding:
         """Store feature vectors for the board's Projector: what ``ds.embed`` returned (its labels, predictions
         and thumbnails come along, class indices named by ``classes``), or a plain ``[N, D]`` array.
@@ -387,6 +388,9 @@ class Run:
         ``projections``: points already computed, shown as they are instead of computed on the board: a dict
         ``{name: [N, 2 | 3] points or a Projection}``, or ``ds.project`` results, each named ``"<method>-<dim>d"``
         (``"tsne-2d"``). Without ``step``, the tag continues from its own last step. Returns the record stored.
+
+        ``parquet``: keep the arrays and labels in a Parquet file beside the run instead of a ``.npz`` and the
+        database (``None``: from a million items on, when pyarrow is installed); the board reads either.
         """
         from ..embed.extract import Features
 
@@ -403,7 +407,7 @@ class Run:
                 named[name] = projection.points
             projections = named
         stored = dict(projections) if projections is not None else None
-        record = dataclasses.replace(record, step=self._next_step(tag, step), projections=stored)
+        record = dataclasses.replace(record, step=self._next_step(tag, step), projections=stored, parquet=parquet)
         self.log_records([record])
         return record
 
