@@ -43,11 +43,12 @@ def array_column(values: np.ndarray) -> pa.Array:
 
 
 def column_array(column: pa.ChunkedArray | pa.Array, shape: Sequence[int]) -> np.ndarray:
-    """A fixed-size list column back as ``[N, *shape]`` NumPy values (zero-copy where Arrow allows)."""
+    """A fixed-size list column back as ``[N, *shape]`` NumPy values, writable (a copy: Arrow's own buffers are
+    read-only, which torch.from_numpy warns about)."""
     pa = pyarrow()
     if isinstance(column, pa.ChunkedArray):
         column = column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
-    flat = column.flatten().to_numpy(zero_copy_only=False)
+    flat = column.flatten().to_numpy(zero_copy_only=False, writable=True)
     return flat.reshape(len(column), *shape)
 
 
