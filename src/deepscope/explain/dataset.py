@@ -8,21 +8,25 @@ engine that runs it elsewhere (Ray Data's ``map_batches``), so both write the sa
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import uuid
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+import warnings
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from .. import probe
 from ..batches import batches as as_batches
+from ..engine import Batch, Engine, Job, RayOptions, Rows, is_ray_dataset
+from ..engine import run as run_job
 from ..errors import BadInputError
 from ..explanation import Explanation
 from ..render import FigureDisplay, NotebookFigure, explanation_grid
@@ -132,7 +136,7 @@ class DatasetExplanation(FigureDisplay):
 
 
 def explain_dataset(
-    model: nn.Module,
+    model: nn.Module | Callable[[], nn.Module],
     data: object,
     method: str = "saliency",
     target: TargetSpec = None,
@@ -148,24 +152,31 @@ def explain_dataset(
     batch_size: int = 64,
     progress: bool | None = None,
     options: Mapping[str, Any] | None = None,
+    engine: Engine | None = None,
+    input_column: str = "image",
+    ray: RayOptions | None = None,
 ) -> DatasetExplanation:
     """Explain every item of ``data`` with ``method`` and write the heatmaps, with what the model made of each item,
     to a Parquet file; log a sample into ``run`` for the board's gallery.
 
-    The data are streamed once, ``batch_size`` items per ``ds.explain`` call, each batch's rows appended to the
-    file as they come (a row group per batch): no more than a batch of heatmaps is ever in memory. The model runs
-    as given (call ``model.eval()``) and is left as found, as ``ds.explain`` leaves it.
+    The data are streamed once (:mod:`deepscope.engine`), ``batch_size`` items per ``ds.explain`` call, in this
+    process or on Ray Data actors; each batch's rows are appended to the file as they reach this process (a row
+    group per batch), so no more than a few batches of heatmaps are ever in memory. The file's rows are in item
+    order at the end, whichever order Ray finished the batches in. The model runs as given (call
+    ``model.eval()``) and is left as found, as ``ds.explain`` leaves it.
 
     The sample the gallery shows holds up to ``sample`` items: the first misclassified ones (up to half of it:
     seed 000's advice, do not look only at what the model gets right), then the first correctly classified ones,
-    shown in the data's order, drawn from the full-resolution maps. It is logged with ``run.log_explanations`` under
-    ``tag`` and points to the Parquet file (and says how many items it was drawn from and how many are wrong), so
-    the board's "misclassified only" filter works on it.
+    by item id; their inputs are read again and explained here at full resolution. It is logged with
+    ``run.log_explanations`` under ``tag`` and points to the Parquet file (and says how many items it was drawn
+    from and how many are wrong), so the board's "misclassified only" filter works on it.
 
     Args:
-        model: a ``torch.nn.Module`` (a classifier, for predictions and accuracy).
+        model: a ``torch.nn.Module`` (a classifier, for predictions and accuracy); on Ray also a factory, a
+            callable without arguments that builds it (on each actor, and here for the sample).
         data: a tensor ``[N, ...]``, an ``(inputs, labels)`` pair, or a DataLoader / iterable of batches
-            (:mod:`deepscope.batches`). Items are numbered by their position in the data.
+            (:mod:`deepscope.batches`), items numbered by their position; or a ``ray.data.Dataset`` with columns
+            ``image`` (``input_column``), optionally ``label`` and ``id`` (the item ids; default: row order).
         method, target, layer: as ``ds.explain`` takes them.
         options: the method's options, as ``ds.explain`` takes them (a dict: ``batch_size`` here is the data's).
         path: the Parquet file to write (its folder is created). Default, with a run in a directory:
@@ -178,6 +189,9 @@ def explain_dataset(
         classes: class names, to show labels and predictions by name in the gallery.
         batch_size: items per ``ds.explain`` call.
         progress: show a progress bar; ``None`` shows it on a terminal only.
+        engine: ``None`` (Ray for a Ray data set, else this process), ``"local"`` or ``"ray"``.
+        input_column, ray: the Ray data set's column of inputs, and more Ray options
+            (:class:`~deepscope.engine.RayOptions`).
 
     Returns:
         A :class:`DatasetExplanation`: ``path``, ``items``, ``misclassified``, ``accuracy``; Jupyter shows the sample.
@@ -187,36 +201,29 @@ def explain_dataset(
             ``path`` without a directory run, or data in none of the forms :mod:`deepscope.batches` takes.
         ImportError: pyarrow is missing (``pip install 'deepscope[parquet]'``).
     """
-    if not isinstance(model, nn.Module):
-        raise BadInputError(f"model must be a torch.nn.Module, not {type(model).__name__}.")
     options = dict(options or {})
     _check_options(method_class(method), dict(options))
     downsample = _positive(downsample, "downsample")
     sample = _positive(sample, "sample", minimum=0)
-    batches = as_batches(data, _positive(batch_size, "batch_size"))
-    writer = _RowWriter(_parquet_path(path, run, tag), method, downsample)
-    keeper = _Sample(sample)
-    device = probe.model_device(model)
-    seen = 0
-    explained: Explanation | None = None
-    disable = None if progress is None else not progress
+    batch_size = _positive(batch_size, "batch_size")
+    on_ray = engine == "ray" or (engine is None and is_ray_dataset(data))
+    if not isinstance(model, nn.Module) and not (on_ray and callable(model)):
+        raise BadInputError(f"model must be a torch.nn.Module (or on Ray a factory), not {type(model).__name__}.")
+    ray_options = replace(ray or RayOptions(), input_column=input_column)
+    writer = _Appender(_parquet_path(path, run, tag), method, downsample, sample)
+    job = Job(
+        map=partial(_explain_map, method=method, target=target, layer=layer, downsample=downsample, options=options),
+        merge=writer,
+        desc=f"explaining ({method})",
+        batch_size=batch_size,
+    )
     try:
-        bar = tqdm(total=batches.count, desc=f"explaining ({method})", unit="batch", disable=disable, leave=False)
-        with bar:
-            for inputs, labels in batches:
-                items = torch.arange(seen, seen + len(inputs))
-                rows, explained = explain_rows(
-                    model, inputs.to(device), labels, items, method, target, layer, downsample, **options
-                )
-                writer.write(rows, explained.options)
-                keeper.offer(rows, explained)
-                seen += len(inputs)
-                bar.update(1)
+        run_job(job, model, data, engine, progress, None, ray_options)
     finally:
         writer.close()
-    if explained is None:
-        raise BadInputError("the data yielded no items.")
-    return _finish(writer, keeper, run, tag, step, classes, explained)
+    local = model if isinstance(model, nn.Module) else model()  # type: ignore[operator]
+    explained = _explain_sample(local, data, writer, on_ray, ray_options, batch_size, method, target, layer, options)
+    return _finish(writer, run, tag, step, classes, explained)
 
 
 def explain_rows(
@@ -232,9 +239,9 @@ def explain_rows(
 ) -> tuple[dict[str, np.ndarray | None], Explanation]:
     """One batch explained: its rows of the Parquet file as NumPy columns (:data:`COLUMNS`; ``label``,
     ``prediction`` and ``target`` ``None`` where unknown; ``heatmap`` float16 ``[B, *shape]`` divided by
-    ``heatmap_scale``) and the
-    explanation itself (full resolution, for the sample)."""
-    explained = explain(model, inputs, method=method, target=target, layer=layer, **options)
+    ``heatmap_scale``) and the explanation itself (full resolution)."""
+    with torch.enable_grad():  # the engine runs its maps under no_grad; explanations differentiate
+        explained = explain(model, inputs, method=method, target=target, layer=layer, **options)
     if not isinstance(explained, Explanation):
         raise BadInputError("explain_dataset explains models of one input tensor; pass the others as forward_args")
     if target is None and explained.targets is not None:
@@ -258,6 +265,20 @@ def explain_rows(
     return rows, explained
 
 
+def _explain_map(
+    model: nn.Module,
+    batch: Batch,
+    method: str,
+    target: TargetSpec,
+    layer: str | None,
+    downsample: int,
+    options: dict[str, Any],
+) -> Rows:
+    """The engine's map: a batch's rows, the unknown columns left out (the engine's rows are arrays only)."""
+    rows, _ = explain_rows(model, batch.inputs, batch.labels, batch.ids, method, target, layer, downsample, **options)
+    return {name: values for name, values in rows.items() if values is not None}
+
+
 def _downsampled(heatmap: Tensor, factor: int) -> Tensor:
     """``[N, *spatial]`` maps averaged over ``factor``-wide blocks along each spatial axis (1 or 2 of them)."""
     if factor == 1:
@@ -269,30 +290,43 @@ def _downsampled(heatmap: Tensor, factor: int) -> Tensor:
     return pool(heatmap.unsqueeze(1), factor, ceil_mode=True).squeeze(1)  # type: ignore[operator]
 
 
-class _RowWriter:
-    """The Parquet file, written a row group per batch; its schema is fixed by the first batch."""
+class _Appender:
+    """The engine's merge: appends each batch's rows to the Parquet file (a row group per batch, its rows in item
+    order), counts items and mistakes, and keeps the candidates of the sample (the ``size`` smallest ids of the
+    misclassified items and of the others). It runs in this process only; the copy Ray sends to its actors along
+    with the job is never called there, and pickles without the open file."""
 
-    def __init__(self, path: Path, method: str, downsample: int) -> None:
-        self.pa = parquet.pyarrow()  # before anything is computed: a missing pyarrow fails at once
-        self.path, self.method, self.downsample = path, method, downsample
+    def __init__(self, path: Path, method: str, downsample: int, size: int) -> None:
+        parquet.pyarrow()  # before anything is computed: a missing pyarrow fails at once
+        self.path, self.method, self.downsample, self.size = path, method, downsample, size
         self.writer: Any = None
         self.shape: tuple[int, ...] = ()
         self.items = self.labelled = self.wrong = 0
         self.predicted = True
         self.options: dict[str, Any] = {}
+        self.ranges: list[tuple[int, int]] = []  # each row group's first and last item
+        self.candidates: dict[bool, np.ndarray] = {}  # misclassified or not -> [k, 3] (item, label, prediction)
 
-    def write(self, rows: dict[str, np.ndarray | None], options: Mapping[str, Any]) -> None:
-        pa = self.pa
-        heatmap = rows["heatmap"]
-        assert heatmap is not None
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "writer": None}
+
+    def __call__(self, merged: Rows | None, rows: Rows) -> Rows:
+        full: dict[str, np.ndarray | None] = {name: rows.get(name) for name in COLUMNS}
+        order = np.argsort(rows["item"], kind="stable")
+        full = {name: None if v is None else v[order] for name, v in full.items()}
+        self.write(full)
+        return {}
+
+    def write(self, rows: dict[str, np.ndarray | None]) -> None:
+        pa = parquet.pyarrow()
+        heatmap, items = rows["heatmap"], rows["item"]
+        assert heatmap is not None and items is not None
         if self.writer is None:
             self.shape = tuple(heatmap.shape[1:])
             types = {"item": pa.int64(), "label": pa.int64(), "prediction": pa.int64(), "target": pa.int64()}
             types |= {"score": pa.float32(), "heatmap_scale": pa.float32()}
             types["heatmap"] = pa.list_(pa.float16(), int(np.prod(self.shape)))
             about: dict[str, Any] = {"format": FORMAT, "method": self.method, "downsample": self.downsample}
-            self.options = {k: v for k, v in options.items() if isinstance(v, str | int | float | bool | None)}
-            about["options"] = self.options
             self.schema = parquet.schema(types, {"heatmap": self.shape}, **about)
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.writer = pa.parquet.ParquetWriter(self.path, self.schema)
@@ -307,78 +341,121 @@ class _RowWriter:
         arrays = [a.cast(self.schema.field(name).type) for a, name in zip(arrays, columns)]
         arrays.append(parquet.array_column(heatmap))
         self.writer.write_table(pa.Table.from_arrays(arrays, schema=self.schema))
+        self.ranges.append((int(items[0]), int(items[-1])))
         self.count(rows)
 
     def count(self, rows: dict[str, np.ndarray | None]) -> None:
-        labels, predictions = rows["label"], rows["prediction"]
-        self.items += len(rows["item"])  # type: ignore[arg-type]
+        items, labels, predictions = rows["item"], rows["label"], rows["prediction"]
+        assert items is not None
+        self.items += len(items)
         if labels is not None:
             self.labelled += len(labels)
         if predictions is None:
             self.predicted = False
         elif labels is not None:
             self.wrong += int((labels != predictions).sum())
+        unknown = np.full(len(items), -1, dtype=np.int64)
+        known = np.stack(
+            [items, unknown if labels is None else labels, unknown if predictions is None else predictions], 1
+        )
+        wrong = np.zeros(len(items), bool) if labels is None or predictions is None else labels != predictions
+        for kind in (True, False):
+            found = np.concatenate([self.candidates.get(kind, known[:0]), known[wrong == kind]])
+            self.candidates[kind] = found[np.argsort(found[:, 0], kind="stable")][: self.size]
+
+    def chosen(self) -> np.ndarray:
+        """The sample: ``[k, 3]`` (item, label, prediction; -1 where unknown), in item order."""
+        empty = np.zeros((0, 3), np.int64)
+        wrong, right = self.candidates.get(True, empty), self.candidates.get(False, empty)
+        wrong = wrong[: max(self.size // 2, self.size - len(right))]
+        both = np.concatenate([wrong, right[: self.size - len(wrong)]])
+        return both[np.argsort(both[:, 0], kind="stable")]
 
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
+            self.writer = None
+            _in_item_order(self.path, self.ranges)
 
 
-class _Sample:
-    """The gallery's sample, chosen as the rows go by: the first misclassified items (up to half), then the first
-    right ones. Only those items' input, full-resolution map, score and target are kept (copies, not the batch)."""
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self.kept: dict[bool, list[_Kept]] = {True: [], False: []}
-
-    def offer(self, rows: dict[str, np.ndarray | None], explained: Explanation) -> None:
-        labels, predictions = rows["label"], rows["prediction"]
-        for i, item in enumerate(rows["item"]):  # type: ignore[arg-type]
-            label = None if labels is None else int(labels[i])
-            prediction = None if predictions is None else int(predictions[i])
-            wrong = label is not None and prediction is not None and label != prediction
-            if len(self.kept[wrong]) < self.size:
-                self.kept[wrong].append(_Kept.of(int(item), label, prediction, explained, i))
-
-    def chosen(self) -> list[_Kept]:
-        wrong = self.kept[True][: max(self.size // 2, self.size - len(self.kept[False]))]
-        right = self.kept[False][: self.size - len(wrong)]
-        return sorted(wrong + right, key=lambda kept: kept.item)
+def _in_item_order(path: Path, ranges: list[tuple[int, int]]) -> None:
+    """Rewrite the file with its rows in item order when the row groups came out of order (Ray finishes batches
+    as it pleases): row group by row group when their item ranges do not overlap (a batch is a run of consecutive
+    rows), else by sorting the whole table in memory."""
+    firsts = [first for first, _ in ranges]
+    order = sorted(range(len(ranges)), key=lambda g: firsts[g])
+    if order == list(range(len(ranges))) and all(a[1] < b[0] for a, b in itertools.pairwise(ranges)):
+        return
+    pa = parquet.pyarrow()
+    file = pa.parquet.ParquetFile(path)
+    temporary = path.with_suffix(".sorting")
+    separate = all(ranges[a][1] < ranges[b][0] for a, b in itertools.pairwise(order))
+    with pa.parquet.ParquetWriter(temporary, file.schema_arrow) as out:
+        if separate:
+            for group in order:
+                out.write_table(file.read_row_group(group))
+        else:
+            out.write_table(file.read().sort_by("item"))
+    os.replace(temporary, path)
 
 
-@dataclass
-class _Kept:
-    """One item of the sample."""
+def _explain_sample(
+    model: nn.Module,
+    data: object,
+    writer: _Appender,
+    on_ray: bool,
+    ray_options: RayOptions,
+    batch_size: int,
+    method: str,
+    target: TargetSpec,
+    layer: str | None,
+    options: dict[str, Any],
+) -> Explanation | None:
+    """The sample's inputs, read again (up to the last one chosen), explained here at full resolution."""
+    chosen = writer.chosen()
+    if not len(chosen):
+        return None
+    wanted = chosen[:, 0].tolist()
+    if on_ray:
+        from ..ray_engine import dataset_of
 
-    item: int
-    label: int | None
-    prediction: int | None
-    input: Tensor
-    heatmap: Tensor
-    score: Tensor
-    target: Tensor | None
-    described: str
-
-    @classmethod
-    def of(cls, item: int, label: int | None, prediction: int | None, e: Explanation, i: int) -> _Kept:
-        target = None if e.targets is None else e.targets[i].clone()
-        described = e.labels[i] if i < len(e.labels) else ""
-        return cls(item, label, prediction, e.inputs[i].clone(), e.heatmap[i].clone(), e.scores[i], target, described)
+        dataset = dataset_of(data, ray_options, batch_size)
+        id_column, column = ray_options.id_column, ray_options.input_column
+        keep = set(wanted)
+        found = dataset.filter(lambda row: int(row[id_column]) in keep).take_all()
+        by_id = {int(row[id_column]): torch.as_tensor(np.asarray(row[column])) for row in found}
+    else:
+        by_id, seen, last = {}, 0, max(wanted)
+        keep = set(wanted)
+        for inputs, _ in as_batches(data, batch_size):
+            for i in range(len(inputs)):
+                if seen + i in keep:
+                    by_id[seen + i] = inputs[i].detach().cpu()
+            seen += len(inputs)
+            if seen > last:
+                break
+    inputs = torch.stack([by_id[i] for i in wanted]).to(probe.model_device(model))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # said once already, by the pass over the data
+        explained = explain(model, inputs, method=method, target=target, layer=layer, **options)
+    assert isinstance(explained, Explanation)
+    return explained
 
 
 def _finish(
-    writer: _RowWriter,
-    keeper: _Sample,
+    writer: _Appender,
     run: Run | None,
     tag: str,
     step: int | None,
     classes: list[str] | None,
-    template: Explanation,
+    sample: Explanation | None,
 ) -> DatasetExplanation:
-    chosen = keeper.chosen()
-    sample = _sample_explanation(chosen, template) if chosen else None
+    chosen = writer.chosen()
     wrong = writer.wrong if writer.predicted and writer.labelled else None
+
+    def known(values: np.ndarray) -> list[int | None]:
+        return [None if v < 0 else int(v) for v in values.tolist()]
+
     result = DatasetExplanation(
         path=writer.path,
         method=writer.method,
@@ -388,18 +465,18 @@ def _finish(
         heatmap_shape=writer.shape,
         downsample=writer.downsample,
         sample=sample,
-        sample_items=[c.item for c in chosen],
-        sample_labels=[c.label for c in chosen],
-        sample_predictions=[c.prediction for c in chosen],
-        options=writer.options,
+        sample_items=chosen[:, 0].tolist(),
+        sample_labels=known(chosen[:, 1]),
+        sample_predictions=known(chosen[:, 2]),
+        options={} if sample is None else sample.options,
     )
     if run is not None and sample is not None:
         source = {"path": _relative(writer.path, run), "items": writer.items, "misclassified": wrong}
-        known = all(v is not None for v in result.sample_labels)
+        labelled = all(v is not None for v in result.sample_labels)
         predicted = all(v is not None for v in result.sample_predictions)
         record = run.log_explanations(
             sample,
-            labels=result.sample_labels if known else None,
+            labels=result.sample_labels if labelled else None,
             predictions=result.sample_predictions if predicted else None,
             classes=classes,
             step=step,
@@ -409,21 +486,6 @@ def _finish(
         )
         result.run, result.tag, result.step = str(run.path), tag, record.step
     return result
-
-
-def _sample_explanation(chosen: list[_Kept], template: Explanation) -> Explanation:
-    """The sample's items as one :class:`Explanation` (the method, layer and options of ``template``)."""
-    return Explanation(
-        method=template.method,
-        heatmap=torch.stack([c.heatmap for c in chosen]),
-        attribution=None,
-        targets=None if any(c.target is None for c in chosen) else torch.stack([c.target for c in chosen]),  # type: ignore[misc]
-        scores=torch.stack([c.score for c in chosen]),
-        inputs=torch.stack([c.input for c in chosen]),
-        layer=template.layer,
-        options=template.options,
-        labels=[c.described for c in chosen],
-    )
 
 
 def _parquet_path(path: str | os.PathLike[str] | None, run: Run | None, tag: str) -> Path:
