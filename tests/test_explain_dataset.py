@@ -193,3 +193,22 @@ def test_bad_arguments_say_what_to_change(arguments: dict, message: str, tmp_pat
     with pytest.raises(BadInputError, match=message):
         ds.explain_dataset(tiny_cnn(), torch.rand(2, 3, 8, 8), progress=False, **arguments)
     assert not (tmp_path / "e.parquet").exists()
+
+
+def test_batches_that_arrive_out_of_order_end_in_item_order(tmp_path: Path) -> None:
+    from deepscope.explain.dataset import _Appender
+
+    def rows(first: int, n: int) -> dict:
+        items = np.arange(first, first + n)[::-1].copy()  # each batch's rows reversed too
+        return {"item": items, "score": items.astype(np.float32), "heatmap_scale": np.ones(n, np.float32),
+                "heatmap": np.zeros((n, 2, 2), np.float16)}  # fmt: skip
+
+    for name, batches in {"separate": [(8, 4), (0, 4), (4, 4)], "overlapping": [(8, 4), (0, 9)]}.items():
+        appender = _Appender(tmp_path / f"{name}.parquet", "saliency", 1, 2)
+        for first, n in batches:
+            appender(None, rows(first, n))
+        appender.close()
+        table = pq.read_table(tmp_path / f"{name}.parquet")
+        items = table.column("item").to_pylist()
+        assert items == sorted(items) and table.column("score").to_pylist() == [float(i) for i in items], name
+        assert pq.ParquetFile(tmp_path / f"{name}.parquet").num_row_groups == (3 if name == "separate" else 1)
