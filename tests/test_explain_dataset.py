@@ -212,3 +212,14 @@ def test_batches_that_arrive_out_of_order_end_in_item_order(tmp_path: Path) -> N
         items = table.column("item").to_pylist()
         assert items == sorted(items) and table.column("score").to_pylist() == [float(i) for i in items], name
         assert pq.ParquetFile(tmp_path / f"{name}.parquet").num_row_groups == (3 if name == "separate" else 1)
+
+
+def test_the_model_is_left_as_found(data, tmp_path: Path) -> None:
+    from conftest import hooks_left
+
+    model = tiny_cnn()
+    model.conv1.weight.requires_grad_(False)
+    flags = [p.requires_grad for p in model.parameters()]
+    ds.explain_dataset(model, data[0][:8], method="guided_gradcam", path=tmp_path / "e.parquet", progress=False)
+    assert [p.requires_grad for p in model.parameters()] == flags and not model.training
+    assert hooks_left(model) == 0 and all(p.grad is None for p in model.parameters())
