@@ -223,3 +223,36 @@ def test_the_model_is_left_as_found(data, tmp_path: Path) -> None:
     ds.explain_dataset(model, data[0][:8], method="guided_gradcam", path=tmp_path / "e.parquet", progress=False)
     assert [p.requires_grad for p in model.parameters()] == flags and not model.training
     assert hooks_left(model) == 0 and all(p.grad is None for p in model.parameters())
+
+
+def test_the_gallery_page_shows_the_sample_and_filters_its_misclassified_items(data, tmp_path: Path) -> None:
+    """The board's page (headless Chromium) on a run that explain_dataset logged into."""
+    from conftest import CHROMIUM, CHROMIUM_ARGS, serving
+
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium)")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    pytest.importorskip("uvicorn")
+    from deepscope.dashboard import create_app
+
+    model, (x, labels) = tiny_cnn(), data
+    with ds.Run(tmp_path / "runs" / "a") as run:
+        result = ds.explain_dataset(model, (x, labels), method="gradcam", run=run, sample=6, progress=False)
+    wrong = [i for i, y, p in zip(result.sample_items, result.sample_labels, result.sample_predictions) if y != p]
+    assert len(wrong) == 3
+    with serving(create_app(tmp_path / "runs")) as url, sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        page = browser.new_page()
+        problems: list[str] = []
+        page.on("pageerror", lambda e: problems.append(str(e)))
+        page.goto(f"{url}/?view=explanations")
+        page.wait_for_function("() => document.querySelectorAll('.gallery-row:not(.head)').length === 6")
+        rows = "(rs) => rs.map((r) => Number(r.dataset.index))"
+        assert page.eval_on_selector_all(".gallery-row:not(.head)", rows) == result.sample_items
+        info = page.inner_text('.view[data-view="explanations"] .note')
+        assert f"a sample of {N} items, {result.misclassified} misclassified" in info and result.path.name in info
+        page.check('.view[data-view="explanations"] aside input[type=checkbox]')
+        page.wait_for_function("() => document.querySelectorAll('.gallery-row:not(.head)').length === 3")
+        assert page.eval_on_selector_all(".gallery-row:not(.head)", rows) == wrong
+        browser.close()
+    assert not problems
