@@ -256,3 +256,13 @@ def test_the_gallery_page_shows_the_sample_and_filters_its_misclassified_items(d
         assert page.eval_on_selector_all(".gallery-row:not(.head)", rows) == wrong
         browser.close()
     assert not problems
+
+
+def test_a_generator_is_explained_without_a_sample(data, tmp_path: Path) -> None:
+    x, labels = data[0][:8], data[1][:8]
+    batches = ((x[i : i + 4], labels[i : i + 4]) for i in range(0, 8, 4))
+    with ds.Run(tmp_path / "r") as run, pytest.warns(UserWarning, match="read again"):
+        result = ds.explain_dataset(tiny_cnn(), batches, method="saliency", run=run, progress=False)
+    assert result.items == 8 and result.sample is None and result.sample_items == []
+    assert pq.read_table(result.path).column("item").to_pylist() == list(range(8))
+    assert Reader(tmp_path / "r").tags() == {}  # nothing to show in the gallery

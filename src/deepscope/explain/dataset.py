@@ -434,6 +434,13 @@ def _explain_sample(
             seen += len(inputs)
             if seen > last:
                 break
+    if len(by_id) < len(wanted):  # a one-shot iterator (a generator) cannot be read again
+        warnings.warn(
+            "explain_dataset: the data could not be read again for the sample's inputs (a generator?); no sample is "
+            "logged. Pass a tensor, a pair or a DataLoader to get one.",
+            stacklevel=3,
+        )
+        return None
     inputs = torch.stack([by_id[i] for i in wanted]).to(probe.model_device(model))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # said once already, by the pass over the data
@@ -450,7 +457,7 @@ def _finish(
     classes: list[str] | None,
     sample: Explanation | None,
 ) -> DatasetExplanation:
-    chosen = writer.chosen()
+    chosen = writer.chosen() if sample is not None else np.zeros((0, 3), np.int64)
     wrong = writer.wrong if writer.predicted and writer.labelled else None
 
     def known(values: np.ndarray) -> list[int | None]:
