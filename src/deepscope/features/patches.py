@@ -381,11 +381,26 @@ def top_order(rows: Rows, k: int) -> np.ndarray:
 
 
 def merge_top(merged: Rows | None, rows: Rows, k: int) -> Rows:
-    """The merge of :func:`top_patches`: both sets of rows, pruned to those in some unit's top ``k`` (exact, and
-    the same whatever order the rows come in)."""
+    """The merge of :func:`top_patches`: both sets of rows, pruned to those that reach some unit's ``k``-th
+    largest value (ties at that value kept, so the exact order of :func:`top_order` can be taken at the end):
+    exact, and the same whatever order the rows come in."""
+    if merged is not None and len(merged["value"]) >= k:
+        # New rows below every unit's k-th value so far can never enter: dropped before anything is copied.
+        new = (rows["value"] >= _kth(merged["value"], k)).any(axis=1)
+        if not new.any():
+            return merged
+        rows = {key: value[new] for key, value in rows.items()}
     both = concat(merged, rows)
-    keep = np.unique(top_order(both, k))
-    return {key: value[keep] for key, value in both.items()}
+    values = both["value"]
+    if len(values) <= k:
+        return both
+    keep = (values >= _kth(values, k)).any(axis=1)
+    return both if keep.all() else {key: value[keep] for key, value in both.items()}
+
+
+def _kth(values: np.ndarray, k: int) -> np.ndarray:
+    """``[U]`` each unit's ``k``-th largest value (``torch.topk``: fast; which of equal rows it picks is moot)."""
+    return torch.from_numpy(np.ascontiguousarray(values)).topk(k, dim=0).values[-1].numpy()
 
 
 WHOLE_INPUT = "whole input"
