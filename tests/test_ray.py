@@ -39,7 +39,9 @@ def local_ray() -> Iterator[None]:
     # Classes of this file (the fragile model) travel by value: the actors cannot import the test module.
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
     temp = tempfile.mkdtemp(prefix="dsray", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _temp_dir=temp)
+    # The actors import this checkout's deepscope, wherever the tests run from.
+    env = {"env_vars": {"PYTHONPATH": str(Path(ds.__file__).resolve().parents[1])}}
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _temp_dir=temp, runtime_env=env)
     try:
         yield
     finally:
@@ -163,7 +165,7 @@ def test_top_patches_on_a_loopback_cluster_of_two_nodes(tmp_path: Path) -> None:
     """A head and a worker node (`ray start`), a driver in its own interpreter with `ray.init(address=...)`."""
     port = _free_port()
     ray_cli = str(Path(sys.executable).parent / "ray")
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONPATH": str(Path(ds.__file__).parents[1])}
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONPATH": str(Path(ds.__file__).resolve().parents[1])}
     temp = tempfile.mkdtemp(prefix="dsray", dir="/tmp")
     common = ["--num-cpus=1", "--block", "--disable-usage-stats"]
     head = subprocess.Popen(
