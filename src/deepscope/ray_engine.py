@@ -76,7 +76,7 @@ def run(
     seen = 0
     with tqdm(desc=f"{job.desc} (Ray)", unit="item", disable=disable, leave=False) as bar:
         for rows in mapped.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=options.prefetch):
-            rows = {key: np.asarray(value) for key, value in rows.items()}
+            rows = {key: np.array(value) for key, value in rows.items()}  # writable: Ray's arrays are read-only
             merged = job.merge(merged, rows)
             count = len(next(iter(rows.values()))) if rows else 0
             seen += count
