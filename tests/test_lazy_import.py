@@ -38,6 +38,17 @@ def test_the_board_side_does_not_import_torch(statement: str) -> None:
     assert python(f"{statement}\nimport sys\nprint('torch' in sys.modules)").strip() == "False"
 
 
+def test_pyarrow_is_imported_only_to_read_or_write_parquet() -> None:
+    code = """
+    import sys
+    import deepscope as ds
+    import deepscope.dashboard.server, deepscope.store.parquet
+    ds.explain_dataset, ds.Run, ds.embed
+    print('pyarrow' in sys.modules)
+    """
+    assert python(code).strip() == "False"
+
+
 def test_a_served_board_answers_without_importing_torch(tmp_path: Path) -> None:
     with ds.Run(tmp_path / "a") as run:
         run.log_series("loss", np.arange(50), np.linspace(1, 0, 50))

@@ -40,6 +40,8 @@ BUILDERS = {
     "MethodComparison": "ds.compare_methods(model, x[:2], methods=['saliency'], steps=4, random=False, progress=False)",
     "Faithfulness": "ds.faithfulness(model, x[:2], ds.explain(model, x[:2], method='saliency'), steps=4)",
     "ConfidentlyWrong": "ds.confidently_wrong(model, (x, labels), k=2, method='saliency', progress=False)",
+    "DatasetExplanation": "ds.explain_dataset(model, (x, labels), method='saliency', sample=2, progress=False, "
+    "path=tempfile.mkdtemp() + '/explained.parquet')",
     "Filters": "ds.filters(model, 'conv1')",
     "Activations": "ds.activations(model, x, 'relu1', k=4)",
     "DeadUnits": "ds.dead_units(model, x, progress=False)",

@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     )
     from .evaluate.confidently_wrong import confidently_wrong
     from .evaluate.faithfulness import faithfulness
-    from .explain import compare, describe, explain, methods
+    from .explain import DatasetExplanation, compare, describe, explain, explain_dataset, methods
     from .explanation import Explanation, MultiInputExplanation
     from .features.activations import activations, dead_units
     from .features.dream import dream
@@ -70,7 +70,7 @@ _LAZY = {
         ],
         ".evaluate",
     ),
-    **dict.fromkeys(["compare", "describe", "explain", "methods"], ".explain"),
+    **dict.fromkeys(["DatasetExplanation", "compare", "describe", "explain", "explain_dataset", "methods"], ".explain"),
     **dict.fromkeys(["Explanation", "MultiInputExplanation"], ".explanation"),
     **dict.fromkeys(
         ["activations", "dead_units", "dream", "filters", "maximize", "multifaceted", "receptive_field", "top_patches"],
@@ -84,6 +84,7 @@ _LAZY = {
 
 __all__ = [
     "BadInputError",
+    "DatasetExplanation",
     "DeepscopeError",
     "Explanation",
     "Features",
@@ -111,6 +112,7 @@ __all__ = [
     "embed",
     "evaluate_model",
     "explain",
+    "explain_dataset",
     "faithfulness",
     "filters",
     "maximize",

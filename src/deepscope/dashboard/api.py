@@ -33,7 +33,7 @@ from urllib.parse import urlencode
 import numpy as np
 
 from ..errors import BadInputError, StoreError
-from ..store import Reader
+from ..store import Reader, parquet
 from ..store.records import LOWER_IS_BETTER, codecs
 from ..store.records.audio import KIND as AUDIO
 from ..store.records.comparison import KIND as COMPARISON
@@ -496,12 +496,16 @@ def explanations(root: Served, run: str, tag: str, step: int | None = None) -> d
 
     ``{"run", "tag", "steps", "step", "methods", "advice", "misclassified": count, "items": [{"index", "label",
     "prediction", "correct": true/false/null (unknown without labels or predictions), "input": url, "maps":
-    [{"method", "target", "score", "overlay": url, "heatmap": url}]}]}``; each url is :func:`file_url`'s.
+    [{"method", "target", "score", "overlay": url, "heatmap": url}]}], "source"}``; each url is :func:`file_url`'s.
+
+    A sample of an explained data set (``ds.explain_dataset``) numbers its items by their ids in the data set, and
+    ``source`` says where every item is: ``{"path", "items", "misclassified"}`` (``None`` for other sets).
     """
     records = _records(root, run, tag, EXPLANATION)
     step_taken, _, data = _at_step(records, step, run, tag)
 
     labels, predictions = data.get("labels"), data.get("predictions")
+    ids = data.get("items") or range(len(data["inputs"]))
     items = []
     for i, picture in enumerate(data["inputs"]):
         label = labels[i] if labels else None
@@ -519,7 +523,7 @@ def explanations(root: Served, run: str, tag: str, step: int | None = None) -> d
         correct = None if label is None or prediction is None else label == prediction
         items.append(
             {
-                "index": i,
+                "index": ids[i],
                 "label": label,
                 "prediction": prediction,
                 "correct": correct,
@@ -536,6 +540,7 @@ def explanations(root: Served, run: str, tag: str, step: int | None = None) -> d
         "advice": ADVICE,
         "misclassified": sum(item["correct"] is False for item in items),
         "items": items,
+        "source": data.get("source"),
     }
 
 
@@ -549,6 +554,9 @@ def text(root: Served, run: str, tag: str) -> dict[str, Any]:
 
 # The projections the board computes when none is stored under the name: "<method>-<dim>d".
 COMPUTED = tuple(f"{method}-{dim}d" for method in ("pca", "tsne", "umap") for dim in (2, 3))
+# t-SNE and UMAP of a bigger embedding are computed on this many points drawn at random (seed 0), as TensorBoard's
+# projector samples 10,000 for t-SNE: minutes on two cores already; PCA projects every point.
+NONLINEAR_SAMPLE = 20_000
 DEFAULT_NEIGHBORS = 10
 
 
@@ -582,7 +590,7 @@ def embeddings(root: Served, run: str) -> dict[str, Any]:
                     "n": meta["shape"][0],
                     "d": meta["shape"][1],
                     "columns": _label_header(meta),
-                    "thumbnails": "thumbnails" in _npz_members(served.arrays(run, file), file),
+                    "thumbnails": "thumbnails" in _members(served.arrays(run, file), file),
                     "stored": stored,
                     "projections": stored + [name for name in COMPUTED if name not in stored],
                 }
@@ -599,7 +607,7 @@ def embedding_labels(root: Served, run: str, tag: str, step: int | None = None) 
     column, a ``correct`` column (``"wrong"`` / ``"right"``) follows them.
     """
     item = _embedding_item(root, run, tag, step)
-    columns = _cached(item, "labels", lambda: _label_columns(item.meta))
+    columns = _cached(item, "labels", lambda: _label_columns(item))
     return {
         "run": run,
         "tag": tag,
@@ -620,7 +628,9 @@ def projection(root: Served, run: str, tag: str, name: str, step: int | None = N
     ``{"run", "tag", "step", "name", "stored", "status": "done" | "queued" | "running" | "failed", "n",
     "dim", "seconds", "progress" (the fraction done, or null where the method does not say), "error", "points"}``:
     ``points`` (when done) is ``{"dtype": "<f4", "base64"}``, the row-major ``[n, dim]`` float32 points'
-    little-endian bytes (8 bytes a 2D point, 1,000,000 points in 11 MB).
+    little-endian bytes (8 bytes a 2D point, 1,000,000 points in 11 MB). ``sample``: ``None`` when every point is
+    projected; for t-SNE and UMAP of more than :data:`NONLINEAR_SAMPLE` points, ``{"size", "indices"}``: the
+    points are those of the ``size`` sampled items, whose indices (int32, increasing) come with the points.
     """
     item = _embedding_item(root, run, tag, step)
     stored = item.meta.get("projections") or {}
@@ -679,11 +689,14 @@ def thumbnail(root: Served, run: str, tag: str, index: int, step: int | None = N
     from PIL import Image as PILImage
 
     item = _embedding_item(root, run, tag, step)
-    if "thumbnails" not in _npz_members(item.open(), item.file):
+    if "thumbnails" not in _members(item.open(), item.file):
         raise NotFound(f"the embedding {tag!r} of run {run!r} has no thumbnails")
     if not 0 <= index < item.n:
         raise NotFound(f"the embedding {tag!r} of run {run!r} has no point {index}")
-    pixels = _cached(item, "thumbnails", lambda: _load(item, "thumbnails"))[index]
+    if item.parquet:  # the row group that holds the point, not a million thumbnails
+        pixels = _parquet_row(item, "thumbnails", index)
+    else:
+        pixels = _cached(item, "thumbnails", lambda: _load(item, "thumbnails"))[index]
     out = io.BytesIO()
     PILImage.fromarray(pixels).save(out, format="PNG")
     return out.getvalue()
@@ -698,10 +711,16 @@ class _Item:
         # The file is written once under a fresh name, so where it is (and, on disk, its modification time) names
         # its contents.
         self.key = served.file_key(run, file)
+        self.parquet = meta.get("format") == "parquet"  # else a .npz with the labels in meta
 
     def open(self) -> Any:
         """The file, for ``numpy.load``."""
         return self.served.arrays(self.run, self.file)
+
+    @property
+    def name(self) -> str:
+        """The file's name, for messages."""
+        return self.file.rsplit("/", 1)[-1]
 
 
 def _embedding_item(root: Served, run: str, tag: str, step: int | None) -> _Item:
@@ -757,18 +776,29 @@ ITEMS = _Recent(entries=16)
 
 
 def _label_header(meta: dict[str, Any]) -> list[str]:
+    if meta.get("format") == "parquet":
+        return list(meta["columns"])
     labels = meta.get("labels")
     if labels is None:
         return []
     return list(meta.get("label_header") or (["label"] if not labels or isinstance(labels[0], str) else []))
 
 
-def _label_columns(meta: dict[str, Any]) -> list[tuple[str, list[str], np.ndarray]]:
+def _label_columns(item: _Item) -> list[tuple[str, list[str], np.ndarray]]:
     """Each label column as its distinct values and every point's code into them (plus ``correct``)."""
-    labels, header = meta.get("labels"), _label_header(meta)
-    if labels is None:
-        return []
-    table = np.asarray(labels, dtype=str).reshape(len(labels), -1)
+    header = _label_header(item.meta)
+    if item.parquet:
+        if not header:
+            return []
+        read = _parquet_columns(item, [f"label:{name}" for name in header])
+        table = np.stack(
+            [np.asarray(read.column(i).to_numpy(zero_copy_only=False), dtype=str) for i in range(len(header))], axis=1
+        )
+    else:
+        labels = item.meta.get("labels")
+        if labels is None:
+            return []
+        table = np.asarray(labels, dtype=str).reshape(len(labels), -1)
     columns = []
     for i, name in enumerate(header):
         values, codes = np.unique(table[:, i], return_inverse=True)
@@ -789,15 +819,46 @@ def _computable(run: str, tag: str, name: str, stored: dict[str, Any]) -> tuple[
     return method, int(dim[0])
 
 
-def _npz_members(file: Any, name: str) -> list[str]:
+def _members(file: Any, name: str) -> list[str]:
+    """The arrays an embedding's file holds (a ``.npz``'s members, a Parquet file's columns)."""
     try:
+        if name.endswith(".parquet"):
+            return list(parquet.pyarrow().parquet.read_schema(file).names)
         with np.load(file) as arrays:
             return list(arrays.files)
     except (OSError, ValueError) as e:
         raise NotFound(f"{name.rsplit('/', 1)[-1]} cannot be read: {e}") from e
 
 
+def _parquet_columns(item: _Item, columns: list[str]) -> Any:
+    try:
+        return parquet.pyarrow().parquet.read_table(item.open(), columns=columns)
+    except (OSError, ValueError, KeyError) as e:  # pyarrow's errors are ValueError / OSError subclasses
+        raise NotFound(f"{item.name} cannot be read: {e}") from e
+
+
+def _shape(item: _Item, key: str) -> list[int]:
+    """The item shape of an array column of a Parquet embedding (its metadata's)."""
+    schema = parquet.pyarrow().parquet.read_schema(item.open())
+    return list(parquet.described(schema.metadata, item.name)["shapes"][key])
+
+
+def _parquet_row(item: _Item, key: str, index: int) -> np.ndarray:
+    """Row ``index`` of an array column, reading only the row group that holds it."""
+    file = parquet.pyarrow().parquet.ParquetFile(item.open())
+    start = 0
+    for group in range(file.num_row_groups):
+        rows = file.metadata.row_group(group).num_rows
+        if index < start + rows:
+            column = file.read_row_group(group, columns=[key]).column(key)
+            return parquet.column_array(column.slice(index - start, 1), _shape(item, key))[0]
+        start += rows
+    raise NotFound(f"{item.name} has no row {index}")
+
+
 def _load(item: _Item, key: str) -> np.ndarray:
+    if item.parquet:
+        return parquet.column_array(_parquet_columns(item, [key]).column(key), _shape(item, key))
     try:
         with np.load(item.open()) as arrays:
             return arrays[key]
@@ -846,6 +907,7 @@ class _Job:
     started: float = 0.0
     seconds: float = 0.0
     progress: float | None = None  # the fraction done, where the method reports one (t-SNE: every 50 iterations)
+    sample: np.ndarray | None = None  # the points projected, when a sample of them (t-SNE, UMAP of big embeddings)
 
 
 class _Jobs:
@@ -872,7 +934,10 @@ class _Jobs:
                 self._jobs.move_to_end(key)
                 return job
             job = self._jobs[key] = _Job(
-                status="queued", started=time.monotonic(), progress=0.0 if method == "tsne" else None
+                status="queued",
+                started=time.monotonic(),
+                progress=0.0 if method == "tsne" else None,
+                sample=_sample(item.n) if method != "pca" else None,
             )
         if method == "pca":  # seconds for a million points: answer at once (a bad input raises here: 422)
             try:
@@ -898,6 +963,8 @@ class _Jobs:
 
         job.status, job.started = "running", time.monotonic()
         features = _cached(item, "features", lambda: _load(item, "features"))
+        if job.sample is not None:
+            features = features[job.sample]
 
         def advanced(fraction: float) -> None:
             job.progress = fraction
@@ -923,6 +990,14 @@ class _Jobs:
 JOBS = _Jobs(max_bytes=512 * 2**20)
 
 
+def _sample(n: int) -> np.ndarray | None:
+    """The points t-SNE or UMAP projects of ``n``: all (``None``) up to :data:`NONLINEAR_SAMPLE`, else that many
+    drawn at random (seed 0: every viewer and every restart sees the same ones), in increasing order."""
+    if n <= NONLINEAR_SAMPLE:
+        return None
+    return np.sort(np.random.default_rng(0).choice(n, NONLINEAR_SAMPLE, replace=False)).astype(np.int32)
+
+
 def _job_answer(
     run: str, tag: str, item: _Item, name: str, stored: bool, dim: int, job: _Job, with_points: bool
 ) -> dict[str, Any]:
@@ -941,6 +1016,9 @@ def _job_answer(
         "progress": 1.0 if done else job.progress,
         "error": job.error,
         "points": _packed32(points) if with_points and points is not None else None,
+        "sample": None
+        if job.sample is None
+        else {"size": len(job.sample), "indices": _packed32(job.sample) if with_points and done else None},
     }
 
 

@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from dataclasses import dataclass, field, replace
+from functools import partial
+from typing import Literal
 
 import numpy as np
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from .. import probe
-from ..batches import batches as as_batches
+from ..engine import Batch, Engine, Job, RayOptions, Rows, concat, in_id_order, is_ray_dataset
+from ..engine import run as run_job
 from ..errors import BadInputError
 from ..store.records import Embedding
 
@@ -113,6 +113,9 @@ def embed(
     max_items: int | None = None,
     batch_size: int = 256,
     thumbnail_size: int | None = 32,
+    engine: Engine | None = None,
+    input_column: str = "image",
+    ray: RayOptions | None = None,
 ) -> Features:
     """The features of ``layer`` for every item of ``data``, with its labels, the model's predictions and thumbnails.
 
@@ -122,38 +125,73 @@ def embed(
 
     Args:
         model: any ``nn.Module`` that takes one tensor, or a Keras 3 model on the torch backend (its inputs in its
-            own layout, e.g. ``[N, H, W, C]``; its layers named as in Keras).
+            own layout, e.g. ``[N, H, W, C]``; its layers named as in Keras). On Ray also a factory: a callable
+            without arguments that builds the model on each actor.
         data: a tensor ``[N, ...]``, an ``(inputs, labels)`` pair of tensors (both split into ``batch_size``
-            batches), or a DataLoader / iterable yielding ``(inputs, labels, ...)`` batches or bare input tensors.
+            batches), a DataLoader / iterable yielding ``(inputs, labels, ...)`` batches or bare input tensors, or a
+            ``ray.data.Dataset`` with columns ``image`` (``input_column``) and optionally ``label`` and ``id``.
         layer: a name from ``model.named_modules()``; a wrong name lists the closest ones.
         pool: ``"avg"`` (global average pooling of conv maps), ``"max"`` (global max pooling) or ``"flatten"``.
             Outputs ``[B, D]`` are kept as they are.
         progress: show a progress bar; ``None`` shows it on a terminal only.
-        device: where to run; default: the model's device.
-        max_items: stop after this many items.
-        batch_size: batch size when ``data`` is a tensor.
+        device: where to run; default: the model's device (on Ray: each actor's GPU, or its CPU).
+        max_items: stop after this many items (this process only).
+        batch_size: items per forward pass.
         thumbnail_size: longer side of the kept thumbnails in pixels; ``None`` or 0 keeps none.
+        engine: ``None`` (Ray for a Ray data set, else this process), ``"local"`` or ``"ray"``
+            (:mod:`deepscope.engine`).
+        input_column: the Ray data set's column of inputs.
+        ray: more Ray options (:class:`~deepscope.engine.RayOptions`: actors, CPUs per actor, columns).
 
     Returns:
-        :class:`Features` with ``features [N, D]``, ``labels``, ``predictions`` and ``thumbnails``.
+        :class:`Features` with ``features [N, D]``, ``labels``, ``predictions`` and ``thumbnails``, in the data's
+        order (on Ray: by the data set's ``id`` column, or its row order).
     """
-    given, model = model, probe.torch_model(model)
     if pool not in POOLS:
         raise BadInputError(f"pool={pool!r} is not one of {', '.join(map(repr, POOLS))}.")
     if max_items is not None and max_items < 1:
         raise BadInputError(f"max_items={max_items}; pass a positive number of items, or None for all.")
     if batch_size < 1:
         raise BadInputError(f"batch_size={batch_size}; pass a positive batch size.")
-    module = probe.named_layer(model, layer)
-    batches = as_batches(data, batch_size)
-    target = torch.device(device) if device is not None else probe.model_device(model)
-    if any(m.training and isinstance(m, _MODE_DEPENDENT) for m in model.modules()):
-        warnings.warn(
-            f"{type(model).__name__} is in training mode: dropout and batch statistics change the features. "
-            "Call model.eval() first (deepscope does not change the mode for you).",
-            stacklevel=2,
-        )
+    on_ray = engine == "ray" or (engine is None and is_ray_dataset(data))
+    job = Job(
+        map=partial(embed_rows, layer=layer, pool=pool, thumbnail_size=thumbnail_size, device=device),
+        merge=concat,
+        desc=f"embedding {layer}",
+        batch_size=batch_size,
+    )
+    options = replace(ray or RayOptions(), input_column=input_column)
+    if on_ray and not isinstance(model, nn.Module) and probe.keras_backend(model) is None:
+        rows = run_job(job, model, data, engine="ray", progress=progress, ray=options)  # a factory
+    else:
+        torch_model = probe.torch_model(model)
+        probe.named_layer(torch_model, layer)  # a wrong name is reported before any data is read
+        if any(m.training and isinstance(m, _MODE_DEPENDENT) for m in torch_model.modules()):
+            warnings.warn(
+                f"{type(torch_model).__name__} is in training mode: dropout and batch statistics change the features. "
+                "Call model.eval() first (deepscope does not change the mode for you).",
+                stacklevel=2,
+            )
+        with probe.preserved(torch_model):
+            rows = run_job(job, model, data, engine, progress, max_items, options)
+    rows = in_id_order(rows)
+    return Features(
+        features=torch.from_numpy(rows["features"]),
+        labels=torch.from_numpy(rows["label"]).long() if "label" in rows else None,
+        predictions=torch.from_numpy(rows["prediction"]).long() if "prediction" in rows else None,
+        thumbnails=rows.get("thumbnail"),
+        layer=layer,
+        pool=pool,
+    )
 
+
+def embed_rows(
+    given: object, batch: Batch, layer: str, pool: str, thumbnail_size: int | None, device: torch.device | str | None
+) -> Rows:
+    """The map of :func:`embed`: one batch's pooled features, predictions, labels and thumbnails, with its ids."""
+    model = probe.torch_model(given)
+    module = probe.named_layer(model, layer)
+    target = torch.device(device) if device is not None else probe.model_device(model)
     pooled: list[Tensor] = []
 
     def hook(_module: nn.Module, _inputs: object, output: object) -> None:
@@ -164,66 +202,27 @@ def embed(
         same = features.untyped_storage().data_ptr() == tensor.untyped_storage().data_ptr()
         pooled.append(features.clone() if same else features)
 
-    rows: list[Tensor] = []
-    labels: list[Tensor] = []
-    predictions: list[Tensor] = []
-    thumbs: list[np.ndarray] = []
-    count = 0
-    disable = None if progress is None else not progress
-    with probe.preserved(model), probe.Hooks() as hooks, torch.no_grad():
+    inputs = probe.from_model_layout(given, batch.inputs)
+    assert isinstance(inputs, Tensor)
+    with probe.Hooks() as hooks, torch.no_grad():
         hooks.add(module.register_forward_hook(hook))
-        bar = tqdm(total=batches.count, desc=f"embedding {layer}", unit="batch", disable=disable, leave=False)
-        with bar:
-            for batch in _iterate(batches, bar):
-                inputs, target_labels = batch
-                inputs = probe.from_model_layout(given, inputs)  # type: ignore[assignment]
-                if max_items is not None:
-                    inputs = inputs[: max_items - count]
-                    target_labels = None if target_labels is None else target_labels[: max_items - count]
-                pooled.clear()
-                output = probe.run(model, inputs.to(target, non_blocking=True))
-                if not pooled:
-                    raise BadInputError(
-                        f"layer {layer!r} was not called in the forward pass; choose a layer that forward() uses."
-                    )
-                if len(pooled) > 1 and count == 0:
-                    warnings.warn(
-                        f"layer {layer!r} is called {len(pooled)} times per forward pass; keeping its last call.",
-                        stacklevel=2,
-                    )
-                rows.append(pooled[-1].float().cpu())
-                if output.ndim == 2 and output.shape[1] > 1:
-                    predictions.append(output.argmax(dim=1).cpu())
-                if target_labels is not None:
-                    if len(target_labels) != len(inputs):
-                        raise BadInputError(
-                            f"a batch has {len(inputs)} inputs but {len(target_labels)} labels; give one per input."
-                        )
-                    labels.append(target_labels.cpu())
-                if thumbnail_size:
-                    small = thumbnails(inputs, thumbnail_size)
-                    if small is not None:
-                        thumbs.append(small)
-                count += len(inputs)
-                if max_items is not None and count >= max_items:
-                    break
-    if not rows:
-        raise BadInputError("the data yielded no batches.")
-    features = torch.cat(rows)
-    return Features(
-        features=features,
-        labels=torch.cat(labels) if len(labels) == len(rows) else None,
-        predictions=torch.cat(predictions) if len(predictions) == len(rows) else None,
-        thumbnails=np.concatenate(thumbs) if len(thumbs) == len(rows) else None,
-        layer=layer,
-        pool=pool,
-    )
-
-
-def _iterate(batches: Iterable[Any], bar: tqdm) -> Iterator[Any]:
-    for batch in batches:
-        yield batch
-        bar.update(1)
+        output = probe.run(model, inputs.to(target, non_blocking=True))
+    if not pooled:
+        raise BadInputError(f"layer {layer!r} was not called in the forward pass; choose a layer that forward() uses.")
+    if len(pooled) > 1 and int(batch.ids[0]) == 0:
+        warnings.warn(
+            f"layer {layer!r} is called {len(pooled)} times per forward pass; keeping its last call.", stacklevel=2
+        )
+    rows: Rows = {"id": batch.ids.numpy(), "features": pooled[-1].float().cpu().numpy()}
+    if output.ndim == 2 and output.shape[1] > 1:
+        rows["prediction"] = output.argmax(dim=1).cpu().numpy()
+    if batch.labels is not None:
+        rows["label"] = batch.labels.numpy()
+    if thumbnail_size:
+        small = thumbnails(inputs, thumbnail_size)
+        if small is not None:
+            rows["thumbnail"] = small
+    return rows
 
 
 def as_matrix(features: object, what: str = "features") -> Tensor:

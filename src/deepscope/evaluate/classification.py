@@ -6,16 +6,16 @@ Everything is computed with torch/numpy; scikit-learn is the reference in the te
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from .. import probe
-from ..batches import batches as as_batches
+from ..engine import Batch, Engine, Job, RayOptions, Rows, concat, in_id_order, is_ray_dataset
+from ..engine import run as run_job
 from ..errors import BadInputError
 from ..render import FigureDisplay, NotebookFigure, new_figure
 
@@ -157,42 +157,57 @@ def confusion_matrix(y_true: object, y_pred: object, classes: ClassNames = None)
 
 
 def evaluate_model(
-    model: nn.Module, loader: Iterable[Any], classes: ClassNames = None, progress: bool | None = None
+    model: nn.Module,
+    loader: Iterable[Any],
+    classes: ClassNames = None,
+    progress: bool | None = None,
+    batch_size: int = 256,
+    engine: Engine | None = None,
+    input_column: str = "image",
+    label_column: str = "label",
+    ray: RayOptions | None = None,
 ) -> ConfusionMatrix:
-    """Run ``model`` over a DataLoader and build its confusion matrix (with a tqdm bar).
+    """Run ``model`` over a data set and build its confusion matrix (with a tqdm bar).
 
     Args:
         model: a classifier returning ``[B, K]`` scores; it is run as given (call ``model.eval()`` first) under
             ``torch.no_grad``, on its own device.
-        loader: yields ``(inputs, labels, ...)`` batches, as a torchvision data set's DataLoader does.
+        loader: yields ``(inputs, labels, ...)`` batches, as a torchvision data set's DataLoader does; or
+            ``(inputs, labels)`` tensors; or a ``ray.data.Dataset`` with ``image`` and ``label`` columns.
         classes: the number of classes or their names; default: the model's number of outputs.
         progress: show a progress bar; ``None`` shows it on a terminal only.
+        batch_size: items per forward pass when the data are tensors or a Ray data set.
+        engine: ``None`` (Ray for a Ray data set, else this process), ``"local"`` or ``"ray"``
+            (:mod:`deepscope.engine`).
+        input_column, label_column: the Ray data set's columns.
+        ray: more Ray options (:class:`~deepscope.engine.RayOptions`).
 
     Returns:
-        A :class:`ConfusionMatrix` that also keeps ``labels`` and the softmax ``scores`` for
+        A :class:`ConfusionMatrix` that also keeps ``labels`` and the softmax ``scores`` (in the data's order) for
         :func:`binary_report`.
     """
-    if not isinstance(model, nn.Module):
+    if not isinstance(model, nn.Module) and not (engine == "ray" or is_ray_dataset(loader)):
         raise BadInputError(f"model must be a torch.nn.Module, not {type(model).__name__}.")
-    device = probe.model_device(model)
-    labels: list[Tensor] = []
-    scores: list[Tensor] = []
-    disable = None if progress is None else not progress
-    with torch.no_grad():
-        for inputs, target in tqdm(as_batches(loader), desc="evaluating", unit="batch", disable=disable, leave=False):
-            if target is None:
-                raise BadInputError("the loader must yield (inputs, labels) batches.")
-            output = probe.run(model, inputs.to(device))
-            if output.ndim != 2:
-                raise BadInputError(f"the model returned shape {tuple(output.shape)}; a classifier returns [B, K].")
-            scores.append(output.float().softmax(dim=1).cpu())
-            labels.append(torch.as_tensor(target).reshape(-1).long().cpu())
-    if not scores:
-        raise BadInputError("the loader yielded no batches.")
-    all_scores, all_labels = torch.cat(scores), torch.cat(labels)
+    job = Job(map=score_rows, merge=concat, desc="evaluating", batch_size=batch_size, labels=True)
+    options = replace(ray or RayOptions(), input_column=input_column, label_column=label_column)
+    rows = in_id_order(run_job(job, model, loader, engine, progress, ray=options))
+    all_scores, all_labels = torch.from_numpy(rows["scores"]), torch.from_numpy(rows["label"]).long()
     matrix = confusion_matrix(all_labels, all_scores.argmax(dim=1), all_scores.shape[1] if classes is None else classes)
     matrix.labels, matrix.scores = all_labels, all_scores
     return matrix
+
+
+def score_rows(model: nn.Module, batch: Batch) -> Rows:
+    """The map of :func:`evaluate_model`: each item's softmax scores and label, with its id."""
+    output = probe.run(model, batch.inputs.to(probe.model_device(model)))
+    if output.ndim != 2:
+        raise BadInputError(f"the model returned shape {tuple(output.shape)}; a classifier returns [B, K].")
+    assert batch.labels is not None  # the job asks for labels: the engine checked
+    return {
+        "id": batch.ids.numpy(),
+        "scores": output.float().softmax(dim=1).cpu().numpy(),
+        "label": batch.labels.numpy(),
+    }
 
 
 # Binary classifiers -------------------------------------------------------------------------------------------

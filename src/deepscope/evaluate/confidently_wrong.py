@@ -7,15 +7,17 @@ class the data set confuses, or a shortcut (the background, a watermark). Its ex
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import partial
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from .. import probe
-from ..batches import batches as as_batches
+from ..engine import Batch, Engine, Job, RayOptions, Rows, concat
+from ..engine import run as run_job
 from ..errors import BadInputError
 from ..explain.base import _check_options, explain, method_class
 from ..explanation import Explanation
@@ -91,6 +93,10 @@ def confidently_wrong(
     options: Mapping[str, Any] | None = None,
     batch_size: int = 256,
     progress: bool | None = None,
+    engine: Engine | None = None,
+    input_column: str = "image",
+    label_column: str = "label",
+    ray: RayOptions | None = None,
 ) -> ConfidentlyWrong:
     """The ``k`` most confidently misclassified samples of ``data`` and ``method``'s explanation of each.
 
@@ -101,13 +107,18 @@ def confidently_wrong(
 
     Args:
         model: a classifier returning ``[B, K]`` scores, run as given (call ``model.eval()``).
-        data: ``(inputs, labels)`` tensors, or a DataLoader yielding ``(inputs, labels, ...)`` batches.
+        data: ``(inputs, labels)`` tensors, a DataLoader yielding ``(inputs, labels, ...)`` batches, or a
+            ``ray.data.Dataset`` with ``image`` and ``label`` columns.
         k: how many samples to return (fewer when fewer are wrong).
         method: a name from ``ds.methods()``.
         classes: the number of classes or their names (default: the model's outputs, named by index).
         options: ``ds.explain`` options for the method (a ``"layer"`` key is passed as ``layer=``).
         batch_size: rows per forward pass when ``data`` are tensors.
         progress: show a progress bar; ``None`` shows it on a terminal only.
+        engine: ``None`` (Ray for a Ray data set, else this process), ``"local"`` or ``"ray"``
+            (:mod:`deepscope.engine`); the explanation of the ``k`` samples runs in this process.
+        input_column, label_column: the Ray data set's columns.
+        ray: more Ray options (:class:`~deepscope.engine.RayOptions`).
 
     Returns:
         A :class:`ConfidentlyWrong` (``indices``, ``confidence``, ``explanation``, ``figure()`` gallery).
@@ -120,45 +131,70 @@ def confidently_wrong(
     options = dict(options or {})
     layer = options.pop("layer", None)
     _check_options(method_class(method), options)
-    batches = as_batches(data, batch_size)
-
-    device = probe.model_device(model)
-    best: dict[str, Tensor] = {}
-    seen = wrong = 0
-    disable = None if progress is None else not progress
-    with torch.no_grad():
-        for inputs, labels in tqdm(batches, desc="finding errors", unit="batch", disable=disable, leave=False):
-            if labels is None:
-                raise BadInputError("the data must give labels: (inputs, labels) tensors or (inputs, labels) batches.")
-            output = probe.run(model, inputs.to(device))
-            if output.ndim != 2 or len(output) != len(labels):
-                raise BadInputError(f"the model returned {tuple(output.shape)} for {len(labels)} labels; want [B, K].")
-            confidence, predictions = output.float().softmax(dim=1).max(dim=1)
-            confidence, predictions = confidence.cpu(), predictions.cpu()
-            miss = predictions != labels
-            wrong += int(miss.sum())
-            found = {
-                "indices": torch.arange(seen, seen + len(labels))[miss],
-                "inputs": inputs.detach().cpu()[miss],
-                "labels": labels[miss],
-                "predictions": predictions[miss],
-                "confidence": confidence[miss],
-            }
-            seen += len(labels)
-            best = _keep_top(best, found, k)
+    job = Job(
+        map=partial(wrong_rows, k=k),
+        merge=partial(merge_wrong, k=k),
+        desc="finding errors",
+        batch_size=batch_size,
+        labels=True,
+    )
+    ray_options = replace(ray or RayOptions(), input_column=input_column, label_column=label_column)
+    rows = run_job(job, model, data, engine, progress, ray=ray_options)
+    summary = rows["id"] < 0
+    seen, wrong = int(rows["seen"][summary].sum()), int(rows["wrong"][summary].sum())
     if seen == 0:
         raise BadInputError("the data yielded no samples.")
-    if not best or not len(best["indices"]):
+    best = {key: torch.from_numpy(value[~summary]) for key, value in rows.items()}
+    if not len(best["id"]):
         raise BadInputError(f"the model classifies all {seen} samples correctly; there is nothing wrong to show.")
-    names = _class_names(classes if classes is not None else output.shape[1], output.shape[1])
+    outputs = int(rows["outputs"][0])
+    best = {
+        "indices": best["id"].long(),
+        "inputs": best["input"],
+        "labels": best["label"].long(),
+        "predictions": best["prediction"].long(),
+        "confidence": best["confidence"],
+    }
+    names = _class_names(classes if classes is not None else outputs, outputs)
+    device = probe.model_device(model)
     e = explain(model, best["inputs"].to(device), method=method, target=best["predictions"], layer=layer, **options)
     return ConfidentlyWrong(explanation=e, classes=names, wrong=wrong, total=seen, **best)
 
 
-def _keep_top(best: dict[str, Tensor], found: dict[str, Tensor], k: int) -> dict[str, Tensor]:
-    """The ``k`` most confident of both sets, by confidence, then by earlier index (a stable sort of both)."""
-    merged = {key: torch.cat([best[key], value]) if best else value for key, value in found.items()}
-    # Sort by index first, then stably by confidence: equal confidences stay in index order.
-    by_index = merged["indices"].argsort(stable=True)
-    order = by_index[merged["confidence"][by_index].argsort(descending=True, stable=True)][:k]
-    return {key: value[order] for key, value in merged.items()}
+def wrong_rows(model: nn.Module, batch: Batch, k: int) -> Rows:
+    """The map of :func:`confidently_wrong`: the batch's ``k`` most confident misses, and one summary row
+    (``id`` -1) that counts the batch's samples and misses."""
+    labels = batch.labels
+    assert labels is not None  # the job asks for labels: the engine checked
+    output = probe.run(model, batch.inputs.to(probe.model_device(model)))
+    if output.ndim != 2 or len(output) != len(labels):
+        raise BadInputError(f"the model returned {tuple(output.shape)} for {len(labels)} labels; want [B, K].")
+    confidence, predictions = output.float().softmax(dim=1).max(dim=1)
+    confidence, predictions = confidence.cpu(), predictions.cpu()
+    miss = (predictions != labels).numpy()
+    inputs = batch.inputs.detach().cpu().numpy()
+    count = int(miss.sum())
+    rows: Rows = {
+        "id": np.r_[-1, batch.ids.numpy()[miss]],
+        "input": np.concatenate([np.zeros_like(inputs[:1]), inputs[miss]]),
+        "label": np.r_[-1, labels.numpy()[miss]],
+        "prediction": np.r_[-1, predictions.numpy()[miss]],
+        "confidence": np.r_[np.float32(np.inf), confidence.numpy()[miss]].astype(np.float32),
+        "seen": np.r_[len(labels), np.zeros(count, dtype=np.int64)],
+        "wrong": np.r_[count, np.zeros(count, dtype=np.int64)],
+        "outputs": np.full(count + 1, output.shape[1]),
+    }
+    return merge_wrong(None, rows, k)
+
+
+def merge_wrong(merged: Rows | None, rows: Rows, k: int) -> Rows:
+    """The merge of :func:`confidently_wrong`: the summary rows added up into one, and the ``k`` most confident
+    misses of both, by confidence, then by the earlier index (a stable sort of both: the same in any order)."""
+    both = concat(merged, rows)
+    summary = both["id"] < 0
+    first = int(np.nonzero(summary)[0][0])
+    total = {key: value[first : first + 1].copy() for key, value in both.items()}
+    total["seen"][0], total["wrong"][0] = both["seen"][summary].sum(), both["wrong"][summary].sum()
+    misses = {key: value[~summary] for key, value in both.items()}
+    order = np.lexsort((misses["id"], -misses["confidence"]))[:k]
+    return {key: np.concatenate([total[key], misses[key][order]]) for key in both}

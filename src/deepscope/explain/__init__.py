@@ -2,6 +2,17 @@
 
 from . import backprop, cam, gradients, lrp, occlusion, perturbation  # noqa: F401  (registration)
 from .base import Method, Result, describe, explain, methods, register
+from .dataset import DatasetExplanation, explain_dataset
 from .side_by_side import compare
 
-__all__ = ["Method", "Result", "compare", "describe", "explain", "methods", "register"]
+__all__ = [
+    "DatasetExplanation",
+    "Method",
+    "Result",
+    "compare",
+    "describe",
+    "explain",
+    "explain_dataset",
+    "methods",
+    "register",
+]

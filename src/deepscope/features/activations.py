@@ -6,17 +6,18 @@ A unit is a channel of a feature map ``[N, C, *spatial]`` or a neuron of a vecto
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
+from functools import partial
 from typing import Any, Literal
 
 import numpy as np
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from .. import probe
-from ..batches import batches as as_batches
+from ..engine import Batch, Engine, Job, RayOptions, Rows, concat
+from ..engine import run as run_job
 from ..errors import BadInputError
 from ..render import FigureDisplay, NotebookFigure, new_figure
 
@@ -169,20 +170,28 @@ def dead_units(
     layers: Sequence[str] | None = None,
     progress: bool | None = None,
     batch_size: int = 64,
+    engine: Engine | None = None,
+    input_column: str = "image",
+    ray: RayOptions | None = None,
 ) -> DeadUnits:
     """The units (channels of a feature map, neurons of a vector) that are never positive over ``data``.
 
-    One pass in constant memory: per unit only its running maximum is kept.
+    One pass in constant memory: per unit only its running maximum is kept (merged by ``max`` across batches, in
+    this process or on Ray: :mod:`deepscope.engine`).
 
     Args:
         model: the network; run as given (call ``model.eval()`` first) under ``torch.no_grad``, on its device.
-        data: a DataLoader (or any iterable) of ``inputs`` or ``(inputs, labels, ...)`` batches, or a tensor
-            ``[N, C, H, W]`` cut into batches of ``batch_size``.
+        data: a DataLoader (or any iterable) of ``inputs`` or ``(inputs, labels, ...)`` batches, a tensor
+            ``[N, C, H, W]`` cut into batches of ``batch_size``, or a ``ray.data.Dataset`` with an ``image``
+            column (``input_column``).
         layers: names from ``model.named_modules()``. Default: every ``nn.ReLU`` / ``nn.ReLU6`` module, or, in a
             model without ReLU modules (one that calls ``F.relu``), every convolution and Linear layer; a unit of
             those is dead when its pre-activation is never positive. A module called several times per forward
             pass (torchvision's Bottleneck reuses one ReLU three times) is reported per call as ``name:call``.
         progress: show a tqdm bar; ``None`` shows it on a terminal only.
+        engine: ``None`` (Ray for a Ray data set, else this process), ``"local"`` or ``"ray"``.
+        input_column: the Ray data set's column of inputs.
+        ray: more Ray options (:class:`~deepscope.engine.RayOptions`).
 
     Returns:
         A :class:`DeadUnits` with ``peak`` per layer, ``dead`` indices, ``counts`` and ``figure()``.
@@ -192,28 +201,39 @@ def dead_units(
         probe.named_layer(model, name)
     if not names:
         raise BadInputError(f"{type(model).__name__} has no layers to watch; pass layers=[...].")
-    peak: dict[str, Tensor] = {}
-    images = 0
-    device = probe.model_device(model)
+    job = Job(map=partial(peak_rows, names=names), merge=merge_peaks, desc="dead units", batch_size=batch_size)
+    rows = run_job(job, model, data, engine, progress, ray=replace(ray or RayOptions(), input_column=input_column))
+    peak = {key[len(_PEAK) :]: torch.from_numpy(value[0]) for key, value in rows.items() if key.startswith(_PEAK)}
+    return DeadUnits(peak=peak, images=int(rows["images"][0]))
+
+
+_PEAK = "peak:"
+
+
+def peak_rows(model: nn.Module, batch: Batch, names: list[str]) -> Rows:
+    """The map of :func:`dead_units`: one row, each unit's largest activation over the batch per layer (call)."""
+    x = _batch(batch.inputs)
+    rows: Rows = {"images": np.array([x.shape[0]])}
     with probe.Hooks() as hooks, torch.no_grad():
         records = [probe.capture(hooks, model, name) for name in names]
-        for x in iter_inputs(data, batch_size, progress, "dead units"):
-            for record in records:
-                record.outputs.clear()
-            probe.run(model, x.to(device))
-            images += x.shape[0]
-            for record in records:
-                calls = len(record.outputs)
-                for call, output in enumerate(record.outputs):
-                    key = record.name if calls == 1 else f"{record.name}:{call}"
-                    batch_peak = _unit_peak(output, key)
-                    previous = peak.get(key)
-                    peak[key] = batch_peak if previous is None else torch.maximum(previous, batch_peak)
-            for record in records:
-                record.outputs.clear()
-    if images == 0:
-        raise BadInputError("the data yielded no inputs; pass a non-empty DataLoader or tensor.")
-    return DeadUnits(peak=peak, images=images)
+        probe.run(model, x.to(probe.model_device(model)))
+        for record in records:
+            calls = len(record.outputs)
+            for call, output in enumerate(record.outputs):
+                key = record.name if calls == 1 else f"{record.name}:{call}"
+                rows[_PEAK + key] = _unit_peak(output, key).numpy()[None]
+            record.outputs.clear()
+    return rows
+
+
+def merge_peaks(merged: Rows | None, rows: Rows) -> Rows:
+    """The merge of :func:`dead_units`: one row, the images counted and each unit's peak the larger (a unit is
+    alive when it fired in any batch)."""
+    both = concat(merged, rows)
+    return {
+        key: value.sum(axis=0, keepdims=True) if key == "images" else value.max(axis=0, keepdims=True)
+        for key, value in both.items()
+    }
 
 
 def default_layers(model: nn.Module) -> list[str]:
@@ -239,11 +259,3 @@ def _batch(x: Tensor) -> Tensor:
     if x.ndim < 2 or x.shape[0] == 0:
         raise BadInputError(f"x has shape {tuple(x.shape)}; pass a batch [N, C, H, W] with N > 0 (or one [C, H, W]).")
     return x
-
-
-def iter_inputs(data: Iterable[Any] | Tensor, batch_size: int, progress: bool | None, desc: str) -> Iterator[Tensor]:
-    """The input batches of ``data`` in any form :mod:`deepscope.batches` accepts, with a progress bar."""
-    split = as_batches(data, batch_size)
-    disable = None if progress is None else not progress
-    for inputs, _labels in tqdm(split, total=split.count, desc=desc, unit="batch", disable=disable, leave=False):
-        yield _batch(inputs)

@@ -15,7 +15,8 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -23,10 +24,11 @@ import torch
 from torch import Tensor, nn
 
 from .. import probe
+from ..engine import Batch, Engine, Job, RayOptions, Rows, concat
+from ..engine import run as run_job
 from ..errors import BadInputError
 from ..render import FigureDisplay, NotebookFigure, new_figure, to_image_array
 from ..track.records import Image
-from .activations import iter_inputs
 from .receptive_field import ReceptiveField, receptive_field
 
 
@@ -271,20 +273,30 @@ def top_patches(
     k: int = 9,
     progress: bool | None = None,
     batch_size: int = 64,
+    engine: Engine | None = None,
+    input_column: str = "image",
+    ray: RayOptions | None = None,
 ) -> TopPatches:
     """The ``k`` inputs of ``data`` that activate each of ``units`` most, with the patches under their fields.
+
+    Each batch's per-unit top ``k`` is merged into the running top ``k`` (:mod:`deepscope.engine`), ordered by
+    activation and, among equal activations, by the earlier input: the same answer in this process and on Ray.
 
     Args:
         model: the network; run as given (call ``model.eval()`` first) under ``torch.no_grad``, on its device.
         data: a DataLoader (or any iterable) of ``inputs`` or ``(inputs, labels, ...)`` batches (don't shuffle
-            it if you want to look inputs up by index later), or a tensor ``[N, C, H, W]``.
+            it if you want to look inputs up by index later), a tensor ``[N, C, H, W]``, or a ``ray.data.Dataset``
+            with an ``image`` column (``input_column``) and optionally ``id``.
         layer: a name from ``model.named_modules()`` with a 2-D feature map ``[N, C, H, W]``, or a vector
             ``[N, C]`` (a Linear layer, the class scores: each unit sees the whole input); its first call is used
             when a forward pass calls it several times.
         units: the channels to search (one int or several); default: all of them, at once.
         k: how many inputs per unit.
         progress: show a tqdm bar; ``None`` shows it on a terminal only.
-        batch_size: the batch size when ``data`` is a tensor.
+        batch_size: items per forward pass.
+        engine: ``None`` (Ray for a Ray data set, else this process), ``"local"`` or ``"ray"``.
+        input_column: the Ray data set's column of inputs.
+        ray: more Ray options (:class:`~deepscope.engine.RayOptions`).
 
     Returns:
         A :class:`TopPatches` with ``values``, ``indices``, ``positions``, ``boxes``, ``patches(unit)`` and
@@ -292,63 +304,103 @@ def top_patches(
     """
     if not isinstance(k, int) or isinstance(k, bool) or k < 1:
         raise BadInputError(f"k={k!r}; pass a positive number of inputs per unit.")
-    module = probe.named_layer(model, layer)
+    probe.named_layer(model, layer)
     chosen = None if units is None else torch.as_tensor([units] if isinstance(units, int) else list(units))
     if chosen is not None and (chosen.ndim != 1 or not len(chosen) or chosen.dtype not in (torch.int64, torch.int32)):
         raise BadInputError(f"units={units!r}; pass channel indices (ints).")
-    device = probe.model_device(model)
-
-    def stop(_module: nn.Module, _inputs: object, _output: object) -> None:
-        raise _Stop
-
-    values = indices = flat = torch.empty(0)
-    images: dict[int, Tensor] = {}
-    input_shape: tuple[int, ...] | None = None
-    seen = 0
-    with probe.Hooks() as hooks, torch.no_grad():
-        record = probe.capture(hooks, model, layer)
-        hooks.add(module.register_forward_hook(stop))  # runs after the capture's hook, registered first
-        for x in iter_inputs(data, batch_size, progress, "top patches"):
-            record.outputs.clear()
-            with contextlib.suppress(_Stop):  # the hook stops the forward pass at the layer
-                probe.run(model, x.to(device))
-            output = record.output()
-            if input_shape is None:  # the first batch fixes the shapes, so bad input is caught before the long pass
-                chosen = _check(output, layer, chosen, x)
-                input_shape = tuple(x.shape[1:])
-            # [B, U, positions]; a vector's unit has one position
-            picked = output[:, chosen.to(output.device)]
-            response = picked.reshape(*picked.shape[:2], -1).float()
-            batch_values, batch_flat = response.max(dim=2)
-            batch_indices = torch.arange(seen, seen + x.shape[0], device=output.device)[:, None].expand_as(batch_values)
-            values = batch_values if not values.numel() else torch.cat([values, batch_values])
-            indices = batch_indices if not indices.numel() else torch.cat([indices, batch_indices])
-            flat = batch_flat if not flat.numel() else torch.cat([flat, batch_flat])
-            values, order = values.topk(min(k, values.shape[0]), dim=0)
-            indices, flat = indices.gather(0, order), flat.gather(0, order)
-            kept = set(indices.unique().tolist())
-            images = {i: image for i, image in images.items() if i in kept}
-            for i in kept - images.keys():
-                images[i] = x[i - seen].detach().cpu().clone()
-            seen += x.shape[0]
-    if input_shape is None or chosen is None:
-        raise BadInputError("the data yielded no inputs; pass a non-empty DataLoader or tensor.")
-    field = receptive_field(model, layer, input_shape) if output.ndim == 4 else _whole_input(layer, input_shape)
+    job = Job(
+        map=partial(patch_rows, layer=layer, units=chosen, k=k),
+        merge=partial(merge_top, k=k),
+        desc="top patches",
+        batch_size=batch_size,
+    )
+    options = replace(ray or RayOptions(), input_column=input_column)
+    rows = run_job(job, model, data, engine, progress, ray=options)
+    input_shape = tuple(rows["image"].shape[1:])
+    order = top_order(rows, k)  # [k, U]
+    values = torch.from_numpy(np.take_along_axis(rows["value"], order, axis=0))
+    indices = torch.from_numpy(rows["id"][order])
+    flat = torch.from_numpy(np.take_along_axis(rows["flat"], order, axis=0))
+    chosen = torch.as_tensor(rows["unit"][0]).long()
+    spatial = bool(rows["spatial"][0])
+    field = receptive_field(model, layer, input_shape) if spatial else _whole_input(layer, input_shape)
     width = field.output_shape[1]
-    positions = torch.stack([flat // width, flat % width], dim=-1).cpu()  # [k, U, 2]
+    positions = torch.stack([flat // width, flat % width], dim=-1)  # [k, U, 2]
     boxes = torch.tensor(
         [[field.box(p) for p in row] for row in positions.transpose(0, 1).tolist()], dtype=torch.long
     ).reshape(len(chosen), -1, 4)
+    kept = set(indices.unique().tolist())
+    images = {int(i): torch.from_numpy(image) for i, image in zip(rows["id"], rows["image"]) if int(i) in kept}
     return TopPatches(
         layer=layer,
-        units=chosen.cpu(),
-        values=values.t().cpu(),
-        indices=indices.t().cpu(),
-        positions=positions.transpose(0, 1),
+        units=chosen,
+        values=values.t().float(),
+        indices=indices.t().long(),
+        positions=positions.transpose(0, 1).long(),
         boxes=boxes,
         field=field,
         images=images,
     )
+
+
+def patch_rows(model: nn.Module, batch: Batch, layer: str, units: Tensor | None, k: int) -> Rows:
+    """The map of :func:`top_patches`: each unit's response (largest activation) to each input of the batch and
+    where it was, pruned to the inputs in some unit's top ``k`` of this batch, with those inputs."""
+    module = probe.named_layer(model, layer)
+
+    def stop(_module: nn.Module, _inputs: object, _output: object) -> None:
+        raise _Stop
+
+    x = batch.inputs
+    with probe.Hooks() as hooks, torch.no_grad():
+        record = probe.capture(hooks, model, layer)
+        hooks.add(module.register_forward_hook(stop))  # runs after the capture's hook, registered first
+        with contextlib.suppress(_Stop):  # the hook stops the forward pass at the layer
+            probe.run(model, x.to(probe.model_device(model)))
+        output = record.output()
+    chosen = _check(output, layer, units, x)
+    picked = output[:, chosen.to(output.device)]  # [B, U, positions]; a vector's unit has one position
+    response = picked.reshape(*picked.shape[:2], -1).float()
+    values, flat = response.max(dim=2)
+    rows: Rows = {
+        "id": batch.ids.numpy(),
+        "value": values.cpu().numpy(),
+        "flat": flat.cpu().numpy(),
+        "image": x.detach().cpu().float().numpy(),
+        "unit": np.broadcast_to(chosen.numpy(), (len(x), len(chosen))).copy(),
+        "spatial": np.full(len(x), output.ndim == 4),
+    }
+    return merge_top(None, rows, k)
+
+
+def top_order(rows: Rows, k: int) -> np.ndarray:
+    """``[k', U]`` the rows of each unit's top ``k``: largest value first, equal values by the smaller id."""
+    values = rows["value"]
+    ids = np.broadcast_to(rows["id"][:, None], values.shape)
+    return np.lexsort((ids, -values), axis=0)[:k]
+
+
+def merge_top(merged: Rows | None, rows: Rows, k: int) -> Rows:
+    """The merge of :func:`top_patches`: both sets of rows, pruned to those that reach some unit's ``k``-th
+    largest value (ties at that value kept, so the exact order of :func:`top_order` can be taken at the end):
+    exact, and the same whatever order the rows come in."""
+    if merged is not None and len(merged["value"]) >= k:
+        # New rows below every unit's k-th value so far can never enter: dropped before anything is copied.
+        new = (rows["value"] >= _kth(merged["value"], k)).any(axis=1)
+        if not new.any():
+            return merged
+        rows = {key: value[new] for key, value in rows.items()}
+    both = concat(merged, rows)
+    values = both["value"]
+    if len(values) <= k:
+        return both
+    keep = (values >= _kth(values, k)).any(axis=1)
+    return both if keep.all() else {key: value[keep] for key, value in both.items()}
+
+
+def _kth(values: np.ndarray, k: int) -> np.ndarray:
+    """``[U]`` each unit's ``k``-th largest value (``torch.topk``: fast; which of equal rows it picks is moot)."""
+    return torch.from_numpy(np.ascontiguousarray(values)).topk(k, dim=0).values[-1].numpy()
 
 
 WHOLE_INPUT = "whole input"

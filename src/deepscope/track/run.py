@@ -354,6 +354,8 @@ class Run:
         classes: Sequence[str] | None = None,
         step: int | None = None,
         tag: str = "explanations",
+        items: Sequence[int] | None = None,
+        source: dict[str, Any] | None = None,
         **style: Any,
     ) -> ExplanationSet:
         """Store what ``ds.explain`` returned (one method, or several on the same images) for the board's gallery.
@@ -361,14 +363,19 @@ class Run:
         Each input is kept as a picture with each method's heatmap and overlay (PNG files beside the run), its
         true class (``labels``), the model's class (``predictions``: indices, names or ``[N, K]`` scores), and
         what each method explained with its score; ``classes`` names class indices. ``style``: ``cmap``,
-        ``alpha`` of the overlays. Returns the record stored (:func:`deepscope.track.convert.explanation_set`).
+        ``alpha`` of the overlays. ``items`` and ``source``: for a sample of a data set explained by
+        ``ds.explain_dataset``, each input's id and the Parquet file of every item. Returns the record stored
+        (:func:`deepscope.track.convert.explanation_set`).
         """
         from ..store.records.explanation import explanation_set
 
         if self._closed is not None:  # before drawing any picture
             raise StoreError(self._closed)
         self._check_tag(tag, EXPLANATION)
-        record = explanation_set(explanations, labels, predictions, classes, tag, self._next_step(tag, step), **style)
+        at = self._next_step(tag, step)
+        record = explanation_set(
+            explanations, labels, predictions, classes, tag, at, items=items, source=source, **style
+        )
         self.log_records([record])
         return record
 
@@ -410,6 +417,7 @@ class Run:
         step: int | None = None,
         classes: Sequence[str] | None = None,
         projections: Mapping[str, Any] | Iterable[Projection] | None = None,
+        parquet: bool | None = None,
     ) -> Embedding:
         """Store feature vectors for the board's Projector: what ``ds.embed`` returned (its labels, predictions
         and thumbnails come along, class indices named by ``classes``), or a plain ``[N, D]`` array.
@@ -417,6 +425,9 @@ class Run:
         ``projections``: points already computed, shown as they are instead of computed on the board: a dict
         ``{name: [N, 2 | 3] points or a Projection}``, or ``ds.project`` results, each named ``"<method>-<dim>d"``
         (``"tsne-2d"``). Without ``step``, the tag continues from its own last step. Returns the record stored.
+
+        ``parquet``: keep the arrays and labels in a Parquet file beside the run instead of a ``.npz`` and the
+        database (``None``: from a million items on, when pyarrow is installed); the board reads either.
         """
         from ..embed.extract import Features
 
@@ -433,7 +444,7 @@ class Run:
                 named[name] = projection.points
             projections = named
         stored = dict(projections) if projections is not None else None
-        record = dataclasses.replace(record, step=self._next_step(tag, step), projections=stored)
+        record = dataclasses.replace(record, step=self._next_step(tag, step), projections=stored, parquet=parquet)
         self.log_records([record])
         return record
 

@@ -1411,6 +1411,11 @@ const explanations = {
     const items = answer.items.filter((item) => !this.wrongOnly.checked || item.correct === false);
     this.info.textContent = `${answer.items.length} inputs · ${answer.methods.length} methods`
       + (known ? ` · ${answer.misclassified} misclassified` : " · no labels or predictions logged");
+    const source = answer.source; // a sample of a data set explained by ds.explain_dataset: where every item is
+    if (source) {
+      const wrong = source.misclassified === null ? "" : `, ${source.misclassified} misclassified`;
+      this.info.textContent += ` · a sample of ${source.items} items${wrong}; all of them in ${source.path}`;
+    }
     const picture = (url, alt) => el("img", { src: withToken(url), alt, title: alt });
     const head = el("div", { class: "gallery-row head" }, el("span", {}, "input"),
       answer.methods.map((method) => el("span", {}, method)));
@@ -1961,16 +1966,23 @@ const projector = {
         return;
       }
       const points = typed(answer.points);
+      // t-SNE / UMAP of a big embedding project a sample: its points go to their items, the others stay NaN
+      // (not drawn), so colours, hovers and neighbours keep using every point's own index.
+      const sample = answer.sample ? typed(answer.sample.indices) : null;
+      const count = sample ? sample.length : answer.n;
       const axes = [];
       for (let a = 0; a < answer.dim; a += 1) {
         const axis = new Float32Array(answer.n);
-        for (let i = 0; i < answer.n; i += 1) axis[i] = points[i * answer.dim + a];
+        if (sample) axis.fill(NaN);
+        for (let j = 0; j < count; j += 1) axis[sample ? sample[j] : j] = points[j * answer.dim + a];
         axes.push(axis);
       }
       this.target = target;
       this.axes = axes;
       const how = answer.stored ? "stored with the run" : `computed on the server in ${answer.seconds.toFixed(1)} s`;
-      this.info.textContent = `${answer.n.toLocaleString()} points · ${target.entry.d} dimensions · ${how}`
+      const shown = sample ? `a random sample of ${count.toLocaleString()} of ${answer.n.toLocaleString()} points`
+        : `${answer.n.toLocaleString()} points`;
+      this.info.textContent = `${shown} · ${target.entry.d} dimensions · ${how}`
         + (/^(tsne|umap)/.test(target.name) ? `. ${CAUTION}` : "");
       this.draw();
     } finally {

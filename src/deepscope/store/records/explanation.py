@@ -29,6 +29,10 @@ class ExplanationSet:
     explained (a class name, ``"predicted"``, a unit), ``scores`` float ``[M, N]`` the model's score for it.
     :func:`explanation_set` makes one from :class:`deepscope.Explanation` objects; the store keeps every picture as
     a PNG file beside the run's database, as it does images.
+
+    A sample of an explained data set (``ds.explain_dataset``) also holds ``items``, each input's id in the data
+    set, and ``source``: ``{"path": the Parquet file of every item (relative to the run when inside it), "items":
+    how many, "misclassified": how many the model got wrong (or None)}``. Records without them read as before.
     """
 
     tag: str
@@ -42,6 +46,8 @@ class ExplanationSet:
     labels: list[str] | None = None
     predictions: list[str] | None = None
     wall_time: float | None = None
+    items: list[int] | None = None
+    source: dict[str, Any] | None = None
 
 
 @register
@@ -77,6 +83,15 @@ class ExplanationCodec(Codec):
                 if len(values) != n:
                     raise BadInputError(f"{tag!r}: {len(values)} {name} for {n} inputs; give one per input")
                 changes[name] = [str(v) for v in values]
+        if record.items is not None:
+            if len(record.items) != n:
+                raise BadInputError(f"{tag!r}: {len(record.items)} item ids for {n} inputs; give one per input")
+            changes["items"] = [int(i) for i in record.items]
+        if record.source is not None:
+            source = dict(record.source)
+            if not isinstance(source.get("path"), str) or not isinstance(source.get("items"), int):
+                raise BadInputError(f"{tag!r}: source is {{'path': str, 'items': int, 'misclassified': int | None}}")
+            changes["source"] = source
         return changes
 
     def encode(self, record: ExplanationSet, files: FileSink) -> Stored:
@@ -98,6 +113,8 @@ class ExplanationCodec(Codec):
             "heatmaps": [[put(f"heatmap-{m}-{i}", record.heatmaps[m, i]) for i in range(n)] for m in methods],
             "overlays": [[put(f"overlay-{m}-{i}", record.overlays[m, i]) for i in range(n)] for m in methods],
         }
+        if record.source is not None:  # only then: records of single explanations are stored as they always were
+            data |= {"items": record.items, "source": record.source}
         return Stored(int(record.step), record.wall_time, data, files.base)
 
     def decode(self, tag: str, stored: Stored, files: FileSource) -> ExplanationSet:
@@ -118,6 +135,8 @@ class ExplanationCodec(Codec):
             labels=data["labels"],
             predictions=data["predictions"],
             wall_time=stored.wall_time,
+            items=data.get("items"),
+            source=data.get("source"),
         )
 
 
@@ -135,6 +154,8 @@ def explanation_set(
     step: int = 0,
     cmap: str | None = None,
     alpha: float = 0.5,
+    items: Sequence[int] | None = None,
+    source: dict[str, Any] | None = None,
 ) -> ExplanationSet:
     """The record of one or more :class:`deepscope.Explanation` objects of the same images (methods side by side).
 
@@ -144,6 +165,8 @@ def explanation_set(
         predictions: the model's class for each input: ``N`` indices or names, or ``[N, K]`` scores (argmax).
         classes: class names, to show indices (labels, predictions, explained classes) by name.
         cmap, alpha: how heatmaps are coloured and laid over the inputs (:func:`deepscope.render.overlay`).
+        items, source: for a sample of an explained data set, each input's id and the file of every item
+            (:class:`ExplanationSet`).
 
     Raises:
         BadInputError: no explanations, explanations of different inputs, inputs that are not images, or labels
@@ -190,6 +213,8 @@ def explanation_set(
         scores=np.stack([e.scores.detach().cpu().numpy().astype(np.float64).reshape(n) for e in group]),
         labels=true,
         predictions=predicted,
+        items=None if items is None else [int(i) for i in items],
+        source=source,
     )
 
 

@@ -1,0 +1,217 @@
+"""The data-set calls on Ray (deepscope.engine, deepscope.ray_engine): the same answers as in this process.
+
+A local Ray (2 CPUs) serves the module; the loopback cluster test starts its own head and worker node (``ray start
+--block``, ended by their process ids) and drives them from a second interpreter. Ray starts slowly on a busy
+machine: the data are tiny (64 FashionMNIST-sized images, the demo's small CNN) and the timeouts generous.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import Tensor, nn
+
+import deepscope as ds
+from deepscope.demo.models import FashionCNN
+from deepscope.engine import RayOptions
+
+ray = pytest.importorskip("ray")
+pytest.importorskip("ray.data")
+
+# Two actors of half a CPU each leave a CPU to Ray Data's own tasks (numbering a data set's rows) on 2 CPUs.
+OPTIONS = RayOptions(actors=2, cpus_per_actor=0.5)
+
+
+@pytest.fixture(scope="module")
+def local_ray() -> Iterator[None]:
+    # Classes of this file (the fragile model) travel by value: the actors cannot import the test module.
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    temp = tempfile.mkdtemp(prefix="dsray", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
+    # The actors import this checkout's deepscope, wherever the tests run from.
+    env = {"env_vars": {"PYTHONPATH": str(Path(ds.__file__).resolve().parents[1])}}
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _temp_dir=temp, runtime_env=env)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def _model() -> nn.Module:
+    torch.manual_seed(0)
+    return FashionCNN().eval()
+
+
+def _data() -> tuple[Tensor, Tensor]:
+    generator = torch.Generator().manual_seed(1)
+    images = torch.rand(64, 1, 28, 28, generator=generator)
+    images[3] *= 4  # a bright input, in many units' top k
+    images[40] = images[3]  # and its copy: equal activations, a tie that both engines break by the earlier index
+    return images, torch.randint(0, 10, (64,), generator=generator)
+
+
+def _ray_dataset(images: Tensor, labels: Tensor) -> object:
+    """A Ray data set as a user builds one: image and label columns, several blocks, no ids."""
+    import pyarrow as pa
+    from ray.data.extensions import ArrowTensorArray
+
+    tables = [
+        pa.table(
+            {"image": ArrowTensorArray.from_numpy(images[i : i + 16].numpy()), "label": labels[i : i + 16].numpy()}
+        )
+        for i in range(0, len(images), 16)
+    ]
+    return ray.data.from_arrow(tables)
+
+
+def test_embed_on_a_ray_dataset_equals_the_local_call(local_ray: None) -> None:
+    model, (images, labels) = _model(), _data()
+    local = ds.embed(model, (images, labels), "features", batch_size=16)
+    remote = ds.embed(model, _ray_dataset(images, labels), "features", batch_size=16, ray=OPTIONS)
+    assert type(remote) is type(local)
+    torch.testing.assert_close(remote.features, local.features)
+    assert torch.equal(remote.labels, local.labels) and torch.equal(remote.predictions, local.predictions)
+    assert np.array_equal(remote.thumbnails, local.thumbnails)
+
+
+def test_top_patches_and_dead_units_on_ray_equal_the_local_calls(local_ray: None) -> None:
+    model, (images, _labels) = _model(), _data()
+    local = ds.top_patches(model, images, "features.conv1", k=5, batch_size=16)
+    remote = ds.top_patches(model, images, "features.conv1", k=5, batch_size=16, engine="ray", ray=OPTIONS)
+    assert type(remote) is type(local)
+    for name in ("units", "values", "indices", "positions", "boxes"):
+        assert torch.equal(getattr(remote, name), getattr(local, name)), name
+    assert remote.images.keys() == local.images.keys()
+    assert all(torch.equal(remote.images[i], local.images[i]) for i in local.images)
+    ties = [row.tolist() for row in local.indices if 3 in row and 40 in row]
+    assert ties and all(row.index(3) + 1 == row.index(40) for row in ties)  # the tie is reached, the earlier first
+
+    dead_local = ds.dead_units(model, images, batch_size=16)
+    dead_remote = ds.dead_units(model, images, batch_size=16, engine="ray", ray=OPTIONS)
+    assert dead_remote.images == dead_local.images == 64
+    assert dead_remote.peak.keys() == dead_local.peak.keys()
+    assert all(torch.equal(dead_remote.peak[key], dead_local.peak[key]) for key in dead_local.peak)
+
+
+def test_confusion_and_confidently_wrong_on_ray_equal_the_local_calls(local_ray: None) -> None:
+    model, data = _model(), _data()
+    local = ds.evaluate_model(model, data, batch_size=16)
+    remote = ds.evaluate_model(model, data, batch_size=16, engine="ray", ray=OPTIONS)
+    assert type(remote) is type(local)
+    assert torch.equal(remote.counts, local.counts) and int(local.counts.sum()) == 64
+    assert torch.equal(remote.labels, local.labels)
+    torch.testing.assert_close(remote.scores, local.scores)
+
+    wrong_local = ds.confidently_wrong(model, data, k=6, method="saliency", batch_size=16)
+    wrong_remote = ds.confidently_wrong(model, data, k=6, method="saliency", batch_size=16, engine="ray", ray=OPTIONS)
+    assert (wrong_remote.wrong, wrong_remote.total) == (wrong_local.wrong, wrong_local.total)
+    assert torch.equal(wrong_remote.indices, wrong_local.indices)
+    assert torch.equal(wrong_remote.confidence, wrong_local.confidence)
+    torch.testing.assert_close(wrong_remote.explanation.heatmap, wrong_local.explanation.heatmap)
+
+
+class Fragile(nn.Module):
+    """A model whose first forward pass on an actor kills that actor's process (once: a file marks it done)."""
+
+    def __init__(self, model: nn.Module, flag: str) -> None:
+        super().__init__()
+        self.model = model
+        self.flag = flag
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not os.path.exists(self.flag):
+            Path(self.flag).touch()
+            os.kill(os.getpid(), signal.SIGKILL)
+        return self.model(x)
+
+
+def test_a_killed_actor_is_restarted_and_its_batches_redone(local_ray: None, tmp_path: Path) -> None:
+    model, (images, labels) = _model(), _data()
+    flag = tmp_path / "killed"
+    local = ds.embed(model, (images, labels), "features", batch_size=8)
+    remote = ds.embed(
+        Fragile(model, str(flag)), (images, labels), "model.features", batch_size=8, engine="ray", ray=OPTIONS
+    )
+    assert flag.exists()  # an actor did die
+    assert len(remote) == 64 and torch.equal(remote.labels, labels)  # every item once, in order
+    torch.testing.assert_close(remote.features, local.features)
+
+
+def test_without_ray_the_calls_name_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` raises ImportError
+    with pytest.raises(ds.BadInputError, match=r"deepscope\[ray\]"):
+        ds.embed(_model(), _data()[0], "features", engine="ray")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.ray_cluster
+def test_top_patches_on_a_loopback_cluster_of_two_nodes(tmp_path: Path) -> None:
+    """A head and a worker node (`ray start`), a driver in its own interpreter with `ray.init(address=...)`."""
+    port = _free_port()
+    ray_cli = str(Path(sys.executable).parent / "ray")
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONPATH": str(Path(ds.__file__).resolve().parents[1])}
+    temp = tempfile.mkdtemp(prefix="dsray", dir="/tmp")
+    common = ["--num-cpus=1", "--block", "--disable-usage-stats"]
+    head = subprocess.Popen(
+        [ray_cli, "start", "--head", f"--port={port}", "--include-dashboard=false", f"--temp-dir={temp}", *common],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    nodes = [head]
+    try:
+        time.sleep(3)
+        nodes.append(
+            subprocess.Popen(
+                [ray_cli, "start", f"--address=127.0.0.1:{port}", *common],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
+        driver = textwrap.dedent(f"""
+            import time, ray, torch, deepscope as ds
+            from deepscope.demo.models import FashionCNN
+            from deepscope.engine import RayOptions
+            ray.init(address="127.0.0.1:{port}", log_to_driver=False)
+            for _ in range(120):  # the worker node joins
+                if sum(node["Alive"] for node in ray.nodes()) == 2:
+                    break
+                time.sleep(1)
+            assert sum(node["Alive"] for node in ray.nodes()) == 2, ray.nodes()
+            torch.manual_seed(0)
+            model = FashionCNN().eval()
+            images = torch.rand(64, 1, 28, 28, generator=torch.Generator().manual_seed(1))
+            local = ds.top_patches(model, images, "features.conv2", k=4, batch_size=16)
+            remote = ds.top_patches(model, images, "features.conv2", k=4, batch_size=16, engine="ray",
+                                    ray=RayOptions(actors=2, cpus_per_actor=1))
+            assert torch.equal(local.values, remote.values) and torch.equal(local.indices, remote.indices)
+            print("same answer on", len(ray.nodes()), "nodes")
+        """)
+        done = subprocess.run([sys.executable, "-c", driver], env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert "same answer on 2 nodes" in done.stdout
+    finally:
+        for node in reversed(nodes):  # `ray start --block` stops the processes it started when it is ended
+            node.send_signal(signal.SIGTERM)
+        for node in reversed(nodes):
+            try:
+                node.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                node.kill()
