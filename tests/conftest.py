@@ -8,6 +8,7 @@ import threading
 import time
 import warnings
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -202,3 +203,50 @@ def trained_on_squares() -> tuple[nn.Module, torch.Generator]:
         loss.backward()
         optimiser.step()
     return model.eval(), generator
+
+
+# The store on each backend (tests/test_store_backends.py, tests/test_distributed_run.py) ---------------------------
+
+
+@pytest.fixture(scope="module")
+def pg_server() -> Iterator[str]:
+    """A throwaway PostgreSQL server (tests/pg_cluster.py) for a module's tests, each using runs of its own names;
+    skips, saying why, where none can be started (``make postgres`` installs one)."""
+    import pg_cluster
+
+    why = pg_cluster.missing()
+    if why is not None:
+        pytest.skip(why)
+    with pg_cluster.cluster() as url:
+        yield url
+
+
+class BackendStore:
+    """Where a test's runs go, a run directory (SQLite) or a named run in PostgreSQL: ``at(name)`` gives ``Run``'s
+    and ``Reader``'s location arguments."""
+
+    def __init__(self, kind: str, root: Path, url: str | None) -> None:
+        self.kind, self.root, self.url = kind, root, url
+
+    def at(self, name: str) -> dict[str, Any]:
+        if self.url is None:
+            return {"path": self.root / name}
+        return {"path": self.url, "name": f"{self.root.name}/{name}"}
+
+    def run(self, name: str, **options: Any) -> ds.Run:
+        return ds.Run(**self.at(name), **options)
+
+    def reader(self, name: str) -> ds.store.Reader:
+        where = self.at(name)
+        return ds.store.Reader(where["path"], where.get("name"))
+
+    def status(self, name: str) -> str:
+        with self.reader(name) as reader:
+            return str(reader.info()["status"])
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> BackendStore:
+    """Each backend in turn (a module may define its own ``store``, which wins there)."""
+    url = request.getfixturevalue("pg_server") if request.param == "postgresql" else None
+    return BackendStore(request.param, tmp_path, url)

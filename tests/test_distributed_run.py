@@ -12,68 +12,28 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 import torch
+from conftest import BackendStore
 from torch import nn
 
 import deepscope as ds
 from deepscope.errors import BadInputError, StoreError
 from deepscope.store import Reader, list_runs, writer
 
-sys.path.insert(0, str(Path(__file__).parent))
-import pg_cluster
-
-sys.path[:1] = []
-
 ROOT = Path(__file__).resolve().parents[1]
 WORKER = Path(__file__).parent / "fixtures" / "ddp_train.py"
 BACKENDS = ["sqlite", "postgresql"]
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[str]:
-    why = pg_cluster.missing()
-    if why is not None:
-        pytest.skip(why)
-    with pg_cluster.cluster() as url:
-        yield url
-
-
-class Store:
-    """Where a test's run goes: ``at`` gives ``Run``'s and ``Reader``'s location arguments."""
-
-    def __init__(self, kind: str, root: Path, url: str | None) -> None:
-        self.kind, self.root, self.url = kind, root, url
-
-    def at(self, name: str) -> dict[str, Any]:
-        if self.url is None:
-            return {"path": self.root / name}
-        return {"path": self.url, "name": f"{self.root.name}/{name}"}
-
-    def reader(self, name: str) -> Reader:
-        where = self.at(name)
-        return Reader(where["path"], where.get("name"))
-
-    def status(self, name: str) -> str:
-        with self.reader(name) as reader:
-            return str(reader.info()["status"])
-
-
-@pytest.fixture(params=BACKENDS)
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Store:
-    url = request.getfixturevalue("server") if request.param == "postgresql" else None
-    return Store(request.param, tmp_path, url)
-
-
 # ---- two ranks of torchrun, training a DDP model ----------------------------------------------------------------
 
 
-def _torchrun(store: Store, name: str, out: Path, *options: str) -> subprocess.CompletedProcess[str]:
+def _torchrun(store: BackendStore, name: str, out: Path, *options: str) -> subprocess.CompletedProcess[str]:
     where = store.at(name)
     arguments = [str(out), str(where["path"])] + ([where["name"]] if "name" in where else [])
     env = os.environ | {"PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
@@ -148,7 +108,7 @@ def test_torchrun_a_rank_killed_mid_run_leaves_the_run_interrupted_with_what_it_
     assert _listed_status(store, "killed") == "interrupted"
 
 
-def _listed_status(store: Store, name: str) -> str:
+def _listed_status(store: BackendStore, name: str) -> str:
     """The status ``list_runs`` gives the run ``name``."""
     listed = list_runs(store.url if store.url is not None else store.root)
     (status,) = [run.status for run in listed if run.name == store.at(name).get("name", name)]
@@ -173,7 +133,7 @@ def job(monkeypatch: pytest.MonkeyPatch) -> Any:
     return be
 
 
-def _run(store: Store, name: str, **options: Any) -> ds.Run:
+def _run(store: BackendStore, name: str, **options: Any) -> ds.Run:
     return ds.Run(**store.at(name), **options)
 
 
