@@ -103,8 +103,11 @@ def test_torchrun_a_rank_killed_mid_run_leaves_the_run_interrupted_with_what_it_
         mine = reader.scalars("loss/rank1")
         assert mine.steps.tolist() == [0, 1, 2]
         np.testing.assert_allclose(mine.values, flushed, rtol=1e-6)
-        zero = reader.scalars("loss/rank0").steps.tolist()  # what rank 0 flushed before it stopped too
-        assert zero == list(range(len(zero)))
+        # What rank 0 flushed before it stopped too: a prefix of its steps, possibly none (it may stop before its
+        # first flush when rank 1 dies early).
+        if "loss/rank0" in reader.tags():
+            zero = reader.scalars("loss/rank0").steps.tolist()
+            assert zero == list(range(len(zero)))
     assert _listed_status(store, "killed") == "interrupted"
 
 
