@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import warnings
+from collections.abc import Iterator
 
 import pytest
 import torch
@@ -56,20 +58,28 @@ def test_shapes_dtypes_and_devices(method, images):
     assert e.method == method and repr(e).startswith("Explanation(")
 
 
+@contextlib.contextmanager
+def left_as_found(model: nn.Module, trainable: nn.Parameter) -> Iterator[None]:
+    """The promises every path keeps: no hook left, modes, ``requires_grad`` flags (conv1 frozen, ``trainable`` not),
+    no parameter gradient, the state unchanged. The model comes with conv1 frozen and fc in training mode."""
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    modes = [m.training for m in model.modules()]
+    yield
+    assert hooks_left(model) == 0
+    assert [m.training for m in model.modules()] == modes
+    assert not model.conv1.weight.requires_grad and trainable.requires_grad
+    assert all(p.grad is None for p in model.parameters()), "no parameter gradient may be accumulated"
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, before[key]), key
+
+
 @pytest.mark.parametrize("method", METHODS)
 def test_model_left_as_found(method, images):
     model = tiny_cnn(kind="inplace")
     model.conv1.weight.requires_grad_(False)
     model.fc.train()  # an odd mix of modes must survive too
-    before = {k: v.clone() for k, v in model.state_dict().items()}
-    modes = [m.training for m in model.modules()]
-    explain_fast(model, images, method)
-    assert hooks_left(model) == 0
-    assert [m.training for m in model.modules()] == modes
-    assert not model.conv1.weight.requires_grad and model.conv2.weight.requires_grad
-    assert all(p.grad is None for p in model.parameters()), "no parameter gradient may be accumulated"
-    for key, value in model.state_dict().items():
-        assert torch.equal(value, before[key]), key
+    with left_as_found(model, model.conv2.weight):
+        explain_fast(model, images, method)
 
 
 @pytest.mark.parametrize("method", LAYERED)
@@ -78,16 +88,9 @@ def test_model_left_as_found_at_a_layer(method, images):
     model = tiny_cnn(kind="inplace")
     model.conv1.weight.requires_grad_(False)
     model.fc.train()
-    before = {k: v.clone() for k, v in model.state_dict().items()}
-    modes = [m.training for m in model.modules()]
-    e = explain_fast(model, images, method, layer="conv2")
-    assert e.attribution.shape == (3, 16, 16, 16) and e.heatmap.shape == (3, 16, 16) and e.layer == "conv2"
-    assert hooks_left(model) == 0
-    assert [m.training for m in model.modules()] == modes
-    assert not model.conv1.weight.requires_grad and model.conv2.weight.requires_grad
-    assert all(p.grad is None for p in model.parameters()), "no parameter gradient may be accumulated"
-    for key, value in model.state_dict().items():
-        assert torch.equal(value, before[key]), key
+    with left_as_found(model, model.conv2.weight):
+        e = explain_fast(model, images, method, layer="conv2")
+        assert e.attribution.shape == (3, 16, 16, 16) and e.heatmap.shape == (3, 16, 16) and e.layer == "conv2"
 
 
 @pytest.mark.parametrize("method", LAYERED)
@@ -180,15 +183,8 @@ def test_model_left_as_found_with_several_inputs_and_forward_kwargs(method, imag
     model = SideInputCNN(inplace=True).eval()
     model.conv1.weight.requires_grad_(False)
     model.fc.train()
-    before = {k: v.clone() for k, v in model.state_dict().items()}
-    modes = [m.training for m in model.modules()]
-    _several_inputs_call(method, model, images)
-    assert hooks_left(model) == 0
-    assert [m.training for m in model.modules()] == modes
-    assert not model.conv1.weight.requires_grad and model.side.weight.requires_grad
-    assert all(p.grad is None for p in model.parameters()), "no parameter gradient may be accumulated"
-    for key, value in model.state_dict().items():
-        assert torch.equal(value, before[key]), key
+    with left_as_found(model, model.side.weight):
+        _several_inputs_call(method, model, images)
 
 
 @pytest.mark.parametrize("method", METHODS)
