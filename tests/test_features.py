@@ -313,6 +313,34 @@ def test_top_patches_equal_brute_force():
     assert set(result.images) == set(result.indices.flatten().tolist())  # only the winners are kept
 
 
+def test_top_patches_ties_go_to_the_earlier_input_and_keep_k_per_unit():
+    # A dead unit (all zeros) ties every input: the answer is its first k inputs, and the running merge holds at
+    # most k x units rows, not every tied input (it once kept the whole data set, and copied it every batch).
+    from deepscope.engine import Batch
+    from deepscope.features.patches import merge_top, patch_rows
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU()).eval()
+    with torch.no_grad():
+        model[0].bias[1] = -1e3  # unit 1 never fires
+    x = torch.randn(60, 3, 8, 8, generator=torch.Generator().manual_seed(5))
+    x[50] = x[7]  # equal activations everywhere: 7 wins every tie with 50
+    result = top_patches(model, DataLoader(TensorDataset(x), batch_size=6), "1", k=3)
+    with torch.no_grad():
+        best = model(x).flatten(2).amax(dim=2).numpy()  # [N, U]
+    ids = np.broadcast_to(np.arange(len(x))[:, None], best.shape)
+    order = np.lexsort((ids, -best), axis=0)[:3]  # largest first, then the smaller index
+    assert result.indices.tolist() == order.T.tolist()
+    assert result.indices[1].tolist() == [0, 1, 2]
+    merged = None
+    for start in range(0, len(x), 6):
+        batch = Batch(x[start : start + 6], None, torch.arange(start, start + 6))
+        with torch.no_grad():
+            merged = merge_top(merged, patch_rows(model, batch, "1", None, 3), 3)
+        assert len(merged["id"]) <= 3 * 4
+    assert merged is not None and len(merged["id"]) < len(x)
+
+
 def test_top_patches_records_hold_each_units_patches_in_order():
     from deepscope.render import to_image_array
 

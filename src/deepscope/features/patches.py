@@ -359,7 +359,8 @@ def patch_rows(model: nn.Module, batch: Batch, layer: str, units: Tensor | None,
             probe.run(model, x.to(probe.model_device(model)))
         output = record.output()
     chosen = _check(output, layer, units, x)
-    picked = output[:, chosen.to(output.device)]  # [B, U, positions]; a vector's unit has one position
+    everything = len(chosen) == output.shape[1] and bool((chosen == torch.arange(len(chosen))).all())
+    picked = output if everything else output[:, chosen.to(output.device)]  # [B, U, positions]; a vector: 1
     response = picked.reshape(*picked.shape[:2], -1).float()
     values, flat = response.max(dim=2)
     rows: Rows = {
@@ -381,21 +382,29 @@ def top_order(rows: Rows, k: int) -> np.ndarray:
 
 
 def merge_top(merged: Rows | None, rows: Rows, k: int) -> Rows:
-    """The merge of :func:`top_patches`: both sets of rows, pruned to those that reach some unit's ``k``-th
-    largest value (ties at that value kept, so the exact order of :func:`top_order` can be taken at the end):
-    exact, and the same whatever order the rows come in."""
-    if merged is not None and len(merged["value"]) >= k:
-        # New rows below every unit's k-th value so far can never enter: dropped before anything is copied.
-        new = (rows["value"] >= _kth(merged["value"], k)).any(axis=1)
-        if not new.any():
-            return merged
-        rows = {key: value[new] for key, value in rows.items()}
-    both = concat(merged, rows)
-    values = both["value"]
-    if len(values) <= k:
+    """The merge of :func:`top_patches`: both sets of rows, pruned to those in some unit's top ``k`` in the order
+    of :func:`top_order` (largest value first, equal values by the smaller id): exact, the same whatever order the
+    rows come in, and at most ``k x units`` rows however many inputs tie (a dead unit's zeros)."""
+    both = concat(merged, rows)  # at most k x units rows so far: cheaper than first testing which rows can enter
+    if len(both["value"]) <= k:
         return both
-    keep = (values >= _kth(values, k)).any(axis=1)
+    keep = in_top(both["value"], both["id"], k)
     return both if keep.all() else {key: value[keep] for key, value in both.items()}
+
+
+def in_top(values: np.ndarray, ids: np.ndarray, k: int) -> np.ndarray:
+    """``[N]`` whether each row is in some unit's top ``k`` of ``values [N, U]`` in the order of
+    :func:`top_order`: the rows above a unit's ``k``-th value, then, of those equal to it, the smallest ids."""
+    kth = _kth(values, k)
+    above = values > kth
+    tied = values == kth
+    short = k - above.sum(axis=0)  # [U] how many of the tied rows each unit takes (>= 1)
+    crowded = tied.sum(axis=0) > short
+    keep = above.any(axis=1) | tied[:, ~crowded].any(axis=1)  # where every tied row has a place, all enter
+    for unit in np.flatnonzero(crowded):  # more ties than places: the smallest ids enter
+        candidates = np.flatnonzero(tied[:, unit])
+        keep[candidates[np.argsort(ids[candidates], kind="stable")[: short[unit]]]] = True
+    return keep
 
 
 def _kth(values: np.ndarray, k: int) -> np.ndarray:
