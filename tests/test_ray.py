@@ -14,8 +14,9 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -119,6 +120,69 @@ def test_confusion_and_confidently_wrong_on_ray_equal_the_local_calls(local_ray:
     assert torch.equal(wrong_remote.indices, wrong_local.indices)
     assert torch.equal(wrong_remote.confidence, wrong_local.confidence)
     torch.testing.assert_close(wrong_remote.explanation.heatmap, wrong_local.explanation.heatmap)
+
+
+def _within(seconds: float, call: Callable[[], object]) -> object:
+    """``call()``'s answer, or a failure (not a blocked test run) when it has not returned within ``seconds``."""
+    answer: list[object] = []
+    raised: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            answer.append(call())
+        except BaseException as error:  # handed to the test's thread
+            raised.append(error)
+
+    worker = threading.Thread(target=target, daemon=True)
+    worker.start()
+    worker.join(seconds)
+    assert not worker.is_alive(), f"no answer within {seconds} s: the call waits for ever"
+    if raised:
+        raise raised[0]
+    return answer[0]
+
+
+def test_actors_holding_every_cpu_and_no_id_column_do_not_wait_for_ever(local_ray: None) -> None:
+    # Two actors of one CPU on 2 CPUs: nothing else can run. Rows without ids are numbered from the blocks' row
+    # counts in the driver (once an all-to-all step that waited for the CPUs the actors held).
+    model, (images, labels) = _model(), _data()
+    every_cpu = RayOptions(actors=2, cpus_per_actor=1)
+    local = ds.top_patches(model, images, "features.conv1", k=5, batch_size=16)
+    remote = _within(
+        180,
+        lambda: ds.top_patches(
+            model, _ray_dataset(images, labels), "features.conv1", k=5, batch_size=16, ray=every_cpu
+        ),
+    )
+    assert isinstance(remote, type(local))
+    assert torch.equal(remote.indices, local.indices) and torch.equal(remote.values, local.values)
+    assert remote.images.keys() == local.images.keys()  # read again by id from the blocks that hold them
+    assert all(torch.equal(remote.images[i], local.images[i]) for i in local.images)
+    # A data set that computes its blocks in tasks would wait for CPUs the pool holds: said, not waited on.
+    lazy = ray.data.range(64).map_batches(lambda batch: {"image": np.zeros((len(batch["id"]), 1, 28, 28), "f4")})
+    with pytest.raises(ds.BadInputError, match="materialize"):
+        _within(180, lambda: ds.embed(model, lazy, "features", ray=every_cpu))
+
+
+def test_the_actor_pool_stays_warm_for_the_same_model_and_restarts_for_changed_weights(local_ray: None) -> None:
+    from deepscope import ray_engine
+    from deepscope.engine import close_pools
+
+    model, (images, labels) = _model(), _data()
+    first = ds.embed(model, (images, labels), "features", batch_size=16, engine="ray", ray=OPTIONS)
+    pool = ray_engine._warm
+    assert pool is not None and len(pool.actors) == 2
+    ds.dead_units(model, images, batch_size=16, engine="ray", ray=OPTIONS)
+    assert ray_engine._warm is pool  # the same actors served the second call
+    with torch.no_grad():
+        model.fc.weight.neg_()  # an in-place change, as an optimizer's step makes
+    second = ds.embed(model, (images, labels), "features", batch_size=16, engine="ray", ray=OPTIONS)
+    assert ray_engine._warm is not pool and not pool.actors  # the stale pool was closed, a new one started
+    assert torch.equal(second.predictions, ds.embed(model, (images, labels), "features").predictions)
+    assert not torch.equal(second.predictions, first.predictions)  # the new weights answered
+    torch.testing.assert_close(second.features, first.features)  # features come before fc
+    close_pools()
+    assert ray_engine._warm is None
 
 
 class Fragile(nn.Module):

@@ -13,8 +13,8 @@ Every data-set call (``embed``, ``top_patches``, ``dead_units``, ``evaluate_mode
 
 The same job on both engines gives the same answer, by construction: in this process :func:`run` cuts the data
 into batches (:mod:`deepscope.batches`), numbers the items ``0..N-1`` in the order read, and merges each batch's
-rows; on Ray (:mod:`deepscope.ray_engine`) the batches are Ray Data ``map_batches`` calls on an actor pool and the
-ids come from the data set's ``id`` column (its row order when it has none).
+rows; on Ray (:mod:`deepscope.ray_engine`) the blocks of the data set go to a warm pool of actors that hold the model,
+and the ids come from the data set's ``id`` column (its rows counted in block order when it has none).
 
 Data for the Ray engine: a ``ray.data.Dataset`` whose rows hold the input in column ``image`` (or
 ``input_column``), optionally ``label`` (``label_column``) and ``id``; or, with ``engine="ray"``, any form
@@ -24,7 +24,7 @@ Data for the Ray engine: a ``ray.data.Dataset`` whose rows hold the input in col
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Literal
 
@@ -81,7 +81,10 @@ class RayOptions:
         input_column, label_column, id_column: the data set's columns for inputs, labels and item ids.
         actors: the actor pool's size; default: one per GPU on a cluster with GPUs, else 2.
         cpus_per_actor: CPUs (and torch threads) per actor.
-        prefetch: batches each actor's input queue and the driver's reader keep ready ahead.
+        prefetch: blocks sent to each actor ahead of the one it maps (at least 1).
+
+    The pool stays warm for the next call with the same model, ``actors`` and ``cpus_per_actor``;
+    :func:`close_pools` ends it.
     """
 
     input_column: str = "image"
@@ -121,7 +124,7 @@ def run(
     """
     if engine is not None and engine not in ENGINES:
         raise BadInputError(f"engine={engine!r}; pass 'local', 'ray' or None (Ray for a ray.data.Dataset).")
-    if engine == "ray" or (engine is None and is_ray_dataset(data)):
+    if on_ray(engine, data):
         if max_items is not None:
             raise BadInputError("max_items works in this process only; on Ray pass dataset.limit(n) instead.")
         from . import ray_engine
@@ -158,6 +161,38 @@ def run_local(
     if merged is None or seen == 0:
         raise BadInputError("the data yielded no inputs; pass a non-empty tensor, DataLoader or data set.")
     return merged
+
+
+def on_ray(engine: Engine | None, data: object) -> bool:
+    """Whether :func:`run` runs on Ray for this ``engine`` and ``data``."""
+    return engine == "ray" or (engine is None and is_ray_dataset(data))
+
+
+def fetch(data: object, ids: Collection[int], batch_size: int, ray: RayOptions | None = None) -> dict[int, Tensor]:
+    """The inputs of the items ``ids`` of ``data`` (numbered as :func:`run` numbers them), read again: a Ray data
+    set's from the blocks that hold them, other data by a pass that stops after the last one. Items that cannot be
+    read again (a generator is spent) are missing from the answer."""
+    if is_ray_dataset(data):
+        from . import ray_engine
+
+        return ray_engine.fetch(data, np.asarray(sorted(ids), dtype=np.int64), ray or RayOptions(), batch_size)
+    wanted, found, seen = set(ids), {}, 0
+    last = max(wanted, default=-1)
+    for inputs, _ in as_batches(data, batch_size):
+        for i in wanted.intersection(range(seen, seen + len(inputs))):
+            found[i] = inputs[i - seen].detach().cpu()
+        seen += len(inputs)
+        if seen > last:
+            break
+    return found
+
+
+def close_pools() -> None:
+    """End the warm Ray actor pool the data-set calls keep between calls (see :mod:`deepscope.ray_engine`), if
+    any. It also ends with ``ray.shutdown()`` and at the interpreter's exit."""
+    module = sys.modules.get("deepscope.ray_engine")
+    if module is not None:
+        module.close()
 
 
 def check_labels(job: Job, inputs: Tensor, labels: Tensor | None) -> None:

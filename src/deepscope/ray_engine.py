@@ -1,25 +1,34 @@
-"""The Ray engine of :mod:`deepscope.engine`: a job's ``map`` as Ray Data ``map_batches`` over an actor pool.
+"""The Ray engine of :mod:`deepscope.engine`: a job's ``map`` on a warm pool of Ray actors fed the data's blocks.
 
 ``run(job, model, data, progress, options) -> Rows``:
 
-* the model goes to the object store once (``ray.put``) and each actor deserialises it once in its constructor;
-  a factory callable (no arguments, returns the model) is called on each actor instead;
+* the model goes to the object store once (``ray.put``) and each actor deserialises it once when it starts; a
+  factory callable (no arguments, returns the model) is called on each actor instead;
 * one GPU per actor when the cluster has GPUs (the model moved to it), CPU actors otherwise, each with
   ``cpus_per_actor`` CPUs and as many torch threads;
-* Ray restarts an actor that dies and redoes its unfinished batches (``max_restarts`` / ``max_task_retries``
-  unlimited); a batch's rows reach the driver only once its task has finished, so nothing is counted twice;
-* the driver reads the mapped rows as they are produced (prefetched), merges them with ``job.merge`` and shows a
-  tqdm bar (beside Ray Data's own progress);
-* items are identified by the data set's ``id`` column; a data set without one is numbered in its row order first.
+* the pool stays warm after the call: the next call with the same model (the same object, with the same weights
+  and modes), the same pool options and the same Ray session reuses its actors, so a session of calls pays their
+  start (a new process importing torch and deepscope) once. One pool is kept at a time, since its actors hold
+  CPUs that a second pool would wait for: a call that needs another closes it first. :func:`close` (or
+  :func:`deepscope.engine.close_pools`) ends it; so do ``ray.shutdown()`` and the interpreter's exit;
+* the blocks: a Ray data set's blocks as Ray Data produces them (``iter_internal_ref_bundles``: streamed, and never
+  through the driver); in-memory data cut into batches put in the object store as they are read. Each actor cuts
+  a block into ``job.batch_size`` batches and maps them; at most ``prefetch`` blocks wait per actor;
+* items are identified by the data set's ``id`` column, or numbered in block order from each block's row count
+  (metadata the driver has): no extra step, and nothing that waits for the CPUs the pool holds;
+* Ray restarts an actor that dies and reruns its unfinished blocks (``max_restarts`` / ``max_task_retries``
+  unlimited); a block's rows reach the driver only once its call has returned, so nothing is counted twice;
+* :func:`fetch`: chosen items' inputs by id, read again from the blocks that hold them (top patches' images).
 
 Ray is imported here only; without it the calls say which extra to install.
 """
 
 from __future__ import annotations
 
+import atexit
 import math
-import warnings
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -28,7 +37,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .batches import batches as as_batches
-from .engine import Batch, Job, RayOptions, Rows, check_labels, is_ray_dataset
+from .engine import Batch, Job, RayOptions, Rows, check_labels, concat, is_ray_dataset
 from .errors import BadInputError
 
 INSTALL = "pip install 'deepscope[ray]'"
@@ -44,6 +53,16 @@ def require() -> Any:
     return ray
 
 
+@dataclass(frozen=True)
+class Block:
+    """One block to map: an object-store reference (or, in a test, the block itself), the rows of it to take
+    (``None``: all), and the id of its first row when the data set has no ``id`` column."""
+
+    ref: Any
+    rows: tuple[int, int] | None
+    start: int
+
+
 def run(
     job: Job,
     model: nn.Module | Callable[[], nn.Module],
@@ -55,108 +74,262 @@ def run(
     ray = require()
     if not isinstance(model, nn.Module) and not callable(model):
         raise BadInputError(f"model must be a torch.nn.Module or a factory callable, not {type(model).__name__}.")
-    dataset = dataset_of(data, options, job.batch_size)
-    gpus = int(ray.cluster_resources().get("GPU", 0))
-    actors = options.actors or (gpus or 2)
-    shipped = [ray.put(model)] if isinstance(model, nn.Module) else model  # in a list: Ray passes it unresolved
-    mapped = dataset.map_batches(
-        Worker,
-        fn_constructor_args=(shipped, job, options, bool(gpus)),
-        batch_size=job.batch_size,
-        batch_format="numpy",
-        zero_copy_batch=False,  # writable arrays, so torch.from_numpy takes them without a copy or a warning
-        compute=ray.data.ActorPoolStrategy(size=actors, max_tasks_in_flight_per_actor=options.prefetch),
-        num_cpus=options.cpus_per_actor,
-        num_gpus=1 if gpus else 0,
-        # Ray Data's actor pools restart dead actors and retry their tasks without limit by default
-        # (max_restarts=-1, max_task_retries=-1): the fault tolerance this engine relies on.
-    )
+    _check_room(data, options)
+    pool = warm_pool(model, options)
+    mapper = replace(job, merge=concat)  # the actors only map: the job's own merge (maybe a file writer) stays here
     disable = None if progress is None else not progress
     merged: Rows | None = None
-    seen = 0
+    pending: dict[Any, int] = {}
+    load = [0] * len(pool.actors)
     with tqdm(desc=f"{job.desc} (Ray)", unit="item", disable=disable, leave=False) as bar:
-        for rows in mapped.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=options.prefetch):
-            rows = {key: np.array(value) for key, value in rows.items()}  # writable: Ray's arrays are read-only
-            merged = job.merge(merged, rows)
-            count = len(next(iter(rows.values()))) if rows else 0
-            seen += count
-            bar.update(count)
+
+        def finish(ready: list[Any]) -> None:
+            nonlocal merged
+            for ref in ready:
+                load[pending.pop(ref)] -= 1
+                for rows in ray.get(ref):
+                    merged = job.merge(merged, rows)
+                    bar.update(len(next(iter(rows.values()))) if rows else 0)
+
+        for block in blocks(data, options, job.batch_size):
+            while len(pending) >= len(pool.actors) * max(1, options.prefetch):
+                ready, _ = ray.wait(list(pending), num_returns=1)
+                finish(ready)
+            actor = load.index(min(load))
+            pending[pool.actors[actor].map.remote(mapper, block, options)] = actor
+            load[actor] += 1
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            finish(ready)
     if merged is None:
         raise BadInputError("the Ray data set yielded no rows; pass a non-empty data set.")
     return merged
 
 
 class Worker:
-    """The actor: holds one copy of the model and maps batches with it."""
+    """The actor: holds one copy of the model and maps blocks with it."""
 
-    def __init__(
-        self,
-        model: list[Any] | Callable[[], nn.Module],
-        job: Job,
-        options: RayOptions,
-        gpu: bool,
-    ) -> None:
+    def __init__(self, model: list[Any] | Callable[[], nn.Module], threads: int, gpu: bool) -> None:
         import ray
 
         built = ray.get(model[0]) if isinstance(model, list) else model()
         if not isinstance(built, nn.Module):
             raise BadInputError(f"the model factory returned a {type(built).__name__}, not a torch.nn.Module.")
-        torch.set_num_threads(max(1, math.ceil(options.cpus_per_actor)))  # this actor's process, ours alone
+        torch.set_num_threads(threads)  # this actor's process, ours alone
         self.device = torch.device("cuda") if gpu and torch.cuda.is_available() else torch.device("cpu")
         self.model = built.to(self.device)
-        self.job = job
-        self.options = options
 
-    def __call__(self, batch: dict[str, np.ndarray]) -> Rows:
-        options = self.options
-        if options.input_column not in batch:
-            raise BadInputError(
-                f"the data set has columns {sorted(batch)}, no {options.input_column!r}; name the inputs' column "
-                "with input_column=..."
-            )
-        inputs = torch.from_numpy(np.ascontiguousarray(batch[options.input_column]))
-        labels = batch.get(options.label_column)
-        label_tensor = None if labels is None else torch.from_numpy(np.asarray(labels)).reshape(-1).long()
-        check_labels(self.job, inputs, label_tensor)
-        ids = torch.from_numpy(np.asarray(batch[options.id_column])).long()
-        with torch.no_grad():
-            return self.job.map(self.model, Batch(inputs.to(self.device), label_tensor, ids))
+    def map(self, job: Job, block: Block, options: RayOptions) -> list[Rows]:
+        """The block's rows, one :data:`Rows` per batch of ``job.batch_size`` items."""
+        columns = block_columns(block, options)
+        inputs_all, ids_all = columns[options.input_column], columns[options.id_column]
+        labels_all = columns.get(options.label_column)
+        out = []
+        for start in range(0, len(ids_all), job.batch_size):
+            end = start + job.batch_size
+            inputs = torch.from_numpy(np.array(inputs_all[start:end]))  # a writable copy of the store's array
+            labels = None if labels_all is None else torch.from_numpy(np.array(labels_all[start:end])).reshape(-1)
+            label_tensor = None if labels is None else labels.long()
+            check_labels(job, inputs, label_tensor)
+            ids = torch.from_numpy(np.array(ids_all[start:end])).long()
+            with torch.no_grad():
+                out.append(job.map(self.model, Batch(inputs.to(self.device), label_tensor, ids)))
+        return out
 
 
-def dataset_of(data: object, options: RayOptions, batch_size: int = 256) -> Any:
-    """``data`` as a Ray data set with inputs, labels (when any) and an ``id`` column per item."""
+def block_columns(block: Block, options: RayOptions) -> dict[str, np.ndarray]:
+    """A block's columns as numpy arrays (its slice of rows), with an ``id`` column counted from ``block.start``
+    when the data set has none."""
+    import ray
+    from ray.data.block import BlockAccessor
+
+    data = ray.get(block.ref) if isinstance(block.ref, ray.ObjectRef) else block.ref
+    if isinstance(data, dict):  # a block of in-memory data, put by this module
+        columns = dict(data)
+    else:
+        accessor = BlockAccessor.for_block(data)
+        if block.rows is not None:
+            accessor = BlockAccessor.for_block(accessor.slice(*block.rows, copy=False))
+        columns = accessor.to_numpy()
+    if options.input_column not in columns:
+        raise BadInputError(
+            f"the data set has columns {sorted(columns)}, no {options.input_column!r}; name the inputs' column "
+            "with input_column=..."
+        )
+    if options.id_column not in columns:
+        count = len(columns[options.input_column])
+        columns[options.id_column] = np.arange(block.start, block.start + count, dtype=np.int64)
+    return columns
+
+
+def blocks(data: object, options: RayOptions, batch_size: int) -> Iterator[Block]:
+    """``data``'s blocks in order: a Ray data set's as Ray Data streams them, numbered from their row counts;
+    in-memory data as batches put in the object store, numbered as read."""
     ray = require()
-    if is_ray_dataset(data):
-        dataset = data
-        columns = dataset.columns()  # type: ignore[attr-defined]
-        if options.input_column not in columns:
-            raise BadInputError(
-                f"the Ray data set has columns {columns}, no {options.input_column!r}; name the inputs' column "
-                "with input_column=..."
-            )
-        if options.id_column in columns:
-            return dataset
-        # Numbered in the order it gives its rows: an all-to-all step; a data set that carries its own ids skips it.
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # Dataset.zip: deprecated in favour of a join on a key we do not have
-            numbered = ray.data.range(dataset.count()).rename_columns({"id": options.id_column})  # type: ignore[attr-defined]
-            return dataset.zip(numbered)  # type: ignore[attr-defined]
-    return ray.data.from_arrow(list(_tables(data, options, batch_size)))
+    if not is_ray_dataset(data):
+        seen = 0
+        for inputs, labels in as_batches(data, batch_size):
+            array = inputs.detach().cpu().numpy()
+            columns = {options.input_column: array, options.id_column: np.arange(seen, seen + len(array))}
+            if labels is not None:
+                columns[options.label_column] = labels.numpy()
+            seen += len(array)
+            yield Block(ray.put(columns), None, 0)
+        return
+    columns = data.columns()  # type: ignore[attr-defined]
+    if options.input_column not in columns:
+        raise BadInputError(
+            f"the Ray data set has columns {columns}, no {options.input_column!r}; name the inputs' column with "
+            "input_column=..."
+        )
+    _remote_functions()
+    start = 0
+    for bundle in data.iter_internal_ref_bundles():  # type: ignore[attr-defined]
+        for entry, part in zip(bundle.blocks, bundle.slices, strict=True):
+            rows = None if part is None else (part.start_offset, part.end_offset)
+            count = part.num_rows if part is not None else entry.metadata.num_rows
+            if count is None:  # a block whose metadata lacks its size: counted where it is
+                count = ray.get(_count.options(num_cpus=0).remote(entry.ref))
+            if count:
+                yield Block(entry.ref, rows, start)
+            start += count
 
 
-def _tables(data: object, options: RayOptions, batch_size: int) -> Iterator[Any]:
-    """In-memory data (tensors, pairs, DataLoaders) as Arrow tables, one per batch, with ids counted as read."""
-    import pyarrow as pa
-    from ray.data.extensions import ArrowTensorArray
+def _count_rows(block: Any) -> int:
+    from ray.data.block import BlockAccessor
 
-    seen = 0
-    for inputs, labels in as_batches(data, batch_size):  # a block per batch: the actors share them out
-        array = inputs.detach().cpu().numpy()
-        columns: dict[str, Any] = {
-            options.input_column: ArrowTensorArray.from_numpy(np.ascontiguousarray(array)),
-            options.id_column: np.arange(seen, seen + len(array), dtype=np.int64),
-        }
-        if labels is not None:
-            columns[options.label_column] = labels.numpy()
-        seen += len(array)
-        yield pa.table(columns)
+    return int(BlockAccessor.for_block(block).num_rows())
+
+
+def _pick_rows(block: Block, wanted: np.ndarray, options: RayOptions) -> dict[str, np.ndarray]:
+    """The ids and inputs of a block's rows whose id is in ``wanted``."""
+    columns = block_columns(block, options)
+    ids = np.asarray(columns[options.id_column]).astype(np.int64)
+    hit = np.isin(ids, wanted)
+    return {"id": ids[hit], "input": np.array(columns[options.input_column][hit])}
+
+
+_count: Any = None
+_pick: Any = None
+
+
+def _remote_functions() -> None:
+    """The stateless tasks (declared once Ray is imported); they take no CPU, so they never wait for the pool's."""
+    global _count, _pick
+    if _pick is None:
+        ray = require()
+        _count = ray.remote(num_cpus=0)(_count_rows)
+        _pick = ray.remote(num_cpus=0)(_pick_rows)
+
+
+def fetch(data: object, ids: np.ndarray, options: RayOptions, batch_size: int) -> dict[int, torch.Tensor]:
+    """The inputs of the items ``ids`` of a Ray data set, by id: a second pass that reads only the blocks that can
+    hold them (every block when the data set has its own ``id`` column), picked where the blocks are."""
+    ray = require()
+    _remote_functions()
+    wanted = np.unique(np.asarray(ids, dtype=np.int64))
+    own_ids = options.id_column in data.columns()  # type: ignore[attr-defined]
+    found = []
+    last = int(wanted[-1]) if len(wanted) else -1
+    for block in blocks(data, options, batch_size):
+        if not own_ids and block.start > last:
+            break
+        found.append(_pick.remote(block, wanted, options))
+    inputs: dict[int, torch.Tensor] = {}
+    for rows in ray.get(found):
+        for i, x in zip(rows["id"].tolist(), rows["input"], strict=True):
+            inputs[int(i)] = torch.from_numpy(np.array(x))
+    return inputs
+
+
+def _check_room(data: object, options: RayOptions) -> None:
+    """A clear error instead of a wait for ever: a lazy data set's read tasks need CPUs the pool does not hold."""
+    ray = require()
+    from ray.data.dataset import MaterializedDataset
+
+    if not is_ray_dataset(data) or isinstance(data, MaterializedDataset):
+        return
+    resources = ray.cluster_resources()
+    actors = options.actors or (int(resources.get("GPU", 0)) or 2)
+    cpus = resources.get("CPU", 0)
+    if actors * options.cpus_per_actor >= cpus:
+        raise BadInputError(
+            f"the actor pool would hold all {cpus:g} CPUs of the cluster ({actors} actors x "
+            f"{options.cpus_per_actor:g}) and this data set computes its blocks (reads files, maps rows) in tasks "
+            "that need CPUs too: pass fewer actors or a smaller cpus_per_actor in RayOptions, or "
+            "dataset.materialize() first."
+        )
+
+
+@dataclass
+class Pool:
+    """A warm actor pool: the model it was made for (kept, to tell whether the next call's is the same), the key
+    the next call must match, the model's copy in the object store (kept for the actors' restarts), the actors."""
+
+    source: object
+    key: tuple[Any, ...]
+    shipped: Any
+    actors: list[Any]
+
+    def close(self) -> None:
+        ray = require()
+        if ray.is_initialized():
+            for actor in self.actors:
+                ray.kill(actor)
+        self.actors = []
+
+
+_warm: Pool | None = None
+_at_exit = False
+
+
+def _fingerprint(model: object, options: RayOptions, gpus: int) -> tuple[Any, ...]:
+    """What a warm pool must match to serve a call: the Ray session, the pool's options, and for a model its
+    tensors' identities and version counters (bumped by every in-place change: an optimizer's step, a
+    ``load_state_dict``) and its modules' modes. A factory is matched by identity only."""
+    ray = require()
+    session = ray.get_runtime_context().get_job_id()
+    state: tuple[Any, ...] = ()
+    if isinstance(model, nn.Module):
+        tensors = model.state_dict(keep_vars=True).items()
+        state = (
+            tuple((name, t.data_ptr(), t._version) for name, t in tensors),
+            tuple(module.training for module in model.modules()),
+        )
+    return (session, id(model), state, options.actors, options.cpus_per_actor, gpus)
+
+
+def warm_pool(model: nn.Module | Callable[[], nn.Module], options: RayOptions) -> Pool:
+    """The warm pool for ``model`` and ``options``: the one kept from an earlier call when it matches, else a new
+    one (the kept one closed first)."""
+    global _warm, _at_exit
+    ray = require()
+    if not ray.is_initialized():
+        ray.init()
+    gpus = int(ray.cluster_resources().get("GPU", 0))
+    key = _fingerprint(model, options, gpus)
+    if _warm is not None and _warm.source is model and _warm.key == key and _warm.actors:
+        return _warm
+    close()
+    size = options.actors or (gpus or 2)
+    if options.cpus_per_actor <= 0:
+        raise BadInputError(f"cpus_per_actor={options.cpus_per_actor}; pass a positive number of CPUs per actor.")
+    shipped = [ray.put(model)] if isinstance(model, nn.Module) else model  # in a list: Ray passes it unresolved
+    actor_class = ray.remote(
+        num_cpus=options.cpus_per_actor, num_gpus=1 if gpus else 0, max_restarts=-1, max_task_retries=-1
+    )(Worker)
+    threads = max(1, math.ceil(options.cpus_per_actor))
+    actors = [actor_class.remote(shipped, threads, bool(gpus)) for _ in range(size)]
+    _warm = Pool(model, key, shipped, actors)
+    if not _at_exit:
+        atexit.register(close)
+        _at_exit = True
+    return _warm
+
+
+def close() -> None:
+    """End the warm actor pool, if any (its actors and the model's copy in the object store)."""
+    global _warm
+    if _warm is not None:
+        pool, _warm = _warm, None
+        pool.close()

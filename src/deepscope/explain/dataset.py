@@ -24,8 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from .. import probe
-from ..batches import batches as as_batches
-from ..engine import Batch, Engine, Job, RayOptions, Rows, is_ray_dataset
+from ..engine import Batch, Engine, Job, RayOptions, Rows, fetch, is_ray_dataset
 from ..engine import run as run_job
 from ..errors import BadInputError
 from ..explanation import Explanation
@@ -222,7 +221,7 @@ def explain_dataset(
     finally:
         writer.close()
     local = model if isinstance(model, nn.Module) else model()  # type: ignore[operator]
-    explained = _explain_sample(local, data, writer, on_ray, ray_options, batch_size, method, target, layer, options)
+    explained = _explain_sample(local, data, writer, ray_options, batch_size, method, target, layer, options)
     return _finish(writer, run, tag, step, classes, explained)
 
 
@@ -403,7 +402,6 @@ def _explain_sample(
     model: nn.Module,
     data: object,
     writer: _Appender,
-    on_ray: bool,
     ray_options: RayOptions,
     batch_size: int,
     method: str,
@@ -416,24 +414,7 @@ def _explain_sample(
     if not len(chosen):
         return None
     wanted = chosen[:, 0].tolist()
-    if on_ray:
-        from ..ray_engine import dataset_of
-
-        dataset = dataset_of(data, ray_options, batch_size)
-        id_column, column = ray_options.id_column, ray_options.input_column
-        keep = set(wanted)
-        found = dataset.filter(lambda row: int(row[id_column]) in keep).take_all()
-        by_id = {int(row[id_column]): torch.as_tensor(np.asarray(row[column])) for row in found}
-    else:
-        by_id, seen, last = {}, 0, max(wanted)
-        keep = set(wanted)
-        for inputs, _ in as_batches(data, batch_size):
-            for i in range(len(inputs)):
-                if seen + i in keep:
-                    by_id[seen + i] = inputs[i].detach().cpu()
-            seen += len(inputs)
-            if seen > last:
-                break
+    by_id = fetch(data, wanted, batch_size, ray_options)
     if len(by_id) < len(wanted):  # a one-shot iterator (a generator) cannot be read again
         warnings.warn(
             "explain_dataset: the data could not be read again for the sample's inputs (a generator?); no sample is "

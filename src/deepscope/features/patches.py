@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from .. import probe
-from ..engine import Batch, Engine, Job, RayOptions, Rows, concat
+from ..engine import Batch, Engine, Job, RayOptions, Rows, concat, fetch, on_ray
 from ..engine import run as run_job
 from ..errors import BadInputError
 from ..render import FigureDisplay, NotebookFigure, new_figure, to_image_array
@@ -308,29 +308,34 @@ def top_patches(
     chosen = None if units is None else torch.as_tensor([units] if isinstance(units, int) else list(units))
     if chosen is not None and (chosen.ndim != 1 or not len(chosen) or chosen.dtype not in (torch.int64, torch.int32)):
         raise BadInputError(f"units={units!r}; pass channel indices (ints).")
+    remote = on_ray(engine, data)  # on Ray the top inputs are read again at the end, not carried with every block
     job = Job(
-        map=partial(patch_rows, layer=layer, units=chosen, k=k),
+        map=partial(patch_rows, layer=layer, units=chosen, k=k, images=not remote),
         merge=partial(merge_top, k=k),
         desc="top patches",
         batch_size=batch_size,
     )
     options = replace(ray or RayOptions(), input_column=input_column)
     rows = run_job(job, model, data, engine, progress, ray=options)
-    input_shape = tuple(rows["image"].shape[1:])
     order = top_order(rows, k)  # [k, U]
     values = torch.from_numpy(np.take_along_axis(rows["value"], order, axis=0))
     indices = torch.from_numpy(rows["id"][order])
     flat = torch.from_numpy(np.take_along_axis(rows["flat"], order, axis=0))
     chosen = torch.as_tensor(rows["unit"][0]).long()
     spatial = bool(rows["spatial"][0])
+    kept = np.unique(indices.numpy())
+    if remote:
+        images = {i: x.float() for i, x in fetch(data, kept.tolist(), batch_size, options).items()}
+    else:
+        at = {int(i): row for row, i in enumerate(rows["id"])}
+        images = {int(i): torch.from_numpy(rows["image"][at[int(i)]]) for i in kept}
+    input_shape = tuple(images[int(kept[0])].shape)
     field = receptive_field(model, layer, input_shape) if spatial else _whole_input(layer, input_shape)
     width = field.output_shape[1]
     positions = torch.stack([flat // width, flat % width], dim=-1)  # [k, U, 2]
     boxes = torch.tensor(
         [[field.box(p) for p in row] for row in positions.transpose(0, 1).tolist()], dtype=torch.long
     ).reshape(len(chosen), -1, 4)
-    kept = set(indices.unique().tolist())
-    images = {int(i): torch.from_numpy(image) for i, image in zip(rows["id"], rows["image"]) if int(i) in kept}
     return TopPatches(
         layer=layer,
         units=chosen,
@@ -343,9 +348,9 @@ def top_patches(
     )
 
 
-def patch_rows(model: nn.Module, batch: Batch, layer: str, units: Tensor | None, k: int) -> Rows:
+def patch_rows(model: nn.Module, batch: Batch, layer: str, units: Tensor | None, k: int, images: bool = True) -> Rows:
     """The map of :func:`top_patches`: each unit's response (largest activation) to each input of the batch and
-    where it was, pruned to the inputs in some unit's top ``k`` of this batch, with those inputs."""
+    where it was, pruned to the inputs in some unit's top ``k`` of this batch, with those inputs (``images``)."""
     module = probe.named_layer(model, layer)
 
     def stop(_module: nn.Module, _inputs: object, _output: object) -> None:
@@ -367,10 +372,11 @@ def patch_rows(model: nn.Module, batch: Batch, layer: str, units: Tensor | None,
         "id": batch.ids.numpy(),
         "value": values.cpu().numpy(),
         "flat": flat.cpu().numpy(),
-        "image": x.detach().cpu().float().numpy(),
         "unit": np.broadcast_to(chosen.numpy(), (len(x), len(chosen))).copy(),
         "spatial": np.full(len(x), output.ndim == 4),
     }
+    if images:
+        rows["image"] = x.detach().cpu().float().numpy()
     return merge_top(None, rows, k)
 
 
