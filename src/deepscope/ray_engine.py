@@ -87,8 +87,9 @@ def run(
             nonlocal merged
             for ref in ready:
                 load[pending.pop(ref)] -= 1
-                for rows in ray.get(ref):
-                    merged = job.merge(merged, rows)
+                for shared in ray.get(ref):
+                    rows = {key: np.require(value, requirements=["W"]) for key, value in shared.items()}  # copies
+                    merged = job.merge(merged, rows)  # of the store's read-only arrays, as torch wants them
                     bar.update(len(next(iter(rows.values()))) if rows else 0)
 
         for block in blocks(data, options, job.batch_size):
@@ -273,7 +274,7 @@ class Pool:
 
     def close(self) -> None:
         ray = require()
-        if ray.is_initialized():
+        if ray.is_initialized() and ray.get_runtime_context().get_job_id() == self.key[0]:  # else gone already
             for actor in self.actors:
                 ray.kill(actor)
         self.actors = []
