@@ -186,13 +186,16 @@ def blocks(data: object, options: RayOptions, batch_size: int) -> Iterator[Block
     _remote_functions()
     start = 0
     for bundle in data.iter_internal_ref_bundles():  # type: ignore[attr-defined]
-        for entry, part in zip(bundle.blocks, bundle.slices, strict=True):
+        # Older Ray gives (ref, metadata) pairs and no slices; Ray 2.60 a BlockEntry and a slice (or None) per block.
+        parts = getattr(bundle, "slices", None) or [None] * len(bundle.blocks)
+        for entry, part in zip(bundle.blocks, parts, strict=True):
+            ref, metadata = entry if isinstance(entry, tuple) else (entry.ref, entry.metadata)
             rows = None if part is None else (part.start_offset, part.end_offset)
-            count = part.num_rows if part is not None else entry.metadata.num_rows
+            count = part.num_rows if part is not None else metadata.num_rows
             if count is None:  # a block whose metadata lacks its size: counted where it is
-                count = ray.get(_count.options(num_cpus=0).remote(entry.ref))
+                count = ray.get(_count.remote(ref))
             if count:
-                yield Block(entry.ref, rows, start)
+                yield Block(ref, rows, start)
             start += count
 
 
