@@ -277,10 +277,17 @@ class Pool:
 
     def close(self) -> None:
         ray = require()
-        if ray.is_initialized() and ray.get_runtime_context().get_job_id() == self.key[0]:  # else gone already
+        if ray.is_initialized() and _session(ray) == self.key[0]:  # else gone with its session
             for actor in self.actors:
                 ray.kill(actor)
         self.actors = []
+
+
+def _session(ray: Any) -> tuple[str, str]:
+    """This Ray session: the job and the driver's node (a job id repeats after ``ray.shutdown()`` and
+    ``ray.init()``; a node id is new with each start)."""
+    context = ray.get_runtime_context()
+    return (context.get_job_id(), context.get_node_id())
 
 
 _warm: Pool | None = None
@@ -292,7 +299,7 @@ def _fingerprint(model: object, options: RayOptions, gpus: int) -> tuple[Any, ..
     tensors' identities and version counters (bumped by every in-place change: an optimizer's step, a
     ``load_state_dict``) and its modules' modes. A factory is matched by identity only."""
     ray = require()
-    session = ray.get_runtime_context().get_job_id()
+    session = _session(ray)
     state: tuple[Any, ...] = ()
     if isinstance(model, nn.Module):
         tensors = model.state_dict(keep_vars=True).items()
