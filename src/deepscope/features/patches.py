@@ -350,7 +350,8 @@ def top_patches(
 
 def patch_rows(model: nn.Module, batch: Batch, layer: str, units: Tensor | None, k: int, images: bool = True) -> Rows:
     """The map of :func:`top_patches`: each unit's response (largest activation) to each input of the batch and
-    where it was, pruned to the inputs in some unit's top ``k`` of this batch, with those inputs (``images``)."""
+    where it was; with the inputs (``images``, in this process, whose merge prunes at once), or without them and
+    pruned to the inputs in some unit's top ``k`` of the batch (on Ray, where the rows travel to the driver)."""
     module = probe.named_layer(model, layer)
 
     def stop(_module: nn.Module, _inputs: object, _output: object) -> None:
@@ -377,6 +378,7 @@ def patch_rows(model: nn.Module, batch: Batch, layer: str, units: Tensor | None,
     }
     if images:
         rows["image"] = x.detach().cpu().float().numpy()
+        return rows
     return merge_top(None, rows, k)
 
 
