@@ -162,6 +162,10 @@ def test_actors_holding_every_cpu_and_no_id_column_do_not_wait_for_ever(local_ra
     lazy = ray.data.range(64).map_batches(lambda batch: {"image": np.zeros((len(batch["id"]), 1, 28, 28), "f4")})
     with pytest.raises(ds.BadInputError, match="materialize"):
         _within(180, lambda: ds.embed(model, lazy, "features", ray=every_cpu))
+    # With a CPU left for its tasks, a lazy data set streams through the pool: its rows numbered as it gives them.
+    features = _within(180, lambda: ds.embed(model, lazy, "features", ray=RayOptions(actors=1, cpus_per_actor=1)))
+    assert isinstance(features, ds.Features) and len(features) == 64
+    torch.testing.assert_close(features.features, ds.embed(model, torch.zeros(64, 1, 28, 28), "features").features)
 
 
 def test_the_actor_pool_stays_warm_for_the_same_model_and_restarts_for_changed_weights(local_ray: None) -> None:
