@@ -3,7 +3,7 @@ Parquet file (heatmaps as float16, optionally downsampled, with each item's labe
 and a sample of the items logged into a run for the board's gallery.
 
 One function does a batch's work (:func:`explain_rows`): the single-process loop here calls it, and so does an
-engine that runs it elsewhere (Ray Data's ``map_batches``), so both write the same rows.
+engine that runs it elsewhere (the Ray engine's actors, :mod:`deepscope.ray_engine`), so both write the same rows.
 """
 
 from __future__ import annotations
