@@ -72,5 +72,5 @@ def _summary(root: Path, run_dir: Path) -> RunSummary:
         with Reader(run_dir) as reader:
             info = reader.info()
             return RunSummary(name, run_dir, info.get("status", "unknown"), info.get("created_at"), reader.tags())
-    except DeepscopeError as e:
+    except (DeepscopeError, OSError) as e:  # one damaged run is listed as such, never hides the others
         return RunSummary(name, run_dir, "unreadable", error=str(e))

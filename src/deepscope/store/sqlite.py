@@ -25,7 +25,7 @@ import numpy as np
 
 from ..errors import StoreError
 from . import schema
-from .backend import StoredState
+from .backend import StoredState, json_pairs, object_row, scalar_columns
 from .ranks import mine
 from .records import Stored
 from .sampling import spread
@@ -226,7 +226,16 @@ class RunFiles:
         return relative
 
     def read(self, relative: str) -> bytes:
-        return (self.run_dir / relative).read_bytes()
+        return self.locate(relative).read_bytes()
+
+    def locate(self, relative: str) -> Path:
+        """Where a file of the run is, by its real path: inside the run directory's own ``files/`` folder (not a
+        symlink out of it, nor a ``files/`` that is itself a symlink); ``PermissionError`` for anything else."""
+        run_dir = self.run_dir.resolve()
+        found = (run_dir / relative).resolve()
+        if not found.is_relative_to(run_dir / schema.FILES_DIR):
+            raise PermissionError(f"{relative!r} leads outside the run's {schema.FILES_DIR}/ folder")
+        return found
 
     def where(self, relative: str) -> str:
         return str(self.run_dir / relative)
@@ -261,11 +270,13 @@ class SQLiteReader:
 
     def info(self) -> dict[str, Any]:
         with self._reading():
-            return {key: json.loads(value) for key, value in self._conn.execute("SELECT key, value FROM run_info")}
+            rows = self._conn.execute("SELECT key, value FROM run_info").fetchall()
+        return json_pairs(rows, "run_info", self.location)
 
     def config(self) -> dict[str, Any]:
         with self._reading():
-            return {key: json.loads(value) for key, value in self._conn.execute("SELECT key, value FROM config")}
+            rows = self._conn.execute("SELECT key, value FROM config").fetchall()
+        return json_pairs(rows, "config", self.location)
 
     def tags(self) -> dict[str, str]:
         with self._reading():
@@ -300,13 +311,7 @@ class SQLiteReader:
                 ).fetchall()
             finally:
                 self._conn.execute("COMMIT")
-        columns = []
-        for k, dtype in enumerate((np.int64, np.float64, np.int64, np.float64)):
-            packed = [np.frombuffer(chunk[k], dtype=np.dtype(dtype).newbyteorder("<")) for chunk in chunks]
-            loose = np.array([row[k] for row in rows], dtype=dtype)  # NULL (a NaN) reads as NaN
-            columns.append(np.concatenate((*packed, loose)).astype(dtype, copy=False))
-        steps, values, epochs, walls = columns
-        return steps, values, epochs, walls
+        return scalar_columns(chunks, rows, self.location)
 
     def records(
         self, table: str, tag_id: int, start: int | None, end: int | None, max_records: int | None
@@ -325,7 +330,7 @@ class SQLiteReader:
             names = [d[0] for d in cursor.description]
             rows = [dict(zip(names, row)) for row in cursor.fetchall()]
         if table == "objects":
-            return [Stored(row["step"], row["wall_time"], json.loads(row["data"]), row["file"]) for row in rows]
+            return [object_row(row["step"], row["wall_time"], row["data"], row["file"]) for row in rows]
         own = [name for name in names if name not in ("id", "tag_id", "step", "wall_time")]
         return [Stored(row["step"], row["wall_time"], {name: row[name] for name in own}) for row in rows]
 
