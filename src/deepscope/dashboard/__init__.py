@@ -26,6 +26,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from html import escape
+from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
@@ -38,7 +39,7 @@ if TYPE_CHECKING:
 
 INSTALL_HINT = "the board needs its extra: pip install 'deepscope[board]' (fastapi, uvicorn, plotly)"
 
-__all__ = ["Board", "board", "create_app", "is_loopback", "proxy_template", "serve"]
+__all__ = ["Board", "board", "create_app", "is_loopback", "proxy_template", "serve", "token_from"]
 
 PROXY_ENV = "DEEPSCOPE_PROXY"  # chooses for proxy="auto": off, on, or an address template with {port}
 HUB_PREFIX_ENV = "JUPYTERHUB_SERVICE_PREFIX"  # the user's server's base URL, set by JupyterHub (/user/<name>/)
@@ -56,13 +57,35 @@ def _require() -> None:
         raise ImportError(f"{INSTALL_HINT}; missing: {e.name}") from e
 
 
-def create_app(root: str | os.PathLike[str], token: str | None = None) -> FastAPI:
+def create_app(root: str | os.PathLike[str], token: str | None = None, framed: bool = False) -> FastAPI:
     """The board's FastAPI app serving the runs under the directory ``root`` or in the PostgreSQL database it names;
-    with ``token``, every request must carry it."""
+    with ``token``, every request must carry it. ``framed``: the page may be shown in a frame of a page on this
+    machine or of its own origin (a notebook's output); otherwise no page may frame it."""
     _require()
+    from .security import NOT_FRAMED, NOTEBOOK_FRAMES
     from .server import create_app as make
 
-    return make(root, token)
+    return make(root, token, NOTEBOOK_FRAMES if framed else NOT_FRAMED)
+
+
+TOKEN_ENV = "DEEPSCOPE_TOKEN"  # the board's token, kept out of the command line (where `ps` shows it)
+
+
+def token_from(token: str | None, token_file: str | os.PathLike[str] | None) -> str | None:
+    """The token ``deepscope board`` requires: ``--token``, else the first line of ``--token-file``, else
+    ``$DEEPSCOPE_TOKEN``, else ``None``; a ``BadInputError`` for both flags at once, or an empty or unreadable file."""
+    if token is not None and token_file is not None:
+        raise BadInputError("give the token with --token or with --token-file, not both")
+    if token_file is not None:
+        try:
+            lines = Path(token_file).read_text(encoding="utf-8").splitlines()
+        except OSError as e:
+            raise BadInputError(f"--token-file {token_file}: cannot read it ({e.strerror})") from e
+        token = lines[0].strip() if lines else ""
+        if not token:
+            raise BadInputError(f"--token-file {token_file} is empty: write the token on its first line")
+        return token
+    return token if token is not None else (os.environ.get(TOKEN_ENV) or None)
 
 
 def is_loopback(host: str) -> bool:
@@ -243,7 +266,7 @@ def board(
 
     template = proxy_template(proxy)
     token = _token(host, token, template)
-    app = create_app(root, token)
+    app = create_app(root, token, framed=True)
     if port == 0:
         with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
             probe.bind((host.strip("[]"), 0))

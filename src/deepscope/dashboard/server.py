@@ -1,9 +1,8 @@
 """The board's web app: thin FastAPI routes over :mod:`deepscope.dashboard.api`, the static page, plotly.js.
 
-Needs the ``board`` extra (``pip install 'deepscope[board]'``). Every route is GET. With a token, every request
-(page, scripts, API, images) must carry it as ``?token=...`` or ``Authorization: Bearer ...``, else 401. Without
-one, the server answers only requests addressed to a loopback name (``Host: 127.0.0.1``, ``localhost``,
-``[::1]``), so a web page elsewhere cannot read it through DNS rebinding.
+Needs the ``board`` extra (``pip install 'deepscope[board]'``). Every route that only reads is GET; one that starts
+work is POST with a JSON body. Who may ask, the headers every answer carries and what an error may say are
+:mod:`deepscope.dashboard.security`'s.
 """
 
 from __future__ import annotations
@@ -12,7 +11,6 @@ import functools
 import json
 import mimetypes
 import os
-import secrets
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -22,11 +20,12 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from ..errors import BadInputError
-from . import api
+from . import api, security
+from .sources import Directory
 
 STATIC = Path(__file__).parent / "static"
 PLOTLY_JS = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
-LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "[::1]", "::1"})
+LOOPBACK_NAMES = security.LOOPBACK_NAMES
 
 
 class _JSON(JSONResponse):
@@ -36,20 +35,31 @@ class _JSON(JSONResponse):
         return json.dumps(content, allow_nan=False, separators=(",", ":")).encode()
 
 
-def create_app(root: str | os.PathLike[str], token: str | None = None) -> FastAPI:
+def create_app(
+    root: str | os.PathLike[str], token: str | None = None, frame_ancestors: str = security.NOT_FRAMED
+) -> FastAPI:
     """The board's app serving the runs under the directory ``root``, or in the PostgreSQL database it names
-    (``postgresql://...``); with ``token``, every request must carry it."""
+    (``postgresql://...``); with ``token``, every request must carry it. ``frame_ancestors``: who may frame the
+    page (CSP), nobody by default."""
     base = api.served_root(root)
     app = FastAPI(title="deepscope board", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.served = base  # what it serves, for the line that announces it
+    roots = [base.shown, os.path.realpath(base.shown)] if isinstance(base, Directory) else []
+
+    def detail(error: BaseException) -> str:
+        return security.private(str(error), roots)
 
     @app.exception_handler(api.NotFound)
     def not_found(request: Request, error: api.NotFound) -> Response:
-        return _JSON({"detail": str(error)}, 404)
+        return _JSON({"detail": detail(error)}, 404)
 
     @app.exception_handler(BadInputError)
     def bad_input(request: Request, error: BadInputError) -> Response:
-        return _JSON({"detail": str(error)}, 422)
+        return _JSON({"detail": detail(error)}, 422)
+
+    @app.exception_handler(Exception)
+    def failed(request: Request, error: Exception) -> Response:  # logged by the server; the page learns only what
+        return _JSON({"detail": f"the board failed to answer ({type(error).__name__}); see its log"}, 500)
 
     @app.get("/api/runs")
     def runs() -> Response:
@@ -185,7 +195,7 @@ def create_app(root: str | os.PathLike[str], token: str | None = None) -> FastAP
     def page() -> Response:
         index = STATIC / "index.html"
         if not index.is_file():
-            return _JSON({"detail": f"the page is missing from this installation ({index})"}, 404)
+            return _JSON({"detail": "the page is missing from this installation (static/index.html)"}, 404)
         return FileResponse(index, headers={"Cache-Control": "no-cache"})
 
     @app.get("/static/plotly.min.js")
@@ -193,7 +203,9 @@ def create_app(root: str | os.PathLike[str], token: str | None = None) -> FastAP
         return Response(_plotly_js(), media_type="text/javascript", headers={"Cache-Control": "max-age=86400"})
 
     app.mount("/static", StaticFiles(directory=STATIC, check_dir=False), name="static")
-    app.add_middleware(_Guard, token=token)
+    index = STATIC / "index.html"
+    page_bytes = index.read_bytes() if index.is_file() else b""
+    app.add_middleware(security.Guard, token=token, extra=security.headers(page_bytes, frame_ancestors))
     return app
 
 
@@ -206,38 +218,3 @@ COMPILE_HINT = b"//# allFunctionsCalledOnLoad\n"
 @functools.cache
 def _plotly_js() -> bytes:
     return COMPILE_HINT + PLOTLY_JS.read_bytes()
-
-
-class _Guard:
-    """Checks every HTTP request before any route sees it (a plain ASGI middleware: no per-request task).
-
-    With a token: the request must carry it (query ``token`` or ``Authorization: Bearer``), else 401. Without:
-    the ``Host`` header must name a loopback address, else 403.
-    """
-
-    def __init__(self, app: Any, token: str | None) -> None:
-        self.app = app
-        self.token = token.encode() if token is not None else None
-
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] == "http":
-            refusal = self._refusal(Request(scope))
-            if refusal is not None:
-                await refusal(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
-
-    def _refusal(self, request: Request) -> Response | None:
-        if self.token is not None:
-            given = request.query_params.get("token") or ""
-            header = request.headers.get("authorization", "")
-            if not given and header[:7].lower() == "bearer ":
-                given = header[7:].strip()
-            if secrets.compare_digest(given.encode(), self.token):
-                return None
-            return _JSON({"detail": "this board needs its token: open the URL it printed at start"}, 401)
-        host = request.headers.get("host", "").lower()
-        name = host if host.endswith("]") else host.rsplit(":", 1)[0]
-        if name in LOOPBACK_NAMES:
-            return None
-        return _JSON({"detail": f"this board answers only on 127.0.0.1/localhost, not {host!r}"}, 403)

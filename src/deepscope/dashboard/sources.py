@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import os
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -20,6 +21,7 @@ from ..store import Reader, RunSummary, list_runs, schema
 from ..store.postgres import Database as PostgresDatabase
 from ..store.postgres import is_url
 from ..store.sqlite import stamp
+from .security import private
 
 
 class NotFound(LookupError):
@@ -68,7 +70,11 @@ class Directory:
         self.shown = str(root)
 
     def runs(self) -> list[RunSummary]:
-        return list_runs(self.root)
+        # An unreadable run's reason names its files relative to the served directory, never by absolute path.
+        return [
+            run if run.error is None else replace(run, error=private(run.error, (str(self.root),)))
+            for run in list_runs(self.root)
+        ]
 
     def reader(self, run: str) -> Reader:
         return Reader(run_dir(self.root, run))
@@ -81,7 +87,7 @@ class Directory:
         return file_path(self.root, run, path)
 
     def arrays(self, run: str, path: str) -> Path:
-        return run_dir(self.root, run) / path
+        return file_path(self.root, run, path)
 
     def file_key(self, run: str, path: str) -> tuple[Any, ...]:
         located = self.arrays(run, path)
@@ -168,14 +174,14 @@ def file_path(root: Path, run: str, path: str) -> Path:
     """A file of a run's ``files/`` directory, given by its path relative to the run directory.
 
     Raises:
-        NotFound: for a path that is absolute, contains ``..``, leaves the run's ``files/`` (through a symlink
-            too), or is not a file.
+        NotFound: for a path that is absolute, contains ``..``, leaves the run's ``files/`` by its real path (a
+            symlink out of it, or a ``files/`` that is itself a symlink), or is not a file.
     """
     directory = run_dir(root, run)
     parts = _parts(path)
     if parts is None:
         raise NotFound(f"run {run!r} has no file {path!r}")
-    files = (directory / schema.FILES_DIR).resolve()
+    files = directory / schema.FILES_DIR  # the run's own folder: a files/ that is a symlink leads elsewhere
     resolved = directory.joinpath(*parts).resolve()
     if not resolved.is_relative_to(files) or not resolved.is_file():
         raise NotFound(f"run {run!r} has no file {path!r}")
