@@ -163,6 +163,12 @@ def build_parser() -> argparse.ArgumentParser:
         "prefer --token-file or $DEEPSCOPE_TOKEN",
     )
     board.add_argument("--token-file", metavar="FILE", help="read the token from the first line of FILE")
+    board.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="processes answering requests (default 1; more for a board many people watch at once)",
+    )
     board.set_defaults(handler=_board)
     return parser
 
@@ -304,7 +310,8 @@ def _board(args: argparse.Namespace) -> int:
     from .errors import BadInputError
 
     try:
-        serve(args.dir, host=args.host, port=args.port, token=token_from(args.token, args.token_file))
+        token = token_from(args.token, args.token_file)
+        serve(args.dir, host=args.host, port=args.port, token=token, workers=args.workers)
     except ImportError as error:  # the extra is missing: the message says which pip install to run
         print(f"deepscope board: {error}", file=sys.stderr)
         return 1

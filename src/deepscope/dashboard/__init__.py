@@ -69,6 +69,7 @@ def create_app(root: str | os.PathLike[str], token: str | None = None, framed: b
 
 
 TOKEN_ENV = "DEEPSCOPE_TOKEN"  # the board's token, kept out of the command line (where `ps` shows it)
+ROOT_ENV = "DEEPSCOPE_BOARD_ROOT"  # what the worker processes of `serve(workers=...)` serve
 
 
 def token_from(token: str | None, token_file: str | os.PathLike[str] | None) -> str | None:
@@ -177,19 +178,34 @@ def serve(
     port: int = 6006,
     token: str | None = None,
     proxy: bool | str = "auto",
+    workers: int = 1,
 ) -> None:
     """Serve the board in this process until interrupted (Ctrl-C); prints the URL to open (and, behind a proxy,
-    the proxy's address for it: see :func:`proxy_template`)."""
+    the proxy's address for it: see :func:`proxy_template`).
+
+    ``workers``: how many processes answer requests (a board many people watch at once, on a machine with cores to
+    spare); each keeps its own caches and computes its own projections.
+    """
     _require()
     import uvicorn
 
+    if workers < 1:
+        raise BadInputError(f"workers={workers}: pass 1 or more processes")
     template = proxy_template(proxy)
     token = _token(host, token, template)
     app = create_app(root, token)
     shown = f"deepscope board: serving {app.state.served.shown} at {url(host, port, token)}"
     if template is not None:
         shown += f" (through the proxy: {proxied_url(template, port, token)})"
-    print(shown, flush=True)
+    print(shown + (f" with {workers} worker processes" if workers > 1 else ""), flush=True)
+    if workers > 1:  # each worker makes its app from what the environment says (uvicorn's app factory)
+        os.environ[ROOT_ENV] = os.fspath(root)
+        os.environ.pop(TOKEN_ENV, None)
+        if token is not None:
+            os.environ[TOKEN_ENV] = token
+        factory = "deepscope.dashboard.server:app_from_environment"
+        uvicorn.run(factory, factory=True, host=host, port=port, workers=workers, log_level="warning")
+        return
 
     class Server(uvicorn.Server):
         """uvicorn's server, remembering whether Ctrl-C (SIGINT) stopped it: uvicorn stops gracefully then and

@@ -209,6 +209,15 @@ def create_app(
     return app
 
 
+def app_from_environment() -> FastAPI:
+    """The app a worker process of ``serve(workers=N)`` serves (uvicorn's app factory): the root in
+    ``$DEEPSCOPE_BOARD_ROOT``, the token (if any) in ``$DEEPSCOPE_TOKEN``, as :func:`deepscope.dashboard.serve` set
+    them."""
+    from . import ROOT_ENV, TOKEN_ENV
+
+    return create_app(os.environ[ROOT_ENV], os.environ.get(TOKEN_ENV) or None)
+
+
 # V8's compile hint: compile every function of the file at once, on a background thread while it streams in, not
 # each one lazily on the main thread at its first call. plotly.js calls most of its 4.8 MB while it loads, so a
 # first visit draws its first chart ~0.1 s sooner (measured in headless Chromium); other browsers ignore the comment.

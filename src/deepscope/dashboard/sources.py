@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ..errors import BadInputError, StoreError
-from ..store import Reader, RunSummary, list_runs, schema
+from ..store import Reader, RunSummary, schema
+from ..store.catalog import run_directories, summary
 from ..store.postgres import Database as PostgresDatabase
 from ..store.postgres import is_url
 from ..store.sqlite import stamp
@@ -63,18 +64,34 @@ class Source(Protocol):
 
 
 class Directory:
-    """The runs under a directory (one SQLite database each)."""
+    """The runs under a directory (one SQLite database each).
+
+    Listing the runs reads each run's info and tags only when its change token (:func:`~deepscope.store.sqlite.stamp`,
+    a few ``stat`` calls) says it changed since the last listing, so a board polled by many viewers opens only the
+    runs being written, not every run on every poll.
+    """
 
     def __init__(self, root: Path) -> None:
         self.root = root
         self.shown = str(root)
+        self._listed: dict[Path, tuple[tuple[Any, ...], RunSummary]] = {}  # run directory -> (stamp, summary)
 
     def runs(self) -> list[RunSummary]:
-        # An unreadable run's reason names its files relative to the served directory, never by absolute path.
-        return [
-            run if run.error is None else replace(run, error=private(run.error, (str(self.root),)))
-            for run in list_runs(self.root)
-        ]
+        listed, found = {}, []
+        for directory in run_directories(self.root):
+            token = stamp(directory)  # taken before reading: a write that lands meanwhile changes it
+            known = self._listed.get(directory)
+            if token is not None and known is not None and known[0] == token:
+                run = known[1]
+            else:
+                run = summary(self.root, directory)
+                if run.error is not None:  # named relative to the served directory, never by absolute path
+                    run = replace(run, error=private(run.error, (str(self.root),)))
+            if token is not None:
+                listed[directory] = (token, run)
+            found.append(run)
+        self._listed = listed  # runs gone since are forgotten
+        return sorted(found, key=lambda run: run.name)
 
     def reader(self, run: str) -> Reader:
         return Reader(run_dir(self.root, run))
@@ -164,7 +181,10 @@ def run_dir(root: Path, run: str) -> Path:
     base = root.resolve()
     # A run at the root itself is listed under the root's own name (as list_runs does).
     candidate = base if run == base.name and schema.db_path(base).is_file() else base.joinpath(*parts)
-    resolved = candidate.resolve()
+    if any(os.path.islink(base.joinpath(*parts[: k + 1])) for k in range(len(parts))):
+        resolved = candidate.resolve()  # a symlink on the way: where it really leads must be inside too
+    else:
+        resolved = candidate  # the root is resolved and no part below it is a link: a few lstat calls, not realpath
     if not resolved.is_relative_to(base) or not schema.db_path(resolved).is_file():
         raise NotFound(f"no run named {run!r}")
     return resolved

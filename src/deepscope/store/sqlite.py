@@ -11,6 +11,7 @@ connection that sees each commit of a live writer, one read transaction per quer
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import json
 import os
 import sqlite3
@@ -371,13 +372,20 @@ def _where(tag_id: int, start: int | None, end: int | None) -> tuple[str, list[A
     return where, bounds
 
 
-def writer_alive(run_dir: Path) -> bool:
+def writer_alive(run_dir: Path, names: list[str] | None = None) -> bool:
     """Whether some process holds the run's writer lock, or a rank's, right now (without taking either for more
-    than a moment)."""
-    path = run_dir / schema.LOCK_NAME
-    if fcntl is None or not path.exists():  # pragma: no cover - without locks, trust the stored status
-        return fcntl is None
-    return _held(path) or any(_held(rank) for rank in run_dir.glob(schema.RANK_LOCKS))
+    than a moment). ``names``: the directory's entries, when the caller listed them already."""
+    if fcntl is None:  # pragma: no cover - without locks, trust the stored status
+        return True
+    if names is None:
+        try:
+            names = os.listdir(run_dir)
+        except OSError:
+            return False
+    if schema.LOCK_NAME not in names:
+        return False
+    locks = [schema.LOCK_NAME, *fnmatch.filter(names, schema.RANK_LOCKS)]
+    return any(_held(run_dir / lock) for lock in locks)
 
 
 def _held(path: Path) -> bool:
@@ -395,18 +403,23 @@ def _held(path: Path) -> bool:
 
 def stamp(run_dir: Path) -> tuple[int, ...] | None:
     """The change token of a run directory (:meth:`SQLiteReader.stamp`) without opening it: the identity, size and
-    modification time of ``run.db`` and of its WAL, which holds commits not yet copied into ``run.db``."""
-    if writer_alive(run_dir):
+    modification time of ``run.db`` and of its WAL, which holds commits not yet copied into ``run.db``.
+
+    One listing of the directory, then a ``stat`` per file that is there (a board stamps every run on every poll).
+    """
+    try:
+        names = os.listdir(run_dir)
+    except OSError:
+        names = []
+    if writer_alive(run_dir, names):
         return None
-    db = schema.db_path(run_dir)
-    stamped = []
-    for path in (db, db.with_name(db.name + "-wal")):
+    stamped: list[int] = []
+    for name in (schema.DB_NAME, schema.DB_NAME + "-wal"):
         try:
-            info = path.stat()
-        except FileNotFoundError:
-            stamped += [-1, -1, -1]
-        else:
-            stamped += [info.st_ino, info.st_size, info.st_mtime_ns]
+            info = os.stat(run_dir / name) if name in names else None
+        except FileNotFoundError:  # removed since the listing
+            info = None
+        stamped += [-1, -1, -1] if info is None else [info.st_ino, info.st_size, info.st_mtime_ns]
     return tuple(stamped)
 
 
