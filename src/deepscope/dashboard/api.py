@@ -49,7 +49,7 @@ from ..store.records.sanity import KIND as SANITY
 from ..store.records.scalar import KIND as SCALAR
 from ..store.records.text import KIND as TEXT
 from ..store.records.video import KIND as VIDEO
-from .sources import NotFound, Source, file_path, run_dir, source
+from .sources import NotFound, Shared, Source, file_path, run_dir, source
 
 __all__ = ["NotFound", "Served", "file_path", "run_dir", "served_root"]
 
@@ -1130,6 +1130,8 @@ class EncodedCache:
 
 # About 100 KB per run and tag at 2,000 points: room for a few hundred series.
 ENCODED = EncodedCache(64 * 2**20)
+# The answers of runs being written, shared by the viewers that ask at the same time (never an older one).
+LIVE = Shared()
 
 
 def _scalars_encoded(
@@ -1145,13 +1147,14 @@ def _scalars_encoded(
     """The bytes ``/api/scalars`` sends for one run, from :data:`ENCODED` when the run cannot have changed (its
     ``stamp``, taken before reading, is ``None`` while it is written)."""
     key = (served.shown, run, tag, start, end, max_points, encoding, stamp)
-    found = ENCODED.get(key) if stamp is not None else None
-    if found is not None:
-        return found
-    encoded = _dumps(scalars(served, run, tag, start, end, max_points, encoding))
-    if stamp is not None:
-        ENCODED.put(key, encoded)
-    return encoded
+    if stamp is None:  # being written: read for this call, or with the calls that asked at the same time
+        live: bytes = LIVE.get(key, lambda: _dumps(scalars(served, run, tag, start, end, max_points, encoding)))
+        return live
+    found = ENCODED.get(key)
+    if found is None:
+        found = _dumps(scalars(served, run, tag, start, end, max_points, encoding))
+        ENCODED.put(key, found)
+    return found
 
 
 def _stamp(served: Source, run: str) -> tuple[Any, ...] | None:

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import io
 import os
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -23,6 +24,57 @@ from ..store.postgres import Database as PostgresDatabase
 from ..store.postgres import is_url
 from ..store.sqlite import stamp
 from .security import private
+
+
+class Shared:
+    """Concurrent calls for the same key share one computation, never one that started before they were made.
+
+    A call joins the computation of its key in flight only if that one started after the call arrived (so its
+    answer is as fresh as one the call would compute itself); otherwise it waits for it to end, then starts the next
+    one or joins one another waiting call started. Sixteen viewers polling a live run read it about once per round,
+    not sixteen times, and each still sees every write that landed before it asked.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._clock = 0
+        self._flights: dict[Any, _Flight] = {}
+
+    def get(self, key: Any, make: Callable[[], Any]) -> Any:
+        with self._lock:
+            self._clock += 1
+            arrived = self._clock
+        while True:
+            with self._lock:
+                flight = self._flights.get(key)
+                mine = flight is None
+                if flight is None:
+                    self._clock += 1
+                    flight = self._flights[key] = _Flight(self._clock)
+            if mine:
+                try:
+                    flight.value = make()
+                except BaseException as e:
+                    flight.error = e
+                    raise
+                finally:
+                    with self._lock:
+                        del self._flights[key]
+                    flight.done.set()
+                return flight.value
+            flight.done.wait()
+            if flight.started > arrived:
+                if flight.error is not None:
+                    raise flight.error
+                return flight.value
+
+
+class _Flight:
+    def __init__(self, started: int) -> None:
+        self.started = started
+        self.done = threading.Event()
+        self.value: Any = None
+        self.error: BaseException | None = None
 
 
 class NotFound(LookupError):
@@ -75,8 +127,12 @@ class Directory:
         self.root = root
         self.shown = str(root)
         self._listed: dict[Path, tuple[tuple[Any, ...], RunSummary]] = {}  # run directory -> (stamp, summary)
+        self._shared = Shared()
 
     def runs(self) -> list[RunSummary]:
+        return list(self._shared.get("runs", self._runs))
+
+    def _runs(self) -> list[RunSummary]:
         listed, found = {}, []
         for directory in run_directories(self.root):
             token = stamp(directory)  # taken before reading: a write that lands meanwhile changes it
@@ -97,8 +153,8 @@ class Directory:
         return Reader(run_dir(self.root, run))
 
     def stamps(self, runs: Sequence[str]) -> list[tuple[Any, ...] | None]:
-        # A stat per run; a run that is not there raises NotFound when it is read.
-        return [stamp(run_dir(self.root, run)) for run in runs]
+        # A listing and a stat or two per run; a run that is not there raises NotFound when it is read.
+        return list(self._shared.get(("stamps", *runs), lambda: [stamp(run_dir(self.root, run)) for run in runs]))
 
     def file(self, run: str, path: str) -> Path:
         return file_path(self.root, run, path)
