@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import re
 import shutil
 import sqlite3
@@ -14,7 +15,7 @@ import numpy as np
 import pytest
 
 import deepscope as ds
-from deepscope.track.records import Histogram, Image
+from deepscope.track.records import Embedding, Histogram, Image
 
 pytest.importorskip("fastapi")
 pytest.importorskip("plotly")
@@ -53,6 +54,7 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
                 for step in range(2)
             ]
         )
+        run.log_records([Embedding("emb", 0, np.random.default_rng(0).normal(size=(30, 5)).astype(np.float32))])
     return root
 
 
@@ -216,6 +218,40 @@ def test_the_largest_steps_are_fine(client: TestClient) -> None:
     assert answer.status_code == 200 and answer.json()["steps"] == []
     answer = client.get("/api/histograms", params={"run": "good", "tag": "weights", "end": str(-(2**63))})
     assert answer.status_code == 200 and answer.json()["points"] == []
+
+
+# ---- work only on a JSON POST ----------------------------------------------------------------------------------
+
+PROJECTION = {"run": "good", "tag": "emb", "name": "pca-2d"}
+
+
+def _status(client: TestClient) -> str:
+    return client.get("/api/projection/status", params=PROJECTION).json()["status"]
+
+
+def test_no_get_and_no_simple_post_starts_a_projection(root: Path) -> None:
+    client = TestClient(create_app(root), base_url=LOCAL)  # its own app: no job started by another test
+    # What a page elsewhere can make a browser send without asking: an <img> GET, a form or text/plain POST, a
+    # POST whose body has no type.
+    answer = client.get("/api/projection", params=PROJECTION)
+    assert answer.status_code == 200 and answer.json()["status"] == "absent" and answer.json()["points"] is None
+    body = json.dumps(PROJECTION)
+    for headers in ({"Content-Type": "text/plain"}, {"Content-Type": "application/x-www-form-urlencoded"}, {}):
+        answer = client.post("/api/projection", content=body, headers=headers)
+        assert answer.status_code in (415, 422), (headers, answer.status_code)
+    answer = client.post("/api/projection", data=PROJECTION)  # a form
+    assert answer.status_code in (415, 422)
+    assert _status(client) == "absent"
+    # The page's own request: JSON, which a cross-origin page could only send after a CORS preflight.
+    answer = client.post("/api/projection", json=PROJECTION)
+    assert answer.status_code == 200 and answer.json()["status"] == "done"
+    assert _status(client) == "done"
+    assert client.get("/api/projection", params=PROJECTION).json()["points"] == answer.json()["points"]
+
+
+def test_a_projection_post_checks_its_step_too(client: TestClient) -> None:
+    answer = client.post("/api/projection", json={**PROJECTION, "step": 2**63})
+    assert answer.status_code == 422
 
 
 # ---- what an error says -----------------------------------------------------------------------------------------

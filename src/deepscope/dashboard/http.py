@@ -3,9 +3,17 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Annotated, Any
 
+from fastapi import Query
 from fastapi.responses import JSONResponse
+
+from ..store.reader import STEP_RANGE
+
+# A step (or step bound) or an index from a query: a 64-bit integer, else 422 before any route runs (SQLite and
+# PostgreSQL hold nothing larger; a bigger number would overflow on the way to them).
+Step = Annotated[int | None, Query(ge=STEP_RANGE[0], le=STEP_RANGE[1])]
+Index = Annotated[int, Query(ge=STEP_RANGE[0], le=STEP_RANGE[1])]
 
 
 class JSONAnswer(JSONResponse):

@@ -93,6 +93,28 @@ export async function get(path, params = {}) {
   return response.json();
 }
 
+/** POST api/<path> with a JSON body: what starts work on the server (a page elsewhere cannot send one); the parsed
+ * JSON answer, or an Error with the server's detail. */
+export async function post(path, body) {
+  const headers = { "Content-Type": "application/json" };
+  if (TOKEN) headers.Authorization = `Bearer ${TOKEN}`;
+  const response = await fetch(`api/${path}`, {
+    method: "POST", headers, body: JSON.stringify(body), cache: "no-store",
+  });
+  if (!response.ok) {
+    let detail = response.statusText;
+    try {
+      detail = (await response.json()).detail || detail;
+    } catch {
+      // not JSON: keep the status text
+    }
+    throw new Error(`${path}: ${response.status} ${detail}`);
+  }
+  const answer = await response.json();
+  await plotlyReady;
+  return answer;
+}
+
 /** `names` cut into consecutive slices whose URL-encoded names add up to at most `size` characters each. */
 export function slices(names, size) {
   const out = [];

@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Query
 from fastapi.responses import Response
 
-from ...http import JSONAnswer
+from ...http import JSONAnswer, Step
 from ...sources import Source
 from . import data
 
@@ -17,8 +17,8 @@ def routes(router: APIRouter, served: Source, state: Any) -> None:
     def histograms(
         run: str,
         tag: str,
-        start: int | None = None,
-        end: int | None = None,
+        start: Step = None,
+        end: Step = None,
         max_steps: int = Query(data.DEFAULT_MAX_STEPS, ge=2, le=1_000_000),
     ) -> Response:
         return JSONAnswer(data.histograms(served, run, tag, start, end, max_steps))

@@ -94,7 +94,13 @@ def embedding_labels(
 
 
 def projection(
-    root: Served, run: str, tag: str, name: str, step: int | None = None, state: Projector | None = None
+    root: Served,
+    run: str,
+    tag: str,
+    name: str,
+    step: int | None = None,
+    state: Projector | None = None,
+    start: bool = True,
 ) -> dict[str, Any]:
     """The 2D or 3D points of a projection of an embedding, computing it when it is not stored.
 
@@ -102,6 +108,8 @@ def projection(
     :data:`COMPUTED`: PCA is computed here and now; t-SNE and UMAP start in a background thread (one at a time)
     and the answer says how far they are, so ask again (or :func:`projection_status`) until ``status`` is
     ``"done"``. Computed points are kept in memory, keyed by the embedding file's path and modification time.
+    With ``start=False`` (a GET, which anyone's page can send) nothing is computed: a projection nobody started
+    answers ``status`` ``"absent"``.
 
     ``{"run", "tag", "step", "name", "stored", "status": "done" | "queued" | "running" | "failed", "n",
     "dim", "seconds", "progress" (the fraction done, or null where the method does not say), "error", "points"}``:
@@ -117,7 +125,8 @@ def projection(
         points = state.arrays.get(item.key, f"projection:{name}", lambda: _load(item, stored[name][0]))
         return _job_answer(run, tag, item, name, True, int(stored[name][-1]), _Job("done", points), True)
     method, dim = _computable(run, tag, name, stored)
-    return _job_answer(run, tag, item, name, False, dim, state.jobs.start(item, name, method, dim), True)
+    job = state.jobs.start(item, name, method, dim) if start else state.jobs.get(item, name) or _Job("absent")
+    return _job_answer(run, tag, item, name, False, dim, job, True)
 
 
 def projection_status(

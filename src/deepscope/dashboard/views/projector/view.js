@@ -1,7 +1,7 @@
 // Projector: an embedding's points in 2D or 3D, coloured, searched, with nearest neighbours.
 
-let COLORS, PLOT_CONFIG, Plotly, api, baseLayout, el, fillSelect, report, runsHolding, sleep, state, status, typed,
-  withToken;
+let COLORS, PLOT_CONFIG, Plotly, api, baseLayout, el, fillSelect, post, report, runsHolding, sleep, state, status,
+  typed, withToken;
 
 // ---- projector --------------------------------------------------------------------------------------------------
 
@@ -117,7 +117,8 @@ const projector = {
     this.loading = wanted;
     const params = { run: target.run, tag: target.tag, name: target.name, step: target.step };
     try {
-      let answer = await api("projection", params);
+      // A POST starts the computation (or joins it, or gets a stored projection); GETs only read.
+      let answer = await post("projection", params);
       while (answer.status === "queued" || answer.status === "running") {
         this.progress.hidden = false;
         // t-SNE says how far it is; UMAP does not, and its bar stays indeterminate.
@@ -296,8 +297,8 @@ const projector = {
 /** The view's object for the page (app.js): `core` is the page's shared module, `entry` the view's registry line. */
 export default function create(core, entry) {
   ({
-    COLORS, PLOT_CONFIG, Plotly, api, baseLayout, el, fillSelect, report, runsHolding, sleep, state, status, typed,
-    withToken
+    COLORS, PLOT_CONFIG, Plotly, api, baseLayout, el, fillSelect, post, report, runsHolding, sleep, state, status,
+    typed, withToken
   } = core);
   return projector;
 }

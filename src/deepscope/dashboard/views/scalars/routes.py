@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query
 from fastapi.responses import Response
 
 from ...common import EncodedCache
-from ...http import JSONAnswer
+from ...http import JSONAnswer, Step
 from ...sources import Source
 from . import data
 
@@ -18,8 +18,8 @@ def routes(router: APIRouter, served: Source, cache: EncodedCache) -> None:
     def scalars(
         run: str,
         tag: str,
-        start: int | None = None,
-        end: int | None = None,
+        start: Step = None,
+        end: Step = None,
         max_points: int = Query(data.DEFAULT_MAX_POINTS, ge=4, le=1_000_000),
         encoding: str = "json",
     ) -> Response:
@@ -29,8 +29,8 @@ def routes(router: APIRouter, served: Source, cache: EncodedCache) -> None:
     def scalars_batch(
         tag: str,
         runs: Annotated[list[str] | None, Query()] = None,
-        start: int | None = None,
-        end: int | None = None,
+        start: Step = None,
+        end: Step = None,
         max_points: int = Query(data.DEFAULT_MAX_POINTS, ge=4, le=1_000_000),
         encoding: str = "json",
     ) -> Response:
