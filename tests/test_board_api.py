@@ -191,14 +191,14 @@ def test_scalars_batch_is_the_per_run_answers(client: TestClient, params: dict, 
         query = {"tag": "train/loss", **({"runs": runs} if runs is not None else {}), **params}
         answer = client.get("/api/scalars/batch", params=query)
         assert answer.status_code == 200 and answer.headers["content-type"] == "application/json"
-        assert json.loads(answer.text, parse_constant=_no_bare_constants) == {"tag": "train/loss", "series": expected}
+        batch = json.loads(answer.text, parse_constant=_no_bare_constants)
+        assert batch == {"tag": "train/loss", "series": expected, "unreadable": []}
 
 
 @pytest.mark.parametrize(
     ("runs", "tag", "named"),
     [
         (["relu", "nope"], "train/loss", "'nope'"),
-        (["relu", "broken"], "train/loss", "'broken'"),
         (["relu", "../runs0/relu"], "train/loss", "'../runs0/relu'"),
         (["relu"], "nope", "'nope'"),
         (["relu"], "notes", "'notes'"),  # a tag of another kind
@@ -209,6 +209,14 @@ def test_scalars_batch_unknown_run_or_tag_is_404_naming_it(
 ) -> None:
     answer = client.get("/api/scalars/batch", params={"tag": tag, "runs": runs})
     assert answer.status_code == 404 and named in answer.json()["detail"]
+
+
+def test_scalars_batch_lists_an_unreadable_run_and_answers_for_the_others(client: TestClient) -> None:
+    answer = client.get("/api/scalars/batch", params={"tag": "train/loss", "runs": ["relu", "broken"]})
+    assert answer.status_code == 200
+    batch = answer.json()
+    assert [s["run"] for s in batch["series"]] == ["relu"]
+    assert [u["run"] for u in batch["unreadable"]] == ["broken"] and "not a readable" in batch["unreadable"][0]["error"]
 
 
 def test_scalars_batch_sees_a_finished_run_resumed(tmp_path: Path) -> None:

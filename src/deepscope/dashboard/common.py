@@ -23,7 +23,7 @@ from urllib.parse import urlencode
 import numpy as np
 
 from ..errors import BadInputError, StoreError
-from ..store import Reader
+from ..store import Reader, UnreadableRecord
 from ..store.records.explanation import KIND as EXPLANATION
 from ..store.records.image import KIND as IMAGE
 from .sources import NotFound, Shared, Source, source
@@ -33,6 +33,7 @@ __all__ = [
     "NotFound",
     "Recent",
     "Served",
+    "Unreadable",
     "as_float",
     "at_step",
     "check_kind",
@@ -43,9 +44,11 @@ __all__ = [
     "open_reader",
     "packed",
     "packed32",
+    "readable_records",
     "records_of",
     "source_of",
     "stamp_of",
+    "unreadable_json",
 ]
 
 # What a view reads from: a source, or the path of a directory of runs.
@@ -67,7 +70,27 @@ def open_reader(root: Served, run: str) -> Iterator[Reader]:
     except BadInputError as e:  # an unknown tag, or one of another kind
         raise NotFound(str(e)) from e
     except StoreError as e:
-        raise NotFound(f"run {run!r} cannot be read: {e}") from e
+        raise Unreadable(f"run {run!r} cannot be read: {e}") from e
+
+
+class Unreadable(NotFound):
+    """A run that is there but cannot be read (a damaged file): a 404 naming why for a request about that run; a
+    request about many runs lists it (``"unreadable"``) and answers for the others."""
+
+
+def unreadable_json(root: Served, found: list[UnreadableRecord]) -> list[dict[str, Any]]:
+    """Records a reader passed over, as an answer lists them: ``[{"tag", "step", "error"}]``, the error naming
+    files relative to what is served."""
+    served = source_of(root)
+    return [{"tag": u.tag, "step": u.step, "error": served.private(u.error)} for u in found]
+
+
+def readable_records(root: Served, run: str, tag: str, kind: str) -> tuple[list[Any], list[dict[str, Any]]]:
+    """:func:`records_of`, passing over the records that cannot be read (a damaged row or file): the others, and
+    those as :func:`unreadable_json` lists them."""
+    passed: list[UnreadableRecord] = []
+    records = records_of(root, run, tag, kind, passed)
+    return records, unreadable_json(root, passed)
 
 
 def check_kind(reader: Reader, run: str, tag: str, kind: str) -> None:
@@ -78,20 +101,31 @@ def check_kind(reader: Reader, run: str, tag: str, kind: str) -> None:
         raise NotFound(f"run {run!r} has no {kind} tag {tag!r}{held}")
 
 
-def records_of(root: Served, run: str, tag: str, kind: str) -> list[Any]:
-    """The records of a tag of the given kind (for images: their files, unread), or :class:`NotFound`."""
+def records_of(
+    root: Served, run: str, tag: str, kind: str, unreadable: list[UnreadableRecord] | None = None
+) -> list[Any]:
+    """The records of a tag of the given kind (for images: their files, unread), or :class:`NotFound`; with
+    ``unreadable``, a record that cannot be read is listed there instead of failing the call."""
     with open_reader(root, run) as reader:
         check_kind(reader, run, tag, kind)
-        return reader.files(tag) if kind in (IMAGE, EXPLANATION) else reader.records(tag)
+        if kind in (IMAGE, EXPLANATION):
+            return reader.files(tag, unreadable=unreadable)
+        return reader.records(tag, unreadable=unreadable)
 
 
-def at_step(records: list[Any], step: int | None, run: str, tag: str) -> Any:
-    """The last record logged at ``step`` (records, or ``(step, file, data)`` rows), the last of all for ``None``."""
+def at_step(
+    records: list[Any], step: int | None, run: str, tag: str, unreadable: list[dict[str, Any]] | None = None
+) -> Any:
+    """The last record logged at ``step`` (records, or ``(step, file, data)`` rows), the last of all for ``None``;
+    :class:`Unreadable` when the one asked for is among ``unreadable`` (:func:`readable_records`)."""
     steps = [r[0] if isinstance(r, tuple) else r.step for r in records]
     if step is None and records:
         return records[-1]
     if step in steps:
         return records[len(steps) - 1 - steps[::-1].index(step)]
+    damaged = [u for u in unreadable or () if step is None or u["step"] == step]
+    if damaged:
+        raise Unreadable(f"run {run!r}: {damaged[-1]['error']}")
     raise NotFound(f"run {run!r} has no {tag!r} record at step {step}" + (f"; its steps: {steps}" if steps else ""))
 
 

@@ -114,6 +114,10 @@ class Source(Protocol):
         """What names a record file's contents in a cache (files are written once, under fresh names)."""
         ...
 
+    def private(self, message: str) -> str:
+        """An error message fit to send: no absolute path of this machine in it (:func:`security.private`)."""
+        ...
+
 
 class Directory:
     """The runs under a directory (one SQLite database each).
@@ -142,7 +146,7 @@ class Directory:
             else:
                 run = summary(self.root, directory)
                 if run.error is not None:  # named relative to the served directory, never by absolute path
-                    run = replace(run, error=private(run.error, (str(self.root),)))
+                    run = replace(run, error=self.private(run.error))
             if token is not None:
                 listed[directory] = (token, run)
             found.append(run)
@@ -165,6 +169,9 @@ class Directory:
     def file_key(self, run: str, path: str) -> tuple[Any, ...]:
         located = self.arrays(run, path)
         return (str(located), located.stat().st_mtime_ns)
+
+    def private(self, message: str) -> str:
+        return private(message, (str(self.root),))
 
 
 class Database:
@@ -203,6 +210,9 @@ class Database:
 
     def file_key(self, run: str, path: str) -> tuple[Any, ...]:
         return (self.database.url, run, path)
+
+    def private(self, message: str) -> str:
+        return private(message, ())  # runs and files are rows: only a stray path of this machine to cut
 
     def close(self) -> None:
         self.database.close()

@@ -13,7 +13,7 @@ from ....store.records.confusion import KIND as CONFUSION
 from ....store.records.faithfulness import KIND as FAITHFULNESS
 from ....store.records.pr_curve import KIND as PR_CURVE
 from ....store.records.sanity import KIND as SANITY
-from ...common import Served, as_float, at_step, floats, records_of
+from ...common import Served, as_float, at_step, floats, readable_records
 
 
 def confusion_matrix(root: Served, run: str, tag: str, step: int | None = None) -> dict[str, Any]:
@@ -22,8 +22,8 @@ def confusion_matrix(root: Served, run: str, tag: str, step: int | None = None) 
     ``{"run", "tag", "steps": every step logged, "step", "classes", "counts": [K][K] (row = true class),
     "normalized": each row divided by its total (0 for a class without samples), "accuracy", "total"}``.
     """
-    records = records_of(root, run, tag, CONFUSION)
-    chosen = at_step(records, step, run, tag)
+    records, unreadable = readable_records(root, run, tag, CONFUSION)
+    chosen = at_step(records, step, run, tag, unreadable)
     counts = np.asarray(chosen.counts, dtype=np.int64)
     totals = counts.sum(axis=1, keepdims=True)
     normalized = np.divide(counts, totals, out=np.zeros(counts.shape), where=totals > 0)
@@ -31,6 +31,7 @@ def confusion_matrix(root: Served, run: str, tag: str, step: int | None = None) 
     return {
         "run": run,
         "tag": tag,
+        "unreadable": unreadable,
         "steps": [r.step for r in records],
         "step": chosen.step,
         "classes": chosen.classes,
@@ -51,8 +52,8 @@ def pr_curve(root: Served, run: str, tag: str, step: int | None = None) -> dict[
     thresholds. Keys: ``run, tag, steps, step, thresholds, tp, fp, tn, fn, precision, recall, fpr, tpr, auc,
     positives, negatives``.
     """
-    records = records_of(root, run, tag, PR_CURVE)
-    c = at_step(records, step, run, tag)
+    records, unreadable = readable_records(root, run, tag, PR_CURVE)
+    c = at_step(records, step, run, tag, unreadable)
     tp, fp, tn, fn = (np.asarray(a, dtype=np.float64) for a in (c.tp, c.fp, c.tn, c.fn))
     with np.errstate(divide="ignore", invalid="ignore"):
         fpr, tpr = fp / (fp + tn), tp / (tp + fn)
@@ -63,6 +64,7 @@ def pr_curve(root: Served, run: str, tag: str, step: int | None = None) -> dict[
     return {
         "run": run,
         "tag": tag,
+        "unreadable": unreadable,
         "steps": [r.step for r in records],
         "step": c.step,
         **{name: floats(np.asarray(getattr(c, name), dtype=np.float64)) for name in ("thresholds", "precision")},
@@ -82,8 +84,8 @@ def sanity_check(root: Served, run: str, tag: str, step: int | None = None) -> d
     ``{"run", "tag", "steps", "step", "mode", "methods", "stages": the check's steps ("original", then each layer
     randomised), "metrics", "inputs", "curves": {method: {metric: {"mean": [stages], "std": [stages]}}}}``.
     """
-    records = records_of(root, run, tag, SANITY)
-    c = at_step(records, step, run, tag)
+    records, unreadable = readable_records(root, run, tag, SANITY)
+    c = at_step(records, step, run, tag, unreadable)
     curves = {
         method: {
             metric: {"mean": floats(c.mean[method][metric]), "std": floats(c.std[method][metric])}
@@ -94,6 +96,7 @@ def sanity_check(root: Served, run: str, tag: str, step: int | None = None) -> d
     return {
         "run": run,
         "tag": tag,
+        "unreadable": unreadable,
         "steps": [r.step for r in records],
         "step": c.step,
         "mode": c.mode,
@@ -111,8 +114,8 @@ def faithfulness(root: Served, run: str, tag: str, step: int | None = None) -> d
     ``{"run", "tag", "steps", "step", "metric", "probability", "inputs", "fractions", "curves": [{"method",
     "mean", "std", "auc"}]}``: per method the mean curve over the inputs, its standard deviation, its mean AUC.
     """
-    records = records_of(root, run, tag, FAITHFULNESS)
-    c = at_step(records, step, run, tag)
+    records, unreadable = readable_records(root, run, tag, FAITHFULNESS)
+    c = at_step(records, step, run, tag, unreadable)
     curves = [
         {"method": method, "mean": floats(c.mean[i]), "std": floats(c.std[i]), "auc": as_float(float(c.auc[i]))}
         for i, method in enumerate(c.methods)
@@ -120,6 +123,7 @@ def faithfulness(root: Served, run: str, tag: str, step: int | None = None) -> d
     return {
         "run": run,
         "tag": tag,
+        "unreadable": unreadable,
         "steps": [r.step for r in records],
         "step": c.step,
         "metric": c.metric,
@@ -137,8 +141,8 @@ def method_comparison(root: Served, run: str, tag: str, step: int | None = None)
     [{"method", "values": {metric: mean or null}, "std": {metric: spread over the inputs or null}, "error":
     why the method failed, or null}]}``; ``null`` marks a value not measured (every value of a failed method).
     """
-    records = records_of(root, run, tag, COMPARISON)
-    c = at_step(records, step, run, tag)
+    records, unreadable = readable_records(root, run, tag, COMPARISON)
+    c = at_step(records, step, run, tag, unreadable)
 
     def measured(values: np.ndarray) -> dict[str, float | str | None]:
         return {metric: None if math.isnan(v) else as_float(v) for metric, v in zip(c.metrics, values.tolist())}
@@ -150,6 +154,7 @@ def method_comparison(root: Served, run: str, tag: str, step: int | None = None)
     return {
         "run": run,
         "tag": tag,
+        "unreadable": unreadable,
         "steps": [r.step for r in records],
         "step": c.step,
         "metrics": c.metrics,

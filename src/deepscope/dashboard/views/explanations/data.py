@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ....store.records.explanation import KIND as EXPLANATION
-from ...common import Served, as_float, at_step, file_url, records_of
+from ...common import Served, as_float, at_step, file_url, readable_records
 
 # Seed 000's advice, shown above the explanation gallery.
 ADVICE = "Do not focus only on cases that are classified correctly: deep neural networks are prone to taking shortcuts."
@@ -22,8 +22,8 @@ def explanations(root: Served, run: str, tag: str, step: int | None = None) -> d
     A sample of an explained data set (``ds.explain_dataset``) numbers its items by their ids in the data set, and
     ``source`` says where every item is: ``{"path", "items", "misclassified"}`` (``None`` for other sets).
     """
-    records = records_of(root, run, tag, EXPLANATION)
-    step_taken, _, data = at_step(records, step, run, tag)
+    records, unreadable = readable_records(root, run, tag, EXPLANATION)
+    step_taken, _, data = at_step(records, step, run, tag, unreadable)
 
     labels, predictions = data.get("labels"), data.get("predictions")
     ids = data.get("items") or range(len(data["inputs"]))
@@ -55,6 +55,7 @@ def explanations(root: Served, run: str, tag: str, step: int | None = None) -> d
     return {
         "run": run,
         "tag": tag,
+        "unreadable": unreadable,
         "steps": [r[0] for r in records],
         "step": step_taken,
         "methods": data["methods"],

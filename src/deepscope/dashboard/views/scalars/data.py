@@ -9,7 +9,7 @@ from typing import Any
 
 from ....errors import BadInputError
 from ....store.records.scalar import KIND as SCALAR
-from ...common import EncodedCache, NotFound, Served, dumps, floats, open_reader, packed, source_of
+from ...common import EncodedCache, NotFound, Served, Unreadable, dumps, floats, open_reader, packed, source_of
 from ...sources import Source
 
 DEFAULT_MAX_POINTS = 2000
@@ -62,10 +62,13 @@ def scalars_batch(
     max_points: int = DEFAULT_MAX_POINTS,
     encoding: str = "json",
 ) -> dict[str, Any]:
-    """One scalar tag of many runs: ``{"tag", "series": [the answer of :func:`scalars` for each run]}``.
+    """One scalar tag of many runs: ``{"tag", "series": [the answer of :func:`scalars` for each run],
+    "unreadable": [{"run", "error"}]}``.
 
     ``runs`` in the order given; ``None`` means every readable run that has ``tag`` as a scalar tag, by name.
-    The first run that is unknown, unreadable or lacks the tag raises :class:`NotFound` naming it.
+    The first run that is unknown or lacks the tag raises :class:`NotFound` naming it; a run whose series cannot
+    be read (a damaged file) is left out of ``series`` and listed in ``unreadable`` with why, so one damaged run
+    never blanks the others' charts.
     """
     return json.loads(scalars_batch_json(root, tag, runs, start, end, max_points, encoding))
 
@@ -95,14 +98,16 @@ def scalars_batch_json(
     # Stamped before reading, all at once: a write that lands during or after a read changes its run's stamp, so
     # a stale answer is never found again.
     stamps = served.stamps(runs) if cache is not None else [None] * len(runs)
-    parts = [
-        _scalars_encoded(served, run, tag, start, end, max_points, encoding, stamp, cache)
-        for run, stamp in zip(runs, stamps)
-    ]
+    parts, unreadable = [], []
+    for run, stamp in zip(runs, stamps):
+        try:
+            parts.append(_scalars_encoded(served, run, tag, start, end, max_points, encoding, stamp, cache))
+        except Unreadable as e:
+            unreadable.append({"run": run, "error": served.private(str(e))})
     pieces = [b'{"tag":', dumps(tag), b',"series":[']
     for k, part in enumerate(parts):  # one copy of megabytes of series, not one per concatenation
         pieces += (b",", part) if k else (part,)
-    return b"".join((*pieces, b"]}"))
+    return b"".join((*pieces, b'],"unreadable":', dumps(unreadable), b"}"))
 
 
 def _scalars_encoded(
