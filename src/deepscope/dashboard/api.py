@@ -42,9 +42,10 @@ def runs(root: Served) -> list[dict[str, Any]]:
     ]
 
 
-def views(root: Served) -> dict[str, bool]:
-    """Which tabs have data: ``{view: bool}``, each view's ``is_active`` over the listing of runs."""
-    return active(root)
+def views(root: Served, states: dict[str, Any] | None = None) -> dict[str, bool]:
+    """Which tabs have data: ``{view: bool}``, each view's ``is_active`` over the listing of runs (with the view's
+    state from ``states``, an app's ``app.state.views``, where it keeps what it read)."""
+    return active(root, states)
 
 
 def served_root(root: str | os.PathLike[str] | Source) -> Source:

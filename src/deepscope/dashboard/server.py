@@ -63,7 +63,7 @@ def create_app(
 
     @app.get("/api/views")
     def views() -> Response:
-        return JSONAnswer(api.views(base))
+        return JSONAnswer(api.views(base, app.state.views))
 
     app.state.views = {}  # each view's state (caches, job queues), by name: per app, never per module
     for view in all_views():

@@ -1,6 +1,6 @@
 // Images: pictures, sounds and clips of every tag but the Features view's, with a slider over steps.
 
-let isFeature, api, el, matcher, state, withToken;
+let naturalSize, isFeature, api, el, matcher, state, withToken;
 
 // ---- images -----------------------------------------------------------------------------------------------------
 
@@ -44,7 +44,7 @@ const images = {
         // A sound plays in the browser's own player; a clip is an animated GIF, which an <img> plays.
         const media = answer.kind === "audio"
           ? el("audio", { controls: true, preload: "metadata", title: `${tag} of ${run}` })
-          : el("img", { alt: `${tag} of ${run}` });
+          : naturalSize(el("img", { alt: `${tag} of ${run}` }));
         const label = el("span", { class: "note" });
         const slider = el("input", { type: "range", min: 0, max: 0, step: 1, value: 0 });
         const head = el("div", { class: "card-head" }, el("span", { class: "title" }, `${run} · ${tag}`), label);
@@ -85,7 +85,7 @@ const images = {
 
 /** The view's object for the page (app.js): `core` is the page's shared module, `entry` the view's registry line. */
 export default function create(core, entry) {
-  ({ isFeature, api, el, matcher, state, withToken } = core);
+  ({ naturalSize, isFeature, api, el, matcher, state, withToken } = core);
   MEDIA_KINDS = entry.conventions.kinds;
   return images;
 }
