@@ -17,7 +17,7 @@ function address(path) {
 
 document.getElementById("view").inert = true;
 const core = await import(address("static/core.js"));
-const { el, get, report, state, status, plotlyReady } = core;
+const { drawUnreadable, el, get, report, state, status, plotlyReady } = core;
 plotlyReady.then(() => {
   document.getElementById("view").inert = false;
 }, () => {});
@@ -94,6 +94,7 @@ async function poll() {
     } else {
       await (await viewOf(state.active)).refresh();
     }
+    drawUnreadable();
     status(`${state.runs.length} runs · updated ${new Date().toLocaleTimeString()}`);
   } catch (error) {
     report(error);

@@ -484,6 +484,49 @@ export function report(error) {
   status(String(error.message || error), true);
 }
 
+// ---- what could not be read ------------------------------------------------------------------------------------
+
+/** Runs and records the views' answers said the server could not read (a damaged file), by what names them: why.
+ * The page names them above the view, with the runs the run list says are unreadable, and draws everything else. */
+export const unreadable = new Map();
+
+/** Note the records (or runs) an answer lists as unreadable: `[{tag, step, error}]` of `answer.run`, or
+ * `[{run, error}]` of a batch over runs (whose runs with a series are readable again). */
+export function noteUnreadable(answer) {
+  for (const series of answer?.series || []) unreadable.delete(series.run);
+  for (const item of answer?.unreadable || []) {
+    const name = item.tag === undefined ? item.run : `${answer.run} · ${item.tag} at step ${item.step}`;
+    unreadable.set(name, item.error);
+  }
+  return answer;
+}
+
+/** `promise` (an API answer about one run), or null when it fails: noted as unreadable under `name`, so one run
+ * the server cannot read leaves the others drawn. */
+export function settled(promise, name) {
+  return promise.then(noteUnreadable, (error) => {
+    unreadable.set(name, String(error.message || error));
+    return null;
+  });
+}
+
+/** The list of unreadable runs (from the run list) and records (noted by the views), above the view. */
+export function drawUnreadable() {
+  const named = new Map(unreadable);
+  for (const run of state.runs) if (run.status === "unreadable") named.set(run.name, run.error || "");
+  let box = document.getElementById("unreadable");
+  if (!box) {
+    box = el("details", { id: "unreadable", class: "unreadable" });
+    document.getElementById("view").before(box);
+  }
+  box.hidden = named.size === 0;
+  const items = [...named].sort(([a], [b]) => byName(a, b));
+  box.replaceChildren(
+    el("summary", {}, `${items.length} ${items.length === 1 ? "run or record" : "runs or records"} could not be read`),
+    el("ul", {}, items.map(([name, error]) => el("li", {}, el("b", {}, name), error ? `: ${error}` : ""))),
+  );
+}
+
 export const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 

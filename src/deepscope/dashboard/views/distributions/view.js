@@ -1,7 +1,7 @@
 // Distributions: a histogram tag over steps (percentile bands or offset histograms), two runs side by side.
 
-let PLOT_CONFIG, Plotly, api, baseLayout, chartCard, el, fillSelect, num, report, runsWith, state, status, tagsOf,
-  typed;
+let PLOT_CONFIG, Plotly, api, baseLayout, chartCard, el, fillSelect, noteUnreadable, num, report, runsWith, state,
+  status, tagsOf, typed;
 
 // TensorBoard's percentiles for distribution bands (in basis points of a normal: -inf, -1.5σ, -1σ, -0.5σ, 0, ...).
 const PERCENTILES = [0, 6.68, 15.87, 30.85, 50, 69.15, 84.13, 93.32, 100];
@@ -190,10 +190,12 @@ const distributions = {
     const answers = await Promise.all(chosen.map(async (run) => {
       const key = `${run}\u0000${tag}\u0000${span}`;
       const status = state.runs.find((r) => r.name === run)?.status;
-      // A run no writer holds any more cannot change: fetched once, not on every poll.
-      if (this.cache.has(key) && status !== "running") return this.cache.get(key);
-      const answer = await api("histograms", { run, tag, start, end });
-      this.cache.set(key, answer);
+      // A run no writer holds any more cannot change: fetched once, not on every poll; but once more after its
+      // writer let go (fetched while it ran, the answer may miss what was flushed at close).
+      const cached = this.cache.get(key);
+      if (cached && status !== "running" && cached.status === status) return cached.answer;
+      const answer = noteUnreadable(await api("histograms", { run, tag, start, end }));
+      this.cache.set(key, { answer, status });
       // Each window tried is a new key: keep the latest few (a Map iterates oldest first).
       while (this.cache.size > 16) this.cache.delete(this.cache.keys().next().value);
       return answer;
@@ -247,8 +249,8 @@ const distributions = {
 /** The view's object for the page (app.js): `core` is the page's shared module, `entry` the view's registry line. */
 export default function create(core, entry) {
   ({
-    PLOT_CONFIG, Plotly, api, baseLayout, chartCard, el, fillSelect, num, report, runsWith, state, status, tagsOf,
-    typed
+    PLOT_CONFIG, Plotly, api, baseLayout, chartCard, el, fillSelect, noteUnreadable, num, report, runsWith, state,
+    status, tagsOf, typed
   } = core);
   HISTOGRAM_GROUPS = entry.conventions.groups;
   return distributions;

@@ -1,7 +1,7 @@
 // Evaluation: confusion matrix, ROC / PR, score distributions, and whether explanations can be trusted.
 
-let COLORS, PLOT_CONFIG, Plotly, api, baseLayout, chartCard, el, fade, fillSelect, fillSteps, forgetSteps, num, plain,
-  report, runsHolding, tableCard, tagsIn;
+let COLORS, PLOT_CONFIG, Plotly, api, baseLayout, chartCard, el, fade, fillSelect, fillSteps, forgetSteps,
+  noteUnreadable, num, plain, report, runsHolding, tableCard, tagsIn;
 
 // ---- evaluation -------------------------------------------------------------------------------------------------
 
@@ -44,7 +44,7 @@ const evaluation = {
     if (matrixTag) {
       forgetSteps(this, this.step, `${run}\u0000${matrixTag}`);
       const step = this.step.value === "" ? undefined : Number(this.step.value);
-      jobs.push(api("confusion_matrix", { run, tag: matrixTag, step }).then(async (answer) => {
+      jobs.push(api("confusion_matrix", { run, tag: matrixTag, step }).then(noteUnreadable).then(async (answer) => {
         const chosen = fillSteps(this.step, answer.steps);
         this.matrixAnswer = chosen === answer.step ? answer
           : await api("confusion_matrix", { run, tag: matrixTag, step: chosen });
@@ -53,6 +53,7 @@ const evaluation = {
     }
     // Every curve of the run (one per class for one-vs-rest reports), each at its newest step.
     jobs.push(Promise.all(curveTags.map((tag) => api("pr_curve", { run, tag }))).then((curves) => {
+      curves.forEach(noteUnreadable); // a damaged record is named above the view; the last readable one is drawn
       this.curves = curves;
       this.drawCurves(curveTag);
     }));
@@ -352,7 +353,7 @@ function comparisonCsv(answer) {
 export default function create(core, entry) {
   ({
     COLORS, PLOT_CONFIG, Plotly, api, baseLayout, chartCard, el, fade, fillSelect, fillSteps, forgetSteps, num,
-    plain, report, runsHolding, tableCard, tagsIn
+    noteUnreadable, plain, report, runsHolding, tableCard, tagsIn
   } = core);
   TRUST_KINDS = entry.conventions.trust_kinds;
   return evaluation;

@@ -1,6 +1,6 @@
 // Images: pictures, sounds and clips of every tag but the Features view's, with a slider over steps.
 
-let naturalSize, isFeature, api, el, matcher, state, withToken;
+let naturalSize, isFeature, api, el, matcher, settled, state, withToken;
 
 // ---- images -----------------------------------------------------------------------------------------------------
 
@@ -37,7 +37,8 @@ const images = {
       }
     }
     await Promise.all(wanted.map(async ([run, tag]) => {
-      const answer = await api("images", { run, tag });
+      const answer = await settled(api("images", { run, tag }), run);
+      if (answer === null) return; // named above the view
       const key = `${run}\u0000${tag}`;
       let card = this.cards.get(key);
       if (!card) {
@@ -85,7 +86,7 @@ const images = {
 
 /** The view's object for the page (app.js): `core` is the page's shared module, `entry` the view's registry line. */
 export default function create(core, entry) {
-  ({ naturalSize, isFeature, api, el, matcher, state, withToken } = core);
+  ({ naturalSize, isFeature, api, el, matcher, settled, state, withToken } = core);
   MEDIA_KINDS = entry.conventions.kinds;
   return images;
 }

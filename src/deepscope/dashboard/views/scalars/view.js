@@ -1,6 +1,6 @@
 // Scalars: one chart per scalar tag, the shown runs overlaid; the custom-scalars layouts above them.
 
-let byName, get, urlState;
+let byName, get, noteUnreadable, settled, urlState;
 let COLORS, PLOT_CONFIG, Plotly, api, baseLayout, chartCard, el, fade, matcher, num, plain, report, runColor, slices,
   state, statusBadge, tagsOf, unpack;
 
@@ -175,12 +175,15 @@ const scalars = {
       return { start: zoom.start, end: zoom.end, points, range: `${zoom.start}:${zoom.end}:${points}` };
     };
     const wanted = new Map(); // tag -> names of the runs to fetch it for
+    const statusOf = new Map(runs.map((run) => [run.name, run.status]));
     for (const run of runs) {
       for (const [tag, kind] of Object.entries(run.tags)) {
         if (kind !== "scalar") continue;
         const cached = this.series.get(`${run.name}\u0000${tag}`);
-        // A run no writer holds any more cannot change: fetched once per range, not on every poll.
-        if (cached && cached.range === request(tag).range && run.status !== "running") continue;
+        // A run no writer holds any more cannot change: fetched once per range, not on every poll; but once more
+        // after its writer let go (fetched while it ran, the answer may miss the last points, flushed at close).
+        const settledRun = run.status !== "running" && cached?.status === run.status;
+        if (cached && cached.range === request(tag).range && settledRun) continue;
         if (!wanted.has(tag)) wanted.set(tag, []);
         wanted.get(tag).push(run.name);
       }
@@ -191,16 +194,20 @@ const scalars = {
       const { start, end, points, range } = request(tag);
       for (const slice of slices(names, BATCH_QUERY)) {
         const params = { tag, runs: slice, start, end, max_points: points, encoding: "base64" };
+        // A run the server cannot read comes back in answer.unreadable (named above the view), the others drawn;
+        // a failed request (a run removed meanwhile) leaves the other requests' charts drawn too.
         jobs.push(
-          api("scalars/batch", params).then((answer) => {
-            for (const series of answer.series) {
+          settled(api("scalars/batch", params), `${tag} of ${slice.length} runs`).then((answer) => {
+            noteUnreadable(answer);
+            for (const series of answer?.series || []) {
               const arrays = { steps: 0, values: 0, epochs: 0, wall_times: 0 };
               for (const name of Object.keys(arrays)) arrays[name] = unpack(series[name]);
               const key = `${series.run}\u0000${tag}`;
-              const fresh = { ...series, ...arrays, range };
+              const fresh = { ...series, ...arrays, range, status: statusOf.get(series.run) };
               const old = this.series.get(key);
               // Nothing new (a live run between two writes): keep the old answer, so draw() leaves its chart be.
               if (!old || !samePoints(old, fresh)) this.series.set(key, fresh);
+              else old.status = fresh.status;
             }
           }),
         );
@@ -542,6 +549,6 @@ export default function create(core, entry) {
     COLORS, PLOT_CONFIG, Plotly, api, baseLayout, chartCard, el, fade, matcher, num, plain, report, runColor,
     slices, state, statusBadge, tagsOf, unpack
   } = core);
-  ({ byName, get, urlState } = core);
+  ({ byName, get, noteUnreadable, settled, urlState } = core);
   return scalars;
 }
