@@ -330,7 +330,7 @@ def test_a_board_started_on_an_empty_database_shows_runs_as_they_come(stores: tu
     client = TestClient(create_app(fresh), base_url=LOCAL)
     assert client.get("/api/runs").json() == []
     assert not any(client.get("/api/views").json().values())
-    assert client.get("/api/scalars/batch", params={"tag": "x"}).json() == {"tag": "x", "series": []}
+    assert client.get("/api/scalars/batch", params={"tag": "x"}).json() == {"tag": "x", "series": [], "unreadable": []}
     with ds.Run(fresh, name="first") as run:
         run.log({"x": 1.0}, step=0)
     assert [r["name"] for r in client.get("/api/runs").json()] == ["first"]
