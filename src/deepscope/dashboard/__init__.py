@@ -197,8 +197,8 @@ def serve(
     shown = f"deepscope board: serving {app.state.served.shown} at {url(host, port, token)}"
     if template is not None:
         shown += f" (through the proxy: {proxied_url(template, port, token)})"
-    print(shown + (f" with {workers} worker processes" if workers > 1 else ""), flush=True)
     if workers > 1:  # each worker makes its app from what the environment says (uvicorn's app factory)
+        print(f"{shown} with {workers} worker processes", flush=True)
         os.environ[ROOT_ENV] = os.fspath(root)
         os.environ.pop(TOKEN_ENV, None)
         if token is not None:
@@ -216,6 +216,12 @@ def serve(
         def handle_exit(self, sig: int, frame: FrameType | None) -> None:
             self.interrupted = self.interrupted or sig == signal.SIGINT
             super().handle_exit(sig, frame)
+
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            # Said once it serves (its port bound, Ctrl-C handled by uvicorn), not before the server is up.
+            await super().startup(sockets)
+            if self.started:
+                print(shown, flush=True)
 
     server = Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
     server.run()
