@@ -330,7 +330,9 @@ def test_hparams_table_of_configured_runs_with_their_metrics(page: tuple[Any, li
     _, rows = _table(page)
     assert sorted(row[0] for row in rows) == ["lr-0.001", "lr-0.01"]
     # Parallel coordinates and the scatter draw the rows shown.
-    dims = page.evaluate("() => document.querySelector('[data-chart=parcoords] .plot').data[0].dimensions")
+    parallel = "document.querySelector('[data-chart=parcoords] .plot')"
+    page.wait_for_function(f"() => {parallel}.data?.[0]?.dimensions?.[1]?.values?.length === 2")
+    dims = page.evaluate(f"() => {parallel}.data[0].dimensions")
     assert [d["label"] for d in dims][:2] == ["layers", "lr"]
     assert sorted(dims[1]["values"]) == [0.001, 0.01]
     assert dims[3]["ticktext"] == ["adam"]  # a category axis for text values

@@ -155,8 +155,10 @@ const hparams = {
     }
     this.rows = rows;
     this.drawTable(rows, columns);
-    this.drawParallel(rows);
     this.drawScatter(rows);
+    // Parallel coordinates are WebGL, slow to start without a GPU: drawn once the table has been painted.
+    cancelAnimationFrame(this.parallelFrame);
+    this.parallelFrame = requestAnimationFrame(() => setTimeout(() => this.drawParallel(this.rows), 0));
     const filtered = rows.length < answer.runs.length ? ` (${rows.length} shown)` : "";
     this.table.noteNode.textContent = `${answer.runs.length} runs${filtered} · ${answer.hparams.length} hyperparameters`;
   },
