@@ -263,6 +263,19 @@ def test_downloads_hold_every_point_not_only_the_drawn_ones(
     assert not problems
 
 
+def test_the_images_run_filter_is_in_the_url_too(page: tuple[Any, list[str]], server: str) -> None:
+    page, problems = page
+    page.goto(f"{server}?view=images&runs=nothing-like-this")
+    page.wait_for_selector(".view[data-view=images] aside input")
+    page.wait_for_timeout(500)
+    assert page.input_value(".view[data-view=images] aside input") == "nothing-like-this"
+    assert page.evaluate("() => document.querySelectorAll('.images .card').length") == 0
+    page.fill(".view[data-view=images] aside input", "pla")
+    page.wait_for_selector(".images .card")
+    assert "runs=pla" in page.url
+    assert not problems
+
+
 def test_pictures_at_their_natural_size_upscaled_by_a_whole_factor(page: tuple[Any, list[str]], server: str) -> None:
     page, problems = page
     page.goto(f"{server}?view=images")

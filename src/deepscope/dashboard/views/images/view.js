@@ -1,6 +1,6 @@
 // Images: pictures, sounds and clips of every tag but the Features view's, with a slider over steps.
 
-let naturalSize, isFeature, api, el, matcher, state, withToken;
+let urlState, report, naturalSize, isFeature, api, el, matcher, state, withToken;
 
 // ---- images -----------------------------------------------------------------------------------------------------
 
@@ -10,7 +10,12 @@ let MEDIA_KINDS = [];
 const images = {
   title: "Images",
   mount(container) {
-    this.filter = el("input", { type: "text", placeholder: "name or regex", oninput: () => this.refresh() });
+    // The run filter is the page's (`runs` in the URL), as in Scalars.
+    this.filter = el("input", { type: "text", placeholder: "name or regex", value: urlState.read("runs") ?? "",
+      oninput: () => {
+        urlState.write("runs", this.filter.value);
+        this.refresh().catch(report);
+      } });
     this.grid = el("div", { class: "grid images" });
     this.cards = new Map();
     container.append(
@@ -85,7 +90,7 @@ const images = {
 
 /** The view's object for the page (app.js): `core` is the page's shared module, `entry` the view's registry line. */
 export default function create(core, entry) {
-  ({ naturalSize, isFeature, api, el, matcher, state, withToken } = core);
+  ({ urlState, report, naturalSize, isFeature, api, el, matcher, state, withToken } = core);
   MEDIA_KINDS = entry.conventions.kinds;
   return images;
 }
