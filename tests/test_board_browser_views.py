@@ -29,6 +29,7 @@ pytest.importorskip("fastapi", reason="fastapi is missing (pip install -e '.[boa
 
 from deepscope.dashboard import create_app  # noqa: E402
 
+CAPTION = "a <b>caption</b>, as text"
 LONG = 5000  # points of long/sine: the page draws at most 2,000, a download must hold every one
 NORMS = (0, 2, 10, 20)  # grad_norm/<i>: as text 0, 10, 2, 20
 CONFIGS = {
@@ -57,7 +58,7 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
         steps = np.arange(LONG)
         run.log_series("long/sine", steps, np.sin(steps / 50.0))
         pixels = np.random.default_rng(0).integers(0, 256, (12, 16, 3), dtype=np.uint8)
-        run.log_records([Image("samples", 0, pixels)])
+        run.log_records([Image("samples", 0, pixels, caption=CAPTION)])
     return root
 
 
@@ -286,6 +287,8 @@ def test_pictures_at_their_natural_size_upscaled_by_a_whole_factor(page: tuple[A
         " return [i.clientWidth, i.clientHeight, Number(i.dataset.scale)]; }"
     )
     assert scale == 8 and (width, height) == (16 * 8, 12 * 8)  # 16 x 12 pixels, 8 times: square, sharp pixels
+    assert page.inner_text(".images .card p.caption") == CAPTION  # shown under the picture, as text
+    assert page.evaluate("() => document.querySelectorAll('.images b').length") == 0
     assert not problems
 
 

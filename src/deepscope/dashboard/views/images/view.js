@@ -53,8 +53,9 @@ const images = {
         const label = el("span", { class: "note" });
         const slider = el("input", { type: "range", min: 0, max: 0, step: 1, value: 0 });
         const head = el("div", { class: "card-head" }, el("span", { class: "title" }, `${run} · ${tag}`), label);
-        const node = el("div", { class: "card", dataset: { kind: answer.kind } }, head, media, slider);
-        card = { media, label, slider, node, kind: answer.kind };
+        const caption = el("p", { class: "note caption" }); // shown, not only as a tooltip
+        const node = el("div", { class: "card", dataset: { kind: answer.kind } }, head, media, caption, slider);
+        card = { media, label, slider, node, caption, kind: answer.kind };
         card.follow = true; // the slider follows the newest record until the user moves it
         slider.addEventListener("input", () => {
           card.follow = Number(slider.value) === card.points.length - 1;
@@ -83,6 +84,8 @@ const images = {
       return;
     }
     card.media.title = point.caption || "";
+    card.caption.textContent = point.caption || "";
+    card.caption.hidden = !point.caption;
     const clip = card.kind === "video" ? ` · ${point.frames} frames at ${point.fps} fps` : "";
     card.label.textContent = `step ${point.step} · ${point.width}×${point.height}${clip} · ${place}`;
   },
