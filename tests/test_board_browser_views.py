@@ -29,6 +29,7 @@ pytest.importorskip("fastapi", reason="fastapi is missing (pip install -e '.[boa
 
 from deepscope.dashboard import create_app  # noqa: E402
 
+CAPTION = "a <b>caption</b>, as text"
 LONG = 5000  # points of long/sine: the page draws at most 2,000, a download must hold every one
 NORMS = (0, 2, 10, 20)  # grad_norm/<i>: as text 0, 10, 2, 20
 CONFIGS = {
@@ -57,7 +58,7 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
         steps = np.arange(LONG)
         run.log_series("long/sine", steps, np.sin(steps / 50.0))
         pixels = np.random.default_rng(0).integers(0, 256, (12, 16, 3), dtype=np.uint8)
-        run.log_records([Image("samples", 0, pixels)])
+        run.log_records([Image("samples", 0, pixels, caption=CAPTION)])
     return root
 
 
@@ -263,6 +264,19 @@ def test_downloads_hold_every_point_not_only_the_drawn_ones(
     assert not problems
 
 
+def test_the_images_run_filter_is_in_the_url_too(page: tuple[Any, list[str]], server: str) -> None:
+    page, problems = page
+    page.goto(f"{server}?view=images&runs=nothing-like-this")
+    page.wait_for_selector(".view[data-view=images] aside input")
+    page.wait_for_timeout(500)
+    assert page.input_value(".view[data-view=images] aside input") == "nothing-like-this"
+    assert page.evaluate("() => document.querySelectorAll('.images .card').length") == 0
+    page.fill(".view[data-view=images] aside input", "pla")
+    page.wait_for_selector(".images .card")
+    assert "runs=pla" in page.url
+    assert not problems
+
+
 def test_pictures_at_their_natural_size_upscaled_by_a_whole_factor(page: tuple[Any, list[str]], server: str) -> None:
     page, problems = page
     page.goto(f"{server}?view=images")
@@ -273,6 +287,8 @@ def test_pictures_at_their_natural_size_upscaled_by_a_whole_factor(page: tuple[A
         " return [i.clientWidth, i.clientHeight, Number(i.dataset.scale)]; }"
     )
     assert scale == 8 and (width, height) == (16 * 8, 12 * 8)  # 16 x 12 pixels, 8 times: square, sharp pixels
+    assert page.inner_text(".images .card p.caption") == CAPTION  # shown under the picture, as text
+    assert page.evaluate("() => document.querySelectorAll('.images b').length") == 0
     assert not problems
 
 
@@ -330,7 +346,9 @@ def test_hparams_table_of_configured_runs_with_their_metrics(page: tuple[Any, li
     _, rows = _table(page)
     assert sorted(row[0] for row in rows) == ["lr-0.001", "lr-0.01"]
     # Parallel coordinates and the scatter draw the rows shown.
-    dims = page.evaluate("() => document.querySelector('[data-chart=parcoords] .plot').data[0].dimensions")
+    parallel = "document.querySelector('[data-chart=parcoords] .plot')"
+    page.wait_for_function(f"() => {parallel}.data?.[0]?.dimensions?.[1]?.values?.length === 2")
+    dims = page.evaluate(f"() => {parallel}.data[0].dimensions")
     assert [d["label"] for d in dims][:2] == ["layers", "lr"]
     assert sorted(dims[1]["values"]) == [0.001, 0.01]
     assert dims[3]["ticktext"] == ["adam"]  # a category axis for text values

@@ -2,6 +2,7 @@
 // (sortable, filterable, CSV), the same as parallel coordinates, one metric against one hyperparameter, and the
 // difference between two runs' configs.
 
+let state;
 let PLOT_CONFIG, Plotly, api, baseLayout, byName, chartCard, el, fillSelect, plain, report, runColor, tableCard,
   urlState;
 
@@ -86,7 +87,12 @@ const hparams = {
 
   async refresh() {
     const metrics = this.chosen();
+    // A poll with the same runs, none of them being written, and the same metrics: nothing can have changed.
+    const runs = state.runs.map((run) => [run.name, run.status, Object.keys(run.tags).length]);
+    const listed = JSON.stringify([metrics, runs]);
+    if (listed === this.listed && !state.runs.some((run) => run.status === "running")) return;
     const answer = await api("hparams", { metrics });
+    this.listed = listed;
     const key = JSON.stringify(answer);
     if (key === this.answerKey) return; // nothing new since the last poll
     this.answerKey = key;
@@ -155,8 +161,10 @@ const hparams = {
     }
     this.rows = rows;
     this.drawTable(rows, columns);
-    this.drawParallel(rows);
     this.drawScatter(rows);
+    // Parallel coordinates are WebGL, slow to start without a GPU: drawn once the table has been painted.
+    cancelAnimationFrame(this.parallelFrame);
+    this.parallelFrame = requestAnimationFrame(() => setTimeout(() => this.drawParallel(this.rows), 0));
     const filtered = rows.length < answer.runs.length ? ` (${rows.length} shown)` : "";
     this.table.noteNode.textContent = `${answer.runs.length} runs${filtered} · ${answer.hparams.length} hyperparameters`;
   },
@@ -274,5 +282,6 @@ export default function create(core, entry) {
     PLOT_CONFIG, Plotly, api, baseLayout, byName, chartCard, el, fillSelect, plain, report, runColor, tableCard,
     urlState,
   } = core);
+  ({ state } = core);
   return hparams;
 }
