@@ -35,6 +35,7 @@ pytest.importorskip("plotly")
 from fastapi.testclient import TestClient
 
 from deepscope.dashboard import api, create_app
+from deepscope.dashboard.views.projector.data import COMPUTED
 
 LOCAL = "http://127.0.0.1"
 N, D, CLUSTERS = 300, 16, 3
@@ -91,8 +92,9 @@ def _array(packed: dict[str, str], dim: int | None = None) -> np.ndarray:
 
 
 def _wait(client: TestClient, params: dict[str, Any], timeout: float = 60) -> dict[str, Any]:
-    """Ask for a projection until the server is done computing it; the statuses seen on the way are checked."""
-    answer = client.get("/api/projection", params=params).json()
+    """Ask for a projection (a POST starts it) until the server is done computing it; the statuses seen on the way
+    are checked."""
+    answer = client.post("/api/projection", json=params).json()
     deadline = time.monotonic() + timeout
     seen = [0.0]
     while answer["status"] in ("queued", "running"):
@@ -123,7 +125,7 @@ def test_embeddings_lists_size_columns_and_projections(client: TestClient) -> No
         True,
     )
     assert emb["stored"] == ["mine"]
-    assert emb["projections"] == ["mine", *api.COMPUTED]  # stored ones first
+    assert emb["projections"] == ["mine", *COMPUTED]  # stored ones first
     assert (tiny["tag"], tiny["n"], tiny["columns"], tiny["thumbnails"], tiny["stored"]) == ("tiny", 20, [], False, [])
 
 
@@ -136,7 +138,7 @@ def test_stored_projection_is_served_bit_for_bit(client: TestClient) -> None:
 
 @pytest.mark.parametrize("dim", [2, 3])
 def test_pca_is_computed_at_once_as_ds_project_computes_it(client: TestClient, dim: int) -> None:
-    answer = client.get("/api/projection", params={"run": "proj", "tag": "emb", "name": f"pca-{dim}d"}).json()
+    answer = client.post("/api/projection", json={"run": "proj", "tag": "emb", "name": f"pca-{dim}d"}).json()
     assert (answer["status"], answer["stored"], answer["dim"]) == ("done", False, dim)
     expected = project(FEATURES, method="pca", dim=dim, quality=False).points.numpy()
     np.testing.assert_array_equal(_array(answer["points"], dim), expected)
@@ -266,7 +268,7 @@ def test_embeddings_written_before_projections_existed_still_show(tmp_path: Path
         assert reader.records("emb")[0].projections is None
     client = TestClient(create_app(tmp_path), base_url=LOCAL)
     assert client.get("/api/embeddings", params={"run": "old"}).json()["embeddings"][0]["stored"] == []
-    answer = client.get("/api/projection", params={"run": "old", "tag": "emb", "name": "pca-2d"}).json()
+    answer = client.post("/api/projection", json={"run": "old", "tag": "emb", "name": "pca-2d"}).json()
     assert answer["status"] == "done" and not answer["stored"]
 
 

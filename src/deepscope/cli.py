@@ -144,8 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
         description=(
             "Serve the dashboard (a web page and its JSON API) over every run under DIR, or in the PostgreSQL "
             "store a URL names (postgresql://user@host:port/db), live while they are written. Binds 127.0.0.1 by "
-            "default; bound to any other address it requires a token (given with --token, or generated and printed "
-            "in the URL). Needs: pip install 'deepscope[board]'."
+            "default; bound to any other address it requires a token (given with --token-file, $DEEPSCOPE_TOKEN or "
+            "--token, or generated and printed in the URL). Needs: pip install 'deepscope[board]'."
         ),
     )
     board.add_argument(
@@ -157,7 +157,18 @@ def build_parser() -> argparse.ArgumentParser:
     _logdir_alias(board, "dir", os.environ.get(STORE_VARIABLE) or RUNS_DIR)
     board.add_argument("--port", type=int, default=6006, help="port (default 6006)")
     board.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
-    board.add_argument("--token", help="token every request must carry (?token=... or Authorization: Bearer)")
+    board.add_argument(
+        "--token",
+        help="token every request must carry (?token=... or Authorization: Bearer); visible to other users in ps: "
+        "prefer --token-file or $DEEPSCOPE_TOKEN",
+    )
+    board.add_argument("--token-file", metavar="FILE", help="read the token from the first line of FILE")
+    board.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="processes answering requests (default 1; more for a board many people watch at once)",
+    )
     board.set_defaults(handler=_board)
     return parser
 
@@ -295,11 +306,12 @@ def _sync(args: argparse.Namespace) -> int:
 
 
 def _board(args: argparse.Namespace) -> int:
-    from .dashboard import serve
+    from .dashboard import serve, token_from
     from .errors import BadInputError
 
     try:
-        serve(args.dir, host=args.host, port=args.port, token=args.token)
+        token = token_from(args.token, args.token_file)
+        serve(args.dir, host=args.host, port=args.port, token=token, workers=args.workers)
     except ImportError as error:  # the extra is missing: the message says which pip install to run
         print(f"deepscope board: {error}", file=sys.stderr)
         return 1

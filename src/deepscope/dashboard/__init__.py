@@ -26,6 +26,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from html import escape
+from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
@@ -38,7 +39,7 @@ if TYPE_CHECKING:
 
 INSTALL_HINT = "the board needs its extra: pip install 'deepscope[board]' (fastapi, uvicorn, plotly)"
 
-__all__ = ["Board", "board", "create_app", "is_loopback", "proxy_template", "serve"]
+__all__ = ["Board", "board", "create_app", "is_loopback", "proxy_template", "serve", "token_from"]
 
 PROXY_ENV = "DEEPSCOPE_PROXY"  # chooses for proxy="auto": off, on, or an address template with {port}
 HUB_PREFIX_ENV = "JUPYTERHUB_SERVICE_PREFIX"  # the user's server's base URL, set by JupyterHub (/user/<name>/)
@@ -56,13 +57,36 @@ def _require() -> None:
         raise ImportError(f"{INSTALL_HINT}; missing: {e.name}") from e
 
 
-def create_app(root: str | os.PathLike[str], token: str | None = None) -> FastAPI:
+def create_app(root: str | os.PathLike[str], token: str | None = None, framed: bool = False) -> FastAPI:
     """The board's FastAPI app serving the runs under the directory ``root`` or in the PostgreSQL database it names;
-    with ``token``, every request must carry it."""
+    with ``token``, every request must carry it. ``framed``: the page may be shown in a frame of a page on this
+    machine or of its own origin (a notebook's output); otherwise no page may frame it."""
     _require()
+    from .security import NOT_FRAMED, NOTEBOOK_FRAMES
     from .server import create_app as make
 
-    return make(root, token)
+    return make(root, token, NOTEBOOK_FRAMES if framed else NOT_FRAMED)
+
+
+TOKEN_ENV = "DEEPSCOPE_TOKEN"  # the board's token, kept out of the command line (where `ps` shows it)
+ROOT_ENV = "DEEPSCOPE_BOARD_ROOT"  # what the worker processes of `serve(workers=...)` serve
+
+
+def token_from(token: str | None, token_file: str | os.PathLike[str] | None) -> str | None:
+    """The token ``deepscope board`` requires: ``--token``, else the first line of ``--token-file``, else
+    ``$DEEPSCOPE_TOKEN``, else ``None``; a ``BadInputError`` for both flags at once, or an empty or unreadable file."""
+    if token is not None and token_file is not None:
+        raise BadInputError("give the token with --token or with --token-file, not both")
+    if token_file is not None:
+        try:
+            lines = Path(token_file).read_text(encoding="utf-8").splitlines()
+        except OSError as e:
+            raise BadInputError(f"--token-file {token_file}: cannot read it ({e.strerror})") from e
+        token = lines[0].strip() if lines else ""
+        if not token:
+            raise BadInputError(f"--token-file {token_file} is empty: write the token on its first line")
+        return token
+    return token if token is not None else (os.environ.get(TOKEN_ENV) or None)
 
 
 def is_loopback(host: str) -> bool:
@@ -154,19 +178,34 @@ def serve(
     port: int = 6006,
     token: str | None = None,
     proxy: bool | str = "auto",
+    workers: int = 1,
 ) -> None:
     """Serve the board in this process until interrupted (Ctrl-C); prints the URL to open (and, behind a proxy,
-    the proxy's address for it: see :func:`proxy_template`)."""
+    the proxy's address for it: see :func:`proxy_template`).
+
+    ``workers``: how many processes answer requests (a board many people watch at once, on a machine with cores to
+    spare); each keeps its own caches and computes its own projections.
+    """
     _require()
     import uvicorn
 
+    if workers < 1:
+        raise BadInputError(f"workers={workers}: pass 1 or more processes")
     template = proxy_template(proxy)
     token = _token(host, token, template)
     app = create_app(root, token)
     shown = f"deepscope board: serving {app.state.served.shown} at {url(host, port, token)}"
     if template is not None:
         shown += f" (through the proxy: {proxied_url(template, port, token)})"
-    print(shown, flush=True)
+    if workers > 1:  # each worker makes its app from what the environment says (uvicorn's app factory)
+        print(f"{shown} with {workers} worker processes", flush=True)
+        os.environ[ROOT_ENV] = os.fspath(root)
+        os.environ.pop(TOKEN_ENV, None)
+        if token is not None:
+            os.environ[TOKEN_ENV] = token
+        factory = "deepscope.dashboard.server:app_from_environment"
+        uvicorn.run(factory, factory=True, host=host, port=port, workers=workers, log_level="warning")
+        return
 
     class Server(uvicorn.Server):
         """uvicorn's server, remembering whether Ctrl-C (SIGINT) stopped it: uvicorn stops gracefully then and
@@ -177,6 +216,12 @@ def serve(
         def handle_exit(self, sig: int, frame: FrameType | None) -> None:
             self.interrupted = self.interrupted or sig == signal.SIGINT
             super().handle_exit(sig, frame)
+
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            # Said once it serves (its port bound, Ctrl-C handled by uvicorn), not before the server is up.
+            await super().startup(sockets)
+            if self.started:
+                print(shown, flush=True)
 
     server = Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
     server.run()
@@ -202,6 +247,7 @@ class Board:
     _server: Any = field(default=None, repr=False)
     _thread: threading.Thread | None = field(default=None, repr=False)
     local_url: str = ""
+    app: Any = field(default=None, repr=False)  # the FastAPI app served (its views' state: app.state.views)
 
     def _repr_html_(self) -> str:
         source = escape(self.url, quote=True)
@@ -243,7 +289,7 @@ def board(
 
     template = proxy_template(proxy)
     token = _token(host, token, template)
-    app = create_app(root, token)
+    app = create_app(root, token, framed=True)
     if port == 0:
         with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
             probe.bind((host.strip("[]"), 0))
@@ -258,4 +304,4 @@ def board(
         time.sleep(0.02)
     local = url(host, port, token)
     shown = local if template is None else proxied_url(template, port, token)
-    return Board(shown, height, server, thread, local_url=local)
+    return Board(shown, height, server, thread, local_url=local, app=app)

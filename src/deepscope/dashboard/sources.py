@@ -11,15 +11,70 @@ from __future__ import annotations
 
 import io
 import os
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Protocol
 
 from ..errors import BadInputError, StoreError
-from ..store import Reader, RunSummary, list_runs, schema
+from ..store import Reader, RunSummary, schema
+from ..store.catalog import run_directories, summary
 from ..store.postgres import Database as PostgresDatabase
 from ..store.postgres import is_url
 from ..store.sqlite import stamp
+from .security import private
+
+
+class Shared:
+    """Concurrent calls for the same key share one computation, never one that started before they were made.
+
+    A call joins the computation of its key in flight only if that one started after the call arrived (so its
+    answer is as fresh as one the call would compute itself); otherwise it waits for it to end, then starts the next
+    one or joins one another waiting call started. Sixteen viewers polling a live run read it about once per round,
+    not sixteen times, and each still sees every write that landed before it asked.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._clock = 0
+        self._flights: dict[Any, _Flight] = {}
+
+    def get(self, key: Any, make: Callable[[], Any]) -> Any:
+        with self._lock:
+            self._clock += 1
+            arrived = self._clock
+        while True:
+            with self._lock:
+                flight = self._flights.get(key)
+                mine = flight is None
+                if flight is None:
+                    self._clock += 1
+                    flight = self._flights[key] = _Flight(self._clock)
+            if mine:
+                try:
+                    flight.value = make()
+                except BaseException as e:
+                    flight.error = e
+                    raise
+                finally:
+                    with self._lock:
+                        del self._flights[key]
+                    flight.done.set()
+                return flight.value
+            flight.done.wait()
+            if flight.started > arrived:
+                if flight.error is not None:
+                    raise flight.error
+                return flight.value
+
+
+class _Flight:
+    def __init__(self, started: int) -> None:
+        self.started = started
+        self.done = threading.Event()
+        self.value: Any = None
+        self.error: BaseException | None = None
 
 
 class NotFound(LookupError):
@@ -59,33 +114,64 @@ class Source(Protocol):
         """What names a record file's contents in a cache (files are written once, under fresh names)."""
         ...
 
+    def private(self, message: str) -> str:
+        """An error message fit to send: no absolute path of this machine in it (:func:`security.private`)."""
+        ...
+
 
 class Directory:
-    """The runs under a directory (one SQLite database each)."""
+    """The runs under a directory (one SQLite database each).
+
+    Listing the runs reads each run's info and tags only when its change token (:func:`~deepscope.store.sqlite.stamp`,
+    a few ``stat`` calls) says it changed since the last listing, so a board polled by many viewers opens only the
+    runs being written, not every run on every poll.
+    """
 
     def __init__(self, root: Path) -> None:
         self.root = root
         self.shown = str(root)
+        self._listed: dict[Path, tuple[tuple[Any, ...], RunSummary]] = {}  # run directory -> (stamp, summary)
+        self._shared = Shared()
 
     def runs(self) -> list[RunSummary]:
-        return list_runs(self.root)
+        return list(self._shared.get("runs", self._runs))
+
+    def _runs(self) -> list[RunSummary]:
+        listed, found = {}, []
+        for directory in run_directories(self.root):
+            token = stamp(directory)  # taken before reading: a write that lands meanwhile changes it
+            known = self._listed.get(directory)
+            if token is not None and known is not None and known[0] == token:
+                run = known[1]
+            else:
+                run = summary(self.root, directory)
+                if run.error is not None:  # named relative to the served directory, never by absolute path
+                    run = replace(run, error=self.private(run.error))
+            if token is not None:
+                listed[directory] = (token, run)
+            found.append(run)
+        self._listed = listed  # runs gone since are forgotten
+        return sorted(found, key=lambda run: run.name)
 
     def reader(self, run: str) -> Reader:
         return Reader(run_dir(self.root, run))
 
     def stamps(self, runs: Sequence[str]) -> list[tuple[Any, ...] | None]:
-        # A stat per run; a run that is not there raises NotFound when it is read.
-        return [stamp(run_dir(self.root, run)) for run in runs]
+        # A listing and a stat or two per run; a run that is not there raises NotFound when it is read.
+        return list(self._shared.get(("stamps", *runs), lambda: [stamp(run_dir(self.root, run)) for run in runs]))
 
     def file(self, run: str, path: str) -> Path:
         return file_path(self.root, run, path)
 
     def arrays(self, run: str, path: str) -> Path:
-        return run_dir(self.root, run) / path
+        return file_path(self.root, run, path)
 
     def file_key(self, run: str, path: str) -> tuple[Any, ...]:
         located = self.arrays(run, path)
         return (str(located), located.stat().st_mtime_ns)
+
+    def private(self, message: str) -> str:
+        return private(message, (str(self.root),))
 
 
 class Database:
@@ -125,6 +211,9 @@ class Database:
     def file_key(self, run: str, path: str) -> tuple[Any, ...]:
         return (self.database.url, run, path)
 
+    def private(self, message: str) -> str:
+        return private(message, ())  # runs and files are rows: only a stray path of this machine to cut
+
     def close(self) -> None:
         self.database.close()
 
@@ -158,7 +247,10 @@ def run_dir(root: Path, run: str) -> Path:
     base = root.resolve()
     # A run at the root itself is listed under the root's own name (as list_runs does).
     candidate = base if run == base.name and schema.db_path(base).is_file() else base.joinpath(*parts)
-    resolved = candidate.resolve()
+    if any(os.path.islink(base.joinpath(*parts[: k + 1])) for k in range(len(parts))):
+        resolved = candidate.resolve()  # a symlink on the way: where it really leads must be inside too
+    else:
+        resolved = candidate  # the root is resolved and no part below it is a link: a few lstat calls, not realpath
     if not resolved.is_relative_to(base) or not schema.db_path(resolved).is_file():
         raise NotFound(f"no run named {run!r}")
     return resolved
@@ -168,14 +260,14 @@ def file_path(root: Path, run: str, path: str) -> Path:
     """A file of a run's ``files/`` directory, given by its path relative to the run directory.
 
     Raises:
-        NotFound: for a path that is absolute, contains ``..``, leaves the run's ``files/`` (through a symlink
-            too), or is not a file.
+        NotFound: for a path that is absolute, contains ``..``, leaves the run's ``files/`` by its real path (a
+            symlink out of it, or a ``files/`` that is itself a symlink), or is not a file.
     """
     directory = run_dir(root, run)
     parts = _parts(path)
     if parts is None:
         raise NotFound(f"run {run!r} has no file {path!r}")
-    files = (directory / schema.FILES_DIR).resolve()
+    files = directory / schema.FILES_DIR  # the run's own folder: a files/ that is a symlink leads elsewhere
     resolved = directory.joinpath(*parts).resolve()
     if not resolved.is_relative_to(files) or not resolved.is_file():
         raise NotFound(f"run {run!r} has no file {path!r}")

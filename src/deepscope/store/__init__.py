@@ -6,8 +6,8 @@
 """
 
 from .catalog import RunSummary, list_runs
-from .reader import Reader, Series, downsample
+from .reader import Reader, Series, UnreadableRecord, downsample
 from .schema import SCHEMA_VERSION
 from .writer import Writer
 
-__all__ = ["SCHEMA_VERSION", "Reader", "RunSummary", "Series", "Writer", "downsample", "list_runs"]
+__all__ = ["SCHEMA_VERSION", "Reader", "RunSummary", "Series", "UnreadableRecord", "Writer", "downsample", "list_runs"]

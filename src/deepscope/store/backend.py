@@ -12,11 +12,14 @@ scalar series (steps int64, values float64, epochs int64 with -1 for none, wall 
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
 
+from ..errors import StoreError
 from .records import FileSink, FileSource, Stored
 
 
@@ -161,3 +164,57 @@ class ReadBackend(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+# ---- decoding what a backend read, the same for every engine: a damaged value names itself --------------------------
+
+
+def json_pairs(rows: Iterable[tuple[str, str]], what: str, location: str) -> dict[str, Any]:
+    """``key -> value`` of a run's ``config`` or ``run_info`` rows (values as JSON text); a value that is not JSON
+    raises ``StoreError`` naming the key, so the run is reported unreadable instead of failing whoever lists it."""
+    found = {}
+    for key, value in rows:
+        try:
+            found[key] = json.loads(value)
+        except (TypeError, ValueError) as e:
+            raise StoreError(f"{location}: the {what} value of {key!r} is not JSON ({e})") from e
+    return found
+
+
+def object_row(step: int, wall_time: float | None, data: Any, file: str | None) -> Stored:
+    """One row of ``objects`` as :class:`Stored`: its data decoded from JSON, or the reason it cannot be (``error``:
+    the reader reports that record and serves the others)."""
+    try:
+        decoded = json.loads(data)
+    except (TypeError, ValueError) as e:
+        return Stored(step, wall_time, {}, file, error=f"its data is not JSON ({e})")
+    if not isinstance(decoded, dict):
+        return Stored(step, wall_time, {}, file, error=f"its data is JSON {type(decoded).__name__}, not an object")
+    return Stored(step, wall_time, decoded, file)
+
+
+SCALAR_COLUMNS = (np.int64, np.float64, np.int64, np.float64)  # steps, values, epochs, wall times
+
+
+def scalar_columns(
+    chunks: Sequence[Sequence[Any]], rows: Sequence[Sequence[Any]], where: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """A scalar series from its packed chunks (four little-endian blobs each, in the order of
+    :data:`SCALAR_COLUMNS`) and its loose rows; ``StoreError`` naming ``where`` for a chunk whose blobs are not
+    whole, equally long arrays, or a loose row that is not numbers."""
+    packed: list[list[np.ndarray]] = [[], [], [], []]
+    for number, chunk in enumerate(chunks):
+        sizes = {len(blob) if isinstance(blob, bytes | bytearray | memoryview) else -1 for blob in chunk}
+        if len(sizes) != 1 or min(sizes) < 0 or min(sizes) % 8:
+            raise StoreError(f"{where}: packed chunk {number} is damaged (its arrays hold {sorted(sizes)} bytes)")
+        for k, dtype in enumerate(SCALAR_COLUMNS):
+            packed[k].append(np.frombuffer(chunk[k], dtype=np.dtype(dtype).newbyteorder("<")))
+    columns = []
+    for k, dtype in enumerate(SCALAR_COLUMNS):
+        try:
+            loose = np.array([row[k] for row in rows], dtype=dtype)  # NULL (a NaN) reads as NaN
+        except (TypeError, ValueError) as e:
+            raise StoreError(f"{where}: a loose point is damaged ({e})") from e
+        columns.append(np.concatenate((*packed[k], loose)).astype(dtype, copy=False))
+    steps, values, epochs, walls = columns
+    return steps, values, epochs, walls

@@ -56,21 +56,28 @@ def list_runs(root: str | os.PathLike[str]) -> list[RunSummary]:
     root = Path(root)
     if not root.is_dir():
         raise DeepscopeError(f"{root} is not a directory")
+    return sorted((summary(root, run_dir) for run_dir in run_directories(root)), key=lambda run: run.name)
+
+
+def run_directories(root: Path) -> list[Path]:
+    """The directories under ``root`` that hold a run (a run's own directory is not searched further; symlinked
+    directories are not followed)."""
     found = []
     for directory, subdirectories, files in os.walk(root):
         if schema.DB_NAME in files:
             subdirectories.clear()
-            found.append(_summary(root, Path(directory)))
+            found.append(Path(directory))
         else:
             subdirectories.sort()
-    return sorted(found, key=lambda run: run.name)
+    return found
 
 
-def _summary(root: Path, run_dir: Path) -> RunSummary:
+def summary(root: Path, run_dir: Path) -> RunSummary:
+    """What :func:`list_runs` says of the run in ``run_dir``: read now (its info and tag list only)."""
     name = run_dir.relative_to(root).as_posix() if run_dir != root else run_dir.name
     try:
         with Reader(run_dir) as reader:
             info = reader.info()
             return RunSummary(name, run_dir, info.get("status", "unknown"), info.get("created_at"), reader.tags())
-    except DeepscopeError as e:
+    except (DeepscopeError, OSError) as e:  # one damaged run is listed as such, never hides the others
         return RunSummary(name, run_dir, "unreadable", error=str(e))

@@ -26,7 +26,7 @@ import numpy as np
 
 from ..errors import StoreError
 from . import schema
-from .backend import StoredState
+from .backend import StoredState, json_pairs, object_row, scalar_columns
 from .ranks import mine
 from .records import Stored
 from .sampling import spread
@@ -479,7 +479,7 @@ class PostgresReader:
     def _pairs(self, table: str) -> dict[str, Any]:
         with self._reading() as conn:
             rows = conn.execute(f"SELECT key, value FROM {table} WHERE run_id = %s", (self.run_id,)).fetchall()
-        return {key: json.loads(value) for key, value in rows}
+        return json_pairs(rows, table.removeprefix("deepscope_"), self.location)
 
     def tags(self) -> dict[str, str]:
         with self._reading() as conn:
@@ -520,13 +520,7 @@ class PostgresReader:
                 (tag_id,),
                 binary=True,
             ).fetchall()
-        columns = []
-        for k, dtype in enumerate((np.int64, np.float64, np.int64, np.float64)):
-            packed = [np.frombuffer(chunk[k], dtype=np.dtype(dtype).newbyteorder("<")) for chunk in chunks]
-            loose = np.array([row[k] for row in rows], dtype=dtype)
-            columns.append(np.concatenate((*packed, loose)).astype(dtype, copy=False))
-        steps, values, epochs, walls = columns
-        return steps, values, epochs, walls
+        return scalar_columns(chunks, rows, self.location)
 
     def records(
         self, table: str, tag_id: int, start: int | None, end: int | None, max_records: int | None
@@ -542,7 +536,7 @@ class PostgresReader:
             names = [d.name for d in cursor.description]
             rows = [dict(zip(names, row)) for row in cursor.fetchall()]
         if table == "objects":
-            return [Stored(row["step"], row["wall_time"], json.loads(row["data"]), row["file"]) for row in rows]
+            return [object_row(row["step"], row["wall_time"], row["data"], row["file"]) for row in rows]
         own = [name for name in names if name not in ("id", "tag_id", "step", "wall_time")]
         return [Stored(row["step"], row["wall_time"], {name: _plain(row[name]) for name in own}) for row in rows]
 

@@ -29,7 +29,10 @@ from .records.scalar import KIND as SCALAR
 from .sampling import downsample, spread
 from .sqlite import SQLiteReader, writer_alive
 
-__all__ = ["Reader", "Series", "downsample", "spread", "writer_alive"]
+__all__ = ["Reader", "Series", "UnreadableRecord", "downsample", "spread", "writer_alive"]
+
+# Steps are stored as SQLite / PostgreSQL 64-bit integers: a bound outside is a bad request, not an overflow.
+STEP_RANGE = (-(2**63), 2**63 - 1)
 
 
 @dataclass(frozen=True)
@@ -59,6 +62,16 @@ class Series:
     @property
     def downsampled(self) -> bool:
         return len(self.steps) < self.total
+
+
+@dataclass(frozen=True)
+class UnreadableRecord:
+    """A record a reader passed over (:meth:`Reader.records` with ``unreadable``): its tag, its step and why it
+    cannot be read (a damaged row, a missing or damaged file)."""
+
+    tag: str
+    step: int
+    error: str
 
 
 class Reader:
@@ -141,8 +154,12 @@ class Reader:
         (per step bucket its minimum and maximum, plus the first and last points), over the requested range: ask
         again with a narrower range to zoom in.
         """
+        _check_bounds(start, end)
         tag_id = self._tag_id(tag, SCALAR)
-        steps, values, epochs, walls = self._store.scalars(tag_id, start, end)
+        try:
+            steps, values, epochs, walls = self._store.scalars(tag_id, start, end)
+        except StoreError as e:
+            raise StoreError(f"scalar tag {tag!r}: {e}") from e
         if start is not None or end is not None:
             keep = np.ones(len(steps), dtype=bool)
             if start is not None:
@@ -159,7 +176,12 @@ class Reader:
     # ---- everything else ----------------------------------------------------------------------------------------
 
     def records(
-        self, tag: str, start: int | None = None, end: int | None = None, max_records: int | None = None
+        self,
+        tag: str,
+        start: int | None = None,
+        end: int | None = None,
+        max_records: int | None = None,
+        unreadable: list[UnreadableRecord] | None = None,
     ) -> list[Record]:
         """The records of a non-scalar tag with ``start <= step <= end``, in the order logged.
 
@@ -177,16 +199,28 @@ class Reader:
         With ``max_records``, a longer series is thinned to that many records spread evenly over it in the order
         logged, the first and the last always among them (:meth:`count` says how many there are); only those
         rows are read.
+
+        A record that cannot be read (a damaged row or file) raises ``StoreError`` naming it; given a list as
+        ``unreadable``, it is appended there instead (an :class:`UnreadableRecord`) and the others are returned.
         """
         if max_records is not None and max_records < 2:
             raise BadInputError(f"max_records must be at least 2 (the first and the last record), not {max_records}")
+        _check_bounds(start, end)
         kind, table, tag_id = self._record_tag(tag)
-        stored = self._store.records(table, tag_id, start, end, max_records)
-        return [self._record(tag, kind, row) for row in stored]
+        found = []
+        for row in self._store.records(table, tag_id, start, end, max_records):
+            try:
+                found.append(self._record(tag, kind, row))
+            except StoreError as e:
+                if unreadable is None:
+                    raise
+                unreadable.append(UnreadableRecord(tag, int(row.step), str(e)))
+        return found
 
     def count(self, tag: str, start: int | None = None, end: int | None = None) -> int:
         """How many records a non-scalar tag holds with ``start <= step <= end`` (a scalar series says it in
         :attr:`Series.total`)."""
+        _check_bounds(start, end)
         _, table, tag_id = self._record_tag(tag)
         return self._store.count(table, tag_id, start, end)
 
@@ -199,23 +233,42 @@ class Reader:
         codec = codec_named(kind)
         return kind, codec.table if codec is not None else "objects", tag_id
 
-    def files(self, tag: str) -> list[tuple[int, str, dict[str, Any]]]:
+    def files(
+        self, tag: str, unreadable: list[UnreadableRecord] | None = None
+    ) -> list[tuple[int, str, dict[str, Any]]]:
         """The files of an image, audio, video, embedding or explanation tag without reading them, in the order
         logged: per record its step, its path relative to the run directory (``/`` separators; for an explanation
         set, the folder of its pictures) and its stored metadata (``shape``, ...; for an explanation set, every
-        picture's path too)."""
+        picture's path too). A damaged row raises ``StoreError``, or with ``unreadable`` is listed there (as by
+        :meth:`records`)."""
         kind = self.tags().get(tag)
         codec = codec_named(kind)
         if kind is not None and (codec is None or not codec.has_files):
             raise BadInputError(f"{tag!r} holds {kind} records, which have no files")
         tag_id = self._tag_id(tag, kind)
-        return [(int(s.step), s.file or "", s.data) for s in self._store.records("objects", tag_id, None, None, None)]
+        found = []
+        for row in self._store.records("objects", tag_id, None, None, None):
+            if row.error is None:
+                found.append((int(row.step), row.file or "", row.data))
+                continue
+            where = f"{self.db}: the {kind} record of {tag!r} at step {row.step}"
+            error = StoreError(f"{where} cannot be read: {row.error}")
+            if unreadable is None:
+                raise error
+            unreadable.append(UnreadableRecord(tag, int(row.step), str(error)))
+        return found
 
     def _record(self, tag: str, kind: str | None, stored: Stored) -> Record:
         codec = codec_named(kind)
         if codec is None:
             raise StoreError(f"{self.db}: tag {tag!r} has kind {kind!r}, which this deepscope cannot read")
-        return codec.decode(tag, stored, self._store.files)  # type: ignore[no-any-return]
+        where = f"{self.db}: the {kind} record of {tag!r} at step {stored.step} cannot be read"
+        if stored.error is not None:
+            raise StoreError(f"{where}: {stored.error}")
+        try:
+            return codec.decode(tag, stored, self._store.files)  # type: ignore[no-any-return]
+        except (KeyError, IndexError, TypeError, ValueError, AttributeError) as e:  # a row damaged on disk
+            raise StoreError(f"{where}: {type(e).__name__}: {e}") from e
 
     # ---- checkpoints --------------------------------------------------------------------------------------------
 
@@ -272,3 +325,11 @@ class Reader:
 
     def __repr__(self) -> str:
         return f"Reader({str(self.path)!r})"
+
+
+def _check_bounds(start: int | None, end: int | None) -> None:
+    """A ``BadInputError`` for a step bound no stored step can reach (beyond 64 bits)."""
+    for name, bound in (("start", start), ("end", end)):
+        if bound is not None and not STEP_RANGE[0] <= bound <= STEP_RANGE[1]:
+            low, high = STEP_RANGE
+            raise BadInputError(f"{name}={bound} is outside the steps a run can hold ({low} to {high})")

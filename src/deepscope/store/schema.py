@@ -162,10 +162,10 @@ def connect_readonly(path: Path) -> sqlite3.Connection:
         conn = sqlite3.connect(f"{uri}?mode=ro", uri=True, isolation_level=None, check_same_thread=False)
         conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
         return conn
-    except sqlite3.OperationalError:
+    except sqlite3.OperationalError as e:
         if not _writable(path.parent):
             return sqlite3.connect(f"{uri}?immutable=1", uri=True, isolation_level=None, check_same_thread=False)
-        raise
+        raise StoreError(f"{path} cannot be opened ({e}); it was left untouched") from e
     except sqlite3.DatabaseError as e:
         raise StoreError(f"{path} is not a readable SQLite database ({e}); it was left untouched") from e
 

@@ -11,6 +11,7 @@ connection that sees each commit of a live writer, one read transaction per quer
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import json
 import os
 import sqlite3
@@ -25,7 +26,7 @@ import numpy as np
 
 from ..errors import StoreError
 from . import schema
-from .backend import StoredState
+from .backend import StoredState, json_pairs, object_row, scalar_columns
 from .ranks import mine
 from .records import Stored
 from .sampling import spread
@@ -226,7 +227,16 @@ class RunFiles:
         return relative
 
     def read(self, relative: str) -> bytes:
-        return (self.run_dir / relative).read_bytes()
+        return self.locate(relative).read_bytes()
+
+    def locate(self, relative: str) -> Path:
+        """Where a file of the run is, by its real path: inside the run directory's own ``files/`` folder (not a
+        symlink out of it, nor a ``files/`` that is itself a symlink); ``PermissionError`` for anything else."""
+        run_dir = self.run_dir.resolve()
+        found = (run_dir / relative).resolve()
+        if not found.is_relative_to(run_dir / schema.FILES_DIR):
+            raise PermissionError(f"{relative!r} leads outside the run's {schema.FILES_DIR}/ folder")
+        return found
 
     def where(self, relative: str) -> str:
         return str(self.run_dir / relative)
@@ -261,11 +271,13 @@ class SQLiteReader:
 
     def info(self) -> dict[str, Any]:
         with self._reading():
-            return {key: json.loads(value) for key, value in self._conn.execute("SELECT key, value FROM run_info")}
+            rows = self._conn.execute("SELECT key, value FROM run_info").fetchall()
+        return json_pairs(rows, "run_info", self.location)
 
     def config(self) -> dict[str, Any]:
         with self._reading():
-            return {key: json.loads(value) for key, value in self._conn.execute("SELECT key, value FROM config")}
+            rows = self._conn.execute("SELECT key, value FROM config").fetchall()
+        return json_pairs(rows, "config", self.location)
 
     def tags(self) -> dict[str, str]:
         with self._reading():
@@ -300,13 +312,7 @@ class SQLiteReader:
                 ).fetchall()
             finally:
                 self._conn.execute("COMMIT")
-        columns = []
-        for k, dtype in enumerate((np.int64, np.float64, np.int64, np.float64)):
-            packed = [np.frombuffer(chunk[k], dtype=np.dtype(dtype).newbyteorder("<")) for chunk in chunks]
-            loose = np.array([row[k] for row in rows], dtype=dtype)  # NULL (a NaN) reads as NaN
-            columns.append(np.concatenate((*packed, loose)).astype(dtype, copy=False))
-        steps, values, epochs, walls = columns
-        return steps, values, epochs, walls
+        return scalar_columns(chunks, rows, self.location)
 
     def records(
         self, table: str, tag_id: int, start: int | None, end: int | None, max_records: int | None
@@ -325,7 +331,7 @@ class SQLiteReader:
             names = [d[0] for d in cursor.description]
             rows = [dict(zip(names, row)) for row in cursor.fetchall()]
         if table == "objects":
-            return [Stored(row["step"], row["wall_time"], json.loads(row["data"]), row["file"]) for row in rows]
+            return [object_row(row["step"], row["wall_time"], row["data"], row["file"]) for row in rows]
         own = [name for name in names if name not in ("id", "tag_id", "step", "wall_time")]
         return [Stored(row["step"], row["wall_time"], {name: row[name] for name in own}) for row in rows]
 
@@ -366,13 +372,20 @@ def _where(tag_id: int, start: int | None, end: int | None) -> tuple[str, list[A
     return where, bounds
 
 
-def writer_alive(run_dir: Path) -> bool:
+def writer_alive(run_dir: Path, names: list[str] | None = None) -> bool:
     """Whether some process holds the run's writer lock, or a rank's, right now (without taking either for more
-    than a moment)."""
-    path = run_dir / schema.LOCK_NAME
-    if fcntl is None or not path.exists():  # pragma: no cover - without locks, trust the stored status
-        return fcntl is None
-    return _held(path) or any(_held(rank) for rank in run_dir.glob(schema.RANK_LOCKS))
+    than a moment). ``names``: the directory's entries, when the caller listed them already."""
+    if fcntl is None:  # pragma: no cover - without locks, trust the stored status
+        return True
+    if names is None:
+        try:
+            names = os.listdir(run_dir)
+        except OSError:
+            return False
+    if schema.LOCK_NAME not in names:
+        return False
+    locks = [schema.LOCK_NAME, *fnmatch.filter(names, schema.RANK_LOCKS)]
+    return any(_held(run_dir / lock) for lock in locks)
 
 
 def _held(path: Path) -> bool:
@@ -390,18 +403,23 @@ def _held(path: Path) -> bool:
 
 def stamp(run_dir: Path) -> tuple[int, ...] | None:
     """The change token of a run directory (:meth:`SQLiteReader.stamp`) without opening it: the identity, size and
-    modification time of ``run.db`` and of its WAL, which holds commits not yet copied into ``run.db``."""
-    if writer_alive(run_dir):
+    modification time of ``run.db`` and of its WAL, which holds commits not yet copied into ``run.db``.
+
+    One listing of the directory, then a ``stat`` per file that is there (a board stamps every run on every poll).
+    """
+    try:
+        names = os.listdir(run_dir)
+    except OSError:
+        names = []
+    if writer_alive(run_dir, names):
         return None
-    db = schema.db_path(run_dir)
-    stamped = []
-    for path in (db, db.with_name(db.name + "-wal")):
+    stamped: list[int] = []
+    for name in (schema.DB_NAME, schema.DB_NAME + "-wal"):
         try:
-            info = path.stat()
-        except FileNotFoundError:
-            stamped += [-1, -1, -1]
-        else:
-            stamped += [info.st_ino, info.st_size, info.st_mtime_ns]
+            info = os.stat(run_dir / name) if name in names else None
+        except FileNotFoundError:  # removed since the listing
+            info = None
+        stamped += [-1, -1, -1] if info is None else [info.st_ino, info.st_size, info.st_mtime_ns]
     return tuple(stamped)
 
 

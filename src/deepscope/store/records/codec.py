@@ -26,12 +26,14 @@ from ...errors import BadInputError, StoreError
 @dataclass(frozen=True)
 class Stored:
     """One record as a row: its step and wall time, ``data`` (JSON for the ``objects`` table, the columns of its own
-    table otherwise), and ``file``, the path of its file (or folder of files) relative to the run, if any."""
+    table otherwise), and ``file``, the path of its file (or folder of files) relative to the run, if any;
+    ``error``: why a row read back cannot be decoded (its ``data`` is then empty), else ``None``."""
 
     step: int
     wall_time: float | None
     data: dict[str, Any]
     file: str | None = None
+    error: str | None = None
 
 
 class FileSink(Protocol):

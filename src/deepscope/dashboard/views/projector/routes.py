@@ -1,0 +1,69 @@
+"""The Projector view's routes: ``/api/embeddings``, ``/api/embedding/labels``, ``/api/projection`` (GET reads,
+POST with a JSON body computes), ``/api/projection/status``, ``/api/neighbors``, ``/api/thumbnail``."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import Response
+from pydantic import BaseModel, Field
+
+from ....store.reader import STEP_RANGE
+from ...http import Index, JSONAnswer, Step
+from ...security import json_body
+from ...sources import Source
+from . import data
+
+
+class ProjectionRequest(BaseModel):
+    """What ``POST /api/projection`` takes, as JSON: the projection to compute (or to join, if already started)."""
+
+    run: str
+    tag: str
+    name: str
+    step: int | None = Field(None, ge=STEP_RANGE[0], le=STEP_RANGE[1])
+
+
+def routes(router: APIRouter, served: Source, state: data.Projector) -> None:
+    @router.get("/api/embeddings")
+    def embeddings(run: str) -> Response:
+        return JSONAnswer(data.embeddings(served, run, state))
+
+    @router.get("/api/embedding/labels")
+    def embedding_labels(run: str, tag: str, step: Step = None) -> Response:
+        return JSONAnswer(data.embedding_labels(served, run, tag, step, state))
+
+    @router.get("/api/projection")
+    def projection(run: str, tag: str, name: str, step: Step = None) -> Response:
+        # Reads only: a GET is what any page can make a browser send (an <img>), so it never starts a computation.
+        return JSONAnswer(data.projection(served, run, tag, name, step, state, start=False))
+
+    @router.post("/api/projection")
+    def compute_projection(request: Request, asked: ProjectionRequest) -> Response:
+        # A JSON body: a page elsewhere cannot send one without a CORS preflight, which the board never grants (a
+        # body without a Content-Type, which FastAPI would read as JSON, is refused too).
+        if not json_body(request.headers.get("content-type")):
+            refused = "send the projection to compute as JSON (Content-Type: application/json)"
+            return JSONAnswer({"detail": refused}, 415)
+        return JSONAnswer(data.projection(served, asked.run, asked.tag, asked.name, asked.step, state, start=True))
+
+    @router.get("/api/projection/status")
+    def projection_status(run: str, tag: str, name: str, step: Step = None) -> Response:
+        return JSONAnswer(data.projection_status(served, run, tag, name, step, state))
+
+    @router.get("/api/neighbors")
+    def neighbors(
+        run: str,
+        tag: str,
+        index: Index,
+        k: int = Query(data.DEFAULT_NEIGHBORS, ge=1, le=1000),
+        metric: str = "cosine",
+        step: Step = None,
+    ) -> Response:
+        return JSONAnswer(data.neighbors(served, run, tag, index, k, metric, step, state))
+
+    @router.get("/api/thumbnail")
+    def thumbnail(run: str, tag: str, index: Index, step: Step = None) -> Response:
+        # A record never changes once written: with its step named, the browser may keep the picture a while.
+        png = data.thumbnail(served, run, tag, index, step, state)
+        cache = "private, max-age=3600" if step is not None else "no-cache"
+        return Response(png, media_type="image/png", headers={"Cache-Control": cache})
