@@ -88,11 +88,11 @@ def in_page(page: Any) -> float:
 
 
 def patch_page(page: Any, webgl: bool = False, chart_points: int | None = None) -> None:
-    """Serve the page's script drawing scalar lines with WebGL (``scattergl``) instead of SVG, and/or asking for
+    """Serve the Scalars view's module drawing scalar lines with WebGL (``scattergl``) instead of SVG, and/or asking for
     ``chart_points`` points per chart (shared by its runs) instead of the page's own budget."""
     from importlib.resources import files
 
-    script = files("deepscope.dashboard").joinpath("static/app.js").read_text()
+    script = files("deepscope.dashboard").joinpath("views/scalars/view.js").read_text()
     for wanted, old, new in (
         (webgl, 'const LINE_TYPE = "scatter";', 'const LINE_TYPE = "scattergl";'),
         (chart_points, "const CHART_POINTS = 64000;", f"const CHART_POINTS = {chart_points};"),
@@ -100,7 +100,7 @@ def patch_page(page: Any, webgl: bool = False, chart_points: int | None = None) 
         if wanted:
             assert old in script, f"the page no longer has {old!r}; update this benchmark"
             script = script.replace(old, new)
-    page.route("**/app.js", lambda route: route.fulfill(body=script, content_type="text/javascript"))
+    page.route("**/views/scalars/view.js*", lambda route: route.fulfill(body=script, content_type="text/javascript"))
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
@@ -112,7 +112,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--chart-points", type=int, help="points per chart, shared by its runs (the page: 64,000)")
     args = parser.parse_args(argv)
 
-    from deepscope.dashboard import api, board
+    from deepscope.dashboard import board
 
     figures: dict[str, Any] = {"runs": args.runs, "points": args.points}
     with tempfile.TemporaryDirectory() as tmp:
@@ -137,7 +137,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                     best, best_inside = float("inf"), float("inf")
                     for _ in range(args.repeats):
                         if clear:
-                            api.ENCODED.clear()
+                            served.app.state.views["scalars"].clear()
                         best = min(best, scalars_drawn(page, served.url, args.runs))
                         best_inside = min(best_inside, in_page(page))
                     figures[f"{name}_s"], figures[f"{name}_in_page_s"] = best, best_inside

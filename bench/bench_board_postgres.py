@@ -63,7 +63,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     from fastapi.testclient import TestClient
 
     import deepscope as ds
-    from deepscope.dashboard import api, create_app
+    from deepscope.dashboard import create_app
     from deepscope.store import Reader
 
     figures: dict[str, Any] = {"runs": args.runs, "points": args.points}
@@ -103,7 +103,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
                 def ask() -> None:
                     if cold:
-                        api.ENCODED.clear()  # as on the first look: every run read, downsampled and encoded
+                        client.app.state.views["scalars"].clear()  # as on the first look: every run read afresh
                     assert client.get("/api/runs").status_code == 200
                     answer = client.get("/api/scalars/batch", params=query)
                     assert answer.status_code == 200, answer.text
@@ -134,7 +134,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             query = {"tag": "train/loss", "runs": [big], "max_points": 2000, "encoding": "base64"}
 
             def big_cold() -> None:
-                api.ENCODED.clear()
+                client.app.state.views["scalars"].clear()
                 assert client.get("/api/scalars/batch", params=query).status_code == 200
 
             figures["big_view_cold_s"] = _best(big_cold, args.repeats)

@@ -80,7 +80,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args(argv)
 
-    from deepscope.dashboard import api, board
+    from deepscope.dashboard import board
 
     figures: dict[str, Any] = {"points": args.points, "dims": args.dims}
     with tempfile.TemporaryDirectory() as tmp:
@@ -102,8 +102,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 figures[f"{name}_bytes"] = len(get(path))
 
                 def cold(path: str = path) -> None:
-                    api.ITEMS.clear()
-                    api.ARRAYS.clear()
+                    served.app.state.views["projector"].clear()
                     get(path)
 
                 figures[f"{name}_cold_s"] = _best(cold, args.repeats)

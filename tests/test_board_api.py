@@ -27,6 +27,7 @@ from fastapi.testclient import TestClient
 from deepscope import dashboard as board_module
 from deepscope.dashboard import api, create_app
 from deepscope.dashboard.server import COMPILE_HINT
+from deepscope.dashboard.views.distributions.data import DEFAULT_MAX_STEPS
 
 LOCAL = "http://127.0.0.1"
 SPIKE_STEP = 1234
@@ -814,7 +815,7 @@ def test_a_long_histogram_series_is_thinned_and_windows_show_every_step(tmp_path
     query = {"run": "long", "tag": "w"}
     data = client.get("/api/histograms", params=query).json()
     assert data["total"] == data["tag_total"] == 1200 and data["downsampled"]
-    assert len(data["points"]) == api.DEFAULT_MAX_STEPS == 500
+    assert len(data["points"]) == DEFAULT_MAX_STEPS == 500
     shown = [p["step"] for p in data["points"]]
     assert shown == steps[np.linspace(0, 1199, 500).round().astype(int)].tolist()
     assert shown[0] == 0 and shown[-1] == 2398 and all(p["counts"] == [p["step"], 1] for p in data["points"])
@@ -830,3 +831,42 @@ def test_a_long_histogram_series_is_thinned_and_windows_show_every_step(tmp_path
     assert outside["points"] == [] and (outside["total"], outside["tag_total"]) == (0, 1200)
     assert not outside["downsampled"]
     assert client.get("/api/histograms", params={**query, "max_steps": 1}).status_code == 422
+
+
+# ---- the registry of views ----------------------------------------------------------------------------------------
+
+
+def test_the_registry_lists_every_view_folder_with_its_module_and_conventions(client: TestClient) -> None:
+    from deepscope.dashboard.views import HERE, all_views
+    from deepscope.dashboard.views.distributions.data import HISTOGRAM_GROUPS
+    from deepscope.dashboard.views.evaluation import TRUST_KINDS
+    from deepscope.dashboard.views.features.data import FEATURES_PREFIX
+
+    listed = client.get("/static/views.json").json()
+    folders = sorted(p.name for p in HERE.iterdir() if (p / "__init__.py").is_file())
+    assert sorted(entry["name"] for entry in listed) == folders  # a folder is a view: no list elsewhere
+    assert [entry["name"] for entry in listed] == [view.name for view in all_views()]
+    assert set(client.get("/api/views").json()) == set(folders)
+    for entry in listed:
+        module = client.get(f"/{entry['module']}")
+        assert module.status_code == 200 and "javascript" in module.headers["content-type"]
+        assert "export default function create(core, entry)" in module.text
+        assert set(entry["kinds"]) == set(api.VIEWS[entry["name"]])
+    conventions = {entry["name"]: entry["conventions"] for entry in listed}
+    assert conventions["distributions"]["groups"] == [list(g) for g in HISTOGRAM_GROUPS]
+    assert conventions["evaluation"]["trust_kinds"] == list(TRUST_KINDS)
+    assert conventions["features"]["prefix"] == FEATURES_PREFIX
+    # The page's modules copy none of them.
+    pages = [client.get(f"/{entry['module']}").text for entry in listed] + [client.get("/static/core.js").text]
+    assert not any('"gradient/"' in text or '"sanity_check", "method_comparison"' in text for text in pages)
+    assert client.get("/static/views/nope/view.js").status_code == 404
+    assert client.get("/static/views/..%2Fscalars/view.js").status_code == 404
+
+
+def test_each_app_has_its_own_view_state(store: tuple[Path, dict[str, np.ndarray]]) -> None:
+    root, _ = store
+    first, second = create_app(root), create_app(root)
+    assert first.state.views["scalars"] is not second.state.views["scalars"]
+    assert first.state.views["projector"] is not second.state.views["projector"]
+    TestClient(first, base_url=LOCAL).get("/api/scalars/batch", params={"tag": "train/loss"})
+    assert len(first.state.views["scalars"]) > 0 and len(second.state.views["scalars"]) == 0

@@ -33,7 +33,7 @@ pytest.importorskip("fastapi")
 pytest.importorskip("plotly")
 from fastapi.testclient import TestClient  # noqa: E402
 
-from deepscope.dashboard import api, create_app  # noqa: E402
+from deepscope.dashboard import create_app  # noqa: E402
 
 # One server for the file: under pytest-xdist its tests stay on one worker.
 pytestmark = pytest.mark.xdist_group("board_postgres")
@@ -195,7 +195,9 @@ def test_a_database_board_needs_its_token_and_names_no_run_it_lacks(stores: tupl
 
 def test_a_resumed_run_is_seen_and_its_new_points_served(stores: tuple[Path, str]) -> None:
     _, url = stores
-    client = TestClient(create_app(url), base_url=LOCAL)
+    app = create_app(url)
+    client = TestClient(app, base_url=LOCAL)
+    encoded = app.state.views["scalars"]  # the app's cache of encoded answers
     params = {"tag": "live", "runs": ["live"]}
     with ds.Run(url, name="live") as run:
         run.log({"live": 1.0}, step=0)
@@ -204,11 +206,11 @@ def test_a_resumed_run_is_seen_and_its_new_points_served(stores: tuple[Path, str
         assert {r["name"]: r["status"] for r in client.get("/api/runs").json()}["live"] == "running"
         run.log({"live": 0.5}, step=1)
         run.flush()
-        api.ENCODED.clear()
+        encoded.clear()
         assert client.get("/api/scalars/batch", params=params).json()["series"][0]["values"] == [1.0, 0.5]
-        assert len(api.ENCODED) == 0  # a run being written is read afresh each time
+        assert len(encoded) == 0  # a run being written is read afresh each time
     assert client.get("/api/scalars/batch", params=params).json()["series"][0]["values"] == [1.0, 0.5]
-    assert len(api.ENCODED) == 1  # a finished one is kept, under its change token
+    assert len(encoded) == 1  # a finished one is kept, under its change token
     with ds.Run(url, name="live", resume=True) as run:
         run.log({"live": 0.25}, step=2)
     assert client.get("/api/scalars/batch", params=params).json()["series"][0]["values"] == [1.0, 0.5, 0.25]
@@ -291,12 +293,13 @@ def test_the_board_needs_only_a_role_that_may_read(stores: tuple[Path, str]) -> 
 
 def test_the_board_answers_at_once_after_the_database_restarted(stores: tuple[Path, str]) -> None:
     _, url = stores
-    client = TestClient(create_app(url), base_url=LOCAL)
+    app = create_app(url)
+    client = TestClient(app, base_url=LOCAL)
     params = {"tag": "train/acc", "runs": list(RUNS)}
     before = client.get("/api/scalars/batch", params=params).json()
     pg_cluster.restart(url)  # every connection cut; the board's is found dead before its next use
     time.sleep(Database.CHECK_AFTER_S)
-    api.ENCODED.clear()
+    app.state.views["scalars"].clear()
     assert client.get("/api/scalars/batch", params=params).json() == before
 
 

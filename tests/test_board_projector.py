@@ -35,6 +35,7 @@ pytest.importorskip("plotly")
 from fastapi.testclient import TestClient
 
 from deepscope.dashboard import api, create_app
+from deepscope.dashboard.views.projector.data import COMPUTED
 
 LOCAL = "http://127.0.0.1"
 N, D, CLUSTERS = 300, 16, 3
@@ -123,7 +124,7 @@ def test_embeddings_lists_size_columns_and_projections(client: TestClient) -> No
         True,
     )
     assert emb["stored"] == ["mine"]
-    assert emb["projections"] == ["mine", *api.COMPUTED]  # stored ones first
+    assert emb["projections"] == ["mine", *COMPUTED]  # stored ones first
     assert (tiny["tag"], tiny["n"], tiny["columns"], tiny["thumbnails"], tiny["stored"]) == ("tiny", 20, [], False, [])
 
 

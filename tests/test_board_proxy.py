@@ -66,12 +66,21 @@ def test_the_page_and_its_files_load_under_a_prefix(proxied: tuple[TestClient, d
     for address in loaded:
         assert not address.startswith("/"), address
         assert client.get(urljoin(PAGE, address)).status_code == 200, address
-    script = client.get(urljoin(PAGE, "static/app.js")).text
-    # No string in app.js starts with a path from the server's root ("/api/...", '/static/...', `/x`); a quote
+    # The page's modules: the core, the shared module, the registry's view modules (all relative to the page).
+    views = client.get(urljoin(PAGE, "static/views.json")).json()
+    modules = ["static/app.js", "static/core.js", *(view["module"] for view in views)]
+    scripts = {}
+    for module in modules:
+        assert not module.startswith("/"), module
+        answer = client.get(urljoin(PAGE, module))
+        assert answer.status_code == 200 and "javascript" in answer.headers["content-type"], module
+        scripts[module] = answer.text
+    # No string in a module starts with a path from the server's root ("/api/...", '/static/...', `/x`); a quote
     # right after a slash is a regular expression's (/"/g), not a string.
-    assert re.findall(r"""(?<![/\\])["'`]/[A-Za-z_$]""", script) == []
+    for module, script in scripts.items():
+        assert re.findall(r"""(?<![/\\])["'`]/[A-Za-z_$]""", script) == [], module
     assert re.findall(r"""(?<![/\\])["'`]/[A-Za-z_$]""", 'fetch("/api/runs")') != []  # what it would catch
-    assert "fetch(`api/${path}?${query}`" in script  # the API is reached relative to the page
+    assert "fetch(`api/${path}?${query}`" in scripts["static/core.js"]  # the API is reached relative to the page
     runs = client.get(urljoin(PAGE, "api/runs")).json()
     assert [run["name"] for run in runs] == ["exp"]
 

@@ -20,6 +20,7 @@ pytest.importorskip("plotly")
 from fastapi.testclient import TestClient
 
 from deepscope.dashboard import api, create_app
+from deepscope.dashboard.views.scalars.data import custom_scalars
 
 LOCAL = "http://127.0.0.1"
 RATE = 8000
@@ -125,7 +126,7 @@ def test_custom_scalars_merges_layouts_and_matches_tags(client: TestClient) -> N
 def test_custom_scalars_empty_without_layouts(tmp_path: Path) -> None:
     with ds.Run(tmp_path / "r") as run:
         run.log({"loss": 1.0})
-    assert api.custom_scalars(tmp_path) == {"categories": []}
+    assert custom_scalars(tmp_path) == {"categories": []}
 
 
 def test_the_last_layout_is_the_one_shown(tmp_path: Path) -> None:
@@ -133,7 +134,7 @@ def test_the_last_layout_is_the_one_shown(tmp_path: Path) -> None:
         run.log({"loss": 1.0})
         run.log_records([ScalarLayout({"old": {"c": ["Multiline", ["loss"]]}})])
         run.log_records([ScalarLayout({"new": {"c": ["Multiline", ["loss"]]}})])
-    assert [c["category"] for c in api.custom_scalars(tmp_path)["categories"]] == ["new"]
+    assert [c["category"] for c in custom_scalars(tmp_path)["categories"]] == ["new"]
 
 
 def test_unknown_kind_is_a_store_error(tmp_path: Path) -> None:

@@ -23,7 +23,8 @@ from deepscope.track.records import Embedding
 pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient
 
-from deepscope.dashboard import api, create_app
+from deepscope.dashboard import create_app
+from deepscope.dashboard.views.projector import data as projector
 
 N, D = 240, 12
 RNG = np.random.default_rng(0)
@@ -147,7 +148,7 @@ def test_a_thumbnail_is_read_from_its_row_group(root: Path, client: TestClient, 
 
 
 def test_tsne_of_a_big_embedding_runs_on_a_stated_sample(client: TestClient, monkeypatch) -> None:
-    monkeypatch.setattr(api, "NONLINEAR_SAMPLE", 120)
+    monkeypatch.setattr(projector, "NONLINEAR_SAMPLE", 120)
     params = {"run": "r", "tag": "pq", "name": "tsne-2d"}
     answer = client.get("/api/projection", params=params).json()
     deadline = time.monotonic() + 120

@@ -132,6 +132,9 @@ def test_the_wheel_ships_the_license_the_dashboard_and_its_metadata(wheel):
     assert "deepscope/__main__.py" in names and "deepscope/py.typed" in names
     static = {path.relative_to(ROOT / "src").as_posix() for path in (ROOT / "src/deepscope/dashboard/static").iterdir()}
     assert static and static <= set(names)
+    folders = (ROOT / "src/deepscope/dashboard").glob("views/*/*")
+    views = {p.relative_to(ROOT / "src").as_posix() for p in folders if p.suffix in (".py", ".js")}
+    assert any(name.endswith("/view.js") for name in views) and views <= set(names)  # every view's folder, whole
     for label in ("Homepage", "Documentation", "Issues", "Changelog"):
         assert f"Project-URL: {label}, {HOMEPAGE}" in meta
     assert "pip install deepscope" in meta  # the README is the long description

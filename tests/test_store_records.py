@@ -14,6 +14,7 @@ import pytest
 
 import deepscope as ds
 from deepscope.dashboard import api
+from deepscope.dashboard.views.images.data import MEDIA
 from deepscope.errors import StoreError
 from deepscope.store import Reader
 from deepscope.store.records import Codec, FileSink, FileSource, Stored, codec, codec_for, codec_named, codecs
@@ -115,7 +116,7 @@ def test_each_kind_and_record_type_has_one_codec():
 
 def test_the_board_tabs_come_from_the_kinds():
     assert api.VIEWS["evaluation"] == tuple(c.kind for c in codecs() if c.view == "evaluation")
-    assert set(api.VIEWS["images"]) == {"image", "audio", "video"} == set(api.MEDIA)
+    assert set(api.VIEWS["images"]) == {"image", "audio", "video"} == set(MEDIA)
     assert all(kind for kinds in api.VIEWS.values() for kind in kinds)
 
 

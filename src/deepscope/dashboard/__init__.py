@@ -202,6 +202,7 @@ class Board:
     _server: Any = field(default=None, repr=False)
     _thread: threading.Thread | None = field(default=None, repr=False)
     local_url: str = ""
+    app: Any = field(default=None, repr=False)  # the FastAPI app served (its views' state: app.state.views)
 
     def _repr_html_(self) -> str:
         source = escape(self.url, quote=True)
@@ -258,4 +259,4 @@ def board(
         time.sleep(0.02)
     local = url(host, port, token)
     shown = local if template is None else proxied_url(template, port, token)
-    return Board(shown, height, server, thread, local_url=local)
+    return Board(shown, height, server, thread, local_url=local, app=app)

@@ -1,4 +1,5 @@
-"""The board's web app: thin FastAPI routes over :mod:`deepscope.dashboard.api`, the static page, plotly.js.
+"""The board's web app: the core's routes (runs, views, files, the page), each view's routes (its folder's
+``routes.py``, see :mod:`deepscope.dashboard.views`), the static page, plotly.js.
 
 Needs the ``board`` extra (``pip install 'deepscope[board]'``). Every route is GET. With a token, every request
 (page, scripts, API, images) must carry it as ``?token=...`` or ``Authorization: Bearer ...``, else 401. Without
@@ -9,31 +10,27 @@ one, the server answers only requests addressed to a loopback name (``Host: 127.
 from __future__ import annotations
 
 import functools
-import json
+import importlib
 import mimetypes
 import os
 import secrets
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 import plotly
-from fastapi import FastAPI, Query, Request
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import FileResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from ..errors import BadInputError
 from . import api
+from .common import NotFound
+from .http import JSONAnswer
+from .views import all_views, find, registry
 
 STATIC = Path(__file__).parent / "static"
 PLOTLY_JS = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
 LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "[::1]", "::1"})
-
-
-class _JSON(JSONResponse):
-    """Compact JSON; the API already turned non-finite floats into strings, so NaN here is a bug."""
-
-    def render(self, content: Any) -> bytes:
-        return json.dumps(content, allow_nan=False, separators=(",", ":")).encode()
 
 
 def create_app(root: str | os.PathLike[str], token: str | None = None) -> FastAPI:
@@ -43,133 +40,28 @@ def create_app(root: str | os.PathLike[str], token: str | None = None) -> FastAP
     app = FastAPI(title="deepscope board", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.served = base  # what it serves, for the line that announces it
 
-    @app.exception_handler(api.NotFound)
-    def not_found(request: Request, error: api.NotFound) -> Response:
-        return _JSON({"detail": str(error)}, 404)
+    @app.exception_handler(NotFound)
+    def not_found(request: Request, error: NotFound) -> Response:
+        return JSONAnswer({"detail": str(error)}, 404)
 
     @app.exception_handler(BadInputError)
     def bad_input(request: Request, error: BadInputError) -> Response:
-        return _JSON({"detail": str(error)}, 422)
+        return JSONAnswer({"detail": str(error)}, 422)
 
     @app.get("/api/runs")
     def runs() -> Response:
-        return _JSON(api.runs(base))
+        return JSONAnswer(api.runs(base))
 
     @app.get("/api/views")
     def views() -> Response:
-        return _JSON(api.views(base))
+        return JSONAnswer(api.views(base))
 
-    @app.get("/api/scalars")
-    def scalars(
-        run: str,
-        tag: str,
-        start: int | None = None,
-        end: int | None = None,
-        max_points: int = Query(api.DEFAULT_MAX_POINTS, ge=4, le=1_000_000),
-        encoding: str = "json",
-    ) -> Response:
-        return _JSON(api.scalars(base, run, tag, start, end, max_points, encoding))
-
-    @app.get("/api/scalars/batch")
-    def scalars_batch(
-        tag: str,
-        runs: Annotated[list[str] | None, Query()] = None,
-        start: int | None = None,
-        end: int | None = None,
-        max_points: int = Query(api.DEFAULT_MAX_POINTS, ge=4, le=1_000_000),
-        encoding: str = "json",
-    ) -> Response:
-        # Already JSON: the per-run parts come encoded (and cached) from the API.
-        answer = api.scalars_batch_json(base, tag, runs, start, end, max_points, encoding)
-        return Response(answer, media_type="application/json")
-
-    @app.get("/api/histograms")
-    def histograms(
-        run: str,
-        tag: str,
-        start: int | None = None,
-        end: int | None = None,
-        max_steps: int = Query(api.DEFAULT_MAX_STEPS, ge=2, le=1_000_000),
-    ) -> Response:
-        return _JSON(api.histograms(base, run, tag, start, end, max_steps))
-
-    @app.get("/api/graph")
-    def graph(run: str, tag: str = "model") -> Response:
-        return _JSON(api.graph(base, run, tag))
-
-    @app.get("/api/images")
-    def images(run: str, tag: str) -> Response:
-        return _JSON(api.images(base, run, tag))
-
-    @app.get("/api/custom_scalars")
-    def custom_scalars() -> Response:
-        return _JSON(api.custom_scalars(base))
-
-    @app.get("/api/features")
-    def features(run: str) -> Response:
-        return _JSON(api.features(base, run))
-
-    @app.get("/api/confusion_matrix")
-    def confusion_matrix(run: str, tag: str, step: int | None = None) -> Response:
-        return _JSON(api.confusion_matrix(base, run, tag, step))
-
-    @app.get("/api/pr_curve")
-    def pr_curve(run: str, tag: str, step: int | None = None) -> Response:
-        return _JSON(api.pr_curve(base, run, tag, step))
-
-    @app.get("/api/sanity_check")
-    def sanity_check(run: str, tag: str, step: int | None = None) -> Response:
-        return _JSON(api.sanity_check(base, run, tag, step))
-
-    @app.get("/api/faithfulness")
-    def faithfulness(run: str, tag: str, step: int | None = None) -> Response:
-        return _JSON(api.faithfulness(base, run, tag, step))
-
-    @app.get("/api/method_comparison")
-    def method_comparison(run: str, tag: str, step: int | None = None) -> Response:
-        return _JSON(api.method_comparison(base, run, tag, step))
-
-    @app.get("/api/explanations")
-    def explanations(run: str, tag: str, step: int | None = None) -> Response:
-        return _JSON(api.explanations(base, run, tag, step))
-
-    @app.get("/api/text")
-    def text(run: str, tag: str) -> Response:
-        return _JSON(api.text(base, run, tag))
-
-    @app.get("/api/embeddings")
-    def embeddings(run: str) -> Response:
-        return _JSON(api.embeddings(base, run))
-
-    @app.get("/api/embedding/labels")
-    def embedding_labels(run: str, tag: str, step: int | None = None) -> Response:
-        return _JSON(api.embedding_labels(base, run, tag, step))
-
-    @app.get("/api/projection")
-    def projection(run: str, tag: str, name: str, step: int | None = None) -> Response:
-        return _JSON(api.projection(base, run, tag, name, step))
-
-    @app.get("/api/projection/status")
-    def projection_status(run: str, tag: str, name: str, step: int | None = None) -> Response:
-        return _JSON(api.projection_status(base, run, tag, name, step))
-
-    @app.get("/api/neighbors")
-    def neighbors(
-        run: str,
-        tag: str,
-        index: int,
-        k: int = Query(api.DEFAULT_NEIGHBORS, ge=1, le=1000),
-        metric: str = "cosine",
-        step: int | None = None,
-    ) -> Response:
-        return _JSON(api.neighbors(base, run, tag, index, k, metric, step))
-
-    @app.get("/api/thumbnail")
-    def thumbnail(run: str, tag: str, index: int, step: int | None = None) -> Response:
-        # A record never changes once written: with its step named, the browser may keep the picture a while.
-        png = api.thumbnail(base, run, tag, index, step)
-        cache = "private, max-age=3600" if step is not None else "no-cache"
-        return Response(png, media_type="image/png", headers={"Cache-Control": cache})
+    app.state.views = {}  # each view's state (caches, job queues), by name: per app, never per module
+    for view in all_views():
+        state = app.state.views[view.name] = view.state() if view.state is not None else None
+        router = APIRouter()
+        importlib.import_module(f"{view.package}.routes").routes(router, base, state)
+        app.include_router(router)
 
     @app.get("/api/file")
     def file(run: str, path: str) -> Response:
@@ -185,8 +77,20 @@ def create_app(root: str | os.PathLike[str], token: str | None = None) -> FastAP
     def page() -> Response:
         index = STATIC / "index.html"
         if not index.is_file():
-            return _JSON({"detail": f"the page is missing from this installation ({index})"}, 404)
+            return JSONAnswer({"detail": f"the page is missing from this installation ({index})"}, 404)
         return FileResponse(index, headers={"Cache-Control": "no-cache"})
+
+    @app.get("/static/views.json")
+    def view_registry() -> Response:
+        # What the page loads first: every view's name, title, kinds, module and shared conventions.
+        return JSONAnswer(registry(), headers={"Cache-Control": "no-cache"})
+
+    @app.get("/static/views/{name}/view.js")
+    def view_module(name: str) -> Response:
+        view = find(name)
+        if view is None or not view.script.is_file():
+            return JSONAnswer({"detail": f"no view {name!r}"}, 404)
+        return FileResponse(view.script, media_type="text/javascript", headers={"Cache-Control": "no-cache"})
 
     @app.get("/static/plotly.min.js")
     def plotly_js() -> Response:
@@ -235,9 +139,9 @@ class _Guard:
                 given = header[7:].strip()
             if secrets.compare_digest(given.encode(), self.token):
                 return None
-            return _JSON({"detail": "this board needs its token: open the URL it printed at start"}, 401)
+            return JSONAnswer({"detail": "this board needs its token: open the URL it printed at start"}, 401)
         host = request.headers.get("host", "").lower()
         name = host if host.endswith("]") else host.rsplit(":", 1)[0]
         if name in LOOPBACK_NAMES:
             return None
-        return _JSON({"detail": f"this board answers only on 127.0.0.1/localhost, not {host!r}"}, 403)
+        return JSONAnswer({"detail": f"this board answers only on 127.0.0.1/localhost, not {host!r}"}, 403)

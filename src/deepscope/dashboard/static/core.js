@@ -1,0 +1,371 @@
+// deepscope board: the page's shared module (no build step). Every view's module (views/<name>/view.js) receives it
+// as `core` from app.js, which loads it and the views with the page's token: a module importing another by a
+// relative URL would ask for it without the token, which a board with one refuses.
+//
+// Safety rule for every module of the page: every string that comes from the store (run names, tags, layer names,
+// texts) is put into the page with textContent or as a plotly data/label string, never through innerHTML.
+
+// index.html loads plotly.js beside the page's modules, which start their requests at once: api() hands an answer on
+// (to be drawn) only once plotly is there, and the views' controls take no input until then.
+export const plotlyReady = Promise.resolve(window.plotlyLoaded);
+/** plotly.js, looked up at each use (window.Plotly exists only once it has loaded). */
+export const Plotly = new Proxy({}, {
+  get(_, key) {
+    const value = window.Plotly[key];
+    return typeof value === "function" ? value.bind(window.Plotly) : value;
+  },
+});
+export const TOKEN = new URLSearchParams(window.location.search).get("token");
+export const COLORS = [
+  "#1f77b4", "#e8590c", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf",
+];
+/** What the page knows: the runs and which views have data (from the server), the views' registry entries, the
+ * active view, the mounted ones. */
+export const state = { runs: [], views: {}, registry: [], active: null, mounted: new Map(), busy: false };
+
+/** A view's shared conventions, as the server's registry serves them (`conventions("features").prefix`). */
+export function conventions(name) {
+  return state.registry.find((entry) => entry.name === name)?.conventions ?? {};
+}
+
+/** An image tag of the Features view: `<prefix><layer>/<what>` (the server's `feature`; its prefix from the
+ * registry). The Images view shows every other picture. */
+export function isFeature(tag) {
+  const prefix = conventions("features").prefix ?? "features/";
+  if (!tag.startsWith(prefix)) return false;
+  const [layer, ...what] = tag.slice(prefix.length).split("/");
+  return Boolean(layer) && what.join("/").length > 0;
+}
+
+// ---- plumbing ---------------------------------------------------------------------------------------------------
+
+// What a run's status means, for the badge beside its name; a finished run gets none.
+const STATUS_TITLES = {
+  running: "a process is writing this run now",
+  interrupted: "stopped before its end: Ctrl-C, or its process ended without closing it",
+  failed: "ended by an error (its message is under the tag run/error)",
+  unreadable: "this run could not be read",
+};
+
+/** The badge of a run's status (`running`, `interrupted`, `failed`, ...), or null for a finished run. */
+export function statusBadge(run) {
+  if (run.status === "finished") return null;
+  const title = STATUS_TITLES[run.status] ?? run.status;
+  return el("span", { class: `run-status status-${run.status}`, title: run.error ? `${title}: ${run.error}` : title },
+    run.status);
+}
+
+/** A URL with the page's token added (the server may require it on every request). */
+export function withToken(url) {
+  if (!TOKEN) return url;
+  const u = new URL(url, window.location.href);
+  u.searchParams.set("token", TOKEN);
+  return u.href;
+}
+
+/** GET api/<path> with query parameters (an array: the key repeated); the parsed JSON, or an Error with the
+ * server's detail. The request goes out at once; the answer is handed on once plotly.js is there, to be drawn. */
+export async function api(path, params = {}) {
+  const answer = await get(path, params);
+  await plotlyReady;
+  return answer;
+}
+
+/** api() for answers that draw nothing (the run list, the views): not waiting for plotly.js. */
+export async function get(path, params = {}) {
+  const query = new URLSearchParams();
+  for (const [key, value] of Object.entries(params)) {
+    if (Array.isArray(value)) for (const item of value) query.append(key, String(item));
+    else if (value !== undefined && value !== null) query.set(key, String(value));
+  }
+  if (TOKEN) query.set("token", TOKEN);
+  const headers = TOKEN ? { Authorization: `Bearer ${TOKEN}` } : {};
+  const response = await fetch(`api/${path}?${query}`, { headers, cache: "no-store" });
+  if (!response.ok) {
+    let detail = response.statusText;
+    try {
+      detail = (await response.json()).detail || detail;
+    } catch {
+      // not JSON: keep the status text
+    }
+    throw new Error(`${path}: ${response.status} ${detail}`);
+  }
+  return response.json();
+}
+
+/** `names` cut into consecutive slices whose URL-encoded names add up to at most `size` characters each. */
+export function slices(names, size) {
+  const out = [];
+  let length = Infinity;
+  for (const name of names) {
+    const cost = encodeURIComponent(name).length + 6; // "&runs="
+    if (length + cost > size) {
+      out.push([]);
+      length = 0;
+    }
+    out[out.length - 1].push(name);
+    length += cost;
+  }
+  return out;
+}
+
+/** An element with attributes/properties and children (strings become text nodes: never parsed as HTML). */
+export function el(tag, props = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(props)) {
+    if (key === "class") node.className = value;
+    else if (key === "dataset") Object.assign(node.dataset, value);
+    else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
+    else if (key in node) node[key] = value;
+    else node.setAttribute(key, value);
+  }
+  for (const child of children.flat(Infinity)) {
+    if (child === null || child === undefined || child === false) continue;
+    node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return node;
+}
+
+/** A number from the API, where non-finite values come as strings; plotted as gaps (null). */
+export function num(value) {
+  if (typeof value === "number") return value;
+  return null;
+}
+
+/** An array the API sent as `{dtype: "<f8" | "<i8", base64}` (`encoding=base64`: little-endian bytes, cheap for
+ * the server to make) as plain numbers, with non-finite floats as the strings "NaN", "Infinity", "-Infinity",
+ * exactly as the JSON encoding sends them. */
+export function unpack(packed) {
+  const bytes = base64Bytes(packed.base64);
+  const view = new DataView(bytes.buffer); // explicit little-endian reads, whatever the machine's byte order
+  const n = bytes.length / 8;
+  const out = new Array(n);
+  if (packed.dtype === "<i8") {
+    for (let i = 0; i < n; i += 1) out[i] = Number(view.getBigInt64(8 * i, true));
+  } else {
+    for (let i = 0; i < n; i += 1) {
+      const x = view.getFloat64(8 * i, true);
+      out[i] = Number.isFinite(x) ? x : Number.isNaN(x) ? "NaN" : x > 0 ? "Infinity" : "-Infinity";
+    }
+  }
+  return out;
+}
+
+/** The bytes of a base64 string (the browser's own decoder where it has one). */
+export function base64Bytes(text) {
+  if (Uint8Array.fromBase64) return Uint8Array.fromBase64(text);
+  const binary = atob(text);
+  const bytes = new Uint8Array(binary.length);
+  for (let i = 0; i < binary.length; i += 1) bytes[i] = binary.charCodeAt(i);
+  return bytes;
+}
+
+const LITTLE_ENDIAN = new Uint8Array(new Uint32Array([1]).buffer)[0] === 1;
+
+const TYPED = {
+  "<f4": [Float32Array, "getFloat32"],
+  "<i4": [Int32Array, "getInt32"],
+  "<u2": [Uint16Array, "getUint16"],
+  "<u1": [Uint8Array, "getUint8"],
+};
+
+/** An array the API sent as `{dtype: "<f4" | "<i4" | "<u2" | "<u1", base64}` as the typed array of that dtype: on
+ * a little-endian machine (nearly all) the bytes are used as they are, so a million 3D points cost one copy. */
+export function typed(packed) {
+  const bytes = base64Bytes(packed.base64);
+  const [Type, getter] = TYPED[packed.dtype];
+  const size = Type.BYTES_PER_ELEMENT;
+  if (LITTLE_ENDIAN) return new Type(bytes.buffer, bytes.byteOffset, bytes.length / size);
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.length);
+  const out = new Type(bytes.length / size);
+  for (let i = 0; i < out.length; i += 1) out[i] = view[getter](size * i, true);
+  return out;
+}
+
+/** Text for plotly, which reads trace names, labels and hover text as a small HTML dialect (<b>, <a href>,
+ * &amp;): entities show every character as itself, so a run named "<b>x</b>" is drawn as typed. */
+export function plain(text) {
+  return String(text).replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
+}
+
+export function status(text, isError = false) {
+  const node = document.getElementById("status");
+  node.textContent = text;
+  node.classList.toggle("error", isError);
+}
+
+export function saveFile(name, text, type) {
+  const url = URL.createObjectURL(new Blob([text], { type }));
+  const link = el("a", { href: url, download: name });
+  document.body.append(link);
+  link.click();
+  link.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 1000);
+}
+
+export function csvCell(value) {
+  const text = value === null || value === undefined ? "" : String(value);
+  // Quote always; a leading =,+,-,@ would be a formula in a spreadsheet, so such text gets a leading quote mark.
+  const safe = /^[=+\-@\t\r]/.test(text) && Number.isNaN(Number(text)) ? `'${text}` : text;
+  return `"${safe.replace(/"/g, '""')}"`;
+}
+
+export function toCsv(header, rows) {
+  return [header, ...rows].map((row) => row.map(csvCell).join(",")).join("\n") + "\n";
+}
+
+export function fileName(...parts) {
+  return parts.join("_").replace(/[^A-Za-z0-9._-]+/g, "-").replace(/^-+|-+$/g, "").slice(0, 120) || "chart";
+}
+
+/** A chart card: title, PNG/SVG/CSV buttons, and a plotly div. `csv()` returns [header, rows] at click time. */
+export function chartCard(title, note, csv) {
+  const plot = el("div", { class: "plot" });
+  const name = () => fileName(title);
+  const card = el(
+    "div",
+    { class: "card" },
+    el(
+      "div",
+      { class: "card-head" },
+      el("span", { class: "title" }, title),
+      el("span", { class: "note" }, note || ""),
+      el(
+        "span",
+        { class: "tools" },
+        el("button", {
+          type: "button",
+          title: "download the chart as PNG",
+          onclick: () => Plotly.downloadImage(plot, { format: "png", filename: name(), scale: 2 }),
+        }, "PNG"),
+        el("button", {
+          type: "button",
+          title: "download the chart as SVG",
+          onclick: () => Plotly.downloadImage(plot, { format: "svg", filename: name() }),
+        }, "SVG"),
+        el("button", {
+          type: "button",
+          title: "download the chart's data as CSV",
+          class: "csv",
+          onclick: () => {
+            const [header, rows] = csv();
+            saveFile(`${name()}.csv`, toCsv(header, rows), "text/csv");
+          },
+        }, "CSV"),
+      ),
+    ),
+    plot,
+  );
+  return { card, plot, noteNode: card.querySelector(".note") };
+}
+
+export const PLOT_CONFIG = {
+  responsive: true,
+  displaylogo: false,
+  toImageButtonOptions: { format: "png", scale: 2 },
+};
+
+export function baseLayout(extra = {}) {
+  return {
+    margin: { l: 55, r: 15, t: 10, b: 40 },
+    showlegend: true,
+    legend: { orientation: "h", y: -0.2, font: { size: 11 } },
+    hovermode: "closest",
+    font: { size: 11 },
+    ...extra,
+  };
+}
+
+/** Run names matching a filter: a regular expression when it is one, else a plain substring. */
+export function matcher(filter) {
+  if (!filter) return () => true;
+  try {
+    const re = new RegExp(filter, "i");
+    return (name) => re.test(name);
+  } catch {
+    const lower = filter.toLowerCase();
+    return (name) => name.toLowerCase().includes(lower);
+  }
+}
+
+export function runColor(name) {
+  const index = state.runs.findIndex((run) => run.name === name);
+  return COLORS[(index < 0 ? 0 : index) % COLORS.length];
+}
+
+export function tagsOf(kind, runs = state.runs) {
+  const tags = new Set();
+  for (const run of runs) {
+    for (const [tag, k] of Object.entries(run.tags)) if (k === kind) tags.add(tag);
+  }
+  return [...tags].sort();
+}
+
+export function runsWith(kind, tag) {
+  return state.runs.filter((run) => run.tags[tag] === kind);
+}
+
+/** Fill a <select> with options, keeping the current choice when it is still there. */
+export function fillSelect(select, values, preferred) {
+  const current = select.value || preferred;
+  const same = select.options.length === values.length && values.every((v, i) => select.options[i].value === v);
+  if (!same) select.replaceChildren(...values.map((value) => el("option", { value }, value)));
+  if (values.includes(current)) select.value = current;
+  else if (preferred !== undefined && values.includes(preferred)) select.value = preferred;
+  return select.value;
+}
+
+// ---- scalars ----------------------------------------------------------------------------------------------------
+
+
+export function report(error) {
+  status(String(error.message || error), true);
+}
+
+export const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+
+/** Runs holding a tag of one of `kinds`, and the select of their tags of those kinds. */
+export function runsHolding(kinds) {
+  return state.runs.filter((run) => Object.values(run.tags).some((k) => kinds.includes(k))).map((run) => run.name);
+}
+
+export function tagsIn(runName, kind) {
+  const run = state.runs.find((r) => r.name === runName);
+  return run ? Object.entries(run.tags).filter(([, k]) => k === kind).map(([tag]) => tag).sort() : [];
+}
+
+/** Fill a step <select> (newest last); keeps the user's choice, else follows the newest step. */
+export function fillSteps(select, steps) {
+  const values = steps.map(String);
+  const follow = !select.value || select.value === select.options[select.options.length - 1]?.value;
+  fillSelect(select, values, values[values.length - 1]);
+  if (follow) select.value = values[values.length - 1] ?? "";
+  return select.value === "" ? undefined : Number(select.value);
+}
+
+/** Empty a step <select> when the run or tag it lists steps of has changed (their steps differ). */
+export function forgetSteps(view, select, key) {
+  if (view.stepsOf !== key) select.replaceChildren();
+  view.stepsOf = key;
+}
+
+/** `hex` ("#rrggbb") as an rgba() colour of opacity `alpha`: the mean ± std bands. */
+export function fade(hex, alpha) {
+  const [r, g, b] = [1, 3, 5].map((i) => parseInt(hex.slice(i, i + 2), 16));
+  return `rgba(${r},${g},${b},${alpha})`;
+}
+
+/** A card holding a table (no plotly): title, note, CSV button, and the table's container. */
+export function tableCard(title, csv) {
+  const body = el("div", { class: "table-wrap" });
+  const card = el("div", { class: "card" }, el("div", { class: "card-head" }, el("span", { class: "title" }, title),
+    el("span", { class: "note" }), el("span", { class: "tools" }, el("button", {
+      type: "button", title: "download the table as CSV", class: "csv",
+      onclick: () => {
+        const [header, rows] = csv();
+        saveFile(`${fileName(title)}.csv`, toCsv(header, rows), "text/csv");
+      },
+    }, "CSV"))), body);
+  return { card, body, noteNode: card.querySelector(".note") };
+}

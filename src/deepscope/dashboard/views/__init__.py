@@ -1,0 +1,136 @@
+"""The board's views, one folder each (TensorBoard's plugin pattern): adding a view is adding a folder.
+
+A view's folder ``views/<name>/`` holds:
+
+* ``__init__.py``: its declaration, ``VIEW = View(...)``: name, tab title, place among the tabs, the record kinds
+  it shows, when its tab appears (``is_active``), the conventions its page module shares with Python, and the
+  factory of its per-app state (caches, job queues: they hang off the app, never off a module);
+* ``data.py``: its pure functions, store in, JSON-able value out, nothing about HTTP;
+* ``routes.py``: ``routes(router, served, state)``, its thin FastAPI routes over ``data.py`` (imported by the server
+  only, so the declaration and the pure functions load without the ``board`` extra);
+* ``view.js``: its page module, an ES module whose default export ``create(core, entry)`` returns the view's object
+  (``title``, ``mount(container)``, ``refresh()``); ``core`` is the page's shared module (``static/core.js``),
+  ``entry`` the view's line of :func:`registry`.
+
+:func:`registry` is what the page asks first (``static/views.json``): every view with its kinds, module path and
+conventions; ``/api/views`` says which tabs have data. This module finds the folders itself: no list to edit.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from ...store import RunSummary
+from ...store.records import codecs
+from ..common import Served, source_of
+from ..sources import Source
+
+__all__ = ["View", "active", "find", "kinds_of", "registry", "views"]
+
+HERE = Path(__file__).parent
+
+
+def kinds_of(view: str) -> tuple[str, ...]:
+    """The record kinds whose codec names ``view`` as its tab (``Codec.view``), in the codecs' order."""
+    return tuple(c.kind for c in codecs() if c.view == view)
+
+
+def _any_kind(kinds: Sequence[str]) -> Callable[[Source, list[RunSummary]], bool]:
+    def active(served: Source, runs: list[RunSummary]) -> bool:
+        return any(kind in kinds for run in runs for kind in run.tags.values())
+
+    return active
+
+
+@dataclass(frozen=True)
+class View:
+    """One view of the board (one tab).
+
+    Attributes:
+        name: its folder's name, the tab's ``data-view`` and the ``?view=`` of the page's URL.
+        title: the tab's label.
+        order: its place among the tabs (smaller first).
+        kinds: the record kinds it shows.
+        is_active: ``(source, runs) -> bool``: whether its tab appears, given the listing of every run; by default
+            when some run holds a tag of one of ``kinds``.
+        conventions: JSON-able values its page module shares with Python (tag prefixes, groups), served once in
+            :func:`registry` instead of being copied into JavaScript.
+        state: a factory of the view's per-app state (caches, job queues), kept on ``app.state.views[name]`` and
+            handed to its routes; ``None`` for a view without any.
+    """
+
+    name: str
+    title: str
+    order: int
+    kinds: tuple[str, ...] = ()
+    is_active: Callable[[Source, list[RunSummary]], bool] | None = None
+    conventions: Mapping[str, Any] = field(default_factory=dict)
+    state: Callable[[], Any] | None = None
+
+    @property
+    def module(self) -> str:
+        """The page module's address, relative to the page."""
+        return f"static/views/{self.name}/view.js"
+
+    @property
+    def script(self) -> Path:
+        """The page module's file."""
+        return HERE / self.name / "view.js"
+
+    @property
+    def package(self) -> str:
+        """The view's Python package (``routes.py`` is its ``.routes``)."""
+        return f"{__name__}.{self.name}"
+
+    def active(self, served: Source, runs: list[RunSummary]) -> bool:
+        """Whether the tab appears (:attr:`is_active`)."""
+        return (self.is_active or _any_kind(self.kinds))(served, runs)
+
+
+@cache
+def _found() -> tuple[View, ...]:
+    found = []
+    for module in pkgutil.iter_modules([str(HERE)]):
+        if not module.ispkg:
+            continue
+        view = importlib.import_module(f"{__name__}.{module.name}").VIEW
+        if view.name != module.name:
+            raise RuntimeError(f"the view in folder {module.name!r} is named {view.name!r}: name it as its folder")
+        found.append(view)
+    return tuple(sorted(found, key=lambda v: (v.order, v.name)))
+
+
+def all_views() -> tuple[View, ...]:
+    """Every view, in the order of the tabs."""
+    return _found()
+
+
+def find(name: str) -> View | None:
+    """The view named ``name``, or ``None``."""
+    return next((v for v in _found() if v.name == name), None)
+
+
+def registry() -> list[dict[str, Any]]:
+    """What the page loads first: ``[{"name", "title", "kinds", "module", "conventions"}]``, in the tabs' order."""
+    return [
+        {"name": v.name, "title": v.title, "kinds": list(v.kinds), "module": v.module, "conventions": v.conventions}
+        for v in _found()
+    ]
+
+
+def active(root: Served, runs: list[RunSummary] | None = None) -> dict[str, bool]:
+    """Which tabs have data: ``{view name: bool}`` for every view, in the tabs' order."""
+    served = source_of(root)
+    listed = served.runs() if runs is None else runs
+    return {v.name: v.active(served, listed) for v in _found()}
+
+
+def views() -> dict[str, tuple[str, ...]]:
+    """View name -> the record kinds it shows."""
+    return {v.name: v.kinds for v in _found()}

@@ -1,0 +1,24 @@
+"""The Distributions view's route: ``/api/histograms``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Query
+from fastapi.responses import Response
+
+from ...http import JSONAnswer
+from ...sources import Source
+from . import data
+
+
+def routes(router: APIRouter, served: Source, state: Any) -> None:
+    @router.get("/api/histograms")
+    def histograms(
+        run: str,
+        tag: str,
+        start: int | None = None,
+        end: int | None = None,
+        max_steps: int = Query(data.DEFAULT_MAX_STEPS, ge=2, le=1_000_000),
+    ) -> Response:
+        return JSONAnswer(data.histograms(served, run, tag, start, end, max_steps))

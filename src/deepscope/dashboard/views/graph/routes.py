@@ -1,0 +1,18 @@
+"""The Graph view's route: ``/api/graph``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.responses import Response
+
+from ...http import JSONAnswer
+from ...sources import Source
+from . import data
+
+
+def routes(router: APIRouter, served: Source, state: Any) -> None:
+    @router.get("/api/graph")
+    def graph(run: str, tag: str = "model") -> Response:
+        return JSONAnswer(data.graph(served, run, tag))

@@ -1,0 +1,177 @@
+"""What the Scalars view answers: a scalar tag's points (one run, or many at once) and the custom-scalars layouts."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from typing import Any
+
+from ....errors import BadInputError
+from ....store.records.scalar import KIND as SCALAR
+from ...common import EncodedCache, NotFound, Served, dumps, floats, open_reader, packed, source_of
+from ...sources import Source
+
+DEFAULT_MAX_POINTS = 2000
+# How a scalar answer's four arrays are sent: JSON numbers, or each array's little-endian bytes in base64.
+ENCODINGS = ("json", "base64")
+# About 100 KB per run and tag at 2,000 points: room for a few hundred series.
+ENCODED_BYTES = 64 * 2**20
+
+
+def encoded_cache() -> EncodedCache:
+    """The view's per-app state: the encoded answers of runs no writer holds (:func:`scalars_batch_json`)."""
+    return EncodedCache(ENCODED_BYTES)
+
+
+def scalars(
+    root: Served,
+    run: str,
+    tag: str,
+    start: int | None = None,
+    end: int | None = None,
+    max_points: int = DEFAULT_MAX_POINTS,
+    encoding: str = "json",
+) -> dict[str, Any]:
+    """The points of a scalar tag with ``start <= step <= end``, downsampled to at most ``max_points``.
+
+    With ``encoding="json"``, ``steps``, ``values``, ``epochs`` and ``wall_times`` are lists of numbers, and
+    non-finite values become the strings ``"NaN"``, ``"Infinity"``, ``"-Infinity"`` (JSON has no NaN). With
+    ``encoding="base64"`` (what the page asks for) each is ``{"dtype": "<i8" | "<f8", "base64": ...}``: the
+    array's little-endian bytes, exact to the bit, NaN and infinities included, no longer than decimal text and
+    much cheaper to make (no float formatting); the page reads it with a ``DataView``.
+    """
+    check_scalar_options(max_points, encoding)
+    with open_reader(root, run) as reader:
+        series = reader.scalars(tag, start=start, end=end, max_points=max_points)
+    columns = {"steps": series.steps, "values": series.values, "epochs": series.epochs, "wall_times": series.wall_times}
+    encoded: dict[str, Any]
+    if encoding == "base64":
+        encoded = {name: packed(column) for name, column in columns.items()}
+    else:
+        encoded = {name: floats(c) if c.dtype.kind == "f" else c.tolist() for name, c in columns.items()}
+    return {"run": run, "tag": tag, **encoded, "total": series.total, "downsampled": series.downsampled}
+
+
+def scalars_batch(
+    root: Served,
+    tag: str,
+    runs: Sequence[str] | None = None,
+    start: int | None = None,
+    end: int | None = None,
+    max_points: int = DEFAULT_MAX_POINTS,
+    encoding: str = "json",
+) -> dict[str, Any]:
+    """One scalar tag of many runs: ``{"tag", "series": [the answer of :func:`scalars` for each run]}``.
+
+    ``runs`` in the order given; ``None`` means every readable run that has ``tag`` as a scalar tag, by name.
+    The first run that is unknown, unreadable or lacks the tag raises :class:`NotFound` naming it.
+    """
+    return json.loads(scalars_batch_json(root, tag, runs, start, end, max_points, encoding))
+
+
+def scalars_batch_json(
+    root: Served,
+    tag: str,
+    runs: Sequence[str] | None = None,
+    start: int | None = None,
+    end: int | None = None,
+    max_points: int = DEFAULT_MAX_POINTS,
+    encoding: str = "json",
+    cache: EncodedCache | None = None,
+) -> bytes:
+    """:func:`scalars_batch` as compact JSON bytes, which is what the server sends.
+
+    Each run's part is the same bytes ``/api/scalars`` would send. With a ``cache`` (the app's, see
+    :func:`encoded_cache`), the part of a run that no writer holds is kept there, keyed by the run's change token (a
+    directory's file sizes and modification times; a database run's count of committed batches), so asking again
+    (a reload, a second viewer, zooming back out) costs a ``stat`` per run (one query for every run in a database)
+    instead of a read, a downsampling and an encoding.
+    """
+    check_scalar_options(max_points, encoding)
+    served = source_of(root)
+    if runs is None:
+        runs = [run.name for run in served.runs() if run.tags.get(tag) == SCALAR]
+    # Stamped before reading, all at once: a write that lands during or after a read changes its run's stamp, so
+    # a stale answer is never found again.
+    stamps = served.stamps(runs) if cache is not None else [None] * len(runs)
+    parts = [
+        _scalars_encoded(served, run, tag, start, end, max_points, encoding, stamp, cache)
+        for run, stamp in zip(runs, stamps)
+    ]
+    return b'{"tag":' + dumps(tag) + b',"series":[' + b",".join(parts) + b"]}"
+
+
+def _scalars_encoded(
+    served: Source,
+    run: str,
+    tag: str,
+    start: int | None,
+    end: int | None,
+    max_points: int,
+    encoding: str,
+    stamp: tuple[Any, ...] | None,
+    cache: EncodedCache | None,
+) -> bytes:
+    """The bytes ``/api/scalars`` sends for one run, from ``cache`` when the run cannot have changed (its
+    ``stamp``, taken before reading, is ``None`` while it is written)."""
+    key = (served.shown, run, tag, start, end, max_points, encoding, stamp)
+    found = cache.get(key) if cache is not None and stamp is not None else None
+    if found is not None:
+        return found
+    encoded = dumps(scalars(served, run, tag, start, end, max_points, encoding))
+    if cache is not None and stamp is not None:
+        cache.put(key, encoded)
+    return encoded
+
+
+def check_scalar_options(max_points: int, encoding: str) -> None:
+    """A :class:`~deepscope.errors.BadInputError` for a ``max_points`` or ``encoding`` the API does not take."""
+    if max_points < 4:
+        raise BadInputError(f"max_points must be at least 4, not {max_points}")
+    if encoding not in ENCODINGS:
+        raise BadInputError(f"encoding={encoding!r}: pass one of {', '.join(map(repr, ENCODINGS))}")
+
+
+def custom_scalars(root: Served) -> dict[str, Any]:
+    """The custom-scalars layouts of every run (``SummaryWriter.add_custom_scalars``), merged, with the scalar tags
+    each chart draws per run: ``{"categories": [{"category", "charts": [{"title", "type": "multiline" | "margin",
+    "tags", "runs": {run: [tag, ...]}}]}]}``.
+
+    Categories and charts keep the order of the layouts (runs by name, each run's last layout); a chart that two
+    runs' layouts name alike is the first one's. A multiline chart draws every scalar tag that one of its
+    regexes finds (``re.search``, as TensorBoard); a margin chart its value, lower and upper tags, in order, for
+    the runs that have all three.
+    """
+    charts: dict[str, dict[str, tuple[str, list[str]]]] = {}
+    scalar_tags: dict[str, list[str]] = {}
+    for listed in source_of(root).runs():
+        if "custom_scalars" not in listed.tags.values():
+            continue
+        scalar_tags[listed.name] = sorted(tag for tag, kind in listed.tags.items() if kind == SCALAR)
+        try:
+            with open_reader(root, listed.name) as reader:
+                layouts = [t for t, k in reader.tags().items() if k == "custom_scalars"]
+                stored = [reader.records(t)[-1] for t in layouts]
+        except NotFound:
+            continue  # a run that became unreadable is listed as such by runs()
+        for record in stored:
+            for category, titled in record.layout.items():  # type: ignore[union-attr]
+                for title, (kind, tags) in titled.items():
+                    charts.setdefault(category, {}).setdefault(title, (kind.lower(), list(tags)))
+    categories = []
+    for category, titled in charts.items():
+        drawn = []
+        for title, (kind, tags) in titled.items():
+            per_run: dict[str, list[str]] = {}
+            for name, held in scalar_tags.items():
+                if kind == "margin":
+                    found = tags if all(tag in held for tag in tags) else []
+                else:
+                    patterns = [re.compile(pattern) for pattern in tags]
+                    found = [tag for tag in held if any(p.search(tag) for p in patterns)]
+                if found:
+                    per_run[name] = found
+            drawn.append({"title": title, "type": kind, "tags": tags, "runs": per_run})
+        categories.append({"category": category, "charts": drawn})
+    return {"categories": categories}

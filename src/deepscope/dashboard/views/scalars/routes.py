@@ -1,0 +1,43 @@
+"""The Scalars view's routes: ``/api/scalars``, ``/api/scalars/batch``, ``/api/custom_scalars``."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from fastapi.responses import Response
+
+from ...common import EncodedCache
+from ...http import JSONAnswer
+from ...sources import Source
+from . import data
+
+
+def routes(router: APIRouter, served: Source, cache: EncodedCache) -> None:
+    @router.get("/api/scalars")
+    def scalars(
+        run: str,
+        tag: str,
+        start: int | None = None,
+        end: int | None = None,
+        max_points: int = Query(data.DEFAULT_MAX_POINTS, ge=4, le=1_000_000),
+        encoding: str = "json",
+    ) -> Response:
+        return JSONAnswer(data.scalars(served, run, tag, start, end, max_points, encoding))
+
+    @router.get("/api/scalars/batch")
+    def scalars_batch(
+        tag: str,
+        runs: Annotated[list[str] | None, Query()] = None,
+        start: int | None = None,
+        end: int | None = None,
+        max_points: int = Query(data.DEFAULT_MAX_POINTS, ge=4, le=1_000_000),
+        encoding: str = "json",
+    ) -> Response:
+        # Already JSON: the per-run parts come encoded (and cached) from the view's functions.
+        answer = data.scalars_batch_json(served, tag, runs, start, end, max_points, encoding, cache)
+        return Response(answer, media_type="application/json")
+
+    @router.get("/api/custom_scalars")
+    def custom_scalars() -> Response:
+        return JSONAnswer(data.custom_scalars(served))

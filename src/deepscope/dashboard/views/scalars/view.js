@@ -1,0 +1,433 @@
+// Scalars: one chart per scalar tag, the shown runs overlaid; the custom-scalars layouts above them.
+
+let COLORS, PLOT_CONFIG, Plotly, api, baseLayout, chartCard, el, fade, matcher, num, plain, report, runColor, slices,
+  state, statusBadge, tagsOf, unpack;
+
+const MAX_POINTS = 2000;
+// Scalars: points asked of the server per chart, shared by the runs overlaid in it (each run gets a power of two, so
+// toggling one run seldom changes the others' requests). A chart is about 1,000 px wide, so more points only cost
+// drawing time (one run gets MAX_POINTS, two per pixel; 100 overlaid runs 512 each, where 1,024 each drew 0.3 s
+// slower and looked the same); the server's min/max downsampling keeps every spike, and zooming in asks again for
+// the visible range.
+const CHART_POINTS = 64000;
+const MIN_POINTS = 64;
+// Scalar lines are SVG: with CHART_POINTS bounding a chart, SVG draws in about a second even without a GPU, where
+// WebGL (scattergl) in a browser without one rasterises in software and takes many times longer.
+const LINE_TYPE = "scatter";
+// Characters of run names per /api/scalars/batch request: far below the request-line limits of HTTP servers.
+const BATCH_QUERY = 6000;
+/** TensorBoard's debiased exponential moving average; non-finite values pass through unsmoothed. */
+function ema(values, weight) {
+  let last = 0;
+  let count = 0;
+  return values.map((value) => {
+    if (value === null || !Number.isFinite(value)) return value;
+    last = last * weight + (1 - weight) * value;
+    count += 1;
+    return weight > 0 ? last / (1 - weight ** count) : value;
+  });
+}
+
+/** Points to ask per run when `runs` runs are overlaid in one chart (see CHART_POINTS). */
+function pointsPerRun(runs) {
+  const share = 2 ** Math.floor(Math.log2(CHART_POINTS / Math.max(runs, 1)));
+  return Math.max(MIN_POINTS, Math.min(MAX_POINTS, share));
+}
+
+/** Whether two answers for the same run, tag and range hold the same points (a live run that logged nothing new). */
+function samePoints(a, b) {
+  const n = a.steps.length;
+  return a.range === b.range && a.total === b.total && n === b.steps.length
+    && (n === 0 || (a.steps[n - 1] === b.steps[n - 1] && a.wall_times[n - 1] === b.wall_times[n - 1]));
+}
+
+const scalars = {
+  title: "Scalars",
+  series: new Map(), // `${run}\u0000${tag}` -> API answer (the same object while its points are unchanged)
+  traces: new WeakMap(), // API answer -> {key, traces} last drawn from it, reused while the x axis and smoothing stay
+  zoom: new Map(), // tag -> {start, end} in steps, while zoomed in
+  charts: new Map(), // tag -> {card, plot, noteNode}
+
+  mount(container) {
+    this.filter = el("input", {
+      type: "text",
+      placeholder: "name or regex",
+      oninput: () => {
+        this.updateRunList();
+        this.draw(true);
+      },
+    });
+    this.runList = el("div", { class: "runlist" });
+    this.smoothing = el("input", { type: "range", min: 0, max: 0.99, step: 0.01, value: 0.6 });
+    this.smoothingValue = el("span", {}, "0.60");
+    this.smoothing.addEventListener("input", () => {
+      this.smoothingValue.textContent = Number(this.smoothing.value).toFixed(2);
+      this.draw();
+    });
+    this.xAxis = el(
+      "select",
+      { onchange: () => this.draw(true) },
+      el("option", { value: "step" }, "step"),
+      el("option", { value: "epoch" }, "epoch"),
+      el("option", { value: "relative" }, "relative time (s)"),
+      el("option", { value: "wall" }, "wall time"),
+    );
+    this.logY = el("input", { type: "checkbox", onchange: () => this.draw(true) });
+    this.layouts = el("div", { class: "layouts" }); // the custom-scalars charts, above the per-tag ones
+    this.layoutCharts = new Map(); // `${category}\u0000${title}` -> {card, plot, noteNode, chart}
+    this.grid = el("div", { class: "grid" });
+    this.selected = new Set();
+    this.known = new Set();
+    container.append(
+      el(
+        "aside",
+        {},
+        el("label", {}, "Runs (filter)", this.filter),
+        this.runList,
+        el("label", {}, el("span", {}, "Smoothing ", this.smoothingValue), this.smoothing),
+        el("label", {}, "X axis", this.xAxis),
+        el("label", { class: "inline" }, this.logY, "log y"),
+      ),
+      el("div", { class: "content" }, this.layouts, this.grid),
+    );
+  },
+
+  visibleRuns() {
+    const match = matcher(this.filter.value);
+    return state.runs.filter((run) => this.selected.has(run.name) && match(run.name));
+  },
+
+  updateRunList() {
+    const match = matcher(this.filter.value);
+    const runs = state.runs.filter((run) => Object.values(run.tags).includes("scalar"));
+    for (const run of runs) {
+      if (!this.known.has(run.name)) {
+        this.known.add(run.name);
+        this.selected.add(run.name); // new runs start shown
+      }
+    }
+    this.runList.replaceChildren(
+      ...runs
+        .filter((run) => match(run.name))
+        .map((run) =>
+          el(
+            "label",
+            { title: run.name },
+            el("input", {
+              type: "checkbox",
+              checked: this.selected.has(run.name),
+              onchange: (event) => {
+                if (event.target.checked) this.selected.add(run.name);
+                else this.selected.delete(run.name);
+                this.refresh();
+              },
+            }),
+            el("span", { class: "swatch", style: `background:${runColor(run.name)}` }),
+            el("span", { class: "run-name" }, run.name),
+            statusBadge(run),
+          ),
+        ),
+    );
+  },
+
+  async refresh() {
+    this.updateRunList();
+    const runs = this.visibleRuns();
+    const overlaid = new Map(); // tag -> how many of the shown runs have it (they share the chart's points)
+    for (const run of runs) {
+      for (const [tag, kind] of Object.entries(run.tags)) {
+        if (kind === "scalar") overlaid.set(tag, (overlaid.get(tag) || 0) + 1);
+      }
+    }
+    const request = (tag) => {
+      const zoom = this.zoom.get(tag) || {};
+      const points = pointsPerRun(overlaid.get(tag));
+      return { start: zoom.start, end: zoom.end, points, range: `${zoom.start}:${zoom.end}:${points}` };
+    };
+    const wanted = new Map(); // tag -> names of the runs to fetch it for
+    for (const run of runs) {
+      for (const [tag, kind] of Object.entries(run.tags)) {
+        if (kind !== "scalar") continue;
+        const cached = this.series.get(`${run.name}\u0000${tag}`);
+        // A run no writer holds any more cannot change: fetched once per range, not on every poll.
+        if (cached && cached.range === request(tag).range && run.status !== "running") continue;
+        if (!wanted.has(tag)) wanted.set(tag, []);
+        wanted.get(tag).push(run.name);
+      }
+    }
+    // One request per tag for all its runs (in slices, to keep URLs short), not one per run and tag.
+    const jobs = [];
+    for (const [tag, names] of wanted) {
+      const { start, end, points, range } = request(tag);
+      for (const slice of slices(names, BATCH_QUERY)) {
+        const params = { tag, runs: slice, start, end, max_points: points, encoding: "base64" };
+        jobs.push(
+          api("scalars/batch", params).then((answer) => {
+            for (const series of answer.series) {
+              const arrays = { steps: 0, values: 0, epochs: 0, wall_times: 0 };
+              for (const name of Object.keys(arrays)) arrays[name] = unpack(series[name]);
+              const key = `${series.run}\u0000${tag}`;
+              const fresh = { ...series, ...arrays, range };
+              const old = this.series.get(key);
+              // Nothing new (a live run between two writes): keep the old answer, so draw() leaves its chart be.
+              if (!old || !samePoints(old, fresh)) this.series.set(key, fresh);
+            }
+          }),
+        );
+      }
+    }
+    const layout = state.runs.some((run) => Object.values(run.tags).includes("custom_scalars"))
+      ? api("custom_scalars") : Promise.resolve({ categories: [] });
+    [this.layoutAnswer] = await Promise.all([layout, ...jobs]);
+    this.draw();
+  },
+
+  /** TensorBoard's custom scalars: per category a heading and its charts, each overlaying the tags the server
+   * matched in the shown runs (a multiline chart), or one tag with a band between two others (a margin chart).
+   * Drawn from the series the per-tag charts fetched; smoothing and x axis as there. */
+  drawLayouts(answer = this.layoutAnswer || { categories: [] }) {
+    const runs = this.visibleRuns();
+    const mode = this.xAxis.value;
+    const weight = Number(this.smoothing.value);
+    const wanted = new Set();
+    const nodes = [];
+    const toDraw = [];
+    for (const { category, charts } of answer.categories) {
+      nodes.push(el("h3", {}, category));
+      const grid = el("div", { class: "grid" });
+      nodes.push(grid);
+      for (const chart of charts) {
+        const key = `${category}\u0000${chart.title}`;
+        wanted.add(key);
+        let drawn = this.layoutCharts.get(key);
+        if (!drawn) {
+          drawn = chartCard(chart.title, "", () => this.layoutCsv(drawn.chart));
+          drawn.card.dataset.layout = chart.type;
+          this.layoutCharts.set(key, drawn);
+        }
+        drawn.chart = chart;
+        grid.append(drawn.card);
+        toDraw.push(drawn);
+      }
+    }
+    this.layouts.replaceChildren(...nodes); // the same chart cards, moved into fresh category sections
+    for (const drawn of toDraw) {
+      const { chart } = drawn;
+      const traces = this.layoutTraces(chart, runs, mode, weight);
+      drawn.noteNode.textContent = chart.type === "margin" ? chart.tags.join(" · ") : chart.tags.join(" | ");
+      const layout = baseLayout({
+        uirevision: `${mode}|${this.logY.checked}`,
+        xaxis: { title: { text: { step: "step", epoch: "epoch", relative: "seconds", wall: "" }[mode] },
+          type: mode === "wall" ? "date" : "linear" },
+        yaxis: { type: this.logY.checked ? "log" : "linear" },
+      });
+      Plotly.react(drawn.plot, traces, layout, PLOT_CONFIG);
+    }
+    for (const [key, drawn] of this.layoutCharts) {
+      if (!wanted.has(key)) {
+        Plotly.purge(drawn.plot);
+        this.layoutCharts.delete(key);
+      }
+    }
+  },
+
+  layoutTraces(chart, runs, mode, weight) {
+    const traces = [];
+    const shown = runs.filter((run) => chart.runs[run.name]);
+    shown.forEach((run, r) => {
+      const series = chart.runs[run.name].map((tag) => this.series.get(`${run.name}\u0000${tag}`));
+      if (series.some((answer) => !answer)) return; // not fetched yet: drawn on the next refresh
+      const smooth = (answer) => {
+        const raw = answer.values.map(num);
+        return weight > 0 ? ema(raw, weight) : raw;
+      };
+      const suffix = shown.length > 1 ? ` (${plain(run.name)})` : "";
+      if (chart.type === "margin") {
+        const [value, lower, upper] = series;
+        const color = runColor(run.name);
+        const common = { type: LINE_TYPE, mode: "lines", legendgroup: run.name };
+        traces.push(
+          { ...common, x: this.x(lower, mode), y: smooth(lower), line: { width: 0, color }, showlegend: false,
+            hoverinfo: "skip" },
+          { ...common, x: this.x(upper, mode), y: smooth(upper), line: { width: 0, color }, fill: "tonexty",
+            fillcolor: fade(color, 0.2), name: `${plain(chart.tags[1])} – ${plain(chart.tags[2])}${suffix}` },
+          { ...common, x: this.x(value, mode), y: smooth(value), line: { width: 2, color },
+            name: `${plain(chart.tags[0])}${suffix}` },
+        );
+        return;
+      }
+      series.forEach((answer, t) => {
+        const color = COLORS[(r * series.length + t) % COLORS.length];
+        traces.push({ type: LINE_TYPE, mode: "lines", x: this.x(answer, mode), y: smooth(answer),
+          name: `${plain(answer.tag)}${suffix}`, line: { width: 2, color } });
+      });
+    });
+    return traces;
+  },
+
+  layoutCsv(chart) {
+    const rows = [];
+    for (const run of this.visibleRuns()) {
+      for (const tag of chart.runs[run.name] || []) {
+        const answer = this.series.get(`${run.name}\u0000${tag}`);
+        if (answer) answer.steps.forEach((step, i) => rows.push([run.name, tag, step, answer.values[i]]));
+      }
+    }
+    return [["run", "tag", "step", "value"], rows];
+  },
+
+  x(answer, mode) {
+    if (mode === "step") return answer.steps;
+    if (mode === "epoch") return answer.epochs.map((e) => (e < 0 ? null : e));
+    if (mode === "wall") return answer.wall_times.map((t) => new Date(t * 1000).toISOString());
+    const first = answer.wall_times.length ? answer.wall_times[0] : 0;
+    return answer.wall_times.map((t) => t - first);
+  },
+
+  draw(resetZoom = false) {
+    const runs = this.visibleRuns();
+    const tags = tagsOf("scalar", runs);
+    const mode = this.xAxis.value;
+    const weight = Number(this.smoothing.value);
+    if (resetZoom) this.zoom.clear();
+    for (const [tag, chart] of this.charts) {
+      if (!tags.includes(tag)) {
+        Plotly.purge(chart.plot);
+        chart.card.remove();
+        this.charts.delete(tag);
+      }
+    }
+    for (const tag of tags) {
+      let chart = this.charts.get(tag);
+      if (!chart) {
+        chart = chartCard(tag, "", () => this.csv(tag));
+        chart.card.dataset.tag = tag;
+        this.charts.set(tag, chart);
+        this.grid.append(chart.card);
+      }
+      const shownRuns = runs.filter((run) => run.tags[tag] === "scalar" && this.series.has(`${run.name}\u0000${tag}`));
+      const answers = shownRuns.map((run) => this.series.get(`${run.name}\u0000${tag}`));
+      // Keeps the user's zoom across redraws; a new value (axis mode changed) resets it.
+      const uirevision = `${mode}|${this.logY.checked}|${this.zoomKey(tag)}`;
+      // A run's colour is its place among all runs, which a new run can shift.
+      const colors = shownRuns.map((run) => runColor(run.name));
+      const drawn = `${uirevision}|${weight}|${colors.join()}`;
+      // The periodic refresh with nothing new (same runs, same answers, same settings): the chart stays as it is.
+      const last = chart.drawn;
+      if (last && last.key === drawn && last.answers.length === answers.length
+          && last.answers.every((answer, i) => answer === answers[i])) continue;
+      chart.drawn = { key: drawn, answers };
+      const traces = [];
+      let total = 0;
+      let shown = 0;
+      shownRuns.forEach((run, i) => {
+        const answer = answers[i];
+        total += answer.total;
+        shown += answer.steps.length;
+        traces.push(...this.runTraces(run.name, answer, mode, weight, colors[i]));
+      });
+      chart.noteNode.textContent = shown < total ? `${shown} of ${total} points` : `${total} points`;
+      const layout = baseLayout({
+        uirevision,
+        xaxis: { title: { text: { step: "step", epoch: "epoch", relative: "seconds", wall: "" }[mode] },
+          type: mode === "wall" ? "date" : "linear" },
+        yaxis: { type: this.logY.checked ? "log" : "linear" },
+      });
+      Plotly.react(chart.plot, traces, layout, PLOT_CONFIG);
+      if (!chart.plot.dataset.listening) {
+        chart.plot.dataset.listening = "1";
+        chart.plot.on("plotly_relayout", (event) => this.zoomed(tag, event));
+      }
+    }
+    if (!tags.length) this.grid.replaceChildren(el("p", { class: "empty" }, "No scalars in the selected runs."));
+    else this.grid.querySelector(":scope > p.empty")?.remove();
+    this.drawLayouts();
+  },
+
+  /** A run's lines in a chart: its raw points and, with smoothing on, their EMA. The same trace objects as last time
+   * while the answer, x axis, smoothing and colour are unchanged, so Plotly.react sees only the runs that changed. */
+  runTraces(name, answer, mode, weight, color) {
+    const key = `${mode}|${weight}|${color}`;
+    const cached = this.traces.get(answer);
+    if (cached && cached.key === key) return cached.traces;
+    const x = this.x(answer, mode);
+    const raw = answer.values.map(num);
+    const common = { x, name: plain(name), meta: name, legendgroup: name, type: LINE_TYPE, mode: "lines" };
+    const traces = [{
+      ...common,
+      y: raw,
+      showlegend: weight === 0,
+      line: { color, width: 1 },
+      opacity: weight > 0 ? 0.25 : 1,
+      hoverinfo: weight > 0 ? "skip" : "x+y+name",
+    }];
+    if (weight > 0) traces.push({ ...common, y: ema(raw, weight), line: { color, width: 2 }, opacity: 1 });
+    this.traces.set(answer, { key, traces });
+    return traces;
+  },
+
+  zoomKey(tag) {
+    return this.zoom.has(tag) ? "zoomed" : "full";
+  },
+
+  /** Zoomed in: ask the server again for that step range, so its downsampling refines; zoomed out: whole series. */
+  zoomed(tag, event) {
+    if (event["xaxis.autorange"] || event.autosize) {
+      if (this.zoom.delete(tag)) this.refresh().catch(report);
+      return;
+    }
+    const range = event["xaxis.range"] || [event["xaxis.range[0]"], event["xaxis.range[1]"]];
+    const [low, high] = range;
+    if (low === undefined || high === undefined) return;
+    const mode = this.xAxis.value;
+    let start;
+    let end;
+    if (mode === "step") {
+      start = Math.floor(Number(low));
+      end = Math.ceil(Number(high));
+    } else {
+      // A time or epoch range: the steps whose points fall inside it, from the data already shown.
+      const toX = (v) => (mode === "wall" ? new Date(v).getTime() / 1000 : Number(v));
+      const [a, b] = [toX(low), toX(high)];
+      for (const run of this.visibleRuns()) {
+        const answer = this.series.get(`${run.name}\u0000${tag}`);
+        if (!answer) continue;
+        const first = answer.wall_times[0] || 0;
+        answer.steps.forEach((step, i) => {
+          const t = mode === "wall" ? answer.wall_times[i]
+            : mode === "epoch" ? (answer.epochs[i] < 0 ? NaN : answer.epochs[i])
+              : answer.wall_times[i] - first;
+          if (t >= a && t <= b) {
+            start = start === undefined ? step : Math.min(start, step);
+            end = end === undefined ? step : Math.max(end, step);
+          }
+        });
+      }
+      if (start === undefined) return;
+    }
+    this.zoom.set(tag, { start, end });
+    this.refresh().catch(report);
+  },
+
+  csv(tag) {
+    const rows = [];
+    for (const run of this.visibleRuns()) {
+      const answer = this.series.get(`${run.name}\u0000${tag}`);
+      if (!answer) continue;
+      answer.steps.forEach((step, i) => {
+        const epoch = answer.epochs[i] < 0 ? "" : answer.epochs[i];
+        rows.push([run.name, tag, step, epoch, answer.wall_times[i], answer.values[i]]);
+      });
+    }
+    return [["run", "tag", "step", "epoch", "wall_time", "value"], rows];
+  },
+};
+
+/** The view's object for the page (app.js): `core` is the page's shared module, `entry` the view's registry line. */
+export default function create(core, entry) {
+  ({
+    COLORS, PLOT_CONFIG, Plotly, api, baseLayout, chartCard, el, fade, matcher, num, plain, report, runColor,
+    slices, state, statusBadge, tagsOf, unpack
+  } = core);
+  return scalars;
+}
