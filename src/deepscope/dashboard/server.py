@@ -54,7 +54,7 @@ def create_app(root: str | os.PathLike[str], token: str | None = None) -> FastAP
 
     @app.get("/api/views")
     def views() -> Response:
-        return JSONAnswer(api.views(base))
+        return JSONAnswer(api.views(base, app.state.views))
 
     app.state.views = {}  # each view's state (caches, job queues), by name: per app, never per module
     for view in all_views():

@@ -63,6 +63,8 @@ class View:
             :func:`registry` instead of being copied into JavaScript.
         state: a factory of the view's per-app state (caches, job queues), kept on ``app.state.views[name]`` and
             handed to its routes; ``None`` for a view without any.
+        state_active: ``state -> bool``: for a view whose data are not in the runs (the explorer's model), whether
+            its tab appears given its per-app state; the tab appears when this or :attr:`is_active` says so.
     """
 
     name: str
@@ -72,6 +74,7 @@ class View:
     is_active: Callable[[Source, list[RunSummary]], bool] | None = None
     conventions: Mapping[str, Any] = field(default_factory=dict)
     state: Callable[[], Any] | None = None
+    state_active: Callable[[Any], bool] | None = None
 
     @property
     def module(self) -> str:
@@ -88,8 +91,10 @@ class View:
         """The view's Python package (``routes.py`` is its ``.routes``)."""
         return f"{__name__}.{self.name}"
 
-    def active(self, served: Source, runs: list[RunSummary]) -> bool:
-        """Whether the tab appears (:attr:`is_active`)."""
+    def active(self, served: Source, runs: list[RunSummary], state: Any = None) -> bool:
+        """Whether the tab appears (:attr:`is_active`, :attr:`state_active`)."""
+        if self.state_active is not None and state is not None and self.state_active(state):
+            return True
         return (self.is_active or _any_kind(self.kinds))(served, runs)
 
 
@@ -124,11 +129,14 @@ def registry() -> list[dict[str, Any]]:
     ]
 
 
-def active(root: Served, runs: list[RunSummary] | None = None) -> dict[str, bool]:
-    """Which tabs have data: ``{view name: bool}`` for every view, in the tabs' order."""
+def active(
+    root: Served, runs: list[RunSummary] | None = None, states: Mapping[str, Any] | None = None
+) -> dict[str, bool]:
+    """Which tabs have data: ``{view name: bool}`` for every view, in the tabs' order; ``states``: an app's views'
+    states (``app.state.views``), for the views whose tab depends on theirs."""
     served = source_of(root)
     listed = served.runs() if runs is None else runs
-    return {v.name: v.active(served, listed) for v in _found()}
+    return {v.name: v.active(served, listed, (states or {}).get(v.name)) for v in _found()}
 
 
 def views() -> dict[str, tuple[str, ...]]:
