@@ -218,3 +218,49 @@ print(job["status"], "torch" in sys.modules)
     assert found.stdout.split() == ["done", "False"], found.stderr
     with Reader(root / "cnn") as reader:
         assert reader.checkpoints() == [5, 10]
+
+
+def test_choosing_an_item_and_gradcam_draws_the_heatmap_in_the_page(store, tmp_path) -> None:
+    from conftest import CHROMIUM, CHROMIUM_ARGS, serving
+
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium; .ci/run installs it)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is missing (pip install -e '.[test]')")
+    pytest.importorskip("uvicorn", reason="uvicorn is missing (pip install -e '.[board]')")
+    root = store[0]
+    app = create_app(root)
+    explorer = configure(app, {"model": "deepscope.demo.models:FashionCNN", "data": {"file": str(root / "data.pt")}})
+    problems: list[str] = []
+    try:
+        with serving(app) as url, sync_api.sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+            page = browser.new_page(viewport={"width": 1200, "height": 800})
+            page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+            page.on("pageerror", lambda e: problems.append(str(e)))
+            page.goto(f"{url}/")
+            page.click('#tabs button[data-view="explore"]', timeout=20_000)
+            page.wait_for_function(
+                "() => document.querySelectorAll('.explore-method option').length > 3", timeout=60_000
+            )
+            page.fill(".explore-item", "4")
+            page.select_option(".explore-method", "gradcam")
+            page.click(".explore-go")
+            page.wait_for_selector('.explore-pictures figure[data-picture="heatmap"] img', timeout=120_000)
+            page.wait_for_function(
+                "() => { const i = document.querySelector('.explore-pictures figure[data-picture=\"heatmap\"] img');"
+                " return i.complete && i.naturalWidth > 0; }"
+            )
+            src = page.get_attribute('.explore-pictures figure[data-picture="heatmap"] img', "src")
+            heatmap = '.explore-pictures figure[data-picture="heatmap"] img'
+            assert page.eval_on_selector(heatmap, "(i) => i.naturalWidth") == 28  # the item's 28 x 28 pixels
+            assert "gradcam" in page.inner_text(".explore-result") and "item 4" in page.inner_text(".explore-result")
+            page.screenshot(path=str(tmp_path / "explore.png"), full_page=True)
+            browser.close()
+        client = TestClient(app, base_url=LOCAL)
+        shown = _png(client, src)  # the page's address, relative to it
+        key = src.split("key=")[1].split("&")[0]
+        stored = np.asarray(PILImage.open(root / "cnn" / "explore" / key / "heatmap.png").convert("RGB"))
+        np.testing.assert_array_equal(shown, stored)
+    finally:
+        explorer.close()
+    assert not problems

@@ -158,6 +158,11 @@ def build_parser() -> argparse.ArgumentParser:
     board.add_argument("--port", type=int, default=6006, help="port (default 6006)")
     board.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     board.add_argument("--token", help="token every request must carry (?token=... or Authorization: Bearer)")
+    board.add_argument(
+        "--model",
+        help="package.module:factory making the model the Explore view explains (weights: each run's checkpoints)",
+    )
+    board.add_argument("--data", help="package.module:factory making the data set whose items the Explore view offers")
     board.set_defaults(handler=_board)
     return parser
 
@@ -299,7 +304,7 @@ def _board(args: argparse.Namespace) -> int:
     from .errors import BadInputError
 
     try:
-        serve(args.dir, host=args.host, port=args.port, token=args.token)
+        serve(args.dir, host=args.host, port=args.port, token=args.token, model=args.model, data=args.data)
     except ImportError as error:  # the extra is missing: the message says which pip install to run
         print(f"deepscope board: {error}", file=sys.stderr)
         return 1
