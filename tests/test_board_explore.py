@@ -264,3 +264,31 @@ def test_choosing_an_item_and_gradcam_draws_the_heatmap_in_the_page(store, tmp_p
     finally:
         explorer.close()
     assert not problems
+
+
+def test_a_notebooks_model_and_data_objects_and_the_command_lines_factories(store, monkeypatch) -> None:
+    """ds.board(model=object, data=object) saves them for the worker; deepscope board --model/--data hands the
+    factories' names over as they are."""
+    from deepscope import cli
+    from deepscope.dashboard import explore
+
+    root, x, _ = store
+    model = FashionCNN()
+    app = create_app(root)
+    with pytest.raises(ds.BadInputError, match="both model= and data="):
+        explore(app, model, None)
+    explore(app, model, (x, torch.arange(6)))
+    explorer = app.state.views["explore"].explorer
+    try:
+        client = TestClient(app, base_url=LOCAL)
+        assert client.get("/api/views").json()["explore"] is True
+        job = _done(
+            client, client.post("/api/explore/jobs", json={"run": "cnn", "item": 2, "method": "saliency"}).json()
+        )
+        assert job["status"] == "done" and job["result"]["step"] == 10
+    finally:
+        explorer.close()
+    seen: dict[str, Any] = {}
+    monkeypatch.setattr("deepscope.dashboard.serve", lambda *args, **kwargs: seen.update(kwargs))
+    assert cli.main(["board", str(root), "--model", "pkg.models:make", "--data", "pkg.data:make"]) == 0
+    assert seen["model"] == "pkg.models:make" and seen["data"] == "pkg.data:make"
