@@ -1,9 +1,11 @@
-"""Make docs/images/board_probes.png: probes during training, seen in the board's Explanations view.
+"""Make docs/images/board_probes.png and board_explore.png: probes during training in the board's Explanations
+view, and the Explore view.
 
 The demo's FashionMNIST CNN trained for 60 steps of batch 128 (the Debian package's IDX files, offline), watched
-with 8 test images as probes explained by Grad-CAM and saliency every 5 steps (``run.watch(probes=...)``); the
-board serves the run and headless Chromium (Playwright) photographs the probe panel with the slider on an early
-step where the probe is still misclassified.
+with 8 test images as probes explained by Grad-CAM and saliency every 5 steps (``run.watch(probes=...)``) and its
+weights kept every 20 steps; the board serves the run with the CNN and 64 test images to explore, and headless
+Chromium (Playwright) photographs the probe panel with the slider on an early step where the probe is still
+misclassified, then the Explore view with Grad-CAM of one test image on the last checkpoint.
 Run: .venv/bin/python docs/make_probes_figures.py (under a minute on two cores).
 """
 
@@ -20,7 +22,7 @@ import uvicorn
 from playwright.sync_api import sync_playwright
 
 import deepscope as ds
-from deepscope.dashboard import create_app
+from deepscope.dashboard import create_app, explore
 from deepscope.dashboard.headless import CHROMIUM, CHROMIUM_ARGS
 from deepscope.demo.data import CLASSES, load_fashion_mnist, to_inputs
 from deepscope.demo.fashion import BATCH_SIZE, train
@@ -43,7 +45,7 @@ def log_training(run_dir: Path) -> None:
         classes=list(CLASSES),
     )
     images, labels = data.train_images[: STEPS * BATCH_SIZE], data.train_labels[: STEPS * BATCH_SIZE]
-    with ds.Run(run_dir) as run, run.watch(model, every=100, kinds=(), probes=probes):
+    with ds.Run(run_dir) as run, run.watch(model, every=100, kinds=(), probes=probes, checkpoint_every=20):
         train(model, images, labels, progress=False, run=run, generator=torch.Generator().manual_seed(0))
 
 
@@ -63,7 +65,10 @@ def photograph(root: Path, index: int, position: int) -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(root), host="127.0.0.1", port=port, log_level="warning"))
+    data = load_fashion_mnist(offline=True, log=lambda _: None)
+    app = create_app(root)
+    explore(app, "deepscope.demo.models:FashionCNN", (to_inputs(data.test_images[:64]), data.test_labels[:64]))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     while not server.started:
@@ -84,6 +89,18 @@ def photograph(root: Path, index: int, position: int) -> None:
             page.wait_for_timeout(2000)  # pictures and the chart settle
             name = HERE / "board_probes.png"
             page.locator(".probe-track").screenshot(path=str(name))
+            print(f"wrote {name}")
+            page.click('#tabs button[data-view="explore"]')
+            page.wait_for_function(
+                "() => document.querySelectorAll('.explore-method option').length > 3", timeout=120_000
+            )
+            page.fill(".explore-item", "12")
+            page.select_option(".explore-method", "gradcam")
+            page.click(".explore-go")
+            page.wait_for_selector('.explore-pictures figure[data-picture="heatmap"] img', timeout=120_000)
+            page.wait_for_timeout(1000)
+            name = HERE / "board_explore.png"
+            page.screenshot(path=str(name), clip={"x": 0, "y": 0, "width": 1250, "height": 520})
             print(f"wrote {name}")
             browser.close()
     finally:
