@@ -137,6 +137,7 @@ def test_views_are_the_kinds_present(client: TestClient, tmp_path: Path) -> None
         "text": True,
         "projector": False,
         "features": False,
+        "hparams": True,  # the runs have a config
     }
     with ds.Run(tmp_path / "only-scalars") as run:
         run.log({"x": 1.0})
@@ -151,6 +152,7 @@ def test_views_are_the_kinds_present(client: TestClient, tmp_path: Path) -> None
         "text": False,
         "projector": False,
         "features": False,
+        "hparams": False,  # no config
     }
 
 

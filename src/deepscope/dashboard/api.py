@@ -6,7 +6,6 @@ and which views have data. Each view's own functions live in its folder (``views
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
 from typing import Any
 
 from .common import NotFound, Served, file_url, source_of
@@ -43,10 +42,10 @@ def runs(root: Served) -> list[dict[str, Any]]:
     ]
 
 
-def views(root: Served, states: Mapping[str, Any] | None = None) -> dict[str, bool]:
-    """Which tabs have data: ``{view: bool}``, each view's ``is_active`` over the listing of runs (and its state,
-    ``app.state.views``, where it depends on it: the explorer's model)."""
-    return active(root, states=states)
+def views(root: Served, states: dict[str, Any] | None = None) -> dict[str, bool]:
+    """Which tabs have data: ``{view: bool}``, each view's ``is_active`` over the listing of runs (with the view's
+    state from ``states``, an app's ``app.state.views``, where it keeps what it read)."""
+    return active(root, states)
 
 
 def served_root(root: str | os.PathLike[str] | Source) -> Source:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import json
 import math
+import re
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -40,6 +41,7 @@ __all__ = [
     "dumps",
     "file_url",
     "floats",
+    "natural_key",
     "open_reader",
     "packed",
     "packed32",
@@ -93,6 +95,14 @@ def at_step(records: list[Any], step: int | None, run: str, tag: str) -> Any:
     if step in steps:
         return records[len(steps) - 1 - steps[::-1].index(step)]
     raise NotFound(f"run {run!r} has no {tag!r} record at step {step}" + (f"; its steps: {steps}" if steps else ""))
+
+
+def natural_key(name: str) -> tuple[Any, ...]:
+    """A sort key comparing the numbers inside names as numbers: ``grad_norm/2`` before ``grad_norm/10``, ``[1]``
+    before ``[10]`` (the page sorts alike, ``Intl.Collator`` with ``numeric``)."""
+    return tuple(
+        (0, int(part), part) if part.isdigit() else (1, 0, part.casefold()) for part in re.split(r"(\d+)", name)
+    )
 
 
 def stamp_of(served: Source, run: str) -> tuple[Any, ...] | None:

@@ -22,6 +22,17 @@ plotlyReady.then(() => {
   document.getElementById("view").inert = false;
 }, () => {});
 
+// The theme toggle: follow the browser (auto), dark, light, in turn; charts follow a change of the browser's too.
+const themeButton = document.getElementById("theme");
+const THEMES = ["auto", "dark", "light"];
+themeButton.textContent = `theme: ${core.savedTheme()}`;
+themeButton.addEventListener("click", () => {
+  const next = THEMES[(THEMES.indexOf(core.savedTheme()) + 1) % THEMES.length];
+  core.setTheme(next);
+  themeButton.textContent = `theme: ${next}`;
+});
+window.matchMedia?.("(prefers-color-scheme: dark)").addEventListener?.("change", () => core.recolor());
+
 const modules = new Map(); // view name -> promise of its object
 
 /** The view's object, its module loaded on first use. */

@@ -218,8 +218,9 @@ export function fileName(...parts) {
   return parts.join("_").replace(/[^A-Za-z0-9._-]+/g, "-").replace(/^-+|-+$/g, "").slice(0, 120) || "chart";
 }
 
-/** A chart card: title, PNG/SVG/CSV buttons, and a plotly div. `csv()` returns [header, rows] at click time. */
-export function chartCard(title, note, csv) {
+/** A chart card: title, PNG/SVG/CSV/JSON buttons, and a plotly div. `csv()` returns [header, rows] at click time
+ * (or a promise of them: a view may fetch every point first); `json()`, when given, the data as a JSON value. */
+export function chartCard(title, note, csv, json) {
   const plot = el("div", { class: "plot" });
   const name = () => fileName(title);
   const card = el(
@@ -247,11 +248,27 @@ export function chartCard(title, note, csv) {
           type: "button",
           title: "download the chart's data as CSV",
           class: "csv",
-          onclick: () => {
-            const [header, rows] = csv();
-            saveFile(`${name()}.csv`, toCsv(header, rows), "text/csv");
+          onclick: async () => {
+            try {
+              const [header, rows] = await csv();
+              saveFile(`${name()}.csv`, toCsv(header, rows), "text/csv");
+            } catch (error) {
+              report(error);
+            }
           },
         }, "CSV"),
+        json ? el("button", {
+          type: "button",
+          title: "download the chart's data as JSON",
+          class: "json",
+          onclick: async () => {
+            try {
+              saveFile(`${name()}.json`, JSON.stringify(await json()), "application/json");
+            } catch (error) {
+              report(error);
+            }
+          },
+        }, "JSON") : null,
       ),
     ),
     plot,
@@ -266,14 +283,111 @@ export const PLOT_CONFIG = {
 };
 
 export function baseLayout(extra = {}) {
+  const themed = themeLayout();
   return {
-    margin: { l: 55, r: 15, t: 10, b: 40 },
+    margin: { l: 60, r: 15, t: 10, b: 40 },
     showlegend: true,
     legend: { orientation: "h", y: -0.2, font: { size: 11 } },
     hovermode: "closest",
-    font: { size: 11 },
+    ...themed,
     ...extra,
+    xaxis: { ...themed.xaxis, ...(extra.xaxis || {}) },
+    yaxis: { ...themed.yaxis, ...(extra.yaxis || {}) },
+    font: { size: 11, color: themeColors().fg, ...(extra.font || {}) },
   };
+}
+
+// ---- theme: light or dark, following the browser unless chosen ------------------------------------------------
+
+const THEME_KEY = "deepscope-board-theme";
+
+/** The theme shown: "dark" or "light" (the user's choice, else the browser's prefers-color-scheme). */
+export function theme() {
+  const chosen = document.documentElement.dataset.theme;
+  if (chosen === "dark" || chosen === "light") return chosen;
+  return window.matchMedia?.("(prefers-color-scheme: dark)").matches ? "dark" : "light";
+}
+
+function themeColors() {
+  return theme() === "dark"
+    ? { fg: "#e6edf3", grid: "#30363d", line: "#484f58" }
+    : { fg: "#1f2328", grid: "#e5e8eb", line: "#d0d7de" };
+}
+
+/** The part of a plotly layout that follows the theme: transparent backgrounds, text and grid colours. */
+export function themeLayout() {
+  const c = themeColors();
+  const axis = { gridcolor: c.grid, zerolinecolor: c.line, linecolor: c.line };
+  return { paper_bgcolor: "rgba(0,0,0,0)", plot_bgcolor: "rgba(0,0,0,0)", xaxis: axis, yaxis: { ...axis } };
+}
+
+/** Choose the theme ("auto", "dark", "light"), remembered in this browser; recolours every chart. */
+export function setTheme(choice) {
+  if (choice === "dark" || choice === "light") document.documentElement.dataset.theme = choice;
+  else delete document.documentElement.dataset.theme;
+  try {
+    if (choice === "dark" || choice === "light") localStorage.setItem(THEME_KEY, choice);
+    else localStorage.removeItem(THEME_KEY);
+  } catch {
+    // storage refused (a sandboxed frame): the choice lasts for this page only
+  }
+  recolor();
+}
+
+/** The theme chosen in this browser before: "auto" (follow the browser), "dark" or "light". */
+export function savedTheme() {
+  try {
+    return localStorage.getItem(THEME_KEY) || "auto";
+  } catch {
+    return "auto";
+  }
+}
+
+/** Every chart drawn, its backgrounds, text and grid in the current theme's colours (the data keep theirs). */
+export function recolor() {
+  if (!window.Plotly) return;
+  const c = themeColors();
+  for (const plot of document.querySelectorAll(".js-plotly-plot")) {
+    Plotly.relayout(plot, { "font.color": c.fg, paper_bgcolor: "rgba(0,0,0,0)", plot_bgcolor: "rgba(0,0,0,0)",
+      "xaxis.gridcolor": c.grid, "yaxis.gridcolor": c.grid, "xaxis.zerolinecolor": c.line,
+      "yaxis.zerolinecolor": c.line });
+  }
+}
+
+// ---- the page's state in its URL ------------------------------------------------------------------------------
+
+/** The page's URL query: what a view shows (its filters, chosen runs, smoothing, ...) is kept there, so a reload
+ * or a shared link restores it. `read(key)` a value, `readAll(key)` a repeated one; `write(key, value)` sets it (an
+ * array: repeated; empty, null or undefined: removed) without a new history entry. */
+export const urlState = {
+  read(key) {
+    return new URLSearchParams(window.location.search).get(key);
+  },
+  readAll(key) {
+    return new URLSearchParams(window.location.search).getAll(key);
+  },
+  write(key, value) {
+    const query = new URLSearchParams(window.location.search);
+    query.delete(key);
+    if (Array.isArray(value)) for (const item of value) query.append(key, String(item));
+    else if (value !== null && value !== undefined && value !== "") query.set(key, String(value));
+    history.replaceState(null, "", `?${query}`);
+  },
+};
+
+/** An <img> shown at its natural size, upscaled by a whole factor (pixels stay square and sharp) up to `cap`
+ * pixels on its longer side and at most 8 times; never wider than its card (CSS max-width). */
+export function naturalSize(img, cap = 256) {
+  const fit = () => {
+    const longer = Math.max(img.naturalWidth, img.naturalHeight);
+    if (!longer) return;
+    const factor = Math.max(1, Math.min(8, Math.floor(cap / longer)));
+    img.style.width = `${img.naturalWidth * factor}px`;
+    img.dataset.scale = String(factor);
+  };
+  img.addEventListener("load", fit);
+  if (img.complete) fit();
+  return img;
 }
 
 /** Run names matching a filter: a regular expression when it is one, else a plain substring. */
@@ -288,17 +402,43 @@ export function matcher(filter) {
   }
 }
 
+/** A run's colour, from its name alone (a hash, not its place in the list): adding, removing or filtering runs
+ * recolours none of the others, and a run keeps its colour across reloads and views. The hue is one of 36 spread
+ * around the wheel, the lightness one of three levels: 108 colours, each `#rrggbb`. */
 export function runColor(name) {
-  const index = state.runs.findIndex((run) => run.name === name);
-  return COLORS[(index < 0 ? 0 : index) % COLORS.length];
+  let hash = 0x811c9dc5; // FNV-1a over the UTF-16 code units
+  for (let i = 0; i < name.length; i += 1) {
+    hash ^= name.charCodeAt(i);
+    hash = Math.imul(hash, 0x01000193);
+  }
+  hash >>>= 0;
+  const hue = (hash % 36) * 10;
+  const lightness = [42, 52, 34][Math.floor(hash / 36) % 3];
+  return hslHex(hue, 70, lightness);
 }
+
+/** An HSL colour (degrees, percent, percent) as `#rrggbb`. */
+export function hslHex(h, s, l) {
+  const a = (s / 100) * Math.min(l / 100, 1 - l / 100);
+  const channel = (n) => {
+    const k = (n + h / 30) % 12;
+    const value = l / 100 - a * Math.max(-1, Math.min(k - 3, 9 - k, 1));
+    return Math.round(255 * value).toString(16).padStart(2, "0");
+  };
+  return `#${channel(0)}${channel(8)}${channel(4)}`;
+}
+
+/** Names compared with their numbers as numbers: "grad_norm/2" before "grad_norm/10", "[1]" before "[10]",
+ * "layer1.2" before "layer1.10" (the order a model and a person count in). */
+export const NAME_ORDER = new Intl.Collator(undefined, { numeric: true });
+export const byName = (a, b) => NAME_ORDER.compare(a, b);
 
 export function tagsOf(kind, runs = state.runs) {
   const tags = new Set();
   for (const run of runs) {
     for (const [tag, k] of Object.entries(run.tags)) if (k === kind) tags.add(tag);
   }
-  return [...tags].sort();
+  return [...tags].sort(byName);
 }
 
 export function runsWith(kind, tag) {
@@ -332,7 +472,7 @@ export function runsHolding(kinds) {
 
 export function tagsIn(runName, kind) {
   const run = state.runs.find((r) => r.name === runName);
-  return run ? Object.entries(run.tags).filter(([, k]) => k === kind).map(([tag]) => tag).sort() : [];
+  return run ? Object.entries(run.tags).filter(([, k]) => k === kind).map(([tag]) => tag).sort(byName) : [];
 }
 
 /** Fill a step <select> (newest last); keeps the user's choice, else follows the newest step. */

@@ -41,8 +41,8 @@ def kinds_of(view: str) -> tuple[str, ...]:
     return tuple(c.kind for c in codecs() if c.view == view)
 
 
-def _any_kind(kinds: Sequence[str]) -> Callable[[Source, list[RunSummary]], bool]:
-    def active(served: Source, runs: list[RunSummary]) -> bool:
+def _any_kind(kinds: Sequence[str]) -> Callable[[Source, list[RunSummary], Any], bool]:
+    def active(served: Source, runs: list[RunSummary], state: Any) -> bool:
         return any(kind in kinds for run in runs for kind in run.tags.values())
 
     return active
@@ -57,24 +57,21 @@ class View:
         title: the tab's label.
         order: its place among the tabs (smaller first).
         kinds: the record kinds it shows.
-        is_active: ``(source, runs) -> bool``: whether its tab appears, given the listing of every run; by default
-            when some run holds a tag of one of ``kinds``.
+        is_active: ``(source, runs, state) -> bool``: whether its tab appears, given the listing of every run and
+            the view's state; by default when some run holds a tag of one of ``kinds``.
         conventions: JSON-able values its page module shares with Python (tag prefixes, groups), served once in
             :func:`registry` instead of being copied into JavaScript.
         state: a factory of the view's per-app state (caches, job queues), kept on ``app.state.views[name]`` and
             handed to its routes; ``None`` for a view without any.
-        state_active: ``state -> bool``: for a view whose data are not in the runs (the explorer's model), whether
-            its tab appears given its per-app state; the tab appears when this or :attr:`is_active` says so.
     """
 
     name: str
     title: str
     order: int
     kinds: tuple[str, ...] = ()
-    is_active: Callable[[Source, list[RunSummary]], bool] | None = None
+    is_active: Callable[[Source, list[RunSummary], Any], bool] | None = None
     conventions: Mapping[str, Any] = field(default_factory=dict)
     state: Callable[[], Any] | None = None
-    state_active: Callable[[Any], bool] | None = None
 
     @property
     def module(self) -> str:
@@ -92,10 +89,10 @@ class View:
         return f"{__name__}.{self.name}"
 
     def active(self, served: Source, runs: list[RunSummary], state: Any = None) -> bool:
-        """Whether the tab appears (:attr:`is_active`, :attr:`state_active`)."""
-        if self.state_active is not None and state is not None and self.state_active(state):
-            return True
-        return (self.is_active or _any_kind(self.kinds))(served, runs)
+        """Whether the tab appears (:attr:`is_active`); ``state`` is the view's (a fresh one when ``None``)."""
+        if state is None and self.state is not None:
+            state = self.state()
+        return (self.is_active or _any_kind(self.kinds))(served, runs, state)
 
 
 @cache
@@ -129,13 +126,11 @@ def registry() -> list[dict[str, Any]]:
     ]
 
 
-def active(
-    root: Served, runs: list[RunSummary] | None = None, states: Mapping[str, Any] | None = None
-) -> dict[str, bool]:
-    """Which tabs have data: ``{view name: bool}`` for every view, in the tabs' order; ``states``: an app's views'
-    states (``app.state.views``), for the views whose tab depends on theirs."""
+def active(root: Served, states: Mapping[str, Any] | None = None) -> dict[str, bool]:
+    """Which tabs have data: ``{view name: bool}`` for every view, in the tabs' order; ``states``: each view's
+    state by name (an app's ``app.state.views``), else fresh ones."""
     served = source_of(root)
-    listed = served.runs() if runs is None else runs
+    listed = served.runs()
     return {v.name: v.active(served, listed, (states or {}).get(v.name)) for v in _found()}
 
 

@@ -11,9 +11,9 @@ VIEW = View(
     name="explore",
     title="Explore",
     order=65,
-    is_active=lambda served, runs: False,  # no record kind: the board's model decides (state_active)
+    # No record kind: the tab appears on a board given a model (its state's explorer).
+    is_active=lambda served, runs, state: state is not None and state.explorer is not None,
     state=ExploreState,
-    state_active=lambda state: state.explorer is not None,
 )
 
 __all__ = ["VIEW", "configure"]

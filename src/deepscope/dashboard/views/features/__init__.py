@@ -9,7 +9,7 @@ from .. import View
 from .data import FEATURES_PREFIX, feature
 
 
-def is_active(served: Source, runs: list[RunSummary]) -> bool:
+def is_active(served: Source, runs: list[RunSummary], state: object) -> bool:
     """Some run holds an image tag ``features/<layer>/<what>``."""
     return any(kind == IMAGE and feature(tag) is not None for run in runs for tag, kind in run.tags.items())
 

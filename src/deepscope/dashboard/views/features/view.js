@@ -1,6 +1,6 @@
 // Features: what units learned, per layer, with one slider over the logged steps.
 
-let isFeature, api, el, fillSelect, num, report, state, withToken;
+let naturalSize, isFeature, api, el, fillSelect, num, report, state, withToken;
 
 // ---- features ---------------------------------------------------------------------------------------------------
 
@@ -49,7 +49,7 @@ const features = {
     kinds.forEach((kind, i) => {
       let card = this.cards.get(kind.tag);
       if (!card) {
-        card = { img: el("img", { alt: kind.tag }), label: el("span", { class: "note" }) };
+        card = { img: naturalSize(el("img", { alt: kind.tag })), label: el("span", { class: "note" }) };
         card.caption = el("p", { class: "note" });
         const head = el("div", { class: "card-head" }, el("span", { class: "title" }, kind.what), card.label);
         card.node = el("div", { class: "card", dataset: { what: kind.what } }, head, card.img, card.caption);
@@ -91,6 +91,6 @@ const features = {
 
 /** The view's object for the page (app.js): `core` is the page's shared module, `entry` the view's registry line. */
 export default function create(core, entry) {
-  ({ isFeature, api, el, fillSelect, num, report, state, withToken } = core);
+  ({ naturalSize, isFeature, api, el, fillSelect, num, report, state, withToken } = core);
   return features;
 }

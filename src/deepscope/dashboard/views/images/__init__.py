@@ -10,7 +10,7 @@ from ..features.data import feature
 from .data import MEDIA
 
 
-def is_active(served: Source, runs: list[RunSummary]) -> bool:
+def is_active(served: Source, runs: list[RunSummary], state: object) -> bool:
     """Some run holds a sound, a clip, or a picture outside ``features/`` (those have their own tab)."""
     return any(
         kind in MEDIA and (kind != IMAGE or feature(tag) is None) for run in runs for tag, kind in run.tags.items()

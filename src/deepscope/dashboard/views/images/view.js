@@ -1,6 +1,6 @@
 // Images: pictures, sounds and clips of every tag but the Features view's, with a slider over steps.
 
-let isFeature, api, el, matcher, state, withToken;
+let urlState, report, naturalSize, isFeature, api, el, matcher, state, withToken;
 
 // ---- images -----------------------------------------------------------------------------------------------------
 
@@ -10,7 +10,12 @@ let MEDIA_KINDS = [];
 const images = {
   title: "Images",
   mount(container) {
-    this.filter = el("input", { type: "text", placeholder: "name or regex", oninput: () => this.refresh() });
+    // The run filter is the page's (`runs` in the URL), as in Scalars.
+    this.filter = el("input", { type: "text", placeholder: "name or regex", value: urlState.read("runs") ?? "",
+      oninput: () => {
+        urlState.write("runs", this.filter.value);
+        this.refresh().catch(report);
+      } });
     this.grid = el("div", { class: "grid images" });
     this.cards = new Map();
     container.append(
@@ -44,12 +49,13 @@ const images = {
         // A sound plays in the browser's own player; a clip is an animated GIF, which an <img> plays.
         const media = answer.kind === "audio"
           ? el("audio", { controls: true, preload: "metadata", title: `${tag} of ${run}` })
-          : el("img", { alt: `${tag} of ${run}` });
+          : naturalSize(el("img", { alt: `${tag} of ${run}` }));
         const label = el("span", { class: "note" });
         const slider = el("input", { type: "range", min: 0, max: 0, step: 1, value: 0 });
         const head = el("div", { class: "card-head" }, el("span", { class: "title" }, `${run} · ${tag}`), label);
-        const node = el("div", { class: "card", dataset: { kind: answer.kind } }, head, media, slider);
-        card = { media, label, slider, node, kind: answer.kind };
+        const caption = el("p", { class: "note caption" }); // shown, not only as a tooltip
+        const node = el("div", { class: "card", dataset: { kind: answer.kind } }, head, media, caption, slider);
+        card = { media, label, slider, node, caption, kind: answer.kind };
         card.follow = true; // the slider follows the newest record until the user moves it
         slider.addEventListener("input", () => {
           card.follow = Number(slider.value) === card.points.length - 1;
@@ -78,6 +84,8 @@ const images = {
       return;
     }
     card.media.title = point.caption || "";
+    card.caption.textContent = point.caption || "";
+    card.caption.hidden = !point.caption;
     const clip = card.kind === "video" ? ` · ${point.frames} frames at ${point.fps} fps` : "";
     card.label.textContent = `step ${point.step} · ${point.width}×${point.height}${clip} · ${place}`;
   },
@@ -85,7 +93,7 @@ const images = {
 
 /** The view's object for the page (app.js): `core` is the page's shared module, `entry` the view's registry line. */
 export default function create(core, entry) {
-  ({ isFeature, api, el, matcher, state, withToken } = core);
+  ({ urlState, report, naturalSize, isFeature, api, el, matcher, state, withToken } = core);
   MEDIA_KINDS = entry.conventions.kinds;
   return images;
 }

@@ -1,5 +1,6 @@
 // Scalars: one chart per scalar tag, the shown runs overlaid; the custom-scalars layouts above them.
 
+let byName, get, urlState;
 let COLORS, PLOT_CONFIG, Plotly, api, baseLayout, chartCard, el, fade, matcher, num, plain, report, runColor, slices,
   state, statusBadge, tagsOf, unpack;
 
@@ -49,41 +50,67 @@ const scalars = {
   charts: new Map(), // tag -> {card, plot, noteNode}
 
   mount(container) {
+    // What the URL says (a reload or a shared link shows the same): filters, hidden runs, smoothing, axes.
     this.filter = el("input", {
       type: "text",
       placeholder: "name or regex",
+      value: urlState.read("runs") ?? "",
       oninput: () => {
+        urlState.write("runs", this.filter.value);
         this.updateRunList();
         this.draw(true);
       },
     });
+    this.tagFilter = el("input", {
+      type: "text",
+      placeholder: "tag regex, e.g. loss|acc",
+      value: urlState.read("tags") ?? "",
+      oninput: () => {
+        urlState.write("tags", this.tagFilter.value);
+        this.draw();
+      },
+    });
     this.runList = el("div", { class: "runlist" });
-    this.smoothing = el("input", { type: "range", min: 0, max: 0.99, step: 0.01, value: 0.6 });
-    this.smoothingValue = el("span", {}, "0.60");
+    const smoothing = Number(urlState.read("smoothing") ?? 0.6);
+    this.smoothing = el("input", { type: "range", min: 0, max: 0.99, step: 0.01,
+      value: Number.isFinite(smoothing) ? Math.min(Math.max(smoothing, 0), 0.99) : 0.6 });
+    this.smoothingValue = el("span", {}, Number(this.smoothing.value).toFixed(2));
     this.smoothing.addEventListener("input", () => {
       this.smoothingValue.textContent = Number(this.smoothing.value).toFixed(2);
+      urlState.write("smoothing", this.smoothing.value);
       this.draw();
     });
     this.xAxis = el(
       "select",
-      { onchange: () => this.draw(true) },
+      { onchange: () => {
+        urlState.write("x", this.xAxis.value === "step" ? null : this.xAxis.value);
+        this.draw(true);
+      } },
       el("option", { value: "step" }, "step"),
       el("option", { value: "epoch" }, "epoch"),
       el("option", { value: "relative" }, "relative time (s)"),
       el("option", { value: "wall" }, "wall time"),
     );
-    this.logY = el("input", { type: "checkbox", onchange: () => this.draw(true) });
+    if ([...this.xAxis.options].some((o) => o.value === urlState.read("x"))) this.xAxis.value = urlState.read("x");
+    this.logY = el("input", { type: "checkbox", checked: urlState.read("logy") === "1", onchange: () => {
+      urlState.write("logy", this.logY.checked ? "1" : null);
+      this.draw(true);
+    } });
     this.layouts = el("div", { class: "layouts" }); // the custom-scalars charts, above the per-tag ones
     this.layoutCharts = new Map(); // `${category}\u0000${title}` -> {card, plot, noteNode, chart}
-    this.grid = el("div", { class: "grid" });
+    // Per-tag charts in collapsible sections, one per tag prefix (the part before the first "/").
+    this.grid = el("div", { class: "grid tag-groups" }); // a block of sections, not itself a grid of cards
+    this.groups = new Map(); // prefix -> {node: <details>, grid, count}
     this.selected = new Set();
     this.known = new Set();
+    this.hidden = new Set(urlState.readAll("off")); // runs the user unticked (new runs start shown)
     container.append(
       el(
         "aside",
         {},
         el("label", {}, "Runs (filter)", this.filter),
         this.runList,
+        el("label", {}, "Tags (filter)", this.tagFilter),
         el("label", {}, el("span", {}, "Smoothing ", this.smoothingValue), this.smoothing),
         el("label", {}, "X axis", this.xAxis),
         el("label", { class: "inline" }, this.logY, "log y"),
@@ -103,7 +130,7 @@ const scalars = {
     for (const run of runs) {
       if (!this.known.has(run.name)) {
         this.known.add(run.name);
-        this.selected.add(run.name); // new runs start shown
+        if (!this.hidden.has(run.name)) this.selected.add(run.name); // new runs start shown
       }
     }
     this.runList.replaceChildren(
@@ -119,7 +146,10 @@ const scalars = {
               onchange: (event) => {
                 if (event.target.checked) this.selected.add(run.name);
                 else this.selected.delete(run.name);
-                this.refresh();
+                if (event.target.checked) this.hidden.delete(run.name);
+                else this.hidden.add(run.name);
+                urlState.write("off", [...this.hidden].sort(byName));
+                this.refresh().catch(report);
               },
             }),
             el("span", { class: "swatch", style: `background:${runColor(run.name)}` }),
@@ -284,9 +314,62 @@ const scalars = {
     return answer.wall_times.map((t) => t - first);
   },
 
+  /** The group of a tag: its prefix before the first "/", or "" for a tag without one. */
+  groupOf(tag) {
+    const slash = tag.indexOf("/");
+    return slash > 0 ? tag.slice(0, slash) : "";
+  },
+
+  /** The collapsible section of a prefix, made on first use; charts are redrawn at their size when it opens. */
+  group(prefix) {
+    let group = this.groups.get(prefix);
+    if (!group) {
+      const count = el("span", { class: "count" });
+      const grid = el("div", { class: "grid" });
+      const node = el("details", { class: "tag-group", open: true, dataset: { group: prefix } },
+        el("summary", {}, prefix || "(no prefix)", count), grid);
+      node.addEventListener("toggle", () => {
+        if (node.open) for (const plot of grid.querySelectorAll(".js-plotly-plot")) Plotly.Plots.resize(plot);
+      });
+      group = { node, grid, count };
+      this.groups.set(prefix, group);
+    }
+    return group;
+  },
+
+  /** Sections and charts in natural order (grad_norm/2 before grad_norm/10), a new chart at its place. */
+  arrange(tags) {
+    const byGroup = new Map();
+    for (const tag of tags) {
+      const prefix = this.groupOf(tag);
+      if (!byGroup.has(prefix)) byGroup.set(prefix, []);
+      byGroup.get(prefix).push(tag);
+    }
+    const prefixes = [...byGroup.keys()].sort((a, b) => (a === "") - (b === "") || byName(a, b));
+    for (const [prefix, group] of this.groups) {
+      if (!byGroup.has(prefix)) {
+        group.node.remove();
+        this.groups.delete(prefix);
+      }
+    }
+    const sections = prefixes.map((prefix) => this.group(prefix).node);
+    if (sections.some((node, i) => this.grid.children[i] !== node) || this.grid.children.length !== sections.length) {
+      this.grid.replaceChildren(...sections);
+    }
+    for (const prefix of prefixes) {
+      const group = this.group(prefix);
+      const cards = byGroup.get(prefix).map((tag) => this.charts.get(tag).card);
+      group.count.textContent = `${cards.length}`;
+      if (cards.some((card, i) => group.grid.children[i] !== card) || group.grid.children.length !== cards.length) {
+        group.grid.replaceChildren(...cards);
+      }
+    }
+  },
+
   draw(resetZoom = false) {
     const runs = this.visibleRuns();
-    const tags = tagsOf("scalar", runs);
+    const tagMatch = matcher(this.tagFilter.value);
+    const tags = tagsOf("scalar", runs).filter(tagMatch);
     const mode = this.xAxis.value;
     const weight = Number(this.smoothing.value);
     if (resetZoom) this.zoom.clear();
@@ -300,16 +383,15 @@ const scalars = {
     for (const tag of tags) {
       let chart = this.charts.get(tag);
       if (!chart) {
-        chart = chartCard(tag, "", () => this.csv(tag));
+        chart = chartCard(tag, "", () => this.csv(tag), () => this.json(tag));
         chart.card.dataset.tag = tag;
         this.charts.set(tag, chart);
-        this.grid.append(chart.card);
       }
       const shownRuns = runs.filter((run) => run.tags[tag] === "scalar" && this.series.has(`${run.name}\u0000${tag}`));
       const answers = shownRuns.map((run) => this.series.get(`${run.name}\u0000${tag}`));
       // Keeps the user's zoom across redraws; a new value (axis mode changed) resets it.
       const uirevision = `${mode}|${this.logY.checked}|${this.zoomKey(tag)}`;
-      // A run's colour is its place among all runs, which a new run can shift.
+      // A run's colour comes from its name (core.runColor): a new run recolours nothing.
       const colors = shownRuns.map((run) => runColor(run.name));
       const drawn = `${uirevision}|${weight}|${colors.join()}`;
       // The periodic refresh with nothing new (same runs, same answers, same settings): the chart stays as it is.
@@ -339,8 +421,14 @@ const scalars = {
         chart.plot.on("plotly_relayout", (event) => this.zoomed(tag, event));
       }
     }
-    if (!tags.length) this.grid.replaceChildren(el("p", { class: "empty" }, "No scalars in the selected runs."));
-    else this.grid.querySelector(":scope > p.empty")?.remove();
+    if (!tags.length) {
+      this.groups.clear();
+      const why = this.tagFilter.value ? "No scalar tag matches the tag filter." : "No scalars in the selected runs.";
+      this.grid.replaceChildren(el("p", { class: "empty" }, why));
+    } else {
+      this.grid.querySelector(":scope > p.empty")?.remove();
+      this.arrange(tags);
+    }
     this.drawLayouts();
   },
 
@@ -352,7 +440,10 @@ const scalars = {
     if (cached && cached.key === key) return cached.traces;
     const x = this.x(answer, mode);
     const raw = answer.values.map(num);
-    const common = { x, name: plain(name), meta: name, legendgroup: name, type: LINE_TYPE, mode: "lines" };
+    // A series of one point (a test accuracy, an epoch's loss) has no line to draw: it is a marker.
+    const lone = answer.steps.length === 1;
+    const common = { x, name: plain(name), meta: name, legendgroup: name, type: LINE_TYPE,
+      mode: lone ? "lines+markers" : "lines", marker: { size: 7, color } };
     const traces = [{
       ...common,
       y: raw,
@@ -409,17 +500,39 @@ const scalars = {
     this.refresh().catch(report);
   },
 
-  csv(tag) {
+  /** Every point of a tag in the shown runs (not only the drawn ones): asked again of the server at full
+   * resolution, over the zoomed range if zoomed in. `[{run, steps, values, epochs, wall_times, total}]`. */
+  async fullSeries(tag) {
+    const names = this.visibleRuns().filter((run) => run.tags[tag] === "scalar").map((run) => run.name);
+    const zoom = this.zoom.get(tag) || {};
+    const out = [];
+    for (const slice of slices(names, BATCH_QUERY)) {
+      // How many points the runs hold, from what was fetched (`total`); all of them are asked for.
+      const most = Math.max(4, ...slice.map((name) => this.series.get(`${name}\u0000${tag}`)?.total ?? 0));
+      const answer = await get("scalars/batch", { tag, runs: slice, start: zoom.start, end: zoom.end,
+        max_points: Math.min(most, 1_000_000), encoding: "base64" });
+      for (const series of answer.series) {
+        out.push({ run: series.run, steps: unpack(series.steps), values: unpack(series.values),
+          epochs: unpack(series.epochs), wall_times: unpack(series.wall_times), total: series.total });
+      }
+    }
+    return out;
+  },
+
+  async csv(tag) {
     const rows = [];
-    for (const run of this.visibleRuns()) {
-      const answer = this.series.get(`${run.name}\u0000${tag}`);
-      if (!answer) continue;
+    for (const answer of await this.fullSeries(tag)) {
       answer.steps.forEach((step, i) => {
         const epoch = answer.epochs[i] < 0 ? "" : answer.epochs[i];
-        rows.push([run.name, tag, step, epoch, answer.wall_times[i], answer.values[i]]);
+        rows.push([answer.run, tag, step, epoch, answer.wall_times[i], answer.values[i]]);
       });
     }
     return [["run", "tag", "step", "epoch", "wall_time", "value"], rows];
+  },
+
+  async json(tag) {
+    const series = await this.fullSeries(tag);
+    return { tag, series: series.map((s) => ({ ...s, epochs: s.epochs.map((e) => (e < 0 ? null : e)) })) };
   },
 };
 
@@ -429,5 +542,6 @@ export default function create(core, entry) {
     COLORS, PLOT_CONFIG, Plotly, api, baseLayout, chartCard, el, fade, matcher, num, plain, report, runColor,
     slices, state, statusBadge, tagsOf, unpack
   } = core);
+  ({ byName, get, urlState } = core);
   return scalars;
 }

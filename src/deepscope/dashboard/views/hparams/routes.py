@@ -1,0 +1,22 @@
+"""The HParams view's routes: ``/api/hparams``, ``/api/hparams/diff``."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from fastapi.responses import Response
+
+from ...http import JSONAnswer
+from ...sources import Source
+from . import data
+
+
+def routes(router: APIRouter, served: Source, state: data.HParams) -> None:
+    @router.get("/api/hparams")
+    def hparams(metrics: Annotated[list[str] | None, Query()] = None) -> Response:
+        return JSONAnswer(data.hparams(served, metrics, state))
+
+    @router.get("/api/hparams/diff")
+    def config_diff(a: str, b: str) -> Response:
+        return JSONAnswer(data.config_diff(served, a, b, state))

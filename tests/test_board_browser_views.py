@@ -1,0 +1,397 @@
+"""The board's display habits in headless Chromium: stable run colours, natural order, single points drawn, the
+hidden attribute, tag filter and groups, the whole state in the URL, dark mode, full-resolution CSV and JSON,
+pictures at their natural size, and the HParams view (table, parallel coordinates, scatter, config diff).
+
+One small store and one page for the file (Chromium starts once); ``problems`` collects console and page errors.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from conftest import CHROMIUM, CHROMIUM_ARGS, serving
+
+import deepscope as ds
+from deepscope.track.records import Image
+
+if not Path(CHROMIUM).exists():
+    pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium; .ci/run installs it)", allow_module_level=True)
+sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is missing (pip install -e '.[test]')")
+pytest.importorskip("uvicorn", reason="uvicorn is missing (pip install -e '.[board]')")
+pytest.importorskip("fastapi", reason="fastapi is missing (pip install -e '.[board]')")
+
+from deepscope.dashboard import create_app  # noqa: E402
+
+CAPTION = "a <b>caption</b>, as text"
+LONG = 5000  # points of long/sine: the page draws at most 2,000, a download must hold every one
+NORMS = (0, 2, 10, 20)  # grad_norm/<i>: as text 0, 10, 2, 20
+CONFIGS = {
+    "lr-0.1": {"lr": 0.1, "optim": {"name": "sgd", "momentum": 0.9}, "layers": [8, 8]},
+    "lr-0.01": {"lr": 0.01, "optim": {"name": "adam", "momentum": 0.9}, "layers": [8, 8]},
+    "lr-0.001": {"lr": 0.001, "optim": {"name": "adam", "momentum": 0.0}, "layers": [16]},
+}
+
+
+def _loss(lr: float) -> np.ndarray:
+    return np.exp(-np.arange(10) * lr * 5) + lr
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("views")
+    for name, config in CONFIGS.items():
+        with ds.Run(root / name, config=config) as run:
+            for step, value in enumerate(_loss(config["lr"])):  # type: ignore[arg-type]
+                run.log({"train/loss": float(value)}, step=step)
+            run.log({"test/acc": 1 - config["lr"]}, step=9)  # type: ignore[operator]
+    with ds.Run(root / "plain") as run:  # no config: not in the HParams view
+        for i in NORMS:
+            run.log({f"grad_norm/{i}": float(i)}, step=0)
+            run.log({f"grad_norm/{i}": float(i) + 1}, step=1)
+        steps = np.arange(LONG)
+        run.log_series("long/sine", steps, np.sin(steps / 50.0))
+        pixels = np.random.default_rng(0).integers(0, 256, (12, 16, 3), dtype=np.uint8)
+        run.log_records([Image("samples", 0, pixels, caption=CAPTION)])
+    return root
+
+
+@pytest.fixture(scope="module")
+def server(root: Path) -> Iterator[str]:
+    with serving(create_app(root)) as url:
+        yield f"{url}/"
+
+
+@pytest.fixture(scope="module")
+def browser(server: str) -> Iterator[Any]:
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[tuple[Any, list[str]]]:
+    context = browser.new_context(viewport={"width": 1400, "height": 900}, accept_downloads=True)
+    page = context.new_page()
+    problems: list[str] = []
+    page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
+    page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+    yield page, problems
+    context.close()
+
+
+def _charts(page: Any) -> list[str]:
+    return page.eval_on_selector_all(".view[data-view=scalars] .card[data-tag]", "(cs) => cs.map((c) => c.dataset.tag)")
+
+
+def _scalars(page: Any, server: str, query: str = "", tag: str = "train/loss") -> None:
+    page.goto(f"{server}?view=scalars{query}")
+    page.wait_for_function(
+        """(tag) => { const gd = document.querySelector(`.card[data-tag="${tag}"] .plot`);
+                      return gd && gd.data && gd.data.length > 0; }""",
+        arg=tag,
+        timeout=15_000,
+    )
+
+
+def test_run_colours_follow_the_name_not_the_list(page: tuple[Any, list[str]], server: str, root: Path) -> None:
+    page, problems = page
+    _scalars(page, server)
+    swatches = (
+        "() => Object.fromEntries([...document.querySelectorAll('.runlist label')].map((l) => [l.title, "
+        "getComputedStyle(l.querySelector('.swatch')).backgroundColor]))"
+    )
+    before = page.evaluate(swatches)
+    assert len(set(before.values())) == len(before) == 4  # distinct for these names
+    lines = page.evaluate(
+        """() => document.querySelector('.card[data-tag="train/loss"] .plot').data
+                 .filter((t) => t.showlegend !== false).map((t) => [t.meta, t.line.color])"""
+    )
+    hexes = {name: color for name, color in lines}
+    # The chart's line has the swatch's colour (as rgb()).
+    for name, color in hexes.items():
+        r, g, b = (int(color[i : i + 2], 16) for i in (1, 3, 5))
+        assert before[name] == f"rgb({r}, {g}, {b})"
+    with ds.Run(root / "aaa-first-by-name") as run:  # sorts first: with colours by position all would shift
+        run.log({"train/loss": 1.0}, step=0)
+    page.wait_for_function("() => document.querySelectorAll('.runlist label').length === 5", timeout=10_000)
+    after = page.evaluate(swatches)
+    assert {name: after[name] for name in before} == before
+    assert not problems
+
+
+def test_tags_in_natural_order_grouped_by_prefix_and_filtered(page: tuple[Any, list[str]], server: str) -> None:
+    page, problems = page
+    _scalars(page, server)
+    groups = page.eval_on_selector_all(".tag-group", "(gs) => gs.map((g) => g.dataset.group)")
+    assert groups == ["grad_norm", "long", "test", "train"]
+    in_group = page.eval_on_selector_all(
+        ".tag-group[data-group=grad_norm] .card[data-tag]", "(cs) => cs.map((c) => c.dataset.tag)"
+    )
+    assert in_group == [f"grad_norm/{i}" for i in NORMS]  # 2 before 10, as counted
+    # A section folds away and comes back.
+    page.click(".tag-group[data-group=grad_norm] > summary")
+    assert not page.is_visible('.card[data-tag="grad_norm/2"]')
+    page.click(".tag-group[data-group=grad_norm] > summary")
+    assert page.is_visible('.card[data-tag="grad_norm/2"]')
+    # The tag filter: a regex over tag names.
+    page.fill(".view[data-view=scalars] input[placeholder^='tag regex']", "norm/(2|10)$")
+    page.wait_for_function("() => document.querySelectorAll('.card[data-tag]').length === 2")
+    assert sorted(_charts(page)) == ["grad_norm/10", "grad_norm/2"]
+    assert "tags=norm" in page.url
+    page.fill(".view[data-view=scalars] input[placeholder^='tag regex']", "nothing-like-this")
+    page.wait_for_selector(".view[data-view=scalars] p.empty")
+    assert "tag filter" in page.inner_text(".view[data-view=scalars] p.empty")
+    assert not problems
+
+
+def test_a_single_point_is_drawn_as_a_marker(page: tuple[Any, list[str]], server: str) -> None:
+    page, problems = page
+    _scalars(page, server)
+    page.wait_for_function("() => document.querySelector('.card[data-tag=\"test/acc\"] .plot')?.data?.length > 0")
+    modes = page.evaluate("() => document.querySelector('.card[data-tag=\"test/acc\"] .plot').data.map((t) => t.mode)")
+    assert modes and all("markers" in mode for mode in modes)
+    drawn = page.evaluate("() => document.querySelectorAll('.card[data-tag=\"test/acc\"] .point').length")
+    assert drawn >= len(CONFIGS)  # plotly drew a marker per run
+    longer = page.evaluate(
+        "() => document.querySelector('.card[data-tag=\"train/loss\"] .plot').data"
+        ".find((t) => t.meta === 'lr-0.1').mode"
+    )
+    assert longer == "lines"  # ten points: a line
+    assert not problems
+
+
+def test_hidden_wins_over_a_class_display(page: tuple[Any, list[str]], server: str) -> None:
+    page, problems = page
+    _scalars(page, server)
+    shown = page.evaluate(
+        """() => ['hover-card', 'runlist', 'card-head', 'grid'].map((name) => {
+                 const node = document.createElement('div');
+                 node.className = name;
+                 node.hidden = true;
+                 document.body.append(node);
+                 const display = getComputedStyle(node).display;
+                 node.remove();
+                 return display; })"""
+    )
+    assert shown == ["none"] * 4
+    assert not problems
+
+
+def test_the_view_state_lives_in_the_url(page: tuple[Any, list[str]], server: str) -> None:
+    page, problems = page
+    _scalars(page, server, "&smoothing=0.3&off=lr-0.1&tags=train&runs=lr")
+    assert page.input_value(".view[data-view=scalars] input[type=range]") == "0.3"
+    ticked = page.evaluate(
+        "() => Object.fromEntries([...document.querySelectorAll('.runlist label')].map((l) => "
+        "[l.title, l.querySelector('input').checked]))"
+    )
+    assert ticked == {"lr-0.001": True, "lr-0.01": True, "lr-0.1": False}  # "plain" filtered out by runs=lr
+    assert _charts(page) == ["train/loss"]
+    shown = page.evaluate(
+        "() => document.querySelector('.card[data-tag=\"train/loss\"] .plot').data.map((t) => t.meta)"
+    )
+    assert "lr-0.1" not in shown
+    # Change it in the page, reload: the same state.
+    page.uncheck(".runlist label[title='lr-0.01'] input")
+    page.evaluate(
+        """() => { const s = document.querySelector('.view[data-view=scalars] input[type=range]');
+                   s.value = '0.75'; s.dispatchEvent(new Event('input')); }"""
+    )
+    page.select_option(".view[data-view=scalars] aside select", "relative")
+    page.reload()
+    page.wait_for_selector(".runlist label")
+    assert page.input_value(".view[data-view=scalars] input[type=range]") == "0.75"
+    assert page.input_value(".view[data-view=scalars] aside select") == "relative"
+    assert not page.is_checked(".runlist label[title='lr-0.01'] input")
+    assert not page.is_checked(".runlist label[title='lr-0.1'] input")
+    assert page.input_value(".view[data-view=scalars] input[placeholder^='tag regex']") == "train"
+    assert not problems
+
+
+def test_dark_mode_follows_the_browser_and_the_toggle(browser: Any, server: str) -> None:
+    context = browser.new_context(color_scheme="dark", viewport={"width": 1200, "height": 800})
+    page = context.new_page()
+    try:
+        _scalars(page, server)
+        background = "() => getComputedStyle(document.body).backgroundColor"
+        font = "() => document.querySelector('.card[data-tag=\"train/loss\"] .plot')._fullLayout.font.color"
+        assert page.evaluate(background) == "rgb(13, 17, 23)"
+        assert page.evaluate(font) == "#e6edf3"
+        page.click("#theme")  # auto -> dark (as the browser)
+        page.click("#theme")  # dark -> light
+        assert page.inner_text("#theme") == "theme: light"
+        assert page.evaluate(background) == "rgb(255, 255, 255)"
+        page.wait_for_function(f"() => ({font})() === '#1f2328'")
+        page.reload()  # the choice is remembered
+        page.wait_for_selector(".card[data-tag]")
+        assert page.evaluate(background) == "rgb(255, 255, 255)" and page.inner_text("#theme") == "theme: light"
+        page.click("#theme")  # light -> auto: the browser's dark again
+        assert page.evaluate(background) == "rgb(13, 17, 23)"
+    finally:
+        context.close()
+
+
+def test_downloads_hold_every_point_not_only_the_drawn_ones(
+    page: tuple[Any, list[str]], server: str, tmp_path: Path
+) -> None:
+    page, problems = page
+    _scalars(page, server, "&tags=long", tag="long/sine")
+    drawn = page.evaluate("() => document.querySelector('.card[data-tag=\"long/sine\"] .plot').data[0].x.length")
+    assert drawn <= 2000 < LONG
+    with page.expect_download() as download:
+        page.click('.card[data-tag="long/sine"] button.csv')
+    download.value.save_as(tmp_path / "sine.csv")
+    with open(tmp_path / "sine.csv", newline="") as f:
+        rows = list(csv.reader(f))
+    assert rows[0] == ["run", "tag", "step", "epoch", "wall_time", "value"]
+    assert len(rows) == LONG + 1
+    np.testing.assert_allclose([float(r[5]) for r in rows[1:]], np.sin(np.arange(LONG) / 50.0))
+    with page.expect_download() as download:
+        page.click('.card[data-tag="long/sine"] button.json')
+    download.value.save_as(tmp_path / "sine.json")
+    data = json.loads((tmp_path / "sine.json").read_text())
+    (series,) = data["series"]
+    assert data["tag"] == "long/sine" and series["run"] == "plain" and series["steps"] == list(range(LONG))
+    np.testing.assert_allclose(series["values"], np.sin(np.arange(LONG) / 50.0))
+    assert not problems
+
+
+def test_the_images_run_filter_is_in_the_url_too(page: tuple[Any, list[str]], server: str) -> None:
+    page, problems = page
+    page.goto(f"{server}?view=images&runs=nothing-like-this")
+    page.wait_for_selector(".view[data-view=images] aside input")
+    page.wait_for_timeout(500)
+    assert page.input_value(".view[data-view=images] aside input") == "nothing-like-this"
+    assert page.evaluate("() => document.querySelectorAll('.images .card').length") == 0
+    page.fill(".view[data-view=images] aside input", "pla")
+    page.wait_for_selector(".images .card")
+    assert "runs=pla" in page.url
+    assert not problems
+
+
+def test_pictures_at_their_natural_size_upscaled_by_a_whole_factor(page: tuple[Any, list[str]], server: str) -> None:
+    page, problems = page
+    page.goto(f"{server}?view=images")
+    page.wait_for_function("() => { const i = document.querySelector('.images img'); return i && i.naturalWidth; }")
+    page.wait_for_function("() => document.querySelector('.images img').dataset.scale")
+    width, height, scale = page.evaluate(
+        "() => { const i = document.querySelector('.images img');"
+        " return [i.clientWidth, i.clientHeight, Number(i.dataset.scale)]; }"
+    )
+    assert scale == 8 and (width, height) == (16 * 8, 12 * 8)  # 16 x 12 pixels, 8 times: square, sharp pixels
+    assert page.inner_text(".images .card p.caption") == CAPTION  # shown under the picture, as text
+    assert page.evaluate("() => document.querySelectorAll('.images b').length") == 0
+    assert not problems
+
+
+# ---- hparams ------------------------------------------------------------------------------------------------------
+
+
+def _hparams(page: Any, server: str, query: str = "") -> None:
+    page.goto(f"{server}?view=hparams{query}")
+    page.wait_for_selector("table.hparams tbody tr", timeout=15_000)
+
+
+def _table(page: Any) -> tuple[list[str], list[list[str]]]:
+    head = page.eval_on_selector_all("table.hparams:not(.diff) th", "(ths) => ths.map((t) => t.dataset.column)")
+    rows = page.eval_on_selector_all(
+        "table.hparams:not(.diff) tbody tr", "(trs) => trs.map((tr) => [...tr.cells].map((c) => c.textContent.trim()))"
+    )
+    return head, rows
+
+
+def test_hparams_table_of_configured_runs_with_their_metrics(page: tuple[Any, list[str]], server: str) -> None:
+    page, problems = page
+    _hparams(page, server)
+    head, rows = _table(page)
+    assert head == [
+        "run",
+        "config:layers",
+        "config:lr",
+        "config:optim.momentum",
+        "config:optim.name",
+        "metric:test/acc",
+        "metric:train/loss",
+    ]
+    assert [row[0] for row in rows] == ["lr-0.001", "lr-0.01", "lr-0.1"]  # "plain" has no config
+    by_run = {row[0]: row for row in rows}
+    for name, config in CONFIGS.items():
+        row = by_run[name]
+        assert row[1] == json.dumps(config["layers"]) and float(row[2]) == config["lr"]
+        assert row[4] == config["optim"]["name"]  # type: ignore[index]
+        assert math.isclose(float(row[6]), _loss(config["lr"])[-1], rel_tol=1e-3)  # type: ignore[arg-type]
+    # The lowest value instead of the final one; sorted by it, descending.
+    page.select_option(".view[data-view=hparams] aside select >> nth=0", "max")
+    page.wait_for_function(
+        "() => document.querySelector('th[data-column=\"metric:train/loss\"]').textContent.includes('max')"
+    )
+    _, rows = _table(page)
+    assert math.isclose(float(rows[0][6]), _loss(0.001).max(), rel_tol=1e-3)
+    page.click('th[data-column="config:lr"]')
+    page.click('th[data-column="config:lr"]')
+    _, rows = _table(page)
+    assert [row[0] for row in rows] == ["lr-0.1", "lr-0.01", "lr-0.001"]
+    assert "hp_sort=config%3Alr%3Adesc" in page.url and "hp_agg=max" in page.url
+    # Filtered by a value.
+    page.fill(".view[data-view=hparams] aside input[type=text]", "adam")
+    page.wait_for_function("() => document.querySelectorAll('table.hparams:not(.diff) tbody tr').length === 2")
+    _, rows = _table(page)
+    assert sorted(row[0] for row in rows) == ["lr-0.001", "lr-0.01"]
+    # Parallel coordinates and the scatter draw the rows shown.
+    parallel = "document.querySelector('[data-chart=parcoords] .plot')"
+    page.wait_for_function(f"() => {parallel}.data?.[0]?.dimensions?.[1]?.values?.length === 2")
+    dims = page.evaluate(f"() => {parallel}.data[0].dimensions")
+    assert [d["label"] for d in dims][:2] == ["layers", "lr"]
+    assert sorted(dims[1]["values"]) == [0.001, 0.01]
+    assert dims[3]["ticktext"] == ["adam"]  # a category axis for text values
+    xs = page.evaluate("() => document.querySelector('[data-chart=scatter] .plot').data[0].x")
+    assert sorted(xs) == ["[16]", "[8, 8]"]  # the first hyperparameter: layers, as categories
+    assert not problems
+
+
+def test_hparams_csv_and_metric_choice(page: tuple[Any, list[str]], server: str, tmp_path: Path) -> None:
+    page, problems = page
+    _hparams(page, server, "&hp_metrics=test/acc")
+    head, _ = _table(page)
+    assert head[-1] == "metric:test/acc" and "metric:train/loss" not in head
+    with page.expect_download() as download:
+        page.click("[data-chart=hparams-table] button.csv")
+    download.value.save_as(tmp_path / "hparams.csv")
+    with open(tmp_path / "hparams.csv", newline="") as f:
+        rows = list(csv.reader(f))
+    assert rows[0][:6] == ["run", "layers", "lr", "optim.momentum", "optim.name", "test/acc (final)"]
+    assert rows[0][6:] == ["test/acc (min)", "test/acc (max)", "test/acc (last)", "test/acc (step)"]
+    assert {r[0]: float(r[5]) for r in rows[1:]} == {name: 1 - c["lr"] for name, c in CONFIGS.items()}  # type: ignore[operator]
+    page.check(".metric-list label[title='train/loss'] input")
+    page.wait_for_selector('th[data-column="metric:train/loss"]')
+    assert "hp_metrics=test%2Facc&hp_metrics=train%2Floss" in page.url
+    assert not problems
+
+
+def test_config_diff_of_two_runs(page: tuple[Any, list[str]], server: str) -> None:
+    page, problems = page
+    _hparams(page, server, "&hp_a=lr-0.1&hp_b=lr-0.001")
+    page.wait_for_selector("table.diff tbody tr")
+    rows = page.eval_on_selector_all(
+        "table.diff tbody tr", "(trs) => trs.map((tr) => [...tr.cells].map((c) => c.textContent.trim()))"
+    )
+    assert rows == [
+        ["layers", "[8, 8]", "[16]"],
+        ["lr", "0.1", "0.001"],
+        ["optim.momentum", "0.9", "0"],
+        ["optim.name", "sgd", "adam"],
+    ]
+    assert "4 differ · 0 equal" in page.inner_text("[data-chart=config-diff] .note")
+    page.select_option("aside select >> nth=-1", "lr-0.01")  # lr-0.1 against lr-0.01: the optimiser, the rate
+    page.wait_for_function("() => document.querySelectorAll('table.diff tbody tr').length === 2")
+    names = page.eval_on_selector_all("table.diff tbody tr", "(trs) => trs.map((tr) => tr.dataset.name)")
+    assert names == ["lr", "optim.name"]
+    assert not problems
