@@ -132,6 +132,7 @@ def test_views_are_the_kinds_present(client: TestClient, tmp_path: Path) -> None
         "graph": True,
         "images": True,
         "explanations": False,
+        "explore": False,  # a board given no model
         "evaluation": False,
         "text": True,
         "projector": False,
@@ -146,6 +147,7 @@ def test_views_are_the_kinds_present(client: TestClient, tmp_path: Path) -> None
         "graph": False,
         "images": False,
         "explanations": False,
+        "explore": False,
         "evaluation": False,
         "text": False,
         "projector": False,

@@ -49,6 +49,7 @@ if TYPE_CHECKING:
     from .render import overlay
     from .targets import Unit, probability
     from .track import Run
+    from .track.probes import Probes
     from .track.tensorboard import SummaryWriter
 
 __version__ = "0.1.0"
@@ -79,6 +80,7 @@ _LAZY = {
     "overlay": ".render",
     **dict.fromkeys(["Unit", "probability"], ".targets"),
     "Run": ".track",
+    "Probes": ".track.probes",
     "SummaryWriter": ".track.tensorboard",
 }
 
@@ -91,6 +93,7 @@ __all__ = [
     "LayerNotFoundError",
     "MultiInputExplanation",
     "Neighbors",
+    "Probes",
     "Projection",
     "Projections",
     "Run",

@@ -169,6 +169,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=1,
         help="processes answering requests (default 1; more for a board many people watch at once)",
     )
+    board.add_argument(
+        "--model",
+        help="package.module:factory making the model the Explore view explains (weights: each run's checkpoints)",
+    )
+    board.add_argument("--data", help="package.module:factory making the data set whose items the Explore view offers")
     board.set_defaults(handler=_board)
     return parser
 
@@ -311,7 +316,15 @@ def _board(args: argparse.Namespace) -> int:
 
     try:
         token = token_from(args.token, args.token_file)
-        serve(args.dir, host=args.host, port=args.port, token=token, workers=args.workers)
+        serve(
+            args.dir,
+            host=args.host,
+            port=args.port,
+            token=token,
+            workers=args.workers,
+            model=args.model,
+            data=args.data,
+        )
     except ImportError as error:  # the extra is missing: the message says which pip install to run
         print(f"deepscope board: {error}", file=sys.stderr)
         return 1

@@ -179,21 +179,30 @@ def serve(
     token: str | None = None,
     proxy: bool | str = "auto",
     workers: int = 1,
+    model: str | None = None,
+    data: str | None = None,
 ) -> None:
     """Serve the board in this process until interrupted (Ctrl-C); prints the URL to open (and, behind a proxy,
     the proxy's address for it: see :func:`proxy_template`).
 
     ``workers``: how many processes answer requests (a board many people watch at once, on a machine with cores to
-    spare); each keeps its own caches and computes its own projections.
+    spare); each keeps its own caches and computes its own projections. With ``model`` and ``data``
+    (``"package.module:factory"`` each), the Explore view explains their items with the runs' checkpoints, in a
+    worker process of the one server process (so not with ``workers`` > 1).
     """
     _require()
     import uvicorn
 
     if workers < 1:
         raise BadInputError(f"workers={workers}: pass 1 or more processes")
+    if workers > 1 and (model is not None or data is not None):
+        raise BadInputError(
+            f"workers={workers} with model/data: the Explore view's jobs run beside one server process; pass workers=1"
+        )
     template = proxy_template(proxy)
     token = _token(host, token, template)
     app = create_app(root, token)
+    explore(app, model, data)
     shown = f"deepscope board: serving {app.state.served.shown} at {url(host, port, token)}"
     if template is not None:
         shown += f" (through the proxy: {proxied_url(template, port, token)})"
@@ -271,6 +280,8 @@ def board(
     token: str | None = None,
     height: int = 600,
     proxy: bool | str = "auto",
+    model: Any = None,
+    data: Any = None,
 ) -> Board:
     """Start the board in a background thread and return it; a notebook cell showing it embeds the page.
 
@@ -283,6 +294,9 @@ def board(
         proxy: whether the browser reaches the board through a proxy, and at which address (JupyterHub,
             jupyter-server-proxy: ``{prefix}proxy/{port}/``); detected by default, see :func:`proxy_template`.
             Behind a proxy the board always has a token, carried in the address shown.
+        model, data: a model (an ``nn.Module``, or a factory's ``"package.module:name"``) and a data set (a
+            ``(inputs, labels)`` pair of tensors, a tensor, a map-style data set, or ``"package.module:name"``):
+            the Explore view explains their items on demand, with the runs' checkpoints, in a worker process.
     """
     _require()
     import uvicorn
@@ -290,6 +304,7 @@ def board(
     template = proxy_template(proxy)
     token = _token(host, token, template)
     app = create_app(root, token, framed=True)
+    explore(app, model, data)
     if port == 0:
         with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
             probe.bind((host.strip("[]"), 0))
@@ -305,3 +320,33 @@ def board(
     local = url(host, port, token)
     shown = local if template is None else proxied_url(template, port, token)
     return Board(shown, height, server, thread, local_url=local, app=app)
+
+
+def explore(app: FastAPI, model: Any, data: Any) -> None:
+    """Give ``app`` the Explore view's model and data (nothing for ``model=None``): factories by name are handed to
+    the worker as they are; objects (a notebook's model) are saved for it with ``torch.save`` into a temporary
+    folder, removed when the interpreter exits."""
+    if model is None and data is None:
+        return
+    if model is None or data is None:
+        raise BadInputError("the explorer needs both model= and data= (--model and --data)")
+    import atexit
+    import shutil
+    import tempfile
+
+    from .views.explore import configure
+
+    spec: dict[str, Any] = {}
+    folder: str | None = None
+    for name, value in (("model", model), ("data", data)):
+        if isinstance(value, str):
+            spec[name] = value
+            continue
+        from ..explore.worker import save_object  # an object of torch's: torch is loaded already
+
+        if folder is None:
+            folder = tempfile.mkdtemp(prefix="deepscope-explore-")
+            atexit.register(shutil.rmtree, folder, ignore_errors=True)
+        spec[name] = save_object(value, os.path.join(folder, f"{name}.pt"))
+    explorer = configure(app, spec)
+    atexit.register(explorer.close)

@@ -57,6 +57,7 @@ if TYPE_CHECKING:
     from ..evaluate.faithfulness import Faithfulness
     from ..evaluate.sanity import SanityCheck
     from ..explanation import Explanation
+    from .probes import Probes
     from .watch import Watcher
 
 _LIVE: weakref.WeakSet[Run] = weakref.WeakSet()
@@ -448,13 +449,31 @@ class Run:
         self.log_records([record])
         return record
 
-    def watch(self, model: nn.Module, every: int = 100, checkpoint_every: int | None = None, **options: Any) -> Watcher:
+    def watch(
+        self,
+        model: nn.Module,
+        every: int = 100,
+        checkpoint_every: int | None = None,
+        probes: torch.Tensor | Probes | None = None,
+        labels: Any = None,
+        methods: Sequence[str] | str | None = None,
+        **options: Any,
+    ) -> Watcher:
         """Record histograms of ``model``'s weights, biases, gradients and activations every ``every`` steps.
 
         ``options`` go to :class:`deepscope.track.watch.Watcher` (``kinds``, ``bins``, ``optimizer``). The watcher
         is removed (its last step written) when the run closes; ``watcher.remove()`` stops it earlier. With
         ``checkpoint_every=N``, the weights are also kept (:meth:`checkpoint`) at every N-th of the watcher's steps,
         as that step's first forward pass sees them.
+
+        With ``probes=images`` (a batch ``[N, C, H, W]``), those images are explained by ``methods`` (default
+        Grad-CAM) at every ``every``-th step too, with the same weights as the checkpoint of that step, and
+        stored as an explanation set under ``"probes"`` with their ``labels`` and the model's class and score at
+        that step (the board's Explanations view); ``probes=Probes(...)``
+        (:class:`deepscope.track.probes.Probes`) chooses another frequency, the target, layer, options and tag.
+        Probing runs in eval mode on the model's device before the step's forward pass and leaves the model and
+        training as they were: modes, ``requires_grad`` flags, ``.grad`` and torch's random state
+        (:func:`deepscope.track.probes.untouched`). ``kinds=()`` records probes without histograms.
 
         A ``DistributedDataParallel`` model is watched through the module it wraps (tags without ``module.``). In a
         distributed job rank 0 records; on other ranks the watcher counts steps and records nothing.
@@ -465,16 +484,28 @@ class Run:
             checkpoint_every = _whole(checkpoint_every, "checkpoint_every")
             if checkpoint_every == 0:
                 raise BadInputError("checkpoint_every must be a positive number of steps, e.g. checkpoint_every=1000")
-        from .watch import Watcher
+        from .watch import Watcher, unwrapped
 
         if self._idle:  # records on rank 0 only: here a watcher that keeps nothing, so that its calls still work
             watcher = Watcher(model, every, sink=self.log_records, **(options | {"kinds": ()}))
             self._watchers.append(watcher)
             return watcher
 
+        probing = None
+        if probes is not None or labels is not None or methods is not None:
+            from .probes import probes_from
+
+            if probes is None:
+                raise BadInputError("labels= and methods= describe probes: pass the images too, as probes=images")
+            probing = probes_from(probes, labels, methods, every)
+            self._check_tag(probing.tag, EXPLANATION)
+            probing.check(unwrapped(model))
+
         def keep(step: int) -> None:
             if checkpoint_every is not None and step % checkpoint_every == 0:
                 self.checkpoint(model, step=step)
+            if probing is not None and probing.due(step):
+                self.log_records([probing.record(unwrapped(model), step)])
 
         watcher = Watcher(model, every, sink=self.log_records, on_step=keep, **options)
         self._watchers.append(watcher)

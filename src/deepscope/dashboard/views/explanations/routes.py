@@ -1,4 +1,5 @@
-"""The Explanations view's route: ``/api/explanations``."""
+"""The Explanations view's routes: ``/api/explanations`` (a set at a step) and ``/api/probe`` (one input of a tag
+through its steps, beside a loss curve)."""
 
 from __future__ import annotations
 
@@ -16,3 +17,7 @@ def routes(router: APIRouter, served: Source, state: Any) -> None:
     @router.get("/api/explanations")
     def explanations(run: str, tag: str, step: Step = None) -> Response:
         return JSONAnswer(data.explanations(served, run, tag, step))
+
+    @router.get("/api/probe")
+    def probe(run: str, tag: str, index: int = 0, loss: str | None = None) -> Response:
+        return JSONAnswer(data.probe(served, run, tag, index, loss))
