@@ -14,8 +14,8 @@
 * **What an answer says.** Error messages name runs and files relative to the served directory, never by the
   server's absolute paths (:func:`private`).
 
-Anything that starts work (a projection, an Explore job) is a POST with a JSON body (:func:`json_body`): a cross-origin page can
-send a GET (an ``<img>``) or a form POST without asking, never a JSON one.
+Anything that starts work (a projection, an Explore job) is a POST with a JSON body (:func:`json_body`): a
+cross-origin page can send a GET (an ``<img>``) or a form POST without asking, never a JSON one.
 """
 
 from __future__ import annotations
