@@ -232,8 +232,9 @@ class IntegratedGradients(GradientMethod):
     default too), or a Riemann sum; all steps of all inputs go through the model in batches of ``batch_size`` rows.
     The attributions sum to about f(x) - f(baseline) (completeness); the relative error of that sum is reported per
     input as ``extras["completeness_error"]``, with the steps used as ``extras["steps"]``. With ``completeness=``
-    a tolerance on that error, the steps double until every input is within it (at most ``max_steps``). ``multiply_by_inputs=False``
-    returns the path's mean gradient without the factor (x - baseline) (Captum's switch).
+    a tolerance on that error, the steps double until every input is within it (at most ``max_steps``).
+    ``multiply_by_inputs=False`` returns the path's mean gradient without the factor (x - baseline) (Captum's
+    switch).
 
     With a ``layer``, the path runs between the layer's outputs on the baseline and on the inputs, put in the
     layer's place while the model runs on the inputs (Captum's ``LayerIntegratedGradients``). For token ids the
