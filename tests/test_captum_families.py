@@ -315,8 +315,9 @@ def test_deeplift_max_pool_rule_by_hand():
     torch.testing.assert_close(e.attribution, (x - b) * to_input, rtol=1e-5, atol=1e-7)
 
 
-def test_deeplift_functional_gelu_and_silu_get_the_rule():
-    """Functional non-linearities Captum's module hooks never see are rescaled too: summation holds."""
+def test_deeplift_functional_gelu_silu_and_clamp_get_the_rule():
+    """Functional non-linearities Captum's module hooks never see are rescaled too (EfficientNet-Lite's ReLU6 is
+    ``F.relu(x).clamp(max=6)``): summation holds."""
 
     class Net(nn.Module):
         def __init__(self) -> None:
@@ -324,7 +325,8 @@ def test_deeplift_functional_gelu_and_silu_get_the_rule():
             self.a, self.b = nn.Linear(6, 8), nn.Linear(8, 2)
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return self.b(torch.nn.functional.silu(torch.nn.functional.gelu(self.a(x)) + 0.5))
+            hidden = torch.nn.functional.silu(torch.nn.functional.gelu(self.a(x)) + 0.5)
+            return self.b(torch.nn.functional.relu(hidden).clamp(max=0.4))
 
     torch.manual_seed(0)
     model, x = Net().eval(), torch.randn(3, 6)

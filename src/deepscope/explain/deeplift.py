@@ -4,12 +4,13 @@ DeepLift runs the inputs and their baselines through the model in one batch (inp
 backpropagates through every non-linearity with the rescale rule: the multiplier ``(f(x) - f(x0)) / (x - x0)``
 of the difference between the two halves in place of the derivative ``f'(x)`` (the derivative where the input
 barely changes, ``|x - x0| < 1e-10``, as in Captum). The rule reaches ``nn.ReLU``-like modules and the functional
-calls (``F.relu``, ``torch.sigmoid``, ``F.gelu``, ...) alike, through :func:`deepscope.probe.rewrite`, the mechanism
-guided backprop and LRP use; max poolings take Captum's max-pool rule (the change of the window's maximum split
-between where the input's and the baseline's maxima are). Linear layers, convolutions, batch norm in eval mode,
-additions and average poolings need no rule, so on a network built of them and the rule's functions the
-attributions sum to ``f(x) - f(baseline)`` (summation-to-delta); ``extras["delta"]`` reports the gap, as Captum's
-convergence delta (products of two activations, attention, break it).
+calls (``F.relu``, ``torch.sigmoid``, ``F.gelu``, ``x.clamp(max=6)``, ...) alike, through
+:func:`deepscope.probe.rewrite`, the mechanism guided backprop and LRP use; max poolings take Captum's max-pool
+rule (the change of the window's maximum split between where the input's and the baseline's maxima are). Linear
+layers, convolutions, batch norm in eval mode, additions and average poolings need no rule, so on a network built
+of them and the rule's functions the attributions sum to ``f(x) - f(baseline)`` (summation-to-delta);
+``extras["delta"]`` reports the gap, as Captum's convergence delta (products of two activations, attention, break
+it).
 """
 
 from __future__ import annotations
@@ -58,6 +59,16 @@ ELEMENTWISE: tuple[Callable[..., object], ...] = (
     Tensor.tanh_,
     F.tanh,
     F.sigmoid,
+    torch.clamp,
+    torch.clamp_,
+    torch.clip,
+    torch.clamp_min,
+    torch.clamp_max,
+    Tensor.clamp,
+    Tensor.clamp_,
+    Tensor.clip,
+    Tensor.clamp_min,
+    Tensor.clamp_max,
 )
 MAX_POOLS: tuple[Callable[..., object], ...] = (F.max_pool1d, F.max_pool2d, F.max_pool3d)
 
