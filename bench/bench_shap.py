@@ -1,4 +1,4 @@
-"""KernelSHAP on resnet18 (4 images, 96 px, an 8 x 8 grid of 64 segments, 256 coalitions each, 1 thread):
+"""KernelSHAP on resnet18 (2 images, 64 px, an 8 x 8 grid of 64 segments, 128 coalitions each, 1 thread):
 deepscope's kernel_shap vs Captum's KernelShap as users call it (one coalition per forward pass) and with its best
 batching (perturbations_per_eval=64, the rows deepscope batches).
 
@@ -19,10 +19,10 @@ from deepscope.explain.perturbation import grid_segments
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--batch", type=int, default=4)
-    parser.add_argument("--size", type=int, default=96)
-    parser.add_argument("--samples", type=int, default=256)
-    parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--samples", type=int, default=128)
+    parser.add_argument("--repeat", type=int, default=1)
     args = parser.parse_args(argv)
     model, x, classes = resnet18_batch(args.batch, args.size)
     mask = grid_segments((args.size, args.size), 8)[None, None]

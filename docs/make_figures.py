@@ -38,9 +38,9 @@ OPTIONS = {
     "lime": {"segments": "slic", "grid": 8, "samples": 300, "seed": 0},
     "scorecam": {"batch_size": 64},
     "gradient_shap": {"baseline": "blur", "samples": 16, "noise": 0.1, "seed": 0, "batch_size": 16},
-    "kernel_shap": {"segments": "slic", "grid": 6, "samples": 300, "seed": 0},
-    "shapley_sampling": {"segments": "slic", "grid": 6, "samples": 8, "seed": 0},
-    "feature_ablation": {"segments": "slic", "grid": 6},
+    "kernel_shap": {"segments": "slic", "grid": 5, "samples": 160, "seed": 0},
+    "shapley_sampling": {"segments": "slic", "grid": 5, "samples": 4, "seed": 0},
+    "feature_ablation": {"segments": "slic", "grid": 5},
     "lrp": {
         "rule": "gamma",
         "first_rule": "zbox",
