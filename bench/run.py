@@ -2,7 +2,7 @@
 
 Run: .venv/bin/python bench/run.py [name ...]
 (names: gradcam, integrated_gradients, occlusion, faithfulness, embed, tsne, scalars, watch, board, board_page,
-tensorboard_board, projector, maximize, top_patches, store_postgres, board_postgres, probes, explore)
+tensorboard_board, projector, maximize, top_patches, store_postgres, board_postgres, probes, explore, shap)
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ BENCHMARKS = [
     "board_postgres",
     "probes",
     "explore",
+    "shap",
 ]
 
 # Arguments for the default run: Lucent needs about 0.5 s per step per channel on 2 cores, so the full-size

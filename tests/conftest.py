@@ -52,6 +52,10 @@ FAST_OPTIONS: dict[str, dict] = {
     "scorecam": {"batch_size": 32},
     "lime": {"samples": 40, "grid": 4, "seed": 0},
     "occlusion": {"window": 4, "stride": 4},
+    "gradient_shap": {"samples": 4, "seed": 0},
+    "kernel_shap": {"grid": 2, "samples": 20, "seed": 0},
+    "shapley_sampling": {"grid": 2, "samples": 3, "seed": 0},
+    "feature_ablation": {"grid": 4},
 }
 
 

@@ -318,7 +318,7 @@ def test_cli_passes_the_token_file_and_environment_to_the_server(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     served: list[str | None] = []
-    monkeypatch.setattr(board_module, "serve", lambda root, host, port, token, workers: served.append(token))
+    monkeypatch.setattr(board_module, "serve", lambda root, host, port, token, workers, **explore: served.append(token))
     kept = tmp_path / "token"
     kept.write_text("from-file\n")
     monkeypatch.setenv(board_module.TOKEN_ENV, "from-env")

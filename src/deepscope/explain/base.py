@@ -33,6 +33,9 @@ VOCABULARY: dict[str, str] = {
     "f(baseline))| / |f(x) - f(baseline)| of each input: steps double from steps until every input is within it "
     "(at most max_steps); None keeps steps. The error reached is reported as extras['completeness_error']",
     "max_steps": "the most steps completeness= may use; a warning says when the tolerance is not reached in them",
+    "multiply_by_inputs": "whether the attribution is multiplied by (input - baseline) (Captum's multiply_by_inputs): "
+    "True gives global attributions that sum to the score's change, False the local ones (the mean gradient, "
+    "DeepLift's multipliers)",
     "batch_size": "how many model inputs are evaluated in one forward pass",
     "samples": "number of random samples (SmoothGrad noise draws, LIME perturbations)",
     "noise": "standard deviation of the Gaussian noise, as a fraction of each input's value range",
@@ -46,9 +49,12 @@ VOCABULARY: dict[str, str] = {
     "call": "which call of a layer that runs more than once per forward pass is explained (default: the last)",
     "seed": "seed of the random generator, for reproducible samples",
     "base": "the gradient method SmoothGrad averages ('saliency', 'guided_backprop', ...)",
+    "nt_type": "how SmoothGrad combines the base's attributions over the noisy samples (Captum's NoiseTunnel "
+    "nt_type): 'smoothgrad' (the mean), 'smoothgrad_sq' (the mean of the squares), 'vargrad' (the variance)",
     "probability": "deprecated: occlusion measures the target on the softmax; pass target=ds.probability(target)",
     "incremental": "occlusion recomputes only what each patch changes: None (where the model allows), True, False",
-    "segments": "LIME's interpretable features: 'grid', 'slic' (needs scikit-image), or a tensor of segment ids",
+    "segments": "the interpretable features of LIME, the Shapley methods and feature ablation: 'grid', 'slic' (needs "
+    "scikit-image), or a tensor of segment ids (Captum's feature_mask)",
     "grid": "cells per side of LIME's grid segmentation",
     "kernel_width": "width of LIME's exponential kernel on the cosine distance of a sample to the input",
     "epsilon": "LRP epsilon stabiliser",

@@ -11,7 +11,7 @@ from torch import Tensor
 
 from .. import probe
 from ..batches import batches as as_batches
-from ..errors import BadInputError, TargetError
+from ..errors import BadInputError, TargetError, close_names
 from . import quadrature
 from .base import Method, Result, defaults, is_integer, method_class, register
 from .inputs import Layout
@@ -233,6 +233,8 @@ class IntegratedGradients(GradientMethod):
     The attributions sum to about f(x) - f(baseline) (completeness); the relative error of that sum is reported per
     input as ``extras["completeness_error"]``, with the steps used as ``extras["steps"]``. With ``completeness=``
     a tolerance on that error, the steps double until every input is within it (at most ``max_steps``).
+    ``multiply_by_inputs=False`` returns the path's mean gradient without the factor (x - baseline) (Captum's
+    switch).
 
     With a ``layer``, the path runs between the layer's outputs on the baseline and on the inputs, put in the
     layer's place while the model runs on the inputs (Captum's ``LayerIntegratedGradients``). For token ids the
@@ -247,11 +249,15 @@ class IntegratedGradients(GradientMethod):
         completeness=None,
         max_steps=1024,
         batch_size=64,
+        multiply_by_inputs=True,
         reduce="sum",
     )
 
     def attribute(self) -> Result:
         steps, batch_size = self.count("steps"), self.count("batch_size")
+        multiply = self.opts["multiply_by_inputs"]
+        if not isinstance(multiply, bool):
+            raise BadInputError(f"multiply_by_inputs={multiply!r} must be True or False.")
         rule = self.opts["integration"]
         quadrature.nodes(rule, steps)  # a bad rule or too few steps fails before the model runs
         tolerance = self.tolerance()
@@ -261,7 +267,8 @@ class IntegratedGradients(GradientMethod):
         # f(x) - f(baseline), the sum the attributions should have: one forward pass (of the baselines) more.
         change = (clean - self.score_at(origin)).double()
         while True:
-            attribution = self.integrate(origin, end, quadrature.nodes(rule, steps), batch_size)
+            gradient = self.integrate(origin, end, quadrature.nodes(rule, steps), batch_size)
+            attribution = (end - origin).float() * gradient
             error = completeness_error(attribution, change)
             if tolerance is None or bool((error <= tolerance).all()) or steps >= max_steps:
                 break
@@ -276,6 +283,8 @@ class IntegratedGradients(GradientMethod):
                 stacklevel=3,
             )
         n = attribution.shape[0]
+        if not multiply:  # the path's mean gradient (Captum's multiply_by_inputs=False)
+            attribution = gradient
         extras = {"completeness_error": error.float(), "steps": torch.full((n,), float(steps))}
         return Result(attribution=attribution, extras=extras)
 
@@ -292,7 +301,7 @@ class IntegratedGradients(GradientMethod):
         return float(value)
 
     def integrate(self, origin: Tensor, end: Tensor, nodes: quadrature.Nodes, batch_size: int) -> Tensor:
-        """(end - origin) times the quadrature of the gradient along the straight path from origin to end."""
+        """The quadrature of the gradient along the straight path from origin to end (its mean on the path)."""
         x = self.inputs
         alphas = torch.tensor(nodes[0], dtype=end.dtype, device=end.device)
         weights = torch.tensor(nodes[1], dtype=torch.float32, device=end.device)
@@ -311,7 +320,7 @@ class IntegratedGradients(GradientMethod):
                 grads = self.gradient(x.repeat(len(chunk), *([1] * (x.ndim - 1))), at=path)
             grads = grads.reshape(len(chunk), *end.shape).float()
             total += (grads * weights[start : start + per_chunk].view(shape)).sum(dim=0)
-        return (end - origin).float() * total
+        return total
 
     def score_at(self, point: Tensor) -> Tensor:
         """The target's scores at a point of the path: the inputs ``point``, or with a layer, the inputs with
@@ -375,25 +384,71 @@ class SmoothGrad(Method):
     """Smilkov et al. 2017: the average over noisy copies of the input of another gradient method.
 
     ``base`` names the averaged method (``saliency`` by default; ``guided_backprop``, ``input_x_gradient``,
-    ``deconvnet``, ``integrated_gradients`` work too). The attribution is the mean of the base's attributions,
-    the heatmap the mean of its heatmaps. ``noise`` is the standard deviation as a fraction of each input's
-    value range (the paper's 10-20 %).
+    ``deconvnet``, ``integrated_gradients``, ``deeplift``, ``gradient_shap`` work too); the base's own options
+    (``baseline``, ``steps``, ``integration``, ``multiply_by_inputs``, ``reduce``) are passed to it when given,
+    as Captum's ``NoiseTunnel`` passes its keyword arguments. ``noise`` is the standard deviation as a fraction of
+    each input's value range (the paper's 10-20 %). ``nt_type`` names Captum's three ways to combine the samples:
+    ``"smoothgrad"``, the mean of the attributions (heatmap: the mean of the base's heatmaps);
+    ``"smoothgrad_sq"``, the mean of their squares; ``"vargrad"`` (Adebayo et al. 2018), their variance (the
+    mean of the squares minus the square of the mean); for those two the heatmap is the base's reduction of the
+    result.
     """
 
-    options = defaults(base="saliency", samples=25, noise=0.15, batch_size=64, seed=None)
+    options = defaults(
+        base="saliency",
+        samples=25,
+        noise=0.15,
+        batch_size=64,
+        seed=None,
+        nt_type="smoothgrad",
+        baseline=None,
+        steps=None,
+        integration=None,
+        multiply_by_inputs=None,
+        reduce=None,
+    )
     needs_module = False  # its bases are gradient methods, which take functions
     # With a layer, the noise still goes into the inputs and the base attributes to the layer (as Captum's
     # NoiseTunnel around a layer method).
     uses_layer = True
     layer_optional = True
+    # The options passed to the base method when given (None: the base's default).
+    PASSED = ("baseline", "steps", "integration", "multiply_by_inputs", "reduce")
+    KINDS = ("smoothgrad", "smoothgrad_sq", "vargrad")
 
-    def attribute(self) -> Result:
+    def base_method(self) -> type[Method]:
+        """The averaged method's class, with the checks that it can be averaged here."""
         base_cls = method_class(str(self.opts["base"]))
         if not issubclass(base_cls, GradientMethod) or base_cls is type(self):
             raise BadInputError(
                 f"smoothgrad cannot average {self.opts['base']!r}; use a gradient method such as 'saliency', "
-                "'input_x_gradient', 'guided_backprop' or 'deconvnet'."
+                "'input_x_gradient', 'guided_backprop', 'deconvnet', 'integrated_gradients' or 'deeplift'."
             )
+        if self.layer is not None and not base_cls.uses_layer:
+            raise BadInputError(f"smoothgrad: base={base_cls.name!r} does not attribute to a layer; drop layer=.")
+        return base_cls
+
+    def base_options(self, base_cls: type[Method]) -> dict[str, object]:
+        opts: dict[str, object] = {**base_cls.options, **self.common_options()}
+        for name in self.PASSED:
+            value = self.opts[name]
+            if value is None:
+                continue
+            if name not in base_cls.options:
+                takes = ", ".join(n for n in self.PASSED if n in base_cls.options) or "none of them"
+                raise BadInputError(
+                    f"smoothgrad: {name}={value!r} is not an option of base={base_cls.name!r}, which takes {takes}."
+                )
+            opts[name] = value
+        return opts
+
+    def attribute(self) -> Result:
+        kind = self.opts["nt_type"]
+        if kind not in self.KINDS:
+            near = close_names(str(kind), self.KINDS)
+            hint = f" Did you mean {near[0]!r}?" if near else ""
+            raise BadInputError(f"nt_type={kind!r} is not one of {', '.join(map(repr, self.KINDS))}.{hint}")
+        base_cls = self.base_method()
         if is_integer(self.inputs):
             raise BadInputError(
                 f"smoothgrad adds noise to the inputs, and these are integers ({self.inputs.dtype}: token ids?); "
@@ -412,11 +467,10 @@ class SmoothGrad(Method):
 
         sigma = self.layout.map(scale, x)
         generator = self.generator(x.device)
-        base = base_cls(
-            self.model, x, self.target, self.layer, {**base_cls.options, **self.common_options()}, self.layout
-        )
+        base = base_cls(self.model, x, self.target, self.layer, self.base_options(base_cls), self.layout)
         per_chunk = max(1, batch_size // n)
         attribution: Tensor | None = None  # shaped like the inputs, or like the layer's output
+        squares: Tensor | None = None
         heatmaps: list[Tensor | None] = [None] * len(self.layout)
         for start in range(0, samples, per_chunk):
             k = min(per_chunk, samples - start)
@@ -429,11 +483,21 @@ class SmoothGrad(Method):
             assert part is not None
             part = part.reshape(k, n, *part.shape[1:]).float()
             attribution = part.sum(dim=0) if attribution is None else attribution + part.sum(dim=0)
+            if kind != "smoothgrad":
+                squared = (part**2).sum(dim=0)
+                squares = squared if squares is None else squares + squared
+                continue
             for j, maps in enumerate(base.heatmaps(part.reshape(k * n, *part.shape[2:]))):
                 if maps is not None:
                     summed = maps.reshape(k, n, *maps.shape[1:]).sum(dim=0)
                     total = heatmaps[j]
                     heatmaps[j] = summed if total is None else total + summed
         assert attribution is not None
+        mean = attribution / samples
+        if kind != "smoothgrad":
+            assert squares is not None
+            combined = squares / samples if kind == "smoothgrad_sq" else (squares / samples - mean**2).clamp_min(0)
+            maps = tuple(base.heatmaps(combined))
+            return Result(attribution=combined, heatmap=maps if self.layout.packed else maps[0])
         means = tuple(None if total is None else total / samples for total in heatmaps)
-        return Result(attribution=attribution / samples, heatmap=means if self.layout.packed else means[0])
+        return Result(attribution=mean, heatmap=means if self.layout.packed else means[0])

@@ -40,57 +40,21 @@ def slic_segments(image: Tensor, count: int) -> Tensor:
     return torch.as_tensor(labels, dtype=torch.long)
 
 
-@register("lime")
-class Lime(Method):
-    """Ribeiro et al. 2016: fit a weighted linear model to the model's scores on random perturbations.
+class Segmented(Method):
+    """A method that switches interpretable features (``segments``) of the inputs on and off: LIME, the Shapley
+    methods, feature ablation. It reads the ``segments``, ``grid`` and ``baseline`` options.
 
-    The input is split into interpretable features (``segments``: a grid of ``grid`` x ``grid`` cells by default,
-    SLIC superpixels, your own segment ids, or each feature of a feature vector); each sample switches a random
-    half of them to the ``baseline``; samples are weighted by LIME's exponential kernel on the cosine distance to
-    the unperturbed input; the ridge regression's coefficients are the attributions, spread over each segment's
-    elements. The first sample is always the unperturbed input.
-
-    With several inputs, ``segments`` is one option for all of them or a tuple with one per input: "grid" /
-    "slic" (for an input with spatial axes) or a tensor of ids broadcastable to that input's shape ``(C, *spatial)``
-    (with a leading batch axis for ids per sample). Ids given as tensors name the same feature across inputs
-    (Captum's ``feature_mask``); the default segments (a grid for images and signals, one feature per element of a
-    feature vector) are features of their own.
+    :meth:`perturbed_scores` evaluates the variants of every input in full batches of ``batch_size`` rows, across
+    inputs (Captum evaluates one variant per forward pass by default).
     """
-
-    options = defaults(
-        segments="grid",
-        grid=8,
-        samples=500,
-        baseline=0.0,
-        kernel_width=0.25,
-        ridge=1.0,
-        batch_size=64,
-        seed=None,
-    )
 
     needs_module = False
 
-    def attribute(self) -> Result:
-        samples, batch_size = self.count("samples", minimum=2), self.count("batch_size")
-        self.clean_scores()
-        x = self.inputs
-        baseline = input_baselines(self.opts["baseline"], x, self.layout)
-        generator = self.generator()
-        attribution = torch.zeros_like(x, dtype=torch.float32)
-        for i in tqdm(range(x.shape[0]), desc="lime", disable=x.shape[0] < 4, leave=False):
-            segments = self.packed_segments(i) if self.layout.packed else self.segments(i)
-            count = int(segments.max()) + 1
-            present = (torch.rand(samples, count, generator=generator) < 0.5).float()
-            present[0] = 1.0
-            scores = self.perturbed_scores(i, segments, present, baseline[i], batch_size)
-            coefficients = self.fit(present, scores)
-            attribution[i] = coefficients.to(x.device)[segments.to(x.device)].expand_as(x[i])
-        if self.layout.packed:
-            parts = self.layout.parts(attribution)
-            maps = tuple(part[:, 0] if self.layout.spatial(j) else None for j, part in enumerate(parts))
-            return Result(attribution=attribution, heatmap=maps)
-        heatmap = attribution[:, 0] if x.ndim > 2 else attribution
-        return Result(attribution=attribution, heatmap=heatmap)
+    def all_segments(self) -> list[Tensor]:
+        """Each input's segment ids: ``[*spatial]`` for images and signals, ``[F]`` for feature vectors and for
+        several inputs (packed)."""
+        n = self.inputs.shape[0]
+        return [self.packed_segments(i) if self.layout.packed else self.segments(i) for i in range(n)]
 
     def segments(self, i: int) -> Tensor:
         """Segment ids of input ``i``: ``[*spatial]`` for images/signals, ``[F]`` for feature vectors."""
@@ -162,18 +126,87 @@ class Lime(Method):
             return slic_segments(x, self.count("grid") ** 2).expand(shape)
         raise BadInputError(f"segments={spec!r} for inputs[{j}] is not 'grid', 'slic' or a tensor of segment ids.")
 
-    def perturbed_scores(self, i: int, segments: Tensor, present: Tensor, baseline: Tensor, batch_size: int) -> Tensor:
-        x = self.inputs[i]
-        segments = segments.to(x.device)
+    def spread(self, values: list[Tensor], segments: list[Tensor]) -> Result:
+        """The attribution that gives each element its segment's value (``values[i]``: one per segment of input
+        ``i``), and its heatmap."""
+        x = self.inputs
+        attribution = torch.zeros_like(x, dtype=torch.float32)
+        for i, (value, ids) in enumerate(zip(values, segments, strict=True)):
+            attribution[i] = value.float().to(x.device)[ids.to(x.device)].expand_as(x[i])
+        if self.layout.packed:
+            parts = self.layout.parts(attribution)
+            maps = tuple(part[:, 0] if self.layout.spatial(j) else None for j, part in enumerate(parts))
+            return Result(attribution=attribution, heatmap=maps)
+        heatmap = attribution[:, 0] if x.ndim > 2 else attribution
+        return Result(attribution=attribution, heatmap=heatmap)
+
+    def perturbed_scores(
+        self, segments: list[Tensor], present: list[Tensor], baseline: Tensor, batch_size: int
+    ) -> list[Tensor]:
+        """The target's scores (float32, CPU) on the variants of each input ``i`` that keep the segments
+        ``present[i]`` marks (``[S_i, segments]``, 1 = the input's values, 0 = the baseline's), in batches of
+        ``batch_size`` rows that run across inputs."""
+        x = self.inputs
+        counts = torch.tensor([p.shape[0] for p in present])
+        owner = torch.repeat_interleave(torch.arange(len(present)), counts)
+        index = torch.cat([torch.arange(int(c)) for c in counts])
         scores = []
+        batches = range(0, len(owner), batch_size)
         with torch.no_grad():
-            for start in range(0, present.shape[0], batch_size):
-                keep = present[start : start + batch_size].to(x.device)[:, segments]
-                keep = keep.unsqueeze(1) if x.ndim > 1 else keep
-                batch = baseline + keep.to(x.dtype) * (x - baseline)
-                batch_scores, _ = self.forward(batch, of=i)
+            for start in tqdm(batches, desc=self.name, disable=len(batches) < 8 or None, leave=False):
+                rows, picks = owner[start : start + batch_size], index[start : start + batch_size]
+                parts = []
+                for i in rows.unique_consecutive().tolist():
+                    keep = present[i][picks[rows == i]].to(x.device)[:, segments[i].to(x.device)]
+                    keep = keep.unsqueeze(1) if x.ndim > 2 and not self.layout.packed else keep
+                    parts.append(baseline[i] + keep.to(x.dtype) * (x[i] - baseline[i]))
+                batch_scores, _ = self.forward(torch.cat(parts), of=rows)
                 scores.append(batch_scores.float().cpu())
-        return torch.cat(scores)
+        return list(torch.cat(scores).split(counts.tolist()))
+
+
+@register("lime")
+class Lime(Segmented):
+    """Ribeiro et al. 2016: fit a weighted linear model to the model's scores on random perturbations.
+
+    The input is split into interpretable features (``segments``: a grid of ``grid`` x ``grid`` cells by default,
+    SLIC superpixels, your own segment ids, or each feature of a feature vector); each sample switches a random
+    half of them to the ``baseline``; samples are weighted by LIME's exponential kernel on the cosine distance to
+    the unperturbed input; the ridge regression's coefficients are the attributions, spread over each segment's
+    elements. The first sample is always the unperturbed input.
+
+    With several inputs, ``segments`` is one option for all of them or a tuple with one per input: "grid" /
+    "slic" (for an input with spatial axes) or a tensor of ids broadcastable to that input's shape ``(C, *spatial)``
+    (with a leading batch axis for ids per sample). Ids given as tensors name the same feature across inputs
+    (Captum's ``feature_mask``); the default segments (a grid for images and signals, one feature per element of a
+    feature vector) are features of their own.
+    """
+
+    options = defaults(
+        segments="grid",
+        grid=8,
+        samples=500,
+        baseline=0.0,
+        kernel_width=0.25,
+        ridge=1.0,
+        batch_size=64,
+        seed=None,
+    )
+
+    def attribute(self) -> Result:
+        samples, batch_size = self.count("samples", minimum=2), self.count("batch_size")
+        self.clean_scores()
+        x = self.inputs
+        baseline = input_baselines(self.opts["baseline"], x, self.layout)
+        generator = self.generator()
+        segments = self.all_segments()
+        present = []
+        for ids in segments:
+            drawn = (torch.rand(samples, int(ids.max()) + 1, generator=generator) < 0.5).float()
+            drawn[0] = 1.0
+            present.append(drawn)
+        scores = self.perturbed_scores(segments, present, baseline, batch_size)
+        return self.spread([self.fit(p, s) for p, s in zip(present, scores, strict=True)], segments)
 
     def fit(self, present: Tensor, scores: Tensor) -> Tensor:
         """Weighted ridge regression of ``scores`` on ``present`` (with intercept); the coefficients."""
