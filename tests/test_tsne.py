@@ -258,7 +258,7 @@ def test_kl_divergence_falls_as_t_sne_runs_longer(digit_affinities) -> None:  # 
 
 
 def test_auto_schedule_ends_each_phase_once_its_kl_divergence_settles(digit_affinities) -> None:  # type: ignore[no-untyped-def]
-    x, labels, _ = digit_affinities
+    x, labels = digit_affinities[0][:700], digit_affinities[1][:700]
     auto = project(x, "tsne", labels=labels, n_jobs=1, progress=False)
     fixed = project(x, "tsne", labels=labels, n_jobs=1, progress=False, early_exaggeration_iter=250, n_iter=500)
     exaggerated, main = auto.params["iterations"]
