@@ -174,9 +174,11 @@ def test_project_uses_exact_neighbours_and_reports_progress(digit_affinities) ->
         ({"neighbors": "kd-tree"}, "'auto', 'exact', 'annoy', 'pynndescent'"),
         ({"neighbors": "exact", "metric": "cosine"}, "pass neighbors='annoy'"),
         ({"device": "banana"}, "not a torch device"),
+        ({"n_iter": "long"}, "n_iter='long'; pass a number of iterations"),
+        ({"early_exaggeration_iter": -1}, "early_exaggeration_iter=-1; pass a number of iterations"),
         ({"device": "cuda"} if not torch.cuda.is_available() else {"device": "banana"}, "device="),
     ],
-    ids=["unknown-search", "exact-needs-euclidean", "bad-device", "no-gpu"],
+    ids=["unknown-search", "exact-needs-euclidean", "bad-device", "no-gpu", "bad-n-iter", "negative-exaggeration"],
 )
 def test_bad_tsne_options_are_clear_errors(options: dict[str, str], message: str) -> None:
     with pytest.raises(BadInputError, match=message.replace("(", r"\(")):
@@ -253,6 +255,28 @@ def test_kl_divergence_falls_as_t_sne_runs_longer(digit_affinities) -> None:  # 
     after_exaggeration = values[2:]
     assert all(later <= earlier + 1e-9 for earlier, later in itertools.pairwise(after_exaggeration))
     assert longer.kl_divergence <= values[-1]
+
+
+def test_auto_schedule_ends_each_phase_once_its_kl_divergence_settles(digit_affinities) -> None:  # type: ignore[no-untyped-def]
+    x, labels = digit_affinities[0][:700], digit_affinities[1][:700]
+    auto = project(x, "tsne", labels=labels, n_jobs=1, progress=False)
+    fixed = project(x, "tsne", labels=labels, n_jobs=1, progress=False, early_exaggeration_iter=250, n_iter=500)
+    exaggerated, main = auto.params["iterations"]
+    assert fixed.params["iterations"] == [250, 500]
+    assert 100 <= exaggerated < 250 and 100 <= main < 500  # both ended early, at a check from the second on
+    steps, values = zip(*auto.kl_history)
+    assert steps[-1] == exaggerated + main
+    for (_, tolerance), phase in zip(
+        project_module.TSNE_PHASES.values(),
+        ([v for s, v in auto.kl_history if s <= exaggerated], [v for s, v in auto.kl_history if s > exaggerated]),
+    ):
+        falls = [(earlier - later) / earlier for earlier, later in itertools.pairwise(phase)]
+        assert falls[-1] < tolerance  # it stopped where the KL fell by less than the tolerance ...
+        assert all(fall >= tolerance for fall in falls[:-1])  # ... and not before
+    assert auto.kl_divergence == pytest.approx(values[-1])  # the embedding the last KL was measured on
+    assert auto.kl_divergence > fixed.kl_divergence  # fewer iterations: a higher KL, but the same neighbourhoods
+    assert auto.trustworthiness == pytest.approx(fixed.trustworthiness, abs=0.01)
+    assert auto.knn_accuracy == pytest.approx(fixed.knn_accuracy, abs=0.01)
 
 
 @pytest.mark.parametrize(
