@@ -205,8 +205,10 @@ def test_irrelevant_region_gets_zero(incremental: bool) -> None:
     torch.manual_seed(0)
     model, x = LeftHalf().eval(), _inputs(2, 3, 16, 16)
     e = _explain(model, x, window=4, stride=4, incremental=incremental)
-    assert (e.heatmap[:, :, 8:] == 0).all()
-    assert (e.heatmap[:, :, :8] != 0).any()
+    # Zero up to rounding: the clean and occluded scores come from batches of different sizes, whose kernels may
+    # sum in another order (1.5e-8 seen on some CPUs); the left half's values are orders of magnitude larger.
+    assert e.heatmap[:, :, 8:].abs().max() < 1e-6
+    assert e.heatmap[:, :, :8].abs().max() > 1e-3
 
 
 @pytest.mark.parametrize("incremental", MODES)
