@@ -249,7 +249,7 @@ def test_the_gallery_page_shows_the_sample_and_filters_its_misclassified_items(d
         page.wait_for_function("() => document.querySelectorAll('.gallery-row:not(.head)').length === 6")
         rows = "(rs) => rs.map((r) => Number(r.dataset.index))"
         assert page.eval_on_selector_all(".gallery-row:not(.head)", rows) == result.sample_items
-        info = page.inner_text('.view[data-view="explanations"] .note')
+        info = page.inner_text('.view[data-view="explanations"] aside > p.note')
         assert f"a sample of {N} items, {result.misclassified} misclassified" in info and result.path.name in info
         page.check('.view[data-view="explanations"] aside input[type=checkbox]')
         page.wait_for_function("() => document.querySelectorAll('.gallery-row:not(.head)').length === 3")
