@@ -23,10 +23,11 @@ from torch import nn
 from torchvision.models.convnext import CNBlockConfig
 
 import deepscope as ds
-from deepscope.explain.base import warn_if_blank
+from deepscope.explain.base import method_class, warn_if_blank
+from deepscope.explain.cam import CAMMethod
 
-CAM_FAMILY = {"cam", "gradcam", "gradcam++", "scorecam", "guided_gradcam"}
-NO_ATTRIBUTION = {"cam", "gradcam", "gradcam++", "scorecam"}
+CAM_FAMILY = {m for m in ds.methods() if issubclass(method_class(m), CAMMethod)}
+NO_ATTRIBUTION = (CAM_FAMILY - {"guided_gradcam"}) | {"fullgrad"}  # a map, no attribution
 
 
 def torchvision_vit() -> nn.Module:

@@ -67,6 +67,10 @@ VOCABULARY: dict[str, str] = {
     "inputs where a method evaluates several copies of them (Captum's additional_forward_args)",
     "forward_kwargs": "extra keyword arguments of the model (an attention mask, say), repeated with the inputs as "
     "forward_args are",
+    "aug_smooth": "CAM family: average the maps of the inputs flipped left-right or not and times 0.9, 1, 1.1 "
+    "(pytorch-grad-cam's test-time augmentation), each scaled to [0, 1]",
+    "eigen_smooth": "CAM family: the first principal component of the weighted activations instead of their sum "
+    "over channels (pytorch-grad-cam's eigen_smooth; sign chosen to agree with the sum)",
 }
 
 # Options every method takes, whatever its own.
