@@ -6,7 +6,7 @@ from .dataset import DatasetExplanation, explain_dataset
 from .side_by_side import compare
 
 # isort: split
-from . import fullgrad  # noqa: F401  (registration)
+from . import fullgrad, rollout  # noqa: F401  (registration)
 
 __all__ = [
     "DatasetExplanation",
