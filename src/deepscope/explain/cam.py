@@ -192,6 +192,21 @@ def augmented(method: Method, one_map: Callable[[], Tensor]) -> Tensor:
     return torch.stack(maps).mean(dim=0)
 
 
+def folded(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` with each batch norm folded into the convolution before it (torch.fx), for the many
+    forward passes of a perturbation method: the same numbers to float rounding, one pass over memory less per
+    batch norm. The model itself where it has no batch norm, is not all in eval mode, or cannot be traced."""
+    modules = list(model.modules())
+    if any(m.training for m in modules) or not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in modules):
+        return model
+    from torch.fx.experimental.optimization import fuse
+
+    try:
+        return fuse(model)  # a deep copy: the model itself is not changed
+    except Exception:
+        return model
+
+
 def first_component(weighted: Tensor) -> Tensor:
     """Each input's positions projected on the first principal component of its channels (pytorch-grad-cam's
     ``eigen_smooth``, Eigen-CAM): ``[N, C, *grid]`` -> ``[N, *grid]``. A component's sign is arbitrary; it is chosen
@@ -255,7 +270,6 @@ class ScoreCAM(CAMMethod):
         flat = masks.reshape(n, k, -1)
         low, high = flat.amin(dim=2, keepdim=True), flat.amax(dim=2, keepdim=True)
         masks = ((flat - low) / (high - low + 1e-8)).reshape(n, k, *spatial).to(x.dtype)
-        batch_size = self.count("batch_size")
         if self.target.unit is not None:
             raise TargetError("scorecam explains model outputs; a Unit target needs a gradient method.")
         scores = torch.empty(n, k, device=x.device)
@@ -264,18 +278,31 @@ class ScoreCAM(CAMMethod):
         # One input at a time: its k masked copies run in batches; the target repeats for each copy. Images go
         # channels last, which CPU convolutions run faster on (the numbers are the same to float rounding).
         layout = torch.channels_last if x.ndim == 4 else torch.contiguous_format
+        model = self.model
         with torch.no_grad():
-            for i in range(n):
-                channels = varies[i].nonzero()[:, 0]
-                if len(channels) < k:
-                    blank = self.target.scores(self.run(torch.zeros_like(x[i : i + 1]), of=i), of=i).float()
-                    scores[i] = blank
-                for start in range(0, len(channels), batch_size):
-                    chosen = channels[start : start + batch_size]
-                    chunk = (x[i : i + 1] * masks[i, chosen, None]).contiguous(memory_format=layout)
-                    output = self.run(chunk, of=i)
-                    scores[i, chosen] = self.target.scores(output, of=i).float()
+            self.model = folded(model)
+            try:
+                self.score_masked(x, masks, varies, scores, layout)
+            finally:
+                self.model = model
         return scores.softmax(dim=1).view(n, k, *([1] * len(spatial))).to(activations)
+
+    def score_masked(
+        self, x: Tensor, masks: Tensor, varies: Tensor, scores: Tensor, layout: torch.memory_format
+    ) -> None:
+        """The target's score on each input masked by each of its channels' masks, into ``scores`` [N, K]."""
+        n, k = scores.shape
+        batch_size = self.count("batch_size")
+        for i in range(n):
+            channels = varies[i].nonzero()[:, 0]
+            if len(channels) < k:
+                blank = self.target.scores(self.run(torch.zeros_like(x[i : i + 1]), of=i), of=i).float()
+                scores[i] = blank
+            for start in range(0, len(channels), batch_size):
+                chosen = channels[start : start + batch_size]
+                chunk = (x[i : i + 1] * masks[i, chosen, None]).contiguous(memory_format=layout)
+                output = self.run(chunk, of=i)
+                scores[i, chosen] = self.target.scores(output, of=i).float()
 
 
 @register("hirescam")
