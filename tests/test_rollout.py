@@ -15,7 +15,7 @@ from conftest import hooks_left, tiny_cnn
 from torch import nn
 
 import deepscope as ds
-from deepscope.explain.rollout import rollout
+from deepscope.explain.rollout import read_attention, rollout
 
 SMALL = {"image_size": 32, "patch_size": 8, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2}
 
@@ -120,7 +120,8 @@ def test_rollout_equals_the_hand_computed_one(library, layers, fusion):
     model, x = BUILDERS[library](layers), images()
     e = explain(model, x, head_fusion=fusion)
     expected = by_hand(REFERENCE[library](model, x), FUSE[fusion])
-    torch.testing.assert_close(e.extras["rollout"], expected, rtol=1e-4, atol=1e-6)
+    _, read = read_attention(model, x)
+    torch.testing.assert_close(rollout(read, fusion), expected, rtol=1e-4, atol=1e-6)
     # The map: the class token's row over the 4x4 patches, upsampled to the input.
     grid = expected[:, 0, 1:].reshape(2, 1, 4, 4)
     upsampled = F.interpolate(grid, size=(32, 32), mode="bilinear", align_corners=False)[:, 0]
@@ -131,8 +132,8 @@ def test_rollout_equals_the_hand_computed_one(library, layers, fusion):
 
 @pytest.mark.parametrize("library", list(BUILDERS))
 def test_rollout_rows_sum_to_one(library):
-    e = explain(BUILDERS[library](), images(3), head_fusion="max")
-    flow = e.extras["rollout"]
+    _, attentions = read_attention(BUILDERS[library](), images(3))
+    flow = rollout(attentions, "max")
     torch.testing.assert_close(flow.sum(-1), torch.ones(flow.shape[:2]))
     assert (flow >= 0).all()
 

@@ -9,7 +9,8 @@ queries, keys, mask and scale, and every call of ``multi_head_attention_forward`
 from __future__ import annotations
 
 import math
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -20,6 +21,7 @@ from ..errors import BadInputError
 from .base import Method, Result, defaults, register
 
 FUSIONS = ("mean", "max", "min")
+T = TypeVar("T")
 
 
 def attention_probabilities(
@@ -63,12 +65,53 @@ def rollout(attentions: list[Tensor], head_fusion: str = "mean") -> Tensor:
     return result
 
 
+def read_attention(forward: Callable[[Tensor], T], inputs: Tensor) -> tuple[T, list[Tensor]]:
+    """``forward(inputs)`` and the attention probabilities ``[N, heads, T, S]`` it computed, in call order: every
+    ``scaled_dot_product_attention`` call's recomputed from its queries, keys, mask and scale, and every
+    ``multi_head_attention_forward`` call's (torchvision's ``nn.MultiheadAttention``) asked of it."""
+    attentions: list[Tensor] = []
+
+    def record(query: Tensor, key: Tensor, value: Tensor, *args: Any, **kwargs: Any) -> object:
+        names = ("attn_mask", "dropout_p", "is_causal", "scale", "enable_gqa")
+        given = {**dict(zip(names, args)), **kwargs}
+        attentions.append(
+            attention_probabilities(
+                query.detach(),
+                key.detach(),
+                given.get("attn_mask"),
+                bool(given.get("is_causal", False)),
+                given.get("scale"),
+                bool(given.get("enable_gqa", False)),
+            )
+        )
+        return NotImplemented  # the attention itself runs as it would
+
+    def record_module(*args: Any, **kwargs: Any) -> object:
+        # nn.MultiheadAttention's functional form: its attention runs inside it, out of the mode's sight, so it is
+        # asked once more for its per-head weights.
+        _, weights = F.multi_head_attention_forward(
+            *args, **{**kwargs, "need_weights": True, "average_attn_weights": False}
+        )
+        assert weights is not None
+        attentions.append(weights.detach().float())
+        return NotImplemented
+
+    # nn.MultiheadAttention takes a fused fast path (no call to read) when no gradient is wanted; an input that
+    # requires one keeps it on the path every other model takes. Nothing calls backward: no gradient is computed.
+    x = inputs.detach().requires_grad_(True)
+    replacements = {F.scaled_dot_product_attention: record, F.multi_head_attention_forward: record_module}
+    with torch.enable_grad(), probe.rewrite(replacements):
+        result = forward(x)
+    return result, attentions
+
+
 @register("attention_rollout")
 class AttentionRollout(Method):
     """Abnar & Zuidema 2020: how much each patch flows into the class token through every layer's attention,
     residual included (0.5 * A + 0.5 * I, rows renormalised), heads fused by ``head_fusion``. Class-agnostic: the
-    target only names the score reported. Without a leading class token, the rows of all tokens are averaged.
-    Needs a model whose attention calls ``scaled_dot_product_attention`` (torchvision, timm, Hugging Face ViTs)."""
+    target only names the score reported. Without a leading class token, the rows of all tokens are averaged. The
+    whole product: :func:`rollout` of :func:`read_attention`. Needs a model whose attention calls
+    ``scaled_dot_product_attention`` (torchvision, timm, Hugging Face ViTs)."""
 
     options = defaults(head_fusion="mean")
     requires = "attention"
@@ -81,41 +124,7 @@ class AttentionRollout(Method):
         fusion = self.opts["head_fusion"]
         if fusion not in FUSIONS:
             raise BadInputError(f"head_fusion={fusion!r} is not one of {', '.join(map(repr, FUSIONS))}.")
-        attentions: list[Tensor] = []
-
-        def record(query: Tensor, key: Tensor, value: Tensor, *args: Any, **kwargs: Any) -> object:
-            names = ("attn_mask", "dropout_p", "is_causal", "scale", "enable_gqa")
-            given = {**dict(zip(names, args)), **kwargs}
-            attentions.append(
-                attention_probabilities(
-                    query.detach(),
-                    key.detach(),
-                    given.get("attn_mask"),
-                    bool(given.get("is_causal", False)),
-                    given.get("scale"),
-                    bool(given.get("enable_gqa", False)),
-                )
-            )
-            return NotImplemented  # the attention itself runs as it would
-
-        def record_module(*args: Any, **kwargs: Any) -> object:
-            # nn.MultiheadAttention's functional form: its attention runs inside it, out of the mode's sight, so it
-            # is asked once more for its per-head weights.
-            _, weights = F.multi_head_attention_forward(
-                *args, **{**kwargs, "need_weights": True, "average_attn_weights": False}
-            )
-            assert weights is not None
-            attentions.append(weights.detach().float())
-            return NotImplemented
-
-        # nn.MultiheadAttention takes a fused fast path (no scaled_dot_product_attention call) when no gradient is
-        # wanted; an input that requires one keeps it on the path every other model takes.
-        x = self.inputs.detach().requires_grad_(True)
-        with (
-            torch.enable_grad(),
-            probe.rewrite({F.scaled_dot_product_attention: record, F.multi_head_attention_forward: record_module}),
-        ):
-            scores, _ = self.forward(x)
+        scores, attentions = read_attention(lambda x: self.forward(x)[0], self.inputs)
         self.scores = scores.detach()
         if not attentions:
             raise BadInputError(
@@ -142,4 +151,4 @@ class AttentionRollout(Method):
         layout = readings[0]
         share = flow[:, 0] if layout.skip else flow.mean(dim=1)
         grid = share[:, layout.skip :].reshape(len(share), *layout.grid)
-        return Result(heatmap=grid, extras={"rollout": flow})
+        return Result(heatmap=grid)
