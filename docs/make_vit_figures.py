@@ -1,16 +1,17 @@
-"""Make docs/images/vit_gradcam.png: Grad-CAM and Grad-CAM++ of a small vision transformer on FashionMNIST.
+"""Make docs/images/vit_gradcam.png (Grad-CAM, Grad-CAM++) and vit_rollout.png (attention rollout) of a small ViT.
 
 A torchvision ``VisionTransformer`` (4x4 patches on 28x28 images: a 7x7 grid and a class token; 2 blocks, width 64)
 trained for three epochs on 10,000 FashionMNIST images, about a minute on one CPU core. The CAM methods run with
 their defaults: the layer is found (the last block's first norm) and its tokens are laid on their grid without
 ``reshape``. A ViT with random weights would give noise, so the figure is of a trained one, however small.
 
-Run: .venv/bin/python docs/make_vit_figures.py (needs FashionMNIST: `make demo` or the Debian package
-dataset-fashion-mnist).
+Run: .venv/bin/python docs/make_vit_figures.py [gradcam] [rollout] (needs FashionMNIST: `make demo` or the Debian
+package dataset-fashion-mnist).
 """
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 
@@ -35,7 +36,9 @@ def small_vit() -> nn.Module:
     return model
 
 
-def main() -> None:
+def main(figures: list[str] | None = None) -> None:
+    """Write the figures named, ``"gradcam"`` (vit_gradcam.png) and ``"rollout"`` (vit_rollout.png); default both."""
+    figures = figures or ["gradcam", "rollout"]
     data = load_fashion_mnist(offline=True, install=False)
     generator = torch.Generator().manual_seed(0)
     subset = torch.randperm(len(data.train_images), generator=generator)[:10_000]
@@ -54,11 +57,17 @@ def main() -> None:
     explanations = [ds.explain(model, x, method=m) for m in ["gradcam", "gradcam++", "saliency"]]
     print(f"default layer: {explanations[0].layer}")
     titles = [f"{CLASSES[int(t)]} -> {CLASSES[int(p)]}" for t, p in zip(labels[:6], predicted, strict=True)]
-    figure = explanation_grid(explanations, titles=titles)
     HERE.mkdir(parents=True, exist_ok=True)
-    figure.savefig(HERE / "vit_gradcam.png", dpi=60)
-    print(f"wrote {HERE / 'vit_gradcam.png'}")
+    if "gradcam" in figures:
+        figure = explanation_grid(explanations, titles=titles)
+        figure.savefig(HERE / "vit_gradcam.png", dpi=60)
+        print(f"wrote {HERE / 'vit_gradcam.png'}")
+    if "rollout" in figures:
+        rollouts = [ds.explain(model, x, method="attention_rollout", head_fusion=f) for f in ["mean", "max"]]
+        figure = explanation_grid([*rollouts, explanations[0]], titles=titles)
+        figure.savefig(HERE / "vit_rollout.png", dpi=60)
+        print(f"wrote {HERE / 'vit_rollout.png'}")
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

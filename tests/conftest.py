@@ -18,6 +18,7 @@ from torch import nn
 
 import deepscope as ds
 from deepscope.dashboard.headless import CHROMIUM, CHROMIUM_ARGS  # noqa: F401 (for the browser tests)
+from deepscope.explain.base import method_class
 
 torch.set_num_threads(2)
 
@@ -44,6 +45,10 @@ def serving(app: Any) -> Iterator[str]:
         served.should_exit = True
         thread.join(timeout=5)
 
+
+# The registered methods that apply to any model, which the registry-wide tests run on tiny CNNs; a method that
+# needs something of the model (attention rollout: attention) is tested on models that have it.
+ANY_MODEL_METHODS = [m for m in ds.methods() if method_class(m).requires is None]
 
 # Options that keep each method fast on tiny models; methods not listed run with their defaults.
 FAST_OPTIONS: dict[str, dict] = {

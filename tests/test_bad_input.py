@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import hooks_left, tiny_cnn
+from conftest import ANY_MODEL_METHODS, hooks_left, tiny_cnn
 from torch import nn
 
 import deepscope as ds
@@ -35,7 +35,7 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("method", ds.methods())
+@pytest.mark.parametrize("method", ANY_MODEL_METHODS)
 @pytest.mark.parametrize("case", list(CASES))
 def test_bad_input_is_a_clear_error(case, method, x):
     make, kwargs, message = CASES[case]
@@ -61,7 +61,7 @@ def test_layer_without_spatial_output_for_cam(x):
         ds.explain(tiny_cnn(), x, method="gradcam", layer="fc")
 
 
-@pytest.mark.parametrize("method", [m for m in ds.methods() if not method_class(m).uses_layer])
+@pytest.mark.parametrize("method", [m for m in ANY_MODEL_METHODS if not method_class(m).uses_layer])
 def test_layer_given_to_a_method_without_layers(x, method):
     with pytest.raises(ds.BadInputError, match="does not use a layer"):
         ds.explain(tiny_cnn(), x, method=method, layer="conv3")

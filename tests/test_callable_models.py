@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 import torch
-from conftest import hooks_left, tiny_cnn
+from conftest import ANY_MODEL_METHODS, hooks_left, tiny_cnn
 
 import deepscope as ds
 from deepscope.explain.base import method_class
@@ -43,7 +43,7 @@ def x() -> torch.Tensor:
     return torch.randn(2, 3, 16, 16)
 
 
-@pytest.mark.parametrize("method", ds.methods())
+@pytest.mark.parametrize("method", ANY_MODEL_METHODS)
 def test_every_method_decides_whether_it_needs_a_module(method):
     assert isinstance(method_class(method).needs_module, bool)
 

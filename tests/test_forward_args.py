@@ -11,11 +11,11 @@ import pytest
 import torch
 from captum import attr as captum
 from captum.testing.helpers.basic_models import BasicModel4_MultiArgs, BasicModel5_MultiArgs
-from conftest import FAST_OPTIONS, TinyCNN, hooks_left
+from conftest import ANY_MODEL_METHODS, FAST_OPTIONS, TinyCNN, hooks_left
 
 import deepscope as ds
 
-METHODS = ds.methods()
+METHODS = ANY_MODEL_METHODS
 # Methods whose random samples are drawn for the whole batch: compared on a batch of one.
 RANDOM = {"smoothgrad", "lime"}
 

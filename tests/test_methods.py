@@ -8,16 +8,17 @@ from collections.abc import Iterator
 
 import pytest
 import torch
-from conftest import TinyCNN, explain_fast, hooks_left, tiny_cnn
+from conftest import ANY_MODEL_METHODS, TinyCNN, explain_fast, hooks_left, tiny_cnn
 from torch import nn
 
 import deepscope as ds
 from deepscope.explain.base import method_class
+from deepscope.explain.cam import CAMMethod
 
-METHODS = ds.methods()
+METHODS = ANY_MODEL_METHODS
 LAYERED = [m for m in METHODS if method_class(m).layer_optional]  # explain the inputs, or a layer's output
-CAM_FAMILY = {"cam", "gradcam", "gradcam++", "scorecam", "guided_gradcam"}
-NO_ATTRIBUTION = {"cam", "gradcam", "gradcam++", "scorecam"}
+CAM_FAMILY = {m for m in ds.methods() if issubclass(method_class(m), CAMMethod)}
+NO_ATTRIBUTION = (CAM_FAMILY - {"guided_gradcam"}) | {"fullgrad"}  # a map, no attribution
 
 
 def test_registry_lists_the_methods_of_the_brief():

@@ -5,6 +5,9 @@ from .base import Method, Result, describe, explain, methods, register
 from .dataset import DatasetExplanation, explain_dataset
 from .side_by_side import compare
 
+# isort: split
+from . import fullgrad, rollout  # noqa: F401  (registration)
+
 __all__ = [
     "DatasetExplanation",
     "Method",

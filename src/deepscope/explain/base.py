@@ -73,6 +73,11 @@ VOCABULARY: dict[str, str] = {
     "inputs where a method evaluates several copies of them (Captum's additional_forward_args)",
     "forward_kwargs": "extra keyword arguments of the model (an attention mask, say), repeated with the inputs as "
     "forward_args are",
+    "aug_smooth": "CAM family: average the maps of the inputs flipped left-right or not and times 0.9, 1, 1.1 "
+    "(pytorch-grad-cam's test-time augmentation), each scaled to [0, 1]",
+    "eigen_smooth": "CAM family: the first principal component of the weighted activations instead of their sum "
+    "over channels (pytorch-grad-cam's eigen_smooth; sign chosen to agree with the sum)",
+    "head_fusion": "attention rollout: how each layer's attention heads become one attention: 'mean', 'max', 'min'",
 }
 
 # Options every method takes, whatever its own.
@@ -166,6 +171,9 @@ class Method(ABC):
     default_reduce: ClassVar[str] = "sum"
     # Why the method explains a single input tensor only (None: it takes a tuple of inputs too).
     single_input_only: ClassVar[str | None] = None
+    # What the model must compute for the method to apply ("attention": attention rollout), None for any model: the
+    # registry-wide tests and ds.compare's default list give such a method only models that have it.
+    requires: ClassVar[str | None] = None
     # What an all-zero heatmap most likely means for this method (said by warn_if_blank).
     blank_causes: ClassVar[str] = (
         "a dead or zero head (torchvision's ViT starts with a zero head) or a saturated model whose score does not "

@@ -1,4 +1,5 @@
-"""The class activation map family: CAM, Grad-CAM, Grad-CAM++, Score-CAM, guided Grad-CAM.
+"""The class activation map family: CAM, Grad-CAM, Grad-CAM++, Score-CAM, HiResCAM, XGradCAM, LayerCAM, Eigen-CAM,
+Ablation-CAM, guided Grad-CAM (FullGrad: :mod:`.fullgrad`).
 
 Each method is the base class plus the one function that weighs a layer's channels (pytorch-grad-cam's good
 idea). Gradients stop at the layer: the part of the network below it runs without building a graph, and no
@@ -8,6 +9,7 @@ parameter gradient is ever computed.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -20,13 +22,16 @@ from .base import Method, Result, defaults, register
 
 
 class CAMMethod(Method):
-    """Weighs the feature maps of ``layer`` into one map per input; subclasses say how (:meth:`cam`)."""
+    """Weighs the feature maps of ``layer`` into one map per input; subclasses say how: the channel weights
+    (:meth:`weights`), or the weighted maps themselves (:meth:`weighted`) where the weights vary by position."""
 
     uses_layer = True
     needs_module = True  # hooks the layer
     needs_spatial = True
-    options = defaults(reshape=None, call=None)
+    options = defaults(reshape=None, call=None, aug_smooth=False, eigen_smooth=False)
     needs_gradient = True
+    # Whether the map keeps only its positive part (every CAM but Zhou et al.'s).
+    relu: ClassVar[bool] = True
     blank_causes = (
         "a dead or zero head, a layer whose output does not reach the target (a class-token ViT's final norm: its "
         "patch tokens never reach the head; the last block's first norm, the default, does), or a class whose "
@@ -34,11 +39,28 @@ class CAMMethod(Method):
     )
 
     def attribute(self) -> Result:
+        if self.opts.get("aug_smooth"):
+            return Result(heatmap=augmented(self, self.layer_map))
+        return Result(heatmap=self.layer_map())
+
+    def layer_map(self) -> Tensor:
+        """One map ``[N, h, w]`` at the layer's resolution for ``self.inputs``."""
         activations, grads = self.layer_signals()
-        return Result(heatmap=self.cam(activations, grads))
+        return self.cam(activations, grads)
 
     def cam(self, activations: Tensor, grads: Tensor | None) -> Tensor:
-        """One map ``[N, h, w]`` at the layer's resolution from its activations (and their gradients)."""
+        """One map ``[N, h, w]`` from the layer's activations (and their gradients): the weighted maps summed over
+        channels, or with ``eigen_smooth`` their first principal component; then the positive part."""
+        weighted = self.weighted(activations, grads)
+        cam = first_component(weighted) if self.opts.get("eigen_smooth") else weighted.sum(dim=1)
+        return cam.clamp(min=0) if self.relu else cam
+
+    def weighted(self, activations: Tensor, grads: Tensor | None) -> Tensor:
+        """The activations ``[N, C, h, w]`` weighted: by default, each channel by :meth:`weights`."""
+        return self.weights(activations, grads) * activations
+
+    def weights(self, activations: Tensor, grads: Tensor | None) -> Tensor:
+        """One weight per channel and input, ``[N, C, 1, 1]``."""
         raise NotImplementedError
 
     def layer_layout(self, activation: Tensor) -> Callable[[Tensor], Tensor]:
@@ -104,6 +126,7 @@ class CAMMethod(Method):
             record = probe.capture(hooks, self.model, self.layer, call=self.opts.get("call"))
             scores, _ = self.forward(self.inputs, hooks)
             activation = record.output()
+            self.layer_calls = len(record.outputs)
             grads = None
             if self.needs_gradient:
                 if not scores.requires_grad:
@@ -121,15 +144,92 @@ def _spatial_axes(t: Tensor) -> tuple[int, ...]:
     return tuple(range(2, t.ndim))
 
 
+# aug_smooth's brightness factors (pytorch-grad-cam's tta.Multiply), each with and without a left-right flip.
+AUGMENT_FACTORS = (0.9, 1.0, 1.1)
+
+
+def upsample(maps: Tensor, spatial: tuple[int, ...]) -> Tensor:
+    """Maps ``[N, *grid]`` (or ``[N, C, *grid]``) interpolated (bi/trilinear, half-pixel centres) to ``spatial``."""
+    channels = maps.ndim == len(spatial) + 2
+    x = maps if channels else maps[:, None]
+    if tuple(x.shape[2:]) != spatial:
+        mode = {1: "linear", 2: "bilinear", 3: "trilinear"}[len(spatial)]
+        x = F.interpolate(x.float(), size=spatial, mode=mode, align_corners=False)
+    return x if channels else x[:, 0]
+
+
+def scaled(maps: Tensor, axes: int = 1) -> Tensor:
+    """Each map minus its minimum, over its maximum (+1e-7, as pytorch-grad-cam): [0, 1]; the first ``axes``
+    axes index the maps."""
+    flat = maps.reshape(*maps.shape[:axes], -1)
+    flat = flat - flat.amin(dim=-1, keepdim=True)
+    return (flat / (flat.amax(dim=-1, keepdim=True) + 1e-7)).reshape(maps.shape)
+
+
+def augmented(method: Method, one_map: Callable[[], Tensor]) -> Tensor:
+    """pytorch-grad-cam's test-time augmentation (``aug_smooth``): ``one_map()`` of the inputs, flipped left-right or
+    not, times 0.9, 1 and 1.1, each brought to the inputs' resolution, scaled to [0, 1] per input (as the peer does,
+    so that a brighter copy does not outweigh the others), flipped back and averaged. ``one_map`` reads
+    ``method.inputs``, which holds each augmented copy in turn."""
+    if method.layout.packed:
+        raise BadInputError(
+            f"{method.name}: aug_smooth flips and brightens one image tensor; with several inputs pass "
+            "aug_smooth=False (the others can go as forward_args/forward_kwargs)."
+        )
+    clean = method.inputs
+    scores = method.clean_scores()  # a predicted-class target is the clean inputs' class
+    spatial = tuple(clean.shape[2:])
+    maps = []
+    try:
+        for flip in (False, True):
+            for factor in AUGMENT_FACTORS:
+                method.inputs = (clean.flip(-1) if flip else clean) * factor
+                one = scaled(upsample(one_map(), spatial))
+                maps.append(one.flip(-1) if flip else one)
+    finally:
+        method.inputs = clean
+        method.scores = scores
+    return torch.stack(maps).mean(dim=0)
+
+
+def folded(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` with each batch norm folded into the convolution before it (torch.fx), for the many
+    forward passes of a perturbation method: the same numbers to float rounding, one pass over memory less per
+    batch norm. The model itself where it has no batch norm, is not all in eval mode, or cannot be traced."""
+    modules = list(model.modules())
+    if any(m.training for m in modules) or not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in modules):
+        return model
+    from torch.fx.experimental.optimization import fuse
+
+    try:
+        return fuse(model)  # a deep copy: the model itself is not changed
+    except Exception:
+        return model
+
+
+def first_component(weighted: Tensor) -> Tensor:
+    """Each input's positions projected on the first principal component of its channels (pytorch-grad-cam's
+    ``eigen_smooth``, Eigen-CAM): ``[N, C, *grid]`` -> ``[N, *grid]``. A component's sign is arbitrary; it is chosen
+    so that the projection correlates positively with the channels' sum (the map the projection smooths)."""
+    n, grid = weighted.shape[0], weighted.shape[2:]
+    rows = weighted.float().reshape(n, weighted.shape[1], -1).transpose(1, 2)  # [N, positions, C]
+    rows = torch.nan_to_num(rows)
+    rows = rows - rows.mean(dim=1, keepdim=True)
+    _, _, vh = torch.linalg.svd(rows, full_matrices=False)
+    projection = (rows @ vh[:, 0, :, None])[..., 0]
+    agreement = (projection * rows.sum(dim=2)).sum(dim=1, keepdim=True)
+    projection = torch.where(agreement < 0, -projection, projection)
+    return projection.reshape(n, *grid)
+
+
 @register("gradcam")
 class GradCAM(CAMMethod):
     """Selvaraju et al. 2017: channel weights alpha_k = mean over positions of d(score)/dA_k;
     map = ReLU(sum_k alpha_k A_k), upsampled bilinearly to the input."""
 
-    def cam(self, activations: Tensor, grads: Tensor | None) -> Tensor:
+    def weights(self, activations: Tensor, grads: Tensor | None) -> Tensor:
         assert grads is not None
-        weights = grads.mean(dim=_spatial_axes(grads), keepdim=True)
-        return (weights * activations).sum(dim=1).clamp(min=0)
+        return grads.mean(dim=_spatial_axes(grads), keepdim=True)
 
 
 @register("gradcam++")
@@ -137,15 +237,14 @@ class GradCAMPlusPlus(CAMMethod):
     """Chattopadhyay et al. 2018: Grad-CAM with pixel-wise weights from second and third derivatives
     (under the exponential-score assumption, as in the paper and pytorch-grad-cam)."""
 
-    def cam(self, activations: Tensor, grads: Tensor | None) -> Tensor:
+    def weights(self, activations: Tensor, grads: Tensor | None) -> Tensor:
         assert grads is not None
         axes = _spatial_axes(grads)
         g2, g3 = grads.pow(2), grads.pow(3)
         total = activations.sum(dim=axes, keepdim=True)
         alpha = g2 / (2 * g2 + total * g3 + 1e-6)
         alpha = torch.where(grads != 0, alpha, torch.zeros_like(alpha))
-        weights = (grads.clamp(min=0) * alpha).sum(dim=axes, keepdim=True)
-        return (weights * activations).sum(dim=1).clamp(min=0)
+        return (grads.clamp(min=0) * alpha).sum(dim=axes, keepdim=True)
 
 
 @register("scorecam")
@@ -162,7 +261,7 @@ class ScoreCAM(CAMMethod):
         self.count("batch_size")  # checked before the forward pass
         return super().attribute()
 
-    def cam(self, activations: Tensor, grads: Tensor | None) -> Tensor:
+    def weights(self, activations: Tensor, grads: Tensor | None) -> Tensor:
         x = self.inputs
         n, k = activations.shape[:2]
         spatial = tuple(x.shape[2:])
@@ -171,19 +270,141 @@ class ScoreCAM(CAMMethod):
         flat = masks.reshape(n, k, -1)
         low, high = flat.amin(dim=2, keepdim=True), flat.amax(dim=2, keepdim=True)
         masks = ((flat - low) / (high - low + 1e-8)).reshape(n, k, *spatial).to(x.dtype)
-        batch_size = self.count("batch_size")
         if self.target.unit is not None:
             raise TargetError("scorecam explains model outputs; a Unit target needs a gradient method.")
         scores = torch.empty(n, k, device=x.device)
-        # One input at a time: its k masked copies run in batches; the target repeats for each copy.
+        # A constant channel masks everything (its mask is 0): all such channels share one masked input, run once.
+        varies = (high - low)[..., 0] > 0
+        # One input at a time: its k masked copies run in batches; the target repeats for each copy. Images go
+        # channels last, which CPU convolutions run faster on (the numbers are the same to float rounding).
+        layout = torch.channels_last if x.ndim == 4 else torch.contiguous_format
+        model = self.model
         with torch.no_grad():
+            self.model = folded(model)
+            try:
+                self.score_masked(x, masks, varies, scores, layout)
+            finally:
+                self.model = model
+        return scores.softmax(dim=1).view(n, k, *([1] * len(spatial))).to(activations)
+
+    def score_masked(
+        self, x: Tensor, masks: Tensor, varies: Tensor, scores: Tensor, layout: torch.memory_format
+    ) -> None:
+        """The target's score on each input masked by each of its channels' masks, into ``scores`` [N, K]."""
+        n, k = scores.shape
+        batch_size = self.count("batch_size")
+        for i in range(n):
+            channels = varies[i].nonzero()[:, 0]
+            if len(channels) < k:
+                blank = self.target.scores(self.run(torch.zeros_like(x[i : i + 1]), of=i), of=i).float()
+                scores[i] = blank
+            for start in range(0, len(channels), batch_size):
+                chosen = channels[start : start + batch_size]
+                chunk = (x[i : i + 1] * masks[i, chosen, None]).contiguous(memory_format=layout)
+                output = self.run(chunk, of=i)
+                scores[i, chosen] = self.target.scores(output, of=i).float()
+
+
+@register("hirescam")
+class HiResCAM(CAMMethod):
+    """Draelos & Carin 2020: the activations times their gradients, position by position, summed over channels
+    (no averaging of the gradients): for a layer followed by global average pooling and the head, the map's mean
+    is the score's share that flows through the layer (Grad-CAM's is not)."""
+
+    def weighted(self, activations: Tensor, grads: Tensor | None) -> Tensor:
+        assert grads is not None
+        return grads * activations
+
+
+@register("xgradcam")
+class XGradCAM(CAMMethod):
+    """Fu et al. 2020 (Axiom-based Grad-CAM): channel weights sum_positions(A_k * dS/dA_k) / sum_positions(A_k),
+    the gradients averaged with the activations' weights."""
+
+    def weights(self, activations: Tensor, grads: Tensor | None) -> Tensor:
+        assert grads is not None
+        axes = _spatial_axes(grads)
+        return (grads * activations).sum(dim=axes, keepdim=True) / (activations.sum(dim=axes, keepdim=True) + 1e-7)
+
+
+@register("layercam")
+class LayerCAM(CAMMethod):
+    """Jiang et al. 2021: each position of each channel weighted by its own positive gradient,
+    map = ReLU(sum_k ReLU(dS/dA_k) * A_k); sharper than Grad-CAM at shallow layers."""
+
+    def weighted(self, activations: Tensor, grads: Tensor | None) -> Tensor:
+        assert grads is not None
+        return grads.clamp(min=0) * activations
+
+
+@register("eigencam")
+class EigenCAM(CAMMethod):
+    """Muhammad & Yeasin 2020: the first principal component of the layer's activations (centred over positions),
+    without gradients or the target: what the layer responds to most, whatever the class. The component's sign
+    is chosen to agree with the channels' sum; the map keeps the positive part."""
+
+    needs_gradient = False
+
+    def weighted(self, activations: Tensor, grads: Tensor | None) -> Tensor:
+        return activations
+
+    def cam(self, activations: Tensor, grads: Tensor | None) -> Tensor:
+        return first_component(activations).clamp(min=0)
+
+
+@register("ablationcam")
+class AblationCAM(CAMMethod):
+    """Desai & Ramaswamy 2020: each channel of the layer set to zero in turn, the rest of the network run on;
+    channel weight = (score - score without the channel) / score. Gradient-free; one forward pass per channel and
+    input, batched by ``batch_size`` (the part below the layer runs again for each batch)."""
+
+    options = defaults(**CAMMethod.options, batch_size=64)
+    needs_gradient = False
+
+    def attribute(self) -> Result:
+        self.count("batch_size")  # checked before the forward pass
+        return super().attribute()
+
+    def weights(self, activations: Tensor, grads: Tensor | None) -> Tensor:
+        if self.target.unit is not None:
+            raise TargetError("ablationcam explains model outputs; a Unit target needs a gradient method.")
+        assert self.layer is not None and self.scores is not None
+        clean = self.scores.float()
+        n, k = activations.shape[:2]
+        batch_size = self.count("batch_size")
+        calls = self.layer_calls
+        chosen = self.opts.get("call")
+        chosen = calls - 1 if chosen is None else chosen % calls
+        ablated = torch.empty(n, k, device=clean.device)
+        channels = torch.arange(0)
+        seen = 0
+
+        def ablate(output: Tensor) -> Tensor:
+            nonlocal seen
+            seen += 1
+            if seen - 1 != chosen:
+                return output
+            changed = output.clone()
+            as_map = self.layer_layout(changed)(changed)
+            if as_map.untyped_storage().data_ptr() != changed.untyped_storage().data_ptr():
+                raise BadInputError(
+                    f"ablationcam zeroes channels of layer {self.layer!r}'s output through its map; the reshape "
+                    "option's callable must return a view of that output (reshape/permute, no copy)."
+                )
+            as_map[torch.arange(len(channels)), channels.to(as_map.device)] = 0
+            return changed
+
+        with torch.no_grad(), probe.Hooks() as hooks:
+            probe.replace_output(hooks, self.model, self.layer, ablate)
             for i in range(n):
                 for start in range(0, k, batch_size):
-                    chunk = x[i : i + 1] * masks[i, start : start + batch_size, None]
+                    channels = torch.arange(start, min(start + batch_size, k))
+                    seen = 0
+                    chunk = self.inputs[i : i + 1].expand(len(channels), *self.inputs.shape[1:])
                     output = self.run(chunk, of=i)
-                    scores[i, start : start + batch_size] = self.target.scores(output, of=i).float()
-        weights = scores.softmax(dim=1).view(n, k, *([1] * len(spatial)))
-        return (weights.to(activations) * activations).sum(dim=1).clamp(min=0)
+                    ablated[i, start : start + len(channels)] = self.target.scores(output, of=i).float()
+        weights = (clean[:, None].to(ablated.device) - ablated) / clean[:, None].to(ablated.device)
+        return weights.view(n, k, *([1] * (activations.ndim - 2))).to(activations)
 
 
 @register("cam")
@@ -194,8 +415,9 @@ class CAM(CAMMethod):
 
     options = defaults(**CAMMethod.options, head=None)
     needs_gradient = False
+    relu = False
 
-    def cam(self, activations: Tensor, grads: Tensor | None) -> Tensor:
+    def weights(self, activations: Tensor, grads: Tensor | None) -> Tensor:
         head = self._head()
         if head.in_features != activations.shape[1]:
             raise BadInputError(
@@ -206,8 +428,7 @@ class CAM(CAMMethod):
         if self.target.classes is None:
             raise TargetError("cam explains a class of the linear head; pass a class target (or None).")
         weights = head.weight.detach().float()[self.target.classes.to(head.weight.device)]
-        weights = weights.view(*weights.shape, *([1] * (activations.ndim - 2)))
-        return (weights.to(activations.device) * activations).sum(dim=1)
+        return weights.view(*weights.shape, *([1] * (activations.ndim - 2))).to(activations.device)
 
     def _head(self) -> nn.Linear:
         name = self.opts.get("head")
@@ -227,13 +448,10 @@ class GuidedGradCAM(GradCAM):
     """Selvaraju et al. 2017: guided backprop times the Grad-CAM map upsampled to the input."""
 
     single_input_only = "its Grad-CAM map weighs one image's guided gradient"
+    options = defaults(reshape=None, call=None, eigen_smooth=False)
 
     def attribute(self) -> Result:
-        activations, grads = self.layer_signals()
-        coarse = self.cam(activations, grads)
-        spatial = tuple(self.inputs.shape[2:])
-        mode = {1: "linear", 2: "bilinear", 3: "trilinear"}[len(spatial)]
-        upsampled = F.interpolate(coarse[:, None], size=spatial, mode=mode, align_corners=False)
+        upsampled = upsample(self.layer_map(), tuple(self.inputs.shape[2:]))[:, None]
         guided = GuidedBackprop(
             self.model, self.inputs, self.target, None, {**GuidedBackprop.options, **self.common_options()}
         )
