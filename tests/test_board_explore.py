@@ -292,3 +292,88 @@ def test_a_notebooks_model_and_data_objects_and_the_command_lines_factories(stor
     monkeypatch.setattr("deepscope.dashboard.serve", lambda *args, **kwargs: seen.update(kwargs))
     assert cli.main(["board", str(root), "--model", "pkg.models:make", "--data", "pkg.data:make"]) == 0
     assert seen["model"] == "pkg.models:make" and seen["data"] == "pkg.data:make"
+
+
+def _upload(client: TestClient, picture: np.ndarray, fmt: str = "PNG") -> dict[str, Any]:
+    import base64
+
+    buffer = io.BytesIO()
+    PILImage.fromarray(picture).save(buffer, format=fmt)
+    body = {"run": "cnn", "image": base64.b64encode(buffer.getvalue()).decode()}
+    answer = client.post("/api/explore/uploads", json=body)
+    assert answer.status_code == 200, answer.text
+    return answer.json()
+
+
+def test_an_uploaded_image_is_explained_like_an_item(store, client) -> None:
+    """The upload is kept in the run's explore/uploads/ under its hash; the worker decodes it to the data's shape
+    (grey, 28 x 28, values in [0, 1]) and the heatmap equals ds.explain on that tensor."""
+    root, _, states = store
+    picture = (np.random.default_rng(3).random((40, 56, 3)) * 255).astype(np.uint8)  # RGB, another size
+    found = _upload(client, picture)
+    assert sorted(p.name for p in (root / "cnn" / "explore" / "uploads").iterdir()) == [found["upload"]]
+    job = _done(client, client.post("/api/explore/jobs", json={"run": "cnn", "upload": found["upload"],
+                                                               "method": "gradcam"}).json())  # fmt: skip
+    assert job["status"] == "done", job
+    grey = PILImage.fromarray(picture).convert("L").resize((28, 28), PILImage.BILINEAR)
+    x = torch.from_numpy(np.asarray(grey, dtype=np.float32) / 255)[None, None]
+    model = FashionCNN()
+    model.load_state_dict(states[10])
+    e = ds.explain(model.eval(), x, "gradcam")
+    expected = np.round(np.clip(render.colorize(e.heatmap[0]), 0, 1) * 255).astype(np.uint8)
+    np.testing.assert_array_equal(_png(client, job["urls"]["heatmap"]), expected)
+    assert job["result"]["upload"] == found["upload"] and job["result"]["label"] is None
+    assert job["result"]["item"] is None
+
+
+def test_uploads_too_large_or_not_images_or_forged_are_refused(store, client) -> None:
+    import base64
+
+    from deepscope.dashboard.views.explore.data import MAX_UPLOAD
+
+    root = store[0]
+    uploads = root / "cnn" / "explore" / "uploads"
+    before = sorted(uploads.iterdir()) if uploads.exists() else []
+    big = b"\x89PNG\r\n\x1a\n" + bytes(MAX_UPLOAD)
+    answer = client.post("/api/explore/uploads", json={"run": "cnn", "image": base64.b64encode(big).decode()})
+    assert answer.status_code == 413 and "at most 4 MB" in answer.text
+    huge = b'{"run": "cnn", "image": "' + b"A" * (2 * MAX_UPLOAD) + b'"}'
+    answer = client.post("/api/explore/uploads", content=huge, headers=JSON)
+    assert answer.status_code == 413 and "too large" in answer.text
+    text = base64.b64encode(b"not an image at all").decode()
+    answer = client.post("/api/explore/uploads", json={"run": "cnn", "image": text})
+    assert answer.status_code == 422 and "not a PNG" in answer.text
+    assert client.post("/api/explore/uploads", json={"run": "cnn", "image": "%%"}).status_code == 422
+    assert client.post("/api/explore/uploads", json={"run": "../x", "image": text}).status_code == 404
+    png = io.BytesIO()
+    PILImage.new("L", (4, 4)).save(png, format="PNG")
+    body = '{"run": "cnn", "image": "' + base64.b64encode(png.getvalue()).decode() + '"}'
+    assert client.post("/api/explore/uploads", content=body, headers={"Content-Type": "text/plain"}).status_code == 403
+    foreign = client.post("/api/explore/uploads", content=body, headers={**JSON, "Origin": "http://evil.example"})
+    assert foreign.status_code == 403
+    assert (sorted(uploads.iterdir()) if uploads.exists() else []) == before
+    # a job may name only an upload the board made, in the run's own folder
+    for name in ("../../data.pt", "0" * 32):
+        answer = client.post("/api/explore/jobs", json={"run": "cnn", "upload": name, "method": "gradcam"})
+        assert answer.status_code == 422 and "no such upload" in answer.text
+
+
+def test_several_methods_side_by_side(store, client) -> None:
+    root, x, states = store
+    methods = ["gradcam", "saliency", "integrated_gradients"]
+    job = _done(client, client.post("/api/explore/jobs", json={"run": "cnn", "item": 1, "methods": methods,
+                                                               "layer": "features.relu2"}).json())  # fmt: skip
+    assert job["status"] == "done", job
+    model = FashionCNN()
+    model.load_state_dict(states[10])
+    shown = job["result"]["explanations"]
+    assert [e["method"] for e in shown] == methods and len(job["urls"]["explanations"]) == 3
+    for each, urls, method in zip(shown, job["urls"]["explanations"], methods):
+        layer = "features.relu2" if method == "gradcam" else None  # the layer goes to the methods that take one
+        e = ds.explain(model.eval(), x[1:2], method, layer=layer)
+        expected = np.round(np.clip(render.colorize(e.heatmap[0]), 0, 1) * 255).astype(np.uint8)
+        np.testing.assert_array_equal(_png(client, urls["heatmap"]), expected)
+        assert each["layer"] == e.layer and each["score"] == pytest.approx(float(e.scores[0]), rel=1e-5)
+    for body in ({"methods": []}, {"methods": ["gradcam", "gradcam"]}, {"methods": ["gradcam", "nope"]}):
+        answer = client.post("/api/explore/jobs", json={"run": "cnn", "item": 1, **body})
+        assert answer.status_code == 422, body

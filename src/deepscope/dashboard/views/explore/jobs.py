@@ -14,6 +14,7 @@ import itertools
 import json
 import os
 import queue
+import re
 import subprocess
 import sys
 import threading
@@ -25,6 +26,8 @@ from typing import Any
 from ....errors import BadInputError
 
 FILES = ("input.png", "heatmap.png", "overlay.png")
+# A result's pictures: the input, and a heatmap and an overlay per method (the first unnumbered, then -1, -2, ...).
+FILE = re.compile(r"input\.png|(?:heatmap|overlay)(?:-[1-9])?\.png")
 
 
 @dataclass
@@ -60,8 +63,10 @@ class Job:
 
 
 def job_key(run: str, step: int | None, request: dict[str, Any]) -> str:
-    """The cache key of a request: the same run, checkpoint, item, method, target and layer give the same key."""
-    what = [run, step, request["item"], request["method"], request.get("target"), request.get("layer")]
+    """The cache key of a request: the same run, checkpoint, item (or upload), methods, target and layer give the
+    same key."""
+    methods = request.get("methods") or [request["method"]]
+    what = [run, step, request.get("item"), request.get("upload"), methods, request.get("target"), request.get("layer")]
     return hashlib.sha256(json.dumps(what).encode()).hexdigest()[:32]
 
 
