@@ -359,7 +359,7 @@ def test_uploads_too_large_or_not_images_or_forged_are_refused(store, client) ->
 
 
 def test_several_methods_side_by_side(store, client) -> None:
-    root, x, states = store
+    _, x, states = store
     methods = ["gradcam", "saliency", "integrated_gradients"]
     job = _done(client, client.post("/api/explore/jobs", json={"run": "cnn", "item": 1, "methods": methods,
                                                                "layer": "features.relu2"}).json())  # fmt: skip
