@@ -377,3 +377,60 @@ def test_several_methods_side_by_side(store, client) -> None:
     for body in ({"methods": []}, {"methods": ["gradcam", "gradcam"]}, {"methods": ["gradcam", "nope"]}):
         answer = client.post("/api/explore/jobs", json={"run": "cnn", "item": 1, **body})
         assert answer.status_code == 422, body
+
+
+def test_an_upload_is_explained_in_the_page_with_two_methods_side_by_side(store, tmp_path) -> None:
+    from conftest import CHROMIUM, CHROMIUM_ARGS, serving
+
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium; .ci/run installs it)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is missing (pip install -e '.[test]')")
+    pytest.importorskip("uvicorn", reason="uvicorn is missing (pip install -e '.[board]')")
+    root = store[0]
+    app = create_app(root)
+    explorer = configure(app, {"model": "deepscope.demo.models:FashionCNN", "data": {"file": str(root / "data.pt")}})
+    picture = (np.random.default_rng(7).random((32, 32)) * 255).astype(np.uint8)
+    png = io.BytesIO()
+    PILImage.fromarray(picture).save(png, format="PNG")
+    problems: list[str] = []
+    try:
+        with serving(app) as url, sync_api.sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+            page = browser.new_page(viewport={"width": 1200, "height": 800})
+            page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+            page.on("pageerror", lambda e: problems.append(str(e)))
+            page.goto(f"{url}/")
+            page.click('#tabs button[data-view="explore"]', timeout=20_000)
+            page.wait_for_function(
+                "() => document.querySelectorAll('.explore-method option').length > 3", timeout=60_000
+            )
+            page.set_input_files(
+                ".explore-upload", files=[{"name": "mine.png", "mimeType": "image/png", "buffer": png.getvalue()}]
+            )
+            page.wait_for_function(
+                "() => document.querySelector('.explore-upload-note').textContent.includes('will be explained')",
+                timeout=30_000,
+            )
+            page.select_option(".explore-method", ["gradcam", "saliency"])
+            page.click(".explore-go")
+            saliency = '.explore-pictures figure[data-picture="heatmap"][data-method="saliency"] img'
+            page.wait_for_selector(saliency, timeout=120_000)
+            page.wait_for_function(
+                "() => [...document.querySelectorAll('.explore-pictures img')]"
+                ".every((i) => i.complete && i.naturalWidth > 0)"
+            )
+            methods = page.eval_on_selector_all(
+                '.explore-pictures figure[data-picture="heatmap"]', "(fs) => fs.map((f) => f.dataset.method)"
+            )
+            assert sorted(methods) == ["gradcam", "saliency"]  # in the list's order
+            assert "the upload mine.png" in page.inner_text(".explore-result")
+            src = page.get_attribute(saliency, "src")
+            browser.close()
+        key = src.split("key=")[1].split("&")[0]
+        result = __import__("json").loads((root / "cnn" / "explore" / key / "result.json").read_text())
+        assert result["upload"] is not None and [e["method"] for e in result["explanations"]] == methods
+        # the upload is kept in the run's folder only, under the name the board made (its hash)
+        assert (root / "cnn" / "explore" / "uploads" / result["upload"]).read_bytes() == png.getvalue()
+    finally:
+        explorer.close()
+    assert not problems

@@ -1,5 +1,6 @@
-// Explore: pick a data item, a method, a target and a layer; the server's worker explains it with the run's
-// checkpoint and the page shows the heatmap, the overlay and the model's top predictions.
+// Explore: pick a data item (or upload an image), one or several methods, a target and a layer; the server's
+// worker explains it with the run's checkpoint and the page shows one heatmap and overlay per method, side by side,
+// and the model's top predictions.
 
 let api, el, fillSelect, report, state, TOKEN, withToken;
 
@@ -17,6 +18,19 @@ async function post(path, body) {
   return answer;
 }
 
+// An uploaded image's largest size (the server refuses more with 413, and says so).
+const MAX_UPLOAD = 4 * 1024 * 1024;
+
+/** A file's bytes as base64 (the upload's JSON body carries them so). */
+function base64Of(file) {
+  return new Promise((resolve, reject) => {
+    const reader = new FileReader();
+    reader.onload = () => resolve(String(reader.result).split(",", 2)[1] ?? "");
+    reader.onerror = () => reject(reader.error);
+    reader.readAsDataURL(file);
+  });
+}
+
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 const explore = {
@@ -24,9 +38,13 @@ const explore = {
   mount(container) {
     this.run = el("select", { class: "explore-run" });
     this.item = el("input", { type: "number", class: "explore-item", min: 0, value: 0, step: 1,
-      oninput: () => this.describeItem() });
+      oninput: () => { this.clearUpload(); this.describeItem(); } });
+    this.upload = el("input", { type: "file", accept: "image/*", class: "explore-upload",
+      onchange: () => this.sendUpload().catch(report) });
+    this.uploadNote = el("span", { class: "note explore-upload-note" });
     this.itemNote = el("span", { class: "note" });
-    this.method = el("select", { class: "explore-method" });
+    this.method = el("select", { class: "explore-method", multiple: true, size: 6,
+      title: "several methods (Ctrl/Cmd-click) are shown side by side" });
     this.target = el("input", { type: "text", class: "explore-target", placeholder: "predicted class" });
     this.layer = el("input", { type: "text", class: "explore-layer", placeholder: "the method's default" });
     this.step = el("input", { type: "text", class: "explore-step", placeholder: "the last checkpoint" });
@@ -37,7 +55,8 @@ const explore = {
     container.append(
       el("aside", {}, el("label", {}, "Run", this.run),
         el("label", {}, el("span", {}, "Item ", this.itemNote), this.item),
-        el("label", {}, "Method", this.method), el("label", {}, "Target (class index)", this.target),
+        el("label", {}, "or upload an image", this.upload, this.uploadNote),
+        el("label", {}, "Methods", this.method), el("label", {}, "Target (class index)", this.target),
         el("label", {}, "Layer", this.layer), el("label", {}, "Checkpoint step", this.step), this.button,
         this.status),
       el("div", { class: "content" }, this.result),
@@ -54,6 +73,27 @@ const explore = {
     }
   },
 
+  clearUpload() {
+    this.uploaded = null;
+    this.upload.value = "";
+    this.uploadNote.textContent = "";
+  },
+
+  /** Send the chosen file to the run's uploads; the next "Explain" explains it instead of an item. */
+  async sendUpload() {
+    const file = this.upload.files[0];
+    this.uploaded = null;
+    if (!file) return;
+    if (file.size > MAX_UPLOAD) {
+      this.uploadNote.textContent = `${file.name} is ${(file.size / 2 ** 20).toFixed(1)} MB: at most 4 MB`;
+      return;
+    }
+    this.uploadNote.textContent = `sending ${file.name}…`;
+    const answer = await post("explore/uploads", { run: this.run.value, image: await base64Of(file) });
+    this.uploaded = { name: answer.upload, file: file.name, run: this.run.value };
+    this.uploadNote.textContent = `${file.name} (${answer.bytes} bytes) will be explained`;
+  },
+
   describeItem() {
     const label = this.offer?.labels?.[Number(this.item.value)];
     this.itemNote.textContent = this.offer ? `of ${this.offer.items}${label !== undefined && label !== null
@@ -62,8 +102,12 @@ const explore = {
 
   async go() {
     const number = (input) => (input.value.trim() === "" ? null : Number(input.value));
-    const body = { run: this.run.value, item: Number(this.item.value), method: this.method.value,
-      target: number(this.target), layer: this.layer.value.trim() || null, step: number(this.step) };
+    const methods = [...this.method.selectedOptions].map((option) => option.value);
+    const body = { run: this.run.value, methods, target: number(this.target), layer: this.layer.value.trim() || null,
+      step: number(this.step) };
+    if (this.uploaded && this.uploaded.run !== body.run) await this.sendUpload();  // uploads live in a run
+    if (this.uploaded) body.upload = this.uploaded.name;
+    else body.item = Number(this.item.value);
     this.button.disabled = true;
     try {
       let job = await post("explore/jobs", body);
@@ -86,12 +130,20 @@ const explore = {
 
   draw(job) {
     const r = job.result;
-    const picture = (name) => el("figure", { dataset: { picture: name } },
-      el("img", { src: withToken(job.urls[name]), alt: `${name} of item ${r.item}` }), el("figcaption", {}, name));
+    const what = r.upload ? `the upload ${this.uploaded?.file ?? r.upload}` : `item ${r.item}`;
+    const picture = (name, url, caption, method) => el("figure", { dataset: { picture: name, method: method ?? "" } },
+      el("img", { src: withToken(url), alt: `${name} of ${what}` }), el("figcaption", {}, caption));
+    const each = r.explanations ?? [r];
+    const urls = job.urls.explanations?.length ? job.urls.explanations : [job.urls];
     this.result.replaceChildren(
-      el("div", { class: "explore-pictures" }, picture("input"), picture("heatmap"), picture("overlay")),
-      el("p", { class: "note" }, `item ${r.item}${r.label !== null ? ` (label ${r.label})` : ""} · ${r.method}`
-        + `${r.layer ? ` at ${r.layer}` : ""} · ${r.target}: ${r.score.toFixed(3)} · `
+      el("div", { class: "explore-pictures" }, picture("input", job.urls.input, "input"),
+        each.map((e, i) => [
+          picture("heatmap", urls[i].heatmap, `${e.method}${e.layer ? ` at ${e.layer}` : ""} · ${e.target}: `
+            + `${e.score.toFixed(3)}`, e.method),
+          picture("overlay", urls[i].overlay, `${e.method} overlay`, e.method),
+        ])),
+      el("p", { class: "note" }, `${what}${r.label !== null ? ` (label ${r.label})` : ""} · `
+        + each.map((e) => e.method).join(", ") + " · "
         + (r.step === null ? "the model as made" : `checkpoint of step ${r.step}`)),
       el("table", { class: "explore-top" }, el("tr", {}, el("th", {}, "class"), el("th", {}, "probability")),
         r.top.map((t) => el("tr", {}, el("td", {}, String(t.class)), el("td", {}, t.probability.toFixed(3))))),
