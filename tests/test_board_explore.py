@@ -434,3 +434,38 @@ def test_an_upload_is_explained_in_the_page_with_two_methods_side_by_side(store,
     finally:
         explorer.close()
     assert not problems
+
+
+def test_items_filtered_by_class_prediction_and_confidence(store, client) -> None:
+    """The worker predicts every item once per checkpoint (cached in the run); the board filters them."""
+    _, x, states = store
+    assert client.get("/api/explore/items", params={"run": "cnn", "step": 5}).status_code == 404  # not yet
+    job = _done(client, client.post("/api/explore/jobs", json={"run": "cnn", "predictions": True, "step": 5}).json())
+    assert job["status"] == "done" and job["result"] == {"step": 5, "items": 6}, job
+    again = client.post("/api/explore/jobs", json={"run": "cnn", "predictions": True, "step": 5}).json()
+    assert again["status"] == "done" and again["cached"]  # once per checkpoint
+    model = FashionCNN()
+    model.load_state_dict(states[5])
+    with torch.no_grad():
+        confidence, predicted = model.eval()(x).softmax(1).max(1)
+    labels = list(range(6))
+    everything = client.get("/api/explore/items", params={"run": "cnn", "step": 5}).json()
+    assert everything["total"] == everything["matching"] == 6 and everything["step"] == 5
+    assert [row["predicted"] for row in everything["items"]] == predicted.tolist()
+    assert [row["confidence"] for row in everything["items"]] == pytest.approx(confidence.tolist(), rel=1e-5)
+    wrong = client.get("/api/explore/items", params={"run": "cnn", "step": 5, "misclassified": "true"}).json()
+    assert [row["item"] for row in wrong["items"]] == [i for i in range(6) if predicted[i] != labels[i]]
+    guess = int(predicted[0])
+    as_guess = client.get("/api/explore/items", params={"run": "cnn", "step": 5, "predicted": guess}).json()
+    assert [row["item"] for row in as_guess["items"]] == [i for i in range(6) if predicted[i] == guess]
+    three = client.get("/api/explore/items", params={"run": "cnn", "step": 5, "label": 3}).json()
+    assert [row["item"] for row in three["items"]] == [3]
+    middle = float(confidence.median())
+    params = {"run": "cnn", "step": 5, "min_confidence": middle}
+    sure = client.get("/api/explore/items", params=params).json()
+    assert [row["item"] for row in sure["items"]] == [i for i in range(6) if confidence[i] >= middle - 1e-6]
+    params = {"run": "cnn", "step": 5, "max_confidence": middle - 1e-6, "limit": 1}
+    unsure = client.get("/api/explore/items", params=params).json()
+    assert unsure["matching"] == sum(1 for c in confidence.tolist() if c < middle - 1e-6) and len(unsure["items"]) == 1
+    assert client.get("/api/explore/items", params={"run": "cnn", "min_confidence": 2}).status_code == 422
+    assert client.get("/api/explore/items", params={"run": "cnn", "step": 7}).status_code == 422

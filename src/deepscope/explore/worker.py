@@ -33,6 +33,7 @@ from torch import nn
 from ..errors import BadInputError, DeepscopeError
 
 TOP = 5  # predictions listed with each result
+BATCH = 256  # items per forward pass when predicting them all
 UPLOAD = re.compile(r"[0-9a-f]{32}")  # an upload's name, made by the board: its bytes' hash
 
 
@@ -217,6 +218,43 @@ class Worker:
         os.replace(folder / "result.json.tmp", folder / "result.json")  # the cache's mark: written last, at once
         return result
 
+    def predictions(self, request: dict[str, Any]) -> dict[str, Any]:
+        """Every item's predicted class and confidence (its softmax probability) with the checkpoint at ``step``,
+        written to ``<run_dir>/explore/<key>/predictions.json`` (what the board filters the items by)."""
+        run_dir, key = Path(request["run_dir"]), str(request["key"])
+        if not key.isalnum():
+            raise BadInputError(f"key {key!r}: letters and digits only")
+        self.weights(str(run_dir), request.get("step"))
+        device = next(iter(self.model.parameters())).device
+        predicted: list[int] = []
+        confidence: list[float] = []
+        with torch.no_grad():
+            for start in range(0, len(self.data), BATCH):
+                indices = range(start, min(start + BATCH, len(self.data)))
+                if self.data.inputs is not None:
+                    batch = self.data.inputs[start : indices.stop]
+                else:
+                    batch = torch.stack([self.data.item(i)[0] for i in indices])
+                scores = self.model(batch.to(device))
+                if scores.ndim != 2:
+                    raise BadInputError(
+                        f"predictions need class scores (batch, classes); the model gives {tuple(scores.shape)}"
+                    )
+                values, classes = scores.float().softmax(1).max(1)
+                predicted += [int(c) for c in classes.tolist()]
+                confidence += [float(v) for v in values.tolist()]
+        result = {
+            "step": request.get("step"),
+            "labels": self.data.label_list(),
+            "predicted": predicted,
+            "confidence": confidence,
+        }
+        folder = run_dir / "explore" / key
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "predictions.json.tmp").write_text(json.dumps(result))
+        os.replace(folder / "predictions.json.tmp", folder / "predictions.json")
+        return {"step": request.get("step"), "items": len(predicted)}
+
 
 def _uint8(rgb: np.ndarray) -> np.ndarray:
     return np.round(np.clip(rgb, 0, 1) * 255).astype(np.uint8)
@@ -230,7 +268,8 @@ def serve(worker: Worker, lines: Any, write: Callable[[str], None]) -> None:
             continue
         request = json.loads(line)
         try:
-            answer = {"id": request["id"], "ok": True, "result": worker.explain(request)}
+            work = worker.predictions if request.get("predictions") else worker.explain
+            answer = {"id": request["id"], "ok": True, "result": work(request)}
         except (DeepscopeError, RuntimeError, ValueError, TypeError, KeyError, IndexError, OSError) as error:
             answer = {"id": request.get("id"), "ok": False, "error": f"{type(error).__name__}: {error}"}
         write(json.dumps(answer))

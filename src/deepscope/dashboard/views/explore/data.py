@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import json
 import os
 import re
 from pathlib import Path
@@ -102,6 +103,9 @@ def start(root: Served, state: ExploreState, client: str, body: Any) -> dict[str
     run = body["run"]
     directory = _run_dir(root, run)
     offer = explorer.info()
+    if body.get("predictions") is True:  # every item's prediction with the checkpoint, to filter the items by
+        step = _step(root, run, body.get("step"))
+        return _with_urls(explorer.submit(client, run, directory, step, {"predictions": True}).answer(None))
     item, name = body.get("item"), body.get("upload")
     if name is not None:
         if (
@@ -128,15 +132,67 @@ def start(root: Served, state: ExploreState, client: str, body: Any) -> dict[str
         raise BadInputError(f"target {target!r}: a class index, or null for the predicted class")
     if layer is not None and not isinstance(layer, str):
         raise BadInputError(f"layer {layer!r}: a name from model.named_modules(), or null")
-    with open_reader(root, run) as reader:
-        steps = reader.checkpoints()
-    step = body.get("step")
-    if step is None:
-        step = steps[-1] if steps else None
-    elif step not in steps:
-        raise BadInputError(f"run {run!r} has no checkpoint at step {step!r}; its steps: {steps}")
+    step = _step(root, run, body.get("step"))
     request = {"item": item, "upload": name, "methods": methods, "target": target, "layer": layer}
     return _with_urls(explorer.submit(client, run, directory, step, request).answer(None))
+
+
+def _step(root: Served, run: str, step: Any) -> int | None:
+    """The checkpoint step asked for: one of the run's (default its last), or ``None`` for a run without any."""
+    with open_reader(root, run) as reader:
+        steps = reader.checkpoints()
+    if step is None:
+        return steps[-1] if steps else None
+    if step not in steps:
+        raise BadInputError(f"run {run!r} has no checkpoint at step {step!r}; its steps: {steps}")
+    return int(step)
+
+
+def items(
+    root: Served,
+    state: ExploreState,
+    run: str,
+    step: int | None = None,
+    label: int | None = None,
+    predicted: int | None = None,
+    misclassified: bool = False,
+    confidence: tuple[float, float] = (0.0, 1.0),
+    offset: int = 0,
+    limit: int = 100,
+) -> dict[str, Any]:
+    """The data's items that match: true class ``label``, predicted class ``predicted``, misclassified only, a
+    confidence (the predicted class's probability) within ``confidence``; ``{"step", "total", "matching", "items":
+    [{"item", "label", "predicted", "confidence"}] (``limit`` from ``offset``), "classes"}``. Read from the
+    predictions a ``{"predictions": true}`` job computed for that checkpoint (404 until then)."""
+    from .jobs import job_key
+
+    _explorer(state)
+    step = _step(root, run, step)
+    path = _run_dir(root, run) / "explore" / job_key(run, step, {"predictions": True}) / "predictions.json"
+    if not path.is_file():
+        raise NotFound(f"run {run!r} has no predictions at step {step!r} yet: start a job with predictions: true")
+    found = json.loads(path.read_text())
+    low, high = confidence
+    rows = [
+        {"item": i, "label": true, "predicted": guess, "confidence": p}
+        for i, (true, guess, p) in enumerate(zip(found["labels"], found["predicted"], found["confidence"]))
+    ]
+    chosen = [
+        row
+        for row in rows
+        if (label is None or row["label"] == label)
+        and (predicted is None or row["predicted"] == predicted)
+        and (not misclassified or (row["label"] is not None and row["label"] != row["predicted"]))
+        and low <= row["confidence"] <= high
+    ]
+    classes = sorted({c for c in found["labels"] + found["predicted"] if c is not None})
+    return {
+        "step": step,
+        "total": len(rows),
+        "matching": len(chosen),
+        "items": chosen[offset : offset + limit],
+        "classes": classes,
+    }
 
 
 def status(state: ExploreState, job: str) -> dict[str, Any]:

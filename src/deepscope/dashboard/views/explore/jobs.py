@@ -65,6 +65,8 @@ class Job:
 def job_key(run: str, step: int | None, request: dict[str, Any]) -> str:
     """The cache key of a request: the same run, checkpoint, item (or upload), methods, target and layer give the
     same key."""
+    if request.get("predictions"):
+        return hashlib.sha256(json.dumps([run, step, "predictions"]).encode()).hexdigest()[:32]
     methods = request.get("methods") or [request["method"]]
     what = [run, step, request.get("item"), request.get("upload"), methods, request.get("target"), request.get("layer")]
     return hashlib.sha256(json.dumps(what).encode()).hexdigest()[:32]
@@ -115,10 +117,13 @@ class Explorer:
                     return job
             job = Job(str(next(self._ids)), client, run, run_dir, key, {**request, "step": step})
             self._jobs[job.id] = job
-            cached = run_dir / "explore" / key / "result.json"
+            cached = run_dir / "explore" / key / ("predictions.json" if request.get("predictions") else "result.json")
             if cached.is_file():
                 job.status, job.cached, job.finished = "done", True, time.monotonic()
-                job.result = json.loads(cached.read_text())
+                found = json.loads(cached.read_text())
+                job.result = (
+                    {"step": found["step"], "items": len(found["predicted"])} if request.get("predictions") else found
+                )
                 return job
             self._order.append(job.id)
             if self._thread is None:

@@ -1,6 +1,7 @@
 """The Explore view's routes: ``GET /api/explore``, ``POST /api/explore/jobs``, ``GET /api/explore/jobs/{id}``,
-``GET /api/explore/file``, ``POST /api/explore/uploads`` (an image, at most ``data.MAX_UPLOAD`` bytes: a larger
-body is refused with 413 before it is read).
+``GET /api/explore/file``, ``GET /api/explore/items`` (the items filtered by class, prediction and confidence),
+``POST /api/explore/uploads`` (an image, at most ``data.MAX_UPLOAD`` bytes: a larger body is refused with 413
+before it is read).
 
 Starting a job is a POST whose body is JSON (``Content-Type: application/json``): a page of another origin can send
 a form or a plain-text POST without asking, never a JSON one (the browser asks first, and the board grants no
@@ -11,10 +12,10 @@ from __future__ import annotations
 
 import json
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse, Response
 
-from ...http import JSONAnswer
+from ...http import JSONAnswer, Step
 from ...security import json_body
 from ...sources import Source
 from . import data
@@ -59,6 +60,33 @@ def routes(router: APIRouter, served: Source, state: data.ExploreState) -> None:
             return JSONAnswer(data.upload(served, state, found))
         except data.TooLarge as error:
             return JSONAnswer({"detail": str(error)}, 413)
+
+    @router.get("/api/explore/items")
+    def items(
+        run: str,
+        step: Step = None,
+        label: int | None = None,
+        predicted: int | None = None,
+        misclassified: bool = False,
+        min_confidence: float = Query(0.0, ge=0, le=1),
+        max_confidence: float = Query(1.0, ge=0, le=1),
+        offset: int = Query(0, ge=0),
+        limit: int = Query(100, ge=1, le=1000),
+    ) -> Response:
+        return JSONAnswer(
+            data.items(
+                served,
+                state,
+                run,
+                step,
+                label,
+                predicted,
+                misclassified,
+                (min_confidence, max_confidence),
+                offset,
+                limit,
+            )
+        )
 
     @router.get("/api/explore/jobs/{job}")
     def job(job: str) -> Response:
