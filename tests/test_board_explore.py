@@ -183,6 +183,13 @@ def test_one_job_per_client_and_a_timeout(store, tmp_path, monkeypatch) -> None:
                                                             "layer": None})  # fmt: skip
         assert same is first and other is not first  # one job per client; another client queues behind
         assert explorer.status(other.id)["position"] in (0, 1)  # behind the first, or next once it runs
+        deadline = time.monotonic() + 10
+        while explorer.status(first.id)["status"] == "queued":
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        waiting = explorer.status(other.id)  # the queue as the page shows it: next in line, another job running
+        assert waiting["status"] == "queued" and waiting["position"] == 0 and waiting["queued"] == 1
+        assert waiting["others_running"] is True and explorer.status(first.id)["others_running"] is False
         deadline = time.monotonic() + 60
         while explorer.status(other.id)["status"] in ("queued", "running"):
             assert time.monotonic() < deadline
@@ -469,3 +476,45 @@ def test_items_filtered_by_class_prediction_and_confidence(store, client) -> Non
     assert unsure["matching"] == sum(1 for c in confidence.tolist() if c < middle - 1e-6) and len(unsure["items"]) == 1
     assert client.get("/api/explore/items", params={"run": "cnn", "min_confidence": 2}).status_code == 422
     assert client.get("/api/explore/items", params={"run": "cnn", "step": 7}).status_code == 422
+
+
+def test_browsing_misclassified_items_in_the_page(store) -> None:
+    from conftest import CHROMIUM, CHROMIUM_ARGS, serving
+
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium; .ci/run installs it)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is missing (pip install -e '.[test]')")
+    pytest.importorskip("uvicorn", reason="uvicorn is missing (pip install -e '.[board]')")
+    root, x, states = store
+    model = FashionCNN()
+    model.load_state_dict(states[10])
+    with torch.no_grad():
+        predicted = model.eval()(x).argmax(1).tolist()
+    wrong = [i for i in range(6) if predicted[i] != i]  # the labels are 0 ... 5
+    assert wrong  # random weights: some items are misclassified
+    app = create_app(root)
+    explorer = configure(app, {"model": "deepscope.demo.models:FashionCNN", "data": {"file": str(root / "data.pt")}})
+    problems: list[str] = []
+    try:
+        with serving(app) as url, sync_api.sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+            page = browser.new_page(viewport={"width": 1200, "height": 900})
+            page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+            page.on("pageerror", lambda e: problems.append(str(e)))
+            page.goto(f"{url}/")
+            page.click('#tabs button[data-view="explore"]', timeout=20_000)
+            page.wait_for_function(
+                "() => document.querySelectorAll('.explore-method option').length > 3", timeout=60_000
+            )
+            page.click(".explore-browse summary")
+            page.check(".explore-filter-misclassified")
+            page.click(".explore-find")
+            page.wait_for_selector(".explore-items p", timeout=120_000)
+            shown = page.eval_on_selector_all(".explore-found", "(bs) => bs.map((b) => Number(b.dataset.item))")
+            assert shown == wrong
+            page.click(f'.explore-found[data-item="{wrong[-1]}"]')
+            assert page.input_value(".explore-item") == str(wrong[-1])
+            browser.close()
+    finally:
+        explorer.close()
+    assert not problems

@@ -105,7 +105,8 @@ def start(root: Served, state: ExploreState, client: str, body: Any) -> dict[str
     offer = explorer.info()
     if body.get("predictions") is True:  # every item's prediction with the checkpoint, to filter the items by
         step = _step(root, run, body.get("step"))
-        return _with_urls(explorer.submit(client, run, directory, step, {"predictions": True}).answer(None))
+        job = explorer.submit(client, run, directory, step, {"predictions": True})
+        return _with_urls(explorer.status(job.id))
     item, name = body.get("item"), body.get("upload")
     if name is not None:
         if (
@@ -134,7 +135,7 @@ def start(root: Served, state: ExploreState, client: str, body: Any) -> dict[str
         raise BadInputError(f"layer {layer!r}: a name from model.named_modules(), or null")
     step = _step(root, run, body.get("step"))
     request = {"item": item, "upload": name, "methods": methods, "target": target, "layer": layer}
-    return _with_urls(explorer.submit(client, run, directory, step, request).answer(None))
+    return _with_urls(explorer.status(explorer.submit(client, run, directory, step, request).id))
 
 
 def _step(root: Served, run: str, step: Any) -> int | None:

@@ -133,12 +133,20 @@ class Explorer:
         return job
 
     def status(self, job_id: str) -> dict[str, Any]:
+        """A job's answer: its status, ``position`` in the queue (0: next), ``queued`` (jobs waiting in all),
+        ``others_running`` (another job is running), and its result or error."""
         with self._lock:
             job = self._jobs.get(job_id)
             if job is None:
                 raise BadInputError(f"no job {job_id!r}")
             position = self._order.index(job.id) if job.id in self._order else None
-            return job.answer(position)
+            answer = job.answer(position)
+            # the queue, as the page shows it: how many jobs wait, and whether another client's job is running
+            answer["queued"] = len(self._order)
+            answer["others_running"] = any(
+                other.status == "running" and other.id != job.id for other in self._jobs.values()
+            )
+            return answer
 
     def close(self) -> None:
         """Stop the worker and the dispatching thread."""

@@ -2,7 +2,7 @@
 // worker explains it with the run's checkpoint and the page shows one heatmap and overlay per method, side by side,
 // and the model's top predictions.
 
-let api, el, fillSelect, report, state, TOKEN, withToken;
+let api, el, fillSelect, get, report, state, TOKEN, withToken;
 
 // One job at a time per page: the server keys jobs by this id.
 const CLIENT = (window.crypto?.randomUUID?.() ?? String(Math.random()).slice(2));
@@ -51,6 +51,23 @@ const explore = {
     this.button = el("button", { type: "button", class: "explore-go", onclick: () => this.go().catch(report) },
       "Explain");
     this.status = el("p", { class: "note explore-status" });
+    // Browse: the items filtered by true class, predicted class, misclassified and confidence (the worker predicts
+    // every item once per checkpoint; the run keeps the predictions).
+    this.trueClass = el("select", { class: "explore-filter-label" });
+    this.predicted = el("select", { class: "explore-filter-predicted" });
+    this.misclassified = el("input", { type: "checkbox", class: "explore-filter-misclassified" });
+    this.minConfidence = el("input", { type: "number", class: "explore-filter-min", min: 0, max: 1, step: 0.05,
+      value: 0 });
+    this.maxConfidence = el("input", { type: "number", class: "explore-filter-max", min: 0, max: 1, step: 0.05,
+      value: 1 });
+    this.findButton = el("button", { type: "button", class: "explore-find", onclick: () => this.find().catch(report) },
+      "Find items");
+    this.found = el("div", { class: "explore-items" });
+    this.browse = el("details", { class: "explore-browse" }, el("summary", {}, "Browse items"),
+      el("label", {}, "True class", this.trueClass), el("label", {}, "Predicted class", this.predicted),
+      el("label", {}, this.misclassified, " misclassified only"),
+      el("label", {}, "Confidence from", this.minConfidence), el("label", {}, "to", this.maxConfidence),
+      this.findButton, this.found);
     this.result = el("div", { class: "explore-result" });
     container.append(
       el("aside", {}, el("label", {}, "Run", this.run),
@@ -58,7 +75,7 @@ const explore = {
         el("label", {}, "or upload an image", this.upload, this.uploadNote),
         el("label", {}, "Methods", this.method), el("label", {}, "Target (class index)", this.target),
         el("label", {}, "Layer", this.layer), el("label", {}, "Checkpoint step", this.step), this.button,
-        this.status),
+        this.status, this.browse),
       el("div", { class: "content" }, this.result),
     );
   },
@@ -69,6 +86,7 @@ const explore = {
       this.offer = await api("explore");
       fillSelect(this.method, this.offer.methods, this.offer.methods.includes("gradcam") ? "gradcam" : undefined);
       this.item.max = String(this.offer.items - 1);
+      this.fillClasses([...new Set(this.offer.labels.filter((c) => c !== null))].sort((a, b) => a - b));
       this.describeItem();
     }
   },
@@ -100,6 +118,29 @@ const explore = {
       ? ` · label ${label}` : ""}` : "";
   },
 
+  fillClasses(classes) {
+    for (const select of [this.trueClass, this.predicted]) {
+      const current = select.value;
+      select.replaceChildren(el("option", { value: "" }, "any"),
+        ...classes.map((c) => el("option", { value: String(c) }, String(c))));
+      select.value = classes.map(String).includes(current) ? current : "";
+    }
+  },
+
+  /** Start a job (a JSON POST) and wait for it, showing its place in the queue; the finished job. */
+  async runJob(body) {
+    let job = await post("explore/jobs", body);
+    while (job.status === "queued" || job.status === "running") {
+      const others = job.others_running ? " · another job is running" : "";
+      this.status.textContent = job.status === "queued"
+        ? `queued · ${job.position === 0 ? "next" : `${job.position} job(s) ahead`}${others}`
+        : `running · ${job.seconds.toFixed(1)} s${job.queued ? ` · ${job.queued} waiting` : ""}`;
+      await sleep(200);
+      job = await api(`explore/jobs/${job.id}`);
+    }
+    return job;
+  },
+
   async go() {
     const number = (input) => (input.value.trim() === "" ? null : Number(input.value));
     const methods = [...this.method.selectedOptions].map((option) => option.value);
@@ -110,13 +151,7 @@ const explore = {
     else body.item = Number(this.item.value);
     this.button.disabled = true;
     try {
-      let job = await post("explore/jobs", body);
-      while (job.status === "queued" || job.status === "running") {
-        this.status.textContent = job.status === "queued"
-          ? `queued${job.position ? ` behind ${job.position}` : ""}` : `running · ${job.seconds.toFixed(1)} s`;
-        await sleep(200);
-        job = await api(`explore/jobs/${job.id}`);
-      }
+      const job = await this.runJob(body);
       if (job.status === "failed") {
         this.status.textContent = `failed: ${job.error}`;
         return;
@@ -125,6 +160,39 @@ const explore = {
       this.draw(job);
     } finally {
       this.button.disabled = false;
+    }
+  },
+
+  /** The items that match the filters, as buttons that choose one. */
+  async find() {
+    const step = this.step.value.trim() === "" ? null : Number(this.step.value);
+    this.findButton.disabled = true;
+    try {
+      const job = await this.runJob({ run: this.run.value, predictions: true, step });
+      if (job.status === "failed") {
+        this.status.textContent = `failed: ${job.error}`;
+        return;
+      }
+      this.status.textContent = `predicted ${job.result.items} items${job.cached ? " (from the run's cache)" : ""}`;
+      const params = { run: this.run.value, misclassified: this.misclassified.checked,
+        min_confidence: this.minConfidence.value || 0, max_confidence: this.maxConfidence.value || 1, limit: 200 };
+      if (step !== null) params.step = step;
+      if (this.trueClass.value !== "") params.label = this.trueClass.value;
+      if (this.predicted.value !== "") params.predicted = this.predicted.value;
+      const found = await get("explore/items", params);
+      this.fillClasses(found.classes);
+      this.found.replaceChildren(
+        el("p", { class: "note" }, `${found.matching} of ${found.total} items`
+          + (found.matching > found.items.length ? ` (the first ${found.items.length})` : "")),
+        ...found.items.map((row) => el("button", {
+          type: "button", class: `explore-found${row.label !== null && row.label !== row.predicted ? " wrong" : ""}`,
+          dataset: { item: String(row.item) },
+          title: `label ${row.label ?? "?"}, predicted ${row.predicted} (${row.confidence.toFixed(3)})`,
+          onclick: () => { this.item.value = String(row.item); this.clearUpload(); this.describeItem(); },
+        }, `#${row.item} ${row.label ?? "?"}→${row.predicted} ${row.confidence.toFixed(2)}`)),
+      );
+    } finally {
+      this.findButton.disabled = false;
     }
   },
 
@@ -154,5 +222,6 @@ const explore = {
 /** The view's object for the page (app.js): `core` is the page's shared module, `entry` the view's registry line. */
 export default function create(core, entry) {
   ({ api, el, fillSelect, report, state, TOKEN, withToken } = core);
+  get = core.get ?? core.api;
   return explore;
 }
