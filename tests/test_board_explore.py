@@ -359,6 +359,15 @@ def test_uploads_too_large_or_not_images_or_forged_are_refused(store, client) ->
     foreign = client.post("/api/explore/uploads", content=body, headers={**JSON, "Origin": "http://evil.example"})
     assert foreign.status_code == 403
     assert (sorted(uploads.iterdir()) if uploads.exists() else []) == before
+    # a small file of a huge picture: stored, but the worker refuses to decode it (the job fails, the worker goes on)
+    blank = io.BytesIO()
+    PILImage.new("L", (7000, 6000)).save(blank, format="PNG")
+    answer = client.post(
+        "/api/explore/uploads", json={"run": "cnn", "image": base64.b64encode(blank.getvalue()).decode()}
+    )
+    job = _done(client, client.post("/api/explore/jobs", json={"run": "cnn", "upload": answer.json()["upload"],
+                                                               "method": "saliency"}).json())  # fmt: skip
+    assert job["status"] == "failed" and "7000 x 6000 pixels" in job["error"]
     # a job may name only an upload the board made, in the run's own folder
     for name in ("../../data.pt", "0" * 32):
         answer = client.post("/api/explore/jobs", json={"run": "cnn", "upload": name, "method": "gradcam"})

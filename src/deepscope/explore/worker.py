@@ -33,6 +33,7 @@ from torch import nn
 from ..errors import BadInputError, DeepscopeError
 
 TOP = 5  # predictions listed with each result
+MAX_PIXELS = 40_000_000  # an upload's pixels (PIL decodes it; its file is at most a few MB)
 BATCH = 256  # items per forward pass when predicting them all
 UPLOAD = re.compile(r"[0-9a-f]{32}")  # an upload's name, made by the board: its bytes' hash
 
@@ -146,6 +147,10 @@ class Worker:
         channels, height, width = like.shape
         try:
             with Image.open(run_dir / "explore" / "uploads" / upload) as image:
+                if image.width * image.height > MAX_PIXELS:  # a few MB of PNG can hold a huge, blank picture
+                    raise BadInputError(
+                        f"the upload is {image.width} x {image.height} pixels; at most {MAX_PIXELS:,} are decoded"
+                    )
                 image = image.convert("L" if channels == 1 else "RGB").resize((width, height), Image.BILINEAR)
                 pixels = np.asarray(image, dtype=np.float32) / 255.0
         except (OSError, Image.DecompressionBombError) as error:

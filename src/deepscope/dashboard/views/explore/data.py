@@ -64,8 +64,8 @@ def info(state: ExploreState) -> dict[str, Any]:
 def upload(root: Served, state: ExploreState, body: Any) -> dict[str, Any]:
     """Keep an uploaded image, ``{"run", "image": base64}``, in the run's ``explore/uploads/`` under the hash of its
     bytes (a name the board makes; the client's file name is never used); answers ``{"upload", "bytes"}``, the name
-    a job's ``upload`` gives. The bytes are only checked to start like a PNG, JPEG, GIF or BMP file here: the worker
-    decodes them (with PIL), never the web server."""
+    a job's ``upload`` gives. The bytes are only checked to start like a PNG, JPEG, GIF, BMP or WebP file here:
+    the worker decodes them (with PIL), never the web server."""
     _explorer(state)
     if not isinstance(body, dict) or not isinstance(body.get("run"), str) or not isinstance(body.get("image"), str):
         raise BadInputError('send {"run", "image": the image file\'s bytes in base64} as JSON')
@@ -217,7 +217,7 @@ def _with_urls(answer: dict[str, Any]) -> dict[str, Any]:
         return "api/explore/file?" + urlencode({"run": answer["run"], "key": answer["key"], "name": name})
 
     result = answer["result"]
-    if result is not None:
+    if result is not None and "files" in result:  # an explanation's (a predictions job has no pictures)
         answer["urls"] = {name.removesuffix(".png"): url(name) for name in FILES}
         answer["urls"]["explanations"] = [
             {kind: url(name) for kind, name in each["files"].items()} for each in result.get("explanations", [])
