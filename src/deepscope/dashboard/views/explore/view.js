@@ -65,8 +65,9 @@ const explore = {
     this.found = el("div", { class: "explore-items" });
     this.browse = el("details", { class: "explore-browse" }, el("summary", {}, "Browse items"),
       el("label", {}, "True class", this.trueClass), el("label", {}, "Predicted class", this.predicted),
-      el("label", {}, this.misclassified, " misclassified only"),
-      el("label", {}, "Confidence from", this.minConfidence), el("label", {}, "to", this.maxConfidence),
+      el("label", { class: "inline" }, this.misclassified, "misclassified only"),
+      el("div", { class: "explore-range" }, el("label", {}, "Confidence from", this.minConfidence),
+        el("label", {}, "to", this.maxConfidence)),
       this.findButton, this.found);
     this.result = el("div", { class: "explore-result" });
     container.append(
