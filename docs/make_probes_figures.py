@@ -5,7 +5,8 @@ The demo's FashionMNIST CNN trained for 60 steps of batch 128 (the Debian packag
 with 8 test images as probes explained by Grad-CAM and saliency every 5 steps (``run.watch(probes=...)``) and its
 weights kept every 20 steps; the board serves the run with the CNN and 64 test images to explore, and headless
 Chromium (Playwright) photographs the probe panel with the slider on an early step where the probe is still
-misclassified, then the Explore view with Grad-CAM of one test image on the last checkpoint.
+misclassified, then the Explore view: the misclassified test images found, and the first explained by Grad-CAM,
+saliency and integrated gradients side by side on the last checkpoint.
 Run: .venv/bin/python docs/make_probes_figures.py (under a minute on two cores).
 """
 
@@ -94,13 +95,19 @@ def photograph(root: Path, index: int, position: int) -> None:
             page.wait_for_function(
                 "() => document.querySelectorAll('.explore-method option').length > 3", timeout=120_000
             )
-            page.fill(".explore-item", "12")
-            page.select_option(".explore-method", "gradcam")
+            page.click(".explore-browse summary")
+            page.check(".explore-filter-misclassified")
+            page.click(".explore-find")
+            page.wait_for_selector(".explore-found", timeout=120_000)
+            page.click(".explore-found >> nth=0")  # the first misclassified test image
+            page.select_option(".explore-method", ["gradcam", "saliency", "integrated_gradients"])
             page.click(".explore-go")
-            page.wait_for_selector('.explore-pictures figure[data-picture="heatmap"] img', timeout=120_000)
+            page.wait_for_selector('.explore-pictures figure[data-method="integrated_gradients"] img', timeout=120_000)
             page.wait_for_timeout(1000)
+            page.set_viewport_size({"width": 1250, "height": 930})  # the items found, below the filters
+            page.wait_for_timeout(500)
             name = HERE / "board_explore.png"
-            page.screenshot(path=str(name), clip={"x": 0, "y": 0, "width": 1250, "height": 520})
+            page.screenshot(path=str(name), clip={"x": 0, "y": 0, "width": 1250, "height": 930})
             print(f"wrote {name}")
             browser.close()
     finally:

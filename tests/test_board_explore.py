@@ -183,6 +183,13 @@ def test_one_job_per_client_and_a_timeout(store, tmp_path, monkeypatch) -> None:
                                                             "layer": None})  # fmt: skip
         assert same is first and other is not first  # one job per client; another client queues behind
         assert explorer.status(other.id)["position"] in (0, 1)  # behind the first, or next once it runs
+        deadline = time.monotonic() + 10
+        while explorer.status(first.id)["status"] == "queued":
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        waiting = explorer.status(other.id)  # the queue as the page shows it: next in line, another job running
+        assert waiting["status"] == "queued" and waiting["position"] == 0 and waiting["queued"] == 1
+        assert waiting["others_running"] is True and explorer.status(first.id)["others_running"] is False
         deadline = time.monotonic() + 60
         while explorer.status(other.id)["status"] in ("queued", "running"):
             assert time.monotonic() < deadline
@@ -292,3 +299,231 @@ def test_a_notebooks_model_and_data_objects_and_the_command_lines_factories(stor
     monkeypatch.setattr("deepscope.dashboard.serve", lambda *args, **kwargs: seen.update(kwargs))
     assert cli.main(["board", str(root), "--model", "pkg.models:make", "--data", "pkg.data:make"]) == 0
     assert seen["model"] == "pkg.models:make" and seen["data"] == "pkg.data:make"
+
+
+def _upload(client: TestClient, picture: np.ndarray, fmt: str = "PNG") -> dict[str, Any]:
+    import base64
+
+    buffer = io.BytesIO()
+    PILImage.fromarray(picture).save(buffer, format=fmt)
+    body = {"run": "cnn", "image": base64.b64encode(buffer.getvalue()).decode()}
+    answer = client.post("/api/explore/uploads", json=body)
+    assert answer.status_code == 200, answer.text
+    return answer.json()
+
+
+def test_an_uploaded_image_is_explained_like_an_item(store, client) -> None:
+    """The upload is kept in the run's explore/uploads/ under its hash; the worker decodes it to the data's shape
+    (grey, 28 x 28, values in [0, 1]) and the heatmap equals ds.explain on that tensor."""
+    root, _, states = store
+    picture = (np.random.default_rng(3).random((40, 56, 3)) * 255).astype(np.uint8)  # RGB, another size
+    found = _upload(client, picture)
+    assert sorted(p.name for p in (root / "cnn" / "explore" / "uploads").iterdir()) == [found["upload"]]
+    job = _done(client, client.post("/api/explore/jobs", json={"run": "cnn", "upload": found["upload"],
+                                                               "method": "gradcam"}).json())  # fmt: skip
+    assert job["status"] == "done", job
+    grey = PILImage.fromarray(picture).convert("L").resize((28, 28), PILImage.BILINEAR)
+    x = torch.from_numpy(np.asarray(grey, dtype=np.float32) / 255)[None, None]
+    model = FashionCNN()
+    model.load_state_dict(states[10])
+    e = ds.explain(model.eval(), x, "gradcam")
+    expected = np.round(np.clip(render.colorize(e.heatmap[0]), 0, 1) * 255).astype(np.uint8)
+    np.testing.assert_array_equal(_png(client, job["urls"]["heatmap"]), expected)
+    assert job["result"]["upload"] == found["upload"] and job["result"]["label"] is None
+    assert job["result"]["item"] is None
+
+
+def test_uploads_too_large_or_not_images_or_forged_are_refused(store, client) -> None:
+    import base64
+
+    from deepscope.dashboard.views.explore.data import MAX_UPLOAD
+
+    root = store[0]
+    uploads = root / "cnn" / "explore" / "uploads"
+    before = sorted(uploads.iterdir()) if uploads.exists() else []
+    big = b"\x89PNG\r\n\x1a\n" + bytes(MAX_UPLOAD)
+    answer = client.post("/api/explore/uploads", json={"run": "cnn", "image": base64.b64encode(big).decode()})
+    assert answer.status_code == 413 and "at most 4 MB" in answer.text
+    huge = b'{"run": "cnn", "image": "' + b"A" * (2 * MAX_UPLOAD) + b'"}'
+    answer = client.post("/api/explore/uploads", content=huge, headers=JSON)
+    assert answer.status_code == 413 and "too large" in answer.text
+    text = base64.b64encode(b"not an image at all").decode()
+    answer = client.post("/api/explore/uploads", json={"run": "cnn", "image": text})
+    assert answer.status_code == 422 and "not a PNG" in answer.text
+    assert client.post("/api/explore/uploads", json={"run": "cnn", "image": "%%"}).status_code == 422
+    assert client.post("/api/explore/uploads", json={"run": "../x", "image": text}).status_code == 404
+    png = io.BytesIO()
+    PILImage.new("L", (4, 4)).save(png, format="PNG")
+    body = '{"run": "cnn", "image": "' + base64.b64encode(png.getvalue()).decode() + '"}'
+    assert client.post("/api/explore/uploads", content=body, headers={"Content-Type": "text/plain"}).status_code == 403
+    foreign = client.post("/api/explore/uploads", content=body, headers={**JSON, "Origin": "http://evil.example"})
+    assert foreign.status_code == 403
+    assert (sorted(uploads.iterdir()) if uploads.exists() else []) == before
+    # a small file of a huge picture: stored, but the worker refuses to decode it (the job fails, the worker goes on)
+    blank = io.BytesIO()
+    PILImage.new("L", (7000, 6000)).save(blank, format="PNG")
+    answer = client.post(
+        "/api/explore/uploads", json={"run": "cnn", "image": base64.b64encode(blank.getvalue()).decode()}
+    )
+    job = _done(client, client.post("/api/explore/jobs", json={"run": "cnn", "upload": answer.json()["upload"],
+                                                               "method": "saliency"}).json())  # fmt: skip
+    assert job["status"] == "failed" and "7000 x 6000 pixels" in job["error"]
+    # a job may name only an upload the board made, in the run's own folder
+    for name in ("../../data.pt", "0" * 32):
+        answer = client.post("/api/explore/jobs", json={"run": "cnn", "upload": name, "method": "gradcam"})
+        assert answer.status_code == 422 and "no such upload" in answer.text
+
+
+def test_several_methods_side_by_side(store, client) -> None:
+    _, x, states = store
+    methods = ["gradcam", "saliency", "integrated_gradients"]
+    job = _done(client, client.post("/api/explore/jobs", json={"run": "cnn", "item": 1, "methods": methods,
+                                                               "layer": "features.relu2"}).json())  # fmt: skip
+    assert job["status"] == "done", job
+    model = FashionCNN()
+    model.load_state_dict(states[10])
+    shown = job["result"]["explanations"]
+    assert [e["method"] for e in shown] == methods and len(job["urls"]["explanations"]) == 3
+    for each, urls, method in zip(shown, job["urls"]["explanations"], methods):
+        layer = "features.relu2" if method == "gradcam" else None  # the layer goes to the methods that take one
+        e = ds.explain(model.eval(), x[1:2], method, layer=layer)
+        expected = np.round(np.clip(render.colorize(e.heatmap[0]), 0, 1) * 255).astype(np.uint8)
+        np.testing.assert_array_equal(_png(client, urls["heatmap"]), expected)
+        assert each["layer"] == e.layer and each["score"] == pytest.approx(float(e.scores[0]), rel=1e-5)
+    for body in ({"methods": []}, {"methods": ["gradcam", "gradcam"]}, {"methods": ["gradcam", "nope"]}):
+        answer = client.post("/api/explore/jobs", json={"run": "cnn", "item": 1, **body})
+        assert answer.status_code == 422, body
+
+
+def test_an_upload_is_explained_in_the_page_with_two_methods_side_by_side(store, tmp_path) -> None:
+    from conftest import CHROMIUM, CHROMIUM_ARGS, serving
+
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium; .ci/run installs it)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is missing (pip install -e '.[test]')")
+    pytest.importorskip("uvicorn", reason="uvicorn is missing (pip install -e '.[board]')")
+    root = store[0]
+    app = create_app(root)
+    explorer = configure(app, {"model": "deepscope.demo.models:FashionCNN", "data": {"file": str(root / "data.pt")}})
+    picture = (np.random.default_rng(7).random((32, 32)) * 255).astype(np.uint8)
+    png = io.BytesIO()
+    PILImage.fromarray(picture).save(png, format="PNG")
+    problems: list[str] = []
+    try:
+        with serving(app) as url, sync_api.sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+            page = browser.new_page(viewport={"width": 1200, "height": 800})
+            page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+            page.on("pageerror", lambda e: problems.append(str(e)))
+            page.goto(f"{url}/")
+            page.click('#tabs button[data-view="explore"]', timeout=20_000)
+            page.wait_for_function(
+                "() => document.querySelectorAll('.explore-method option').length > 3", timeout=60_000
+            )
+            page.set_input_files(
+                ".explore-upload", files=[{"name": "mine.png", "mimeType": "image/png", "buffer": png.getvalue()}]
+            )
+            page.wait_for_function(
+                "() => document.querySelector('.explore-upload-note').textContent.includes('will be explained')",
+                timeout=30_000,
+            )
+            page.select_option(".explore-method", ["gradcam", "saliency"])
+            page.click(".explore-go")
+            saliency = '.explore-pictures figure[data-picture="heatmap"][data-method="saliency"] img'
+            page.wait_for_selector(saliency, timeout=120_000)
+            page.wait_for_function(
+                "() => [...document.querySelectorAll('.explore-pictures img')]"
+                ".every((i) => i.complete && i.naturalWidth > 0)"
+            )
+            methods = page.eval_on_selector_all(
+                '.explore-pictures figure[data-picture="heatmap"]', "(fs) => fs.map((f) => f.dataset.method)"
+            )
+            assert sorted(methods) == ["gradcam", "saliency"]  # in the list's order
+            assert "the upload mine.png" in page.inner_text(".explore-result")
+            src = page.get_attribute(saliency, "src")
+            browser.close()
+        key = src.split("key=")[1].split("&")[0]
+        result = __import__("json").loads((root / "cnn" / "explore" / key / "result.json").read_text())
+        assert result["upload"] is not None and [e["method"] for e in result["explanations"]] == methods
+        # the upload is kept in the run's folder only, under the name the board made (its hash)
+        assert (root / "cnn" / "explore" / "uploads" / result["upload"]).read_bytes() == png.getvalue()
+    finally:
+        explorer.close()
+    assert not problems
+
+
+def test_items_filtered_by_class_prediction_and_confidence(store, client) -> None:
+    """The worker predicts every item once per checkpoint (cached in the run); the board filters them."""
+    _, x, states = store
+    assert client.get("/api/explore/items", params={"run": "cnn", "step": 5}).status_code == 404  # not yet
+    job = _done(client, client.post("/api/explore/jobs", json={"run": "cnn", "predictions": True, "step": 5}).json())
+    assert job["status"] == "done" and job["result"] == {"step": 5, "items": 6}, job
+    again = client.post("/api/explore/jobs", json={"run": "cnn", "predictions": True, "step": 5}).json()
+    assert again["status"] == "done" and again["cached"]  # once per checkpoint
+    model = FashionCNN()
+    model.load_state_dict(states[5])
+    with torch.no_grad():
+        confidence, predicted = model.eval()(x).softmax(1).max(1)
+    labels = list(range(6))
+    everything = client.get("/api/explore/items", params={"run": "cnn", "step": 5}).json()
+    assert everything["total"] == everything["matching"] == 6 and everything["step"] == 5
+    assert [row["predicted"] for row in everything["items"]] == predicted.tolist()
+    assert [row["confidence"] for row in everything["items"]] == pytest.approx(confidence.tolist(), rel=1e-5)
+    wrong = client.get("/api/explore/items", params={"run": "cnn", "step": 5, "misclassified": "true"}).json()
+    assert [row["item"] for row in wrong["items"]] == [i for i in range(6) if predicted[i] != labels[i]]
+    guess = int(predicted[0])
+    as_guess = client.get("/api/explore/items", params={"run": "cnn", "step": 5, "predicted": guess}).json()
+    assert [row["item"] for row in as_guess["items"]] == [i for i in range(6) if predicted[i] == guess]
+    three = client.get("/api/explore/items", params={"run": "cnn", "step": 5, "label": 3}).json()
+    assert [row["item"] for row in three["items"]] == [3]
+    middle = float(confidence.median())
+    params = {"run": "cnn", "step": 5, "min_confidence": middle}
+    sure = client.get("/api/explore/items", params=params).json()
+    assert [row["item"] for row in sure["items"]] == [i for i in range(6) if confidence[i] >= middle - 1e-6]
+    params = {"run": "cnn", "step": 5, "max_confidence": middle - 1e-6, "limit": 1}
+    unsure = client.get("/api/explore/items", params=params).json()
+    assert unsure["matching"] == sum(1 for c in confidence.tolist() if c < middle - 1e-6) and len(unsure["items"]) == 1
+    assert client.get("/api/explore/items", params={"run": "cnn", "min_confidence": 2}).status_code == 422
+    assert client.get("/api/explore/items", params={"run": "cnn", "step": 7}).status_code == 422
+
+
+def test_browsing_misclassified_items_in_the_page(store) -> None:
+    from conftest import CHROMIUM, CHROMIUM_ARGS, serving
+
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium; .ci/run installs it)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is missing (pip install -e '.[test]')")
+    pytest.importorskip("uvicorn", reason="uvicorn is missing (pip install -e '.[board]')")
+    root, x, states = store
+    model = FashionCNN()
+    model.load_state_dict(states[10])
+    with torch.no_grad():
+        predicted = model.eval()(x).argmax(1).tolist()
+    wrong = [i for i in range(6) if predicted[i] != i]  # the labels are 0 ... 5
+    assert wrong  # random weights: some items are misclassified
+    app = create_app(root)
+    explorer = configure(app, {"model": "deepscope.demo.models:FashionCNN", "data": {"file": str(root / "data.pt")}})
+    problems: list[str] = []
+    try:
+        with serving(app) as url, sync_api.sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+            page = browser.new_page(viewport={"width": 1200, "height": 900})
+            page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+            page.on("pageerror", lambda e: problems.append(str(e)))
+            page.goto(f"{url}/")
+            page.click('#tabs button[data-view="explore"]', timeout=20_000)
+            page.wait_for_function(
+                "() => document.querySelectorAll('.explore-method option').length > 3", timeout=60_000
+            )
+            page.click(".explore-browse summary")
+            page.check(".explore-filter-misclassified")
+            page.click(".explore-find")
+            page.wait_for_selector(".explore-items p", timeout=120_000)
+            shown = page.eval_on_selector_all(".explore-found", "(bs) => bs.map((b) => Number(b.dataset.item))")
+            assert shown == wrong
+            page.click(f'.explore-found[data-item="{wrong[-1]}"]')
+            assert page.input_value(".explore-item") == str(wrong[-1])
+            browser.close()
+    finally:
+        explorer.close()
+    assert not problems

@@ -6,10 +6,12 @@ by :func:`save_object`). It reads one JSON request per line on stdin and writes 
 stdout: first ``{"hello": {"methods", "items", "labels", "classes"}}``, then for each request ``{"id", "ok": true,
 "result"}`` or ``{"id", "ok": false, "error"}``.
 
-A request ``{"id", "run_dir", "key", "item", "method", "target", "layer", "step"}`` explains item ``item`` of the
-data with the model's weights from the run's checkpoint at ``step`` (``None``: the model as the factory makes it,
-for a run without checkpoints), and writes ``input.png``, ``heatmap.png``, ``overlay.png`` and ``result.json`` into
-``<run_dir>/explore/<key>/`` (the cache the server reads before asking again): never outside the run's folder.
+A request ``{"id", "run_dir", "key", "item" | "upload", "methods", "target", "layer", "step"}`` explains item
+``item`` of the data (or the image uploaded to ``<run_dir>/explore/uploads/<upload>``) with each method, with the
+model's weights from the run's checkpoint at ``step`` (``None``: the model as the factory makes it, for a run
+without checkpoints), and writes ``input.png``, one ``heatmap*.png`` and ``overlay*.png`` per method and
+``result.json`` into ``<run_dir>/explore/<key>/`` (the cache the server reads before
+asking again): never outside the run's folder.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -30,6 +33,9 @@ from torch import nn
 from ..errors import BadInputError, DeepscopeError
 
 TOP = 5  # predictions listed with each result
+MAX_PIXELS = 40_000_000  # an upload's pixels (PIL decodes it; its file is at most a few MB)
+BATCH = 256  # items per forward pass when predicting them all
+UPLOAD = re.compile(r"[0-9a-f]{32}")  # an upload's name, made by the board: its bytes' hash
 
 
 def load_object(spec: str | dict[str, str], what: str) -> Any:
@@ -123,17 +129,60 @@ class Worker:
         self.model.eval()
         self._loaded = (run_dir, step)
 
+    def input(self, run_dir: Path, request: dict[str, Any]) -> tuple[torch.Tensor, int | None]:
+        """The input a request names: item ``item`` of the data, or the image ``upload`` kept in the run's
+        ``explore/uploads/`` (decoded here, never by the web server), as the data's items are shaped: their channels
+        (grey or RGB) and their height and width, values in [0, 1]; an upload has no label."""
+        upload = request.get("upload")
+        if upload is None:
+            return self.data.item(request["item"])
+        if not isinstance(upload, str) or not UPLOAD.fullmatch(upload):
+            raise BadInputError(f"upload {upload!r}: the name the board gave it")
+        like = self.data.item(0)[0]
+        if like.ndim != 3 or like.shape[0] not in (1, 3):
+            raise BadInputError(
+                f"uploads need image items (channels, height, width) with 1 or 3 channels; the data's are "
+                f"{tuple(like.shape)}"
+            )
+        channels, height, width = like.shape
+        try:
+            with Image.open(run_dir / "explore" / "uploads" / upload) as image:
+                if image.width * image.height > MAX_PIXELS:  # a few MB of PNG can hold a huge, blank picture
+                    raise BadInputError(
+                        f"the upload is {image.width} x {image.height} pixels; at most {MAX_PIXELS:,} are decoded"
+                    )
+                image = image.convert("L" if channels == 1 else "RGB").resize((width, height), Image.BILINEAR)
+                pixels = np.asarray(image, dtype=np.float32) / 255.0
+        except (OSError, Image.DecompressionBombError) as error:
+            raise BadInputError(f"the upload is not an image PIL can read ({error})") from None
+        x = torch.from_numpy(pixels.copy())
+        x = x[None] if channels == 1 else x.permute(2, 0, 1)
+        return x.to(like.dtype).contiguous(), None
+
     def explain(self, request: dict[str, Any]) -> dict[str, Any]:
+        """Explain one input with each of ``request["methods"]`` (or ``request["method"]``): the first method's
+        pictures are ``heatmap.png`` and ``overlay.png``, the others' ``heatmap-1.png``, ``overlay-1.png``, ...;
+        ``layer`` goes to the one method, or among several to those that need one (the CAMs: the others then explain
+        the input, not that layer)."""
         from .. import render
         from ..explain import explain
+        from ..explain.base import method_class
 
         run_dir, key = Path(request["run_dir"]), str(request["key"])
         if not key.isalnum():
             raise BadInputError(f"key {key!r}: letters and digits only")
         self.weights(str(run_dir), request.get("step"))
-        x, label = self.data.item(request["item"])
+        x, label = self.input(run_dir, request)
         batch = x[None].to(next(iter(self.model.parameters())).device)
-        e = explain(self.model, batch, request["method"], request.get("target"), request.get("layer"))
+        names = request.get("methods") or [request["method"]]
+        layer = request.get("layer")
+        explained = []
+        for name in names:
+            cls = method_class(name)
+            needs = cls.uses_layer and not cls.layer_optional
+            explained.append(
+                explain(self.model, batch, name, request.get("target"), layer if needs or len(names) == 1 else None)
+            )
         with torch.no_grad():
             scores = self.model(batch)
         probabilities = scores.float().softmax(1)[0].cpu() if scores.ndim == 2 else None
@@ -143,20 +192,29 @@ class Worker:
             top = [{"class": int(i), "probability": float(v)} for v, i in zip(values, indices)]
         folder = run_dir / "explore" / key
         folder.mkdir(parents=True, exist_ok=True)
-        pictures = {
-            "input": _uint8(render.to_image_array(e.inputs[0])),
-            "heatmap": _uint8(render.colorize(e.heatmap[0])),
-            "overlay": np.asarray(render.overlay(e.inputs[0], e.heatmap[0])),
-        }
+        pictures = {"input": _uint8(render.to_image_array(explained[0].inputs[0]))}
+        each = []
+        for index, e in enumerate(explained):
+            end = "" if index == 0 else f"-{index}"
+            pictures[f"heatmap{end}"] = _uint8(render.colorize(e.heatmap[0]))
+            pictures[f"overlay{end}"] = np.asarray(render.overlay(e.inputs[0], e.heatmap[0]))
+            each.append(
+                {
+                    "method": e.method,
+                    "layer": e.layer,
+                    "target": e.labels[0] if e.labels else None,
+                    "score": float(e.scores[0]),
+                    "files": {"heatmap": f"heatmap{end}.png", "overlay": f"overlay{end}.png"},
+                }
+            )
         for name, picture in pictures.items():
             Image.fromarray(picture).save(folder / f"{name}.png")
         result = {
-            "item": request["item"],
+            "item": request.get("item"),
+            "upload": request.get("upload"),
             "label": label,
-            "method": e.method,
-            "layer": e.layer,
-            "target": e.labels[0] if e.labels else None,
-            "score": float(e.scores[0]),
+            **{name: each[0][name] for name in ("method", "layer", "target", "score")},
+            "explanations": each,
             "step": request.get("step"),
             "top": top,
             "files": sorted(f"{name}.png" for name in pictures),
@@ -164,6 +222,43 @@ class Worker:
         (folder / "result.json.tmp").write_text(json.dumps(result))
         os.replace(folder / "result.json.tmp", folder / "result.json")  # the cache's mark: written last, at once
         return result
+
+    def predictions(self, request: dict[str, Any]) -> dict[str, Any]:
+        """Every item's predicted class and confidence (its softmax probability) with the checkpoint at ``step``,
+        written to ``<run_dir>/explore/<key>/predictions.json`` (what the board filters the items by)."""
+        run_dir, key = Path(request["run_dir"]), str(request["key"])
+        if not key.isalnum():
+            raise BadInputError(f"key {key!r}: letters and digits only")
+        self.weights(str(run_dir), request.get("step"))
+        device = next(iter(self.model.parameters())).device
+        predicted: list[int] = []
+        confidence: list[float] = []
+        with torch.no_grad():
+            for start in range(0, len(self.data), BATCH):
+                indices = range(start, min(start + BATCH, len(self.data)))
+                if self.data.inputs is not None:
+                    batch = self.data.inputs[start : indices.stop]
+                else:
+                    batch = torch.stack([self.data.item(i)[0] for i in indices])
+                scores = self.model(batch.to(device))
+                if scores.ndim != 2:
+                    raise BadInputError(
+                        f"predictions need class scores (batch, classes); the model gives {tuple(scores.shape)}"
+                    )
+                values, classes = scores.float().softmax(1).max(1)
+                predicted += [int(c) for c in classes.tolist()]
+                confidence += [float(v) for v in values.tolist()]
+        result = {
+            "step": request.get("step"),
+            "labels": self.data.label_list(),
+            "predicted": predicted,
+            "confidence": confidence,
+        }
+        folder = run_dir / "explore" / key
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "predictions.json.tmp").write_text(json.dumps(result))
+        os.replace(folder / "predictions.json.tmp", folder / "predictions.json")
+        return {"step": request.get("step"), "items": len(predicted)}
 
 
 def _uint8(rgb: np.ndarray) -> np.ndarray:
@@ -178,7 +273,8 @@ def serve(worker: Worker, lines: Any, write: Callable[[str], None]) -> None:
             continue
         request = json.loads(line)
         try:
-            answer = {"id": request["id"], "ok": True, "result": worker.explain(request)}
+            work = worker.predictions if request.get("predictions") else worker.explain
+            answer = {"id": request["id"], "ok": True, "result": work(request)}
         except (DeepscopeError, RuntimeError, ValueError, TypeError, KeyError, IndexError, OSError) as error:
             answer = {"id": request.get("id"), "ok": False, "error": f"{type(error).__name__}: {error}"}
         write(json.dumps(answer))

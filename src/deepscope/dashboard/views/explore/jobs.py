@@ -14,6 +14,7 @@ import itertools
 import json
 import os
 import queue
+import re
 import subprocess
 import sys
 import threading
@@ -25,6 +26,8 @@ from typing import Any
 from ....errors import BadInputError
 
 FILES = ("input.png", "heatmap.png", "overlay.png")
+# A result's pictures: the input, and a heatmap and an overlay per method (the first unnumbered, then -1, -2, ...).
+FILE = re.compile(r"input\.png|(?:heatmap|overlay)(?:-[1-9])?\.png")
 
 
 @dataclass
@@ -60,8 +63,12 @@ class Job:
 
 
 def job_key(run: str, step: int | None, request: dict[str, Any]) -> str:
-    """The cache key of a request: the same run, checkpoint, item, method, target and layer give the same key."""
-    what = [run, step, request["item"], request["method"], request.get("target"), request.get("layer")]
+    """The cache key of a request: the same run, checkpoint, item (or upload), methods, target and layer give the
+    same key."""
+    if request.get("predictions"):
+        return hashlib.sha256(json.dumps([run, step, "predictions"]).encode()).hexdigest()[:32]
+    methods = request.get("methods") or [request["method"]]
+    what = [run, step, request.get("item"), request.get("upload"), methods, request.get("target"), request.get("layer")]
     return hashlib.sha256(json.dumps(what).encode()).hexdigest()[:32]
 
 
@@ -110,10 +117,13 @@ class Explorer:
                     return job
             job = Job(str(next(self._ids)), client, run, run_dir, key, {**request, "step": step})
             self._jobs[job.id] = job
-            cached = run_dir / "explore" / key / "result.json"
+            cached = run_dir / "explore" / key / ("predictions.json" if request.get("predictions") else "result.json")
             if cached.is_file():
                 job.status, job.cached, job.finished = "done", True, time.monotonic()
-                job.result = json.loads(cached.read_text())
+                found = json.loads(cached.read_text())
+                job.result = (
+                    {"step": found["step"], "items": len(found["predicted"])} if request.get("predictions") else found
+                )
                 return job
             self._order.append(job.id)
             if self._thread is None:
@@ -123,12 +133,20 @@ class Explorer:
         return job
 
     def status(self, job_id: str) -> dict[str, Any]:
+        """A job's answer: its status, ``position`` in the queue (0: next), ``queued`` (jobs waiting in all),
+        ``others_running`` (another job is running), and its result or error."""
         with self._lock:
             job = self._jobs.get(job_id)
             if job is None:
                 raise BadInputError(f"no job {job_id!r}")
             position = self._order.index(job.id) if job.id in self._order else None
-            return job.answer(position)
+            answer = job.answer(position)
+            # the queue, as the page shows it: how many jobs wait, and whether another client's job is running
+            answer["queued"] = len(self._order)
+            answer["others_running"] = any(
+                other.status == "running" and other.id != job.id for other in self._jobs.values()
+            )
+            return answer
 
     def close(self) -> None:
         """Stop the worker and the dispatching thread."""
