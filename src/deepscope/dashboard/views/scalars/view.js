@@ -1,6 +1,6 @@
 // Scalars: one chart per scalar tag, the shown runs overlaid; the custom-scalars layouts above them.
 
-let byName, get, noteUnreadable, settled, urlState;
+let byName, get, noteUnreadable, settled, urlState, withToken;
 let COLORS, PLOT_CONFIG, Plotly, api, baseLayout, chartCard, el, fade, matcher, num, plain, report, runColor, slices,
   state, statusBadge, tagsOf, unpack;
 
@@ -48,8 +48,13 @@ const scalars = {
   traces: new WeakMap(), // API answer -> {key, traces} last drawn from it, reused while the x axis and smoothing stay
   zoom: new Map(), // tag -> {start, end} in steps, while zoomed in
   charts: new Map(), // tag -> {card, plot, noteNode}
+  // Live push: one EventSource on /api/events for the shown runs a writer holds; while it is open, their new points
+  // are fetched when the server says they changed, not on every poll (the poll remains while it is not open).
+  live: { source: null, key: "", names: new Set(), open: false, events: 0, pulling: null, pending: new Set(),
+    missed: new Set() },
 
   mount(container) {
+    this.container = container;
     // What the URL says (a reload or a shared link shows the same): filters, hidden runs, smoothing, axes.
     this.filter = el("input", {
       type: "text",
@@ -169,11 +174,14 @@ const scalars = {
         if (kind === "scalar") overlaid.set(tag, (overlaid.get(tag) || 0) + 1);
       }
     }
-    const request = (tag) => {
-      const zoom = this.zoom.get(tag) || {};
-      const points = pointsPerRun(overlaid.get(tag));
-      return { start: zoom.start, end: zoom.end, points, range: `${zoom.start}:${zoom.end}:${points}` };
-    };
+    this.overlaid = overlaid;
+    this.watch(runs);
+    if (this.live.missed.size) {
+      const missed = [...this.live.missed];
+      this.live.missed.clear();
+      await this.pull(missed);
+    }
+    const request = (tag) => this.request(tag);
     const wanted = new Map(); // tag -> names of the runs to fetch it for
     const statusOf = new Map(runs.map((run) => [run.name, run.status]));
     for (const run of runs) {
@@ -183,7 +191,9 @@ const scalars = {
         // A run no writer holds any more cannot change: fetched once per range, not on every poll; but once more
         // after its writer let go (fetched while it ran, the answer may miss the last points, flushed at close).
         const settledRun = run.status !== "running" && cached?.status === run.status;
-        if (cached && cached.range === request(tag).range && settledRun) continue;
+        // A running run the live stream watches: its new points come with its events (see pull()).
+        const pushed = this.live.open && this.live.names.has(run.name) && cached?.status === run.status;
+        if (cached && cached.range === request(tag).range && (settledRun || pushed)) continue;
         if (!wanted.has(tag)) wanted.set(tag, []);
         wanted.get(tag).push(run.name);
       }
@@ -217,6 +227,110 @@ const scalars = {
       ? api("custom_scalars") : Promise.resolve({ categories: [] });
     [this.layoutAnswer] = await Promise.all([layout, ...jobs]);
     this.draw();
+  },
+
+  /** What to ask the server for a tag's chart: its zoomed range, and the points per run. */
+  request(tag) {
+    const zoom = this.zoom.get(tag) || {};
+    const points = pointsPerRun(this.overlaid?.get(tag));
+    return { start: zoom.start, end: zoom.end, points, range: `${zoom.start}:${zoom.end}:${points}` };
+  },
+
+  /** Opens (or moves) the live stream onto the shown runs that a writer holds; closes it when there are none. */
+  watch(runs) {
+    const live = this.live;
+    const names = runs.filter((run) => run.status === "running" && Object.values(run.tags).includes("scalar"))
+      .map((run) => run.name).sort(byName);
+    const key = names.join("\u0000");
+    if (key === live.key && (live.source || !names.length)) return;
+    live.source?.close();
+    Object.assign(live, { source: null, key, names: new Set(names), open: false });
+    this.container.dataset.live = "off";
+    if (!names.length || typeof EventSource === "undefined") return;
+    const query = new URLSearchParams();
+    for (const name of names) query.append("runs", name);
+    const source = new EventSource(withToken(new URL(`api/events?${query}`, document.baseURI).href));
+    live.source = source;
+    // Ready: the server took the runs' tokens; what they logged before it is fetched once, then on their events.
+    source.addEventListener("ready", () => {
+      live.open = true;
+      this.container.dataset.live = "open";
+      this.pull(names);
+    });
+    source.addEventListener("points", (message) => {
+      live.events += 1;
+      this.container.dataset.liveEvents = `${live.events}`;
+      this.pull(JSON.parse(message.data).runs);
+    });
+    // Lost (the browser tries again by itself): the poll fetches the running runs meanwhile.
+    source.addEventListener("error", () => {
+      live.open = false;
+      this.container.dataset.live = "off";
+    });
+  },
+
+  /** The new points of `names` (runs the live stream says changed), fetched one pull at a time, and drawn. */
+  pull(names) {
+    const live = this.live;
+    // Another tab shown: drawn when this one is shown again (refresh() pulls what was missed).
+    const target = state.active === "scalars" ? live.pending : live.missed;
+    for (const name of names) target.add(name);
+    if (live.pulling || !live.pending.size) return live.pulling;
+    live.pulling = (async () => {
+      try {
+        while (live.pending.size) {
+          const wanted = [...live.pending];
+          live.pending.clear();
+          const shown = new Map(this.visibleRuns().map((run) => [run.name, run]));
+          const jobs = [];
+          for (const name of wanted) {
+            const run = shown.get(name);
+            if (!run) continue;
+            for (const [tag, kind] of Object.entries(run.tags)) {
+              if (kind === "scalar") jobs.push(this.pullSeries(run, tag).catch(report));
+            }
+          }
+          await Promise.all(jobs);
+          this.draw();
+        }
+      } finally {
+        live.pulling = null;
+      }
+    })();
+    return live.pulling;
+  },
+
+  /** One run's tag after a live event: only the points after the last one held, appended, while the series is
+   * whole (not downsampled, not zoomed) and stays within its share of points; else the whole series again. */
+  async pullSeries(run, tag) {
+    const key = `${run.name}\u0000${tag}`;
+    const { start, end, points, range } = this.request(tag);
+    const old = this.series.get(key);
+    const decode = (series) => {
+      const arrays = { steps: 0, values: 0, epochs: 0, wall_times: 0 };
+      for (const name of Object.keys(arrays)) arrays[name] = unpack(series[name]);
+      return { ...series, ...arrays, range, status: run.status };
+    };
+    const ask = (from) => api("scalars/batch", { tag, runs: [run.name], start: from, end, max_points: points,
+      encoding: "base64" });
+    if (old && old.range === range && !old.downsampled && start === undefined && end === undefined
+        && old.steps.length) {
+      const answer = await ask(old.steps[old.steps.length - 1] + 1);
+      const series = answer.series?.[0];
+      if (!series) return;
+      const fresh = decode(series);
+      if (!fresh.steps.length) return; // nothing after the last point (a rewrite of an earlier step waits a poll)
+      if (!fresh.downsampled && old.steps.length + fresh.steps.length <= points) {
+        const joined = { ...old, total: old.total + fresh.total, status: run.status };
+        for (const name of ["steps", "values", "epochs", "wall_times"]) joined[name] = old[name].concat(fresh[name]);
+        this.series.set(key, joined);
+        return;
+      }
+    }
+    const answer = await ask(start);
+    noteUnreadable(answer);
+    const series = answer.series?.[0];
+    if (series) this.series.set(key, decode(series));
   },
 
   /** TensorBoard's custom scalars: per category a heading and its charts, each overlaying the tags the server
@@ -549,6 +663,6 @@ export default function create(core, entry) {
     COLORS, PLOT_CONFIG, Plotly, api, baseLayout, chartCard, el, fade, matcher, num, plain, report, runColor,
     slices, state, statusBadge, tagsOf, unpack
   } = core);
-  ({ byName, get, noteUnreadable, settled, urlState } = core);
+  ({ byName, get, noteUnreadable, settled, urlState, withToken } = core);
   return scalars;
 }
