@@ -17,8 +17,8 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-from ...sources import Directory, Source, run_dir
 from ....store.schema import DB_NAME
+from ...sources import Directory, Source, run_dir
 
 DB_FILES = (DB_NAME, DB_NAME + "-wal")
 # How often the runs are looked at (a stat or two per run), and how often a database source is asked.
@@ -63,7 +63,9 @@ def event(name: str, data: dict[str, Any]) -> str:
     return f"event: {name}\ndata: {json.dumps(data)}\n\n"
 
 
-async def stream(served: Source, runs: Sequence[str], disconnected: Any, tick: float | None = None) -> AsyncIterator[str]:
+async def stream(
+    served: Source, runs: Sequence[str], disconnected: Any, tick: float | None = None
+) -> AsyncIterator[str]:
     """The events about ``runs``: ``ready`` once their tokens are taken (a page fetches then what it may have missed
     meanwhile), then ``points`` with the names of the runs that changed since the last tick.
     ``disconnected``: an awaitable function saying whether the page went away."""

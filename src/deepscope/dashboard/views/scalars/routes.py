@@ -1,4 +1,5 @@
-"""The Scalars view's routes: ``/api/scalars``, ``/api/scalars/batch``, ``/api/custom_scalars``, ``/api/events`` (live push)."""
+"""The Scalars view's routes: ``/api/scalars``, ``/api/scalars/batch``, ``/api/custom_scalars``, and
+``/api/events`` (live push, :mod:`.live`)."""
 
 from __future__ import annotations
 
