@@ -35,6 +35,28 @@ function pointsPerRun(runs) {
   return Math.max(MIN_POINTS, Math.min(MAX_POINTS, share));
 }
 
+/** TensorBoard's "ignore outliers": the y range [5th, 95th percentile] of the traces' finite values, widened by
+ * a tenth of its span on each side (in log10 units on a log axis); null for fewer than two values. */
+function inliers(traces, log) {
+  const values = [];
+  for (const trace of traces) {
+    for (const y of trace.y) {
+      const v = typeof y === "number" ? y : NaN;
+      if (Number.isFinite(v) && (!log || v > 0)) values.push(log ? Math.log10(v) : v);
+    }
+  }
+  if (values.length < 2) return null;
+  values.sort((a, b) => a - b);
+  const at = (q) => {
+    const i = q * (values.length - 1);
+    const low = Math.floor(i);
+    return values[low] + (values[Math.min(low + 1, values.length - 1)] - values[low]) * (i - low);
+  };
+  const [low, high] = [at(0.05), at(0.95)];
+  const pad = (high - low) * 0.1 || Math.abs(high) * 0.1 || 1;
+  return [low - pad, high + pad];
+}
+
 /** Whether two answers for the same run, tag and range hold the same points (a live run that logged nothing new). */
 function samePoints(a, b) {
   const n = a.steps.length;
@@ -101,6 +123,18 @@ const scalars = {
       urlState.write("logy", this.logY.checked ? "1" : null);
       this.draw(true);
     } });
+    // Ignore outliers (TensorBoard's): each chart's y range from the 5th to the 95th percentile of its values,
+    // widened, so one spike does not flatten the rest.
+    this.outliers = el("input", { type: "checkbox", checked: urlState.read("outliers") === "1", onchange: () => {
+      urlState.write("outliers", this.outliers.checked ? "1" : null);
+      this.draw();
+    } });
+    // Pinned charts: a copy of each pinned tag's chart in a section above all others (in the URL: pin=<tag>).
+    this.pins = new Set(urlState.readAll("pin"));
+    this.pinnedCharts = new Map(); // tag -> {card, plot, noteNode}
+    this.pinned = el("div", { class: "grid pinned" });
+    this.pinnedSection = el("section", { class: "pinned-section", hidden: true },
+      el("h3", {}, "Pinned"), this.pinned);
     this.layouts = el("div", { class: "layouts" }); // the custom-scalars charts, above the per-tag ones
     this.layoutCharts = new Map(); // `${category}\u0000${title}` -> {card, plot, noteNode, chart}
     // Per-tag charts in collapsible sections, one per tag prefix (the part before the first "/").
@@ -119,8 +153,9 @@ const scalars = {
         el("label", {}, el("span", {}, "Smoothing ", this.smoothingValue), this.smoothing),
         el("label", {}, "X axis", this.xAxis),
         el("label", { class: "inline" }, this.logY, "log y"),
+        el("label", { class: "inline" }, this.outliers, "ignore outliers"),
       ),
-      el("div", { class: "content" }, this.layouts, this.grid),
+      el("div", { class: "content" }, this.pinnedSection, this.layouts, this.grid),
     );
   },
 
@@ -504,44 +539,13 @@ const scalars = {
     for (const tag of tags) {
       let chart = this.charts.get(tag);
       if (!chart) {
-        chart = chartCard(tag, "", () => this.csv(tag), () => this.json(tag));
+        chart = this.card(tag);
         chart.card.dataset.tag = tag;
         this.charts.set(tag, chart);
       }
-      const shownRuns = runs.filter((run) => run.tags[tag] === "scalar" && this.series.has(`${run.name}\u0000${tag}`));
-      const answers = shownRuns.map((run) => this.series.get(`${run.name}\u0000${tag}`));
-      // Keeps the user's zoom across redraws; a new value (axis mode changed) resets it.
-      const uirevision = `${mode}|${this.logY.checked}|${this.zoomKey(tag)}`;
-      // A run's colour comes from its name (core.runColor): a new run recolours nothing.
-      const colors = shownRuns.map((run) => runColor(run.name));
-      const drawn = `${uirevision}|${weight}|${colors.join()}`;
-      // The periodic refresh with nothing new (same runs, same answers, same settings): the chart stays as it is.
-      const last = chart.drawn;
-      if (last && last.key === drawn && last.answers.length === answers.length
-          && last.answers.every((answer, i) => answer === answers[i])) continue;
-      chart.drawn = { key: drawn, answers };
-      const traces = [];
-      let total = 0;
-      let shown = 0;
-      shownRuns.forEach((run, i) => {
-        const answer = answers[i];
-        total += answer.total;
-        shown += answer.steps.length;
-        traces.push(...this.runTraces(run.name, answer, mode, weight, colors[i]));
-      });
-      chart.noteNode.textContent = shown < total ? `${shown} of ${total} points` : `${total} points`;
-      const layout = baseLayout({
-        uirevision,
-        xaxis: { title: { text: { step: "step", epoch: "epoch", relative: "seconds", wall: "" }[mode] },
-          type: mode === "wall" ? "date" : "linear" },
-        yaxis: { type: this.logY.checked ? "log" : "linear" },
-      });
-      Plotly.react(chart.plot, traces, layout, PLOT_CONFIG);
-      if (!chart.plot.dataset.listening) {
-        chart.plot.dataset.listening = "1";
-        chart.plot.on("plotly_relayout", (event) => this.zoomed(tag, event));
-      }
+      this.drawChart(tag, chart, runs, mode, weight);
     }
+    this.drawPinned(runs, mode, weight);
     if (!tags.length) {
       this.groups.clear();
       const why = this.tagFilter.value ? "No scalar tag matches the tag filter." : "No scalars in the selected runs.";
@@ -551,6 +555,97 @@ const scalars = {
       this.arrange(tags);
     }
     this.drawLayouts();
+  },
+
+  /** A chart card for a tag: the core's card with the downloads, and a pin. */
+  card(tag) {
+    const chart = chartCard(tag, "", () => this.csv(tag), () => this.json(tag));
+    const pin = el("button", { type: "button", class: "pin", title: "pin this chart above the others",
+      onclick: () => this.pin(tag, !this.pins.has(tag)) }, "pin");
+    chart.card.querySelector(".tools").prepend(pin);
+    chart.pinButton = pin;
+    return chart;
+  },
+
+  pin(tag, on) {
+    if (on) this.pins.add(tag);
+    else this.pins.delete(tag);
+    urlState.write("pin", [...this.pins].sort(byName));
+    this.draw();
+  },
+
+  /** The pinned copies, in natural order, whatever the tag filter; a pin whose tag no shown run has waits. */
+  drawPinned(runs, mode, weight) {
+    const present = new Set(tagsOf("scalar", runs));
+    const tags = [...this.pins].filter((tag) => present.has(tag)).sort(byName);
+    for (const [tag, chart] of this.pinnedCharts) {
+      if (!tags.includes(tag)) {
+        Plotly.purge(chart.plot);
+        chart.card.remove();
+        this.pinnedCharts.delete(tag);
+      }
+    }
+    for (const [tag, chart] of this.charts) chart.pinButton.classList.toggle("active", this.pins.has(tag));
+    const cards = tags.map((tag) => {
+      let chart = this.pinnedCharts.get(tag);
+      if (!chart) {
+        chart = this.card(tag);
+        chart.card.dataset.pinned = tag;
+        chart.pinButton.textContent = "unpin";
+        chart.pinButton.title = "unpin this chart";
+        this.pinnedCharts.set(tag, chart);
+      }
+      return chart.card;
+    });
+    if (cards.some((card, i) => this.pinned.children[i] !== card) || this.pinned.children.length !== cards.length) {
+      this.pinned.replaceChildren(...cards);
+    }
+    this.pinnedSection.hidden = !cards.length;
+    for (const tag of tags) this.drawChart(tag, this.pinnedCharts.get(tag), runs, mode, weight);
+  },
+
+  /** One tag's chart: the shown runs' lines, redrawn only when its answers or the settings changed. */
+  drawChart(tag, chart, runs, mode, weight) {
+    const shownRuns = runs.filter((run) => run.tags[tag] === "scalar" && this.series.has(`${run.name}\u0000${tag}`));
+    const answers = shownRuns.map((run) => this.series.get(`${run.name}\u0000${tag}`));
+    const outliers = this.outliers.checked;
+    // Keeps the user's zoom across redraws; a new value (axis mode changed) resets it.
+    const uirevision = `${mode}|${this.logY.checked}|${outliers}|${this.zoomKey(tag)}`;
+    // A run's colour comes from its name (core.runColor): a new run recolours nothing.
+    const colors = shownRuns.map((run) => runColor(run.name));
+    const drawn = `${uirevision}|${weight}|${colors.join()}`;
+    // The periodic refresh with nothing new (same runs, same answers, same settings): the chart stays as it is.
+    const last = chart.drawn;
+    if (last && last.key === drawn && last.answers.length === answers.length
+        && last.answers.every((answer, i) => answer === answers[i])) return;
+    chart.drawn = { key: drawn, answers };
+    const traces = [];
+    let total = 0;
+    let shown = 0;
+    shownRuns.forEach((run, i) => {
+      const answer = answers[i];
+      total += answer.total;
+      shown += answer.steps.length;
+      traces.push(...this.runTraces(run.name, answer, mode, weight, colors[i]));
+    });
+    chart.noteNode.textContent = shown < total ? `${shown} of ${total} points` : `${total} points`;
+    const yaxis = { type: this.logY.checked ? "log" : "linear" };
+    const range = outliers ? inliers(traces, this.logY.checked) : null;
+    if (range) Object.assign(yaxis, { range, autorange: false });
+    const layout = baseLayout({
+      uirevision,
+      // The cursor table: hovering a step lists every run's value there (the smoothed one with smoothing on).
+      hovermode: "x unified",
+      xaxis: { title: { text: { step: "step", epoch: "epoch", relative: "seconds", wall: "" }[mode] },
+        type: mode === "wall" ? "date" : "linear" },
+      yaxis,
+    });
+    // Plotly keeps the objects it is given: a pinned copy gets its own trace objects.
+    Plotly.react(chart.plot, chart.card.dataset.pinned ? traces.map((t) => ({ ...t })) : traces, layout, PLOT_CONFIG);
+    if (!chart.plot.dataset.listening) {
+      chart.plot.dataset.listening = "1";
+      chart.plot.on("plotly_relayout", (event) => this.zoomed(tag, event));
+    }
   },
 
   /** A run's lines in a chart: its raw points and, with smoothing on, their EMA. The same trace objects as last time
