@@ -635,6 +635,7 @@ def test_requests_go_out_while_plotly_loads_and_charts_wait_for_it(
         batches = sorted(u for u in requested if u.startswith("api/scalars/batch"))
         assert [parse_qs(urlsplit(u).query)["tag"] for u in batches] == [[t] for t in tags]
         assert sorted(u.split("?")[0] for u in requested if u.startswith("api/")) == [
+            "api/events",  # the live stream on the running run (its points come with the batches)
             "api/runs",
             *["api/scalars/batch"] * len(tags),
             "api/views",

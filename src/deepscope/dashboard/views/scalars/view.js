@@ -72,8 +72,8 @@ const scalars = {
   charts: new Map(), // tag -> {card, plot, noteNode}
   // Live push: one EventSource on /api/events for the shown runs a writer holds; while it is open, their new points
   // are fetched when the server says they changed, not on every poll (the poll remains while it is not open).
-  live: { source: null, key: "", names: new Set(), open: false, events: 0, pulling: null, pending: new Set(),
-    missed: new Set() },
+  live: { source: null, key: "", names: new Set(), open: false, epoch: 0, events: 0, pulling: null,
+    pending: new Set(), missed: new Set() },
 
   mount(container) {
     this.container = container;
@@ -226,8 +226,10 @@ const scalars = {
         // A run no writer holds any more cannot change: fetched once per range, not on every poll; but once more
         // after its writer let go (fetched while it ran, the answer may miss the last points, flushed at close).
         const settledRun = run.status !== "running" && cached?.status === run.status;
-        // A running run the live stream watches: its new points come with its events (see pull()).
-        const pushed = this.live.open && this.live.names.has(run.name) && cached?.status === run.status;
+        // A running run the live stream watches: its new points come with its events (see pull()), once it was
+        // fetched after the stream opened (what was written before that is in that fetch).
+        const pushed = this.live.open && this.live.names.has(run.name) && cached?.status === run.status
+          && cached?.epoch === this.live.epoch;
         if (cached && cached.range === request(tag).range && (settledRun || pushed)) continue;
         if (!wanted.has(tag)) wanted.set(tag, []);
         wanted.get(tag).push(run.name);
@@ -235,6 +237,7 @@ const scalars = {
     }
     // One request per tag for all its runs (in slices, to keep URLs short), not one per run and tag.
     const jobs = [];
+    const epoch = this.live.open ? this.live.epoch : -1; // asked while the live stream is open: what it had
     for (const [tag, names] of wanted) {
       const { start, end, points, range } = request(tag);
       for (const slice of slices(names, BATCH_QUERY)) {
@@ -248,11 +251,11 @@ const scalars = {
               const arrays = { steps: 0, values: 0, epochs: 0, wall_times: 0 };
               for (const name of Object.keys(arrays)) arrays[name] = unpack(series[name]);
               const key = `${series.run}\u0000${tag}`;
-              const fresh = { ...series, ...arrays, range, status: statusOf.get(series.run) };
+              const fresh = { ...series, ...arrays, range, status: statusOf.get(series.run), epoch };
               const old = this.series.get(key);
               // Nothing new (a live run between two writes): keep the old answer, so draw() leaves its chart be.
               if (!old || !samePoints(old, fresh)) this.series.set(key, fresh);
-              else old.status = fresh.status;
+              else Object.assign(old, { status: fresh.status, epoch });
             }
           }),
         );
@@ -286,11 +289,12 @@ const scalars = {
     for (const name of names) query.append("runs", name);
     const source = new EventSource(withToken(new URL(`api/events?${query}`, document.baseURI).href));
     live.source = source;
-    // Ready: the server took the runs' tokens; what they logged before it is fetched once, then on their events.
+    // Ready: the server took the runs' tokens. What they logged before is fetched once more by the next poll (a new
+    // epoch), then only on their events.
     source.addEventListener("ready", () => {
       live.open = true;
+      live.epoch += 1;
       this.container.dataset.live = "open";
-      this.pull(names);
     });
     source.addEventListener("points", (message) => {
       live.events += 1;
@@ -344,7 +348,7 @@ const scalars = {
     const decode = (series) => {
       const arrays = { steps: 0, values: 0, epochs: 0, wall_times: 0 };
       for (const name of Object.keys(arrays)) arrays[name] = unpack(series[name]);
-      return { ...series, ...arrays, range, status: run.status };
+      return { ...series, ...arrays, range, status: run.status, epoch: this.live.open ? this.live.epoch : -1 };
     };
     const ask = (from) => api("scalars/batch", { tag, runs: [run.name], start: from, end, max_points: points,
       encoding: "base64" });
@@ -356,7 +360,7 @@ const scalars = {
       const fresh = decode(series);
       if (!fresh.steps.length) return; // nothing after the last point (a rewrite of an earlier step waits a poll)
       if (!fresh.downsampled && old.steps.length + fresh.steps.length <= points) {
-        const joined = { ...old, total: old.total + fresh.total, status: run.status };
+        const joined = { ...old, total: old.total + fresh.total, status: run.status };  // keeps its epoch
         for (const name of ["steps", "values", "epochs", "wall_times"]) joined[name] = old[name].concat(fresh[name]);
         this.series.set(key, joined);
         return;
