@@ -25,6 +25,21 @@ import deepscope as ds
 from deepscope.track.records import Histogram, Image
 
 HOSTILE = "<img src=x onerror=alert(1)>"
+MARKDOWN = """# Results <i>x</i>
+
+The **best** run used *warmup* and `lr=0.1`; see [the paper](https://arxiv.org/abs/1) or [this](javascript:alert(1)).
+snake_case_names stay as they are.
+
+- first
+- second with `code`
+
+1. one
+2. two
+
+```
+for x in data: <b>print(x)</b>
+```
+"""
 STEPS = 6
 LONG = 5000  # more points than the page asks for (2000): the server downsamples until the user zooms in
 
@@ -139,6 +154,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, ds.R
         rng = np.random.default_rng(0)
         run.log_records([Image("samples", step, rng.integers(0, 256, (12, 16, 3), dtype=np.uint8)) for step in (0, 5)])
         run.note("a tanh MLP: <b>not bold</b>")
+        run.note(MARKDOWN, tag="report")
     with ds.Run(root / "mlp-relu") as run:
         _train(run, nn.ReLU, 1)
     with ds.Run(root / "deep") as run:
@@ -569,9 +585,23 @@ def test_explanation_gallery_side_by_side_with_misclassified_filter(
 def test_text_is_shown_as_text(browser_page: tuple[Any, list[str]], tmp_path: Path) -> None:
     page, problems = browser_page
     _open(page, "text")
-    page.wait_for_selector(".texts pre")
-    assert page.inner_text(".texts pre") == "a tanh MLP: <b>not bold</b>"
-    assert page.evaluate("() => document.querySelectorAll('.texts b').length") == 0
+    # Rendered as Markdown: plain text is a paragraph, shown as text (no <b> made of it).
+    plain = '.texts .card:has-text("mlp-tanh · notes") .markdown'
+    page.wait_for_selector(plain)
+    assert page.inner_text(plain) == "a tanh MLP: <b>not bold</b>"
+    assert page.evaluate("() => document.querySelectorAll('.texts b, .texts i, .texts img').length") == 0
+    report = page.locator('.texts .card:has-text("mlp-tanh · report") .markdown')
+    assert report.locator("h1").inner_text() == "Results <i>x</i>"
+    assert report.locator("strong").inner_text() == "best" and report.locator("em").all_inner_texts() == ["warmup"]
+    assert report.locator("p code").inner_text() == "lr=0.1"
+    links = report.locator("a")
+    assert links.count() == 1 and links.get_attribute("href") == "https://arxiv.org/abs/1"
+    assert links.get_attribute("rel") == "noopener noreferrer" and links.inner_text() == "the paper"
+    assert "[this](javascript:alert(1))" in report.inner_text()  # not a link: shown as written
+    assert "snake_case_names" in report.inner_text()
+    assert report.locator("ul li").all_inner_texts() == ["first", "second with code"]
+    assert report.locator("ol li").all_inner_texts() == ["one", "two"]
+    assert report.locator("pre").inner_text() == "for x in data: <b>print(x)</b>"  # .texts pre: code
     page.screenshot(path=str(tmp_path / "text.png"), full_page=True)
     assert not problems
 
