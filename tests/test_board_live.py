@@ -71,3 +71,44 @@ def test_events_keep_the_token_and_refuse_names_outside_the_root(tmp_path: Path)
     assert refused.status_code == 404
     assert str(tmp_path) not in refused.text
     assert client.get("/api/events", params={"token": "s3cret"}).status_code == 422  # which runs: required
+
+
+def test_a_stopping_board_ends_the_open_streams(tmp_path: Path) -> None:
+    """A page's stream never ends by itself: ``Board.stop()`` tells it to, instead of waiting for it (or having
+    uvicorn cancel it, logging an error)."""
+    import logging
+    import threading
+    import urllib.request
+
+    from deepscope.dashboard import board
+
+    writer = ds.Run(tmp_path / "writing", flush_interval=3600)
+    writer.log({"loss": 1.0}, step=0)
+    writer.flush()
+    logged: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: logged.append(record.getMessage())  # type: ignore[method-assign]
+    served = board(tmp_path)
+    logging.getLogger("uvicorn.error").addHandler(handler)  # after the server set up its logging (which resets it)
+    lines: list[bytes] = []
+    opened = threading.Event()
+
+    def read() -> None:
+        with urllib.request.urlopen(served.local_url.split("?")[0] + "api/events?runs=writing", timeout=30) as answer:
+            for line in answer:
+                lines.append(line)
+                opened.set()
+
+    reader = threading.Thread(target=read, daemon=True)
+    try:
+        reader.start()
+        assert opened.wait(10)
+        served.stop()
+        reader.join(10)
+        assert not reader.is_alive() and not served._thread.is_alive()  # type: ignore[union-attr]
+        assert b"event: ready\n" in lines
+        assert not [m for m in logged if "graceful" in m or "Exception" in m], logged
+    finally:
+        logging.getLogger("uvicorn.error").removeHandler(handler)
+        served.stop()
+        writer.close()

@@ -47,8 +47,13 @@ def routes(router: APIRouter, served: Source, cache: EncodedCache) -> None:
     def events(request: Request, runs: Annotated[list[str], Query()]) -> Response:
         # Server-sent events (EventSource cannot set headers: a token comes in the query, as for the other GETs).
         live.check(served, runs)
+        stopping = getattr(request.app.state, "stopping", None)
+
+        async def gone() -> bool:  # the page went away, or the server stops
+            return (stopping is not None and stopping.is_set()) or await request.is_disconnected()
+
         return StreamingResponse(
-            live.stream(served, runs, request.is_disconnected),
+            live.stream(served, runs, gone),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
