@@ -82,7 +82,7 @@ def test_the_healthy_runs_draw_and_the_damaged_ones_are_named(page: tuple[Any, l
         assert name in listed, listed
     assert "is not JSON" in listed and "packed chunk 0 is damaged" in listed
     page.click('#tabs button[data-view="text"]')
-    page.wait_for_selector(".texts pre")
+    page.wait_for_selector(".texts .markdown")  # notes are Markdown now (a <pre> only for a code block)
     shown = page.eval_on_selector_all(".texts .card .title", "(ts) => ts.map((t) => t.textContent)")
     assert "healthy · notes" in shown and "bad_json · notes" in shown
     page.wait_for_function("() => document.querySelector('#unreadable').textContent.includes('notes at step 5')")

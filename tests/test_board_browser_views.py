@@ -31,6 +31,7 @@ from deepscope.dashboard import create_app  # noqa: E402
 
 CAPTION = "a <b>caption</b>, as text"
 LONG = 5000  # points of long/sine: the page draws at most 2,000, a download must hold every one
+SPIKY = 100
 NORMS = (0, 2, 10, 20)  # grad_norm/<i>: as text 0, 10, 2, 20
 CONFIGS = {
     "lr-0.1": {"lr": 0.1, "optim": {"name": "sgd", "momentum": 0.9}, "layers": [8, 8]},
@@ -57,6 +58,9 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
             run.log({f"grad_norm/{i}": float(i) + 1}, step=1)
         steps = np.arange(LONG)
         run.log_series("long/sine", steps, np.sin(steps / 50.0))
+        spiky = np.random.default_rng(1).random(SPIKY)
+        spiky[SPIKY // 2] = 1000.0  # one outlier: with "ignore outliers" the y range is the others'
+        run.log_series("long/spiky", np.arange(SPIKY), spiky)
         pixels = np.random.default_rng(0).integers(0, 256, (12, 16, 3), dtype=np.uint8)
         run.log_records([Image("samples", 0, pixels, caption=CAPTION)])
     return root
@@ -394,4 +398,66 @@ def test_config_diff_of_two_runs(page: tuple[Any, list[str]], server: str) -> No
     page.wait_for_function("() => document.querySelectorAll('table.diff tbody tr').length === 2")
     names = page.eval_on_selector_all("table.diff tbody tr", "(trs) => trs.map((tr) => tr.dataset.name)")
     assert names == ["lr", "optim.name"]
+    assert not problems
+
+
+def _y_range(page: Any, selector: str) -> list[float]:
+    return page.evaluate(f"() => document.querySelector('{selector} .plot')._fullLayout.yaxis.range")
+
+
+def test_ignore_outliers_ranges_y_over_the_5th_to_95th_percentiles(page: tuple[Any, list[str]], server: str) -> None:
+    page, problems = page
+    _scalars(page, server, "&tags=spiky&smoothing=0", tag="long/spiky")
+    card = '.card[data-tag="long/spiky"]'
+    assert _y_range(page, card)[1] > 1000  # the spike sets the range
+    page.check(".view[data-view=scalars] aside label.inline:has-text('ignore outliers') input")
+    assert "outliers=1" in page.url
+    page.wait_for_function(f"() => document.querySelector('{card} .plot')._fullLayout.yaxis.range[1] < 2")
+    values = np.random.default_rng(1).random(SPIKY)
+    values[SPIKY // 2] = 1000.0
+    low, high = np.percentile(values, [5, 95])
+    pad = (high - low) * 0.1
+    np.testing.assert_allclose(_y_range(page, card), [low - pad, high + pad], rtol=1e-9)
+    page.reload()  # in the URL: the same range after a reload
+    page.wait_for_function(f"() => document.querySelector('{card} .plot')?._fullLayout?.yaxis?.range?.[1] < 2")
+    page.uncheck(".view[data-view=scalars] aside label.inline:has-text('ignore outliers') input")
+    page.wait_for_function(f"() => document.querySelector('{card} .plot')._fullLayout.yaxis.range[1] > 1000")
+    assert "outliers" not in page.url
+    assert not problems
+
+
+def test_pinned_charts_are_copied_above_and_kept_in_the_url(page: tuple[Any, list[str]], server: str) -> None:
+    page, problems = page
+    _scalars(page, server)
+    assert not page.is_visible(".pinned-section")
+    page.click('.card[data-tag="grad_norm/10"] button.pin')
+    pinned = '.pinned-section .card[data-pinned="grad_norm/10"]'
+    page.wait_for_function(f"() => document.querySelector('{pinned} .plot')?.data?.length > 0")
+    assert "pin=grad_norm%2F10" in page.url
+    assert _charts(page).count("grad_norm/10") == 1  # a copy: the tag's own chart stays in its section
+    # The copy draws the same lines, above every section, and stays whatever the tag filter.
+    lines = "(sel) => document.querySelector(sel).data.map((t) => [t.meta, t.y])"
+    assert page.evaluate(lines, f"{pinned} .plot") == page.evaluate(lines, '.card[data-tag="grad_norm/10"] .plot')
+    page.fill(".view[data-view=scalars] input[placeholder^='tag regex']", "^train")
+    page.wait_for_function("() => !document.querySelector('.card[data-tag=\"grad_norm/10\"]')")
+    assert page.is_visible(pinned)
+    page.reload()
+    page.wait_for_function(f"() => document.querySelector('{pinned} .plot')?.data?.length > 0")
+    page.click(f"{pinned} button.pin")  # unpin
+    page.wait_for_selector(".pinned-section", state="hidden")
+    assert "pin=" not in page.url
+    assert not problems
+
+
+def test_the_cursor_lists_every_runs_value_at_the_step(page: tuple[Any, list[str]], server: str) -> None:
+    page, problems = page
+    _scalars(page, server, "&smoothing=0")
+    card = '.card[data-tag="train/loss"]'
+    assert page.evaluate(f"() => document.querySelector('{card} .plot')._fullLayout.hovermode") == "x unified"
+    page.evaluate(f"() => Plotly.Fx.hover(document.querySelector('{card} .plot'), {{xval: 3}})")
+    page.wait_for_selector(f"{card} .hoverlayer .legend", state="attached")
+    shown = page.eval_on_selector(f"{card} .hoverlayer .legend", "(legend) => legend.textContent")
+    for name, config in CONFIGS.items():  # every run at step 3, with its value
+        assert name in shown
+        assert f"{_loss(config['lr'])[3]:.4g}"[:4] in shown  # type: ignore[arg-type]
     assert not problems

@@ -48,6 +48,18 @@ _OFF = frozenset({"0", "false", "no", "off"})
 _ON = frozenset({"1", "true", "yes", "on"})
 
 
+# Seconds a stopping server waits for the requests under way. A page's live stream (``/api/events``) ends itself
+# when told the server stops (:func:`_stopping`); where nobody can tell it (several worker processes), this ends it.
+GRACE_S = 1
+
+
+def _stopping(app: Any) -> None:
+    """Tell the app's live streams that its server stops (``app.state.stopping``, see ``views/scalars/live.py``)."""
+    event = getattr(getattr(app, "state", None), "stopping", None)
+    if event is not None:
+        event.set()
+
+
 def _require() -> None:
     try:
         import fastapi  # noqa: F401
@@ -213,7 +225,15 @@ def serve(
         if token is not None:
             os.environ[TOKEN_ENV] = token
         factory = "deepscope.dashboard.server:app_from_environment"
-        uvicorn.run(factory, factory=True, host=host, port=port, workers=workers, log_level="warning")
+        uvicorn.run(
+            factory,
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            log_level="warning",
+            timeout_graceful_shutdown=GRACE_S,
+        )
         return
 
     class Server(uvicorn.Server):
@@ -224,6 +244,7 @@ def serve(
 
         def handle_exit(self, sig: int, frame: FrameType | None) -> None:
             self.interrupted = self.interrupted or sig == signal.SIGINT
+            _stopping(self.config.app)
             super().handle_exit(sig, frame)
 
         async def startup(self, sockets: list[socket.socket] | None = None) -> None:
@@ -232,7 +253,7 @@ def serve(
             if self.started:
                 print(shown, flush=True)
 
-    server = Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
+    server = Server(uvicorn.Config(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=GRACE_S))
     server.run()
     if server.interrupted:
         raise KeyboardInterrupt
@@ -267,6 +288,7 @@ class Board:
 
     def stop(self) -> None:
         """Stop the server and wait for its thread."""
+        _stopping(self.app)
         if self._server is not None:
             self._server.should_exit = True
         if self._thread is not None:
@@ -309,7 +331,8 @@ def board(
         with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
             probe.bind((host.strip("[]"), 0))
             port = probe.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=GRACE_S)
+    server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name=f"deepscope-dashboard-{port}", daemon=True)
     thread.start()
     deadline = time.monotonic() + 10

@@ -12,6 +12,7 @@ import functools
 import importlib
 import mimetypes
 import os
+import threading
 from pathlib import Path
 
 import plotly
@@ -40,6 +41,7 @@ def create_app(
     base = api.served_root(root)
     app = FastAPI(title="deepscope board", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.served = base  # what it serves, for the line that announces it
+    app.state.stopping = threading.Event()  # set as the server stops: live streams end (views/scalars/live.py)
     roots = [base.shown, os.path.realpath(base.shown)] if isinstance(base, Directory) else []
 
     def detail(error: BaseException) -> str:

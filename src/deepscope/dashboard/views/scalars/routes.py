@@ -1,16 +1,17 @@
-"""The Scalars view's routes: ``/api/scalars``, ``/api/scalars/batch``, ``/api/custom_scalars``."""
+"""The Scalars view's routes: ``/api/scalars``, ``/api/scalars/batch``, ``/api/custom_scalars``, and
+``/api/events`` (live push, :mod:`.live`)."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
-from fastapi.responses import Response
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import Response, StreamingResponse
 
 from ...common import EncodedCache
 from ...http import JSONAnswer, Step
 from ...sources import Source
-from . import data
+from . import data, live
 
 
 def routes(router: APIRouter, served: Source, cache: EncodedCache) -> None:
@@ -41,3 +42,18 @@ def routes(router: APIRouter, served: Source, cache: EncodedCache) -> None:
     @router.get("/api/custom_scalars")
     def custom_scalars() -> Response:
         return JSONAnswer(data.custom_scalars(served))
+
+    @router.get("/api/events")
+    def events(request: Request, runs: Annotated[list[str], Query()]) -> Response:
+        # Server-sent events (EventSource cannot set headers: a token comes in the query, as for the other GETs).
+        live.check(served, runs)
+        stopping = getattr(request.app.state, "stopping", None)
+
+        async def gone() -> bool:  # the page went away, or the server stops
+            return (stopping is not None and stopping.is_set()) or await request.is_disconnected()
+
+        return StreamingResponse(
+            live.stream(served, runs, gone),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )

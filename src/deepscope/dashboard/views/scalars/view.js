@@ -1,6 +1,6 @@
 // Scalars: one chart per scalar tag, the shown runs overlaid; the custom-scalars layouts above them.
 
-let byName, get, noteUnreadable, settled, urlState;
+let byName, get, noteUnreadable, settled, urlState, withToken;
 let COLORS, PLOT_CONFIG, Plotly, api, baseLayout, chartCard, el, fade, matcher, num, plain, report, runColor, slices,
   state, statusBadge, tagsOf, unpack;
 
@@ -35,6 +35,28 @@ function pointsPerRun(runs) {
   return Math.max(MIN_POINTS, Math.min(MAX_POINTS, share));
 }
 
+/** TensorBoard's "ignore outliers": the y range [5th, 95th percentile] of the traces' finite values, widened by
+ * a tenth of its span on each side (in log10 units on a log axis); null for fewer than two values. */
+function inliers(traces, log) {
+  const values = [];
+  for (const trace of traces) {
+    for (const y of trace.y) {
+      const v = typeof y === "number" ? y : NaN;
+      if (Number.isFinite(v) && (!log || v > 0)) values.push(log ? Math.log10(v) : v);
+    }
+  }
+  if (values.length < 2) return null;
+  values.sort((a, b) => a - b);
+  const at = (q) => {
+    const i = q * (values.length - 1);
+    const low = Math.floor(i);
+    return values[low] + (values[Math.min(low + 1, values.length - 1)] - values[low]) * (i - low);
+  };
+  const [low, high] = [at(0.05), at(0.95)];
+  const pad = (high - low) * 0.1 || Math.abs(high) * 0.1 || 1;
+  return [low - pad, high + pad];
+}
+
 /** Whether two answers for the same run, tag and range hold the same points (a live run that logged nothing new). */
 function samePoints(a, b) {
   const n = a.steps.length;
@@ -48,8 +70,13 @@ const scalars = {
   traces: new WeakMap(), // API answer -> {key, traces} last drawn from it, reused while the x axis and smoothing stay
   zoom: new Map(), // tag -> {start, end} in steps, while zoomed in
   charts: new Map(), // tag -> {card, plot, noteNode}
+  // Live push: one EventSource on /api/events for the shown runs a writer holds; while it is open, their new points
+  // are fetched when the server says they changed, not on every poll (the poll remains while it is not open).
+  live: { source: null, key: "", names: new Set(), open: false, epoch: 0, events: 0, pulling: null,
+    pending: new Set(), missed: new Set() },
 
   mount(container) {
+    this.container = container;
     // What the URL says (a reload or a shared link shows the same): filters, hidden runs, smoothing, axes.
     this.filter = el("input", {
       type: "text",
@@ -96,6 +123,18 @@ const scalars = {
       urlState.write("logy", this.logY.checked ? "1" : null);
       this.draw(true);
     } });
+    // Ignore outliers (TensorBoard's): each chart's y range from the 5th to the 95th percentile of its values,
+    // widened, so one spike does not flatten the rest.
+    this.outliers = el("input", { type: "checkbox", checked: urlState.read("outliers") === "1", onchange: () => {
+      urlState.write("outliers", this.outliers.checked ? "1" : null);
+      this.draw();
+    } });
+    // Pinned charts: a copy of each pinned tag's chart in a section above all others (in the URL: pin=<tag>).
+    this.pins = new Set(urlState.readAll("pin"));
+    this.pinnedCharts = new Map(); // tag -> {card, plot, noteNode}
+    this.pinned = el("div", { class: "grid pinned" });
+    this.pinnedSection = el("section", { class: "pinned-section", hidden: true },
+      el("h3", {}, "Pinned"), this.pinned);
     this.layouts = el("div", { class: "layouts" }); // the custom-scalars charts, above the per-tag ones
     this.layoutCharts = new Map(); // `${category}\u0000${title}` -> {card, plot, noteNode, chart}
     // Per-tag charts in collapsible sections, one per tag prefix (the part before the first "/").
@@ -114,8 +153,9 @@ const scalars = {
         el("label", {}, el("span", {}, "Smoothing ", this.smoothingValue), this.smoothing),
         el("label", {}, "X axis", this.xAxis),
         el("label", { class: "inline" }, this.logY, "log y"),
+        el("label", { class: "inline" }, this.outliers, "ignore outliers"),
       ),
-      el("div", { class: "content" }, this.layouts, this.grid),
+      el("div", { class: "content" }, this.pinnedSection, this.layouts, this.grid),
     );
   },
 
@@ -169,11 +209,14 @@ const scalars = {
         if (kind === "scalar") overlaid.set(tag, (overlaid.get(tag) || 0) + 1);
       }
     }
-    const request = (tag) => {
-      const zoom = this.zoom.get(tag) || {};
-      const points = pointsPerRun(overlaid.get(tag));
-      return { start: zoom.start, end: zoom.end, points, range: `${zoom.start}:${zoom.end}:${points}` };
-    };
+    this.overlaid = overlaid;
+    this.watch(runs);
+    if (this.live.missed.size) {
+      const missed = [...this.live.missed];
+      this.live.missed.clear();
+      await this.pull(missed);
+    }
+    const request = (tag) => this.request(tag);
     const wanted = new Map(); // tag -> names of the runs to fetch it for
     const statusOf = new Map(runs.map((run) => [run.name, run.status]));
     for (const run of runs) {
@@ -183,13 +226,18 @@ const scalars = {
         // A run no writer holds any more cannot change: fetched once per range, not on every poll; but once more
         // after its writer let go (fetched while it ran, the answer may miss the last points, flushed at close).
         const settledRun = run.status !== "running" && cached?.status === run.status;
-        if (cached && cached.range === request(tag).range && settledRun) continue;
+        // A running run the live stream watches: its new points come with its events (see pull()), once it was
+        // fetched after the stream opened (what was written before that is in that fetch).
+        const pushed = this.live.open && this.live.names.has(run.name) && cached?.status === run.status
+          && cached?.epoch === this.live.epoch;
+        if (cached && cached.range === request(tag).range && (settledRun || pushed)) continue;
         if (!wanted.has(tag)) wanted.set(tag, []);
         wanted.get(tag).push(run.name);
       }
     }
     // One request per tag for all its runs (in slices, to keep URLs short), not one per run and tag.
     const jobs = [];
+    const epoch = this.live.open ? this.live.epoch : -1; // asked while the live stream is open: what it had
     for (const [tag, names] of wanted) {
       const { start, end, points, range } = request(tag);
       for (const slice of slices(names, BATCH_QUERY)) {
@@ -203,11 +251,11 @@ const scalars = {
               const arrays = { steps: 0, values: 0, epochs: 0, wall_times: 0 };
               for (const name of Object.keys(arrays)) arrays[name] = unpack(series[name]);
               const key = `${series.run}\u0000${tag}`;
-              const fresh = { ...series, ...arrays, range, status: statusOf.get(series.run) };
+              const fresh = { ...series, ...arrays, range, status: statusOf.get(series.run), epoch };
               const old = this.series.get(key);
               // Nothing new (a live run between two writes): keep the old answer, so draw() leaves its chart be.
               if (!old || !samePoints(old, fresh)) this.series.set(key, fresh);
-              else old.status = fresh.status;
+              else Object.assign(old, { status: fresh.status, epoch });
             }
           }),
         );
@@ -217,6 +265,111 @@ const scalars = {
       ? api("custom_scalars") : Promise.resolve({ categories: [] });
     [this.layoutAnswer] = await Promise.all([layout, ...jobs]);
     this.draw();
+  },
+
+  /** What to ask the server for a tag's chart: its zoomed range, and the points per run. */
+  request(tag) {
+    const zoom = this.zoom.get(tag) || {};
+    const points = pointsPerRun(this.overlaid?.get(tag));
+    return { start: zoom.start, end: zoom.end, points, range: `${zoom.start}:${zoom.end}:${points}` };
+  },
+
+  /** Opens (or moves) the live stream onto the shown runs that a writer holds; closes it when there are none. */
+  watch(runs) {
+    const live = this.live;
+    const names = runs.filter((run) => run.status === "running" && Object.values(run.tags).includes("scalar"))
+      .map((run) => run.name).sort(byName);
+    const key = names.join("\u0000");
+    if (key === live.key && (live.source || !names.length)) return;
+    live.source?.close();
+    Object.assign(live, { source: null, key, names: new Set(names), open: false });
+    this.container.dataset.live = "off";
+    if (!names.length || typeof EventSource === "undefined") return;
+    const query = new URLSearchParams();
+    for (const name of names) query.append("runs", name);
+    const source = new EventSource(withToken(new URL(`api/events?${query}`, document.baseURI).href));
+    live.source = source;
+    // Ready: the server took the runs' tokens. What they logged before is fetched once more by the next poll (a new
+    // epoch), then only on their events.
+    source.addEventListener("ready", () => {
+      live.open = true;
+      live.epoch += 1;
+      this.container.dataset.live = "open";
+    });
+    source.addEventListener("points", (message) => {
+      live.events += 1;
+      this.container.dataset.liveEvents = `${live.events}`;
+      this.pull(JSON.parse(message.data).runs);
+    });
+    // Lost (the browser tries again by itself): the poll fetches the running runs meanwhile.
+    source.addEventListener("error", () => {
+      live.open = false;
+      this.container.dataset.live = "off";
+    });
+  },
+
+  /** The new points of `names` (runs the live stream says changed), fetched one pull at a time, and drawn. */
+  pull(names) {
+    const live = this.live;
+    // Another tab shown: drawn when this one is shown again (refresh() pulls what was missed).
+    const target = state.active === "scalars" ? live.pending : live.missed;
+    for (const name of names) target.add(name);
+    if (live.pulling || !live.pending.size) return live.pulling;
+    live.pulling = (async () => {
+      try {
+        while (live.pending.size) {
+          const wanted = [...live.pending];
+          live.pending.clear();
+          const shown = new Map(this.visibleRuns().map((run) => [run.name, run]));
+          const jobs = [];
+          for (const name of wanted) {
+            const run = shown.get(name);
+            if (!run) continue;
+            for (const [tag, kind] of Object.entries(run.tags)) {
+              if (kind === "scalar") jobs.push(this.pullSeries(run, tag).catch(report));
+            }
+          }
+          await Promise.all(jobs);
+          this.draw();
+        }
+      } finally {
+        live.pulling = null;
+      }
+    })();
+    return live.pulling;
+  },
+
+  /** One run's tag after a live event: only the points after the last one held, appended, while the series is
+   * whole (not downsampled, not zoomed) and stays within its share of points; else the whole series again. */
+  async pullSeries(run, tag) {
+    const key = `${run.name}\u0000${tag}`;
+    const { start, end, points, range } = this.request(tag);
+    const old = this.series.get(key);
+    const decode = (series) => {
+      const arrays = { steps: 0, values: 0, epochs: 0, wall_times: 0 };
+      for (const name of Object.keys(arrays)) arrays[name] = unpack(series[name]);
+      return { ...series, ...arrays, range, status: run.status, epoch: this.live.open ? this.live.epoch : -1 };
+    };
+    const ask = (from) => api("scalars/batch", { tag, runs: [run.name], start: from, end, max_points: points,
+      encoding: "base64" });
+    if (old && old.range === range && !old.downsampled && start === undefined && end === undefined
+        && old.steps.length) {
+      const answer = await ask(old.steps[old.steps.length - 1] + 1);
+      const series = answer.series?.[0];
+      if (!series) return;
+      const fresh = decode(series);
+      if (!fresh.steps.length) return; // nothing after the last point (a rewrite of an earlier step waits a poll)
+      if (!fresh.downsampled && old.steps.length + fresh.steps.length <= points) {
+        const joined = { ...old, total: old.total + fresh.total, status: run.status };  // keeps its epoch
+        for (const name of ["steps", "values", "epochs", "wall_times"]) joined[name] = old[name].concat(fresh[name]);
+        this.series.set(key, joined);
+        return;
+      }
+    }
+    const answer = await ask(start);
+    noteUnreadable(answer);
+    const series = answer.series?.[0];
+    if (series) this.series.set(key, decode(series));
   },
 
   /** TensorBoard's custom scalars: per category a heading and its charts, each overlaying the tags the server
@@ -390,44 +543,13 @@ const scalars = {
     for (const tag of tags) {
       let chart = this.charts.get(tag);
       if (!chart) {
-        chart = chartCard(tag, "", () => this.csv(tag), () => this.json(tag));
+        chart = this.card(tag);
         chart.card.dataset.tag = tag;
         this.charts.set(tag, chart);
       }
-      const shownRuns = runs.filter((run) => run.tags[tag] === "scalar" && this.series.has(`${run.name}\u0000${tag}`));
-      const answers = shownRuns.map((run) => this.series.get(`${run.name}\u0000${tag}`));
-      // Keeps the user's zoom across redraws; a new value (axis mode changed) resets it.
-      const uirevision = `${mode}|${this.logY.checked}|${this.zoomKey(tag)}`;
-      // A run's colour comes from its name (core.runColor): a new run recolours nothing.
-      const colors = shownRuns.map((run) => runColor(run.name));
-      const drawn = `${uirevision}|${weight}|${colors.join()}`;
-      // The periodic refresh with nothing new (same runs, same answers, same settings): the chart stays as it is.
-      const last = chart.drawn;
-      if (last && last.key === drawn && last.answers.length === answers.length
-          && last.answers.every((answer, i) => answer === answers[i])) continue;
-      chart.drawn = { key: drawn, answers };
-      const traces = [];
-      let total = 0;
-      let shown = 0;
-      shownRuns.forEach((run, i) => {
-        const answer = answers[i];
-        total += answer.total;
-        shown += answer.steps.length;
-        traces.push(...this.runTraces(run.name, answer, mode, weight, colors[i]));
-      });
-      chart.noteNode.textContent = shown < total ? `${shown} of ${total} points` : `${total} points`;
-      const layout = baseLayout({
-        uirevision,
-        xaxis: { title: { text: { step: "step", epoch: "epoch", relative: "seconds", wall: "" }[mode] },
-          type: mode === "wall" ? "date" : "linear" },
-        yaxis: { type: this.logY.checked ? "log" : "linear" },
-      });
-      Plotly.react(chart.plot, traces, layout, PLOT_CONFIG);
-      if (!chart.plot.dataset.listening) {
-        chart.plot.dataset.listening = "1";
-        chart.plot.on("plotly_relayout", (event) => this.zoomed(tag, event));
-      }
+      this.drawChart(tag, chart, runs, mode, weight);
     }
+    this.drawPinned(runs, mode, weight);
     if (!tags.length) {
       this.groups.clear();
       const why = this.tagFilter.value ? "No scalar tag matches the tag filter." : "No scalars in the selected runs.";
@@ -437,6 +559,97 @@ const scalars = {
       this.arrange(tags);
     }
     this.drawLayouts();
+  },
+
+  /** A chart card for a tag: the core's card with the downloads, and a pin. */
+  card(tag) {
+    const chart = chartCard(tag, "", () => this.csv(tag), () => this.json(tag));
+    const pin = el("button", { type: "button", class: "pin", title: "pin this chart above the others",
+      onclick: () => this.pin(tag, !this.pins.has(tag)) }, "pin");
+    chart.card.querySelector(".tools").prepend(pin);
+    chart.pinButton = pin;
+    return chart;
+  },
+
+  pin(tag, on) {
+    if (on) this.pins.add(tag);
+    else this.pins.delete(tag);
+    urlState.write("pin", [...this.pins].sort(byName));
+    this.draw();
+  },
+
+  /** The pinned copies, in natural order, whatever the tag filter; a pin whose tag no shown run has waits. */
+  drawPinned(runs, mode, weight) {
+    const present = new Set(tagsOf("scalar", runs));
+    const tags = [...this.pins].filter((tag) => present.has(tag)).sort(byName);
+    for (const [tag, chart] of this.pinnedCharts) {
+      if (!tags.includes(tag)) {
+        Plotly.purge(chart.plot);
+        chart.card.remove();
+        this.pinnedCharts.delete(tag);
+      }
+    }
+    for (const [tag, chart] of this.charts) chart.pinButton.classList.toggle("active", this.pins.has(tag));
+    const cards = tags.map((tag) => {
+      let chart = this.pinnedCharts.get(tag);
+      if (!chart) {
+        chart = this.card(tag);
+        chart.card.dataset.pinned = tag;
+        chart.pinButton.textContent = "unpin";
+        chart.pinButton.title = "unpin this chart";
+        this.pinnedCharts.set(tag, chart);
+      }
+      return chart.card;
+    });
+    if (cards.some((card, i) => this.pinned.children[i] !== card) || this.pinned.children.length !== cards.length) {
+      this.pinned.replaceChildren(...cards);
+    }
+    this.pinnedSection.hidden = !cards.length;
+    for (const tag of tags) this.drawChart(tag, this.pinnedCharts.get(tag), runs, mode, weight);
+  },
+
+  /** One tag's chart: the shown runs' lines, redrawn only when its answers or the settings changed. */
+  drawChart(tag, chart, runs, mode, weight) {
+    const shownRuns = runs.filter((run) => run.tags[tag] === "scalar" && this.series.has(`${run.name}\u0000${tag}`));
+    const answers = shownRuns.map((run) => this.series.get(`${run.name}\u0000${tag}`));
+    const outliers = this.outliers.checked;
+    // Keeps the user's zoom across redraws; a new value (axis mode changed) resets it.
+    const uirevision = `${mode}|${this.logY.checked}|${outliers}|${this.zoomKey(tag)}`;
+    // A run's colour comes from its name (core.runColor): a new run recolours nothing.
+    const colors = shownRuns.map((run) => runColor(run.name));
+    const drawn = `${uirevision}|${weight}|${colors.join()}`;
+    // The periodic refresh with nothing new (same runs, same answers, same settings): the chart stays as it is.
+    const last = chart.drawn;
+    if (last && last.key === drawn && last.answers.length === answers.length
+        && last.answers.every((answer, i) => answer === answers[i])) return;
+    chart.drawn = { key: drawn, answers };
+    const traces = [];
+    let total = 0;
+    let shown = 0;
+    shownRuns.forEach((run, i) => {
+      const answer = answers[i];
+      total += answer.total;
+      shown += answer.steps.length;
+      traces.push(...this.runTraces(run.name, answer, mode, weight, colors[i]));
+    });
+    chart.noteNode.textContent = shown < total ? `${shown} of ${total} points` : `${total} points`;
+    const yaxis = { type: this.logY.checked ? "log" : "linear" };
+    const range = outliers ? inliers(traces, this.logY.checked) : null;
+    if (range) Object.assign(yaxis, { range, autorange: false });
+    const layout = baseLayout({
+      uirevision,
+      // The cursor table: hovering a step lists every run's value there (the smoothed one with smoothing on).
+      hovermode: "x unified",
+      xaxis: { title: { text: { step: "step", epoch: "epoch", relative: "seconds", wall: "" }[mode] },
+        type: mode === "wall" ? "date" : "linear" },
+      yaxis,
+    });
+    // Plotly keeps the objects it is given: a pinned copy gets its own trace objects.
+    Plotly.react(chart.plot, chart.card.dataset.pinned ? traces.map((t) => ({ ...t })) : traces, layout, PLOT_CONFIG);
+    if (!chart.plot.dataset.listening) {
+      chart.plot.dataset.listening = "1";
+      chart.plot.on("plotly_relayout", (event) => this.zoomed(tag, event));
+    }
   },
 
   /** A run's lines in a chart: its raw points and, with smoothing on, their EMA. The same trace objects as last time
@@ -549,6 +762,6 @@ export default function create(core, entry) {
     COLORS, PLOT_CONFIG, Plotly, api, baseLayout, chartCard, el, fade, matcher, num, plain, report, runColor,
     slices, state, statusBadge, tagsOf, unpack
   } = core);
-  ({ byName, get, noteUnreadable, settled, urlState } = core);
+  ({ byName, get, noteUnreadable, settled, urlState, withToken } = core);
   return scalars;
 }
