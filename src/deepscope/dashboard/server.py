@@ -2,7 +2,8 @@
 ``routes.py``, see :mod:`deepscope.dashboard.views`), the static page, plotly.js.
 
 Needs the ``board`` extra (``pip install 'deepscope[board]'``). Every route that only reads is GET; one that starts
-work is POST with a JSON body. Who may ask, the headers every answer carries and what an error may say are
+work is POST with a JSON body. Each JSON answer and body has its pydantic model (the views' ``models.py``, the core's
+:mod:`deepscope.dashboard.models`), published as the OpenAPI schema at ``/openapi.json``. Who may ask, the headers every answer carries and what an error may say are
 :mod:`deepscope.dashboard.security`'s.
 """
 
@@ -17,11 +18,12 @@ from pathlib import Path
 
 import plotly
 from fastapi import APIRouter, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from ..errors import BadInputError
-from . import api, security
+from . import api, models, security
 from .common import NotFound
 from .http import JSONAnswer
 from .sources import Directory
@@ -39,7 +41,17 @@ def create_app(
     (``postgresql://...``); with ``token``, every request must carry it. ``frame_ancestors``: who may frame the
     page (CSP), nobody by default."""
     base = api.served_root(root)
-    app = FastAPI(title="deepscope board", docs_url=None, redoc_url=None, openapi_url=None)
+    # The OpenAPI schema at /openapi.json, behind the same Guard as every route; no docs page (Swagger UI comes from
+    # a CDN, which neither the CSP nor a machine without network allows).
+    app = FastAPI(
+        title="deepscope board",
+        version=models.API_VERSION,
+        description=models.DESCRIPTION,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url="/openapi.json",
+        responses=models.ERRORS,
+    )
     app.state.served = base  # what it serves, for the line that announces it
     app.state.stopping = threading.Event()  # set as the server stops: live streams end (views/scalars/live.py)
     roots = [base.shown, os.path.realpath(base.shown)] if isinstance(base, Directory) else []
@@ -55,15 +67,19 @@ def create_app(
     def bad_input(request: Request, error: BadInputError) -> Response:
         return JSONAnswer({"detail": detail(error)}, 422)
 
+    @app.exception_handler(RequestValidationError)
+    def invalid(request: Request, error: RequestValidationError) -> Response:  # a query or body of the wrong type
+        return JSONAnswer({"detail": security.private(models.readable(list(error.errors())), roots)}, 422)
+
     @app.exception_handler(Exception)
     def failed(request: Request, error: Exception) -> Response:  # logged by the server; the page learns only what
         return JSONAnswer({"detail": f"the board failed to answer ({type(error).__name__}); see its log"}, 500)
 
-    @app.get("/api/runs")
+    @app.get("/api/runs", response_model=list[models.Run])
     def runs() -> Response:
         return JSONAnswer(api.runs(base))
 
-    @app.get("/api/views")
+    @app.get("/api/views", response_model=dict[str, bool])
     def views() -> Response:
         return JSONAnswer(api.views(base, app.state.views))
 
@@ -74,7 +90,7 @@ def create_app(
         importlib.import_module(f"{view.package}.routes").routes(router, base, state)
         app.include_router(router)
 
-    @app.get("/api/file")
+    @app.get("/api/file", response_class=Response, responses=models.binary("*/*", description="a record's file"))
     def file(run: str, path: str) -> Response:
         # A record's file by its reference: from inside the run directory, or as a row of the database.
         found = base.file(run, path)
@@ -84,26 +100,26 @@ def create_app(
         media = mimetypes.guess_type(path)[0] or "application/octet-stream"
         return Response(found, media_type=media, headers=headers)
 
-    @app.get("/")
+    @app.get("/", include_in_schema=False)
     def page() -> Response:
         index = STATIC / "index.html"
         if not index.is_file():
             return JSONAnswer({"detail": "the page is missing from this installation (static/index.html)"}, 404)
         return FileResponse(index, headers={"Cache-Control": "no-cache"})
 
-    @app.get("/static/views.json")
+    @app.get("/static/views.json", response_model=list[models.RegistryEntry])
     def view_registry() -> Response:
         # What the page loads first: every view's name, title, kinds, module and shared conventions.
         return JSONAnswer(registry(), headers={"Cache-Control": "no-cache"})
 
-    @app.get("/static/views/{name}/view.js")
+    @app.get("/static/views/{name}/view.js", include_in_schema=False)
     def view_module(name: str) -> Response:
         view = find(name)
         if view is None or not view.script.is_file():
             return JSONAnswer({"detail": f"no view {name!r}"}, 404)
         return FileResponse(view.script, media_type="text/javascript", headers={"Cache-Control": "no-cache"})
 
-    @app.get("/static/plotly.min.js")
+    @app.get("/static/plotly.min.js", include_in_schema=False)
     def plotly_js() -> Response:
         return Response(_plotly_js(), media_type="text/javascript", headers={"Cache-Control": "max-age=86400"})
 

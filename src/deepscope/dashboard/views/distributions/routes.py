@@ -9,11 +9,11 @@ from fastapi.responses import Response
 
 from ...http import JSONAnswer, Step
 from ...sources import Source
-from . import data
+from . import data, models
 
 
 def routes(router: APIRouter, served: Source, state: Any) -> None:
-    @router.get("/api/histograms")
+    @router.get("/api/histograms", response_model=models.Histograms)
     def histograms(
         run: str,
         tag: str,

@@ -10,14 +10,14 @@ from fastapi.responses import Response
 
 from ...http import JSONAnswer, Step
 from ...sources import Source
-from . import data
+from . import data, models
 
 
 def routes(router: APIRouter, served: Source, state: Any) -> None:
-    @router.get("/api/explanations")
+    @router.get("/api/explanations", response_model=models.Explanations)
     def explanations(run: str, tag: str, step: Step = None) -> Response:
         return JSONAnswer(data.explanations(served, run, tag, step))
 
-    @router.get("/api/probe")
+    @router.get("/api/probe", response_model=models.Probe)
     def probe(run: str, tag: str, index: int = 0, loss: str | None = None) -> Response:
         return JSONAnswer(data.probe(served, run, tag, index, loss))

@@ -16,17 +16,18 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse, Response
 
 from ...http import JSONAnswer, Step
+from ...models import binary, checked, request_body
 from ...security import json_body
 from ...sources import Source
-from . import data
+from . import data, models
 
 
 def routes(router: APIRouter, served: Source, state: data.ExploreState) -> None:
-    @router.get("/api/explore")
+    @router.get("/api/explore", response_model=models.Offer)
     def explore() -> Response:
         return JSONAnswer(data.info(state))
 
-    @router.post("/api/explore/jobs")
+    @router.post("/api/explore/jobs", response_model=models.Job, openapi_extra=request_body(models.JobRequest))
     async def start(request: Request) -> Response:
         refusal = _refusal(request)
         if refusal is not None:
@@ -35,10 +36,11 @@ def routes(router: APIRouter, served: Source, state: data.ExploreState) -> None:
             body = json.loads(await request.body())
         except ValueError:
             return JSONAnswer({"detail": "the body is not JSON"}, 400)
+        checked(models.JobRequest, body)
         client = request.headers.get("x-deepscope-client") or (request.client.host if request.client else "")
         return JSONAnswer(data.start(served, state, client, body))
 
-    @router.post("/api/explore/uploads")
+    @router.post("/api/explore/uploads", response_model=models.Uploaded, openapi_extra=request_body(models.UploadRequest))
     async def upload(request: Request) -> Response:
         refusal = _refusal(request)
         if refusal is not None:
@@ -56,12 +58,13 @@ def routes(router: APIRouter, served: Source, state: data.ExploreState) -> None:
             found = json.loads(body)
         except ValueError:
             return JSONAnswer({"detail": "the body is not JSON"}, 400)
+        checked(models.UploadRequest, found)
         try:
             return JSONAnswer(data.upload(served, state, found))
         except data.TooLarge as error:
             return JSONAnswer({"detail": str(error)}, 413)
 
-    @router.get("/api/explore/items")
+    @router.get("/api/explore/items", response_model=models.Items)
     def items(
         run: str,
         step: Step = None,
@@ -88,11 +91,11 @@ def routes(router: APIRouter, served: Source, state: data.ExploreState) -> None:
             )
         )
 
-    @router.get("/api/explore/jobs/{job}")
+    @router.get("/api/explore/jobs/{job}", response_model=models.Job)
     def job(job: str) -> Response:
         return JSONAnswer(data.status(state, job))
 
-    @router.get("/api/explore/file")
+    @router.get("/api/explore/file", response_class=Response, responses=binary("image/png", description="a result's picture"))
     def file(run: str, key: str, name: str) -> Response:
         return FileResponse(data.result_file(served, run, key, name), headers={"X-Content-Type-Options": "nosniff"})
 

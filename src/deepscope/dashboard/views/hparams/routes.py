@@ -9,14 +9,14 @@ from fastapi.responses import Response
 
 from ...http import JSONAnswer
 from ...sources import Source
-from . import data
+from . import data, models
 
 
 def routes(router: APIRouter, served: Source, state: data.HParams) -> None:
-    @router.get("/api/hparams")
+    @router.get("/api/hparams", response_model=models.HParams)
     def hparams(metrics: Annotated[list[str] | None, Query()] = None) -> Response:
         return JSONAnswer(data.hparams(served, metrics, state))
 
-    @router.get("/api/hparams/diff")
+    @router.get("/api/hparams/diff", response_model=models.ConfigDiff)
     def config_diff(a: str, b: str) -> Response:
         return JSONAnswer(data.config_diff(served, a, b, state))

@@ -9,10 +9,10 @@ from fastapi.responses import Response
 
 from ...http import JSONAnswer
 from ...sources import Source
-from . import data
+from . import data, models
 
 
 def routes(router: APIRouter, served: Source, state: Any) -> None:
-    @router.get("/api/images")
+    @router.get("/api/images", response_model=models.Images)
     def images(run: str, tag: str) -> Response:
         return JSONAnswer(data.images(served, run, tag))

@@ -5,40 +5,30 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
-from pydantic import BaseModel, Field
 
-from ....store.reader import STEP_RANGE
 from ...http import Index, JSONAnswer, Step
+from ...models import binary
 from ...security import json_body
 from ...sources import Source
-from . import data
-
-
-class ProjectionRequest(BaseModel):
-    """What ``POST /api/projection`` takes, as JSON: the projection to compute (or to join, if already started)."""
-
-    run: str
-    tag: str
-    name: str
-    step: int | None = Field(None, ge=STEP_RANGE[0], le=STEP_RANGE[1])
+from . import data, models
 
 
 def routes(router: APIRouter, served: Source, state: data.Projector) -> None:
-    @router.get("/api/embeddings")
+    @router.get("/api/embeddings", response_model=models.Embeddings)
     def embeddings(run: str) -> Response:
         return JSONAnswer(data.embeddings(served, run, state))
 
-    @router.get("/api/embedding/labels")
+    @router.get("/api/embedding/labels", response_model=models.EmbeddingLabels)
     def embedding_labels(run: str, tag: str, step: Step = None) -> Response:
         return JSONAnswer(data.embedding_labels(served, run, tag, step, state))
 
-    @router.get("/api/projection")
+    @router.get("/api/projection", response_model=models.Projection)
     def projection(run: str, tag: str, name: str, step: Step = None) -> Response:
         # Reads only: a GET is what any page can make a browser send (an <img>), so it never starts a computation.
         return JSONAnswer(data.projection(served, run, tag, name, step, state, start=False))
 
-    @router.post("/api/projection")
-    def compute_projection(request: Request, asked: ProjectionRequest) -> Response:
+    @router.post("/api/projection", response_model=models.Projection)
+    def compute_projection(request: Request, asked: models.ProjectionRequest) -> Response:
         # A JSON body: a page elsewhere cannot send one without a CORS preflight, which the board never grants (a
         # body without a Content-Type, which FastAPI would read as JSON, is refused too).
         if not json_body(request.headers.get("content-type")):
@@ -46,11 +36,11 @@ def routes(router: APIRouter, served: Source, state: data.Projector) -> None:
             return JSONAnswer({"detail": refused}, 415)
         return JSONAnswer(data.projection(served, asked.run, asked.tag, asked.name, asked.step, state, start=True))
 
-    @router.get("/api/projection/status")
+    @router.get("/api/projection/status", response_model=models.Projection)
     def projection_status(run: str, tag: str, name: str, step: Step = None) -> Response:
         return JSONAnswer(data.projection_status(served, run, tag, name, step, state))
 
-    @router.get("/api/neighbors")
+    @router.get("/api/neighbors", response_model=models.Neighbors)
     def neighbors(
         run: str,
         tag: str,
@@ -61,7 +51,7 @@ def routes(router: APIRouter, served: Source, state: data.Projector) -> None:
     ) -> Response:
         return JSONAnswer(data.neighbors(served, run, tag, index, k, metric, step, state))
 
-    @router.get("/api/thumbnail")
+    @router.get("/api/thumbnail", response_class=Response, responses=binary("image/png", description="a point's thumbnail"))
     def thumbnail(run: str, tag: str, index: Index, step: Step = None) -> Response:
         # A record never changes once written: with its step named, the browser may keep the picture a while.
         png = data.thumbnail(served, run, tag, index, step, state)

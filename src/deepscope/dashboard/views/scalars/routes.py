@@ -11,11 +11,11 @@ from fastapi.responses import Response, StreamingResponse
 from ...common import EncodedCache
 from ...http import JSONAnswer, Step
 from ...sources import Source
-from . import data, live
+from . import data, live, models
 
 
 def routes(router: APIRouter, served: Source, cache: EncodedCache) -> None:
-    @router.get("/api/scalars")
+    @router.get("/api/scalars", response_model=models.Scalars)
     def scalars(
         run: str,
         tag: str,
@@ -26,7 +26,7 @@ def routes(router: APIRouter, served: Source, cache: EncodedCache) -> None:
     ) -> Response:
         return JSONAnswer(data.scalars(served, run, tag, start, end, max_points, encoding))
 
-    @router.get("/api/scalars/batch")
+    @router.get("/api/scalars/batch", response_model=models.ScalarsBatch)
     def scalars_batch(
         tag: str,
         runs: Annotated[list[str] | None, Query()] = None,
@@ -39,11 +39,11 @@ def routes(router: APIRouter, served: Source, cache: EncodedCache) -> None:
         answer = data.scalars_batch_json(served, tag, runs, start, end, max_points, encoding, cache)
         return Response(answer, media_type="application/json")
 
-    @router.get("/api/custom_scalars")
+    @router.get("/api/custom_scalars", response_model=models.CustomScalars)
     def custom_scalars() -> Response:
         return JSONAnswer(data.custom_scalars(served))
 
-    @router.get("/api/events")
+    @router.get("/api/events", response_class=StreamingResponse, responses=models.EVENTS)
     def events(request: Request, runs: Annotated[list[str], Query()]) -> Response:
         # Server-sent events (EventSource cannot set headers: a token comes in the query, as for the other GETs).
         live.check(served, runs)

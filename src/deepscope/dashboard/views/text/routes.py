@@ -9,10 +9,10 @@ from fastapi.responses import Response
 
 from ...http import JSONAnswer
 from ...sources import Source
-from . import data
+from . import data, models
 
 
 def routes(router: APIRouter, served: Source, state: Any) -> None:
-    @router.get("/api/text")
+    @router.get("/api/text", response_model=models.Text)
     def text(run: str, tag: str) -> Response:
         return JSONAnswer(data.text(served, run, tag))
