@@ -22,9 +22,11 @@ from deepscope.store.reader import Reader
 
 pytest.importorskip("fastapi", reason="fastapi is missing (pip install -e '.[board]')")
 from fastapi.testclient import TestClient
+from pydantic import TypeAdapter
 
 from deepscope.dashboard import create_app
 from deepscope.dashboard.views.explore import configure
+from deepscope.dashboard.views.explore import models as typed
 from deepscope.dashboard.views.explore.jobs import Explorer
 
 LOCAL = "http://127.0.0.1"
@@ -56,9 +58,15 @@ def _png(client: TestClient, url: str) -> np.ndarray:
     return np.asarray(PILImage.open(io.BytesIO(answer.content)).convert("RGB"))
 
 
+def _typed(model: Any, answer: dict[str, Any]) -> dict[str, Any]:
+    """The answer, checked against its route's model in the OpenAPI schema (tests/test_board_openapi.py)."""
+    TypeAdapter(model).validate_python(answer, strict=True)
+    return answer
+
+
 def _done(client: TestClient, job: dict[str, Any], seconds: float = 120) -> dict[str, Any]:
     deadline = time.monotonic() + seconds
-    while job["status"] in ("queued", "running"):
+    while _typed(typed.Job, job)["status"] in ("queued", "running"):
         assert time.monotonic() < deadline, job
         time.sleep(0.1)
         job = client.get(f"/api/explore/jobs/{job['id']}").json()
@@ -77,7 +85,7 @@ def client(store: tuple[Path, torch.Tensor, dict[int, dict]]) -> Any:
 def test_choosing_an_item_and_gradcam_gives_explain_on_the_checkpoint(store, client) -> None:
     root, x, states = store
     assert client.get("/api/views").json()["explore"] is True
-    offer = client.get("/api/explore").json()
+    offer = _typed(typed.Offer, client.get("/api/explore").json())
     assert offer["items"] == 6 and "gradcam" in offer["methods"] and offer["labels"] == [0, 1, 2, 3, 4, 5]
     job = client.post("/api/explore/jobs", json={"run": "cnn", "item": 3, "method": "gradcam"}).json()
     job = _done(client, job)
@@ -309,7 +317,7 @@ def _upload(client: TestClient, picture: np.ndarray, fmt: str = "PNG") -> dict[s
     body = {"run": "cnn", "image": base64.b64encode(buffer.getvalue()).decode()}
     answer = client.post("/api/explore/uploads", json=body)
     assert answer.status_code == 200, answer.text
-    return answer.json()
+    return _typed(typed.Uploaded, answer.json())
 
 
 def test_an_uploaded_image_is_explained_like_an_item(store, client) -> None:
@@ -465,7 +473,7 @@ def test_items_filtered_by_class_prediction_and_confidence(store, client) -> Non
     with torch.no_grad():
         confidence, predicted = model.eval()(x).softmax(1).max(1)
     labels = list(range(6))
-    everything = client.get("/api/explore/items", params={"run": "cnn", "step": 5}).json()
+    everything = _typed(typed.Items, client.get("/api/explore/items", params={"run": "cnn", "step": 5}).json())
     assert everything["total"] == everything["matching"] == 6 and everything["step"] == 5
     assert [row["predicted"] for row in everything["items"]] == predicted.tolist()
     assert [row["confidence"] for row in everything["items"]] == pytest.approx(confidence.tolist(), rel=1e-5)

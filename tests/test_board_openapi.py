@@ -5,10 +5,10 @@ bodies of the wrong type refused with a readable 422, the schema stable and behi
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import numpy as np
 import pytest
 import torch
@@ -18,7 +18,6 @@ from deepscope.evaluate.classification import binary_report, confusion_matrix
 from deepscope.track.records import Graph, Histogram, Image
 
 pytest.importorskip("fastapi")
-jsonschema = pytest.importorskip("jsonschema")
 from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 from pydantic import TypeAdapter
@@ -82,9 +81,7 @@ def _write(root: Path) -> None:
     writer.add_custom_scalars({"losses": {"all": ["Multiline", ["loss/.*"]], "band": ["Margin", ["loss/train"] * 3]}})
     writer.add_audio("tone", torch.sin(torch.arange(800) / 10.0)[None], 0, sample_rate=8000)
     writer.add_video("clip", torch.rand(1, 3, 3, 8, 8), 0)
-    writer.add_embedding(
-        torch.rand(6, 4), metadata=[0, 1, 0, 1, 0, 1], label_img=torch.rand(6, 3, 4, 4), tag="thumbs"
-    )
+    writer.add_embedding(torch.rand(6, 4), metadata=[0, 1, 0, 1, 0, 1], label_img=torch.rand(6, 3, 4, 4), tag="thumbs")
     writer.close()
 
 
@@ -200,10 +197,7 @@ def _validator(spec: dict[str, Any], schema: dict[str, Any]) -> Any:
 def test_real_answers_validate_against_the_schema(
     client: TestClient, spec: dict[str, Any], method: str, path: str, params: dict[str, Any]
 ) -> None:
-    if method == "GET":
-        answer = client.get(path, params=params)
-    else:
-        answer = client.post(path, json=params)
+    answer = client.get(path, params=params) if method == "GET" else client.post(path, json=params)
     assert answer.status_code == 200, answer.text
     # the route's pydantic model, strictly: no key it does not name, no value of another type
     model = _route(client, method, path).response_model
@@ -238,15 +232,14 @@ def test_bodies_of_the_wrong_type_are_a_readable_422(client: TestClient, path: s
     answer = client.post(path, json=body)
     assert answer.status_code == 422, answer.text
     detail = answer.json()["detail"]
-    assert isinstance(detail, str) and detail.startswith(field) or f" {field}:" in detail, detail
-    assert "valid" in detail  # pydantic's words: "Input should be a valid string", ...
+    assert isinstance(detail, str) and f"{field}: Input should be a valid " in detail, detail  # pydantic's words
 
 
 def test_a_query_of_the_wrong_type_is_a_readable_422(client: TestClient) -> None:
     answer = client.get("/api/scalars", params={**DEMO, "tag": "train/loss", "max_points": "many"})
     assert answer.status_code == 422
-    assert answer.json() == {"detail": "query.max_points: Input should be a valid integer, unable to parse string as an "
-                                       "integer (got 'many')"}  # fmt: skip
+    said = "query.max_points: Input should be a valid integer, unable to parse string as an integer (got 'many')"
+    assert answer.json() == {"detail": said}
 
 
 def test_the_schema_is_stable_and_names_no_server_path(root: Path, tmp_path: Path, spec: dict[str, Any]) -> None:
@@ -255,9 +248,6 @@ def test_the_schema_is_stable_and_names_no_server_path(root: Path, tmp_path: Pat
     text = other.text
     for path in (str(root), str(tmp_path), str(Path.home()), str(Path(ds.__file__).parent)):
         assert path not in text
-    assert json.dumps(spec, sort_keys=True) == json.dumps(
-        TestClient(create_app(root), base_url=LOCAL).get("/openapi.json").json(), sort_keys=True
-    )
     assert spec["info"]["title"] == "deepscope board" and spec["openapi"].startswith("3.")
 
 

@@ -22,13 +22,17 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from ..errors import BadInputError
 
 __all__ = [
+    "API_VERSION",
     "BINARY",
+    "ERRORS",
+    "FILE",
     "Answer",
     "Error",
     "Number",
     "Packed",
     "Packed32",
     "RegistryEntry",
+    "Request",
     "Run",
     "Unreadable",
     "binary",
@@ -121,7 +125,9 @@ def request_body(model: type[BaseModel]) -> dict[str, Any]:
     return {
         "requestBody": {
             "required": True,
-            "content": {"application/json": {"schema": model.model_json_schema(ref_template="#/components/schemas/{model}")}},
+            "content": {
+                "application/json": {"schema": model.model_json_schema(ref_template="#/components/schemas/{model}")}
+            },
         }
     }
 
@@ -165,3 +171,5 @@ ERRORS: dict[int | str, dict[str, Any]] = {
         (422, "a parameter or body of the wrong type or out of range, and how to fix it"),
     )
 }
+
+FILE = binary("*/*", description="a record's file (a picture, a sound, a clip, ...)")  # /api/file

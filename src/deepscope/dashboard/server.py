@@ -2,9 +2,9 @@
 ``routes.py``, see :mod:`deepscope.dashboard.views`), the static page, plotly.js.
 
 Needs the ``board`` extra (``pip install 'deepscope[board]'``). Every route that only reads is GET; one that starts
-work is POST with a JSON body. Each JSON answer and body has its pydantic model (the views' ``models.py``, the core's
-:mod:`deepscope.dashboard.models`), published as the OpenAPI schema at ``/openapi.json``. Who may ask, the headers every answer carries and what an error may say are
-:mod:`deepscope.dashboard.security`'s.
+work is POST with a JSON body. Each JSON answer and body has its pydantic model (the views' ``models.py``, the
+core's :mod:`deepscope.dashboard.models`), published as the OpenAPI schema at ``/openapi.json``. Who may ask, the
+headers every answer carries and what an error may say are :mod:`deepscope.dashboard.security`'s.
 """
 
 from __future__ import annotations
@@ -90,7 +90,7 @@ def create_app(
         importlib.import_module(f"{view.package}.routes").routes(router, base, state)
         app.include_router(router)
 
-    @app.get("/api/file", response_class=Response, responses=models.binary("*/*", description="a record's file"))
+    @app.get("/api/file", response_class=Response, responses=models.FILE)
     def file(run: str, path: str) -> Response:
         # A record's file by its reference: from inside the run directory, or as a row of the database.
         found = base.file(run, path)

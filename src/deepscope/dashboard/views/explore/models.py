@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from ...models import Answer, Request
+from ...models import Answer, Request, binary, request_body
 
 
 class Offer(Answer):
@@ -126,3 +126,8 @@ class UploadRequest(Request):
 
     run: str
     image: str
+
+
+PICTURE = binary("image/png", description="a result's picture")  # /api/explore/file
+JOB_BODY = request_body(JobRequest)  # the routes read their bodies themselves (the type and size checked first)
+UPLOAD_BODY = request_body(UploadRequest)

@@ -16,7 +16,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse, Response
 
 from ...http import JSONAnswer, Step
-from ...models import binary, checked, request_body
+from ...models import checked
 from ...security import json_body
 from ...sources import Source
 from . import data, models
@@ -27,7 +27,7 @@ def routes(router: APIRouter, served: Source, state: data.ExploreState) -> None:
     def explore() -> Response:
         return JSONAnswer(data.info(state))
 
-    @router.post("/api/explore/jobs", response_model=models.Job, openapi_extra=request_body(models.JobRequest))
+    @router.post("/api/explore/jobs", response_model=models.Job, openapi_extra=models.JOB_BODY)
     async def start(request: Request) -> Response:
         refusal = _refusal(request)
         if refusal is not None:
@@ -40,7 +40,7 @@ def routes(router: APIRouter, served: Source, state: data.ExploreState) -> None:
         client = request.headers.get("x-deepscope-client") or (request.client.host if request.client else "")
         return JSONAnswer(data.start(served, state, client, body))
 
-    @router.post("/api/explore/uploads", response_model=models.Uploaded, openapi_extra=request_body(models.UploadRequest))
+    @router.post("/api/explore/uploads", response_model=models.Uploaded, openapi_extra=models.UPLOAD_BODY)
     async def upload(request: Request) -> Response:
         refusal = _refusal(request)
         if refusal is not None:
@@ -95,7 +95,7 @@ def routes(router: APIRouter, served: Source, state: data.ExploreState) -> None:
     def job(job: str) -> Response:
         return JSONAnswer(data.status(state, job))
 
-    @router.get("/api/explore/file", response_class=Response, responses=binary("image/png", description="a result's picture"))
+    @router.get("/api/explore/file", response_class=Response, responses=models.PICTURE)
     def file(run: str, key: str, name: str) -> Response:
         return FileResponse(data.result_file(served, run, key, name), headers={"X-Content-Type-Options": "nosniff"})
 

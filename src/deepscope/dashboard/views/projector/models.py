@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import Field
 
 from ....store.reader import STEP_RANGE
-from ...models import Answer, Number, Packed32, Request
+from ...models import Answer, Number, Packed32, Request, binary
 
 
 class Embedding(Answer):
@@ -98,3 +98,6 @@ class ProjectionRequest(Request):
     tag: str
     name: str = Field(description="a stored projection's name, or pca-2d ... umap-3d")
     step: int | None = Field(None, ge=STEP_RANGE[0], le=STEP_RANGE[1])
+
+
+THUMBNAIL = binary("image/png", description="a point's thumbnail")  # /api/thumbnail

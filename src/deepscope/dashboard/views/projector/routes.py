@@ -7,7 +7,6 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
 from ...http import Index, JSONAnswer, Step
-from ...models import binary
 from ...security import json_body
 from ...sources import Source
 from . import data, models
@@ -51,7 +50,7 @@ def routes(router: APIRouter, served: Source, state: data.Projector) -> None:
     ) -> Response:
         return JSONAnswer(data.neighbors(served, run, tag, index, k, metric, step, state))
 
-    @router.get("/api/thumbnail", response_class=Response, responses=binary("image/png", description="a point's thumbnail"))
+    @router.get("/api/thumbnail", response_class=Response, responses=models.THUMBNAIL)
     def thumbnail(run: str, tag: str, index: Index, step: Step = None) -> Response:
         # A record never changes once written: with its step named, the browser may keep the picture a while.
         png = data.thumbnail(served, run, tag, index, step, state)

@@ -63,7 +63,7 @@ class CustomScalars(Answer):
 # ``/api/events``: server-sent events, one each time one of the runs changes (see ``live.py``).
 EVENTS: dict[int | str, dict[str, Any]] = {
     200: {
-        "description": "server-sent events: `ready` once, then `points` with `{\"runs\": [...]}` each time some of "
+        "description": 'server-sent events: `ready` once, then `points` with `{"runs": [...]}` each time some of '
         "the runs change",
         "content": {"text/event-stream": {"schema": {"type": "string"}}},
     }
