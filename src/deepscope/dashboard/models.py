@@ -122,14 +122,10 @@ def binary(*media: str, description: str) -> dict[int | str, dict[str, Any]]:
 def request_body(model: type[BaseModel]) -> dict[str, Any]:
     """``openapi_extra=`` declaring ``model`` as the JSON body of a route that reads its body itself (to check its
     type and size first)."""
-    return {
-        "requestBody": {
-            "required": True,
-            "content": {
-                "application/json": {"schema": model.model_json_schema(ref_template="#/components/schemas/{model}")}
-            },
-        }
-    }
+    schema = model.model_json_schema()
+    if "$defs" in schema:  # its references would point into the OpenAPI document, not into the schema
+        raise TypeError(f"{model.__name__}: a body a route reads itself is one flat model")
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
 
 
 M = TypeVar("M", bound=BaseModel)
@@ -141,9 +137,14 @@ def readable(error: ValidationError | list[dict[str, Any]]) -> str:
     said = []
     for each in errors:
         where = ".".join(str(part) for part in each.get("loc", ()) if part not in ("body",)) or "body"
-        got = f" (got {each['input']!r})" if "input" in each and not isinstance(each["input"], dict | list) else ""
+        value = each.get("input")
+        got = "" if value is None or isinstance(value, dict | list) else f" (got {_short(repr(value))})"
         said.append(f"{where}: {each.get('msg', 'invalid')}{got}")
     return "; ".join(said)
+
+
+def _short(text: str, most: int = 60) -> str:
+    return text if len(text) <= most else text[: most - 1] + "…"
 
 
 def checked(model: type[M], value: Any) -> M:
