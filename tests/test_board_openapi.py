@@ -171,7 +171,10 @@ def test_every_api_route_is_in_the_schema_with_its_answer(client: TestClient, sp
         for method in route.methods:
             operation = spec["paths"][route.path][method.lower()]
             content = operation["responses"]["200"]["content"]
-            assert content and all(each["schema"] for each in content.values()), (method, route.path, content)
+            assert content and all(each["schema"] for each in content.values()), (
+                f"{method} {route.path} has no answer schema: name its model in the decorator (response_model=, "
+                "from views/<name>/models.py), or its content types (responses=) for bytes"
+            )
             if route.response_model is not None:  # a JSON answer: its model's schema, by name
                 assert list(content) == ["application/json"]
                 assert content["application/json"]["schema"], route.path
@@ -182,7 +185,8 @@ def test_every_api_route_is_in_the_schema_with_its_answer(client: TestClient, sp
             }
     # every JSON route's real answer is checked: here, or (the Explore view's) where its worker runs
     json_routes = {r.path for r in routes if r.response_model is not None}
-    assert json_routes == {path for _, path, _ in CASES if path.startswith("/api/")} | EXPLORE
+    checked = {path for _, path, _ in CASES if path.startswith("/api/")} | EXPLORE
+    assert json_routes == checked, f"add a case to CASES for {sorted(json_routes - checked)}"
     # a JSON body's model is in the schema too, also where the route reads its body itself
     for path in ("/api/projection", "/api/explore/jobs", "/api/explore/uploads"):
         body = spec["paths"][path]["post"]["requestBody"]["content"]["application/json"]["schema"]
