@@ -4,8 +4,9 @@ before them), both serving the same store while one more run is written, polled 
 ``bench_tensorboard_board.py --load`` (the run list and one tag's ``/api/scalars/batch`` of every run, in turn).
 
 The two servers run at once and are polled in alternating slices (``--rounds`` of ``--seconds`` each), so a busy
-machine slows both alike; printed: requests per second and p99 of each, and the ratio with / without the models
-(about 1.00: a route that returns its own encoded ``Response`` is sent as it is, never validated on the way out).
+machine slows both alike; printed: requests per second, p99 and the server's CPU time per request of each, and the
+ratios with / without the models (about 1.00: a route that returns its own encoded ``Response`` is sent as it is,
+never validated on the way out). The CPU time per request is the figure a loaded machine disturbs least.
 
     python bench/bench_board_openapi.py [--runs 100 --points 10000 --clients 1,16 --rounds 4 --seconds 5]
 """
@@ -39,6 +40,19 @@ def base_source(revision: str, into: Path) -> Path:
     with tarfile.open(archive) as tar:
         tar.extractall(into, filter="data")
     return into / "src"
+
+
+def cpu_s(pid: int) -> float:
+    """The CPU time (user and system) process ``pid`` has used, in seconds (Linux's ``/proc``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def timed(process: subprocess.Popen[bytes], url: str, requests: Any, clients: int, seconds: float) -> dict[str, float]:
+    """:func:`hammer`'s figures, and the server's CPU seconds per request meanwhile."""
+    before = cpu_s(process.pid)
+    found = hammer(url, requests, clients, seconds)
+    return {**found, "cpu_ms": 1e3 * (cpu_s(process.pid) - before) / max(found["requests"], 1)}
 
 
 def serve(root: Path, src: Path) -> tuple[subprocess.Popen[bytes], str]:
@@ -85,11 +99,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 for k in range(args.rounds):
                     order = list(started) if k % 2 == 0 else list(started)[::-1]
                     for name in order:
-                        slices[name].append(hammer(started[name][1], requests, n, args.seconds))
+                        slices[name].append(timed(*started[name], requests, n, args.seconds))
                 figures[n] = {
                     name: {
                         "per_s": float(np.median([s["per_s"] for s in rows])),
                         "p99_s": float(np.median([s["p99_s"] for s in rows])),
+                        "cpu_ms": float(np.median([s["cpu_ms"] for s in rows])),
                     }
                     for name, rows in slices.items()
                 }
@@ -104,13 +119,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         f"its models and /openapi.json beside the board of {args.base} without, {args.rounds} alternating slices of "
         f"{args.seconds:g} s each (medians)"
     )
-    print(f"  {'viewers':>7} {'':>8} {'req/s':>8} {'p99 ms':>8}")
+    print(f"  {'viewers':>7} {'':>8} {'req/s':>8} {'p99 ms':>8} {'CPU ms/request':>15}")
     for n in clients:
         for name in ("without", "with"):
             row = figures[n][name]
-            print(f"  {n:>7} {name:>8} {row['per_s']:8.1f} {1e3 * row['p99_s']:8.0f}")
-        ratio = figures[n]["with"]["per_s"] / figures[n]["without"]["per_s"]
-        print(f"  {'':>7} {'throughput with / without the models':>37} {ratio:6.2f}x")
+            print(f"  {n:>7} {name:>8} {row['per_s']:8.1f} {1e3 * row['p99_s']:8.0f} {row['cpu_ms']:15.2f}")
+        with_, without = figures[n]["with"], figures[n]["without"]
+        print(f"  {'':>7} {'with / without: throughput':>37} {with_['per_s'] / without['per_s']:6.2f}x")
+        print(f"  {'':>7} {'CPU per request':>37} {with_['cpu_ms'] / without['cpu_ms']:6.2f}x")
     return figures
 
 
