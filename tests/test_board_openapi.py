@@ -58,6 +58,7 @@ def _write(root: Path) -> None:
             ]
         )  # fmt: skip
         run.log_records([Graph([{"name": "", "type": "Net", "parent": None, "params": 3, "shape": [1]}], None, "no")])
+        run.graph(model, x, tag="traced")  # torch.fx's op-level graph
         pixels = np.arange(4 * 6 * 3, dtype=np.uint8).reshape(4, 6, 3)
         run.log_records([Image("samples", s, pixels + s, caption=f"step {s}") for s in range(2)])
         run.log_records([Image("features/conv/filters", s, pixels) for s in range(2)])
@@ -83,6 +84,8 @@ def _write(root: Path) -> None:
     writer.add_video("clip", torch.rand(1, 3, 3, 8, 8), 0)
     writer.add_embedding(torch.rand(6, 4), metadata=[0, 1, 0, 1, 0, 1], label_img=torch.rand(6, 3, 4, 4), tag="thumbs")
     writer.close()
+    (root / "broken").mkdir()
+    (root / "broken" / "run.db").write_bytes(b"not a database" * 100)  # listed as unreadable, with why
 
 
 @pytest.fixture(scope="module")
@@ -135,6 +138,7 @@ CASES: list[tuple[str, str, dict[str, Any]]] = [
     ("GET", "/api/hparams/diff", {"a": "demo", "b": "other"}),
     ("GET", "/api/histograms", {**DEMO, "tag": "weight/fc"}),
     ("GET", "/api/graph", DEMO),
+    ("GET", "/api/graph", {**DEMO, "tag": "traced"}),
     ("GET", "/api/images", {**DEMO, "tag": "samples"}),
     ("GET", "/api/images", {"run": "media", "tag": "tone"}),
     ("GET", "/api/images", {"run": "media", "tag": "clip"}),
@@ -209,6 +213,11 @@ def test_real_answers_validate_against_the_schema(
     # and the schema the board serves, as a client would check it
     schema = spec["paths"][path][method.lower()]["responses"]["200"]["content"]["application/json"]["schema"]
     _validator(spec, schema).validate(answer.json())
+
+
+def test_an_unreadable_run_is_listed_as_its_model_says(client: TestClient) -> None:
+    (broken,) = [run for run in client.get("/api/runs").json() if run["name"] == "broken"]
+    assert broken["status"] == "unreadable" and broken["error"] and broken["created_at"] is None
 
 
 def test_a_drifting_answer_fails_its_model(client: TestClient, spec: dict[str, Any]) -> None:

@@ -9,11 +9,30 @@ from pydantic import Field
 from ...models import Answer
 
 
+class OpNode(Answer):
+    """An operation of the traced graph."""
+
+    name: str
+    op: str = Field(description="placeholder, call_module, call_function, call_method, get_attr or output")
+    target: str
+    shape: Any = Field(description="its output's shape (a list, or lists for several), or null")
+    module: str | None = Field(description="the module it belongs to, where known")
+
+
+class OpGraph(Answer):
+    nodes: list[OpNode]
+    edges: list[list[str]] = Field(description="[source, target] node names")
+
+
 class Graph(Answer):
     """``/api/graph``: a stored model graph (the last one logged under the tag)."""
 
     run: str
     tag: str
-    modules: list[dict[str, Any]] = Field(description='the module tree: {"name", "type", "parent", "params", ...}')
-    ops: list[dict[str, Any]] | None = Field(description="the traced operations, or null where tracing failed")
-    ops_method: str = Field(description="how the operations were found, or why not")
+    modules: list[dict[str, Any]] = Field(
+        description='the module tree, one node per module: {"name", "type", "parent", "params", "shape", "calls"}'
+    )
+    ops: OpGraph | None = Field(
+        description="the op-level graph (torch.fx or torch.export), or null where neither traced"
+    )
+    ops_method: str = Field(description='"torch.fx", "torch.export", or "unavailable: " and why')
