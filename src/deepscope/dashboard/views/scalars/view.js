@@ -262,7 +262,10 @@ const scalars = {
         );
       }
     }
-    [this.layoutAnswer] = await Promise.all([this.askLayout(), ...jobs]);
+    // An answer about a layout edited since it was asked (two edits in a row, answered out of order) is dropped.
+    const version = this.layoutVersion;
+    const [layout] = await Promise.all([this.askLayout(), ...jobs]);
+    if (version === this.layoutVersion) this.layoutAnswer = layout;
     this.draw();
   },
 
@@ -441,6 +444,7 @@ const scalars = {
    * (`layout=` its JSON, the dict `run.add_custom_scalars` takes), so a reload or a shared link draws it. */
   mountLayoutEditor() {
     this.edited = null;
+    this.layoutVersion = 0;
     const asked = urlState.read("layout");
     if (asked) {
       try {
@@ -488,6 +492,7 @@ const scalars = {
   /** Draw `layout` (null: the runs' own), kept in the URL, and redraw. */
   setLayout(layout) {
     this.edited = layout;
+    this.layoutVersion += 1;
     this.layoutError = null;
     urlState.write("layout", layout ? JSON.stringify(layout) : null);
     if (!layout) this.fillRows(null);
