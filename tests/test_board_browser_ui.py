@@ -63,7 +63,10 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
         sort_by="deletion",
     )
     fractions = torch.linspace(0, 1, 5)
-    faith = [Faithfulness("deletion", torch.rand(4, 5, generator=g), torch.rand(4), fractions, method=m) for m in METHODS]
+    faith = [
+        Faithfulness("deletion", torch.rand(4, 5, generator=g), torch.rand(4, generator=g), fractions, method=m)
+        for m in METHODS
+    ]
     labels = torch.randint(0, len(CLASSES), (200,), generator=g)
     logits = torch.rand(200, len(CLASSES), generator=g)
     with ds.Run(root / "eval") as run:
@@ -174,7 +177,9 @@ def test_an_added_chart_survives_a_reload_and_downloads_as_json(
     # Removed again, then imported from the file: drawn as it was.
     page.click(".layout-bar [data-action=edit]")
     page.locator(".layout-row").last.locator("[data-action=remove]").click()
-    page.wait_for_function("() => ![...document.querySelectorAll('.layouts .title')].some((t) => t.textContent === 'held out')")
+    page.wait_for_function(
+        "() => ![...document.querySelectorAll('.layouts .title')].some((t) => t.textContent === 'held out')"
+    )
     page.set_input_files(".layout-bar input[type=file]", str(saved))
     assert _drawn(page, "held out", 2)["held out"] == charts["held out"]
     page.click(".layout-bar [data-action=reset]")  # back to the runs' layout
