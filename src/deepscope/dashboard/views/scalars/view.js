@@ -417,8 +417,13 @@ const scalars = {
       const traces = this.layoutTraces(chart, runs, mode, weight);
       const layout = baseLayout({
         uirevision: `${mode}|${this.logY.checked}`,
+        // The legend above the plot: a chart of many tags and runs has a tall one, which below would cover the
+        // x axis title.
+        legend: { orientation: "h", x: 0, xanchor: "left", y: 1.02, yanchor: "bottom", font: { size: 11 },
+          traceorder: "normal" },
+        margin: { l: 60, r: 15, t: 10, b: 10 },
         xaxis: { title: { text: { step: "step", epoch: "epoch", relative: "seconds", wall: "" }[mode] },
-          type: mode === "wall" ? "date" : "linear" },
+          type: mode === "wall" ? "date" : "linear", automargin: true },
         yaxis: { type: this.logY.checked ? "log" : "linear" },
       });
       Plotly.react(drawn.plot, traces, layout, PLOT_CONFIG);
