@@ -4,19 +4,29 @@ A FashionMNIST CNN trained for one short epoch (the Debian package's IDX files, 
 histograms, its confusion matrix and one-vs-rest PR curves on 2,000 test images, and Grad-CAM and saliency on 10
 random test cases; then the board serves the run (with ResNet-18's graph beside the CNN's) and headless Chromium
 (Playwright) photographs the Graph, Evaluation, Explanations and Distributions tabs.
-Run: .venv/bin/python docs/make_board_figures.py (about a minute on two cores).
+The custom-scalars picture comes from three short runs of synthetic curves, one logging a layout
+(``run.add_custom_scalars``) and a chart added in the page (the editor open).
+Run: .venv/bin/python docs/make_board_figures.py [lab] [layouts] (all by default; the lab takes about a minute on
+two cores, the layouts a few seconds).
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import socket
+import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import quote
 
+import numpy as np
 import torch
 import uvicorn
+from PIL import Image
 from playwright.sync_api import sync_playwright
 from torchvision.models import resnet18
 
@@ -34,6 +44,12 @@ TABS = {
     "evaluation": "board_evaluation.png",
     "explanations": "board_explanations.png",
     "distributions": "board_distributions.png",
+}
+LAYOUT = {
+    "Training": {
+        "losses": ["Multiline", [r"^loss/"]],
+        "accuracy": ["Margin", ["acc/val", "acc/val_low", "acc/val_high"]],
+    }
 }
 
 
@@ -56,7 +72,28 @@ def log_lab(run_dir: Path) -> None:
         run.log_explanations(found, labels=y[cases], predictions=scores[cases], classes=list(CLASSES))
 
 
-def photograph(root: Path) -> None:
+def log_layouts(root: Path) -> None:
+    """Three runs of a learning rate each: losses falling, a validation accuracy with its spread over 5 seeds; the
+    first logs the layout, which the board draws over every run."""
+    rng = np.random.default_rng(0)
+    steps = np.arange(0, 200, 5)
+    for k, lr in enumerate((0.1, 0.03, 0.01)):
+        rate = 40 * lr
+        train = np.exp(-steps * rate / 100) + 0.02 * rng.standard_normal(steps.size) + 0.1
+        with ds.Run(root / f"lr-{lr}", config={"lr": lr}) as run:
+            run.log_series("loss/train", steps, train)
+            run.log_series("loss/val", steps, train + 0.08 + 0.03 * rng.standard_normal(steps.size))
+            seeds = 1 - np.exp(-steps[None] * rate / 80) * 0.9 - 0.12 * rng.random((5, steps.size))
+            run.log_series("acc/val", steps, seeds.mean(0))
+            run.log_series("acc/val_low", steps, seeds.min(0))
+            run.log_series("acc/val_high", steps, seeds.max(0))
+            if k == 0:
+                run.add_custom_scalars(LAYOUT)
+
+
+@contextlib.contextmanager
+def served(root: Path) -> Iterator[int]:
+    """The board on ``root``, on a free loopback port."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -66,28 +103,65 @@ def photograph(root: Path) -> None:
     while not server.started:
         time.sleep(0.05)
     try:
-        with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            for tab, name in TABS.items():
-                page.goto(f"http://127.0.0.1:{port}/?view={tab}")
-                page.wait_for_selector(f'.view[data-view="{tab}"] .main-svg, .gallery img', timeout=20_000)
-                if tab == "graph":
-                    page.select_option('.view[data-view="graph"] aside select >> nth=1', "resnet18")
-                page.wait_for_timeout(1500)  # images and plots settle
-                page.screenshot(path=str(HERE / name), full_page=tab != "explanations")
-                print(f"wrote {HERE / name}")
-            browser.close()
+        yield port
     finally:
         server.should_exit = True
         thread.join(timeout=5)
 
 
+def photograph_layouts(root: Path) -> None:
+    """The Scalars view's custom charts: the run's layout and a chart added in the page, the editor open."""
+    edited = {**LAYOUT, "Validation": {"validation loss": ["Multiline", [r"^loss/val$"]]}}
+    name = "board_custom_scalars.png"
+    with served(root) as port, sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        page = browser.new_page(viewport={"width": 1300, "height": 1000})
+        page.goto(f"http://127.0.0.1:{port}/?view=scalars&smoothing=0&layout={quote(json.dumps(edited))}")
+        page.wait_for_function("() => document.querySelectorAll('.layouts .plot .main-svg').length >= 3")
+        page.click(".layout-bar [data-action=edit]")
+        page.wait_for_timeout(1500)  # plots settle
+        top = page.locator(".layout-bar").bounding_box()
+        bottom = page.locator(".layouts").bounding_box()
+        assert top is not None and bottom is not None
+        height = bottom["y"] + bottom["height"] - top["y"] + 8
+        page.set_viewport_size({"width": 1300, "height": int(top["y"] + height) + 10})
+        page.screenshot(
+            path=str(HERE / name),
+            clip={"x": top["x"] - 8, "y": top["y"] - 8, "width": bottom["width"] + 16, "height": height + 8},
+        )
+        browser.close()
+    with Image.open(HERE / name) as image:  # a 256-colour palette: a third of the size, the same to the eye
+        quantized = image.convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT)
+    quantized.save(HERE / name, optimize=True)
+    print(f"wrote {HERE / name}")
+
+
+def photograph(root: Path) -> None:
+    with served(root) as port, sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        for tab, name in TABS.items():
+            page.goto(f"http://127.0.0.1:{port}/?view={tab}")
+            page.wait_for_selector(f'.view[data-view="{tab}"] .main-svg, .gallery img', timeout=20_000)
+            if tab == "graph":
+                page.select_option('.view[data-view="graph"] aside select >> nth=1', "resnet18")
+            page.wait_for_timeout(1500)  # images and plots settle
+            page.screenshot(path=str(HERE / name), full_page=tab != "explanations")
+            print(f"wrote {HERE / name}")
+        browser.close()
+
+
 def main() -> None:
     HERE.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as root:
-        log_lab(Path(root) / "fashion-cnn")
-        photograph(Path(root))
+    wanted = set(sys.argv[1:]) or {"lab", "layouts"}
+    if "lab" in wanted:
+        with tempfile.TemporaryDirectory() as root:
+            log_lab(Path(root) / "fashion-cnn")
+            photograph(Path(root))
+    if "layouts" in wanted:
+        with tempfile.TemporaryDirectory() as root:
+            log_layouts(Path(root))
+            photograph_layouts(Path(root))
 
 
 if __name__ == "__main__":

@@ -133,6 +133,8 @@ CASES: list[tuple[str, str, dict[str, Any]]] = [
     ("GET", "/api/scalars/batch", {"tag": "train/loss"}),
     ("GET", "/api/scalars/batch", {"tag": "train/loss", "runs": ["other", "demo"], "encoding": "base64"}),
     ("GET", "/api/custom_scalars", {}),
+    # An edited layout with a regex that does not compile: that chart carries its "error".
+    ("GET", "/api/custom_scalars", {"layout": '{"edited": {"bad": ["Multiline", ["loss/("]], "ok": ["Multiline", ["train/.*"]]}}'}),
     ("GET", "/api/hparams", {}),
     ("GET", "/api/hparams", {"metrics": ["train/loss", "val/acc"]}),
     ("GET", "/api/hparams/diff", {"a": "demo", "b": "other"}),

@@ -110,7 +110,7 @@ def test_custom_scalars_merges_layouts_and_matches_tags(client: TestClient) -> N
             "title": "all losses",
             "type": "multiline",
             "tags": ["^loss/"],
-            "runs": {"a": ["loss/train", "loss/val"], "b": ["loss/train"]},
+            "runs": {"a": ["loss/train", "loss/val"], "b": ["loss/train"], "plain": ["loss/train"]},
         },
         {
             "title": "acc band",
@@ -126,7 +126,7 @@ def test_custom_scalars_merges_layouts_and_matches_tags(client: TestClient) -> N
 def test_custom_scalars_empty_without_layouts(tmp_path: Path) -> None:
     with ds.Run(tmp_path / "r") as run:
         run.log({"loss": 1.0})
-    assert custom_scalars(tmp_path) == {"categories": []}
+    assert custom_scalars(tmp_path) == {"layout": {}, "categories": []}
 
 
 def test_the_last_layout_is_the_one_shown(tmp_path: Path) -> None:

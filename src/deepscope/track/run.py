@@ -32,6 +32,7 @@ from ..store.records import (
     Graph,
     Record,
     Scalar,
+    ScalarLayout,
     Text,
     codec_for,
     codecs,
@@ -316,6 +317,23 @@ class Run:
         if step is None:
             step = self._last.get(tag, -1) + 1
         self.log_records([Text(tag, text, step=step)])
+
+    def add_custom_scalars(self, layout: Mapping[str, Mapping[str, Sequence[Any]]]) -> None:
+        """How the board's Scalars view groups scalar tags into charts, above its per-tag charts (TensorBoard's
+        ``SummaryWriter.add_custom_scalars`` layout, the same dict).
+
+        ``layout`` is ``{category: {chart title: ["Multiline", [tag regex, ...]] or ["Margin", [value, lower,
+        upper]]}}``: a multiline chart overlays, for every run, each scalar tag one of its regexes finds
+        (``re.search``); a margin chart draws the tag ``value`` with a band between the tags ``lower`` and
+        ``upper``. Stored as a :class:`~deepscope.track.records.ScalarLayout` record (any store, PostgreSQL's too);
+        a later layout replaces an earlier one. A layout edited in the board and downloaded as JSON is this dict.
+
+        Raises:
+            BadInputError: a layout of another shape, or a regex that does not compile (naming the chart).
+        """
+        from ..store.records.layout import scalar_layout
+
+        self.log_records([ScalarLayout(scalar_layout("custom_scalars", layout))])
 
     # ---- what other modules compute ----------------------------------------------------------------------------
 

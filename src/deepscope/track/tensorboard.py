@@ -30,7 +30,7 @@ from ..errors import BadInputError, NotSupportedError
 from ..store import schema
 from ..store.records.layout import scalar_layout
 from .histogram import check_bins, histogram
-from .records import Audio, Embedding, Image, PRCurve, Scalar, ScalarLayout, Text, Video
+from .records import Audio, Embedding, Image, PRCurve, Scalar, Text, Video
 from .run import Run
 
 if TYPE_CHECKING:
@@ -237,7 +237,7 @@ class SummaryWriter:
         replaces an earlier one.
         """
         self._layout = scalar_layout("custom_scalars", layout)
-        self.run.log_records([ScalarLayout(self._layout)])
+        self.run.add_custom_scalars(self._layout)
 
     def add_custom_scalars_multilinechart(
         self, tags: Sequence[str], category: str = "default", title: str = "untitled"

@@ -29,8 +29,12 @@ class ScalarLayout:
     wall_time: float | None = None
 
 
-def scalar_layout(tag: str, layout: object) -> dict[str, dict[str, list[Any]]]:
-    """A custom-scalars layout checked and as plain JSON-able lists (see :class:`ScalarLayout`)."""
+def scalar_layout(tag: str, layout: object, patterns: bool = True) -> dict[str, dict[str, list[Any]]]:
+    """A custom-scalars layout checked and as plain JSON-able lists (see :class:`ScalarLayout`).
+
+    ``patterns=False`` checks the shape only, not that each multiline regex compiles: the board matches a layout
+    edited in its page chart by chart, naming a bad regex in its chart and drawing the others.
+    """
 
     def bad(why: str) -> BadInputError:
         return BadInputError(
@@ -55,13 +59,22 @@ def scalar_layout(tag: str, layout: object) -> dict[str, dict[str, list[Any]]]:
                 raise bad(f"chart {title!r} needs a list of tag names")
             if kind == "Margin" and len(tags) != 3:
                 raise bad(f"margin chart {title!r} names 3 tags (value, lower, upper), not {len(tags)}")
-            for pattern in tags if kind == "Multiline" else ():
-                try:
-                    re.compile(pattern)
-                except re.error as e:
-                    raise bad(f"chart {title!r}: {pattern!r} is not a regular expression ({e})") from e
+            why = pattern_error(tags) if patterns and kind == "Multiline" else None
+            if why is not None:
+                raise bad(f"chart {title!r}: {why}")
             checked[category][title] = [kind, list(tags)]
     return checked
+
+
+def pattern_error(patterns: Sequence[str]) -> str | None:
+    """Why one of a multiline chart's tag regexes does not compile (Python's ``re``, as the board matches them), or
+    ``None``."""
+    for pattern in patterns:
+        try:
+            re.compile(pattern)
+        except re.error as e:
+            return f"{pattern!r} is not a regular expression ({e})"
+    return None
 
 
 @register

@@ -5,6 +5,21 @@ let COLORS, PLOT_CONFIG, Plotly, api, baseLayout, chartCard, el, fade, fillSelec
 
 // ---- evaluation -------------------------------------------------------------------------------------------------
 
+/** baseLayout for a chart whose text must all show: the margins grow to fit the tick labels and axis titles
+ * (plotly's automargin: long class or layer names, rotated), and the legend sits above the plot, where it meets
+ * neither the x axis title nor the tick labels (below, it would be drawn over them). */
+function fitted(extra = {}) {
+  const outside = extra.legend === undefined;
+  return baseLayout({
+    ...extra,
+    margin: { l: 10, r: 15, t: 10, b: 10, ...(extra.margin || {}) },
+    legend: outside ? { orientation: "h", x: 0, xanchor: "left", y: 1.02, yanchor: "bottom", font: { size: 11 } }
+      : extra.legend,
+    xaxis: { automargin: true, ...(extra.xaxis || {}) },
+    yaxis: { automargin: true, ...(extra.yaxis || {}) },
+  });
+}
+
 const evaluation = {
   title: "Evaluation",
   mount(container) {
@@ -81,9 +96,8 @@ const evaluation = {
       zmax: normalized ? 1 : Math.max(1, ...answer.counts.flat()),
       texttemplate: k <= 30 ? (normalized ? "%{z:.2f}" : "%{z}") : "",
       hovertemplate: "true %{y}<br>predicted %{x}<br>%{z}<extra></extra>",
-    }], baseLayout({
+    }], fitted({
       showlegend: false,
-      margin: { l: 90, r: 10, t: 10, b: 80 },
       xaxis: { title: { text: "predicted" }, type: "category", tickangle: -45 },
       yaxis: { title: { text: "true" }, type: "category", autorange: "reversed" },
     }), PLOT_CONFIG);
@@ -110,9 +124,9 @@ const evaluation = {
     // Legends inside the corner each curve leaves empty: ROC's lower right, PR's lower left.
     const inside = (x) => ({ x, y: 0.02, xanchor: x ? "right" : "left", yanchor: "bottom", orientation: "v",
       bgcolor: "rgba(255,255,255,0.8)", font: { size: 10 } });
-    Plotly.react(this.roc.plot, roc, baseLayout({ legend: inside(1), xaxis: { ...unit, title: { text:
+    Plotly.react(this.roc.plot, roc, fitted({ legend: inside(1), xaxis: { ...unit, title: { text:
       "false positive rate" } }, yaxis: { ...unit, title: { text: "true positive rate" } } }), PLOT_CONFIG);
-    Plotly.react(this.pr.plot, pr, baseLayout({ legend: inside(0), xaxis: { ...unit, title: { text: "recall" } },
+    Plotly.react(this.pr.plot, pr, fitted({ legend: inside(0), xaxis: { ...unit, title: { text: "recall" } },
       yaxis: { ...unit, title: { text: "precision" } } }), PLOT_CONFIG);
     this.roc.noteNode.textContent = `${curves.length} curve${curves.length > 1 ? "s" : ""}`;
     const c = curves.find((curve) => curve.tag === selected) || curves[0];
@@ -132,7 +146,7 @@ const evaluation = {
       });
     this.scores.card.querySelector(".title").textContent = `score distributions · ${c.tag}`;
     this.scores.noteNode.textContent = `step ${c.step}`;
-    Plotly.react(this.scores.plot, bars, baseLayout({ barmode: "overlay", bargap: 0,
+    Plotly.react(this.scores.plot, bars, fitted({ barmode: "overlay", bargap: 0,
       xaxis: { title: { text: "score" } }, yaxis: { title: { text: "fraction of the class" } } }), PLOT_CONFIG);
   },
 
@@ -198,6 +212,8 @@ function trustCharts(again) {
   view.sanity = chartCard("sanity check", "", () => sanityCsv(view.sanityAnswer));
   view.faith = chartCard("faithfulness", "", () => faithCsv(view.faithAnswers || []));
   view.table = tableCard("method comparison", () => comparisonCsv(view.tableAnswer));
+  view.sanity.plot.classList.add("tall");
+  view.faith.plot.classList.add("tall");
   view.sanity.card.dataset.chart = "sanity";
   view.faith.card.dataset.chart = "faithfulness";
   view.table.card.dataset.chart = "comparison";
@@ -249,8 +265,7 @@ function drawSanity(view, answer) {
     data: "model trained on" }[answer.mode] || answer.mode;
   view.sanity.noteNode.textContent = `${answer.tag} · ${answer.mode} · step ${answer.step} · mean ± std of `
     + `${answer.inputs} inputs`;
-  Plotly.react(view.sanity.plot, traces, baseLayout({
-    margin: { l: 55, r: 15, t: 10, b: 90 },
+  Plotly.react(view.sanity.plot, traces, fitted({
     xaxis: { title: { text: changed }, tickvals: x, ticktext: answer.stages.map(plain), tickangle: -40 },
     yaxis: { title: { text: SIMILARITY[metric] || plain(metric) }, range: [-1.05, 1.05], zeroline: true },
   }), PLOT_CONFIG);
@@ -271,7 +286,7 @@ function drawFaithfulness(view, answers) {
   const measured = answers.every((a) => a.probability) ? "target probability" : "target score";
   view.faith.noteNode.textContent = `mean ± std of ${[...new Set(answers.map((a) => a.inputs))].join(", ")} inputs`
     + " · more faithful: lower deletion AUC, higher insertion AUC";
-  Plotly.react(view.faith.plot, traces, baseLayout({
+  Plotly.react(view.faith.plot, traces, fitted({
     xaxis: { title: { text: "fraction of the input removed (deletion) or inserted (insertion)" }, range: [0, 1] },
     yaxis: { title: { text: measured } },
   }), PLOT_CONFIG);
@@ -304,7 +319,7 @@ function drawComparison(view, answer) {
   const head = el("tr", {}, el("th", { onclick: click("method", true), dataset: { column: "method" } }, "method"),
     answer.metrics.map((m) => el("th", { onclick: click(m, answer.lower_is_better[m]), dataset: { column: m },
       class: m === sorted ? "sorted" : "", title: "click to sort" },
-    `${METRIC_HEADERS[m] || m} ${answer.lower_is_better[m] ? "↓" : "↑"}`)), el("th", {}, "note"));
+    `${METRIC_HEADERS[m] || m}\u00a0${answer.lower_is_better[m] ? "↓" : "↑"}`)), el("th", {}, "note"));
   const cell = (row, m) => {
     const v = row.values[m];
     const s = row.std[m];

@@ -4,6 +4,9 @@ let naturalSize, isFeature, api, el, fillSelect, num, report, state, withToken;
 
 // ---- features ---------------------------------------------------------------------------------------------------
 
+// The longer side a picture is upscaled to at most (by a whole factor, at most 8 times: core.naturalSize).
+const PICTURE_CAP = 160;
+
 /** What units learned, per layer: the pictures logged under `features/<layer>/<what>` (filters, maximisations,
  * top patches, ...), each beside its scalars (the filters' noise), with one slider over the logged steps
  * (checkpoints): each picture shows its last step at or before the one chosen. Pixels come from /api/images. */
@@ -49,7 +52,9 @@ const features = {
     kinds.forEach((kind, i) => {
       let card = this.cards.get(kind.tag);
       if (!card) {
-        card = { img: naturalSize(el("img", { alt: kind.tag })), label: el("span", { class: "note" }) };
+        // At its natural size, upscaled by a whole factor up to PICTURE_CAP (core.naturalSize, as the Images view):
+        // a 28 px maximisation is 140 px, several cards a row, never stretched to the card's width.
+        card = { img: naturalSize(el("img", { alt: kind.tag }), PICTURE_CAP), label: el("span", { class: "note" }) };
         card.caption = el("p", { class: "note" });
         const head = el("div", { class: "card-head" }, el("span", { class: "title" }, kind.what), card.label);
         card.node = el("div", { class: "card", dataset: { what: kind.what } }, head, card.img, card.caption);

@@ -8,6 +8,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from ....errors import BadInputError
+from ....store import RunSummary
+from ....store.records.layout import KIND as LAYOUT
+from ....store.records.layout import pattern_error, scalar_layout
 from ....store.records.scalar import KIND as SCALAR
 from ...common import EncodedCache, NotFound, Served, Unreadable, dumps, floats, open_reader, packed, source_of
 from ...sources import Source
@@ -148,45 +151,85 @@ def check_scalar_options(max_points: int, encoding: str) -> None:
         raise BadInputError(f"encoding={encoding!r}: pass one of {', '.join(map(repr, ENCODINGS))}")
 
 
-def custom_scalars(root: Served) -> dict[str, Any]:
-    """The custom-scalars layouts of every run (``SummaryWriter.add_custom_scalars``), merged, with the scalar tags
-    each chart draws per run: ``{"categories": [{"category", "charts": [{"title", "type": "multiline" | "margin",
-    "tags", "runs": {run: [tag, ...]}}]}]}``.
+def custom_scalars(root: Served, layout: object = None) -> dict[str, Any]:
+    """The charts of a custom-scalars layout (TensorBoard's), with the scalar tags each one draws in every run:
+    ``{"layout", "categories": [{"category", "charts": [{"title", "type": "multiline" | "margin", "tags",
+    "runs": {run: [tag, ...]}, "error"?}]}]}``.
 
-    Categories and charts keep the order of the layouts (runs by name, each run's last layout); a chart that two
-    runs' layouts name alike is the first one's. A multiline chart draws every scalar tag that one of its
-    regexes finds (``re.search``, as TensorBoard); a margin chart its value, lower and upper tags, in order, for
-    the runs that have all three.
+    ``layout`` is the layout to draw (``{category: {chart title: ["Multiline", [tag regex, ...]] or ["Margin",
+    [value, lower, upper]]}}``, as ``Run.add_custom_scalars`` takes it: what the page edited); ``None`` means the
+    runs' own layouts (``Run.add_custom_scalars``, ``SummaryWriter.add_custom_scalars``), merged: categories and
+    charts in the order of the layouts (runs by name, each run's last layout), a chart that two runs' layouts name
+    alike is the first one's. ``"layout"`` in the answer is the layout drawn, in that same form (what the page edits
+    and downloads).
+
+    A multiline chart draws, for every run with scalars, each tag one of its regexes finds (``re.search``, as
+    TensorBoard); a margin chart its value, lower and upper tags, in order, for the runs that have all three. A
+    chart whose regex does not compile draws nothing and says why in ``"error"``; the other charts are drawn.
+
+    Raises:
+        BadInputError: ``layout`` is not of that shape.
     """
-    charts: dict[str, dict[str, tuple[str, list[str]]]] = {}
-    scalar_tags: dict[str, list[str]] = {}
-    for listed in source_of(root).runs():
-        if "custom_scalars" not in listed.tags.values():
-            continue
-        scalar_tags[listed.name] = sorted(tag for tag, kind in listed.tags.items() if kind == SCALAR)
-        try:
-            with open_reader(root, listed.name) as reader:
-                layouts = [t for t, k in reader.tags().items() if k == "custom_scalars"]
-                stored = [reader.records(t)[-1] for t in layouts]
-        except NotFound:
-            continue  # a run that became unreadable is listed as such by runs()
-        for record in stored:
-            for category, titled in record.layout.items():  # type: ignore[union-attr]
-                for title, (kind, tags) in titled.items():
-                    charts.setdefault(category, {}).setdefault(title, (kind.lower(), list(tags)))
+    served = source_of(root)
+    listed = served.runs()
+    scalar_tags = {
+        run.name: sorted(tag for tag, kind in run.tags.items() if kind == SCALAR)
+        for run in listed
+        if SCALAR in run.tags.values()
+    }
+    merged = _stored_layout(root, listed) if layout is None else scalar_layout("layout", layout, patterns=False)
     categories = []
-    for category, titled in charts.items():
+    for category, titled in merged.items():
         drawn = []
         for title, (kind, tags) in titled.items():
-            per_run: dict[str, list[str]] = {}
-            for name, held in scalar_tags.items():
-                if kind == "margin":
-                    found = tags if all(tag in held for tag in tags) else []
-                else:
-                    patterns = [re.compile(pattern) for pattern in tags]
-                    found = [tag for tag in held if any(p.search(tag) for p in patterns)]
-                if found:
-                    per_run[name] = found
-            drawn.append({"title": title, "type": kind, "tags": tags, "runs": per_run})
+            chart: dict[str, Any] = {"title": title, "type": kind.lower(), "tags": tags, "runs": {}}
+            why = pattern_error(tags) if kind == "Multiline" else None
+            if why is not None:
+                chart["error"] = why
+            else:
+                patterns = [re.compile(pattern) for pattern in tags]
+                for name, held in scalar_tags.items():
+                    if kind == "Margin":
+                        found = tags if all(tag in held for tag in tags) else []
+                    else:
+                        found = [tag for tag in held if any(p.search(tag) for p in patterns)]
+                    if found:
+                        chart["runs"][name] = found
+            drawn.append(chart)
         categories.append({"category": category, "charts": drawn})
-    return {"categories": categories}
+    return {"layout": merged, "categories": categories}
+
+
+def layout_of(text: str | None) -> object:
+    """The layout a page sends (``/api/custom_scalars?layout=``, JSON text), ``None`` for none: the runs' own."""
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError as e:
+        raise BadInputError(f"layout is not JSON ({e}): send the layout dict as JSON text") from e
+
+
+def _stored_layout(root: Served, listed: Sequence[RunSummary]) -> dict[str, dict[str, list[Any]]]:
+    """The runs' last custom-scalars layouts merged (see :func:`custom_scalars`); a run or record that cannot be
+    read is left out (the run list names it)."""
+    merged: dict[str, dict[str, list[Any]]] = {}
+    for run in listed:
+        if LAYOUT not in run.tags.values():
+            continue
+        try:
+            with open_reader(root, run.name) as reader:
+                layouts = [t for t, k in reader.tags().items() if k == LAYOUT]
+                # A damaged record is passed over (the last readable layout is the one drawn).
+                stored = [records[-1] for t in layouts if (records := reader.records(t, unreadable=[]))]
+        except NotFound:
+            continue
+        for record in stored:
+            try:
+                checked = scalar_layout(record.tag, record.layout, patterns=False)  # type: ignore[union-attr]
+            except BadInputError:
+                continue  # not a layout (written by hand): the others are drawn
+            for category, titled in checked.items():
+                for title, chart in titled.items():
+                    merged.setdefault(category, {}).setdefault(title, chart)
+    return merged

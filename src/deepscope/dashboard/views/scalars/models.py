@@ -47,6 +47,7 @@ class CustomChart(Answer):
     type: Literal["multiline", "margin"]
     tags: list[str] = Field(description="a multiline chart's regexes; a margin chart's value, lower, upper tags")
     runs: dict[str, list[str]] = Field(description="run -> the scalar tags the chart draws of it")
+    error: str | None = Field(default=None, description="why the chart draws nothing (a regex that does not compile)")
 
 
 class CustomCategory(Answer):
@@ -55,8 +56,12 @@ class CustomCategory(Answer):
 
 
 class CustomScalars(Answer):
-    """``/api/custom_scalars``: every run's custom-scalars layouts (``SummaryWriter.add_custom_scalars``), merged."""
+    """``/api/custom_scalars``: the layout drawn (``?layout=`` edited in the page, or every run's
+    ``add_custom_scalars`` layouts merged) and its charts with the tags they match in each run."""
 
+    layout: dict[str, dict[str, list[Any]]] = Field(
+        description='{category: {chart title: ["Multiline", [regex, ...]] or ["Margin", [value, lower, upper]]}}'
+    )
     categories: list[CustomCategory]
 
 

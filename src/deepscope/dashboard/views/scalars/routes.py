@@ -40,8 +40,9 @@ def routes(router: APIRouter, served: Source, cache: EncodedCache) -> None:
         return Response(answer, media_type="application/json")
 
     @router.get("/api/custom_scalars", response_model=models.CustomScalars)
-    def custom_scalars() -> Response:
-        return JSONAnswer(data.custom_scalars(served))
+    def custom_scalars(layout: str | None = None) -> Response:
+        # `layout`: a layout edited in the page, as JSON text; none: the runs' own layouts.
+        return JSONAnswer(data.custom_scalars(served, data.layout_of(layout)))
 
     @router.get("/api/events", response_class=StreamingResponse, responses=models.EVENTS)
     def events(request: Request, runs: Annotated[list[str], Query()]) -> Response:

@@ -1,6 +1,6 @@
 // Scalars: one chart per scalar tag, the shown runs overlaid; the custom-scalars layouts above them.
 
-let byName, get, noteUnreadable, settled, urlState, withToken;
+let byName, get, noteUnreadable, saveFile, settled, urlState, withToken;
 let COLORS, PLOT_CONFIG, Plotly, api, baseLayout, chartCard, el, fade, matcher, num, plain, report, runColor, slices,
   state, statusBadge, tagsOf, unpack;
 
@@ -137,6 +137,7 @@ const scalars = {
       el("h3", {}, "Pinned"), this.pinned);
     this.layouts = el("div", { class: "layouts" }); // the custom-scalars charts, above the per-tag ones
     this.layoutCharts = new Map(); // `${category}\u0000${title}` -> {card, plot, noteNode, chart}
+    this.mountLayoutEditor();
     // Per-tag charts in collapsible sections, one per tag prefix (the part before the first "/").
     this.grid = el("div", { class: "grid tag-groups" }); // a block of sections, not itself a grid of cards
     this.groups = new Map(); // prefix -> {node: <details>, grid, count}
@@ -155,7 +156,7 @@ const scalars = {
         el("label", { class: "inline" }, this.logY, "log y"),
         el("label", { class: "inline" }, this.outliers, "ignore outliers"),
       ),
-      el("div", { class: "content" }, this.pinnedSection, this.layouts, this.grid),
+      el("div", { class: "content" }, this.pinnedSection, this.layoutBar, this.layoutEditor, this.layouts, this.grid),
     );
   },
 
@@ -261,9 +262,10 @@ const scalars = {
         );
       }
     }
-    const layout = state.runs.some((run) => Object.values(run.tags).includes("custom_scalars"))
-      ? api("custom_scalars") : Promise.resolve({ categories: [] });
-    [this.layoutAnswer] = await Promise.all([layout, ...jobs]);
+    // An answer about a layout edited since it was asked (two edits in a row, answered out of order) is dropped.
+    const version = this.layoutVersion;
+    const [layout] = await Promise.all([this.askLayout(), ...jobs]);
+    if (version === this.layoutVersion) this.layoutAnswer = layout;
     this.draw();
   },
 
@@ -392,10 +394,12 @@ const scalars = {
         let drawn = this.layoutCharts.get(key);
         if (!drawn) {
           drawn = chartCard(chart.title, "", () => this.layoutCsv(drawn.chart));
-          drawn.card.dataset.layout = chart.type;
+          drawn.errorNode = el("p", { class: "layout-error", hidden: true });
+          drawn.plot.before(drawn.errorNode);
           this.layoutCharts.set(key, drawn);
         }
         drawn.chart = chart;
+        drawn.card.dataset.layout = chart.type;
         grid.append(drawn.card);
         toDraw.push(drawn);
       }
@@ -403,12 +407,23 @@ const scalars = {
     this.layouts.replaceChildren(...nodes); // the same chart cards, moved into fresh category sections
     for (const drawn of toDraw) {
       const { chart } = drawn;
-      const traces = this.layoutTraces(chart, runs, mode, weight);
+      // A regex that does not compile: its chart says why (the server's words) and draws nothing; the others draw.
+      drawn.card.classList.toggle("failed", Boolean(chart.error));
+      drawn.errorNode.textContent = chart.error ? `cannot draw: ${chart.error}` : "";
+      drawn.errorNode.hidden = !chart.error;
       drawn.noteNode.textContent = chart.type === "margin" ? chart.tags.join(" · ") : chart.tags.join(" | ");
+      drawn.plot.hidden = Boolean(chart.error);
+      if (chart.error) continue;
+      const traces = this.layoutTraces(chart, runs, mode, weight);
       const layout = baseLayout({
         uirevision: `${mode}|${this.logY.checked}`,
+        // The legend above the plot: a chart of many tags and runs has a tall one, which below would cover the
+        // x axis title.
+        legend: { orientation: "h", x: 0, xanchor: "left", y: 1.02, yanchor: "bottom", font: { size: 11 },
+          traceorder: "normal" },
+        margin: { l: 60, r: 15, t: 10, b: 10 },
         xaxis: { title: { text: { step: "step", epoch: "epoch", relative: "seconds", wall: "" }[mode] },
-          type: mode === "wall" ? "date" : "linear" },
+          type: mode === "wall" ? "date" : "linear", automargin: true },
         yaxis: { type: this.logY.checked ? "log" : "linear" },
       });
       Plotly.react(drawn.plot, traces, layout, PLOT_CONFIG);
@@ -418,6 +433,179 @@ const scalars = {
         Plotly.purge(drawn.plot);
         this.layoutCharts.delete(key);
       }
+    }
+    this.layoutNote.textContent = this.layoutError ?? "";
+    this.layoutNote.hidden = !this.layoutError;
+    this.layoutReset.hidden = !this.edited;
+    this.layoutBar.querySelector(".source").textContent = this.edited ? "custom charts (edited here, in the URL)"
+      : answer.categories.length ? "custom charts (the runs' layout)" : "custom charts";
+    this.markRows(answer);
+  },
+
+  // ---- the custom-scalars layout, edited in the page ---------------------------------------------------------
+
+  /** The bar above the custom charts (edit, download and import the layout, back to the runs') and the editor:
+   * one row per chart (category, title, kind, one tag regex per line). An edited layout lives in the URL
+   * (`layout=` its JSON, the dict `run.add_custom_scalars` takes), so a reload or a shared link draws it. */
+  mountLayoutEditor() {
+    this.edited = null;
+    this.layoutVersion = 0;
+    const asked = urlState.read("layout");
+    if (asked) {
+      try {
+        this.edited = JSON.parse(asked);
+      } catch (error) {
+        this.layoutError = `the layout in the URL is not JSON (${error.message}): the runs' layout is drawn`;
+      }
+    }
+    const button = (text, title, onclick, dataset = {}) => el("button", { type: "button", title, onclick, dataset },
+      text);
+    this.layoutNote = el("span", { class: "layout-error", hidden: true });
+    this.layoutReset = button("use the runs' layout", "forget the edits: draw the layouts the runs logged",
+      () => this.setLayout(null), { action: "reset" });
+    const file = el("input", { type: "file", accept: ".json,application/json", hidden: true,
+      onchange: () => this.importLayout(file) });
+    this.layoutBar = el("div", { class: "toolbar layout-bar" },
+      el("span", { class: "source" }, "custom charts"),
+      button("edit", "add, change or remove custom charts", () => this.toggleEditor(), { action: "edit" }),
+      button("JSON", "download the layout as JSON (what run.add_custom_scalars takes)",
+        () => saveFile("custom_scalars.json", `${JSON.stringify(this.layoutAnswer?.layout ?? {}, null, 2)}\n`,
+          "application/json"), { action: "download" }),
+      button("import", "draw a layout from a JSON file", () => file.click(), { action: "import" }),
+      file, this.layoutReset, this.layoutNote);
+    this.layoutRows = el("div", { class: "layout-rows" });
+    this.layoutEditor = el("div", { class: "layout-editor", hidden: true }, this.layoutRows,
+      button("add chart", "a new chart of the tags some regexes find", () => this.addChart(), { action: "add" }));
+  },
+
+  /** The layout drawn, asked of the server (which matches the regexes in every run): the edited one, else the
+   * runs'. A layout the server refuses (its shape) is named above the charts; the per-tag charts draw anyway. */
+  async askLayout() {
+    const logged = state.runs.some((run) => Object.values(run.tags).includes("custom_scalars"));
+    const empty = this.edited && !Object.keys(this.edited).length; // every chart removed: none drawn
+    if ((!this.edited && !logged) || empty) return { layout: this.edited ?? {}, categories: [] };
+    try {
+      const answer = await api("custom_scalars", this.edited ? { layout: JSON.stringify(this.edited) } : {});
+      if (this.edited) this.layoutError = null;
+      return answer;
+    } catch (error) {
+      this.layoutError = String(error.message || error);
+      return { layout: this.edited ?? {}, categories: [] };
+    }
+  },
+
+  /** Draw `layout` (null: the runs' own), kept in the URL, and redraw. */
+  setLayout(layout) {
+    this.edited = layout;
+    this.layoutVersion += 1;
+    this.layoutError = null;
+    urlState.write("layout", layout ? JSON.stringify(layout) : null);
+    if (!layout) this.fillRows(null);
+    this.refresh().catch(report);
+  },
+
+  toggleEditor() {
+    this.layoutEditor.hidden = !this.layoutEditor.hidden;
+    if (!this.layoutEditor.hidden) this.fillRows(this.edited ?? this.layoutAnswer?.layout ?? {});
+  },
+
+  /** The editor's rows, one per chart of `layout` (null: none shown until the editor opens again). */
+  fillRows(layout) {
+    if (!layout) {
+      this.layoutEditor.hidden = true;
+      this.layoutRows.replaceChildren();
+      return;
+    }
+    const rows = [];
+    for (const [category, charts] of Object.entries(layout)) {
+      for (const [title, [kind, tags]] of Object.entries(charts)) rows.push(this.chartRow(category, title, kind, tags));
+    }
+    this.layoutRows.replaceChildren(...rows);
+  },
+
+  chartRow(category, title, kind, tags) {
+    const changed = () => this.fromRows();
+    const field = (name, value, placeholder) => el("input", { type: "text", value, placeholder, onchange: changed,
+      dataset: { field: name } });
+    const type = el("select", { onchange: changed, dataset: { field: "kind" } },
+      el("option", { value: "Multiline" }, "lines"), el("option", { value: "Margin" }, "band (value, lower, upper)"));
+    type.value = kind === "Margin" ? "Margin" : "Multiline";
+    const regexes = el("textarea", { rows: Math.max(1, tags.length), value: tags.join("\n"), onchange: changed,
+      placeholder: "one tag regex per line", dataset: { field: "tags" } });
+    regexes.addEventListener("input", () => {
+      regexes.rows = Math.max(1, regexes.value.split("\n").length);
+    });
+    const row = el("div", { class: "layout-row" }, field("category", category, "category"),
+      field("title", title, "chart title"), type, regexes,
+      el("button", { type: "button", title: "remove this chart", dataset: { action: "remove" }, onclick: () => {
+        row.remove();
+        this.fromRows();
+      } }, "remove"),
+      el("span", { class: "layout-error", hidden: true }));
+    row.dataset.key = `${category}\u0000${title}`;
+    return row;
+  },
+
+  addChart() {
+    const taken = new Set([...this.layoutRows.querySelectorAll("[data-field=title]")].map((input) => input.value));
+    let n = taken.size + 1;
+    while (taken.has(`chart ${n}`)) n += 1;
+    const row = this.chartRow("custom", `chart ${n}`, "Multiline", []);
+    this.layoutRows.append(row);
+    row.querySelector("textarea").focus();
+  },
+
+  /** The layout the rows say, drawn; a margin chart without its three tags waits, saying so in its row. */
+  fromRows() {
+    const layout = {};
+    for (const row of this.layoutRows.children) {
+      const value = (name) => row.querySelector(`[data-field=${name}]`).value;
+      const category = value("category").trim() || "custom";
+      const title = value("title").trim() || "untitled";
+      const kind = value("kind");
+      const tags = value("tags").split("\n").map((tag) => tag.trim()).filter(Boolean);
+      const error = row.querySelector(".layout-error");
+      row.dataset.key = `${category}\u0000${title}`;
+      error.hidden = !(kind === "Margin" && tags.length !== 3);
+      error.textContent = error.hidden ? "" : `a band names 3 tags (value, lower, upper), not ${tags.length}`;
+      if (!error.hidden) continue;
+      layout[category] ??= {};
+      layout[category][title] = [kind, tags];
+    }
+    this.setLayout(layout);
+  },
+
+  /** Each row of a chart the server could not draw says why (a regex that does not compile). */
+  markRows(answer) {
+    const errors = new Map();
+    for (const { category, charts } of answer.categories) {
+      for (const chart of charts) errors.set(`${category}\u0000${chart.title}`, chart.error);
+    }
+    for (const row of this.layoutRows.children) {
+      const error = row.querySelector(".layout-error");
+      const why = errors.get(row.dataset.key);
+      if (why) {
+        error.textContent = why;
+        error.hidden = false;
+      } else if (errors.has(row.dataset.key)) {
+        error.hidden = true;
+      }
+    }
+  },
+
+  /** A layout from a JSON file: drawn once the server takes it, else its error named above the charts. */
+  async importLayout(input) {
+    const [file] = input.files;
+    input.value = "";
+    if (!file) return;
+    try {
+      const layout = JSON.parse(await file.text());
+      await get("custom_scalars", { layout: JSON.stringify(layout) }); // its shape checked before it is kept
+      this.setLayout(layout);
+      if (!this.layoutEditor.hidden) this.fillRows(layout);
+    } catch (error) {
+      this.layoutError = `${file.name}: ${error.message || error}`;
+      this.drawLayouts();
     }
   },
 
@@ -762,6 +950,6 @@ export default function create(core, entry) {
     COLORS, PLOT_CONFIG, Plotly, api, baseLayout, chartCard, el, fade, matcher, num, plain, report, runColor,
     slices, state, statusBadge, tagsOf, unpack
   } = core);
-  ({ byName, get, noteUnreadable, settled, urlState, withToken } = core);
+  ({ byName, get, noteUnreadable, saveFile, settled, urlState, withToken } = core);
   return scalars;
 }
