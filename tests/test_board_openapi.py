@@ -5,6 +5,7 @@ bodies of the wrong type refused with a readable 422, the schema stable and behi
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -122,6 +123,8 @@ def _api_routes(client: TestClient) -> list[APIRoute]:
     return [r for r in _routes(client.app.routes) if r.path.startswith("/api/")]  # type: ignore[attr-defined]
 
 
+# A layout edited in the page, one regex of which does not compile: that chart carries its "error".
+EDITED = {"edited": {"bad": ["Multiline", ["loss/("]], "ok": ["Multiline", ["train/.*"]]}}
 # Every JSON route's real answer on the demo directory: (method, path, query or JSON body).
 DEMO = {"run": "demo"}
 CASES: list[tuple[str, str, dict[str, Any]]] = [
@@ -133,8 +136,7 @@ CASES: list[tuple[str, str, dict[str, Any]]] = [
     ("GET", "/api/scalars/batch", {"tag": "train/loss"}),
     ("GET", "/api/scalars/batch", {"tag": "train/loss", "runs": ["other", "demo"], "encoding": "base64"}),
     ("GET", "/api/custom_scalars", {}),
-    # An edited layout with a regex that does not compile: that chart carries its "error".
-    ("GET", "/api/custom_scalars", {"layout": '{"edited": {"bad": ["Multiline", ["loss/("]], "ok": ["Multiline", ["train/.*"]]}}'}),
+    ("GET", "/api/custom_scalars", {"layout": json.dumps(EDITED)}),
     ("GET", "/api/hparams", {}),
     ("GET", "/api/hparams", {"metrics": ["train/loss", "val/acc"]}),
     ("GET", "/api/hparams/diff", {"a": "demo", "b": "other"}),
