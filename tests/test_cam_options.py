@@ -9,8 +9,10 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from pytorch_grad_cam import GradCAM, GuidedBackpropReLUModel
+from conftest import minmax
+from pytorch_grad_cam import AblationCAM, GradCAM, GuidedBackpropReLUModel
 from pytorch_grad_cam import fullgrad_cam as peer_fullgrad
+from pytorch_grad_cam.ablation_layer import AblationLayer
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from test_cams import assert_same_map, ours, peer_map, setup
 from torch import nn
@@ -102,3 +104,48 @@ def test_guided_gradcam_aug_smooth_of_a_flip_invariant_model_is_its_scaled_plain
     flat = cam.flatten(1)
     scaled = ((flat - flat.amin(1, keepdim=True)) / (flat.amax(1, keepdim=True) + 1e-7)).view_as(cam)
     torch.testing.assert_close(smooth.attribution, guided * scaled[:, None], rtol=1e-4, atol=1e-6)
+
+
+class ZeroAblation(AblationLayer):
+    """pytorch-grad-cam's ablation layer, zeroing the channel as the paper does wherever the layer is."""
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        output = self.activations
+        for i in range(output.size(0)):
+            output[i, self.indices[i], :] = 0
+        return output
+
+
+def peer_ablationcam(model: nn.Module, layer: str, x: torch.Tensor, classes: torch.Tensor, **kwargs) -> torch.Tensor:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cam = AblationCAM(model=model, target_layers=[dict(model.named_modules())[layer]], **kwargs)
+        try:
+            out = cam(input_tensor=x, targets=[ClassifierOutputTarget(int(c)) for c in classes])
+        finally:
+            cam.activations_and_grads.release()
+    return torch.as_tensor(out)
+
+
+def test_ablationcam_zeroes_the_channel_where_the_peer_goes_1e7_below_the_minimum():
+    """Both readings at a layer with negative values that no ReLU follows (a convolution before global average
+    pooling and the head): deepscope zeroes the channel (the paper), and the peer's ablation layer given the
+    paper's zero gives the same map; the peer's default (the channel set 1e7 below the layer's minimum) another.
+    After a ReLU the two readings agree (tests/test_cams.py)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(8, 8, 3, padding=1),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(8, 5),
+    ).eval()
+    _, _, x, _ = setup("tiny")
+    with torch.no_grad():
+        classes = model(x).argmax(1)
+        assert model[:3](x).min() < 0
+    mine = ours("ablationcam", model, "2", x, classes)
+    assert_same_map(mine, peer_ablationcam(model, "2", x, classes, ablation_layer=ZeroAblation()))
+    default = peer_ablationcam(model, "2", x, classes)
+    assert (minmax(mine) - default).abs().max() > 0.05
