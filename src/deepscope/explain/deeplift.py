@@ -15,7 +15,7 @@ softmax rule: the rescale multipliers, minus their mean over the classes.
 
 With a ``layer`` both methods attribute to that layer's output (Captum's ``LayerDeepLift`` and
 ``LayerGradientShap``): DeepLift's multipliers are then those of the layer's output, and summation-to-delta holds
-at the layer.
+at a layer that cuts the network (every path from the inputs to the output passes through it).
 """
 
 from __future__ import annotations
