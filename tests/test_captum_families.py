@@ -449,7 +449,7 @@ def test_smoothgrad_passes_options_to_its_base():
     [
         ("smoothgrad", {"nt_type": "vargrd"}, "Did you mean 'vargrad'"),
         ("smoothgrad", {"steps": 5}, "not an option of base='saliency'"),
-        ("smoothgrad", {"base": "deeplift", "layer": "conv1"}, "does not attribute to a layer"),
+        ("smoothgrad", {"base": "cam", "layer": "conv1"}, "cannot average 'cam'"),
         ("deeplift", {"multiply_by_inputs": "yes"}, "must be True or False"),
         ("integrated_gradients", {"multiply_by_inputs": 1}, "must be True or False"),
         ("gradient_shap", {"baseline": torch.zeros(4, 3, 8, 8)}, r"shape \(B, 3, 16, 16\)"),

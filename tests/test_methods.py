@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import re
 import warnings
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import torch
@@ -37,8 +39,39 @@ def test_registry_lists_the_methods_of_the_brief():
         "occlusion",
         "lime",
         "lrp",
+        # issue 18: Captum's and pytorch-grad-cam's families, attention rollout
+        "deeplift",
+        "gradient_shap",
+        "kernel_shap",
+        "shapley_sampling",
+        "feature_ablation",
+        "hirescam",
+        "xgradcam",
+        "layercam",
+        "eigencam",
+        "ablationcam",
+        "fullgrad",
+        "attention_rollout",
     }
-    assert expected <= set(METHODS)
+    assert expected <= set(ds.methods())
+
+
+def _first_cells(page: str) -> set[str]:
+    """The names in backticks in the first cell of each table row of a Markdown page."""
+    text = (Path(__file__).resolve().parents[1] / page).read_text()
+    cells = [line.split("|")[1] for line in text.splitlines() if line.startswith("| `")]
+    return {name for cell in cells for name in re.findall(r"`([^`]+)`", cell)}
+
+
+def test_readme_and_explain_docs_list_every_registered_method():
+    """The README's method table and docs/explain.md's tables (or, for a method with a section of its own, a
+    ``method="..."`` call there) name every method of the registry."""
+    explain_page = (Path(__file__).resolve().parents[1] / "docs" / "explain.md").read_text()
+    readme, tables = _first_cells("README.md"), _first_cells("docs/explain.md")
+    missing_readme = [m for m in ds.methods() if m not in readme]
+    missing_docs = [m for m in ds.methods() if m not in tables and f'method="{m}"' not in explain_page]
+    assert not missing_readme, f"README.md's method table lacks {missing_readme}"
+    assert not missing_docs, f"docs/explain.md lacks {missing_docs}"
 
 
 @pytest.mark.parametrize("method", METHODS)

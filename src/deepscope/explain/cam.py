@@ -445,13 +445,18 @@ class CAM(CAMMethod):
 
 @register("guided_gradcam")
 class GuidedGradCAM(GradCAM):
-    """Selvaraju et al. 2017: guided backprop times the Grad-CAM map upsampled to the input."""
+    """Selvaraju et al. 2017: guided backprop times the Grad-CAM map upsampled to the input.
+
+    With ``aug_smooth`` the Grad-CAM factor is pytorch-grad-cam's smoothed map (in [0, 1]), as its example script
+    multiplies that map by the guided gradient; the guided gradient is the clean input's."""
 
     single_input_only = "its Grad-CAM map weighs one image's guided gradient"
-    options = defaults(reshape=None, call=None, eigen_smooth=False)
+    options = defaults(reshape=None, call=None, eigen_smooth=False, aug_smooth=False)
 
     def attribute(self) -> Result:
-        upsampled = upsample(self.layer_map(), tuple(self.inputs.shape[2:]))[:, None]
+        spatial = tuple(self.inputs.shape[2:])
+        cam = augmented(self, self.layer_map) if self.opts.get("aug_smooth") else upsample(self.layer_map(), spatial)
+        upsampled = cam[:, None]
         guided = GuidedBackprop(
             self.model, self.inputs, self.target, None, {**GuidedBackprop.options, **self.common_options()}
         )

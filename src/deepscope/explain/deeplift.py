@@ -10,7 +10,12 @@ rule (the change of the window's maximum split between where the input's and the
 layers, convolutions, batch norm in eval mode, additions and average poolings need no rule, so on a network built
 of them and the rule's functions the attributions sum to ``f(x) - f(baseline)`` (summation-to-delta);
 ``extras["delta"]`` reports the gap, as Captum's convergence delta (products of two activations, attention, break
-it).
+it). A softmax over a classifier's classes (``nn.Softmax`` or ``F.softmax`` on ``[N, classes]``) takes Captum's
+softmax rule: the rescale multipliers, minus their mean over the classes.
+
+With a ``layer`` both methods attribute to that layer's output (Captum's ``LayerDeepLift`` and
+``LayerGradientShap``): DeepLift's multipliers are then those of the layer's output, and summation-to-delta holds
+at a layer that cuts the network (every path from the inputs to the output passes through it).
 """
 
 from __future__ import annotations
@@ -24,8 +29,8 @@ from torch import Tensor
 
 from .. import probe
 from ..errors import BadInputError
-from .base import Result, defaults, register
-from .gradients import GradientMethod, input_baselines
+from .base import Result, defaults, is_integer, register
+from .gradients import GradientMethod, id_baseline, input_baselines
 
 # Where the input barely changes, the multiplier is the derivative (Captum's eps).
 EPS = 1e-10
@@ -71,6 +76,7 @@ ELEMENTWISE: tuple[Callable[..., object], ...] = (
     Tensor.clamp_max,
 )
 MAX_POOLS: tuple[Callable[..., object], ...] = (F.max_pool1d, F.max_pool2d, F.max_pool3d)
+SOFTMAXES: tuple[Callable[..., object], ...] = (F.softmax, torch.softmax, Tensor.softmax)
 
 
 def _halves(t: Tensor) -> tuple[Tensor, Tensor]:
@@ -100,6 +106,26 @@ class _Rescale(torch.autograd.Function):
         if bool(small.any()):
             result = torch.where(small, _plain_gradient(ctx.compute, x, grad).float(), result)
         return result.to(grad.dtype), None, None
+
+
+class _RescaleSoftmax(torch.autograd.Function):
+    """A softmax over the classes (axis 1 of ``[rows, classes]``) with Captum's DeepLift rule: each class's rescale
+    multiplier ``(s(x) - s(x0)) / (x - x0)`` of its own logit (the derivative where ``|x - x0| < eps``), minus the
+    mean over the classes. Captum takes that mean over the whole batch, inputs and baselines; here it is each
+    input's own, so an input's attribution does not depend on the others in its batch (Captum's numbers for an
+    input explained alone)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, output: Tensor, compute: Callable[[Tensor], Tensor]) -> Tensor:
+        ctx.save_for_backward(x, output)
+        ctx.compute = compute
+        return output.clone()
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None]:
+        multiplied, _, _ = _Rescale.backward(ctx, grad)
+        multiplied = multiplied.float()
+        return (multiplied - multiplied.mean(dim=1, keepdim=True)).to(grad.dtype), None, None
 
 
 class _RescaleMaxPool(torch.autograd.Function):
@@ -161,8 +187,21 @@ def rescale_rewrites(rows: int) -> dict[Callable[..., object], Callable[..., obj
 
         return call
 
+    def softmax(func: Callable[..., Any]) -> Callable[..., object]:
+        over_classes = rule(func, _RescaleSoftmax)
+
+        def call(x: object, *args: object, **kwargs: object) -> object:
+            dim = kwargs.get("dim", args[0] if args else None)
+            # Only a classifier's softmax over its classes; attention's ([N, heads, T, T]) keeps its gradient.
+            if not isinstance(x, Tensor) or x.ndim != 2 or dim not in (None, 1, -1):
+                return NotImplemented
+            return over_classes(x, *args, **kwargs)
+
+        return call
+
     replacements = {func: rule(func, _Rescale) for func in ELEMENTWISE}
     replacements.update({func: rule(func, _RescaleMaxPool) for func in MAX_POOLS})
+    replacements.update({func: softmax(func) for func in SOFTMAXES})
     return replacements
 
 
@@ -171,15 +210,19 @@ class DeepLift(GradientMethod):
     """Shrikumar et al. 2017, the rescale rule (Captum's ``DeepLift``): (x - baseline) times the multipliers.
 
     The inputs and the ``baseline`` go through the model in one batch; every ReLU, sigmoid, tanh, GELU, ... (as a
-    module or a functional call) backpropagates the ratio of its output's change to its input's change, and max
-    poolings Captum's max-pool rule. On networks of such layers the attributions sum to f(x) - f(baseline)
-    (summation-to-delta); the gap is ``extras["delta"]``. ``multiply_by_inputs=False`` returns the multipliers
-    themselves (Captum's switch). Heatmap: the channel sum.
+    module or a functional call) backpropagates the ratio of its output's change to its input's change, max
+    poolings Captum's max-pool rule, and a softmax over the classes Captum's softmax rule (the multipliers minus
+    their mean over the classes). On networks of such layers (without the softmax) the attributions sum to f(x) -
+    f(baseline) (summation-to-delta); the gap is ``extras["delta"]``. ``multiply_by_inputs=False`` returns the
+    multipliers themselves (Captum's switch). Heatmap: the channel sum.
+
+    With a ``layer`` (Captum's ``LayerDeepLift``): the layer's output on the inputs minus its output on the
+    baseline, times the multipliers of that output; the sum is f(x) - f(baseline) where the network above the
+    layer is built of the rule's layers. For token ids the ``baseline`` is a token id or a tensor of ids (as
+    integrated gradients'), or a float tensor in the layer's output shape (the layer's output on the baseline).
     """
 
     options = defaults(baseline=0.0, multiply_by_inputs=True, reduce="sum")
-    uses_layer = False
-    layer_optional = False
 
     def attribute(self) -> Result:
         multiply = self.opts["multiply_by_inputs"]
@@ -188,28 +231,51 @@ class DeepLift(GradientMethod):
         x = self.inputs
         if self.target.needs_prediction and self.target.predicted is None:
             self.clean_scores()
-        baseline = input_baselines(self.opts["baseline"], x, self.layout)
-        multipliers, scores = self.multipliers(x, baseline)
         n = x.shape[0]
+        batch, at = self.batch(x)
+        multipliers, scores, points = self.multipliers(batch, at)
         if self.scores is None:
             self.scores = scores[:n]
-        difference = (x - baseline).float()
+        difference = (points[:n] - points[n:]).float()
         change = (scores[:n] - scores[n:]).double()
         delta = (difference * multipliers).reshape(n, -1).double().sum(dim=1) - change
         attribution = difference * multipliers if multiply else multipliers
         return Result(attribution=attribution, extras={"delta": delta.float()})
 
-    def multipliers(self, x: Tensor, baseline: Tensor) -> tuple[Tensor, Tensor]:
-        """The multipliers of the inputs with respect to the baselines, and the scores of the batch (inputs, then
-        baselines)."""
-        n = x.shape[0]
-        batch = torch.cat([x, baseline.to(x.dtype)]).detach().requires_grad_(True)
-        with torch.enable_grad():
-            with probe.rewrite(rescale_rewrites(2 * n)):
-                scores, _ = self.forward(batch)
-            # Outside the rewrite: the rules' own backward arithmetic runs unmodified.
-            (grad,) = torch.autograd.grad(scores[:n].sum(), batch)
-        return grad[:n].float(), scores.detach()
+    def batch(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
+        """The batch of the inputs and their baselines (rows ``2n``), and with a float baseline for token ids at
+        a layer, the layer's outputs to put in its place (the inputs' own, then the baseline)."""
+        baseline = self.opts["baseline"]
+        if self.layer is not None and is_integer(x):
+            if isinstance(baseline, Tensor) and baseline.is_floating_point():  # already at the layer
+                end = self.layer_output(x)
+                try:
+                    start = torch.broadcast_to(baseline.to(end), end.shape)
+                except RuntimeError:
+                    raise BadInputError(
+                        f"baseline of shape {tuple(baseline.shape)} is a float tensor, so it stands for layer "
+                        f"{self.layer!r}'s output, {tuple(end.shape)}, but does not broadcast to it; pass token ids "
+                        "shaped like the inputs, or a float tensor shaped like the layer's output."
+                    ) from None
+                return torch.cat([x, x]), torch.cat([end, start])
+            return torch.cat([x, id_baseline(baseline, x)]), None
+        return torch.cat([x, input_baselines(baseline, x, self.layout).to(x.dtype)]), None
+
+    def multipliers(self, batch: Tensor, at: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        """The multipliers ``[n, ...]`` of the inputs (with a layer: of its output) with respect to the baselines,
+        the scores of the batch (inputs, then baselines), and the points the multipliers are of (the batch, or the
+        layer's outputs on it)."""
+        n = batch.shape[0] // 2
+        with probe.rewrite(rescale_rewrites(2 * n)):
+            if self.layer is None:
+                leaf = batch.detach().requires_grad_(True)
+                with torch.enable_grad():
+                    scores, _ = self.forward(leaf)
+            else:
+                scores, leaf = self.layer_forward(batch, at)
+        # Outside the rewrite: the rules' own backward arithmetic runs unmodified.
+        (grad,) = torch.autograd.grad(scores[:n].sum(), leaf)
+        return grad[:n].float(), scores.detach(), leaf.detach()
 
 
 @register("gradient_shap")
@@ -223,28 +289,40 @@ class GradientShap(GradientMethod):
     0 by default as in Captum), all shared by the inputs of the batch, and adds ``(x + noise - b) * grad(b + t (x +
     noise - b))``; the mean is the attribution. In expectation the attributions sum to f(x) - E[f(b)] (SHAP's
     efficiency). ``multiply_by_inputs=False`` averages the gradients alone. Heatmap: the channel sum.
+
+    With a ``layer`` (Captum's ``LayerGradientShap``): the baselines, the points and the noise are drawn in the
+    inputs' space as without it, and each sample adds the layer's output on the noisy input minus its output on
+    the baseline, times the gradient at the layer's output on the point. So the inputs must be numbers; for token
+    ids use ``integrated_gradients`` or ``deeplift`` at the layer.
     """
 
     options = defaults(
         baseline=0.0, samples=5, noise=0.0, multiply_by_inputs=True, batch_size=64, seed=None, reduce="sum"
     )
-    uses_layer = False
-    layer_optional = False
 
     def attribute(self) -> Result:
         samples, batch_size = self.count("samples"), self.count("batch_size")
         multiply = self.opts["multiply_by_inputs"]
         if not isinstance(multiply, bool):
             raise BadInputError(f"multiply_by_inputs={multiply!r} must be True or False.")
-        self.clean_scores()
         x = self.inputs
+        if is_integer(x):
+            raise BadInputError(
+                f"gradient_shap with layer={self.layer!r} draws points between the inputs and the baselines (as "
+                f"Captum's LayerGradientShap), and these inputs are integers ({x.dtype}: token ids?); use "
+                "integrated_gradients or deeplift at the layer, which take token ids."
+            )
+        self.clean_scores()
         n = x.shape[0]
         references, own = self.references()
         sigma = self.noise_scale()
         generator = self.generator(x.device)
-        total = torch.zeros_like(x, dtype=torch.float32)
+        total: Tensor | None = None
         per_chunk = max(1, batch_size // n)
         shape = (-1, 1) + (1,) * (x.ndim - 1)
+        # At a layer: its outputs on the inputs and on their own baselines do not change from sample to sample.
+        fixed_end = self.point(x) if self.layer is not None and sigma is None else None
+        fixed_start = self.point(own) if self.layer is not None and references is None else None
         for start in range(0, samples, per_chunk):
             k = min(per_chunk, samples - start)
             # Drawn once per sample for the whole batch: an input's result does not depend on the others.
@@ -260,9 +338,21 @@ class GradientShap(GradientMethod):
                 noisy = noisy + noise.unsqueeze(1) * sigma.unsqueeze(0)
             difference = (noisy - base).expand(k, *x.shape)
             point = (base + alpha * difference).reshape(k * n, *x.shape[1:])
-            grads = self.gradient(point).reshape(k, *x.shape).float()
-            total += (difference.float() * grads if multiply else grads).sum(dim=0)
+            grads = self.gradient(point)
+            grads = grads.reshape(k, n, *grads.shape[1:]).float()
+            if self.layer is not None:  # the difference of the layer's outputs, row by row
+                end = fixed_end if fixed_end is not None else self.rows_at_layer(noisy.expand(k, *x.shape))
+                begin = fixed_start if fixed_start is not None else self.rows_at_layer(base.expand(k, *x.shape))
+                layer_shape = (-1, n, *grads.shape[2:])
+                difference = (end.reshape(layer_shape) - begin.reshape(layer_shape)).expand_as(grads)
+            part = (difference.float() * grads if multiply else grads).sum(dim=0)
+            total = part if total is None else total + part
+        assert total is not None
         return Result(attribution=total / samples)
+
+    def rows_at_layer(self, rows: Tensor) -> Tensor:
+        """The layer's output on ``rows`` ``[k, n, ...]`` (k variants of each input), as ``[k * n, ...]``."""
+        return self.point(rows.reshape(-1, *rows.shape[2:]))
 
     def references(self) -> tuple[Tensor | None, Tensor]:
         """The set of baselines ``[B, ...]`` packed like the inputs, or None and one baseline per input."""

@@ -7,7 +7,7 @@ from torch import Tensor, nn
 
 from .. import probe
 from .base import Method, Result, defaults, register
-from .cam import augmented, scaled, upsample
+from .cam import augmented, first_component, scaled, upsample
 
 _BIASED = (nn.modules.conv._ConvNd, nn.modules.batchnorm._BatchNorm)
 
@@ -28,9 +28,13 @@ def effective_bias(module: nn.Module) -> Tensor:
 class FullGrad(Method):
     """Srinivas & Fleuret 2019: |x * dS/dx| per input channel plus |b * dS/dz| for every convolution and batch norm
     with a bias b (output z), each channel scaled to [0, 1] (as the official implementation and pytorch-grad-cam do),
-    brought to the input's resolution and summed. Needs no layer: every biased layer takes part."""
+    brought to the input's resolution and summed. Needs no layer: every biased layer takes part.
 
-    options = defaults(aug_smooth=False)
+    ``eigen_smooth`` (pytorch-grad-cam's): instead of the sum, the first principal component of the maps (each
+    input channel's and each biased layer's, scaled to [0, 1] and shrunk to an eighth of the input's size, as the
+    peer does to bound the SVD), scaled to [0, 1] and brought back to the input's resolution."""
+
+    options = defaults(aug_smooth=False, eigen_smooth=False)
     needs_module = True  # hooks every biased layer
     needs_spatial = True
     single_input_only = "its bias maps are laid on one image's grid"
@@ -57,10 +61,14 @@ class FullGrad(Method):
             grads = torch.autograd.grad(scores.sum(), [x, *(out for _, out in kept)], allow_unused=True)
         self.scores = scores.detach()
         input_grad = grads[0] if grads[0] is not None else torch.zeros_like(x)
-        total = scaled((input_grad * x.detach()).abs().float(), axes=2).sum(dim=1)
+        maps = [scaled((input_grad * x.detach()).abs().float(), axes=2)]  # one per input channel
         for (module, _), grad in zip(kept, grads[1:]):
             if grad is None:
                 continue
             bias = effective_bias(module).float().to(grad.device).view(1, -1, *([1] * (grad.ndim - 2)))
-            total = total + upsample(scaled((bias * grad.float()).abs(), axes=2), spatial).sum(dim=1)
-        return total
+            maps.append(upsample(scaled((bias * grad.float()).abs(), axes=2), spatial).sum(dim=1, keepdim=True))
+        if not self.opts.get("eigen_smooth"):
+            return torch.stack([m.sum(dim=1) for m in maps]).sum(dim=0)
+        coarse = tuple(max(1, size // 8) for size in spatial)
+        shrunk = torch.cat([upsample(scaled(m, axes=2), coarse) for m in maps], dim=1)
+        return upsample(scaled(first_component(shrunk)), spatial)

@@ -56,6 +56,16 @@ class GradientMethod(Method):
         The forward pass runs without a graph up to the layer; from the layer on autograd records (as the CAM
         family does), so nothing below the layer is differentiated and integer inputs are fine.
         """
+        scores, leaf = self.layer_forward(inputs, at)
+        (grad,) = torch.autograd.grad(scores.sum(), leaf)
+        if at is None and self.scores is None:
+            self.scores = scores.detach()
+        return grad
+
+    def layer_forward(self, inputs: Tensor, at: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """The target's scores on ``inputs`` with a graph from the layer's output on, and that output (``at`` in
+        its place when given), the leaf to differentiate by: :meth:`layer_gradient` without the backward pass, for
+        a method that runs its forward pass under backward rules (DeepLift)."""
         assert self.layer is not None
         calls = 0
 
@@ -83,10 +93,7 @@ class GradientMethod(Method):
                     f"the target does not depend on layer {self.layer!r}'s output; choose a layer between the "
                     "inputs and the target."
                 )
-            (grad,) = torch.autograd.grad(scores.sum(), leaf)
-        if at is None and self.scores is None:
-            self.scores = scores.detach()
-        return grad
+        return scores, leaf
 
     def _single_call(self, record: probe.Capture) -> Tensor:
         """The layer's one output; a layer that runs several times per forward pass has no single output to
