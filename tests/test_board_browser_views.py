@@ -63,6 +63,8 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
         run.log_series("long/spiky", np.arange(SPIKY), spiky)
         pixels = np.random.default_rng(0).integers(0, 256, (12, 16, 3), dtype=np.uint8)
         run.log_records([Image("samples", 0, pixels, caption=CAPTION)])
+        digit = np.random.default_rng(2).integers(0, 256, (28, 28), dtype=np.uint8)  # 8 times would overflow a card
+        run.log_records([Image("digit", 0, digit)])
     return root
 
 
@@ -283,15 +285,26 @@ def test_the_images_run_filter_is_in_the_url_too(page: tuple[Any, list[str]], se
 
 def test_pictures_at_their_natural_size_upscaled_by_a_whole_factor(page: tuple[Any, list[str]], server: str) -> None:
     page, problems = page
+    page.set_viewport_size({"width": 760, "height": 900})  # grid cards near their 220 px minimum
     page.goto(f"{server}?view=images")
-    page.wait_for_function("() => { const i = document.querySelector('.images img'); return i && i.naturalWidth; }")
-    page.wait_for_function("() => document.querySelector('.images img').dataset.scale")
+    samples, digit = "img[alt='samples of plain']", "img[alt='digit of plain']"
+    for img in (samples, digit):
+        page.wait_for_function(f"() => document.querySelector(`.images {img}`)?.dataset.scale")
     width, height, scale = page.evaluate(
-        "() => { const i = document.querySelector('.images img');"
+        f"() => {{ const i = document.querySelector(`.images {samples}`);"
         " return [i.clientWidth, i.clientHeight, Number(i.dataset.scale)]; }"
     )
     assert scale == 8 and (width, height) == (16 * 8, 12 * 8)  # 16 x 12 pixels, 8 times: square, sharp pixels
-    assert page.inner_text(".images .card p.caption") == CAPTION  # shown under the picture, as text
+    # 28 x 28 (Fashion-MNIST): 8 times is wider than its grid card; the largest whole factor that fits, not squeezed.
+    width, scale, room = page.evaluate(
+        f"() => {{ const i = document.querySelector(`.images {digit}`), card = i.parentElement;"
+        " const s = getComputedStyle(card);"
+        " return [i.clientWidth, Number(i.dataset.scale),"
+        " card.clientWidth - parseFloat(s.paddingLeft) - parseFloat(s.paddingRight)]; }"
+    )
+    assert scale < 8 and width == 28 * scale and 28 * scale <= room < 28 * (scale + 1), (width, scale, room)
+    caption = page.inner_text(f".images .card:has({samples}) p.caption")
+    assert caption == CAPTION  # shown under the picture, as text
     assert page.evaluate("() => document.querySelectorAll('.images b').length") == 0
     assert not problems
 

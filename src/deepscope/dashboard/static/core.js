@@ -398,12 +398,21 @@ export const urlState = {
 };
 
 /** An <img> shown at its natural size, upscaled by a whole factor (pixels stay square and sharp) up to `cap`
- * pixels on its longer side and at most 8 times; never wider than its card (CSS max-width). */
-export function naturalSize(img, cap = 256) {
+ * pixels on its longer side and at most 8 times. With `fitParent`, the factor is also the largest whole one that
+ * fits the parent's content width (a grid card sized by its column): CSS max-width alone would squeeze the picture
+ * to a fractional scale. */
+export function naturalSize(img, cap = 256, { fitParent = false } = {}) {
   const fit = () => {
     const longer = Math.max(img.naturalWidth, img.naturalHeight);
     if (!longer) return;
-    const factor = Math.max(1, Math.min(8, Math.floor(cap / longer)));
+    let factor = Math.max(1, Math.min(8, Math.floor(cap / longer)));
+    const box = fitParent ? img.parentElement : null;
+    if (box && box.clientWidth) {
+      const style = getComputedStyle(box);
+      const border = img.offsetWidth - img.clientWidth;
+      const room = box.clientWidth - parseFloat(style.paddingLeft) - parseFloat(style.paddingRight) - border;
+      factor = Math.max(1, Math.min(factor, Math.floor(room / img.naturalWidth)));
+    }
     img.style.width = `${img.naturalWidth * factor}px`;
     img.dataset.scale = String(factor);
   };

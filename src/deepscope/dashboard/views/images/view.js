@@ -50,7 +50,7 @@ const images = {
         // A sound plays in the browser's own player; a clip is an animated GIF, which an <img> plays.
         const media = answer.kind === "audio"
           ? el("audio", { controls: true, preload: "metadata", title: `${tag} of ${run}` })
-          : naturalSize(el("img", { alt: `${tag} of ${run}` }));
+          : naturalSize(el("img", { alt: `${tag} of ${run}` }), 256, { fitParent: true });
         const label = el("span", { class: "note" });
         const slider = el("input", { type: "range", min: 0, max: 0, step: 1, value: 0 });
         const head = el("div", { class: "card-head" }, el("span", { class: "title" }, `${run} · ${tag}`), label);
