@@ -86,6 +86,9 @@ _BINARY_FUNCTIONS: dict[Callable[..., Any], Callable[..., Any]] = {
     operator.itruediv: operator.truediv,
 }
 _BINARY_METHODS = {"add", "sub", "mul", "div"}
+# Convolutions on slices of at most this many positions (9 x 9 with the halo) run in NCHW, larger ones channels last
+# (bench/bench_occlusion.py's resnet18 on one thread: NCHW 1.3x faster on 6x6 slices, channels last 1.1x on 15x16).
+_SMALL_TILE = 100
 _CONV: dict[type[nn.Module], Callable[..., Tensor]] = {nn.Conv1d: F.conv1d, nn.Conv2d: F.conv2d}
 _MAX_POOL: dict[type[nn.Module], Callable[..., Tensor]] = {nn.MaxPool1d: F.max_pool1d, nn.MaxPool2d: F.max_pool2d}
 _AVG_POOL: dict[type[nn.Module], Callable[..., Tensor]] = {nn.AvgPool1d: F.avg_pool1d, nn.AvgPool2d: F.avg_pool2d}
@@ -465,8 +468,13 @@ class Engine:
 
     # Boxes --------------------------------------------------------------------------------------------------
 
-    def boxes(self, lo: np.ndarray, hi: np.ndarray) -> Boxes:
-        """Each spatial node's changed box for windows whose occluded input box is ``[lo, hi)`` ([W, d] arrays)."""
+    def boxes(self, lo: np.ndarray, hi: np.ndarray, tau: float = 1.0) -> Boxes:
+        """Each spatial node's changed box for windows whose occluded input box is ``[lo, hi)`` ([W, d] arrays).
+
+        ``tau < 1`` is Krypton's projective field thresholding (an approximation): a convolution's or pooling's
+        box is cut to at most ``ceil(tau * size)`` along each axis, around its centre, and what lies outside keeps
+        its clean value although the patch changed it. ``tau = 1`` cuts nothing: the exact cones.
+        """
         boxes: Boxes = {}
         for step in self.steps:
             if step.spatial is None:
@@ -481,6 +489,8 @@ class Engine:
                 stride, pad, kernel = np.array(step.stride), np.array(step.pad_lo), np.array(step.kernel)
                 b_lo = -((kernel - 1 - s_lo - pad) // stride)  # ceil((lo + pad - kernel + 1) / stride)
                 b_hi = (s_hi - 1 + pad) // stride + 1
+                if tau < 1:
+                    b_lo, b_hi = _threshold(np.clip(b_lo, 0, size), np.clip(b_hi, 0, size), size, tau)
             elif step.kind in ("unary", "identity"):
                 assert step.source is not None
                 b_lo, b_hi = boxes[step.source.name]
@@ -723,6 +733,9 @@ def _conv_fns(
     channels_last: list[Tensor] = []  # the weight laid out for slices, made on first use
 
     def tile(x: Tensor) -> Tensor:
+        if x.ndim == 4 and x.shape[2] * x.shape[3] <= _SMALL_TILE:
+            # Small slices (deep layers, or cones cut by tau) run about 1.3x faster in oneDNN's NCHW kernels.
+            return op(x.contiguous(), weight, bias, stride, 0, dilation, groups)
         if not channels_last:
             # Slices arrive channels last; a weight in the same layout spares oneDNN a reorder per call.
             laid_out = weight.contiguous(memory_format=torch.channels_last) if weight.ndim == 4 else weight
@@ -735,6 +748,16 @@ def _conv_fns(
         return op(x.contiguous(), weight, bias, stride, padding, dilation, groups)
 
     return tile, full
+
+
+def _threshold(lo: np.ndarray, hi: np.ndarray, size: np.ndarray, tau: float) -> tuple[np.ndarray, np.ndarray]:
+    """Boxes ``[lo, hi)`` cut to at most ``ceil(tau * size)`` per axis around their centres (Krypton's projective
+    field thresholding); smaller boxes stay as they are."""
+    limit = np.maximum(1, np.ceil(tau * size - 1e-9)).astype(np.int64)
+    extent = hi - lo
+    cut = np.maximum(extent - limit, 0)
+    lo = lo + cut // 2
+    return lo, np.minimum(hi, lo + limit)
 
 
 def _slices(corner: np.ndarray, size: Sequence[int]) -> tuple[Any, ...]:

@@ -53,6 +53,8 @@ VOCABULARY: dict[str, str] = {
     "nt_type): 'smoothgrad' (the mean), 'smoothgrad_sq' (the mean of the squares), 'vargrad' (the variance)",
     "probability": "deprecated: occlusion measures the target on the softmax; pass target=ds.probability(target)",
     "incremental": "occlusion recomputes only what each patch changes: None (where the model allows), True, False",
+    "tau": "occlusion's projective field threshold (Krypton): the share of each map's side a patch's recomputed "
+    "cone may grow to; 1 is exact, below 1 an approximation that runs faster",
     "segments": "the interpretable features of LIME, the Shapley methods and feature ablation: 'grid', 'slic' (needs "
     "scikit-image), or a tensor of segment ids (Captum's feature_mask)",
     "grid": "cells per side of LIME's grid segmentation",

@@ -77,12 +77,24 @@ class Occlusion(Method):
     for it (a warning says why when it cannot be had), ``False`` always runs whole passes. Both give the same
     numbers within float rounding.
 
+    ``tau`` below 1 is Krypton's projective field thresholding, an **approximation** that trades accuracy for
+    speed in the incremental mode: each layer recomputes at most a ``tau`` fraction of its map's side around the
+    centre of the patch's cone, and the values beyond it keep their clean values although the patch changed them
+    (docs/occlusion.md gives the error measured against the exact map). ``tau=1`` (default) is exact.
+
     With several inputs the window slides over each input in turn (a feature vector ``[N, F]`` as a one-channel
     signal), in whole passes; ``window``, ``stride`` and ``baseline`` may then be tuples with one entry per input.
     """
 
     options = defaults(
-        window=None, stride=None, baseline="mean", data=None, batch_size=64, probability=False, incremental=None
+        window=None,
+        stride=None,
+        baseline="mean",
+        data=None,
+        batch_size=64,
+        probability=False,
+        incremental=None,
+        tau=1.0,
     )
     needs_spatial = True
     needs_module = False
@@ -114,6 +126,18 @@ class Occlusion(Method):
                 stacklevel=3,
             )
             self.target.measure_probability()
+        tau = self.opts["tau"]
+        if isinstance(tau, bool) or not isinstance(tau, (int, float, np.floating, np.integer)) or not 0 < tau <= 1:
+            raise BadInputError(
+                f"tau={tau!r} must be a number in (0, 1]: the share of each map's side an occluding patch's cone "
+                f"may grow to (1: exact; Krypton's projective field threshold, about 0.5 for a fast approximation)."
+            )
+        if tau < 1 and incremental is False:
+            raise BadInputError(
+                f"tau={tau!r} prunes the incremental mode, but incremental=False runs whole passes; leave "
+                f"incremental at None (or True), or set tau=1."
+            )
+        self.tau = float(tau)
         baseline = input_baselines(self.opts["baseline"], x, self.layout, self.opts["data"])
 
         with torch.no_grad():
@@ -250,7 +274,7 @@ class Occlusion(Method):
             engine.load(images)
             local = np.repeat(np.arange(images.shape[0]), count)
             w_index = np.tile(np.arange(count), images.shape[0])
-            boxes = engine.boxes(lo[w_index], hi[w_index])
+            boxes = engine.boxes(lo[w_index], hi[w_index], self.tau)
             order = engine.order(boxes)
             for start in range(0, len(order), batch_size):
                 pick = order[start : start + batch_size]
@@ -294,6 +318,12 @@ class Occlusion(Method):
                 reason = str(why)
         if reason is None:
             return engine
-        if self.opts["incremental"]:
+        if self.tau < 1:
+            warnings.warn(
+                f"occlusion runs whole forward passes, so tau={self.tau:g} prunes nothing and the map is exact: "
+                f"{reason}.",
+                stacklevel=4,
+            )
+        elif self.opts["incremental"]:
             warnings.warn(f"occlusion runs whole forward passes instead of incremental ones: {reason}.", stacklevel=4)
         return None
