@@ -126,11 +126,15 @@ def registry() -> list[dict[str, Any]]:
     ]
 
 
-def active(root: Served, states: Mapping[str, Any] | None = None) -> dict[str, bool]:
+def active(
+    root: Served, states: Mapping[str, Any] | None = None, listed: list[RunSummary] | None = None
+) -> dict[str, bool]:
     """Which tabs have data: ``{view name: bool}`` for every view, in the tabs' order; ``states``: each view's
-    state by name (an app's ``app.state.views``), else fresh ones."""
+    state by name (an app's ``app.state.views``), else fresh ones; ``listed``: the runs, when the caller has just
+    listed them (else listed now)."""
     served = source_of(root)
-    listed = served.runs()
+    if listed is None:
+        listed = served.runs()
     return {v.name: v.active(served, listed, (states or {}).get(v.name)) for v in _found()}
 
 
