@@ -22,7 +22,7 @@ from ..store import Reader, RunSummary, schema
 from ..store.catalog import run_folders, summary
 from ..store.postgres import Database as PostgresDatabase
 from ..store.postgres import is_url
-from ..store.sqlite import stamp
+from ..store.sqlite import live_stamp, stamp
 from .security import private
 
 
@@ -116,6 +116,11 @@ class Source(Protocol):
         is not there), without opening the runs one by one where the store can say it at once."""
         ...
 
+    def live_stamps(self, runs: Sequence[str]) -> list[tuple[Any, ...] | None]:
+        """Each run's token that changes with every commit, written or not (:meth:`deepscope.store.Reader.live_stamp`:
+        what a live page watches); ``None`` for a run that is not there."""
+        ...
+
     def file(self, run: str, path: str) -> Path | bytes:
         """A record's file by its reference (``files/...``): a path inside the run directory, or its bytes."""
         ...
@@ -183,6 +188,15 @@ class Directory:
         # A listing and a stat or two per run; a run that is not there raises NotFound when it is read.
         return list(self._shared.get(("stamps", *runs), lambda: [stamp(run_dir(self.root, run)) for run in runs]))
 
+    def live_stamps(self, runs: Sequence[str]) -> list[tuple[Any, ...] | None]:
+        found: list[tuple[Any, ...] | None] = []
+        for run in runs:
+            try:
+                found.append(live_stamp(run_dir(self.root, run)))
+            except NotFound:  # gone since it was listed
+                found.append(None)
+        return found
+
     def file(self, run: str, path: str) -> Path:
         return file_path(self.root, run, path)
 
@@ -226,6 +240,10 @@ class Database:
         runs = self.runs()
         stamps = self.database.stamps([run.name for run in runs])
         return Listing(runs, {run.name: stamps.get(run.name) for run in runs})
+
+    def live_stamps(self, runs: Sequence[str]) -> list[tuple[Any, ...] | None]:
+        found = self.database.live_stamps(list(runs))
+        return [found.get(run) for run in runs]
 
     def file(self, run: str, path: str) -> bytes:
         with self.reader(run) as reader:
