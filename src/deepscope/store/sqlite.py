@@ -193,9 +193,13 @@ class SQLiteWriter:
     # ---- the end --------------------------------------------------------------------------------------------------
 
     def close(self) -> None:
-        # A closed run is one self-contained file: back to a rollback journal (possible only when no reader has it
-        # open; otherwise it stays in WAL mode, which is as good), and closing the last connection checkpoints the
-        # WAL into run.db and removes it.
+        # A closed run is one self-contained file. Every commit is first copied from the WAL into run.db and the WAL
+        # emptied, also while a reader has the run open (a board's request at that moment: only the last connection
+        # to close would fold the WAL back, and a read-only one cannot, so run.db alone would hold nothing); then
+        # back to a rollback journal (possible only when no reader has it open; otherwise it stays in WAL mode, with
+        # an empty WAL, which is as good).
+        with contextlib.suppress(sqlite3.Error):
+            self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
         with contextlib.suppress(sqlite3.Error):
             self._conn.execute("PRAGMA journal_mode=DELETE").fetchall()
         with contextlib.suppress(sqlite3.Error):
