@@ -145,3 +145,19 @@ def test_the_tab_appears_once_a_run_has_a_config(tmp_path: Path) -> None:
         assert answer["runs"][0]["config"] == {"lr": 0.1, "momentum": 0.9}  # read again while it is written
     finally:
         live.close()
+
+
+def test_a_starting_server_reads_the_listing_and_the_hparams_answer_in_the_background(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from deepscope.dashboard import warm
+
+    app = create_app(root)
+    warm(app).join(timeout=30)
+    listings = app.state.served.listings
+    assert listings >= 1 and app.state.warmed_s > 0
+    opened = _opened(monkeypatch)
+    answer = TestClient(app, base_url=LOCAL).get("/api/hparams").json()
+    assert [run["name"] for run in answer["runs"]] == ["a", "b"] and answer["chosen"] == ["loss"]
+    assert opened == []  # every config and default metric was read as the server started
+    assert app.state.served.listings == listings + 1  # the request took its own listing: none older than it asked

@@ -125,6 +125,12 @@ def is_active(served: Source, runs: list[RunSummary], state: HParams) -> bool:
     return bool(_configured(served, listing, state, ()))
 
 
+def warm(served: Source, runs: list[RunSummary], state: HParams) -> None:
+    """Read what the table's first answer needs (every configured run's config and default metrics' summaries) into
+    ``state``, as the server starts."""
+    hparams(served, None, state)
+
+
 def hparams(root: Served, metrics: Sequence[str] | None = None, state: HParams | None = None) -> dict[str, Any]:
     """Every run with a config, its flattened config and a summary of each chosen metric.
 
