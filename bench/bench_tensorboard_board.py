@@ -14,7 +14,7 @@ downsampled keeping extremes.
 
 With ``--load``: many viewers at once (issue 17). While one more run is being written, each of 1, then 16
 (``--clients``) viewers polls over its own keep-alive connection, in turn, the list of runs and one tag's series of
-every run (deepscope: ``/api/runs`` and ``/api/scalars/batch`` as the page asks; TensorBoard: ``/data/runs`` and the
+every run (deepscope: ``/api/overview`` and ``/api/scalars/batch`` as the page asks; TensorBoard: ``/data/runs`` and the
 ``timeSeries`` POST of its time-series dashboard), for ``--seconds``; printed: requests per second of all viewers
 together and latency percentiles, per server. Goal: 16 viewers get at least the throughput of one, p99 under 1 s.
 
@@ -179,12 +179,13 @@ while True:
 
 def viewer_requests(kind: str, runs: int) -> list[tuple[str, str, bytes | None]]:
     """What one viewer of the scalars view asks, in turn, while it polls: the list of runs, then the tag's series
-    of every run (deepscope: one ``/api/scalars/batch`` as the page sends it; TensorBoard: the ``timeSeries`` POST
-    its time-series dashboard sends)."""
+    of every run (deepscope: the runs with the views that have data, ``/api/overview``, and one
+    ``/api/scalars/batch`` as the page sends them; TensorBoard: the ``timeSeries`` POST its time-series dashboard
+    sends)."""
     if kind == "deepscope":
         per_run = min(2000, 128_000 // (runs + 1))
         batch = urlencode({"tag": TAG, "max_points": per_run, "encoding": "base64"})
-        return [("GET", "/api/runs", None), ("GET", f"/api/scalars/batch?{batch}", None)]
+        return [("GET", "/api/overview", None), ("GET", f"/api/scalars/batch?{batch}", None)]
     form = urlencode({"requests": json.dumps([{"plugin": "scalars", "tag": TAG}])}).encode()
     return [("GET", "/data/runs", None), ("POST", "/data/plugin/timeseries/timeSeries", form)]
 

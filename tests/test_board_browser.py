@@ -643,8 +643,8 @@ def test_token_is_sent_with_every_request(store: tuple[Path, ds.Run], browser_pa
 def test_requests_go_out_while_plotly_loads_and_charts_wait_for_it(
     server: str, browser_page: tuple[Any, list[str]]
 ) -> None:
-    """plotly.js held back by the network: the page asks for the runs, the views and each tag's scalars at once,
-    once each (no second poll while nothing can be drawn), and draws them when plotly arrives."""
+    """plotly.js held back by the network: the page asks for the runs and views (one answer) and each tag's scalars
+    at once, once each (no second poll while nothing can be drawn), and draws them when plotly arrives."""
     page, _ = browser_page
     fresh = page.context.browser.new_page()
     problems: list[str] = []
@@ -666,9 +666,8 @@ def test_requests_go_out_while_plotly_loads_and_charts_wait_for_it(
         assert [parse_qs(urlsplit(u).query)["tag"] for u in batches] == [[t] for t in tags]
         assert sorted(u.split("?")[0] for u in requested if u.startswith("api/")) == [
             "api/events",  # the live stream on the running run (its points come with the batches)
-            "api/runs",
+            "api/overview",
             *["api/scalars/batch"] * len(tags),
-            "api/views",
         ]
         assert fresh.evaluate("() => document.querySelectorAll('.card[data-tag]').length") == 0  # nothing drawn
         held[0].continue_()

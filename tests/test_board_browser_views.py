@@ -414,6 +414,31 @@ def test_config_diff_of_two_runs(page: tuple[Any, list[str]], server: str) -> No
     assert not problems
 
 
+def test_hparams_asks_at_once_and_draws_its_table_before_plotly(page: tuple[Any, list[str]], server: str) -> None:
+    """The runs' overview and plotly.js held back: the view asks for its data anyway (not after the overview); once
+    the overview comes, the table is drawn without plotly.js; the charts once it arrives."""
+    page, problems = page
+    requested: list[str] = []
+    page.on("request", lambda r: requested.append(r.url.removeprefix(server).split("?")[0]))
+    plotly: list[Any] = []
+    overview: list[Any] = []
+    page.route("**/static/plotly.min.js*", lambda route: plotly.append(route))
+    page.route("**/api/overview*", lambda route: overview.append(route))
+    page.goto(f"{server}?view=hparams", wait_until="commit")
+    page.wait_for_function("() => performance.getEntriesByType('resource').some((e) => e.name.includes('api/hparams'))")
+    assert len(overview) == 1 and "api/hparams" in requested
+    overview[0].continue_()
+    rows = "() => document.querySelectorAll('table.hparams:not(.diff) tbody tr').length"
+    page.wait_for_function(f"() => ({rows})() === {len(CONFIGS)}", timeout=15_000)
+    assert page.evaluate("() => window.Plotly === undefined") and len(plotly) == 1
+    assert page.evaluate("() => !document.querySelector('[data-chart=parcoords] .plot').data")  # not yet
+    plotly[0].continue_()
+    parallel = "document.querySelector('[data-chart=parcoords] .plot')"
+    page.wait_for_function(f"() => {parallel}.data?.[0]?.dimensions?.[0]?.values?.length === {len(CONFIGS)}")
+    assert requested.count("api/hparams") == 1  # the early answer is the one drawn: not asked again
+    assert not problems
+
+
 def _y_range(page: Any, selector: str) -> list[float]:
     return page.evaluate(f"() => document.querySelector('{selector} .plot')._fullLayout.yaxis.range")
 

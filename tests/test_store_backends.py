@@ -292,3 +292,22 @@ def test_list_runs_names_each_run_with_its_status_and_tags(store):
         live.close()
     (summary,) = [s for s in list_runs(store.url or store.root) if s.name == f"{prefix}b"]
     assert summary.status == "finished"
+
+
+def test_the_live_stamp_changes_with_each_commit_also_while_the_run_is_written(store):
+    run = store.run("stamped", flush_interval=3600)
+    try:
+        run.log({"loss": 1.0}, step=0)
+        run.flush()
+        with store.reader("stamped") as reader:
+            assert reader.stamp() is None  # a writer holds it: no cache may keep what is read
+            first = reader.live_stamp()
+            assert reader.live_stamp() == first  # nothing committed since
+            run.log({"loss": 0.5}, step=1)
+            run.flush()
+            assert reader.live_stamp() != first  # what a live page watches
+    finally:
+        run.close()
+    with store.reader("stamped") as reader:
+        closed = reader.live_stamp()
+        assert reader.stamp() is not None and reader.live_stamp() == closed  # at rest: the same each time

@@ -16,6 +16,7 @@ Every address the page uses is relative to its own, so it works under any path p
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import ipaddress
 import os
@@ -215,6 +216,7 @@ def serve(
     token = _token(host, token, template)
     app = create_app(root, token)
     explore(app, model, data)
+    warm(app)
     shown = f"deepscope board: serving {app.state.served.shown} at {url(host, port, token)}"
     if template is not None:
         shown += f" (through the proxy: {proxied_url(template, port, token)})"
@@ -327,6 +329,7 @@ def board(
     token = _token(host, token, template)
     app = create_app(root, token, framed=True)
     explore(app, model, data)
+    warm(app)
     if port == 0:
         with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
             probe.bind((host.strip("[]"), 0))
@@ -343,6 +346,30 @@ def board(
     local = url(host, port, token)
     shown = local if template is None else proxied_url(template, port, token)
     return Board(shown, height, server, thread, local_url=local, app=app)
+
+
+def warm(app: FastAPI) -> threading.Thread:
+    """List the served runs in a background thread as the server starts (TensorBoard loads its logdir alike), then
+    let each view that shows and has a ``warm`` read what its first answer needs: the page opened next finds each
+    run's info, tags and config read, and its first requests only stamp the runs. A request that comes meanwhile waits
+    for this listing, then takes its own (never an older one); a view's state keeps only what no writer holds."""
+    from .views import all_views
+
+    def listing() -> None:
+        began = time.perf_counter()
+        with contextlib.suppress(Exception):  # the first request lists again, and reports what is wrong
+            served = app.state.served
+            runs = served.runs()
+            for view in all_views():
+                state = app.state.views.get(view.name)
+                if view.warm is not None and view.active(served, runs, state):
+                    view.warm(served, runs, state)
+        app.state.warmed_s = time.perf_counter() - began  # how long it took (benchmarks say it)
+
+    thread = threading.Thread(target=listing, name="deepscope-dashboard-listing", daemon=True)
+    app.state.warming = thread
+    thread.start()
+    return thread
 
 
 def explore(app: FastAPI, model: Any, data: Any) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from ..store import RunSummary
 from .common import NotFound, Served, file_url, source_of
 from .sources import Source, file_path, run_dir, source
 from .views import active, registry
@@ -19,6 +20,7 @@ __all__ = [
     "Served",
     "file_path",
     "file_url",
+    "overview",
     "registry",
     "run_dir",
     "runs",
@@ -30,16 +32,22 @@ __all__ = [
 VIEWS: dict[str, tuple[str, ...]] = view_kinds()
 
 
-def runs(root: Served) -> list[dict[str, Any]]:
+def runs(root: Served, listed: list[RunSummary] | None = None) -> list[dict[str, Any]]:
     """Every run under ``root``, sorted by name: ``{"name", "status", "created_at", "tags": {tag: kind}, "error"}``.
 
     Reads each run's info and tag list only, never a series; an unreadable run is listed with status
-    ``"unreadable"`` and the reason in ``error``.
+    ``"unreadable"`` and the reason in ``error``. ``listed``: the runs, when the caller has just listed them.
     """
     return [
         {"name": run.name, "status": run.status, "created_at": run.created_at, "tags": run.tags, "error": run.error}
-        for run in source_of(root).runs()
+        for run in (source_of(root).runs() if listed is None else listed)
     ]
+
+
+def overview(root: Served, states: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What the page asks on each poll, from one listing of the runs: ``{"runs": runs(), "views": views()}``."""
+    listed = source_of(root).runs()
+    return {"runs": runs(root, listed), "views": active(root, states, listed)}
 
 
 def views(root: Served, states: dict[str, Any] | None = None) -> dict[str, bool]:

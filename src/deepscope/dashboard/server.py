@@ -83,6 +83,10 @@ def create_app(
     def views() -> Response:
         return JSONAnswer(api.views(base, app.state.views))
 
+    @app.get("/api/overview")
+    def overview() -> Response:  # the runs and the views, as the page polls them: one listing for both
+        return JSONAnswer(api.overview(base, app.state.views))
+
     app.state.views = {}  # each view's state (caches, job queues), by name: per app, never per module
     for view in all_views():
         state = app.state.views[view.name] = view.state() if view.state is not None else None

@@ -13,16 +13,16 @@ import io
 import os
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
 from ..errors import BadInputError, StoreError
 from ..store import Reader, RunSummary, schema
-from ..store.catalog import run_directories, summary
+from ..store.catalog import run_folders, summary
 from ..store.postgres import Database as PostgresDatabase
 from ..store.postgres import is_url
-from ..store.sqlite import stamp
+from ..store.sqlite import live_stamp, stamp
 from .security import private
 
 
@@ -77,6 +77,16 @@ class _Flight:
         self.error: BaseException | None = None
 
 
+@dataclass(frozen=True)
+class Listing:
+    """Every run of a source as one listing saw them: their summaries, sorted by name, and each run's change token
+    (:meth:`deepscope.store.Reader.stamp`) taken before its summary was read, so what was read with the listing (its
+    tags, its config) may be kept under that token."""
+
+    runs: list[RunSummary]
+    stamps: dict[str, tuple[Any, ...] | None] = field(default_factory=dict)
+
+
 class NotFound(LookupError):
     """A run, tag or file that the request names does not exist in the served store (HTTP 404)."""
 
@@ -93,6 +103,10 @@ class Source(Protocol):
         """Every run, sorted by name (:func:`deepscope.store.list_runs`)."""
         ...
 
+    def listing(self) -> Listing:
+        """Every run with its change token, from one listing (shared by the requests that ask at the same time)."""
+        ...
+
     def reader(self, run: str) -> Reader:
         """A reader of the run ``run`` (a name as :meth:`runs` lists it); :class:`NotFound` if there is none."""
         ...
@@ -100,6 +114,11 @@ class Source(Protocol):
     def stamps(self, runs: Sequence[str]) -> list[tuple[Any, ...] | None]:
         """Each run's change token (:meth:`deepscope.store.Reader.stamp`; ``None`` while written, and for a run that
         is not there), without opening the runs one by one where the store can say it at once."""
+        ...
+
+    def live_stamps(self, runs: Sequence[str]) -> list[tuple[Any, ...] | None]:
+        """Each run's token that changes with every commit, written or not (:meth:`deepscope.store.Reader.live_stamp`:
+        what a live page watches); ``None`` for a run that is not there."""
         ...
 
     def file(self, run: str, path: str) -> Path | bytes:
@@ -122,9 +141,11 @@ class Source(Protocol):
 class Directory:
     """The runs under a directory (one SQLite database each).
 
-    Listing the runs reads each run's info and tags only when its change token (:func:`~deepscope.store.sqlite.stamp`,
-    a few ``stat`` calls) says it changed since the last listing, so a board polled by many viewers opens only the
-    runs being written, not every run on every poll.
+    Listing the runs reads each run's info, tags and config only when its change token
+    (:func:`~deepscope.store.sqlite.stamp`, a few ``stat`` calls) says it changed since the last listing, so a board
+    polled by many viewers opens only the runs being written, not every run on every poll. Requests that ask at the
+    same time share one listing (:class:`Shared`): a page's first requests (the runs, the views, a view's answer)
+    walk the directory once or twice, not once each, and each still sees every run written before it asked.
     """
 
     def __init__(self, root: Path) -> None:
@@ -132,14 +153,20 @@ class Directory:
         self.shown = str(root)
         self._listed: dict[Path, tuple[tuple[Any, ...], RunSummary]] = {}  # run directory -> (stamp, summary)
         self._shared = Shared()
+        self.listings = 0  # how many listings were made (walks of the directory): tests and benchmarks count them
 
     def runs(self) -> list[RunSummary]:
-        return list(self._shared.get("runs", self._runs))
+        return list(self.listing().runs)
 
-    def _runs(self) -> list[RunSummary]:
-        listed, found = {}, []
-        for directory in run_directories(self.root):
-            token = stamp(directory)  # taken before reading: a write that lands meanwhile changes it
+    def listing(self) -> Listing:
+        found: Listing = self._shared.get("runs", self._listing)
+        return found
+
+    def _listing(self) -> Listing:
+        self.listings += 1
+        listed, found, stamps = {}, [], {}
+        for directory, names in run_folders(self.root):
+            token = stamp(directory, names)  # taken before reading: a write that lands meanwhile changes it
             known = self._listed.get(directory)
             if token is not None and known is not None and known[0] == token:
                 run = known[1]
@@ -150,8 +177,9 @@ class Directory:
             if token is not None:
                 listed[directory] = (token, run)
             found.append(run)
+            stamps[run.name] = token
         self._listed = listed  # runs gone since are forgotten
-        return sorted(found, key=lambda run: run.name)
+        return Listing(sorted(found, key=lambda run: run.name), stamps)
 
     def reader(self, run: str) -> Reader:
         return Reader(run_dir(self.root, run))
@@ -159,6 +187,15 @@ class Directory:
     def stamps(self, runs: Sequence[str]) -> list[tuple[Any, ...] | None]:
         # A listing and a stat or two per run; a run that is not there raises NotFound when it is read.
         return list(self._shared.get(("stamps", *runs), lambda: [stamp(run_dir(self.root, run)) for run in runs]))
+
+    def live_stamps(self, runs: Sequence[str]) -> list[tuple[Any, ...] | None]:
+        found: list[tuple[Any, ...] | None] = []
+        for run in runs:
+            try:
+                found.append(live_stamp(run_dir(self.root, run)))
+            except NotFound:  # gone since it was listed
+                found.append(None)
+        return found
 
     def file(self, run: str, path: str) -> Path:
         return file_path(self.root, run, path)
@@ -196,6 +233,16 @@ class Database:
 
     def stamps(self, runs: Sequence[str]) -> list[tuple[Any, ...] | None]:
         found = self.database.stamps(list(runs))
+        return [found.get(run) for run in runs]
+
+    def listing(self) -> Listing:
+        # Nothing kept is read with the listing (no config): its tokens, taken after it, still precede every read.
+        runs = self.runs()
+        stamps = self.database.stamps([run.name for run in runs])
+        return Listing(runs, {run.name: stamps.get(run.name) for run in runs})
+
+    def live_stamps(self, runs: Sequence[str]) -> list[tuple[Any, ...] | None]:
+        found = self.database.live_stamps(list(runs))
         return [found.get(run) for run in runs]
 
     def file(self, run: str, path: str) -> bytes:

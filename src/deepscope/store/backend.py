@@ -163,6 +163,11 @@ class ReadBackend(Protocol):
         ``None`` while a writer holds the run, which may change it any time."""
         ...
 
+    def live_stamp(self) -> tuple[Any, ...]:
+        """A token that changes with every commit, a writer holding the run or not: what a live page watches to learn
+        that something changed (never a cache key: a commit may land between taking it and reading)."""
+        ...
+
     def close(self) -> None: ...
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ..errors import DeepscopeError
 from . import schema
@@ -29,6 +30,8 @@ class RunSummary:
         created_at: seconds since the epoch, or ``None`` if unreadable.
         tags: tag name -> kind.
         error: why the run could not be read, for ``"unreadable"``.
+        config: the run's configuration (:meth:`Reader.config`) where the listing read it (a directory's runs),
+            ``None`` where it did not (a database's runs) or could not (a damaged config: reading it says why).
     """
 
     name: str
@@ -37,6 +40,7 @@ class RunSummary:
     created_at: float | None = None
     tags: dict[str, str] = field(default_factory=dict)
     error: str | None = None
+    config: dict[str, Any] | None = None
 
 
 def list_runs(root: str | os.PathLike[str]) -> list[RunSummary]:
@@ -62,22 +66,33 @@ def list_runs(root: str | os.PathLike[str]) -> list[RunSummary]:
 def run_directories(root: Path) -> list[Path]:
     """The directories under ``root`` that hold a run (a run's own directory is not searched further; symlinked
     directories are not followed)."""
+    return [directory for directory, _ in run_folders(root)]
+
+
+def run_folders(root: Path) -> list[tuple[Path, list[str]]]:
+    """:func:`run_directories`, each with the names of the files it holds (what a change token looks at)."""
     found = []
     for directory, subdirectories, files in os.walk(root):
         if schema.DB_NAME in files:
             subdirectories.clear()
-            found.append(Path(directory))
+            found.append((Path(directory), files))
         else:
             subdirectories.sort()
     return found
 
 
 def summary(root: Path, run_dir: Path) -> RunSummary:
-    """What :func:`list_runs` says of the run in ``run_dir``: read now (its info and tag list only)."""
+    """What :func:`list_runs` says of the run in ``run_dir``: read now (its info, tag list and config: one small
+    query each, in one opening of the run)."""
     name = run_dir.relative_to(root).as_posix() if run_dir != root else run_dir.name
     try:
         with Reader(run_dir) as reader:
             info = reader.info()
-            return RunSummary(name, run_dir, info.get("status", "unknown"), info.get("created_at"), reader.tags())
+            tags = reader.tags()
+            try:
+                config: dict[str, Any] | None = reader.config()
+            except DeepscopeError:  # a damaged config leaves the run listed; who reads the config learns why
+                config = None
+            return RunSummary(name, run_dir, info.get("status", "unknown"), info.get("created_at"), tags, None, config)
     except (DeepscopeError, OSError) as e:  # one damaged run is listed as such, never hides the others
         return RunSummary(name, run_dir, "unreadable", error=str(e))

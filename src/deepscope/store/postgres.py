@@ -565,6 +565,10 @@ class PostgresReader:
         with self._reading() as conn:
             return _stamps(conn, [self.run_id]).get(self.run_id)
 
+    def live_stamp(self) -> tuple[Any, ...]:
+        with self._reading() as conn:
+            return _stamps(conn, [self.run_id], live=True)[self.run_id]  # type: ignore[return-value]
+
     @contextmanager
     def _reading(self) -> Iterator[Any]:
         with self._database.connection(self.location) as conn:
@@ -704,6 +708,16 @@ class Database:
             stamped = _stamps(conn, list(ids.values()))
         return {name: stamped.get(run_id) for name, run_id in ids.items()}
 
+    def live_stamps(self, names: list[str]) -> dict[str, tuple[Any, ...]]:
+        """Each named run's token that changes with every commit, written or not (:meth:`PostgresReader.live_stamp`),
+        in one query."""
+        with self.connection() as conn:
+            if not conn.execute("SELECT to_regclass('deepscope_runs') IS NOT NULL").fetchone()[0]:
+                return {}
+            ids = dict(conn.execute("SELECT name, id FROM deepscope_runs WHERE name = ANY(%s)", (names,)).fetchall())
+            stamped = _stamps(conn, list(ids.values()), live=True)
+        return {name: stamped[run_id] for name, run_id in ids.items()}  # type: ignore[misc]
+
     def close(self) -> None:
         with self._lock:
             if self._conn is not None:
@@ -733,13 +747,14 @@ def _writer_alive(conn: Any, run_id: int) -> bool:
     return run_id in _writers_alive(conn, [run_id])
 
 
-def _stamps(conn: Any, run_ids: list[int]) -> dict[int, tuple[Any, ...] | None]:
+def _stamps(conn: Any, run_ids: list[int], live: bool = False) -> dict[int, tuple[Any, ...] | None]:
     """Per run a token that changes whenever its data does, ``None`` while a writer holds it (it may change any
-    time). Every write commits as a batch that leaves a row in ``deepscope_batches`` (also a synced copy), and no
-    row is removed but with the run: the run's id and the number of its batches name its contents."""
+    time); with ``live``, given for those too (what changes with each commit, see ``live_stamp``). Every write
+    commits as a batch that leaves a row in ``deepscope_batches`` (also a synced copy), and no row is removed but
+    with the run: the run's id and the number of its batches name its contents."""
     if not run_ids:
         return {}
-    alive = _writers_alive(conn, run_ids)
+    alive = set() if live else _writers_alive(conn, run_ids)
     counted = dict(
         conn.execute(
             "SELECT id, (SELECT count(*) FROM deepscope_batches b WHERE b.run_id = id) FROM unnest(%s::bigint[]) AS id",

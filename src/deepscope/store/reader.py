@@ -120,6 +120,12 @@ class Reader:
         while a writer holds the run (it may change any time)."""
         return self._store.stamp()
 
+    def live_stamp(self) -> tuple[Any, ...]:
+        """A token that changes with every commit the writer makes, also while it holds the run (where :meth:`stamp`
+        is ``None``): it says that the run changed since it was taken (a live page refetches), never that a read may
+        be kept."""
+        return self._store.live_stamp()
+
     def file(self, relative: str) -> bytes:
         """The content of a record's file, by the reference :meth:`files` lists (``files/...``): from the run
         directory, or from the database that holds the run. Only a reference of that form is read: a name that leaves

@@ -193,9 +193,13 @@ class SQLiteWriter:
     # ---- the end --------------------------------------------------------------------------------------------------
 
     def close(self) -> None:
-        # A closed run is one self-contained file: back to a rollback journal (possible only when no reader has it
-        # open; otherwise it stays in WAL mode, which is as good), and closing the last connection checkpoints the
-        # WAL into run.db and removes it.
+        # A closed run is one self-contained file. Every commit is first copied from the WAL into run.db and the WAL
+        # emptied, also while a reader has the run open (a board's request at that moment: only the last connection
+        # to close would fold the WAL back, and a read-only one cannot, so run.db alone would hold nothing); then
+        # back to a rollback journal (possible only when no reader has it open; otherwise it stays in WAL mode, with
+        # an empty WAL, which is as good).
+        with contextlib.suppress(sqlite3.Error):
+            self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
         with contextlib.suppress(sqlite3.Error):
             self._conn.execute("PRAGMA journal_mode=DELETE").fetchall()
         with contextlib.suppress(sqlite3.Error):
@@ -346,6 +350,9 @@ class SQLiteReader:
     def stamp(self) -> tuple[Any, ...] | None:
         return stamp(self.path)
 
+    def live_stamp(self) -> tuple[Any, ...]:
+        return live_stamp(self.path)
+
     @contextlib.contextmanager
     def _reading(self) -> Iterator[None]:
         with self._lock:
@@ -401,22 +408,33 @@ def _held(path: Path) -> bool:
         return False
 
 
-def stamp(run_dir: Path) -> tuple[int, ...] | None:
+def stamp(run_dir: Path, names: list[str] | None = None) -> tuple[int, ...] | None:
     """The change token of a run directory (:meth:`SQLiteReader.stamp`) without opening it: the identity, size and
-    modification time of ``run.db`` and of its WAL, which holds commits not yet copied into ``run.db``.
+    modification time of ``run.db`` and of its WAL, which holds commits not yet copied into ``run.db``; ``None``
+    while a writer holds the run. ``names``: the directory's entries, when the caller listed them already.
 
     One listing of the directory, then a ``stat`` per file that is there (a board stamps every run on every poll).
     """
-    try:
-        names = os.listdir(run_dir)
-    except OSError:
-        names = []
+    if names is None:
+        try:
+            names = os.listdir(run_dir)
+        except OSError:
+            names = []
     if writer_alive(run_dir, names):
         return None
+    return live_stamp(run_dir, names)
+
+
+def live_stamp(run_dir: Path, names: list[str] | None = None) -> tuple[int, ...]:
+    """What changes whenever a commit lands in the run, written or not (:meth:`SQLiteReader.live_stamp`): the
+    identity, size and modification time of ``run.db`` and of its WAL (``-1`` for a file that is not there).
+
+    Unlike :func:`stamp` it is given while a writer holds the run: it says that something changed (a live page
+    refetches), not that a read may be kept (a commit may land between two ``stat`` calls and a read)."""
     stamped: list[int] = []
     for name in (schema.DB_NAME, schema.DB_NAME + "-wal"):
         try:
-            info = os.stat(run_dir / name) if name in names else None
+            info = os.stat(run_dir / name) if names is None or name in names else None
         except FileNotFoundError:  # removed since the listing
             info = None
         stamped += [-1, -1, -1] if info is None else [info.st_ino, info.st_size, info.st_mtime_ns]

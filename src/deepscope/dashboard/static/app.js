@@ -86,7 +86,9 @@ async function poll() {
   if (state.busy) return;
   state.busy = true;
   try {
-    [state.runs, state.views] = await Promise.all([get("runs"), get("views"), registryLoaded]);
+    // The runs and which views have data, in one answer (one listing of the runs on the server).
+    const [overview] = await Promise.all([get("overview"), registryLoaded]);
+    ({ runs: state.runs, views: state.views } = overview);
     const available = drawTabs();
     if (!state.active || !available.includes(state.active)) {
       const asked = new URLSearchParams(window.location.search).get("view");
@@ -109,6 +111,15 @@ const registryLoaded = fetch(address("static/views.json"), { cache: "no-store" }
 }).then((registry) => {
   state.registry = registry;
 });
+
+// The view the address asks for: its module loads beside the first poll, and the view asks for its data at once
+// (`prefetch()`, where it has one), not after the runs and the views have come back.
+registryLoaded.then(() => {
+  const asked = new URLSearchParams(window.location.search).get("view");
+  if (asked && state.registry.some((entry) => entry.name === asked)) {
+    viewOf(asked).then((view) => view.prefetch?.(), () => {});
+  }
+}, () => {});
 
 poll();
 // Polling repeats once plotly is there: before, the first poll's requests are still waiting to be drawn.

@@ -63,6 +63,8 @@ class View:
             :func:`registry` instead of being copied into JavaScript.
         state: a factory of the view's per-app state (caches, job queues), kept on ``app.state.views[name]`` and
             handed to its routes; ``None`` for a view without any.
+        warm: ``(source, runs, state) -> None``, run in the background as a server starts when the tab appears:
+            fills the view's state with what its first answer reads (``None``: nothing to do).
     """
 
     name: str
@@ -72,6 +74,7 @@ class View:
     is_active: Callable[[Source, list[RunSummary], Any], bool] | None = None
     conventions: Mapping[str, Any] = field(default_factory=dict)
     state: Callable[[], Any] | None = None
+    warm: Callable[[Source, list[RunSummary], Any], None] | None = None
 
     @property
     def module(self) -> str:
@@ -126,11 +129,15 @@ def registry() -> list[dict[str, Any]]:
     ]
 
 
-def active(root: Served, states: Mapping[str, Any] | None = None) -> dict[str, bool]:
+def active(
+    root: Served, states: Mapping[str, Any] | None = None, listed: list[RunSummary] | None = None
+) -> dict[str, bool]:
     """Which tabs have data: ``{view name: bool}`` for every view, in the tabs' order; ``states``: each view's
-    state by name (an app's ``app.state.views``), else fresh ones."""
+    state by name (an app's ``app.state.views``), else fresh ones; ``listed``: the runs, when the caller has just
+    listed them (else listed now)."""
     served = source_of(root)
-    listed = served.runs()
+    if listed is None:
+        listed = served.runs()
     return {v.name: v.active(served, listed, (states or {}).get(v.name)) for v in _found()}
 
 

@@ -5,6 +5,6 @@ metric-against-hyperparameter scatter, and the difference between two runs' conf
 from __future__ import annotations
 
 from .. import View
-from .data import HParams, is_active
+from .data import HParams, is_active, warm
 
-VIEW = View(name="hparams", title="HParams", order=15, kinds=(), is_active=is_active, state=HParams)
+VIEW = View(name="hparams", title="HParams", order=15, kinds=(), is_active=is_active, state=HParams, warm=warm)

@@ -3,7 +3,9 @@
 A run's configuration is what ``Run(config=...)``, ``run.config[key] = ...``, ``SummaryWriter.add_hparams`` and
 Lightning's ``log_hyperparams`` store (:meth:`deepscope.store.Reader.config`); nested dicts are flattened to dotted
 names (``{"optim": {"lr": 0.1}}`` is ``optim.lr``). The view's state (:class:`HParams`) keeps what was read of each
-run no writer holds, keyed by its change token, so a poll over 500 finished runs costs one ``stat`` each.
+run no writer holds, keyed by its change token, so a poll over 500 finished runs costs one ``stat`` each. A
+directory's listing reads each run's config with its tags (:class:`~deepscope.store.RunSummary`): whether the tab
+appears costs nothing more than the listing, and a run is opened only for the metrics summarised.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from ....errors import BadInputError
 from ....store import RunSummary
 from ....store.records.scalar import KIND as SCALAR
 from ...common import NotFound, Recent, Served, as_float, natural_key, open_reader, source_of
-from ...sources import Source
+from ...sources import Listing, Source
 
 # Metrics chosen when the page names none: the first few scalar tags that look like one, else the first few.
 DEFAULT_METRICS = 4
@@ -72,18 +74,20 @@ def summary(steps: np.ndarray, values: np.ndarray) -> dict[str, Any] | None:
 
 def _entry(served: Source, run: RunSummary, stamp: Any, state: HParams, metrics: Sequence[str]) -> dict[str, Any]:
     """What was read of a run (its config, and the summaries of ``metrics`` it holds), from ``state`` while it is
-    unchanged; reads only what is missing."""
+    unchanged; reads only what is missing. ``stamp``: the run's change token, taken before ``run`` was listed (a
+    config the listing read is kept under it)."""
     key = (served.shown, run.name, stamp)
     entry = state.runs.get(key) if stamp is not None else None
     wanted = [m for m in metrics if run.tags.get(m) == SCALAR]
     if entry is not None and all(m in entry["metrics"] for m in wanted):
         return entry
-    entry = entry or {"config": None, "metrics": {}}
-    with open_reader(served, run.name) as reader:
-        if entry["config"] is None:
-            entry["config"] = flatten(reader.config())
-        for metric in wanted:
-            if metric not in entry["metrics"]:
+    entry = entry or {"config": None if run.config is None else flatten(run.config), "metrics": {}}
+    missing = [m for m in wanted if m not in entry["metrics"]]
+    if entry["config"] is None or missing:
+        with open_reader(served, run.name) as reader:
+            if entry["config"] is None:
+                entry["config"] = flatten(reader.config())
+            for metric in missing:
                 series = reader.scalars(metric)
                 entry["metrics"][metric] = summary(series.steps, series.values)
     if stamp is not None:
@@ -91,15 +95,15 @@ def _entry(served: Source, run: RunSummary, stamp: Any, state: HParams, metrics:
     return entry
 
 
-def _configured(served: Source, listed: list[RunSummary], state: HParams, metrics: Sequence[str]) -> list[Any]:
+def _configured(served: Source, listing: Listing, state: HParams, metrics: Sequence[str]) -> list[Any]:
     """``[(run, entry)]`` of every readable run with a non-empty config; a run that cannot be read is left out
     (``/api/runs`` lists it with its reason)."""
-    readable = [run for run in listed if run.status != "unreadable"]
-    stamps = served.stamps([run.name for run in readable])
     found = []
-    for run, stamp in zip(readable, stamps):
+    for run in listing.runs:
+        if run.status == "unreadable" or (run.config is not None and not run.config):
+            continue  # unreadable, or listed with an empty config: nothing to read
         try:
-            entry = _entry(served, run, stamp, state, metrics)
+            entry = _entry(served, run, listing.stamps.get(run.name), state, metrics)
         except NotFound:
             continue
         if entry["config"]:
@@ -108,8 +112,23 @@ def _configured(served: Source, listed: list[RunSummary], state: HParams, metric
 
 
 def is_active(served: Source, runs: list[RunSummary], state: HParams) -> bool:
-    """Some readable run has a config."""
-    return bool(_configured(served, runs, state, ()))
+    """Some readable run has a config: known from the listing where it read the configs (a directory's), else read
+    (a run at a time, until one has)."""
+    readable = [run for run in runs if run.status != "unreadable"]
+    if any(run.config for run in readable):
+        return True
+    unknown = [run for run in readable if run.config is None]
+    if not unknown:
+        return False
+    stamps = served.stamps([run.name for run in unknown])
+    listing = Listing(unknown, {run.name: token for run, token in zip(unknown, stamps)})
+    return bool(_configured(served, listing, state, ()))
+
+
+def warm(served: Source, runs: list[RunSummary], state: HParams) -> None:
+    """Read what the table's first answer needs (every configured run's config and default metrics' summaries) into
+    ``state``, as the server starts."""
+    hparams(served, None, state)
 
 
 def hparams(root: Served, metrics: Sequence[str] | None = None, state: HParams | None = None) -> dict[str, Any]:
@@ -125,8 +144,8 @@ def hparams(root: Served, metrics: Sequence[str] | None = None, state: HParams |
     """
     served = source_of(root)
     state = state or HParams()
-    listed = served.runs()
-    configured = _configured(served, listed, state, ())
+    listing = served.listing()
+    configured = _configured(served, listing, state, ())
     tags = sorted({t for run, _ in configured for t, kind in run.tags.items() if kind == SCALAR}, key=natural_key)
     if metrics:
         unknown = [m for m in metrics if m not in tags]
@@ -138,7 +157,7 @@ def hparams(root: Served, metrics: Sequence[str] | None = None, state: HParams |
     else:
         chosen = [t for t in tags if _LOOKS_LIKE_METRIC.search(t)][:DEFAULT_METRICS] or tags[:DEFAULT_METRICS]
     if chosen:
-        configured = _configured(served, listed, state, chosen)
+        configured = _configured(served, listing, state, chosen)
     names = sorted({name for _, entry in configured for name in entry["config"]}, key=natural_key)
     runs = [
         {
@@ -158,14 +177,15 @@ def config_diff(root: Served, first: str, second: str, state: HParams | None = N
     how many names hold equal values}``, names in natural order; ``only`` says which run alone has the name."""
     served = source_of(root)
     state = state or HParams()
-    listed = {run.name: run for run in served.runs()}
+    listing = served.listing()
+    listed = {run.name: run for run in listing.runs}
     configs = []
     for name in (first, second):
         run = listed.get(name)
         if run is None:
             close = difflib.get_close_matches(name, list(listed), n=3)
             raise NotFound(f"no run {name!r}" + (f"; close: {', '.join(map(repr, close))}" if close else ""))
-        configs.append(_entry(served, run, served.stamps([name])[0], state, ())["config"])
+        configs.append(_entry(served, run, listing.stamps.get(name), state, ())["config"])
     a, b = configs
     rows = []
     same = 0

@@ -3,8 +3,8 @@
 // difference between two runs' configs.
 
 let state;
-let PLOT_CONFIG, Plotly, api, baseLayout, byName, chartCard, el, fillSelect, plain, report, runColor, tableCard,
-  urlState;
+let PLOT_CONFIG, Plotly, baseLayout, byName, chartCard, el, fillSelect, get, plain, plotlyReady, report, runColor,
+  tableCard, urlState;
 
 // What a metric column shows of a run's series: its final value, its lowest or its highest.
 const AGGREGATES = { last: "final", min: "min", max: "max" };
@@ -81,8 +81,13 @@ const hparams = {
 
   /** The metrics ticked (or, before the first answer, those in the URL; none: the server's choice). */
   chosen() {
-    const ticked = [...this.metricList.querySelectorAll("input:checked")].map((box) => box.value);
-    return this.answer ? ticked : urlState.readAll("hp_metrics");
+    if (!this.answer) return urlState.readAll("hp_metrics");
+    return [...this.metricList.querySelectorAll("input:checked")].map((box) => box.value);
+  },
+
+  /** Ask for the table at once, as the page opens on this view (before the runs and the views come back). */
+  prefetch() {
+    if (!this.answer && !this.pending) this.pending = get("hparams", { metrics: this.chosen() });
   },
 
   async refresh() {
@@ -91,7 +96,13 @@ const hparams = {
     const runs = state.runs.map((run) => [run.name, run.status, Object.keys(run.tags).length]);
     const listed = JSON.stringify([metrics, runs]);
     if (listed === this.listed && !state.runs.some((run) => run.status === "running")) return;
-    const answer = await api("hparams", { metrics });
+    // The table needs no plotly.js: drawn as soon as the answer is here (the charts wait for plotly in draw()).
+    const pending = this.pending;
+    this.pending = null;
+    const answer = await (pending ?? get("hparams", { metrics })).catch((error) => {
+      if (!pending) throw error;
+      return get("hparams", { metrics }); // the early request failed: ask again, as a poll would
+    });
     this.listed = listed;
     const key = JSON.stringify(answer);
     if (key === this.answerKey) return; // nothing new since the last poll
@@ -161,12 +172,19 @@ const hparams = {
     }
     this.rows = rows;
     this.drawTable(rows, columns);
-    this.drawScatter(rows);
-    // Parallel coordinates are WebGL, slow to start without a GPU: drawn once the table has been painted.
-    cancelAnimationFrame(this.parallelFrame);
-    this.parallelFrame = requestAnimationFrame(() => setTimeout(() => this.drawParallel(this.rows), 0));
     const filtered = rows.length < answer.runs.length ? ` (${rows.length} shown)` : "";
     this.table.noteNode.textContent = `${answer.runs.length} runs${filtered} · ${answer.hparams.length} hyperparameters`;
+    // The charts once plotly.js is there and the table has been painted: the scatter, then the parallel coordinates
+    // (WebGL, slow to start without a GPU: a second or more in a software renderer), each in a task of its own, so
+    // the table shows first. Only the latest draw's charts are drawn.
+    const drawing = (this.drawing = (this.drawing ?? 0) + 1);
+    const later = (then) => requestAnimationFrame(() => requestAnimationFrame(() => setTimeout(() => {
+      if (drawing === this.drawing) then();
+    }, 0)));
+    plotlyReady.then(() => later(() => {
+      this.drawScatter(this.rows);
+      later(() => this.drawParallel(this.rows));
+    }), () => {});
   },
 
   columnId(column) {
@@ -256,7 +274,7 @@ const hparams = {
     urlState.write("hp_a", a);
     urlState.write("hp_b", b);
     if (!a || !b) return;
-    const answer = await api("hparams/diff", { a, b });
+    const answer = await get("hparams/diff", { a, b });
     if (this.diffA.value !== a || this.diffB.value !== b) return;
     this.diffAnswer = answer;
     const head = el("tr", {}, el("th", {}, "name"), el("th", {}, a), el("th", {}, b));
@@ -279,8 +297,8 @@ const hparams = {
 /** The view's object for the page (app.js): `core` is the page's shared module, `entry` the view's registry line. */
 export default function create(core, entry) {
   ({
-    PLOT_CONFIG, Plotly, api, baseLayout, byName, chartCard, el, fillSelect, plain, report, runColor, tableCard,
-    urlState,
+    PLOT_CONFIG, Plotly, baseLayout, byName, chartCard, el, fillSelect, get, plain, plotlyReady, report, runColor,
+    tableCard, urlState,
   } = core);
   ({ state } = core);
   return hparams;

@@ -96,11 +96,14 @@ def scalars_batch_json(
     """
     check_scalar_options(max_points, encoding)
     served = source_of(root)
-    if runs is None:
-        runs = [run.name for run in served.runs() if run.tags.get(tag) == SCALAR]
     # Stamped before reading, all at once: a write that lands during or after a read changes its run's stamp, so
-    # a stale answer is never found again.
-    stamps = served.stamps(runs) if cache is not None else [None] * len(runs)
+    # a stale answer is never found again (every run: the listing's tokens, taken before it).
+    if runs is None:
+        listing = served.listing()
+        runs = [run.name for run in listing.runs if run.tags.get(tag) == SCALAR]
+        stamps = [listing.stamps.get(run) if cache is not None else None for run in runs]
+    else:
+        stamps = served.stamps(runs) if cache is not None else [None] * len(runs)
     parts, unreadable = [], []
     for run, stamp in zip(runs, stamps):
         try:

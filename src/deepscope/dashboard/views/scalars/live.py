@@ -2,25 +2,22 @@
 flushed new points, or let go of the run), so an open page fetches that run's new points at once instead of
 polling every run every 2 s.
 
-A run's change token here is the identity, size and modification time of its ``run.db`` and WAL, read whether a
-writer holds the run or not (the store's :func:`~deepscope.store.sqlite.stamp` is ``None`` while it is written: it
-says when a cached read may be kept, this says only that something changed). A database source has no files to
-look at: its stamps, and a run being written counts as changed on each of a slower tick.
+A run's token here is the store's live stamp (:meth:`deepscope.store.Reader.live_stamp`): it changes with every
+commit, whether a writer holds the run or not (the store's :meth:`~deepscope.store.Reader.stamp`, which the caches key
+on, is ``None`` while it is written: it says when a read may be kept, the live stamp only that something changed). A
+directory's runs are looked at (a stat or two each) on a fast tick, a database's (one query for all) on a slower one.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import os
 import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-from ....store.schema import DB_NAME
 from ...sources import Directory, Source, run_dir
 
-DB_FILES = (DB_NAME, DB_NAME + "-wal")
 # How often the runs are looked at (a stat or two per run), and how often a database source is asked.
 TICK_S = 0.1
 DATABASE_TICK_S = 1.0
@@ -31,23 +28,9 @@ LIFETIME_S = 300.0
 
 
 def tokens(served: Source, runs: Sequence[str]) -> list[Any]:
-    """Each run's change token (see the module's docstring); a run that is not there (any more) has ``None``."""
-    if isinstance(served, Directory):
-        found: list[Any] = []
-        for run in runs:
-            folder = run_dir(served.root, run)
-            stamped: list[int] = []
-            for name in DB_FILES:
-                try:
-                    info = os.stat(folder / name)
-                except OSError:
-                    stamped += [-1, -1, -1]
-                    continue
-                stamped += [info.st_ino, info.st_size, info.st_mtime_ns]
-            found.append(tuple(stamped))
-        return found
-    # Where the store gives no token while a run is written, the run counts as changed on every tick.
-    return [stamp if stamp is not None else time.monotonic() for stamp in served.stamps(runs)]
+    """Each run's live token (:meth:`Source.live_stamps`, the store's notion of a change: a directory run's files, a
+    database run's committed batches); a run that is not there (any more) has ``None``."""
+    return served.live_stamps(runs)
 
 
 def check(served: Source, runs: Sequence[str]) -> None:
