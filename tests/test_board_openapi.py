@@ -130,6 +130,7 @@ DEMO = {"run": "demo"}
 CASES: list[tuple[str, str, dict[str, Any]]] = [
     ("GET", "/api/runs", {}),
     ("GET", "/api/views", {}),
+    ("GET", "/api/overview", {}),
     ("GET", "/static/views.json", {}),
     ("GET", "/api/scalars", {**DEMO, "tag": "train/loss"}),
     ("GET", "/api/scalars", {**DEMO, "tag": "train/loss", "encoding": "base64"}),

@@ -29,6 +29,7 @@ __all__ = [
     "Answer",
     "Error",
     "Number",
+    "Overview",
     "Packed",
     "Packed32",
     "RegistryEntry",
@@ -97,6 +98,13 @@ class Run(Answer):
     created_at: float | None = Field(description="seconds since the epoch; null if unreadable")
     tags: dict[str, str] = Field(description="tag -> its record kind")
     error: str | None
+
+
+class Overview(Answer):
+    """``/api/overview``: what the page polls, from one listing of the runs: ``/api/runs`` and ``/api/views``."""
+
+    runs: list[Run]
+    views: dict[str, bool] = Field(description="view -> whether it has data to show")
 
 
 class RegistryEntry(Answer):

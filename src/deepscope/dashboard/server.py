@@ -83,7 +83,7 @@ def create_app(
     def views() -> Response:
         return JSONAnswer(api.views(base, app.state.views))
 
-    @app.get("/api/overview")
+    @app.get("/api/overview", response_model=models.Overview)
     def overview() -> Response:  # the runs and the views, as the page polls them: one listing for both
         return JSONAnswer(api.overview(base, app.state.views))
 
