@@ -5,7 +5,7 @@ that includes putting the images in the object store, mapping the blocks on the 
 and (top patches) reading the top inputs again by id. The actor pool stays warm between calls (as in a session):
 its start (two processes importing torch and deepscope, the model loaded) is timed once, apart, as the first call.
 Ray's cost per block, the figure docs/scale.md's estimate uses, is timed apart: a model that does nothing over
-blocks of one image. The local Ray instance starts once, before the clock runs.
+a Ray data set of one image per block. The local Ray instance starts once, before the clock runs.
 
 On a busy machine wall times mislead (the one process's two torch threads wait for each other), so the CPU time of
 each Ray call is printed too, split by process: the actors (the model's own work and Ray's share in them), this
@@ -77,12 +77,16 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
                     best[name] = took
                     after = _cpu_times(actors)
                     cpu[name] = {key: after[key] - before[key] for key in after}
-        # Ray's cost per block: a model that does nothing, one image per block (put, mapped, sent back, merged).
-        idle, few = nn.Sequential(nn.Flatten()), images[: args.blocks]
-        ds.embed(idle, few[:2], "0", batch_size=1, thumbnail_size=None, engine="ray", ray=on_ray)  # its pool's start
+        # Ray's cost per block: a model that does nothing over a Ray data set of one image per block (sent,
+        # mapped, its row sent back, merged). The data set is built (in the driver, no task) before the clock runs.
+        idle = nn.Sequential(nn.Flatten())
+        one_each = ray.data.from_items(
+            [{"image": x} for x in images[: args.blocks].numpy()], override_num_blocks=args.blocks
+        )
+        ds.embed(idle, images[:2], "0", batch_size=1, thumbnail_size=None, engine="ray", ray=on_ray)  # its pool's start
         start = time.perf_counter()
-        ds.embed(idle, few, "0", batch_size=1, thumbnail_size=None, engine="ray", ray=on_ray)
-        per_block = (time.perf_counter() - start) / len(few)
+        ds.embed(idle, one_each, "0", batch_size=1, thumbnail_size=None, ray=on_ray)
+        per_block = (time.perf_counter() - start) / args.blocks
     finally:
         torch.set_num_threads(threads)
         close_pools()

@@ -12,8 +12,11 @@
   CPUs that a second pool would wait for: a call that needs another closes it first. :func:`close` (or
   :func:`deepscope.engine.close_pools`) ends it; so do ``ray.shutdown()`` and the interpreter's exit;
 * the blocks: a Ray data set's blocks as Ray Data produces them (``iter_internal_ref_bundles``: streamed, and never
-  through the driver); in-memory data cut into batches put in the object store as they are read. Each actor cuts
-  a block into ``job.batch_size`` batches and maps them; at most ``prefetch`` blocks wait per actor;
+  through the driver), which each actor cuts into ``job.batch_size`` batches; in-memory data as runs of the
+  batches this process would map (:func:`run_lengths`: up to 16 batches a block, fewer towards the end), each run
+  one object in the store. At most ``prefetch`` blocks wait per actor;
+* each actor folds a block's rows with the job's ``combine`` (top patches: each unit's top ``k`` of the block) and
+  sends them back as one set of rows: a call, an object and a merge per block, not per batch;
 * items are identified by the data set's ``id`` column, or numbered in block order from each block's row count
   (metadata the driver has): no extra step, and nothing that waits for the CPUs the pool holds;
 * Ray restarts an actor that dies and reruns its unfinished blocks (``max_restarts`` / ``max_task_retries``
@@ -55,8 +58,9 @@ def require() -> Any:
 
 @dataclass(frozen=True)
 class Block:
-    """One block to map: an object-store reference (or, in a test, the block itself), the rows of it to take
-    (``None``: all), and the id of its first row when the data set has no ``id`` column."""
+    """One block to map: an object-store reference (or, in a test, the block itself) to a Ray data set's block or to
+    a list of in-memory batches (dicts of columns, ids included), the rows of it to take (``None``: all), and the
+    id of its first row when the data set has no ``id`` column."""
 
     ref: Any
     rows: tuple[int, int] | None
