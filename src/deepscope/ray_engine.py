@@ -153,7 +153,7 @@ def block_batches(block: Block, options: RayOptions, batch_size: int) -> Iterato
     for columns in parts:
         inputs_all, ids_all = columns[options.input_column], columns[options.id_column]
         labels_all = columns.get(options.label_column)
-        step = len(ids_all) if isinstance(data, list) else batch_size
+        step = max(1, len(ids_all)) if isinstance(data, list) else batch_size
         for start in range(0, len(ids_all), step):
             end = start + step
             inputs = torch.from_numpy(np.array(inputs_all[start:end]))
