@@ -142,6 +142,10 @@ class Worker:
         combined = None if merging is None else merging.result()
         return items, out if combined is None else [combined]
 
+    def pick(self, blocks: list[Block], wanted: np.ndarray, options: RayOptions) -> dict[str, np.ndarray]:
+        """The ids and inputs of the rows of ``blocks`` whose id is in ``wanted`` (:func:`fetch`)."""
+        return _pick_rows(blocks, wanted, options)
+
 
 def block_batches(block: Block, options: RayOptions, batch_size: int) -> Iterator[tuple[Tensor, Tensor | None, Tensor]]:
     """A block's ``(inputs, labels or None, ids)`` batches: the driver's own batches for in-memory data, cut by
@@ -258,12 +262,16 @@ def _count_rows(block: Any) -> int:
     return int(BlockAccessor.for_block(block).num_rows())
 
 
-def _pick_rows(block: Block, wanted: np.ndarray, options: RayOptions) -> dict[str, np.ndarray]:
-    """The ids and inputs of a block's rows whose id is in ``wanted``."""
-    columns = block_columns(block, options)
-    ids = np.asarray(columns[options.id_column]).astype(np.int64)
-    hit = np.isin(ids, wanted)
-    return {"id": ids[hit], "input": np.array(columns[options.input_column][hit])}
+def _pick_rows(blocks: list[Block], wanted: np.ndarray, options: RayOptions) -> dict[str, np.ndarray]:
+    """The ids and inputs of the rows of ``blocks`` whose id is in ``wanted``."""
+    ids, inputs = [], []
+    for block in blocks:
+        columns = block_columns(block, options)
+        block_ids = np.asarray(columns[options.id_column]).astype(np.int64)
+        hit = np.isin(block_ids, wanted)
+        ids.append(block_ids[hit])
+        inputs.append(np.array(columns[options.input_column][hit]))
+    return {"id": np.concatenate(ids), "input": np.concatenate(inputs)}
 
 
 _count: Any = None
@@ -286,12 +294,21 @@ def fetch(data: object, ids: np.ndarray, options: RayOptions, batch_size: int) -
     _remote_functions()
     wanted = np.unique(np.asarray(ids, dtype=np.int64))
     own_ids = options.id_column in data.columns()  # type: ignore[attr-defined]
-    found = []
     last = int(wanted[-1]) if len(wanted) else -1
-    for block in blocks(data, options, batch_size):
+    # A few calls, each reading a share of the blocks: the warm pool's actors when there are some (torch and
+    # deepscope loaded), else as many tasks. Not a task per block: tasks that take no CPU all start at once, each a
+    # new worker process importing torch (64 blocks: 64 processes, enough to run a small machine out of memory).
+    actors = _warm.actors if _warm is not None and _warm.actors else []
+    shares: list[list[Block]] = [[] for _ in range(max(1, len(actors)) if actors else 2)]
+    for number, block in enumerate(blocks(data, options, batch_size)):
         if not own_ids and block.start > last:
             break
-        found.append(_pick.remote(block, wanted, options))
+        shares[number % len(shares)].append(block)
+    found = [
+        actors[n].pick.remote(share, wanted, options) if actors else _pick.remote(share, wanted, options)
+        for n, share in enumerate(shares)
+        if share
+    ]
     inputs: dict[int, torch.Tensor] = {}
     for rows in ray.get(found):
         for i, x in zip(rows["id"].tolist(), rows["input"], strict=True):
