@@ -21,7 +21,8 @@
   (metadata the driver has): no extra step, and nothing that waits for the CPUs the pool holds;
 * Ray restarts an actor that dies and reruns its unfinished blocks (``max_restarts`` / ``max_task_retries``
   unlimited); a block's rows reach the driver only once its call has returned, so nothing is counted twice;
-* :func:`fetch`: chosen items' inputs by id, read again from the blocks that hold them (top patches' images).
+* :func:`fetch`: chosen items' inputs by id, read again from the blocks that hold them (top patches' images), on
+  the warm pool's actors.
 
 Ray is imported here only; without it the calls say which extra to install.
 """
