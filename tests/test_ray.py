@@ -88,8 +88,9 @@ def test_embed_on_a_ray_dataset_equals_the_local_call(local_ray: None) -> None:
 
 def test_top_patches_and_dead_units_on_ray_equal_the_local_calls(local_ray: None) -> None:
     model, (images, _labels) = _model(), _data()
-    local = ds.top_patches(model, images, "features.conv1", k=5, batch_size=16)
-    remote = ds.top_patches(model, images, "features.conv1", k=5, batch_size=16, engine="ray", ray=OPTIONS)
+    # Batches of 2: in-memory data goes in blocks of several batches (4, 3, 3, 2, ...), each combined on its actor.
+    local = ds.top_patches(model, images, "features.conv1", k=5, batch_size=2)
+    remote = ds.top_patches(model, images, "features.conv1", k=5, batch_size=2, engine="ray", ray=OPTIONS)
     assert type(remote) is type(local)
     for name in ("units", "values", "indices", "positions", "boxes"):
         assert torch.equal(getattr(remote, name), getattr(local, name)), name

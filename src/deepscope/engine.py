@@ -9,7 +9,11 @@ Every data-set call (``embed``, ``top_patches``, ``dead_units``, ``evaluate_mode
 * ``job.merge(rows_so_far or None, rows) -> Rows``: folds more rows in. It must be exact and must not depend on
   the order rows arrive in, nor on how they were cut into batches: any row that depends on its position carries
   its ``id`` (the item's position in the data set) and ties are broken by it. The driver merges the rows as they
-  come; the caller turns the final rows into its answer object.
+  come; the caller turns the final rows into its answer object. :func:`concat`, the merge of row-wise jobs, is
+  folded in linear time (:class:`Merging` keeps the parts and joins them once, at the end).
+* ``job.combine``: a merge without side effects (often the same function) that a Ray actor may run over the
+  batches of one block before sending their rows, so that a block sends one set of rows (top patches: only each
+  unit's top ``k`` of the block); ``None`` (a merge that writes files) sends each batch's rows as they are.
 
 The same job on both engines gives the same answer, by construction: in this process :func:`run` cuts the data
 into batches (:mod:`deepscope.batches`), numbers the items ``0..N-1`` in the order read, and merges each batch's
@@ -64,6 +68,8 @@ class Job:
         desc: the progress bar's text.
         batch_size: items per ``map`` call.
         labels: whether the data must give labels (a clear error when it does not).
+        combine: a merge without side effects that Ray's actors run over a block's batches (``None``: each
+            batch's rows are sent as they are).
     """
 
     map: Callable[[nn.Module, Batch], Rows]
@@ -71,6 +77,7 @@ class Job:
     desc: str
     batch_size: int = 256
     labels: bool = False
+    combine: Callable[[Rows | None, Rows], Rows] | None = None
 
 
 @dataclass(frozen=True)
@@ -145,7 +152,7 @@ def run_local(
     """``job`` over ``data`` in this process: the batches in order, items numbered ``0..N-1`` as read."""
     split = as_batches(data, job.batch_size)
     disable = None if progress is None else not progress
-    merged: Rows | None = None
+    merging = Merging(job.merge)
     seen = 0
     with torch.no_grad():
         for inputs, labels in tqdm(split, total=split.count, desc=job.desc, unit="batch", disable=disable, leave=False):
@@ -154,10 +161,11 @@ def run_local(
                 labels = None if labels is None else labels[: max_items - seen]
             check_labels(job, inputs, labels)
             ids = torch.arange(seen, seen + len(inputs))
-            merged = job.merge(merged, job.map(model, Batch(inputs, labels, ids)))
+            merging.add(job.map(model, Batch(inputs, labels, ids)))
             seen += len(inputs)
             if max_items is not None and seen >= max_items:
                 break
+    merged = merging.result()
     if merged is None or seen == 0:
         raise BadInputError("the data yielded no inputs; pass a non-empty tensor, DataLoader or data set.")
     return merged
@@ -212,11 +220,46 @@ def concat(merged: Rows | None, rows: Rows) -> Rows:
     """The merge of row-wise jobs: the rows appended (put in id order by :func:`in_id_order` at the end)."""
     if merged is None:
         return dict(rows)
-    if merged.keys() != rows.keys():
-        raise BadInputError(
-            f"some batches give columns {sorted(merged)}, others {sorted(rows)}: every batch must have labels, or none."
-        )
-    return {key: np.concatenate([merged[key], rows[key]]) for key in merged}
+    return concat_all([merged, rows])
+
+
+def concat_all(parts: list[Rows]) -> Rows:
+    """Several sets of rows appended, each column copied once."""
+    first = parts[0]
+    for rows in parts[1:]:
+        if rows.keys() != first.keys():
+            raise BadInputError(
+                f"some batches give columns {sorted(first)}, others {sorted(rows)}: every batch must have labels, "
+                "or none."
+            )
+    if len(parts) == 1:
+        return dict(first)
+    return {key: np.concatenate([rows[key] for rows in parts]) for key in first}
+
+
+class Merging:
+    """Rows folded in as they come with a job's merge; :func:`concat`'s parts are kept and joined once by
+    :meth:`result` (folding each batch into the rows so far would copy them again each time: quadratic)."""
+
+    def __init__(self, merge: Callable[[Rows | None, Rows], Rows]) -> None:
+        self.merge = merge
+        self.merged: Rows | None = None
+        self.parts: list[Rows] = []
+
+    def add(self, rows: Rows) -> None:
+        if self.merge is not concat:
+            self.merged = self.merge(self.merged, rows)
+        elif self.parts and rows.keys() != self.parts[0].keys():
+            concat_all([self.parts[0], rows])  # the clear error
+        else:
+            self.parts.append(rows)
+
+    def result(self) -> Rows | None:
+        """The rows merged so far (``None`` before any)."""
+        if self.parts:
+            self.merged = concat_all(self.parts)
+            self.parts = [self.merged]
+        return self.merged
 
 
 def in_id_order(rows: Rows) -> Rows:

@@ -12,13 +12,17 @@
   CPUs that a second pool would wait for: a call that needs another closes it first. :func:`close` (or
   :func:`deepscope.engine.close_pools`) ends it; so do ``ray.shutdown()`` and the interpreter's exit;
 * the blocks: a Ray data set's blocks as Ray Data produces them (``iter_internal_ref_bundles``: streamed, and never
-  through the driver); in-memory data cut into batches put in the object store as they are read. Each actor cuts
-  a block into ``job.batch_size`` batches and maps them; at most ``prefetch`` blocks wait per actor;
+  through the driver), which each actor cuts into ``job.batch_size`` batches; in-memory data as runs of the
+  batches this process would map (:func:`run_lengths`: up to 16 batches a block, fewer towards the end), each run
+  one object in the store. At most ``prefetch`` blocks wait per actor;
+* each actor folds a block's rows with the job's ``combine`` (top patches: each unit's top ``k`` of the block) and
+  sends them back as one set of rows: a call, an object and a merge per block, not per batch;
 * items are identified by the data set's ``id`` column, or numbered in block order from each block's row count
   (metadata the driver has): no extra step, and nothing that waits for the CPUs the pool holds;
 * Ray restarts an actor that dies and reruns its unfinished blocks (``max_restarts`` / ``max_task_retries``
   unlimited); a block's rows reach the driver only once its call has returned, so nothing is counted twice;
-* :func:`fetch`: chosen items' inputs by id, read again from the blocks that hold them (top patches' images).
+* :func:`fetch`: chosen items' inputs by id, read again from the blocks that hold them (top patches' images), on
+  the warm pool's actors.
 
 Ray is imported here only; without it the calls say which extra to install.
 """
@@ -33,11 +37,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
+from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from .batches import batches as as_batches
-from .engine import Batch, Job, RayOptions, Rows, check_labels, concat, is_ray_dataset
+from .engine import Batch, Job, Merging, RayOptions, Rows, check_labels, concat, is_ray_dataset
 from .errors import BadInputError
 
 INSTALL = "pip install 'deepscope[ray]'"
@@ -55,8 +59,9 @@ def require() -> Any:
 
 @dataclass(frozen=True)
 class Block:
-    """One block to map: an object-store reference (or, in a test, the block itself), the rows of it to take
-    (``None``: all), and the id of its first row when the data set has no ``id`` column."""
+    """One block to map: an object-store reference (or, in a test, the block itself) to a Ray data set's block or to
+    a list of in-memory batches (dicts of columns, ids included), the rows of it to take (``None``: all), and the
+    id of its first row when the data set has no ``id`` column."""
 
     ref: Any
     rows: tuple[int, int] | None
@@ -76,23 +81,22 @@ def run(
         raise BadInputError(f"model must be a torch.nn.Module or a factory callable, not {type(model).__name__}.")
     _check_room(data, options)
     pool = warm_pool(model, options)
-    mapper = replace(job, merge=concat)  # the actors only map: the job's own merge (maybe a file writer) stays here
+    mapper = ray.put(replace(job, merge=concat))  # the job's own merge (maybe a file writer) stays here; sent once
     disable = None if progress is None else not progress
-    merged: Rows | None = None
+    merging = Merging(job.merge)
     pending: dict[Any, int] = {}
     load = [0] * len(pool.actors)
     with tqdm(desc=f"{job.desc} (Ray)", unit="item", disable=disable, leave=False) as bar:
 
         def finish(ready: list[Any]) -> None:
-            nonlocal merged
             for ref in ready:
                 load[pending.pop(ref)] -= 1
-                for shared in ray.get(ref):
-                    rows = {key: np.require(value, requirements=["W"]) for key, value in shared.items()}  # copies
-                    merged = job.merge(merged, rows)  # of the store's read-only arrays, as torch wants them
-                    bar.update(len(next(iter(rows.values()))) if rows else 0)
+                items, parts = ray.get(ref)
+                for shared in parts:  # copies of the store's read-only arrays, as torch wants them
+                    merging.add({key: np.require(value, requirements=["W"]) for key, value in shared.items()})
+                bar.update(items)
 
-        for block in blocks(data, options, job.batch_size):
+        for block in blocks(data, options, job.batch_size, len(pool.actors)):
             while len(pending) >= len(pool.actors) * max(1, options.prefetch):
                 ready, _ = ray.wait(list(pending), num_returns=1)
                 finish(ready)
@@ -102,6 +106,7 @@ def run(
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1)
             finish(ready)
+    merged = merging.result()
     if merged is None:
         raise BadInputError("the Ray data set yielded no rows; pass a non-empty data set.")
     return merged
@@ -120,38 +125,59 @@ class Worker:
         self.device = torch.device("cuda") if gpu and torch.cuda.is_available() else torch.device("cpu")
         self.model = built.to(self.device)
 
-    def map(self, job: Job, block: Block, options: RayOptions) -> list[Rows]:
-        """The block's rows, one :data:`Rows` per batch of ``job.batch_size`` items."""
-        columns = block_columns(block, options)
-        inputs_all, ids_all = columns[options.input_column], columns[options.id_column]
-        labels_all = columns.get(options.label_column)
-        out = []
-        for start in range(0, len(ids_all), job.batch_size):
-            end = start + job.batch_size
-            inputs = torch.from_numpy(np.array(inputs_all[start:end]))  # a writable copy of the store's array
-            labels = None if labels_all is None else torch.from_numpy(np.array(labels_all[start:end])).reshape(-1)
+    def map(self, job: Job, block: Block, options: RayOptions) -> tuple[int, list[Rows]]:
+        """The block's item count and rows: one :data:`Rows` per batch of ``job.batch_size`` items, or, for a job
+        with a ``combine``, the block's batches combined into one."""
+        merging = Merging(job.combine) if job.combine is not None else None
+        out, items = [], 0
+        for inputs, labels, ids in block_batches(block, options, job.batch_size):
             label_tensor = None if labels is None else labels.long()
             check_labels(job, inputs, label_tensor)
-            ids = torch.from_numpy(np.array(ids_all[start:end])).long()
             with torch.no_grad():
-                out.append(job.map(self.model, Batch(inputs.to(self.device), label_tensor, ids)))
-        return out
+                rows = job.map(self.model, Batch(inputs.to(self.device), label_tensor, ids))
+            if merging is None:
+                out.append(rows)
+            else:
+                merging.add(rows)
+            items += len(ids)
+        combined = None if merging is None else merging.result()
+        return items, out if combined is None else [combined]
+
+    def pick(self, blocks: list[Block], wanted: np.ndarray, options: RayOptions) -> dict[str, np.ndarray]:
+        """The ids and inputs of the rows of ``blocks`` whose id is in ``wanted`` (:func:`fetch`)."""
+        return _pick_rows(blocks, wanted, options)
 
 
-def block_columns(block: Block, options: RayOptions) -> dict[str, np.ndarray]:
-    """A block's columns as numpy arrays (its slice of rows), with an ``id`` column counted from ``block.start``
-    when the data set has none."""
+def block_batches(block: Block, options: RayOptions, batch_size: int) -> Iterator[tuple[Tensor, Tensor | None, Tensor]]:
+    """A block's ``(inputs, labels or None, ids)`` batches: the driver's own batches for in-memory data, cut by
+    ``batch_size`` for a Ray data set's block. Inputs and labels are writable copies of the store's arrays."""
+    import ray
+
+    data = ray.get(block.ref) if isinstance(block.ref, ray.ObjectRef) else block.ref
+    parts = data if isinstance(data, list) else [block_columns(block, options, data)]
+    for columns in parts:
+        inputs_all, ids_all = columns[options.input_column], columns[options.id_column]
+        labels_all = columns.get(options.label_column)
+        step = max(1, len(ids_all)) if isinstance(data, list) else batch_size
+        for start in range(0, len(ids_all), step):
+            end = start + step
+            inputs = torch.from_numpy(np.array(inputs_all[start:end]))
+            labels = None if labels_all is None else torch.from_numpy(np.array(labels_all[start:end])).reshape(-1)
+            yield inputs, labels, torch.from_numpy(np.array(ids_all[start:end])).long()
+
+
+def block_columns(block: Block, options: RayOptions, data: Any = None) -> dict[str, np.ndarray]:
+    """A Ray data set's block (``data``: its contents, when already read) as numpy arrays (its slice of rows),
+    with an ``id`` column counted from ``block.start`` when the data set has none."""
     import ray
     from ray.data.block import BlockAccessor
 
-    data = ray.get(block.ref) if isinstance(block.ref, ray.ObjectRef) else block.ref
-    if isinstance(data, dict):  # a block of in-memory data, put by this module
-        columns = dict(data)
-    else:
-        accessor = BlockAccessor.for_block(data)
-        if block.rows is not None:
-            accessor = BlockAccessor.for_block(accessor.slice(*block.rows, copy=False))
-        columns = accessor.to_numpy()
+    if data is None:
+        data = ray.get(block.ref) if isinstance(block.ref, ray.ObjectRef) else block.ref
+    accessor = BlockAccessor.for_block(data)
+    if block.rows is not None:
+        accessor = BlockAccessor.for_block(accessor.slice(*block.rows, copy=False))
+    columns = accessor.to_numpy()
     if options.input_column not in columns:
         raise BadInputError(
             f"the data set has columns {sorted(columns)}, no {options.input_column!r}; name the inputs' column "
@@ -163,19 +189,29 @@ def block_columns(block: Block, options: RayOptions) -> dict[str, np.ndarray]:
     return columns
 
 
-def blocks(data: object, options: RayOptions, batch_size: int) -> Iterator[Block]:
+def blocks(data: object, options: RayOptions, batch_size: int, actors: int = 1) -> Iterator[Block]:
     """``data``'s blocks in order: a Ray data set's as Ray Data streams them, numbered from their row counts;
-    in-memory data as batches put in the object store, numbered as read."""
+    in-memory data as runs of its batches (:func:`run_lengths`), each put in the object store as one object."""
     ray = require()
     if not is_ray_dataset(data):
-        seen = 0
-        for inputs, labels in as_batches(data, batch_size):
+        split = as_batches(data, batch_size)
+        seen, run, size = 0, [], 0
+        lengths = run_lengths(split.count, actors)
+        wanted = next(lengths)
+        for inputs, labels in split:
             array = inputs.detach().cpu().numpy()
             columns = {options.input_column: array, options.id_column: np.arange(seen, seen + len(array))}
             if labels is not None:
                 columns[options.label_column] = labels.numpy()
             seen += len(array)
-            yield Block(ray.put(columns), None, 0)
+            run.append(columns)
+            size += array.nbytes
+            if len(run) >= wanted or size >= BLOCK_BYTES:
+                yield Block(ray.put(run), None, 0)
+                run, size = [], 0
+                wanted = next(lengths)
+        if run:
+            yield Block(ray.put(run), None, 0)
         return
     columns = data.columns()  # type: ignore[attr-defined]
     if options.input_column not in columns:
@@ -199,18 +235,44 @@ def blocks(data: object, options: RayOptions, batch_size: int) -> Iterator[Block
             start += count
 
 
+BLOCK_BATCHES = 16
+"""The most batches of in-memory data in one block (one object in the store, one actor call)."""
+BLOCK_BYTES = 64 << 20
+"""A block of in-memory data ends once its inputs reach this size."""
+
+
+def run_lengths(batches: int | None, actors: int) -> Iterator[int]:
+    """How many batches each next block of in-memory data takes: fewer blocks cost Ray less (a call, an object in
+    the store and its rows sent back per block), but the last blocks must be short, or one actor still maps a long
+    block when the others are done. With the number of batches known, each block takes its share of what is left
+    (guided scheduling: a quarter of an actor's share, down to one batch), at most :data:`BLOCK_BATCHES`;
+    unknown, 4."""
+    left = batches
+    while True:
+        if left is None:
+            yield 4
+            continue
+        size = max(1, min(BLOCK_BATCHES, left // (4 * max(1, actors))))
+        left = max(0, left - size)
+        yield size
+
+
 def _count_rows(block: Any) -> int:
     from ray.data.block import BlockAccessor
 
     return int(BlockAccessor.for_block(block).num_rows())
 
 
-def _pick_rows(block: Block, wanted: np.ndarray, options: RayOptions) -> dict[str, np.ndarray]:
-    """The ids and inputs of a block's rows whose id is in ``wanted``."""
-    columns = block_columns(block, options)
-    ids = np.asarray(columns[options.id_column]).astype(np.int64)
-    hit = np.isin(ids, wanted)
-    return {"id": ids[hit], "input": np.array(columns[options.input_column][hit])}
+def _pick_rows(blocks: list[Block], wanted: np.ndarray, options: RayOptions) -> dict[str, np.ndarray]:
+    """The ids and inputs of the rows of ``blocks`` whose id is in ``wanted``."""
+    ids, inputs = [], []
+    for block in blocks:
+        columns = block_columns(block, options)
+        block_ids = np.asarray(columns[options.id_column]).astype(np.int64)
+        hit = np.isin(block_ids, wanted)
+        ids.append(block_ids[hit])
+        inputs.append(np.array(columns[options.input_column][hit]))
+    return {"id": np.concatenate(ids), "input": np.concatenate(inputs)}
 
 
 _count: Any = None
@@ -233,12 +295,21 @@ def fetch(data: object, ids: np.ndarray, options: RayOptions, batch_size: int) -
     _remote_functions()
     wanted = np.unique(np.asarray(ids, dtype=np.int64))
     own_ids = options.id_column in data.columns()  # type: ignore[attr-defined]
-    found = []
     last = int(wanted[-1]) if len(wanted) else -1
-    for block in blocks(data, options, batch_size):
+    # A few calls, each reading a share of the blocks: the warm pool's actors when there are some (torch and
+    # deepscope loaded), else as many tasks. Not a task per block: tasks that take no CPU all start at once, each a
+    # new worker process importing torch (64 blocks: 64 processes, enough to run a small machine out of memory).
+    actors = _warm.actors if _warm is not None and _warm.actors else []
+    shares: list[list[Block]] = [[] for _ in range(max(1, len(actors)) if actors else 2)]
+    for number, block in enumerate(blocks(data, options, batch_size)):
         if not own_ids and block.start > last:
             break
-        found.append(_pick.remote(block, wanted, options))
+        shares[number % len(shares)].append(block)
+    found = [
+        actors[n].pick.remote(share, wanted, options) if actors else _pick.remote(share, wanted, options)
+        for n, share in enumerate(shares)
+        if share
+    ]
     inputs: dict[int, torch.Tensor] = {}
     for rows in ray.get(found):
         for i, x in zip(rows["id"].tolist(), rows["input"], strict=True):

@@ -157,6 +157,7 @@ def embed(
     job = Job(
         map=partial(embed_rows, layer=layer, pool=pool, thumbnail_size=thumbnail_size, device=device),
         merge=concat,
+        combine=concat,
         desc=f"embedding {layer}",
         batch_size=batch_size,
     )
