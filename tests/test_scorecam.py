@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 import torch.fx
 import torch.fx.experimental.optimization
-from conftest import minmax
+from conftest import minmax, tiny_cnn
 from pytorch_grad_cam import ScoreCAM as PeerScoreCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
@@ -111,6 +111,8 @@ def test_a_model_fx_cannot_trace_is_run_unfolded_with_the_same_answer():
     assert any(isinstance(m, nn.BatchNorm2d) for m in traceable.modules())  # the model itself is not changed
     assert fast.conv2.weight.is_contiguous(memory_format=torch.channels_last)
     assert folded(untraceable) is untraceable
+    plain = tiny_cnn()  # no batch norm: nothing to fold
+    assert folded(plain, torch.channels_last) is plain
     heatmap, classes = explained(untraceable, x)
     torch.testing.assert_close(heatmap, explained(traceable, x)[0], rtol=1e-4, atol=1e-6)
     torch.testing.assert_close(minmax(heatmap), peer_scorecam(untraceable, x, classes), rtol=0, atol=1e-4)

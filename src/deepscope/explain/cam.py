@@ -207,8 +207,9 @@ def folded(model: nn.Module, memory_format: torch.memory_format | None = None) -
     weights in ``memory_format``, for the many forward passes of a perturbation method: the same numbers to float
     rounding, one pass over memory less per batch norm, and no weight conversion per call where the inputs go
     channels last. The model itself where it is not all in eval mode (a batch norm's statistics are then the
-    batch's), or where it cannot be copied or traced (:data:`UNTRACEABLE`)."""
-    if any(m.training for m in model.modules()):
+    batch's), has no batch norm, or cannot be copied or traced (:data:`UNTRACEABLE`)."""
+    modules = list(model.modules())
+    if any(m.training for m in modules) or not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in modules):
         return model
     from torch.fx.experimental.optimization import fuse
 
