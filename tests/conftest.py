@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 import threading
 import time
@@ -20,7 +21,14 @@ import deepscope as ds
 from deepscope.dashboard.headless import CHROMIUM, CHROMIUM_ARGS  # noqa: F401 (for the browser tests)
 from deepscope.explain.base import method_class
 
-torch.set_num_threads(2)
+# Each pytest-xdist worker gets its share of the cores (make test: 2 workers on 2 cores, one thread each): more
+# threads than cores wait on each other at every parallel step, tens of times slower on small ops (torch's, openTSNE's,
+# scikit-learn's OpenMP loops). OMP_NUM_THREADS reaches the OpenMP libraries loaded from now on, and the subprocesses
+# tests start (notebook kernels, CLIs, Ray workers).
+WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+THREADS = max(1, min(2, (os.cpu_count() or 1) // WORKERS))
+os.environ.setdefault("OMP_NUM_THREADS", str(THREADS))
+torch.set_num_threads(THREADS)
 
 
 @contextlib.contextmanager
