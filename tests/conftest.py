@@ -267,3 +267,58 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> BackendStore:
     """Each backend in turn (a module may define its own ``store``, which wins there)."""
     url = request.getfixturevalue("pg_server") if request.param == "postgresql" else None
     return BackendStore(request.param, tmp_path, url)
+
+
+# Scheduling on pytest-xdist workers (make test: -n 2 --dist loadgroup) ----------------------------------------------
+
+# Fixtures of pytest and its plugins that last the session but cost nothing to build: no reason to group their users.
+_FREE_SHARED_FIXTURES = {"tmp_path_factory", "worker_id", "testrun_uid", "_session_faker", "anyio_backend"}
+
+
+def _shared_fixture_group(item: pytest.Item) -> str | None:
+    """The xdist group that keeps an expensive shared fixture built once: a module's own module-scoped fixtures
+    (a board server, a trained model, a PostgreSQL server) keep the module on one worker; a session fixture of this
+    conftest (the trained FashionMNIST model) keeps every module that uses it on one worker. ``None``: the test
+    shares nothing costly and goes wherever a worker is free."""
+    info = getattr(item, "_fixtureinfo", None)
+    if info is None:
+        return None
+    module = item.nodeid.split("::")[0]
+    group = None
+    for name in item.fixturenames:
+        definitions = info.name2fixturedefs.get(name)
+        if not definitions or name in _FREE_SHARED_FIXTURES:
+            continue
+        scope = definitions[-1].scope
+        if scope == "session" and definitions[-1].baseid.startswith("tests"):
+            return f"session-{name}"
+        if scope in {"module", "package", "class"} or name == "store":  # store: a PostgreSQL server per module
+            group = module
+    return group
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> Iterator[None]:
+    """Each test that shares an expensive fixture is put in that fixture's xdist group (see
+    :func:`_shared_fixture_group`) unless it names its group itself: without it, --dist loadgroup deals a module's
+    tests to both workers and each builds the fixture. The workers stay balanced: groups are dealt first, largest
+    first, and the ungrouped tests fill in after.
+
+    After the other hooks (xdist's among them), the group xdist wrote into each grouped test's legacy ``_nodeid``
+    is put into its node id, where xdist's scheduler reads it: pytest 9.2 keeps node ids in ``_id``, so xdist 3.8
+    silently stopped grouping (pytest-dev/pytest-xdist#1386): a docs page's blocks went to both workers, and each
+    ran the page's earlier blocks again.
+    """
+    for item in items:
+        if item.get_closest_marker("xdist_group") is None:
+            group = _shared_fixture_group(item)
+            if group is not None:
+                item.add_marker(pytest.mark.xdist_group(group))
+    result = yield
+    legacy = [item for item in items if "@" in str(getattr(item, "_nodeid", "")) and "@" not in item.nodeid]
+    if legacy:
+        from _pytest.nodeid import NodeId  # pytest >= 9.2 only, where legacy ids are found
+
+        for item in legacy:
+            item._id = NodeId.parse(item._nodeid)  # type: ignore[attr-defined]
+    return result
