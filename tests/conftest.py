@@ -297,6 +297,32 @@ def _shared_fixture_group(item: pytest.Item) -> str | None:
     return group
 
 
+# The tests that are slow by nature (a fresh interpreter, Ray, Chromium, a PostgreSQL server, a real architecture, a
+# training run, a notebook kernel), by node id prefix: marked `slow`, so a dev loop can run `pytest -m "not slow"`
+# (make test-fast); `make test` and CI run everything.
+SLOW = (
+    "tests/test_explain_dataset_ray.py",  # a local Ray and its actors
+    "tests/test_ray.py",
+    "tests/test_docs.py::test_block_runs[docs/scale.md",
+    "tests/test_matplotlib_state.py::test_displaying_a_result",  # one interpreter builds every result kind
+    "tests/test_cli.py::test_demo_",  # the FashionMNIST demo, end to end
+    "tests/test_demo_gradients.py::test_demo_gradients_command",
+    "tests/test_notebooks.py::test_notebook_runs",  # a Jupyter kernel
+    "tests/test_packaging.py::test_the_wheel",  # builds and installs the wheel
+    "tests/test_distributed_run.py::test_torchrun",
+    "tests/test_board_browser",  # Chromium
+    "tests/test_board_postgres.py",  # PostgreSQL
+    "tests/test_lrp_transformers.py::test_vit_b_16",  # torchvision's ViT-B/16 at 224 px
+    "tests/test_embed.py::test_umap_runs",  # numba compiles UMAP
+    "tests/test_embed.py::test_embed_resnet18_layer",
+    "tests/test_tsne.py::test_openTSNE_optimises_with_the_gradient",
+    "tests/test_tsne.py::test_final_kl_divergence",
+    "tests/test_trust_fashion.py",  # trains the FashionMNIST model
+    "tests/test_maximize_fashion.py",
+    "tests/test_suite.py::test_grouped_tests_run_on_one_worker",  # a pytest with two workers
+)
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> Iterator[None]:
     """Each test that shares an expensive fixture is put in that fixture's xdist group (see
@@ -310,6 +336,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     ran the page's earlier blocks again.
     """
     for item in items:
+        if item.nodeid.startswith(SLOW):
+            item.add_marker(pytest.mark.slow)
         if item.get_closest_marker("xdist_group") is None:
             group = _shared_fixture_group(item)
             if group is not None:
