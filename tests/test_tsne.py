@@ -304,9 +304,13 @@ def test_every_core_means_one_thread_below_a_thousand_points(monkeypatch: pytest
             super().__init__(*args, **kwargs)
 
     monkeypatch.setattr(openTSNE, "TSNE", Spy)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     x = torch.randn(1000, 5, generator=torch.Generator().manual_seed(0))
     short = {"perplexity": 5, "early_exaggeration_iter": 1, "n_iter": 1, "progress": False, "quality": False}
     project(x[:999], "tsne", **short)  # the default, -1
     project(x[:999], "tsne", n_jobs=2, **short)  # a number given is kept
     project(x, "tsne", **short)
-    assert seen == [1, 2, -1]
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")  # the cores this process was given
+    project(x, "tsne", **short)
+    project(x, "tsne", n_jobs=2, **short)
+    assert seen == [1, 2, -1, 3, 2]

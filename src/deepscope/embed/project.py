@@ -332,6 +332,8 @@ def _tsne(
     n = len(x)
     if options["n_jobs"] == -1 and n < ONE_THREAD_BELOW:
         options["n_jobs"] = 1
+    elif options["n_jobs"] == -1 and os.environ.get("OMP_NUM_THREADS", "").isdigit():
+        options["n_jobs"] = max(1, int(os.environ["OMP_NUM_THREADS"]))  # the cores this process was given
     if neighbors == "auto":
         small = n <= EXACT_NEIGHBOURS_UP_TO or device.type != "cpu"
         neighbors = "exact" if small and options["metric"] == "euclidean" else "annoy"
@@ -555,8 +557,8 @@ def project(
             ``None``, the features as they are), ``perplexity``, ``early_exaggeration``,
             ``early_exaggeration_iter``, ``learning_rate``, ``n_iter``, ``initialization``, ``metric``,
             ``neighbors`` (``"auto"``: exact up to 60,000 points or on a GPU, else Annoy; ``"exact"``, ``"annoy"``,
-            ``"pynndescent"``), ``n_jobs`` (-1: every core; one thread below 1,000 points);
-            UMAP ``n_neighbors``, ``min_dist``, ``metric``, ``n_epochs``. One option may be a list
+            ``"pynndescent"``), ``n_jobs`` (-1: every core, or ``OMP_NUM_THREADS`` when set; one thread below
+            1,000 points); UMAP ``n_neighbors``, ``min_dist``, ``metric``, ``n_epochs``. One option may be a list
             (``perplexity=[5, 30, 50]``): one projection per value, drawn side by side.
 
     Returns:
