@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench setup browser data postgres clean test-torch-lowest test-torch-newest
+.PHONY: demo test test-fast lint bench setup browser data postgres clean test-torch-lowest test-torch-newest
 
 # The dev venv pins torch 2.14.1 (and its torchvision) because that is the release this project's machines hold on
 # disk, capped there by pip's machine-wide constraint file: `make setup` needs no 900 MB download and CI tests the
@@ -31,6 +31,10 @@ lint: $(STAMP)
 # (tests/test_docs.py); tests without a group are spread as with the default.
 test: lint browser data postgres
 	$(BIN)/python -m pytest -n 2 --dist loadgroup -q
+
+# A dev loop: everything but the tests marked slow (tests/conftest.py SLOW: Ray, Chromium, PostgreSQL, ...).
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -n 2 --dist loadgroup -q -m "not slow"
 
 # The browser test's browser: Debian's chromium (Playwright's own browser download is never used). Installed only
 # when missing and we are root with apt-get (CI); elsewhere tests/test_board_browser.py skips, saying why.

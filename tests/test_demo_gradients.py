@@ -28,3 +28,14 @@ def test_demo_gradients_command(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "tanh" in out and "relu" in out and "gradient_norms.png" in out
     assert main(["demo", "gradients", "--epochs", "2"]) == 2
+
+
+def test_demo_gradients_runs_on_the_threads_asked_and_puts_them_back(tmp_path, monkeypatch):
+    import torch
+
+    seen = []
+    monkeypatch.setattr(gradients, "run", lambda **kwargs: seen.append(torch.get_num_threads()))
+    before = torch.get_num_threads()
+    asked = 3 if before != 3 else 2
+    assert main(["demo", "gradients", "--out", str(tmp_path), "--threads", str(asked), "--no-progress"]) == 0
+    assert seen == [asked] and torch.get_num_threads() == before

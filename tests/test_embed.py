@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import sys
 from pathlib import Path
 
@@ -167,6 +168,31 @@ def test_pca_equals_sklearn_up_to_sign(digits, dim: int) -> None:  # type: ignor
     np.testing.assert_allclose(ours, theirs * signs, atol=1e-3)
     ratio = project(x, "pca", dim=dim, quality=False).params["explained_variance_ratio"]
     np.testing.assert_allclose(ratio, reference.explained_variance_ratio_, rtol=1e-5)
+
+
+def test_pca_of_fewer_points_than_features_equals_sklearn_up_to_sign() -> None:
+    # 30 points of 2,000 features (a conv layer's map, flattened): the axes come from the 30 x 30 Gram matrix.
+    generator = torch.Generator().manual_seed(0)
+    x = (
+        torch.randn(30, 5, generator=generator)
+        * torch.tensor([5.0, 4, 3, 2, 1])
+        @ torch.randn(5, 2000, generator=generator)
+    )
+    x = x + 0.1 * torch.randn(30, 2000, generator=generator)
+    ours = project(x, "pca", dim=3, quality=False)
+    reference = PCA(n_components=3).fit(x.double().numpy())
+    theirs = reference.transform(x.double().numpy())
+    signs = np.sign((ours.points.double().numpy() * theirs).sum(axis=0))
+    np.testing.assert_allclose(ours.points.double().numpy(), theirs * signs, atol=1e-3)
+    np.testing.assert_allclose(ours.params["explained_variance_ratio"], reference.explained_variance_ratio_, rtol=1e-5)
+    # t-SNE's step asks for 50 axes of these 30 points: those past the 29 the centred points span carry no variance.
+    reduced, info = importlib.import_module("deepscope.embed.project")._tsne_input(x, "auto", "euclidean")
+    full = PCA(n_components=29).fit(x.double().numpy())
+    theirs = full.transform(x.double().numpy())
+    signs = np.sign((reduced[:, :29].double().numpy() * theirs).sum(axis=0))
+    np.testing.assert_allclose(reduced[:, :29].double().numpy(), theirs * signs, atol=1e-3)
+    assert reduced.shape == (30, 50) and float(reduced[:, 29:].abs().max()) < 1e-3
+    assert info == {"pca": 50, "pca_explained_variance": pytest.approx(1.0)}
 
 
 def test_knn_accuracy_equals_sklearn_leave_one_out() -> None:

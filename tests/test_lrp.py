@@ -16,8 +16,6 @@ from torch import nn
 
 import deepscope as ds
 
-torch.set_num_threads(2)
-
 
 def lrp(model: nn.Module, x: torch.Tensor, **options) -> ds.Explanation:
     with warnings.catch_warnings():

@@ -24,6 +24,8 @@ from deepscope.render import NotebookFigure, new_figure
 
 SOURCE = Path(__file__).resolve().parents[1] / "src" / "deepscope"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# One worker takes the module, so the fresh interpreter that builds every result kind runs once.
+pytestmark = pytest.mark.xdist_group("matplotlib_state")
 MIXINS = {"FigureDisplay", "TableDisplay"}
 
 # One builder per result kind that displays through render's mixin, each on a tiny model and tiny data; the key is

@@ -291,3 +291,26 @@ def test_auto_schedule_ends_each_phase_once_its_kl_divergence_settles(digit_affi
 def test_pca_step_bad_input(call, message: str) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(BadInputError, match=message):
         call()
+
+
+def test_every_core_means_one_thread_below_a_thousand_points(monkeypatch: pytest.MonkeyPatch) -> None:
+    import openTSNE
+
+    seen: list[int] = []
+
+    class Spy(openTSNE.TSNE):  # type: ignore[misc]
+        def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+            seen.append(kwargs["n_jobs"])
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(openTSNE, "TSNE", Spy)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    x = torch.randn(1000, 5, generator=torch.Generator().manual_seed(0))
+    short = {"perplexity": 5, "early_exaggeration_iter": 1, "n_iter": 1, "progress": False, "quality": False}
+    project(x[:999], "tsne", **short)  # the default, -1
+    project(x[:999], "tsne", n_jobs=2, **short)  # a number given is kept
+    project(x, "tsne", **short)
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")  # the cores this process was given
+    project(x, "tsne", **short)
+    project(x, "tsne", n_jobs=2, **short)
+    assert seen == [1, 2, -1, 3, 2]

@@ -208,9 +208,7 @@ def _demo(args: argparse.Namespace) -> int:
             print(f"deepscope demo {args.which}: {', '.join(fashion_only)} apply to the FashionMNIST demo only.")
             return 2
     if args.which == "gradients":
-        from .demo import gradients
-
-        gradients.run(out=args.out or DEMO_RUNS, seed=args.seed, progress=args.progress)
+        _gradients_demo(args, Path(args.out or DEMO_RUNS))
         return 0
     if args.which == "imagenet":
         from .demo import imagenet
@@ -240,10 +238,18 @@ def _demo(args: argparse.Namespace) -> int:
     except data.DataUnavailableError as error:
         print(f"deepscope demo: {error}", file=sys.stderr)
         return 1
-    from .demo import gradients
-
-    gradients.run(out=Path(args.out or DEMO_OUT) / "runs", seed=args.seed, progress=args.progress)
+    _gradients_demo(args, Path(args.out or DEMO_OUT) / "runs")
     return 0
+
+
+def _gradients_demo(args: argparse.Namespace, out: Path) -> None:
+    """The vanishing-gradients demo on ``--threads`` torch threads too (default: the cores not busy), as the
+    FashionMNIST demo before it: its small layers on more threads than free cores run tens of times slower."""
+    from .demo import gradients
+    from .demo.cpu import choose_threads, cpu_threads
+
+    with cpu_threads(args.threads or choose_threads(), log=lambda message: None):
+        gradients.run(out=out, seed=args.seed, progress=args.progress)
 
 
 def _methods(args: argparse.Namespace) -> int:

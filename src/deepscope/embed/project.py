@@ -56,6 +56,10 @@ QUALITY_K = 10  # neighbours for trustworthiness and the k-NN accuracy
 # t-SNE's input is reduced to this many principal components first (pca="auto", euclidean metric), as van der
 # Maaten & Hinton (2008) and the lectures do: it removes noise from the distances and speeds up the neighbour search.
 TSNE_PCA_COMPONENTS = 50
+# t-SNE's n_jobs=-1 (every core) runs one thread below this many points: an iteration there takes microseconds, and
+# each of its parallel steps waits for every thread, so on a busy machine (or beside other processes, as in a test
+# run on 2 cores) threads only wait on each other: 12 points took 30 s with 2 threads at load 20, 0.1 s with one.
+ONE_THREAD_BELOW = 1000
 # Iterations between two KL divergences in Projection.kl_history (openTSNE's callback period).
 KL_EVERY = 50
 # t-SNE's schedule with early_exaggeration_iter="auto" and n_iter="auto": each phase runs at most openTSNE's number
@@ -259,14 +263,28 @@ def _quality(
 def _pca(x: Tensor, dim: int) -> tuple[Tensor, dict[str, Any]]:
     """The projection on the top ``dim`` principal axes (eigenvectors of the covariance, in float64).
 
-    Each axis's sign makes its largest loading positive, so the result does not depend on the solver.
+    Each axis's sign makes its largest loading positive, so the result does not depend on the solver. With fewer
+    points than features the axes come from the points' Gram matrix (an n x n problem instead of d x d: the same
+    non-zero eigenvalues, each axis the centred points' combination its eigenvector gives); axes beyond the points'
+    rank have no variance and project everything to 0.
     """
     data = x.double()
     centred = data - data.mean(dim=0)
-    covariance = centred.T @ centred / max(1, len(data) - 1)
-    values, vectors = torch.linalg.eigh(covariance)
-    order = values.argsort(descending=True)[:dim]
-    axes = vectors[:, order]
+    (n, d), scale = centred.shape, max(1, len(data) - 1)
+    if n < d:
+        values, vectors = torch.linalg.eigh(centred @ centred.T / scale)
+        order = values.argsort(descending=True)[:dim]
+        # an eigenvalue at rounding level (the centred points span n - 1 dimensions at most) gives no axis: 0
+        spanned = values[order] > values.max().clamp(min=0) * max(n, d) * torch.finfo(values.dtype).eps
+        axes = centred.T @ vectors[:, order] * spanned
+        axes = axes / axes.norm(dim=0).clamp(min=1e-300)
+        if dim > n:  # no variance left along any further axis
+            axes = torch.cat([axes, axes.new_zeros(d, dim - n)], dim=1)
+            values, order = torch.cat([values, values.new_zeros(dim - n)]), torch.cat([order, torch.arange(n, dim)])
+    else:
+        values, vectors = torch.linalg.eigh(centred.T @ centred / scale)
+        order = values.argsort(descending=True)[:dim]
+        axes = vectors[:, order]
     signs = torch.sign(axes.gather(0, axes.abs().argmax(dim=0, keepdim=True)))
     axes = axes * torch.where(signs == 0, 1.0, signs)
     ratio = (values[order] / values.sum().clamp(min=1e-300)).tolist()
@@ -312,6 +330,10 @@ def _tsne(
     neighbors = options.pop("neighbors")
     x, reduction = _tsne_input(x, options.pop("pca"), options["metric"])
     n = len(x)
+    if options["n_jobs"] == -1 and n < ONE_THREAD_BELOW:
+        options["n_jobs"] = 1
+    elif options["n_jobs"] == -1 and os.environ.get("OMP_NUM_THREADS", "").isdigit():
+        options["n_jobs"] = max(1, int(os.environ["OMP_NUM_THREADS"]))  # the cores this process was given
     if neighbors == "auto":
         small = n <= EXACT_NEIGHBOURS_UP_TO or device.type != "cpu"
         neighbors = "exact" if small and options["metric"] == "euclidean" else "annoy"
@@ -535,8 +557,8 @@ def project(
             ``None``, the features as they are), ``perplexity``, ``early_exaggeration``,
             ``early_exaggeration_iter``, ``learning_rate``, ``n_iter``, ``initialization``, ``metric``,
             ``neighbors`` (``"auto"``: exact up to 60,000 points or on a GPU, else Annoy; ``"exact"``, ``"annoy"``,
-            ``"pynndescent"``), ``n_jobs``;
-            UMAP ``n_neighbors``, ``min_dist``, ``metric``, ``n_epochs``. One option may be a list
+            ``"pynndescent"``), ``n_jobs`` (-1: every core, or ``OMP_NUM_THREADS`` when set; one thread below
+            1,000 points); UMAP ``n_neighbors``, ``min_dist``, ``metric``, ``n_epochs``. One option may be a list
             (``perplexity=[5, 30, 50]``): one projection per value, drawn side by side.
 
     Returns:
