@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import deepscope as ds
-from deepscope.dashboard.headless import CHROMIUM, CHROMIUM_ARGS  # noqa: F401 (for the browser tests)
+from deepscope.dashboard.headless import CHROMIUM, CHROMIUM_ARGS
 from deepscope.explain.base import method_class
 
 # Each pytest-xdist worker gets its share of the cores (make test: 2 workers on 2 cores, one thread each): more
@@ -52,6 +52,34 @@ def serving(app: Any) -> Iterator[str]:
     finally:
         served.should_exit = True
         thread.join(timeout=5)
+
+
+@contextlib.contextmanager
+def chromium() -> Iterator[Any]:
+    """Headless Chromium (Debian's, through Playwright) for the browser tests; closed on the way out."""
+    from playwright import sync_api
+
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+@contextlib.contextmanager
+def watched_page(browser: Any, **context: Any) -> Iterator[tuple[Any, list[str]]]:
+    """A page in a fresh browser context (``context``: Playwright's options) and the list its console errors and
+    uncaught exceptions land in, which a test asserts empty."""
+    opened = browser.new_context(**context)
+    page = opened.new_page()
+    problems: list[str] = []
+    page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
+    page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+    try:
+        yield page, problems
+    finally:
+        opened.close()
 
 
 # The registered methods that apply to any model, which the registry-wide tests run on tiny CNNs; a method that

@@ -18,7 +18,7 @@ from urllib.parse import parse_qs, urlsplit
 import numpy as np
 import pytest
 import torch
-from conftest import CHROMIUM, CHROMIUM_ARGS, serving
+from conftest import CHROMIUM, chromium, serving, watched_page
 
 import deepscope as ds
 from deepscope.evaluate.classification import binary_report, confusion_matrix
@@ -28,11 +28,11 @@ from deepscope.track.records import Image
 
 if not Path(CHROMIUM).exists():
     pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium; .ci/run installs it)", allow_module_level=True)
-sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is missing (pip install -e '.[test]')")
+pytest.importorskip("playwright.sync_api", reason="playwright is missing (pip install -e '.[test]')")
 pytest.importorskip("uvicorn", reason="uvicorn is missing (pip install -e '.[board]')")
 pytest.importorskip("fastapi", reason="fastapi is missing (pip install -e '.[board]')")
 
-from deepscope.dashboard import create_app  # noqa: E402
+from deepscope.dashboard import create_app
 
 LAYOUT = {"Training": {"losses": ["Multiline", ["^loss/"]], "accuracy": ["Margin", ["acc", "acc/low", "acc/high"]]}}
 CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
@@ -90,21 +90,14 @@ def server(root: Path) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def browser(server: str) -> Iterator[Any]:
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+    with chromium() as browser:
         yield browser
-        browser.close()
 
 
 @pytest.fixture
 def page(browser: Any) -> Iterator[tuple[Any, list[str]]]:
-    context = browser.new_context(viewport={"width": 1400, "height": 900}, accept_downloads=True)
-    page = context.new_page()
-    problems: list[str] = []
-    page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
-    page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
-    yield page, problems
-    context.close()
+    with watched_page(browser, viewport={"width": 1400, "height": 900}, accept_downloads=True) as watched:
+        yield watched
 
 
 # ---- custom-scalars layouts ---------------------------------------------------------------------------------------

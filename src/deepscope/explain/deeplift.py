@@ -108,18 +108,12 @@ class _Rescale(torch.autograd.Function):
         return result.to(grad.dtype), None, None
 
 
-class _RescaleSoftmax(torch.autograd.Function):
+class _RescaleSoftmax(_Rescale):
     """A softmax over the classes (axis 1 of ``[rows, classes]``) with Captum's DeepLift rule: each class's rescale
     multiplier ``(s(x) - s(x0)) / (x - x0)`` of its own logit (the derivative where ``|x - x0| < eps``), minus the
     mean over the classes. Captum takes that mean over the whole batch, inputs and baselines; here it is each
     input's own, so an input's attribution does not depend on the others in its batch (Captum's numbers for an
     input explained alone)."""
-
-    @staticmethod
-    def forward(ctx: Any, x: Tensor, output: Tensor, compute: Callable[[Tensor], Tensor]) -> Tensor:
-        ctx.save_for_backward(x, output)
-        ctx.compute = compute
-        return output.clone()
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None]:
