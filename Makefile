@@ -28,9 +28,10 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 # --dist loadgroup: the Python blocks of one docs page share a namespace, so each page stays on one worker
-# (tests/test_docs.py); tests without a group are spread as with the default.
+# (tests/test_docs.py); tests without a group are spread as with the default. --durations: the slowest tests named
+# at the end of every run, so the suite's time (issue 18: under 5 minutes on 2 cores) is watched where it is spent.
 test: lint browser data postgres
-	$(BIN)/python -m pytest -n 2 --dist loadgroup -q
+	$(BIN)/python -m pytest -n 2 --dist loadgroup -q --durations=30
 
 # A dev loop: everything but the tests marked slow (tests/conftest.py SLOW: Ray, Chromium, PostgreSQL, ...).
 test-fast: $(STAMP)
