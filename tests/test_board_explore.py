@@ -3,10 +3,12 @@ JSON POST that another origin cannot forge, one job per client, a timeout, resul
 
 from __future__ import annotations
 
+import contextlib
 import io
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +82,23 @@ def client(store: tuple[Path, torch.Tensor, dict[int, dict]]) -> Any:
     explorer = configure(app, {"model": "deepscope.demo.models:FashionCNN", "data": {"file": str(root / "data.pt")}})
     yield TestClient(app, base_url=LOCAL)
     explorer.close()
+
+
+@contextlib.contextmanager
+def _explore_tab(app: Any, height: int) -> Iterator[tuple[Any, list[str]]]:
+    """``app`` served, its Explore tab open in headless Chromium with the methods listed: the page, and the list its
+    console errors and uncaught exceptions land in."""
+    from conftest import chromium, serving, watched_page
+
+    with (
+        serving(app) as url,
+        chromium() as browser,
+        watched_page(browser, viewport={"width": 1200, "height": height}) as (page, problems),
+    ):
+        page.goto(f"{url}/")
+        page.click('#tabs button[data-view="explore"]', timeout=20_000)
+        page.wait_for_function("() => document.querySelectorAll('.explore-method option').length > 3", timeout=60_000)
+        yield page, problems
 
 
 def test_choosing_an_item_and_gradcam_gives_explain_on_the_checkpoint(store, client) -> None:
@@ -236,27 +255,17 @@ print(job["status"], "torch" in sys.modules)
 
 
 def test_choosing_an_item_and_gradcam_draws_the_heatmap_in_the_page(store, tmp_path) -> None:
-    from conftest import CHROMIUM, CHROMIUM_ARGS, serving
+    from conftest import CHROMIUM
 
     if not Path(CHROMIUM).exists():
         pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium; .ci/run installs it)")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is missing (pip install -e '.[test]')")
+    pytest.importorskip("playwright.sync_api", reason="playwright is missing (pip install -e '.[test]')")
     pytest.importorskip("uvicorn", reason="uvicorn is missing (pip install -e '.[board]')")
     root = store[0]
     app = create_app(root)
     explorer = configure(app, {"model": "deepscope.demo.models:FashionCNN", "data": {"file": str(root / "data.pt")}})
-    problems: list[str] = []
     try:
-        with serving(app) as url, sync_api.sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-            page = browser.new_page(viewport={"width": 1200, "height": 800})
-            page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
-            page.on("pageerror", lambda e: problems.append(str(e)))
-            page.goto(f"{url}/")
-            page.click('#tabs button[data-view="explore"]', timeout=20_000)
-            page.wait_for_function(
-                "() => document.querySelectorAll('.explore-method option').length > 3", timeout=60_000
-            )
+        with _explore_tab(app, height=800) as (page, problems):
             page.fill(".explore-item", "4")
             page.select_option(".explore-method", "gradcam")
             page.click(".explore-go")
@@ -270,7 +279,6 @@ def test_choosing_an_item_and_gradcam_draws_the_heatmap_in_the_page(store, tmp_p
             assert page.eval_on_selector(heatmap, "(i) => i.naturalWidth") == 28  # the item's 28 x 28 pixels
             assert "gradcam" in page.inner_text(".explore-result") and "item 4" in page.inner_text(".explore-result")
             page.screenshot(path=str(tmp_path / "explore.png"), full_page=True)
-            browser.close()
         client = TestClient(app, base_url=LOCAL)
         shown = _png(client, src)  # the page's address, relative to it
         key = src.split("key=")[1].split("&")[0]
@@ -404,11 +412,11 @@ def test_several_methods_side_by_side(store, client) -> None:
 
 
 def test_an_upload_is_explained_in_the_page_with_two_methods_side_by_side(store, tmp_path) -> None:
-    from conftest import CHROMIUM, CHROMIUM_ARGS, serving
+    from conftest import CHROMIUM
 
     if not Path(CHROMIUM).exists():
         pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium; .ci/run installs it)")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is missing (pip install -e '.[test]')")
+    pytest.importorskip("playwright.sync_api", reason="playwright is missing (pip install -e '.[test]')")
     pytest.importorskip("uvicorn", reason="uvicorn is missing (pip install -e '.[board]')")
     root = store[0]
     app = create_app(root)
@@ -416,18 +424,8 @@ def test_an_upload_is_explained_in_the_page_with_two_methods_side_by_side(store,
     picture = (np.random.default_rng(7).random((32, 32)) * 255).astype(np.uint8)
     png = io.BytesIO()
     PILImage.fromarray(picture).save(png, format="PNG")
-    problems: list[str] = []
     try:
-        with serving(app) as url, sync_api.sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-            page = browser.new_page(viewport={"width": 1200, "height": 800})
-            page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
-            page.on("pageerror", lambda e: problems.append(str(e)))
-            page.goto(f"{url}/")
-            page.click('#tabs button[data-view="explore"]', timeout=20_000)
-            page.wait_for_function(
-                "() => document.querySelectorAll('.explore-method option').length > 3", timeout=60_000
-            )
+        with _explore_tab(app, height=800) as (page, problems):
             page.set_input_files(
                 ".explore-upload", files=[{"name": "mine.png", "mimeType": "image/png", "buffer": png.getvalue()}]
             )
@@ -449,7 +447,6 @@ def test_an_upload_is_explained_in_the_page_with_two_methods_side_by_side(store,
             assert sorted(methods) == ["gradcam", "saliency"]  # in the list's order
             assert "the upload mine.png" in page.inner_text(".explore-result")
             src = page.get_attribute(saliency, "src")
-            browser.close()
         key = src.split("key=")[1].split("&")[0]
         result = __import__("json").loads((root / "cnn" / "explore" / key / "result.json").read_text())
         assert result["upload"] is not None and [e["method"] for e in result["explanations"]] == methods
@@ -496,11 +493,11 @@ def test_items_filtered_by_class_prediction_and_confidence(store, client) -> Non
 
 
 def test_browsing_misclassified_items_in_the_page(store) -> None:
-    from conftest import CHROMIUM, CHROMIUM_ARGS, serving
+    from conftest import CHROMIUM
 
     if not Path(CHROMIUM).exists():
         pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium; .ci/run installs it)")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is missing (pip install -e '.[test]')")
+    pytest.importorskip("playwright.sync_api", reason="playwright is missing (pip install -e '.[test]')")
     pytest.importorskip("uvicorn", reason="uvicorn is missing (pip install -e '.[board]')")
     root, x, states = store
     model = FashionCNN()
@@ -511,18 +508,8 @@ def test_browsing_misclassified_items_in_the_page(store) -> None:
     assert wrong  # random weights: some items are misclassified
     app = create_app(root)
     explorer = configure(app, {"model": "deepscope.demo.models:FashionCNN", "data": {"file": str(root / "data.pt")}})
-    problems: list[str] = []
     try:
-        with serving(app) as url, sync_api.sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-            page = browser.new_page(viewport={"width": 1200, "height": 900})
-            page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
-            page.on("pageerror", lambda e: problems.append(str(e)))
-            page.goto(f"{url}/")
-            page.click('#tabs button[data-view="explore"]', timeout=20_000)
-            page.wait_for_function(
-                "() => document.querySelectorAll('.explore-method option').length > 3", timeout=60_000
-            )
+        with _explore_tab(app, height=900) as (page, problems):
             page.click(".explore-browse summary")
             page.check(".explore-filter-misclassified")
             page.click(".explore-find")
@@ -531,7 +518,6 @@ def test_browsing_misclassified_items_in_the_page(store) -> None:
             assert shown == wrong
             page.click(f'.explore-found[data-item="{wrong[-1]}"]')
             assert page.input_value(".explore-item") == str(wrong[-1])
-            browser.close()
     finally:
         explorer.close()
     assert not problems

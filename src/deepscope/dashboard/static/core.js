@@ -81,16 +81,20 @@ export async function get(path, params = {}) {
   if (TOKEN) query.set("token", TOKEN);
   const headers = TOKEN ? { Authorization: `Bearer ${TOKEN}` } : {};
   const response = await fetch(`api/${path}?${query}`, { headers, cache: "no-store" });
-  if (!response.ok) {
-    let detail = response.statusText;
-    try {
-      detail = (await response.json()).detail || detail;
-    } catch {
-      // not JSON: keep the status text
-    }
-    throw new Error(`${path}: ${response.status} ${detail}`);
-  }
+  await refused(response, path);
   return response.json();
+}
+
+/** Throws an Error with the server's detail (its JSON `detail`, else the status text) unless `response` is ok. */
+async function refused(response, path) {
+  if (response.ok) return;
+  let detail = response.statusText;
+  try {
+    detail = (await response.json()).detail || detail;
+  } catch {
+    // not JSON: keep the status text
+  }
+  throw new Error(`${path}: ${response.status} ${detail}`);
 }
 
 /** POST api/<path> with a JSON body: what starts work on the server (a page elsewhere cannot send one); the parsed
@@ -101,15 +105,7 @@ export async function post(path, body) {
   const response = await fetch(`api/${path}`, {
     method: "POST", headers, body: JSON.stringify(body), cache: "no-store",
   });
-  if (!response.ok) {
-    let detail = response.statusText;
-    try {
-      detail = (await response.json()).detail || detail;
-    } catch {
-      // not JSON: keep the status text
-    }
-    throw new Error(`${path}: ${response.status} ${detail}`);
-  }
+  await refused(response, path);
   const answer = await response.json();
   await plotlyReady;
   return answer;

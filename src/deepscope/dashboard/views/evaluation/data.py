@@ -16,24 +16,33 @@ from ....store.records.sanity import KIND as SANITY
 from ...common import Served, as_float, at_step, floats, readable_records
 
 
+def _chosen(root: Served, run: str, tag: str, kind: str, step: int | None) -> tuple[Any, dict[str, Any]]:
+    """The record of a tag of ``kind`` at ``step`` (the last logged for ``None``), and what every Evaluation answer
+    starts with: ``{"run", "tag", "unreadable", "steps": every step logged, "step": the one shown}``."""
+    records, unreadable = readable_records(root, run, tag, kind)
+    chosen = at_step(records, step, run, tag, unreadable)
+    return chosen, {
+        "run": run,
+        "tag": tag,
+        "unreadable": unreadable,
+        "steps": [r.step for r in records],
+        "step": chosen.step,
+    }
+
+
 def confusion_matrix(root: Served, run: str, tag: str, step: int | None = None) -> dict[str, Any]:
     """A confusion matrix at ``step`` (default: the last one logged under the tag), counts and row-normalised.
 
     ``{"run", "tag", "steps": every step logged, "step", "classes", "counts": [K][K] (row = true class),
     "normalized": each row divided by its total (0 for a class without samples), "accuracy", "total"}``.
     """
-    records, unreadable = readable_records(root, run, tag, CONFUSION)
-    chosen = at_step(records, step, run, tag, unreadable)
+    chosen, head = _chosen(root, run, tag, CONFUSION, step)
     counts = np.asarray(chosen.counts, dtype=np.int64)
     totals = counts.sum(axis=1, keepdims=True)
     normalized = np.divide(counts, totals, out=np.zeros(counts.shape), where=totals > 0)
     total = int(counts.sum())
     return {
-        "run": run,
-        "tag": tag,
-        "unreadable": unreadable,
-        "steps": [r.step for r in records],
-        "step": chosen.step,
+        **head,
         "classes": chosen.classes,
         "counts": counts.tolist(),
         "normalized": normalized.tolist(),
@@ -52,8 +61,7 @@ def pr_curve(root: Served, run: str, tag: str, step: int | None = None) -> dict[
     thresholds. Keys: ``run, tag, steps, step, thresholds, tp, fp, tn, fn, precision, recall, fpr, tpr, auc,
     positives, negatives``.
     """
-    records, unreadable = readable_records(root, run, tag, PR_CURVE)
-    c = at_step(records, step, run, tag, unreadable)
+    c, head = _chosen(root, run, tag, PR_CURVE, step)
     tp, fp, tn, fn = (np.asarray(a, dtype=np.float64) for a in (c.tp, c.fp, c.tn, c.fn))
     with np.errstate(divide="ignore", invalid="ignore"):
         fpr, tpr = fp / (fp + tn), tp / (tp + fn)
@@ -62,11 +70,7 @@ def pr_curve(root: Served, run: str, tag: str, step: int | None = None) -> dict[
     order = np.lexsort((y, x))
     auc = float(np.trapezoid(y[order], x[order])) if finite.any() else float("nan")
     return {
-        "run": run,
-        "tag": tag,
-        "unreadable": unreadable,
-        "steps": [r.step for r in records],
-        "step": c.step,
+        **head,
         **{name: floats(np.asarray(getattr(c, name), dtype=np.float64)) for name in ("thresholds", "precision")},
         **{name: floats(a) for name, a in (("tp", tp), ("fp", fp), ("tn", tn), ("fn", fn))},
         "recall": floats(np.asarray(c.recall, dtype=np.float64)),
@@ -84,8 +88,7 @@ def sanity_check(root: Served, run: str, tag: str, step: int | None = None) -> d
     ``{"run", "tag", "steps", "step", "mode", "methods", "stages": the check's steps ("original", then each layer
     randomised), "metrics", "inputs", "curves": {method: {metric: {"mean": [stages], "std": [stages]}}}}``.
     """
-    records, unreadable = readable_records(root, run, tag, SANITY)
-    c = at_step(records, step, run, tag, unreadable)
+    c, head = _chosen(root, run, tag, SANITY, step)
     curves = {
         method: {
             metric: {"mean": floats(c.mean[method][metric]), "std": floats(c.std[method][metric])}
@@ -94,11 +97,7 @@ def sanity_check(root: Served, run: str, tag: str, step: int | None = None) -> d
         for method in c.methods
     }
     return {
-        "run": run,
-        "tag": tag,
-        "unreadable": unreadable,
-        "steps": [r.step for r in records],
-        "step": c.step,
+        **head,
         "mode": c.mode,
         "methods": c.methods,
         "stages": c.stages,
@@ -114,18 +113,13 @@ def faithfulness(root: Served, run: str, tag: str, step: int | None = None) -> d
     ``{"run", "tag", "steps", "step", "metric", "probability", "inputs", "fractions", "curves": [{"method",
     "mean", "std", "auc"}]}``: per method the mean curve over the inputs, its standard deviation, its mean AUC.
     """
-    records, unreadable = readable_records(root, run, tag, FAITHFULNESS)
-    c = at_step(records, step, run, tag, unreadable)
+    c, head = _chosen(root, run, tag, FAITHFULNESS, step)
     curves = [
         {"method": method, "mean": floats(c.mean[i]), "std": floats(c.std[i]), "auc": as_float(float(c.auc[i]))}
         for i, method in enumerate(c.methods)
     ]
     return {
-        "run": run,
-        "tag": tag,
-        "unreadable": unreadable,
-        "steps": [r.step for r in records],
-        "step": c.step,
+        **head,
         "metric": c.metric,
         "probability": c.probability,
         "inputs": c.inputs,
@@ -141,8 +135,7 @@ def method_comparison(root: Served, run: str, tag: str, step: int | None = None)
     [{"method", "values": {metric: mean or null}, "std": {metric: spread over the inputs or null}, "error":
     why the method failed, or null}]}``; ``null`` marks a value not measured (every value of a failed method).
     """
-    records, unreadable = readable_records(root, run, tag, COMPARISON)
-    c = at_step(records, step, run, tag, unreadable)
+    c, head = _chosen(root, run, tag, COMPARISON, step)
 
     def measured(values: np.ndarray) -> dict[str, float | str | None]:
         return {metric: None if math.isnan(v) else as_float(v) for metric, v in zip(c.metrics, values.tolist())}
@@ -152,11 +145,7 @@ def method_comparison(root: Served, run: str, tag: str, step: int | None = None)
         for i, method in enumerate(c.methods)
     ]
     return {
-        "run": run,
-        "tag": tag,
-        "unreadable": unreadable,
-        "steps": [r.step for r in records],
-        "step": c.step,
+        **head,
         "metrics": c.metrics,
         "sort_by": c.sort_by,
         "lower_is_better": {metric: LOWER_IS_BETTER[metric] for metric in c.metrics},
