@@ -30,7 +30,7 @@ from torch import Tensor
 from .. import probe
 from ..errors import BadInputError
 from .base import Result, defaults, is_integer, register
-from .gradients import GradientMethod, id_baseline, input_baselines
+from .gradients import GradientMethod, at_layer, id_baseline, input_baselines
 
 # Where the input barely changes, the multiplier is the derivative (Captum's eps).
 EPS = 1e-10
@@ -243,15 +243,7 @@ class DeepLift(GradientMethod):
         if self.layer is not None and is_integer(x):
             if isinstance(baseline, Tensor) and baseline.is_floating_point():  # already at the layer
                 end = self.layer_output(x)
-                try:
-                    start = torch.broadcast_to(baseline.to(end), end.shape)
-                except RuntimeError:
-                    raise BadInputError(
-                        f"baseline of shape {tuple(baseline.shape)} is a float tensor, so it stands for layer "
-                        f"{self.layer!r}'s output, {tuple(end.shape)}, but does not broadcast to it; pass token ids "
-                        "shaped like the inputs, or a float tensor shaped like the layer's output."
-                    ) from None
-                return torch.cat([x, x]), torch.cat([end, start])
+                return torch.cat([x, x]), torch.cat([end, at_layer(baseline, end, self.layer)])
             return torch.cat([x, id_baseline(baseline, x)]), None
         return torch.cat([x, input_baselines(baseline, x, self.layout).to(x.dtype)]), None
 

@@ -346,14 +346,7 @@ class IntegratedGradients(GradientMethod):
             return input_baselines(baseline, x, self.layout), x
         end = self.layer_output(x)
         if isinstance(baseline, Tensor) and baseline.is_floating_point() and is_integer(x):
-            try:  # already at the layer: a float tensor cannot be token ids
-                return torch.broadcast_to(baseline.to(end), end.shape), end
-            except RuntimeError:
-                raise BadInputError(
-                    f"baseline of shape {tuple(baseline.shape)} is a float tensor, so it stands for layer "
-                    f"{self.layer!r}'s output, {tuple(end.shape)}, but does not broadcast to it; pass token ids "
-                    "shaped like the inputs, or a float tensor shaped like the layer's output."
-                ) from None
+            return at_layer(baseline, end, self.layer), end  # already at the layer: a float cannot be token ids
         starts = id_baseline(baseline, x) if is_integer(x) else make_baseline(baseline, x)
         return self.layer_output(starts), end
 
@@ -365,6 +358,19 @@ def completeness_error(attribution: Tensor, change: Tensor) -> Tensor:
     scale = change.abs()
     unscaled = torch.where(gap > 0, math.inf, 0.0).to(gap)
     return torch.where(scale > 0, gap / scale.clamp_min(torch.finfo(torch.float64).tiny), unscaled)
+
+
+def at_layer(baseline: Tensor, end: Tensor, layer: object) -> Tensor:
+    """A float baseline given for token ids: it stands for the layer's output ``end``, broadcast to its shape; a
+    :class:`BadInputError` saying so where it does not broadcast."""
+    try:
+        return torch.broadcast_to(baseline.to(end), end.shape)
+    except RuntimeError:
+        raise BadInputError(
+            f"baseline of shape {tuple(baseline.shape)} is a float tensor, so it stands for layer "
+            f"{layer!r}'s output, {tuple(end.shape)}, but does not broadcast to it; pass token ids "
+            "shaped like the inputs, or a float tensor shaped like the layer's output."
+        ) from None
 
 
 def id_baseline(baseline: object, ids: Tensor) -> Tensor:
