@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import socket
+import tempfile
 import threading
 import time
 import warnings
@@ -295,6 +297,32 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> BackendStore:
     """Each backend in turn (a module may define its own ``store``, which wins there)."""
     url = request.getfixturevalue("pg_server") if request.param == "postgresql" else None
     return BackendStore(request.param, tmp_path, url)
+
+
+# Ray (tests/test_ray.py, tests/test_explain_dataset_ray.py, docs/scale.md's blocks) -----------------------------
+
+
+@pytest.fixture(scope="session")
+def ray_session() -> Iterator[None]:
+    """One local Ray (2 CPUs) for every Ray test of this worker: starting one costs 5-10 s on this machine, and Ray
+    Data's first use in a session as much again. As a session fixture of this conftest it keeps its users on one
+    xdist worker (:func:`_shared_fixture_group`). The actor pool left warm by one test serves the next when the model
+    and options match, as across a user's calls; it is closed with the session."""
+    ray = pytest.importorskip("ray")
+    pytest.importorskip("ray.data")
+    from deepscope.engine import close_pools
+
+    temp = tempfile.mkdtemp(prefix="dsray", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
+    # The actors import this checkout's deepscope, wherever the tests run from.
+    env = {"env_vars": {"PYTHONPATH": str(Path(ds.__file__).resolve().parents[1])}}
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _temp_dir=temp, runtime_env=env)
+    shutdown = ray.shutdown  # Ray's own: docs/scale.md's fixture puts one that keeps this session in its place
+    try:
+        yield
+    finally:
+        close_pools()
+        shutdown()
+        shutil.rmtree(temp, ignore_errors=True)
 
 
 # Scheduling on pytest-xdist workers (make test: -n 2 --dist loadgroup) ----------------------------------------------

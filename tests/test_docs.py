@@ -19,6 +19,11 @@ NOT_RUN: dict[tuple[str, str], str] = {}
 
 BLOCKS = [block for page in pages() for block in blocks(page)]
 
+# Pages whose blocks run in a session fixture of tests/conftest.py, shared with other tests on the worker that holds
+# it: docs/scale.md's blocks in the Ray session of tests/test_ray.py (a Ray start is 5-10 s; its fixture,
+# tests/docs_fixtures/scale.py, lets the page's ray.init and ray.shutdown find it).
+PAGE_FIXTURES = {"docs/scale.md": "ray_session"}
+
 
 @pytest.fixture(scope="session")
 def page_runs() -> Iterator[dict[str, PageRun]]:
@@ -38,15 +43,30 @@ def _page_run(block: Block, runs: dict[str, PageRun], factory: pytest.TempPathFa
     return run
 
 
+def _group(page: str) -> str:
+    """The xdist group of a page's blocks: the page's, or the group of the session fixture they use (conftest's
+    ``_shared_fixture_group`` names it so for the other tests that use it)."""
+    return f"session-{PAGE_FIXTURES[page]}" if page in PAGE_FIXTURES else page
+
+
 # Blocks of one page share a namespace: `make test` (pytest -n 2 --dist loadgroup) keeps each page on one worker.
-@pytest.mark.parametrize("block", [pytest.param(b, id=b.id, marks=pytest.mark.xdist_group(b.page)) for b in BLOCKS])
-def test_block_runs(block: Block, page_runs: dict[str, PageRun], tmp_path_factory: pytest.TempPathFactory) -> None:
+@pytest.mark.parametrize(
+    "block", [pytest.param(b, id=b.id, marks=pytest.mark.xdist_group(_group(b.page))) for b in BLOCKS]
+)
+def test_block_runs(
+    block: Block,
+    page_runs: dict[str, PageRun],
+    tmp_path_factory: pytest.TempPathFactory,
+    request: pytest.FixtureRequest,
+) -> None:
     reason = NOT_RUN.get((block.page, block.first_line))
     failure = ""
     try:
         compile_block(block)  # even a block that cannot run must be valid Python with a valid marker
         if reason:
             pytest.skip(f"{block.id} is not run: {reason}")
+        if block.page in PAGE_FIXTURES:
+            request.getfixturevalue(PAGE_FIXTURES[block.page])
         run = _page_run(block, page_runs, tmp_path_factory)
         page = [b for b in BLOCKS if b.page == block.page]
         # A block selected alone (pytest -k) first runs the blocks of its page before it.

@@ -3,7 +3,6 @@ rows in the same item order as the single-process call's, and the run gets the s
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +19,7 @@ ray = pytest.importorskip("ray")
 pytest.importorskip("ray.data")
 
 N, BATCH = 64, 16
+ON_RAY = RayOptions(actors=2)
 
 
 def tiny_cnn() -> nn.Module:
@@ -40,12 +40,10 @@ def tiny_cnn() -> nn.Module:
 
 
 @pytest.fixture(scope="module")
-def local_ray() -> Iterator[None]:
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
-        yield
-    finally:
-        ray.shutdown()
+def model() -> nn.Module:
+    """One model for both tests, which pass it with the same ON_RAY: the actor pool the first test starts serves
+    the second, as it serves a user's calls."""
+    return tiny_cnn()
 
 
 @pytest.fixture(scope="module")
@@ -68,8 +66,8 @@ def _assert_same_rows(found: Path, expected: Path) -> None:
     np.testing.assert_allclose(maps_a, maps_b, rtol=2**-10, atol=2**-13)  # one float16 step (values in [-1, 1])
 
 
-def test_a_ray_dataset_gives_the_single_process_rows(local_ray, data, tmp_path: Path) -> None:
-    model, (x, labels) = tiny_cnn(), data
+def test_a_ray_dataset_gives_the_single_process_rows(ray_session, model, data, tmp_path: Path) -> None:
+    x, labels = data
     common = {"method": "gradcam", "downsample": 2, "batch_size": BATCH, "sample": 6, "progress": False}
     with ds.Run(tmp_path / "local") as run:
         local = ds.explain_dataset(model, (x, labels), path=tmp_path / "local.parquet", run=run, **common)
@@ -78,9 +76,7 @@ def test_a_ray_dataset_gives_the_single_process_rows(local_ray, data, tmp_path: 
     rows = [{"id": i, "image": x[i].numpy(), "label": int(labels[i])} for i in range(N)]
     dataset = ray.data.from_items(rows)
     with ds.Run(tmp_path / "ray") as run:
-        on_ray = ds.explain_dataset(
-            model, dataset, path=tmp_path / "ray.parquet", run=run, ray=RayOptions(actors=2), **common
-        )
+        on_ray = ds.explain_dataset(model, dataset, path=tmp_path / "ray.parquet", run=run, ray=ON_RAY, **common)
     _assert_same_rows(on_ray.path, local.path)
     assert (on_ray.items, on_ray.misclassified, on_ray.sample_items) == (N, local.misclassified, local.sample_items)
     (a,), (b,) = Reader(tmp_path / "ray").records("explanations"), Reader(tmp_path / "local").records("explanations")
@@ -88,11 +84,11 @@ def test_a_ray_dataset_gives_the_single_process_rows(local_ray, data, tmp_path: 
     assert a.source["items"] == N and a.source["misclassified"] == local.misclassified
 
 
-def test_engine_ray_takes_in_memory_data_too(local_ray, data, tmp_path: Path) -> None:
-    model, (x, labels) = tiny_cnn(), data
+def test_engine_ray_takes_in_memory_data_too(ray_session, model, data, tmp_path: Path) -> None:
+    x, labels = data
     local = ds.explain_dataset(model, (x, labels), path=tmp_path / "l.parquet", batch_size=BATCH, progress=False)
     on_ray = ds.explain_dataset(
-        model, (x, labels), path=tmp_path / "r.parquet", batch_size=BATCH, progress=False, engine="ray"
+        model, (x, labels), path=tmp_path / "r.parquet", batch_size=BATCH, progress=False, engine="ray", ray=ON_RAY
     )
     _assert_same_rows(on_ray.path, local.path)
     torch.testing.assert_close(on_ray.sample.heatmap, local.sample.heatmap)  # type: ignore[union-attr]

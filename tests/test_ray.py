@@ -1,6 +1,7 @@
 """The data-set calls on Ray (deepscope.engine, deepscope.ray_engine): the same answers as in this process.
 
-A local Ray (2 CPUs) serves the module; the loopback cluster test starts its own head and worker node (``ray start
+conftest's local Ray (2 CPUs, one session per xdist worker, shared with tests/test_explain_dataset_ray.py and
+docs/scale.md's blocks) serves the module; the loopback cluster test starts its own head and worker node (``ray start
 --block``, ended by their process ids) and drives them from a second interpreter. Ray starts slowly on a busy
 machine: the data are tiny (64 FashionMNIST-sized images, the demo's small CNN) and the timeouts generous.
 """
@@ -16,7 +17,7 @@ import tempfile
 import textwrap
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,7 @@ import torch
 from torch import Tensor, nn
 
 import deepscope as ds
+from deepscope import ray_engine
 from deepscope.demo.models import FashionCNN
 from deepscope.engine import RayOptions
 
@@ -33,20 +35,23 @@ pytest.importorskip("ray.data")
 
 # Two actors of half a CPU each leave a CPU to Ray Data's own tasks (numbering a data set's rows) on 2 CPUs.
 OPTIONS = RayOptions(actors=2, cpus_per_actor=0.5)
+# One actor where a test is about one pool's life, not about merging what several send: each actor is a process
+# importing torch, and two starting at once take twice as long on 2 busy cores.
+ONE_ACTOR = RayOptions(actors=1, cpus_per_actor=0.5)
 
 
 @pytest.fixture(scope="module")
-def local_ray() -> Iterator[None]:
-    # Classes of this file (the fragile model) travel by value: the actors cannot import the test module.
+def local_ray(ray_session: None) -> None:
+    """conftest's Ray session (2 CPUs, one per xdist worker), which ships this file's classes (the fragile model)
+    by value: the actors cannot import the test module."""
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    temp = tempfile.mkdtemp(prefix="dsray", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
-    # The actors import this checkout's deepscope, wherever the tests run from.
-    env = {"env_vars": {"PYTHONPATH": str(Path(ds.__file__).resolve().parents[1])}}
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _temp_dir=temp, runtime_env=env)
-    try:
-        yield
-    finally:
-        ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def model() -> nn.Module:
+    """One model for the module's tests that leave it as it is: the actor pool a test leaves warm with OPTIONS
+    serves the next one, as it serves a user's calls (a pool's start is an actor process importing torch)."""
+    return _model()
 
 
 def _model() -> nn.Module:
@@ -76,8 +81,8 @@ def _ray_dataset(images: Tensor, labels: Tensor) -> object:
     return ray.data.from_arrow(tables)
 
 
-def test_embed_on_a_ray_dataset_equals_the_local_call(local_ray: None) -> None:
-    model, (images, labels) = _model(), _data()
+def test_embed_on_a_ray_dataset_equals_the_local_call(local_ray: None, model: nn.Module) -> None:
+    images, labels = _data()
     local = ds.embed(model, (images, labels), "features", batch_size=16)
     remote = ds.embed(model, _ray_dataset(images, labels), "features", batch_size=16, ray=OPTIONS)
     assert type(remote) is type(local)
@@ -86,8 +91,8 @@ def test_embed_on_a_ray_dataset_equals_the_local_call(local_ray: None) -> None:
     assert np.array_equal(remote.thumbnails, local.thumbnails)
 
 
-def test_top_patches_and_dead_units_on_ray_equal_the_local_calls(local_ray: None) -> None:
-    model, (images, _labels) = _model(), _data()
+def test_top_patches_and_dead_units_on_ray_equal_the_local_calls(local_ray: None, model: nn.Module) -> None:
+    images, _labels = _data()
     # Batches of 2: in-memory data goes in blocks of several batches (4, 3, 3, 2, ...), each combined on its actor.
     local = ds.top_patches(model, images, "features.conv1", k=5, batch_size=2)
     remote = ds.top_patches(model, images, "features.conv1", k=5, batch_size=2, engine="ray", ray=OPTIONS)
@@ -106,8 +111,8 @@ def test_top_patches_and_dead_units_on_ray_equal_the_local_calls(local_ray: None
     assert all(torch.equal(dead_remote.peak[key], dead_local.peak[key]) for key in dead_local.peak)
 
 
-def test_confusion_and_confidently_wrong_on_ray_equal_the_local_calls(local_ray: None) -> None:
-    model, data = _model(), _data()
+def test_confusion_and_confidently_wrong_on_ray_equal_the_local_calls(local_ray: None, model: nn.Module) -> None:
+    data = _data()
     local = ds.evaluate_model(model, data, batch_size=16)
     remote = ds.evaluate_model(model, data, batch_size=16, engine="ray", ray=OPTIONS)
     assert type(remote) is type(local)
@@ -143,11 +148,21 @@ def _within(seconds: float, call: Callable[[], object]) -> object:
     return answer[0]
 
 
-def test_actors_holding_every_cpu_and_no_id_column_do_not_wait_for_ever(local_ray: None) -> None:
-    # Two actors of one CPU on 2 CPUs: nothing else can run. Rows without ids are numbered from the blocks' row
-    # counts in the driver (once an all-to-all step that waited for the CPUs the actors held).
-    model, (images, labels) = _model(), _data()
-    every_cpu = RayOptions(actors=2, cpus_per_actor=1)
+def test_actors_holding_every_cpu_and_no_id_column_do_not_wait_for_ever(local_ray: None, model: nn.Module) -> None:
+    images, labels = _data()
+    # With a CPU left for its tasks (OPTIONS: the pool holds one of 2), a lazy data set streams through the pool: its
+    # rows numbered as it gives them.
+    lazy = ray.data.range(64).map_batches(lambda batch: {"image": np.zeros((len(batch["id"]), 1, 28, 28), "f4")})
+    features = _within(180, lambda: ds.embed(model, lazy, "features", ray=OPTIONS))
+    assert isinstance(features, ds.Features) and len(features) == 64
+    torch.testing.assert_close(features.features, ds.embed(model, torch.zeros(64, 1, 28, 28), "features").features)
+    # An actor of both CPUs (one process: a second one would only add its start): nothing else can run.
+    every_cpu = RayOptions(actors=1, cpus_per_actor=2)
+    # A data set that computes its blocks in tasks would wait for CPUs the pool holds: said, not waited on.
+    with pytest.raises(ds.BadInputError, match="materialize"):
+        _within(180, lambda: ds.embed(model, lazy, "features", ray=every_cpu))
+    # Rows without ids are numbered from the blocks' row counts in the driver (once an all-to-all step that waited
+    # for the CPUs the actors held).
     local = ds.top_patches(model, images, "features.conv1", k=5, batch_size=16)
     remote = _within(
         180,
@@ -159,29 +174,20 @@ def test_actors_holding_every_cpu_and_no_id_column_do_not_wait_for_ever(local_ra
     assert torch.equal(remote.indices, local.indices) and torch.equal(remote.values, local.values)
     assert remote.images.keys() == local.images.keys()  # read again by id from the blocks that hold them
     assert all(torch.equal(remote.images[i], local.images[i]) for i in local.images)
-    # A data set that computes its blocks in tasks would wait for CPUs the pool holds: said, not waited on.
-    lazy = ray.data.range(64).map_batches(lambda batch: {"image": np.zeros((len(batch["id"]), 1, 28, 28), "f4")})
-    with pytest.raises(ds.BadInputError, match="materialize"):
-        _within(180, lambda: ds.embed(model, lazy, "features", ray=every_cpu))
-    # With a CPU left for its tasks, a lazy data set streams through the pool: its rows numbered as it gives them.
-    features = _within(180, lambda: ds.embed(model, lazy, "features", ray=RayOptions(actors=1, cpus_per_actor=1)))
-    assert isinstance(features, ds.Features) and len(features) == 64
-    torch.testing.assert_close(features.features, ds.embed(model, torch.zeros(64, 1, 28, 28), "features").features)
 
 
 def test_the_actor_pool_stays_warm_for_the_same_model_and_restarts_for_changed_weights(local_ray: None) -> None:
-    from deepscope import ray_engine
     from deepscope.engine import close_pools
 
     model, (images, labels) = _model(), _data()
-    first = ds.embed(model, (images, labels), "features", batch_size=16, engine="ray", ray=OPTIONS)
+    first = ds.embed(model, (images, labels), "features", batch_size=16, engine="ray", ray=ONE_ACTOR)
     pool = ray_engine._warm
-    assert pool is not None and len(pool.actors) == 2
-    ds.dead_units(model, images, batch_size=16, engine="ray", ray=OPTIONS)
-    assert ray_engine._warm is pool  # the same actors served the second call
+    assert pool is not None and len(pool.actors) == 1
+    ds.dead_units(model, images, batch_size=16, engine="ray", ray=ONE_ACTOR)
+    assert ray_engine._warm is pool  # the same actor served the second call
     with torch.no_grad():
         model.fc.weight.neg_()  # an in-place change, as an optimizer's step makes
-    second = ds.embed(model, (images, labels), "features", batch_size=16, engine="ray", ray=OPTIONS)
+    second = ds.embed(model, (images, labels), "features", batch_size=16, engine="ray", ray=ONE_ACTOR)
     assert ray_engine._warm is not pool and not pool.actors  # the stale pool was closed, a new one started
     assert torch.equal(second.predictions, ds.embed(model, (images, labels), "features").predictions)
     assert not torch.equal(second.predictions, first.predictions)  # the new weights answered
@@ -210,9 +216,9 @@ def test_a_killed_actor_is_restarted_and_its_batches_redone(local_ray: None, tmp
     flag = tmp_path / "killed"
     local = ds.embed(model, (images, labels), "features", batch_size=8)
     remote = ds.embed(
-        Fragile(model, str(flag)), (images, labels), "model.features", batch_size=8, engine="ray", ray=OPTIONS
+        Fragile(model, str(flag)), (images, labels), "model.features", batch_size=8, engine="ray", ray=ONE_ACTOR
     )
-    assert flag.exists()  # an actor did die
+    assert flag.exists()  # the actor did die
     assert len(remote) == 64 and torch.equal(remote.labels, labels)  # every item once, in order
     torch.testing.assert_close(remote.features, local.features)
 
@@ -229,58 +235,79 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _listening(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except OSError:
+        return False
+    return True
+
+
 @pytest.mark.ray_cluster
 def test_top_patches_on_a_loopback_cluster_of_two_nodes(tmp_path: Path) -> None:
-    """A head and a worker node (`ray start`), a driver in its own interpreter with `ray.init(address=...)`."""
+    """A head and a worker node (`ray start`), a driver in its own interpreter with `ray.init(address=...)`. The
+    driver starts with the head (it imports torch meanwhile, then waits for the head's port), the worker node as soon
+    as the head listens."""
     port = _free_port()
     ray_cli = str(Path(sys.executable).parent / "ray")
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONPATH": str(Path(ds.__file__).resolve().parents[1])}
     temp = tempfile.mkdtemp(prefix="dsray", dir="/tmp")
     common = ["--num-cpus=1", "--block", "--disable-usage-stats"]
-    head = subprocess.Popen(
-        [ray_cli, "start", "--head", f"--port={port}", "--include-dashboard=false", f"--temp-dir={temp}", *common],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    nodes = [head]
-    try:
-        time.sleep(3)
-        nodes.append(
-            subprocess.Popen(
-                [ray_cli, "start", f"--address=127.0.0.1:{port}", *common],
-                env=env,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-        )
-        driver = textwrap.dedent(f"""
-            import time, ray, torch, deepscope as ds
-            from deepscope.demo.models import FashionCNN
-            from deepscope.engine import RayOptions
-            ray.init(address="127.0.0.1:{port}", log_to_driver=False)
-            for _ in range(120):  # the worker node joins
-                if sum(node["Alive"] for node in ray.nodes()) == 2:
-                    break
-                time.sleep(1)
-            assert sum(node["Alive"] for node in ray.nodes()) == 2, ray.nodes()
-            torch.manual_seed(0)
-            model = FashionCNN().eval()
-            images = torch.rand(64, 1, 28, 28, generator=torch.Generator().manual_seed(1))
-            local = ds.top_patches(model, images, "features.conv2", k=4, batch_size=16)
-            remote = ds.top_patches(model, images, "features.conv2", k=4, batch_size=16, engine="ray",
-                                    ray=RayOptions(actors=2, cpus_per_actor=1))
-            assert torch.equal(local.values, remote.values) and torch.equal(local.indices, remote.indices)
-            print("same answer on", len(ray.nodes()), "nodes")
-        """)
-        done = subprocess.run([sys.executable, "-c", driver], env=env, capture_output=True, text=True, timeout=300)
-        assert done.returncode == 0, done.stderr[-3000:]
-        assert "same answer on 2 nodes" in done.stdout
-    finally:
-        for node in reversed(nodes):  # `ray start --block` stops the processes it started when it is ended
-            node.send_signal(signal.SIGTERM)
-        for node in reversed(nodes):
+    driver = textwrap.dedent(f"""
+        import socket, time, ray, torch, deepscope as ds
+        from deepscope.demo.models import FashionCNN
+        from deepscope.engine import RayOptions
+        torch.manual_seed(0)
+        model = FashionCNN().eval()
+        images = torch.rand(64, 1, 28, 28, generator=torch.Generator().manual_seed(1))
+        local = ds.top_patches(model, images, "features.conv2", k=4, batch_size=16)
+        for _ in range(240):  # the head listens
             try:
-                node.wait(timeout=60)
+                socket.create_connection(("127.0.0.1", {port}), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.5)
+        ray.init(address="127.0.0.1:{port}", log_to_driver=False)
+        for _ in range(240):  # the worker node joins
+            if sum(node["Alive"] for node in ray.nodes()) == 2:
+                break
+            time.sleep(0.5)
+        assert sum(node["Alive"] for node in ray.nodes()) == 2, ray.nodes()
+        # An actor of the node's one CPU on each node.
+        remote = ds.top_patches(model, images, "features.conv2", k=4, batch_size=16, engine="ray",
+                                ray=RayOptions(actors=2, cpus_per_actor=1))
+        assert torch.equal(local.values, remote.values) and torch.equal(local.indices, remote.indices)
+        print("same answer on", len(ray.nodes()), "nodes")
+    """)
+
+    def node(*options: str) -> subprocess.Popen:
+        return subprocess.Popen(
+            [ray_cli, "start", *options, *common], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+
+    head = node("--head", f"--port={port}", "--include-dashboard=false", f"--temp-dir={temp}")
+    nodes = [head]
+    client = subprocess.Popen(
+        [sys.executable, "-c", driver], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not _listening(port):
+            assert head.poll() is None, "the head node's `ray start` ended"
+            assert time.monotonic() < deadline, "the head node did not listen within 120 s"
+            time.sleep(0.2)
+        nodes.append(node(f"--address=127.0.0.1:{port}"))
+        out, err = client.communicate(timeout=300)
+        assert client.returncode == 0, err[-3000:]
+        assert "same answer on 2 nodes" in out
+    finally:
+        if client.poll() is None:
+            client.kill()
+            client.wait()
+        for started in reversed(nodes):  # `ray start --block` stops the processes it started when it is ended
+            started.send_signal(signal.SIGTERM)
+        for started in reversed(nodes):
+            try:
+                started.wait(timeout=60)
             except subprocess.TimeoutExpired:
-                node.kill()
+                started.kill()
