@@ -105,7 +105,10 @@ def test_top_patches_and_dead_units_on_ray_equal_the_local_calls(local_ray: None
     assert ties and all(row.index(3) + 1 == row.index(40) for row in ties)  # the tie is reached, the earlier first
 
     dead_local = ds.dead_units(model, images, batch_size=16)
-    dead_remote = ds.dead_units(model, images, batch_size=16, engine="ray", ray=OPTIONS)
+    pool = ray_engine._warm
+    # The default pool size on CPUs is OPTIONS' 2: the same pool serves (once a second one started for nothing).
+    dead_remote = ds.dead_units(model, images, batch_size=16, engine="ray", ray=RayOptions(cpus_per_actor=0.5))
+    assert ray_engine._warm is pool
     assert dead_remote.images == dead_local.images == 64
     assert dead_remote.peak.keys() == dead_local.peak.keys()
     assert all(torch.equal(dead_remote.peak[key], dead_local.peak[key]) for key in dead_local.peak)

@@ -378,7 +378,8 @@ def _fingerprint(model: object, options: RayOptions, gpus: int) -> tuple[Any, ..
             tuple((name, t.data_ptr(), t._version) for name, t in tensors),
             tuple(module.training for module in model.modules()),
         )
-    return (session, id(model), state, options.actors, options.cpus_per_actor, gpus)
+    # The pool's size as warm_pool resolves it: RayOptions() and RayOptions(actors=2) make the same pool on CPUs.
+    return (session, id(model), state, options.actors or (gpus or 2), options.cpus_per_actor, gpus)
 
 
 def warm_pool(model: nn.Module | Callable[[], nn.Module], options: RayOptions) -> Pool:
