@@ -7,7 +7,9 @@ this covers loading the page and plotly.js, ``/api/runs`` and ``/api/views``, th
 decoding, smoothing and plotly's draw. Cold: a new browser profile and a new server (nothing cached anywhere);
 then, best of ``--repeats`` reloads: the server's answer cache emptied (a browser that has seen the board before,
 a store it has not), and warm (plotly.js cached by the browser, the finished runs' answers by the server).
-Goal (issue 4): the page has drawn 100 runs x 10,000 points in under 2 s.
+Goal (issue 4): the page has drawn 100 runs x 10,000 points in under 2 s. Quiet machine (2026-12-02, before the
+chart was drawn once in the page): first load 2.34 s, reloads 1.13-1.18 s; the chart drawn once, eight interleaved
+before/after pairs at load average 17 falling to 3.6: first load median 9.23 / 5.15 s (docs/board.md, "Speed").
 
     python bench/bench_board_page.py
     python bench/bench_board_page.py --runs 10 --points 1000 --repeats 2

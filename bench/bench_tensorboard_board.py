@@ -9,7 +9,7 @@ points (TensorBoard: the ``/data/plugin/timeseries/timeSeries`` answer with all 
 arrived and the card's line chart has drawn; deepscope: the plotly traces hold the points), and from opening the page
 to that chart; then the resident memory (VmRSS, with child processes: TensorBoard's data server) of each server
 once the view has loaded, and the ratios. TensorBoard keeps a reservoir sample of 1,000 points per run and tag;
-deepscope's page asks for 128,000 points per chart shared by its runs (1,024 per run at 100 runs, at most 2,000),
+deepscope's page asks for 64,000 points per chart shared by its runs (512 per run at 100 runs, at most 2,000),
 downsampled keeping extremes.
 
 With ``--load``: many viewers at once (issue 17). While one more run is being written, each of 1, then 16

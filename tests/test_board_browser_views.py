@@ -151,6 +151,48 @@ def test_tags_in_natural_order_grouped_by_prefix_and_filtered(page: tuple[Any, l
     assert not problems
 
 
+# Counts, in the page, plotly's draws into a chart not in the document (plotly sizes a chart from its element: one
+# drawn detached is drawn at plotly's default size, then whole again when resized) and the resizes asked of plotly.
+PLOTLY_CALLS = """(() => {
+  window.plotlyCalls = { drawn: 0, detached: 0, resized: 0 };
+  let plotly;
+  Object.defineProperty(window, "Plotly", { configurable: true, get: () => plotly, set(value) {
+    plotly = value;
+    const { react } = value;
+    value.react = function (gd, ...rest) {
+      window.plotlyCalls.drawn += 1;
+      if (!gd.isConnected) window.plotlyCalls.detached += 1;
+      return react.call(this, gd, ...rest);
+    };
+    const { resize } = value.Plots;
+    value.Plots.resize = function (...args) {
+      window.plotlyCalls.resized += 1;
+      return resize.apply(this, args);
+    };
+  } });
+})();"""
+
+
+def test_a_chart_is_drawn_once_in_the_page_at_its_size(page: tuple[Any, list[str]], server: str) -> None:
+    page, problems = page
+    page.add_init_script(PLOTLY_CALLS)
+    _scalars(page, server)
+    # The old page's redraw came 100 ms after a tag group's toggle event, queued when the group was made open.
+    page.wait_for_timeout(400)
+    calls = page.evaluate("() => window.plotlyCalls")
+    assert calls["drawn"] >= 1 + len(NORMS) and calls["detached"] == 0 and calls["resized"] == 0, calls
+    size = page.evaluate(
+        """() => { const gd = document.querySelector('.card[data-tag="train/loss"] .plot');
+                   return [gd._fullLayout.width, gd._fullLayout.height, gd.clientWidth, gd.clientHeight]; }"""
+    )
+    assert size[:2] == size[2:]
+    # A section folded and opened again redraws its charts at their size (the window may have changed meanwhile).
+    page.click(".tag-group[data-group=grad_norm] > summary")
+    page.click(".tag-group[data-group=grad_norm] > summary")
+    page.wait_for_function("(n) => window.plotlyCalls.resized === n", arg=len(NORMS), timeout=5_000)
+    assert not problems
+
+
 def test_a_single_point_is_drawn_as_a_marker(page: tuple[Any, list[str]], server: str) -> None:
     page, problems = page
     _scalars(page, server)

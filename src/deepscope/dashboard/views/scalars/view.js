@@ -676,8 +676,15 @@ const scalars = {
       const grid = el("div", { class: "grid" });
       const node = el("details", { class: "tag-group", open: true, dataset: { group: prefix } },
         el("summary", {}, prefix || "(no prefix)", count), grid);
+      // A section is made open: its toggle event (queued at creation) resizes nothing; one that was closed and opens
+      // again redraws its charts at their size (the window may have been resized meanwhile).
+      let closed = false;
       node.addEventListener("toggle", () => {
-        if (node.open) for (const plot of grid.querySelectorAll(".js-plotly-plot")) Plotly.Plots.resize(plot);
+        if (!node.open) closed = true;
+        else if (closed) {
+          closed = false;
+          for (const plot of grid.querySelectorAll(".js-plotly-plot")) Plotly.Plots.resize(plot);
+        }
       });
       group = { node, grid, count };
       this.groups.set(prefix, group);
@@ -735,9 +742,7 @@ const scalars = {
         chart.card.dataset.tag = tag;
         this.charts.set(tag, chart);
       }
-      this.drawChart(tag, chart, runs, mode, weight);
     }
-    this.drawPinned(runs, mode, weight);
     if (!tags.length) {
       this.groups.clear();
       const why = this.tagFilter.value ? "No scalar tag matches the tag filter." : "No scalars in the selected runs.";
@@ -746,6 +751,10 @@ const scalars = {
       this.grid.querySelector(":scope > p.empty")?.remove();
       this.arrange(tags);
     }
+    // Drawn once the cards are in the page: plotly sizes a chart from its div, so one drawn while detached is drawn at
+    // its default size first and redrawn whole when resized.
+    for (const tag of tags) this.drawChart(tag, this.charts.get(tag), runs, mode, weight);
+    this.drawPinned(runs, mode, weight);
     this.drawLayouts();
   },
 
