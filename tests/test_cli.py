@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
+import io
 import json
 import re
+import shutil
 import struct
 import subprocess
 import sys
@@ -181,13 +184,24 @@ def test_methods_name_shows_the_options(capsys: pytest.CaptureFixture[str]) -> N
 # The FashionMNIST demo -----------------------------------------------------------------------------------
 
 
-def test_demo_end_to_end_on_a_small_data_set(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    write_learnable_fashion(tmp_path / "data")
-    out = tmp_path / "out"
-    argv = ["demo", "--data", str(tmp_path / "data"), "--out", str(out), "--limit", "1536", "--epochs", "2"]
-    assert main([*argv, "--no-progress", "--threads", "1"]) == 0
-    printed = capsys.readouterr().out
-    assert f"IDX files in {tmp_path / 'data'}" in printed
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, str]:
+    """The FashionMNIST demo run once through the command line on small learnable data (most of its time goes to the
+    views after training, whatever the data's size): the data folder, the demo's folder, and what it printed. The demo
+    tests share it; the one that runs the demo again does so in a copy."""
+    root = tmp_path_factory.mktemp("demo")
+    write_learnable_fashion(root / "data")
+    out = root / "out"
+    argv = ["demo", "--data", str(root / "data"), "--out", str(out), "--limit", "1536", "--epochs", "2"]
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert main([*argv, "--no-progress", "--threads", "1"]) == 0
+    return root / "data", out, printed.getvalue()
+
+
+def test_demo_end_to_end_on_a_small_data_set(demo: tuple[Path, Path, str]) -> None:
+    data_folder, out, printed = demo
+    assert f"IDX files in {data_folder}" in printed
     assert str(out / "grid.png") in printed
     # The sanity check's words agree with its numbers: a map "survives" when it keeps its ranking after fc.
     lines = re.findall(r"(\S+) +(-?[\d.]+) after fc, mean (-?[\d.]+) over the cascade, (-?[\d.]+) with all layers "
@@ -222,19 +236,23 @@ def test_demo_end_to_end_on_a_small_data_set(tmp_path: Path, capsys: pytest.Capt
     model.load_state_dict(torch.load(out / "model.pt", weights_only=True), strict=True)
 
 
-def test_demo_restores_torch_threads_and_logs_a_run_it_replaces_when_run_again(tmp_path: Path) -> None:
+def test_demo_restores_torch_threads_and_logs_a_run_it_replaces_when_run_again(
+    demo: tuple[Path, Path, str], tmp_path: Path
+) -> None:
     from deepscope.store import Reader
 
+    # Again, in a copy of the shared demo's folder: its run (1536 images, two epochs: 48 batches) is replaced by
+    # this one's, not refused and not added to.
+    shutil.copytree(demo[1], tmp_path / "out")
+    with Reader(tmp_path / "out" / "runs" / "fashion-cnn") as reader:
+        assert len(reader.scalars("train/loss").steps) > 1
     write_learnable_fashion(tmp_path / "data", train=64, test=20)
     before = torch.get_num_threads()
-    for _ in range(2):  # a second demo replaces its run instead of refusing the existing directory
-        fashion.run(
-            out=tmp_path / "out", data=tmp_path / "data", samples=2, threads=1, progress=False, log=lambda _: None
-        )
+    fashion.run(out=tmp_path / "out", data=tmp_path / "data", samples=2, threads=1, progress=False, log=lambda _: None)
     assert torch.get_num_threads() == before
     with Reader(tmp_path / "out" / "runs" / "fashion-cnn") as reader:
         loss = reader.scalars("train/loss")
-        assert len(loss.steps) == 1 and loss.steps[0] == 0  # 64 images = one batch, logged once: not twice
+        assert len(loss.steps) == 1 and loss.steps[0] == 0  # 64 images = one batch, logged once: the old run is gone
         assert reader.scalars("test/acc").values.size == 1
         tags = reader.tags()
     assert tags["model"] == "graph"
@@ -250,6 +268,7 @@ def test_demo_restores_torch_threads_and_logs_a_run_it_replaces_when_run_again(t
         assert tags.get(tag) == kind, (tag, tags.get(tag))
     assert any(t.startswith("features/features.relu2/top_patches/") for t in tags)
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["train_images"] == 64
     for name in ("confusion matrix", "sanity check", "filters", "class visualisations", "t-SNE"):
         with Image.open(summary["pictures"][name]) as picture:
             assert picture.size[0] > 200

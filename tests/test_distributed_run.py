@@ -33,15 +33,18 @@ BACKENDS = ["sqlite", "postgresql"]
 # ---- two ranks of torchrun, training a DDP model ----------------------------------------------------------------
 
 
-def _torchrun(store: BackendStore, name: str, out: Path, *options: str) -> subprocess.CompletedProcess[str]:
-    where = store.at(name)
-    arguments = [str(out), str(where["path"])] + ([where["name"]] if "name" in where else [])
+def _torchrun(store: BackendStore, out: Path, jobs: list[tuple[str, bool]]) -> subprocess.CompletedProcess[str]:
+    """One torchrun of two ranks running ``jobs`` (run name, whether rank 1 kills itself) one after the other."""
+    described = []
+    for name, kill in jobs:
+        where = store.at(name)
+        described.append({"label": name, "location": str(where["path"]), "name": where.get("name"), "kill": kill})
     env = os.environ | {"PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
     for variable in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "DEEPSCOPE_STORE"):
         env.pop(variable, None)
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
     return subprocess.run(
-        [*command, "--monitor-interval=0.2", str(WORKER), *arguments, *options],
+        [*command, "--monitor-interval=0.2", str(WORKER), str(out), json.dumps(described)],
         env=env,
         capture_output=True,
         text=True,
@@ -49,10 +52,25 @@ def _torchrun(store: BackendStore, name: str, out: Path, *options: str) -> subpr
     )
 
 
-def test_torchrun_ranks_log_into_one_run_each_point_once_finished_after_both_closed(store, tmp_path):
-    done = _torchrun(store, "ddp", tmp_path)
-    assert done.returncode == 0, done.stdout + done.stderr
-    seen = [json.loads((tmp_path / f"rank{k}.json").read_text()) for k in (0, 1)]
+@pytest.fixture(scope="module", params=BACKENDS)
+def torchrun_job(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[BackendStore, Path, subprocess.CompletedProcess[str]]:
+    """One torchrun per backend for both torchrun tests (starting its three processes is most of its time): a DDP
+    training into the run "ddp", then, in the same processes, one into "killed" where rank 1 kills itself mid-run.
+    The store, the folder where each job's ranks wrote what they saw (``<run>/rank<k>.json``), and how it ended."""
+    url = request.getfixturevalue("pg_server") if request.param == "postgresql" else None
+    root = tmp_path_factory.mktemp(f"torchrun-{request.param}")
+    store, seen = BackendStore(request.param, root, url), root / "seen"
+    return store, seen, _torchrun(store, seen, [("ddp", False), ("killed", True)])
+
+
+def test_torchrun_ranks_log_into_one_run_each_point_once_finished_after_both_closed(torchrun_job):
+    store, out, done = torchrun_job
+    # The launch fails, as the second job's rank 1 kills itself; this job ended before it, both ranks with it.
+    written = [out / "ddp" / f"rank{k}.json" for k in (0, 1)]
+    assert all(path.exists() for path in written), done.stdout + done.stderr
+    seen = [json.loads(path.read_text()) for path in written]
     assert [(s["rank"], s["world_size"]) for s in seen] == [(0, 2), (1, 2)]  # known before init_process_group
     # The status: running while rank 1 still holds the run, finished once it has closed too.
     assert seen[0]["after_rank_0_closed"] == "running"
@@ -92,10 +110,10 @@ def test_torchrun_ranks_log_into_one_run_each_point_once_finished_after_both_clo
         np.testing.assert_allclose(seen[0]["grad_norms"], seen[1]["grad_norms"], rtol=1e-6)
 
 
-def test_torchrun_a_rank_killed_mid_run_leaves_the_run_interrupted_with_what_it_flushed(store, tmp_path):
-    done = _torchrun(store, "killed", tmp_path, "--kill-rank-1")
+def test_torchrun_a_rank_killed_mid_run_leaves_the_run_interrupted_with_what_it_flushed(torchrun_job):
+    store, out, done = torchrun_job
     assert done.returncode != 0
-    flushed = json.loads((tmp_path / "rank1.json").read_text())["losses"]
+    flushed = json.loads((out / "killed" / "rank1.json").read_text())["losses"]
     assert len(flushed) == 3  # the worker's KILL_AFTER
     with store.reader("killed") as reader:
         assert reader.info()["status"] == "interrupted"

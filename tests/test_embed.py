@@ -133,9 +133,9 @@ def test_retrieval_figure_shows_query_then_neighbours() -> None:
 
 
 def test_tsne_digits_2d_keeps_neighbourhoods(digits) -> None:  # type: ignore[no-untyped-def]
-    x, y = digits
+    x, y = digits[0][:1000], digits[1][:1000]  # half the time of all 1,797, the same trustworthiness (0.99)
     result = project(x, "tsne", labels=y, progress=False, **FAST_TSNE)
-    assert result.points.shape == (len(x), 2)
+    assert result.points.shape == (1000, 2)
     assert result.trustworthiness >= 0.95
     assert result.knn_accuracy >= 0.95
     texts = [text.get_text() for text in result.figure().findobj(lambda artist: hasattr(artist, "get_text"))]

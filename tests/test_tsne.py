@@ -43,15 +43,20 @@ def _exact_repulsion(y: torch.Tensor) -> tuple[torch.Tensor, float]:
     return ((q**2)[..., None] * difference).sum(1), float(q.sum())
 
 
+# The first 1,000 of the 1,797 digits: t-SNE's tests run in about half the time, with the same margins (the
+# gradient-driven runs reach a trustworthiness of 0.99 either way).
+DIGITS = 1000
+
+
 @pytest.fixture(scope="module")
 def digit_affinities() -> tuple[np.ndarray, np.ndarray, object]:
     data = load_digits()
-    x = data.data.astype(np.float32)
+    x, labels = data.data[:DIGITS].astype(np.float32), data.target[:DIGITS]
     indices, distances = tsne.exact_neighbors(torch.from_numpy(x), 90)
     P = affinity.PerplexityBasedNN(
         knn_index=nearest_neighbors.PrecomputedNeighbors(indices, distances), perplexity=30, n_jobs=1
     ).P
-    return x, data.target, P
+    return x, labels, P
 
 
 # 6,000 points take two blocks of the search; the offset of 1e4 would ruin a float32 |a|^2 - 2ab + |b|^2 that did
