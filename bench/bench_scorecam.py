@@ -1,10 +1,12 @@
 """Score-CAM on resnet18 (one 224 px image, layer4's 512 channels, 1 thread): deepscope vs pytorch-grad-cam.
 
 Goal (issue 18): at least 2x faster than pytorch-grad-cam's ScoreCAM, both with 16 masked copies per forward pass
-(the peer's batch, its default, and ours) and ours also at 64; both sides on the same single thread.
+(the peer's batch, its default, and ours) and ours also at 64 and with precision="bfloat16"; both sides on the same
+single thread, every mode's ratio to the peer printed from the one run.
 ``--floor`` also times the forward passes alone, the peer's model as it runs them (channels first, batch norms
-apart) against ours (channels last, batch norms folded), on the same 512 masked copies: the ratio the masked
-passes allow when every pass must run (they are over 90% of either side's time). Run:
+apart) against ours (oneDNN layouts, :func:`on_mkldnn`; channels last with batch norms folded, :func:`folded`, the
+fallback and the bfloat16 mode's model), on the same 512 masked copies: the ratio the masked passes allow when
+every pass must run (they are over 90% of either side's time). Run:
 .venv/bin/python bench/bench_scorecam.py [--batch 1] [--size 224] [--repeat 3] [--floor]
 """
 
@@ -36,25 +38,28 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     print(f"load average at the start: {os.getloadavg()}")
     model, x, classes = resnet18_batch(args.batch, args.size)
     targets = [ClassifierOutputTarget(int(c)) for c in classes]
-    peer = ScoreCAM(model=model, target_layers=[model.layer4])
-    peer.batch_size = 16  # its default, said explicitly
 
     def peer_scorecam() -> object:
-        with contextlib.redirect_stderr(io.StringIO()):  # its tqdm bars
+        # Made per call and closed after it: its hooks stay on the model until then, and a hooked model runs ours
+        # on the folded copy rather than the oneDNN one (:func:`deepscope.explain.cam.on_mkldnn`).
+        with ScoreCAM(model=model, target_layers=[model.layer4]) as peer, contextlib.redirect_stderr(io.StringIO()):
+            peer.batch_size = 16  # its default, said explicitly
             return peer(input_tensor=x, targets=targets)
 
-    def ours(batch_size: int) -> object:
-        return ds.explain(model, x, method="scorecam", layer="layer4", target=classes, batch_size=batch_size).heatmap
+    def ours(batch_size: int, precision: str = "float32") -> torch.Tensor:
+        return ds.explain(
+            model, x, method="scorecam", layer="layer4", target=classes, batch_size=batch_size, precision=precision
+        ).heatmap
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        mine, theirs = ours(16), torch.as_tensor(peer_scorecam())
-        flat = mine.flatten(1)
-        scaled = (flat - flat.amin(1, keepdim=True)) / (flat.amax(1, keepdim=True) - flat.amin(1, keepdim=True))
-        print(f"  max |ours scaled to [0, 1] - peer| = {(scaled.view_as(theirs) - theirs).abs().max():.2e}")
+        mine, theirs, rounded = ours(16), torch.as_tensor(peer_scorecam()), ours(16, "bfloat16")
+        print(f"  max |ours scaled to [0, 1] - peer| = {(unit_range(mine) - theirs).abs().max():.2e}")
+        print(f"  bfloat16 against float32, both scaled to [0, 1]: {map_change(unit_range(rounded), unit_range(mine))}")
         functions = {
             "deepscope scorecam, batch_size=16 (default)": lambda: ours(16),
             "deepscope scorecam, batch_size=64": lambda: ours(64),
+            'deepscope scorecam, precision="bfloat16"': lambda: ours(16, "bfloat16"),
             "pytorch-grad-cam ScoreCAM (batch 16)": peer_scorecam,
         }
         if args.floor:
@@ -66,11 +71,13 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     report(title + ", CPU time of the process (steadier under load)", list(cpu.items()), reference)
     for kind, measured in (("wall", wall), ("CPU", cpu)):
         peer_time = measured["pytorch-grad-cam ScoreCAM (batch 16)"]
-        for name in (reference, "deepscope scorecam, batch_size=64"):
-            print(f"  {kind:>4}: pytorch-grad-cam / {name} = {peer_time / measured[name]:.2f} (goal >= 2)")
+        for name in measured:
+            if name.startswith("deepscope"):
+                print(f"  {kind:>4}: pytorch-grad-cam / {name} = {peer_time / measured[name]:.2f} (goal >= 2)")
         if args.floor:
-            floor = measured[PEER_PASSES] / measured[OUR_PASSES]
-            print(f"  {kind:>4}: forward passes alone, channels first / channels last folded = {floor:.2f}")
+            for name in OUR_PASSES.values():
+                floor = measured[PEER_PASSES] / measured[name]
+                print(f"  {kind:>4}: {PEER_PASSES} / {name} = {floor:.2f}")
     print(f"load average at the end: {os.getloadavg()}")
     return times
 
@@ -94,8 +101,33 @@ def timed_wall_and_cpu(
     return wall, cpu
 
 
+def unit_range(maps: torch.Tensor) -> torch.Tensor:
+    """Each map scaled to [0, 1] (as the peer returns them)."""
+    flat = maps.flatten(1)
+    low, high = flat.amin(1, keepdim=True), flat.amax(1, keepdim=True)
+    return ((flat - low) / (high - low)).view_as(maps)
+
+
+def map_change(changed: torch.Tensor, exact: torch.Tensor) -> str:
+    """How far ``changed`` is from ``exact`` (maps in [0, 1]): the largest change, the mean one, and Spearman's rank
+    correlation of their pixels."""
+
+    def ranks(values: torch.Tensor) -> torch.Tensor:
+        return values.flatten().argsort().argsort().double()
+
+    a, b = ranks(changed), ranks(exact)
+    a, b = a - a.mean(), b - b.mean()
+    spearman = float((a * b).sum() / (a.norm() * b.norm()))
+    difference = (changed - exact).abs()
+    return f"max change {difference.max():.2e}, mean {difference.mean():.2e}, rank correlation {spearman:.6f}"
+
+
 PEER_PASSES = "forward passes, as the peer runs them"
-OUR_PASSES = "forward passes, channels last, folded"
+OUR_PASSES = {
+    "mkldnn": "forward passes, oneDNN layouts (float32 default)",
+    "folded": "forward passes, channels last, folded",
+    "bfloat16": "forward passes, channels last, folded, bfloat16",
+}
 
 
 def forward_passes(model: torch.nn.Module, x: torch.Tensor) -> dict[str, object]:
@@ -103,7 +135,7 @@ def forward_passes(model: torch.nn.Module, x: torch.Tensor) -> dict[str, object]
     run 16 at a time through the model as it is and through deepscope's folded, channels-last copy."""
     import torch.nn.functional as F
 
-    from deepscope.explain.cam import folded
+    from deepscope.explain.cam import folded, on_mkldnn
 
     activation = {}
     handle = model.layer4.register_forward_hook(lambda module, args, output: activation.update(a=output))
@@ -114,17 +146,20 @@ def forward_passes(model: torch.nn.Module, x: torch.Tensor) -> dict[str, object]
     flat = masks.flatten(1)
     low, high = flat.amin(1)[:, None, None], flat.amax(1)[:, None, None]
     masks = (masks - low) / (high - low + 1e-8)
-    fast = folded(model, torch.channels_last)
+    fast, mkldnn = folded(model, torch.channels_last), on_mkldnn(model)
+    assert mkldnn is not None
 
-    def run(net: torch.nn.Module, layout: torch.memory_format) -> object:
-        with torch.no_grad():
+    def run(net: torch.nn.Module, layout: torch.memory_format, bfloat16: bool = False) -> object:
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bfloat16):
             for start in range(0, len(masks), 16):
                 net((x[:1] * masks[start : start + 16, None]).contiguous(memory_format=layout))
         return None
 
     return {
         PEER_PASSES: lambda: run(model, torch.contiguous_format),
-        OUR_PASSES: lambda: run(fast, torch.channels_last),
+        OUR_PASSES["mkldnn"]: lambda: run(mkldnn, torch.contiguous_format),
+        OUR_PASSES["folded"]: lambda: run(fast, torch.channels_last),
+        OUR_PASSES["bfloat16"]: lambda: run(fast, torch.channels_last, bfloat16=True),
     }
 
 

@@ -1,8 +1,10 @@
 """Score-CAM's shortcuts keep pytorch-grad-cam's numbers: batch norms folded on a traced copy (the model itself where
-torch.fx cannot trace it, and only then), and channels with the same mask scored once."""
+torch.fx cannot trace it, and only then), the masked passes in oneDNN's layouts where the copy gives the model's
+numbers, and channels with the same mask scored once; precision="bfloat16" is the one opt-in approximation."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.fx
 import torch.fx.experimental.optimization
@@ -12,7 +14,9 @@ from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 
 import deepscope as ds
-from deepscope.explain.cam import ScoreCAM, folded
+from deepscope.errors import BadInputError
+from deepscope.explain import cam
+from deepscope.explain.cam import ScoreCAM, folded, on_mkldnn
 
 
 class Normed(nn.Module):
@@ -96,7 +100,9 @@ def test_scorecam_equals_pytorch_grad_cam_scoring_each_distinct_mask_once(monkey
     monkeypatch.setattr(ScoreCAM, "run", counted)
     heatmap, classes = explained(model, x)
     # Per input: 8 channels, of which 3 copy others and 1 is blank (channel 7 may be blank too): at most 5 masks.
-    masked = sum(rows) - len(x)  # the first, clean pass has one row per input
+    # The first, clean pass has one row per input; the check of the oneDNN copy runs the first input through it and
+    # through the model.
+    masked = sum(rows) - len(x) - 2
     assert masked <= 2 * 5
     expected = peer_scorecam(model, x, classes)
     assert (expected.flatten(1).amax(1) > 0).all()
@@ -143,3 +149,137 @@ def test_errors_of_the_folding_are_loud_and_of_the_tracing_fall_back(monkeypatch
     monkeypatch.setattr(torch.fx, "symbolic_trace", untraceable)
     assert folded(model) is model
     torch.testing.assert_close(explained(model, x), plain)
+
+
+def masked_models(monkeypatch: pytest.MonkeyPatch) -> list[nn.Module]:
+    """The models the masked passes of the explanations that follow run through (one per pass)."""
+    seen = []
+    score_masked = ScoreCAM.score_masked
+
+    def recorded(self, x, masks, i, layout):
+        seen.append(self.model)
+        return score_masked(self, x, masks, i, layout)
+
+    monkeypatch.setattr(ScoreCAM, "score_masked", recorded)
+    return seen
+
+
+def test_the_masked_passes_run_in_onednn_layouts_with_the_models_numbers(monkeypatch):
+    model, x = Normed(), inputs()
+    fast = on_mkldnn(model)
+    assert isinstance(fast, torch.fx.GraphModule)
+    kinds = {type(m).__name__ for m in fast.modules()}
+    assert {"MkldnnConv2d", "MkldnnLinear"} & kinds and "BatchNorm2d" not in kinds
+    assert any(isinstance(m, nn.BatchNorm2d) for m in model.modules())  # the model itself is not changed
+    with torch.no_grad():
+        torch.testing.assert_close(fast(x), model(x), rtol=1e-5, atol=1e-5)
+    seen = masked_models(monkeypatch)
+    heatmap, classes = explained(model, x)
+    assert len(seen) == len(x) and all(any(type(m).__name__ == "MkldnnConv2d" for m in s.modules()) for s in seen)
+    torch.testing.assert_close(minmax(heatmap), peer_scorecam(model, x, classes), rtol=0, atol=1e-4)
+
+
+def test_the_onednn_copy_is_left_where_it_does_not_apply():
+    model = Normed()
+    assert on_mkldnn(Normed(branch=True)) is None  # fx cannot trace it
+    assert on_mkldnn(Normed().double()) is None  # oneDNN's layouts are float32 ones
+    assert on_mkldnn(Normed().train()) is None  # a batch norm uses the batch's statistics
+    assert on_mkldnn(nn.Sequential(nn.Flatten(), nn.Linear(12, 4)).eval()) is None  # no convolution
+    assert isinstance(on_mkldnn(tiny_cnn()), torch.fx.GraphModule)  # no batch norm: still a copy
+    assert on_mkldnn(model) is not model
+
+
+class Offset(nn.Module):
+    """conv, ReLU, a number plus the map: torch's optimize_for_inference raises AttributeError on such an addition
+    (it reads the number as a graph node; timm's swin has one)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv, self.features, self.fc = nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(), nn.Linear(6, 4)
+        self.eval()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc((0.5 + self.features(self.conv(x))).mean(dim=(2, 3)))
+
+
+def test_a_model_torchs_onednn_pass_fails_on_runs_on_the_folded_copy_with_the_same_answer():
+    model, x = Offset(), inputs()
+    with pytest.raises(AttributeError):
+        torch.fx.experimental.optimization.optimize_for_inference(torch.fx.symbolic_trace(model))
+    assert on_mkldnn(model) is None
+    heatmap, classes = explained(model, x)
+    torch.testing.assert_close(minmax(heatmap), peer_scorecam(model, x, classes), rtol=0, atol=1e-4)
+
+
+class Doubled(nn.Module):
+    """A stand-in for a wrong oneDNN copy: the model's output doubled (a different softmax over the channels)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x) * 2
+
+
+class Failing(nn.Module):
+    """A stand-in for a graph that runs an operation oneDNN's tensors lack."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError("Could not run 'aten::something' with arguments from the 'MkldnnCPU' backend")
+
+
+@pytest.mark.parametrize("stand_in", [Doubled, lambda model: Failing()])
+def test_a_onednn_copy_that_differs_or_fails_on_the_first_input_is_not_used(monkeypatch, stand_in):
+    model, x = Normed(), inputs()
+    monkeypatch.setattr(cam, "on_mkldnn", stand_in)
+    seen = masked_models(monkeypatch)
+    heatmap, classes = explained(model, x)
+    # The folded, channels-last copy runs instead, with pytorch-grad-cam's numbers.
+    assert seen and all(isinstance(m, torch.fx.GraphModule) for m in seen)
+    assert not any(isinstance(m, (Doubled, Failing)) for s in seen for m in s.modules())
+    torch.testing.assert_close(minmax(heatmap), peer_scorecam(model, x, classes), rtol=0, atol=1e-4)
+
+
+def test_precision_bfloat16_runs_the_masked_passes_in_bfloat16_close_to_float32(monkeypatch):
+    model, x = Normed(), inputs()
+    dtypes: dict[str, set[torch.dtype]] = {}
+    score_masked = ScoreCAM.score_masked
+
+    def recorded(self, x, masks, i, layout):
+        seen = dtypes.setdefault(self.opts["precision"], set())
+        handle = self.model.fc.register_forward_hook(lambda module, args, output: seen.add(output.dtype))
+        try:
+            return score_masked(self, x, masks, i, layout)
+        finally:
+            handle.remove()
+
+    monkeypatch.setattr(ScoreCAM, "score_masked", recorded)
+    exact = ds.explain(model, x, method="scorecam", layer="features", batch_size=3)
+    rounded = ds.explain(model, x, method="scorecam", layer="features", batch_size=3, precision="bfloat16")
+    assert dtypes == {"float32": {torch.float32}, "bfloat16": {torch.bfloat16}}
+    assert rounded.heatmap.dtype == exact.heatmap.dtype == torch.float32
+    difference = (minmax(rounded.heatmap) - minmax(exact.heatmap)).abs().max()
+    assert 0 < difference < 0.05  # bfloat16's 8 bits of mantissa: a different map, and a close one
+
+
+def test_a_hooked_model_runs_unchanged_hooks_on_the_folded_copy_not_on_onednn_tensors():
+    model, x = Normed(), inputs()
+    assert on_mkldnn(model) is not None
+    outputs = []
+    handle = model.features.register_forward_hook(lambda module, args, output: outputs.append(output))
+    try:
+        assert on_mkldnn(model) is None
+        heatmap, classes = explained(model, x)
+    finally:
+        handle.remove()
+    assert outputs and all(not output.is_mkldnn for output in outputs)
+    torch.testing.assert_close(minmax(heatmap), peer_scorecam(model, x, classes), rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize("precision", ["half", "float16", "BFLOAT16", None, 16, torch.bfloat16])
+def test_a_precision_scorecam_does_not_know_is_refused_naming_the_known_ones(precision):
+    model, x = Normed(), inputs()
+    with pytest.raises(BadInputError, match=r"precision=.* is not one of 'float32', 'bfloat16'"):
+        ds.explain(model, x, method="scorecam", layer="features", precision=precision)

@@ -37,6 +37,9 @@ VOCABULARY: dict[str, str] = {
     "True gives global attributions that sum to the score's change, False the local ones (the mean gradient, "
     "DeepLift's multipliers)",
     "batch_size": "how many model inputs are evaluated in one forward pass",
+    "precision": "the number type of a perturbation method's many forward passes: 'float32' (the model's own, "
+    "exact; the default) or 'bfloat16' (under torch.autocast: several times faster on hardware with bfloat16 units, "
+    "at the error docs/explain.md measures)",
     "samples": "number of random samples (SmoothGrad noise draws, LIME perturbations)",
     "noise": "standard deviation of the Gaussian noise, as a fraction of each input's value range",
     "window": "size of the occluding patch: an int, an (h, w) pair, or a list of them to average several sizes",
