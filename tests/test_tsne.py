@@ -150,7 +150,7 @@ def test_torch_gradient_errs_no_more_than_openTSNE(digit_affinities, extent: flo
 @pytest.mark.parametrize("backend", ["openTSNE", "torch"])
 def test_openTSNE_optimises_with_the_gradient(digit_affinities, backend: str) -> None:  # type: ignore[no-untyped-def]
     x, _, P = digit_affinities
-    gradient = tsne.Gradient("cpu", threads=2, backend=backend)
+    gradient = tsne.Gradient("cpu", threads=1, backend=backend)
     embedding = TSNE(negative_gradient_method=gradient, n_iter=100, early_exaggeration_iter=100, random_state=0).fit(
         x, affinities=affinity.PrecomputedAffinities(P)
     )
