@@ -325,6 +325,20 @@ def ray_session() -> Iterator[None]:
         shutil.rmtree(temp, ignore_errors=True)
 
 
+@pytest.fixture(scope="module")
+def ray_module(ray_session: None) -> Iterator[None]:
+    """The Ray session for one module, which starts and ends with no warm actor pool: a pool one module left holding
+    every CPU (two actors of one CPU on 2) starves the next module's Ray Data tasks (``ray.data.from_arrow`` reads
+    its blocks' metadata in a task), which then wait for ever. Within a module, tests share their pool."""
+    from deepscope.engine import close_pools
+
+    close_pools()
+    try:
+        yield
+    finally:
+        close_pools()
+
+
 # Scheduling on pytest-xdist workers (make test: -n 2 --dist loadgroup) ----------------------------------------------
 
 # Fixtures of pytest and its plugins that last the session but cost nothing to build: no reason to group their users.

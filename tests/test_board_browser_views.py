@@ -193,6 +193,41 @@ def test_a_chart_is_drawn_once_in_the_page_at_its_size(page: tuple[Any, list[str
     assert not problems
 
 
+# The chart's legend: its entries, and the heights of the plot area and of the legend, in px.
+LEGEND = """() => { const gd = document.querySelector('.card[data-tag="train/loss"] .plot');
+    const legend = gd.querySelector('.legend');
+    return {entries: gd.querySelectorAll('.legendtext').length, plot: gd._fullLayout._size.h,
+            legend: legend ? legend.getBoundingClientRect().height : 0}; }"""
+
+
+def test_a_sweep_of_many_runs_is_named_by_the_run_list_not_a_legend(
+    page: tuple[Any, list[str]], server: str, tmp_path: Path
+) -> None:
+    page, problems = page
+    _scalars(page, server)
+    # A few runs (the configured ones, and one more if the colour test ran first): the chart names them itself.
+    page.wait_for_function(f"() => ({LEGEND})().entries >= {len(CONFIGS)}", timeout=10_000)
+    few = page.evaluate(LEGEND)
+    assert len(CONFIGS) <= few["entries"] <= len(CONFIGS) + 1 and few["legend"] > 0
+    # A sweep: a legend of 20 runs would be taller than the plot it labels and cover its axis title.
+    sweep = tmp_path / "sweep"
+    for k in range(20):
+        with ds.Run(sweep / f"lr-{k:02d}") as run:
+            run.log_series("train/loss", np.arange(10), _loss(0.01 * (k + 1)))
+    with serving(create_app(sweep)) as url:
+        _scalars(page, f"{url}/")
+        page.wait_for_function(
+            """() => (document.querySelector('.card[data-tag="train/loss"] .plot').data || [])
+                     .filter((t) => t.showlegend !== false).length === 20""",
+            timeout=15_000,
+        )
+        many = page.evaluate(LEGEND)
+        assert many["entries"] == 0 and many["legend"] == 0
+        assert many["plot"] >= few["plot"]  # the plot keeps its height
+        assert page.eval_on_selector_all(".runlist label .swatch", "(s) => s.length") == 20  # named there
+    assert not problems
+
+
 def test_a_single_point_is_drawn_as_a_marker(page: tuple[Any, list[str]], server: str) -> None:
     page, problems = page
     _scalars(page, server)

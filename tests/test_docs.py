@@ -22,7 +22,10 @@ BLOCKS = [block for page in pages() for block in blocks(page)]
 # Pages whose blocks run in a session fixture of tests/conftest.py, shared with other tests on the worker that holds
 # it: docs/scale.md's blocks in the Ray session of tests/test_ray.py (a Ray start is 5-10 s; its fixture,
 # tests/docs_fixtures/scale.py, lets the page's ray.init and ray.shutdown find it).
-PAGE_FIXTURES = {"docs/scale.md": "ray_session"}
+PAGE_FIXTURES = {"docs/scale.md": "ray_module"}
+# Their xdist group: the one conftest's ``_shared_fixture_group`` gives the other tests of the session fixture
+# underneath (ray_module is a module's share of ray_session).
+PAGE_GROUPS = {"docs/scale.md": "session-ray_session"}
 
 
 @pytest.fixture(scope="session")
@@ -46,7 +49,7 @@ def _page_run(block: Block, runs: dict[str, PageRun], factory: pytest.TempPathFa
 def _group(page: str) -> str:
     """The xdist group of a page's blocks: the page's, or the group of the session fixture they use (conftest's
     ``_shared_fixture_group`` names it so for the other tests that use it)."""
-    return f"session-{PAGE_FIXTURES[page]}" if page in PAGE_FIXTURES else page
+    return PAGE_GROUPS.get(page, page)
 
 
 # Blocks of one page share a namespace: `make test` (pytest -n 2 --dist loadgroup) keeps each page on one worker.

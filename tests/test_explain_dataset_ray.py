@@ -66,7 +66,7 @@ def _assert_same_rows(found: Path, expected: Path) -> None:
     np.testing.assert_allclose(maps_a, maps_b, rtol=2**-10, atol=2**-13)  # one float16 step (values in [-1, 1])
 
 
-def test_a_ray_dataset_gives_the_single_process_rows(ray_session, model, data, tmp_path: Path) -> None:
+def test_a_ray_dataset_gives_the_single_process_rows(ray_module, model, data, tmp_path: Path) -> None:
     x, labels = data
     common = {"method": "gradcam", "downsample": 2, "batch_size": BATCH, "sample": 6, "progress": False}
     with ds.Run(tmp_path / "local") as run:
@@ -84,7 +84,7 @@ def test_a_ray_dataset_gives_the_single_process_rows(ray_session, model, data, t
     assert a.source["items"] == N and a.source["misclassified"] == local.misclassified
 
 
-def test_engine_ray_takes_in_memory_data_too(ray_session, model, data, tmp_path: Path) -> None:
+def test_engine_ray_takes_in_memory_data_too(ray_module, model, data, tmp_path: Path) -> None:
     x, labels = data
     local = ds.explain_dataset(model, (x, labels), path=tmp_path / "l.parquet", batch_size=BATCH, progress=False)
     on_ray = ds.explain_dataset(

@@ -41,7 +41,7 @@ ONE_ACTOR = RayOptions(actors=1, cpus_per_actor=0.5)
 
 
 @pytest.fixture(scope="module")
-def local_ray(ray_session: None) -> None:
+def local_ray(ray_module: None) -> None:
     """conftest's Ray session (2 CPUs, one per xdist worker), which ships this file's classes (the fragile model)
     by value: the actors cannot import the test module."""
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])

@@ -1,7 +1,7 @@
 """What docs/scale.md's blocks assume: a Ray their ``ray.init`` can start, whose worker processes import this
 checkout's deepscope.
 
-Under pytest the page runs in the tests' Ray session (conftest's ``ray_session``, started before this fixture: a Ray
+Under pytest the page runs in the tests' Ray session (conftest's ``ray_module``, started before this fixture: a Ray
 start is 5-10 s here), which the page's ``ray.init`` finds: its arguments are checked against ``ray.init``'s
 signature, and the session is kept. The page's ``ray.shutdown`` then ends what the page started on it, the warm actor
 pool, as a real shutdown would, and keeps the session for the other Ray tests. Without a running session (the page

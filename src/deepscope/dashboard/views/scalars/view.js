@@ -12,6 +12,10 @@ const MAX_POINTS = 2000;
 // the visible range.
 const CHART_POINTS = 64000;
 const MIN_POINTS = 64;
+// Runs a chart names in its own legend. More runs (a sweep of 100) would fill the chart with a legend taller than
+// its plot, over its axis title, and cost a fifth of each draw; their names and colours are in the run list, and
+// the cursor table names every run at the step, as TensorBoard has them.
+const LEGEND_RUNS = 12;
 // Scalar lines are SVG: with CHART_POINTS bounding a chart, SVG draws in about a second even without a GPU, where
 // WebGL (scattergl) in a browser without one rasterises in software and takes many times longer.
 const LINE_TYPE = "scatter";
@@ -835,6 +839,7 @@ const scalars = {
     if (range) Object.assign(yaxis, { range, autorange: false });
     const layout = baseLayout({
       uirevision,
+      showlegend: shownRuns.length <= LEGEND_RUNS,
       // The cursor table: hovering a step lists every run's value there (the smoothed one with smoothing on).
       hovermode: "x unified",
       xaxis: { title: { text: { step: "step", epoch: "epoch", relative: "seconds", wall: "" }[mode] },
