@@ -317,6 +317,11 @@ def fetch(data: object, ids: np.ndarray, options: RayOptions, batch_size: int) -
     return inputs
 
 
+def pool_size(options: RayOptions, gpus: int) -> int:
+    """How many actors a pool of ``options`` has on a cluster of ``gpus`` GPUs: the option, else one per GPU, else 2."""
+    return options.actors or (gpus or 2)
+
+
 def _check_room(data: object, options: RayOptions) -> None:
     """A clear error instead of a wait for ever: a lazy data set's read tasks need CPUs the pool does not hold."""
     ray = require()
@@ -325,7 +330,7 @@ def _check_room(data: object, options: RayOptions) -> None:
     if not is_ray_dataset(data) or isinstance(data, MaterializedDataset):
         return
     resources = ray.cluster_resources()
-    actors = options.actors or (int(resources.get("GPU", 0)) or 2)
+    actors = pool_size(options, int(resources.get("GPU", 0)))
     cpus = resources.get("CPU", 0)
     if actors * options.cpus_per_actor >= cpus:
         raise BadInputError(
@@ -378,8 +383,8 @@ def _fingerprint(model: object, options: RayOptions, gpus: int) -> tuple[Any, ..
             tuple((name, t.data_ptr(), t._version) for name, t in tensors),
             tuple(module.training for module in model.modules()),
         )
-    # The pool's size as warm_pool resolves it: RayOptions() and RayOptions(actors=2) make the same pool on CPUs.
-    return (session, id(model), state, options.actors or (gpus or 2), options.cpus_per_actor, gpus)
+    # The pool's size, not the option: RayOptions() and RayOptions(actors=2) make the same pool on CPUs.
+    return (session, id(model), state, pool_size(options, gpus), options.cpus_per_actor, gpus)
 
 
 def warm_pool(model: nn.Module | Callable[[], nn.Module], options: RayOptions) -> Pool:
@@ -394,7 +399,7 @@ def warm_pool(model: nn.Module | Callable[[], nn.Module], options: RayOptions) -
     if _warm is not None and _warm.source is model and _warm.key == key and _warm.actors:
         return _warm
     close()
-    size = options.actors or (gpus or 2)
+    size = pool_size(options, gpus)
     if options.cpus_per_actor <= 0:
         raise BadInputError(f"cpus_per_actor={options.cpus_per_actor}; pass a positive number of CPUs per actor.")
     shipped = [ray.put(model)] if isinstance(model, nn.Module) else model  # in a list: Ray passes it unresolved

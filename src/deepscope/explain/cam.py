@@ -205,6 +205,15 @@ def augmented(method: Method, one_map: Callable[[], Tensor]) -> Tensor:
 UNTRACEABLE = (Exception,)
 
 
+def traced_copy(model: nn.Module) -> torch.fx.GraphModule | None:
+    """A torch.fx trace of a copy of ``model`` (the model itself untouched); None where it cannot be copied or
+    traced (:data:`UNTRACEABLE`)."""
+    try:
+        return torch.fx.symbolic_trace(copy.deepcopy(model))
+    except UNTRACEABLE:
+        return None
+
+
 def folded(model: nn.Module, memory_format: torch.memory_format | None = None) -> nn.Module:
     """A traced copy of ``model`` (torch.fx) with each batch norm folded into the convolution before it, and its
     weights in ``memory_format``, for the many forward passes of a perturbation method: the same numbers to float
@@ -216,9 +225,8 @@ def folded(model: nn.Module, memory_format: torch.memory_format | None = None) -
         return model
     from torch.fx.experimental.optimization import fuse
 
-    try:
-        traced = torch.fx.symbolic_trace(copy.deepcopy(model))
-    except UNTRACEABLE:
+    traced = traced_copy(model)
+    if traced is None:
         return model
     fast = fuse(traced, inplace=True, no_trace=True)
     return fast if memory_format is None else fast.to(memory_format=memory_format)
@@ -249,9 +257,8 @@ def on_mkldnn(model: nn.Module) -> nn.Module | None:
         return None
     from torch.fx.experimental.optimization import optimize_for_inference
 
-    try:
-        traced = torch.fx.symbolic_trace(copy.deepcopy(model))
-    except UNTRACEABLE:
+    traced = traced_copy(model)
+    if traced is None:
         return None
     with warnings.catch_warnings():
         # torch's oneDNN modules are TorchScript ones, whose decorator torch deprecates: its warning, not the user's.
