@@ -364,6 +364,11 @@ def test_page_and_plotly_come_from_this_installation(client: TestClient) -> None
     bundled = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
     assert js.status_code == 200 and js.content == COMPILE_HINT + bundled.read_bytes()
     assert js.content.startswith(b"//")  # the hint is a comment: the script is plotly's, byte for byte
+    # the page's first build: plotly's basic one, shipped with deepscope (dashboard/vendor), byte for byte
+    basic = client.get("/static/plotly-basic.min.js")
+    vendored = Path(board_module.__file__).parent / "vendor" / "plotly-basic.min.js"
+    assert basic.status_code == 200 and basic.content == COMPILE_HINT + vendored.read_bytes()
+    assert b"plotly.js (basic - minified)" in basic.content[:200]
     if (Path(board_module.__file__).parent / "static" / "index.html").is_file():
         assert client.get("/").status_code == 200
 
@@ -727,7 +732,8 @@ def test_sees_runs_created_and_points_written_after_start(tmp_path: Path) -> Non
 
 def test_token_is_required_on_every_route(store: tuple[Path, dict[str, np.ndarray]]) -> None:
     client = TestClient(create_app(store[0], token="s3cret"), base_url="http://board.example:6006")
-    for route in ("/api/runs", "/api/views", "/static/plotly.min.js", "/", "/api/file?run=relu&path=files/x.png"):
+    routes = ("/api/runs", "/api/views", "/static/plotly.min.js", "/static/plotly-basic.min.js", "/")
+    for route in (*routes, "/api/file?run=relu&path=files/x.png"):
         assert client.get(route).status_code == 401, route
         assert client.get(route, params={"token": "wrong"}).status_code == 401, route
     assert client.get("/api/runs", params={"token": "s3cret"}).status_code == 200

@@ -413,6 +413,8 @@ def test_graph_tree_and_parameters(browser_page: tuple[Any, list[str]], tmp_path
     text = page.inner_text(".tree")
     assert "Linear" in text and "67 params" in text and "[16, 8]" in text  # 4*8+8 + 8*3+3 = 67 parameters
     assert "op graph: " in page.inner_text('.view[data-view="graph"] aside')
+    # the icicle is drawn once plotly's whole build has loaded (the page starts with the basic build)
+    page.wait_for_function("() => document.querySelector('.view[data-view=\"graph\"] .plot').data")
     values = page.evaluate("() => document.querySelector('.view[data-view=\"graph\"] .plot').data[0].values")
     assert values == [67, 40, 0, 27]
     # The op-level graph: torch.fx's input, three modules, output; one node each, edges along the chain, laid out
@@ -652,7 +654,7 @@ def test_requests_go_out_while_plotly_loads_and_charts_wait_for_it(
     requested: list[str] = []
     fresh.on("request", lambda r: requested.append(r.url.removeprefix(server)))
     held: list[Any] = []
-    fresh.route("**/static/plotly.min.js*", lambda route: held.append(route))
+    fresh.route("**/static/plotly-basic.min.js*", lambda route: held.append(route))
     try:
         fresh.goto(f"{server}?view=scalars", wait_until="commit")
         tags = ("features/conv/filters/noise", "grad_norm/0", "grad_norm/2", "train/acc", "train/loss", "zoom/sine")
@@ -676,8 +678,53 @@ def test_requests_go_out_while_plotly_loads_and_charts_wait_for_it(
                        return gd && gd.data && gd.data.length === 4; }""",
             timeout=10_000,
         )
-        assert sum(u.startswith("static/plotly.min.js") for u in requested) == 1
+        assert sum(u.startswith("static/plotly-basic.min.js") for u in requested) == 1
+        assert not any(u.startswith("static/plotly.min.js") for u in requested)  # scatter lines: the basic build's
         assert sum(u.startswith("static/app.js") for u in requested) == 1
+        assert not problems
+    finally:
+        fresh.close()
+
+
+# Each chart's traces as asked of plotly and as plotly drew them: a build that lacks a trace type draws it as an
+# invisible scatter, without a word.
+TRACES_DRAWN = """(view) => [...document.querySelectorAll(`.view[data-view="${view}"] .plot`)].flatMap(
+    (gd) => (gd.data || []).map((t, i) => [t.type || "scatter", gd._fullData?.[i]?.type]))"""
+
+
+def test_each_chart_is_drawn_by_a_plotly_build_that_has_its_traces(
+    server: str, browser_page: tuple[Any, list[str]]
+) -> None:
+    """The page starts with plotly's basic build: Scalars never loads the whole one; Evaluation's heatmap and the
+    Graph's icicle are drawn by the whole build, loaded once; the Scalars charts drawn before go on working."""
+    page, _ = browser_page
+    fresh = page.context.browser.new_page(viewport={"width": 1400, "height": 900})
+    problems: list[str] = []
+    fresh.on("pageerror", lambda e: problems.append(str(e)))
+    requested: list[str] = []
+    fresh.on("request", lambda r: requested.append(r.url.removeprefix(server).split("?")[0]))
+    wanted = {"scalars": {"scatter"}, "evaluation": {"heatmap", "scatter", "bar"}, "graph": {"icicle", "scatter"}}
+    try:
+        fresh.goto(f"{server}?view=scalars")
+        for view, types in wanted.items():
+            if view != "scalars":
+                _open(fresh, view)
+            fresh.wait_for_function(
+                f"(types) => {{ const drawn = ({TRACES_DRAWN})({view!r}); return types.every("
+                "(t) => drawn.some(([asked, shown]) => asked === t && shown === t)); }",
+                arg=sorted(types),
+                timeout=20_000,
+            )
+            drawn = fresh.evaluate(TRACES_DRAWN, view)
+            assert all(asked == shown for asked, shown in drawn), (view, drawn)
+            if view == "scalars":
+                assert "static/plotly-basic.min.js" in requested and "static/plotly.min.js" not in requested
+        assert requested.count("static/plotly.min.js") == 1 and requested.count("static/plotly-basic.min.js") == 1
+        # window.Plotly is still the basic build, and the Scalars charts it drew answer it after the whole one came
+        _open(fresh, "scalars")
+        plot = '.view[data-view="scalars"] .card[data-tag="train/loss"] .plot'
+        fresh.evaluate(f"() => Plotly.relayout(document.querySelector('{plot}'), {{'xaxis.range': [1, 2]}})")
+        assert fresh.evaluate(f"() => document.querySelector('{plot}')._fullLayout.xaxis.range") == [1, 2]
         assert not problems
     finally:
         fresh.close()

@@ -358,10 +358,11 @@ DRAWN = f"""() => {{ const traces = (document.querySelector('{PLOT}').data || []
 
 
 def _points(tab: Any) -> tuple[set[str], int]:
-    """The trace types drawing the points, and how many points they draw together."""
+    """The trace types drawing the points, as plotly drew them, and how many points they draw together."""
     traces = tab.evaluate(
-        f"""() => document.querySelector('{PLOT}').data.filter((t) => t.meta === 'points')
-                 .map((t) => [t.type, t.x.length])"""
+        f"""() => {{ const gd = document.querySelector('{PLOT}');
+                     return gd.data.flatMap(
+                         (t, i) => t.meta === 'points' ? [[gd._fullData[i].type, t.x.length]] : []); }}"""
     )
     return {kind for kind, _ in traces}, sum(n for _, n in traces)
 

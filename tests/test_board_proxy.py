@@ -62,7 +62,7 @@ def test_the_page_and_its_files_load_under_a_prefix(proxied: tuple[TestClient, d
     # What index.html loads: attributes, and the file names its inline script joins to the token.
     named = re.findall(r'(?:href|src)\s*=\s*"([^"]*)"', page.text) + re.findall(r'"(static/[^"]+)"', page.text)
     loaded = [address for address in named if not address.startswith("data:")]
-    assert {"static/style.css", "static/plotly.min.js", "static/app.js"} <= set(loaded)
+    assert {"static/style.css", "static/plotly-basic.min.js", "static/app.js"} <= set(loaded)
     for address in loaded:
         assert not address.startswith("/"), address
         assert client.get(urljoin(PAGE, address)).status_code == 200, address
@@ -81,6 +81,9 @@ def test_the_page_and_its_files_load_under_a_prefix(proxied: tuple[TestClient, d
         assert re.findall(r"""(?<![/\\])["'`]/[A-Za-z_$]""", script) == [], module
     assert re.findall(r"""(?<![/\\])["'`]/[A-Za-z_$]""", 'fetch("/api/runs")') != []  # what it would catch
     assert "fetch(`api/${path}?${query}`" in scripts["static/core.js"]  # the API is reached relative to the page
+    # plotly's whole build, which core.js loads when a chart needs it, relative to the page too
+    assert 'WHOLE_BUILD = "static/plotly.min.js"' in scripts["static/core.js"]
+    assert client.get(urljoin(PAGE, "static/plotly.min.js")).status_code == 200
     runs = client.get(urljoin(PAGE, "api/runs")).json()
     assert [run["name"] for run in runs] == ["exp"]
 

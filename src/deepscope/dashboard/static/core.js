@@ -8,13 +8,102 @@
 // index.html loads plotly.js beside the page's modules, which start their requests at once: api() hands an answer on
 // (to be drawn) only once plotly is there, and the views' controls take no input until then.
 export const plotlyReady = Promise.resolve(window.plotlyLoaded);
-/** plotly.js, looked up at each use (window.Plotly exists only once it has loaded). */
-export const Plotly = new Proxy({}, {
-  get(_, key) {
-    const value = window.Plotly[key];
-    return typeof value === "function" ? value.bind(window.Plotly) : value;
-  },
-});
+
+// ---- two builds of plotly.js ------------------------------------------------------------------------------------
+// index.html loads plotly's basic build (scatter, bar and pie traces with every layout component: 1.2 MB), which
+// draws most charts; compiling the whole build (4.8 MB) was most of a first visit's time. The whole build is loaded
+// the first time a chart needs a trace the basic one lacks (a heatmap, parallel coordinates, a 3-D or WebGL scatter,
+// an icicle), and window.Plotly stays the basic build. plotly keeps a chart's state on its element in the terms of
+// the build that drew it, so each chart is drawn, changed and purged by that build: `Plotly` below finds it.
+const BASIC_TRACES = new Set(["scatter", "bar", "pie"]);
+const WHOLE_BUILD = "static/plotly.min.js";
+const DRAWS = new Set(["newPlot", "react"]);
+const builds = { basic: undefined, whole: undefined };
+const drawnBy = new WeakMap(); // a chart's element -> the build that drew it
+const waiting = new WeakMap(); // a chart's element -> its calls waiting for the whole build, in order
+let wholeLoading = null;
+
+function basicBuild() {
+  builds.basic ??= window.Plotly;
+  return builds.basic;
+}
+
+/** The whole build of plotly.js, loaded once (window.Plotly stays the basic build). */
+export function wholePlotly() {
+  wholeLoading ??= plotlyReady.then(() => new Promise((resolve, reject) => {
+    const basic = basicBuild();
+    const script = document.createElement("script");
+    script.src = withToken(WHOLE_BUILD);
+    script.onload = () => {
+      builds.whole = window.Plotly;
+      window.Plotly = basic;
+      resolve(builds.whole);
+    };
+    script.onerror = () => {
+      wholeLoading = null;
+      reject(new Error("plotly.js (its whole build) could not be loaded from the server"));
+    };
+    document.head.append(script);
+  }));
+  return wholeLoading;
+}
+
+function needsWhole(args) {
+  const data = Array.isArray(args[0]) ? args[0] : args[0]?.data;
+  return Array.isArray(data) && data.some((trace) => !BASIC_TRACES.has(trace?.type ?? "scatter"));
+}
+
+/** Calls plotly's function at `path` (["react"], ["Plots", "resize"]) on the chart `gd` with `args`, by the build
+ * that drew the chart; a draw that needs the whole build waits for it, and the chart's later calls wait behind. */
+function call(path, gd, args) {
+  const chart = typeof gd === "string" ? document.getElementById(gd) : gd;
+  const queued = chart instanceof Element ? waiting.get(chart) : undefined;
+  if (queued) return enqueue(chart, queued.catch(() => {}).then(() => perform(path, chart, args)));
+  if (DRAWS.has(path.at(-1)) && needsWhole(args) && !builds.whole) {
+    return enqueue(chart, wholePlotly().then(() => perform(path, chart, args)));
+  }
+  return perform(path, chart ?? gd, args);
+}
+
+function enqueue(chart, promise) {
+  waiting.set(chart, promise);
+  promise.then(() => {
+    if (waiting.get(chart) === promise) waiting.delete(chart);
+  }, (error) => {
+    if (waiting.get(chart) === promise) waiting.delete(chart);
+    report(error);
+  });
+  return promise;
+}
+
+function perform(path, chart, args) {
+  const name = path.at(-1);
+  let build = chart instanceof Element ? drawnBy.get(chart) : undefined;
+  if (DRAWS.has(name) && needsWhole(args) && build !== builds.whole) {
+    build?.purge(chart); // drawn by the basic build before: the whole build draws it anew
+    build = builds.whole;
+  }
+  build ??= basicBuild();
+  const owner = path.slice(0, -1).reduce((object, key) => object[key], build);
+  const result = owner[name](chart, ...args);
+  if (DRAWS.has(name)) drawnBy.set(chart, build);
+  else if (name === "purge") drawnBy.delete(chart);
+  return result;
+}
+
+function dispatcher(path) {
+  return new Proxy({}, {
+    get(_, key) {
+      const value = path.concat(key).reduce((object, k) => object?.[k], basicBuild());
+      if (typeof value === "function") return (gd, ...args) => call(path.concat(key), gd, args);
+      return value !== null && typeof value === "object" ? dispatcher(path.concat(key)) : value;
+    },
+  });
+}
+
+/** plotly.js for the views: `Plotly.react(chart, ...)` and the rest, each call by the build that drew the chart
+ * (window.Plotly, the basic build, exists only once it has loaded). */
+export const Plotly = dispatcher([]);
 export const TOKEN = new URLSearchParams(window.location.search).get("token");
 export const COLORS = [
   "#1f77b4", "#e8590c", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf",
