@@ -7,6 +7,7 @@ import io
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 import urllib.request
@@ -879,6 +880,25 @@ def test_the_registry_lists_every_view_folder_with_its_module_and_conventions(cl
     assert not any('"gradient/"' in text or '"sanity_check", "method_comparison"' in text for text in pages)
     assert client.get("/static/views/nope/view.js").status_code == 404
     assert client.get("/static/views/..%2Fscalars/view.js").status_code == 404
+
+
+def test_each_view_declares_the_plotly_traces_its_module_draws(client: TestClient) -> None:
+    """The page loads plotly's whole build as a view opens when the view says it draws a trace the basic build lacks:
+    what a module draws (its literal `type: "..."` of a plotly trace) is what its view declares."""
+    import plotly.basedatatypes
+    import plotly.graph_objects as go
+
+    trace_types = {
+        name.lower()
+        for name in go.__all__
+        if isinstance(getattr(go, name), type) and issubclass(getattr(go, name), plotly.basedatatypes.BaseTraceType)
+    }
+    assert {"scatter", "heatmap", "parcoords", "scatter3d"} <= trace_types
+    for entry in client.get("/static/views.json").json():
+        drawn = set(re.findall(r'\btype: "(\w+)"', client.get(f"/{entry['module']}").text)) & trace_types
+        assert drawn <= set(entry["traces"]) <= drawn | {"scatter"}, entry["name"]
+    declared = {entry["name"]: entry["traces"] for entry in client.get("/static/views.json").json()}
+    assert "heatmap" in declared["evaluation"] and "parcoords" in declared["hparams"]
 
 
 def test_each_app_has_its_own_view_state(store: tuple[Path, dict[str, np.ndarray]]) -> None:

@@ -723,8 +723,10 @@ def test_each_chart_is_drawn_by_a_plotly_build_that_has_its_traces(
         # window.Plotly is still the basic build, and the Scalars charts it drew answer it after the whole one came
         _open(fresh, "scalars")
         plot = '.view[data-view="scalars"] .card[data-tag="train/loss"] .plot'
-        fresh.evaluate(f"() => Plotly.relayout(document.querySelector('{plot}'), {{'xaxis.range': [1, 2]}})")
-        assert fresh.evaluate(f"() => document.querySelector('{plot}')._fullLayout.xaxis.range") == [1, 2]
+        relaid = f"""async () => {{ const gd = document.querySelector('{plot}');
+                     await Plotly.relayout(gd, {{'yaxis.title.text': 'probe'}});
+                     return gd._fullLayout.yaxis.title.text; }}"""
+        assert fresh.evaluate(relaid) == "probe"
         assert not problems
     finally:
         fresh.close()

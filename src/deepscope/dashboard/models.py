@@ -116,6 +116,7 @@ class RegistryEntry(Answer):
     kinds: list[str]
     module: str
     conventions: dict[str, Any]
+    traces: list[str] = Field(description="the plotly trace types the view draws")
 
 
 # A route whose answer is not JSON: its content types, each a string of bytes (OpenAPI's binary format).

@@ -15,7 +15,7 @@ export const plotlyReady = Promise.resolve(window.plotlyLoaded);
 // the first time a chart needs a trace the basic one lacks (a heatmap, parallel coordinates, a 3-D or WebGL scatter,
 // an icicle), and window.Plotly stays the basic build. plotly keeps a chart's state on its element in the terms of
 // the build that drew it, so each chart is drawn, changed and purged by that build: `Plotly` below finds it.
-const BASIC_TRACES = new Set(["scatter", "bar", "pie"]);
+export const BASIC_TRACES = new Set(["scatter", "bar", "pie"]);
 const WHOLE_BUILD = "static/plotly.min.js";
 const DRAWS = new Set(["newPlot", "react"]);
 const builds = { basic: undefined, whole: undefined };

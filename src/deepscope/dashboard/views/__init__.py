@@ -65,6 +65,8 @@ class View:
             handed to its routes; ``None`` for a view without any.
         warm: ``(source, runs, state) -> None``, run in the background as a server starts when the tab appears:
             fills the view's state with what its first answer reads (``None``: nothing to do).
+        traces: the plotly trace types its page module draws; the page starts loading plotly's whole build as the
+            view opens when one is not in the basic build's (static/core.js) instead of when its first chart asks.
     """
 
     name: str
@@ -75,6 +77,7 @@ class View:
     conventions: Mapping[str, Any] = field(default_factory=dict)
     state: Callable[[], Any] | None = None
     warm: Callable[[Source, list[RunSummary], Any], None] | None = None
+    traces: tuple[str, ...] = ("scatter",)
 
     @property
     def module(self) -> str:
@@ -122,9 +125,17 @@ def find(name: str) -> View | None:
 
 
 def registry() -> list[dict[str, Any]]:
-    """What the page loads first: ``[{"name", "title", "kinds", "module", "conventions"}]``, in the tabs' order."""
+    """What the page loads first: ``[{"name", "title", "kinds", "module", "conventions", "traces"}]``, in the tabs'
+    order."""
     return [
-        {"name": v.name, "title": v.title, "kinds": list(v.kinds), "module": v.module, "conventions": v.conventions}
+        {
+            "name": v.name,
+            "title": v.title,
+            "kinds": list(v.kinds),
+            "module": v.module,
+            "conventions": v.conventions,
+            "traces": list(v.traces),
+        }
         for v in _found()
     ]
 

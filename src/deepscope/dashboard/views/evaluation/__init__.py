@@ -17,4 +17,5 @@ VIEW = View(
     order=70,
     kinds=kinds_of("evaluation"),
     conventions={"trust_kinds": TRUST_KINDS},
+    traces=("heatmap", "scatter", "bar"),
 )

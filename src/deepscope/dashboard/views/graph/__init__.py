@@ -4,4 +4,4 @@ from __future__ import annotations
 
 from .. import View, kinds_of
 
-VIEW = View(name="graph", title="Graph", order=30, kinds=kinds_of("graph"))
+VIEW = View(name="graph", title="Graph", order=30, kinds=kinds_of("graph"), traces=("icicle", "scatter"))

@@ -7,4 +7,13 @@ from __future__ import annotations
 from .. import View
 from .data import HParams, is_active, warm
 
-VIEW = View(name="hparams", title="HParams", order=15, kinds=(), is_active=is_active, state=HParams, warm=warm)
+VIEW = View(
+    name="hparams",
+    title="HParams",
+    order=15,
+    kinds=(),
+    is_active=is_active,
+    state=HParams,
+    warm=warm,
+    traces=("parcoords", "scatter"),
+)

@@ -6,4 +6,11 @@ from __future__ import annotations
 from .. import View, kinds_of
 from .data import Projector
 
-VIEW = View(name="projector", title="Projector", order=90, kinds=kinds_of("projector"), state=Projector)
+VIEW = View(
+    name="projector",
+    title="Projector",
+    order=90,
+    kinds=kinds_of("projector"),
+    state=Projector,
+    traces=("scatter3d", "scattergl"),
+)
