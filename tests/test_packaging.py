@@ -132,6 +132,10 @@ def test_the_wheel_ships_the_license_the_dashboard_and_its_metadata(wheel):
     assert "deepscope/__main__.py" in names and "deepscope/py.typed" in names
     static = {path.relative_to(ROOT / "src").as_posix() for path in (ROOT / "src/deepscope/dashboard/static").iterdir()}
     assert static and static <= set(names)
+    # plotly.js's basic build, the board page's first, with its licence (the whole build comes with `plotly`)
+    vendor = ROOT / "src/deepscope/dashboard/vendor"
+    vendored = {path.relative_to(ROOT / "src").as_posix() for path in vendor.iterdir()}
+    assert "deepscope/dashboard/vendor/plotly-basic.min.js" in vendored and vendored <= set(names)
     folders = (ROOT / "src/deepscope/dashboard").glob("views/*/*")
     views = {p.relative_to(ROOT / "src").as_posix() for p in folders if p.suffix in (".py", ".js")}
     assert any(name.endswith("/view.js") for name in views) and views <= set(names)  # every view's folder, whole
