@@ -901,6 +901,41 @@ def test_each_view_declares_the_plotly_traces_its_module_draws(client: TestClien
     assert "heatmap" in declared["evaluation"] and "parcoords" in declared["hparams"]
 
 
+def test_a_warmed_scalars_answer_is_the_one_a_cold_server_sends(store: tuple[Path, dict[str, np.ndarray]]) -> None:
+    """The Scalars view's warm (run as a server starts) encodes each scalar tag of each run at the page's points per
+    run; the page's request is then answered from it, with the bytes a server that never warmed sends."""
+    from deepscope.dashboard import warm
+    from deepscope.dashboard.views.scalars.data import points_per_run
+
+    root, _ = store
+    app = create_app(root)
+    warm(app).join(timeout=60)
+    cache = app.state.views["scalars"]
+    runs = TestClient(app, base_url=LOCAL).get("/api/runs").json()
+    tagged: dict[str, list[str]] = {}
+    for run in runs:
+        for tag, kind in run["tags"].items():
+            if kind == "scalar" and run["status"] != "running":
+                tagged.setdefault(tag, []).append(run["name"])
+    assert len(cache) == sum(map(len, tagged.values())) > 0
+    warmed, cold = TestClient(app, base_url=LOCAL), TestClient(create_app(root), base_url=LOCAL)
+    for tag, names in tagged.items():
+        params = {"tag": tag, "runs": names, "max_points": points_per_run(len(names)), "encoding": "base64"}
+        answer = warmed.get("/api/scalars/batch", params=params)
+        assert answer.status_code == 200 and answer.content == cold.get("/api/scalars/batch", params=params).content
+    assert len(cache) == sum(map(len, tagged.values()))  # nothing computed again
+
+
+@pytest.mark.parametrize(
+    "runs, points",
+    [(0, 2000), (1, 2000), (3, 2000), (32, 1024), (100, 512), (125, 512), (126, 256), (1000, 64), (10**6, 64)],
+)
+def test_points_per_run_is_a_power_of_two_share_of_the_chart(runs: int, points: int) -> None:
+    from deepscope.dashboard.views.scalars.data import points_per_run
+
+    assert points_per_run(runs) == points
+
+
 def test_each_app_has_its_own_view_state(store: tuple[Path, dict[str, np.ndarray]]) -> None:
     root, _ = store
     first, second = create_app(root), create_app(root)

@@ -50,7 +50,7 @@ uvicorn = pytest.importorskip("uvicorn", reason="uvicorn is missing (pip install
 pytest.importorskip("fastapi", reason="fastapi is missing (pip install -e '.[board]')")
 pytest.importorskip("plotly", reason="plotly is missing (pip install -e '.[board]')")
 
-from deepscope.dashboard import create_app  # noqa: E402
+from deepscope.dashboard import create_app, warm  # noqa: E402
 
 
 def _train(run: ds.Run, activation: type[nn.Module], seed: int) -> None:
@@ -727,6 +727,43 @@ def test_each_chart_is_drawn_by_a_plotly_build_that_has_its_traces(
                      await Plotly.relayout(gd, {{'yaxis.title.text': 'probe'}});
                      return gd._fullLayout.yaxis.title.text; }}"""
         assert fresh.evaluate(relaid) == "probe"
+        assert not problems
+    finally:
+        fresh.close()
+
+
+def test_a_started_server_has_warmed_what_the_scalars_page_asks_first(
+    browser_page: tuple[Any, list[str]], tmp_path: Path
+) -> None:
+    """As `deepscope board` starts, its Scalars answers are read, downsampled and encoded in the background at the
+    page's points per run: a first visit's requests find every part in the cache (none is computed again). 40 runs
+    share a chart: 1,024 points each, below the cap, where the page's and the server's shares must agree."""
+    for k in range(40):
+        with ds.Run(tmp_path / f"run{k:02d}") as run:
+            run.log_series("loss", np.arange(3000), np.linspace(1, 0, 3000) + k)
+            run.log({"acc": k / 40}, step=0)
+    app = create_app(tmp_path)
+    warm(app).join(timeout=60)
+    cache = app.state.views["scalars"]
+    assert len(cache) == 80  # each run's two tags
+    page, _ = browser_page
+    fresh = page.context.browser.new_page(viewport={"width": 1400, "height": 900})
+    problems: list[str] = []
+    fresh.on("pageerror", lambda e: problems.append(str(e)))
+    try:
+        with serving(app) as url:
+            fresh.goto(f"{url}/?view=scalars")
+            fresh.wait_for_function(
+                """() => ['loss', 'acc'].every((tag) => {
+                       const gd = document.querySelector(`.view[data-view="scalars"] .card[data-tag="${tag}"] .plot`);
+                       return gd && gd.data && new Set(gd.data.map((t) => t.meta)).size === 40; })""",
+                timeout=20_000,
+            )
+            lengths = fresh.evaluate(
+                """() => document.querySelector('.card[data-tag="loss"] .plot').data.map((t) => t.x.length)"""
+            )
+            assert 512 < max(lengths) <= 1024  # min/max downsampled to the page's share (3,000 points each)
+            assert len(cache) == 80
         assert not problems
     finally:
         fresh.close()

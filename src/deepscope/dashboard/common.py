@@ -188,6 +188,11 @@ class EncodedCache:
             self._items.clear()
             self._bytes = 0
 
+    @property
+    def nbytes(self) -> int:
+        """The total size of the answers kept."""
+        return self._bytes
+
     def __len__(self) -> int:
         return len(self._items)
 

@@ -4,14 +4,10 @@ let byName, get, noteUnreadable, saveFile, settled, urlState, withToken;
 let COLORS, PLOT_CONFIG, Plotly, api, baseLayout, chartCard, el, fade, matcher, num, plain, report, runColor, slices,
   state, statusBadge, tagsOf, unpack;
 
-const MAX_POINTS = 2000;
-// Scalars: points asked of the server per chart, shared by the runs overlaid in it (each run gets a power of two, so
-// toggling one run seldom changes the others' requests). A chart is about 1,000 px wide, so more points only cost
-// drawing time (one run gets MAX_POINTS, two per pixel; 100 overlaid runs 512 each, where 1,024 each drew 0.3 s
-// slower and looked the same); the server's min/max downsampling keeps every spike, and zooming in asks again for
-// the visible range.
-const CHART_POINTS = 64000;
-const MIN_POINTS = 64;
+// Points asked of the server per chart, shared by the runs overlaid in it: each run gets a power of two between
+// `min_points` and `max_points`, so toggling one run seldom changes the others' requests. The numbers are the view's
+// conventions, served by Python (views/scalars/data.py says why these), whose server warms what this page asks first.
+let CHART_POINTS, MIN_POINTS, MAX_POINTS;
 // Runs a chart names in its own legend. More runs (a sweep of 100) would fill the chart with a legend taller than
 // its plot, over its axis title, and cost a fifth of each draw; their names and colours are in the run list, and
 // the cursor table names every run at the step, as TensorBoard has them.
@@ -960,6 +956,7 @@ const scalars = {
 
 /** The view's object for the page (app.js): `core` is the page's shared module, `entry` the view's registry line. */
 export default function create(core, entry) {
+  ({ chart_points: CHART_POINTS, min_points: MIN_POINTS, max_points: MAX_POINTS } = entry.conventions);
   ({
     COLORS, PLOT_CONFIG, Plotly, api, baseLayout, chartCard, el, fade, matcher, num, plain, report, runColor,
     slices, state, statusBadge, tagsOf, unpack
