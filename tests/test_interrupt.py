@@ -48,6 +48,9 @@ def _interrupted(code: str, ready: str, *args: str) -> subprocess.CompletedProce
         stderr=subprocess.PIPE,
         text=True,
         env=environ,
+        # Ctrl-C's default, as a terminal starts a command: a process inherits an ignored SIGINT (pytest-xdist's
+        # workers may ignore it) and Python then never raises KeyboardInterrupt, so the test would see no Ctrl-C.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         assert process.stdout is not None
