@@ -425,6 +425,7 @@ SLOW = (
     "tests/test_trust_fashion.py",  # trains the FashionMNIST model
     "tests/test_maximize_fashion.py",
     "tests/test_suite.py::test_grouped_tests_run_on_one_worker",  # a pytest with two workers
+    "tests/test_interrupt.py::test_ctrl_c_during_the_demo",  # the FashionMNIST demo in a subprocess
 )
 
 
@@ -454,4 +455,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
         for item in legacy:
             item._id = NodeId.parse(item._nodeid)  # type: ignore[attr-defined]
+    items[:] = sorted(items, key=_slow_alone_first)
     return result
+
+
+def _slow_alone_first(item: pytest.Item) -> int:
+    """The order of the tests: a slow test of no xdist group before the other tests of no group, each group's tests
+    in their own order. xdist deals the groups first (largest first), then the ungrouped tests in this order: a
+    slow one dealt last (the two-node Ray cluster, a minute or two) ran alone at the end while the other worker
+    idled."""
+    return 0 if item.get_closest_marker("slow") and not item.get_closest_marker("xdist_group") else 1
