@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import copy
+import functools
 import os
 import shutil
 import socket
@@ -10,7 +12,7 @@ import tempfile
 import threading
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -138,6 +140,23 @@ def tiny_cnn(kind: str = "modules", seed: int = 0) -> nn.Module:
     return model.eval()
 
 
+_BUILT: dict[str, tuple[nn.Module, torch.Tensor]] = {}
+
+
+def built_once(key: str, make: Callable[[], nn.Module], seed: int = 0) -> nn.Module:
+    """``torch.manual_seed(seed); make()`` as if run now, built once per process under ``key``: a deep copy of the
+    first build, with torch's global random state set as that build left it. For architectures whose random
+    initialisation alone takes seconds (vgg11: 133 M weights) that many tests ask for; each test still gets a model
+    of its own, so a test that changes its model (hooks, in-place ReLUs) changes nothing for the next."""
+    if key not in _BUILT:
+        torch.manual_seed(seed)
+        model = make()
+        _BUILT[key] = (model, torch.get_rng_state())
+    model, state = _BUILT[key]
+    torch.set_rng_state(state)
+    return copy.deepcopy(model)
+
+
 @pytest.fixture
 def model() -> nn.Module:
     return tiny_cnn()
@@ -236,9 +255,8 @@ def squares(n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Ten
     return images, labels
 
 
-def trained_on_squares() -> tuple[nn.Module, torch.Generator]:
-    """TinyCNN trained (150 Adam steps, seeded) to tell which channel holds the square, in eval mode, and the
-    generator to draw further :func:`squares` from."""
+@functools.cache
+def _squares_training() -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
     generator = torch.Generator().manual_seed(0)
     torch.manual_seed(0)
     model = TinyCNN(classes=3)
@@ -249,6 +267,23 @@ def trained_on_squares() -> tuple[nn.Module, torch.Generator]:
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
+    state = {name: value.detach().clone() for name, value in model.state_dict().items()}
+    return state, generator.get_state(), torch.get_rng_state()
+
+
+def trained_on_squares() -> tuple[nn.Module, torch.Generator]:
+    """TinyCNN trained (150 Adam steps, seeded) to tell which channel holds the square, in eval mode, and the
+    generator to draw further :func:`squares` from.
+
+    Trained once per process (tests/test_sanity.py and tests/test_trust_compare.py share the xdist group
+    ``squares`` for it): each call gets a model of its own with the trained weights, and the generator and torch's
+    global random state as the training left them, as if it had trained now."""
+    state, generator_state, rng = _squares_training()
+    model = TinyCNN(classes=3)
+    model.load_state_dict(state)
+    generator = torch.Generator()
+    generator.set_state(generator_state)
+    torch.set_rng_state(rng)
     return model.eval(), generator
 
 
@@ -390,6 +425,7 @@ SLOW = (
     "tests/test_trust_fashion.py",  # trains the FashionMNIST model
     "tests/test_maximize_fashion.py",
     "tests/test_suite.py::test_grouped_tests_run_on_one_worker",  # a pytest with two workers
+    "tests/test_interrupt.py::test_ctrl_c_during_the_demo",  # the FashionMNIST demo in a subprocess
 )
 
 
@@ -419,4 +455,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
         for item in legacy:
             item._id = NodeId.parse(item._nodeid)  # type: ignore[attr-defined]
+    items[:] = sorted(items, key=_slow_alone_first)
     return result
+
+
+def _slow_alone_first(item: pytest.Item) -> int:
+    """The order of the tests: a slow test of no xdist group before the other tests of no group, each group's tests
+    in their own order. xdist deals the groups first (largest first), then the ungrouped tests in this order: a
+    slow one dealt last (the two-node Ray cluster, a minute or two) ran alone at the end while the other worker
+    idled."""
+    return 0 if item.get_closest_marker("slow") and not item.get_closest_marker("xdist_group") else 1

@@ -76,23 +76,42 @@ def _done(client: TestClient, job: dict[str, Any], seconds: float = 120) -> dict
 
 
 @pytest.fixture(scope="module")
-def client(store: tuple[Path, torch.Tensor, dict[int, dict]]) -> Any:
+def app(store: tuple[Path, torch.Tensor, dict[int, dict]]) -> Iterator[Any]:
+    """The board of the run with an explorer of the demo CNN, for the module's API and page tests: its worker
+    process (importing torch, seconds) is started once."""
     root = store[0]
     app = create_app(root)
     explorer = configure(app, {"model": "deepscope.demo.models:FashionCNN", "data": {"file": str(root / "data.pt")}})
-    yield TestClient(app, base_url=LOCAL)
+    yield app
     explorer.close()
 
 
+@pytest.fixture(scope="module")
+def client(app: Any) -> Any:
+    return TestClient(app, base_url=LOCAL)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """Headless Chromium for the module's page tests, launched once (each page gets a context of its own)."""
+    from conftest import CHROMIUM, chromium
+
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium; .ci/run installs it)")
+    pytest.importorskip("playwright.sync_api", reason="playwright is missing (pip install -e '.[test]')")
+    pytest.importorskip("uvicorn", reason="uvicorn is missing (pip install -e '.[board]')")
+    with chromium() as browser:
+        yield browser
+
+
 @contextlib.contextmanager
-def _explore_tab(app: Any, height: int) -> Iterator[tuple[Any, list[str]]]:
-    """``app`` served, its Explore tab open in headless Chromium with the methods listed: the page, and the list its
-    console errors and uncaught exceptions land in."""
-    from conftest import chromium, serving, watched_page
+def _explore_tab(app: Any, browser: Any, height: int) -> Iterator[tuple[Any, list[str]]]:
+    """``app`` served, its Explore tab open in a fresh page of ``browser`` with the methods listed: the page, and
+    the list its console errors and uncaught exceptions land in."""
+    from conftest import serving, watched_page
 
     with (
         serving(app) as url,
-        chromium() as browser,
         watched_page(browser, viewport={"width": 1200, "height": height}) as (page, problems),
     ):
         page.goto(f"{url}/")
@@ -254,38 +273,27 @@ print(job["status"], "torch" in sys.modules)
         assert reader.checkpoints() == [5, 10]
 
 
-def test_choosing_an_item_and_gradcam_draws_the_heatmap_in_the_page(store, tmp_path) -> None:
-    from conftest import CHROMIUM
-
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium; .ci/run installs it)")
-    pytest.importorskip("playwright.sync_api", reason="playwright is missing (pip install -e '.[test]')")
-    pytest.importorskip("uvicorn", reason="uvicorn is missing (pip install -e '.[board]')")
+def test_choosing_an_item_and_gradcam_draws_the_heatmap_in_the_page(store, tmp_path, app, browser) -> None:
     root = store[0]
-    app = create_app(root)
-    explorer = configure(app, {"model": "deepscope.demo.models:FashionCNN", "data": {"file": str(root / "data.pt")}})
-    try:
-        with _explore_tab(app, height=800) as (page, problems):
-            page.fill(".explore-item", "4")
-            page.select_option(".explore-method", "gradcam")
-            page.click(".explore-go")
-            page.wait_for_selector('.explore-pictures figure[data-picture="heatmap"] img', timeout=120_000)
-            page.wait_for_function(
-                "() => { const i = document.querySelector('.explore-pictures figure[data-picture=\"heatmap\"] img');"
-                " return i.complete && i.naturalWidth > 0; }"
-            )
-            src = page.get_attribute('.explore-pictures figure[data-picture="heatmap"] img', "src")
-            heatmap = '.explore-pictures figure[data-picture="heatmap"] img'
-            assert page.eval_on_selector(heatmap, "(i) => i.naturalWidth") == 28  # the item's 28 x 28 pixels
-            assert "gradcam" in page.inner_text(".explore-result") and "item 4" in page.inner_text(".explore-result")
-            page.screenshot(path=str(tmp_path / "explore.png"), full_page=True)
-        client = TestClient(app, base_url=LOCAL)
-        shown = _png(client, src)  # the page's address, relative to it
-        key = src.split("key=")[1].split("&")[0]
-        stored = np.asarray(PILImage.open(root / "cnn" / "explore" / key / "heatmap.png").convert("RGB"))
-        np.testing.assert_array_equal(shown, stored)
-    finally:
-        explorer.close()
+    with _explore_tab(app, browser, height=800) as (page, problems):
+        page.fill(".explore-item", "4")
+        page.select_option(".explore-method", "gradcam")
+        page.click(".explore-go")
+        page.wait_for_selector('.explore-pictures figure[data-picture="heatmap"] img', timeout=120_000)
+        page.wait_for_function(
+            "() => { const i = document.querySelector('.explore-pictures figure[data-picture=\"heatmap\"] img');"
+            " return i.complete && i.naturalWidth > 0; }"
+        )
+        src = page.get_attribute('.explore-pictures figure[data-picture="heatmap"] img', "src")
+        heatmap = '.explore-pictures figure[data-picture="heatmap"] img'
+        assert page.eval_on_selector(heatmap, "(i) => i.naturalWidth") == 28  # the item's 28 x 28 pixels
+        assert "gradcam" in page.inner_text(".explore-result") and "item 4" in page.inner_text(".explore-result")
+        page.screenshot(path=str(tmp_path / "explore.png"), full_page=True)
+    client = TestClient(app, base_url=LOCAL)
+    shown = _png(client, src)  # the page's address, relative to it
+    key = src.split("key=")[1].split("&")[0]
+    stored = np.asarray(PILImage.open(root / "cnn" / "explore" / key / "heatmap.png").convert("RGB"))
+    np.testing.assert_array_equal(shown, stored)
     assert not problems
 
 
@@ -411,49 +419,38 @@ def test_several_methods_side_by_side(store, client) -> None:
         assert answer.status_code == 422, body
 
 
-def test_an_upload_is_explained_in_the_page_with_two_methods_side_by_side(store, tmp_path) -> None:
-    from conftest import CHROMIUM
-
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium; .ci/run installs it)")
-    pytest.importorskip("playwright.sync_api", reason="playwright is missing (pip install -e '.[test]')")
-    pytest.importorskip("uvicorn", reason="uvicorn is missing (pip install -e '.[board]')")
+def test_an_upload_is_explained_in_the_page_with_two_methods_side_by_side(store, tmp_path, app, browser) -> None:
     root = store[0]
-    app = create_app(root)
-    explorer = configure(app, {"model": "deepscope.demo.models:FashionCNN", "data": {"file": str(root / "data.pt")}})
     picture = (np.random.default_rng(7).random((32, 32)) * 255).astype(np.uint8)
     png = io.BytesIO()
     PILImage.fromarray(picture).save(png, format="PNG")
-    try:
-        with _explore_tab(app, height=800) as (page, problems):
-            page.set_input_files(
-                ".explore-upload", files=[{"name": "mine.png", "mimeType": "image/png", "buffer": png.getvalue()}]
-            )
-            page.wait_for_function(
-                "() => document.querySelector('.explore-upload-note').textContent.includes('will be explained')",
-                timeout=30_000,
-            )
-            page.select_option(".explore-method", ["gradcam", "saliency"])
-            page.click(".explore-go")
-            saliency = '.explore-pictures figure[data-picture="heatmap"][data-method="saliency"] img'
-            page.wait_for_selector(saliency, timeout=120_000)
-            page.wait_for_function(
-                "() => [...document.querySelectorAll('.explore-pictures img')]"
-                ".every((i) => i.complete && i.naturalWidth > 0)"
-            )
-            methods = page.eval_on_selector_all(
-                '.explore-pictures figure[data-picture="heatmap"]', "(fs) => fs.map((f) => f.dataset.method)"
-            )
-            assert sorted(methods) == ["gradcam", "saliency"]  # in the list's order
-            assert "the upload mine.png" in page.inner_text(".explore-result")
-            src = page.get_attribute(saliency, "src")
-        key = src.split("key=")[1].split("&")[0]
-        result = __import__("json").loads((root / "cnn" / "explore" / key / "result.json").read_text())
-        assert result["upload"] is not None and [e["method"] for e in result["explanations"]] == methods
-        # the upload is kept in the run's folder only, under the name the board made (its hash)
-        assert (root / "cnn" / "explore" / "uploads" / result["upload"]).read_bytes() == png.getvalue()
-    finally:
-        explorer.close()
+    with _explore_tab(app, browser, height=800) as (page, problems):
+        page.set_input_files(
+            ".explore-upload", files=[{"name": "mine.png", "mimeType": "image/png", "buffer": png.getvalue()}]
+        )
+        page.wait_for_function(
+            "() => document.querySelector('.explore-upload-note').textContent.includes('will be explained')",
+            timeout=30_000,
+        )
+        page.select_option(".explore-method", ["gradcam", "saliency"])
+        page.click(".explore-go")
+        saliency = '.explore-pictures figure[data-picture="heatmap"][data-method="saliency"] img'
+        page.wait_for_selector(saliency, timeout=120_000)
+        page.wait_for_function(
+            "() => [...document.querySelectorAll('.explore-pictures img')]"
+            ".every((i) => i.complete && i.naturalWidth > 0)"
+        )
+        methods = page.eval_on_selector_all(
+            '.explore-pictures figure[data-picture="heatmap"]', "(fs) => fs.map((f) => f.dataset.method)"
+        )
+        assert sorted(methods) == ["gradcam", "saliency"]  # in the list's order
+        assert "the upload mine.png" in page.inner_text(".explore-result")
+        src = page.get_attribute(saliency, "src")
+    key = src.split("key=")[1].split("&")[0]
+    result = __import__("json").loads((root / "cnn" / "explore" / key / "result.json").read_text())
+    assert result["upload"] is not None and [e["method"] for e in result["explanations"]] == methods
+    # the upload is kept in the run's folder only, under the name the board made (its hash)
+    assert (root / "cnn" / "explore" / "uploads" / result["upload"]).read_bytes() == png.getvalue()
     assert not problems
 
 
@@ -492,32 +489,21 @@ def test_items_filtered_by_class_prediction_and_confidence(store, client) -> Non
     assert client.get("/api/explore/items", params={"run": "cnn", "step": 7}).status_code == 422
 
 
-def test_browsing_misclassified_items_in_the_page(store) -> None:
-    from conftest import CHROMIUM
-
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium; .ci/run installs it)")
-    pytest.importorskip("playwright.sync_api", reason="playwright is missing (pip install -e '.[test]')")
-    pytest.importorskip("uvicorn", reason="uvicorn is missing (pip install -e '.[board]')")
-    root, x, states = store
+def test_browsing_misclassified_items_in_the_page(store, app, browser) -> None:
+    _, x, states = store
     model = FashionCNN()
     model.load_state_dict(states[10])
     with torch.no_grad():
         predicted = model.eval()(x).argmax(1).tolist()
     wrong = [i for i in range(6) if predicted[i] != i]  # the labels are 0 ... 5
     assert wrong  # random weights: some items are misclassified
-    app = create_app(root)
-    explorer = configure(app, {"model": "deepscope.demo.models:FashionCNN", "data": {"file": str(root / "data.pt")}})
-    try:
-        with _explore_tab(app, height=900) as (page, problems):
-            page.click(".explore-browse summary")
-            page.check(".explore-filter-misclassified")
-            page.click(".explore-find")
-            page.wait_for_selector(".explore-items p", timeout=120_000)
-            shown = page.eval_on_selector_all(".explore-found", "(bs) => bs.map((b) => Number(b.dataset.item))")
-            assert shown == wrong
-            page.click(f'.explore-found[data-item="{wrong[-1]}"]')
-            assert page.input_value(".explore-item") == str(wrong[-1])
-    finally:
-        explorer.close()
+    with _explore_tab(app, browser, height=900) as (page, problems):
+        page.click(".explore-browse summary")
+        page.check(".explore-filter-misclassified")
+        page.click(".explore-find")
+        page.wait_for_selector(".explore-items p", timeout=120_000)
+        shown = page.eval_on_selector_all(".explore-found", "(bs) => bs.map((b) => Number(b.dataset.item))")
+        assert shown == wrong
+        page.click(f'.explore-found[data-item="{wrong[-1]}"]')
+        assert page.input_value(".explore-item") == str(wrong[-1])
     assert not problems

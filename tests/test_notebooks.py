@@ -55,9 +55,11 @@ def write_kernel(root: Path, *path: Path) -> Path:
     return root
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def kernel_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A kernel spec for this interpreter, with deepscope's source folder first on its path."""
+    """A kernel spec for this interpreter, with deepscope's source folder first on its path. Written for each test
+    (a file): a module-scoped fixture would put the module in one xdist group (tests/conftest.py), and its three
+    notebooks, a minute or more each, on one worker."""
     return write_kernel(tmp_path_factory.mktemp("kernels"), PACKAGE.parent)
 
 

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 import torchvision
 from captum import attr as captum
-from conftest import minmax, spearman, tiny_cnn
+from conftest import built_once, minmax, spearman, tiny_cnn
 from pytorch_grad_cam import GradCAM, GradCAMPlusPlus, ScoreCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
@@ -22,13 +22,11 @@ import deepscope as ds
 
 
 def resnet18() -> nn.Module:
-    torch.manual_seed(0)
-    return torchvision.models.resnet18(num_classes=10).eval()
+    return built_once("peers-resnet18", lambda: torchvision.models.resnet18(num_classes=10).eval())
 
 
-def vgg11() -> nn.Module:
-    torch.manual_seed(0)
-    return torchvision.models.vgg11(num_classes=10).eval()
+def vgg11() -> nn.Module:  # its 133 M weights' initialisation took 4-8 s of each of 20 tests' setup
+    return built_once("peers-vgg11", lambda: torchvision.models.vgg11(num_classes=10).eval())
 
 
 ARCHITECTURES = {

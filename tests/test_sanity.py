@@ -17,6 +17,9 @@ from torch import nn
 import deepscope as ds
 from deepscope.evaluate.sanity import hog, hog_cell_size, hog_similarity, randomisable_layers, spearman, ssim
 
+# One worker runs this module and the other user of conftest.trained_on_squares, which trains once for both.
+pytestmark = pytest.mark.xdist_group("squares")
+
 
 @pytest.fixture(scope="module")
 def trained() -> tuple[nn.Module, torch.Tensor]:

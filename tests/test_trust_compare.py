@@ -9,6 +9,9 @@ from torch import nn
 
 import deepscope as ds
 
+# One worker runs this module and the other user of conftest.trained_on_squares, which trains once for both.
+pytestmark = pytest.mark.xdist_group("squares")
+
 
 @pytest.fixture(scope="module")
 def trained() -> tuple[nn.Module, torch.Tensor]:
