@@ -177,7 +177,12 @@ def test_an_added_chart_survives_a_reload_and_downloads_as_json(
     assert _drawn(page, "held out", 2)["held out"] == charts["held out"]
     page.click(".layout-bar [data-action=reset]")  # back to the runs' layout
     page.wait_for_function("() => !new URLSearchParams(location.search).has('layout')")
-    assert set(_drawn(page, "losses", 4)) == {"losses", "accuracy"}
+    _drawn(page, "losses", 4)
+    # the added chart's card goes with the redraw that follows: wait for it, then the runs' two charts are all
+    page.wait_for_function(
+        "() => ![...document.querySelectorAll('.layouts .title')].some((t) => t.textContent === 'held out')"
+    )
+    assert set(page.evaluate(LAYOUT_CHARTS)) == {"losses", "accuracy"}
     assert problems == []
 
 
@@ -200,8 +205,11 @@ def test_a_bad_regex_is_named_in_its_chart_and_the_others_draw(
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"c": {"band": ["Margin", ["acc"]]}}))
     page.set_input_files(".layout-bar input[type=file]", str(bad))
-    page.wait_for_selector(".layout-bar .layout-error:not([hidden])")
-    assert "names 3 tags" in page.inner_text(".layout-bar .layout-error")
+    # the error is put in once the file is read: wait for its words, not only for the element to show
+    page.wait_for_function(
+        """() => { const e = document.querySelector('.layout-bar .layout-error');
+                   return !e.hidden && e.textContent.includes('names 3 tags'); }"""
+    )
     assert "broken" in page.evaluate(LAYOUT_CHARTS)
     assert [p for p in problems if "status of 422" not in p] == []  # the browser logs the refused request
 
