@@ -142,7 +142,6 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             from deepscope.dashboard import server
 
             server.PLOTLY_BASIC_JS = server.PLOTLY_JS
-            server._plotly_basic_js.cache_clear()
         served = board(root)
         served.app.state.warming.join(timeout=120)  # as a user's browser, opened a second after the server
         figures["warmed_s"] = served.app.state.warmed_s

@@ -40,7 +40,7 @@ function viewOf(name) {
   if (!modules.has(name)) {
     const entry = state.registry.find((e) => e.name === name);
     // plotly's whole build, where the view draws a trace the basic build lacks: loading beside the view's data
-    if (entry.traces.some((trace) => !core.BASIC_TRACES.has(trace))) core.wholePlotly().catch(() => {});
+    if (core.needsWholeBuild(entry.traces)) core.wholePlotly().catch(() => {});
     modules.set(name, import(address(entry.module)).then((module) => module.default(core, entry)));
   }
   return modules.get(name);

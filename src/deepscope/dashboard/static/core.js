@@ -15,7 +15,7 @@ export const plotlyReady = Promise.resolve(window.plotlyLoaded);
 // the first time a chart needs a trace the basic one lacks (a heatmap, parallel coordinates, a 3-D or WebGL scatter,
 // an icicle), and window.Plotly stays the basic build. plotly keeps a chart's state on its element in the terms of
 // the build that drew it, so each chart is drawn, changed and purged by that build: `Plotly` below finds it.
-export const BASIC_TRACES = new Set(["scatter", "bar", "pie"]);
+const BASIC_TRACES = new Set(["scatter", "bar", "pie"]);
 const WHOLE_BUILD = "static/plotly.min.js";
 const DRAWS = new Set(["newPlot", "react"]);
 const builds = { basic: undefined, whole: undefined };
@@ -48,9 +48,14 @@ export function wholePlotly() {
   return wholeLoading;
 }
 
+/** Whether plotly's whole build is needed to draw traces of these types (the basic build lacks one of them). */
+export function needsWholeBuild(types) {
+  return types.some((type) => !BASIC_TRACES.has(type));
+}
+
 function needsWhole(args) {
   const data = Array.isArray(args[0]) ? args[0] : args[0]?.data;
-  return Array.isArray(data) && data.some((trace) => !BASIC_TRACES.has(trace?.type ?? "scatter"));
+  return Array.isArray(data) && needsWholeBuild(data.map((trace) => trace?.type ?? "scatter"));
 }
 
 /** Calls plotly's function at `path` (["react"], ["Plots", "resize"]) on the chart `gd` with `args`, by the build
@@ -104,6 +109,7 @@ function dispatcher(path) {
 /** plotly.js for the views: `Plotly.react(chart, ...)` and the rest, each call by the build that drew the chart
  * (window.Plotly, the basic build, exists only once it has loaded). */
 export const Plotly = dispatcher([]);
+
 export const TOKEN = new URLSearchParams(window.location.search).get("token");
 export const COLORS = [
   "#1f77b4", "#e8590c", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf",

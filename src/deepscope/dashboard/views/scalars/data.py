@@ -55,12 +55,14 @@ def warm(served: Source, runs: list[RunSummary], cache: EncodedCache) -> None:
         for tag, kind in run.tags.items():
             if kind == SCALAR:
                 tagged.setdefault(tag, []).append(run.name)
+    names = sorted({name for named in tagged.values() for name in named})
+    stamps = dict(zip(names, served.stamps(names)))  # once per run, not once per run and tag
     for tag in sorted(tagged, key=natural_key):  # the page's order: the first charts first
-        names = tagged[tag]
-        points = points_per_run(len(names))
-        for run, stamp in zip(names, served.stamps(names)):
+        points = points_per_run(len(tagged[tag]))
+        for run in tagged[tag]:
             if cache.nbytes > cache.max_bytes // 2:
                 return
+            stamp = stamps[run]
             if stamp is None:  # being written: the page asks for it live
                 continue
             with contextlib.suppress(Unreadable, NotFound):  # the page's own request says what is wrong
