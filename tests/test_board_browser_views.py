@@ -193,14 +193,19 @@ def test_a_chart_is_drawn_once_in_the_page_at_its_size(page: tuple[Any, list[str
     assert not problems
 
 
-# The chart's legend: its entries, and the heights of the plot area and of the legend, in px.
+# The chart's legend: its entries, and the heights of the plot area and of the legend, in px; and the widths of its
+# smoothed lines (drawn at full opacity) and of its faint raw lines, as plotly drew them (stroke-width of each path).
 LEGEND = """() => { const gd = document.querySelector('.card[data-tag="train/loss"] .plot');
     const legend = gd.querySelector('.legend');
+    const widths = (opaque) => [...new Set([...gd.querySelectorAll('.scatterlayer .trace')]
+        .filter((t) => (Number(t.style.opacity || 1) === 1) === opaque)
+        .map((t) => parseFloat(t.querySelector('path.js-line').style.strokeWidth)))];
     return {entries: gd.querySelectorAll('.legendtext').length, plot: gd._fullLayout._size.h,
-            legend: legend ? legend.getBoundingClientRect().height : 0}; }"""
+            legend: legend ? legend.getBoundingClientRect().height : 0,
+            smoothed: widths(true), raw: widths(false)}; }"""
 
 
-def test_a_sweep_of_many_runs_is_named_by_the_run_list_not_a_legend(
+def test_a_sweep_of_many_runs_is_named_by_the_run_list_with_thin_lines(
     page: tuple[Any, list[str]], server: str, tmp_path: Path
 ) -> None:
     page, problems = page
@@ -209,6 +214,7 @@ def test_a_sweep_of_many_runs_is_named_by_the_run_list_not_a_legend(
     page.wait_for_function(f"() => ({LEGEND})().entries >= {len(CONFIGS)}", timeout=10_000)
     few = page.evaluate(LEGEND)
     assert len(CONFIGS) <= few["entries"] <= len(CONFIGS) + 1 and few["legend"] > 0
+    assert (few["smoothed"], few["raw"]) == ([2], [1])
     # A sweep: a legend of 20 runs would be taller than the plot it labels and cover its axis title.
     sweep = tmp_path / "sweep"
     for k in range(20):
@@ -223,6 +229,9 @@ def test_a_sweep_of_many_runs_is_named_by_the_run_list_not_a_legend(
         )
         many = page.evaluate(LEGEND)
         assert many["entries"] == 0 and many["legend"] == 0
+        # 1 px lines: each run's line stays a line among twenty, and a browser without a GPU rasterises a line
+        # wider than a pixel as a filled outline, about ten times slower (bench/bench_board_page.py).
+        assert (many["smoothed"], many["raw"]) == ([1], [1])
         assert many["plot"] >= few["plot"]  # the plot keeps its height
         assert page.eval_on_selector_all(".runlist label .swatch", "(s) => s.length") == 20  # named there
     assert not problems
