@@ -23,7 +23,7 @@ BLOCKS = [block for page in pages() for block in blocks(page)]
 # it: docs/scale.md's blocks in the Ray session of tests/test_ray.py (a Ray start is 5-10 s; its fixture,
 # tests/docs_fixtures/scale.py, lets the page's ray.init and ray.shutdown find it).
 PAGE_FIXTURES = {"docs/scale.md": "ray_module"}
-# Their xdist group: the one conftest's ``_shared_fixture_group`` gives the other tests of the session fixture
+# Their xdist group: tests/scheduling.py's ``_shared_fixture_group`` gives the other tests of the session fixture
 # underneath (ray_module is a module's share of ray_session).
 PAGE_GROUPS = {"docs/scale.md": "session-ray_session"}
 

@@ -1,5 +1,5 @@
-"""The suite's own scheduling (tests/conftest.py): the slow list names real tests, and xdist groups hold on the
-pytest in use (pytest 9.2 moved node ids where xdist 3.8 does not write its groups)."""
+"""The suite's own scheduling (tests/scheduling.py, the hook of tests/conftest.py): the slow list names real tests,
+and xdist groups hold on the pytest in use (pytest 9.2 moved node ids where xdist 3.8 does not write its groups)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import SLOW
+from scheduling import SLOW
 
 TESTS = Path(__file__).parent
 
@@ -26,9 +26,9 @@ def test_each_slow_prefix_names_tests_that_exist(prefix: str) -> None:
 
 
 def test_grouped_tests_run_on_one_worker(tmp_path: Path) -> None:
-    (tmp_path / "conftest.py").write_text(  # the hook of tests/conftest.py, loaded under another module name
+    (tmp_path / "conftest.py").write_text(  # the suite's hook, loaded under another module name
         "import importlib.util\n"
-        f"spec = importlib.util.spec_from_file_location('suite_conftest', {str(TESTS / 'conftest.py')!r})\n"
+        f"spec = importlib.util.spec_from_file_location('suite_scheduling', {str(TESTS / 'scheduling.py')!r})\n"
         "module = importlib.util.module_from_spec(spec)\n"
         "spec.loader.exec_module(module)\n"
         "pytest_collection_modifyitems = module.pytest_collection_modifyitems\n"
