@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import importlib
 import itertools
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -319,3 +323,36 @@ def test_every_core_means_one_thread_below_a_thousand_points(monkeypatch: pytest
     project(x, "tsne", **short)
     project(x, "tsne", n_jobs=2, **short)
     assert seen == [1, 2, -1, 3, 2]
+
+
+@pytest.mark.parametrize("neighbors", ["annoy"])  # pynndescent: the same call; its index compiles for minutes
+@pytest.mark.parametrize("n, perplexity", [(300, 30.0), (40, 30.0)], ids=["k=90", "perplexity-capped"])
+def test_approximate_affinities_are_openTSNEs_own(neighbors: str, n: int, perplexity: float) -> None:
+    """The affinities built from the index deepscope builds (project.tsne_affinities) are those openTSNE's
+    ``prepare_initial`` builds for the same TSNE: same neighbours, same P."""
+    from deepscope.embed.project import tsne_affinities
+
+    data = np.random.default_rng(0).normal(size=(n, 8)).astype(np.float32)
+    tsne = TSNE(perplexity=perplexity, neighbors=neighbors, random_state=3, n_jobs=1, verbose=False)
+    ours = tsne_affinities(tsne, data, neighbors).P
+    theirs = tsne.prepare_initial(data).affinities.P
+    assert ours.shape == theirs.shape == (n, n)
+    np.testing.assert_allclose(ours.toarray(), theirs.toarray(), rtol=1e-6, atol=1e-9)
+
+
+def test_approximate_neighbours_do_not_import_pynndescent(tmp_path: Path) -> None:
+    """openTSNE's own choice of index imports pynndescent to see whether it is there: its numba code compiles on
+    import (24 s in a fresh environment). A t-SNE with an Annoy index never imports it."""
+    code = (
+        "import sys, torch\n"
+        "from deepscope.embed import project\n"
+        "r = project(torch.randn(200, 10), 'tsne', perplexity=10, neighbors='annoy', n_iter=10,\n"
+        "            early_exaggeration_iter=10, n_jobs=1, progress=False, quality=False)\n"
+        "print(r.params['neighbors'], 'pynndescent' in sys.modules)\n"
+    )
+    source = Path(__file__).resolve().parents[1] / "src"
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(source)},
+    )  # fmt: skip
+    assert done.stdout.split() == ["annoy", "False"], done.stderr

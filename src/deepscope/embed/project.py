@@ -370,29 +370,31 @@ def _tsne(
     if dim <= 2 and (n >= 10_000 or device.type != "cpu"):
         jobs = options["n_jobs"]
         method = Gradient(device, threads=jobs if jobs > 0 else max(1, (os.cpu_count() or 1) + 1 + jobs))
-    affinities = None
     ran: list[int] = []  # iterations each phase ran
     with bar:
-        if neighbors == "exact":
-            k = min(n - 1, int(3 * options["perplexity"]))  # openTSNE's number of neighbours for a perplexity
-            indices, distances = exact_neighbors(x, k, device)
-            affinities = affinity.PerplexityBasedNN(
-                knn_index=nearest_neighbors.PrecomputedNeighbors(indices, distances),
-                perplexity=options["perplexity"],
-                n_jobs=options["n_jobs"],
-            )
         tsne = TSNE(
             n_components=dim,
             random_state=seed,
             negative_gradient_method=method,
-            neighbors=neighbors if neighbors != "exact" else "auto",  # unused when the affinities are given
+            neighbors=neighbors if neighbors != "exact" else "auto",  # unused: the affinities are given
             callbacks=callbacks,
             callbacks_every_iters=KL_EVERY,
             verbose=False,
             **options,
         )
+        data = x.numpy().astype(np.float32, copy=False)
+        if neighbors == "exact":
+            k = min(n - 1, int(3 * options["perplexity"]))  # openTSNE's number of neighbours for a perplexity
+            indices, distances = exact_neighbors(x, k, device)
+            affinities: Any = affinity.PerplexityBasedNN(
+                knn_index=nearest_neighbors.PrecomputedNeighbors(indices, distances),
+                perplexity=options["perplexity"],
+                n_jobs=options["n_jobs"],
+            )
+        else:
+            affinities = tsne_affinities(tsne, data, neighbors)
         # openTSNE's TSNE.fit, phase by phase, so that a phase's early stop does not skip the next one.
-        points = tsne.prepare_initial(x.numpy().astype(np.float32, copy=False), affinities=affinities)
+        points = tsne.prepare_initial(data, affinities=affinities)
         for name, exaggeration, momentum in (
             ("early_exaggeration_iter", tsne.early_exaggeration, tsne.initial_momentum),
             ("n_iter", tsne.exaggeration, tsne.final_momentum),
@@ -415,6 +417,34 @@ def _tsne(
         "kl_history": history,
         "iterations": ran,
     }
+
+
+def tsne_affinities(tsne: Any, data: np.ndarray, neighbors: str) -> Any:
+    """The affinities openTSNE's ``TSNE.prepare_initial(data)`` computes for ``tsne`` (its perplexity, metric, seed
+    and threads) with the neighbour index ``neighbors`` ("annoy" or "pynndescent"), the index built here: openTSNE's
+    own choice of index imports pynndescent only to see whether it is installed (it is, with the umap extra), and
+    that import compiles pynndescent's numba code: 24 s in a fresh environment, 1.2 s each process after, spent for
+    an Annoy index."""
+    from openTSNE import affinity, nearest_neighbors
+
+    index = {"annoy": nearest_neighbors.Annoy, "pynndescent": nearest_neighbors.NNDescent}[neighbors]
+    n = len(data)
+    usable = (n - 1) / 3 if 3 * tsne.perplexity > n - 1 else tsne.perplexity  # openTSNE's cap on the perplexity
+    return affinity.MultiscaleMixture(
+        perplexities=[tsne.perplexity],
+        metric=tsne.metric,
+        n_jobs=tsne.n_jobs,
+        random_state=tsne.random_state,
+        knn_index=index(
+            data,
+            k=min(n - 1, int(3 * usable)),
+            metric=tsne.metric,
+            metric_params=tsne.metric_params,
+            n_jobs=tsne.n_jobs,
+            random_state=tsne.random_state,
+            knn_kwargs=tsne.knn_kwargs,
+        ),
+    )
 
 
 def _umap(
