@@ -926,6 +926,32 @@ def test_a_warmed_scalars_answer_is_the_one_a_cold_server_sends(store: tuple[Pat
     assert len(cache) == sum(map(len, tagged.values()))  # nothing computed again
 
 
+def test_each_worker_of_a_multi_process_board_warms_its_own_app(
+    store: tuple[Path, dict[str, np.ndarray]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``deepscope board --workers N``: each worker makes its app with uvicorn's factory, and that app warms (its
+    caches are its own); the parent process, which serves no request, warms nothing."""
+    import uvicorn
+
+    import deepscope.dashboard as board_module
+    from deepscope.dashboard import ROOT_ENV, TOKEN_ENV
+    from deepscope.dashboard.server import app_from_environment
+
+    root, _ = store
+    monkeypatch.setenv(ROOT_ENV, str(root))
+    monkeypatch.delenv(TOKEN_ENV, raising=False)
+    app = app_from_environment()
+    app.state.warming.join(timeout=60)
+    reference = create_app(root)
+    board_module.warm(reference).join(timeout=60)
+    assert len(app.state.views["scalars"]) == len(reference.state.views["scalars"]) > 0
+    warmed: list[object] = []
+    monkeypatch.setattr(board_module, "warm", warmed.append)
+    monkeypatch.setattr(uvicorn, "run", lambda *args, **kwargs: None)  # the workers are not started here
+    board_module.serve(root, workers=2)
+    assert warmed == []
+
+
 @pytest.mark.parametrize(
     "runs, points",
     [(0, 2000), (1, 2000), (3, 2000), (32, 1024), (100, 512), (125, 512), (126, 256), (1000, 64), (10**6, 64)],

@@ -216,7 +216,6 @@ def serve(
     token = _token(host, token, template)
     app = create_app(root, token)
     explore(app, model, data)
-    warm(app)
     shown = f"deepscope board: serving {app.state.served.shown} at {url(host, port, token)}"
     if template is not None:
         shown += f" (through the proxy: {proxied_url(template, port, token)})"
@@ -226,7 +225,7 @@ def serve(
         os.environ.pop(TOKEN_ENV, None)
         if token is not None:
             os.environ[TOKEN_ENV] = token
-        factory = "deepscope.dashboard.server:app_from_environment"
+        factory = "deepscope.dashboard.server:app_from_environment"  # each worker's app warms its own caches
         uvicorn.run(
             factory,
             factory=True,
@@ -255,6 +254,7 @@ def serve(
             if self.started:
                 print(shown, flush=True)
 
+    warm(app)
     server = Server(uvicorn.Config(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=GRACE_S))
     server.run()
     if server.interrupted:

@@ -144,10 +144,13 @@ def create_app(
 def app_from_environment() -> FastAPI:
     """The app a worker process of ``serve(workers=N)`` serves (uvicorn's app factory): the root in
     ``$DEEPSCOPE_BOARD_ROOT``, the token (if any) in ``$DEEPSCOPE_TOKEN``, as :func:`deepscope.dashboard.serve` set
-    them."""
-    from . import ROOT_ENV, TOKEN_ENV
+    them. Each worker's app warms its own caches as it starts (:func:`deepscope.dashboard.warm`): a worker keeps its
+    own, so one warmed in the parent process would serve no request."""
+    from . import ROOT_ENV, TOKEN_ENV, warm
 
-    return create_app(os.environ[ROOT_ENV], os.environ.get(TOKEN_ENV) or None)
+    app = create_app(os.environ[ROOT_ENV], os.environ.get(TOKEN_ENV) or None)
+    warm(app)
+    return app
 
 
 # V8's compile hint: compile every function of the file at once, on a background thread while it streams in, not
