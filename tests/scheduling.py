@@ -9,8 +9,6 @@ from collections.abc import Iterator
 
 import pytest
 
-# Scheduling on pytest-xdist workers (make test: -n 2 --dist loadgroup) ----------------------------------------------
-
 # Fixtures of pytest and its plugins that last the session but cost nothing to build: no reason to group their users.
 _FREE_SHARED_FIXTURES = {"tmp_path_factory", "worker_id", "testrun_uid", "_session_faker", "anyio_backend"}
 

@@ -334,7 +334,7 @@ def test_approximate_affinities_are_openTSNEs_own(neighbors: str, n: int, perple
 
     data = np.random.default_rng(0).normal(size=(n, 8)).astype(np.float32)
     tsne = TSNE(perplexity=perplexity, neighbors=neighbors, random_state=3, n_jobs=1, verbose=False)
-    ours = tsne_affinities(tsne, data, neighbors).P
+    ours = tsne_affinities(tsne, torch.from_numpy(data), neighbors, torch.device("cpu")).P
     theirs = tsne.prepare_initial(data).affinities.P
     assert ours.shape == theirs.shape == (n, n)
     np.testing.assert_allclose(ours.toarray(), theirs.toarray(), rtol=1e-6, atol=1e-9)

@@ -322,9 +322,9 @@ def _tsne(
     device: torch.device,
     on_progress: Callable[[float], None] | None,
 ) -> tuple[Tensor, dict[str, Any]]:
-    from openTSNE import TSNE, affinity, nearest_neighbors
+    from openTSNE import TSNE
 
-    from .tsne import EXACT_NEIGHBOURS_UP_TO, Gradient, exact_neighbors
+    from .tsne import EXACT_NEIGHBOURS_UP_TO, Gradient
 
     options = dict(options)
     neighbors = options.pop("neighbors")
@@ -372,29 +372,17 @@ def _tsne(
         method = Gradient(device, threads=jobs if jobs > 0 else max(1, (os.cpu_count() or 1) + 1 + jobs))
     ran: list[int] = []  # iterations each phase ran
     with bar:
-        tsne = TSNE(
+        tsne = TSNE(  # its neighbour search is never used: the affinities are given
             n_components=dim,
             random_state=seed,
             negative_gradient_method=method,
-            neighbors=neighbors if neighbors != "exact" else "auto",  # unused: the affinities are given
             callbacks=callbacks,
             callbacks_every_iters=KL_EVERY,
             verbose=False,
             **options,
         )
-        data = x.numpy().astype(np.float32, copy=False)
-        if neighbors == "exact":
-            k = min(n - 1, int(3 * options["perplexity"]))  # openTSNE's number of neighbours for a perplexity
-            indices, distances = exact_neighbors(x, k, device)
-            affinities: Any = affinity.PerplexityBasedNN(
-                knn_index=nearest_neighbors.PrecomputedNeighbors(indices, distances),
-                perplexity=options["perplexity"],
-                n_jobs=options["n_jobs"],
-            )
-        else:
-            affinities = tsne_affinities(tsne, data, neighbors)
         # openTSNE's TSNE.fit, phase by phase, so that a phase's early stop does not skip the next one.
-        points = tsne.prepare_initial(data, affinities=affinities)
+        points = tsne.prepare_initial(_float32(x), affinities=tsne_affinities(tsne, x, neighbors, device))
         for name, exaggeration, momentum in (
             ("early_exaggeration_iter", tsne.early_exaggeration, tsne.initial_momentum),
             ("n_iter", tsne.exaggeration, tsne.final_momentum),
@@ -419,16 +407,31 @@ def _tsne(
     }
 
 
-def tsne_affinities(tsne: Any, data: np.ndarray, neighbors: str) -> Any:
-    """The affinities openTSNE's ``TSNE.prepare_initial(data)`` computes for ``tsne`` (its perplexity, metric, seed
-    and threads) with the neighbour index ``neighbors`` ("annoy" or "pynndescent"), the index built here: openTSNE's
-    own choice of index imports pynndescent only to see whether it is installed (it is, with the umap extra), and
-    that import compiles pynndescent's numba code: 24 s in a fresh environment, 1.2 s each process after, spent for
-    an Annoy index."""
+def _float32(x: Tensor) -> np.ndarray:
+    return x.numpy().astype(np.float32, copy=False)
+
+
+def tsne_affinities(tsne: Any, x: Tensor, neighbors: str, device: torch.device) -> Any:
+    """The affinities of ``x`` for ``tsne`` (its perplexity, metric, seed and threads), its neighbours searched by
+    ``neighbors``: "exact" (:func:`~deepscope.embed.tsne.exact_neighbors`, on ``device``), or "annoy" or
+    "pynndescent", the affinities openTSNE's ``TSNE.prepare_initial`` computes with that index. The index is built
+    here, not by openTSNE: its own choice of index imports pynndescent only to see whether it is installed (it is,
+    with the umap extra), and that import compiles pynndescent's numba code: 24 s in a fresh environment, 1.2 s each
+    process after, spent for an Annoy index."""
     from openTSNE import affinity, nearest_neighbors
 
+    from .tsne import exact_neighbors
+
+    n = len(x)
+    if neighbors == "exact":
+        k = min(n - 1, int(3 * tsne.perplexity))  # openTSNE's number of neighbours for a perplexity
+        indices, distances = exact_neighbors(x, k, device)
+        return affinity.PerplexityBasedNN(
+            knn_index=nearest_neighbors.PrecomputedNeighbors(indices, distances),
+            perplexity=tsne.perplexity,
+            n_jobs=tsne.n_jobs,
+        )
     index = {"annoy": nearest_neighbors.Annoy, "pynndescent": nearest_neighbors.NNDescent}[neighbors]
-    n = len(data)
     usable = (n - 1) / 3 if 3 * tsne.perplexity > n - 1 else tsne.perplexity  # openTSNE's cap on the perplexity
     return affinity.MultiscaleMixture(
         perplexities=[tsne.perplexity],
@@ -436,7 +439,7 @@ def tsne_affinities(tsne: Any, data: np.ndarray, neighbors: str) -> Any:
         n_jobs=tsne.n_jobs,
         random_state=tsne.random_state,
         knn_index=index(
-            data,
+            _float32(x),
             k=min(n - 1, int(3 * usable)),
             metric=tsne.metric,
             metric_params=tsne.metric_params,

@@ -819,7 +819,7 @@ const scalars = {
     const colors = shownRuns.map((run) => runColor(run.name));
     const sweep = shownRuns.length > SWEEP_RUNS;
     const width = sweep ? 1 : 2;
-    const drawn = `${uirevision}|${weight}|${width}|${colors.join()}`;
+    const drawn = `${uirevision}|${weight}|${colors.join()}`; // the colours' count says the lines' width
     // The periodic refresh with nothing new (same runs, same answers, same settings): the chart stays as it is.
     const last = chart.drawn;
     if (last && last.key === drawn && last.answers.length === answers.length
