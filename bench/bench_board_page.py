@@ -10,7 +10,8 @@ then, best of ``--repeats`` reloads: the server's answer cache emptied (a browse
 a store it has not), and warm (plotly.js cached by the browser, the finished runs' answers by the server).
 Goal (issue 4): the page has drawn 100 runs x 10,000 points in under 2 s. Quiet machine (2026-12-02, before the
 chart was drawn once in the page): first load 2.34 s, reloads 1.13-1.18 s; the chart drawn once, eight interleaved
-before/after pairs at load average 17 falling to 3.6: first load median 9.23 / 5.15 s (docs/board.md, "Speed").
+before/after pairs at load average 17 falling to 3.6: first load median 9.23 / 5.15 s; a sweep's lines on one canvas
+(2026-12-03): first load 1.87-1.90 s against 2.59-2.68 s with SVG lines, interleaved (docs/board.md, "Speed").
 
     python bench/bench_board_page.py
     python bench/bench_board_page.py --runs 10 --points 1000 --repeats 2
@@ -33,12 +34,14 @@ from common import CHROMIUM, CHROMIUM_ARGS
 
 TAG = "train/loss"
 # Every scalar chart holds a trace with points for each of `runs` runs (meta = the run's name; with smoothing on,
-# a faint raw trace and its smoothed line per run).
+# a faint raw trace and its smoothed line per run), and its lines are drawn: as plotly's SVG paths, or on the
+# canvas a sweep's chart draws them on (core.reactLines), painted the frame after plotly's draw.
 DRAWN = """(runs) => {
     const plots = [...document.querySelectorAll('.view[data-view="scalars"] .card[data-tag] .plot')];
     return plots.length > 0 && plots.every((gd) => {
-        const filled = new Set((gd.data || []).filter((t) => t.x && t.x.length > 0).map((t) => t.meta));
-        return filled.size === runs;
+        const filled = new Set((gd.data || []).filter((t) => t.meta && t.x && t.x.length > 0).map((t) => t.meta));
+        const lines = gd.querySelector('.scatterlayer path.js-line') || gd.querySelector('canvas.lines');
+        return filled.size === runs && !!lines;
     });
 }"""
 TWO_FRAMES = "() => new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r)))"
@@ -155,8 +158,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                     patch_page(page, args.webgl, args.chart_points)
                 figures["cold_s"] = scalars_drawn(page, served.url, args.runs)
                 figures["cold_in_page_s"] = in_page(page)
-                shown = page.evaluate(
-                    f"""() => document.querySelector('.card[data-tag="{TAG}"] .plot').data.map((t) => t.x.length)"""
+                shown = page.evaluate(  # the runs' traces plotly holds (a sweep's raw lines are only on its canvas)
+                    f"""() => document.querySelector('.card[data-tag="{TAG}"] .plot').data
+                        .filter((t) => t.meta).map((t) => t.x.length)"""
                 )
                 figures["traces"], figures["points_drawn"] = len(shown), sum(shown)
                 for name, clear in (("server_cold", True), ("warm", False)):
@@ -174,11 +178,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     print(f"board page bench: {args.runs} runs x {args.points:,} points, one tag, Scalars view in headless Chromium")
     print(f"  writing the runs:                                   {figures['write_s']:7.2f} s")
     budget = f"{args.chart_points:,} points per chart (--chart-points)" if args.chart_points else "the page's budget"
-    print(f"  {'WebGL lines (--webgl)' if args.webgl else 'SVG lines'}, {budget}")
+    print(f"  {'WebGL lines (--webgl)' if args.webgl else 'SVG lines, a sweep on one canvas'}, {budget}")
     print(f"  first plotly.js: {'the whole build (--whole-first)' if args.whole_first else 'the basic build'}")
     warmed = "emptied (--no-warm)" if args.no_warm else "kept"
     print(f"  the server's warm-up as it started: {figures['warmed_s']:.2f} s, its answers {warmed}")
-    print(f"  drawn: {figures['traces']} traces, {figures['points_drawn']:,} points")
+    print(f"  plotly holds {figures['traces']} traces of the runs, {figures['points_drawn']:,} points")
     for name, what in (
         ("cold", "first load (new profile, new server; goal < 2 s)"),
         ("server_cold", f"reload, server cache emptied (best of {args.repeats})"),

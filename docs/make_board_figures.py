@@ -5,9 +5,10 @@ histograms, its confusion matrix and one-vs-rest PR curves on 2,000 test images,
 random test cases; then the board serves the run (with ResNet-18's graph beside the CNN's) and headless Chromium
 (Playwright) photographs the Graph, Evaluation, Explanations and Distributions tabs.
 The custom-scalars picture comes from three short runs of synthetic curves, one logging a layout
-(``run.add_custom_scalars``) and a chart added in the page (the editor open).
-Run: .venv/bin/python docs/make_board_figures.py [lab] [layouts] (all by default; the lab takes about a minute on
-two cores, the layouts a few seconds).
+(``run.add_custom_scalars``) and a chart added in the page (the editor open). The sweep's picture: 40 runs of
+synthetic loss curves (a learning rate each), one chart, its lines on a canvas.
+Run: .venv/bin/python docs/make_board_figures.py [lab] [layouts] [sweep] (all by default; the lab takes about a
+minute on two cores, the others a few seconds).
 """
 
 from __future__ import annotations
@@ -136,6 +137,35 @@ def photograph_layouts(root: Path) -> None:
     print(f"wrote {HERE / name}")
 
 
+def log_sweep(root: Path, runs: int = 40) -> None:
+    """A learning-rate sweep: each run's loss falls at its own rate to its own floor, with noise."""
+    rng = np.random.default_rng(0)
+    steps = np.arange(0, 2000, 4)
+    for lr in np.geomspace(1e-4, 1e-1, runs):
+        rate = 3e-3 * (lr / 1e-2) ** 0.5
+        floor = 0.15 + 4 * abs(np.log10(lr) + 2.3) ** 2 / 10
+        loss = (2.3 - floor) * np.exp(-steps * rate) + floor + 0.06 * rng.standard_normal(steps.size)
+        with ds.Run(root / f"lr-{lr:.2e}", config={"lr": float(lr)}) as run:
+            run.log_series("train/loss", steps, loss)
+
+
+def photograph_sweep(root: Path) -> None:
+    """The Scalars chart of the sweep."""
+    name = "board_sweep.png"
+    with served(root) as port, sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        page = browser.new_page(viewport={"width": 1300, "height": 800})
+        page.goto(f"http://127.0.0.1:{port}/?view=scalars")
+        page.wait_for_selector('.card[data-tag="train/loss"] canvas.lines', timeout=20_000)
+        page.wait_for_timeout(1000)  # plots settle
+        page.locator('.card[data-tag="train/loss"]').screenshot(path=str(HERE / name))
+        browser.close()
+    with Image.open(HERE / name) as image:
+        quantized = image.convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT)
+    quantized.save(HERE / name, optimize=True)
+    print(f"wrote {HERE / name}")
+
+
 def photograph(root: Path) -> None:
     with served(root) as port, sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
@@ -153,7 +183,7 @@ def photograph(root: Path) -> None:
 
 def main() -> None:
     HERE.mkdir(parents=True, exist_ok=True)
-    wanted = set(sys.argv[1:]) or {"lab", "layouts"}
+    wanted = set(sys.argv[1:]) or {"lab", "layouts", "sweep"}
     if "lab" in wanted:
         with tempfile.TemporaryDirectory() as root:
             log_lab(Path(root) / "fashion-cnn")
@@ -162,6 +192,10 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as root:
             log_layouts(Path(root))
             photograph_layouts(Path(root))
+    if "sweep" in wanted:
+        with tempfile.TemporaryDirectory() as root:
+            log_sweep(Path(root))
+            photograph_sweep(Path(root))
 
 
 if __name__ == "__main__":

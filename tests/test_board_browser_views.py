@@ -193,33 +193,57 @@ def test_a_chart_is_drawn_once_in_the_page_at_its_size(page: tuple[Any, list[str
     assert not problems
 
 
-# The chart's legend: its entries, and the heights of the plot area and of the legend, in px; and the widths of its
-# smoothed lines (drawn at full opacity) and of its faint raw lines, as plotly drew them (stroke-width of each path).
+TWO_FRAMES = "() => new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r)))"
+
+# The chart's legend: its entries, and the heights of the plot area and of the legend, in px; the widths of its
+# smoothed lines (drawn at full opacity) and of its faint raw lines, as plotly drew them (stroke-width of each path),
+# and whether its lines are on a canvas.
 LEGEND = """() => { const gd = document.querySelector('.card[data-tag="train/loss"] .plot');
     const legend = gd.querySelector('.legend');
     const widths = (opaque) => [...new Set([...gd.querySelectorAll('.scatterlayer .trace')]
+        .filter((t) => t.querySelector('path.js-line'))
         .filter((t) => (Number(t.style.opacity || 1) === 1) === opaque)
         .map((t) => parseFloat(t.querySelector('path.js-line').style.strokeWidth)))];
     return {entries: gd.querySelectorAll('.legendtext').length, plot: gd._fullLayout._size.h,
             legend: legend ? legend.getBoundingClientRect().height : 0,
-            smoothed: widths(true), raw: widths(false)}; }"""
+            smoothed: widths(true), raw: widths(false), canvas: !!gd.querySelector('canvas.lines')}; }"""
+
+# The canvas of the train/loss chart at a run's smoothed point at `step`, where plotly's axes put it: the most opaque
+# pixel within 2 px, [r, g, b, a]; and the canvas's top-right corner pixel.
+CANVAS_AT = """([run, step]) => { const gd = document.querySelector('.card[data-tag="train/loss"] .plot');
+    const canvas = gd.querySelector('canvas.lines');
+    const trace = gd.data.find((t) => t.meta === run && t.opacity === 1);
+    const i = trace.x.indexOf(step);
+    const xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis;
+    const scale = canvas.width / canvas.clientWidth;
+    const [px, py] = [xa.l2p(xa.d2l(trace.x[i])) * scale, ya.l2p(ya.d2l(trace.y[i])) * scale];
+    const context = canvas.getContext('2d');
+    const near = context.getImageData(Math.round(px) - 2, Math.round(py) - 2, 5, 5).data;
+    let best = [0, 0, 0, 0];
+    for (let k = 0; k < near.length; k += 4) if (near[k + 3] > best[3]) best = [...near.slice(k, k + 4)];
+    return {at: best, corner: [...context.getImageData(canvas.width - 3, 2, 1, 1).data],
+            size: [canvas.clientWidth, canvas.clientHeight, gd._fullLayout._size.w, gd._fullLayout._size.h]}; }"""
 
 
-def test_a_sweep_of_many_runs_is_named_by_the_run_list_with_thin_lines(
+def test_a_sweep_of_many_runs_is_named_by_the_run_list_and_drawn_on_a_canvas(
     page: tuple[Any, list[str]], server: str, tmp_path: Path
 ) -> None:
     page, problems = page
     _scalars(page, server)
-    # A few runs (the configured ones, and one more if the colour test ran first): the chart names them itself.
+    # A few runs (the configured ones, and one more if the colour test ran first): the chart names them itself, and
+    # its lines are plotly's SVG (a legend entry shows its line).
     page.wait_for_function(f"() => ({LEGEND})().entries >= {len(CONFIGS)}", timeout=10_000)
     few = page.evaluate(LEGEND)
     assert len(CONFIGS) <= few["entries"] <= len(CONFIGS) + 1 and few["legend"] > 0
-    assert (few["smoothed"], few["raw"]) == ([2], [1])
+    assert (few["smoothed"], few["raw"], few["canvas"]) == ([2], [1], False)
     # A sweep: a legend of 20 runs would be taller than the plot it labels and cover its axis title.
     sweep = tmp_path / "sweep"
     for k in range(20):
         with ds.Run(sweep / f"lr-{k:02d}") as run:
-            run.log_series("train/loss", np.arange(10), _loss(0.01 * (k + 1)))
+            loss = _loss(0.01 * (k + 1))
+            if k == 19:
+                loss[4] = 5.0  # a spike its smoothed line does not reach
+            run.log_series("train/loss", np.arange(10), loss)
     with serving(create_app(sweep)) as url:
         _scalars(page, f"{url}/")
         page.wait_for_function(
@@ -227,13 +251,54 @@ def test_a_sweep_of_many_runs_is_named_by_the_run_list_with_thin_lines(
                      .filter((t) => t.showlegend !== false).length === 20""",
             timeout=15_000,
         )
+        page.evaluate(TWO_FRAMES)
         many = page.evaluate(LEGEND)
         assert many["entries"] == 0 and many["legend"] == 0
-        # 1 px lines: each run's line stays a line among twenty, and a browser without a GPU rasterises a line
-        # wider than a pixel as a filled outline, about ten times slower (bench/bench_board_page.py).
-        assert (many["smoothed"], many["raw"]) == ([1], [1])
         assert many["plot"] >= few["plot"]  # the plot keeps its height
         assert page.eval_on_selector_all(".runlist label .swatch", "(s) => s.length") == 20  # named there
+        # Its lines are on one canvas over the plot area, none an SVG path (plotly's draw and the browser's raster
+        # of 40 paths were most of a first visit without a GPU: bench/bench_board_page.py), 1 px wide.
+        assert (many["smoothed"], many["raw"], many["canvas"]) == ([], [], True)
+        widths = page.evaluate(
+            "() => [...new Set(document.querySelector('.card[data-tag=\"train/loss\"] .plot').data"
+            ".filter((t) => t.meta).map((t) => t.line.width))]"
+        )
+        assert widths == [1]
+        # Each run's line passes where plotly's axes put its points, in its colour; where no run is, nothing.
+        swatch = page.eval_on_selector(
+            '.runlist label[title="lr-00"] .swatch', "(s) => getComputedStyle(s).backgroundColor"
+        )
+        expected = [int(v) for v in swatch[swatch.index("(") + 1 : -1].split(",")]
+        for name in ("lr-00", "lr-07", "lr-19"):
+            pixels = page.evaluate(CANVAS_AT, [name, 9])
+            assert pixels["at"][3] > 100, (name, pixels)
+        pixels = page.evaluate(CANVAS_AT, ["lr-00", 9])  # the highest line at step 9, far from the others
+        assert max(abs(a - b) for a, b in zip(pixels["at"][:3], expected, strict=True)) < 40, pixels
+        assert pixels["corner"][3] == 0 and pixels["size"][:2] == pixels["size"][2:]
+        # The faint raw lines are only on the canvas, yet the y axis ranges over them (the spike), as over SVG lines.
+        top = page.evaluate(
+            "() => document.querySelector('.card[data-tag=\"train/loss\"] .plot')._fullLayout.yaxis.range[1]"
+        )
+        assert top > 5.0
+        # Zoomed in (as a drag does), the lines follow the axes.
+        page.evaluate(
+            "() => Plotly.relayout(document.querySelector('.card[data-tag=\"train/loss\"] .plot'),"
+            " {'xaxis.range': [4, 8]})"
+        )
+        page.wait_for_timeout(300)
+        page.evaluate(TWO_FRAMES)
+        assert page.evaluate(CANVAS_AT, ["lr-00", 6])["at"][3] > 100
+        # The cursor table lists each run once, by name (its faint raw line is not listed).
+        box = page.eval_on_selector('.card[data-tag="train/loss"] .plot .nsewdrag', "(n) => n.getBoundingClientRect()")
+        page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+        page.wait_for_selector('.card[data-tag="train/loss"] .hoverlayer .legend', state="attached")
+        shown = page.eval_on_selector('.card[data-tag="train/loss"] .hoverlayer .legend', "(n) => n.textContent")
+        assert shown.count("lr-") == 20 and "lr-07:" in shown
+        # The SVG download draws the lines (plotly, off the page).
+        with page.expect_download() as download:
+            page.click('.card[data-tag="train/loss"] button[title="download the chart as SVG"]')
+        download.value.save_as(tmp_path / "sweep.svg")
+        assert (tmp_path / "sweep.svg").read_text().count("js-line") == 40
     assert not problems
 
 

@@ -92,7 +92,10 @@ function perform(path, chart, args) {
   const owner = path.slice(0, -1).reduce((object, key) => object[key], build);
   const result = owner[name](chart, ...args);
   if (DRAWS.has(name)) drawnBy.set(chart, build);
-  else if (name === "purge") drawnBy.delete(chart);
+  else if (name === "purge") {
+    drawnBy.delete(chart);
+    canvasLines.delete(chart);
+  }
   return result;
 }
 
@@ -350,12 +353,12 @@ export function chartCard(title, note, csv, json) {
         el("button", {
           type: "button",
           title: "download the chart as PNG",
-          onclick: () => Plotly.downloadImage(plot, { format: "png", filename: name(), scale: 2 }),
+          onclick: () => Plotly.downloadImage(...imageOf(plot, { format: "png", filename: name(), scale: 2 })),
         }, "PNG"),
         el("button", {
           type: "button",
           title: "download the chart as SVG",
-          onclick: () => Plotly.downloadImage(plot, { format: "svg", filename: name() }),
+          onclick: () => Plotly.downloadImage(...imageOf(plot, { format: "svg", filename: name() })),
         }, "SVG"),
         el("button", {
           type: "button",
@@ -395,9 +398,171 @@ export const PLOT_CONFIG = {
   toImageButtonOptions: { format: "png", scale: 2 },
 };
 
+// ---- many lines on one canvas -----------------------------------------------------------------------------------
+// plotly draws each line trace as an SVG path of its own: a sweep's chart (100 runs, a raw and a smoothed line each,
+// 512 points a line) took 0.4-0.65 s in plotly and 0.4 s more of the browser's raster without a GPU, most of a first
+// visit. Drawn with `canvas` on, plotly gets the line traces with mode "none" (it still ranges the axes on them and
+// lists them in its hover table) and the lines are stroked on one <canvas> laid between plotly's plot and its hover
+// layer, painted again whenever plotly redraws or its axes move (zoom, pan, resize, theme). TensorBoard draws its
+// line charts on a canvas too. A chart with a legend keeps SVG lines: a legend entry of a mode "none" trace shows no
+// line.
+const canvasLines = new WeakMap(); // chart element -> {traces (as given), canvas, frame}
+const hoverCopies = new WeakMap(); // a line trace -> plotly's copy of it, the same object while it is unchanged
+const HEX_COLOR = /^#[0-9a-f]{6}$/i;
+
+/** `Plotly.react(gd, traces, layout, config)`, with the line traces stroked on a canvas when `canvas` is true. */
+export function reactLines(gd, traces, layout, config, canvas) {
+  const held = canvasLines.get(gd);
+  if (!canvas) {
+    if (held) {
+      held.canvas?.remove();
+      canvasLines.delete(gd);
+    }
+    return Plotly.react(gd, traces, layout, config);
+  }
+  // A line nobody hovers (a faint raw line under its smoothed one) is not plotly's at all: each trace costs plotly
+  // about 3 ms on a page's first draw. Its extreme points, in one trace, keep plotly's axes ranging over it.
+  const shown = [];
+  const unhovered = [];
+  for (const trace of traces) {
+    if (trace.mode === "lines" && trace.hoverinfo === "skip") unhovered.push(trace);
+    else shown.push(hoverOnly(trace));
+  }
+  if (unhovered.length) shown.push(extremes(unhovered, layout.yaxis?.type === "log"));
+  // The modebar's camera would save plotly's SVG without the lines; the card's PNG and SVG buttons draw them.
+  const drawn = Plotly.react(gd, shown, layout,
+    { ...config, modeBarButtonsToRemove: [...(config.modeBarButtonsToRemove || []), "toImage"] });
+  const now = held ?? { canvas: null, frame: 0 };
+  now.traces = traces;
+  canvasLines.set(gd, now);
+  return Promise.resolve(drawn).then((result) => {
+    if (!held) {
+      const repaint = () => paintSoon(gd);
+      for (const event of ["plotly_afterplot", "plotly_relayout", "plotly_relayouting", "plotly_restyle"]) {
+        gd.on(event, repaint);
+      }
+    }
+    paintSoon(gd);
+    return result;
+  });
+}
+
+/** A line trace as plotly gets it on a canvas chart: no line of its own, a hover row that names it in its colour. */
+function hoverOnly(trace) {
+  if (trace.mode !== "lines") return trace;
+  let copy = hoverCopies.get(trace);
+  if (!copy) {
+    const color = trace.line?.color;
+    const swatch = HEX_COLOR.test(color) ? `<span style="color:${color}">━━</span> ` : "";
+    copy = { ...trace, mode: "none" };
+    if (trace.hoverinfo !== "skip") copy.hovertemplate = `${swatch}%{fullData.name}: %{y}<extra></extra>`;
+    hoverCopies.set(trace, copy);
+  }
+  return copy;
+}
+
+/** One trace that draws and hovers nothing, holding each line's first, last, lowest and highest points: plotly
+ * ranges its axes over the lines as if it had them all. On a log y axis only positive values count, as there. */
+function extremes(lines, logY) {
+  const x = [];
+  const y = [];
+  for (const line of lines) {
+    const kept = [];
+    let low = -1;
+    let high = -1;
+    line.y.forEach((v, i) => {
+      if (typeof v !== "number" || !Number.isFinite(v) || (logY && v <= 0)) return;
+      if (!kept.length) kept.push(i);
+      if (low < 0 || v < line.y[low]) low = i;
+      if (high < 0 || v > line.y[high]) high = i;
+      kept[1] = i;
+    });
+    for (const i of new Set([...kept, low, high])) {
+      if (i >= 0) {
+        x.push(line.x[i]);
+        y.push(line.y[i]);
+      }
+    }
+  }
+  return { type: "scatter", mode: "none", x, y, hoverinfo: "skip", showlegend: false };
+}
+
+/** The chart's lines painted at the next frame (once, however many of plotly's events asked meanwhile). */
+function paintSoon(gd) {
+  const held = canvasLines.get(gd);
+  if (!held || held.frame) return;
+  held.frame = requestAnimationFrame(() => {
+    held.frame = 0;
+    if (canvasLines.get(gd) === held) paintLines(gd, held);
+  });
+}
+
+function paintLines(gd, held) {
+  const full = gd._fullLayout;
+  const paper = full?._paper?.node();
+  if (!paper || !full.xaxis || !full.yaxis) return;
+  if (!held.canvas) {
+    held.canvas = document.createElement("canvas");
+    held.canvas.className = "lines";
+    held.canvas.style.cssText = "position:absolute;pointer-events:none";
+  }
+  const canvas = held.canvas;
+  if (canvas.previousSibling !== paper) paper.after(canvas); // above the grid, below the hover box
+  const { l, t, w, h } = full._size;
+  const ratio = window.devicePixelRatio || 1;
+  Object.assign(canvas.style, { left: `${l}px`, top: `${t}px`, width: `${w}px`, height: `${h}px` });
+  if (canvas.width !== Math.round(w * ratio)) canvas.width = Math.round(w * ratio);
+  if (canvas.height !== Math.round(h * ratio)) canvas.height = Math.round(h * ratio);
+  const context = canvas.getContext("2d");
+  context.setTransform(ratio, 0, 0, ratio, 0, 0);
+  context.clearRect(0, 0, w, h);
+  const x = axisScale(full.xaxis, w, false);
+  const y = axisScale(full.yaxis, h, true);
+  if (!x || !y) return;
+  context.lineJoin = "round";
+  for (const trace of held.traces) {
+    if (trace.mode !== "lines" || (trace.visible ?? true) !== true) continue;
+    context.globalAlpha = trace.opacity ?? 1;
+    context.strokeStyle = trace.line?.color || "#444";
+    context.lineWidth = trace.line?.width ?? 2;
+    context.beginPath();
+    let pen = false; // a missing or non-finite point breaks the line, as plotly's gaps do
+    for (let k = 0; k < trace.x.length; k += 1) {
+      const px = x(trace.x[k]);
+      const py = y(trace.y[k]);
+      if (!Number.isFinite(px) || !Number.isFinite(py)) pen = false;
+      else if (pen) context.lineTo(px, py);
+      else {
+        context.moveTo(px, py);
+        pen = true;
+      }
+    }
+    context.stroke();
+  }
+}
+
+/** Data value -> pixel along a plotly axis of `length` px, from its current range (also while it is dragged); a
+ * y axis counts from the top. null for an empty range. */
+function axisScale(axis, length, fromTop) {
+  const [low, high] = axis.range.map((r) => axis.r2l(r));
+  if (!(high !== low) || !Number.isFinite(low) || !Number.isFinite(high)) return null;
+  const k = length / (high - low);
+  const at = (v) => (axis.c2l(axis.d2c(v)) - low) * k;
+  return fromTop ? (v) => length - at(v) : at;
+}
+
+/** What Plotly.downloadImage gets for a chart: the chart, or for one with canvas lines the same figure with its
+ * lines as SVG (plotly draws it anew, off the page), at the chart's size. */
+export function imageOf(plot, options) {
+  const held = canvasLines.get(plot);
+  if (!held) return [plot, options];
+  const { width, height } = plot._fullLayout;
+  return [{ data: held.traces, layout: plot.layout }, { width, height, ...options }];
+}
+
 export function baseLayout(extra = {}) {
   const themed = themeLayout();
-  return {
+  const layout = {
     margin: { l: 60, r: 15, t: 10, b: 40 },
     showlegend: true,
     legend: { orientation: "h", y: -0.2, font: { size: 11 } },
@@ -408,6 +573,9 @@ export function baseLayout(extra = {}) {
     yaxis: { ...themed.yaxis, ...(extra.yaxis || {}) },
     font: { size: 11, color: themeColors().fg, ...(extra.font || {}) },
   };
+  const box = hoverBox(layout.hovermode);
+  if (box) layout.hoverlabel = { ...box, ...(extra.hoverlabel || {}) };
+  return layout;
 }
 
 // ---- theme: light or dark, following the browser unless chosen ------------------------------------------------
@@ -423,8 +591,8 @@ export function theme() {
 
 function themeColors() {
   return theme() === "dark"
-    ? { fg: "#e6edf3", grid: "#30363d", line: "#484f58" }
-    : { fg: "#1f2328", grid: "#e5e8eb", line: "#d0d7de" };
+    ? { fg: "#e6edf3", grid: "#30363d", line: "#484f58", bg: "#0d1117" }
+    : { fg: "#1f2328", grid: "#e5e8eb", line: "#d0d7de", bg: "#ffffff" };
 }
 
 /** The part of a plotly layout that follows the theme: transparent backgrounds, text and grid colours. */
@@ -432,6 +600,14 @@ export function themeLayout() {
   const c = themeColors();
   const axis = { gridcolor: c.grid, zerolinecolor: c.line, linecolor: c.line };
   return { paper_bgcolor: "rgba(0,0,0,0)", plot_bgcolor: "rgba(0,0,0,0)", xaxis: axis, yaxis: { ...axis } };
+}
+
+/** A unified hover box (one box listing every trace at the cursor) in the page's background: plotly's default is
+ * the paper's, transparent here, and the lines showed through its text. A hover label of one trace keeps the
+ * trace's colour. */
+function hoverBox(hovermode) {
+  const c = themeColors();
+  return String(hovermode).includes("unified") ? { bgcolor: c.bg, bordercolor: c.line } : null;
 }
 
 /** Choose the theme ("auto", "dark", "light"), remembered in this browser; recolours every chart. */
@@ -461,9 +637,11 @@ export function recolor() {
   if (!window.Plotly) return;
   const c = themeColors();
   for (const plot of document.querySelectorAll(".js-plotly-plot")) {
+    const box = hoverBox(plot._fullLayout?.hovermode);
     Plotly.relayout(plot, { "font.color": c.fg, paper_bgcolor: "rgba(0,0,0,0)", plot_bgcolor: "rgba(0,0,0,0)",
       "xaxis.gridcolor": c.grid, "yaxis.gridcolor": c.grid, "xaxis.zerolinecolor": c.line,
-      "yaxis.zerolinecolor": c.line });
+      "yaxis.zerolinecolor": c.line,
+      ...(box ? { "hoverlabel.bgcolor": box.bgcolor, "hoverlabel.bordercolor": box.bordercolor } : {}) });
   }
 }
 

@@ -1,8 +1,8 @@
 // Scalars: one chart per scalar tag, the shown runs overlaid; the custom-scalars layouts above them.
 
 let byName, get, noteUnreadable, saveFile, settled, urlState, withToken;
-let COLORS, PLOT_CONFIG, Plotly, api, baseLayout, chartCard, el, fade, matcher, num, plain, report, runColor, slices,
-  state, statusBadge, tagsOf, unpack;
+let COLORS, PLOT_CONFIG, Plotly, api, baseLayout, chartCard, el, fade, matcher, num, plain, reactLines, report,
+  runColor, slices, state, statusBadge, tagsOf, unpack;
 
 // Points asked of the server per chart, shared by the runs overlaid in it: each run gets a power of two between
 // `min_points` and `max_points`, so toggling one run seldom changes the others' requests. The numbers are the view's
@@ -10,13 +10,13 @@ let COLORS, PLOT_CONFIG, Plotly, api, baseLayout, chartCard, el, fade, matcher, 
 let CHART_POINTS, MIN_POINTS, MAX_POINTS;
 // Runs a chart overlays before it is a sweep's chart. A sweep's chart (of 100 runs, say) names no run in its own
 // legend: a legend taller than its plot, over its axis title, that cost a fifth of each draw; their names and colours
-// are in the run list, and the cursor table names every run at the step, as TensorBoard has them. And its smoothed
-// lines are 1 px wide, as its raw ones: a browser strokes a line wider than a pixel as a filled outline, ten times
-// the raster of a 1 px line (0.4 s against 0.04 s for a sweep of 100 lines without a GPU), and a hundred 2 px lines
-// over each other are a band, not lines.
+// are in the run list, and the cursor table names every run at the step, as TensorBoard has them. Its lines are
+// drawn on one canvas (core.reactLines: a fifth of plotly's SVG draw and raster for 100 runs), and its smoothed
+// lines are 1 px wide, as its raw ones: a hundred 2 px lines over each other are a band, not lines.
 const SWEEP_RUNS = 12;
-// Scalar lines are SVG: with CHART_POINTS bounding a chart, SVG draws in about a second even without a GPU, where
-// WebGL (scattergl) in a browser without one rasterises in software and takes many times longer.
+// Scalar lines are SVG (a sweep's on one canvas): with CHART_POINTS bounding a chart, they draw in under a second
+// even without a GPU, where WebGL (scattergl) in a browser without one rasterises in software and takes many times
+// longer.
 const LINE_TYPE = "scatter";
 // Characters of run names per /api/scalars/batch request: far below the request-line limits of HTTP servers.
 const BATCH_QUERY = 6000;
@@ -847,8 +847,10 @@ const scalars = {
         type: mode === "wall" ? "date" : "linear" },
       yaxis,
     });
-    // Plotly keeps the objects it is given: a pinned copy gets its own trace objects.
-    Plotly.react(chart.plot, chart.card.dataset.pinned ? traces.map((t) => ({ ...t })) : traces, layout, PLOT_CONFIG);
+    // Plotly keeps the objects it is given: a pinned copy gets its own trace objects. A sweep's lines are drawn on
+    // one canvas (core.reactLines), not as a SVG path each.
+    reactLines(chart.plot, chart.card.dataset.pinned ? traces.map((t) => ({ ...t })) : traces, layout, PLOT_CONFIG,
+      sweep && LINE_TYPE === "scatter");
     if (!chart.plot.dataset.listening) {
       chart.plot.dataset.listening = "1";
       chart.plot.on("plotly_relayout", (event) => this.zoomed(tag, event));
@@ -964,8 +966,8 @@ const scalars = {
 export default function create(core, entry) {
   ({ chart_points: CHART_POINTS, min_points: MIN_POINTS, max_points: MAX_POINTS } = entry.conventions);
   ({
-    COLORS, PLOT_CONFIG, Plotly, api, baseLayout, chartCard, el, fade, matcher, num, plain, report, runColor,
-    slices, state, statusBadge, tagsOf, unpack
+    COLORS, PLOT_CONFIG, Plotly, api, baseLayout, chartCard, el, fade, matcher, num, plain, reactLines, report,
+    runColor, slices, state, statusBadge, tagsOf, unpack
   } = core);
   ({ byName, get, noteUnreadable, saveFile, settled, urlState, withToken } = core);
   return scalars;
