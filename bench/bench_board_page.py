@@ -34,12 +34,13 @@ from common import CHROMIUM, CHROMIUM_ARGS
 
 TAG = "train/loss"
 # Every scalar chart holds a trace with points for each of `runs` runs (meta = the run's name; with smoothing on,
-# a faint raw trace and its smoothed line per run), and its lines are drawn: as plotly's SVG paths, or on the
-# canvas a sweep's chart draws them on (core.reactLines), painted the frame after plotly's draw.
+# a faint raw trace and its smoothed line per run), and its lines are drawn: plotly's (`data`, SVG paths), or, for a
+# sweep's chart, those painted on its canvas (`lineTraces`, core.reactLines) the frame after plotly's draw.
 DRAWN = """(runs) => {
     const plots = [...document.querySelectorAll('.view[data-view="scalars"] .card[data-tag] .plot')];
     return plots.length > 0 && plots.every((gd) => {
-        const filled = new Set((gd.data || []).filter((t) => t.meta && t.x && t.x.length > 0).map((t) => t.meta));
+        const traces = gd.lineTraces || gd.data || [];
+        const filled = new Set(traces.filter((t) => t.meta && t.x && t.x.length > 0).map((t) => t.meta));
         const lines = gd.querySelector('.scatterlayer path.js-line') || gd.querySelector('canvas.lines');
         return filled.size === runs && !!lines;
     });
@@ -158,9 +159,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                     patch_page(page, args.webgl, args.chart_points)
                 figures["cold_s"] = scalars_drawn(page, served.url, args.runs)
                 figures["cold_in_page_s"] = in_page(page)
-                shown = page.evaluate(  # the runs' traces plotly holds (a sweep's raw lines are only on its canvas)
-                    f"""() => document.querySelector('.card[data-tag="{TAG}"] .plot').data
-                        .filter((t) => t.meta).map((t) => t.x.length)"""
+                shown = page.evaluate(
+                    f"""() => {{ const gd = document.querySelector('.card[data-tag="{TAG}"] .plot');
+                        return (gd.lineTraces || gd.data).map((t) => t.x.length); }}"""
+                )
+                figures["canvas"] = page.evaluate(
+                    f"""() => !!document.querySelector('.card[data-tag="{TAG}"] .plot').lineTraces"""
                 )
                 figures["traces"], figures["points_drawn"] = len(shown), sum(shown)
                 for name, clear in (("server_cold", True), ("warm", False)):
@@ -178,11 +182,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     print(f"board page bench: {args.runs} runs x {args.points:,} points, one tag, Scalars view in headless Chromium")
     print(f"  writing the runs:                                   {figures['write_s']:7.2f} s")
     budget = f"{args.chart_points:,} points per chart (--chart-points)" if args.chart_points else "the page's budget"
-    print(f"  {'WebGL lines (--webgl)' if args.webgl else 'SVG lines, a sweep on one canvas'}, {budget}")
+    print(f"  {'WebGL lines (--webgl)' if args.webgl else 'SVG lines (a sweep: canvas)'}, {budget}")
     print(f"  first plotly.js: {'the whole build (--whole-first)' if args.whole_first else 'the basic build'}")
     warmed = "emptied (--no-warm)" if args.no_warm else "kept"
     print(f"  the server's warm-up as it started: {figures['warmed_s']:.2f} s, its answers {warmed}")
-    print(f"  plotly holds {figures['traces']} traces of the runs, {figures['points_drawn']:,} points")
+    where = "on one canvas" if figures["canvas"] else "as plotly's SVG"
+    print(f"  drawn: {figures['traces']} traces, {figures['points_drawn']:,} points, {where}")
     for name, what in (
         ("cold", "first load (new profile, new server; goal < 2 s)"),
         ("server_cold", f"reload, server cache emptied (best of {args.repeats})"),

@@ -6,7 +6,7 @@ random test cases; then the board serves the run (with ResNet-18's graph beside 
 (Playwright) photographs the Graph, Evaluation, Explanations and Distributions tabs.
 The custom-scalars picture comes from three short runs of synthetic curves, one logging a layout
 (``run.add_custom_scalars``) and a chart added in the page (the editor open). The sweep's picture: 40 runs of
-synthetic loss curves (a learning rate each), one chart, its lines on a canvas.
+synthetic loss curves (a learning rate each), one chart, its lines on a canvas, its cursor table shown.
 Run: .venv/bin/python docs/make_board_figures.py [lab] [layouts] [sweep] (all by default; the lab takes about a
 minute on two cores, the others a few seconds).
 """
@@ -150,7 +150,7 @@ def log_sweep(root: Path, runs: int = 40) -> None:
 
 
 def photograph_sweep(root: Path) -> None:
-    """The Scalars chart of the sweep."""
+    """The Scalars chart of the sweep, the cursor table at the middle of the steps."""
     name = "board_sweep.png"
     with served(root) as port, sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
@@ -158,7 +158,12 @@ def photograph_sweep(root: Path) -> None:
         page.goto(f"http://127.0.0.1:{port}/?view=scalars")
         page.wait_for_selector('.card[data-tag="train/loss"] canvas.lines', timeout=20_000)
         page.wait_for_timeout(1000)  # plots settle
-        page.locator('.card[data-tag="train/loss"]').screenshot(path=str(HERE / name))
+        card = page.locator('.card[data-tag="train/loss"]')
+        drag = page.locator('.card[data-tag="train/loss"] .nsewdrag').bounding_box()
+        assert drag is not None
+        page.mouse.move(drag["x"] + drag["width"] * 0.45, drag["y"] + drag["height"] * 0.55)
+        page.wait_for_selector('.card[data-tag="train/loss"] .cursor-table:not([hidden])')
+        card.screenshot(path=str(HERE / name))
         browser.close()
     with Image.open(HERE / name) as image:
         quantized = image.convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT)

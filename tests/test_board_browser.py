@@ -756,13 +756,12 @@ def test_a_started_server_has_warmed_what_the_scalars_page_asks_first(
             fresh.wait_for_function(
                 """() => ['loss', 'acc'].every((tag) => {
                        const gd = document.querySelector(`.view[data-view="scalars"] .card[data-tag="${tag}"] .plot`);
-                       const runs = gd && gd.data && gd.data.filter((t) => t.meta).map((t) => t.meta);
-                       return runs && new Set(runs).size === 40; })""",
+                       const traces = gd && (gd.lineTraces || gd.data);
+                       return traces && new Set(traces.map((t) => t.meta)).size === 40; })""",
                 timeout=20_000,
             )
             lengths = fresh.evaluate(
-                """() => document.querySelector('.card[data-tag="loss"] .plot').data
-                       .filter((t) => t.meta).map((t) => t.x.length)"""
+                """() => document.querySelector('.card[data-tag="loss"] .plot').lineTraces.map((t) => t.x.length)"""
             )
             assert 512 < max(lengths) <= 1024  # min/max downsampled to the page's share (3,000 points each)
             assert len(cache) == 80

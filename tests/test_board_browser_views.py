@@ -208,11 +208,12 @@ LEGEND = """() => { const gd = document.querySelector('.card[data-tag="train/los
             legend: legend ? legend.getBoundingClientRect().height : 0,
             smoothed: widths(true), raw: widths(false), canvas: !!gd.querySelector('canvas.lines')}; }"""
 
-# The canvas of the train/loss chart at a run's smoothed point at `step`, where plotly's axes put it: the most opaque
-# pixel within 2 px, [r, g, b, a]; and the canvas's top-right corner pixel.
+# The canvas of the train/loss chart at a run's smoothed point at `step`, where plotly's axes put it (`point`, px
+# from the plot area's corner): the most opaque pixel within 2 px, [r, g, b, a]; and the canvas's top-right corner
+# pixel.
 CANVAS_AT = """([run, step]) => { const gd = document.querySelector('.card[data-tag="train/loss"] .plot');
     const canvas = gd.querySelector('canvas.lines');
-    const trace = gd.data.find((t) => t.meta === run && t.opacity === 1);
+    const trace = gd.lineTraces.find((t) => t.meta === run && t.opacity === 1);
     const i = trace.x.indexOf(step);
     const xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis;
     const scale = canvas.width / canvas.clientWidth;
@@ -221,7 +222,8 @@ CANVAS_AT = """([run, step]) => { const gd = document.querySelector('.card[data-
     const near = context.getImageData(Math.round(px) - 2, Math.round(py) - 2, 5, 5).data;
     let best = [0, 0, 0, 0];
     for (let k = 0; k < near.length; k += 4) if (near[k + 3] > best[3]) best = [...near.slice(k, k + 4)];
-    return {at: best, corner: [...context.getImageData(canvas.width - 3, 2, 1, 1).data],
+    const corner = [...context.getImageData(canvas.width - 3, 2, 1, 1).data];
+    return {at: best, point: [px / scale, py / scale], corner,
             size: [canvas.clientWidth, canvas.clientHeight, gd._fullLayout._size.w, gd._fullLayout._size.h]}; }"""
 
 
@@ -247,7 +249,7 @@ def test_a_sweep_of_many_runs_is_named_by_the_run_list_and_drawn_on_a_canvas(
     with serving(create_app(sweep)) as url:
         _scalars(page, f"{url}/")
         page.wait_for_function(
-            """() => (document.querySelector('.card[data-tag="train/loss"] .plot').data || [])
+            """() => (document.querySelector('.card[data-tag="train/loss"] .plot').lineTraces || [])
                      .filter((t) => t.showlegend !== false).length === 20""",
             timeout=15_000,
         )
@@ -260,8 +262,8 @@ def test_a_sweep_of_many_runs_is_named_by_the_run_list_and_drawn_on_a_canvas(
         # of 40 paths were most of a first visit without a GPU: bench/bench_board_page.py), 1 px wide.
         assert (many["smoothed"], many["raw"], many["canvas"]) == ([], [], True)
         widths = page.evaluate(
-            "() => [...new Set(document.querySelector('.card[data-tag=\"train/loss\"] .plot').data"
-            ".filter((t) => t.meta).map((t) => t.line.width))]"
+            "() => [...new Set(document.querySelector('.card[data-tag=\"train/loss\"] .plot').lineTraces"
+            ".map((t) => t.line.width))]"
         )
         assert widths == [1]
         # Each run's line passes where plotly's axes put its points, in its colour; where no run is, nothing.
@@ -288,12 +290,38 @@ def test_a_sweep_of_many_runs_is_named_by_the_run_list_and_drawn_on_a_canvas(
         page.wait_for_timeout(300)
         page.evaluate(TWO_FRAMES)
         assert page.evaluate(CANVAS_AT, ["lr-00", 6])["at"][3] > 100
-        # The cursor table lists each run once, by name (its faint raw line is not listed).
-        box = page.eval_on_selector('.card[data-tag="train/loss"] .plot .nsewdrag', "(n) => n.getBoundingClientRect()")
-        page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
-        page.wait_for_selector('.card[data-tag="train/loss"] .hoverlayer .legend', state="attached")
-        shown = page.eval_on_selector('.card[data-tag="train/loss"] .hoverlayer .legend', "(n) => n.textContent")
-        assert shown.count("lr-") == 20 and "lr-07:" in shown
+        # The cursor table (the page's own: plotly holds no trace of a run): at the step under the pointer, each
+        # run's smoothed value (its faint raw line is not listed), the top line first, as many as fit the chart's
+        # height, those nearest the pointer; a vertical line marks the step.
+        plot = '.card[data-tag="train/loss"] .plot'
+        box = page.eval_on_selector(f"{plot} .nsewdrag", "(n) => n.getBoundingClientRect()")
+        at = page.evaluate(CANVAS_AT, ["lr-00", 6])["point"]  # lr-00's smoothed point at step 6, in page px
+        page.mouse.move(box["x"] + at[0], box["y"] + at[1])
+        page.wait_for_selector(f"{plot} .cursor-table:not([hidden])")
+        table = page.eval_on_selector(
+            f"{plot} .cursor-table",
+            """(t) => ({head: t.querySelector('.head').textContent,
+                       names: [...t.querySelectorAll('.row .name')].map((n) => n.textContent),
+                       values: [...t.querySelectorAll('.row .value')].map((n) => Number(n.textContent)),
+                       nearest: t.querySelector('.row.nearest .name').textContent,
+                       more: t.querySelector('.more')?.textContent ?? ''})""",
+        )
+        smoothed = page.evaluate(
+            f"""() => Object.fromEntries(document.querySelector('{plot}').lineTraces
+                .filter((t) => t.opacity === 1).map((t) => [t.meta, t.y[t.x.indexOf(6)]]))"""
+        )
+        assert table["head"] == "step 6" and table["nearest"] == "lr-00"
+        assert table["values"] == sorted(table["values"], reverse=True)  # the top line first
+        for name, value in zip(table["names"], table["values"], strict=True):
+            assert value == pytest.approx(smoothed[name], rel=1e-6)
+        listed = len(table["names"])
+        assert 0 < listed <= 20 and (listed == 20) == (table["more"] == ""), table
+        if listed < 20:  # those nearest the pointer: lr-00's neighbours in value at step 6
+            nearest = sorted(smoothed, key=lambda name: abs(smoothed[name] - smoothed["lr-00"]))[:listed]
+            assert sorted(table["names"]) == sorted(nearest) and table["more"].startswith(f"{20 - listed} more")
+        assert page.is_visible(f"{plot} .cursor-line")
+        page.mouse.move(box["x"] - 30, box["y"] - 30)  # off the plot: the table goes
+        page.wait_for_selector(f"{plot} .cursor-table", state="hidden")
         # The SVG download draws the lines (plotly, off the page).
         with page.expect_download() as download:
             page.click('.card[data-tag="train/loss"] button[title="download the chart as SVG"]')

@@ -94,7 +94,7 @@ function perform(path, chart, args) {
   if (DRAWS.has(name)) drawnBy.set(chart, build);
   else if (name === "purge") {
     drawnBy.delete(chart);
-    canvasLines.delete(chart);
+    canvasCharts.delete(chart);
   }
   return result;
 }
@@ -399,101 +399,80 @@ export const PLOT_CONFIG = {
 };
 
 // ---- many lines on one canvas -----------------------------------------------------------------------------------
-// plotly draws each line trace as an SVG path of its own: a sweep's chart (100 runs, a raw and a smoothed line each,
-// 512 points a line) took 0.4-0.65 s in plotly and 0.4 s more of the browser's raster without a GPU, most of a first
-// visit. Drawn with `canvas` on, plotly gets the line traces with mode "none" (it still ranges the axes on them and
-// lists them in its hover table) and the lines are stroked on one <canvas> laid between plotly's plot and its hover
-// layer, painted again whenever plotly redraws or its axes move (zoom, pan, resize, theme). TensorBoard draws its
-// line charts on a canvas too. A chart with a legend keeps SVG lines: a legend entry of a mode "none" trace shows no
-// line.
-const canvasLines = new WeakMap(); // chart element -> {traces (as given), canvas, frame}
-const hoverCopies = new WeakMap(); // a line trace -> plotly's copy of it, the same object while it is unchanged
-const HEX_COLOR = /^#[0-9a-f]{6}$/i;
+// plotly draws each trace as SVG of its own and costs about 3 ms a trace on a page's first draw: a sweep's chart
+// (100 runs, a raw and a smoothed line each, 512 points a line) took 0.4-1 s in plotly and 0.4 s more of the
+// browser's raster without a GPU, most of a first visit. Drawn with `canvas` on, plotly gets one trace that draws
+// and hovers nothing, holding the traces' extreme points (its axes range over them as over the traces), and keeps
+// the axes, zoom, pan and the modebar; the traces are painted on one <canvas> over plotly's plot, again whenever
+// plotly redraws or its axes move (zoom, pan, resize, theme), and the cursor table is the page's own (cursorTable).
+// TensorBoard draws its line charts on a canvas too. A chart with a legend keeps plotly's SVG: its entries are
+// plotly's traces. The traces painted are on the chart's element as `lineTraces` (plotly's `data` holds the one).
+const canvasCharts = new WeakMap(); // chart element -> {traces, canvas, table, cursor, pixels, frame}
+const CURSOR_ROW_PX = 16; // a row of the cursor table (style.css .cursor-table)
 
-/** `Plotly.react(gd, traces, layout, config)`, with the line traces stroked on a canvas when `canvas` is true. */
+/** `Plotly.react(gd, traces, layout, config)`, with the traces painted on a canvas when `canvas` is true. */
 export function reactLines(gd, traces, layout, config, canvas) {
-  const held = canvasLines.get(gd);
+  const held = canvasCharts.get(gd);
   if (!canvas) {
     if (held) {
-      held.canvas?.remove();
-      canvasLines.delete(gd);
+      for (const node of [held.canvas, held.table, held.cursor]) node?.remove();
+      canvasCharts.delete(gd);
+      delete gd.lineTraces;
     }
     return Plotly.react(gd, traces, layout, config);
   }
-  // A line nobody hovers (a faint raw line under its smoothed one) is not plotly's at all: each trace costs plotly
-  // about 3 ms on a page's first draw. Its extreme points, in one trace, keep plotly's axes ranging over it.
-  const shown = [];
-  const unhovered = [];
-  for (const trace of traces) {
-    if (trace.mode === "lines" && trace.hoverinfo === "skip") unhovered.push(trace);
-    else shown.push(hoverOnly(trace));
-  }
-  if (unhovered.length) shown.push(extremes(unhovered, layout.yaxis?.type === "log"));
   // The modebar's camera would save plotly's SVG without the lines; the card's PNG and SVG buttons draw them.
-  const drawn = Plotly.react(gd, shown, layout,
+  const drawn = Plotly.react(gd, [extremes(traces, layout.yaxis?.type === "log")], { ...layout, hovermode: false },
     { ...config, modeBarButtonsToRemove: [...(config.modeBarButtonsToRemove || []), "toImage"] });
-  const now = held ?? { canvas: null, frame: 0 };
+  const now = held ?? { canvas: null, table: null, cursor: null, pixels: [], frame: 0 };
   now.traces = traces;
-  canvasLines.set(gd, now);
+  canvasCharts.set(gd, now);
+  gd.lineTraces = traces;
   return Promise.resolve(drawn).then((result) => {
     if (!held) {
       const repaint = () => paintSoon(gd);
-      for (const event of ["plotly_afterplot", "plotly_relayout", "plotly_relayouting", "plotly_restyle"]) {
-        gd.on(event, repaint);
-      }
+      for (const event of ["plotly_afterplot", "plotly_relayout", "plotly_relayouting"]) gd.on(event, repaint);
+      gd.addEventListener("mousemove", (event) => cursorTable(gd, event));
+      gd.addEventListener("mouseleave", () => hideCursor(canvasCharts.get(gd)));
     }
     paintSoon(gd);
     return result;
   });
 }
 
-/** A line trace as plotly gets it on a canvas chart: no line of its own, a hover row that names it in its colour. */
-function hoverOnly(trace) {
-  if (trace.mode !== "lines") return trace;
-  let copy = hoverCopies.get(trace);
-  if (!copy) {
-    const color = trace.line?.color;
-    const swatch = HEX_COLOR.test(color) ? `<span style="color:${color}">━━</span> ` : "";
-    copy = { ...trace, mode: "none" };
-    if (trace.hoverinfo !== "skip") copy.hovertemplate = `${swatch}%{fullData.name}: %{y}<extra></extra>`;
-    hoverCopies.set(trace, copy);
-  }
-  return copy;
-}
-
-/** One trace that draws and hovers nothing, holding each line's first, last, lowest and highest points: plotly
- * ranges its axes over the lines as if it had them all. On a log y axis only positive values count, as there. */
-function extremes(lines, logY) {
+/** One trace that draws and hovers nothing, holding each trace's first, last, lowest and highest points: plotly
+ * ranges its axes over the traces as if it had them. On a log y axis only positive values count, as there. */
+function extremes(traces, logY) {
   const x = [];
   const y = [];
-  for (const line of lines) {
+  for (const trace of traces) {
     const kept = [];
     let low = -1;
     let high = -1;
-    line.y.forEach((v, i) => {
+    trace.y.forEach((v, i) => {
       if (typeof v !== "number" || !Number.isFinite(v) || (logY && v <= 0)) return;
       if (!kept.length) kept.push(i);
-      if (low < 0 || v < line.y[low]) low = i;
-      if (high < 0 || v > line.y[high]) high = i;
+      if (low < 0 || v < trace.y[low]) low = i;
+      if (high < 0 || v > trace.y[high]) high = i;
       kept[1] = i;
     });
     for (const i of new Set([...kept, low, high])) {
       if (i >= 0) {
-        x.push(line.x[i]);
-        y.push(line.y[i]);
+        x.push(trace.x[i]);
+        y.push(trace.y[i]);
       }
     }
   }
   return { type: "scatter", mode: "none", x, y, hoverinfo: "skip", showlegend: false };
 }
 
-/** The chart's lines painted at the next frame (once, however many of plotly's events asked meanwhile). */
+/** The chart's traces painted at the next frame (once, however many of plotly's events asked meanwhile). */
 function paintSoon(gd) {
-  const held = canvasLines.get(gd);
+  const held = canvasCharts.get(gd);
   if (!held || held.frame) return;
   held.frame = requestAnimationFrame(() => {
     held.frame = 0;
-    if (canvasLines.get(gd) === held) paintLines(gd, held);
+    if (canvasCharts.get(gd) === held) paintLines(gd, held);
   });
 }
 
@@ -504,10 +483,9 @@ function paintLines(gd, held) {
   if (!held.canvas) {
     held.canvas = document.createElement("canvas");
     held.canvas.className = "lines";
-    held.canvas.style.cssText = "position:absolute;pointer-events:none";
   }
   const canvas = held.canvas;
-  if (canvas.previousSibling !== paper) paper.after(canvas); // above the grid, below the hover box
+  if (canvas.previousSibling !== paper) paper.after(canvas); // above the grid, below the modebar
   const { l, t, w, h } = full._size;
   const ratio = window.devicePixelRatio || 1;
   Object.assign(canvas.style, { left: `${l}px`, top: `${t}px`, width: `${w}px`, height: `${h}px` });
@@ -516,28 +494,48 @@ function paintLines(gd, held) {
   const context = canvas.getContext("2d");
   context.setTransform(ratio, 0, 0, ratio, 0, 0);
   context.clearRect(0, 0, w, h);
+  held.pixels = [];
   const x = axisScale(full.xaxis, w, false);
   const y = axisScale(full.yaxis, h, true);
   if (!x || !y) return;
   context.lineJoin = "round";
   for (const trace of held.traces) {
-    if (trace.mode !== "lines" || (trace.visible ?? true) !== true) continue;
+    if ((trace.visible ?? true) !== true) continue;
+    const n = trace.x.length;
+    const px = new Float64Array(n);
+    const py = new Float64Array(n);
+    for (let k = 0; k < n; k += 1) {
+      px[k] = x(trace.x[k]);
+      py[k] = y(trace.y[k]);
+    }
+    held.pixels.push({ trace, px, py });
+    const mode = trace.mode || "lines";
     context.globalAlpha = trace.opacity ?? 1;
-    context.strokeStyle = trace.line?.color || "#444";
-    context.lineWidth = trace.line?.width ?? 2;
-    context.beginPath();
-    let pen = false; // a missing or non-finite point breaks the line, as plotly's gaps do
-    for (let k = 0; k < trace.x.length; k += 1) {
-      const px = x(trace.x[k]);
-      const py = y(trace.y[k]);
-      if (!Number.isFinite(px) || !Number.isFinite(py)) pen = false;
-      else if (pen) context.lineTo(px, py);
-      else {
-        context.moveTo(px, py);
-        pen = true;
+    if (mode.includes("lines")) {
+      context.strokeStyle = trace.line?.color || "#444";
+      context.lineWidth = trace.line?.width ?? 2;
+      context.beginPath();
+      let pen = false; // a missing or non-finite point breaks the line, as plotly's gaps do
+      for (let k = 0; k < n; k += 1) {
+        if (!Number.isFinite(px[k]) || !Number.isFinite(py[k])) pen = false;
+        else if (pen) context.lineTo(px[k], py[k]);
+        else {
+          context.moveTo(px[k], py[k]);
+          pen = true;
+        }
+      }
+      context.stroke();
+    }
+    if (mode.includes("markers")) {
+      context.fillStyle = trace.marker?.color || trace.line?.color || "#444";
+      const radius = (trace.marker?.size ?? 6) / 2;
+      for (let k = 0; k < n; k += 1) {
+        if (!Number.isFinite(px[k]) || !Number.isFinite(py[k])) continue;
+        context.beginPath();
+        context.arc(px[k], py[k], radius, 0, 2 * Math.PI);
+        context.fill();
       }
     }
-    context.stroke();
   }
 }
 
@@ -551,10 +549,73 @@ function axisScale(axis, length, fromTop) {
   return fromTop ? (v) => length - at(v) : at;
 }
 
+/** The cursor table of a canvas chart: at the x under the pointer, each hovered trace's nearest point (its name,
+ * colour and value), the top line first; a sweep with more traces than rows fit lists those nearest the pointer and
+ * says how many more there are. A vertical line marks the x. */
+function cursorTable(gd, event) {
+  const held = canvasCharts.get(gd);
+  const full = gd._fullLayout;
+  if (!held || !full?._size || event.buttons) return hideCursor(held); // a drag (zoom, pan) shows no table
+  const { l, t, w, h } = full._size;
+  const box = gd.getBoundingClientRect();
+  const cx = event.clientX - box.left - l;
+  const cy = event.clientY - box.top - t;
+  if (cx < 0 || cx > w || cy < 0 || cy > h) return hideCursor(held);
+  const rows = [];
+  for (const { trace, px, py } of held.pixels) {
+    if (trace.hoverinfo === "skip" || trace.hoverinfo === "none") continue;
+    let best = -1;
+    for (let k = 0; k < px.length; k += 1) {
+      const drawn = Number.isFinite(px[k]) && Number.isFinite(py[k]);
+      if (drawn && (best < 0 || Math.abs(px[k] - cx) < Math.abs(px[best] - cx))) best = k;
+    }
+    if (best >= 0) rows.push({ trace, k: best, px: px[best], dy: Math.abs(py[best] - cy) });
+  }
+  if (!rows.length) return hideCursor(held);
+  const nearest = rows.reduce((a, b) => (Math.abs(b.px - cx) < Math.abs(a.px - cx) ? b : a));
+  const fits = Math.max(1, Math.floor(full.height / CURSOR_ROW_PX) - 2);
+  const byPointer = [...rows].sort((a, b) => a.dy - b.dy);
+  const shown = byPointer.slice(0, fits).sort((a, b) => b.trace.y[b.k] - a.trace.y[a.k]);
+  if (!held.table) {
+    held.table = el("div", { class: "cursor-table" });
+    held.cursor = el("div", { class: "cursor-line" });
+  }
+  // On the chart's element, outside plotly's own, whose style sheet sets every div's padding and border.
+  if (held.table.parentNode !== gd) gd.append(held.cursor, held.table);
+  const more = rows.length - shown.length;
+  held.table.replaceChildren(
+    el("div", { class: "head" }, `${full.xaxis.title?.text ?? ""} ${cursorNumber(nearest.trace.x[nearest.k])}`.trim()),
+    ...shown.map((row) => el("div", { class: row === byPointer[0] ? "row nearest" : "row" },
+      el("span", { class: "swatch", style: `background:${row.trace.line?.color || "#444"}` }),
+      el("span", { class: "name" }, String(row.trace.meta ?? row.trace.name ?? "")),
+      el("span", { class: "value" }, cursorNumber(row.trace.y[row.k])))),
+    more > 0 ? el("div", { class: "more" }, `${more} more runs`) : null,
+  );
+  held.table.hidden = false;
+  held.cursor.hidden = false;
+  Object.assign(held.cursor.style, { left: `${l + nearest.px}px`, top: `${t}px`, height: `${h}px` });
+  // Beside the pointer, on the side with room, and inside the chart's height.
+  const width = held.table.offsetWidth;
+  const left = l + cx + 16 + width <= full.width ? l + cx + 16 : Math.max(0, l + cx - 16 - width);
+  const top = Math.max(0, Math.min(t + cy - held.table.offsetHeight / 2, full.height - held.table.offsetHeight));
+  Object.assign(held.table.style, { left: `${left}px`, top: `${top}px` });
+  return undefined;
+}
+
+function hideCursor(held) {
+  if (held?.table) held.table.hidden = true;
+  if (held?.cursor) held.cursor.hidden = true;
+}
+
+/** A value as the cursor table shows it: 7 significant digits, as plotly's hover; text (a date) as it is. */
+function cursorNumber(value) {
+  return typeof value === "number" ? String(Number(value.toPrecision(7))) : String(value ?? "");
+}
+
 /** What Plotly.downloadImage gets for a chart: the chart, or for one with canvas lines the same figure with its
  * lines as SVG (plotly draws it anew, off the page), at the chart's size. */
 export function imageOf(plot, options) {
-  const held = canvasLines.get(plot);
+  const held = canvasCharts.get(plot);
   if (!held) return [plot, options];
   const { width, height } = plot._fullLayout;
   return [{ data: held.traces, layout: plot.layout }, { width, height, ...options }];
