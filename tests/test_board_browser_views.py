@@ -322,6 +322,17 @@ def test_a_sweep_of_many_runs_is_named_by_the_run_list_and_drawn_on_a_canvas(
         assert page.is_visible(f"{plot} .cursor-line")
         page.mouse.move(box["x"] - 30, box["y"] - 30)  # off the plot: the table goes
         page.wait_for_selector(f"{plot} .cursor-table", state="hidden")
+        # Ten runs unticked: a chart of ten runs, plotly's SVG lines and legend again; ticked again: the canvas.
+        boxes = [f'.runlist label[title="lr-{k:02d}"] input' for k in range(10, 20)]
+        for box_ in boxes:
+            page.uncheck(box_)
+        page.wait_for_function(f"() => ({LEGEND})().entries === 10 && !({LEGEND})().canvas", timeout=10_000)
+        assert page.evaluate(f"() => ({LEGEND})().smoothed") == [2]
+        for box_ in boxes:
+            page.check(box_)
+        page.wait_for_function(f"() => ({LEGEND})().canvas && ({LEGEND})().entries === 0", timeout=10_000)
+        page.evaluate(TWO_FRAMES)
+        assert page.evaluate(CANVAS_AT, ["lr-19", 6])["at"][3] > 100  # still zoomed in to steps 4-8
         # The SVG download draws the lines (plotly, off the page).
         with page.expect_download() as download:
             page.click('.card[data-tag="train/loss"] button[title="download the chart as SVG"]')

@@ -92,9 +92,10 @@ function perform(path, chart, args) {
   const owner = path.slice(0, -1).reduce((object, key) => object[key], build);
   const result = owner[name](chart, ...args);
   if (DRAWS.has(name)) drawnBy.set(chart, build);
-  else if (name === "purge") {
+  else if (name === "purge") { // plotly drops the chart's listeners too
     drawnBy.delete(chart);
     canvasCharts.delete(chart);
+    listening.delete(chart);
   }
   return result;
 }
@@ -408,6 +409,7 @@ export const PLOT_CONFIG = {
 // TensorBoard draws its line charts on a canvas too. A chart with a legend keeps plotly's SVG: its entries are
 // plotly's traces. The traces painted are on the chart's element as `lineTraces` (plotly's `data` holds the one).
 const canvasCharts = new WeakMap(); // chart element -> {traces, canvas, table, cursor, pixels, frame}
+const listening = new WeakSet(); // chart elements whose plotly events reach paintSoon (plotly's purge drops them)
 const CURSOR_ROW_PX = 16; // a row of the cursor table (style.css .cursor-table)
 
 /** `Plotly.react(gd, traces, layout, config)`, with the traces painted on a canvas when `canvas` is true. */
@@ -429,12 +431,13 @@ export function reactLines(gd, traces, layout, config, canvas) {
   canvasCharts.set(gd, now);
   gd.lineTraces = traces;
   return Promise.resolve(drawn).then((result) => {
-    if (!held) {
+    if (!listening.has(gd)) { // once, also when it stops being a canvas chart and becomes one again
+      listening.add(gd);
       const repaint = () => paintSoon(gd);
       for (const event of ["plotly_afterplot", "plotly_relayout", "plotly_relayouting"]) gd.on(event, repaint);
-      gd.addEventListener("mousemove", (event) => cursorTable(gd, event));
-      gd.addEventListener("mouseleave", () => hideCursor(canvasCharts.get(gd)));
     }
+    gd.addEventListener("mousemove", pointerMoved); // the same function: added once
+    gd.addEventListener("mouseleave", pointerLeft);
     paintSoon(gd);
     return result;
   });
@@ -600,6 +603,14 @@ function cursorTable(gd, event) {
   const top = Math.max(0, Math.min(t + cy - held.table.offsetHeight / 2, full.height - held.table.offsetHeight));
   Object.assign(held.table.style, { left: `${left}px`, top: `${top}px` });
   return undefined;
+}
+
+function pointerMoved(event) {
+  cursorTable(event.currentTarget, event);
+}
+
+function pointerLeft(event) {
+  hideCursor(canvasCharts.get(event.currentTarget));
 }
 
 function hideCursor(held) {
