@@ -10,8 +10,9 @@ let COLORS, PLOT_CONFIG, Plotly, api, baseLayout, chartCard, el, fade, matcher, 
 let CHART_POINTS, MIN_POINTS, MAX_POINTS;
 // Runs a chart overlays before it is a sweep's chart. A sweep's chart (of 100 runs, say) names no run in its own
 // legend: a legend taller than its plot, over its axis title, that cost a fifth of each draw; their names and colours
-// are in the run list, and the cursor table names every run at the step, as TensorBoard has them. Its lines are
-// drawn on one canvas (core.reactLines: a fifth of plotly's SVG draw and raster for 100 runs), and its smoothed
+// are in the run list, and its cursor table names the runs at the step (those nearest the pointer when they do not
+// all fit), as TensorBoard has them. Its lines are painted on one canvas and its cursor table is the page's own
+// (core.reactLines: plotly's SVG draw and raster of 100 runs' lines was most of a first visit), and its smoothed
 // lines are 1 px wide, as its raw ones: a hundred 2 px lines over each other are a band, not lines.
 const SWEEP_RUNS = 12;
 // Scalar lines are SVG (a sweep's on one canvas): with CHART_POINTS bounding a chart, they draw in under a second
