@@ -449,17 +449,15 @@ function extremes(traces, logY) {
   const x = [];
   const y = [];
   for (const trace of traces) {
-    const kept = [];
-    let low = -1;
-    let high = -1;
+    let [first, last, low, high] = [-1, -1, -1, -1];
     trace.y.forEach((v, i) => {
       if (typeof v !== "number" || !Number.isFinite(v) || (logY && v <= 0)) return;
-      if (!kept.length) kept.push(i);
+      if (first < 0) first = i;
+      last = i;
       if (low < 0 || v < trace.y[low]) low = i;
       if (high < 0 || v > trace.y[high]) high = i;
-      kept[1] = i;
     });
-    for (const i of new Set([...kept, low, high])) {
+    for (const i of new Set([first, last, low, high])) {
       if (i >= 0) {
         x.push(trace.x[i]);
         y.push(trace.y[i]);
